@@ -1,0 +1,3 @@
+//! skald-client: a Rust Kafka client (admin, producer, consumer) and the `skald` command-line tool.
+
+pub mod cli;

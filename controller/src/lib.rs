@@ -1,0 +1,1 @@
+//! skald-controller
