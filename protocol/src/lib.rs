@@ -2,9 +2,13 @@
 //!
 //! # Layout
 //! - [`frame`]: the 4-byte size prefix, with `socket.request.max.bytes` enforced before allocating.
+//! - [`codec`]: request decoding and response encoding over kafka-protocol's message types.
+//! - [`api_versions`]: exactly the APIs and versions Skald implements (what ApiVersions advertises).
 //! - [`batch`]: a zero-copy view over RecordBatch v2 headers, CRC32C checks and in-place patching.
 //!
 //! This crate never does I/O and never decodes records on the produce or fetch path.
 
+pub mod api_versions;
 pub mod batch;
+pub mod codec;
 pub mod frame;
