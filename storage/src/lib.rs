@@ -1,1 +1,34 @@
-//! skald-storage
+//! skald-storage: partition logs on local disk, in Kafka's file layout.
+//!
+//! A partition is a directory `<log.dir>/<topic>-<partition>/` of segments, each a `.log` of record
+//! batches exactly as producers sent them (offsets patched in), with a sparse `.index` and
+//! `.timeindex` named by the same 20-digit base offset. Indexes are derived data, rebuilt when
+//! missing or wrong; on open, the tail of the active segment is validated batch by batch and torn
+//! bytes are cut off. Reads are zero-copy [`bytes::Bytes`] over memory-mapped segments.
+//!
+//! # Layout
+//! - [`log`]: [`Log`], one partition: open/recovery, append, read, offset-by-timestamp, delete.
+//! - [`segment`]: one segment (`.log` + indexes), roll decisions, batch lookups.
+//! - `index`: the offset and time indexes.
+//! - `mmap`: every memory map and all of the crate's `unsafe`.
+//! - [`dir`]: partition directory names and the scan of a log directory.
+//! - [`config`]: [`LogConfig`], Kafka's property names and defaults.
+//! - [`error`]: [`Error`] and [`Result`].
+//!
+//! This crate never touches the network, never decodes or re-encodes records (it reads batch
+//! headers through `skald_protocol::batch` and nothing more), and never writes a byte it has not
+//! validated as part of a whole v2 batch.
+
+pub mod config;
+pub mod dir;
+pub mod error;
+mod index;
+pub mod log;
+mod mmap;
+pub mod segment;
+
+pub use config::LogConfig;
+pub use dir::{parse_partition_dir_name, partition_dir_name, scan_log_dir};
+pub use error::{Error, Result};
+pub use log::{AppendInfo, Log, ReadResult};
+pub use segment::segment_file_name;

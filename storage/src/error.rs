@@ -1,0 +1,54 @@
+//! The crate's one error type.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use skald_protocol::batch::BatchError;
+
+/// Everything that can go wrong in a partition log.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An I/O error, with the file or directory it happened on.
+    #[error("I/O error on {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// A read or lookup for an offset outside `[log_start_offset, log_end_offset]`.
+    #[error("offset {offset} is out of range [{log_start_offset}, {log_end_offset}]")]
+    OffsetOutOfRange {
+        offset: i64,
+        log_start_offset: i64,
+        log_end_offset: i64,
+    },
+    /// Bytes given to `append` are not whole, valid v2 batches.
+    #[error("corrupt record batch: {0}")]
+    CorruptBatch(#[from] BatchError),
+    /// `append` was given no batches.
+    #[error("append of an empty buffer")]
+    EmptyAppend,
+    /// One append larger than a segment can address (positions are 32-bit, as in Kafka).
+    #[error("append of {size} bytes exceeds the largest possible segment")]
+    AppendTooLarge { size: usize },
+    /// A `LogConfig` that cannot work.
+    #[error("invalid log config: {0}")]
+    InvalidConfig(String),
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Attaches the path an I/O error happened on.
+pub(crate) trait IoContext<T> {
+    fn at(self, path: &Path) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn at(self, path: &Path) -> Result<T> {
+        self.map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}

@@ -1,0 +1,673 @@
+use std::fs;
+
+use proptest::prelude::*;
+use skald_protocol::batch::testing::{build_batch, simple_batch, TestRecord};
+use skald_protocol::batch::{validate_batch, BatchError, RecordBatchHeader};
+use tempfile::TempDir;
+
+use super::*;
+use crate::dir::partition_dir_name;
+use crate::segment::segment_file_name;
+
+/// One batch as stored: the buffer `append` patched in place is exactly what is on disk.
+#[derive(Debug, Clone)]
+struct Written {
+    base: i64,
+    last: i64,
+    bytes: Vec<u8>,
+}
+
+fn config(segment_bytes: u64, index_interval_bytes: u32) -> LogConfig {
+    LogConfig {
+        segment_bytes,
+        index_interval_bytes,
+        segment_index_bytes: 4096,
+    }
+}
+
+fn append(log: &mut Log, mut batch: Vec<u8>) -> Written {
+    let info = log.append(&mut batch, None, 7).unwrap();
+    Written {
+        base: info.first_offset,
+        last: info.last_offset,
+        bytes: batch,
+    }
+}
+
+/// `count` batches of `records` records each with 50-byte values (all the same size).
+fn append_uniform(log: &mut Log, count: usize, records: usize) -> Vec<Written> {
+    (0..count)
+        .map(|i| append(log, simple_batch(0, records, 1_000 * i as i64, 50)))
+        .collect()
+}
+
+fn concat(batches: &[Written]) -> Vec<u8> {
+    batches
+        .iter()
+        .flat_map(|w| w.bytes.iter().copied())
+        .collect()
+}
+
+/// Everything in the log, read segment by segment.
+fn read_all(log: &Log) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut offset = log.log_start_offset();
+    while offset < log.log_end_offset() {
+        let read = log.read(offset, usize::MAX).unwrap();
+        assert!(!read.records.is_empty());
+        out.extend_from_slice(&read.records);
+        offset = read.next_offset;
+    }
+    out
+}
+
+fn headers(bytes: &[u8]) -> Vec<RecordBatchHeader> {
+    RecordBatches::new(bytes).map(|r| r.unwrap().1).collect()
+}
+
+fn file_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn append_assigns_offsets_and_patches_the_header() {
+    let dir = TempDir::new().unwrap();
+    let mut log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (0, 0));
+    let mut first = simple_batch(999, 3, 5_000, 10);
+    let info = log.append(&mut first, None, 4).unwrap();
+    assert_eq!(
+        info,
+        AppendInfo {
+            first_offset: 0,
+            last_offset: 2,
+            max_timestamp: 5_002,
+            log_append_time_ms: -1,
+            bytes: first.len(),
+            records_count: 3,
+        }
+    );
+    let header = validate_batch(&first).unwrap();
+    assert_eq!((header.base_offset, header.partition_leader_epoch), (0, 4));
+
+    // Two batches in one call, stamped with LogAppendTime.
+    let mut two = [simple_batch(0, 2, 10, 10), simple_batch(0, 1, 20, 10)].concat();
+    let info = log.append(&mut two, Some(77_000), 5).unwrap();
+    assert_eq!((info.first_offset, info.last_offset), (3, 5));
+    assert_eq!(
+        (info.max_timestamp, info.log_append_time_ms),
+        (77_000, 77_000)
+    );
+    assert_eq!(info.records_count, 3);
+    let stored = headers(&two);
+    assert_eq!(
+        stored.iter().map(|h| h.base_offset).collect::<Vec<_>>(),
+        vec![3, 5]
+    );
+    assert!(stored.iter().all(|h| h.timestamp_type_is_log_append_time()
+        && h.max_timestamp == 77_000
+        && h.partition_leader_epoch == 5));
+    assert_eq!(log.log_end_offset(), 6);
+    assert_eq!(log.size_bytes(), (first.len() + two.len()) as u64);
+    assert_eq!(read_all(&log), [first, two].concat());
+}
+
+#[test]
+fn invalid_appends_write_nothing() {
+    let dir = TempDir::new().unwrap();
+    let mut log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    append(&mut log, simple_batch(0, 2, 0, 10));
+    let size = log.size_bytes();
+
+    assert!(matches!(
+        log.append(&mut [], None, 0),
+        Err(Error::EmptyAppend)
+    ));
+    let mut garbage = vec![0xAB; 100];
+    assert!(matches!(
+        log.append(&mut garbage, None, 0),
+        Err(Error::CorruptBatch(BatchError::UnsupportedMagic(_)))
+    ));
+    let mut second_bad = [simple_batch(0, 1, 0, 10), simple_batch(0, 1, 0, 10)].concat();
+    let last = second_bad.len() - 1;
+    second_bad[last] ^= 1;
+    assert!(matches!(
+        log.append(&mut second_bad, None, 0),
+        Err(Error::CorruptBatch(BatchError::CrcMismatch { .. }))
+    ));
+    let mut torn = simple_batch(0, 1, 0, 10);
+    torn.pop();
+    assert!(matches!(
+        log.append(&mut torn, None, 0),
+        Err(Error::CorruptBatch(BatchError::Truncated { .. }))
+    ));
+    assert_eq!((log.log_end_offset(), log.size_bytes()), (2, size));
+}
+
+#[test]
+fn read_from_every_offset_returns_the_batch_containing_it() {
+    let dir = TempDir::new().unwrap();
+    let mut log = Log::open(dir.path(), config(1 << 20, 100)).unwrap();
+    let written: Vec<Written> = (0..20)
+        .map(|i| append(&mut log, simple_batch(0, 1 + i % 4, i as i64, 50)))
+        .collect();
+    assert!(log.segments().next().unwrap().index_entries().0 > 5);
+    let end = written.last().unwrap().last + 1;
+    assert_eq!(log.log_end_offset(), end);
+    for (i, w) in written.iter().enumerate() {
+        for offset in w.base..=w.last {
+            let one = log.read(offset, 1).unwrap();
+            assert_eq!(one.records, w.bytes, "offset {offset}");
+            assert_eq!(one.first_batch_offset, Some(w.base));
+            assert_eq!(one.next_offset, w.last + 1);
+            assert_eq!((one.log_start_offset, one.log_end_offset), (0, end));
+            let rest = log.read(offset, usize::MAX).unwrap();
+            assert_eq!(rest.records, concat(&written[i..]));
+            assert_eq!(rest.next_offset, end);
+        }
+    }
+    let at_end = log.read(end, 1000).unwrap();
+    assert!(at_end.records.is_empty());
+    assert_eq!((at_end.first_batch_offset, at_end.next_offset), (None, end));
+}
+
+#[test]
+fn out_of_range_reads_are_errors() {
+    let dir = TempDir::new().unwrap();
+    let mut log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    append_uniform(&mut log, 2, 3);
+    for offset in [-1, 7, i64::MAX, i64::MIN] {
+        match log.read(offset, 100) {
+            Err(Error::OffsetOutOfRange {
+                offset: o,
+                log_start_offset: 0,
+                log_end_offset: 6,
+            }) => assert_eq!(o, offset),
+            other => panic!("offset {offset}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn max_bytes_limits_whole_batches_but_returns_at_least_one() {
+    let dir = TempDir::new().unwrap();
+    let mut log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    let written = append_uniform(&mut log, 4, 2);
+    let big = append(&mut log, simple_batch(0, 3, 0, 10_000));
+    let size = written[0].bytes.len();
+    let read = |offset, max| log.read(offset, max).unwrap();
+    assert_eq!(read(0, 0).records, written[0].bytes);
+    assert_eq!(read(0, size).records, written[0].bytes);
+    assert_eq!(read(0, 2 * size - 1).records, written[0].bytes);
+    assert_eq!(read(0, 2 * size).records, concat(&written[..2]));
+    assert_eq!(read(3, 3 * size).records, concat(&written[1..4]));
+    assert_eq!(read(4, 3 * size + 1).records, concat(&written[2..4])); // big does not fit
+    assert_eq!(read(9, 100).records, big.bytes); // oversized first batch, whole
+    assert_eq!(read(8, 100).records, big.bytes);
+}
+
+#[test]
+fn read_up_to_leaves_out_batches_ending_at_or_past_the_bound() {
+    let dir = TempDir::new().unwrap();
+    let mut log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    let written = append_uniform(&mut log, 3, 2); // offsets 0-1, 2-3, 4-5
+    let read = |offset, bound| log.read_up_to(offset, usize::MAX, bound).unwrap();
+    assert_eq!(read(0, 4).records, concat(&written[..2]));
+    assert_eq!(read(0, 3).records, written[0].bytes);
+    assert_eq!(read(0, 1).records, Bytes::new());
+    assert_eq!(read(2, 2).records, Bytes::new());
+    assert_eq!(read(1, 6).records, concat(&written));
+}
+
+#[test]
+fn rolls_at_segment_bytes_with_kafka_file_names() {
+    let dir = TempDir::new().unwrap();
+    let size = simple_batch(0, 2, 0, 50).len() as u64;
+    let mut log = Log::open(dir.path(), config(3 * size, 1)).unwrap();
+    let written = append_uniform(&mut log, 10, 2);
+    assert_eq!(log.segment_base_offsets(), vec![0, 6, 12, 18]);
+    assert_eq!(log.segment_count(), 4);
+    let mut expected: Vec<String> = [0, 6, 12, 18]
+        .iter()
+        .flat_map(|&b| ["index", "log", "timeindex"].map(|s| segment_file_name(b, s)))
+        .collect();
+    expected.sort();
+    assert_eq!(file_names(dir.path()), expected);
+    assert_eq!(
+        fs::metadata(dir.path().join("00000000000000000006.log"))
+            .unwrap()
+            .len(),
+        3 * size
+    );
+    // Sealed indexes are trimmed: batches 2 and 3 of each segment are indexed.
+    assert_eq!(
+        fs::metadata(dir.path().join("00000000000000000006.index"))
+            .unwrap()
+            .len(),
+        16
+    );
+    for w in &written {
+        for offset in w.base..=w.last {
+            assert_eq!(log.read(offset, 1).unwrap().records, w.bytes);
+        }
+    }
+    // One segment per read.
+    assert_eq!(
+        log.read(7, usize::MAX).unwrap().records,
+        concat(&written[3..6])
+    );
+    assert_eq!(read_all(&log), concat(&written));
+    assert_eq!(log.size_bytes(), 10 * size);
+}
+
+#[test]
+fn a_batch_larger_than_a_segment_gets_its_own() {
+    let dir = TempDir::new().unwrap();
+    let mut log = Log::open(dir.path(), config(100, 1)).unwrap();
+    let a = append(&mut log, simple_batch(0, 1, 0, 500));
+    let b = append(&mut log, simple_batch(0, 1, 0, 10_000)); // larger than the map reservation
+    let c = append(&mut log, simple_batch(0, 1, 0, 5));
+    assert_eq!(log.segment_base_offsets(), vec![0, 1, 2]);
+    assert_eq!(read_all(&log), concat(&[a, b, c]));
+}
+
+#[test]
+fn fetched_bytes_survive_appends_rolls_and_close() {
+    let dir = TempDir::new().unwrap();
+    let size = simple_batch(0, 2, 0, 50).len() as u64;
+    let mut log = Log::open(dir.path(), config(3 * size, 1)).unwrap();
+    let written = append_uniform(&mut log, 2, 2);
+    let held = log.read(0, usize::MAX).unwrap().records;
+    append_uniform(&mut log, 10, 2);
+    assert_eq!(held, concat(&written));
+    log.close().unwrap();
+    assert_eq!(held, concat(&written));
+}
+
+#[test]
+fn reopen_after_close_or_drop_keeps_everything() {
+    let dir = TempDir::new().unwrap();
+    let size = simple_batch(0, 2, 0, 50).len() as u64;
+    let cfg = config(3 * size, 1);
+    let mut log = Log::open(dir.path(), cfg.clone()).unwrap();
+    let mut written = append_uniform(&mut log, 8, 2);
+    log.flush().unwrap();
+    log.close().unwrap();
+
+    let mut log = Log::open(dir.path(), cfg.clone()).unwrap();
+    assert_eq!(log.log_end_offset(), 16);
+    assert_eq!(log.segment_base_offsets(), vec![0, 6, 12]);
+    assert_eq!(read_all(&log), concat(&written));
+    written.extend(append_uniform(&mut log, 3, 2));
+    assert_eq!(written.last().unwrap().base, 20);
+    drop(log);
+
+    let log = Log::open(dir.path(), cfg).unwrap();
+    assert_eq!(log.log_end_offset(), 22);
+    assert_eq!(read_all(&log), concat(&written));
+    for w in &written {
+        assert_eq!(log.read(w.last, 1).unwrap().records, w.bytes);
+    }
+}
+
+/// Writes 5 batches to a fresh log, closes it, lets `damage` edit the `.log`, reopens, and checks
+/// the log holds exactly `expected_batches` of them and appends continue at their end.
+fn check_recovery(damage: impl FnOnce(&Path), expected_batches: usize) {
+    let dir = TempDir::new().unwrap();
+    let cfg = config(1 << 20, 1);
+    let mut log = Log::open(dir.path(), cfg.clone()).unwrap();
+    let written: Vec<Written> = (0..5)
+        .map(|i| append(&mut log, simple_batch(0, 1 + i, 10 * i as i64, 20)))
+        .collect();
+    log.close().unwrap();
+    damage(&dir.path().join("00000000000000000000.log"));
+
+    let mut log = Log::open(dir.path(), cfg).unwrap();
+    let kept = &written[..expected_batches];
+    let end = kept.last().map_or(0, |w| w.last + 1);
+    assert_eq!(log.log_end_offset(), end);
+    assert_eq!(log.size_bytes(), concat(kept).len() as u64);
+    assert_eq!(read_all(&log), concat(kept));
+    for w in kept {
+        assert_eq!(log.read(w.base, 1).unwrap().records, w.bytes);
+    }
+    let next = append(&mut log, simple_batch(0, 2, 0, 5));
+    assert_eq!(next.base, end);
+    assert_eq!(log.read(end, 1).unwrap().records, next.bytes);
+}
+
+#[test]
+fn recovery_cuts_a_torn_last_batch_at_every_byte() {
+    let sizes: Vec<usize> = (0..5)
+        .map(|i| simple_batch(0, 1 + i, 0, 20).len())
+        .collect();
+    let last_start: usize = sizes[..4].iter().sum();
+    for cut in last_start..last_start + sizes[4] {
+        check_recovery(
+            |path| {
+                fs::OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .unwrap()
+                    .set_len(cut as u64)
+                    .unwrap()
+            },
+            4,
+        );
+    }
+    // Nothing torn: all five stay.
+    check_recovery(|_| {}, 5);
+}
+
+#[test]
+fn recovery_cuts_at_a_corrupt_byte() {
+    let sizes: Vec<usize> = (0..5)
+        .map(|i| simple_batch(0, 1 + i, 0, 20).len())
+        .collect();
+    let starts: Vec<usize> = sizes
+        .iter()
+        .scan(0, |acc, s| {
+            let at = *acc;
+            *acc += s;
+            Some(at)
+        })
+        .collect();
+    for (batch, (&start, &size)) in starts.iter().zip(&sizes).enumerate() {
+        // Length, magic, CRC and everything the CRC covers (not base offset / leader epoch).
+        for at in (start + 8..start + 12)
+            .chain(start + 16..start + size)
+            .step_by(3)
+        {
+            check_recovery(
+                |path| {
+                    let mut bytes = fs::read(path).unwrap();
+                    bytes[at] ^= 0x10;
+                    fs::write(path, bytes).unwrap();
+                },
+                batch,
+            );
+        }
+    }
+    // Trailing garbage, e.g. zeroes from a preallocating filesystem.
+    check_recovery(
+        |path| {
+            let mut bytes = fs::read(path).unwrap();
+            bytes.extend_from_slice(&[0; 100]);
+            fs::write(path, bytes).unwrap();
+        },
+        5,
+    );
+}
+
+#[test]
+fn missing_or_corrupt_indexes_are_rebuilt_identically() {
+    let size = simple_batch(0, 2, 0, 50).len() as u64;
+    let cfg = config(4 * size, 1);
+    type Damage = fn(&Path);
+    let damages: [(&str, Damage); 4] = [
+        ("index", |p| fs::remove_file(p).unwrap()),
+        ("timeindex", |p| fs::remove_file(p).unwrap()),
+        ("index", |p| {
+            // A plausible-looking entry pointing past the log.
+            let mut bytes = fs::read(p).unwrap();
+            bytes[4..8].copy_from_slice(&u32::MAX.to_be_bytes());
+            fs::write(p, bytes).unwrap();
+        }),
+        ("timeindex", |p| {
+            let mut bytes = fs::read(p).unwrap();
+            bytes.push(0);
+            fs::write(p, bytes).unwrap();
+        }),
+    ];
+    for (suffix, damage) in damages {
+        let dir = TempDir::new().unwrap();
+        let mut log = Log::open(dir.path(), cfg.clone()).unwrap();
+        let written: Vec<Written> = (0..10)
+            .map(|i| append(&mut log, simple_batch(0, 2, 100 * i, 50)))
+            .collect();
+        log.close().unwrap();
+        // Segment 8 is sealed (segment 16 is active).
+        let path = dir.path().join(segment_file_name(8, suffix));
+        let original = fs::read(&path).unwrap();
+        assert!(!original.is_empty());
+        damage(&path);
+
+        let log = Log::open(dir.path(), cfg.clone()).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), original, "{suffix}");
+        assert_eq!(read_all(&log), concat(&written));
+        for w in &written {
+            assert_eq!(log.read(w.base + 1, 1).unwrap().records, w.bytes);
+        }
+        assert_eq!(log.offset_for_timestamp(450).unwrap(), Some((10, 500)));
+    }
+}
+
+#[test]
+fn active_segment_indexes_are_rebuilt_on_open() {
+    let dir = TempDir::new().unwrap();
+    let cfg = config(1 << 20, 1);
+    let mut log = Log::open(dir.path(), cfg.clone()).unwrap();
+    let written = append_uniform(&mut log, 6, 2);
+    let entries = log.segments().next().unwrap().index_entries();
+    assert_eq!(entries, (5, 5));
+    drop(log);
+    fs::write(dir.path().join("00000000000000000000.index"), [0xFF; 13]).unwrap();
+    fs::remove_file(dir.path().join("00000000000000000000.timeindex")).unwrap();
+    let log = Log::open(dir.path(), cfg).unwrap();
+    assert_eq!(log.segments().next().unwrap().index_entries(), entries);
+    assert_eq!(read_all(&log), concat(&written));
+}
+
+fn records_at(timestamps: &[i64]) -> Vec<u8> {
+    let records: Vec<TestRecord> = timestamps
+        .iter()
+        .map(|&ts| TestRecord::new(Some(b"k"), Some(b"value"), ts))
+        .collect();
+    build_batch(0, &records)
+}
+
+#[test]
+fn offset_for_timestamp_finds_the_first_record_at_or_after() {
+    let size = records_at(&[0, 0, 0]).len() as u64;
+    for cfg in [
+        config(1 << 20, 1),
+        config(2 * size, 1),
+        config(1 << 20, 1 << 20),
+    ] {
+        let dir = TempDir::new().unwrap();
+        let mut log = Log::open(dir.path(), cfg).unwrap();
+        assert_eq!(log.offset_for_timestamp(0).unwrap(), None);
+        append(&mut log, records_at(&[100, 101, 102])); // 0-2
+        append(&mut log, records_at(&[90, 200, 150])); // 3-5
+        append(&mut log, records_at(&[120, 130, 140])); // 6-8
+        append(&mut log, records_at(&[300, 250, 400])); // 9-11
+        let find = |ts| log.offset_for_timestamp(ts).unwrap();
+        assert_eq!(find(i64::MIN), Some((0, 100)));
+        assert_eq!(find(100), Some((0, 100)));
+        assert_eq!(find(101), Some((1, 101)));
+        assert_eq!(find(103), Some((4, 200)));
+        assert_eq!(find(200), Some((4, 200)));
+        assert_eq!(find(201), Some((9, 300)));
+        assert_eq!(find(301), Some((11, 400)));
+        assert_eq!(find(400), Some((11, 400)));
+        assert_eq!(find(401), None);
+
+        let mut stamped = records_at(&[1, 2]);
+        log.append(&mut stamped, Some(1_000), 0).unwrap(); // 12-13
+        let find = |ts| log.offset_for_timestamp(ts).unwrap();
+        assert_eq!(find(401), Some((12, 1_000)));
+        assert_eq!(find(1_000), Some((12, 1_000)));
+        assert_eq!(find(1_001), None);
+    }
+}
+
+#[test]
+fn partition_dir_names_round_trip() {
+    assert_eq!(partition_dir_name("orders", 3), "orders-3");
+    assert_eq!(
+        crate::parse_partition_dir_name("my-topic-name-12"),
+        Some(("my-topic-name".to_string(), 12))
+    );
+    // Topic names may end in '-' themselves.
+    assert_eq!(
+        crate::parse_partition_dir_name("orders--1"),
+        Some(("orders-".to_string(), 1))
+    );
+    for bad in [
+        "orders",
+        "-1",
+        "orders-",
+        "orders-x",
+        "orders-01",
+        "orders-+1",
+        "t-9999999999",
+    ] {
+        assert_eq!(crate::parse_partition_dir_name(bad), None, "{bad}");
+    }
+}
+
+#[test]
+fn scan_lists_partitions_and_finishes_deletes() {
+    let root = TempDir::new().unwrap();
+    let mut log = Log::open(&root.path().join("b-topic-1"), LogConfig::default()).unwrap();
+    append_uniform(&mut log, 1, 1);
+    Log::open(&root.path().join("a-0"), LogConfig::default()).unwrap();
+    fs::create_dir(root.path().join("a-2.5f3e-delete")).unwrap();
+    fs::create_dir(root.path().join("not a partition")).unwrap();
+    fs::write(root.path().join("meta.properties"), "x").unwrap();
+    let found = crate::scan_log_dir(root.path()).unwrap();
+    assert_eq!(
+        found,
+        vec![
+            ("a".to_string(), 0, root.path().join("a-0")),
+            ("b-topic".to_string(), 1, root.path().join("b-topic-1")),
+        ]
+    );
+    assert!(!root.path().join("a-2.5f3e-delete").exists());
+
+    let held = log.read(0, 100).unwrap().records;
+    log.delete().unwrap();
+    assert_eq!(
+        file_names(root.path()),
+        vec!["a-0", "meta.properties", "not a partition"]
+    );
+    assert_eq!(validate_batch(&held).unwrap().base_offset, 0);
+}
+
+#[test]
+fn open_cleans_leftovers() {
+    let dir = TempDir::new().unwrap();
+    let mut log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    let written = append_uniform(&mut log, 2, 2);
+    log.close().unwrap();
+    fs::write(dir.path().join(segment_file_name(50, "index")), [0; 8]).unwrap();
+    fs::write(dir.path().join("00000000000000000000.log.deleted"), b"x").unwrap();
+    fs::write(dir.path().join("leader-epoch-checkpoint"), b"0\n0\n").unwrap();
+    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    assert_eq!(
+        file_names(dir.path()),
+        vec![
+            "00000000000000000000.index",
+            "00000000000000000000.log",
+            "00000000000000000000.timeindex",
+            "leader-epoch-checkpoint"
+        ]
+    );
+    assert_eq!(read_all(&log), concat(&written));
+}
+
+#[test]
+fn log_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Log>();
+    check::<ReadResult>();
+}
+
+#[derive(Debug, Clone)]
+enum Damage {
+    /// Cut the active `.log` at this fraction of its length.
+    Truncate(prop::sample::Index),
+    /// Flip bit `bit` of a CRC-checked byte (any byte but base offset and leader epoch).
+    Flip(prop::sample::Index, u8),
+}
+
+fn damage_strategy() -> impl Strategy<Value = Damage> {
+    prop_oneof![
+        any::<prop::sample::Index>().prop_map(Damage::Truncate),
+        (any::<prop::sample::Index>(), 0u8..8).prop_map(|(i, b)| Damage::Flip(i, b)),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn recovery_keeps_exactly_the_longest_valid_prefix(
+        shapes in proptest::collection::vec((1usize..5, 0usize..300), 1..15),
+        segment_bytes in 300u64..3_000,
+        damage in damage_strategy(),
+    ) {
+        let dir = TempDir::new().unwrap();
+        let cfg = config(segment_bytes, 64);
+        let mut log = Log::open(dir.path(), cfg.clone()).unwrap();
+        let written: Vec<Written> = shapes
+            .iter()
+            .enumerate()
+            .map(|(i, &(records, value))| append(&mut log, simple_batch(0, records, i as i64, value)))
+            .collect();
+        let active_base = *log.segment_base_offsets().last().unwrap();
+        drop(log);
+
+        let active: Vec<&Written> = written.iter().filter(|w| w.base >= active_base).collect();
+        let mut starts = Vec::new();
+        let mut at = 0usize;
+        for w in &active {
+            starts.push(at);
+            at += w.bytes.len();
+        }
+        let active_len = at;
+        let path = dir.path().join(segment_file_name(active_base, "log"));
+        let mut bytes = fs::read(&path).unwrap();
+        prop_assert_eq!(bytes.len(), active_len);
+        // Index (into `active`) of the first batch that the damage invalidates.
+        let first_bad = match &damage {
+            Damage::Truncate(cut) => {
+                let cut = cut.index(active_len + 1);
+                bytes.truncate(cut);
+                starts.iter().zip(&active).position(|(s, w)| s + w.bytes.len() > cut)
+            }
+            Damage::Flip(pick, bit) => {
+                let checked: Vec<usize> = (0..active_len)
+                    .filter(|&p| {
+                        let batch = starts.iter().rposition(|&s| s <= p).unwrap();
+                        let within = p - starts[batch];
+                        !(within < 8 || (12..16).contains(&within))
+                    })
+                    .collect();
+                let p = *pick.get(&checked);
+                bytes[p] ^= 1 << bit;
+                starts.iter().rposition(|&s| s <= p)
+            }
+        };
+        fs::write(&path, &bytes).unwrap();
+
+        let kept_active = first_bad.unwrap_or(active.len());
+        let kept: Vec<Written> = written
+            .iter()
+            .filter(|w| w.base < active_base)
+            .cloned()
+            .chain(active[..kept_active].iter().map(|w| (*w).clone()))
+            .collect();
+        let mut log = Log::open(dir.path(), cfg).unwrap();
+        let end = kept.last().map_or(active_base, |w| w.last + 1);
+        prop_assert_eq!(log.log_end_offset(), end);
+        prop_assert_eq!(read_all(&log), concat(&kept));
+        let next = append(&mut log, simple_batch(0, 1, 0, 1));
+        prop_assert_eq!(next.base, end);
+    }
+}

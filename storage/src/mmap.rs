@@ -1,0 +1,262 @@
+//! Every memory map in the crate, and all of its `unsafe`.
+//!
+//! Two kinds of file are mapped:
+//!
+//! - A segment's `.log`, through [`LogFile`]: appended with positioned writes, read through a
+//!   read-only map. The map is created with a *reserved* length (the segment size limit, page
+//!   rounded) which may exceed the file, so the active segment never needs remapping as it grows;
+//!   Linux allows mapping past EOF as long as pages wholly past EOF are never touched. Remapping on
+//!   demand would also work but would make every append that crosses a page pay for an `mmap` call
+//!   and leave many small maps alive behind outstanding reads; one reservation per active segment is
+//!   cheaper. Sealed (rolled) segments are remapped to their exact size to give the address space
+//!   back.
+//! - Index files, through [`IndexFile`]: read-write maps, preallocated, trimmed on roll and close.
+//!
+//! Soundness rests on invariants this module enforces itself rather than trusting callers:
+//! - [`LogFile`] is the only writer of its file, and it only writes at or past `size`. Bytes below
+//!   `size` therefore never change while any map of them exists, so a `&[u8]` over them (or a
+//!   [`Bytes`] handed to a fetch) stays valid; slices are only ever made below `size`.
+//! - [`LogFile::truncate`] shrinks the file only when no [`Bytes`] from it is alive (checked through
+//!   the `Arc` count under `&mut self`), otherwise it refuses.
+//! - The partition directory belongs to this process. Another process writing these files while
+//!   they are mapped would break the above; Kafka's deployment model (one broker per log dir) is
+//!   assumed here too.
+#![allow(unsafe_code)]
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use memmap2::{MmapMut, MmapOptions, MmapRaw};
+
+const PAGE_BYTES: u64 = 4096;
+
+fn round_up_to_page(n: u64) -> u64 {
+    n.div_ceil(PAGE_BYTES).saturating_mul(PAGE_BYTES)
+}
+
+/// A read-only map of a `.log` file, shared with every [`Bytes`] handed out from it.
+#[derive(Debug)]
+struct LogMap {
+    raw: MmapRaw,
+}
+
+/// Owner of one read's bytes: keeps the map alive for as long as the [`Bytes`] lives.
+struct LogSlice {
+    map: Arc<LogMap>,
+    start: usize,
+    len: usize,
+}
+
+impl AsRef<[u8]> for LogSlice {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: `LogFile::bytes` only creates a `LogSlice` for a range below the file's written
+        // size and within the map's length. Those bytes are backed by the file (never past EOF,
+        // so no SIGBUS), are never written again while mapped (`LogFile` only appends past `size`
+        // and only truncates when no `LogSlice` exists), and the `Arc` keeps the map alive.
+        unsafe { std::slice::from_raw_parts(self.map.raw.as_ptr().add(self.start), self.len) }
+    }
+}
+
+/// A segment's `.log` file: the single appender, and the source of zero-copy reads.
+#[derive(Debug)]
+pub(crate) struct LogFile {
+    file: File,
+    path: PathBuf,
+    /// Bytes written; everything below is immutable while mapped.
+    size: u64,
+    /// Map length to reserve for growth (0 for sealed segments: exact size).
+    reserve_bytes: u64,
+    /// `None` while the file is empty and nothing is reserved.
+    map: Option<Arc<LogMap>>,
+}
+
+impl LogFile {
+    /// Opens (creating if missing) `path`; its current length is taken as written.
+    pub(crate) fn open(path: &Path, reserve_bytes: u64) -> io::Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        let size = file.metadata()?.len();
+        let mut log = Self {
+            file,
+            path: path.to_path_buf(),
+            size,
+            reserve_bytes,
+            map: None,
+        };
+        log.remap(size)?;
+        Ok(log)
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Maps at least `needed` bytes (and the reservation), dropping our handle on the old map;
+    /// outstanding reads keep theirs.
+    fn remap(&mut self, needed: u64) -> io::Result<()> {
+        let len = round_up_to_page(needed.max(self.reserve_bytes));
+        if len == 0 {
+            self.map = None;
+            return Ok(());
+        }
+        let len = usize::try_from(len).map_err(|_| io::Error::other("segment too large to map"))?;
+        // Safe function: memmap2 only hands out raw pointers for an `MmapRaw`.
+        let raw = MmapOptions::new().len(len).map_raw_read_only(&self.file)?;
+        self.map = Some(Arc::new(LogMap { raw }));
+        Ok(())
+    }
+
+    fn mapped_len(&self) -> u64 {
+        self.map.as_ref().map_or(0, |m| m.raw.len() as u64)
+    }
+
+    /// Appends `data` at the end of the file.
+    pub(crate) fn append(&mut self, data: &[u8]) -> io::Result<()> {
+        let end = self.size + data.len() as u64;
+        if end > self.mapped_len() {
+            // Only a batch larger than the reservation gets here; double to amortise.
+            self.remap(end.saturating_mul(2))?;
+        }
+        self.file.write_all_at(data, self.size)?;
+        // A failed write may have written a prefix; `size` is unchanged, so those bytes are never
+        // read and the next append overwrites them (they are past `size`, so no slice covers them).
+        self.size = end;
+        Ok(())
+    }
+
+    /// The written bytes `start..start + len`, borrowed for as long as no append can happen.
+    pub(crate) fn slice(&self, start: u64, len: u64) -> Option<&[u8]> {
+        let (start, len) = self.checked_range(start, len)?;
+        if len == 0 {
+            return Some(&[]);
+        }
+        let map = self.map.as_ref()?;
+        // SAFETY: `checked_range` keeps the range below `size` and within the map; those bytes are
+        // file-backed and immutable while mapped (see the module doc), and the borrow of `self`
+        // both keeps the map alive and excludes `append`/`truncate` (which need `&mut self`).
+        Some(unsafe { std::slice::from_raw_parts(map.raw.as_ptr().add(start), len) })
+    }
+
+    /// The written bytes `start..start + len` as a zero-copy [`Bytes`] that keeps the map alive.
+    pub(crate) fn bytes(&self, start: u64, len: u64) -> Option<Bytes> {
+        let (start, len) = self.checked_range(start, len)?;
+        if len == 0 {
+            return Some(Bytes::new());
+        }
+        let map = Arc::clone(self.map.as_ref()?);
+        Some(Bytes::from_owner(LogSlice { map, start, len }))
+    }
+
+    fn checked_range(&self, start: u64, len: u64) -> Option<(usize, usize)> {
+        let end = start.checked_add(len)?;
+        if end > self.size || end > self.mapped_len() {
+            return None;
+        }
+        Some((usize::try_from(start).ok()?, usize::try_from(len).ok()?))
+    }
+
+    /// Cuts the file to `new_size` bytes. Refused while a read of this file is still alive.
+    pub(crate) fn truncate(&mut self, new_size: u64) -> io::Result<()> {
+        if new_size >= self.size {
+            return Ok(());
+        }
+        if let Some(map) = self.map.as_mut() {
+            if Arc::get_mut(map).is_none() {
+                return Err(io::Error::other(
+                    "cannot truncate a segment while fetched bytes from it are alive",
+                ));
+            }
+        }
+        self.map = None;
+        self.file.set_len(new_size)?;
+        self.size = new_size;
+        self.remap(new_size)
+    }
+
+    /// The segment will not grow again: map exactly its size.
+    pub(crate) fn seal(&mut self) -> io::Result<()> {
+        self.reserve_bytes = 0;
+        self.remap(self.size)
+    }
+
+    pub(crate) fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
+/// A read-write mapped index file (`.index` or `.timeindex`). Nothing outside this crate ever sees
+/// its bytes, so remapping is always safe.
+#[derive(Debug)]
+pub(crate) struct IndexFile {
+    file: File,
+    path: PathBuf,
+    map: Option<MmapMut>,
+}
+
+impl IndexFile {
+    /// Opens (creating if missing) `path`. Returns the file and its length before any resize.
+    pub(crate) fn open(path: &Path) -> io::Result<(Self, u64)> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        let len = file.metadata()?.len();
+        let mut index = Self {
+            file,
+            path: path.to_path_buf(),
+            map: None,
+        };
+        index.resize(len)?;
+        Ok((index, len))
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Sets the file length (preallocating or trimming) and maps all of it.
+    pub(crate) fn resize(&mut self, len: u64) -> io::Result<()> {
+        if let Some(map) = self.map.take() {
+            map.flush()?;
+        }
+        self.file.set_len(len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        // SAFETY: the index file belongs to this process and is only accessed through this map
+        // (its length changes only here, after the old map is dropped), so the mapped bytes are
+        // file-backed and no one else aliases them.
+        let map = unsafe { MmapOptions::new().len(len as usize).map_mut(&self.file)? };
+        self.map = Some(map);
+        Ok(())
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8] {
+        self.map.as_deref().unwrap_or_default()
+    }
+
+    pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
+        self.map.as_deref_mut().unwrap_or_default()
+    }
+
+    pub(crate) fn sync(&self) -> io::Result<()> {
+        if let Some(map) = &self.map {
+            map.flush()?;
+        }
+        self.file.sync_data()
+    }
+}

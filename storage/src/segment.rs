@@ -1,0 +1,353 @@
+//! One segment: a `.log` of whole batches plus its `.index` and `.timeindex`, named by base offset.
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use skald_protocol::batch::{self, BatchError, RecordBatchHeader, RecordBatches, NO_TIMESTAMP};
+
+use crate::config::LogConfig;
+use crate::error::{IoContext, Result};
+use crate::index::{relative_offset, OffsetIndex, TimeIndex};
+use crate::mmap::LogFile;
+
+pub(crate) const LOG_SUFFIX: &str = "log";
+pub(crate) const INDEX_SUFFIX: &str = "index";
+pub(crate) const TIME_INDEX_SUFFIX: &str = "timeindex";
+
+/// `00000000000000000042.log` for base offset 42 and suffix `log`.
+pub fn segment_file_name(base_offset: i64, suffix: &str) -> String {
+    format!("{base_offset:020}.{suffix}")
+}
+
+/// The base offset in a segment file name's stem: exactly 20 digits.
+pub(crate) fn parse_segment_stem(stem: &str) -> Option<i64> {
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+/// Batches found at one read position.
+pub(crate) struct SegmentRead {
+    pub(crate) records: Bytes,
+    pub(crate) first_batch_offset: i64,
+    pub(crate) next_offset: i64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Segment {
+    base_offset: i64,
+    log: LogFile,
+    offset_index: OffsetIndex,
+    time_index: TimeIndex,
+    /// Offset after the last batch (the base offset while empty).
+    next_offset: i64,
+    /// Largest batch max timestamp so far, and the last offset of the batch that first reached it.
+    max_timestamp: i64,
+    offset_of_max_timestamp: i64,
+    bytes_since_last_index_entry: u64,
+    index_interval_bytes: u32,
+}
+
+impl Segment {
+    fn paths(dir: &Path, base_offset: i64) -> [PathBuf; 3] {
+        [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX]
+            .map(|s| dir.join(segment_file_name(base_offset, s)))
+    }
+
+    fn open_files(
+        dir: &Path,
+        base_offset: i64,
+        reserve_bytes: u64,
+        config: &LogConfig,
+    ) -> Result<Self> {
+        let [log_path, index_path, time_index_path] = Self::paths(dir, base_offset);
+        Ok(Self {
+            base_offset,
+            log: LogFile::open(&log_path, reserve_bytes).at(&log_path)?,
+            offset_index: OffsetIndex::open(&index_path, base_offset).at(&index_path)?,
+            time_index: TimeIndex::open(&time_index_path, base_offset).at(&time_index_path)?,
+            next_offset: base_offset,
+            max_timestamp: NO_TIMESTAMP,
+            offset_of_max_timestamp: base_offset,
+            bytes_since_last_index_entry: 0,
+            index_interval_bytes: config.index_interval_bytes,
+        })
+    }
+
+    /// A new, empty active segment.
+    pub(crate) fn create(dir: &Path, base_offset: i64, config: &LogConfig) -> Result<Self> {
+        let mut segment = Self::open_files(dir, base_offset, config.segment_bytes, config)?;
+        // Leftovers of a crash between creating these files and writing to them hold nothing.
+        segment.log.truncate(0).at(segment.log.path())?;
+        segment.reset_indexes(config)?;
+        Ok(segment)
+    }
+
+    /// Opens the last segment: validates every batch (length, magic, CRC32C, offsets increasing),
+    /// truncates whatever follows the last valid one, and rebuilds both indexes.
+    /// Returns the segment and the number of bytes truncated.
+    pub(crate) fn open_active(
+        dir: &Path,
+        base_offset: i64,
+        config: &LogConfig,
+    ) -> Result<(Self, u64)> {
+        let mut segment = Self::open_files(dir, base_offset, config.segment_bytes, config)?;
+        let truncated = segment.recover(config)?;
+        Ok((segment, truncated))
+    }
+
+    /// Opens a sealed segment, trusting its indexes if they pass the sanity checks and otherwise
+    /// recovering it like an active one. Returns the segment and the number of bytes truncated.
+    pub(crate) fn open_sealed(
+        dir: &Path,
+        base_offset: i64,
+        config: &LogConfig,
+    ) -> Result<(Self, u64)> {
+        let mut segment = Self::open_files(dir, base_offset, 0, config)?;
+        let size = segment.log.size();
+        if segment.offset_index.is_sane(size) {
+            if let Some((next_offset, tail_max_timestamp)) = segment.scan_tail() {
+                segment.next_offset = next_offset;
+                // The entry written on roll holds the segment's max timestamp.
+                let last = segment.time_index.last_entry();
+                let max_timestamp = last.map_or(NO_TIMESTAMP, |(timestamp, _)| timestamp);
+                if segment.time_index.is_sane(next_offset) && tail_max_timestamp <= max_timestamp {
+                    if let Some((timestamp, offset)) = last {
+                        segment.max_timestamp = timestamp;
+                        segment.offset_of_max_timestamp = offset;
+                    }
+                    return Ok((segment, 0));
+                }
+            }
+        }
+        tracing::warn!(segment = %segment.log.path().display(), "rebuilding indexes of a sealed segment");
+        let truncated = segment.recover(config)?;
+        segment.seal()?;
+        Ok((segment, truncated))
+    }
+
+    /// Walks the headers from the last offset index entry to the end of the log. Returns the next
+    /// offset and the largest max timestamp seen if the entry matches the batch it points at, the
+    /// batches after it are whole and in offset order up to the end of the file, and none of them
+    /// should have had an index entry (which would mean the index lost its tail).
+    fn scan_tail(&self) -> Option<(i64, i64)> {
+        let (start, indexed_last_offset) = match self.offset_index.last_entry() {
+            Some((last_offset, position)) => (position, Some(last_offset)),
+            None => (0, None),
+        };
+        let tail = self.log.slice(start, self.log.size() - start)?;
+        let mut next_offset = self.base_offset;
+        let mut max_timestamp = NO_TIMESTAMP;
+        let mut bytes_since_last_index_entry = 0u64;
+        for (i, item) in RecordBatches::headers_only(tail).enumerate() {
+            let (_, header) = item.ok()?;
+            let consistent = match (i, indexed_last_offset) {
+                (0, Some(last_offset)) => header.last_offset() == last_offset,
+                _ => header.base_offset >= next_offset,
+            };
+            if !consistent || bytes_since_last_index_entry > u64::from(self.index_interval_bytes) {
+                return None;
+            }
+            bytes_since_last_index_entry += header.total_size() as u64;
+            next_offset = header.next_offset();
+            max_timestamp = max_timestamp.max(header.max_timestamp);
+        }
+        Some((next_offset, max_timestamp))
+    }
+
+    /// Rebuilds the indexes from a CRC-checked scan and truncates any invalid tail.
+    fn recover(&mut self, config: &LogConfig) -> Result<u64> {
+        self.reset_indexes(config)?;
+        self.next_offset = self.base_offset;
+        self.max_timestamp = NO_TIMESTAMP;
+        self.offset_of_max_timestamp = self.base_offset;
+        self.bytes_since_last_index_entry = 0;
+        let size = self.log.size();
+        let mut valid_bytes = 0u64;
+        let mut stop: Option<BatchError> = None;
+        if let Some(all) = self.log.slice(0, size) {
+            let mut batches = Vec::new();
+            for item in RecordBatches::new(all) {
+                match item {
+                    Ok((position, header)) => {
+                        let in_order = header.base_offset >= self.next_offset
+                            && relative_offset(self.base_offset, header.last_offset()).is_some();
+                        if !in_order {
+                            break;
+                        }
+                        self.next_offset = header.next_offset();
+                        batches.push((position as u64, header));
+                    }
+                    Err(error) => {
+                        stop = Some(error);
+                        break;
+                    }
+                }
+            }
+            for (position, header) in batches {
+                self.index_batch(position, &header);
+                valid_bytes = position + header.total_size() as u64;
+            }
+        }
+        let truncated = size - valid_bytes;
+        if truncated > 0 {
+            tracing::warn!(
+                segment = %self.log.path().display(),
+                valid_bytes,
+                truncated,
+                reason = ?stop,
+                "truncating invalid tail of segment"
+            );
+            self.log.truncate(valid_bytes).at(self.log.path())?;
+        }
+        Ok(truncated)
+    }
+
+    fn reset_indexes(&mut self, config: &LogConfig) -> Result<()> {
+        self.offset_index
+            .reset(config.segment_index_bytes)
+            .at(self.offset_index.path())?;
+        self.time_index
+            .reset(config.segment_index_bytes)
+            .at(self.time_index.path())
+    }
+
+    /// Index bookkeeping for a batch written at `position` (Kafka's `LogSegment.append`).
+    fn index_batch(&mut self, position: u64, header: &RecordBatchHeader) {
+        if header.max_timestamp > self.max_timestamp {
+            self.max_timestamp = header.max_timestamp;
+            self.offset_of_max_timestamp = header.last_offset();
+        }
+        if self.bytes_since_last_index_entry > u64::from(self.index_interval_bytes) {
+            self.offset_index.append(header.last_offset(), position);
+            self.time_index
+                .maybe_append(self.max_timestamp, self.offset_of_max_timestamp, false);
+            self.bytes_since_last_index_entry = 0;
+        }
+        self.bytes_since_last_index_entry += header.total_size() as u64;
+        self.next_offset = header.next_offset();
+    }
+
+    #[cfg(test)]
+    pub(crate) fn index_entries(&self) -> (usize, usize) {
+        (self.offset_index.entries(), self.time_index.entries())
+    }
+
+    pub(crate) fn next_offset(&self) -> i64 {
+        self.next_offset
+    }
+
+    pub(crate) fn size(&self) -> u64 {
+        self.log.size()
+    }
+
+    pub(crate) fn max_timestamp(&self) -> i64 {
+        self.max_timestamp
+    }
+
+    /// Whether `bytes` ending at `last_offset` must go to a new segment. An empty segment never
+    /// rolls (a batch larger than `segment_bytes` gets a segment of its own).
+    pub(crate) fn should_roll(&self, bytes: usize, last_offset: i64, config: &LogConfig) -> bool {
+        if self.log.size() == 0 {
+            return false;
+        }
+        self.log.size() + bytes as u64 > config.segment_bytes
+            || self.offset_index.is_full()
+            || self.time_index.is_full()
+            || relative_offset(self.base_offset, last_offset).is_none()
+    }
+
+    /// Appends already offset-assigned batches; `headers` are their `(position in data, header)`.
+    pub(crate) fn append(
+        &mut self,
+        data: &[u8],
+        headers: &[(usize, RecordBatchHeader)],
+    ) -> Result<()> {
+        let start = self.log.size();
+        self.log.append(data).at(self.log.path())?;
+        for (position, header) in headers {
+            self.index_batch(start + *position as u64, header);
+        }
+        Ok(())
+    }
+
+    /// Position and header of the first batch whose last offset is `>= offset`.
+    pub(crate) fn find_batch(&self, offset: i64) -> Option<(u64, RecordBatchHeader)> {
+        let start = self.offset_index.lookup(offset).min(self.log.size());
+        let tail = self.log.slice(start, self.log.size() - start)?;
+        RecordBatches::headers_only(tail)
+            .map_while(Result::ok)
+            .find(|(_, header)| header.last_offset() >= offset)
+            .map(|(position, header)| (start + position as u64, header))
+    }
+
+    /// Whole batches from `position` (where `first` starts): as many as fit in `max_bytes`, but at
+    /// least `first`; only batches ending below `max_offset`.
+    pub(crate) fn read_at(
+        &self,
+        position: u64,
+        first: &RecordBatchHeader,
+        max_bytes: usize,
+        max_offset: i64,
+    ) -> Option<SegmentRead> {
+        let tail = self.log.slice(position, self.log.size() - position)?;
+        let mut len = 0usize;
+        let mut next_offset = first.base_offset;
+        for item in RecordBatches::headers_only(tail) {
+            let Ok((_, header)) = item else { break };
+            let fits = len == 0 || len + header.total_size() <= max_bytes;
+            if !fits || header.last_offset() >= max_offset {
+                break;
+            }
+            len += header.total_size();
+            next_offset = header.next_offset();
+        }
+        Some(SegmentRead {
+            records: self.log.bytes(position, len as u64)?,
+            first_batch_offset: first.base_offset,
+            next_offset,
+        })
+    }
+
+    /// Kafka's `LogSegment.findOffsetByTimestamp`: `(offset, timestamp)` of the first record at or
+    /// after `timestamp`, starting no earlier than the time index allows.
+    pub(crate) fn find_offset_by_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>> {
+        let start_offset = self
+            .time_index
+            .lookup(timestamp)
+            .unwrap_or(self.base_offset);
+        let start = self.offset_index.lookup(start_offset).min(self.log.size());
+        let Some(tail) = self.log.slice(start, self.log.size() - start) else {
+            return Ok(None);
+        };
+        for item in RecordBatches::headers_only(tail) {
+            let Ok((position, header)) = item else { break };
+            if header.max_timestamp < timestamp {
+                continue;
+            }
+            let batch = &tail[position..position + header.total_size()];
+            if let Some(found) = batch::first_record_with_timestamp_at_least(batch, timestamp)? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The segment will not be appended to again: final time index entry, trim the indexes, map
+    /// the log exactly, and make it all durable (so recovery only ever needs the last segment).
+    pub(crate) fn seal(&mut self) -> Result<()> {
+        self.time_index
+            .maybe_append(self.max_timestamp, self.offset_of_max_timestamp, true);
+        self.offset_index.trim().at(self.offset_index.path())?;
+        self.time_index.trim().at(self.time_index.path())?;
+        self.log.seal().at(self.log.path())?;
+        self.flush()
+    }
+
+    pub(crate) fn flush(&self) -> Result<()> {
+        self.log.sync().at(self.log.path())?;
+        self.offset_index.sync().at(self.offset_index.path())?;
+        self.time_index.sync().at(self.time_index.path())
+    }
+}
