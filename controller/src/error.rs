@@ -1,0 +1,49 @@
+//! Errors of the metadata layer.
+
+use std::path::PathBuf;
+
+/// A failure of the metadata log itself: the operation's outcome is unknown to the caller.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("metadata log {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("metadata log {path} is corrupt at byte {position}: {reason}; refusing to start rather than lose committed metadata")]
+    Corrupt {
+        path: PathBuf,
+        position: u64,
+        reason: String,
+    },
+    #[error("metadata record cannot be encoded: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error("metadata record batch of {size} bytes exceeds the limit of {max} bytes")]
+    BatchTooLarge { size: usize, max: usize },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why one topic of a CreateTopics / DeleteTopics / CreatePartitions request was refused.
+/// The broker maps each variant to the Kafka error code of the same name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopicError {
+    #[error("Topic '{0}' already exists.")]
+    TopicAlreadyExists(String),
+    #[error("{0}")]
+    InvalidTopic(String),
+    #[error("{0}")]
+    InvalidPartitions(String),
+    #[error("{0}")]
+    InvalidReplicationFactor(String),
+    #[error("{0}")]
+    InvalidReplicaAssignment(String),
+    #[error("{0}")]
+    InvalidConfig(String),
+    #[error("This server does not host this topic-partition.")]
+    UnknownTopicOrPartition,
+    #[error("This server does not host this topic ID.")]
+    UnknownTopicId,
+    #[error("{0}")]
+    InvalidRequest(String),
+}

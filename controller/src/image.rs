@@ -1,0 +1,255 @@
+//! The metadata image: the state that the ordered metadata records replay into.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::record::{ConfigResource, Endpoint, MetadataRecord, TopicId};
+
+/// A registered broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerImage {
+    pub broker_id: i32,
+    pub incarnation_id: u64,
+    pub endpoints: Vec<Endpoint>,
+    pub rack: Option<String>,
+}
+
+/// One partition's replicas, ISR and leadership.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionImage {
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+}
+
+/// A topic, its partitions and its config overrides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicImage {
+    pub name: String,
+    pub topic_id: TopicId,
+    pub partitions: BTreeMap<i32, PartitionImage>,
+    pub configs: BTreeMap<String, String>,
+}
+
+/// Everything the cluster knows, as of `applied_batches` record batches.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetadataImage {
+    /// How many record batches have been replayed into this image.
+    pub applied_batches: u64,
+    pub brokers: BTreeMap<i32, BrokerImage>,
+    pub topics: BTreeMap<String, TopicImage>,
+    pub topic_names_by_id: HashMap<TopicId, String>,
+    pub broker_configs: BTreeMap<i32, BTreeMap<String, String>>,
+}
+
+impl MetadataImage {
+    /// Applies one record. Deterministic: the same records in the same order give the same image on
+    /// every node. Records that refer to something absent are ignored (they cannot have been produced
+    /// by a controller that validated them against the same image) with a log line.
+    pub fn replay(&mut self, record: &MetadataRecord) {
+        match record {
+            MetadataRecord::RegisterBroker {
+                broker_id,
+                incarnation_id,
+                endpoints,
+                rack,
+            } => {
+                self.brokers.insert(
+                    *broker_id,
+                    BrokerImage {
+                        broker_id: *broker_id,
+                        incarnation_id: *incarnation_id,
+                        endpoints: endpoints.clone(),
+                        rack: rack.clone(),
+                    },
+                );
+            }
+            MetadataRecord::Topic { name, topic_id } => {
+                self.topic_names_by_id.insert(*topic_id, name.clone());
+                self.topics.insert(
+                    name.clone(),
+                    TopicImage {
+                        name: name.clone(),
+                        topic_id: *topic_id,
+                        partitions: BTreeMap::new(),
+                        configs: BTreeMap::new(),
+                    },
+                );
+            }
+            MetadataRecord::Partition {
+                topic_id,
+                partition,
+                replicas,
+                isr,
+                leader,
+                leader_epoch,
+                partition_epoch,
+            } => match self.topic_by_id_mut(*topic_id) {
+                Some(topic) => {
+                    topic.partitions.insert(
+                        *partition,
+                        PartitionImage {
+                            replicas: replicas.clone(),
+                            isr: isr.clone(),
+                            leader: *leader,
+                            leader_epoch: *leader_epoch,
+                            partition_epoch: *partition_epoch,
+                        },
+                    );
+                }
+                None => {
+                    tracing::warn!(%topic_id, partition, "partition record for an unknown topic")
+                }
+            },
+            MetadataRecord::Config {
+                resource,
+                name,
+                value,
+            } => {
+                let configs = match resource {
+                    ConfigResource::Topic(topic) => match self.topics.get_mut(topic) {
+                        Some(topic) => &mut topic.configs,
+                        None => {
+                            tracing::warn!(topic, "config record for an unknown topic");
+                            return;
+                        }
+                    },
+                    ConfigResource::Broker(broker_id) => {
+                        self.broker_configs.entry(*broker_id).or_default()
+                    }
+                };
+                match value {
+                    Some(value) => configs.insert(name.clone(), value.clone()),
+                    None => configs.remove(name),
+                };
+            }
+            MetadataRecord::RemoveTopic { topic_id } => {
+                match self.topic_names_by_id.remove(topic_id) {
+                    Some(name) => {
+                        self.topics.remove(&name);
+                    }
+                    None => tracing::warn!(%topic_id, "remove record for an unknown topic"),
+                }
+            }
+        }
+    }
+
+    /// Applies a whole batch of records, as committed together.
+    pub fn replay_batch(&mut self, records: &[MetadataRecord]) {
+        for record in records {
+            self.replay(record);
+        }
+        self.applied_batches += 1;
+    }
+
+    pub fn topic(&self, name: &str) -> Option<&TopicImage> {
+        self.topics.get(name)
+    }
+
+    pub fn topic_by_id(&self, topic_id: TopicId) -> Option<&TopicImage> {
+        self.topic_names_by_id
+            .get(&topic_id)
+            .and_then(|name| self.topics.get(name))
+    }
+
+    fn topic_by_id_mut(&mut self, topic_id: TopicId) -> Option<&mut TopicImage> {
+        let name = self.topic_names_by_id.get(&topic_id)?;
+        self.topics.get_mut(name)
+    }
+
+    /// Total partitions over all topics.
+    pub fn partition_count(&self) -> usize {
+        self.topics
+            .values()
+            .map(|topic| topic.partitions.len())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn partition(topic_id: TopicId, partition: i32) -> MetadataRecord {
+        MetadataRecord::Partition {
+            topic_id,
+            partition,
+            replicas: vec![1],
+            isr: vec![1],
+            leader: 1,
+            leader_epoch: 0,
+            partition_epoch: 0,
+        }
+    }
+
+    #[test]
+    fn replay_builds_topics_partitions_and_configs_then_removes_them() {
+        let id = TopicId(7);
+        let mut image = MetadataImage::default();
+        image.replay_batch(&[
+            MetadataRecord::Topic {
+                name: "orders".into(),
+                topic_id: id,
+            },
+            partition(id, 0),
+            partition(id, 1),
+            MetadataRecord::Config {
+                resource: ConfigResource::Topic("orders".into()),
+                name: "retention.ms".into(),
+                value: Some("60000".into()),
+            },
+        ]);
+        assert_eq!(image.applied_batches, 1);
+        let topic = image.topic("orders").unwrap();
+        assert_eq!(
+            topic.partitions.keys().copied().collect::<Vec<_>>(),
+            vec![0, 1]
+        );
+        assert_eq!(
+            topic.configs.get("retention.ms").map(String::as_str),
+            Some("60000")
+        );
+        assert_eq!(
+            image.topic_by_id(id).map(|t| t.name.as_str()),
+            Some("orders")
+        );
+
+        image.replay_batch(&[MetadataRecord::Config {
+            resource: ConfigResource::Topic("orders".into()),
+            name: "retention.ms".into(),
+            value: None,
+        }]);
+        assert!(image.topic("orders").unwrap().configs.is_empty());
+
+        image.replay_batch(&[MetadataRecord::RemoveTopic { topic_id: id }]);
+        assert!(image.topic("orders").is_none());
+        assert!(image.topic_by_id(id).is_none());
+        assert_eq!(image.applied_batches, 3);
+    }
+
+    #[test]
+    fn replay_is_deterministic() {
+        let records = vec![
+            MetadataRecord::Topic {
+                name: "a".into(),
+                topic_id: TopicId(1),
+            },
+            partition(TopicId(1), 0),
+            MetadataRecord::Topic {
+                name: "b".into(),
+                topic_id: TopicId(2),
+            },
+            partition(TopicId(2), 0),
+            MetadataRecord::RemoveTopic {
+                topic_id: TopicId(1),
+            },
+        ];
+        let mut first = MetadataImage::default();
+        let mut second = MetadataImage::default();
+        first.replay_batch(&records);
+        second.replay_batch(&records);
+        assert_eq!(first, second);
+        assert_eq!(first.topics.keys().collect::<Vec<_>>(), vec!["b"]);
+    }
+}
