@@ -1,19 +1,27 @@
-//! skald-broker: the Kafka API server (placeholder).
+//! skald-broker: the Kafka API server.
+//!
+//! # Layout
+//! - [`config`]: [`ServerConfig`], Kafka's property names with embedded defaults.
+//! - [`server`]: listeners, the connection limit, graceful shutdown.
+//! - [`connection`]: one client connection: frames in, responses out, in order.
+//! - [`api`]: one module per Kafka API and the dispatch between them.
+//! - [`broker`]: [`Broker`], the state every connection shares (metadata image, controller, logs).
+//! - [`replica_manager`]: the hosted partitions and their logs, kept in line with the metadata.
+//! - [`metrics`]: Prometheus metrics and the `/metrics` endpoint.
+//!
+//! Bad input from a client gets a Kafka error code or a closed connection and a log line; it must
+//! never panic the process or reach the logs unvalidated.
 
-use std::path::Path;
+pub mod api;
+pub mod broker;
+pub mod config;
+pub mod connection;
+pub mod error;
+pub mod metrics;
+pub mod replica_manager;
+pub mod server;
 
-/// The server's configuration, from Kafka's property names.
-#[derive(Debug, Clone)]
-pub struct ServerConfig {}
-
-impl ServerConfig {
-    /// Loads the embedded defaults, then the file, then the overrides.
-    pub fn load(_file: Option<&Path>, _overrides: &[String]) -> Result<Self, String> {
-        Ok(ServerConfig {})
-    }
-}
-
-/// Runs the server until SIGTERM or Ctrl-C.
-pub fn run_until_signal(_config: ServerConfig) -> Result<(), String> {
-    Err("not implemented".into())
-}
+pub use broker::Broker;
+pub use config::ServerConfig;
+pub use error::{Error, Result};
+pub use server::{run, run_until_signal};

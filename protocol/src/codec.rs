@@ -102,7 +102,7 @@ pub fn encode_response(
         api_version,
         reason,
     };
-    let mut buf = BytesMut::with_capacity(64);
+    let mut buf = BytesMut::with_capacity(capacity_hint(body));
     buf.put_i32(0);
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     header
@@ -112,6 +112,23 @@ pub fn encode_response(
         .map_err(|err| error(err.to_string()))?;
     patch_size_prefix(&mut buf, 0);
     Ok(buf)
+}
+
+/// Room for the response without regrowing: Fetch responses are dominated by their record bytes,
+/// which are copied once into the frame.
+fn capacity_hint(body: &ResponseKind) -> usize {
+    const SMALL_RESPONSE_BYTES: usize = 256;
+    const PER_PARTITION_BYTES: usize = 128;
+    match body {
+        ResponseKind::Fetch(fetch) => fetch
+            .responses
+            .iter()
+            .flat_map(|topic| &topic.partitions)
+            .map(|partition| PER_PARTITION_BYTES + partition.records.as_ref().map_or(0, |records| records.len()))
+            .sum::<usize>()
+            + SMALL_RESPONSE_BYTES,
+        _ => SMALL_RESPONSE_BYTES,
+    }
 }
 
 #[cfg(test)]

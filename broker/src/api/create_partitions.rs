@@ -1,0 +1,58 @@
+//! CreatePartitions: grow a topic's partition count.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
+use skald_controller::CreatePartitionsSpec;
+
+use super::{metadata_failure, topic_error};
+use crate::broker::Broker;
+
+pub async fn handle(
+    broker: &Arc<Broker>,
+    request: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    let names: Vec<_> = request
+        .topics
+        .iter()
+        .map(|topic| topic.name.clone())
+        .collect();
+    let specs: Vec<CreatePartitionsSpec> = request
+        .topics
+        .into_iter()
+        .map(|topic| CreatePartitionsSpec {
+            name: topic.name.0.to_string(),
+            count: topic.count,
+            assignments: topic.assignments.map(|assignments| {
+                assignments
+                    .into_iter()
+                    .map(|a| a.broker_ids.into_iter().map(|id| id.0).collect())
+                    .collect()
+            }),
+        })
+        .collect();
+    let validate_only = request.validate_only;
+    let outcome = broker
+        .control(move |controller| controller.create_partitions(&specs, validate_only))
+        .await;
+    let results = match outcome.and_then(|committed| committed.map_err(Into::into)) {
+        Ok(results) => results
+            .into_iter()
+            .map(|result| result.map_err(|err| topic_error(&err)))
+            .collect(),
+        Err(err) => vec![Err(metadata_failure(&err)); names.len()],
+    };
+    let results = names
+        .into_iter()
+        .zip(results)
+        .map(|(name, result)| {
+            let response = CreatePartitionsTopicResult::default().with_name(name);
+            match result {
+                Ok(()) => response,
+                Err((code, message)) => response.with_error_code(code).with_error_message(message),
+            }
+        })
+        .collect();
+    CreatePartitionsResponse::default().with_results(results)
+}

@@ -1,0 +1,111 @@
+//! CreateTopics: validated and committed by the controller; the reply comes after the commit.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
+use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
+use kafka_protocol::protocol::StrBytes;
+use skald_controller::CreateTopicSpec;
+
+use super::describe_configs::effective_topic_configs;
+use super::{metadata_failure, topic_error, uuid};
+use crate::broker::Broker;
+
+pub async fn handle(
+    broker: &Arc<Broker>,
+    request: CreateTopicsRequest,
+    version: i16,
+) -> CreateTopicsResponse {
+    let names: Vec<_> = request
+        .topics
+        .iter()
+        .map(|topic| topic.name.clone())
+        .collect();
+    let specs: Vec<CreateTopicSpec> = request
+        .topics
+        .into_iter()
+        .map(|topic| CreateTopicSpec {
+            name: topic.name.0.to_string(),
+            num_partitions: topic.num_partitions,
+            replication_factor: topic.replication_factor,
+            assignments: topic
+                .assignments
+                .into_iter()
+                .map(|assignment| {
+                    (
+                        assignment.partition_index,
+                        assignment.broker_ids.into_iter().map(|id| id.0).collect(),
+                    )
+                })
+                .collect(),
+            configs: topic
+                .configs
+                .into_iter()
+                .map(|config| {
+                    (
+                        config.name.to_string(),
+                        config.value.map(|value| value.to_string()),
+                    )
+                })
+                .collect(),
+        })
+        .collect();
+    let validate_only = request.validate_only;
+    let outcome = broker
+        .control(move |controller| controller.create_topics(&specs, validate_only))
+        .await;
+    let results = match outcome.and_then(|committed| committed.map_err(Into::into)) {
+        Ok(results) => results,
+        Err(err) => {
+            let (code, message) = metadata_failure(&err);
+            let topics = names
+                .into_iter()
+                .map(|name| {
+                    CreatableTopicResult::default()
+                        .with_name(name)
+                        .with_error_code(code)
+                        .with_error_message(message.clone())
+                })
+                .collect();
+            return CreateTopicsResponse::default().with_topics(topics);
+        }
+    };
+    let topics = names
+        .into_iter()
+        .zip(results)
+        .map(|(name, result)| match result {
+            Ok(created) => {
+                let mut result = CreatableTopicResult::default()
+                    .with_name(name)
+                    .with_num_partitions(created.num_partitions)
+                    .with_replication_factor(created.replication_factor);
+                if version >= 7 {
+                    result = result.with_topic_id(uuid(created.topic_id));
+                }
+                if version >= 5 {
+                    let configs = effective_topic_configs(&created.configs, &broker.config)
+                        .into_iter()
+                        .map(|config| {
+                            CreatableTopicConfigs::default()
+                                .with_name(StrBytes::from_static_str(config.name))
+                                .with_value(Some(StrBytes::from_string(config.value)))
+                                .with_config_source(config.source)
+                        })
+                        .collect();
+                    result = result.with_configs(Some(configs));
+                }
+                result
+            }
+            Err(error) => {
+                let (code, message) = topic_error(&error);
+                CreatableTopicResult::default()
+                    .with_name(name)
+                    .with_error_code(code)
+                    .with_error_message(message)
+            }
+        })
+        .collect();
+    CreateTopicsResponse::default().with_topics(topics)
+}

@@ -1,0 +1,168 @@
+//! Fetch: whole stored batches, zero-copy from the segment maps, with Kafka's long-poll
+//! (`max_wait_ms` / `min_bytes`) woken by appends. Fetch sessions are refused correctly: a client
+//! asking for one gets session id 0 (sessionless, full fetches), and an incremental fetch in a
+//! session we never created gets FETCH_SESSION_ID_NOT_FOUND.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_request::FetchPartition;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use tokio::time::Instant;
+
+use crate::broker::Broker;
+
+/// The longest a fetch may wait for data, whatever it asks (bounded so shutdown is never held up).
+const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
+
+pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, _version: i16) -> FetchResponse {
+    if request.session_epoch > 0 {
+        // An incremental fetch can only continue a session, and we never create any.
+        return FetchResponse::default()
+            .with_error_code(ResponseError::FetchSessionIdNotFound.code());
+    }
+    let max_wait =
+        Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0)).min(MAX_WAIT_CAP);
+    let deadline = Instant::now() + max_wait;
+    let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
+    loop {
+        // Register for the wake-up before reading, so an append between the read and the wait is seen.
+        let appended = broker.replicas.appended().notified();
+        tokio::pin!(appended);
+        appended.as_mut().enable();
+
+        let (responses, bytes, any_error) = read_partitions(broker, &request);
+        if bytes >= min_bytes.max(1) || any_error || Instant::now() >= deadline {
+            for topic in &responses {
+                let fetched: usize = topic
+                    .partitions
+                    .iter()
+                    .filter_map(|p| p.records.as_ref())
+                    .map(|records| records.len())
+                    .sum();
+                if fetched > 0 {
+                    broker
+                        .metrics
+                        .bytes_out_total
+                        .with_label_values(&[topic.topic.as_str()])
+                        .inc_by(fetched as u64);
+                }
+            }
+            return FetchResponse::default().with_responses(responses);
+        }
+        tokio::select! {
+            () = &mut appended => {}
+            () = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+/// Reads every requested partition once; returns the responses, the record bytes and whether any
+/// partition failed (Kafka answers at once when one does).
+fn read_partitions(
+    broker: &Broker,
+    request: &FetchRequest,
+) -> (Vec<FetchableTopicResponse>, usize, bool) {
+    let image = broker.image();
+    let mut remaining = usize::try_from(request.max_bytes).unwrap_or(0);
+    let mut total = 0usize;
+    let mut any_error = false;
+    let responses = request
+        .topics
+        .iter()
+        .map(|topic| {
+            let name = topic.topic.as_str();
+            let leader_epoch = |index: i32| {
+                image
+                    .topic(name)
+                    .and_then(|t| t.partitions.get(&index))
+                    .map(|p| p.leader_epoch)
+            };
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|fetch| {
+                    let data = read_partition(
+                        broker,
+                        name,
+                        fetch,
+                        leader_epoch(fetch.partition),
+                        remaining,
+                        total == 0,
+                    );
+                    any_error |= data.error_code != 0;
+                    let bytes = data.records.as_ref().map_or(0, |records| records.len());
+                    total += bytes;
+                    remaining = remaining.saturating_sub(bytes);
+                    data
+                })
+                .collect();
+            FetchableTopicResponse::default()
+                .with_topic(topic.topic.clone())
+                .with_partitions(partitions)
+        })
+        .collect();
+    (responses, total, any_error)
+}
+
+/// Reads one partition. `min_one_batch`: until some data is in the response, a batch larger than
+/// the limits is still returned whole, so a consumer can always make progress (Kafka's rule).
+fn read_partition(
+    broker: &Broker,
+    topic: &str,
+    fetch: &FetchPartition,
+    leader_epoch: Option<i32>,
+    response_bytes_left: usize,
+    min_one_batch: bool,
+) -> PartitionData {
+    let response = PartitionData::default().with_partition_index(fetch.partition);
+    let (Some(partition), Some(leader_epoch)) =
+        (broker.replicas.get(topic, fetch.partition), leader_epoch)
+    else {
+        return response.with_error_code(ResponseError::UnknownTopicOrPartition.code());
+    };
+    if fetch.current_leader_epoch >= 0 && fetch.current_leader_epoch != leader_epoch {
+        let error = if fetch.current_leader_epoch < leader_epoch {
+            ResponseError::FencedLeaderEpoch
+        } else {
+            ResponseError::UnknownLeaderEpoch
+        };
+        return response.with_error_code(error.code());
+    }
+    let limit = usize::try_from(fetch.partition_max_bytes)
+        .unwrap_or(0)
+        .min(response_bytes_left);
+    let read = partition.with_log(|log| log.read(fetch.fetch_offset, limit.max(1)));
+    let Some(read) = read else {
+        return response.with_error_code(ResponseError::UnknownTopicOrPartition.code());
+    };
+    match read {
+        Ok(read) => {
+            let records = if !min_one_batch && read.records.len() > limit {
+                Default::default()
+            } else {
+                read.records
+            };
+            response
+                .with_high_watermark(read.log_end_offset)
+                .with_last_stable_offset(read.log_end_offset)
+                .with_log_start_offset(read.log_start_offset)
+                .with_records(Some(records))
+        }
+        Err(skald_storage::Error::OffsetOutOfRange {
+            log_start_offset,
+            log_end_offset,
+            ..
+        }) => response
+            .with_error_code(ResponseError::OffsetOutOfRange.code())
+            .with_high_watermark(log_end_offset)
+            .with_last_stable_offset(log_end_offset)
+            .with_log_start_offset(log_start_offset),
+        Err(err) => {
+            tracing::error!(topic, partition = fetch.partition, "read failed: {err}");
+            response.with_error_code(ResponseError::KafkaStorageError.code())
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! ListOffsets: earliest (-2), latest (-1), or the first offset at or after a timestamp.
+
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+
+use crate::broker::Broker;
+
+const LATEST_TIMESTAMP: i64 = -1;
+const EARLIEST_TIMESTAMP: i64 = -2;
+
+pub fn handle(
+    broker: &Arc<Broker>,
+    request: ListOffsetsRequest,
+    version: i16,
+) -> ListOffsetsResponse {
+    let image = broker.image();
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|topic| {
+            let name = topic.name.as_str();
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|asked| {
+                    let response = ListOffsetsPartitionResponse::default()
+                        .with_partition_index(asked.partition_index);
+                    let placement = image
+                        .topic(name)
+                        .and_then(|t| t.partitions.get(&asked.partition_index));
+                    let (Some(partition), Some(placement)) =
+                        (broker.replicas.get(name, asked.partition_index), placement)
+                    else {
+                        return response
+                            .with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                    };
+                    if asked.current_leader_epoch >= 0
+                        && asked.current_leader_epoch != placement.leader_epoch
+                    {
+                        let error = if asked.current_leader_epoch < placement.leader_epoch {
+                            ResponseError::FencedLeaderEpoch
+                        } else {
+                            ResponseError::UnknownLeaderEpoch
+                        };
+                        return response.with_error_code(error.code());
+                    }
+                    let found = partition.with_log(|log| match asked.timestamp {
+                        LATEST_TIMESTAMP => Ok(Some((log.log_end_offset(), -1))),
+                        EARLIEST_TIMESTAMP => Ok(Some((log.log_start_offset(), -1))),
+                        timestamp if timestamp >= 0 => log.offset_for_timestamp(timestamp),
+                        _ => Ok(None),
+                    });
+                    let response = if version >= 4 {
+                        response.with_leader_epoch(placement.leader_epoch)
+                    } else {
+                        response
+                    };
+                    match found {
+                        None => {
+                            response.with_error_code(ResponseError::UnknownTopicOrPartition.code())
+                        }
+                        Some(Ok(Some((offset, timestamp)))) => {
+                            response.with_offset(offset).with_timestamp(timestamp)
+                        }
+                        // No record at or after the timestamp: Kafka answers offset -1, timestamp -1.
+                        Some(Ok(None)) if asked.timestamp >= 0 => {
+                            response.with_offset(-1).with_timestamp(-1)
+                        }
+                        Some(Ok(None)) => {
+                            response.with_error_code(ResponseError::InvalidRequest.code())
+                        }
+                        Some(Err(err)) => {
+                            tracing::error!(
+                                topic = name,
+                                partition = asked.partition_index,
+                                "offset lookup failed: {err}"
+                            );
+                            response.with_error_code(ResponseError::KafkaStorageError.code())
+                        }
+                    }
+                })
+                .collect();
+            ListOffsetsTopicResponse::default()
+                .with_name(topic.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    ListOffsetsResponse::default().with_topics(topics)
+}

@@ -1,0 +1,182 @@
+//! Metadata: brokers, topics and partitions from the metadata image, with auto topic creation.
+
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
+use kafka_protocol::protocol::StrBytes;
+use skald_controller::names::{is_internal, validate_topic_name};
+use skald_controller::{CreateTopicSpec, MetadataImage, TopicImage};
+
+use super::{topic_id, topic_name, uuid};
+use crate::broker::Broker;
+
+/// With no authorizer every operation is allowed; these are the operations Kafka lists as
+/// applicable to a topic (READ..ALTER_CONFIGS) and to the cluster, as bit fields.
+const TOPIC_AUTHORIZED_OPERATIONS: i32 =
+    (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
+const CLUSTER_AUTHORIZED_OPERATIONS: i32 =
+    (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
+
+/// What the request asked about: every topic, or these names (an id resolves to its name).
+enum Wanted {
+    All,
+    Topics(Vec<Result<String, uuid::Uuid>>),
+}
+
+pub async fn handle(
+    broker: &Arc<Broker>,
+    request: MetadataRequest,
+    version: i16,
+) -> MetadataResponse {
+    let mut image = broker.image();
+    let wanted = match request.topics {
+        None => Wanted::All,
+        // v0 had no null array: an empty one meant every topic.
+        Some(topics) if topics.is_empty() && version == 0 => Wanted::All,
+        Some(topics) => Wanted::Topics(
+            topics
+                .into_iter()
+                .map(|topic| match topic.name {
+                    Some(name) => Ok(name.0.to_string()),
+                    None => image
+                        .topic_by_id(topic_id(&topic.topic_id))
+                        .map(|t| t.name.clone())
+                        .ok_or(topic.topic_id),
+                })
+                .collect(),
+        ),
+    };
+
+    // Before v4 every Metadata request could create topics; since then the client says whether it may.
+    let allow_auto_create = broker.config.auto_create_topics_enable
+        && (version < 4 || request.allow_auto_topic_creation);
+    if let (Wanted::Topics(topics), true) = (&wanted, allow_auto_create) {
+        let missing: Vec<CreateTopicSpec> = topics
+            .iter()
+            .filter_map(|topic| topic.as_ref().ok())
+            .filter(|name| {
+                image.topic(name).is_none()
+                    && validate_topic_name(name).is_ok()
+                    && !is_internal(name)
+            })
+            .map(|name| CreateTopicSpec {
+                name: name.clone(),
+                num_partitions: -1,
+                replication_factor: -1,
+                ..CreateTopicSpec::default()
+            })
+            .collect();
+        if !missing.is_empty() {
+            match broker
+                .control(move |controller| controller.create_topics(&missing, false))
+                .await
+            {
+                Ok(Ok(results)) => {
+                    for error in results.iter().filter_map(|result| result.as_ref().err()) {
+                        tracing::info!("topic auto-creation refused: {error}");
+                    }
+                }
+                Ok(Err(err)) => tracing::error!("topic auto-creation failed: {err}"),
+                Err(err) => tracing::error!("topic auto-creation failed: {err}"),
+            }
+            image = broker.image();
+        }
+    }
+
+    let include_topic_operations = version >= 8 && request.include_topic_authorized_operations;
+    let topics: Vec<MetadataResponseTopic> = match wanted {
+        Wanted::All => image
+            .topics
+            .values()
+            .map(|topic| describe_topic(topic, version))
+            .collect(),
+        Wanted::Topics(topics) => topics
+            .into_iter()
+            .map(|topic| match topic {
+                Ok(name) => match image.topic(&name) {
+                    Some(found) => describe_topic(found, version),
+                    None => missing_topic(&name),
+                },
+                Err(id) => MetadataResponseTopic::default()
+                    .with_error_code(ResponseError::UnknownTopicId.code())
+                    .with_topic_id(id),
+            })
+            .collect(),
+    };
+
+    let topics = if include_topic_operations {
+        topics
+            .into_iter()
+            .map(|topic: MetadataResponseTopic| {
+                if topic.error_code == 0 {
+                    topic.with_topic_authorized_operations(TOPIC_AUTHORIZED_OPERATIONS)
+                } else {
+                    topic
+                }
+            })
+            .collect()
+    } else {
+        topics
+    };
+    let mut response = MetadataResponse::default();
+    if (8..=10).contains(&version) && request.include_cluster_authorized_operations {
+        response = response.with_cluster_authorized_operations(CLUSTER_AUTHORIZED_OPERATIONS);
+    }
+    response
+        .with_brokers(brokers(&image))
+        .with_cluster_id(Some(StrBytes::from_string(broker.cluster_id.clone())))
+        .with_controller_id(BrokerId(broker.config.node_id))
+        .with_topics(topics)
+}
+
+fn brokers(image: &MetadataImage) -> Vec<MetadataResponseBroker> {
+    image
+        .brokers
+        .values()
+        .filter_map(|registered| {
+            let endpoint = registered.endpoints.first()?;
+            Some(
+                MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(registered.broker_id))
+                    .with_host(StrBytes::from_string(endpoint.host.clone()))
+                    .with_port(i32::from(endpoint.port))
+                    .with_rack(registered.rack.clone().map(StrBytes::from_string)),
+            )
+        })
+        .collect()
+}
+
+fn describe_topic(topic: &TopicImage, _version: i16) -> MetadataResponseTopic {
+    let partitions = topic
+        .partitions
+        .iter()
+        .map(|(index, partition)| {
+            MetadataResponsePartition::default()
+                .with_partition_index(*index)
+                .with_leader_id(BrokerId(partition.leader))
+                .with_leader_epoch(partition.leader_epoch)
+                .with_replica_nodes(partition.replicas.iter().copied().map(BrokerId).collect())
+                .with_isr_nodes(partition.isr.iter().copied().map(BrokerId).collect())
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(topic_name(&topic.name)))
+        .with_topic_id(uuid(topic.topic_id))
+        .with_is_internal(is_internal(&topic.name))
+        .with_partitions(partitions)
+}
+
+fn missing_topic(name: &str) -> MetadataResponseTopic {
+    let code = if validate_topic_name(name).is_err() {
+        ResponseError::InvalidTopicException
+    } else {
+        ResponseError::UnknownTopicOrPartition
+    };
+    MetadataResponseTopic::default()
+        .with_error_code(code.code())
+        .with_name(Some(topic_name(name)))
+}

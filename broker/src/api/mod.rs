@@ -1,0 +1,98 @@
+//! One module per Kafka API, and the dispatch from a decoded request to its handler. Handlers turn
+//! every problem with a request into Kafka error codes in the response.
+
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::{RequestKind, ResponseKind, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use skald_controller::{TopicError, TopicId};
+use skald_protocol::codec::Request;
+
+use crate::broker::Broker;
+
+pub mod api_versions;
+pub mod create_partitions;
+pub mod create_topics;
+pub mod delete_topics;
+pub mod describe_configs;
+pub mod fetch;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+
+/// Handles one request. `None` means no response is sent (a Produce with acks=0).
+pub async fn handle(broker: &Arc<Broker>, request: Request) -> Option<ResponseKind> {
+    let version = request.api_version;
+    let response = match request.body {
+        RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::handle(version)),
+        RequestKind::Metadata(body) => {
+            ResponseKind::Metadata(metadata::handle(broker, body, version).await)
+        }
+        RequestKind::CreateTopics(body) => {
+            ResponseKind::CreateTopics(create_topics::handle(broker, body, version).await)
+        }
+        RequestKind::DeleteTopics(body) => {
+            ResponseKind::DeleteTopics(delete_topics::handle(broker, body, version).await)
+        }
+        RequestKind::CreatePartitions(body) => {
+            ResponseKind::CreatePartitions(create_partitions::handle(broker, body).await)
+        }
+        RequestKind::Produce(body) => {
+            return produce::handle(broker, body, version).map(ResponseKind::Produce)
+        }
+        RequestKind::Fetch(body) => ResponseKind::Fetch(fetch::handle(broker, body, version).await),
+        RequestKind::ListOffsets(body) => {
+            ResponseKind::ListOffsets(list_offsets::handle(broker, body, version))
+        }
+        RequestKind::DescribeConfigs(body) => {
+            ResponseKind::DescribeConfigs(describe_configs::handle(broker, body, version))
+        }
+        other => {
+            // Unreachable in practice: decode_request refuses APIs missing from the table.
+            tracing::error!(
+                "no handler for request {:?}",
+                std::mem::discriminant(&other)
+            );
+            return None;
+        }
+    };
+    Some(response)
+}
+
+/// The Kafka error code and message for a refused topic operation.
+pub fn topic_error(error: &TopicError) -> (i16, Option<StrBytes>) {
+    let code = match error {
+        TopicError::TopicAlreadyExists(_) => ResponseError::TopicAlreadyExists,
+        TopicError::InvalidTopic(_) => ResponseError::InvalidTopicException,
+        TopicError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        TopicError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+        TopicError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
+        TopicError::InvalidConfig(_) => ResponseError::InvalidConfig,
+        TopicError::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
+        TopicError::UnknownTopicId => ResponseError::UnknownTopicId,
+        TopicError::InvalidRequest(_) => ResponseError::InvalidRequest,
+    };
+    (code.code(), Some(StrBytes::from_string(error.to_string())))
+}
+
+/// The code for a failure of the metadata log itself (the operation's outcome is unknown).
+pub fn metadata_failure(error: &crate::error::Error) -> (i16, Option<StrBytes>) {
+    tracing::error!("metadata operation failed: {error}");
+    (
+        ResponseError::UnknownServerError.code(),
+        Some(StrBytes::from_string(error.to_string())),
+    )
+}
+
+pub fn topic_name(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_string()))
+}
+
+pub fn uuid(topic_id: TopicId) -> uuid::Uuid {
+    uuid::Uuid::from_u128(topic_id.0)
+}
+
+pub fn topic_id(uuid: &uuid::Uuid) -> TopicId {
+    TopicId(uuid.as_u128())
+}

@@ -1,0 +1,320 @@
+//! The server configuration: Kafka's property names, from the embedded defaults, then a
+//! server.properties file, then `--override key=value` arguments.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use skald_controller::topic_config::TOPIC_CONFIGS;
+
+/// Server properties Skald reads, with their defaults. Topic-default properties (`log.retention.ms`,
+/// ...) come from the topic config table, so both stay in step.
+const SERVER_PROPERTIES: &[(&str, &str)] = &[
+    ("node.id", "1"),
+    ("process.roles", "broker,controller"),
+    ("listeners", "PLAINTEXT://127.0.0.1:9092"),
+    ("advertised.listeners", ""),
+    ("log.dirs", "./skald-data"),
+    ("log.dir", ""),
+    ("metadata.log.dir", ""),
+    ("metrics.listener", "127.0.0.1:9644"),
+    ("num.partitions", "1"),
+    ("default.replication.factor", "1"),
+    ("auto.create.topics.enable", "true"),
+    ("socket.request.max.bytes", "104857600"),
+    ("max.connections", "10000"),
+    ("broker.rack", ""),
+];
+
+/// A listener: `NAME://host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Listener {
+    fn parse(spec: &str) -> Result<Listener, String> {
+        let (name, address) = spec
+            .split_once("://")
+            .ok_or_else(|| format!("listener '{spec}' is not of the form NAME://host:port"))?;
+        let (host, port) = address
+            .rsplit_once(':')
+            .ok_or_else(|| format!("listener '{spec}' has no port"))?;
+        let port = port
+            .parse()
+            .map_err(|_| format!("listener '{spec}' has an invalid port"))?;
+        Ok(Listener {
+            name: name.to_string(),
+            host: host.trim_matches(['[', ']']).to_string(),
+            port,
+        })
+    }
+
+    /// The address to bind: an empty host means every interface, as in Kafka.
+    pub fn bind_address(&self) -> String {
+        let host = if self.host.is_empty() {
+            "0.0.0.0"
+        } else {
+            &self.host
+        };
+        if host.contains(':') {
+            format!("[{host}]:{}", self.port)
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+/// A validated server configuration.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Every property that was set explicitly (file or override).
+    explicit: BTreeMap<String, String>,
+    pub node_id: i32,
+    pub listeners: Vec<Listener>,
+    pub advertised_listeners: Vec<Listener>,
+    pub log_dirs: Vec<PathBuf>,
+    pub metadata_log_dir: PathBuf,
+    pub metrics_listener: SocketAddr,
+    pub num_partitions: i32,
+    pub default_replication_factor: i16,
+    pub auto_create_topics_enable: bool,
+    pub socket_request_max_bytes: usize,
+    pub max_connections: usize,
+    pub rack: Option<String>,
+}
+
+impl ServerConfig {
+    /// Loads the embedded defaults, then `file`, then `overrides` (`key=value` each).
+    pub fn load(file: Option<&Path>, overrides: &[String]) -> Result<ServerConfig, String> {
+        let mut explicit = BTreeMap::new();
+        if let Some(path) = file {
+            let reader = std::fs::File::open(path)
+                .map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+            let properties = java_properties::read(std::io::BufReader::new(reader))
+                .map_err(|err| format!("cannot parse {}: {err}", path.display()))?;
+            explicit.extend(properties);
+        }
+        for entry in overrides {
+            let (key, value) = entry
+                .split_once('=')
+                .ok_or_else(|| format!("override '{entry}' is not of the form key=value"))?;
+            explicit.insert(key.trim().to_string(), value.trim().to_string());
+        }
+        Self::from_properties(explicit)
+    }
+
+    /// Builds a configuration from explicitly set properties (defaults fill the rest).
+    pub fn from_properties(explicit: BTreeMap<String, String>) -> Result<ServerConfig, String> {
+        for key in explicit.keys() {
+            if !is_known(key) {
+                tracing::warn!("The configuration '{key}' was supplied but isn't a known config.");
+            }
+        }
+        for def in TOPIC_CONFIGS {
+            if let Some(value) = explicit.get(def.broker_property) {
+                skald_controller::topic_config::validate_value(def, value).map_err(|reason| {
+                    format!(
+                        "invalid value {value} for {}: {reason}",
+                        def.broker_property
+                    )
+                })?;
+            }
+        }
+        let mut config = ServerConfig {
+            explicit,
+            node_id: 0,
+            listeners: Vec::new(),
+            advertised_listeners: Vec::new(),
+            log_dirs: Vec::new(),
+            metadata_log_dir: PathBuf::new(),
+            metrics_listener: "127.0.0.1:9644"
+                .parse()
+                .map_err(|_| "bad default".to_string())?,
+            num_partitions: 1,
+            default_replication_factor: 1,
+            auto_create_topics_enable: true,
+            socket_request_max_bytes: 0,
+            max_connections: 0,
+            rack: None,
+        };
+        config.node_id = config.parse("node.id")?;
+        let roles = config.get("process.roles");
+        let mut roles: Vec<&str> = roles.split(',').map(str::trim).collect();
+        roles.sort_unstable();
+        if roles != ["broker", "controller"] {
+            return Err(format!(
+                "process.roles={} is not supported yet: this Skald runs combined nodes (broker,controller)",
+                config.get("process.roles")
+            ));
+        }
+        config.listeners = parse_listeners(&config.get("listeners"))?;
+        if config.listeners.is_empty() {
+            return Err("listeners must name at least one listener".into());
+        }
+        let advertised = config.get("advertised.listeners");
+        config.advertised_listeners = if advertised.is_empty() {
+            config.listeners.clone()
+        } else {
+            parse_listeners(&advertised)?
+        };
+        let log_dir = config.get("log.dir");
+        let log_dirs = match config.explicit.get("log.dirs") {
+            None if !log_dir.is_empty() => log_dir,
+            _ => config.get("log.dirs"),
+        };
+        config.log_dirs = log_dirs
+            .split(',')
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .collect();
+        let first_dir = config
+            .log_dirs
+            .first()
+            .cloned()
+            .ok_or("log.dirs must name at least one directory")?;
+        let metadata_dir = config.get("metadata.log.dir");
+        config.metadata_log_dir = if metadata_dir.is_empty() {
+            first_dir
+        } else {
+            PathBuf::from(metadata_dir)
+        };
+        config.metrics_listener = config.parse("metrics.listener")?;
+        config.num_partitions = config.parse("num.partitions")?;
+        if config.num_partitions < 1 {
+            return Err("num.partitions must be at least 1".into());
+        }
+        config.default_replication_factor = config.parse("default.replication.factor")?;
+        config.auto_create_topics_enable = config.parse("auto.create.topics.enable")?;
+        config.socket_request_max_bytes = config.parse("socket.request.max.bytes")?;
+        config.max_connections = config.parse("max.connections")?;
+        let rack = config.get("broker.rack");
+        config.rack = (!rack.is_empty()).then_some(rack);
+        Ok(config)
+    }
+
+    /// A property's value: explicit, else its default ("" for an unknown property).
+    pub fn get(&self, key: &str) -> String {
+        self.explicit
+            .get(key)
+            .cloned()
+            .or_else(|| default_of(key).map(str::to_string))
+            .unwrap_or_default()
+    }
+
+    /// Whether the property was set explicitly rather than left at its default.
+    pub fn is_explicit(&self, key: &str) -> bool {
+        self.explicit.contains_key(key)
+    }
+
+    /// Every property Skald knows (server and topic defaults) with its effective value.
+    pub fn known_properties(&self) -> Vec<(&'static str, String)> {
+        let server = SERVER_PROPERTIES.iter().map(|(key, _)| *key);
+        let topic_defaults = TOPIC_CONFIGS.iter().map(|def| def.broker_property);
+        let mut keys: Vec<&'static str> = server.chain(topic_defaults).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys.into_iter().map(|key| (key, self.get(key))).collect()
+    }
+
+    fn parse<T: std::str::FromStr>(&self, key: &str) -> Result<T, String> {
+        let value = self.get(key);
+        value
+            .trim()
+            .parse()
+            .map_err(|_| format!("invalid value '{value}' for {key}"))
+    }
+}
+
+fn default_of(key: &str) -> Option<&'static str> {
+    SERVER_PROPERTIES
+        .iter()
+        .find(|(name, _)| *name == key)
+        .map(|(_, default)| *default)
+        .or_else(|| {
+            TOPIC_CONFIGS
+                .iter()
+                .find(|def| def.broker_property == key)
+                .map(|def| def.default)
+        })
+}
+
+fn is_known(key: &str) -> bool {
+    default_of(key).is_some()
+}
+
+fn parse_listeners(spec: &str) -> Result<Vec<Listener>, String> {
+    spec.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(Listener::parse)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults() {
+        let config = ServerConfig::load(None, &[]).unwrap();
+        assert_eq!(config.node_id, 1);
+        assert_eq!(
+            config.listeners,
+            vec![Listener {
+                name: "PLAINTEXT".into(),
+                host: "127.0.0.1".into(),
+                port: 9092
+            }]
+        );
+        assert_eq!(config.advertised_listeners, config.listeners);
+        assert_eq!(config.log_dirs, vec![PathBuf::from("./skald-data")]);
+        assert_eq!(config.metadata_log_dir, PathBuf::from("./skald-data"));
+        assert_eq!(config.metrics_listener, "127.0.0.1:9644".parse().unwrap());
+        assert_eq!(config.socket_request_max_bytes, 104_857_600);
+        assert_eq!(config.get("log.segment.bytes"), "1073741824");
+        assert!(config.auto_create_topics_enable);
+    }
+
+    #[test]
+    fn file_then_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.properties");
+        std::fs::write(
+            &path,
+            "# comment\nnode.id=3\nlog.dirs=/a,/b\nnum.partitions=6\nlog.segment.bytes=1048576\n",
+        )
+        .unwrap();
+        let overrides = vec![
+            "listeners=PLAINTEXT://127.0.0.1:19092".to_string(),
+            "num.partitions=2".to_string(),
+        ];
+        let config = ServerConfig::load(Some(&path), &overrides).unwrap();
+        assert_eq!(config.node_id, 3);
+        assert_eq!(
+            config.log_dirs,
+            vec![PathBuf::from("/a"), PathBuf::from("/b")]
+        );
+        assert_eq!(config.num_partitions, 2);
+        assert_eq!(config.listeners[0].port, 19092);
+        assert_eq!(config.get("log.segment.bytes"), "1048576");
+        assert!(config.is_explicit("log.segment.bytes"));
+        assert!(!config.is_explicit("log.retention.ms"));
+    }
+
+    #[test]
+    fn invalid_values_are_refused_with_the_key_named() {
+        let err = ServerConfig::load(None, &["num.partitions=many".to_string()]).unwrap_err();
+        assert_eq!(err, "invalid value 'many' for num.partitions");
+        let err = ServerConfig::load(None, &["log.retention.ms=soon".to_string()]).unwrap_err();
+        assert!(
+            err.starts_with("invalid value soon for log.retention.ms"),
+            "{err}"
+        );
+        assert!(ServerConfig::load(None, &["listeners=nonsense".to_string()]).is_err());
+        assert!(ServerConfig::load(None, &["novalue".to_string()]).is_err());
+    }
+}

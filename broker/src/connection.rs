@@ -1,0 +1,140 @@
+//! One client connection: read frames, decode, handle one request at a time (Kafka answers a
+//! connection's requests in order), write the responses. Anything malformed closes the connection
+//! with a log line; nothing a client sends can take the server down.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use kafka_protocol::messages::{ApiKey, ResponseKind};
+use skald_protocol::codec::{self, DecodeError};
+use skald_protocol::frame::take_frame;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::broadcast;
+
+use crate::api;
+use crate::broker::Broker;
+
+/// Read buffer to start with; it grows to the largest frame seen (bounded by socket.request.max.bytes).
+const READ_BUFFER_BYTES: usize = 64 * 1024;
+
+/// Serves one connection until the client closes it, it misbehaves, or the server shuts down.
+pub async fn serve(
+    broker: Arc<Broker>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    mut shutdown: broadcast::Receiver<()>,
+) {
+    let max_bytes = broker.config.socket_request_max_bytes;
+    let mut buffer = BytesMut::with_capacity(READ_BUFFER_BYTES);
+    loop {
+        let frame = match take_frame(&mut buffer, max_bytes) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => {
+                let read = tokio::select! {
+                    read = stream.read_buf(&mut buffer) => read,
+                    _ = shutdown.recv() => return,
+                };
+                match read {
+                    Ok(0) => return,
+                    Ok(_) => continue,
+                    Err(err) => {
+                        tracing::debug!(%peer, "connection read failed: {err}");
+                        return;
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::warn!(%peer, "closing connection: {err}");
+                return;
+            }
+        };
+        let started = Instant::now();
+        let response = match codec::decode_request(frame) {
+            Ok(request) => {
+                let (api_key, version, correlation_id) = (
+                    request.api_key,
+                    request.api_version,
+                    request.header.correlation_id,
+                );
+                api::handle(&broker, request)
+                    .await
+                    .map(|body| (api_key, version, correlation_id, body))
+            }
+            Err(DecodeError::UnsupportedVersion(prefix))
+                if prefix.api_key == ApiKey::ApiVersions as i16 =>
+            {
+                // KIP-511: an ApiVersions version we don't know is answered in v0 with our versions.
+                Some((
+                    ApiKey::ApiVersions,
+                    0,
+                    prefix.correlation_id,
+                    api::api_versions::unsupported_version(),
+                ))
+            }
+            Err(err) => {
+                tracing::warn!(%peer, "closing connection: {err}");
+                return;
+            }
+        };
+        let Some((api_key, version, correlation_id, body)) = response else {
+            continue; // acks=0 produce: Kafka sends no response.
+        };
+        if !write_response(&mut stream, peer, correlation_id, api_key, version, &body).await {
+            return;
+        }
+        let api = api_name(api_key);
+        broker
+            .metrics
+            .requests_total
+            .with_label_values(&[api])
+            .inc();
+        broker
+            .metrics
+            .request_latency_seconds
+            .with_label_values(&[api])
+            .observe(started.elapsed().as_secs_f64());
+    }
+}
+
+async fn write_response(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    correlation_id: i32,
+    api_key: ApiKey,
+    version: i16,
+    body: &ResponseKind,
+) -> bool {
+    let frame = match codec::encode_response(correlation_id, api_key, version, body) {
+        Ok(frame) => frame,
+        Err(err) => {
+            tracing::error!(%peer, "closing connection: {err}");
+            return false;
+        }
+    };
+    match stream.write_all(&frame).await {
+        Ok(()) => true,
+        Err(err) => {
+            tracing::debug!(%peer, "connection write failed: {err}");
+            false
+        }
+    }
+}
+
+/// The API's name as a metric label ("Produce", "Fetch", ...).
+pub fn api_name(api_key: ApiKey) -> &'static str {
+    match api_key {
+        ApiKey::Produce => "Produce",
+        ApiKey::Fetch => "Fetch",
+        ApiKey::ListOffsets => "ListOffsets",
+        ApiKey::Metadata => "Metadata",
+        ApiKey::ApiVersions => "ApiVersions",
+        ApiKey::CreateTopics => "CreateTopics",
+        ApiKey::DeleteTopics => "DeleteTopics",
+        ApiKey::DescribeConfigs => "DescribeConfigs",
+        ApiKey::CreatePartitions => "CreatePartitions",
+        _ => "Other",
+    }
+}

@@ -1,0 +1,188 @@
+//! Prometheus metrics and the `GET /metrics` endpoint on `metrics.listener`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Every metric the broker exports.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub requests_total: IntCounterVec,
+    pub request_latency_seconds: HistogramVec,
+    pub bytes_in_total: IntCounterVec,
+    pub bytes_out_total: IntCounterVec,
+    pub records_in_total: IntCounterVec,
+    pub log_end_offset: IntGaugeVec,
+    pub log_size_bytes: IntGaugeVec,
+    pub connections: IntGaugeVec,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        let requests_total = IntCounterVec::new(
+            Opts::new("skald_requests_total", "Requests handled, by Kafka API"),
+            &["api"],
+        )?;
+        let request_latency_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "skald_request_latency_seconds",
+                "Time from a request's arrival to its response, by Kafka API",
+            )
+            .buckets(vec![
+                0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                5.0, 10.0,
+            ]),
+            &["api"],
+        )?;
+        let bytes_in_total = IntCounterVec::new(
+            Opts::new(
+                "skald_bytes_in_total",
+                "Record batch bytes appended, by topic",
+            ),
+            &["topic"],
+        )?;
+        let bytes_out_total = IntCounterVec::new(
+            Opts::new(
+                "skald_bytes_out_total",
+                "Record batch bytes fetched, by topic",
+            ),
+            &["topic"],
+        )?;
+        let records_in_total = IntCounterVec::new(
+            Opts::new("skald_records_in_total", "Records appended, by topic"),
+            &["topic"],
+        )?;
+        let log_end_offset = IntGaugeVec::new(
+            Opts::new(
+                "skald_log_end_offset",
+                "The offset the next appended record will get, by partition",
+            ),
+            &["topic", "partition"],
+        )?;
+        let log_size_bytes = IntGaugeVec::new(
+            Opts::new(
+                "skald_log_size_bytes",
+                "Bytes of all segments of a partition's log",
+            ),
+            &["topic", "partition"],
+        )?;
+        let connections = IntGaugeVec::new(
+            Opts::new("skald_connections", "Open client connections, by listener"),
+            &["listener"],
+        )?;
+        registry.register(Box::new(requests_total.clone()))?;
+        registry.register(Box::new(request_latency_seconds.clone()))?;
+        registry.register(Box::new(bytes_in_total.clone()))?;
+        registry.register(Box::new(bytes_out_total.clone()))?;
+        registry.register(Box::new(records_in_total.clone()))?;
+        registry.register(Box::new(log_end_offset.clone()))?;
+        registry.register(Box::new(log_size_bytes.clone()))?;
+        registry.register(Box::new(connections.clone()))?;
+        Ok(Metrics {
+            registry,
+            requests_total,
+            request_latency_seconds,
+            bytes_in_total,
+            bytes_out_total,
+            records_in_total,
+            log_end_offset,
+            log_size_bytes,
+            connections,
+        })
+    }
+
+    /// Records the log end offset and size of one partition.
+    pub fn set_partition_log(
+        &self,
+        topic: &str,
+        partition: i32,
+        log_end_offset: i64,
+        size_bytes: u64,
+    ) {
+        let partition = partition.to_string();
+        self.log_end_offset
+            .with_label_values(&[topic, &partition])
+            .set(log_end_offset);
+        self.log_size_bytes
+            .with_label_values(&[topic, &partition])
+            .set(i64::try_from(size_bytes).unwrap_or(i64::MAX));
+    }
+
+    /// Drops the per-partition series of a deleted partition.
+    pub fn remove_partition(&self, topic: &str, partition: i32) {
+        let partition = partition.to_string();
+        let _ = self
+            .log_end_offset
+            .remove_label_values(&[topic, &partition]);
+        let _ = self
+            .log_size_bytes
+            .remove_label_values(&[topic, &partition]);
+    }
+
+    /// The registry rendered in Prometheus' text format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        if let Err(err) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!("cannot encode metrics: {err}");
+        }
+        out
+    }
+}
+
+/// The HTTP endpoint serving `/metrics` on its own thread (scrapes are rare and cheap).
+pub struct MetricsServer {
+    server: Arc<tiny_http::Server>,
+    thread: Option<JoinHandle<()>>,
+    pub local_addr: SocketAddr,
+}
+
+impl MetricsServer {
+    pub fn start(address: SocketAddr, metrics: Metrics) -> std::io::Result<MetricsServer> {
+        let server = tiny_http::Server::http(address).map_err(std::io::Error::other)?;
+        let local_addr = server.server_addr().to_ip().unwrap_or(address);
+        let server = Arc::new(server);
+        let serving = Arc::clone(&server);
+        let content_type =
+            tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"text/plain; version=0.0.4"[..])
+                .map_err(|()| std::io::Error::other("invalid Content-Type header"))?;
+        let thread = std::thread::Builder::new()
+            .name("metrics-http".into())
+            .spawn(move || {
+                for request in serving.incoming_requests() {
+                    let response =
+                        if request.url() == "/metrics" || request.url().starts_with("/metrics?") {
+                            tiny_http::Response::from_data(metrics.render())
+                                .with_header(content_type.clone())
+                        } else {
+                            tiny_http::Response::from_data(b"not found: try /metrics\n".to_vec())
+                                .with_status_code(404)
+                        };
+                    if let Err(err) = request.respond(response) {
+                        tracing::debug!("metrics response not sent: {err}");
+                    }
+                }
+            })?;
+        tracing::info!(%local_addr, "metrics endpoint listening on http://{local_addr}/metrics");
+        Ok(MetricsServer {
+            server,
+            thread: Some(thread),
+            local_addr,
+        })
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.server.unblock();
+        if let Some(thread) = self.thread.take() {
+            // incoming_requests() ends once the server is unblocked.
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! The server: opens the broker, binds the listeners and the metrics endpoint, accepts connections
+//! (at most `max.connections`) and shuts everything down in order when asked.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::broker::Broker;
+use crate::config::ServerConfig;
+use crate::connection;
+use crate::error::{Error, Result};
+use crate::metrics::{Metrics, MetricsServer};
+
+/// How long shutdown waits for open connections to finish their current request.
+const SHUTDOWN_DRAIN_MAX: Duration = Duration::from_secs(5);
+
+/// Builds a runtime and runs the server until SIGTERM or Ctrl-C.
+pub fn run_until_signal(config: ServerConfig) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("skald-worker")
+        .build()
+        .map_err(|source| Error::Io {
+            path: "tokio runtime".into(),
+            source,
+        })?;
+    runtime.block_on(run(config, shutdown_signal()))
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!("cannot listen for Ctrl-C: {err}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!("cannot listen for SIGTERM: {err}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("Ctrl-C received, shutting down"),
+        () = terminate => tracing::info!("SIGTERM received, shutting down"),
+    }
+}
+
+/// Runs the server until `shutdown` resolves.
+pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
+    let metrics = Metrics::new()?;
+    let opening = {
+        let (config, metrics) = (config.clone(), metrics.clone());
+        tokio::task::spawn_blocking(move || Broker::open(config, metrics))
+    };
+    let broker = Arc::new(
+        opening
+            .await
+            .map_err(|err| Error::Internal(format!("start-up task failed: {err}")))??,
+    );
+    let metrics_server =
+        MetricsServer::start(config.metrics_listener, metrics).map_err(|source| Error::Bind {
+            address: config.metrics_listener.to_string(),
+            source,
+        })?;
+
+    let (shutdown_tx, _) = broadcast::channel::<()>(1);
+    let connection_slots = Arc::new(Semaphore::new(config.max_connections));
+    let mut acceptors = JoinSet::new();
+    for listener in &config.listeners {
+        let address = listener.bind_address();
+        let socket = TcpListener::bind(&address)
+            .await
+            .map_err(|source| Error::Bind {
+                address: address.clone(),
+                source,
+            })?;
+        let local = socket.local_addr().map_err(|source| Error::Bind {
+            address: address.clone(),
+            source,
+        })?;
+        tracing::info!(listener = listener.name, %local, cluster_id = broker.cluster_id, node_id = config.node_id, "Kafka listener ready");
+        acceptors.spawn(accept_loop(
+            socket,
+            listener.name.clone(),
+            Arc::clone(&broker),
+            Arc::clone(&connection_slots),
+            shutdown_tx.clone(),
+        ));
+    }
+
+    shutdown.await;
+    drop(shutdown_tx.send(()));
+    let drained = tokio::time::timeout(SHUTDOWN_DRAIN_MAX, async {
+        while acceptors.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("connections still open after {SHUTDOWN_DRAIN_MAX:?}; closing them");
+        acceptors.abort_all();
+    }
+    drop(metrics_server);
+    let flushing = Arc::clone(&broker);
+    tokio::task::spawn_blocking(move || flushing.replicas.flush_all())
+        .await
+        .map_err(|err| Error::Internal(format!("flush task failed: {err}")))?;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+/// Accepts connections on one listener until shutdown; waits for its connections to finish.
+async fn accept_loop(
+    socket: TcpListener,
+    listener_name: String,
+    broker: Arc<Broker>,
+    slots: Arc<Semaphore>,
+    shutdown: broadcast::Sender<()>,
+) {
+    let mut stop = shutdown.subscribe();
+    let mut connections = JoinSet::new();
+    let gauge = broker
+        .metrics
+        .connections
+        .with_label_values(&[&listener_name]);
+    loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(&slots).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            _ = stop.recv() => break,
+        };
+        let accepted = tokio::select! {
+            accepted = socket.accept() => accepted,
+            _ = stop.recv() => break,
+        };
+        let (stream, peer): (_, SocketAddr) = match accepted {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                // Usually EMFILE: back off briefly rather than spin.
+                tracing::warn!("accept failed: {err}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (broker, stop, gauge) = (Arc::clone(&broker), shutdown.subscribe(), gauge.clone());
+        connections.spawn(async move {
+            gauge.inc();
+            connection::serve(broker, stream, peer, stop).await;
+            gauge.dec();
+            drop(permit);
+        });
+        // Reap finished connections so the set stays bounded by the live ones.
+        while connections.try_join_next().is_some() {}
+    }
+    while connections.join_next().await.is_some() {}
+}
