@@ -31,7 +31,12 @@ pub fn handle(
                 .partition_data
                 .into_iter()
                 .map(|data| {
-                    let response = PartitionProduceResponse::default().with_index(data.index);
+                    // Kafka's values for "no offset": kept on errors, replaced on success.
+                    let response = PartitionProduceResponse::default()
+                        .with_index(data.index)
+                        .with_base_offset(-1)
+                        .with_log_append_time_ms(-1)
+                        .with_log_start_offset(-1);
                     if !valid_acks {
                         return response.with_error_code(ResponseError::InvalidRequiredAcks.code());
                     }
