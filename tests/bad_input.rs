@@ -1,0 +1,207 @@
+//! Bad input over a raw socket gets Kafka's behaviour: a closed connection or an exact error
+//! code, never a hang, a panic or a stopped server. After each case a second client must be
+//! served correctly.
+
+mod common;
+
+use bytes::{Bytes, BytesMut};
+use common::wire::{self, assert_serves, RawConn};
+use common::TestServer;
+use kafka_protocol::messages::{ApiVersionsResponse, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+/// UNSUPPORTED_VERSION
+const UNSUPPORTED_VERSION: i16 = 35;
+/// CORRUPT_MESSAGE
+const CORRUPT_MESSAGE: i16 = 2;
+/// UNSUPPORTED_FOR_MESSAGE_FORMAT (the contract for a magic-1 message set).
+const UNSUPPORTED_FOR_MESSAGE_FORMAT: i16 = 43;
+
+const DEFAULT_REQUEST_MAX_BYTES: i32 = 104_857_600;
+
+#[test]
+fn oversized_frame_closes_connection() {
+    let server = TestServer::start();
+    let mut conn = RawConn::connect(server.kafka_addr());
+    // Only the prefix is sent: the server must refuse without waiting for 100 MiB of body.
+    let _ = conn.write_raw(&(DEFAULT_REQUEST_MAX_BYTES + 1).to_be_bytes());
+    conn.expect_closed("size prefix socket.request.max.bytes + 1");
+    assert_serves(server.kafka_addr());
+
+    let mut conn = RawConn::connect(server.kafka_addr());
+    let _ = conn.write_raw(&i32::MAX.to_be_bytes());
+    conn.expect_closed("size prefix i32::MAX");
+
+    let mut conn = RawConn::connect(server.kafka_addr());
+    let _ = conn.write_raw(&(-1i32).to_be_bytes());
+    conn.expect_closed("negative size prefix");
+    assert_serves(server.kafka_addr());
+}
+
+#[test]
+fn configured_request_max_bytes_is_enforced() {
+    let server = TestServer::start_with(&[("socket.request.max.bytes", "1024")]);
+    // A request that fits is answered.
+    assert_serves(server.kafka_addr());
+    let mut conn = RawConn::connect(server.kafka_addr());
+    let _ = conn.write_raw(&1025i32.to_be_bytes());
+    let _ = conn.write_raw(&[0u8; 1025]);
+    conn.expect_closed("1025-byte frame with socket.request.max.bytes=1024");
+    assert_serves(server.kafka_addr());
+}
+
+#[test]
+fn garbage_frames_close_connection() {
+    let server = TestServer::start();
+    let cases: [(&str, Vec<u8>); 4] = [
+        ("empty frame", vec![]),
+        (
+            "frame shorter than a request header",
+            vec![0x00, 0x12, 0x00],
+        ),
+        (
+            // ApiVersions v1 header whose client_id claims 32,767 bytes that are not there.
+            "client_id longer than the frame",
+            vec![
+                0x00, 0x12, 0x00, 0x01, 0x00, 0x00, 0x00, 0x07, 0x7f, 0xff, b'x',
+            ],
+        ),
+        (
+            "random bytes",
+            (0u8..64)
+                .map(|i| i.wrapping_mul(37).wrapping_add(0xa5))
+                .collect(),
+        ),
+    ];
+    for (what, payload) in cases {
+        let mut conn = RawConn::connect(server.kafka_addr());
+        let _ = conn.write_frame(&payload);
+        conn.expect_closed(what);
+        assert_serves(server.kafka_addr());
+    }
+}
+
+#[test]
+fn unknown_api_key_closes_connection() {
+    let server = TestServer::start();
+    let mut conn = RawConn::connect(server.kafka_addr());
+    // api_key 9999, api_version 0, correlation_id 42, client_id "x", then an empty body.
+    let mut payload = Vec::new();
+    payload.extend_from_slice(&9999i16.to_be_bytes());
+    payload.extend_from_slice(&0i16.to_be_bytes());
+    payload.extend_from_slice(&42i32.to_be_bytes());
+    payload.extend_from_slice(&1i16.to_be_bytes());
+    payload.push(b'x');
+    let _ = conn.write_frame(&payload);
+    conn.expect_closed("unknown api key 9999");
+    assert_serves(server.kafka_addr());
+}
+
+#[test]
+fn api_versions_unsupported_version_answers_v0_with_error_35() {
+    let server = TestServer::start();
+    let mut conn = RawConn::connect(server.kafka_addr());
+    // What a newer client sends: ApiVersions v99 with a flexible (v2) request header and a body
+    // the server cannot know; Kafka answers in v0 format so the client can downgrade.
+    let header = RequestHeader::default()
+        .with_request_api_key(18)
+        .with_request_api_version(99)
+        .with_correlation_id(7)
+        .with_client_id(Some(StrBytes::from_static_str("future-client")));
+    let mut buf = BytesMut::new();
+    header.encode(&mut buf, 2).expect("encode header");
+    buf.extend_from_slice(&[0x01, 0x02, 0x03, 0x00]);
+    conn.write_frame(&buf).expect("send ApiVersions v99");
+
+    let mut response = Bytes::from(conn.read_frame());
+    let header = ResponseHeader::decode(&mut response, 0).expect("response header v0");
+    assert_eq!(header.correlation_id, 7);
+    let body = ApiVersionsResponse::decode(&mut response, 0).expect("ApiVersions v0 body");
+    assert_eq!(
+        response.len(),
+        0,
+        "trailing bytes after an ApiVersions v0 body"
+    );
+    assert_eq!(body.error_code, UNSUPPORTED_VERSION);
+    assert!(
+        !body.api_keys.is_empty(),
+        "api_keys must be listed so the client can downgrade"
+    );
+    let api_versions = body
+        .api_keys
+        .iter()
+        .find(|k| k.api_key == 18)
+        .expect("ApiVersions itself is listed");
+    assert_eq!(api_versions.min_version, 0);
+    assert!(api_versions.max_version >= 3 && api_versions.max_version < 99);
+
+    // The connection stays usable at a supported version, like Kafka's.
+    let versions = conn.api_versions();
+    assert!(versions.contains_key(&0), "Produce listed: {versions:?}");
+    assert_serves(server.kafka_addr());
+}
+
+#[test]
+fn corrupt_batch_crc_is_rejected_and_stores_nothing() {
+    let server = TestServer::start();
+    let topic = "bad-crc";
+    wire::ensure_topic(server.kafka_addr(), topic);
+    let mut conn = RawConn::connect(server.kafka_addr());
+
+    let good = wire::batch_v2(&[("k0", "v0", 1_000), ("k1", "v1", 1_001)]);
+    let mut corrupt = BytesMut::from(&good[..]);
+    for byte in &mut corrupt[wire::BATCH_V2_CRC_RANGE] {
+        *byte ^= 0xff;
+    }
+    assert_eq!(
+        conn.produce_raw(topic, 0, corrupt.freeze()),
+        (CORRUPT_MESSAGE, -1),
+        "(error_code, base_offset) for a batch with a wrong CRC"
+    );
+
+    // A record whose body is flipped (CRC now stale) is just as corrupt.
+    let mut corrupt = BytesMut::from(&good[..]);
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0x01;
+    assert_eq!(
+        conn.produce_raw(topic, 0, corrupt.freeze()),
+        (CORRUPT_MESSAGE, -1)
+    );
+
+    // The same connection keeps working, and the corrupt batches took no offsets.
+    assert_eq!(conn.produce_raw(topic, 0, good.clone()), (0, 0));
+    assert_eq!(conn.produce_raw(topic, 0, good), (0, 2));
+    assert_serves(server.kafka_addr());
+}
+
+#[test]
+fn magic_1_message_set_is_rejected() {
+    let server = TestServer::start();
+    let topic = "old-format";
+    wire::ensure_topic(server.kafka_addr(), topic);
+    let mut conn = RawConn::connect(server.kafka_addr());
+    assert_eq!(
+        conn.produce_raw(topic, 0, wire::message_set_v1(b"k", b"v", 1_000)),
+        (UNSUPPORTED_FOR_MESSAGE_FORMAT, -1),
+        "(error_code, base_offset) for a magic-1 message set"
+    );
+    assert_eq!(
+        conn.produce_raw(topic, 0, wire::batch_v2(&[("k", "v", 1_000)])),
+        (0, 0)
+    );
+    assert_serves(server.kafka_addr());
+}
+
+#[test]
+fn produce_to_unknown_partition_is_an_error_code() {
+    let server = TestServer::start();
+    let topic = "one-partition";
+    wire::ensure_topic(server.kafka_addr(), topic);
+    let mut conn = RawConn::connect(server.kafka_addr());
+    // UNKNOWN_TOPIC_OR_PARTITION
+    assert_eq!(
+        conn.produce_raw(topic, 7, wire::batch_v2(&[("k", "v", 1_000)])),
+        (3, -1)
+    );
+    assert_serves(server.kafka_addr());
+}

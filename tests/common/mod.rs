@@ -1,0 +1,383 @@
+//! Shared harness for the process-level tests: start the real `skald` binary on free loopback
+//! ports with its own temporary data directory, wait until it is ready, stop / kill / restart it.
+//!
+//! Every test builds its own [`TestServer`], so nextest can run the test binaries in parallel.
+//! Nothing here sleeps to synchronise: everything polls with a deadline ([`poll_until`]).
+//!
+//! Each test crate uses only part of this module, hence the `dead_code` allowance.
+#![allow(dead_code)]
+
+pub mod rdk;
+pub mod wire;
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a server may take to become ready (storage recovery included).
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a server may take to exit after SIGTERM.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How many times to try fresh ports when a port picked as free turns out to be taken.
+const PORT_ATTEMPTS: u32 = 3;
+/// How much of the server's stderr to print when a test fails.
+const STDERR_TAIL_BYTES: u64 = 16 * 1024;
+
+/// Polls `probe` until it returns `Some`, or panics naming `what` once `timeout` has passed.
+/// Polls quickly at first, then backs off to at most 100 ms between tries.
+pub fn poll_until<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// A port that was free a moment ago: bind port 0, read the port back, release it.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local_addr").port()
+}
+
+/// Path of the `skald` binary Cargo built for these tests.
+pub fn skald_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_skald")
+}
+
+/// One `skald server` process with its own ports and data directory.
+pub struct TestServer {
+    /// Owns the data directory and the captured stderr; kept across restarts.
+    dir: tempfile::TempDir,
+    kafka_port: u16,
+    metrics_port: u16,
+    overrides: Vec<(String, String)>,
+    child: Option<Child>,
+}
+
+impl TestServer {
+    /// Starts a server with the defaults (1 partition per auto-created topic).
+    pub fn start() -> TestServer {
+        TestServer::start_with(&[])
+    }
+
+    /// Starts a server with extra `--override key=value` properties.
+    pub fn start_with(overrides: &[(&str, &str)]) -> TestServer {
+        let dir = tempfile::Builder::new()
+            .prefix("skald-test-")
+            .tempdir()
+            .expect("create temp dir");
+        let mut server = TestServer {
+            dir,
+            kafka_port: free_port(),
+            metrics_port: free_port(),
+            overrides: overrides
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            child: None,
+        };
+        // A port found free can be taken by someone else before the server binds it (another
+        // test's server, or a client's ephemeral port): then try again on fresh ports.
+        for attempt in 1..=PORT_ATTEMPTS {
+            match server.spawn() {
+                Ok(()) => return server,
+                Err(reason) if attempt < PORT_ATTEMPTS && reason.contains("in use") => {
+                    server.kafka_port = free_port();
+                    server.metrics_port = free_port();
+                }
+                Err(reason) => panic!("{reason}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    /// `127.0.0.1:PORT` of the Kafka listener.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.kafka_port)
+    }
+
+    pub fn kafka_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.kafka_port))
+    }
+
+    /// `http://127.0.0.1:PORT/metrics`.
+    pub fn metrics_url(&self) -> String {
+        format!("http://127.0.0.1:{}/metrics", self.metrics_port)
+    }
+
+    pub fn metrics_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.metrics_port))
+    }
+
+    /// The `log.dirs` directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The file the server's stderr goes to (appended across restarts).
+    pub fn stderr_path(&self) -> PathBuf {
+        self.dir.path().join("server.stderr")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server is not running").id()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => child.try_wait().expect("try_wait").is_none(),
+            None => false,
+        }
+    }
+
+    /// The last few KiB of the server's stderr.
+    pub fn stderr_tail(&self) -> String {
+        read_tail(&self.stderr_path(), STDERR_TAIL_BYTES)
+    }
+
+    /// Spawns the server and waits until it is ready. Err = it exited first (with its stderr).
+    fn spawn(&mut self) -> Result<(), String> {
+        assert!(self.child.is_none(), "server already running");
+        std::fs::create_dir_all(self.data_dir()).expect("create data dir");
+        let mut stderr = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.stderr_path())
+            .expect("open stderr file");
+        writeln!(stderr, "==== harness: starting skald server ====").expect("write stderr file");
+        let mut command = Command::new(skald_bin());
+        command
+            .arg("server")
+            .arg("--override")
+            .arg(format!(
+                "listeners=PLAINTEXT://127.0.0.1:{}",
+                self.kafka_port
+            ))
+            .arg("--override")
+            .arg(format!("log.dirs={}", self.data_dir().display()))
+            .arg("--override")
+            .arg(format!("metrics.listener=127.0.0.1:{}", self.metrics_port))
+            .arg("--override")
+            .arg("node.id=1");
+        for (key, value) in &self.overrides {
+            command.arg("--override").arg(format!("{key}={value}"));
+        }
+        command
+            .env(
+                "RUST_LOG",
+                std::env::var("SKALD_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .env("RUST_BACKTRACE", "1")
+            .stdin(Stdio::null())
+            .stdout(stderr.try_clone().expect("clone stderr file"))
+            .stderr(stderr);
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", skald_bin()));
+        self.child = Some(child);
+        self.wait_ready()
+    }
+
+    /// Ready = the Kafka port accepts a connection (it is bound only after storage recovery).
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let addr = self.kafka_addr();
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().expect("try_wait"))
+            {
+                self.child = None;
+                return Err(format!(
+                    "skald server exited with {status} before becoming ready\n--- server stderr ---\n{}",
+                    self.stderr_tail()
+                ));
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "skald server not ready on {addr} after {READY_TIMEOUT:?}\n--- server stderr ---\n{}",
+                    self.stderr_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, then wait for the exit; returns the exit status.
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("server is not running");
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .expect("run kill -TERM");
+        assert!(
+            status.success(),
+            "kill -TERM {} failed: {status}",
+            child.id()
+        );
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "skald server did not exit within {STOP_TIMEOUT:?} of SIGTERM\n--- server stderr ---\n{}",
+                    self.stderr_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM and assert a clean exit (code 0).
+    pub fn stop_clean(&mut self) {
+        let status = self.stop();
+        assert!(
+            status.success(),
+            "skald server exited with {status} after SIGTERM\n--- server stderr ---\n{}",
+            self.stderr_tail()
+        );
+    }
+
+    /// SIGKILL: no chance to flush or clean up.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("server is not running");
+        child.kill().expect("SIGKILL server");
+        child.wait().expect("wait for killed server");
+    }
+
+    /// Starts the server again on the same ports and data directory. Stops it first
+    /// (SIGTERM, clean exit asserted) if it is still running.
+    pub fn restart(&mut self) {
+        if self.child.is_some() {
+            self.stop_clean();
+        }
+        if let Err(reason) = self.spawn() {
+            panic!("restart: {reason}");
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "--- skald server stderr ({}), last {} bytes ---\n{}",
+                self.stderr_path().display(),
+                STDERR_TAIL_BYTES,
+                self.stderr_tail()
+            );
+        }
+    }
+}
+
+fn read_tail(path: &Path, bytes: u64) -> String {
+    let Ok(mut file) = File::open(path) else {
+        return format!("(no stderr file at {})", path.display());
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = file.seek(SeekFrom::Start(len.saturating_sub(bytes)));
+    let mut buf = Vec::new();
+    let _ = file.read_to_end(&mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// `GET path` over HTTP/1.0 with a deadline; returns (status code, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let timeout = Duration::from_secs(10);
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other(format!("no header end in response: {text:?}")))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line: {head:?}")))?;
+    Ok((status, body.to_string()))
+}
+
+/// Runs a command to completion with a deadline, feeding `stdin`; kills it on timeout.
+/// Returns (exit status, stdout, stderr).
+pub fn run_with_timeout(
+    mut command: Command,
+    stdin: &[u8],
+    timeout: Duration,
+) -> (ExitStatus, String, String) {
+    let description = format!("{command:?}");
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {description}: {e}"));
+    let mut child_stdin = child.stdin.take().expect("stdin");
+    let input = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        // A child that exits early closes the pipe; that is its exit status's business.
+        let _ = child_stdin.write_all(&input);
+    });
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = out.read_to_end(&mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = err.read_to_end(&mut s);
+        s
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stdout =
+                String::from_utf8_lossy(&out_reader.join().unwrap_or_default()).into_owned();
+            let stderr =
+                String::from_utf8_lossy(&err_reader.join().unwrap_or_default()).into_owned();
+            panic!("{description} did not finish within {timeout:?}\nstdout:\n{stdout}\nstderr:\n{stderr}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let _ = writer.join();
+    let stdout = String::from_utf8_lossy(&out_reader.join().unwrap_or_default()).into_owned();
+    let stderr = String::from_utf8_lossy(&err_reader.join().unwrap_or_default()).into_owned();
+    (status, stdout, stderr)
+}

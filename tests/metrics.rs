@@ -1,0 +1,168 @@
+//! The Prometheus endpoint reflects what the broker did, with exact values.
+
+mod common;
+
+use std::time::Duration;
+
+use common::wire::{self, RawConn};
+use common::{http_get, poll_until, TestServer};
+
+/// The value of the sample whose name-and-labels part is exactly `series`
+/// (labels as the exposition prints them, e.g. `skald_requests_total{api="Produce"}`).
+/// Labels are compared as a set, so their order in the exposition does not matter.
+fn sample(body: &str, series: &str) -> Option<f64> {
+    let wanted = parse_series(series);
+    body.lines()
+        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+        .find_map(|line| {
+            let (name_labels, value) = line.rsplit_once(' ')?;
+            (parse_series(name_labels) == wanted).then(|| value.parse().ok())?
+        })
+}
+
+fn parse_series(series: &str) -> (String, Vec<String>) {
+    match series.split_once('{') {
+        None => (series.trim().to_string(), Vec::new()),
+        Some((name, rest)) => {
+            let labels = rest.trim_end().trim_end_matches('}');
+            let mut labels: Vec<String> = labels
+                .split(',')
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_string)
+                .collect();
+            labels.sort();
+            (name.to_string(), labels)
+        }
+    }
+}
+
+fn scrape(server: &TestServer) -> String {
+    let (status, body) = http_get(server.metrics_addr(), "/metrics")
+        .unwrap_or_else(|e| panic!("GET {}: {e}", server.metrics_url()));
+    assert_eq!(status, 200, "GET {}: body {body}", server.metrics_url());
+    body
+}
+
+#[test]
+fn produce_updates_request_bytes_records_and_offset_metrics() {
+    let server = TestServer::start();
+    let topic = "metered";
+    wire::ensure_topic(server.kafka_addr(), topic);
+
+    let mut conn = RawConn::connect(server.kafka_addr());
+    let batch_a = wire::batch_v2(&[("a", "1", 1_000), ("b", "2", 1_001), ("c", "3", 1_002)]);
+    let batch_b = wire::batch_v2(&[("d", "4", 1_003), ("e", "5", 1_004)]);
+    let bytes_in = (batch_a.len() + batch_b.len()) as f64;
+    assert_eq!(conn.produce_raw(topic, 0, batch_a.clone()), (0, 0));
+    assert_eq!(conn.produce_raw(topic, 0, batch_b.clone()), (0, 3));
+
+    // One Fetch returns both batches as they were sent, with only the base offset (and the
+    // partition leader epoch, outside the CRC) assigned by the broker.
+    let (error_code, high_watermark, fetched) = conn.fetch_raw(topic, 0, 0);
+    assert_eq!((error_code, high_watermark), (0, 5));
+    assert_eq!(
+        fetched.len(),
+        batch_a.len() + batch_b.len(),
+        "fetched bytes"
+    );
+    let (fetched_a, fetched_b) = fetched.split_at(batch_a.len());
+    for (fetched, sent, base_offset) in [(fetched_a, &batch_a, 0i64), (fetched_b, &batch_b, 3)] {
+        assert_eq!(fetched[..8], base_offset.to_be_bytes(), "base offset");
+        assert_eq!(fetched[8..12], sent[8..12], "batch length");
+        assert_eq!(
+            fetched[16..],
+            sent[16..],
+            "magic, CRC, attributes and records as sent"
+        );
+    }
+
+    // Metrics may be updated just after the response is sent: poll, with a deadline.
+    let body = poll_until("produce and fetch metrics", Duration::from_secs(10), || {
+        let body = scrape(&server);
+        let produces = sample(&body, r#"skald_requests_total{api="Produce"}"#);
+        let fetches = sample(&body, r#"skald_requests_total{api="Fetch"}"#);
+        (produces == Some(2.0) && fetches == Some(1.0)).then_some(body)
+    });
+    assert_eq!(
+        sample(
+            &body,
+            &format!(r#"skald_bytes_out_total{{topic="{topic}"}}"#)
+        ),
+        Some(bytes_in),
+        "bytes out = the two batches, fetched once\n{body}"
+    );
+    assert_eq!(
+        sample(
+            &body,
+            &format!(r#"skald_log_end_offset{{topic="{topic}",partition="0"}}"#)
+        ),
+        Some(5.0),
+        "log end offset gauge\n{body}"
+    );
+    assert_eq!(
+        sample(
+            &body,
+            &format!(r#"skald_records_in_total{{topic="{topic}"}}"#)
+        ),
+        Some(5.0),
+        "records in\n{body}"
+    );
+    assert_eq!(
+        sample(
+            &body,
+            &format!(r#"skald_bytes_in_total{{topic="{topic}"}}"#)
+        ),
+        Some(bytes_in),
+        "bytes in = the two batches as sent\n{body}"
+    );
+    assert_eq!(
+        sample(
+            &body,
+            &format!(r#"skald_log_size_bytes{{topic="{topic}",partition="0"}}"#)
+        ),
+        Some(bytes_in),
+        "log size = the two batches as stored\n{body}"
+    );
+    assert_eq!(
+        sample(
+            &body,
+            r#"skald_request_latency_seconds_count{api="Produce"}"#
+        ),
+        Some(2.0),
+        "latency histogram counts every Produce\n{body}"
+    );
+    assert!(
+        body.contains(r#"# TYPE skald_request_latency_seconds histogram"#),
+        "latency metric is a histogram\n{body}"
+    );
+    assert_eq!(
+        sample(
+            &body,
+            r#"skald_request_latency_seconds_bucket{api="Produce",le="+Inf"}"#
+        ),
+        Some(2.0),
+        "+Inf bucket\n{body}"
+    );
+}
+
+#[test]
+fn unknown_path_is_404() {
+    let server = TestServer::start();
+    let (status, _) = http_get(server.metrics_addr(), "/nope").expect("GET /nope");
+    assert_eq!(status, 404);
+}
+
+#[test]
+fn sample_parser_matches_labels_in_any_order() {
+    let body = "# HELP x y\nskald_log_end_offset{partition=\"0\",topic=\"t\"} 5\nskald_x 1\n";
+    assert_eq!(
+        sample(body, r#"skald_log_end_offset{topic="t",partition="0"}"#),
+        Some(5.0)
+    );
+    assert_eq!(sample(body, "skald_x"), Some(1.0));
+    assert_eq!(
+        sample(body, r#"skald_log_end_offset{topic="u",partition="0"}"#),
+        None
+    );
+}
