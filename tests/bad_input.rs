@@ -39,6 +39,31 @@ fn oversized_frame_closes_connection() {
 }
 
 #[test]
+fn array_counts_larger_than_the_frame_close_the_connection_without_allocating() {
+    let server = TestServer::start();
+    // Metadata v0, correlation id 9, null client_id, then a topics array claiming 54 million
+    // entries: decoded naively this asks the allocator for gigabytes and aborts the process.
+    let metadata_v0 = [
+        0x00, 0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x09, 0xff, 0xff, 0x03, 0x3c, 0x0c, 0x00,
+    ];
+    // Produce v3: null transactional id, acks, timeout, one topic "t" whose partition array
+    // claims i32::MAX entries.
+    let produce_v3 = [
+        0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x0a, 0xff, 0xff, 0xff, 0xff, 0x00, 0x01, 0x00,
+        0x00, 0x75, 0x30, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01, b't', 0x7f, 0xff, 0xff, 0xff,
+    ];
+    for (what, frame) in [
+        ("Metadata v0 topics", &metadata_v0[..]),
+        ("Produce v3 partitions", &produce_v3[..]),
+    ] {
+        let mut conn = RawConn::connect(server.kafka_addr());
+        let _ = conn.write_frame(frame);
+        conn.expect_closed(what);
+        assert_serves(server.kafka_addr());
+    }
+}
+
+#[test]
 fn configured_request_max_bytes_is_enforced() {
     let server = TestServer::start_with(&[("socket.request.max.bytes", "1024")]);
     // A request that fits is answered.

@@ -10,6 +10,7 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 
 use crate::api_versions;
 use crate::frame::patch_size_prefix;
+use crate::precheck;
 
 /// A decoded request: its header and its typed body, plus the key and version it was sent with.
 #[derive(Debug)]
@@ -81,6 +82,14 @@ pub fn decode_request(mut frame: Bytes) -> Result<Request, DecodeError> {
     };
     let header_version = api_key.request_header_version(prefix.api_version);
     let header = RequestHeader::decode(&mut frame, header_version).map_err(malformed)?;
+    // kafka-protocol sizes arrays from the wire before decoding them; a lying count would abort
+    // the process on allocation failure, so the body's lengths are checked against the frame first.
+    precheck::check_body(api_key, prefix.api_version, &frame).map_err(|rejection| {
+        DecodeError::Malformed {
+            prefix,
+            reason: rejection.to_string(),
+        }
+    })?;
     let body = RequestKind::decode(api_key, &mut frame, prefix.api_version).map_err(malformed)?;
     Ok(Request {
         api_key,
@@ -120,13 +129,21 @@ fn capacity_hint(body: &ResponseKind) -> usize {
     const SMALL_RESPONSE_BYTES: usize = 256;
     const PER_PARTITION_BYTES: usize = 128;
     match body {
-        ResponseKind::Fetch(fetch) => fetch
-            .responses
-            .iter()
-            .flat_map(|topic| &topic.partitions)
-            .map(|partition| PER_PARTITION_BYTES + partition.records.as_ref().map_or(0, |records| records.len()))
-            .sum::<usize>()
-            + SMALL_RESPONSE_BYTES,
+        ResponseKind::Fetch(fetch) => {
+            fetch
+                .responses
+                .iter()
+                .flat_map(|topic| &topic.partitions)
+                .map(|partition| {
+                    PER_PARTITION_BYTES
+                        + partition
+                            .records
+                            .as_ref()
+                            .map_or(0, |records| records.len())
+                })
+                .sum::<usize>()
+                + SMALL_RESPONSE_BYTES
+        }
         _ => SMALL_RESPONSE_BYTES,
     }
 }

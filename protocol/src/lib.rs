@@ -3,6 +3,8 @@
 //! # Layout
 //! - [`frame`]: the 4-byte size prefix, with `socket.request.max.bytes` enforced before allocating.
 //! - [`codec`]: request decoding and response encoding over kafka-protocol's message types.
+//! - [`precheck`]: a structural walk over each request body that refuses impossible lengths before
+//!   kafka-protocol decodes it (its decoders allocate whatever array length the wire declares).
 //! - [`api_versions`]: exactly the APIs and versions Skald implements (what ApiVersions advertises).
 //! - [`batch`]: a zero-copy view over RecordBatch v2 headers, CRC32C checks and in-place patching.
 //!
@@ -12,3 +14,4 @@ pub mod api_versions;
 pub mod batch;
 pub mod codec;
 pub mod frame;
+pub mod precheck;

@@ -1,0 +1,508 @@
+//! A cheap structural walk over a request body that runs before kafka-protocol decodes it.
+//!
+//! kafka-protocol 0.18 decodes an array by reading its element count off the wire and calling
+//! `Vec::with_capacity(count)` before it decodes a single element. A frame of a dozen bytes that
+//! declares 50 million topics thus asks the allocator for gigabytes, and when the allocation fails
+//! the process aborts: not a panic anyone can catch, an `abort()`. The bug is known upstream (fixes
+//! are proposed, none released), and we neither vendor nor fork the crate.
+//!
+//! So [`check_body`] first walks the body the way the generated `Decodable` impls will, from a small
+//! description of each request's wire layout, and refuses any length that cannot fit in what is left
+//! of the frame: an array declaring more elements than bytes remain (every element takes at least a
+//! byte), or a string, bytes or tagged field running past the end. The walk reads exactly the fields
+//! the decoder reads, version by version, and is never stricter: UTF-8, nullability and trailing
+//! bytes are left to the decoder, which checks them without large allocations. The request header
+//! needs no walk: it has no arrays, only a string and tagged fields that kafka-protocol slices out
+//! of the frame after a bounds check.
+//!
+//! Each layout states the versions it was transcribed for, and a body at any other version is
+//! refused, so widening an API's range in [`crate::api_versions`] forces a look at its layout here.
+//! Adding an API is adding one [`RequestLayout`] to [`REQUESTS`], read off kafka-protocol's
+//! `src/messages/<name>_request.rs` `impl Decodable` blocks.
+
+use kafka_protocol::messages::ApiKey;
+
+/// Why a request body was refused before decoding.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("no wire layout is known for API {api_key:?} v{api_version}")]
+    UnknownLayout { api_key: ApiKey, api_version: i16 },
+    #[error("{field} needs {needed} bytes but only {remaining} remain")]
+    PastEnd {
+        field: &'static str,
+        needed: usize,
+        remaining: usize,
+    },
+    #[error("{field} declares {count} elements but only {remaining} bytes remain")]
+    TooManyElements {
+        field: &'static str,
+        count: usize,
+        remaining: usize,
+    },
+    #[error("{field} has negative length {length}")]
+    NegativeLength { field: &'static str, length: i32 },
+    #[error("tagged field {tag} ({field}) is not valid at this version")]
+    MisplacedTag { tag: u32, field: &'static str },
+}
+
+/// Checks that `body` (the frame after the request header) can be decoded by kafka-protocol as
+/// `api_key` at `api_version` without any allocation larger than the frame itself warrants.
+///
+/// Returns how many bytes of `body` the decoder will read; it ignores any that follow, as does this.
+pub fn check_body(api_key: ApiKey, api_version: i16, body: &[u8]) -> Result<usize, Rejection> {
+    let layout = REQUESTS
+        .iter()
+        .find(|layout| layout.api_key == api_key)
+        .filter(|layout| (layout.min_version..=layout.max_version).contains(&api_version))
+        .ok_or(Rejection::UnknownLayout {
+            api_key,
+            api_version,
+        })?;
+    let mut walker = Walker {
+        rest: body,
+        version: api_version,
+        flexible: api_version >= layout.flexible_since,
+    };
+    walker.structure(layout.body)?;
+    Ok(body.len() - walker.rest.len())
+}
+
+/// One API's request body, over the versions it was transcribed for.
+pub struct RequestLayout {
+    pub api_key: ApiKey,
+    pub min_version: i16,
+    pub max_version: i16,
+    /// From this version on, lengths are compact varints and every struct ends in tagged fields.
+    flexible_since: i16,
+    body: &'static Layout,
+}
+
+/// A struct: its fields in wire order, then (in flexible versions) the tagged fields the decoder
+/// knows by tag. Unknown tags are skipped by their declared size.
+struct Layout {
+    fields: &'static [Field],
+    tagged: &'static [(u32, Field)],
+}
+
+#[derive(Clone, Copy)]
+struct Field {
+    name: &'static str,
+    kind: Kind,
+    since: i16,
+    until: i16,
+}
+
+/// A wire type. Nullable and non-nullable forms share a kind: null is always accepted.
+#[derive(Clone, Copy)]
+enum Kind {
+    Int8,
+    Int16,
+    Int32,
+    Int64,
+    Uuid,
+    Bool,
+    /// INT16 length (or compact varint length + 1), then UTF-8.
+    String,
+    /// INT32 length (or compact varint length + 1), then bytes; also `records`.
+    Bytes,
+    Struct(&'static Layout),
+    /// INT32 count (or compact varint count + 1), then the elements.
+    Array(&'static Kind),
+}
+
+const fn field(name: &'static str, kind: Kind) -> Field {
+    Field {
+        name,
+        kind,
+        since: 0,
+        until: i16::MAX,
+    }
+}
+
+impl Field {
+    const fn since(self, version: i16) -> Field {
+        Field {
+            since: version,
+            ..self
+        }
+    }
+
+    const fn until(self, version: i16) -> Field {
+        Field {
+            until: version,
+            ..self
+        }
+    }
+
+    fn present_in(&self, version: i16) -> bool {
+        (self.since..=self.until).contains(&version)
+    }
+}
+
+/// A cursor over the body that reads lengths exactly as kafka-protocol does and skips the rest.
+struct Walker<'a> {
+    rest: &'a [u8],
+    version: i16,
+    flexible: bool,
+}
+
+impl Walker<'_> {
+    fn structure(&mut self, layout: &Layout) -> Result<(), Rejection> {
+        for field in layout.fields {
+            if field.present_in(self.version) {
+                self.value(field.name, &field.kind)?;
+            }
+        }
+        if self.flexible {
+            self.tagged_fields(layout.tagged)?;
+        }
+        Ok(())
+    }
+
+    fn value(&mut self, name: &'static str, kind: &Kind) -> Result<(), Rejection> {
+        match kind {
+            Kind::String => self.blob(name, LegacyLength::Int16),
+            Kind::Bytes => self.blob(name, LegacyLength::Int32),
+            Kind::Struct(layout) => self.structure(layout),
+            Kind::Array(element) => self.array(name, element),
+            Kind::Int8 | Kind::Bool => self.skip(name, 1),
+            Kind::Int16 => self.skip(name, 2),
+            Kind::Int32 => self.skip(name, 4),
+            Kind::Int64 => self.skip(name, 8),
+            Kind::Uuid => self.skip(name, 16),
+        }
+    }
+
+    fn blob(&mut self, name: &'static str, legacy: LegacyLength) -> Result<(), Rejection> {
+        match self.length(name, legacy)? {
+            Some(len) => self.skip(name, len),
+            None => Ok(()),
+        }
+    }
+
+    fn array(&mut self, name: &'static str, element: &Kind) -> Result<(), Rejection> {
+        let Some(count) = self.length(name, LegacyLength::Int32)? else {
+            return Ok(());
+        };
+        let remaining = self.rest.len();
+        if count > remaining {
+            return Err(Rejection::TooManyElements {
+                field: name,
+                count,
+                remaining,
+            });
+        }
+        (0..count).try_for_each(|_| self.value(name, element))
+    }
+
+    /// Tagged fields the decoder knows are read by their type, ignoring the declared size (as the
+    /// generated code does), so the walk stays where the decoder will be.
+    fn tagged_fields(&mut self, known: &[(u32, Field)]) -> Result<(), Rejection> {
+        let count = self.unsigned_varint("tagged field count")?;
+        for _ in 0..count {
+            let tag = self.unsigned_varint("tag")?;
+            let size = self.unsigned_varint("tagged field size")?;
+            match known.iter().find(|(known_tag, _)| *known_tag == tag) {
+                Some((_, field)) if field.present_in(self.version) => {
+                    self.value(field.name, &field.kind)?
+                }
+                Some((_, field)) => {
+                    return Err(Rejection::MisplacedTag {
+                        tag,
+                        field: field.name,
+                    })
+                }
+                None => self.skip("tagged field", size as usize)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// A length or count: `None` for null. Flexible versions use an unsigned varint holding
+    /// length + 1; older ones a signed big-endian integer where -1 is null.
+    fn length(
+        &mut self,
+        name: &'static str,
+        legacy: LegacyLength,
+    ) -> Result<Option<usize>, Rejection> {
+        if self.flexible {
+            return Ok(self
+                .unsigned_varint(name)?
+                .checked_sub(1)
+                .map(|n| n as usize));
+        }
+        let length = match legacy {
+            LegacyLength::Int16 => i32::from(i16::from_be_bytes(self.take(name)?)),
+            LegacyLength::Int32 => i32::from_be_bytes(self.take(name)?),
+        };
+        match length {
+            -1 => Ok(None),
+            length if length < 0 => Err(Rejection::NegativeLength {
+                field: name,
+                length,
+            }),
+            length => Ok(Some(length as usize)),
+        }
+    }
+
+    /// kafka-protocol's reader exactly: at most five bytes, bits past the 32nd dropped.
+    fn unsigned_varint(&mut self, name: &'static str) -> Result<u32, Rejection> {
+        let mut value = 0u32;
+        for i in 0..5 {
+            let [byte] = self.take(name)?;
+            value |= u32::from(byte & 0x7f) << (i * 7);
+            if byte < 0x80 {
+                break;
+            }
+        }
+        Ok(value)
+    }
+
+    fn take<const N: usize>(&mut self, name: &'static str) -> Result<[u8; N], Rejection> {
+        let (head, rest) = self
+            .rest
+            .split_first_chunk::<N>()
+            .ok_or_else(|| self.past_end(name, N))?;
+        self.rest = rest;
+        Ok(*head)
+    }
+
+    fn skip(&mut self, name: &'static str, len: usize) -> Result<(), Rejection> {
+        self.rest = self
+            .rest
+            .get(len..)
+            .ok_or_else(|| self.past_end(name, len))?;
+        Ok(())
+    }
+
+    fn past_end(&self, field: &'static str, needed: usize) -> Rejection {
+        Rejection::PastEnd {
+            field,
+            needed,
+            remaining: self.rest.len(),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum LegacyLength {
+    Int16,
+    Int32,
+}
+
+/// Every request body Skald decodes, transcribed from kafka-protocol 0.18's generated decoders.
+/// Struct names are kafka-protocol's; fields outside the transcribed version range are left out.
+pub const REQUESTS: &[RequestLayout] = &[
+    layouts::PRODUCE,
+    layouts::FETCH,
+    layouts::LIST_OFFSETS,
+    layouts::METADATA,
+    layouts::API_VERSIONS,
+    layouts::CREATE_TOPICS,
+    layouts::DELETE_TOPICS,
+    layouts::DESCRIBE_CONFIGS,
+    layouts::CREATE_PARTITIONS,
+];
+
+mod layouts {
+    use super::Kind::{Array, Bool, Bytes, Int16, Int32, Int64, Int8, String, Struct, Uuid};
+    use super::{field, Layout, RequestLayout};
+    use kafka_protocol::messages::ApiKey;
+
+    const fn fields(fields: &'static [super::Field]) -> Layout {
+        Layout {
+            fields,
+            tagged: &[],
+        }
+    }
+
+    pub(super) const PRODUCE: RequestLayout = RequestLayout {
+        api_key: ApiKey::Produce,
+        min_version: 3,
+        max_version: 12,
+        flexible_since: 9,
+        body: &PRODUCE_REQUEST,
+    };
+    const PRODUCE_REQUEST: Layout = fields(&[
+        field("transactional_id", String),
+        field("acks", Int16),
+        field("timeout_ms", Int32),
+        field("topic_data", Array(&Struct(&TOPIC_PRODUCE_DATA))),
+    ]);
+    const TOPIC_PRODUCE_DATA: Layout = fields(&[
+        field("name", String),
+        field("partition_data", Array(&Struct(&PARTITION_PRODUCE_DATA))),
+    ]);
+    const PARTITION_PRODUCE_DATA: Layout =
+        fields(&[field("index", Int32), field("records", Bytes)]);
+
+    pub(super) const FETCH: RequestLayout = RequestLayout {
+        api_key: ApiKey::Fetch,
+        min_version: 4,
+        max_version: 12,
+        flexible_since: 12,
+        body: &FETCH_REQUEST,
+    };
+    // kafka-protocol also knows tag 1 (replica_state, v15+) here and tags 0 and 1 of
+    // FetchPartition (v17+, v18+); below v15 it rejects them, and the walk skips them as unknown.
+    const FETCH_REQUEST: Layout = Layout {
+        fields: &[
+            field("replica_id", Int32),
+            field("max_wait_ms", Int32),
+            field("min_bytes", Int32),
+            field("max_bytes", Int32),
+            field("isolation_level", Int8),
+            field("session_id", Int32).since(7),
+            field("session_epoch", Int32).since(7),
+            field("topics", Array(&Struct(&FETCH_TOPIC))),
+            field("forgotten_topics_data", Array(&Struct(&FORGOTTEN_TOPIC))).since(7),
+            field("rack_id", String).since(11),
+        ],
+        tagged: &[(0, field("cluster_id", String))],
+    };
+    const FETCH_TOPIC: Layout = fields(&[
+        field("topic", String),
+        field("partitions", Array(&Struct(&FETCH_PARTITION))),
+    ]);
+    const FETCH_PARTITION: Layout = fields(&[
+        field("partition", Int32),
+        field("current_leader_epoch", Int32).since(9),
+        field("fetch_offset", Int64),
+        field("last_fetched_epoch", Int32).since(12),
+        field("log_start_offset", Int64).since(5),
+        field("partition_max_bytes", Int32),
+    ]);
+    const FORGOTTEN_TOPIC: Layout =
+        fields(&[field("topic", String), field("partitions", Array(&Int32))]);
+
+    pub(super) const LIST_OFFSETS: RequestLayout = RequestLayout {
+        api_key: ApiKey::ListOffsets,
+        min_version: 1,
+        max_version: 7,
+        flexible_since: 6,
+        body: &LIST_OFFSETS_REQUEST,
+    };
+    const LIST_OFFSETS_REQUEST: Layout = fields(&[
+        field("replica_id", Int32),
+        field("isolation_level", Int8).since(2),
+        field("topics", Array(&Struct(&LIST_OFFSETS_TOPIC))),
+    ]);
+    const LIST_OFFSETS_TOPIC: Layout = fields(&[
+        field("name", String),
+        field("partitions", Array(&Struct(&LIST_OFFSETS_PARTITION))),
+    ]);
+    const LIST_OFFSETS_PARTITION: Layout = fields(&[
+        field("partition_index", Int32),
+        field("current_leader_epoch", Int32).since(4),
+        field("timestamp", Int64),
+    ]);
+
+    pub(super) const METADATA: RequestLayout = RequestLayout {
+        api_key: ApiKey::Metadata,
+        min_version: 0,
+        max_version: 12,
+        flexible_since: 9,
+        body: &METADATA_REQUEST,
+    };
+    const METADATA_REQUEST: Layout = fields(&[
+        field("topics", Array(&Struct(&METADATA_REQUEST_TOPIC))),
+        field("allow_auto_topic_creation", Bool).since(4),
+        field("include_cluster_authorized_operations", Bool)
+            .since(8)
+            .until(10),
+        field("include_topic_authorized_operations", Bool).since(8),
+    ]);
+    const METADATA_REQUEST_TOPIC: Layout =
+        fields(&[field("topic_id", Uuid).since(10), field("name", String)]);
+
+    pub(super) const API_VERSIONS: RequestLayout = RequestLayout {
+        api_key: ApiKey::ApiVersions,
+        min_version: 0,
+        max_version: 4,
+        flexible_since: 3,
+        body: &API_VERSIONS_REQUEST,
+    };
+    const API_VERSIONS_REQUEST: Layout = fields(&[
+        field("client_software_name", String).since(3),
+        field("client_software_version", String).since(3),
+    ]);
+
+    pub(super) const CREATE_TOPICS: RequestLayout = RequestLayout {
+        api_key: ApiKey::CreateTopics,
+        min_version: 2,
+        max_version: 7,
+        flexible_since: 5,
+        body: &CREATE_TOPICS_REQUEST,
+    };
+    const CREATE_TOPICS_REQUEST: Layout = fields(&[
+        field("topics", Array(&Struct(&CREATABLE_TOPIC))),
+        field("timeout_ms", Int32),
+        field("validate_only", Bool),
+    ]);
+    const CREATABLE_TOPIC: Layout = fields(&[
+        field("name", String),
+        field("num_partitions", Int32),
+        field("replication_factor", Int16),
+        field("assignments", Array(&Struct(&CREATABLE_REPLICA_ASSIGNMENT))),
+        field("configs", Array(&Struct(&CREATABLE_TOPIC_CONFIG))),
+    ]);
+    const CREATABLE_REPLICA_ASSIGNMENT: Layout = fields(&[
+        field("partition_index", Int32),
+        field("broker_ids", Array(&Int32)),
+    ]);
+    const CREATABLE_TOPIC_CONFIG: Layout = fields(&[field("name", String), field("value", String)]);
+
+    pub(super) const DELETE_TOPICS: RequestLayout = RequestLayout {
+        api_key: ApiKey::DeleteTopics,
+        min_version: 1,
+        max_version: 6,
+        flexible_since: 4,
+        body: &DELETE_TOPICS_REQUEST,
+    };
+    const DELETE_TOPICS_REQUEST: Layout = fields(&[
+        field("topics", Array(&Struct(&DELETE_TOPIC_STATE))).since(6),
+        field("topic_names", Array(&String)).until(5),
+        field("timeout_ms", Int32),
+    ]);
+    const DELETE_TOPIC_STATE: Layout = fields(&[field("name", String), field("topic_id", Uuid)]);
+
+    pub(super) const DESCRIBE_CONFIGS: RequestLayout = RequestLayout {
+        api_key: ApiKey::DescribeConfigs,
+        min_version: 1,
+        max_version: 4,
+        flexible_since: 4,
+        body: &DESCRIBE_CONFIGS_REQUEST,
+    };
+    const DESCRIBE_CONFIGS_REQUEST: Layout = fields(&[
+        field("resources", Array(&Struct(&DESCRIBE_CONFIGS_RESOURCE))),
+        field("include_synonyms", Bool),
+        field("include_documentation", Bool).since(3),
+    ]);
+    const DESCRIBE_CONFIGS_RESOURCE: Layout = fields(&[
+        field("resource_type", Int8),
+        field("resource_name", String),
+        field("configuration_keys", Array(&String)),
+    ]);
+
+    pub(super) const CREATE_PARTITIONS: RequestLayout = RequestLayout {
+        api_key: ApiKey::CreatePartitions,
+        min_version: 0,
+        max_version: 3,
+        flexible_since: 2,
+        body: &CREATE_PARTITIONS_REQUEST,
+    };
+    const CREATE_PARTITIONS_REQUEST: Layout = fields(&[
+        field("topics", Array(&Struct(&CREATE_PARTITIONS_TOPIC))),
+        field("timeout_ms", Int32),
+        field("validate_only", Bool),
+    ]);
+    const CREATE_PARTITIONS_TOPIC: Layout = fields(&[
+        field("name", String),
+        field("count", Int32),
+        field("assignments", Array(&Struct(&CREATE_PARTITIONS_ASSIGNMENT))),
+    ]);
+    const CREATE_PARTITIONS_ASSIGNMENT: Layout = fields(&[field("broker_ids", Array(&Int32))]);
+}
+
+#[cfg(test)]
+mod tests;

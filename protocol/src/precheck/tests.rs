@@ -1,0 +1,818 @@
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::create_partitions_request::{
+    CreatePartitionsAssignment, CreatePartitionsTopic,
+};
+use kafka_protocol::messages::create_topics_request::{
+    CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig,
+};
+use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiVersionsRequest, BrokerId, CreatePartitionsRequest, CreateTopicsRequest,
+    DeleteTopicsRequest, DescribeConfigsRequest, FetchRequest, ListOffsetsRequest, MetadataRequest,
+    ProduceRequest, RequestHeader, RequestKind, TopicName, TransactionalId,
+};
+use kafka_protocol::protocol::{Encodable, StrBytes};
+use proptest::prelude::*;
+
+use super::*;
+use crate::api_versions::SUPPORTED_APIS;
+use crate::batch::testing::simple_batch;
+use crate::codec::{decode_request, DecodeError};
+
+fn text(value: &'static str) -> StrBytes {
+    StrBytes::from_static_str(value)
+}
+
+fn topic(name: &'static str) -> TopicName {
+    TopicName(text(name))
+}
+
+fn brokers(ids: &[i32]) -> Vec<BrokerId> {
+    ids.iter().copied().map(BrokerId).collect()
+}
+
+fn flexible_since(api_key: ApiKey) -> i16 {
+    REQUESTS
+        .iter()
+        .find(|layout| layout.api_key == api_key)
+        .map(|layout| layout.flexible_since)
+        .unwrap_or_else(|| panic!("no layout for {api_key:?}"))
+}
+
+/// A well-formed request with several elements per array, nested arrays, strings, nullable fields
+/// either set or null (`nulls`), and unknown tagged fields on every struct in flexible versions.
+fn sample_body(api_key: ApiKey, v: i16, nulls: bool) -> RequestKind {
+    let tags = if v >= flexible_since(api_key) {
+        BTreeMap::from([
+            (5, Bytes::new()),
+            (101, Bytes::from_static(b"x")),
+            (20_000, Bytes::from_static(b"a tagged value")),
+        ])
+    } else {
+        BTreeMap::new()
+    };
+    let nullable = |value: StrBytes| (!nulls).then_some(value);
+    match api_key {
+        ApiKey::Produce => {
+            let records = Bytes::from(simple_batch(0, 3, 1_700_000_000_000, 64));
+            RequestKind::Produce(
+                ProduceRequest::default()
+                    .with_transactional_id(nullable(text("txn-1")).map(TransactionalId))
+                    .with_acks(-1)
+                    .with_timeout_ms(30_000)
+                    .with_topic_data(vec![
+                        TopicProduceData::default()
+                            .with_name(topic("orders"))
+                            .with_partition_data(vec![
+                                PartitionProduceData::default()
+                                    .with_index(0)
+                                    .with_records(Some(records.clone()))
+                                    .with_unknown_tagged_fields(tags.clone()),
+                                PartitionProduceData::default()
+                                    .with_index(1)
+                                    .with_records((!nulls).then(|| records.clone())),
+                            ])
+                            .with_unknown_tagged_fields(tags.clone()),
+                        TopicProduceData::default()
+                            .with_name(topic("payments"))
+                            .with_partition_data(vec![PartitionProduceData::default()
+                                .with_index(7)
+                                .with_records(Some(records))]),
+                    ])
+                    .with_unknown_tagged_fields(tags),
+            )
+        }
+        ApiKey::Fetch => {
+            let partition = |index: i32| {
+                let mut partition = FetchPartition::default()
+                    .with_partition(index)
+                    .with_fetch_offset(1_000 + i64::from(index))
+                    .with_partition_max_bytes(1 << 20)
+                    .with_unknown_tagged_fields(tags.clone());
+                if v >= 5 {
+                    partition = partition.with_log_start_offset(10);
+                }
+                if v >= 9 {
+                    partition = partition.with_current_leader_epoch(4);
+                }
+                if v >= 12 {
+                    partition = partition.with_last_fetched_epoch(3);
+                }
+                partition
+            };
+            let mut fetch = FetchRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_max_wait_ms(500)
+                .with_min_bytes(1)
+                .with_max_bytes(50 << 20)
+                .with_isolation_level(1)
+                .with_topics(vec![
+                    FetchTopic::default()
+                        .with_topic(topic("orders"))
+                        .with_partitions(vec![partition(0), partition(1), partition(2)])
+                        .with_unknown_tagged_fields(tags.clone()),
+                    FetchTopic::default()
+                        .with_topic(topic("payments"))
+                        .with_partitions(vec![partition(5)]),
+                ])
+                .with_unknown_tagged_fields(tags.clone());
+            if v >= 7 {
+                fetch = fetch
+                    .with_session_id(17)
+                    .with_session_epoch(2)
+                    .with_forgotten_topics_data(vec![
+                        ForgottenTopic::default()
+                            .with_topic(topic("old"))
+                            .with_partitions(vec![1, 2, 3])
+                            .with_unknown_tagged_fields(tags.clone()),
+                        ForgottenTopic::default().with_topic(topic("older")),
+                    ]);
+            }
+            if v >= 11 {
+                fetch = fetch.with_rack_id(text("rack-a"));
+            }
+            if v >= 12 {
+                fetch = fetch.with_cluster_id(nullable(text("cluster-1")));
+            }
+            RequestKind::Fetch(fetch)
+        }
+        ApiKey::ListOffsets => {
+            let partition = |index: i32, timestamp: i64| {
+                let partition = ListOffsetsPartition::default()
+                    .with_partition_index(index)
+                    .with_timestamp(timestamp)
+                    .with_unknown_tagged_fields(tags.clone());
+                if v >= 4 {
+                    partition.with_current_leader_epoch(6)
+                } else {
+                    partition
+                }
+            };
+            RequestKind::ListOffsets(
+                ListOffsetsRequest::default()
+                    .with_replica_id(BrokerId(-1))
+                    .with_isolation_level(if v >= 2 { 1 } else { 0 })
+                    .with_topics(vec![
+                        ListOffsetsTopic::default()
+                            .with_name(topic("orders"))
+                            .with_partitions(vec![
+                                partition(0, -1),
+                                partition(1, -2),
+                                partition(2, 1_700_000_000_000),
+                            ])
+                            .with_unknown_tagged_fields(tags.clone()),
+                        ListOffsetsTopic::default()
+                            .with_name(topic("payments"))
+                            .with_partitions(vec![partition(0, -1)]),
+                    ])
+                    .with_unknown_tagged_fields(tags),
+            )
+        }
+        ApiKey::Metadata => {
+            let named = |name: &'static str, id: &str| {
+                let topic = MetadataRequestTopic::default()
+                    .with_name(Some(topic(name)))
+                    .with_unknown_tagged_fields(tags.clone());
+                if v >= 10 {
+                    topic.with_topic_id(id.parse().expect("a valid uuid"))
+                } else {
+                    topic
+                }
+            };
+            // Null means "all topics" from v1; v0 says that with an empty array.
+            let topics = match (nulls, v) {
+                (true, 0) => Some(Vec::new()),
+                (true, _) => None,
+                (false, _) => Some(vec![
+                    named("orders", "6ba7b810-9dad-11d1-80b4-00c04fd430c8"),
+                    named("payments", "6ba7b811-9dad-11d1-80b4-00c04fd430c8"),
+                    named("audit", "00000000-0000-0000-0000-000000000000"),
+                ]),
+            };
+            let mut metadata = MetadataRequest::default()
+                .with_topics(topics)
+                .with_unknown_tagged_fields(tags);
+            if v >= 4 {
+                metadata = metadata.with_allow_auto_topic_creation(false);
+            }
+            if (8..=10).contains(&v) {
+                metadata = metadata.with_include_cluster_authorized_operations(true);
+            }
+            if v >= 8 {
+                metadata = metadata.with_include_topic_authorized_operations(true);
+            }
+            RequestKind::Metadata(metadata)
+        }
+        ApiKey::ApiVersions => {
+            let mut api_versions = ApiVersionsRequest::default().with_unknown_tagged_fields(tags);
+            if v >= 3 {
+                api_versions = api_versions
+                    .with_client_software_name(text("skald-test"))
+                    .with_client_software_version(text("1.2.3"));
+            }
+            RequestKind::ApiVersions(api_versions)
+        }
+        ApiKey::CreateTopics => RequestKind::CreateTopics(
+            CreateTopicsRequest::default()
+                .with_topics(vec![
+                    CreatableTopic::default()
+                        .with_name(topic("orders"))
+                        .with_num_partitions(-1)
+                        .with_replication_factor(-1)
+                        .with_assignments(vec![
+                            CreatableReplicaAssignment::default()
+                                .with_partition_index(0)
+                                .with_broker_ids(brokers(&[1, 2, 3]))
+                                .with_unknown_tagged_fields(tags.clone()),
+                            CreatableReplicaAssignment::default()
+                                .with_partition_index(1)
+                                .with_broker_ids(brokers(&[2, 3, 1])),
+                        ])
+                        .with_configs(vec![
+                            CreatableTopicConfig::default()
+                                .with_name(text("retention.ms"))
+                                .with_value(Some(text("86400000")))
+                                .with_unknown_tagged_fields(tags.clone()),
+                            CreatableTopicConfig::default()
+                                .with_name(text("cleanup.policy"))
+                                .with_value(nullable(text("compact"))),
+                        ])
+                        .with_unknown_tagged_fields(tags.clone()),
+                    CreatableTopic::default()
+                        .with_name(topic("payments"))
+                        .with_num_partitions(6)
+                        .with_replication_factor(3),
+                ])
+                .with_timeout_ms(5_000)
+                .with_validate_only(nulls)
+                .with_unknown_tagged_fields(tags),
+        ),
+        ApiKey::DeleteTopics => {
+            let mut delete = DeleteTopicsRequest::default()
+                .with_timeout_ms(5_000)
+                .with_unknown_tagged_fields(tags.clone());
+            if v >= 6 {
+                delete = delete.with_topics(vec![
+                    DeleteTopicState::default()
+                        .with_name(Some(topic("orders")))
+                        .with_unknown_tagged_fields(tags),
+                    DeleteTopicState::default()
+                        .with_name(nullable(text("payments")).map(TopicName))
+                        .with_topic_id(
+                            "6ba7b810-9dad-11d1-80b4-00c04fd430c8"
+                                .parse()
+                                .expect("a valid uuid"),
+                        ),
+                ]);
+            } else {
+                delete = delete.with_topic_names(vec![
+                    topic("orders"),
+                    topic("payments"),
+                    topic("audit"),
+                ]);
+            }
+            RequestKind::DeleteTopics(delete)
+        }
+        ApiKey::DescribeConfigs => RequestKind::DescribeConfigs(
+            DescribeConfigsRequest::default()
+                .with_resources(vec![
+                    DescribeConfigsResource::default()
+                        .with_resource_type(2)
+                        .with_resource_name(text("orders"))
+                        .with_configuration_keys(
+                            (!nulls).then(|| vec![text("retention.ms"), text("cleanup.policy")]),
+                        )
+                        .with_unknown_tagged_fields(tags.clone()),
+                    DescribeConfigsResource::default()
+                        .with_resource_type(4)
+                        .with_resource_name(text("1"))
+                        .with_configuration_keys(Some(Vec::new())),
+                ])
+                .with_include_synonyms(true)
+                .with_include_documentation(v >= 3)
+                .with_unknown_tagged_fields(tags),
+        ),
+        ApiKey::CreatePartitions => RequestKind::CreatePartitions(
+            CreatePartitionsRequest::default()
+                .with_topics(vec![
+                    CreatePartitionsTopic::default()
+                        .with_name(topic("orders"))
+                        .with_count(6)
+                        .with_assignments((!nulls).then(|| {
+                            vec![
+                                CreatePartitionsAssignment::default()
+                                    .with_broker_ids(brokers(&[1, 2]))
+                                    .with_unknown_tagged_fields(tags.clone()),
+                                CreatePartitionsAssignment::default()
+                                    .with_broker_ids(brokers(&[2, 3])),
+                            ]
+                        }))
+                        .with_unknown_tagged_fields(tags.clone()),
+                    CreatePartitionsTopic::default()
+                        .with_name(topic("payments"))
+                        .with_count(3)
+                        .with_assignments(Some(Vec::new())),
+                ])
+                .with_timeout_ms(5_000)
+                .with_validate_only(true)
+                .with_unknown_tagged_fields(tags),
+        ),
+        other => panic!("no sample for {other:?}"),
+    }
+}
+
+struct Sample {
+    api_key: ApiKey,
+    version: i16,
+    body: RequestKind,
+    frame: Bytes,
+    header_len: usize,
+}
+
+impl Sample {
+    fn encoded_body(&self) -> Bytes {
+        self.frame.slice(self.header_len..)
+    }
+}
+
+fn header_bytes(api_key: ApiKey, version: i16, client_id: Option<StrBytes>) -> BytesMut {
+    let header = RequestHeader::default()
+        .with_request_api_key(api_key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(42)
+        .with_client_id(client_id);
+    let mut buf = BytesMut::new();
+    header
+        .encode(&mut buf, api_key.request_header_version(version))
+        .expect("header encodes");
+    buf
+}
+
+/// Two requests (nullable fields set, then null) for every advertised version of every API.
+static SAMPLES: LazyLock<Vec<Sample>> = LazyLock::new(|| {
+    let mut samples = Vec::new();
+    for api in SUPPORTED_APIS {
+        for version in api.min_version..=api.max_version {
+            for nulls in [false, true] {
+                let client_id = (!nulls).then(|| text("test-client"));
+                let mut frame = header_bytes(api.api_key, version, client_id);
+                let header_len = frame.len();
+                let body = sample_body(api.api_key, version, nulls);
+                body.encode(&mut frame, version).unwrap_or_else(|err| {
+                    panic!("{:?} v{version} does not encode: {err:#}", api.api_key)
+                });
+                samples.push(Sample {
+                    api_key: api.api_key,
+                    version,
+                    body,
+                    frame: frame.freeze(),
+                    header_len,
+                });
+            }
+        }
+    }
+    samples
+});
+
+#[test]
+fn every_advertised_api_and_version_has_a_layout() {
+    for api in SUPPORTED_APIS {
+        let layout = REQUESTS
+            .iter()
+            .find(|layout| layout.api_key == api.api_key)
+            .unwrap_or_else(|| panic!("no layout for {:?}", api.api_key));
+        assert!(layout.min_version <= api.min_version, "{:?}", api.api_key);
+        assert!(layout.max_version >= api.max_version, "{:?}", api.api_key);
+    }
+    assert_eq!(
+        check_body(ApiKey::Produce, 13, &[]),
+        Err(Rejection::UnknownLayout {
+            api_key: ApiKey::Produce,
+            api_version: 13
+        })
+    );
+    assert_eq!(
+        check_body(ApiKey::JoinGroup, 5, &[]),
+        Err(Rejection::UnknownLayout {
+            api_key: ApiKey::JoinGroup,
+            api_version: 5
+        })
+    );
+}
+
+#[test]
+fn every_valid_request_passes_whole_and_decodes_unchanged() {
+    let advertised: usize = SUPPORTED_APIS
+        .iter()
+        .map(|api| (api.max_version - api.min_version + 1) as usize)
+        .sum();
+    assert_eq!(SAMPLES.len(), 2 * advertised);
+    for sample in SAMPLES.iter() {
+        let what = format!("{:?} v{}", sample.api_key, sample.version);
+        let body = sample.encoded_body();
+        assert_eq!(
+            check_body(sample.api_key, sample.version, &body),
+            Ok(body.len()),
+            "{what}"
+        );
+        let request = decode_request(sample.frame.clone())
+            .unwrap_or_else(|err| panic!("{what} does not decode: {err}"));
+        assert_eq!(request.api_version, sample.version, "{what}");
+        assert_eq!(request.body, sample.body, "{what}");
+    }
+}
+
+#[test]
+fn the_walk_ends_where_kafka_protocol_stops_reading() {
+    for sample in SAMPLES.iter() {
+        let mut body = sample.encoded_body();
+        body = [&body[..], b"trailing"].concat().into();
+        let walked = check_body(sample.api_key, sample.version, &body);
+        let before = body.len();
+        RequestKind::decode(sample.api_key, &mut body, sample.version).expect("decodes");
+        assert_eq!(
+            walked,
+            Ok(before - body.len()),
+            "{:?} v{}",
+            sample.api_key,
+            sample.version
+        );
+        assert_eq!(&body[..], b"trailing");
+    }
+}
+
+fn frame(api_key: ApiKey, version: i16, body: &[u8]) -> Bytes {
+    let mut frame = header_bytes(api_key, version, None);
+    frame.put_slice(body);
+    frame.freeze()
+}
+
+/// Decodes through [`decode_request`], which must refuse the frame as malformed for `reason`.
+fn assert_refused(api_key: ApiKey, version: i16, body: &[u8], rejection: Rejection) {
+    let started = Instant::now();
+    let frame = frame(api_key, version, body);
+    let header_len = frame.len() - body.len();
+    assert_eq!(
+        check_body(api_key, version, &frame[header_len..]),
+        Err(rejection.clone())
+    );
+    match decode_request(frame) {
+        Err(DecodeError::Malformed { prefix, reason }) => {
+            assert_eq!(prefix.api_key, api_key as i16);
+            assert_eq!(prefix.correlation_id, 42);
+            assert_eq!(reason, rejection.to_string());
+        }
+        other => panic!("{api_key:?} v{version}: expected Malformed, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+/// Hand-built request bodies, for lengths no encoder would write.
+#[derive(Default)]
+struct Wire(Vec<u8>);
+
+impl Wire {
+    fn i8(mut self, value: i8) -> Self {
+        self.0.put_i8(value);
+        self
+    }
+    fn i16(mut self, value: i16) -> Self {
+        self.0.put_i16(value);
+        self
+    }
+    fn i32(mut self, value: i32) -> Self {
+        self.0.put_i32(value);
+        self
+    }
+    fn i64(mut self, value: i64) -> Self {
+        self.0.put_i64(value);
+        self
+    }
+    /// Varints and anything else spelled out byte by byte.
+    fn raw(mut self, bytes: &[u8]) -> Self {
+        self.0.put_slice(bytes);
+        self
+    }
+    fn string(self, value: &str) -> Self {
+        let len = i16::try_from(value.len()).expect("short string");
+        self.i16(len).raw(value.as_bytes())
+    }
+    fn compact_string(self, value: &str) -> Self {
+        let len = u8::try_from(value.len() + 1).expect("short string");
+        assert!(len < 0x80);
+        self.raw(&[len]).raw(value.as_bytes())
+    }
+}
+
+#[test]
+fn metadata_v0_claiming_54_million_topics_is_refused_before_allocating() {
+    // The whole frame: api key 3, version 0, correlation id, null client id, topic count.
+    let frame: &[u8] = &[0, 3, 0, 0, 0, 0, 0, 42, 0xff, 0xff, 0x03, 0x3c, 0x0c, 0x00];
+    let rejection = Rejection::TooManyElements {
+        field: "topics",
+        count: 0x033c_0c00,
+        remaining: 0,
+    };
+    assert_eq!(
+        check_body(ApiKey::Metadata, 0, &frame[10..]),
+        Err(rejection.clone())
+    );
+    match decode_request(Bytes::from_static(frame)) {
+        Err(DecodeError::Malformed { prefix, reason }) => {
+            assert_eq!(prefix.correlation_id, 42);
+            assert_eq!(
+                reason,
+                "topics declares 54266880 elements but only 0 bytes remain"
+            );
+            assert_eq!(reason, rejection.to_string());
+        }
+        other => panic!("expected Malformed, got {other:?}"),
+    }
+    // The flexible form: compact count varint 0xffffffff, i.e. 2^32 - 2 elements after the bias.
+    assert_refused(
+        ApiKey::Metadata,
+        12,
+        &Wire::default().raw(&[0xff, 0xff, 0xff, 0xff, 0x0f, 0, 0]).0,
+        Rejection::TooManyElements {
+            field: "topics",
+            count: 0xffff_fffe,
+            remaining: 2,
+        },
+    );
+}
+
+#[test]
+fn huge_counts_in_nested_arrays_are_refused() {
+    // Produce v3: one topic with 2^31 - 1 partitions.
+    let produce = Wire::default()
+        .i16(-1) // transactional_id
+        .i16(1) // acks
+        .i32(30_000) // timeout_ms
+        .i32(1) // topic_data
+        .string("t")
+        .i32(i32::MAX) // partition_data
+        .i32(0);
+    assert_refused(
+        ApiKey::Produce,
+        3,
+        &produce.0,
+        Rejection::TooManyElements {
+            field: "partition_data",
+            count: 0x7fff_ffff,
+            remaining: 4,
+        },
+    );
+
+    // Produce v9, compact: the same nesting with 2^28 partitions.
+    let produce = Wire::default()
+        .raw(&[0]) // transactional_id: null
+        .i16(1)
+        .i32(30_000)
+        .raw(&[2]) // topic_data: one element
+        .compact_string("t")
+        .raw(&[0x81, 0x80, 0x80, 0x80, 0x01]); // partition_data: 2^28 + 1
+    assert_refused(
+        ApiKey::Produce,
+        9,
+        &produce.0,
+        Rejection::TooManyElements {
+            field: "partition_data",
+            count: 1 << 28,
+            remaining: 0,
+        },
+    );
+
+    // Fetch v4: one topic with 2^28 partitions and room for one.
+    let fetch = Wire::default()
+        .i32(-1) // replica_id
+        .i32(500) // max_wait_ms
+        .i32(1) // min_bytes
+        .i32(1 << 20) // max_bytes
+        .i8(0) // isolation_level
+        .i32(1) // topics
+        .string("t")
+        .i32(1 << 28) // partitions
+        .raw(&[0; 28]);
+    assert_refused(
+        ApiKey::Fetch,
+        4,
+        &fetch.0,
+        Rejection::TooManyElements {
+            field: "partitions",
+            count: 1 << 28,
+            remaining: 28,
+        },
+    );
+
+    // CreateTopics v2: one topic with 2^24 configs.
+    let create = Wire::default()
+        .i32(1) // topics
+        .string("t")
+        .i32(1) // num_partitions
+        .i16(1) // replication_factor
+        .i32(0) // assignments
+        .i32(1 << 24) // configs
+        .i32(5_000);
+    assert_refused(
+        ApiKey::CreateTopics,
+        2,
+        &create.0,
+        Rejection::TooManyElements {
+            field: "configs",
+            count: 1 << 24,
+            remaining: 4,
+        },
+    );
+
+    // CreatePartitions v3, compact: one topic, one assignment listing 2^21 brokers.
+    let create_partitions = Wire::default()
+        .raw(&[2]) // topics
+        .compact_string("t")
+        .i32(2) // count
+        .raw(&[2]) // assignments
+        .raw(&[0x81, 0x80, 0x80, 0x01, 0]); // broker_ids: 2^21 + 1
+    assert_refused(
+        ApiKey::CreatePartitions,
+        3,
+        &create_partitions.0,
+        Rejection::TooManyElements {
+            field: "broker_ids",
+            count: 1 << 21,
+            remaining: 1,
+        },
+    );
+}
+
+#[test]
+fn lengths_past_the_end_and_negative_lengths_are_refused() {
+    // DescribeConfigs v1: a resource name claiming 300 bytes.
+    let describe = Wire::default()
+        .i32(1) // resources
+        .i8(2) // resource_type
+        .i16(300) // resource_name
+        .raw(b"or");
+    assert_refused(
+        ApiKey::DescribeConfigs,
+        1,
+        &describe.0,
+        Rejection::PastEnd {
+            field: "resource_name",
+            needed: 300,
+            remaining: 2,
+        },
+    );
+
+    // Produce v3: records of length -2.
+    let produce = Wire::default()
+        .i16(-1)
+        .i16(1)
+        .i32(1)
+        .i32(1)
+        .string("t")
+        .i32(1) // partition_data
+        .i32(0) // index
+        .i32(-2); // records
+    assert_refused(
+        ApiKey::Produce,
+        3,
+        &produce.0,
+        Rejection::NegativeLength {
+            field: "records",
+            length: -2,
+        },
+    );
+
+    // ApiVersions v3: an unknown tagged field claiming 1000 bytes.
+    let api_versions = Wire::default()
+        .compact_string("") // client_software_name
+        .compact_string("") // client_software_version
+        .raw(&[1, 7, 0xe8, 0x07]) // one tagged field: tag 7, size 1000
+        .raw(&[0xaa]);
+    assert_refused(
+        ApiKey::ApiVersions,
+        3,
+        &api_versions.0,
+        Rejection::PastEnd {
+            field: "tagged field",
+            needed: 1000,
+            remaining: 1,
+        },
+    );
+}
+
+#[test]
+fn known_tags_are_read_by_type_not_by_declared_size() {
+    // Fetch v12 with tag 0 (cluster_id) declaring 127 bytes but holding an empty string, then a
+    // trailing byte: kafka-protocol reads the string and stops, and so must the walk.
+    let fetch = Wire::default()
+        .i32(-1)
+        .i32(500)
+        .i32(1)
+        .i32(1 << 20)
+        .i8(0)
+        .i32(0) // session_id
+        .i32(-1) // session_epoch
+        .raw(&[1, 1]) // topics, forgotten_topics_data: empty
+        .compact_string("") // rack_id
+        .raw(&[1, 0, 0x7f]) // one tagged field: tag 0, size 127
+        .compact_string("") // cluster_id
+        .i64(7);
+    let body = fetch.0;
+    assert_eq!(check_body(ApiKey::Fetch, 12, &body), Ok(body.len() - 8));
+    match decode_request(frame(ApiKey::Fetch, 12, &body)).map(|request| request.body) {
+        Ok(RequestKind::Fetch(fetch)) => assert_eq!(fetch.cluster_id, Some(text(""))),
+        other => panic!("expected a Fetch request, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_known_tag_outside_its_versions_is_refused_like_the_decoder_does() {
+    static TAGGED: Layout = Layout {
+        fields: &[],
+        tagged: &[(
+            3,
+            Field {
+                name: "later",
+                kind: Kind::Int32,
+                since: 9,
+                until: i16::MAX,
+            },
+        )],
+    };
+    let walk = |version: i16, body: &[u8]| {
+        let mut walker = Walker {
+            rest: body,
+            version,
+            flexible: true,
+        };
+        walker.structure(&TAGGED).map(|()| walker.rest.len())
+    };
+    let body = [0x01, 0x03, 0x04, 0, 0, 0, 9];
+    assert_eq!(walk(9, &body), Ok(0));
+    assert_eq!(
+        walk(8, &body),
+        Err(Rejection::MisplacedTag {
+            tag: 3,
+            field: "later"
+        })
+    );
+}
+
+#[test]
+fn every_truncation_of_every_valid_request_is_refused_by_both() {
+    for sample in SAMPLES.iter() {
+        let what = format!("{:?} v{}", sample.api_key, sample.version);
+        for end in sample.header_len..sample.frame.len() {
+            let mut body = sample.frame.slice(sample.header_len..end);
+            let walked = check_body(sample.api_key, sample.version, &body);
+            assert!(walked.is_err(), "{what} cut at {end}: {walked:?}");
+            // Safe to hand to kafka-protocol directly: a valid request's counts are small.
+            let decoded = RequestKind::decode(sample.api_key, &mut body, sample.version);
+            assert!(decoded.is_err(), "{what} cut at {end} decoded");
+            assert!(matches!(
+                decode_request(sample.frame.slice(..end)),
+                Err(DecodeError::Malformed { .. })
+            ));
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4096))]
+
+    /// Damage anywhere in a valid body: whatever the walk refuses (short of a huge count, which
+    /// kafka-protocol could not be asked to decode safely) kafka-protocol refuses too, and
+    /// whatever both accept they read to the same end.
+    #[test]
+    fn damaged_requests_are_judged_alike(
+        which in any::<prop::sample::Index>(),
+        damage in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+    ) {
+        let sample = which.get(&SAMPLES[..]);
+        let mut body = sample.encoded_body().to_vec();
+        prop_assume!(!body.is_empty());
+        for (at, byte) in &damage {
+            *at.get_mut(&mut body) = *byte;
+        }
+        let walked = check_body(sample.api_key, sample.version, &body);
+        if matches!(walked, Err(Rejection::TooManyElements { .. })) {
+            return Ok(());
+        }
+        let mut buf = Bytes::from(body.clone());
+        let decoded = RequestKind::decode(sample.api_key, &mut buf, sample.version);
+        match (walked, decoded) {
+            (Ok(read), Ok(_)) => prop_assert_eq!(read, body.len() - buf.len()),
+            (Err(rejection), Ok(_)) => prop_assert!(false, "walk refused {rejection} but it decodes"),
+            (Ok(_) | Err(_), Err(_)) => {}
+        }
+    }
+}
