@@ -2,7 +2,7 @@
 //! them out, commits those records (durably, as one batch) and only then replays them and replies.
 //! An operation never changes state itself; `MetadataImage::replay` does.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -13,7 +13,8 @@ use crate::names::{is_internal, validate_topic_name};
 use crate::record::{ConfigResource, Endpoint, MetadataRecord, TopicId};
 use crate::topic_config::validate_topic_config;
 
-/// The most partitions one CreateTopics/CreatePartitions request may add, and any topic may have.
+/// The most partitions one CreateTopics/CreatePartitions request may add, and the most any topic
+/// may have (CreatePartitions refuses to grow a topic past it).
 pub const PARTITIONS_PER_REQUEST_MAX: i64 = 100_000;
 
 /// Controller settings taken from the server configuration.
@@ -34,8 +35,9 @@ pub struct CreateTopicSpec {
     pub num_partitions: i32,
     /// -1 for `default.replication.factor`.
     pub replication_factor: i16,
-    /// Manual assignment: partition → replicas. Empty for automatic placement.
-    pub assignments: BTreeMap<i32, Vec<i32>>,
+    /// Manual assignment as the request lists it: (partition, replicas). Empty for automatic
+    /// placement. A list, not a map, so a partition listed twice is refused rather than merged.
+    pub assignments: Vec<(i32, Vec<i32>)>,
     pub configs: Vec<(String, Option<String>)>,
 }
 
@@ -58,7 +60,7 @@ pub struct CreatePartitionsSpec {
 }
 
 /// A topic named in a DeleteTopics request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum TopicRef {
     Name(String),
     Id(TopicId),
@@ -146,11 +148,31 @@ impl Controller {
         }])
     }
 
-    /// Creates topics. Each topic succeeds or fails on its own; the successful ones commit together.
+    /// Creates topics for a client's CreateTopics. Each topic succeeds or fails on its own; the
+    /// successful ones commit together. Internal topics are refused: only the broker creates them.
     pub fn create_topics(
         &mut self,
         specs: &[CreateTopicSpec],
         validate_only: bool,
+    ) -> Result<Vec<Result<CreatedTopic, TopicError>>> {
+        self.create_topics_with(specs, validate_only, false)
+    }
+
+    /// Creates topics on the broker's own behalf (`__consumer_offsets` when the group coordinator
+    /// first needs it): as [`Controller::create_topics`], but internal topics may be created.
+    /// Never for a client's request.
+    pub fn create_internal_topics(
+        &mut self,
+        specs: &[CreateTopicSpec],
+    ) -> Result<Vec<Result<CreatedTopic, TopicError>>> {
+        self.create_topics_with(specs, false, true)
+    }
+
+    fn create_topics_with(
+        &mut self,
+        specs: &[CreateTopicSpec],
+        validate_only: bool,
+        allow_internal: bool,
     ) -> Result<Vec<Result<CreatedTopic, TopicError>>> {
         let mut records = Vec::new();
         let mut results = Vec::with_capacity(specs.len());
@@ -164,7 +186,7 @@ impl Controller {
                 ))));
                 continue;
             }
-            let result = self.plan_topic(spec, &mut partitions_in_request);
+            let result = self.plan_topic(spec, allow_internal, &mut partitions_in_request);
             results.push(result.map(|(created, topic_records)| {
                 records.extend(topic_records);
                 created
@@ -179,9 +201,16 @@ impl Controller {
     fn plan_topic(
         &mut self,
         spec: &CreateTopicSpec,
+        allow_internal: bool,
         partitions_in_request: &mut i64,
     ) -> Result<(CreatedTopic, Vec<MetadataRecord>), TopicError> {
         validate_topic_name(&spec.name).map_err(TopicError::InvalidTopic)?;
+        if is_internal(&spec.name) && !allow_internal {
+            return Err(TopicError::InvalidRequest(format!(
+                "Creation of internal topic {} is prohibited.",
+                spec.name
+            )));
+        }
         if self.image.topic(&spec.name).is_some() {
             return Err(TopicError::TopicAlreadyExists(spec.name.clone()));
         }
@@ -222,14 +251,8 @@ impl Controller {
                     "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.".into(),
                 ));
             }
-            let expected: Vec<i32> = (0..spec.assignments.len() as i32).collect();
-            if spec.assignments.keys().copied().collect::<Vec<_>>() != expected {
-                return Err(TopicError::InvalidReplicaAssignment(
-                    "Partitions must be numbered consecutively starting from 0.".into(),
-                ));
-            }
-            self.check_partition_budget(spec.assignments.len() as i64, partitions_in_request)?;
-            let assignments: Vec<Vec<i32>> = spec.assignments.values().cloned().collect();
+            let assignments = assignments_by_partition(&spec.assignments)?;
+            self.check_partition_budget(assignments.len() as i64, partitions_in_request)?;
             self.validate_assignments(&assignments)?;
             assignments
         };
@@ -319,38 +342,62 @@ impl Controller {
         Ok(())
     }
 
-    /// Deletes topics by name or id. Internal topics cannot be deleted.
+    /// Deletes topics by name or id. Internal topics cannot be deleted. A topic named more than
+    /// once (twice by name, twice by id, or by name and by id) is refused at every mention and
+    /// not deleted, as Kafka does.
     pub fn delete_topics(
         &mut self,
         topics: &[TopicRef],
     ) -> Result<Vec<Result<(String, TopicId), TopicError>>> {
+        let found: Vec<Result<(String, TopicId), TopicError>> = topics
+            .iter()
+            .map(|topic| {
+                let found = match topic {
+                    TopicRef::Name(name) => self
+                        .image
+                        .topic(name)
+                        .ok_or(TopicError::UnknownTopicOrPartition),
+                    TopicRef::Id(id) => self
+                        .image
+                        .topic_by_id(*id)
+                        .ok_or(TopicError::UnknownTopicId),
+                };
+                found.map(|topic| (topic.name.clone(), topic.topic_id))
+            })
+            .collect();
+        let mut mentions: HashMap<&TopicRef, usize> = HashMap::new();
+        let mut mentions_by_id: HashMap<TopicId, usize> = HashMap::new();
+        for (topic, found) in topics.iter().zip(&found) {
+            *mentions.entry(topic).or_default() += 1;
+            if let Ok((_, topic_id)) = found {
+                *mentions_by_id.entry(*topic_id).or_default() += 1;
+            }
+        }
         let mut records = Vec::new();
         let mut results = Vec::with_capacity(topics.len());
-        let mut deleted = HashSet::new();
-        for topic in topics {
-            let found = match topic {
-                TopicRef::Name(name) => self
-                    .image
-                    .topic(name)
-                    .ok_or(TopicError::UnknownTopicOrPartition),
-                TopicRef::Id(id) => self
-                    .image
-                    .topic_by_id(*id)
-                    .ok_or(TopicError::UnknownTopicId),
-            };
-            let result = found.and_then(|topic| {
-                if is_internal(&topic.name) {
+        for (topic, found) in topics.iter().zip(found) {
+            let duplicate = mentions[topic] > 1
+                || found
+                    .as_ref()
+                    .is_ok_and(|(_, topic_id)| mentions_by_id[topic_id] > 1);
+            if duplicate {
+                results.push(Err(TopicError::InvalidRequest(
+                    match topic {
+                        TopicRef::Name(_) => "Duplicate topic name.",
+                        TopicRef::Id(_) => "Duplicate topic id.",
+                    }
+                    .into(),
+                )));
+                continue;
+            }
+            let result = found.and_then(|(name, topic_id)| {
+                if is_internal(&name) {
                     return Err(TopicError::InvalidRequest(format!(
-                        "Topic {} is internal and cannot be deleted.",
-                        topic.name
+                        "Topic {name} is internal and cannot be deleted."
                     )));
                 }
-                if deleted.insert(topic.topic_id) {
-                    records.push(MetadataRecord::RemoveTopic {
-                        topic_id: topic.topic_id,
-                    });
-                }
-                Ok((topic.name.clone(), topic.topic_id))
+                records.push(MetadataRecord::RemoveTopic { topic_id });
+                Ok((name, topic_id))
             });
             results.push(result);
         }
@@ -358,16 +405,27 @@ impl Controller {
         Ok(results)
     }
 
-    /// Adds partitions to existing topics.
+    /// Adds partitions to existing topics. A topic named more than once is refused at every
+    /// mention and not grown, as Kafka does.
     pub fn create_partitions(
         &mut self,
         specs: &[CreatePartitionsSpec],
         validate_only: bool,
     ) -> Result<Vec<Result<(), TopicError>>> {
+        let mut mentions: HashMap<&str, usize> = HashMap::new();
+        for spec in specs {
+            *mentions.entry(spec.name.as_str()).or_default() += 1;
+        }
         let mut records = Vec::new();
         let mut results = Vec::with_capacity(specs.len());
         let mut partitions_in_request = 0i64;
         for spec in specs {
+            if mentions[spec.name.as_str()] > 1 {
+                results.push(Err(TopicError::InvalidRequest(
+                    "Duplicate topic in request.".into(),
+                )));
+                continue;
+            }
             let result =
                 self.plan_partitions(spec, &mut partitions_in_request)
                     .map(|new_records| {
@@ -402,6 +460,11 @@ impl Controller {
                 "Topic already has {current} partitions."
             )));
         }
+        if i64::from(spec.count) > PARTITIONS_PER_REQUEST_MAX {
+            return Err(TopicError::InvalidPartitions(format!(
+                "A topic may have at most {PARTITIONS_PER_REQUEST_MAX} partitions."
+            )));
+        }
         let added = spec.count - current;
         self.check_partition_budget(i64::from(added), partitions_in_request)?;
         let replication_factor = topic
@@ -417,6 +480,17 @@ impl Controller {
                         assignments.len()
                     )));
                 }
+                let (partitions, factors): (Vec<i32>, Vec<usize>) = assignments
+                    .iter()
+                    .zip(current..)
+                    .filter(|(replicas, _)| replicas.len() != replication_factor as usize)
+                    .map(|(replicas, partition)| (partition, replicas.len()))
+                    .unzip();
+                if !partitions.is_empty() {
+                    return Err(TopicError::InvalidReplicaAssignment(format!(
+                        "Inconsistent replication factor between partitions, partition 0 has {replication_factor} while partitions {partitions:?} have replication factors {factors:?}, respectively."
+                    )));
+                }
                 self.validate_assignments(assignments)?;
                 assignments.clone()
             }
@@ -424,6 +498,29 @@ impl Controller {
         };
         Ok(partition_records(topic.topic_id, current, assignments.iter()).collect())
     }
+}
+
+/// Orders a CreateTopics manual assignment by partition, refusing a partition listed twice or a
+/// gap in the numbering with Kafka's messages.
+fn assignments_by_partition(assignments: &[(i32, Vec<i32>)]) -> Result<Vec<Vec<i32>>, TopicError> {
+    let mut by_partition = BTreeMap::new();
+    for (partition, replicas) in assignments {
+        if by_partition.insert(*partition, replicas).is_some() {
+            return Err(TopicError::InvalidReplicaAssignment(format!(
+                "Found multiple manual partition assignments for partition {partition}"
+            )));
+        }
+    }
+    if by_partition
+        .keys()
+        .copied()
+        .ne(0..by_partition.len() as i32)
+    {
+        return Err(TopicError::InvalidReplicaAssignment(
+            "partitions should be a consecutive 0-based integer sequence".into(),
+        ));
+    }
+    Ok(by_partition.into_values().cloned().collect())
 }
 
 fn partition_records<'a>(
@@ -568,6 +665,299 @@ mod tests {
         assert_eq!(orders.partitions.len(), 3);
         assert_eq!(orders.partitions[&2].replicas, vec![1]);
         assert_eq!(orders.partitions[&2].leader, 1);
+    }
+
+    fn register(controller: &mut Controller, broker_id: i32) {
+        let endpoint = Endpoint {
+            name: "PLAINTEXT".into(),
+            host: "127.0.0.1".into(),
+            port: 9092 + broker_id as u16,
+        };
+        controller
+            .register_broker(broker_id, vec![endpoint], None)
+            .unwrap();
+    }
+
+    fn grow(name: &str, count: i32, assignments: Option<Vec<Vec<i32>>>) -> CreatePartitionsSpec {
+        CreatePartitionsSpec {
+            name: name.into(),
+            count,
+            assignments,
+        }
+    }
+
+    fn created(topic_id: u128, num_partitions: i32) -> Result<CreatedTopic, TopicError> {
+        Ok(CreatedTopic {
+            topic_id: TopicId(topic_id),
+            num_partitions,
+            replication_factor: 1,
+            configs: BTreeMap::new(),
+        })
+    }
+
+    #[test]
+    fn clients_may_not_create_internal_topics_or_the_metadata_topic_but_the_broker_may() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut controller = open(dir.path());
+        let results = controller
+            .create_topics(
+                &[
+                    spec("__consumer_offsets", 1),
+                    spec("__transaction_state", 1),
+                    spec("__cluster_metadata", 1),
+                    spec("__foo", 1),
+                ],
+                false,
+            )
+            .unwrap();
+        assert_eq!(
+            results,
+            vec![
+                Err(TopicError::InvalidRequest(
+                    "Creation of internal topic __consumer_offsets is prohibited.".into()
+                )),
+                Err(TopicError::InvalidRequest(
+                    "Creation of internal topic __transaction_state is prohibited.".into()
+                )),
+                Err(TopicError::InvalidTopic(
+                    "Topic name \"__cluster_metadata\" is reserved for the cluster metadata log"
+                        .into()
+                )),
+                created(1, 1),
+            ]
+        );
+        // `__foo` is an ordinary topic, so its creator can delete it again.
+        assert_eq!(
+            controller
+                .delete_topics(&[TopicRef::Name("__foo".into())])
+                .unwrap(),
+            vec![Ok(("__foo".to_string(), TopicId(1)))]
+        );
+
+        let results = controller
+            .create_internal_topics(&[spec("__consumer_offsets", 3), spec("__cluster_metadata", 1)])
+            .unwrap();
+        assert_eq!(
+            results,
+            vec![
+                created(2, 3),
+                Err(TopicError::InvalidTopic(
+                    "Topic name \"__cluster_metadata\" is reserved for the cluster metadata log"
+                        .into()
+                )),
+            ]
+        );
+        assert_eq!(
+            controller
+                .delete_topics(&[TopicRef::Name("__consumer_offsets".into())])
+                .unwrap(),
+            vec![Err(TopicError::InvalidRequest(
+                "Topic __consumer_offsets is internal and cannot be deleted.".into()
+            ))]
+        );
+        let image = controller.image();
+        assert_eq!(
+            image.topics.keys().collect::<Vec<_>>(),
+            vec!["__consumer_offsets"]
+        );
+        assert_eq!(
+            image.topic("__consumer_offsets").unwrap().partitions.len(),
+            3
+        );
+    }
+
+    #[test]
+    fn manual_assignments_with_a_repeated_or_missing_partition_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut controller = open(dir.path());
+        register(&mut controller, 2);
+        let manual = |name: &str, assignments: Vec<(i32, Vec<i32>)>| CreateTopicSpec {
+            name: name.into(),
+            num_partitions: -1,
+            replication_factor: -1,
+            assignments,
+            configs: Vec::new(),
+        };
+        let results = controller
+            .create_topics(
+                &[
+                    manual("repeated", vec![(0, vec![1]), (0, vec![2])]),
+                    manual("gap", vec![(0, vec![1]), (2, vec![2])]),
+                    manual("unordered", vec![(1, vec![2]), (0, vec![1])]),
+                ],
+                false,
+            )
+            .unwrap();
+        assert_eq!(
+            results,
+            vec![
+                Err(TopicError::InvalidReplicaAssignment(
+                    "Found multiple manual partition assignments for partition 0".into()
+                )),
+                Err(TopicError::InvalidReplicaAssignment(
+                    "partitions should be a consecutive 0-based integer sequence".into()
+                )),
+                created(1, 2),
+            ]
+        );
+        let image = controller.image();
+        assert_eq!(image.topics.keys().collect::<Vec<_>>(), vec!["unordered"]);
+        let unordered = image.topic("unordered").unwrap();
+        assert_eq!(unordered.partitions[&0].replicas, vec![1]);
+        assert_eq!(unordered.partitions[&1].replicas, vec![2]);
+    }
+
+    #[test]
+    fn create_partitions_refuses_every_mention_of_a_repeated_topic() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut controller = open(dir.path());
+        controller
+            .create_topics(&[spec("orders", 1), spec("audit", 1)], false)
+            .unwrap();
+        let results = controller
+            .create_partitions(
+                &[
+                    grow("orders", 2, None),
+                    grow("audit", 2, None),
+                    grow("orders", 3, None),
+                ],
+                false,
+            )
+            .unwrap();
+        let duplicate = || {
+            Err(TopicError::InvalidRequest(
+                "Duplicate topic in request.".into(),
+            ))
+        };
+        assert_eq!(results, vec![duplicate(), Ok(()), duplicate()]);
+        let image = controller.image();
+        assert_eq!(image.topic("orders").unwrap().partitions.len(), 1);
+        assert_eq!(image.topic("audit").unwrap().partitions.len(), 2);
+    }
+
+    #[test]
+    fn create_partitions_refuses_assignments_of_another_replication_factor() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut controller = open(dir.path());
+        register(&mut controller, 2);
+        let mut replicated = spec("orders", 1);
+        replicated.replication_factor = 2;
+        controller.create_topics(&[replicated], false).unwrap();
+        let results = controller
+            .create_partitions(&[grow("orders", 3, Some(vec![vec![1], vec![2]]))], false)
+            .unwrap();
+        assert_eq!(
+            results,
+            vec![Err(TopicError::InvalidReplicaAssignment(
+                "Inconsistent replication factor between partitions, partition 0 has 2 while partitions [1, 2] have replication factors [1, 1], respectively.".into()
+            ))]
+        );
+        let results = controller
+            .create_partitions(
+                &[grow("orders", 3, Some(vec![vec![2, 1], vec![1, 2, 3]]))],
+                false,
+            )
+            .unwrap();
+        assert_eq!(
+            results,
+            vec![Err(TopicError::InvalidReplicaAssignment(
+                "Inconsistent replication factor between partitions, partition 0 has 2 while partitions [2] have replication factors [3], respectively.".into()
+            ))]
+        );
+        assert_eq!(
+            controller.image().topic("orders").unwrap().partitions.len(),
+            1
+        );
+
+        let results = controller
+            .create_partitions(
+                &[grow("orders", 3, Some(vec![vec![2, 1], vec![1, 2]]))],
+                false,
+            )
+            .unwrap();
+        assert_eq!(results, vec![Ok(())]);
+        let image = controller.image();
+        let orders = image.topic("orders").unwrap();
+        assert_eq!(orders.partitions[&1].replicas, vec![2, 1]);
+        assert_eq!(orders.partitions[&2].replicas, vec![1, 2]);
+    }
+
+    #[test]
+    fn a_topic_may_not_grow_past_the_partition_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut controller = open(dir.path());
+        controller
+            .create_topics(&[spec("orders", 1)], false)
+            .unwrap();
+        let limit = PARTITIONS_PER_REQUEST_MAX as i32;
+        assert_eq!(
+            controller
+                .create_partitions(&[grow("orders", limit + 1, None)], false)
+                .unwrap(),
+            vec![Err(TopicError::InvalidPartitions(
+                "A topic may have at most 100000 partitions.".into()
+            ))]
+        );
+        assert_eq!(
+            controller
+                .create_partitions(&[grow("orders", limit, None)], true)
+                .unwrap(),
+            vec![Ok(())]
+        );
+        assert_eq!(
+            controller.image().topic("orders").unwrap().partitions.len(),
+            1
+        );
+    }
+
+    #[test]
+    fn delete_topics_refuses_every_mention_of_a_repeated_topic() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut controller = open(dir.path());
+        controller
+            .create_topics(
+                &[
+                    spec("orders", 1),
+                    spec("audit", 1),
+                    spec("keep", 1),
+                    spec("gone", 1),
+                ],
+                false,
+            )
+            .unwrap();
+        let results = controller
+            .delete_topics(&[
+                TopicRef::Name("orders".into()),
+                TopicRef::Name("orders".into()),
+                TopicRef::Name("audit".into()),
+                TopicRef::Id(TopicId(2)),
+                TopicRef::Id(TopicId(3)),
+                TopicRef::Id(TopicId(3)),
+                TopicRef::Name("missing".into()),
+                TopicRef::Name("missing".into()),
+                TopicRef::Name("gone".into()),
+            ])
+            .unwrap();
+        let name = || Err(TopicError::InvalidRequest("Duplicate topic name.".into()));
+        let id = || Err(TopicError::InvalidRequest("Duplicate topic id.".into()));
+        assert_eq!(
+            results,
+            vec![
+                name(),
+                name(),
+                name(),
+                id(),
+                id(),
+                id(),
+                name(),
+                name(),
+                Ok(("gone".to_string(), TopicId(4))),
+            ]
+        );
+        assert_eq!(
+            controller.image().topics.keys().collect::<Vec<_>>(),
+            vec!["audit", "keep", "orders"]
+        );
     }
 
     #[test]

@@ -18,6 +18,10 @@ pub enum Error {
     },
     #[error("metadata record cannot be encoded: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error(
+        "metadata log {path} refuses further metadata changes until the server restarts: {reason}"
+    )]
+    Failed { path: PathBuf, reason: String },
     #[error("metadata record batch of {size} bytes exceeds the limit of {max} bytes")]
     BatchTooLarge { size: usize, max: usize },
 }

@@ -138,6 +138,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         Long,
         Some(-1),
     ),
+    // skald-storage accepts 14..=i32::MAX, the same bounds as Kafka's (Int caps the top).
     def(
         "segment.bytes",
         "log.segment.bytes",
@@ -145,12 +146,15 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         Int,
         Some(14),
     ),
+    // Kafka allows 4, but skald-storage's `LogConfig::validate` needs room for two time index
+    // entries (24 bytes) and refuses to open a log with less: a smaller value would commit a topic
+    // whose partitions can never be opened.
     def(
         "segment.index.bytes",
         "log.index.size.max.bytes",
         "10485760",
         Int,
-        Some(4),
+        Some(24),
     ),
     def("segment.ms", "log.roll.ms", "604800000", Long, Some(1)),
     def(
@@ -246,6 +250,31 @@ mod tests {
         assert_eq!(
             validate_topic_config("no.such.config", "1"),
             Err("Unknown topic config name: no.such.config".to_string())
+        );
+    }
+
+    #[test]
+    fn segment_bounds_match_what_storage_opens() {
+        assert_eq!(
+            validate_topic_config("segment.index.bytes", "23"),
+            Err(
+                "Invalid value 23 for configuration segment.index.bytes: Value must be at least 24"
+                    .into()
+            )
+        );
+        assert_eq!(validate_topic_config("segment.index.bytes", "24"), Ok(()));
+        assert_eq!(
+            validate_topic_config("segment.bytes", "13"),
+            Err(
+                "Invalid value 13 for configuration segment.bytes: Value must be at least 14"
+                    .into()
+            )
+        );
+        assert_eq!(validate_topic_config("segment.bytes", "14"), Ok(()));
+        assert_eq!(validate_topic_config("segment.bytes", "2147483647"), Ok(()));
+        assert_eq!(
+            validate_topic_config("segment.bytes", "2147483648"),
+            Err("Invalid value 2147483648 for configuration segment.bytes: Not a number of type INT".into())
         );
     }
 
