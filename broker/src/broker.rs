@@ -48,7 +48,7 @@ impl Broker {
         controller.register_broker(config.node_id, endpoints, config.rack.clone())?;
         let image = controller.image();
         let replicas = ReplicaManager::open(&config, metrics.clone())?;
-        replicas.apply_metadata(&image, &config)?;
+        replicas.apply_metadata(&image, &config);
         Ok(Broker {
             config,
             cluster_id,
@@ -86,11 +86,12 @@ impl Broker {
             let outcome = operation(&mut controller);
             let after = controller.image();
             if !Arc::ptr_eq(&before, &after) {
+                // Logs first, then the image: whoever sees the new metadata finds its partitions.
+                broker.replicas.apply_metadata(&after, &broker.config);
                 *broker
                     .image
                     .write()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::clone(&after);
-                broker.replicas.apply_metadata(&after, &broker.config)?;
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = after;
             }
             Ok(outcome)
         })

@@ -23,6 +23,7 @@ const SERVER_PROPERTIES: &[(&str, &str)] = &[
     ("auto.create.topics.enable", "true"),
     ("socket.request.max.bytes", "104857600"),
     ("max.connections", "10000"),
+    ("fetch.max.bytes", "57671680"),
     ("broker.rack", ""),
 ];
 
@@ -83,6 +84,8 @@ pub struct ServerConfig {
     pub auto_create_topics_enable: bool,
     pub socket_request_max_bytes: usize,
     pub max_connections: usize,
+    /// `fetch.max.bytes`: the most record bytes one Fetch response carries, whatever it asks.
+    pub fetch_max_bytes: usize,
     pub rack: Option<String>,
 }
 
@@ -138,6 +141,7 @@ impl ServerConfig {
             auto_create_topics_enable: true,
             socket_request_max_bytes: 0,
             max_connections: 0,
+            fetch_max_bytes: 0,
             rack: None,
         };
         config.node_id = config.parse("node.id")?;
@@ -191,6 +195,17 @@ impl ServerConfig {
         config.auto_create_topics_enable = config.parse("auto.create.topics.enable")?;
         config.socket_request_max_bytes = config.parse("socket.request.max.bytes")?;
         config.max_connections = config.parse("max.connections")?;
+        config.fetch_max_bytes = config.parse("fetch.max.bytes")?;
+        if let Some(wildcard) = config
+            .advertised_listeners
+            .iter()
+            .find(|l| l.host == "0.0.0.0" || l.host == "::")
+        {
+            return Err(format!(
+                "advertised.listeners cannot use the meta-address {}: clients could not connect to it",
+                wildcard.host
+            ));
+        }
         let rack = config.get("broker.rack");
         config.rack = (!rack.is_empty()).then_some(rack);
         Ok(config)
@@ -208,6 +223,16 @@ impl ServerConfig {
     /// Whether the property was set explicitly rather than left at its default.
     pub fn is_explicit(&self, key: &str) -> bool {
         self.explicit.contains_key(key)
+    }
+
+    /// A topic config's effective value: the topic's override, else the broker property that
+    /// supplies its default (which falls back to Kafka's default). `None` for an unknown config.
+    pub fn topic_config(&self, overrides: &BTreeMap<String, String>, name: &str) -> Option<String> {
+        let def = skald_controller::topic_config::topic_config_def(name)?;
+        overrides
+            .get(name)
+            .cloned()
+            .or_else(|| Some(self.get(def.broker_property)))
     }
 
     /// Every property Skald knows (server and topic defaults) with its effective value.

@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::broadcast;
 
-use crate::api;
+use crate::api::{self, Reply};
 use crate::broker::Broker;
 
 /// Read buffer to start with; it grows to the largest frame seen (bounded by socket.request.max.bytes).
@@ -52,38 +52,49 @@ pub async fn serve(
             }
         };
         let started = Instant::now();
-        let response = match codec::decode_request(frame) {
+        let (api_key, version, correlation_id, reply) = match codec::decode_request(frame) {
             Ok(request) => {
                 let (api_key, version, correlation_id) = (
                     request.api_key,
                     request.api_version,
                     request.header.correlation_id,
                 );
-                api::handle(&broker, request)
-                    .await
-                    .map(|body| (api_key, version, correlation_id, body))
+                (
+                    api_key,
+                    version,
+                    correlation_id,
+                    api::handle(&broker, request).await,
+                )
             }
             Err(DecodeError::UnsupportedVersion(prefix))
                 if prefix.api_key == ApiKey::ApiVersions as i16 =>
             {
                 // KIP-511: an ApiVersions version we don't know is answered in v0 with our versions.
-                Some((
+                let body = api::api_versions::unsupported_version();
+                (
                     ApiKey::ApiVersions,
                     0,
                     prefix.correlation_id,
-                    api::api_versions::unsupported_version(),
-                ))
+                    Reply::Send(Box::new(body)),
+                )
             }
             Err(err) => {
                 tracing::warn!(%peer, "closing connection: {err}");
                 return;
             }
         };
-        let Some((api_key, version, correlation_id, body)) = response else {
-            continue; // acks=0 produce: Kafka sends no response.
-        };
-        if !write_response(&mut stream, peer, correlation_id, api_key, version, &body).await {
-            return;
+        match reply {
+            Reply::Send(body) => {
+                if !write_response(&mut stream, peer, correlation_id, api_key, version, &body).await
+                {
+                    return;
+                }
+            }
+            Reply::Nothing => {}
+            Reply::Close(reason) => {
+                tracing::info!(%peer, "closing connection: {reason}");
+                return;
+            }
         }
         let api = api_name(api_key);
         broker

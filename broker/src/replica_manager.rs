@@ -1,7 +1,7 @@
-//! The partitions this broker hosts: their logs, created, opened and deleted as the metadata image
+//! The partitions this broker hosts: their logs, created, opened and removed as the metadata image
 //! says, and the wake-up that long-polling fetches wait on.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
@@ -15,6 +15,18 @@ use crate::metrics::Metrics;
 /// Kafka's file in each partition directory naming the topic id the data belongs to.
 const PARTITION_METADATA_FILE: &str = "partition.metadata";
 
+/// Kafka's default `max.message.bytes`, used only if the configured value cannot be read.
+const MAX_MESSAGE_BYTES_FALLBACK: usize = 1_048_588;
+
+/// Topic settings the produce path needs, parsed once when the partition is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProduceSettings {
+    /// `max.message.bytes`: the largest record batch accepted.
+    pub max_message_bytes: usize,
+    /// `message.timestamp.type=LogAppendTime`: the broker stamps batches with its clock.
+    pub log_append_time: bool,
+}
+
 /// One hosted partition and its log.
 #[derive(Debug)]
 pub struct Partition {
@@ -23,12 +35,13 @@ pub struct Partition {
     pub topic_id: TopicId,
     /// The partition's directory, fixed for its lifetime.
     pub dir: PathBuf,
-    /// `None` once the partition has been deleted; holders of an old `Arc` then see it as gone.
+    pub settings: ProduceSettings,
+    /// `None` once the partition has been removed; holders of an old `Arc` then see it as gone.
     log: Mutex<Option<Log>>,
 }
 
 impl Partition {
-    /// Runs `f` on the log under its lock, or returns `None` if the partition was deleted.
+    /// Runs `f` on the log under its lock, or returns `None` if the partition was removed.
     /// Appends and reads are short (no waiting inside), so a plain mutex serves.
     pub fn with_log<T>(&self, f: impl FnOnce(&mut Log) -> T) -> Option<T> {
         let mut log = self.lock();
@@ -91,101 +104,127 @@ impl ReplicaManager {
     }
 
     pub fn get(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
-        let partitions = self
-            .partitions
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        partitions.get(&(topic.to_string(), partition)).cloned()
+        self.read().get(&(topic.to_string(), partition)).cloned()
     }
 
     /// Every hosted partition.
     pub fn all(&self) -> Vec<Arc<Partition>> {
-        let partitions = self
-            .partitions
+        self.read().values().cloned().collect()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<PartitionKey, Arc<Partition>>> {
+        self.partitions
             .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        partitions.values().cloned().collect()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<PartitionKey, Arc<Partition>>> {
+        self.partitions
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn appended(&self) -> &Notify {
         &self.appended
     }
 
-    /// Called after an append: updates the partition's gauges and wakes waiting fetches.
-    pub fn on_append(&self, partition: &Partition, log_end_offset: i64, size_bytes: u64) {
+    /// Called by the produce path under the partition's log lock after an append: updates the
+    /// partition's gauges (never for a removed partition, whose log is gone) and wakes fetches.
+    pub fn on_append(&self, partition: &Partition, log: &Log) {
         self.metrics.set_partition_log(
             &partition.topic,
             partition.partition,
-            log_end_offset,
-            size_bytes,
+            log.log_end_offset(),
+            log.size_bytes(),
         );
         self.appended.notify_waiters();
     }
 
     /// Makes the hosted partitions match the image: opens or creates the logs of partitions placed on
-    /// this broker, deletes the logs of partitions that no longer exist (or belong to an older topic of
-    /// the same name). Run after every metadata change, and at start-up.
-    pub fn apply_metadata(
-        &self,
-        image: &MetadataImage,
-        config: &ServerConfig,
-    ) -> Result<(), skald_storage::Error> {
-        let mut partitions = self
-            .partitions
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+    /// this broker and removes those that no longer exist (or belong to an older topic of the same
+    /// name). Run after every metadata change (serialised by the controller lock) and at start-up.
+    ///
+    /// Logs are opened and removed outside the map's lock, so requests to other partitions carry on.
+    /// A partition whose log cannot be opened is logged and left offline (requests for it get
+    /// UNKNOWN_TOPIC_OR_PARTITION); the metadata stays committed and the rest of the broker serves.
+    pub fn apply_metadata(&self, image: &MetadataImage, config: &ServerConfig) {
+        let stale: Vec<Arc<Partition>> = {
+            let mut partitions = self.write();
+            let keys: Vec<PartitionKey> = partitions
+                .iter()
+                .filter(|((topic, index), partition)| {
+                    !image.topic(topic).is_some_and(|t| {
+                        t.topic_id == partition.topic_id && t.partitions.contains_key(index)
+                    })
+                })
+                .map(|(key, _)| key.clone())
+                .collect();
+            keys.iter()
+                .filter_map(|key| partitions.remove(key))
+                .collect()
+        };
+        for partition in stale {
+            self.remove_partition(&partition);
+        }
+
+        let mut dir_counts = self.partitions_per_dir();
         let mut unclaimed = self
             .unclaimed_dirs
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-
-        let stale: Vec<PartitionKey> = partitions
-            .iter()
-            .filter(|((topic, index), partition)| {
-                !image.topic(topic).is_some_and(|t| {
-                    t.topic_id == partition.topic_id && t.partitions.contains_key(index)
-                })
-            })
-            .map(|(key, _)| key.clone())
-            .collect();
-        for key in stale {
-            if let Some(partition) = partitions.remove(&key) {
-                self.delete_partition(&partition);
-            }
-        }
-
         for topic in image.topics.values() {
             for (index, placement) in &topic.partitions {
                 if !placement.replicas.contains(&self.node_id) {
                     continue;
                 }
                 let key = (topic.name.clone(), *index);
-                if partitions.contains_key(&key) {
+                if self.read().contains_key(&key) {
                     continue;
                 }
                 let existing = unclaimed.remove(&key);
-                let partition =
-                    self.open_partition(topic, *index, existing, config, &partitions)?;
-                partition.with_log(|log| {
-                    self.metrics.set_partition_log(
-                        &topic.name,
-                        *index,
-                        log.log_end_offset(),
-                        log.size_bytes(),
-                    )
-                });
-                partitions.insert(key, Arc::new(partition));
+                match self.open_partition(topic, *index, existing, config, &mut dir_counts) {
+                    Ok(partition) => {
+                        partition.with_log(|log| {
+                            self.metrics.set_partition_log(
+                                &topic.name,
+                                *index,
+                                log.log_end_offset(),
+                                log.size_bytes(),
+                            )
+                        });
+                        self.write().insert(key, Arc::new(partition));
+                    }
+                    Err(err) => {
+                        tracing::error!(
+                            topic = topic.name,
+                            partition = index,
+                            "partition log cannot be opened; it stays offline: {err}"
+                        )
+                    }
+                }
             }
         }
 
-        // Directories of topics deleted while this broker was down.
-        for ((topic, index), path) in unclaimed.drain() {
-            tracing::info!(topic, partition = index, path = %path.display(), "deleting the log of a partition that no longer exists");
-            if let Err(err) = std::fs::remove_dir_all(&path) {
-                tracing::error!(path = %path.display(), "cannot delete stale partition directory: {err}");
+        // Directories of partitions that no longer exist (deleted while this broker was down, or a
+        // crash between the deletion's commit and the removal). Kept aside, never deleted blindly.
+        for (_, path) in unclaimed.drain() {
+            set_aside_as_stray(&path);
+        }
+    }
+
+    fn partitions_per_dir(&self) -> BTreeMap<PathBuf, usize> {
+        let mut counts: BTreeMap<PathBuf, usize> =
+            self.log_dirs.iter().map(|dir| (dir.clone(), 0)).collect();
+        for partition in self.read().values() {
+            if let Some(count) = counts
+                .iter_mut()
+                .find(|(dir, _)| partition.dir.starts_with(dir))
+                .map(|(_, c)| c)
+            {
+                *count += 1;
             }
         }
-        Ok(())
+        counts
     }
 
     fn open_partition(
@@ -194,22 +233,28 @@ impl ReplicaManager {
         index: i32,
         existing: Option<PathBuf>,
         config: &ServerConfig,
-        hosted: &HashMap<PartitionKey, Arc<Partition>>,
+        dir_counts: &mut BTreeMap<PathBuf, usize>,
     ) -> Result<Partition, skald_storage::Error> {
-        let dir = match existing {
-            Some(dir) if read_topic_id(&dir) == Some(topic.topic_id) => dir,
-            Some(dir) => {
-                tracing::info!(path = %dir.display(), "deleting a partition directory left by an older topic of the same name");
-                std::fs::remove_dir_all(&dir).map_err(|source| skald_storage::Error::Io {
-                    path: dir.clone(),
-                    source,
-                })?;
-                self.choose_log_dir(hosted)
-                    .join(skald_storage::partition_dir_name(&topic.name, index))
+        let existing = existing.filter(|dir| match read_topic_id(dir) {
+            // A missing or unreadable file (e.g. lost in a crash) is claimed and rewritten, as Kafka does.
+            None => true,
+            Some(id) if id == topic.topic_id => true,
+            Some(_) => {
+                set_aside_as_stray(dir);
+                false
             }
-            None => self
-                .choose_log_dir(hosted)
-                .join(skald_storage::partition_dir_name(&topic.name, index)),
+        });
+        let dir = match existing {
+            Some(dir) => dir,
+            None => {
+                // Kafka places a new partition in the log dir holding the fewest partitions.
+                let (log_dir, count) = dir_counts
+                    .iter_mut()
+                    .min_by_key(|(_, count)| **count)
+                    .ok_or_else(|| skald_storage::Error::InvalidConfig("no log dirs".into()))?;
+                *count += 1;
+                log_dir.join(skald_storage::partition_dir_name(&topic.name, index))
+            }
         };
         let log = Log::open(&dir, log_config(topic, config))?;
         write_topic_id(&dir, topic.topic_id)?;
@@ -219,26 +264,17 @@ impl ReplicaManager {
             partition: index,
             topic_id: topic.topic_id,
             dir,
+            settings: produce_settings(topic, config),
             log: Mutex::new(Some(log)),
         })
     }
 
-    /// Kafka places a new partition in the log dir holding the fewest partitions.
-    fn choose_log_dir(&self, hosted: &HashMap<PartitionKey, Arc<Partition>>) -> &Path {
-        let count_in = |dir: &Path| hosted.values().filter(|p| p.dir.starts_with(dir)).count();
-        self.log_dirs
-            .iter()
-            .min_by_key(|dir| count_in(dir))
-            .map(PathBuf::as_path)
-            .unwrap_or_else(|| Path::new("."))
-    }
-
-    fn delete_partition(&self, partition: &Partition) {
-        self.metrics
-            .remove_partition(&partition.topic, partition.partition);
+    fn remove_partition(&self, partition: &Partition) {
         let Some(log) = partition.lock().take() else {
             return;
         };
+        self.metrics
+            .remove_partition(&partition.topic, partition.partition);
         if let Err(err) = log.delete() {
             tracing::error!(path = %partition.dir.display(), "cannot delete partition log: {err}");
         } else {
@@ -250,14 +286,17 @@ impl ReplicaManager {
         }
     }
 
-    /// Flushes every log; called on shutdown.
-    pub fn flush_all(&self) {
+    /// Closes every log (flushing it and trimming its indexes); called once on shutdown.
+    pub fn close_all(&self) {
         for partition in self.all() {
-            if let Some(Err(err)) = partition.with_log(|log| log.flush()) {
+            let Some(log) = partition.lock().take() else {
+                continue;
+            };
+            if let Err(err) = log.close() {
                 tracing::error!(
                     topic = partition.topic,
                     partition = partition.partition,
-                    "flush failed: {err}"
+                    "close failed: {err}"
                 );
             }
         }
@@ -266,26 +305,57 @@ impl ReplicaManager {
 
 /// The log settings of one topic: its overrides, else the broker's defaults.
 pub fn log_config(topic: &TopicImage, config: &ServerConfig) -> LogConfig {
-    let value = |topic_key: &str, broker_key: &str| -> Option<u64> {
-        topic
-            .configs
-            .get(topic_key)
-            .cloned()
-            .unwrap_or_else(|| config.get(broker_key))
-            .trim()
-            .parse()
-            .ok()
+    let value = |name: &str| {
+        config
+            .topic_config(&topic.configs, name)
+            .and_then(|value| value.trim().parse::<u64>().ok())
     };
     let defaults = LogConfig::default();
     LogConfig {
-        segment_bytes: value("segment.bytes", "log.segment.bytes")
-            .unwrap_or(defaults.segment_bytes),
-        index_interval_bytes: value("index.interval.bytes", "log.index.interval.bytes")
+        segment_bytes: value("segment.bytes").unwrap_or(defaults.segment_bytes),
+        index_interval_bytes: value("index.interval.bytes")
             .and_then(|v| u32::try_from(v).ok())
             .unwrap_or(defaults.index_interval_bytes),
-        segment_index_bytes: value("segment.index.bytes", "log.index.size.max.bytes")
+        segment_index_bytes: value("segment.index.bytes")
             .and_then(|v| u32::try_from(v).ok())
             .unwrap_or(defaults.segment_index_bytes),
+    }
+}
+
+fn produce_settings(topic: &TopicImage, config: &ServerConfig) -> ProduceSettings {
+    ProduceSettings {
+        max_message_bytes: config
+            .topic_config(&topic.configs, "max.message.bytes")
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(MAX_MESSAGE_BYTES_FALLBACK),
+        log_append_time: config
+            .topic_config(&topic.configs, "message.timestamp.type")
+            .as_deref()
+            == Some("LogAppendTime"),
+    }
+}
+
+/// Renames a partition directory that no metadata claims to `<dir>.<nanos>-stray`, as Kafka does
+/// with stray logs: out of the way of a new partition of the same name, but never silently deleted.
+fn set_aside_as_stray(dir: &Path) {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let mut name = dir
+        .file_name()
+        .map(|name| name.to_os_string())
+        .unwrap_or_default();
+    name.push(format!(".{nanos:x}-stray"));
+    let stray = dir.with_file_name(name);
+    match std::fs::rename(dir, &stray) {
+        Ok(()) => tracing::warn!(
+            from = %dir.display(),
+            to = %stray.display(),
+            "partition directory belongs to no current topic; set aside as stray"
+        ),
+        Err(err) => {
+            tracing::error!(path = %dir.display(), "cannot set aside stray partition directory: {err}")
+        }
     }
 }
 
@@ -297,11 +367,27 @@ fn read_topic_id(dir: &Path) -> Option<TopicId> {
     TopicId::try_from(id.trim().to_string()).ok()
 }
 
+/// Writes `partition.metadata` atomically (temp file, fsync, rename, fsync the directory) so a
+/// crash never leaves a torn file behind.
 fn write_topic_id(dir: &Path, topic_id: TopicId) -> Result<(), skald_storage::Error> {
-    let path = dir.join(PARTITION_METADATA_FILE);
     if read_topic_id(dir) == Some(topic_id) {
         return Ok(());
     }
-    std::fs::write(&path, format!("version: 0\ntopic_id: {topic_id}\n"))
-        .map_err(|source| skald_storage::Error::Io { path, source })
+    let path = dir.join(PARTITION_METADATA_FILE);
+    let temp = dir.join(format!("{PARTITION_METADATA_FILE}.tmp"));
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| skald_storage::Error::Io { path, source }
+    };
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&temp).map_err(io(&temp))?;
+        file.write_all(format!("version: 0\ntopic_id: {topic_id}\n").as_bytes())
+            .map_err(io(&temp))?;
+        file.sync_all().map_err(io(&temp))?;
+    }
+    std::fs::rename(&temp, &path).map_err(io(&path))?;
+    std::fs::File::open(dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(io(dir))
 }

@@ -94,12 +94,15 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
             source,
         })?;
         tracing::info!(listener = listener.name, %local, cluster_id = broker.cluster_id, node_id = config.node_id, "Kafka listener ready");
+        // Subscribed here, not in the task: a signal arriving before the task first runs is not missed.
+        let stop = shutdown_tx.subscribe();
         acceptors.spawn(accept_loop(
             socket,
             listener.name.clone(),
             Arc::clone(&broker),
             Arc::clone(&connection_slots),
             shutdown_tx.clone(),
+            stop,
         ));
     }
 
@@ -115,7 +118,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
     }
     drop(metrics_server);
     let flushing = Arc::clone(&broker);
-    tokio::task::spawn_blocking(move || flushing.replicas.flush_all())
+    tokio::task::spawn_blocking(move || flushing.replicas.close_all())
         .await
         .map_err(|err| Error::Internal(format!("flush task failed: {err}")))?;
     tracing::info!("shut down cleanly");
@@ -129,8 +132,8 @@ async fn accept_loop(
     broker: Arc<Broker>,
     slots: Arc<Semaphore>,
     shutdown: broadcast::Sender<()>,
+    mut stop: broadcast::Receiver<()>,
 ) {
-    let mut stop = shutdown.subscribe();
     let mut connections = JoinSet::new();
     let gauge = broker
         .metrics

@@ -25,7 +25,7 @@ const fn api(api_key: ApiKey, min_version: i16, max_version: i16) -> SupportedAp
 pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::Produce, 3, 12),
     api(ApiKey::Fetch, 4, 12),
-    api(ApiKey::ListOffsets, 1, 7),
+    api(ApiKey::ListOffsets, 1, 6),
     api(ApiKey::Metadata, 0, 12),
     api(ApiKey::ApiVersions, 0, 4),
     api(ApiKey::CreateTopics, 2, 7),

@@ -1,6 +1,6 @@
 //! DescribeConfigs for topics (overrides over broker defaults) and for this broker.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
@@ -142,15 +142,18 @@ pub fn handle(
                         ))))
                 }
             };
-            let wanted = resource
+            // Null or empty keys both mean every config (Kafka's ConfigHelper).
+            let wanted: Option<HashSet<&str>> = resource
                 .configuration_keys
-                .map(|keys| keys.iter().map(|k| k.to_string()).collect::<Vec<_>>());
+                .as_ref()
+                .filter(|keys| !keys.is_empty())
+                .map(|keys| keys.iter().map(|key| key.as_str()).collect());
             let configs = configs
                 .into_iter()
                 .filter(|config| {
                     wanted
                         .as_ref()
-                        .is_none_or(|keys| keys.iter().any(|key| key == config.name))
+                        .is_none_or(|keys| keys.contains(config.name))
                 })
                 .map(|config| describe(config, request.include_synonyms, version))
                 .collect();

@@ -66,7 +66,10 @@ fn read_partitions(
     request: &FetchRequest,
 ) -> (Vec<FetchableTopicResponse>, usize, bool) {
     let image = broker.image();
-    let mut remaining = usize::try_from(request.max_bytes).unwrap_or(0);
+    // Kafka caps what a response carries at fetch.max.bytes, whatever the request asks.
+    let mut remaining = usize::try_from(request.max_bytes)
+        .unwrap_or(0)
+        .min(broker.config.fetch_max_bytes);
     let mut total = 0usize;
     let mut any_error = false;
     let responses = request

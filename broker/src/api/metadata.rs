@@ -55,7 +55,8 @@ pub async fn handle(
     let allow_auto_create = broker.config.auto_create_topics_enable
         && (version < 4 || request.allow_auto_topic_creation);
     if let (Wanted::Topics(topics), true) = (&wanted, allow_auto_create) {
-        let missing: Vec<CreateTopicSpec> = topics
+        // A name asked for twice is created once.
+        let missing: std::collections::BTreeSet<&String> = topics
             .iter()
             .filter_map(|topic| topic.as_ref().ok())
             .filter(|name| {
@@ -63,6 +64,9 @@ pub async fn handle(
                     && validate_topic_name(name).is_ok()
                     && !is_internal(name)
             })
+            .collect();
+        let missing: Vec<CreateTopicSpec> = missing
+            .into_iter()
             .map(|name| CreateTopicSpec {
                 name: name.clone(),
                 num_partitions: -1,
@@ -76,8 +80,15 @@ pub async fn handle(
                 .await
             {
                 Ok(Ok(results)) => {
-                    for error in results.iter().filter_map(|result| result.as_ref().err()) {
-                        tracing::info!("topic auto-creation refused: {error}");
+                    let refused: Vec<_> = results
+                        .iter()
+                        .filter_map(|result| result.as_ref().err())
+                        .collect();
+                    if let Some(first) = refused.first() {
+                        tracing::info!(
+                            refused = refused.len(),
+                            "topic auto-creation refused: {first}"
+                        );
                     }
                 }
                 Ok(Err(err)) => tracing::error!("topic auto-creation failed: {err}"),

@@ -21,8 +21,18 @@ pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
 
-/// Handles one request. `None` means no response is sent (a Produce with acks=0).
-pub async fn handle(broker: &Arc<Broker>, request: Request) -> Option<ResponseKind> {
+/// What the connection does after a request.
+pub enum Reply {
+    /// Boxed: responses are large and most replies pass through several hands.
+    Send(Box<ResponseKind>),
+    /// Nothing is sent (a successful Produce with acks=0).
+    Nothing,
+    /// The connection is closed, with the reason logged (a failed Produce with acks=0).
+    Close(String),
+}
+
+/// Handles one request.
+pub async fn handle(broker: &Arc<Broker>, request: Request) -> Reply {
     let version = request.api_version;
     let response = match request.body {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::handle(version)),
@@ -39,7 +49,13 @@ pub async fn handle(broker: &Arc<Broker>, request: Request) -> Option<ResponseKi
             ResponseKind::CreatePartitions(create_partitions::handle(broker, body).await)
         }
         RequestKind::Produce(body) => {
-            return produce::handle(broker, body, version).map(ResponseKind::Produce)
+            return match produce::handle(broker, body, version) {
+                produce::Outcome::Respond(response) => {
+                    Reply::Send(Box::new(ResponseKind::Produce(response)))
+                }
+                produce::Outcome::Silent => Reply::Nothing,
+                produce::Outcome::Close(reason) => Reply::Close(reason),
+            }
         }
         RequestKind::Fetch(body) => ResponseKind::Fetch(fetch::handle(broker, body, version).await),
         RequestKind::ListOffsets(body) => {
@@ -50,14 +66,14 @@ pub async fn handle(broker: &Arc<Broker>, request: Request) -> Option<ResponseKi
         }
         other => {
             // Unreachable in practice: decode_request refuses APIs missing from the table.
-            tracing::error!(
+            let reason = format!(
                 "no handler for request {:?}",
                 std::mem::discriminant(&other)
             );
-            return None;
+            return Reply::Close(reason);
         }
     };
-    Some(response)
+    Reply::Send(Box::new(response))
 }
 
 /// The Kafka error code and message for a refused topic operation.

@@ -12,44 +12,74 @@ use skald_protocol::batch::{BatchError, RecordBatches};
 
 use crate::broker::Broker;
 
-/// Kafka's default for `max.message.bytes` when the topic has no override.
-const MAX_MESSAGE_BYTES_DEFAULT: usize = 1_048_588;
+/// What a Produce request gets back.
+pub enum Outcome {
+    Respond(ProduceResponse),
+    /// acks=0 and every partition succeeded: Kafka sends nothing.
+    Silent,
+    /// acks=0 and a partition failed: Kafka closes the connection so the producer notices and
+    /// refreshes its metadata.
+    Close(String),
+}
 
-pub fn handle(
-    broker: &Arc<Broker>,
-    request: ProduceRequest,
-    version: i16,
-) -> Option<ProduceResponse> {
+pub fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Outcome {
     let acks = request.acks;
     let valid_acks = matches!(acks, -1..=1);
-    let responses = request
-        .topic_data
-        .into_iter()
-        .map(|topic| {
-            let name = topic.name.0.to_string();
-            let partition_responses = topic
-                .partition_data
-                .into_iter()
-                .map(|data| {
-                    // Kafka's values for "no offset": kept on errors, replaced on success.
-                    let response = PartitionProduceResponse::default()
-                        .with_index(data.index)
-                        .with_base_offset(-1)
-                        .with_log_append_time_ms(-1)
-                        .with_log_start_offset(-1);
-                    if !valid_acks {
-                        return response.with_error_code(ResponseError::InvalidRequiredAcks.code());
-                    }
-                    produce_partition(broker, &name, data.index, data.records, version, response)
-                })
-                .collect();
-            TopicProduceResponse::default()
-                .with_name(topic.name)
-                .with_partition_responses(partition_responses)
-        })
-        .collect();
-    // acks=0: the client expects no response at all.
-    (acks != 0).then(|| ProduceResponse::default().with_responses(responses))
+    // Appends write to the page cache and a roll fsyncs the sealed segment: keep that off the
+    // async workers' backs so other connections carry on meanwhile.
+    let responses: Vec<TopicProduceResponse> = tokio::task::block_in_place(|| {
+        request
+            .topic_data
+            .into_iter()
+            .map(|topic| {
+                let name = topic.name.0.to_string();
+                let partition_responses = topic
+                    .partition_data
+                    .into_iter()
+                    .map(|data| {
+                        // Kafka's values for "no offset": kept on errors, replaced on success.
+                        let response = PartitionProduceResponse::default()
+                            .with_index(data.index)
+                            .with_base_offset(-1)
+                            .with_log_append_time_ms(-1)
+                            .with_log_start_offset(-1);
+                        if !valid_acks {
+                            return response
+                                .with_error_code(ResponseError::InvalidRequiredAcks.code());
+                        }
+                        produce_partition(
+                            broker,
+                            &name,
+                            data.index,
+                            data.records,
+                            version,
+                            response,
+                        )
+                    })
+                    .collect();
+                TopicProduceResponse::default()
+                    .with_name(topic.name)
+                    .with_partition_responses(partition_responses)
+            })
+            .collect()
+    });
+    if acks != 0 {
+        return Outcome::Respond(ProduceResponse::default().with_responses(responses));
+    }
+    let failed = responses.iter().flat_map(|topic| {
+        topic
+            .partition_responses
+            .iter()
+            .filter(|p| p.error_code != 0)
+            .map(move |p| (topic.name.as_str(), p))
+    });
+    match failed
+        .map(|(topic, p)| format!("{topic}-{}: error {}", p.index, p.error_code))
+        .next()
+    {
+        Some(failure) => Outcome::Close(format!("acks=0 produce failed ({failure})")),
+        None => Outcome::Silent,
+    }
 }
 
 fn produce_partition(
@@ -68,32 +98,21 @@ fn produce_partition(
             .with_error_message(Some(StrBytes::from_string(message)))
     };
     let image = broker.image();
-    let (Some(partition), Some(topic_image)) =
-        (broker.replicas.get(topic, index), image.topic(topic))
-    else {
+    let placement = image.topic(topic).and_then(|t| t.partitions.get(&index));
+    let (Some(partition), Some(placement)) = (broker.replicas.get(topic, index), placement) else {
         return fail(
             ResponseError::UnknownTopicOrPartition,
             format!("unknown partition {topic}-{index}"),
         );
     };
-    let leader_epoch = topic_image
-        .partitions
-        .get(&index)
-        .map_or(0, |p| p.leader_epoch);
+    let leader_epoch = placement.leader_epoch;
     let Some(records) = records.filter(|records| !records.is_empty()) else {
         return fail(
             ResponseError::InvalidRecord,
             "produce request without records".into(),
         );
     };
-    let max_message_bytes = topic_config(
-        broker,
-        topic_image,
-        "max.message.bytes",
-        "message.max.bytes",
-    )
-    .and_then(|value| value.parse().ok())
-    .unwrap_or(MAX_MESSAGE_BYTES_DEFAULT);
+    let max_message_bytes = partition.settings.max_message_bytes;
     if records.len() > max_message_bytes {
         return fail(
             ResponseError::MessageTooLarge,
@@ -103,10 +122,17 @@ fn produce_partition(
             ),
         );
     }
-    // Cheap header walk (no CRC): Kafka requires exactly one v2 batch per partition.
+    // Cheap header walk (no CRC): Kafka requires exactly one v2 batch per partition, and no
+    // control batch from a client.
     let mut batches = 0;
     for batch in RecordBatches::headers_only(&records) {
         match batch {
+            Ok((_, header)) if header.is_control() => {
+                return fail(
+                    ResponseError::InvalidRecord,
+                    "Clients are not allowed to write control records".into(),
+                )
+            }
             Ok(_) => batches += 1,
             Err(err) => return fail(batch_error_code(&err), err.to_string()),
         }
@@ -117,27 +143,18 @@ fn produce_partition(
             format!("expected exactly one record batch, found {batches}"),
         );
     }
-    let log_append_time = topic_config(
-        broker,
-        topic_image,
-        "message.timestamp.type",
-        "log.message.timestamp.type",
-    )
-    .is_some_and(|value| value == "LogAppendTime")
-    .then(now_ms);
+    let log_append_time = partition.settings.log_append_time.then(now_ms);
 
     // The request buffer is shared by every partition of the request, so patching needs a copy.
     let mut batch = records.to_vec();
     let appended = partition.with_log(|log| {
         let appended = log.append(&mut batch, log_append_time, leader_epoch);
-        (
-            appended,
-            log.log_start_offset(),
-            log.log_end_offset(),
-            log.size_bytes(),
-        )
+        if appended.is_ok() {
+            broker.replicas.on_append(&partition, log);
+        }
+        (appended, log.log_start_offset())
     });
-    let Some((appended, log_start_offset, log_end_offset, size_bytes)) = appended else {
+    let Some((appended, log_start_offset)) = appended else {
         return fail(
             ResponseError::UnknownTopicOrPartition,
             format!("partition {topic}-{index} was deleted"),
@@ -145,9 +162,6 @@ fn produce_partition(
     };
     match appended {
         Ok(info) => {
-            broker
-                .replicas
-                .on_append(&partition, log_end_offset, size_bytes);
             broker
                 .metrics
                 .bytes_in_total
@@ -183,21 +197,6 @@ fn batch_error_code(error: &BatchError) -> ResponseError {
         BatchError::BatchTooLarge { .. } => ResponseError::MessageTooLarge,
         _ => ResponseError::CorruptMessage,
     }
-}
-
-/// A topic config's override, else the broker property that supplies its default.
-fn topic_config(
-    broker: &Broker,
-    topic: &skald_controller::TopicImage,
-    name: &str,
-    broker_property: &str,
-) -> Option<String> {
-    topic
-        .configs
-        .get(name)
-        .cloned()
-        .or_else(|| Some(broker.config.get(broker_property)))
-        .filter(|v| !v.is_empty())
 }
 
 fn now_ms() -> i64 {
