@@ -1,5 +1,6 @@
 //! Interop with librdkafka (the `rdkafka` crate builds it from source): admin, produce with
-//! acks=all, consume by manual assignment, watermarks, offsets by time, and a restart.
+//! acks=all, consume by manual assignment, watermarks, offsets by time, a restart, and the admin
+//! APIs CreatePartitions and DescribeConfigs.
 
 mod common;
 
@@ -8,6 +9,10 @@ use std::time::Duration;
 
 use common::rdk::{self, Rec};
 use common::{poll_until, TestServer};
+use rdkafka::admin::{
+    ConfigSource, NewPartitions, NewTopic, OwnedResourceSpecifier, ResourceSpecifier,
+    TopicReplication,
+};
 use rdkafka::consumer::Consumer;
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::FutureRecord;
@@ -297,4 +302,125 @@ fn auto_create_disabled_leaves_topic_unknown() {
     );
     let consumer = rdk::consumer(&server.bootstrap());
     assert!(rdk::all_topics(&consumer).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_partitions_grows_a_topic_and_refuses_to_shrink_it() {
+    let server = TestServer::start();
+    let boot = server.bootstrap();
+    let topic = "growing";
+    rdk::create_topic(&boot, topic, 1).await;
+    let admin = rdk::admin(&boot);
+
+    let results = admin
+        .create_partitions(&[NewPartitions::new(topic, 3)], &rdk::admin_options())
+        .await
+        .expect("CreatePartitions request");
+    assert_eq!(results, vec![Ok(topic.to_string())]);
+    let consumer = rdk::consumer(&boot);
+    assert_eq!(rdk::topic_partitions(&consumer, topic), Some(vec![0, 1, 2]));
+
+    let producer = rdk::producer(&boot);
+    let delivery = producer
+        .send(
+            FutureRecord::to(topic)
+                .key("k")
+                .payload("in-2")
+                .partition(2),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap_or_else(|(e, _)| panic!("produce to the new partition 2: {e}"));
+    assert_eq!((delivery.partition, delivery.offset), (2, 0));
+    let read = rdk::read_all(&boot, topic, &[0, 1, 2], 1, Duration::from_secs(30));
+    assert_eq!(
+        (read[0].partition, read[0].offset, read[0].value.as_deref()),
+        (2, 0, Some(&b"in-2"[..]))
+    );
+
+    for count in [2, 3] {
+        let results = admin
+            .create_partitions(&[NewPartitions::new(topic, count)], &rdk::admin_options())
+            .await
+            .expect("CreatePartitions request");
+        assert_eq!(
+            results,
+            vec![Err((
+                topic.to_string(),
+                RDKafkaErrorCode::InvalidPartitions
+            ))],
+            "CreatePartitions to {count}"
+        );
+    }
+    assert_eq!(rdk::topic_partitions(&consumer, topic), Some(vec![0, 1, 2]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_configs_reports_topic_overrides_defaults_and_broker_configs() {
+    let server = TestServer::start_with(&[("num.partitions", "3")]);
+    let boot = server.bootstrap();
+    let admin = rdk::admin(&boot);
+    let topic = "configured";
+    let results = admin
+        .create_topics(
+            &[NewTopic::new(topic, 1, TopicReplication::Fixed(1)).set("retention.ms", "60000")],
+            &rdk::admin_options(),
+        )
+        .await
+        .expect("CreateTopics request");
+    assert_eq!(results, vec![Ok(topic.to_string())]);
+
+    let described = admin
+        .describe_configs(&[ResourceSpecifier::Topic(topic)], &rdk::admin_options())
+        .await
+        .expect("DescribeConfigs request");
+    assert_eq!(described.len(), 1);
+    let resource = described[0].as_ref().expect("topic configs");
+    assert_eq!(
+        resource.specifier,
+        OwnedResourceSpecifier::Topic(topic.to_string())
+    );
+    let entry = |name: &str| {
+        let e = resource
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} missing from {resource:?}"));
+        (e.value.as_deref(), &e.source, e.is_default)
+    };
+    assert_eq!(
+        entry("retention.ms"),
+        (Some("60000"), &ConfigSource::DynamicTopic, false)
+    );
+    assert_eq!(
+        entry("cleanup.policy"),
+        (Some("delete"), &ConfigSource::Default, true)
+    );
+    assert_eq!(
+        entry("segment.bytes"),
+        (Some("1073741824"), &ConfigSource::Default, true)
+    );
+
+    let described = admin
+        .describe_configs(&[ResourceSpecifier::Broker(1)], &rdk::admin_options())
+        .await
+        .expect("DescribeConfigs request");
+    assert_eq!(described.len(), 1);
+    let resource = described[0].as_ref().expect("broker configs");
+    assert_eq!(resource.specifier, OwnedResourceSpecifier::Broker(1));
+    let entry = |name: &str| {
+        let e = resource
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} missing from {resource:?}"));
+        (e.value.as_deref(), &e.source)
+    };
+    assert_eq!(
+        entry("num.partitions"),
+        (Some("3"), &ConfigSource::StaticBroker)
+    );
+    assert_eq!(
+        entry("log.retention.ms"),
+        (Some("604800000"), &ConfigSource::Default)
+    );
+
+    // (An unknown topic's per-resource error is checked raw in broker_apis.rs: rdkafka 0.39's
+    // describe_configs does not read rd_kafka_ConfigResource_error and reports Ok, no entries.)
 }

@@ -11,6 +11,7 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::produce_response::PartitionProduceResponse;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, FetchRequest, FetchResponse,
     MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, RequestHeader,
@@ -201,6 +202,17 @@ impl RawConn {
     /// Produces `records` (already an encoded batch or message set) to `topic`/`partition` with
     /// acks=all; returns the partition's (error_code, base_offset).
     pub fn produce_raw(&mut self, topic: &str, partition: i32, records: Bytes) -> (i16, i64) {
+        let p = self.produce(topic, partition, records);
+        (p.error_code, p.base_offset)
+    }
+
+    /// As [`RawConn::produce_raw`], returning the partition's whole response.
+    pub fn produce(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        records: Bytes,
+    ) -> PartitionProduceResponse {
         let version = self.negotiate(ApiKey::Produce, PRODUCE_VERSION_MAX);
         let request = ProduceRequest::default()
             .with_acks(-1)
@@ -221,7 +233,7 @@ impl RawConn {
         assert_eq!(topic_response.partition_responses.len(), 1);
         let p = &topic_response.partition_responses[0];
         assert_eq!(p.index, partition);
-        (p.error_code, p.base_offset)
+        p.clone()
     }
 }
 
@@ -230,23 +242,8 @@ impl RawConn {
     /// partition's (error_code, high_watermark, record bytes as sent by the server).
     pub fn fetch_raw(&mut self, topic: &str, partition: i32, offset: i64) -> (i16, i64, Bytes) {
         let version = self.negotiate(ApiKey::Fetch, FETCH_VERSION_MAX);
-        let request = FetchRequest::default()
-            .with_replica_id(BrokerId(-1))
-            .with_max_wait_ms(0)
-            .with_min_bytes(0)
-            .with_max_bytes(1 << 20)
-            .with_isolation_level(0)
-            .with_session_id(0)
-            .with_session_epoch(-1)
-            .with_topics(vec![FetchTopic::default()
-                .with_topic(topic_name(topic))
-                .with_partitions(vec![FetchPartition::default()
-                    .with_partition(partition)
-                    .with_current_leader_epoch(-1)
-                    .with_fetch_offset(offset)
-                    .with_log_start_offset(-1)
-                    .with_partition_max_bytes(1 << 20)])]);
-        let response: FetchResponse = self.request(&request, version);
+        let response: FetchResponse =
+            self.request(&fetch_request(topic, partition, offset), version);
         assert_eq!(
             response.error_code, 0,
             "fetch top-level error: {response:?}"
@@ -267,6 +264,27 @@ impl RawConn {
             p.records.clone().unwrap_or_default(),
         )
     }
+}
+
+/// A sessionless Fetch of one partition from `offset` that does not wait (max_wait_ms 0,
+/// min_bytes 0) and takes up to 1 MiB; tests adjust the fields they exercise.
+pub fn fetch_request(topic: &str, partition: i32, offset: i64) -> FetchRequest {
+    FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_min_bytes(0)
+        .with_max_bytes(1 << 20)
+        .with_isolation_level(0)
+        .with_session_id(0)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(topic_name(topic))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(partition)
+                .with_current_leader_epoch(-1)
+                .with_fetch_offset(offset)
+                .with_log_start_offset(-1)
+                .with_partition_max_bytes(1 << 20)])])
 }
 
 pub fn topic_name(name: &str) -> TopicName {

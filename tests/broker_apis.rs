@@ -1,0 +1,799 @@
+//! Raw-protocol tests of the broker's APIs where Kafka's answer is specific: fetch long-poll and
+//! its errors, fetch sessions, per-topic configs on the produce path (max.message.bytes,
+//! LogAppendTime, segment.bytes), CreateTopics validation, ListOffsets edge cases, graceful
+//! shutdown and topic re-creation. Each test owns its server and asserts exact answers.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{ErrorKind, Read};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use common::wire::{self, topic_name, RawConn};
+use common::TestServer;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::fetch_response::PartitionData;
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::list_offsets_response::ListOffsetsPartitionResponse;
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
+    DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse, FetchRequest,
+    FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+use skald_protocol::batch::{RecordBatchHeader, RecordBatches, TIMESTAMP_TYPE_MASK};
+
+// Kafka's error codes.
+const NONE: i16 = 0;
+const OFFSET_OUT_OF_RANGE: i16 = 1;
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const MESSAGE_TOO_LARGE: i16 = 10;
+const INVALID_CONFIG: i16 = 40;
+const INVALID_REQUEST: i16 = 42;
+const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
+
+/// Kafka's ConfigResource types.
+const TOPIC_RESOURCE: i8 = 2;
+const BROKER_RESOURCE: i8 = 4;
+
+/// ListOffsets' special timestamps.
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+
+/// Versions these tests speak (the field layouts used below hold up to these).
+const CREATE_TOPICS_VERSION_MAX: i16 = 7;
+const DELETE_TOPICS_VERSION_MAX: i16 = 5;
+const LIST_OFFSETS_VERSION_MAX: i16 = 6;
+
+/// Byte range of a v2 batch from the CRC on: what the broker must store exactly as the producer
+/// sent it (for CreateTime); it patches only the base offset and partition leader epoch before it.
+const CRC_AND_AFTER: std::ops::RangeFrom<usize> = 17..;
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as i64
+}
+
+/// CreateTopics for one topic with `partitions` partitions (replication factor 1) and `configs`;
+/// returns the topic's result.
+fn create_topic(
+    conn: &mut RawConn,
+    topic: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+    validate_only: bool,
+) -> CreatableTopicResult {
+    let version = conn.negotiate(ApiKey::CreateTopics, CREATE_TOPICS_VERSION_MAX);
+    let configs = configs
+        .iter()
+        .map(|(name, value)| {
+            CreatableTopicConfig::default()
+                .with_name(StrBytes::from_string(name.to_string()))
+                .with_value(Some(StrBytes::from_string(value.to_string())))
+        })
+        .collect();
+    let request = CreateTopicsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_validate_only(validate_only)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(topic_name(topic))
+            .with_num_partitions(partitions)
+            .with_replication_factor(1)
+            .with_configs(configs)]);
+    let response: CreateTopicsResponse = conn.request(&request, version);
+    assert_eq!(response.topics.len(), 1, "{response:?}");
+    let result = response.topics[0].clone();
+    assert_eq!(result.name.as_str(), topic);
+    result
+}
+
+/// Creates a topic and asserts success.
+fn create_topic_ok(addr: SocketAddr, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
+    let mut conn = RawConn::connect(addr);
+    let result = create_topic(&mut conn, topic, partitions, configs, false);
+    assert_eq!(
+        (result.error_code, result.num_partitions),
+        (NONE, partitions),
+        "create {topic}: {result:?}"
+    );
+}
+
+/// DeleteTopics for one topic by name; returns its error code.
+fn delete_topic(conn: &mut RawConn, topic: &str) -> i16 {
+    let version = conn.negotiate(ApiKey::DeleteTopics, DELETE_TOPICS_VERSION_MAX);
+    let request = DeleteTopicsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topic_names(vec![topic_name(topic)]);
+    let response: DeleteTopicsResponse = conn.request(&request, version);
+    assert_eq!(response.responses.len(), 1, "{response:?}");
+    let result = &response.responses[0];
+    assert_eq!(result.name.as_ref().map(|n| n.as_str()), Some(topic));
+    result.error_code
+}
+
+/// ListOffsets for one partition at `timestamp` (or LATEST / EARLIEST).
+fn list_offset(
+    conn: &mut RawConn,
+    topic: &str,
+    partition: i32,
+    timestamp: i64,
+) -> ListOffsetsPartitionResponse {
+    let version = conn.negotiate(ApiKey::ListOffsets, LIST_OFFSETS_VERSION_MAX);
+    let request = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(topic_name(topic))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(partition)
+                .with_timestamp(timestamp)])]);
+    let response: ListOffsetsResponse = conn.request(&request, version);
+    assert_eq!(response.topics.len(), 1, "{response:?}");
+    assert_eq!(response.topics[0].name.as_str(), topic);
+    assert_eq!(response.topics[0].partitions.len(), 1, "{response:?}");
+    let p = response.topics[0].partitions[0].clone();
+    assert_eq!(p.partition_index, partition);
+    p
+}
+
+/// Sends `request` and returns the only partition of the response, asserting no top-level error.
+fn fetch_one(conn: &mut RawConn, request: &FetchRequest) -> PartitionData {
+    let version = conn.negotiate(ApiKey::Fetch, wire::FETCH_VERSION_MAX);
+    let response: FetchResponse = conn.request(request, version);
+    only_partition(&response)
+}
+
+fn only_partition(response: &FetchResponse) -> PartitionData {
+    assert_eq!(
+        response.error_code, NONE,
+        "fetch top-level error: {response:?}"
+    );
+    assert_eq!(response.responses.len(), 1, "{response:?}");
+    assert_eq!(response.responses[0].partitions.len(), 1, "{response:?}");
+    response.responses[0].partitions[0].clone()
+}
+
+/// Every batch header in `records`, CRC-checked.
+fn batch_headers(records: &[u8]) -> Vec<RecordBatchHeader> {
+    RecordBatches::new(records)
+        .map(|batch| batch.expect("valid stored batch").1)
+        .collect()
+}
+
+/// Reads the whole partition with repeated fetches from offset 0; returns every batch's bytes.
+fn read_partition(conn: &mut RawConn, topic: &str, partition: i32) -> Vec<Bytes> {
+    let mut batches = Vec::new();
+    let mut offset = 0;
+    loop {
+        let (error, high_watermark, records) = conn.fetch_raw(topic, partition, offset);
+        assert_eq!(error, NONE, "fetch {topic}-{partition} at {offset}");
+        if offset >= high_watermark {
+            assert!(records.is_empty(), "records at the log end: {records:?}");
+            return batches;
+        }
+        let mut position = 0;
+        for header in batch_headers(&records) {
+            let size = header.total_size();
+            batches.push(records.slice(position..position + size));
+            position += size;
+            offset = header.next_offset();
+        }
+        assert!(
+            position > 0,
+            "no batch below the high watermark at {offset}"
+        );
+    }
+}
+
+fn value(len: usize, i: usize) -> String {
+    format!("{i:0>len$}")
+}
+
+#[test]
+fn fetch_long_poll_is_answered_by_a_produce_on_another_connection() {
+    let server = TestServer::start();
+    let addr = server.kafka_addr();
+    create_topic_ok(addr, "long-poll", 1, &[]);
+    let mut producer = RawConn::connect(addr);
+    for i in 0..2 {
+        let batch = wire::batch_v2(&[("k", "before", 1_000 + i)]);
+        assert_eq!(producer.produce_raw("long-poll", 0, batch), (NONE, i));
+    }
+
+    // Parked at the log end (offset 2), wanting at least one byte for up to 10 s.
+    let mut fetcher = RawConn::connect(addr);
+    let version = fetcher.negotiate(ApiKey::Fetch, wire::FETCH_VERSION_MAX);
+    let request = wire::fetch_request("long-poll", 0, 2)
+        .with_min_bytes(1)
+        .with_max_wait_ms(10_000);
+    let correlation_id = fetcher.next_correlation_id();
+    fetcher
+        .write_frame(&RawConn::encode_request(&request, version, correlation_id))
+        .expect("send long-poll fetch");
+    let sent = Instant::now();
+    let waiting = std::thread::spawn(move || {
+        let frame = fetcher.read_frame();
+        (sent.elapsed(), frame, version, correlation_id)
+    });
+
+    let batch = wire::batch_v2(&[("k", "woken", 5_000), ("k2", "woken-2", 5_001)]);
+    assert_eq!(
+        producer.produce_raw("long-poll", 0, batch.clone()),
+        (NONE, 2)
+    );
+
+    let (elapsed, frame, version, correlation_id) = waiting.join().expect("fetch thread");
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "the fetch was answered after {elapsed:?}: the append did not wake it"
+    );
+    let response = decode_fetch_response(frame, version, correlation_id);
+    let partition = only_partition(&response);
+    assert_eq!(
+        (
+            partition.error_code,
+            partition.high_watermark,
+            partition.log_start_offset
+        ),
+        (NONE, 4, 0)
+    );
+    let records = partition.records.unwrap_or_default();
+    let headers = batch_headers(&records);
+    assert_eq!(headers.len(), 1, "exactly the produced batch: {headers:?}");
+    assert_eq!(
+        (
+            headers[0].base_offset,
+            headers[0].records_count,
+            headers[0].last_offset()
+        ),
+        (2, 2, 3)
+    );
+    assert_eq!(records.len(), batch.len(), "stored batch size");
+    assert_eq!(
+        &records[CRC_AND_AFTER], &batch[CRC_AND_AFTER],
+        "stored batch differs from the produced one"
+    );
+}
+
+fn decode_fetch_response(frame: Vec<u8>, version: i16, correlation_id: i32) -> FetchResponse {
+    use kafka_protocol::messages::ResponseHeader;
+    use kafka_protocol::protocol::{Decodable, HeaderVersion};
+    let mut buf = Bytes::from(frame);
+    let header = ResponseHeader::decode(&mut buf, FetchResponse::header_version(version))
+        .expect("decode fetch response header");
+    assert_eq!(header.correlation_id, correlation_id);
+    let response = FetchResponse::decode(&mut buf, version).expect("decode fetch response");
+    assert!(buf.is_empty(), "trailing bytes after the fetch response");
+    response
+}
+
+#[test]
+fn fetch_without_data_waits_max_wait_then_answers_empty() {
+    let server = TestServer::start();
+    create_topic_ok(server.kafka_addr(), "idle", 1, &[]);
+    let mut conn = RawConn::connect(server.kafka_addr());
+    let batch = wire::batch_v2(&[("k", "v", 1_000)]);
+    assert_eq!(conn.produce_raw("idle", 0, batch), (NONE, 0));
+
+    let request = wire::fetch_request("idle", 0, 1)
+        .with_min_bytes(1)
+        .with_max_wait_ms(200);
+    let started = Instant::now();
+    let partition = fetch_one(&mut conn, &request);
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(150),
+        "answered after {elapsed:?}, without waiting max_wait_ms=200"
+    );
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "answered after {elapsed:?} for max_wait_ms=200"
+    );
+    assert_eq!(
+        (
+            partition.error_code,
+            partition.high_watermark,
+            partition.log_start_offset
+        ),
+        (NONE, 1, 0)
+    );
+    assert!(
+        partition.records.unwrap_or_default().is_empty(),
+        "no records past the log end"
+    );
+}
+
+#[test]
+fn fetch_errors_offset_out_of_range_and_unknown_partition() {
+    let server = TestServer::start();
+    create_topic_ok(server.kafka_addr(), "ranged", 1, &[]);
+    let mut conn = RawConn::connect(server.kafka_addr());
+    let batch = wire::batch_v2(&[("a", "1", 1_000), ("b", "2", 1_001), ("c", "3", 1_002)]);
+    assert_eq!(conn.produce_raw("ranged", 0, batch), (NONE, 0));
+
+    // The log end itself is a valid position (nothing there yet); one past it is not.
+    let at_end = fetch_one(&mut conn, &wire::fetch_request("ranged", 0, 3));
+    assert_eq!((at_end.error_code, at_end.high_watermark), (NONE, 3));
+    assert!(at_end.records.unwrap_or_default().is_empty());
+    for offset in [4, 1_000, -5] {
+        let partition = fetch_one(&mut conn, &wire::fetch_request("ranged", 0, offset));
+        assert_eq!(
+            (
+                partition.error_code,
+                partition.high_watermark,
+                partition.log_start_offset
+            ),
+            (OFFSET_OUT_OF_RANGE, 3, 0),
+            "fetch at {offset}"
+        );
+        assert!(partition.records.unwrap_or_default().is_empty());
+    }
+
+    // An error answers at once, even with max_wait_ms: a client must not wait 10 s to learn it.
+    let started = Instant::now();
+    let partition = fetch_one(
+        &mut conn,
+        &wire::fetch_request("ranged", 7, 0)
+            .with_min_bytes(1)
+            .with_max_wait_ms(10_000),
+    );
+    assert_eq!(
+        (partition.partition_index, partition.error_code),
+        (7, UNKNOWN_TOPIC_OR_PARTITION)
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let partition = fetch_one(&mut conn, &wire::fetch_request("no-such-topic", 0, 0));
+    assert_eq!(partition.error_code, UNKNOWN_TOPIC_OR_PARTITION);
+    let mut check = RawConn::connect(server.kafka_addr());
+    let metadata = check.metadata(Some(&["no-such-topic"]), false);
+    assert_eq!(
+        metadata.topics[0].error_code, UNKNOWN_TOPIC_OR_PARTITION,
+        "a fetch must not create the topic"
+    );
+}
+
+#[test]
+fn fetch_sessions_are_refused_as_kafka_allows() {
+    let server = TestServer::start();
+    create_topic_ok(server.kafka_addr(), "sessions", 1, &[]);
+    let mut conn = RawConn::connect(server.kafka_addr());
+    let batch = wire::batch_v2(&[("k", "v", 1_000)]);
+    assert_eq!(conn.produce_raw("sessions", 0, batch.clone()), (NONE, 0));
+    let version = conn.negotiate(ApiKey::Fetch, wire::FETCH_VERSION_MAX);
+    assert!(
+        version >= 7,
+        "fetch sessions need Fetch v7+, negotiated {version}"
+    );
+
+    // Epoch 0 asks for a new session: a full answer, session id 0 (no session was created).
+    let request = wire::fetch_request("sessions", 0, 0)
+        .with_session_id(0)
+        .with_session_epoch(0);
+    let response: FetchResponse = conn.request(&request, version);
+    assert_eq!((response.error_code, response.session_id), (NONE, 0));
+    let partition = only_partition(&response);
+    assert_eq!((partition.error_code, partition.high_watermark), (NONE, 1));
+    let records = partition.records.unwrap_or_default();
+    assert_eq!(&records[CRC_AND_AFTER], &batch[CRC_AND_AFTER]);
+
+    // An incremental fetch in a session the broker never created.
+    let request = wire::fetch_request("sessions", 0, 0)
+        .with_session_id(123)
+        .with_session_epoch(5);
+    let response: FetchResponse = conn.request(&request, version);
+    assert_eq!(
+        response.error_code, FETCH_SESSION_ID_NOT_FOUND,
+        "{response:?}"
+    );
+    assert!(response.responses.is_empty(), "{response:?}");
+}
+
+#[test]
+fn produce_over_topic_max_message_bytes_is_refused_and_stores_nothing() {
+    let server = TestServer::start();
+    create_topic_ok(
+        server.kafka_addr(),
+        "small-messages",
+        1,
+        &[("max.message.bytes", "1024")],
+    );
+    let mut conn = RawConn::connect(server.kafka_addr());
+    let big = wire::batch_v2(&[("k", &"x".repeat(2_000), 1_000)]);
+    assert!(big.len() > 1024);
+    let refused = conn.produce("small-messages", 0, big);
+    assert_eq!(
+        (refused.error_code, refused.base_offset),
+        (MESSAGE_TOO_LARGE, -1),
+        "{refused:?}"
+    );
+    let (error, high_watermark, records) = conn.fetch_raw("small-messages", 0, 0);
+    assert_eq!((error, high_watermark), (NONE, 0), "nothing was stored");
+    assert!(records.is_empty());
+
+    // A batch within the limit still goes in, at offset 0.
+    let small = wire::batch_v2(&[("k", &"x".repeat(500), 1_000)]);
+    assert!(small.len() <= 1024);
+    assert_eq!(conn.produce_raw("small-messages", 0, small), (NONE, 0));
+}
+
+#[test]
+fn log_append_time_topic_stamps_batches_with_the_broker_clock() {
+    let server = TestServer::start();
+    create_topic_ok(
+        server.kafka_addr(),
+        "append-time",
+        1,
+        &[("message.timestamp.type", "LogAppendTime")],
+    );
+    create_topic_ok(server.kafka_addr(), "create-time", 1, &[]);
+    let mut conn = RawConn::connect(server.kafka_addr());
+    let batch = wire::batch_v2(&[("a", "1", 1_000), ("b", "2", 1_001)]);
+
+    let before = now_ms();
+    let response = conn.produce("append-time", 0, batch.clone());
+    let after = now_ms();
+    assert_eq!((response.error_code, response.base_offset), (NONE, 0));
+    let append_time = response.log_append_time_ms;
+    let ten_minutes = 10 * 60 * 1_000;
+    assert!(
+        (before - ten_minutes..=after + ten_minutes).contains(&append_time),
+        "log_append_time_ms {append_time} is not near the test's clock ({before}..{after})"
+    );
+
+    let (error, high_watermark, records) = conn.fetch_raw("append-time", 0, 0);
+    assert_eq!((error, high_watermark), (NONE, 2));
+    let headers = batch_headers(&records);
+    assert_eq!(headers.len(), 1, "{headers:?}");
+    let stored = headers[0];
+    assert_eq!(stored.max_timestamp, append_time, "{stored:?}");
+    assert_ne!(
+        stored.attributes & TIMESTAMP_TYPE_MASK,
+        0,
+        "timestamp-type bit not set: {stored:?}"
+    );
+    assert!(stored.timestamp_type_is_log_append_time());
+    // The records themselves are untouched.
+    assert_eq!(records.len(), batch.len());
+    assert_eq!(&records[61..], &batch[61..]);
+
+    // A CreateTime topic keeps the producer's timestamps and answers log_append_time_ms -1.
+    let response = conn.produce("create-time", 0, batch.clone());
+    assert_eq!(
+        (
+            response.error_code,
+            response.base_offset,
+            response.log_append_time_ms
+        ),
+        (NONE, 0, -1)
+    );
+    let (_, _, records) = conn.fetch_raw("create-time", 0, 0);
+    let stored = batch_headers(&records)[0];
+    assert_eq!(stored.max_timestamp, 1_001);
+    assert_eq!(stored.attributes & TIMESTAMP_TYPE_MASK, 0);
+}
+
+#[test]
+fn create_topics_validate_only_and_invalid_config() {
+    let server = TestServer::start();
+    let mut conn = RawConn::connect(server.kafka_addr());
+
+    let result = create_topic(
+        &mut conn,
+        "only-validated",
+        2,
+        &[("retention.ms", "60000")],
+        true,
+    );
+    assert_eq!(
+        (result.error_code, result.num_partitions),
+        (NONE, 2),
+        "{result:?}"
+    );
+    let metadata = conn.metadata(Some(&["only-validated"]), false);
+    assert_eq!(
+        metadata.topics[0].error_code, UNKNOWN_TOPIC_OR_PARTITION,
+        "validate_only created the topic: {metadata:?}"
+    );
+    assert!(
+        !server.data_dir().join("only-validated-0").exists(),
+        "validate_only created a partition directory"
+    );
+
+    let result = create_topic(
+        &mut conn,
+        "bad-config",
+        1,
+        &[("no.such.config", "1")],
+        false,
+    );
+    assert_eq!(result.error_code, INVALID_CONFIG, "{result:?}");
+    let result = create_topic(
+        &mut conn,
+        "bad-value",
+        1,
+        &[("retention.ms", "soon")],
+        false,
+    );
+    assert_eq!(result.error_code, INVALID_CONFIG, "{result:?}");
+    let metadata = conn.metadata(Some(&["bad-config", "bad-value"]), false);
+    let codes: Vec<i16> = metadata.topics.iter().map(|t| t.error_code).collect();
+    assert_eq!(
+        codes,
+        vec![UNKNOWN_TOPIC_OR_PARTITION; 2],
+        "refused topics exist: {metadata:?}"
+    );
+}
+
+#[test]
+fn small_segment_bytes_rolls_segments_and_keeps_offsets_contiguous() {
+    let server = TestServer::start();
+    create_topic_ok(
+        server.kafka_addr(),
+        "rolling",
+        1,
+        &[("segment.bytes", "1024")],
+    );
+    let mut conn = RawConn::connect(server.kafka_addr());
+    const BATCHES: usize = 6;
+    let mut produced = Vec::new();
+    for i in 0..BATCHES {
+        let batch = wire::batch_v2(&[("k", &value(600, i), 1_000 + i as i64)]);
+        assert!(batch.len() > 600 && batch.len() <= 1024, "{}", batch.len());
+        assert_eq!(
+            conn.produce_raw("rolling", 0, batch.clone()),
+            (NONE, i as i64)
+        );
+        produced.push(batch);
+    }
+
+    let stored = read_partition(&mut conn, "rolling", 0);
+    assert_eq!(stored.len(), BATCHES, "batches read back");
+    for (i, (stored, produced)) in stored.iter().zip(&produced).enumerate() {
+        let header = RecordBatchHeader::parse(stored).expect("stored header");
+        assert_eq!(header.base_offset, i as i64, "offsets are contiguous");
+        assert_eq!(
+            &stored[CRC_AND_AFTER], &produced[CRC_AND_AFTER],
+            "batch {i}"
+        );
+    }
+
+    // Kafka rolls before an append that would take the segment past segment.bytes: two of these
+    // batches never share a segment, so each starts its own, named by its base offset.
+    let partition_dir = server.data_dir().join("rolling-0");
+    let mut segments = BTreeSet::new();
+    for entry in std::fs::read_dir(&partition_dir).expect("read partition dir") {
+        let name = entry.expect("dir entry").file_name();
+        let name = name.to_string_lossy();
+        if let Some(stem) = name.strip_suffix(".log") {
+            assert!(
+                stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()),
+                "segment file name {name:?} is not a 20-digit base offset"
+            );
+            segments.insert(stem.parse::<i64>().expect("numeric segment name"));
+        }
+    }
+    assert!(segments.len() > 1, "no segment was rolled: {segments:?}");
+    assert_eq!(
+        segments,
+        (0..BATCHES as i64).collect::<BTreeSet<_>>(),
+        "one segment per batch"
+    );
+}
+
+#[test]
+fn list_offsets_unknown_partition_and_time_after_every_record() {
+    let server = TestServer::start();
+    create_topic_ok(server.kafka_addr(), "timed", 1, &[]);
+    let mut conn = RawConn::connect(server.kafka_addr());
+    let batch = wire::batch_v2(&[("a", "1", 10_000), ("b", "2", 20_000), ("c", "3", 30_000)]);
+    assert_eq!(conn.produce_raw("timed", 0, batch), (NONE, 0));
+
+    for (topic, partition) in [("timed", 1), ("timed", -1), ("no-such-topic", 0)] {
+        for timestamp in [LATEST, EARLIEST, 0] {
+            let answer = list_offset(&mut conn, topic, partition, timestamp);
+            assert_eq!(
+                answer.error_code, UNKNOWN_TOPIC_OR_PARTITION,
+                "{topic}-{partition} at {timestamp}: {answer:?}"
+            );
+        }
+    }
+
+    let answer = list_offset(&mut conn, "timed", 0, 30_001);
+    assert_eq!(
+        (answer.error_code, answer.offset, answer.timestamp),
+        (NONE, -1, -1),
+        "{answer:?}"
+    );
+    // And, around it, the exact answers.
+    let answer = list_offset(&mut conn, "timed", 0, 20_000);
+    assert_eq!((answer.error_code, answer.offset), (NONE, 1), "{answer:?}");
+    let answer = list_offset(&mut conn, "timed", 0, 20_001);
+    assert_eq!((answer.error_code, answer.offset), (NONE, 2), "{answer:?}");
+    assert_eq!(list_offset(&mut conn, "timed", 0, LATEST).offset, 3);
+    assert_eq!(list_offset(&mut conn, "timed", 0, EARLIEST).offset, 0);
+}
+
+#[test]
+fn sigterm_with_a_parked_fetch_exits_cleanly_and_keeps_everything() {
+    let mut server = TestServer::start();
+    let addr = server.kafka_addr();
+    create_topic_ok(addr, "durable", 2, &[("retention.ms", "60000")]);
+    let mut conn = RawConn::connect(addr);
+    let mut produced = Vec::new();
+    for i in 0..3 {
+        let batch = wire::batch_v2(&[("k", &value(100, i), 1_000 + i as i64)]);
+        assert_eq!(
+            conn.produce_raw("durable", 1, batch.clone()),
+            (NONE, i as i64)
+        );
+        produced.push(batch);
+    }
+
+    // A fetch parked for the longest wait the broker allows, and an idle connection.
+    let mut parked = RawConn::connect(addr);
+    let version = parked.negotiate(ApiKey::Fetch, wire::FETCH_VERSION_MAX);
+    let request = wire::fetch_request("durable", 1, 3)
+        .with_min_bytes(1)
+        .with_max_wait_ms(30_000);
+    let correlation_id = parked.next_correlation_id();
+    parked
+        .write_frame(&RawConn::encode_request(&request, version, correlation_id))
+        .expect("send parked fetch");
+    let mut idle = RawConn::connect(addr);
+    idle.api_versions();
+
+    let started = Instant::now();
+    let status = server.stop();
+    let elapsed = started.elapsed();
+    assert!(
+        status.success(),
+        "exit status {status} after SIGTERM\n{}",
+        server.stderr_tail()
+    );
+    assert!(
+        elapsed < Duration::from_secs(15),
+        "shutdown took {elapsed:?}: held up by the parked 30 s fetch"
+    );
+    idle.expect_closed("idle connection at shutdown");
+    // The parked fetch is either answered (empty, nothing was appended) or its connection closed.
+    let mut size = [0u8; 4];
+    match parked.stream.read_exact(&mut size) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::UnexpectedEof
+                    | ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+            ) => {}
+        Err(e) => panic!("parked fetch: neither answered nor closed: {e}"),
+        Ok(()) => {
+            let mut frame = vec![0u8; i32::from_be_bytes(size) as usize];
+            parked.stream.read_exact(&mut frame).expect("response body");
+            let partition = only_partition(&decode_fetch_response(frame, version, correlation_id));
+            assert_eq!((partition.error_code, partition.high_watermark), (NONE, 3));
+            assert!(partition.records.unwrap_or_default().is_empty());
+        }
+    }
+
+    server.restart();
+    let mut conn = RawConn::connect(addr);
+    let stored = read_partition(&mut conn, "durable", 1);
+    assert_eq!(stored.len(), produced.len());
+    for (i, (stored, produced)) in stored.iter().zip(&produced).enumerate() {
+        let header = RecordBatchHeader::parse(stored).expect("stored header");
+        assert_eq!(header.base_offset, i as i64);
+        assert_eq!(
+            &stored[CRC_AND_AFTER], &produced[CRC_AND_AFTER],
+            "batch {i}"
+        );
+    }
+    assert!(read_partition(&mut conn, "durable", 0).is_empty());
+    let metadata = conn.metadata(Some(&["durable"]), false);
+    assert_eq!(metadata.topics[0].partitions.len(), 2, "{metadata:?}");
+    assert_eq!(
+        describe_topic_config(&mut conn, "durable", "retention.ms"),
+        (Some("60000".to_string()), 1),
+        "the topic's config override survives the restart (DynamicTopic source)"
+    );
+    let batch = wire::batch_v2(&[("k", "after", 9_000)]);
+    assert_eq!(conn.produce_raw("durable", 1, batch), (NONE, 3));
+}
+
+#[test]
+fn describe_configs_errors_are_per_resource() {
+    let server = TestServer::start();
+    create_topic_ok(server.kafka_addr(), "present", 1, &[]);
+    let mut conn = RawConn::connect(server.kafka_addr());
+    let version = conn.negotiate(ApiKey::DescribeConfigs, 4);
+    let resource = |resource_type: i8, name: &'static str| {
+        DescribeConfigsResource::default()
+            .with_resource_type(resource_type)
+            .with_resource_name(StrBytes::from_static_str(name))
+            .with_configuration_keys(Some(vec![StrBytes::from_static_str("retention.ms")]))
+    };
+    let request = DescribeConfigsRequest::default().with_resources(vec![
+        resource(TOPIC_RESOURCE, "absent"),
+        resource(TOPIC_RESOURCE, "present"),
+        resource(BROKER_RESOURCE, "2"),
+    ]);
+    let response: DescribeConfigsResponse = conn.request(&request, version);
+    let answers: Vec<(&str, i16, usize)> = response
+        .results
+        .iter()
+        .map(|r| (r.resource_name.as_str(), r.error_code, r.configs.len()))
+        .collect();
+    assert_eq!(
+        answers,
+        vec![
+            ("absent", UNKNOWN_TOPIC_OR_PARTITION, 0),
+            ("present", NONE, 1),
+            ("2", INVALID_REQUEST, 0),
+        ],
+        "{response:?}"
+    );
+}
+
+/// (value, config source) of one topic config, through DescribeConfigs.
+fn describe_topic_config(conn: &mut RawConn, topic: &str, key: &str) -> (Option<String>, i8) {
+    let version = conn.negotiate(ApiKey::DescribeConfigs, 4);
+    let resource = DescribeConfigsResource::default()
+        .with_resource_type(TOPIC_RESOURCE)
+        .with_resource_name(StrBytes::from_string(topic.to_string()))
+        .with_configuration_keys(Some(vec![StrBytes::from_string(key.to_string())]));
+    let response: DescribeConfigsResponse = conn.request(
+        &DescribeConfigsRequest::default().with_resources(vec![resource]),
+        version,
+    );
+    let result = &response.results[0];
+    assert_eq!(result.error_code, NONE, "{response:?}");
+    assert_eq!(result.configs.len(), 1, "{response:?}");
+    let config = &result.configs[0];
+    (
+        config.value.as_ref().map(|v| v.to_string()),
+        config.config_source,
+    )
+}
+
+#[test]
+fn deleted_then_recreated_topic_starts_empty_even_after_restart() {
+    let mut server = TestServer::start();
+    let addr = server.kafka_addr();
+    create_topic_ok(addr, "phoenix", 1, &[]);
+    let mut conn = RawConn::connect(addr);
+    for i in 0..3 {
+        let batch = wire::batch_v2(&[("old", "data", 1_000 + i)]);
+        assert_eq!(conn.produce_raw("phoenix", 0, batch), (NONE, i));
+    }
+    assert_eq!(list_offset(&mut conn, "phoenix", 0, LATEST).offset, 3);
+
+    assert_eq!(delete_topic(&mut conn, "phoenix"), NONE);
+    create_topic_ok(addr, "phoenix", 1, &[]);
+    let assert_empty = |conn: &mut RawConn, when: &str| {
+        for timestamp in [LATEST, EARLIEST] {
+            let answer = list_offset(conn, "phoenix", 0, timestamp);
+            assert_eq!(
+                (answer.error_code, answer.offset),
+                (NONE, 0),
+                "{when}: ListOffsets {timestamp}: {answer:?}"
+            );
+        }
+        let (error, high_watermark, records) = conn.fetch_raw("phoenix", 0, 0);
+        assert_eq!((error, high_watermark), (NONE, 0), "{when}");
+        assert!(records.is_empty(), "{when}: old records came back");
+    };
+    assert_empty(&mut conn, "after re-create");
+
+    server.restart();
+    let mut conn = RawConn::connect(addr);
+    assert_empty(&mut conn, "after restart");
+    let batch = wire::batch_v2(&[("new", "data", 2_000)]);
+    assert_eq!(conn.produce_raw("phoenix", 0, batch.clone()), (NONE, 0));
+    let (_, high_watermark, records) = conn.fetch_raw("phoenix", 0, 0);
+    assert_eq!(high_watermark, 1);
+    assert_eq!(&records[CRC_AND_AFTER], &batch[CRC_AND_AFTER]);
+}
