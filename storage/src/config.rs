@@ -11,6 +11,17 @@ pub struct LogConfig {
     pub index_interval_bytes: u32,
     /// `segment.index.bytes` / `log.index.size.max.bytes`: size preallocated per index file (10 MiB).
     pub segment_index_bytes: u32,
+    /// `segment.ms` / `log.roll.ms`: roll a non-empty active segment once the batches appended span
+    /// more than this (7 days). Judged as Kafka does: the incoming batches' max timestamp minus the
+    /// segment's first batch's max timestamp, or, when that batch has no timestamp, the clock minus
+    /// the time the segment was created or opened.
+    pub segment_ms: i64,
+    /// `retention.ms` / `log.retention.ms`: delete segments whose largest timestamp is more than this
+    /// old (7 days); -1 keeps them forever.
+    pub retention_ms: i64,
+    /// `retention.bytes` / `log.retention.bytes`: delete the oldest segments while the log would
+    /// still hold at least this many bytes without them; -1 (the default) means no size limit.
+    pub retention_bytes: i64,
 }
 
 impl Default for LogConfig {
@@ -19,6 +30,9 @@ impl Default for LogConfig {
             segment_bytes: 1024 * 1024 * 1024,
             index_interval_bytes: 4096,
             segment_index_bytes: 10 * 1024 * 1024,
+            segment_ms: 7 * 24 * 60 * 60 * 1000,
+            retention_ms: 7 * 24 * 60 * 60 * 1000,
+            retention_bytes: -1,
         }
     }
 }
@@ -38,6 +52,12 @@ impl LogConfig {
             return Err(Error::InvalidConfig(format!(
                 "segment.index.bytes {} is below 24",
                 self.segment_index_bytes
+            )));
+        }
+        if self.segment_ms < 1 {
+            return Err(Error::InvalidConfig(format!(
+                "segment.ms {} is below 1",
+                self.segment_ms
             )));
         }
         Ok(())

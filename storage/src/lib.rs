@@ -7,7 +7,9 @@
 //! bytes are cut off. Reads are zero-copy [`bytes::Bytes`] over memory-mapped segments.
 //!
 //! # Layout
-//! - [`log`]: [`Log`], one partition: open/recovery, append, read, offset-by-timestamp, delete.
+//! - [`log`]: [`Log`], one partition: open/recovery, append, read, offset-by-timestamp, retention
+//!   (`delete_old_segments`), DeleteRecords (`delete_records_before`), delete.
+//! - [`clock`]: the [`Clock`] segment.ms and retention.ms are judged by (fake in tests).
 //! - [`segment`]: one segment (`.log` + indexes), roll decisions, batch lookups.
 //! - `index`: the offset and time indexes.
 //! - `mmap`: every memory map and all of the crate's `unsafe`.
@@ -19,6 +21,7 @@
 //! headers through `skald_protocol::batch` and nothing more), and never writes a byte it has not
 //! validated as part of a whole v2 batch.
 
+pub mod clock;
 pub mod config;
 pub mod dir;
 pub mod error;
@@ -27,8 +30,9 @@ pub mod log;
 mod mmap;
 pub mod segment;
 
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::LogConfig;
 pub use dir::{parse_partition_dir_name, partition_dir_name, scan_log_dir};
 pub use error::{Error, Result};
-pub use log::{AppendInfo, Log, ReadResult};
+pub use log::{AppendInfo, DeletedSegments, Log, ReadResult, LOG_START_OFFSET_FILE};
 pub use segment::segment_file_name;

@@ -2,15 +2,41 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use skald_protocol::batch::{self, RecordBatchHeader, RecordBatches};
 
+use crate::clock::{Clock, SystemClock};
 use crate::config::LogConfig;
 use crate::error::{Error, IoContext, Result};
-use crate::segment::{parse_segment_stem, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
+use crate::segment::{
+    parse_segment_stem, Segment, DELETED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
+};
+
+/// The partition's durable log start offset, for when it lies inside a segment (DeleteRecords).
+/// Kafka keeps one `log-start-offset-checkpoint` per log dir; one small file per partition
+/// directory is simpler and written just as atomically (temp file, fsync, rename, fsync the dir).
+pub const LOG_START_OFFSET_FILE: &str = "log-start-offset.checkpoint";
+/// Version line of [`LOG_START_OFFSET_FILE`] (Kafka's checkpoint files start with one too).
+const LOG_START_OFFSET_VERSION: &str = "0";
+
+/// What one retention pass deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeletedSegments {
+    pub segments: usize,
+    pub bytes: u64,
+}
+
+impl DeletedSegments {
+    fn add(&mut self, other: DeletedSegments) {
+        self.segments += other.segments;
+        self.bytes += other.bytes;
+    }
+}
 
 /// What an append stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +81,11 @@ pub struct Log {
     config: LogConfig,
     /// Keyed by base offset; never empty; the last one is the active segment.
     segments: BTreeMap<i64, Segment>,
+    /// The first offset a consumer may read: at least the first segment's base offset, and inside
+    /// it after DeleteRecords (then persisted in [`LOG_START_OFFSET_FILE`]).
+    log_start_offset: i64,
+    /// What segment.ms and retention.ms are judged against.
+    clock: Arc<dyn Clock>,
 }
 
 impl Log {
@@ -66,7 +97,16 @@ impl Log {
     /// in which case they are recovered the same way. Stray index files and Kafka's `.deleted`,
     /// `.cleaned` and `.swap` leftovers are removed.
     pub fn open(dir: &Path, config: LogConfig) -> Result<Log> {
+        Self::open_with_clock(dir, config, Arc::new(SystemClock))
+    }
+
+    /// [`Log::open`] with the clock that segment.ms rolls and retention.ms are judged by.
+    ///
+    /// The log start offset is the larger of the first segment's base offset and the one recorded
+    /// in [`LOG_START_OFFSET_FILE`] (capped at the log end offset).
+    pub fn open_with_clock(dir: &Path, config: LogConfig, clock: Arc<dyn Clock>) -> Result<Log> {
         config.validate()?;
+        let now_ms = clock.now_ms();
         fs::create_dir_all(dir).at(dir)?;
         let mut log_bases = Vec::new();
         let mut index_files = Vec::new();
@@ -79,7 +119,7 @@ impl Log {
                 continue;
             };
             match extension {
-                "deleted" | "cleaned" | "swap" => {
+                DELETED_SUFFIX | "cleaned" | "swap" => {
                     tracing::info!(file = %path.display(), "removing leftover file");
                     fs::remove_file(&path).at(&path)?;
                 }
@@ -105,31 +145,49 @@ impl Log {
             }
         }
 
+        let checkpointed_start = read_log_start_offset(dir)?;
         let mut segments = BTreeMap::new();
         let Some((&active_base, sealed_bases)) = log_bases.split_last() else {
-            segments.insert(0, Segment::create(dir, 0, &config)?);
+            // A log is never left without a segment; without one it starts where it was cut.
+            let base_offset = checkpointed_start.unwrap_or(0).max(0);
+            segments.insert(
+                base_offset,
+                Segment::create(dir, base_offset, &config, now_ms)?,
+            );
             return Ok(Log {
                 dir: dir.to_path_buf(),
                 config,
                 segments,
+                log_start_offset: base_offset,
+                clock,
             });
         };
         for &base_offset in sealed_bases {
-            let (segment, truncated) = Segment::open_sealed(dir, base_offset, &config)?;
+            let (segment, truncated) = Segment::open_sealed(dir, base_offset, &config, now_ms)?;
             if truncated > 0 {
                 tracing::warn!(dir = %dir.display(), base_offset, truncated, "sealed segment had an invalid tail");
             }
             segments.insert(base_offset, segment);
         }
-        let (active, truncated) = Segment::open_active(dir, active_base, &config)?;
+        let (active, truncated) = Segment::open_active(dir, active_base, &config, now_ms)?;
         if truncated > 0 {
             tracing::warn!(dir = %dir.display(), truncated, log_end_offset = active.next_offset(), "recovered log");
         }
+        let log_end_offset = active.next_offset();
         segments.insert(active_base, active);
+        let first_base = log_bases.first().copied().unwrap_or(active_base);
+        let mut log_start_offset = first_base.max(checkpointed_start.unwrap_or(first_base));
+        if log_start_offset > log_end_offset {
+            // Only a lost tail gets here: DeleteRecords flushes the log before moving the start.
+            tracing::warn!(dir = %dir.display(), log_start_offset, log_end_offset, "log start offset past the log end; capped");
+            log_start_offset = log_end_offset;
+        }
         Ok(Log {
             dir: dir.to_path_buf(),
             config,
             segments,
+            log_start_offset,
+            clock,
         })
     }
 
@@ -154,9 +212,9 @@ impl Log {
             .unwrap_or_else(|| unreachable!("a log always has a segment"))
     }
 
-    /// The first offset still in the log.
+    /// The first offset a consumer may read (Kafka's log start offset, the low watermark).
     pub fn log_start_offset(&self) -> i64 {
-        self.segments.keys().next().copied().unwrap_or(0)
+        self.log_start_offset
     }
 
     /// The offset the next appended record will get.
@@ -223,10 +281,13 @@ impl Log {
             headers.push((position, header));
         }
         let last_offset = next_offset - 1;
-        if self
-            .active()
-            .should_roll(batches.len(), last_offset, &self.config)
-        {
+        if self.active().should_roll(
+            batches.len(),
+            last_offset,
+            max_timestamp,
+            self.clock.now_ms(),
+            &self.config,
+        ) {
             self.roll(first_offset)?;
         }
         let active = self
@@ -250,7 +311,7 @@ impl Log {
         if let Some(active) = self.segments.values_mut().next_back() {
             active.seal()?;
         }
-        let segment = Segment::create(&self.dir, base_offset, &self.config)?;
+        let segment = Segment::create(&self.dir, base_offset, &self.config, self.clock.now_ms())?;
         tracing::debug!(dir = %self.dir.display(), base_offset, "rolled segment");
         self.segments.insert(base_offset, segment);
         Ok(())
@@ -317,14 +378,148 @@ impl Log {
     /// `(base offset, max timestamp)`.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>> {
         for segment in self.segments.values() {
-            if segment.max_timestamp() < timestamp {
+            if segment.max_timestamp() < timestamp || segment.next_offset() <= self.log_start_offset
+            {
                 continue;
             }
-            if let Some(found) = segment.find_offset_by_timestamp(timestamp)? {
+            if let Some(found) =
+                segment.find_offset_by_timestamp(timestamp, self.log_start_offset)?
+            {
                 return Ok(Some(found));
             }
         }
         Ok(None)
+    }
+
+    /// Kafka's `UnifiedLog.deleteOldSegments`: deletes the oldest whole segments that are past
+    /// `retention.ms` (judged by each segment's largest timestamp against the clock), then those
+    /// beyond `retention.bytes`, then those wholly below the log start offset. Returns what went.
+    ///
+    /// The active segment is never deleted as such: when every segment, the non-empty active one
+    /// included, is to go, the log rolls first and the new empty segment stays. Each segment's files
+    /// are renamed to `.deleted` before they are removed (see [`Segment::rename_to_deleted`]); reads
+    /// handed out earlier keep their bytes (unlinking a mapped file is fine on Linux).
+    pub fn delete_old_segments(&mut self) -> Result<DeletedSegments> {
+        let mut deleted = DeletedSegments::default();
+        let retention_ms = self.config.retention_ms;
+        if retention_ms >= 0 {
+            let now_ms = self.clock.now_ms();
+            deleted.add(
+                self.delete_oldest_segments_while("retention.ms", |segment, _| {
+                    now_ms.saturating_sub(segment.largest_timestamp()) > retention_ms
+                })?,
+            );
+        }
+        let retention_bytes = self.config.retention_bytes;
+        if retention_bytes >= 0 {
+            let mut excess = i64::try_from(self.size_bytes())
+                .unwrap_or(i64::MAX)
+                .saturating_sub(retention_bytes);
+            deleted.add(
+                self.delete_oldest_segments_while("retention.bytes", |segment, _| {
+                    let size = i64::try_from(segment.size()).unwrap_or(i64::MAX);
+                    if excess - size >= 0 {
+                        excess -= size;
+                        true
+                    } else {
+                        false
+                    }
+                })?,
+            );
+        }
+        let log_start_offset = self.log_start_offset;
+        deleted.add(
+            self.delete_oldest_segments_while("log start offset", |_, next| {
+                next.is_some_and(|next| next.base_offset() <= log_start_offset)
+            })?,
+        );
+        Ok(deleted)
+    }
+
+    /// Kafka's DeleteRecords: moves the log start offset up to `offset` and deletes the segments
+    /// wholly below it. Returns the new log start offset (the low watermark); an `offset` at or
+    /// below the current one changes nothing. `offset` may be inside a segment: reads below it then
+    /// fail with `OffsetOutOfRange`, and a read at it returns the batch containing it.
+    ///
+    /// The new start is durable before this returns (flushed log, then [`LOG_START_OFFSET_FILE`]
+    /// written atomically), so it survives a crash and a restart.
+    pub fn delete_records_before(&mut self, offset: i64) -> Result<i64> {
+        let log_end_offset = self.log_end_offset();
+        if offset < 0 || offset > log_end_offset {
+            return Err(Error::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.log_start_offset,
+                log_end_offset,
+            });
+        }
+        if offset <= self.log_start_offset {
+            return Ok(self.log_start_offset);
+        }
+        // The records up to `offset` must be on disk before a start offset past them is.
+        self.flush()?;
+        write_log_start_offset(&self.dir, offset)?;
+        self.log_start_offset = offset;
+        tracing::info!(dir = %self.dir.display(), log_start_offset = offset, "log start offset moved");
+        self.delete_oldest_segments_while("log start offset", |_, next| {
+            next.is_some_and(|next| next.base_offset() <= offset)
+        })?;
+        Ok(self.log_start_offset)
+    }
+
+    /// Deletes segments from the oldest while `deletable(segment, next segment)` holds (Kafka's
+    /// `deletableSegments` + `deleteSegments`). An empty active segment always stays; if all the
+    /// others and a non-empty active one are to go, the log rolls first so one remains.
+    fn delete_oldest_segments_while(
+        &mut self,
+        reason: &'static str,
+        mut deletable: impl FnMut(&Segment, Option<&Segment>) -> bool,
+    ) -> Result<DeletedSegments> {
+        let mut count = 0;
+        {
+            let mut iter = self.segments.values().peekable();
+            while let Some(segment) = iter.next() {
+                let next = iter.peek().copied();
+                if next.is_none() && segment.size() == 0 {
+                    break;
+                }
+                if !deletable(segment, next) {
+                    break;
+                }
+                count += 1;
+            }
+        }
+        if count == 0 {
+            return Ok(DeletedSegments::default());
+        }
+        if count == self.segments.len() {
+            self.roll(self.log_end_offset())?;
+        }
+        let mut deleted = DeletedSegments::default();
+        for _ in 0..count {
+            let Some(segment) = self.segments.first_key_value().map(|(_, s)| s) else {
+                break;
+            };
+            let renamed = segment.rename_to_deleted()?;
+            let Some((base_offset, segment)) = self.segments.pop_first() else {
+                break;
+            };
+            let size = segment.size();
+            let next_base = self
+                .segments
+                .keys()
+                .next()
+                .copied()
+                .unwrap_or_else(|| segment.next_offset());
+            drop(segment);
+            self.log_start_offset = self.log_start_offset.max(next_base);
+            for path in renamed {
+                fs::remove_file(&path).at(&path)?;
+            }
+            tracing::info!(dir = %self.dir.display(), base_offset, size, reason, log_start_offset = self.log_start_offset, "deleted segment");
+            deleted.segments += 1;
+            deleted.bytes += size;
+        }
+        Ok(deleted)
     }
 
     /// Makes everything appended so far durable (sealed segments were synced when rolled).
@@ -354,6 +549,43 @@ impl Log {
         fs::rename(&dir, &doomed).at(&dir)?;
         fs::remove_dir_all(&doomed).at(&doomed)
     }
+}
+
+/// The log start offset recorded in `dir`, if any. A torn or unreadable record is an error rather
+/// than a silent reset (it is replaced atomically, so only outside damage makes one).
+fn read_log_start_offset(dir: &Path) -> Result<Option<i64>> {
+    let path = dir.join(LOG_START_OFFSET_FILE);
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(err).at(&path),
+    };
+    let mut lines = text.lines().map(str::trim);
+    match (lines.next(), lines.next().map(str::parse::<i64>)) {
+        (Some(LOG_START_OFFSET_VERSION), Some(Ok(offset))) if offset >= 0 => Ok(Some(offset)),
+        _ => Err(Error::Io {
+            path,
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("not a log start offset checkpoint: {text:?}"),
+            ),
+        }),
+    }
+}
+
+/// Records `offset` as the log start offset: temp file, fsync, rename over the old one, fsync the
+/// directory, so a crash leaves either the old value or the new one.
+fn write_log_start_offset(dir: &Path, offset: i64) -> Result<()> {
+    let path = dir.join(LOG_START_OFFSET_FILE);
+    let temp = dir.join(format!("{LOG_START_OFFSET_FILE}.tmp"));
+    {
+        let mut file = fs::File::create(&temp).at(&temp)?;
+        file.write_all(format!("{LOG_START_OFFSET_VERSION}\n{offset}\n").as_bytes())
+            .at(&temp)?;
+        file.sync_all().at(&temp)?;
+    }
+    fs::rename(&temp, &path).at(&path)?;
+    fs::File::open(dir).and_then(|d| d.sync_all()).at(dir)
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! One segment: a `.log` of whole batches plus its `.index` and `.timeindex`, named by base offset.
 
+use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
 
 use bytes::Bytes;
 use skald_protocol::batch::{self, BatchError, RecordBatchHeader, RecordBatches, NO_TIMESTAMP};
@@ -13,6 +15,9 @@ use crate::mmap::LogFile;
 pub(crate) const LOG_SUFFIX: &str = "log";
 pub(crate) const INDEX_SUFFIX: &str = "index";
 pub(crate) const TIME_INDEX_SUFFIX: &str = "timeindex";
+/// Appended to a segment's file names before they are removed (Kafka's `.deleted`), so a crash
+/// midway leaves files that `Log::open` recognises and finishes removing.
+pub(crate) const DELETED_SUFFIX: &str = "deleted";
 
 /// `00000000000000000042.log` for base offset 42 and suffix `log`.
 pub fn segment_file_name(base_offset: i64, suffix: &str) -> String {
@@ -47,6 +52,10 @@ pub(crate) struct Segment {
     offset_of_max_timestamp: i64,
     bytes_since_last_index_entry: u64,
     index_interval_bytes: u32,
+    /// Max timestamp of the first batch (Kafka's `rollingBasedTimestamp`); `None` while empty.
+    first_batch_max_timestamp: Option<i64>,
+    /// When this process created or opened the segment (Kafka's `LogSegment.created`).
+    created_ms: i64,
 }
 
 impl Segment {
@@ -60,6 +69,7 @@ impl Segment {
         base_offset: i64,
         reserve_bytes: u64,
         config: &LogConfig,
+        now_ms: i64,
     ) -> Result<Self> {
         let [log_path, index_path, time_index_path] = Self::paths(dir, base_offset);
         Ok(Self {
@@ -72,12 +82,19 @@ impl Segment {
             offset_of_max_timestamp: base_offset,
             bytes_since_last_index_entry: 0,
             index_interval_bytes: config.index_interval_bytes,
+            first_batch_max_timestamp: None,
+            created_ms: now_ms,
         })
     }
 
     /// A new, empty active segment.
-    pub(crate) fn create(dir: &Path, base_offset: i64, config: &LogConfig) -> Result<Self> {
-        let mut segment = Self::open_files(dir, base_offset, config.segment_bytes, config)?;
+    pub(crate) fn create(
+        dir: &Path,
+        base_offset: i64,
+        config: &LogConfig,
+        now_ms: i64,
+    ) -> Result<Self> {
+        let mut segment = Self::open_files(dir, base_offset, config.segment_bytes, config, now_ms)?;
         // Leftovers of a crash between creating these files and writing to them hold nothing.
         segment.log.truncate(0).at(segment.log.path())?;
         segment.reset_indexes(config)?;
@@ -91,8 +108,9 @@ impl Segment {
         dir: &Path,
         base_offset: i64,
         config: &LogConfig,
+        now_ms: i64,
     ) -> Result<(Self, u64)> {
-        let mut segment = Self::open_files(dir, base_offset, config.segment_bytes, config)?;
+        let mut segment = Self::open_files(dir, base_offset, config.segment_bytes, config, now_ms)?;
         let truncated = segment.recover(config)?;
         Ok((segment, truncated))
     }
@@ -103,8 +121,9 @@ impl Segment {
         dir: &Path,
         base_offset: i64,
         config: &LogConfig,
+        now_ms: i64,
     ) -> Result<(Self, u64)> {
-        let mut segment = Self::open_files(dir, base_offset, 0, config)?;
+        let mut segment = Self::open_files(dir, base_offset, 0, config, now_ms)?;
         let size = segment.log.size();
         if segment.offset_index.is_sane(size) {
             if let Some((next_offset, tail_max_timestamp)) = segment.scan_tail() {
@@ -117,6 +136,12 @@ impl Segment {
                         segment.max_timestamp = timestamp;
                         segment.offset_of_max_timestamp = offset;
                     }
+                    segment.first_batch_max_timestamp = segment
+                        .log
+                        .slice(0, size)
+                        .and_then(|all| RecordBatches::headers_only(all).next())
+                        .and_then(|first| first.ok())
+                        .map(|(_, header)| header.max_timestamp);
                     return Ok((segment, 0));
                 }
             }
@@ -163,6 +188,7 @@ impl Segment {
         self.max_timestamp = NO_TIMESTAMP;
         self.offset_of_max_timestamp = self.base_offset;
         self.bytes_since_last_index_entry = 0;
+        self.first_batch_max_timestamp = None;
         let size = self.log.size();
         let mut valid_bytes = 0u64;
         let mut stop: Option<BatchError> = None;
@@ -215,6 +241,8 @@ impl Segment {
 
     /// Index bookkeeping for a batch written at `position` (Kafka's `LogSegment.append`).
     fn index_batch(&mut self, position: u64, header: &RecordBatchHeader) {
+        self.first_batch_max_timestamp
+            .get_or_insert(header.max_timestamp);
         if header.max_timestamp > self.max_timestamp {
             self.max_timestamp = header.max_timestamp;
             self.offset_of_max_timestamp = header.last_offset();
@@ -242,17 +270,55 @@ impl Segment {
         self.log.size()
     }
 
+    pub(crate) fn base_offset(&self) -> i64 {
+        self.base_offset
+    }
+
     pub(crate) fn max_timestamp(&self) -> i64 {
         self.max_timestamp
     }
 
-    /// Whether `bytes` ending at `last_offset` must go to a new segment. An empty segment never
-    /// rolls (a batch larger than `segment_bytes` gets a segment of its own).
-    pub(crate) fn should_roll(&self, bytes: usize, last_offset: i64, config: &LogConfig) -> bool {
+    /// Kafka's `LogSegment.largestTimestamp`, what time retention judges a segment by: the largest
+    /// batch max timestamp, or, if no batch carries a timestamp, the `.log` file's modification time.
+    pub(crate) fn largest_timestamp(&self) -> i64 {
+        if self.max_timestamp >= 0 {
+            return self.max_timestamp;
+        }
+        fs::metadata(self.log.path())
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(self.created_ms, |d| {
+                i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+            })
+    }
+
+    /// Kafka's `LogSegment.timeWaitedForRoll`: how long this segment has been filling, judged by
+    /// record timestamps when its first batch has one, else by the clock since it was created.
+    fn time_waited_for_roll(&self, now_ms: i64, max_timestamp_in_batches: i64) -> i64 {
+        match self.first_batch_max_timestamp {
+            Some(first) if first >= 0 => max_timestamp_in_batches.saturating_sub(first),
+            _ => now_ms.saturating_sub(self.created_ms),
+        }
+    }
+
+    /// Whether `bytes` ending at `last_offset`, with max timestamp `max_timestamp_in_batches`, must
+    /// go to a new segment: it would not fit, an index is full, an offset would not fit the index,
+    /// or the segment has been filling for more than `segment.ms`. An empty segment never rolls
+    /// (a batch larger than `segment_bytes` gets a segment of its own).
+    pub(crate) fn should_roll(
+        &self,
+        bytes: usize,
+        last_offset: i64,
+        max_timestamp_in_batches: i64,
+        now_ms: i64,
+        config: &LogConfig,
+    ) -> bool {
         if self.log.size() == 0 {
             return false;
         }
         self.log.size() + bytes as u64 > config.segment_bytes
+            || self.time_waited_for_roll(now_ms, max_timestamp_in_batches) > config.segment_ms
             || self.offset_index.is_full()
             || self.time_index.is_full()
             || relative_offset(self.base_offset, last_offset).is_none()
@@ -311,22 +377,36 @@ impl Segment {
     }
 
     /// Kafka's `LogSegment.findOffsetByTimestamp`: `(offset, timestamp)` of the first record at or
-    /// after `timestamp`, starting no earlier than the time index allows.
-    pub(crate) fn find_offset_by_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>> {
+    /// after `timestamp` whose offset is at least `starting_offset` (the log start offset), starting
+    /// no earlier than the time index allows.
+    pub(crate) fn find_offset_by_timestamp(
+        &self,
+        timestamp: i64,
+        starting_offset: i64,
+    ) -> Result<Option<(i64, i64)>> {
         let start_offset = self
             .time_index
             .lookup(timestamp)
-            .unwrap_or(self.base_offset);
+            .unwrap_or(self.base_offset)
+            .max(starting_offset);
         let start = self.offset_index.lookup(start_offset).min(self.log.size());
         let Some(tail) = self.log.slice(start, self.log.size() - start) else {
             return Ok(None);
         };
         for item in RecordBatches::headers_only(tail) {
             let Ok((position, header)) = item else { break };
-            if header.max_timestamp < timestamp {
+            if header.max_timestamp < timestamp || header.last_offset() < starting_offset {
                 continue;
             }
             let batch = &tail[position..position + header.total_size()];
+            if header.base_offset < starting_offset {
+                if let Some(found) =
+                    first_record_at_or_after(batch, &header, timestamp, starting_offset)?
+                {
+                    return Ok(Some(found));
+                }
+                continue;
+            }
             if let Some(found) = batch::first_record_with_timestamp_at_least(batch, timestamp)? {
                 return Ok(Some(found));
             }
@@ -350,4 +430,58 @@ impl Segment {
         self.offset_index.sync().at(self.offset_index.path())?;
         self.time_index.sync().at(self.time_index.path())
     }
+
+    /// First step of deleting the segment: renames its files to `<name>.deleted` (the `.log` first)
+    /// and returns the new paths, to be removed once the segment is dropped. The open files and
+    /// maps keep working, so a failure partway leaves a segment that still reads correctly, and a
+    /// crash partway leaves leftovers `Log::open` removes.
+    pub(crate) fn rename_to_deleted(&self) -> Result<Vec<PathBuf>> {
+        let mut renamed = Vec::with_capacity(3);
+        for path in [
+            self.log.path(),
+            self.offset_index.path(),
+            self.time_index.path(),
+        ] {
+            let mut name = path.as_os_str().to_os_string();
+            name.push(".");
+            name.push(DELETED_SUFFIX);
+            let doomed = PathBuf::from(name);
+            match fs::rename(path, &doomed) {
+                Ok(()) => renamed.push(doomed),
+                // A lost index is rebuilt on open; only the `.log` must exist.
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound && !renamed.is_empty() => {}
+                Err(err) => return Err(err).at(path),
+            }
+        }
+        Ok(renamed)
+    }
+}
+
+/// `(offset, timestamp)` of the first record of `batch` at or after both `offset` and `timestamp`,
+/// for the batch straddling the log start offset. A compressed batch is not scanned: it answers
+/// `(offset, max timestamp)`, and the consumer skips what it must.
+fn first_record_at_or_after(
+    batch: &[u8],
+    header: &RecordBatchHeader,
+    timestamp: i64,
+    offset: i64,
+) -> Result<Option<(i64, i64)>> {
+    if header.compression() != 0 {
+        return Ok(Some((offset, header.max_timestamp)));
+    }
+    for record in batch::records(batch)? {
+        let record = record?;
+        let record_offset = header
+            .base_offset
+            .saturating_add(i64::from(record.offset_delta));
+        let record_timestamp = if header.timestamp_type_is_log_append_time() {
+            header.max_timestamp
+        } else {
+            header.base_timestamp.saturating_add(record.timestamp_delta)
+        };
+        if record_offset >= offset && record_timestamp >= timestamp {
+            return Ok(Some((record_offset, record_timestamp)));
+        }
+    }
+    Ok(None)
 }

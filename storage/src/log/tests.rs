@@ -6,6 +6,7 @@ use skald_protocol::batch::{validate_batch, BatchError, RecordBatchHeader};
 use tempfile::TempDir;
 
 use super::*;
+use crate::clock::ManualClock;
 use crate::dir::partition_dir_name;
 use crate::segment::segment_file_name;
 
@@ -22,6 +23,7 @@ fn config(segment_bytes: u64, index_interval_bytes: u32) -> LogConfig {
         segment_bytes,
         index_interval_bytes,
         segment_index_bytes: 4096,
+        ..LogConfig::default()
     }
 }
 
@@ -670,4 +672,294 @@ proptest! {
         let next = append(&mut log, simple_batch(0, 1, 0, 1));
         prop_assert_eq!(next.base, end);
     }
+}
+
+// ---- retention, DeleteRecords, segment.ms ----
+
+/// A log in which every batch of `records` records gets a segment of its own (segment.bytes is one
+/// batch), with `retention` applied on top and time read from `clock`.
+fn one_batch_per_segment(
+    dir: &Path,
+    records: usize,
+    retention: impl FnOnce(&mut LogConfig),
+    clock: &Arc<ManualClock>,
+) -> Log {
+    let batch_bytes = simple_batch(0, records, 0, 50).len() as u64;
+    let mut config = config(batch_bytes, 4096);
+    retention(&mut config);
+    Log::open_with_clock(dir, config, clock.clone()).unwrap()
+}
+
+/// Only segment files (and the log start checkpoint): nothing `.deleted` or temporary.
+fn assert_no_leftovers(dir: &Path, bases: &[i64]) {
+    let mut expected: Vec<String> = bases
+        .iter()
+        .flat_map(|&b| ["index", "log", "timeindex"].map(|s| segment_file_name(b, s)))
+        .collect();
+    if dir.join(LOG_START_OFFSET_FILE).exists() {
+        expected.push(LOG_START_OFFSET_FILE.to_string());
+    }
+    expected.sort();
+    assert_eq!(file_names(dir), expected);
+}
+
+#[test]
+fn time_retention_deletes_exactly_the_expired_segments() {
+    let dir = TempDir::new().unwrap();
+    let clock = Arc::new(ManualClock::new(100_000));
+    let mut log = one_batch_per_segment(dir.path(), 1, |c| c.retention_ms = 97_500, &clock);
+    // Max timestamps 0, 1000, ..., 4000: those older than 97.5 s at 100 s are 0, 1000 and 2000.
+    let written = append_uniform(&mut log, 5, 1);
+    assert_eq!(log.segment_base_offsets(), vec![0, 1, 2, 3, 4]);
+    let kept_read = log.read(0, usize::MAX).unwrap();
+    let size_of_one = written[0].bytes.len() as u64;
+
+    let deleted = log.delete_old_segments().unwrap();
+    assert_eq!(
+        deleted,
+        DeletedSegments {
+            segments: 3,
+            bytes: 3 * size_of_one
+        }
+    );
+    assert_eq!(log.segment_base_offsets(), vec![3, 4]);
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (3, 5));
+    assert!(matches!(
+        log.read(2, usize::MAX),
+        Err(Error::OffsetOutOfRange {
+            offset: 2,
+            log_start_offset: 3,
+            log_end_offset: 5
+        })
+    ));
+    assert_eq!(read_all(&log), concat(&written[3..]));
+    // Bytes read before the deletion still hold the deleted segment's data.
+    assert_eq!(&kept_read.records[..], &written[0].bytes[..]);
+    assert_no_leftovers(dir.path(), &[3, 4]);
+
+    // Nothing more is due until the clock moves; then 3000 (and only it) expires.
+    assert_eq!(log.delete_old_segments().unwrap().segments, 0);
+    clock.advance(1_000);
+    assert_eq!(log.delete_old_segments().unwrap().segments, 1);
+    assert_eq!(log.segment_base_offsets(), vec![4]);
+    assert_no_leftovers(dir.path(), &[4]);
+
+    // Infinite retention deletes nothing, however old.
+    drop(log);
+    let mut log = Log::open_with_clock(
+        dir.path(),
+        LogConfig {
+            retention_ms: -1,
+            ..LogConfig::default()
+        },
+        clock.clone(),
+    )
+    .unwrap();
+    clock.advance(i64::from(i32::MAX));
+    assert_eq!(log.delete_old_segments().unwrap().segments, 0);
+    assert_eq!(log.log_start_offset(), 4);
+}
+
+#[test]
+fn an_expired_active_segment_is_rolled_then_deleted() {
+    let dir = TempDir::new().unwrap();
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let mut log = one_batch_per_segment(dir.path(), 2, |c| c.retention_ms = 1_000, &clock);
+    append_uniform(&mut log, 3, 2);
+    assert_eq!(log.segment_base_offsets(), vec![0, 2, 4]);
+
+    let deleted = log.delete_old_segments().unwrap();
+    assert_eq!(deleted.segments, 3);
+    assert_eq!(log.segment_base_offsets(), vec![6]);
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (6, 6));
+    assert_eq!(log.size_bytes(), 0);
+    assert_no_leftovers(dir.path(), &[6]);
+    // The empty active segment stays, and appends carry on from the log end.
+    assert_eq!(log.delete_old_segments().unwrap().segments, 0);
+    let next = append(&mut log, simple_batch(0, 1, clock.now_ms(), 50));
+    assert_eq!(next.base, 6);
+    log.close().unwrap();
+    let log = Log::open_with_clock(dir.path(), config(1 << 20, 4096), clock.clone()).unwrap();
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (6, 7));
+}
+
+#[test]
+fn size_retention_keeps_exactly_the_newest_segments_that_fit() {
+    for (retention_bytes_in_segments, extra, kept) in [
+        (2, 1, vec![2, 3, 4]),
+        (2, 0, vec![3, 4]),
+        (5, 0, vec![0, 1, 2, 3, 4]),
+        (0, 0, vec![5]),
+    ] {
+        let dir = TempDir::new().unwrap();
+        let clock = Arc::new(ManualClock::new(0));
+        let size = simple_batch(0, 1, 0, 50).len() as i64;
+        let mut log = one_batch_per_segment(
+            dir.path(),
+            1,
+            |c| {
+                c.retention_ms = -1;
+                c.retention_bytes = retention_bytes_in_segments * size + extra;
+            },
+            &clock,
+        );
+        let written = append_uniform(&mut log, 5, 1);
+        log.delete_old_segments().unwrap();
+        assert_eq!(
+            log.segment_base_offsets(),
+            kept,
+            "{retention_bytes_in_segments}"
+        );
+        assert_eq!(log.log_start_offset(), kept[0]);
+        let first_kept = (kept[0] as usize).min(written.len());
+        assert_eq!(read_all(&log), concat(&written[first_kept..]));
+        assert_no_leftovers(dir.path(), &kept);
+    }
+}
+
+#[test]
+fn delete_records_moves_the_start_inside_a_segment_durably() {
+    let dir = TempDir::new().unwrap();
+    let clock = Arc::new(ManualClock::new(0));
+    let mut log = one_batch_per_segment(dir.path(), 3, |c| c.retention_ms = -1, &clock);
+    // Offsets 0-2, 3-5, 6-8, 9-11; timestamps 1000*i + record index.
+    let written = append_uniform(&mut log, 4, 3);
+    assert_eq!(log.segment_base_offsets(), vec![0, 3, 6, 9]);
+
+    assert!(matches!(
+        log.delete_records_before(13),
+        Err(Error::OffsetOutOfRange { offset: 13, .. })
+    ));
+    assert_eq!(log.delete_records_before(7).unwrap(), 7);
+    assert_eq!(log.segment_base_offsets(), vec![6, 9]);
+    // Moving it backwards changes nothing.
+    assert_eq!(log.delete_records_before(5).unwrap(), 7);
+
+    let check = |log: &Log| {
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (7, 12));
+        for below in [0, 5, 6] {
+            assert!(matches!(
+                log.read(below, usize::MAX),
+                Err(Error::OffsetOutOfRange {
+                    log_start_offset: 7,
+                    ..
+                })
+            ));
+        }
+        // The batch containing the start offset comes back whole; the consumer skips offset 6.
+        let read = log.read(7, 1).unwrap();
+        assert_eq!(read.first_batch_offset, Some(6));
+        assert_eq!(&read.records[..], &written[2].bytes[..]);
+        // ListOffsets by time never answers below the start.
+        assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((7, 2_001)));
+        assert_eq!(log.offset_for_timestamp(2_002).unwrap(), Some((8, 2_002)));
+    };
+    check(&log);
+    drop(log);
+    let mut log = Log::open_with_clock(dir.path(), config(1 << 20, 4096), clock.clone()).unwrap();
+    check(&log);
+    assert_eq!(log.segment_base_offsets(), vec![6, 9]);
+
+    // Up to the log end: the active segment stays (empty reads at the end), the rest goes.
+    assert_eq!(log.delete_records_before(12).unwrap(), 12);
+    assert_eq!(log.segment_base_offsets(), vec![9]);
+    assert!(log.read(12, usize::MAX).unwrap().records.is_empty());
+    assert!(log.read(11, usize::MAX).is_err());
+    assert_no_leftovers(dir.path(), &[9]);
+    log.close().unwrap();
+    let log = Log::open_with_clock(dir.path(), config(1 << 20, 4096), clock.clone()).unwrap();
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (12, 12));
+}
+
+#[test]
+fn segments_below_a_checkpointed_start_are_deleted_by_retention() {
+    // A crash between writing the checkpoint and deleting the segments below it.
+    let dir = TempDir::new().unwrap();
+    let clock = Arc::new(ManualClock::new(0));
+    let mut log = one_batch_per_segment(dir.path(), 1, |c| c.retention_ms = -1, &clock);
+    append_uniform(&mut log, 4, 1);
+    drop(log);
+    fs::write(dir.path().join(LOG_START_OFFSET_FILE), "0\n2\n").unwrap();
+    let mut log = one_batch_per_segment(dir.path(), 1, |c| c.retention_ms = -1, &clock);
+    assert_eq!(log.log_start_offset(), 2);
+    assert_eq!(log.segment_base_offsets(), vec![0, 1, 2, 3]);
+    assert_eq!(log.delete_old_segments().unwrap().segments, 2);
+    assert_eq!(log.segment_base_offsets(), vec![2, 3]);
+    assert_eq!(log.log_start_offset(), 2);
+}
+
+#[test]
+fn a_crash_partway_through_a_segment_delete_leaves_no_half_segment() {
+    let dir = TempDir::new().unwrap();
+    let clock = Arc::new(ManualClock::new(0));
+    let mut log = one_batch_per_segment(dir.path(), 1, |c| c.retention_ms = -1, &clock);
+    let written = append_uniform(&mut log, 3, 1);
+    drop(log);
+    // The `.log` of the first segment was renamed, its indexes not yet.
+    let log_path = dir.path().join(segment_file_name(0, "log"));
+    fs::rename(
+        &log_path,
+        dir.path()
+            .join(format!("{}.deleted", segment_file_name(0, "log"))),
+    )
+    .unwrap();
+    let log = one_batch_per_segment(dir.path(), 1, |c| c.retention_ms = -1, &clock);
+    assert_eq!(log.segment_base_offsets(), vec![1, 2]);
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (1, 3));
+    assert_eq!(read_all(&log), concat(&written[1..]));
+    assert_no_leftovers(dir.path(), &[1, 2]);
+}
+
+#[test]
+fn segment_ms_rolls_by_record_timestamps() {
+    let dir = TempDir::new().unwrap();
+    let clock = Arc::new(ManualClock::new(0));
+    let mut config = config(1 << 20, 4096);
+    config.segment_ms = 10_000;
+    let mut log = Log::open_with_clock(dir.path(), config, clock.clone()).unwrap();
+    // The first batch's max timestamp is 1000; a batch reaching 11_000 is exactly 10 s later
+    // (not more), one reaching 11_001 is past segment.ms. The clock plays no part.
+    append(&mut log, simple_batch(0, 1, 1_000, 50));
+    append(&mut log, simple_batch(0, 1, 11_000, 50));
+    assert_eq!(log.segment_base_offsets(), vec![0]);
+    clock.advance(1_000_000);
+    append(&mut log, simple_batch(0, 1, 5_000, 50));
+    assert_eq!(log.segment_base_offsets(), vec![0]);
+    append(&mut log, simple_batch(0, 1, 11_001, 50));
+    assert_eq!(log.segment_base_offsets(), vec![0, 3]);
+    // The new segment is judged from its own first batch (11_001).
+    append(&mut log, simple_batch(0, 1, 21_001, 50));
+    assert_eq!(log.segment_base_offsets(), vec![0, 3]);
+    append(&mut log, simple_batch(0, 1, 21_002, 50));
+    assert_eq!(log.segment_base_offsets(), vec![0, 3, 5]);
+    // After a reopen the first batch's timestamp is read back from the segment.
+    drop(log);
+    let mut log =
+        Log::open_with_clock(dir.path(), config_with_segment_ms(10_000), clock.clone()).unwrap();
+    append(&mut log, simple_batch(0, 1, 31_002, 50));
+    assert_eq!(log.segment_base_offsets(), vec![0, 3, 5]);
+    append(&mut log, simple_batch(0, 1, 31_003, 50));
+    assert_eq!(log.segment_base_offsets(), vec![0, 3, 5, 7]);
+}
+
+fn config_with_segment_ms(segment_ms: i64) -> LogConfig {
+    let mut config = config(1 << 20, 4096);
+    config.segment_ms = segment_ms;
+    config
+}
+
+#[test]
+fn segment_ms_rolls_by_the_clock_without_timestamps() {
+    let dir = TempDir::new().unwrap();
+    let clock = Arc::new(ManualClock::new(50_000));
+    let mut log =
+        Log::open_with_clock(dir.path(), config_with_segment_ms(10_000), clock.clone()).unwrap();
+    let no_timestamp = || simple_batch(0, 1, -1, 50);
+    append(&mut log, no_timestamp());
+    clock.advance(10_000);
+    append(&mut log, no_timestamp());
+    assert_eq!(log.segment_base_offsets(), vec![0]);
+    clock.advance(1);
+    append(&mut log, no_timestamp());
+    assert_eq!(log.segment_base_offsets(), vec![0, 2]);
 }
