@@ -25,6 +25,11 @@ const SERVER_PROPERTIES: &[(&str, &str)] = &[
     ("max.connections", "10000"),
     ("fetch.max.bytes", "57671680"),
     ("broker.rack", ""),
+    ("log.retention.check.interval.ms", "300000"),
+    // `log.retention.ms` (topic table) wins over `.minutes`, which wins over `.hours` (Kafka's rule);
+    // see `ServerConfig::get`.
+    ("log.retention.minutes", ""),
+    ("log.retention.hours", "168"),
 ];
 
 /// A listener: `NAME://host:port`.
@@ -87,6 +92,8 @@ pub struct ServerConfig {
     /// `fetch.max.bytes`: the most record bytes one Fetch response carries, whatever it asks.
     pub fetch_max_bytes: usize,
     pub rack: Option<String>,
+    /// `log.retention.check.interval.ms`: how often retention runs over every partition.
+    pub log_retention_check_interval_ms: u64,
 }
 
 impl ServerConfig {
@@ -143,6 +150,7 @@ impl ServerConfig {
             max_connections: 0,
             fetch_max_bytes: 0,
             rack: None,
+            log_retention_check_interval_ms: 0,
         };
         config.node_id = config.parse("node.id")?;
         let roles = config.get("process.roles");
@@ -206,13 +214,40 @@ impl ServerConfig {
                 wildcard.host
             ));
         }
+        config.log_retention_check_interval_ms = config.parse("log.retention.check.interval.ms")?;
+        if config.log_retention_check_interval_ms < 1 {
+            return Err("log.retention.check.interval.ms must be at least 1".into());
+        }
+        for key in ["log.retention.minutes", "log.retention.hours"] {
+            if config.is_explicit(key) {
+                let _: i32 = config.parse(key)?;
+            }
+        }
         let rack = config.get("broker.rack");
         config.rack = (!rack.is_empty()).then_some(rack);
         Ok(config)
     }
 
     /// A property's value: explicit, else its default ("" for an unknown property).
+    ///
+    /// `log.retention.ms` left unset is derived as Kafka does: from `log.retention.minutes` if set,
+    /// else from `log.retention.hours` (168 by default); a negative value means unlimited (-1).
     pub fn get(&self, key: &str) -> String {
+        if key == "log.retention.ms" && !self.is_explicit(key) {
+            let scaled = |key: &str, unit_ms: i64| {
+                let value: i64 = self.explicit.get(key)?.trim().parse().ok()?;
+                Some(if value < 0 {
+                    -1
+                } else {
+                    value.saturating_mul(unit_ms)
+                })
+            };
+            if let Some(ms) = scaled("log.retention.minutes", 60_000)
+                .or_else(|| scaled("log.retention.hours", 3_600_000))
+            {
+                return ms.to_string();
+            }
+        }
         self.explicit
             .get(key)
             .cloned()
@@ -302,6 +337,44 @@ mod tests {
         assert_eq!(config.socket_request_max_bytes, 104_857_600);
         assert_eq!(config.get("log.segment.bytes"), "1073741824");
         assert!(config.auto_create_topics_enable);
+        assert_eq!(config.log_retention_check_interval_ms, 300_000);
+        assert_eq!(config.get("log.retention.ms"), "604800000");
+    }
+
+    #[test]
+    fn retention_ms_wins_over_minutes_over_hours() {
+        let load = |overrides: &[&str]| {
+            let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+            ServerConfig::load(None, &overrides).unwrap()
+        };
+        let retention = |config: &ServerConfig| {
+            config
+                .topic_config(&BTreeMap::new(), "retention.ms")
+                .unwrap()
+        };
+        assert_eq!(retention(&load(&["log.retention.hours=2"])), "7200000");
+        assert_eq!(
+            retention(&load(&["log.retention.hours=2", "log.retention.minutes=3"])),
+            "180000"
+        );
+        assert_eq!(
+            retention(&load(&[
+                "log.retention.hours=2",
+                "log.retention.minutes=3",
+                "log.retention.ms=5000"
+            ])),
+            "5000"
+        );
+        assert_eq!(retention(&load(&["log.retention.hours=-1"])), "-1");
+        let topic = BTreeMap::from([("retention.ms".to_string(), "42".to_string())]);
+        assert_eq!(
+            load(&["log.retention.minutes=3"]).topic_config(&topic, "retention.ms"),
+            Some("42".to_string())
+        );
+        assert!(ServerConfig::load(None, &["log.retention.hours=ever".to_string()]).is_err());
+        assert!(
+            ServerConfig::load(None, &["log.retention.check.interval.ms=0".to_string()]).is_err()
+        );
     }
 
     #[test]

@@ -286,6 +286,49 @@ impl ReplicaManager {
         }
     }
 
+    /// One retention pass (Kafka's `LogManager.cleanupLogs`): applies each hosted partition's
+    /// retention.ms / retention.bytes and deletes segments below its log start offset. Blocking
+    /// (it renames and unlinks files): run it off the async workers. Each partition's lock is held
+    /// only for its own pass. Returns the segments deleted in all.
+    pub fn delete_old_segments(&self) -> usize {
+        let mut total = 0;
+        for partition in self.all() {
+            let outcome = partition.with_log(|log| {
+                let deleted = log.delete_old_segments();
+                if matches!(&deleted, Ok(d) if d.segments > 0) {
+                    self.metrics.set_partition_log(
+                        &partition.topic,
+                        partition.partition,
+                        log.log_end_offset(),
+                        log.size_bytes(),
+                    );
+                }
+                deleted
+            });
+            match outcome {
+                None => {}
+                Some(Ok(deleted)) => {
+                    if deleted.segments > 0 {
+                        tracing::info!(
+                            topic = partition.topic,
+                            partition = partition.partition,
+                            segments = deleted.segments,
+                            bytes = deleted.bytes,
+                            "retention deleted segments"
+                        );
+                    }
+                    total += deleted.segments;
+                }
+                Some(Err(err)) => tracing::error!(
+                    topic = partition.topic,
+                    partition = partition.partition,
+                    "retention failed: {err}"
+                ),
+            }
+        }
+        total
+    }
+
     /// Closes every log (flushing it and trimming its indexes); called once on shutdown.
     pub fn close_all(&self) {
         for partition in self.all() {
@@ -310,7 +353,24 @@ pub fn log_config(topic: &TopicImage, config: &ServerConfig) -> LogConfig {
             .topic_config(&topic.configs, name)
             .and_then(|value| value.trim().parse::<u64>().ok())
     };
+    let signed = |name: &str| {
+        config
+            .topic_config(&topic.configs, name)
+            .and_then(|value| value.trim().parse::<i64>().ok())
+    };
     let defaults = LogConfig::default();
+    // Time and size retention apply only to topics whose cleanup.policy includes `delete`, as in
+    // Kafka (a compacted-only topic keeps everything but what DeleteRecords removes).
+    let delete_policy = config
+        .topic_config(&topic.configs, "cleanup.policy")
+        .is_none_or(|policy| policy.split(',').any(|p| p.trim() == "delete"));
+    let retention = |name: &str, default: i64| {
+        if delete_policy {
+            signed(name).unwrap_or(default)
+        } else {
+            -1
+        }
+    };
     LogConfig {
         segment_bytes: value("segment.bytes").unwrap_or(defaults.segment_bytes),
         index_interval_bytes: value("index.interval.bytes")
@@ -319,6 +379,11 @@ pub fn log_config(topic: &TopicImage, config: &ServerConfig) -> LogConfig {
         segment_index_bytes: value("segment.index.bytes")
             .and_then(|v| u32::try_from(v).ok())
             .unwrap_or(defaults.segment_index_bytes),
+        segment_ms: signed("segment.ms")
+            .filter(|ms| *ms >= 1)
+            .unwrap_or(defaults.segment_ms),
+        retention_ms: retention("retention.ms", defaults.retention_ms),
+        retention_bytes: retention("retention.bytes", defaults.retention_bytes),
     }
 }
 

@@ -106,8 +106,18 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
         ));
     }
 
+    let retention = tokio::spawn(retention_loop(
+        Arc::clone(&broker),
+        Duration::from_millis(config.log_retention_check_interval_ms),
+        shutdown_tx.subscribe(),
+    ));
+
     shutdown.await;
     drop(shutdown_tx.send(()));
+    // A pass under way finishes (its files are renamed then removed, never left half done).
+    if let Err(err) = retention.await {
+        tracing::error!("retention task failed: {err}");
+    }
     let drained = tokio::time::timeout(SHUTDOWN_DRAIN_MAX, async {
         while acceptors.join_next().await.is_some() {}
     })
@@ -123,6 +133,26 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
         .map_err(|err| Error::Internal(format!("flush task failed: {err}")))?;
     tracing::info!("shut down cleanly");
     Ok(())
+}
+
+/// Runs a retention pass every `log.retention.check.interval.ms` until shutdown (Kafka's
+/// `kafka-log-retention` scheduled task; its first run also waits one interval). The file work
+/// runs on the blocking pool, one pass at a time.
+async fn retention_loop(broker: Arc<Broker>, every: Duration, mut stop: broadcast::Receiver<()>) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stop.recv() => return,
+        }
+        let pass = Arc::clone(&broker);
+        if let Err(err) =
+            tokio::task::spawn_blocking(move || pass.replicas.delete_old_segments()).await
+        {
+            tracing::error!("retention pass failed: {err}");
+        }
+    }
 }
 
 /// Accepts connections on one listener until shutdown; waits for its connections to finish.

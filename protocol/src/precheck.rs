@@ -300,6 +300,7 @@ pub const REQUESTS: &[RequestLayout] = &[
     layouts::API_VERSIONS,
     layouts::CREATE_TOPICS,
     layouts::DELETE_TOPICS,
+    layouts::DELETE_RECORDS,
     layouts::DESCRIBE_CONFIGS,
     layouts::CREATE_PARTITIONS,
 ];
@@ -465,6 +466,24 @@ mod layouts {
         field("timeout_ms", Int32),
     ]);
     const DELETE_TOPIC_STATE: Layout = fields(&[field("name", String), field("topic_id", Uuid)]);
+
+    pub(super) const DELETE_RECORDS: RequestLayout = RequestLayout {
+        api_key: ApiKey::DeleteRecords,
+        min_version: 0,
+        max_version: 2,
+        flexible_since: 2,
+        body: &DELETE_RECORDS_REQUEST,
+    };
+    const DELETE_RECORDS_REQUEST: Layout = fields(&[
+        field("topics", Array(&Struct(&DELETE_RECORDS_TOPIC))),
+        field("timeout_ms", Int32),
+    ]);
+    const DELETE_RECORDS_TOPIC: Layout = fields(&[
+        field("name", String),
+        field("partitions", Array(&Struct(&DELETE_RECORDS_PARTITION))),
+    ]);
+    const DELETE_RECORDS_PARTITION: Layout =
+        fields(&[field("partition_index", Int32), field("offset", Int64)]);
 
     pub(super) const DESCRIBE_CONFIGS: RequestLayout = RequestLayout {
         api_key: ApiKey::DescribeConfigs,

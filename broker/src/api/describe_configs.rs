@@ -46,7 +46,10 @@ pub fn effective_topic_configs(
             if let Some(value) = overrides.get(def.name) {
                 synonyms.push((def.name, value.clone(), SOURCE_DYNAMIC_TOPIC_CONFIG));
             }
-            if config.is_explicit(def.broker_property) {
+            // `log.retention.ms` may also be derived from an explicit `.minutes` or `.hours`.
+            if config.is_explicit(def.broker_property)
+                || config.get(def.broker_property) != def.default
+            {
                 synonyms.push((
                     def.broker_property,
                     config.get(def.broker_property),

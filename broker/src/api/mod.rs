@@ -14,6 +14,7 @@ use crate::broker::Broker;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_configs;
 pub mod fetch;
@@ -44,6 +45,9 @@ pub async fn handle(broker: &Arc<Broker>, request: Request) -> Reply {
         }
         RequestKind::DeleteTopics(body) => {
             ResponseKind::DeleteTopics(delete_topics::handle(broker, body, version).await)
+        }
+        RequestKind::DeleteRecords(body) => {
+            ResponseKind::DeleteRecords(delete_records::handle(broker, body))
         }
         RequestKind::CreatePartitions(body) => {
             ResponseKind::CreatePartitions(create_partitions::handle(broker, body).await)

@@ -9,6 +9,9 @@ use kafka_protocol::messages::create_partitions_request::{
 use kafka_protocol::messages::create_topics_request::{
     CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig,
 };
+use kafka_protocol::messages::delete_records_request::{
+    DeleteRecordsPartition, DeleteRecordsTopic,
+};
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
@@ -17,8 +20,9 @@ use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiVersionsRequest, BrokerId, CreatePartitionsRequest, CreateTopicsRequest,
-    DeleteTopicsRequest, DescribeConfigsRequest, FetchRequest, ListOffsetsRequest, MetadataRequest,
-    ProduceRequest, RequestHeader, RequestKind, TopicName, TransactionalId,
+    DeleteRecordsRequest, DeleteTopicsRequest, DescribeConfigsRequest, FetchRequest,
+    ListOffsetsRequest, MetadataRequest, ProduceRequest, RequestHeader, RequestKind, TopicName,
+    TransactionalId,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use proptest::prelude::*;
@@ -282,6 +286,28 @@ fn sample_body(api_key: ApiKey, v: i16, nulls: bool) -> RequestKind {
             }
             RequestKind::DeleteTopics(delete)
         }
+        ApiKey::DeleteRecords => RequestKind::DeleteRecords(
+            DeleteRecordsRequest::default()
+                .with_topics(vec![
+                    DeleteRecordsTopic::default()
+                        .with_name(topic("orders"))
+                        .with_partitions(vec![
+                            DeleteRecordsPartition::default()
+                                .with_partition_index(0)
+                                .with_offset(42)
+                                .with_unknown_tagged_fields(tags.clone()),
+                            DeleteRecordsPartition::default()
+                                .with_partition_index(3)
+                                .with_offset(-1),
+                        ])
+                        .with_unknown_tagged_fields(tags.clone()),
+                    DeleteRecordsTopic::default()
+                        .with_name(topic("payments"))
+                        .with_partitions(Vec::new()),
+                ])
+                .with_timeout_ms(if nulls { 0 } else { 30_000 })
+                .with_unknown_tagged_fields(tags),
+        ),
         ApiKey::DescribeConfigs => RequestKind::DescribeConfigs(
             DescribeConfigsRequest::default()
                 .with_resources(vec![
