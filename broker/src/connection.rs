@@ -59,12 +59,13 @@ pub async fn serve(
                     request.api_version,
                     request.header.correlation_id,
                 );
-                (
-                    api_key,
-                    version,
-                    correlation_id,
-                    api::handle(&broker, request).await,
-                )
+                // A request still waiting at shutdown (a parked fetch) is dropped, not waited for.
+                // Produce appends are synchronous inside the handler, so none is cut in half.
+                let reply = tokio::select! {
+                    reply = api::handle(&broker, request) => reply,
+                    _ = shutdown.recv() => return,
+                };
+                (api_key, version, correlation_id, reply)
             }
             Err(DecodeError::UnsupportedVersion(prefix))
                 if prefix.api_key == ApiKey::ApiVersions as i16 =>

@@ -6,7 +6,7 @@ use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicR
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
 use skald_controller::CreatePartitionsSpec;
 
-use super::{metadata_failure, topic_error};
+use super::topic_operation;
 use crate::broker::Broker;
 
 pub async fn handle(
@@ -33,16 +33,10 @@ pub async fn handle(
         })
         .collect();
     let validate_only = request.validate_only;
-    let outcome = broker
-        .control(move |controller| controller.create_partitions(&specs, validate_only))
-        .await;
-    let results = match outcome.and_then(|committed| committed.map_err(Into::into)) {
-        Ok(results) => results
-            .into_iter()
-            .map(|result| result.map_err(|err| topic_error(&err)))
-            .collect(),
-        Err(err) => vec![Err(metadata_failure(&err)); names.len()],
-    };
+    let results = topic_operation(broker, names.len(), move |controller| {
+        controller.create_partitions(&specs, validate_only)
+    })
+    .await;
     let results = names
         .into_iter()
         .zip(results)

@@ -10,7 +10,7 @@ use kafka_protocol::protocol::StrBytes;
 use skald_controller::CreateTopicSpec;
 
 use super::describe_configs::effective_topic_configs;
-use super::{metadata_failure, topic_error, uuid};
+use super::{topic_operation, uuid};
 use crate::broker::Broker;
 
 pub async fn handle(
@@ -53,25 +53,10 @@ pub async fn handle(
         })
         .collect();
     let validate_only = request.validate_only;
-    let outcome = broker
-        .control(move |controller| controller.create_topics(&specs, validate_only))
-        .await;
-    let results = match outcome.and_then(|committed| committed.map_err(Into::into)) {
-        Ok(results) => results,
-        Err(err) => {
-            let (code, message) = metadata_failure(&err);
-            let topics = names
-                .into_iter()
-                .map(|name| {
-                    CreatableTopicResult::default()
-                        .with_name(name)
-                        .with_error_code(code)
-                        .with_error_message(message.clone())
-                })
-                .collect();
-            return CreateTopicsResponse::default().with_topics(topics);
-        }
-    };
+    let results = topic_operation(broker, names.len(), move |controller| {
+        controller.create_topics(&specs, validate_only)
+    })
+    .await;
     let topics = names
         .into_iter()
         .zip(results)
@@ -98,13 +83,10 @@ pub async fn handle(
                 }
                 result
             }
-            Err(error) => {
-                let (code, message) = topic_error(&error);
-                CreatableTopicResult::default()
-                    .with_name(name)
-                    .with_error_code(code)
-                    .with_error_message(message)
-            }
+            Err((code, message)) => CreatableTopicResult::default()
+                .with_name(name)
+                .with_error_code(code)
+                .with_error_message(message),
         })
         .collect();
     CreateTopicsResponse::default().with_topics(topics)

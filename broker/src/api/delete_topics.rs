@@ -6,7 +6,7 @@ use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse};
 use skald_controller::controller::TopicRef;
 
-use super::{metadata_failure, topic_error, topic_id, topic_name, uuid};
+use super::{topic_id, topic_name, topic_operation, uuid};
 use crate::broker::Broker;
 
 pub async fn handle(
@@ -31,16 +31,10 @@ pub async fn handle(
             .collect()
     };
     let asked = refs.clone();
-    let outcome = broker
-        .control(move |controller| controller.delete_topics(&refs))
-        .await;
-    let results = match outcome.and_then(|committed| committed.map_err(Into::into)) {
-        Ok(results) => results
-            .into_iter()
-            .map(|result| result.map_err(|err| topic_error(&err)))
-            .collect(),
-        Err(err) => vec![Err(metadata_failure(&err)); asked.len()],
-    };
+    let results = topic_operation(broker, asked.len(), move |controller| {
+        controller.delete_topics(&refs)
+    })
+    .await;
     let responses = asked
         .into_iter()
         .zip(results)

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{RequestKind, ResponseKind, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use skald_controller::{TopicError, TopicId};
+use skald_controller::{Controller, Result as ControllerResult, TopicError, TopicId};
 use skald_protocol::codec::Request;
 
 use crate::broker::Broker;
@@ -96,13 +96,38 @@ pub fn topic_error(error: &TopicError) -> (i16, Option<StrBytes>) {
     (code.code(), Some(StrBytes::from_string(error.to_string())))
 }
 
+/// A Kafka error code with its message, as responses carry them.
+pub type ErrorAnswer = (i16, Option<StrBytes>);
+
 /// The code for a failure of the metadata log itself (the operation's outcome is unknown).
-pub fn metadata_failure(error: &crate::error::Error) -> (i16, Option<StrBytes>) {
+fn metadata_failure(error: &crate::error::Error) -> ErrorAnswer {
     tracing::error!("metadata operation failed: {error}");
     (
         ResponseError::UnknownServerError.code(),
         Some(StrBytes::from_string(error.to_string())),
     )
+}
+
+/// Runs a controller operation that answers each of `count` topics on its own, mapping refusals
+/// to Kafka error codes; a failure of the metadata log answers every topic with that failure.
+pub async fn topic_operation<T: Send + 'static>(
+    broker: &Arc<Broker>,
+    count: usize,
+    operation: impl FnOnce(&mut Controller) -> ControllerResult<Vec<Result<T, TopicError>>>
+        + Send
+        + 'static,
+) -> Vec<Result<T, ErrorAnswer>> {
+    let outcome = broker.control(operation).await;
+    match outcome.and_then(|committed| committed.map_err(Into::into)) {
+        Ok(results) => results
+            .into_iter()
+            .map(|result| result.map_err(|err| topic_error(&err)))
+            .collect(),
+        Err(err) => {
+            let failure = metadata_failure(&err);
+            (0..count).map(|_| Err(failure.clone())).collect()
+        }
+    }
 }
 
 pub fn topic_name(name: &str) -> TopicName {
