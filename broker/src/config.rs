@@ -30,6 +30,17 @@ const SERVER_PROPERTIES: &[(&str, &str)] = &[
     // see `ServerConfig::get`.
     ("log.retention.minutes", ""),
     ("log.retention.hours", "168"),
+    // Group coordinator (read by `group::CoordinatorConfig`). Kafka's default replication factor
+    // for `__consumer_offsets` is 3; a single-node Skald could never create it, so 1 here.
+    ("offsets.topic.num.partitions", "50"),
+    ("offsets.topic.replication.factor", "1"),
+    ("group.initial.rebalance.delay.ms", "3000"),
+    ("group.min.session.timeout.ms", "6000"),
+    ("group.max.session.timeout.ms", "1800000"),
+    ("group.max.size", "2147483647"),
+    // Kafka's defaults: the flush.ms check never runs unless set; recovery points every minute.
+    ("log.flush.scheduler.interval.ms", "9223372036854775807"),
+    ("log.flush.offset.checkpoint.interval.ms", "60000"),
 ];
 
 /// A listener: `NAME://host:port`.
@@ -94,6 +105,12 @@ pub struct ServerConfig {
     pub rack: Option<String>,
     /// `log.retention.check.interval.ms`: how often retention runs over every partition.
     pub log_retention_check_interval_ms: u64,
+    /// `log.flush.scheduler.interval.ms`: how often every partition's `flush.ms` is checked
+    /// (Kafka's default, Long.MAX, means never).
+    pub log_flush_scheduler_interval_ms: u64,
+    /// `log.flush.offset.checkpoint.interval.ms`: how often each log dir's
+    /// `recovery-point-offset-checkpoint` is written.
+    pub log_flush_offset_checkpoint_interval_ms: u64,
 }
 
 impl ServerConfig {
@@ -151,6 +168,8 @@ impl ServerConfig {
             fetch_max_bytes: 0,
             rack: None,
             log_retention_check_interval_ms: 0,
+            log_flush_scheduler_interval_ms: 0,
+            log_flush_offset_checkpoint_interval_ms: 0,
         };
         config.node_id = config.parse("node.id")?;
         let roles = config.get("process.roles");
@@ -218,6 +237,18 @@ impl ServerConfig {
         if config.log_retention_check_interval_ms < 1 {
             return Err("log.retention.check.interval.ms must be at least 1".into());
         }
+        for key in [
+            "log.flush.scheduler.interval.ms",
+            "log.flush.offset.checkpoint.interval.ms",
+        ] {
+            let ms: u64 = config.parse(key)?;
+            if ms < 1 {
+                return Err(format!("{key} must be at least 1"));
+            }
+        }
+        config.log_flush_scheduler_interval_ms = config.parse("log.flush.scheduler.interval.ms")?;
+        config.log_flush_offset_checkpoint_interval_ms =
+            config.parse("log.flush.offset.checkpoint.interval.ms")?;
         for key in ["log.retention.minutes", "log.retention.hours"] {
             if config.is_explicit(key) {
                 let _: i32 = config.parse(key)?;
@@ -339,6 +370,15 @@ mod tests {
         assert!(config.auto_create_topics_enable);
         assert_eq!(config.log_retention_check_interval_ms, 300_000);
         assert_eq!(config.get("log.retention.ms"), "604800000");
+        assert_eq!(config.log_flush_scheduler_interval_ms, i64::MAX as u64);
+        assert_eq!(config.log_flush_offset_checkpoint_interval_ms, 60_000);
+        assert_eq!(
+            config.topic_config(&BTreeMap::new(), "flush.messages"),
+            Some(i64::MAX.to_string())
+        );
+        assert!(
+            ServerConfig::load(None, &["log.flush.scheduler.interval.ms=0".to_string()]).is_err()
+        );
     }
 
     #[test]

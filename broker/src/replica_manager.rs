@@ -68,6 +68,20 @@ pub struct ReplicaManager {
     /// Woken after every append, so fetches waiting for data re-check.
     appended: Notify,
     metrics: Metrics,
+    /// How each log dir's partitions are to be recovered at start-up (clean shutdown or recovery
+    /// points), per log dir; taken (`None`) once the start-up `apply_metadata` has opened them.
+    startup_recovery: Mutex<Option<BTreeMap<PathBuf, LogDirRecovery>>>,
+}
+
+/// What start-up found in one log dir, and what opening its partitions cost.
+#[derive(Debug, Default)]
+struct LogDirRecovery {
+    /// `.kafka_cleanshutdown` was there: every log is trusted up to its end.
+    clean_shutdown: bool,
+    /// The dir's `recovery-point-offset-checkpoint` (empty if missing or unreadable).
+    recovery_points: skald_storage::OffsetCheckpoint,
+    partitions: usize,
+    segments_scanned: usize,
 }
 
 impl ReplicaManager {
@@ -77,11 +91,13 @@ impl ReplicaManager {
         metrics: Metrics,
     ) -> Result<ReplicaManager, skald_storage::Error> {
         let mut unclaimed = HashMap::new();
+        let mut startup_recovery = BTreeMap::new();
         for dir in &config.log_dirs {
             std::fs::create_dir_all(dir).map_err(|source| skald_storage::Error::Io {
                 path: dir.clone(),
                 source,
             })?;
+            startup_recovery.insert(dir.clone(), LogDirRecovery::load(dir)?);
             for (topic, partition, path) in skald_storage::scan_log_dir(dir)? {
                 // The metadata log lives beside the partitions but is not one of them.
                 if path
@@ -100,6 +116,7 @@ impl ReplicaManager {
             unclaimed_dirs: Mutex::new(unclaimed),
             appended: Notify::new(),
             metrics,
+            startup_recovery: Mutex::new(Some(startup_recovery)),
         })
     }
 
@@ -210,6 +227,7 @@ impl ReplicaManager {
         for (_, path) in unclaimed.drain() {
             set_aside_as_stray(&path);
         }
+        self.report_startup_recovery();
     }
 
     fn partitions_per_dir(&self) -> BTreeMap<PathBuf, usize> {
@@ -256,7 +274,15 @@ impl ReplicaManager {
                 log_dir.join(skald_storage::partition_dir_name(&topic.name, index))
             }
         };
-        let log = Log::open(&dir, log_config(topic, config))?;
+        let log = Log::open_with_options(
+            &dir,
+            log_config(topic, config),
+            skald_storage::LogOpenOptions {
+                recovery_point: self.startup_recovery_point(&dir, &topic.name, index),
+                ..skald_storage::LogOpenOptions::default()
+            },
+        )?;
+        self.count_startup_recovery(&dir, &log);
         write_topic_id(&dir, topic.topic_id)?;
         tracing::debug!(topic = topic.name, partition = index, path = %dir.display(), "partition log opened");
         Ok(Partition {
@@ -329,20 +355,201 @@ impl ReplicaManager {
         total
     }
 
-    /// Closes every log (flushing it and trimming its indexes); called once on shutdown.
+    /// Closes every log (flushing it and trimming its indexes); called once on shutdown. Then, per
+    /// log dir, writes the recovery point checkpoint (each closed log's end offset) and, if every
+    /// log of the dir closed and the checkpoint was written, the clean shutdown marker, so the next
+    /// start skips recovery (Kafka's `LogManager.shutdown`).
     pub fn close_all(&self) {
+        let mut checkpoints: BTreeMap<PathBuf, skald_storage::OffsetCheckpoint> = self
+            .log_dirs
+            .iter()
+            .map(|dir| (dir.clone(), skald_storage::OffsetCheckpoint::new()))
+            .collect();
+        let mut failed_dirs = std::collections::BTreeSet::new();
         for partition in self.all() {
             let Some(log) = partition.lock().take() else {
                 continue;
             };
-            if let Err(err) = log.close() {
+            let (log_end_offset, recovery_point) = (log.log_end_offset(), log.recovery_point());
+            let closed = log.close();
+            let log_dir = self.log_dir_of(&partition.dir);
+            if let Err(err) = &closed {
                 tracing::error!(
                     topic = partition.topic,
                     partition = partition.partition,
                     "close failed: {err}"
                 );
+                failed_dirs.extend(log_dir.clone());
+            }
+            if let Some(entries) = log_dir.and_then(|dir| checkpoints.get_mut(&dir)) {
+                // A closed log is flushed to its end.
+                let offset = if closed.is_ok() {
+                    log_end_offset
+                } else {
+                    recovery_point
+                };
+                entries.insert((partition.topic.clone(), partition.partition), offset);
             }
         }
+        for (dir, entries) in checkpoints {
+            let path = dir.join(skald_storage::RECOVERY_POINT_CHECKPOINT_FILE);
+            if let Err(err) = skald_storage::write_offset_checkpoint(&path, &entries) {
+                tracing::error!(path = %path.display(), "cannot write recovery points: {err}");
+                continue;
+            }
+            if failed_dirs.contains(&dir) {
+                continue;
+            }
+            if let Err(err) = skald_storage::write_clean_shutdown_marker(&dir) {
+                tracing::error!(log_dir = %dir.display(), "cannot write the clean shutdown marker: {err}");
+            }
+        }
+    }
+
+    /// Kafka's `flush.ms` task (`LogManager.flushDirtyLogs`): flushes every log whose `flush.ms`
+    /// has passed since its last flush. Blocking (fsync): run it off the async workers.
+    pub fn flush_dirty_logs(&self) {
+        for partition in self.all() {
+            if let Some(Err(err)) = partition.with_log(|log| log.flush_if_due()) {
+                tracing::error!(
+                    topic = partition.topic,
+                    partition = partition.partition,
+                    "flush failed: {err}"
+                );
+            }
+        }
+    }
+
+    /// Kafka's `checkpointLogRecoveryOffsets`: writes each log dir's
+    /// `recovery-point-offset-checkpoint` with the recovery point of every log in it. Blocking.
+    pub fn checkpoint_recovery_points(&self) {
+        let mut checkpoints: BTreeMap<PathBuf, skald_storage::OffsetCheckpoint> = self
+            .log_dirs
+            .iter()
+            .map(|dir| (dir.clone(), skald_storage::OffsetCheckpoint::new()))
+            .collect();
+        for partition in self.all() {
+            let Some(recovery_point) = partition.with_log(|log| log.recovery_point()) else {
+                continue;
+            };
+            if let Some(entries) = self
+                .log_dir_of(&partition.dir)
+                .and_then(|dir| checkpoints.get_mut(&dir))
+            {
+                entries.insert(
+                    (partition.topic.clone(), partition.partition),
+                    recovery_point,
+                );
+            }
+        }
+        for (dir, entries) in checkpoints {
+            let path = dir.join(skald_storage::RECOVERY_POINT_CHECKPOINT_FILE);
+            if let Err(err) = skald_storage::write_offset_checkpoint(&path, &entries) {
+                tracing::error!(path = %path.display(), "cannot write recovery points: {err}");
+            }
+        }
+    }
+
+    /// The configured log dir holding a partition directory.
+    fn log_dir_of(&self, partition_dir: &Path) -> Option<PathBuf> {
+        self.log_dirs
+            .iter()
+            .find(|dir| partition_dir.starts_with(dir))
+            .cloned()
+    }
+
+    /// The recovery point to open a partition found at start-up with: everything after a clean
+    /// shutdown, else its checkpointed recovery point (0, all of it, if it has none). `None` after
+    /// start-up (a new partition's log has nothing to recover).
+    fn startup_recovery_point(&self, dir: &Path, topic: &str, partition: i32) -> Option<i64> {
+        let startup = self
+            .startup_recovery
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let log_dir = self.log_dir_of(dir)?;
+        let recovery = startup.as_ref()?.get(&log_dir)?;
+        Some(if recovery.clean_shutdown {
+            i64::MAX
+        } else {
+            recovery
+                .recovery_points
+                .get(&(topic.to_string(), partition))
+                .copied()
+                .unwrap_or(0)
+        })
+    }
+
+    fn count_startup_recovery(&self, dir: &Path, log: &Log) {
+        let mut startup = self
+            .startup_recovery
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(log_dir) = self.log_dir_of(dir) else {
+            return;
+        };
+        if let Some(recovery) = startup.as_mut().and_then(|s| s.get_mut(&log_dir)) {
+            recovery.partitions += 1;
+            recovery.segments_scanned += log.recovered_segments();
+        }
+    }
+
+    /// Logs, once, how each log dir's partitions were opened at start-up.
+    fn report_startup_recovery(&self) {
+        let Some(startup) = self
+            .startup_recovery
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
+        else {
+            return;
+        };
+        for (dir, recovery) in startup {
+            if recovery.partitions == 0 {
+                continue;
+            }
+            let log_dir = dir.display().to_string();
+            if recovery.clean_shutdown {
+                tracing::info!(
+                    log_dir,
+                    partitions = recovery.partitions,
+                    segments_scanned = recovery.segments_scanned,
+                    "clean shutdown marker found: log recovery skipped"
+                );
+            } else {
+                tracing::info!(
+                    log_dir,
+                    partitions = recovery.partitions,
+                    checkpointed = recovery.recovery_points.len(),
+                    segments_scanned = recovery.segments_scanned,
+                    "no clean shutdown marker: logs recovered from their recovery points"
+                );
+            }
+        }
+    }
+}
+
+impl LogDirRecovery {
+    /// Takes the dir's clean shutdown marker (removing it, so a later crash is not mistaken for a
+    /// clean shutdown) and reads its recovery points. An unreadable checkpoint means recovering
+    /// everything, as Kafka does.
+    fn load(dir: &Path) -> Result<LogDirRecovery, skald_storage::Error> {
+        let clean_shutdown = skald_storage::take_clean_shutdown_marker(dir)?;
+        let path = dir.join(skald_storage::RECOVERY_POINT_CHECKPOINT_FILE);
+        let recovery_points = match skald_storage::read_offset_checkpoint(&path) {
+            Ok(points) => points.unwrap_or_default(),
+            Err(err) => {
+                tracing::warn!(
+                    "{err}; recovering every log of {} from offset 0",
+                    dir.display()
+                );
+                skald_storage::OffsetCheckpoint::new()
+            }
+        };
+        Ok(LogDirRecovery {
+            clean_shutdown,
+            recovery_points,
+            ..LogDirRecovery::default()
+        })
     }
 }
 
@@ -384,6 +591,12 @@ pub fn log_config(topic: &TopicImage, config: &ServerConfig) -> LogConfig {
             .unwrap_or(defaults.segment_ms),
         retention_ms: retention("retention.ms", defaults.retention_ms),
         retention_bytes: retention("retention.bytes", defaults.retention_bytes),
+        flush_messages: signed("flush.messages")
+            .filter(|n| *n >= 1)
+            .unwrap_or(defaults.flush_messages),
+        flush_ms: signed("flush.ms")
+            .filter(|ms| *ms >= 0)
+            .unwrap_or(defaults.flush_ms),
     }
 }
 

@@ -15,6 +15,7 @@ use crate::config::ServerConfig;
 use crate::connection;
 use crate::error::{Error, Result};
 use crate::metrics::{Metrics, MetricsServer};
+use crate::replica_manager::ReplicaManager;
 
 /// How long shutdown waits for open connections to finish their current request.
 const SHUTDOWN_DRAIN_MAX: Duration = Duration::from_secs(5);
@@ -112,8 +113,27 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
         shutdown_tx.subscribe(),
     ));
 
+    let flusher = tokio::spawn(periodic_log_task(
+        Arc::clone(&broker),
+        config.log_flush_scheduler_interval_ms,
+        ReplicaManager::flush_dirty_logs,
+        shutdown_tx.subscribe(),
+    ));
+    let checkpointer = tokio::spawn(periodic_log_task(
+        Arc::clone(&broker),
+        config.log_flush_offset_checkpoint_interval_ms,
+        ReplicaManager::checkpoint_recovery_points,
+        shutdown_tx.subscribe(),
+    ));
+
     shutdown.await;
     drop(shutdown_tx.send(()));
+    // Both end before `close_all` writes the final checkpoints.
+    for task in [flusher, checkpointer] {
+        if let Err(err) = task.await {
+            tracing::error!("log flush task failed: {err}");
+        }
+    }
     // A pass under way finishes (its files are renamed then removed, never left half done).
     if let Err(err) = retention.await {
         tracing::error!("retention task failed: {err}");
@@ -151,6 +171,38 @@ async fn retention_loop(broker: Arc<Broker>, every: Duration, mut stop: broadcas
             tokio::task::spawn_blocking(move || pass.replicas.delete_old_segments()).await
         {
             tracing::error!("retention pass failed: {err}");
+        }
+    }
+}
+
+/// Longest period a periodic task is scheduled with; longer ones (Kafka's Long.MAX "never") never run.
+const PERIOD_MAX: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
+/// Runs `pass` on the blocking pool every `every_ms` until shutdown, one pass at a time (Kafka's
+/// `kafka-log-flusher` and `kafka-recovery-point-checkpoint` scheduled tasks; the first run
+/// waits one interval).
+async fn periodic_log_task(
+    broker: Arc<Broker>,
+    every_ms: u64,
+    pass: fn(&ReplicaManager),
+    mut stop: broadcast::Receiver<()>,
+) {
+    let every = Duration::from_millis(every_ms);
+    let first = tokio::time::Instant::now().checked_add(every);
+    let (Some(first), true) = (first, every <= PERIOD_MAX) else {
+        let _ = stop.recv().await;
+        return;
+    };
+    let mut ticks = tokio::time::interval_at(first, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stop.recv() => return,
+        }
+        let broker = Arc::clone(&broker);
+        if let Err(err) = tokio::task::spawn_blocking(move || pass(&broker.replicas)).await {
+            tracing::error!("log flush task failed: {err}");
         }
     }
 }

@@ -22,6 +22,14 @@ pub struct LogConfig {
     /// `retention.bytes` / `log.retention.bytes`: delete the oldest segments while the log would
     /// still hold at least this many bytes without them; -1 (the default) means no size limit.
     pub retention_bytes: i64,
+    /// `flush.messages` / `log.flush.interval.messages`: fsync the log once this many messages
+    /// (offsets) have been appended since the last flush; `i64::MAX` (the default) leaves it to the
+    /// OS and to rolls.
+    pub flush_messages: i64,
+    /// `flush.ms` / `log.flush.interval.ms`: fsync the log once this long has passed since the last
+    /// flush, checked every `log.flush.scheduler.interval.ms` ([`crate::Log::flush_if_due`]);
+    /// `i64::MAX` (the default) never.
+    pub flush_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -33,6 +41,8 @@ impl Default for LogConfig {
             segment_ms: 7 * 24 * 60 * 60 * 1000,
             retention_ms: 7 * 24 * 60 * 60 * 1000,
             retention_bytes: -1,
+            flush_messages: i64::MAX,
+            flush_ms: i64::MAX,
         }
     }
 }
@@ -58,6 +68,19 @@ impl LogConfig {
             return Err(Error::InvalidConfig(format!(
                 "segment.ms {} is below 1",
                 self.segment_ms
+            )));
+        }
+        // Kafka's bounds: flush.messages at least 1, flush.ms at least 0.
+        if self.flush_messages < 1 {
+            return Err(Error::InvalidConfig(format!(
+                "flush.messages {} is below 1",
+                self.flush_messages
+            )));
+        }
+        if self.flush_ms < 0 {
+            return Err(Error::InvalidConfig(format!(
+                "flush.ms {} is below 0",
+                self.flush_ms
             )));
         }
         Ok(())

@@ -54,6 +54,22 @@ fn floor_slot(entries: usize, target: i64, key: impl Fn(usize) -> i64) -> Option
     lo.checked_sub(1)
 }
 
+/// The first of the all-zero slots that end an index file (`entries` if none), for a file that is
+/// entries followed by preallocated zeros. If zeros appear elsewhere (damage), some slot is picked;
+/// the sanity checks and the header walk after the last kept entry then decide whether to rebuild.
+fn first_unused_slot(entries: usize, unused: impl Fn(usize) -> bool) -> usize {
+    let (mut lo, mut hi) = (0usize, entries);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if unused(mid) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    lo
+}
+
 #[derive(Debug)]
 pub(crate) struct OffsetIndex {
     file: IndexFile,
@@ -69,14 +85,19 @@ impl OffsetIndex {
     pub(crate) fn open(path: &Path, base_offset: i64) -> io::Result<Self> {
         let existed = path.exists();
         let (file, len) = IndexFile::open(path)?;
-        let entries = (len / OFFSET_ENTRY_BYTES as u64) as usize;
-        Ok(Self {
+        let mut index = Self {
             file,
             base_offset,
-            entries,
-            max_entries: entries,
+            entries: (len / OFFSET_ENTRY_BYTES as u64) as usize,
+            max_entries: 0,
             loaded_whole: existed && len % OFFSET_ENTRY_BYTES as u64 == 0,
-        })
+        };
+        // An active segment's index left untrimmed by a crash ends in preallocated zeros; no real
+        // entry has position 0 (the first batch never gets one), so they are not entries. Found by
+        // bisection: touching every preallocated page would make start-up slow.
+        index.entries = first_unused_slot(index.entries, |i| index.entry(i).1 == 0);
+        index.max_entries = index.entries;
+        Ok(index)
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -122,6 +143,14 @@ impl OffsetIndex {
 
     pub(crate) fn is_full(&self) -> bool {
         self.entries >= self.max_entries
+    }
+
+    /// Makes room for `max_index_bytes` of entries again, keeping the loaded ones: the active
+    /// segment reopened without recovery after a clean shutdown (its index was trimmed on close).
+    pub(crate) fn resize(&mut self, max_index_bytes: u32) -> io::Result<()> {
+        self.max_entries = (max_index_bytes as usize / OFFSET_ENTRY_BYTES).max(self.entries);
+        self.file
+            .resize((self.max_entries * OFFSET_ENTRY_BYTES) as u64)
     }
 
     #[cfg(test)]
@@ -190,14 +219,18 @@ impl TimeIndex {
     pub(crate) fn open(path: &Path, base_offset: i64) -> io::Result<Self> {
         let existed = path.exists();
         let (file, len) = IndexFile::open(path)?;
-        let entries = (len / TIME_ENTRY_BYTES as u64) as usize;
-        Ok(Self {
+        let mut index = Self {
             file,
             base_offset,
-            entries,
-            max_entries: entries,
+            entries: (len / TIME_ENTRY_BYTES as u64) as usize,
+            max_entries: 0,
             loaded_whole: existed && len % TIME_ENTRY_BYTES as u64 == 0,
-        })
+        };
+        // Preallocated slots a crash left untrimmed are all zeros; dropping a real (0, base) entry
+        // too only makes lookups start at the segment's beginning, which is still correct.
+        index.entries = first_unused_slot(index.entries, |i| index.entry(i) == (0, 0));
+        index.max_entries = index.entries;
+        Ok(index)
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -240,6 +273,13 @@ impl TimeIndex {
         self.max_entries = max_index_bytes as usize / TIME_ENTRY_BYTES;
         self.entries = 0;
         self.loaded_whole = true;
+        self.file
+            .resize((self.max_entries * TIME_ENTRY_BYTES) as u64)
+    }
+
+    /// As [`OffsetIndex::resize`].
+    pub(crate) fn resize(&mut self, max_index_bytes: u32) -> io::Result<()> {
+        self.max_entries = (max_index_bytes as usize / TIME_ENTRY_BYTES).max(self.entries);
         self.file
             .resize((self.max_entries * TIME_ENTRY_BYTES) as u64)
     }

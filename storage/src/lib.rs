@@ -7,8 +7,11 @@
 //! bytes are cut off. Reads are zero-copy [`bytes::Bytes`] over memory-mapped segments.
 //!
 //! # Layout
-//! - [`log`]: [`Log`], one partition: open/recovery, append, read, offset-by-timestamp, retention
-//!   (`delete_old_segments`), DeleteRecords (`delete_records_before`), delete.
+//! - [`log`]: [`Log`], one partition: open/recovery (from a recovery point), append, flush
+//!   policies (`flush.messages`, `flush_if_due` for `flush.ms`), read, offset-by-timestamp,
+//!   retention (`delete_old_segments`), DeleteRecords (`delete_records_before`), delete.
+//! - [`checkpoint`]: the per-log-dir `recovery-point-offset-checkpoint` and clean shutdown
+//!   marker.
 //! - [`clock`]: the [`Clock`] segment.ms and retention.ms are judged by (fake in tests).
 //! - [`segment`]: one segment (`.log` + indexes), roll decisions, batch lookups.
 //! - `index`: the offset and time indexes.
@@ -21,6 +24,7 @@
 //! headers through `skald_protocol::batch` and nothing more), and never writes a byte it has not
 //! validated as part of a whole v2 batch.
 
+pub mod checkpoint;
 pub mod clock;
 pub mod config;
 pub mod dir;
@@ -30,9 +34,15 @@ pub mod log;
 mod mmap;
 pub mod segment;
 
+pub use checkpoint::{
+    read_offset_checkpoint, take_clean_shutdown_marker, write_clean_shutdown_marker,
+    write_offset_checkpoint, OffsetCheckpoint, CLEAN_SHUTDOWN_FILE, RECOVERY_POINT_CHECKPOINT_FILE,
+};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::LogConfig;
 pub use dir::{parse_partition_dir_name, partition_dir_name, scan_log_dir};
 pub use error::{Error, Result};
-pub use log::{AppendInfo, DeletedSegments, Log, ReadResult, LOG_START_OFFSET_FILE};
+pub use log::{
+    AppendInfo, DeletedSegments, Log, LogOpenOptions, ReadResult, LOG_START_OFFSET_FILE,
+};
 pub use segment::segment_file_name;

@@ -86,6 +86,39 @@ pub struct Log {
     log_start_offset: i64,
     /// What segment.ms and retention.ms are judged against.
     clock: Arc<dyn Clock>,
+    /// Kafka's recovery point: every offset below it is known to be on disk (fsynced). Advanced by
+    /// every flush and by rolls; a restart after a crash validates only the segments holding
+    /// offsets at or past the value checkpointed in the log dir.
+    recovery_point: i64,
+    /// When the log was last flushed (or opened), for `flush.ms`.
+    last_flush_ms: i64,
+    /// A segment file was created since the directory was last fsynced: the next flush syncs it,
+    /// so the new file's entry is as durable as its bytes.
+    dir_needs_sync: bool,
+    /// How many segments `open` validated batch by batch (the cost of recovery).
+    recovered_segments: usize,
+}
+
+/// How [`Log::open_with_options`] opens a log.
+#[derive(Debug, Clone)]
+pub struct LogOpenOptions {
+    /// What segment.ms, retention.ms and flush.ms are judged against.
+    pub clock: Arc<dyn Clock>,
+    /// The recovery point checkpointed for this log (Kafka's `recovery-point-offset-checkpoint`):
+    /// every segment holding offsets at or past it is validated batch by batch (Kafka's
+    /// `recoverLog`), those wholly below it are trusted. `i64::MAX` trusts everything (a clean
+    /// shutdown), 0 validates everything (no checkpoint). `None`: only the active segment is
+    /// validated (sealed segments were fsynced when they rolled).
+    pub recovery_point: Option<i64>,
+}
+
+impl Default for LogOpenOptions {
+    fn default() -> Self {
+        LogOpenOptions {
+            clock: Arc::new(SystemClock),
+            recovery_point: None,
+        }
+    }
 }
 
 impl Log {
@@ -105,6 +138,47 @@ impl Log {
     /// The log start offset is the larger of the first segment's base offset and the one recorded
     /// in [`LOG_START_OFFSET_FILE`] (capped at the log end offset).
     pub fn open_with_clock(dir: &Path, config: LogConfig, clock: Arc<dyn Clock>) -> Result<Log> {
+        Self::open_with_options(
+            dir,
+            config,
+            LogOpenOptions {
+                clock,
+                recovery_point: None,
+            },
+        )
+    }
+
+    /// [`Log::open`] trusting what lies below `recovery_point` (see [`LogOpenOptions`]).
+    pub fn open_with_recovery_point(
+        dir: &Path,
+        config: LogConfig,
+        recovery_point: i64,
+    ) -> Result<Log> {
+        Self::open_with_options(
+            dir,
+            config,
+            LogOpenOptions {
+                recovery_point: Some(recovery_point),
+                ..LogOpenOptions::default()
+            },
+        )
+    }
+
+    /// [`Log::open`] with a clock and a recovery point. A sealed segment is validated when the next
+    /// segment starts past the recovery point; the active one when its base offset is past it or
+    /// its batches (found from the index's tail) reach past it. If a sealed segment had to be cut,
+    /// the segments after it are deleted, as Kafka does: the log must stay contiguous. The log's
+    /// recovery point is then the smaller of the one given and the log end offset (recovery
+    /// validates but does not fsync; the next flush advances it).
+    pub fn open_with_options(
+        dir: &Path,
+        config: LogConfig,
+        options: LogOpenOptions,
+    ) -> Result<Log> {
+        let LogOpenOptions {
+            clock,
+            recovery_point,
+        } = options;
         config.validate()?;
         let now_ms = clock.now_ms();
         fs::create_dir_all(dir).at(dir)?;
@@ -147,7 +221,7 @@ impl Log {
 
         let checkpointed_start = read_log_start_offset(dir)?;
         let mut segments = BTreeMap::new();
-        let Some((&active_base, sealed_bases)) = log_bases.split_last() else {
+        let Some(&active_base) = log_bases.last() else {
             // A log is never left without a segment; without one it starts where it was cut.
             let base_offset = checkpointed_start.unwrap_or(0).max(0);
             segments.insert(
@@ -160,21 +234,77 @@ impl Log {
                 segments,
                 log_start_offset: base_offset,
                 clock,
+                recovery_point: base_offset,
+                last_flush_ms: now_ms,
+                dir_needs_sync: true,
+                recovered_segments: 0,
             });
         };
-        for &base_offset in sealed_bases {
-            let (segment, truncated) = Segment::open_sealed(dir, base_offset, &config, now_ms)?;
-            if truncated > 0 {
-                tracing::warn!(dir = %dir.display(), base_offset, truncated, "sealed segment had an invalid tail");
+        let recovery_point_given = recovery_point.unwrap_or(active_base);
+        let mut recovered_segments = 0;
+        let mut bases = log_bases.iter().copied().peekable();
+        while let Some(base_offset) = bases.next() {
+            let Some(&next_base) = bases.peek() else {
+                let (active, truncated) = if base_offset > recovery_point_given {
+                    let (segment, truncated) =
+                        Segment::open_active(dir, base_offset, &config, now_ms)?;
+                    (segment, Some(truncated))
+                } else {
+                    Segment::open_active_trusted(
+                        dir,
+                        base_offset,
+                        recovery_point_given,
+                        &config,
+                        now_ms,
+                    )?
+                };
+                if let Some(truncated) = truncated {
+                    recovered_segments += 1;
+                    if truncated > 0 {
+                        tracing::warn!(dir = %dir.display(), truncated, log_end_offset = active.next_offset(), "recovered log");
+                    }
+                }
+                segments.insert(base_offset, active);
+                break;
+            };
+            if next_base <= recovery_point_given {
+                let (segment, truncated) = Segment::open_sealed(dir, base_offset, &config, now_ms)?;
+                if let Some(truncated) = truncated {
+                    recovered_segments += 1;
+                    if truncated > 0 {
+                        tracing::warn!(dir = %dir.display(), base_offset, truncated, "sealed segment had an invalid tail");
+                    }
+                }
+                segments.insert(base_offset, segment);
+                continue;
             }
-            segments.insert(base_offset, segment);
+            let (segment, truncated) = Segment::recover_sealed(dir, base_offset, &config, now_ms)?;
+            recovered_segments += 1;
+            if truncated == 0 {
+                segments.insert(base_offset, segment);
+                continue;
+            }
+            // Kafka's `recoverLog`: what followed a cut is no longer contiguous with it, so the
+            // later segments go, newest first, and the cut segment becomes the active one.
+            drop(segment);
+            let later: Vec<i64> = bases.collect();
+            tracing::warn!(dir = %dir.display(), base_offset, truncated, deleted_segments = later.len(), "sealed segment had an invalid tail; deleting the segments after it");
+            for &doomed in later.iter().rev() {
+                delete_segment_files(dir, doomed)?;
+            }
+            let (active, _) = Segment::open_active(dir, base_offset, &config, now_ms)?;
+            segments.insert(base_offset, active);
+            break;
         }
-        let (active, truncated) = Segment::open_active(dir, active_base, &config, now_ms)?;
-        if truncated > 0 {
-            tracing::warn!(dir = %dir.display(), truncated, log_end_offset = active.next_offset(), "recovered log");
-        }
-        let log_end_offset = active.next_offset();
-        segments.insert(active_base, active);
+        let active_base = segments
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or_else(|| unreachable!("at least one segment was opened"));
+        let log_end_offset = segments
+            .values()
+            .next_back()
+            .map_or(active_base, Segment::next_offset);
         let first_base = log_bases.first().copied().unwrap_or(active_base);
         let mut log_start_offset = first_base.max(checkpointed_start.unwrap_or(first_base));
         if log_start_offset > log_end_offset {
@@ -188,6 +318,10 @@ impl Log {
             segments,
             log_start_offset,
             clock,
+            recovery_point: recovery_point_given.min(log_end_offset),
+            last_flush_ms: now_ms,
+            dir_needs_sync: false,
+            recovered_segments,
         })
     }
 
@@ -225,6 +359,22 @@ impl Log {
     /// Bytes of all segments' `.log` files.
     pub fn size_bytes(&self) -> u64 {
         self.segments.values().map(Segment::size).sum()
+    }
+
+    /// Kafka's recovery point: every offset below it is on disk (see [`LogOpenOptions`]).
+    pub fn recovery_point(&self) -> i64 {
+        self.recovery_point
+    }
+
+    /// Messages (offsets) appended since the last flush: the log end offset minus the recovery
+    /// point (Kafka's `unflushedMessages`).
+    pub fn unflushed_messages(&self) -> i64 {
+        self.log_end_offset().saturating_sub(self.recovery_point)
+    }
+
+    /// How many segments opening this log validated batch by batch.
+    pub fn recovered_segments(&self) -> usize {
+        self.recovered_segments
     }
 
     pub fn segment_count(&self) -> usize {
@@ -296,6 +446,10 @@ impl Log {
             .next_back()
             .unwrap_or_else(|| unreachable!("a log always has a segment"));
         active.append(batches, &headers)?;
+        // Kafka's `flush.messages`: fsync once that many messages are not yet on disk.
+        if self.unflushed_messages() >= self.config.flush_messages {
+            self.flush()?;
+        }
         Ok(AppendInfo {
             first_offset,
             last_offset,
@@ -306,14 +460,18 @@ impl Log {
         })
     }
 
-    /// Seals the active segment and starts a new one at `base_offset` (the log end offset).
+    /// Seals the active segment and starts a new one at `base_offset` (the log end offset). The
+    /// sealed segment is fsynced, so the recovery point moves up to the new segment (Kafka flushes
+    /// up to the new base offset on roll).
     fn roll(&mut self, base_offset: i64) -> Result<()> {
         if let Some(active) = self.segments.values_mut().next_back() {
             active.seal()?;
         }
+        self.flush_up_to(base_offset)?;
         let segment = Segment::create(&self.dir, base_offset, &self.config, self.clock.now_ms())?;
         tracing::debug!(dir = %self.dir.display(), base_offset, "rolled segment");
         self.segments.insert(base_offset, segment);
+        self.dir_needs_sync = true;
         Ok(())
     }
 
@@ -522,9 +680,47 @@ impl Log {
         Ok(deleted)
     }
 
-    /// Makes everything appended so far durable (sealed segments were synced when rolled).
-    pub fn flush(&self) -> Result<()> {
-        self.active().flush()
+    /// Makes everything appended so far durable and moves the recovery point to the log end
+    /// offset (Kafka's `flush`: every segment from the recovery point on, log and indexes).
+    pub fn flush(&mut self) -> Result<()> {
+        self.flush_up_to(self.log_end_offset())
+    }
+
+    /// Kafka's `flush.ms` check (`LogManager.flushDirtyLogs`): flushes if at least `flush.ms` has
+    /// passed on the log's clock since the last flush and something is unflushed. Returns whether
+    /// it flushed.
+    pub fn flush_if_due(&mut self) -> Result<bool> {
+        let since_last_flush_ms = self.clock.now_ms().saturating_sub(self.last_flush_ms);
+        if since_last_flush_ms < self.config.flush_ms || self.unflushed_messages() <= 0 {
+            return Ok(false);
+        }
+        self.flush()?;
+        Ok(true)
+    }
+
+    /// Fsyncs the segments holding offsets in `[recovery point, offset)` (and the directory if a
+    /// segment was created since it was last synced), then moves the recovery point to `offset`.
+    fn flush_up_to(&mut self, offset: i64) -> Result<()> {
+        if offset <= self.recovery_point && !self.dir_needs_sync {
+            return Ok(());
+        }
+        let floor = self
+            .segments
+            .range(..=self.recovery_point)
+            .next_back()
+            .map_or(i64::MIN, |(&base, _)| base);
+        for (_, segment) in self.segments.range(floor..offset.max(floor)) {
+            segment.flush()?;
+        }
+        if self.dir_needs_sync {
+            fs::File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .at(&self.dir)?;
+            self.dir_needs_sync = false;
+        }
+        self.recovery_point = self.recovery_point.max(offset);
+        self.last_flush_ms = self.clock.now_ms();
+        Ok(())
     }
 
     /// Flushes and closes the log, trimming the active segment's indexes as Kafka does.
@@ -549,6 +745,28 @@ impl Log {
         fs::rename(&dir, &doomed).at(&dir)?;
         fs::remove_dir_all(&doomed).at(&doomed)
     }
+}
+
+/// Removes one segment's files (the `.log` last renamed, so a crash midway leaves either the whole
+/// segment or `.deleted` leftovers that `open` removes).
+fn delete_segment_files(dir: &Path, base_offset: i64) -> Result<()> {
+    let mut renamed = Vec::with_capacity(3);
+    for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX, LOG_SUFFIX] {
+        let path = dir.join(crate::segment::segment_file_name(base_offset, suffix));
+        let mut doomed = path.as_os_str().to_os_string();
+        doomed.push(".");
+        doomed.push(DELETED_SUFFIX);
+        let doomed = PathBuf::from(doomed);
+        match fs::rename(&path, &doomed) {
+            Ok(()) => renamed.push(doomed),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(err).at(&path),
+        }
+    }
+    for path in renamed {
+        fs::remove_file(&path).at(&path)?;
+    }
+    Ok(())
 }
 
 /// The log start offset recorded in `dir`, if any. A torn or unreadable record is an error rather

@@ -32,6 +32,15 @@ pub(crate) fn parse_segment_stem(stem: &str) -> Option<i64> {
     stem.parse().ok()
 }
 
+/// What a header walk from the last offset index entry found (`Segment::scan_tail`).
+struct TailScan {
+    next_offset: i64,
+    /// Largest batch max timestamp in the tail, and the last offset of the batch first reaching it.
+    max_timestamp: i64,
+    offset_of_max_timestamp: i64,
+    bytes_since_last_index_entry: u64,
+}
+
 /// Batches found at one read position.
 pub(crate) struct SegmentRead {
     pub(crate) records: Bytes,
@@ -116,47 +125,113 @@ impl Segment {
     }
 
     /// Opens a sealed segment, trusting its indexes if they pass the sanity checks and otherwise
-    /// recovering it like an active one. Returns the segment and the number of bytes truncated.
+    /// recovering it like an active one. Returns the segment and, if it had to be recovered, the
+    /// number of bytes truncated (`None`: trusted, nothing scanned beyond the index's tail).
     pub(crate) fn open_sealed(
+        dir: &Path,
+        base_offset: i64,
+        config: &LogConfig,
+        now_ms: i64,
+    ) -> Result<(Self, Option<u64>)> {
+        let mut segment = Self::open_files(dir, base_offset, 0, config, now_ms)?;
+        if segment.load_trusted(true) {
+            return Ok((segment, None));
+        }
+        tracing::warn!(segment = %segment.log.path().display(), "rebuilding indexes of a sealed segment");
+        let truncated = segment.recover(config)?;
+        segment.seal()?;
+        Ok((segment, Some(truncated)))
+    }
+
+    /// Opens a sealed segment that holds offsets at or past the recovery point: validated batch by
+    /// batch like an active one (Kafka's `recoverLog`), its indexes rebuilt, then sealed again.
+    /// Returns the segment and the number of bytes truncated.
+    pub(crate) fn recover_sealed(
         dir: &Path,
         base_offset: i64,
         config: &LogConfig,
         now_ms: i64,
     ) -> Result<(Self, u64)> {
         let mut segment = Self::open_files(dir, base_offset, 0, config, now_ms)?;
-        let size = segment.log.size();
-        if segment.offset_index.is_sane(size) {
-            if let Some((next_offset, tail_max_timestamp)) = segment.scan_tail() {
-                segment.next_offset = next_offset;
-                // The entry written on roll holds the segment's max timestamp.
-                let last = segment.time_index.last_entry();
-                let max_timestamp = last.map_or(NO_TIMESTAMP, |(timestamp, _)| timestamp);
-                if segment.time_index.is_sane(next_offset) && tail_max_timestamp <= max_timestamp {
-                    if let Some((timestamp, offset)) = last {
-                        segment.max_timestamp = timestamp;
-                        segment.offset_of_max_timestamp = offset;
-                    }
-                    segment.first_batch_max_timestamp = segment
-                        .log
-                        .slice(0, size)
-                        .and_then(|all| RecordBatches::headers_only(all).next())
-                        .and_then(|first| first.ok())
-                        .map(|(_, header)| header.max_timestamp);
-                    return Ok((segment, 0));
-                }
-            }
-        }
-        tracing::warn!(segment = %segment.log.path().display(), "rebuilding indexes of a sealed segment");
         let truncated = segment.recover(config)?;
         segment.seal()?;
         Ok((segment, truncated))
     }
 
-    /// Walks the headers from the last offset index entry to the end of the log. Returns the next
-    /// offset and the largest max timestamp seen if the entry matches the batch it points at, the
-    /// batches after it are whole and in offset order up to the end of the file, and none of them
-    /// should have had an index entry (which would mean the index lost its tail).
-    fn scan_tail(&self) -> Option<(i64, i64)> {
+    /// Opens the last segment without validating its batches when everything in it lies below
+    /// `recovery_point` (it was flushed; after a clean shutdown the recovery point is the log
+    /// end) and its indexes pass the sanity checks; the indexes trimmed on close are extended
+    /// again for appends. Otherwise recovers it as [`Segment::open_active`] does. Returns the
+    /// segment and, if it was recovered, the number of bytes truncated.
+    pub(crate) fn open_active_trusted(
+        dir: &Path,
+        base_offset: i64,
+        recovery_point: i64,
+        config: &LogConfig,
+        now_ms: i64,
+    ) -> Result<(Self, Option<u64>)> {
+        let mut segment = Self::open_files(dir, base_offset, config.segment_bytes, config, now_ms)?;
+        if segment.load_trusted(false) && segment.next_offset <= recovery_point {
+            segment
+                .offset_index
+                .resize(config.segment_index_bytes)
+                .at(segment.offset_index.path())?;
+            segment
+                .time_index
+                .resize(config.segment_index_bytes)
+                .at(segment.time_index.path())?;
+            return Ok((segment, None));
+        }
+        let truncated = segment.recover(config)?;
+        Ok((segment, Some(truncated)))
+    }
+
+    /// Takes the segment's state from its indexes and a header walk of the bytes after the last
+    /// offset index entry, if the indexes pass the sanity checks (as Kafka trusts the segments of
+    /// a cleanly shut down or flushed log). `false`: they do not; the segment must be recovered.
+    ///
+    /// A `sealed` segment's time index must end with the entry written on roll (its max
+    /// timestamp); an active segment's, left untrimmed by a crash, may lag behind its batches,
+    /// whose headers then give the max timestamp.
+    fn load_trusted(&mut self, sealed: bool) -> bool {
+        let size = self.log.size();
+        if !self.offset_index.is_sane(size) {
+            return false;
+        }
+        let Some(tail) = self.scan_tail() else {
+            return false;
+        };
+        let last = self.time_index.last_entry();
+        let max_timestamp = last.map_or(NO_TIMESTAMP, |(timestamp, _)| timestamp);
+        if !self.time_index.is_sane(tail.next_offset)
+            || (sealed && tail.max_timestamp > max_timestamp)
+        {
+            return false;
+        }
+        self.next_offset = tail.next_offset;
+        self.bytes_since_last_index_entry = tail.bytes_since_last_index_entry;
+        if let Some((timestamp, offset)) = last {
+            self.max_timestamp = timestamp;
+            self.offset_of_max_timestamp = offset;
+        }
+        if tail.max_timestamp > self.max_timestamp {
+            self.max_timestamp = tail.max_timestamp;
+            self.offset_of_max_timestamp = tail.offset_of_max_timestamp;
+        }
+        self.first_batch_max_timestamp = self
+            .log
+            .slice(0, size)
+            .and_then(|all| RecordBatches::headers_only(all).next())
+            .and_then(|first| first.ok())
+            .map(|(_, header)| header.max_timestamp);
+        true
+    }
+
+    /// Walks the headers from the last offset index entry to the end of the log. Returns what it
+    /// found if the entry matches the batch it points at, the batches after it are whole and in
+    /// offset order up to the end of the file, and none of them should have had an index entry
+    /// (which would mean the index lost its tail).
+    fn scan_tail(&self) -> Option<TailScan> {
         let (start, indexed_last_offset) = match self.offset_index.last_entry() {
             Some((last_offset, position)) => (position, Some(last_offset)),
             None => (0, None),
@@ -164,6 +239,7 @@ impl Segment {
         let tail = self.log.slice(start, self.log.size() - start)?;
         let mut next_offset = self.base_offset;
         let mut max_timestamp = NO_TIMESTAMP;
+        let mut offset_of_max_timestamp = self.base_offset;
         let mut bytes_since_last_index_entry = 0u64;
         for (i, item) in RecordBatches::headers_only(tail).enumerate() {
             let (_, header) = item.ok()?;
@@ -176,9 +252,17 @@ impl Segment {
             }
             bytes_since_last_index_entry += header.total_size() as u64;
             next_offset = header.next_offset();
-            max_timestamp = max_timestamp.max(header.max_timestamp);
+            if header.max_timestamp > max_timestamp {
+                max_timestamp = header.max_timestamp;
+                offset_of_max_timestamp = header.last_offset();
+            }
         }
-        Some((next_offset, max_timestamp))
+        Some(TailScan {
+            next_offset,
+            max_timestamp,
+            offset_of_max_timestamp,
+            bytes_since_last_index_entry,
+        })
     }
 
     /// Rebuilds the indexes from a CRC-checked scan and truncates any invalid tail.

@@ -963,3 +963,246 @@ fn segment_ms_rolls_by_the_clock_without_timestamps() {
     append(&mut log, no_timestamp());
     assert_eq!(log.segment_base_offsets(), vec![0, 2]);
 }
+
+// ---- flush policies, recovery points ----
+
+fn config_with_flush(flush_messages: i64, flush_ms: i64) -> LogConfig {
+    LogConfig {
+        flush_messages,
+        flush_ms,
+        ..config(1 << 20, 4096)
+    }
+}
+
+#[test]
+fn flush_messages_flushes_exactly_at_n_unflushed_messages() {
+    let dir = TempDir::new().unwrap();
+    let mut log = Log::open(dir.path(), config_with_flush(3, i64::MAX)).unwrap();
+    assert_eq!(log.recovery_point(), 0);
+    let mut recovery_points = Vec::new();
+    for _ in 0..7 {
+        append(&mut log, simple_batch(0, 1, 0, 10));
+        recovery_points.push((log.log_end_offset(), log.recovery_point()));
+    }
+    assert_eq!(
+        recovery_points,
+        vec![(1, 0), (2, 0), (3, 3), (4, 3), (5, 3), (6, 6), (7, 6)]
+    );
+    assert_eq!(log.unflushed_messages(), 1);
+    // A batch is counted by its offsets: 2 more unflushed make 3.
+    append(&mut log, simple_batch(0, 2, 0, 10));
+    assert_eq!((log.log_end_offset(), log.recovery_point()), (9, 9));
+
+    // The default (Long.MAX) never flushes on append.
+    let dir = TempDir::new().unwrap();
+    let mut log = Log::open(dir.path(), config(1 << 20, 4096)).unwrap();
+    append_uniform(&mut log, 20, 5);
+    assert_eq!((log.log_end_offset(), log.recovery_point()), (100, 0));
+    log.flush().unwrap();
+    assert_eq!(log.recovery_point(), 100);
+}
+
+#[test]
+fn flush_ms_flushes_once_due_by_the_clock() {
+    let dir = TempDir::new().unwrap();
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let mut log =
+        Log::open_with_clock(dir.path(), config_with_flush(i64::MAX, 500), clock.clone()).unwrap();
+    // Nothing unflushed: never due.
+    clock.advance(10_000);
+    assert!(!log.flush_if_due().unwrap());
+    append(&mut log, simple_batch(0, 4, 0, 10));
+    // Due at once: the last flush (open) was more than flush.ms ago.
+    assert!(log.flush_if_due().unwrap());
+    assert_eq!(log.recovery_point(), 4);
+    append(&mut log, simple_batch(0, 1, 0, 10));
+    clock.advance(499);
+    assert!(!log.flush_if_due().unwrap());
+    assert_eq!(log.recovery_point(), 4);
+    clock.advance(1);
+    assert!(log.flush_if_due().unwrap());
+    assert_eq!(log.recovery_point(), 5);
+    assert!(!log.flush_if_due().unwrap());
+}
+
+#[test]
+fn rolls_move_the_recovery_point_to_the_new_segment() {
+    let dir = TempDir::new().unwrap();
+    let batch_bytes = simple_batch(0, 1, 0, 50).len() as u64;
+    let mut log = Log::open(dir.path(), config(2 * batch_bytes, 4096)).unwrap();
+    append_uniform(&mut log, 5, 1);
+    assert_eq!(log.segment_base_offsets(), vec![0, 2, 4]);
+    assert_eq!(log.recovery_point(), 4);
+    assert_eq!(log.unflushed_messages(), 1);
+}
+
+/// 10 one-record batches, two per segment (bases 0, 2, 4, 6, 8), closed cleanly.
+fn five_closed_segments(dir: &Path) -> (LogConfig, Vec<Written>) {
+    let batch_bytes = simple_batch(0, 1, 0, 50).len() as u64;
+    let cfg = config(2 * batch_bytes, 4096);
+    let mut log = Log::open(dir, cfg.clone()).unwrap();
+    let written: Vec<Written> = (0..10)
+        .map(|i| append(&mut log, simple_batch(0, 1, 1_000 * i, 50)))
+        .collect();
+    assert!(written.iter().all(|w| w.bytes.len() as u64 == batch_bytes));
+    assert_eq!(log.segment_base_offsets(), vec![0, 2, 4, 6, 8]);
+    log.close().unwrap();
+    (cfg, written)
+}
+
+#[test]
+fn open_validates_only_the_segments_from_the_recovery_point_on() {
+    let dir = TempDir::new().unwrap();
+    let (cfg, written) = five_closed_segments(dir.path());
+    // (recovery point, segments validated): every segment holding an offset at or past it.
+    for (recovery_point, expected) in [
+        (0, 5),
+        (1, 5),
+        (2, 4),
+        (3, 4),
+        (6, 2),
+        (8, 1),
+        (9, 1),
+        (10, 0),
+        (i64::MAX, 0),
+    ] {
+        let log = Log::open_with_recovery_point(dir.path(), cfg.clone(), recovery_point).unwrap();
+        assert_eq!(
+            log.recovered_segments(),
+            expected,
+            "recovery point {recovery_point}"
+        );
+        assert_eq!(log.log_end_offset(), 10);
+        assert_eq!(log.recovery_point(), recovery_point.min(10));
+        assert_eq!(read_all(&log), concat(&written));
+        log.close().unwrap();
+    }
+    // `Log::open` validates the active segment only.
+    let mut log = Log::open(dir.path(), cfg.clone()).unwrap();
+    assert_eq!(log.recovered_segments(), 1);
+    assert_eq!(log.recovery_point(), 8);
+    // A log opened without recovery appends, indexes and rolls as usual.
+    let more = append(&mut log, simple_batch(0, 1, 20_000, 50));
+    assert_eq!(more.base, 10);
+    assert_eq!(log.segment_base_offsets(), vec![0, 2, 4, 6, 8, 10]);
+    drop(log);
+    let log = Log::open_with_recovery_point(dir.path(), cfg, i64::MAX).unwrap();
+    let mut all = written.clone();
+    all.push(more);
+    assert_eq!(read_all(&log), concat(&all));
+}
+
+fn flip_byte(path: &Path, at: usize) {
+    let mut bytes = fs::read(path).unwrap();
+    bytes[at] ^= 0x10;
+    fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn corruption_below_the_recovery_point_is_left_alone_and_above_it_is_cut() {
+    let dir = TempDir::new().unwrap();
+    let (cfg, written) = five_closed_segments(dir.path());
+    let batch_bytes = written[0].bytes.len();
+    // The last byte of the second batch of segment 2 (offsets 2 and 3): a record byte under the CRC.
+    flip_byte(
+        &dir.path().join(segment_file_name(2, "log")),
+        2 * batch_bytes - 1,
+    );
+    let log = Log::open_with_recovery_point(dir.path(), cfg.clone(), 6).unwrap();
+    assert_eq!(log.recovered_segments(), 2);
+    assert_eq!(log.log_end_offset(), 10);
+    let stored = log.read(3, usize::MAX).unwrap().records;
+    assert_ne!(stored.as_ref(), written[3].bytes.as_slice());
+    assert_eq!(stored.len(), batch_bytes);
+    assert!(
+        validate_batch(&stored).is_err(),
+        "the damage is still there"
+    );
+    drop(stored);
+    log.close().unwrap();
+
+    // The same damage in segment 6, at the recovery point: cut there, and the segments after it go.
+    flip_byte(
+        &dir.path().join(segment_file_name(6, "log")),
+        2 * batch_bytes - 1,
+    );
+    let mut log = Log::open_with_recovery_point(dir.path(), cfg.clone(), 6).unwrap();
+    assert_eq!(log.recovered_segments(), 1);
+    assert_eq!(log.log_end_offset(), 7);
+    assert_eq!(log.segment_base_offsets(), vec![0, 2, 4, 6]);
+    assert_eq!(log.recovery_point(), 6);
+    assert_eq!(log.read(6, usize::MAX).unwrap().records, written[6].bytes);
+    assert_no_leftovers(dir.path(), &[0, 2, 4, 6]);
+    // The cut segment is the active one again: appends continue at the cut.
+    let next = append(&mut log, simple_batch(0, 1, 0, 50));
+    assert_eq!(next.base, 7);
+    assert_eq!(log.segment_base_offsets(), vec![0, 2, 4, 6]);
+    assert_eq!(log.read(7, usize::MAX).unwrap().records, next.bytes);
+}
+
+#[test]
+fn after_a_crash_a_flushed_log_reopens_without_validation() {
+    let dir = TempDir::new().unwrap();
+    // Index entries every batch, so the untrimmed index a crash leaves has entries to keep.
+    let cfg = LogConfig {
+        segment_bytes: 1 << 20,
+        index_interval_bytes: 1,
+        segment_index_bytes: 4096,
+        ..LogConfig::default()
+    };
+    let mut log = Log::open(dir.path(), cfg.clone()).unwrap();
+    let mut written = append_uniform(&mut log, 6, 2);
+    log.flush().unwrap();
+    let flushed = log.recovery_point();
+    assert_eq!(flushed, 12);
+    let entries = log.segments().next().unwrap().index_entries();
+    assert_eq!(entries.0, 5);
+    drop(log); // a crash: indexes not trimmed
+
+    let mut log = Log::open_with_recovery_point(dir.path(), cfg.clone(), flushed).unwrap();
+    assert_eq!(log.recovered_segments(), 0);
+    assert_eq!(log.segments().next().unwrap().index_entries(), entries);
+    assert_eq!(read_all(&log), concat(&written));
+    // Appends go on indexing from where the index was.
+    written.extend(append_uniform(&mut log, 3, 2));
+    assert_eq!(log.segments().next().unwrap().index_entries().0, 8);
+    drop(log);
+
+    // Appended past the recovery point, then torn: validated and cut.
+    let path = dir.path().join(segment_file_name(0, "log"));
+    let len = fs::metadata(&path).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len - 1)
+        .unwrap();
+    let log = Log::open_with_recovery_point(dir.path(), cfg, flushed).unwrap();
+    assert_eq!(log.recovered_segments(), 1);
+    assert_eq!(log.log_end_offset(), 16);
+    assert_eq!(read_all(&log), concat(&written[..8]));
+}
+
+#[test]
+fn flush_settings_are_validated() {
+    let dir = TempDir::new().unwrap();
+    assert!(Log::open(dir.path(), config_with_flush(0, 0)).is_err());
+    assert!(Log::open(dir.path(), config_with_flush(1, -1)).is_err());
+    assert!(Log::open(dir.path(), config_with_flush(1, 0)).is_ok());
+}
+
+#[test]
+fn a_crashed_active_segment_trusted_up_to_the_recovery_point_keeps_its_max_timestamp() {
+    let dir = TempDir::new().unwrap();
+    // Sparse indexes: the time index lags behind the batches when the log is dropped.
+    let cfg = config(1 << 20, 4096);
+    let mut log = Log::open(dir.path(), cfg.clone()).unwrap();
+    let written = append_uniform(&mut log, 10, 1);
+    log.flush().unwrap();
+    drop(log);
+    let log = Log::open_with_recovery_point(dir.path(), cfg, 10).unwrap();
+    assert_eq!(log.recovered_segments(), 0);
+    assert_eq!(read_all(&log), concat(&written));
+    assert_eq!(log.offset_for_timestamp(9_000).unwrap(), Some((9, 9_000)));
+    assert_eq!(log.offset_for_timestamp(9_001).unwrap(), None);
+}
