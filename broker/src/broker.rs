@@ -8,6 +8,7 @@ use skald_controller::{Controller, ControllerConfig, Endpoint, MetadataImage};
 
 use crate::config::ServerConfig;
 use crate::error::{Error, Result};
+use crate::group::{CoordinatorConfig, GroupCoordinator};
 use crate::metrics::Metrics;
 use crate::replica_manager::ReplicaManager;
 
@@ -22,6 +23,8 @@ pub struct Broker {
     image: RwLock<Arc<MetadataImage>>,
     pub replicas: ReplicaManager,
     pub metrics: Metrics,
+    /// The consumer groups this broker coordinates.
+    pub groups: Arc<GroupCoordinator>,
 }
 
 impl Broker {
@@ -49,6 +52,17 @@ impl Broker {
         let image = controller.image();
         let replicas = ReplicaManager::open(&config, metrics.clone())?;
         replicas.apply_metadata(&image, &config);
+        let groups =
+            GroupCoordinator::new(CoordinatorConfig::from_server(&config).map_err(Error::Config)?);
+        let loaded = groups
+            .load(&replicas)
+            .map_err(|err| Error::Internal(format!("cannot load committed offsets: {err}")))?;
+        if loaded > 0 {
+            tracing::info!(
+                records = loaded,
+                "committed offsets loaded from __consumer_offsets"
+            );
+        }
         Ok(Broker {
             config,
             cluster_id,
@@ -56,6 +70,7 @@ impl Broker {
             image: RwLock::new(image),
             replicas,
             metrics,
+            groups: Arc::new(groups),
         })
     }
 

@@ -62,7 +62,7 @@ pub async fn serve(
                 // A request still waiting at shutdown (a parked fetch) is dropped, not waited for.
                 // Produce appends are synchronous inside the handler, so none is cut in half.
                 let reply = tokio::select! {
-                    reply = api::handle(&broker, request) => reply,
+                    reply = api::handle_from(&broker, request, Some(peer)) => reply,
                     _ = shutdown.recv() => return,
                 };
                 (api_key, version, correlation_id, reply)
@@ -148,6 +148,17 @@ pub fn api_name(api_key: ApiKey) -> &'static str {
         ApiKey::DeleteRecords => "DeleteRecords",
         ApiKey::DescribeConfigs => "DescribeConfigs",
         ApiKey::CreatePartitions => "CreatePartitions",
+        ApiKey::FindCoordinator => "FindCoordinator",
+        ApiKey::JoinGroup => "JoinGroup",
+        ApiKey::SyncGroup => "SyncGroup",
+        ApiKey::Heartbeat => "Heartbeat",
+        ApiKey::LeaveGroup => "LeaveGroup",
+        ApiKey::OffsetCommit => "OffsetCommit",
+        ApiKey::OffsetFetch => "OffsetFetch",
+        ApiKey::OffsetDelete => "OffsetDelete",
+        ApiKey::DescribeGroups => "DescribeGroups",
+        ApiKey::ListGroups => "ListGroups",
+        ApiKey::DeleteGroups => "DeleteGroups",
         _ => "Other",
     }
 }

@@ -6,6 +6,7 @@
 //! - [`connection`]: one client connection: frames in, responses out, in order.
 //! - [`api`]: one module per Kafka API and the dispatch between them.
 //! - [`broker`]: [`Broker`], the state every connection shares (metadata image, controller, logs).
+//! - [`group`]: the group coordinator: consumer-group membership and committed offsets.
 //! - [`replica_manager`]: the hosted partitions and their logs, kept in line with the metadata.
 //! - [`metrics`]: Prometheus metrics and the `/metrics` endpoint.
 //!
@@ -17,6 +18,7 @@ pub mod broker;
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod group;
 pub mod metrics;
 pub mod replica_manager;
 pub mod server;

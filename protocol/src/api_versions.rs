@@ -2,6 +2,8 @@
 //!
 //! A version is listed only when every field it carries is honoured by the broker's handler.
 //! Produce v13 and Fetch v13+ name topics by id only; they wait until the handlers resolve ids.
+//! The group APIs are the classic protocol's (KIP-848's ConsumerGroupHeartbeat is not served);
+//! FindCoordinator v5+ and DescribeGroups v6 wait for their new error semantics.
 
 use kafka_protocol::messages::ApiKey;
 
@@ -27,12 +29,23 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::Fetch, 4, 12),
     api(ApiKey::ListOffsets, 1, 6),
     api(ApiKey::Metadata, 0, 12),
+    api(ApiKey::OffsetCommit, 2, 9),
+    api(ApiKey::OffsetFetch, 1, 9),
+    api(ApiKey::FindCoordinator, 0, 4),
+    api(ApiKey::JoinGroup, 0, 9),
+    api(ApiKey::Heartbeat, 0, 4),
+    api(ApiKey::LeaveGroup, 0, 5),
+    api(ApiKey::SyncGroup, 0, 5),
+    api(ApiKey::DescribeGroups, 0, 5),
+    api(ApiKey::ListGroups, 0, 5),
     api(ApiKey::ApiVersions, 0, 4),
     api(ApiKey::CreateTopics, 2, 7),
     api(ApiKey::DeleteTopics, 1, 6),
     api(ApiKey::DeleteRecords, 0, 2),
     api(ApiKey::DescribeConfigs, 1, 4),
     api(ApiKey::CreatePartitions, 0, 3),
+    api(ApiKey::DeleteGroups, 0, 2),
+    api(ApiKey::OffsetDelete, 0, 0),
 ];
 
 /// The advertised entry for a raw API key, if Skald implements that API at all.

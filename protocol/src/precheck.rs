@@ -303,6 +303,17 @@ pub const REQUESTS: &[RequestLayout] = &[
     layouts::DELETE_RECORDS,
     layouts::DESCRIBE_CONFIGS,
     layouts::CREATE_PARTITIONS,
+    layouts::OFFSET_COMMIT,
+    layouts::OFFSET_FETCH,
+    layouts::FIND_COORDINATOR,
+    layouts::JOIN_GROUP,
+    layouts::HEARTBEAT,
+    layouts::LEAVE_GROUP,
+    layouts::SYNC_GROUP,
+    layouts::DESCRIBE_GROUPS,
+    layouts::LIST_GROUPS,
+    layouts::DELETE_GROUPS,
+    layouts::OFFSET_DELETE,
 ];
 
 mod layouts {
@@ -521,6 +532,199 @@ mod layouts {
         field("assignments", Array(&Struct(&CREATE_PARTITIONS_ASSIGNMENT))),
     ]);
     const CREATE_PARTITIONS_ASSIGNMENT: Layout = fields(&[field("broker_ids", Array(&Int32))]);
+
+    pub(super) const OFFSET_COMMIT: RequestLayout = RequestLayout {
+        api_key: ApiKey::OffsetCommit,
+        min_version: 2,
+        max_version: 9,
+        flexible_since: 8,
+        body: &OFFSET_COMMIT_REQUEST,
+    };
+    const OFFSET_COMMIT_REQUEST: Layout = fields(&[
+        field("group_id", String),
+        field("generation_id_or_member_epoch", Int32),
+        field("member_id", String),
+        field("group_instance_id", String).since(7),
+        field("retention_time_ms", Int64).until(4),
+        field("topics", Array(&Struct(&OFFSET_COMMIT_REQUEST_TOPIC))),
+    ]);
+    const OFFSET_COMMIT_REQUEST_TOPIC: Layout = fields(&[
+        field("name", String),
+        field(
+            "partitions",
+            Array(&Struct(&OFFSET_COMMIT_REQUEST_PARTITION)),
+        ),
+    ]);
+    const OFFSET_COMMIT_REQUEST_PARTITION: Layout = fields(&[
+        field("partition_index", Int32),
+        field("committed_offset", Int64),
+        field("committed_leader_epoch", Int32).since(6),
+        field("committed_metadata", String),
+    ]);
+
+    pub(super) const OFFSET_FETCH: RequestLayout = RequestLayout {
+        api_key: ApiKey::OffsetFetch,
+        min_version: 1,
+        max_version: 9,
+        flexible_since: 6,
+        body: &OFFSET_FETCH_REQUEST,
+    };
+    const OFFSET_FETCH_REQUEST: Layout = fields(&[
+        field("group_id", String).until(7),
+        field("topics", Array(&Struct(&OFFSET_FETCH_REQUEST_TOPIC))).until(7),
+        field("groups", Array(&Struct(&OFFSET_FETCH_REQUEST_GROUP))).since(8),
+        field("require_stable", Bool).since(7),
+    ]);
+    const OFFSET_FETCH_REQUEST_TOPIC: Layout = fields(&[
+        field("name", String),
+        field("partition_indexes", Array(&Int32)),
+    ]);
+    const OFFSET_FETCH_REQUEST_GROUP: Layout = fields(&[
+        field("group_id", String),
+        field("member_id", String).since(9),
+        field("member_epoch", Int32).since(9),
+        field("topics", Array(&Struct(&OFFSET_FETCH_REQUEST_TOPIC))),
+    ]);
+
+    pub(super) const FIND_COORDINATOR: RequestLayout = RequestLayout {
+        api_key: ApiKey::FindCoordinator,
+        min_version: 0,
+        max_version: 4,
+        flexible_since: 3,
+        body: &FIND_COORDINATOR_REQUEST,
+    };
+    const FIND_COORDINATOR_REQUEST: Layout = fields(&[
+        field("key", String).until(3),
+        field("key_type", Int8).since(1),
+        field("coordinator_keys", Array(&String)).since(4),
+    ]);
+
+    pub(super) const JOIN_GROUP: RequestLayout = RequestLayout {
+        api_key: ApiKey::JoinGroup,
+        min_version: 0,
+        max_version: 9,
+        flexible_since: 6,
+        body: &JOIN_GROUP_REQUEST,
+    };
+    const JOIN_GROUP_REQUEST: Layout = fields(&[
+        field("group_id", String),
+        field("session_timeout_ms", Int32),
+        field("rebalance_timeout_ms", Int32).since(1),
+        field("member_id", String),
+        field("group_instance_id", String).since(5),
+        field("protocol_type", String),
+        field("protocols", Array(&Struct(&JOIN_GROUP_REQUEST_PROTOCOL))),
+        field("reason", String).since(8),
+    ]);
+    const JOIN_GROUP_REQUEST_PROTOCOL: Layout =
+        fields(&[field("name", String), field("metadata", Bytes)]);
+
+    pub(super) const HEARTBEAT: RequestLayout = RequestLayout {
+        api_key: ApiKey::Heartbeat,
+        min_version: 0,
+        max_version: 4,
+        flexible_since: 4,
+        body: &HEARTBEAT_REQUEST,
+    };
+    const HEARTBEAT_REQUEST: Layout = fields(&[
+        field("group_id", String),
+        field("generation_id", Int32),
+        field("member_id", String),
+        field("group_instance_id", String).since(3),
+    ]);
+
+    pub(super) const LEAVE_GROUP: RequestLayout = RequestLayout {
+        api_key: ApiKey::LeaveGroup,
+        min_version: 0,
+        max_version: 5,
+        flexible_since: 4,
+        body: &LEAVE_GROUP_REQUEST,
+    };
+    const LEAVE_GROUP_REQUEST: Layout = fields(&[
+        field("group_id", String),
+        field("member_id", String).until(2),
+        field("members", Array(&Struct(&MEMBER_IDENTITY))).since(3),
+    ]);
+    const MEMBER_IDENTITY: Layout = fields(&[
+        field("member_id", String),
+        field("group_instance_id", String),
+        field("reason", String).since(5),
+    ]);
+
+    pub(super) const SYNC_GROUP: RequestLayout = RequestLayout {
+        api_key: ApiKey::SyncGroup,
+        min_version: 0,
+        max_version: 5,
+        flexible_since: 4,
+        body: &SYNC_GROUP_REQUEST,
+    };
+    const SYNC_GROUP_REQUEST: Layout = fields(&[
+        field("group_id", String),
+        field("generation_id", Int32),
+        field("member_id", String),
+        field("group_instance_id", String).since(3),
+        field("protocol_type", String).since(5),
+        field("protocol_name", String).since(5),
+        field(
+            "assignments",
+            Array(&Struct(&SYNC_GROUP_REQUEST_ASSIGNMENT)),
+        ),
+    ]);
+    const SYNC_GROUP_REQUEST_ASSIGNMENT: Layout =
+        fields(&[field("member_id", String), field("assignment", Bytes)]);
+
+    pub(super) const DESCRIBE_GROUPS: RequestLayout = RequestLayout {
+        api_key: ApiKey::DescribeGroups,
+        min_version: 0,
+        max_version: 5,
+        flexible_since: 5,
+        body: &DESCRIBE_GROUPS_REQUEST,
+    };
+    const DESCRIBE_GROUPS_REQUEST: Layout = fields(&[
+        field("groups", Array(&String)),
+        field("include_authorized_operations", Bool).since(3),
+    ]);
+
+    pub(super) const LIST_GROUPS: RequestLayout = RequestLayout {
+        api_key: ApiKey::ListGroups,
+        min_version: 0,
+        max_version: 5,
+        flexible_since: 3,
+        body: &LIST_GROUPS_REQUEST,
+    };
+    const LIST_GROUPS_REQUEST: Layout = fields(&[
+        field("states_filter", Array(&String)).since(4),
+        field("types_filter", Array(&String)).since(5),
+    ]);
+
+    pub(super) const DELETE_GROUPS: RequestLayout = RequestLayout {
+        api_key: ApiKey::DeleteGroups,
+        min_version: 0,
+        max_version: 2,
+        flexible_since: 2,
+        body: &DELETE_GROUPS_REQUEST,
+    };
+    const DELETE_GROUPS_REQUEST: Layout = fields(&[field("groups_names", Array(&String))]);
+
+    pub(super) const OFFSET_DELETE: RequestLayout = RequestLayout {
+        api_key: ApiKey::OffsetDelete,
+        min_version: 0,
+        max_version: 0,
+        flexible_since: i16::MAX,
+        body: &OFFSET_DELETE_REQUEST,
+    };
+    const OFFSET_DELETE_REQUEST: Layout = fields(&[
+        field("group_id", String),
+        field("topics", Array(&Struct(&OFFSET_DELETE_REQUEST_TOPIC))),
+    ]);
+    const OFFSET_DELETE_REQUEST_TOPIC: Layout = fields(&[
+        field("name", String),
+        field(
+            "partitions",
+            Array(&Struct(&OFFSET_DELETE_REQUEST_PARTITION)),
+        ),
+    ]);
+    const OFFSET_DELETE_REQUEST_PARTITION: Layout = fields(&[field("partition_index", Int32)]);
 }
 
 #[cfg(test)]

@@ -116,7 +116,8 @@ pub fn topic_partitions(consumer: &BaseConsumer, topic: &str) -> Option<Vec<i32>
     Some(ids)
 }
 
-/// Names of all topics in the cluster metadata.
+/// Names of all topics in the cluster metadata, but `__consumer_offsets`: a consumer's group.id
+/// makes librdkafka look up its group coordinator, which creates that internal topic.
 pub fn all_topics(consumer: &BaseConsumer) -> Vec<String> {
     let metadata = consumer
         .fetch_metadata(None, RPC_TIMEOUT)
@@ -125,6 +126,7 @@ pub fn all_topics(consumer: &BaseConsumer) -> Vec<String> {
         .topics()
         .iter()
         .map(|t| t.name().to_string())
+        .filter(|name| name != "__consumer_offsets")
         .collect();
     names.sort();
     names

@@ -14,13 +14,32 @@ use crate::broker::Broker;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_configs;
+pub mod describe_groups;
 pub mod fetch;
+pub mod find_coordinator;
+pub mod heartbeat;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
 pub mod produce;
+pub mod sync_group;
+
+/// Who sent a request: group members are described by client id and host.
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    pub client_id: String,
+    /// Kafka's form: `/` then the peer's IP address.
+    pub host: String,
+}
 
 /// What the connection does after a request.
 pub enum Reply {
@@ -34,7 +53,25 @@ pub enum Reply {
 
 /// Handles one request.
 pub async fn handle(broker: &Arc<Broker>, request: Request) -> Reply {
+    handle_from(broker, request, None).await
+}
+
+/// Handles one request from `peer` (named in group membership).
+pub async fn handle_from(
+    broker: &Arc<Broker>,
+    request: Request,
+    peer: Option<std::net::SocketAddr>,
+) -> Reply {
     let version = request.api_version;
+    let client = ClientInfo {
+        client_id: request
+            .header
+            .client_id
+            .as_deref()
+            .unwrap_or_default()
+            .to_string(),
+        host: peer.map_or_else(String::new, |peer| format!("/{}", peer.ip())),
+    };
     let response = match request.body {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::handle(version)),
         RequestKind::Metadata(body) => {
@@ -67,6 +104,37 @@ pub async fn handle(broker: &Arc<Broker>, request: Request) -> Reply {
         }
         RequestKind::DescribeConfigs(body) => {
             ResponseKind::DescribeConfigs(describe_configs::handle(broker, body, version))
+        }
+        RequestKind::FindCoordinator(body) => {
+            ResponseKind::FindCoordinator(find_coordinator::handle(broker, body, version).await)
+        }
+        RequestKind::JoinGroup(body) => {
+            ResponseKind::JoinGroup(join_group::handle(broker, body, version, &client).await)
+        }
+        RequestKind::SyncGroup(body) => {
+            ResponseKind::SyncGroup(sync_group::handle(broker, body).await)
+        }
+        RequestKind::Heartbeat(body) => ResponseKind::Heartbeat(heartbeat::handle(broker, body)),
+        RequestKind::LeaveGroup(body) => {
+            ResponseKind::LeaveGroup(leave_group::handle(broker, body, version))
+        }
+        RequestKind::OffsetCommit(body) => {
+            ResponseKind::OffsetCommit(offset_commit::handle(broker, body))
+        }
+        RequestKind::OffsetFetch(body) => {
+            ResponseKind::OffsetFetch(offset_fetch::handle(broker, body, version))
+        }
+        RequestKind::OffsetDelete(body) => {
+            ResponseKind::OffsetDelete(offset_delete::handle(broker, body))
+        }
+        RequestKind::DescribeGroups(body) => {
+            ResponseKind::DescribeGroups(describe_groups::handle(broker, body))
+        }
+        RequestKind::ListGroups(body) => {
+            ResponseKind::ListGroups(list_groups::handle(broker, body))
+        }
+        RequestKind::DeleteGroups(body) => {
+            ResponseKind::DeleteGroups(delete_groups::handle(broker, body))
         }
         other => {
             // Unreachable in practice: decode_request refuses APIs missing from the table.

@@ -1,0 +1,54 @@
+//! DeleteGroups: a group without members is deleted with its committed offsets (tombstones in
+//! `__consumer_offsets`); one with members gets NON_EMPTY_GROUP, an unknown one GROUP_ID_NOT_FOUND.
+
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
+
+use crate::broker::Broker;
+use crate::group::{lock, GroupState};
+
+pub fn handle(broker: &Arc<Broker>, body: DeleteGroupsRequest) -> DeleteGroupsResponse {
+    let image = broker.image();
+    let results = body
+        .groups_names
+        .into_iter()
+        .map(|group_id| {
+            let outcome = broker
+                .groups
+                .check_coordinator(&image, &broker.replicas, &group_id)
+                .and_then(|()| {
+                    let group = broker
+                        .groups
+                        .group(&group_id)
+                        .ok_or(ResponseError::GroupIdNotFound)?;
+                    tokio::task::block_in_place(|| {
+                        let mut locked = lock(&group);
+                        match locked.state() {
+                            GroupState::Dead => return Err(ResponseError::GroupIdNotFound),
+                            GroupState::Empty => {}
+                            _ => return Err(ResponseError::NonEmptyGroup),
+                        }
+                        let tombstones: Vec<_> = locked
+                            .offsets
+                            .keys()
+                            .map(|(topic, partition)| (topic.clone(), *partition, None))
+                            .collect();
+                        broker
+                            .groups
+                            .append_offsets(&broker.replicas, &group_id, &tombstones)?;
+                        locked.mark_dead();
+                        Ok(())
+                    })?;
+                    broker.groups.remove_group(&group_id, &group);
+                    Ok(())
+                });
+            DeletableGroupResult::default()
+                .with_group_id(group_id)
+                .with_error_code(outcome.err().map_or(0, |error| error.code()))
+        })
+        .collect();
+    DeleteGroupsResponse::default().with_results(results)
+}

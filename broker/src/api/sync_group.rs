@@ -1,0 +1,52 @@
+//! SyncGroup: the leader hands in the assignment; every member (the leader included) waits until
+//! it has, then gets its own share. In a Stable group the current assignment comes back at once.
+
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::broker::Broker;
+use crate::group::lock;
+use crate::group::state::{Reply, SyncResult};
+
+pub async fn handle(broker: &Arc<Broker>, body: SyncGroupRequest) -> SyncGroupResponse {
+    let group_id = body.group_id.0.to_string();
+    let result = match broker
+        .groups
+        .check_coordinator(&broker.image(), &broker.replicas, &group_id)
+    {
+        Err(error) => SyncResult::error(error),
+        Ok(()) => match broker.groups.group(&group_id) {
+            None => SyncResult::error(ResponseError::UnknownMemberId),
+            Some(group) => {
+                let assignments = body
+                    .assignments
+                    .into_iter()
+                    .map(|a| (a.member_id.to_string(), a.assignment))
+                    .collect();
+                let reply = lock(&group).sync(
+                    &body.member_id,
+                    body.group_instance_id.as_deref(),
+                    body.generation_id,
+                    body.protocol_type.as_deref(),
+                    body.protocol_name.as_deref(),
+                    assignments,
+                    broker.groups.now_ms(),
+                );
+                match reply {
+                    Reply::Now(result) => result,
+                    Reply::Later(receiver) => receiver
+                        .await
+                        .unwrap_or_else(|_| SyncResult::error(ResponseError::UnknownMemberId)),
+                }
+            }
+        },
+    };
+    SyncGroupResponse::default()
+        .with_error_code(result.error.map_or(0, |error| error.code()))
+        .with_protocol_type(result.protocol_type.map(StrBytes::from_string))
+        .with_protocol_name(result.protocol_name.map(StrBytes::from_string))
+        .with_assignment(result.assignment)
+}
