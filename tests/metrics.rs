@@ -166,3 +166,87 @@ fn sample_parser_matches_labels_in_any_order() {
         None
     );
 }
+
+#[test]
+fn consumer_group_lag_members_and_rebalances_are_exported() {
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::{
+        FindCoordinatorRequest, GroupId, JoinGroupRequest, OffsetCommitRequest, TopicName,
+    };
+    use kafka_protocol::protocol::StrBytes;
+
+    let server = TestServer::start_with(&[("group.initial.rebalance.delay.ms", "0")]);
+    wire::ensure_topic(server.kafka_addr(), "lagged");
+    let mut conn = RawConn::connect(server.kafka_addr());
+    for i in 0..10 {
+        let batch = wire::batch_v2(&[("k", "v", 1_000 + i)]);
+        assert_eq!(conn.produce_raw("lagged", 0, batch), (0, i));
+    }
+    let text = |s: &str| StrBytes::from_string(s.to_string());
+    let found = conn.request(
+        &FindCoordinatorRequest::default().with_key(text("lag-group")),
+        2,
+    );
+    assert_eq!(found.error_code, 0);
+
+    // A simple (assign-style) commit of offset 3: lag 10 - 3 = 7.
+    let commit = OffsetCommitRequest::default()
+        .with_group_id(GroupId(text("lag-group")))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(TopicName(text("lagged")))
+            .with_partitions(vec![OffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(3)])]);
+    let committed = conn.request(&commit, 8);
+    assert_eq!(committed.topics[0].partitions[0].error_code, 0);
+
+    // One member joins another group: one rebalance, one member.
+    let join = |member_id: &str| {
+        JoinGroupRequest::default()
+            .with_group_id(GroupId(text("joined-group")))
+            .with_session_timeout_ms(30_000)
+            .with_rebalance_timeout_ms(30_000)
+            .with_member_id(text(member_id))
+            .with_protocol_type(text("consumer"))
+            .with_protocols(vec![
+                JoinGroupRequestProtocol::default().with_name(text("range"))
+            ])
+    };
+    let first = conn.request(&join(""), 5);
+    assert_eq!(first.error_code, 79, "MEMBER_ID_REQUIRED");
+    let joined = conn.request(&join(first.member_id.as_str()), 5);
+    assert_eq!(joined.error_code, 0);
+
+    let body = scrape(&server);
+    let lag = r#"skald_consumer_group_lag{group="lag-group",partition="0",topic="lagged"}"#;
+    assert_eq!(sample(&body, lag), Some(7.0), "{body}");
+    assert_eq!(
+        sample(&body, r#"skald_consumer_group_members{group="lag-group"}"#),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(
+            &body,
+            r#"skald_consumer_group_members{group="joined-group"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &body,
+            r#"skald_consumer_group_rebalances_total{group="joined-group"}"#
+        ),
+        Some(1.0)
+    );
+
+    // More records raise the lag at the next scrape.
+    assert_eq!(
+        conn.produce_raw("lagged", 0, wire::batch_v2(&[("k", "v", 2_000)])),
+        (0, 10)
+    );
+    assert_eq!(sample(&scrape(&server), lag), Some(8.0));
+}

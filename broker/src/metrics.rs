@@ -125,6 +125,14 @@ impl Metrics {
             .remove_label_values(&[topic, &partition]);
     }
 
+    /// Adds a collector whose values are computed at scrape time.
+    pub fn register(
+        &self,
+        collector: Box<dyn prometheus::core::Collector>,
+    ) -> Result<(), prometheus::Error> {
+        self.registry.register(collector)
+    }
+
     /// The registry rendered in Prometheus' text format.
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 * 1024);
@@ -184,5 +192,98 @@ impl Drop for MetricsServer {
             // incoming_requests() ends once the server is unblocked.
             let _ = thread.join();
         }
+    }
+}
+
+/// Consumer-group metrics computed at scrape time from the coordinator's state: lag per committed
+/// partition (log end offset − committed offset), members per group and rebalances per group.
+/// Computing lag on scrape costs one pass over committed offsets instead of work on every append.
+pub struct GroupCollector {
+    broker: std::sync::Weak<crate::broker::Broker>,
+    lag: IntGaugeVec,
+    members: IntGaugeVec,
+    rebalances: IntCounterVec,
+}
+
+impl GroupCollector {
+    pub fn new(
+        broker: std::sync::Weak<crate::broker::Broker>,
+    ) -> Result<GroupCollector, prometheus::Error> {
+        Ok(GroupCollector {
+            broker,
+            lag: IntGaugeVec::new(
+                Opts::new(
+                    "skald_consumer_group_lag",
+                    "Log end offset minus the group's committed offset",
+                ),
+                &["group", "topic", "partition"],
+            )?,
+            members: IntGaugeVec::new(
+                Opts::new(
+                    "skald_consumer_group_members",
+                    "Members of a consumer group",
+                ),
+                &["group"],
+            )?,
+            rebalances: IntCounterVec::new(
+                Opts::new(
+                    "skald_consumer_group_rebalances_total",
+                    "Rebalances started, by group",
+                ),
+                &["group"],
+            )?,
+        })
+    }
+}
+
+impl prometheus::core::Collector for GroupCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        [self.lag.desc(), self.members.desc(), self.rebalances.desc()].concat()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.lag.reset();
+        self.members.reset();
+        self.rebalances.reset();
+        if let Some(broker) = self.broker.upgrade() {
+            for shared in broker.groups.all_groups() {
+                let (id, members, rebalances, offsets) = {
+                    let group = crate::group::lock(&shared);
+                    let offsets: Vec<((String, i32), i64)> = group
+                        .offsets
+                        .iter()
+                        .map(|(key, committed)| (key.clone(), committed.offset))
+                        .collect();
+                    (
+                        group.id.clone(),
+                        group.member_count(),
+                        group.rebalances(),
+                        offsets,
+                    )
+                };
+                self.members
+                    .with_label_values(&[&id])
+                    .set(i64::try_from(members).unwrap_or(i64::MAX));
+                self.rebalances.with_label_values(&[&id]).inc_by(rebalances);
+                for ((topic, partition), committed) in offsets {
+                    let end = broker
+                        .replicas
+                        .get(&topic, partition)
+                        .and_then(|p| p.with_log(|log| log.log_end_offset()));
+                    if let Some(end) = end {
+                        let label = partition.to_string();
+                        self.lag
+                            .with_label_values(&[&id, &topic, &label])
+                            .set((end - committed).max(0));
+                    }
+                }
+            }
+        }
+        [
+            self.lag.collect(),
+            self.members.collect(),
+            self.rebalances.collect(),
+        ]
+        .concat()
     }
 }

@@ -14,7 +14,7 @@ use crate::broker::Broker;
 use crate::config::ServerConfig;
 use crate::connection;
 use crate::error::{Error, Result};
-use crate::metrics::{Metrics, MetricsServer};
+use crate::metrics::{GroupCollector, Metrics, MetricsServer};
 use crate::replica_manager::ReplicaManager;
 
 /// How long shutdown waits for open connections to finish their current request.
@@ -73,6 +73,9 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
             .await
             .map_err(|err| Error::Internal(format!("start-up task failed: {err}")))??,
     );
+    broker
+        .metrics
+        .register(Box::new(GroupCollector::new(Arc::downgrade(&broker))?))?;
     let metrics_server =
         MetricsServer::start(config.metrics_listener, metrics).map_err(|source| Error::Bind {
             address: config.metrics_listener.to_string(),

@@ -211,6 +211,8 @@ pub struct Group {
     /// While the first rebalance of an Empty group waits for more members: (until, hard limit).
     initial_delay: Option<(i64, i64)>,
     next_seq: u64,
+    /// Rebalances started since the group was loaded (a metric).
+    rebalances: u64,
     /// Committed offsets by (topic, partition).
     pub offsets: BTreeMap<(String, i32), CommittedOffset>,
 }
@@ -231,6 +233,7 @@ impl Group {
             rebalance_deadline_ms: 0,
             initial_delay: None,
             next_seq: 0,
+            rebalances: 0,
             offsets: BTreeMap::new(),
         }
     }
@@ -253,6 +256,11 @@ impl Group {
 
     pub fn leader_id(&self) -> Option<&str> {
         self.leader_id.as_deref()
+    }
+
+    /// Rebalances started since the group was created or loaded.
+    pub fn rebalances(&self) -> u64 {
+        self.rebalances
     }
 
     pub fn member_count(&self) -> usize {
@@ -583,6 +591,9 @@ impl Group {
     }
 
     fn prepare_rebalance(&mut self, now_ms: i64) {
+        if self.state != GroupState::PreparingRebalance {
+            self.rebalances += 1;
+        }
         if self.state == GroupState::CompletingRebalance {
             self.reset_assignments_and_fail_syncs();
         }
