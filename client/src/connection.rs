@@ -41,6 +41,13 @@ pub const CLIENT_VERSION_MAX: &[(ApiKey, i16)] = &[
     (ApiKey::CreateTopics, 7),
     (ApiKey::DeleteTopics, 5),
     (ApiKey::DescribeConfigs, 4),
+    (ApiKey::FindCoordinator, 4),
+    // v10 names topics by id only.
+    (ApiKey::OffsetCommit, 9),
+    (ApiKey::OffsetFetch, 9),
+    (ApiKey::DescribeGroups, 5),
+    (ApiKey::ListGroups, 5),
+    (ApiKey::DeleteGroups, 2),
 ];
 
 /// Settings for one connection.

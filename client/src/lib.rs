@@ -10,6 +10,7 @@
 //! - [`connection`]: one TCP connection: framing, ApiVersions negotiation, pipelined requests.
 //! - [`client`]: the cluster: bootstrap, metadata cache, a connection per broker, leaders.
 //! - [`admin`]: create, delete, list and describe topics.
+//! - [`groups`]: find coordinators; list, describe and delete groups; fetch and commit offsets.
 //! - [`partitioner`]: Kafka's murmur2 key partitioner and round robin.
 //! - [`records`]: building v2 record batches and reading fetched ones.
 //! - [`producer`]: batching per partition, pipelined Produce requests, delivery reports.
@@ -31,6 +32,7 @@ pub mod client;
 pub mod connection;
 pub mod consumer;
 pub mod error;
+pub mod groups;
 pub mod partitioner;
 pub mod producer;
 pub mod records;
@@ -40,5 +42,6 @@ pub use client::{Client, ClientConfig};
 pub use connection::{Connection, ConnectionConfig};
 pub use consumer::{Consumer, ConsumerConfig, StartOffset};
 pub use error::{Error, Result};
+pub use groups::{GroupDescription, GroupListing, GroupMember};
 pub use producer::{Acks, Delivery, Producer, ProducerConfig};
 pub use records::{ConsumerRecord, ProducerRecord};

@@ -1,9 +1,10 @@
-//! The `skald` tool's subcommands other than `server`: topics, produce, consume, bench.
+//! The `skald` tool's subcommands other than `server`: topics, groups, produce, consume, bench.
 //!
 //! `src/main.rs` flattens [`Command`] into the top-level CLI and calls [`main`].
 
 mod bench;
 mod consume;
+mod group;
 mod produce;
 mod topic;
 
@@ -20,6 +21,8 @@ pub const BROKERS_ENV: &str = "SKALD_BROKERS";
 pub enum Command {
     /// Create, list, describe and delete topics.
     Topic(topic::TopicArgs),
+    /// List, describe and delete consumer groups; reset their committed offsets.
+    Group(group::GroupArgs),
     /// Produce one record per line of stdin.
     Produce(produce::ProduceArgs),
     /// Print records of a topic, one per line.
@@ -74,6 +77,7 @@ pub fn main(command: Command) -> ExitCode {
     let result = runtime.block_on(async {
         match command {
             Command::Topic(args) => topic::run(args).await,
+            Command::Group(args) => group::run(args).await,
             Command::Produce(args) => produce::run(args).await,
             Command::Consume(args) => consume::run(args).await,
             Command::Bench(args) => bench::run(args).await,
@@ -150,6 +154,67 @@ mod tests {
                 Command::Topic(t) => assert_eq!(t.brokers.brokers.as_deref(), Some("h:1")),
                 other => panic!("{other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn reset_offsets_needs_exactly_one_target_and_takes_negative_shifts() {
+        let err = parse(&["group", "reset-offsets", "g", "--topic", "t"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        let err = parse(&[
+            "group",
+            "reset-offsets",
+            "g",
+            "--topic",
+            "t",
+            "--to-earliest",
+            "--to-latest",
+        ])
+        .unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
+        let err = parse(&[
+            "group",
+            "reset-offsets",
+            "g",
+            "--topic",
+            "t",
+            "--to-earliest",
+            "--dry-run",
+            "--execute",
+        ])
+        .unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
+        match parse(&[
+            "group",
+            "reset-offsets",
+            "g",
+            "--topic",
+            "t:1",
+            "--shift-by",
+            "-2",
+        ])
+        .unwrap()
+        {
+            Command::Group(g) => assert_eq!(
+                format!("{:?}", g.command),
+                format!(
+                    "{:?}",
+                    group::GroupCommand::ResetOffsets(group::ResetArgs {
+                        group: "g".to_owned(),
+                        topics: vec![("t".to_owned(), Some(vec![1]))],
+                        target: group::ResetTarget {
+                            to_earliest: false,
+                            to_latest: false,
+                            to_offset: None,
+                            to_datetime: None,
+                            shift_by: Some(-2),
+                        },
+                        dry_run: false,
+                        execute: false,
+                    })
+                )
+            ),
+            other => panic!("{other:?}"),
         }
     }
 
