@@ -3,7 +3,8 @@
 //! Batches stay bytes: this module reads the 61-byte header in place, checks the CRC32C, patches the
 //! fields the broker owns (base offset, partition leader epoch, LogAppendTime) in place, and can walk
 //! the records of an *uncompressed* batch just far enough to find a record's offset and timestamp.
-//! It never decodes values and never re-encodes records.
+//! The produce and fetch paths never decode values or re-encode records; only the log cleaner reads
+//! keys and values ([`record_views`]) and rewrites a batch without some records ([`rebuild_batch`]).
 //!
 //! Layout (big-endian), as in Kafka's `DefaultRecordBatch`:
 //!
@@ -411,6 +412,17 @@ impl Iterator for Records<'_> {
     type Item = Result<RecordInfo, BatchError>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        self.advance().map(|item| {
+            item.map(|view| RecordInfo {
+                offset_delta: view.offset_delta,
+                timestamp_delta: view.timestamp_delta,
+            })
+        })
+    }
+}
+
+impl<'a> Records<'a> {
+    fn advance(&mut self) -> Option<Result<RecordView<'a>, BatchError>> {
         if self.done {
             return None;
         }
@@ -422,9 +434,9 @@ impl Iterator for Records<'_> {
             return None;
         }
         match self.next_record() {
-            Ok(info) => {
+            Ok(view) => {
                 self.remaining -= 1;
-                Some(Ok(info))
+                Some(Ok(view))
             }
             Err(error) => {
                 self.done = true;
@@ -432,9 +444,7 @@ impl Iterator for Records<'_> {
             }
         }
     }
-}
 
-impl Records<'_> {
     fn malformed(&self, reason: &'static str) -> BatchError {
         BatchError::MalformedRecord {
             position: self.position,
@@ -442,7 +452,7 @@ impl Records<'_> {
         }
     }
 
-    fn next_record(&mut self) -> Result<RecordInfo, BatchError> {
+    fn next_record(&mut self) -> Result<RecordView<'a>, BatchError> {
         let mut cursor = Cursor {
             buf: self.section,
             position: self.position,
@@ -469,9 +479,8 @@ impl Records<'_> {
         body.skip(1).ok_or_else(|| fail("missing attributes"))?;
         let timestamp_delta = body.varlong().ok_or_else(|| fail("bad timestamp delta"))?;
         let offset_delta = body.varint().ok_or_else(|| fail("bad offset delta"))?;
-        body.skip_nullable_bytes().ok_or_else(|| fail("bad key"))?;
-        body.skip_nullable_bytes()
-            .ok_or_else(|| fail("bad value"))?;
+        let key = body.nullable_bytes().ok_or_else(|| fail("bad key"))?;
+        let value = body.nullable_bytes().ok_or_else(|| fail("bad value"))?;
         let headers = body.varint().ok_or_else(|| fail("bad header count"))?;
         if headers < 0 {
             return Err(fail("negative header count"));
@@ -489,12 +498,88 @@ impl Records<'_> {
         if body.position != end {
             return Err(fail("record length does not match its fields"));
         }
+        let record_start = self.position;
         self.position = end;
-        Ok(RecordInfo {
+        Ok(RecordView {
             offset_delta,
             timestamp_delta,
+            key,
+            value,
+            bytes: &self.section[record_start..end],
         })
     }
+}
+
+/// One record of an uncompressed batch, borrowed from the batch: what log compaction reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordView<'a> {
+    pub offset_delta: i32,
+    pub timestamp_delta: i64,
+    /// `None` for a null key (invalid on compacted topics; Kafka refuses it at produce time).
+    pub key: Option<&'a [u8]>,
+    /// `None` for a tombstone.
+    pub value: Option<&'a [u8]>,
+    /// The whole record as stored, its length prefix included. Its deltas are relative to the
+    /// batch's base offset and base timestamp, so it can be copied into any batch with the same two.
+    pub bytes: &'a [u8],
+}
+
+/// Like [`Records`], yielding each record's key, value and bytes (see [`record_views`]).
+#[derive(Debug, Clone)]
+pub struct RecordViews<'a>(Records<'a>);
+
+/// Walks the records of the uncompressed batch at the front of `batch` (the CRC is not checked),
+/// borrowing each record's key and value; same checks and stopping rules as [`records`].
+pub fn record_views(batch: &[u8]) -> Result<RecordViews<'_>, BatchError> {
+    records(batch).map(RecordViews)
+}
+
+impl<'a> Iterator for RecordViews<'a> {
+    type Item = Result<RecordView<'a>, BatchError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.advance()
+    }
+}
+
+/// The log cleaner's rewrite of one uncompressed batch (Kafka's `MemoryRecords.filterTo`): the
+/// header of the batch at the front of `original` — base offset, last offset delta (so the batch
+/// still ends where it did), base timestamp, attributes, producer fields, leader epoch — with only
+/// `kept` (records of that batch, in order) as its records. The records count, length and CRC32C
+/// are recomputed, and so is the max timestamp unless the batch is LogAppendTime. Not for the
+/// produce or fetch path: those never re-encode.
+pub fn rebuild_batch(original: &[u8], kept: &[RecordView<'_>]) -> Result<Vec<u8>, BatchError> {
+    let header = check_extent(original, usize::MAX)?;
+    if header.compression() != 0 {
+        return Err(BatchError::Compressed(header.compression()));
+    }
+    let records_len: usize = kept.iter().map(|r| r.bytes.len()).sum();
+    let batch_length = i32::try_from(RECORD_BATCH_HEADER_BYTES - LOG_OVERHEAD + records_len)
+        .map_err(|_| BatchError::BatchTooLarge {
+            size: RECORD_BATCH_HEADER_BYTES + records_len,
+            max: i32::MAX as usize,
+        })?;
+    let mut batch = Vec::with_capacity(RECORD_BATCH_HEADER_BYTES + records_len);
+    batch.extend_from_slice(&original[..RECORD_BATCH_HEADER_BYTES]);
+    for record in kept {
+        batch.extend_from_slice(record.bytes);
+    }
+    batch[BATCH_LENGTH_POS..BATCH_LENGTH_POS + 4].copy_from_slice(&batch_length.to_be_bytes());
+    // `kept` is never longer than the original's records, whose count fits an i32.
+    let count = i32::try_from(kept.len()).unwrap_or(i32::MAX);
+    batch[RECORDS_COUNT_POS..RECORDS_COUNT_POS + 4].copy_from_slice(&count.to_be_bytes());
+    if !header.timestamp_type_is_log_append_time() {
+        let max_timestamp = kept
+            .iter()
+            .map(|r| header.base_timestamp.saturating_add(r.timestamp_delta))
+            .max()
+            .unwrap_or(NO_TIMESTAMP);
+        batch[MAX_TIMESTAMP_POS..MAX_TIMESTAMP_POS + 8]
+            .copy_from_slice(&max_timestamp.to_be_bytes());
+    }
+    let crc = crc32c::crc32c(&batch[ATTRIBUTES_POS..]);
+    batch[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
+    Ok(batch)
 }
 
 /// A bounds-checked reader over Kafka's zigzag varints; every method returns `None` past the end.
@@ -503,7 +588,7 @@ struct Cursor<'a> {
     position: usize,
 }
 
-impl Cursor<'_> {
+impl<'a> Cursor<'a> {
     fn skip(&mut self, n: usize) -> Option<()> {
         let end = self.position.checked_add(n)?;
         if end > self.buf.len() {
@@ -534,6 +619,19 @@ impl Cursor<'_> {
     fn varlong(&mut self) -> Option<i64> {
         let raw = self.unsigned(10)?;
         Some(((raw >> 1) as i64) ^ -((raw & 1) as i64))
+    }
+
+    /// Reads a varint length (-1 = null) and that many bytes.
+    fn nullable_bytes(&mut self) -> Option<Option<&'a [u8]>> {
+        match self.varint()? {
+            -1 => Some(None),
+            len if len < -1 => None,
+            len => {
+                let start = self.position;
+                self.skip(len as usize)?;
+                Some(Some(&self.buf[start..self.position]))
+            }
+        }
     }
 
     /// Skips a varint length (-1 = null) and that many bytes.
@@ -829,6 +927,89 @@ mod tests {
                     timestamp_delta: 30
                 },
             ]
+        );
+    }
+
+    #[test]
+    fn record_views_borrow_keys_values_and_bytes() {
+        let batch = build_batch(7, &three_records());
+        let views: Vec<_> = record_views(&batch)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let got: Vec<_> = views
+            .iter()
+            .map(|v| (v.offset_delta, v.timestamp_delta, v.key, v.value))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (0, 0, Some(&b"k0"[..]), Some(&b"v0"[..])),
+                (1, 50, None, Some(&b"value one"[..])),
+                (2, 30, Some(&b"k2"[..]), None),
+            ]
+        );
+        let all: Vec<u8> = views.iter().flat_map(|v| v.bytes.iter().copied()).collect();
+        assert_eq!(all, batch[RECORD_BATCH_HEADER_BYTES..]);
+    }
+
+    #[test]
+    fn rebuilt_batch_keeps_offsets_and_producer_fields() {
+        let options = BatchOptions {
+            base_offset: 100,
+            partition_leader_epoch: 4,
+            attributes: TRANSACTIONAL_FLAG_MASK,
+            producer_id: 77,
+            producer_epoch: 2,
+            base_sequence: 10,
+        };
+        let batch = build_batch_with(&options, &three_records());
+        let views: Vec<_> = record_views(&batch)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let kept = [views[0], views[2]];
+        let rebuilt = rebuild_batch(&batch, &kept).unwrap();
+        let header = validate_batch(&rebuilt).unwrap();
+        let original = validate_batch(&batch).unwrap();
+        assert_eq!(header.base_offset, 100);
+        assert_eq!(header.last_offset(), 102);
+        assert_eq!(header.records_count, 2);
+        assert_eq!(header.base_timestamp, 1_000_000);
+        assert_eq!(header.max_timestamp, 1_000_030);
+        assert_eq!(
+            (
+                header.partition_leader_epoch,
+                header.attributes,
+                header.producer_id,
+                header.producer_epoch,
+                header.base_sequence
+            ),
+            (4, TRANSACTIONAL_FLAG_MASK, 77, 2, 10)
+        );
+        assert_ne!(header.crc, original.crc);
+        let again: Vec<_> = record_views(&rebuilt)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(again, kept.to_vec());
+        // LogAppendTime keeps the batch's max timestamp; an empty rebuild is still a valid batch.
+        let mut appended = batch.clone();
+        set_log_append_time(&mut appended, 9_000_000).unwrap();
+        let empty = rebuild_batch(&appended, &[]).unwrap();
+        let header = validate_batch(&empty).unwrap();
+        assert_eq!((header.records_count, header.last_offset()), (0, 102));
+        assert_eq!(header.max_timestamp, 9_000_000);
+        let compressed = build_batch_with(
+            &BatchOptions {
+                attributes: 1,
+                ..options
+            },
+            &three_records(),
+        );
+        assert_eq!(
+            rebuild_batch(&compressed, &[]),
+            Err(BatchError::Compressed(1))
         );
     }
 

@@ -10,6 +10,8 @@
 //! - [`log`]: [`Log`], one partition: open/recovery (from a recovery point), append, flush
 //!   policies (`flush.messages`, `flush_if_due` for `flush.ms`), read, offset-by-timestamp,
 //!   retention (`delete_old_segments`), DeleteRecords (`delete_records_before`), delete.
+//! - [`cleaner`]: log compaction (`Log::compact`, Kafka's `LogCleaner`) for
+//!   `cleanup.policy=compact`, its crash-safe segment swap and its per-partition checkpoint.
 //! - [`checkpoint`]: the per-log-dir `recovery-point-offset-checkpoint` and clean shutdown
 //!   marker.
 //! - [`clock`]: the [`Clock`] segment.ms and retention.ms are judged by (fake in tests).
@@ -20,11 +22,12 @@
 //! - [`config`]: [`LogConfig`], Kafka's property names and defaults.
 //! - [`error`]: [`Error`] and [`Result`].
 //!
-//! This crate never touches the network, never decodes or re-encodes records (it reads batch
-//! headers through `skald_protocol::batch` and nothing more), and never writes a byte it has not
-//! validated as part of a whole v2 batch.
+//! This crate never touches the network, never decodes or re-encodes records outside the cleaner
+//! (appends and reads see batch headers through `skald_protocol::batch` and nothing more), and
+//! never writes a byte it has not validated as part of a whole v2 batch.
 
 pub mod checkpoint;
+pub mod cleaner;
 pub mod clock;
 pub mod config;
 pub mod dir;
@@ -38,6 +41,7 @@ pub use checkpoint::{
     read_offset_checkpoint, take_clean_shutdown_marker, write_clean_shutdown_marker,
     write_offset_checkpoint, OffsetCheckpoint, CLEAN_SHUTDOWN_FILE, RECOVERY_POINT_CHECKPOINT_FILE,
 };
+pub use cleaner::{CompactionOptions, CompactionStats, CLEANER_OFFSET_FILE};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::LogConfig;
 pub use dir::{parse_partition_dir_name, partition_dir_name, scan_log_dir};

@@ -127,7 +127,8 @@ impl Log {
     /// Recovery: the last segment is validated batch by batch (length, magic, CRC32C, offsets
     /// increasing) and cut after the last valid batch; its indexes are rebuilt. Sealed segments are
     /// trusted (they were made durable when rolled) unless their indexes fail the sanity checks,
-    /// in which case they are recovered the same way. Stray index files and Kafka's `.deleted`,
+    /// in which case they are recovered the same way. An interrupted compaction is finished or
+    /// rolled back first (see [`crate::cleaner`]); stray index files and Kafka's `.deleted`,
     /// `.cleaned` and `.swap` leftovers are removed.
     pub fn open(dir: &Path, config: LogConfig) -> Result<Log> {
         Self::open_with_clock(dir, config, Arc::new(SystemClock))
@@ -182,6 +183,8 @@ impl Log {
         config.validate()?;
         let now_ms = clock.now_ms();
         fs::create_dir_all(dir).at(dir)?;
+        // A compaction interrupted after its commit point is finished, one before it rolled back.
+        crate::cleaner::recover_interrupted_swaps(dir)?;
         let mut log_bases = Vec::new();
         let mut index_files = Vec::new();
         for entry in fs::read_dir(dir).at(dir)? {
@@ -336,6 +339,16 @@ impl Log {
     #[cfg(test)]
     pub(crate) fn segments(&self) -> impl Iterator<Item = &Segment> {
         self.segments.values()
+    }
+
+    /// The segments by base offset, for the log cleaner (`crate::cleaner`).
+    pub(crate) fn segment_map(&self) -> &BTreeMap<i64, Segment> {
+        &self.segments
+    }
+
+    /// The log cleaner swaps cleaned segments in; it never touches the active (last) one.
+    pub(crate) fn segment_map_mut(&mut self) -> &mut BTreeMap<i64, Segment> {
+        &mut self.segments
     }
 
     fn active(&self) -> &Segment {

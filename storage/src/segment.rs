@@ -80,7 +80,22 @@ impl Segment {
         config: &LogConfig,
         now_ms: i64,
     ) -> Result<Self> {
-        let [log_path, index_path, time_index_path] = Self::paths(dir, base_offset);
+        Self::open_files_at(
+            Self::paths(dir, base_offset),
+            base_offset,
+            reserve_bytes,
+            config,
+            now_ms,
+        )
+    }
+
+    fn open_files_at(
+        [log_path, index_path, time_index_path]: [PathBuf; 3],
+        base_offset: i64,
+        reserve_bytes: u64,
+        config: &LogConfig,
+        now_ms: i64,
+    ) -> Result<Self> {
         Ok(Self {
             base_offset,
             log: LogFile::open(&log_path, reserve_bytes).at(&log_path)?,
@@ -105,6 +120,29 @@ impl Segment {
     ) -> Result<Self> {
         let mut segment = Self::open_files(dir, base_offset, config.segment_bytes, config, now_ms)?;
         // Leftovers of a crash between creating these files and writing to them hold nothing.
+        segment.log.truncate(0).at(segment.log.path())?;
+        segment.reset_indexes(config)?;
+        Ok(segment)
+    }
+
+    /// A new, empty segment whose files are named `<name>.<temp_suffix>` (the log cleaner's
+    /// `.cleaned` output), with `reserve_bytes` of the log mapped up front. It is written with
+    /// [`Segment::append`], then [`Segment::seal`]ed and dropped before its files are renamed.
+    pub(crate) fn create_temp(
+        dir: &Path,
+        base_offset: i64,
+        temp_suffix: &str,
+        reserve_bytes: u64,
+        config: &LogConfig,
+        now_ms: i64,
+    ) -> Result<Self> {
+        let paths = Self::paths(dir, base_offset).map(|path| {
+            let mut name = path.into_os_string();
+            name.push(".");
+            name.push(temp_suffix);
+            PathBuf::from(name)
+        });
+        let mut segment = Self::open_files_at(paths, base_offset, reserve_bytes, config, now_ms)?;
         segment.log.truncate(0).at(segment.log.path())?;
         segment.reset_indexes(config)?;
         Ok(segment)
@@ -356,6 +394,11 @@ impl Segment {
 
     pub(crate) fn base_offset(&self) -> i64 {
         self.base_offset
+    }
+
+    /// The whole `.log` as written (the log cleaner reads it batch by batch).
+    pub(crate) fn log_bytes(&self) -> Option<&[u8]> {
+        self.log.slice(0, self.log.size())
     }
 
     pub(crate) fn max_timestamp(&self) -> i64 {

@@ -1,0 +1,585 @@
+//! Log compaction for `cleanup.policy=compact` (Kafka's `LogCleaner`), run by [`Log::compact`].
+//!
+//! # What a pass does
+//! The log is clean below the cleaner checkpoint ([`CLEANER_OFFSET_FILE`]) and dirty from there
+//! to the first uncleanable offset: the active segment's base, or the base of the first segment
+//! holding a record newer than `min.compaction.lag.ms` (judged, as Kafka does, by the segment's
+//! largest timestamp). A pass runs only when dirty bytes / (clean + dirty bytes) reaches
+//! `min.cleanable.dirty.ratio`. It maps each key of the dirty section to its latest offset (at
+//! most `offset_map_keys_max` keys, stopping at a segment boundary), then rewrites every segment
+//! below the end of that map, oldest first, in groups no larger than `segment.bytes`:
+//! - a record is dropped when the map holds a later offset for its key;
+//! - a tombstone (null value) that is the latest for its key is dropped once its segment's largest
+//!   timestamp is more than `delete.retention.ms` old, unless a compressed batch precedes it (that
+//!   batch may hold an older value of the key, which would then reappear);
+//! - batches keep their base offset and last offset delta, so offsets never change and every
+//!   segment still ends where it did (gaps are allowed); a batch losing some records is rebuilt
+//!   with its header fields ([`skald_protocol::batch::rebuild_batch`]), one losing all goes;
+//! - compressed batches are copied untouched and counted (their records are neither read nor
+//!   mapped: decompression is not implemented); control batches are copied untouched;
+//! - records without a key are kept. Kafka refuses them on compacted topics at produce time, which
+//!   is the broker's job.
+//!
+//! # The swap (crash safety)
+//! Each group is written to `<base>.log.cleaned` (+ `.index.cleaned`, `.timeindex.cleaned`) and
+//! fsynced, with `<base>.log.swap-end` naming the offset the group ends at (the base of the next
+//! segment: the cleaned segment's last batch may have gone, so its own end cannot tell which old
+//! segments it replaces). Then, as in Kafka: `.cleaned` → `.swap` (the indexes first; the `.log`
+//! rename is the commit point), the old segments → `.deleted`, `.swap` → final names, the
+//! `.deleted` files removed. [`recover_interrupted_swaps`], run by `Log::open`, rolls back a
+//! group without a `.log.swap` (its `.cleaned` files go) and finishes one with it (old segment
+//! files in its range go, the `.swap` files take their names; lost indexes are rebuilt on open).
+//! A crash therefore leaves each group either wholly old or wholly cleaned, with every offset
+//! readable as before. Groups are swapped oldest first and each is consistent on its own: a record
+//! is dropped only when a later record of its key stays in the log.
+//!
+//! Not done: Kafka's KIP-534 delete horizon in the batch header and its "clean section only" rule
+//! for tombstones (here the segment's largest timestamp decides), transactions (aborted data,
+//! markers), retaining empty batches for idempotent producer state (Skald has no idempotence yet),
+//! `max.compaction.lag.ms`, and decompressing batches.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+
+use skald_protocol::batch::{self, RecordBatchHeader, RecordBatches};
+
+use crate::error::{Error, IoContext, Result};
+use crate::index::relative_offset;
+use crate::log::Log;
+use crate::segment::{
+    parse_segment_stem, segment_file_name, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
+};
+
+/// The partition's cleaner checkpoint: the offset below which the log is clean (Kafka keeps one
+/// `cleaner-offset-checkpoint` per log dir; one file per partition directory is written as
+/// atomically, like `log-start-offset.checkpoint`).
+pub const CLEANER_OFFSET_FILE: &str = "cleaner-offset.checkpoint";
+const CLEANER_OFFSET_VERSION: &str = "0";
+const CLEANED_SUFFIX: &str = "cleaned";
+const SWAP_SUFFIX: &str = "swap";
+/// `<base>.log.swap-end`: the end offset of the group a `.swap` replaces.
+const SWAP_END_SUFFIX: &str = "log.swap-end";
+
+/// A compacted topic's cleaner settings, named after Kafka's topic configs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompactionOptions {
+    /// `delete.retention.ms`: how long a tombstone stays readable (1 day).
+    pub delete_retention_ms: i64,
+    /// `min.compaction.lag.ms`: segments holding records newer than this are not cleaned (0).
+    pub min_compaction_lag_ms: i64,
+    /// `min.cleanable.dirty.ratio`: clean only when dirty bytes / total bytes reaches this (0.5).
+    pub min_cleanable_dirty_ratio: f64,
+    /// Most distinct keys mapped in one pass (Kafka bounds its map by
+    /// `log.cleaner.dedupe.buffer.size`); the map may exceed it by one segment's keys, so that
+    /// every pass cleans at least one dirty segment.
+    pub offset_map_keys_max: usize,
+}
+
+impl Default for CompactionOptions {
+    fn default() -> Self {
+        CompactionOptions {
+            delete_retention_ms: 24 * 60 * 60 * 1000,
+            min_compaction_lag_ms: 0,
+            min_cleanable_dirty_ratio: 0.5,
+            offset_map_keys_max: 1 << 20,
+        }
+    }
+}
+
+impl CompactionOptions {
+    /// Kafka's bounds: the ratio in [0, 1], the times at least 0.
+    pub fn validate(&self) -> Result<()> {
+        if !(0.0..=1.0).contains(&self.min_cleanable_dirty_ratio) {
+            return Err(Error::InvalidConfig(format!(
+                "min.cleanable.dirty.ratio {} is outside [0, 1]",
+                self.min_cleanable_dirty_ratio
+            )));
+        }
+        if self.delete_retention_ms < 0 || self.min_compaction_lag_ms < 0 {
+            return Err(Error::InvalidConfig(format!(
+                "delete.retention.ms {} and min.compaction.lag.ms {} must be at least 0",
+                self.delete_retention_ms, self.min_compaction_lag_ms
+            )));
+        }
+        if self.offset_map_keys_max == 0 {
+            return Err(Error::InvalidConfig("offset map of 0 keys".into()));
+        }
+        Ok(())
+    }
+}
+
+/// What one [`Log::compact`] pass found and did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CompactionStats {
+    /// Whether segments were rewritten (false: nothing dirty, or the dirty ratio was too low).
+    pub cleaned: bool,
+    /// Dirty bytes / (clean + dirty bytes) of the non-active segments, before the pass.
+    pub dirty_ratio: f64,
+    pub first_dirty_offset: i64,
+    /// The new cleaner checkpoint (the end of the offset map); `first_dirty_offset` if not cleaned.
+    pub clean_end_offset: i64,
+    pub segments_read: usize,
+    pub segments_written: usize,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    /// Records dropped, tombstones included.
+    pub records_removed: u64,
+    pub tombstones_removed: u64,
+    /// Compressed batches copied untouched.
+    pub compressed_batches_skipped: u64,
+    /// Records without a key seen (kept).
+    pub keyless_records: u64,
+}
+
+impl Log {
+    /// One log cleaner pass (see [the module doc](crate::cleaner)), judging time by `now_ms`. The
+    /// active segment is never touched, so the log end offset never changes, and every kept
+    /// record keeps its offset. Not thread-safe beyond `&mut self`; fetched [`bytes::Bytes`] of
+    /// replaced segments stay valid.
+    ///
+    /// An error after a group's commit point leaves this `Log` serving the old segments (their
+    /// files are open) until it is reopened, which finishes the swap.
+    pub fn compact(&mut self, now_ms: i64, options: &CompactionOptions) -> Result<CompactionStats> {
+        compact(self, now_ms, options, &mut CrashPoint::never())
+    }
+}
+
+/// Stops a compaction after a given number of swap steps (tests simulate crashes with it).
+#[derive(Debug, Default)]
+pub(crate) struct CrashPoint {
+    after_steps: Option<usize>,
+    steps: usize,
+}
+
+impl CrashPoint {
+    fn never() -> Self {
+        CrashPoint::default()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn after(steps: usize) -> Self {
+        CrashPoint {
+            after_steps: Some(steps),
+            steps: 0,
+        }
+    }
+
+    fn step(&mut self, dir: &Path) -> Result<()> {
+        self.steps += 1;
+        if self.after_steps == Some(self.steps) {
+            return Err(Error::Io {
+                path: dir.to_path_buf(),
+                source: std::io::Error::other("injected crash"),
+            });
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn compact(
+    log: &mut Log,
+    now_ms: i64,
+    options: &CompactionOptions,
+    crash: &mut CrashPoint,
+) -> Result<CompactionStats> {
+    options.validate()?;
+    let dir = log.dir().to_path_buf();
+    let log_start_offset = log.log_start_offset();
+    let segments = log.segment_map();
+    let bases: Vec<i64> = segments.keys().copied().collect();
+    let active_base = bases.last().copied().unwrap_or(log_start_offset);
+    // Each non-active segment's range: up to the next segment's base.
+    let ranges: Vec<(i64, i64)> = bases.windows(2).map(|w| (w[0], w[1])).collect();
+    let first_dirty = match read_cleaner_checkpoint(&dir)? {
+        Some(offset) if (log_start_offset..=active_base).contains(&offset) => offset,
+        _ => log_start_offset,
+    };
+    let mut stats = CompactionStats {
+        first_dirty_offset: first_dirty,
+        clean_end_offset: first_dirty,
+        ..CompactionStats::default()
+    };
+    let size_of = |base: &i64| segments.get(base).map_or(0, Segment::size);
+    let lag_horizon_ms = now_ms.saturating_sub(options.min_compaction_lag_ms);
+    let first_uncleanable = ranges
+        .iter()
+        .filter(|(_, end)| *end > first_dirty)
+        .find(|(base, _)| {
+            options.min_compaction_lag_ms > 0
+                && segments
+                    .get(base)
+                    .is_some_and(|s| s.largest_timestamp() > lag_horizon_ms)
+        })
+        .map_or(active_base, |(base, _)| *base)
+        .max(first_dirty);
+    let (mut clean_bytes, mut dirty_bytes) = (0u64, 0u64);
+    for (base, end) in &ranges {
+        if *end <= first_dirty {
+            clean_bytes += size_of(base);
+        } else if *base < first_uncleanable {
+            dirty_bytes += size_of(base);
+        }
+    }
+    if clean_bytes + dirty_bytes > 0 {
+        stats.dirty_ratio = dirty_bytes as f64 / (clean_bytes + dirty_bytes) as f64;
+    }
+    if dirty_bytes == 0 || stats.dirty_ratio < options.min_cleanable_dirty_ratio {
+        return Ok(stats);
+    }
+
+    // Kafka's `buildOffsetMap`: the latest offset of each key in the dirty section.
+    let mut offset_map: HashMap<Vec<u8>, i64> = HashMap::new();
+    let mut map_end = first_dirty;
+    for (base, end) in ranges
+        .iter()
+        .filter(|(base, end)| *end > first_dirty && *base < first_uncleanable)
+    {
+        if offset_map.len() >= options.offset_map_keys_max && map_end > first_dirty {
+            break;
+        }
+        let Some(segment) = segments.get(base) else {
+            continue;
+        };
+        for_each_batch(segment, |bytes, header| {
+            if header.compression() != 0 || header.is_control() {
+                return Ok(());
+            }
+            for view in batch::record_views(bytes)? {
+                let view = view?;
+                let offset = header.base_offset + i64::from(view.offset_delta);
+                if let (Some(key), true) = (view.key, offset >= first_dirty) {
+                    offset_map.insert(key.to_vec(), offset);
+                }
+            }
+            Ok(())
+        })?;
+        map_end = *end;
+    }
+
+    // Kafka's `groupSegmentsBySize`: each group becomes one segment named by its first base.
+    let mut groups: Vec<Vec<(i64, i64)>> = Vec::new();
+    let mut group_bytes = 0u64;
+    let segment_bytes = log.config().segment_bytes;
+    for &(base, end) in ranges.iter().filter(|(_, end)| *end <= map_end) {
+        let size = size_of(&base);
+        let fits = groups
+            .last()
+            .and_then(|g| g.first())
+            .is_some_and(|&(first, _)| {
+                group_bytes + size <= segment_bytes && relative_offset(first, end - 1).is_some()
+            });
+        match groups.last_mut() {
+            Some(group) if fits => {
+                group.push((base, end));
+                group_bytes += size;
+            }
+            _ => {
+                groups.push(vec![(base, end)]);
+                group_bytes = size;
+            }
+        }
+    }
+    let mut seen_compressed = false;
+    for group in &groups {
+        clean_group(
+            log,
+            &dir,
+            group,
+            &offset_map,
+            now_ms,
+            options,
+            &mut seen_compressed,
+            &mut stats,
+            crash,
+        )?;
+    }
+    write_cleaner_checkpoint(&dir, map_end)?;
+    stats.cleaned = true;
+    stats.clean_end_offset = map_end;
+    tracing::info!(dir = %dir.display(), ?stats, "compacted log");
+    Ok(stats)
+}
+
+/// Calls `f(batch bytes, header)` for every batch of `segment`, CRC-checked: the cleaner never
+/// copies a byte it has not validated.
+fn for_each_batch(
+    segment: &Segment,
+    mut f: impl FnMut(&[u8], &RecordBatchHeader) -> Result<()>,
+) -> Result<()> {
+    let all = segment.log_bytes().unwrap_or_default();
+    for item in RecordBatches::new(all) {
+        let (position, header) = item?;
+        f(&all[position..position + header.total_size()], &header)?;
+    }
+    Ok(())
+}
+
+/// Writes one group's cleaned segment and swaps it in (see the module doc for the steps).
+#[allow(clippy::too_many_arguments)]
+fn clean_group(
+    log: &mut Log,
+    dir: &Path,
+    group: &[(i64, i64)],
+    offset_map: &HashMap<Vec<u8>, i64>,
+    now_ms: i64,
+    options: &CompactionOptions,
+    seen_compressed: &mut bool,
+    stats: &mut CompactionStats,
+    crash: &mut CrashPoint,
+) -> Result<()> {
+    let (Some(&(base, _)), Some(&(_, end))) = (group.first(), group.last()) else {
+        return Ok(());
+    };
+    let config = log.config().clone();
+    let segments = log.segment_map();
+    let reserve_bytes: u64 = group
+        .iter()
+        .filter_map(|(b, _)| segments.get(b))
+        .map(Segment::size)
+        .sum();
+    let mut cleaned =
+        Segment::create_temp(dir, base, CLEANED_SUFFIX, reserve_bytes, &config, now_ms)?;
+    for (segment_base, _) in group {
+        let Some(segment) = segments.get(segment_base) else {
+            continue;
+        };
+        let tombstones_expired =
+            now_ms.saturating_sub(segment.largest_timestamp()) > options.delete_retention_ms;
+        let mut out = Vec::new();
+        let mut headers = Vec::new();
+        for_each_batch(segment, |bytes, header| {
+            stats.bytes_read += bytes.len() as u64;
+            if header.compression() != 0 || header.is_control() {
+                if header.compression() != 0 {
+                    stats.compressed_batches_skipped += 1;
+                    *seen_compressed = true;
+                }
+                headers.push((out.len(), *header));
+                out.extend_from_slice(bytes);
+                return Ok(());
+            }
+            let views = batch::record_views(bytes)?.collect::<Result<Vec<_>, _>>()?;
+            let mut kept = Vec::with_capacity(views.len());
+            for view in &views {
+                let offset = header.base_offset + i64::from(view.offset_delta);
+                let Some(key) = view.key else {
+                    stats.keyless_records += 1;
+                    kept.push(*view);
+                    continue;
+                };
+                if offset_map.get(key).is_some_and(|&latest| latest > offset) {
+                    stats.records_removed += 1;
+                    continue;
+                }
+                if view.value.is_none() && tombstones_expired && !*seen_compressed {
+                    stats.records_removed += 1;
+                    stats.tombstones_removed += 1;
+                    continue;
+                }
+                kept.push(*view);
+            }
+            if kept.len() == views.len() {
+                headers.push((out.len(), *header));
+                out.extend_from_slice(bytes);
+            } else if !kept.is_empty() {
+                let rebuilt = batch::rebuild_batch(bytes, &kept)?;
+                headers.push((out.len(), RecordBatchHeader::parse(&rebuilt)?));
+                out.extend_from_slice(&rebuilt);
+            }
+            Ok(())
+        })?;
+        if !out.is_empty() {
+            cleaned.append(&out, &headers)?;
+        }
+        stats.segments_read += 1;
+    }
+    cleaned.seal()?;
+    stats.bytes_written += cleaned.size();
+    stats.segments_written += 1;
+    drop(cleaned);
+
+    write_swap_end(dir, base, end)?;
+    sync_dir(dir)?;
+    crash.step(dir)?;
+    for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX, LOG_SUFFIX] {
+        rename(
+            &temp_path(dir, base, suffix, CLEANED_SUFFIX),
+            &temp_path(dir, base, suffix, SWAP_SUFFIX),
+        )?;
+        if suffix == LOG_SUFFIX {
+            // The commit point: from here on, a restart finishes this swap.
+            sync_dir(dir)?;
+        }
+        crash.step(dir)?;
+    }
+    let mut doomed = Vec::new();
+    for (segment_base, _) in group {
+        if let Some(segment) = log.segment_map().get(segment_base) {
+            doomed.extend(segment.rename_to_deleted()?);
+        }
+        crash.step(dir)?;
+    }
+    finish_swap(dir, base, crash)?;
+    for (segment_base, _) in group {
+        log.segment_map_mut().remove(segment_base);
+    }
+    for path in doomed {
+        fs::remove_file(&path).at(&path)?;
+    }
+    crash.step(dir)?;
+    let (segment, _) = Segment::open_sealed(dir, base, &config, now_ms)?;
+    log.segment_map_mut().insert(base, segment);
+    Ok(())
+}
+
+/// The last steps of a swap, shared by the cleaner and recovery: the `.swap` files take their
+/// final names (indexes first, then the `.log`), then the end marker goes.
+fn finish_swap(dir: &Path, base: i64, crash: &mut CrashPoint) -> Result<()> {
+    for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX, LOG_SUFFIX] {
+        let from = temp_path(dir, base, suffix, SWAP_SUFFIX);
+        match fs::rename(&from, dir.join(segment_file_name(base, suffix))) {
+            Ok(()) => {}
+            // A missing index is rebuilt when the segment is opened.
+            Err(err) if err.kind() == ErrorKind::NotFound && suffix != LOG_SUFFIX => {}
+            Err(err) => return Err(err).at(&from),
+        }
+        crash.step(dir)?;
+    }
+    remove_if_present(&dir.join(segment_file_name(base, SWAP_END_SUFFIX)))?;
+    sync_dir(dir)?;
+    crash.step(dir)
+}
+
+/// Finishes or rolls back compactions a crash interrupted (run by `Log::open` before it lists the
+/// segments). A `<base>.log.swap` is committed: the segment files in `[base, end)` go and the swap
+/// takes their place. Every other `.cleaned`, `.swap` and end marker is an uncommitted group and
+/// is removed.
+pub(crate) fn recover_interrupted_swaps(dir: &Path) -> Result<()> {
+    let mut swaps = Vec::new();
+    let mut segment_files = Vec::new();
+    let mut leftovers = Vec::new();
+    for entry in fs::read_dir(dir).at(dir)? {
+        let path = entry.at(dir)?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let Some((Some(base), rest)) = name
+            .split_once('.')
+            .map(|(stem, rest)| (parse_segment_stem(stem), rest))
+        else {
+            continue;
+        };
+        match rest {
+            LOG_SUFFIX | INDEX_SUFFIX | TIME_INDEX_SUFFIX => segment_files.push((base, path)),
+            "log.swap" => swaps.push(base),
+            _ if rest.ends_with(".cleaned")
+                || rest.ends_with(".swap")
+                || rest == SWAP_END_SUFFIX =>
+            {
+                leftovers.push(path)
+            }
+            _ => {}
+        }
+    }
+    if swaps.is_empty() && leftovers.is_empty() {
+        return Ok(());
+    }
+    swaps.sort_unstable();
+    for base in swaps {
+        let end = read_swap_end(dir, base)?;
+        tracing::warn!(dir = %dir.display(), base, end, "finishing an interrupted compaction swap");
+        for (_, path) in segment_files
+            .iter()
+            .filter(|(b, _)| (base..end).contains(b))
+        {
+            remove_if_present(path)?;
+        }
+        finish_swap(dir, base, &mut CrashPoint::never())?;
+    }
+    for path in leftovers {
+        tracing::info!(file = %path.display(), "removing an uncommitted compaction file");
+        remove_if_present(&path)?;
+    }
+    sync_dir(dir)
+}
+
+/// `<base>.<suffix>.<temp>`, e.g. `00000000000000000042.log.cleaned`.
+fn temp_path(dir: &Path, base: i64, suffix: &str, temp: &str) -> PathBuf {
+    dir.join(format!("{}.{temp}", segment_file_name(base, suffix)))
+}
+
+fn rename(from: &Path, to: &Path) -> Result<()> {
+    fs::rename(from, to).at(from)
+}
+
+fn remove_if_present(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(err) if err.kind() != ErrorKind::NotFound => Err(err).at(path),
+        _ => Ok(()),
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    fs::File::open(dir).and_then(|d| d.sync_all()).at(dir)
+}
+
+/// Writes `text` to `path` durably (fsynced; the caller syncs the directory or renames over).
+fn write_synced(path: &Path, text: &str) -> Result<()> {
+    let mut file = fs::File::create(path).at(path)?;
+    file.write_all(text.as_bytes()).at(path)?;
+    file.sync_all().at(path)
+}
+
+fn invalid(path: PathBuf, text: &str) -> Error {
+    Error::Io {
+        path,
+        source: std::io::Error::new(ErrorKind::InvalidData, format!("unreadable: {text:?}")),
+    }
+}
+
+fn write_swap_end(dir: &Path, base: i64, end: i64) -> Result<()> {
+    write_synced(
+        &dir.join(segment_file_name(base, SWAP_END_SUFFIX)),
+        &format!("{end}\n"),
+    )
+}
+
+/// The end of a committed swap. It was fsynced before the commit, so only outside damage makes it
+/// missing or unreadable, and then guessing which segments to drop could lose data: an error.
+fn read_swap_end(dir: &Path, base: i64) -> Result<i64> {
+    let path = dir.join(segment_file_name(base, SWAP_END_SUFFIX));
+    let text = fs::read_to_string(&path).at(&path)?;
+    match text.trim().parse::<i64>() {
+        Ok(end) if end > base => Ok(end),
+        _ => Err(invalid(path, &text)),
+    }
+}
+
+/// The cleaner checkpoint of the partition in `dir`, if one was written.
+pub fn read_cleaner_checkpoint(dir: &Path) -> Result<Option<i64>> {
+    let path = dir.join(CLEANER_OFFSET_FILE);
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(err).at(&path),
+    };
+    let mut lines = text.lines().map(str::trim);
+    match (lines.next(), lines.next().map(str::parse::<i64>)) {
+        (Some(CLEANER_OFFSET_VERSION), Some(Ok(offset))) if offset >= 0 => Ok(Some(offset)),
+        _ => Err(invalid(path, &text)),
+    }
+}
+
+/// Replaces the cleaner checkpoint atomically (temp file, fsync, rename, fsync the directory).
+fn write_cleaner_checkpoint(dir: &Path, offset: i64) -> Result<()> {
+    let path = dir.join(CLEANER_OFFSET_FILE);
+    let temp = dir.join(format!("{CLEANER_OFFSET_FILE}.tmp"));
+    write_synced(&temp, &format!("{CLEANER_OFFSET_VERSION}\n{offset}\n"))?;
+    rename(&temp, &path)?;
+    sync_dir(dir)
+}
+
+#[cfg(test)]
+mod tests;
