@@ -797,3 +797,111 @@ fn deleted_then_recreated_topic_starts_empty_even_after_restart() {
     assert_eq!(high_watermark, 1);
     assert_eq!(&records[CRC_AND_AFTER], &batch[CRC_AND_AFTER]);
 }
+
+/// Every record of partition 0 as (offset, key, value), reading segment by segment to the end.
+fn read_all_records(conn: &mut RawConn, topic: &str) -> Vec<(i64, String, String)> {
+    let mut records = Vec::new();
+    let mut offset = 0;
+    loop {
+        let (error, high_watermark, bytes) = conn.fetch_raw(topic, 0, offset);
+        assert_eq!(error, NONE, "fetch {topic} at {offset}");
+        if bytes.is_empty() {
+            assert_eq!(
+                offset, high_watermark,
+                "an empty read ends at the high watermark"
+            );
+            return records;
+        }
+        for batch in RecordBatches::new(&bytes) {
+            let (position, header) = batch.expect("valid batch");
+            let whole = &bytes[position..position + header.total_size()];
+            for record in skald_protocol::batch::record_views(whole).expect("uncompressed") {
+                let record = record.expect("valid record");
+                let at = header.base_offset + i64::from(record.offset_delta);
+                if at >= offset {
+                    let text = |b: Option<&[u8]>| {
+                        String::from_utf8_lossy(b.unwrap_or_default()).into_owned()
+                    };
+                    records.push((at, text(record.key), text(record.value)));
+                }
+            }
+            offset = header.next_offset();
+        }
+    }
+}
+
+#[test]
+fn compacted_topics_keep_the_latest_value_per_key_at_its_offset_and_refuse_keyless_records() {
+    let server = TestServer::start_with(&[("log.cleaner.backoff.ms", "100")]);
+    create_topic_ok(
+        server.kafka_addr(),
+        "compacted",
+        1,
+        &[
+            ("cleanup.policy", "compact"),
+            ("segment.bytes", "200"),
+            ("min.cleanable.dirty.ratio", "0.01"),
+        ],
+    );
+    let mut conn = RawConn::connect(server.kafka_addr());
+    let writes = [
+        ("k1", "a"),
+        ("k2", "b"),
+        ("k1", "c"),
+        ("k3", "d"),
+        ("k2", "e"),
+        ("k4", "f"),
+        ("k5", "g"),
+        ("k6", "h"),
+    ];
+    for (offset, (key, value)) in writes.iter().enumerate() {
+        let batch = wire::batch_v2(&[(key, value, 1_000 + offset as i64)]);
+        assert_eq!(
+            conn.produce_raw("compacted", 0, batch),
+            (NONE, offset as i64)
+        );
+    }
+    // The cleaner runs in the background: poll until the superseded k1=a and k2=b are gone.
+    let expected: Vec<(i64, String, String)> = [
+        (2, "k1", "c"),
+        (3, "k3", "d"),
+        (4, "k2", "e"),
+        (5, "k4", "f"),
+        (6, "k5", "g"),
+        (7, "k6", "h"),
+    ]
+    .iter()
+    .map(|(offset, key, value)| (*offset, key.to_string(), value.to_string()))
+    .collect();
+    let compacted = common::poll_until(
+        "the cleaner to compact the topic",
+        Duration::from_secs(20),
+        || {
+            let records = read_all_records(&mut RawConn::connect(server.kafka_addr()), "compacted");
+            (records.first().map(|r| r.0) != Some(0)).then_some(records)
+        },
+    );
+    assert_eq!(
+        compacted, expected,
+        "latest value per key, at its original offset"
+    );
+    assert_eq!(
+        conn.produce_raw("compacted", 0, wire::batch_v2(&[("k7", "i", 2_000)])),
+        (NONE, 8),
+        "offsets go on"
+    );
+
+    let keyless = skald_protocol::batch::testing::build_batch(
+        0,
+        &[skald_protocol::batch::testing::TestRecord::new(
+            None,
+            Some(b"v"),
+            3_000,
+        )],
+    );
+    assert_eq!(
+        conn.produce_raw("compacted", 0, Bytes::from(keyless)),
+        (87, -1),
+        "INVALID_RECORD"
+    );
+}

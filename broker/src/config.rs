@@ -23,6 +23,8 @@ const SERVER_PROPERTIES: &[(&str, &str)] = &[
     ("auto.create.topics.enable", "true"),
     ("socket.request.max.bytes", "104857600"),
     ("max.connections", "10000"),
+    ("log.cleaner.enable", "true"),
+    ("log.cleaner.backoff.ms", "15000"),
     ("fetch.max.bytes", "57671680"),
     ("broker.rack", ""),
     ("log.retention.check.interval.ms", "300000"),
@@ -105,6 +107,10 @@ pub struct ServerConfig {
     pub rack: Option<String>,
     /// `log.retention.check.interval.ms`: how often retention runs over every partition.
     pub log_retention_check_interval_ms: u64,
+    /// `log.cleaner.enable`: whether compacted topics are cleaned.
+    pub log_cleaner_enable: bool,
+    /// `log.cleaner.backoff.ms`: the pause between cleaner passes.
+    pub log_cleaner_backoff_ms: u64,
     /// `log.flush.scheduler.interval.ms`: how often every partition's `flush.ms` is checked
     /// (Kafka's default, Long.MAX, means never).
     pub log_flush_scheduler_interval_ms: u64,
@@ -168,6 +174,8 @@ impl ServerConfig {
             fetch_max_bytes: 0,
             rack: None,
             log_retention_check_interval_ms: 0,
+            log_cleaner_enable: true,
+            log_cleaner_backoff_ms: 0,
             log_flush_scheduler_interval_ms: 0,
             log_flush_offset_checkpoint_interval_ms: 0,
         };
@@ -234,6 +242,8 @@ impl ServerConfig {
             ));
         }
         config.log_retention_check_interval_ms = config.parse("log.retention.check.interval.ms")?;
+        config.log_cleaner_enable = config.parse("log.cleaner.enable")?;
+        config.log_cleaner_backoff_ms = config.parse::<u64>("log.cleaner.backoff.ms")?.max(1);
         if config.log_retention_check_interval_ms < 1 {
             return Err("log.retention.check.interval.ms must be at least 1".into());
         }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use skald_controller::{MetadataImage, TopicId, TopicImage};
-use skald_storage::{Log, LogConfig};
+use skald_storage::{Clock, CompactionOptions, Log, LogConfig, SystemClock};
 use tokio::sync::Notify;
 
 use crate::config::ServerConfig;
@@ -25,6 +25,8 @@ pub struct ProduceSettings {
     pub max_message_bytes: usize,
     /// `message.timestamp.type=LogAppendTime`: the broker stamps batches with its clock.
     pub log_append_time: bool,
+    /// `cleanup.policy` includes `compact`: records must have keys.
+    pub compacted: bool,
 }
 
 /// One hosted partition and its log.
@@ -36,6 +38,8 @@ pub struct Partition {
     /// The partition's directory, fixed for its lifetime.
     pub dir: PathBuf,
     pub settings: ProduceSettings,
+    /// The cleaner's settings when `cleanup.policy` includes `compact`.
+    pub compaction: Option<CompactionOptions>,
     /// `None` once the partition has been removed; holders of an old `Arc` then see it as gone.
     log: Mutex<Option<Log>>,
 }
@@ -291,6 +295,7 @@ impl ReplicaManager {
             topic_id: topic.topic_id,
             dir,
             settings: produce_settings(topic, config),
+            compaction: compaction_options(topic, config),
             log: Mutex::new(Some(log)),
         })
     }
@@ -353,6 +358,47 @@ impl ReplicaManager {
             }
         }
         total
+    }
+
+    /// One cleaner pass (Kafka's log cleaner): compacts every hosted partition of a topic whose
+    /// cleanup.policy includes `compact`, when its dirty ratio allows. Blocking: run it off the async
+    /// workers; each partition's lock is held for its own pass only.
+    pub fn clean_compacted_logs(&self) {
+        for partition in self.all() {
+            let Some(options) = &partition.compaction else {
+                continue;
+            };
+            let now_ms = SystemClock.now_ms();
+            let outcome = partition.with_log(|log| {
+                let compacted = log.compact(now_ms, options);
+                if matches!(&compacted, Ok(stats) if stats.cleaned) {
+                    self.metrics.set_partition_log(
+                        &partition.topic,
+                        partition.partition,
+                        log.log_end_offset(),
+                        log.size_bytes(),
+                    );
+                }
+                compacted
+            });
+            match outcome {
+                Some(Ok(stats)) if stats.cleaned => tracing::info!(
+                    topic = partition.topic,
+                    partition = partition.partition,
+                    records_removed = stats.records_removed,
+                    tombstones_removed = stats.tombstones_removed,
+                    bytes_read = stats.bytes_read,
+                    bytes_written = stats.bytes_written,
+                    "log compacted"
+                ),
+                Some(Err(err)) => tracing::error!(
+                    topic = partition.topic,
+                    partition = partition.partition,
+                    "compaction failed: {err}"
+                ),
+                _ => {}
+            }
+        }
     }
 
     /// Closes every log (flushing it and trimming its indexes); called once on shutdown. Then, per
@@ -568,9 +614,7 @@ pub fn log_config(topic: &TopicImage, config: &ServerConfig) -> LogConfig {
     let defaults = LogConfig::default();
     // Time and size retention apply only to topics whose cleanup.policy includes `delete`, as in
     // Kafka (a compacted-only topic keeps everything but what DeleteRecords removes).
-    let delete_policy = config
-        .topic_config(&topic.configs, "cleanup.policy")
-        .is_none_or(|policy| policy.split(',').any(|p| p.trim() == "delete"));
+    let delete_policy = has_cleanup_policy(topic, config, "delete");
     let retention = |name: &str, default: i64| {
         if delete_policy {
             signed(name).unwrap_or(default)
@@ -600,6 +644,34 @@ pub fn log_config(topic: &TopicImage, config: &ServerConfig) -> LogConfig {
     }
 }
 
+/// The topic's cleanup policy includes `policy` (`delete` or `compact`).
+fn has_cleanup_policy(topic: &TopicImage, config: &ServerConfig, policy: &str) -> bool {
+    config
+        .topic_config(&topic.configs, "cleanup.policy")
+        .is_some_and(|policies| policies.split(',').any(|p| p.trim() == policy))
+}
+
+/// The cleaner's settings for a compacted topic (its overrides, else the broker's defaults).
+fn compaction_options(topic: &TopicImage, config: &ServerConfig) -> Option<CompactionOptions> {
+    if !has_cleanup_policy(topic, config, "compact") {
+        return None;
+    }
+    let value = |name: &str| config.topic_config(&topic.configs, name);
+    let defaults = CompactionOptions::default();
+    Some(CompactionOptions {
+        delete_retention_ms: value("delete.retention.ms")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(defaults.delete_retention_ms),
+        min_compaction_lag_ms: value("min.compaction.lag.ms")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(defaults.min_compaction_lag_ms),
+        min_cleanable_dirty_ratio: value("min.cleanable.dirty.ratio")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(defaults.min_cleanable_dirty_ratio),
+        ..defaults
+    })
+}
+
 fn produce_settings(topic: &TopicImage, config: &ServerConfig) -> ProduceSettings {
     ProduceSettings {
         max_message_bytes: config
@@ -610,6 +682,7 @@ fn produce_settings(topic: &TopicImage, config: &ServerConfig) -> ProduceSetting
             .topic_config(&topic.configs, "message.timestamp.type")
             .as_deref()
             == Some("LogAppendTime"),
+        compacted: has_cleanup_policy(topic, config, "compact"),
     }
 }
 

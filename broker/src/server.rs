@@ -110,9 +110,22 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
         ));
     }
 
-    let retention = tokio::spawn(retention_loop(
+    let retention = tokio::spawn(periodic_log_task(
         Arc::clone(&broker),
-        Duration::from_millis(config.log_retention_check_interval_ms),
+        config.log_retention_check_interval_ms,
+        |replicas| {
+            replicas.delete_old_segments();
+        },
+        shutdown_tx.subscribe(),
+    ));
+    let cleaner = tokio::spawn(periodic_log_task(
+        Arc::clone(&broker),
+        if config.log_cleaner_enable {
+            config.log_cleaner_backoff_ms
+        } else {
+            u64::MAX
+        },
+        ReplicaManager::clean_compacted_logs,
         shutdown_tx.subscribe(),
     ));
 
@@ -138,8 +151,10 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
         }
     }
     // A pass under way finishes (its files are renamed then removed, never left half done).
-    if let Err(err) = retention.await {
-        tracing::error!("retention task failed: {err}");
+    for task in [retention, cleaner] {
+        if let Err(err) = task.await {
+            tracing::error!("retention or cleaner task failed: {err}");
+        }
     }
     let drained = tokio::time::timeout(SHUTDOWN_DRAIN_MAX, async {
         while acceptors.join_next().await.is_some() {}
@@ -158,32 +173,12 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
     Ok(())
 }
 
-/// Runs a retention pass every `log.retention.check.interval.ms` until shutdown (Kafka's
-/// `kafka-log-retention` scheduled task; its first run also waits one interval). The file work
-/// runs on the blocking pool, one pass at a time.
-async fn retention_loop(broker: Arc<Broker>, every: Duration, mut stop: broadcast::Receiver<()>) {
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticks.tick() => {}
-            _ = stop.recv() => return,
-        }
-        let pass = Arc::clone(&broker);
-        if let Err(err) =
-            tokio::task::spawn_blocking(move || pass.replicas.delete_old_segments()).await
-        {
-            tracing::error!("retention pass failed: {err}");
-        }
-    }
-}
-
 /// Longest period a periodic task is scheduled with; longer ones (Kafka's Long.MAX "never") never run.
 const PERIOD_MAX: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
 
 /// Runs `pass` on the blocking pool every `every_ms` until shutdown, one pass at a time (Kafka's
-/// `kafka-log-flusher` and `kafka-recovery-point-checkpoint` scheduled tasks; the first run
-/// waits one interval).
+/// `kafka-log-retention`, `kafka-log-flusher`, `kafka-recovery-point-checkpoint` scheduled tasks
+/// and the log cleaner's backoff; the first run waits one interval).
 async fn periodic_log_task(
     broker: Arc<Broker>,
     every_ms: u64,
@@ -205,7 +200,7 @@ async fn periodic_log_task(
         }
         let broker = Arc::clone(&broker);
         if let Err(err) = tokio::task::spawn_blocking(move || pass(&broker.replicas)).await {
-            tracing::error!("log flush task failed: {err}");
+            tracing::error!("periodic log task failed: {err}");
         }
     }
 }

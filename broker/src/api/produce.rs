@@ -143,6 +143,14 @@ fn produce_partition(
             format!("expected exactly one record batch, found {batches}"),
         );
     }
+    if partition.settings.compacted {
+        if let Some(message) = keyless_record(&records) {
+            return fail(
+                ResponseError::InvalidRecord,
+                format!("{message} in topic partition {topic}-{index}"),
+            );
+        }
+    }
     let log_append_time = partition.settings.log_append_time.then(now_ms);
 
     // The request buffer is shared by every partition of the request, so patching needs a copy.
@@ -188,6 +196,15 @@ fn produce_partition(
             fail(ResponseError::KafkaStorageError, err.to_string())
         }
     }
+}
+
+/// Kafka refuses records without a key on compacted topics (they could never be cleaned). Only an
+/// uncompressed batch's records can be read without decompressing; compressed ones pass unchecked.
+fn keyless_record(batch: &[u8]) -> Option<&'static str> {
+    let mut views = skald_protocol::batch::record_views(batch).ok()?;
+    views
+        .any(|record| record.is_ok_and(|record| record.key.is_none()))
+        .then_some("Compacted topic cannot accept message without key")
 }
 
 /// The Kafka error code for a batch that failed validation.
