@@ -40,6 +40,9 @@ const SERVER_PROPERTIES: &[(&str, &str)] = &[
     ("group.min.session.timeout.ms", "6000"),
     ("group.max.session.timeout.ms", "1800000"),
     ("group.max.size", "2147483647"),
+    // Kafka's defaults: offsets of a group Empty for 7 days expire, checked every 10 minutes.
+    ("offsets.retention.minutes", "10080"),
+    ("offsets.retention.check.interval.ms", "600000"),
     // Kafka's defaults: the flush.ms check never runs unless set; recovery points every minute.
     ("log.flush.scheduler.interval.ms", "9223372036854775807"),
     ("log.flush.offset.checkpoint.interval.ms", "60000"),

@@ -76,6 +76,8 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
     broker
         .metrics
         .register(Box::new(GroupCollector::new(Arc::downgrade(&broker))?))?;
+    // Group timers and offset expiry run from start-up, not only once a member joins.
+    crate::group::GroupCoordinator::ensure_ticker(&broker);
     let metrics_server =
         MetricsServer::start(config.metrics_listener, metrics).map_err(|source| Error::Bind {
             address: config.metrics_listener.to_string(),

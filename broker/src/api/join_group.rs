@@ -36,7 +36,7 @@ pub async fn handle(
     {
         return response(JoinResult::error(error, &member_id), version);
     }
-    broker.groups.ensure_ticker();
+    crate::group::GroupCoordinator::ensure_ticker(broker);
     let request = JoinRequest {
         member_id: member_id.clone(),
         group_instance_id: body.group_instance_id.map(|id| id.to_string()),

@@ -215,6 +215,9 @@ pub struct Group {
     rebalances: u64,
     /// Committed offsets by (topic, partition).
     pub offsets: BTreeMap<(String, i32), CommittedOffset>,
+    /// When the group last became Empty (Kafka's `currentStateTimestamp` while Empty); `None` for a
+    /// group that has not emptied since it was created or loaded.
+    empty_since_ms: Option<i64>,
 }
 
 impl Group {
@@ -235,6 +238,7 @@ impl Group {
             next_seq: 0,
             rebalances: 0,
             offsets: BTreeMap::new(),
+            empty_since_ms: None,
         }
     }
 
@@ -658,6 +662,7 @@ impl Group {
         self.generation_id += 1;
         if self.members.is_empty() {
             self.state = GroupState::Empty;
+            self.empty_since_ms = Some(now_ms);
             self.protocol_name = None;
             self.leader_id = None;
             return;
@@ -890,6 +895,51 @@ impl Group {
             member.session_deadline_ms = now_ms + i64::from(member.session_timeout_ms);
         }
         Ok(())
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Offset expiry
+
+    /// When the group last became Empty, if it did since it was created or loaded.
+    pub fn empty_since_ms(&self) -> Option<i64> {
+        self.empty_since_ms
+    }
+
+    /// The committed offsets that have outlived `retention_ms` at `now_ms` (Kafka's
+    /// `GroupMetadata.removeExpiredOffsets`, KIP-211 and KIP-496):
+    ///
+    /// - an Empty group that has had members (a protocol type): every offset expires
+    ///   `retention_ms` after the group became Empty; if that moment is unknown (the group was
+    ///   loaded at start-up and has not emptied since), after its commit timestamp;
+    /// - a standalone group (never had a protocol type; commits from `assign()` consumers): each
+    ///   offset expires `retention_ms` after its commit timestamp;
+    /// - a Stable consumer-protocol group whose subscriptions are known: offsets of topics no
+    ///   member subscribes to expire `retention_ms` after their commit timestamp;
+    /// - any other group keeps its offsets.
+    pub fn expired_offsets(&self, now_ms: i64, retention_ms: i64) -> Vec<(String, i32)> {
+        let expired = |base_ms: i64| now_ms.saturating_sub(base_ms) >= retention_ms;
+        let select = |keep_topic: &dyn Fn(&str) -> bool, base: &dyn Fn(&CommittedOffset) -> i64| {
+            self.offsets
+                .iter()
+                .filter(|((topic, _), offset)| !keep_topic(topic) && expired(base(offset)))
+                .map(|(key, _)| key.clone())
+                .collect()
+        };
+        match (self.state, self.protocol_type.as_deref()) {
+            (GroupState::Empty, Some(_)) => select(&|_| false, &|offset| {
+                self.empty_since_ms.unwrap_or(offset.commit_timestamp_ms)
+            }),
+            (GroupState::Empty, None) => select(&|_| false, &|offset| offset.commit_timestamp_ms),
+            (GroupState::Stable, Some("consumer")) => match self.subscribed_topics() {
+                Some(subscribed) => {
+                    select(&|topic| subscribed.iter().any(|s| s == topic), &|offset| {
+                        offset.commit_timestamp_ms
+                    })
+                }
+                None => Vec::new(),
+            },
+            _ => Vec::new(),
+        }
     }
 
     // ---------------------------------------------------------------------------------------------
