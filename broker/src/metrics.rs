@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Every metric the broker exports.
@@ -20,6 +21,10 @@ pub struct Metrics {
     pub log_end_offset: IntGaugeVec,
     pub log_size_bytes: IntGaugeVec,
     pub connections: IntGaugeVec,
+    /// 1 for a log dir taken offline by a disk failure (until restart), 0 for one serving.
+    pub log_dir_offline: IntGaugeVec,
+    /// Hosted partitions whose log dir is offline (Kafka's `OfflinePartitionsCount`, locally).
+    pub offline_partitions: IntGauge,
 }
 
 impl Metrics {
@@ -76,6 +81,19 @@ impl Metrics {
             Opts::new("skald_connections", "Open client connections, by listener"),
             &["listener"],
         )?;
+        let log_dir_offline = IntGaugeVec::new(
+            Opts::new(
+                "skald_log_dir_offline",
+                "1 if a log dir was taken offline by a disk failure, else 0",
+            ),
+            &["dir"],
+        )?;
+        let offline_partitions = IntGauge::new(
+            "skald_offline_partitions",
+            "Hosted partitions whose log dir is offline",
+        )?;
+        registry.register(Box::new(log_dir_offline.clone()))?;
+        registry.register(Box::new(offline_partitions.clone()))?;
         registry.register(Box::new(requests_total.clone()))?;
         registry.register(Box::new(request_latency_seconds.clone()))?;
         registry.register(Box::new(bytes_in_total.clone()))?;
@@ -94,6 +112,8 @@ impl Metrics {
             log_end_offset,
             log_size_bytes,
             connections,
+            log_dir_offline,
+            offline_partitions,
         })
     }
 

@@ -1,7 +1,7 @@
 //! The partitions this broker hosts: their logs, created, opened and removed as the metadata image
 //! says, and the wake-up that long-polling fetches wait on.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
@@ -75,6 +75,10 @@ pub struct ReplicaManager {
     /// How each log dir's partitions are to be recovered at start-up (clean shutdown or recovery
     /// points), per log dir; taken (`None`) once the start-up `apply_metadata` has opened them.
     startup_recovery: Mutex<Option<BTreeMap<PathBuf, LogDirRecovery>>>,
+    /// Log dirs taken offline by a disk failure (Kafka's `LogDirFailureChannel`). A dir stays
+    /// offline until restart: its partitions answer KAFKA_STORAGE_ERROR and no new partition is
+    /// placed in it, while the other dirs keep serving.
+    offline_dirs: Mutex<BTreeSet<PathBuf>>,
 }
 
 /// What start-up found in one log dir, and what opening its partitions cost.
@@ -113,6 +117,13 @@ impl ReplicaManager {
                 unclaimed.insert((topic, partition), path);
             }
         }
+        for dir in &config.log_dirs {
+            metrics
+                .log_dir_offline
+                .with_label_values(&[&dir.display().to_string()])
+                .set(0);
+        }
+        metrics.offline_partitions.set(0);
         Ok(ReplicaManager {
             node_id: config.node_id,
             log_dirs: config.log_dirs.clone(),
@@ -121,6 +132,7 @@ impl ReplicaManager {
             appended: Notify::new(),
             metrics,
             startup_recovery: Mutex::new(Some(startup_recovery)),
+            offline_dirs: Mutex::new(BTreeSet::new()),
         })
     }
 
@@ -159,6 +171,58 @@ impl ReplicaManager {
             log.size_bytes(),
         );
         self.appended.notify_waiters();
+    }
+
+    /// Whether the partition's log dir is offline: Produce, Fetch, ListOffsets and DeleteRecords
+    /// then answer KAFKA_STORAGE_ERROR without touching the log. (Kafka answers some paths with
+    /// NOT_LEADER_OR_FOLLOWER in KRaft once the controller has moved leadership; with a single
+    /// replica there is nowhere to move it, so the storage error is the answer everywhere.)
+    pub fn is_offline(&self, partition: &Partition) -> bool {
+        let offline = self.offline();
+        !offline.is_empty()
+            && self
+                .log_dir_of(&partition.dir)
+                .is_some_and(|dir| offline.contains(&dir))
+    }
+
+    fn offline(&self) -> MutexGuard<'_, BTreeSet<PathBuf>> {
+        self.offline_dirs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Called with every error a partition's log returned: a disk failure (an I/O error, ENOSPC,
+    /// a torn write) takes the partition's whole log dir offline, as Kafka does; other errors
+    /// (bad input, offsets out of range) are the request's problem and change nothing.
+    pub fn on_storage_error(&self, partition: &Partition, err: &skald_storage::Error) {
+        if !err.is_disk_failure() {
+            return;
+        }
+        let Some(log_dir) = self.log_dir_of(&partition.dir) else {
+            return;
+        };
+        if !self.offline().insert(log_dir.clone()) {
+            return;
+        }
+        tracing::error!(
+            log_dir = %log_dir.display(),
+            topic = partition.topic,
+            partition = partition.partition,
+            "log dir taken offline after a disk failure: {err}; its partitions answer \
+             KAFKA_STORAGE_ERROR until the broker restarts, other log dirs keep serving"
+        );
+        self.metrics
+            .log_dir_offline
+            .with_label_values(&[&log_dir.display().to_string()])
+            .set(1);
+        self.update_offline_partitions();
+    }
+
+    fn update_offline_partitions(&self) {
+        let offline = self.all().iter().filter(|p| self.is_offline(p)).count();
+        self.metrics
+            .offline_partitions
+            .set(i64::try_from(offline).unwrap_or(i64::MAX));
     }
 
     /// Makes the hosted partitions match the image: opens or creates the logs of partitions placed on
@@ -232,11 +296,19 @@ impl ReplicaManager {
             set_aside_as_stray(&path);
         }
         self.report_startup_recovery();
+        drop(unclaimed);
+        self.update_offline_partitions();
     }
 
     fn partitions_per_dir(&self) -> BTreeMap<PathBuf, usize> {
-        let mut counts: BTreeMap<PathBuf, usize> =
-            self.log_dirs.iter().map(|dir| (dir.clone(), 0)).collect();
+        // An offline dir gets no new partitions; with every dir offline, new ones stay offline.
+        let offline = self.offline().clone();
+        let mut counts: BTreeMap<PathBuf, usize> = self
+            .log_dirs
+            .iter()
+            .filter(|dir| !offline.contains(*dir))
+            .map(|dir| (dir.clone(), 0))
+            .collect();
         for partition in self.read().values() {
             if let Some(count) = counts
                 .iter_mut()
@@ -324,6 +396,9 @@ impl ReplicaManager {
     pub fn delete_old_segments(&self) -> usize {
         let mut total = 0;
         for partition in self.all() {
+            if self.is_offline(&partition) {
+                continue;
+            }
             let outcome = partition.with_log(|log| {
                 let deleted = log.delete_old_segments();
                 if matches!(&deleted, Ok(d) if d.segments > 0) {
@@ -350,11 +425,14 @@ impl ReplicaManager {
                     }
                     total += deleted.segments;
                 }
-                Some(Err(err)) => tracing::error!(
-                    topic = partition.topic,
-                    partition = partition.partition,
-                    "retention failed: {err}"
-                ),
+                Some(Err(err)) => {
+                    tracing::error!(
+                        topic = partition.topic,
+                        partition = partition.partition,
+                        "retention failed: {err}"
+                    );
+                    self.on_storage_error(&partition, &err);
+                }
             }
         }
         total
@@ -368,6 +446,9 @@ impl ReplicaManager {
             let Some(options) = &partition.compaction else {
                 continue;
             };
+            if self.is_offline(&partition) {
+                continue;
+            }
             let now_ms = SystemClock.now_ms();
             let outcome = partition.with_log(|log| {
                 let compacted = log.compact(now_ms, options);
@@ -391,11 +472,14 @@ impl ReplicaManager {
                     bytes_written = stats.bytes_written,
                     "log compacted"
                 ),
-                Some(Err(err)) => tracing::error!(
-                    topic = partition.topic,
-                    partition = partition.partition,
-                    "compaction failed: {err}"
-                ),
+                Some(Err(err)) => {
+                    tracing::error!(
+                        topic = partition.topic,
+                        partition = partition.partition,
+                        "compaction failed: {err}"
+                    );
+                    self.on_storage_error(&partition, &err);
+                }
                 _ => {}
             }
         }
@@ -411,7 +495,8 @@ impl ReplicaManager {
             .iter()
             .map(|dir| (dir.clone(), skald_storage::OffsetCheckpoint::new()))
             .collect();
-        let mut failed_dirs = std::collections::BTreeSet::new();
+        // An offline dir never gets the clean shutdown marker: its logs are recovered on restart.
+        let mut failed_dirs = self.offline().clone();
         for partition in self.all() {
             let Some(log) = partition.lock().take() else {
                 continue;
@@ -456,12 +541,16 @@ impl ReplicaManager {
     /// has passed since its last flush. Blocking (fsync): run it off the async workers.
     pub fn flush_dirty_logs(&self) {
         for partition in self.all() {
+            if self.is_offline(&partition) {
+                continue;
+            }
             if let Some(Err(err)) = partition.with_log(|log| log.flush_if_due()) {
                 tracing::error!(
                     topic = partition.topic,
                     partition = partition.partition,
                     "flush failed: {err}"
                 );
+                self.on_storage_error(&partition, &err);
             }
         }
     }
@@ -488,7 +577,11 @@ impl ReplicaManager {
                 );
             }
         }
+        let offline = self.offline().clone();
         for (dir, entries) in checkpoints {
+            if offline.contains(&dir) {
+                continue;
+            }
             let path = dir.join(skald_storage::RECOVERY_POINT_CHECKPOINT_FILE);
             if let Err(err) = skald_storage::write_offset_checkpoint(&path, &entries) {
                 tracing::error!(path = %path.display(), "cannot write recovery points: {err}");

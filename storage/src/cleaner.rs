@@ -142,6 +142,7 @@ impl Log {
     /// An error after a group's commit point leaves this `Log` serving the old segments (their
     /// files are open) until it is reopened, which finishes the swap.
     pub fn compact(&mut self, now_ms: i64, options: &CompactionOptions) -> Result<CompactionStats> {
+        self.check_not_failed()?;
         compact(self, now_ms, options, &mut CrashPoint::never())
     }
 }
@@ -391,7 +392,7 @@ fn clean_group(
             Ok(())
         })?;
         if !out.is_empty() {
-            cleaned.append(&out, &headers)?;
+            cleaned.append(&out, &headers, None)?;
         }
         stats.segments_read += 1;
     }

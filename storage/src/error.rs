@@ -31,9 +31,32 @@ pub enum Error {
     /// One append larger than a segment can address (positions are 32-bit, as in Kafka).
     #[error("append of {size} bytes exceeds the largest possible segment")]
     AppendTooLarge { size: usize },
+    /// A write to a segment failed and its partial bytes could not be cut off: the segment file
+    /// holds bytes past what the log accounts for. The log refuses everything from then on.
+    #[error("write to {} failed ({write}) and its partial bytes could not be cut off: {cut}", path.display())]
+    TornAppend {
+        path: PathBuf,
+        write: io::Error,
+        cut: io::Error,
+    },
+    /// The log was failed by an earlier [`Error::TornAppend`]; reopening it (a restart) recovers
+    /// it by validating the segment's tail.
+    #[error("log {} is failed after a torn write; it refuses appends and reads until reopened", dir.display())]
+    LogFailed { dir: PathBuf },
     /// A `LogConfig` that cannot work.
     #[error("invalid log config: {0}")]
     InvalidConfig(String),
+}
+
+impl Error {
+    /// The error came from the disk (an I/O error or a torn log), not from the request: the log
+    /// dir it happened in should be taken offline.
+    pub fn is_disk_failure(&self) -> bool {
+        matches!(
+            self,
+            Error::Io { .. } | Error::TornAppend { .. } | Error::LogFailed { .. }
+        )
+    }
 }
 
 /// `Result` with this crate's [`Error`].

@@ -175,6 +175,10 @@ impl OffsetIndex {
             }
         }
         let at = self.entries * OFFSET_ENTRY_BYTES;
+        if let Err(err) = self.file.reserve(at, OFFSET_ENTRY_BYTES) {
+            tracing::warn!(index = %self.file.path().display(), "offset index entry skipped: {err}");
+            return;
+        }
         let bytes = self.file.bytes_mut();
         bytes[at..at + 4].copy_from_slice(&relative.to_be_bytes());
         bytes[at + 4..at + 8].copy_from_slice(&position.to_be_bytes());
@@ -311,6 +315,10 @@ impl TimeIndex {
             }
         }
         let at = self.entries * TIME_ENTRY_BYTES;
+        if let Err(err) = self.file.reserve(at, TIME_ENTRY_BYTES) {
+            tracing::warn!(index = %self.file.path().display(), "time index entry skipped: {err}");
+            return;
+        }
         let bytes = self.file.bytes_mut();
         bytes[at..at + 8].copy_from_slice(&timestamp.to_be_bytes());
         bytes[at + 8..at + 12].copy_from_slice(&relative.to_be_bytes());

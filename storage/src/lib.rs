@@ -21,10 +21,12 @@
 //! - [`dir`]: partition directory names and the scan of a log directory.
 //! - [`config`]: [`LogConfig`], Kafka's property names and defaults.
 //! - [`error`]: [`Error`] and [`Result`].
+//! - [`fault`]: [`DiskFaults`], write faults (ENOSPC after k bytes) injected by tests.
 //!
 //! This crate never touches the network, never decodes or re-encodes records outside the cleaner
 //! (appends and reads see batch headers through `skald_protocol::batch` and nothing more), and
-//! never writes a byte it has not validated as part of a whole v2 batch.
+//! never writes a byte it has not validated as part of a whole v2 batch, and never leaves the
+//! prefix of a failed write behind (it is cut off, or the log refuses everything until reopened).
 
 pub mod checkpoint;
 pub mod cleaner;
@@ -32,6 +34,7 @@ pub mod clock;
 pub mod config;
 pub mod dir;
 pub mod error;
+pub mod fault;
 mod index;
 pub mod log;
 mod mmap;
@@ -46,6 +49,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::LogConfig;
 pub use dir::{parse_partition_dir_name, partition_dir_name, scan_log_dir};
 pub use error::{Error, Result};
+pub use fault::DiskFaults;
 pub use log::{
     AppendInfo, DeletedSegments, Log, LogOpenOptions, ReadResult, LOG_START_OFFSET_FILE,
 };

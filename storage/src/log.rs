@@ -13,6 +13,7 @@ use skald_protocol::batch::{self, RecordBatchHeader, RecordBatches};
 use crate::clock::{Clock, SystemClock};
 use crate::config::LogConfig;
 use crate::error::{Error, IoContext, Result};
+use crate::fault::DiskFaults;
 use crate::segment::{
     parse_segment_stem, Segment, DELETED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
 };
@@ -97,6 +98,11 @@ pub struct Log {
     dir_needs_sync: bool,
     /// How many segments `open` validated batch by batch (the cost of recovery).
     recovered_segments: usize,
+    /// Write faults to inject (tests only).
+    faults: Option<Arc<DiskFaults>>,
+    /// A write failed and its partial bytes could not be cut off ([`Error::TornAppend`]): the
+    /// active segment holds bytes the log does not account for, so nothing is served any more.
+    failed: bool,
 }
 
 /// How [`Log::open_with_options`] opens a log.
@@ -110,6 +116,8 @@ pub struct LogOpenOptions {
     /// shutdown), 0 validates everything (no checkpoint). `None`: only the active segment is
     /// validated (sealed segments were fsynced when they rolled).
     pub recovery_point: Option<i64>,
+    /// Write faults injected into the segments' `.log` writes (tests only; `None` in production).
+    pub faults: Option<Arc<DiskFaults>>,
 }
 
 impl Default for LogOpenOptions {
@@ -117,6 +125,7 @@ impl Default for LogOpenOptions {
         LogOpenOptions {
             clock: Arc::new(SystemClock),
             recovery_point: None,
+            faults: None,
         }
     }
 }
@@ -144,7 +153,7 @@ impl Log {
             config,
             LogOpenOptions {
                 clock,
-                recovery_point: None,
+                ..LogOpenOptions::default()
             },
         )
     }
@@ -179,6 +188,7 @@ impl Log {
         let LogOpenOptions {
             clock,
             recovery_point,
+            faults,
         } = options;
         config.validate()?;
         let now_ms = clock.now_ms();
@@ -241,6 +251,8 @@ impl Log {
                 last_flush_ms: now_ms,
                 dir_needs_sync: true,
                 recovered_segments: 0,
+                faults,
+                failed: false,
             });
         };
         let recovery_point_given = recovery_point.unwrap_or(active_base);
@@ -325,6 +337,8 @@ impl Log {
             last_flush_ms: now_ms,
             dir_needs_sync: false,
             recovered_segments,
+            faults,
+            failed: false,
         })
     }
 
@@ -412,6 +426,7 @@ impl Log {
         log_append_time_ms: Option<i64>,
         leader_epoch: i32,
     ) -> Result<AppendInfo> {
+        self.check_not_failed()?;
         if batches.is_empty() {
             return Err(Error::EmptyAppend);
         }
@@ -458,7 +473,13 @@ impl Log {
             .values_mut()
             .next_back()
             .unwrap_or_else(|| unreachable!("a log always has a segment"));
-        active.append(batches, &headers)?;
+        if let Err(err) = active.append(batches, &headers, self.faults.as_deref()) {
+            if matches!(err, Error::TornAppend { .. }) {
+                self.failed = true;
+                tracing::error!(dir = %self.dir.display(), "log failed: {err}");
+            }
+            return Err(err);
+        }
         // Kafka's `flush.messages`: fsync once that many messages are not yet on disk.
         if self.unflushed_messages() >= self.config.flush_messages {
             self.flush()?;
@@ -497,6 +518,7 @@ impl Log {
     /// Like [`Log::read`], returning only batches that end below `max_offset` (the high watermark
     /// for consumers), so a batch straddling it is left out.
     pub fn read_up_to(&self, offset: i64, max_bytes: usize, max_offset: i64) -> Result<ReadResult> {
+        self.check_not_failed()?;
         let log_start_offset = self.log_start_offset();
         let log_end_offset = self.log_end_offset();
         if offset < log_start_offset || offset > log_end_offset {
@@ -548,6 +570,7 @@ impl Log {
     /// is `>= timestamp`, or `None` if there is none. In a compressed batch the answer is the batch's
     /// `(base offset, max timestamp)`.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>> {
+        self.check_not_failed()?;
         for segment in self.segments.values() {
             if segment.max_timestamp() < timestamp || segment.next_offset() <= self.log_start_offset
             {
@@ -571,6 +594,7 @@ impl Log {
     /// are renamed to `.deleted` before they are removed (see [`Segment::rename_to_deleted`]); reads
     /// handed out earlier keep their bytes (unlinking a mapped file is fine on Linux).
     pub fn delete_old_segments(&mut self) -> Result<DeletedSegments> {
+        self.check_not_failed()?;
         let mut deleted = DeletedSegments::default();
         let retention_ms = self.config.retention_ms;
         if retention_ms >= 0 {
@@ -615,6 +639,7 @@ impl Log {
     /// The new start is durable before this returns (flushed log, then [`LOG_START_OFFSET_FILE`]
     /// written atomically), so it survives a crash and a restart.
     pub fn delete_records_before(&mut self, offset: i64) -> Result<i64> {
+        self.check_not_failed()?;
         let log_end_offset = self.log_end_offset();
         if offset < 0 || offset > log_end_offset {
             return Err(Error::OffsetOutOfRange {
@@ -696,7 +721,22 @@ impl Log {
     /// Makes everything appended so far durable and moves the recovery point to the log end
     /// offset (Kafka's `flush`: every segment from the recovery point on, log and indexes).
     pub fn flush(&mut self) -> Result<()> {
+        self.check_not_failed()?;
         self.flush_up_to(self.log_end_offset())
+    }
+
+    /// Whether a torn write failed the log (see [`Error::LogFailed`]).
+    pub fn is_failed(&self) -> bool {
+        self.failed
+    }
+
+    pub(crate) fn check_not_failed(&self) -> Result<()> {
+        if self.failed {
+            return Err(Error::LogFailed {
+                dir: self.dir.clone(),
+            });
+        }
+        Ok(())
     }
 
     /// Kafka's `flush.ms` check (`LogManager.flushDirtyLogs`): flushes if at least `flush.ms` has
@@ -738,6 +778,8 @@ impl Log {
 
     /// Flushes and closes the log, trimming the active segment's indexes as Kafka does.
     pub fn close(mut self) -> Result<()> {
+        // A failed log's tail is left for the next open's recovery to validate, never sealed.
+        self.check_not_failed()?;
         if let Some(active) = self.segments.values_mut().next_back() {
             active.seal()?;
         }
@@ -821,3 +863,6 @@ fn write_log_start_offset(dir: &Path, offset: i64) -> Result<()> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod disk_fault_tests;

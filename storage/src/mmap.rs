@@ -32,10 +32,21 @@ use std::sync::Arc;
 use bytes::Bytes;
 use memmap2::{Advice, MmapMut, MmapOptions, MmapRaw};
 
+use crate::fault::DiskFaults;
+
 const PAGE_BYTES: u64 = 4096;
 
 fn round_up_to_page(n: u64) -> u64 {
     n.div_ceil(PAGE_BYTES).saturating_mul(PAGE_BYTES)
+}
+
+/// Why [`LogFile::append`] failed.
+#[derive(Debug)]
+pub(crate) enum AppendError {
+    /// Nothing of the append is left in the file.
+    Clean(io::Error),
+    /// The write failed and cutting its prefix off failed too: the file holds bytes past `size`.
+    Torn { write: io::Error, cut: io::Error },
 }
 
 /// A read-only map of a `.log` file, shared with every [`Bytes`] handed out from it.
@@ -122,18 +133,49 @@ impl LogFile {
         self.map.as_ref().map_or(0, |m| m.raw.len() as u64)
     }
 
-    /// Appends `data` at the end of the file.
-    pub(crate) fn append(&mut self, data: &[u8]) -> io::Result<()> {
+    /// Appends `data` at the end of the file, all of it or nothing: a failed write may have
+    /// written a prefix (ENOSPC midway, an I/O error), so the file is cut back to `size` before
+    /// the error is returned; otherwise a restart's recovery could find whole batches in that
+    /// prefix that were never acknowledged. `size` only moves once the whole write succeeded.
+    pub(crate) fn append(
+        &mut self,
+        data: &[u8],
+        faults: Option<&DiskFaults>,
+    ) -> Result<(), AppendError> {
         let end = self.size + data.len() as u64;
         if end > self.mapped_len() {
             // Only a batch larger than the reservation gets here; double to amortise.
-            self.remap(end.saturating_mul(2))?;
+            self.remap(end.saturating_mul(2))
+                .map_err(AppendError::Clean)?;
         }
-        self.file.write_all_at(data, self.size)?;
-        // A failed write may have written a prefix; `size` is unchanged, so those bytes are never
-        // read and the next append overwrites them (they are past `size`, so no slice covers them).
+        let written = match faults.and_then(DiskFaults::before_write) {
+            Some(prefix) => self
+                .file
+                .write_all_at(&data[..prefix.min(data.len())], self.size)
+                .and_then(|()| Err(crate::fault::no_space())),
+            None => self.file.write_all_at(data, self.size),
+        };
+        if let Err(write) = written {
+            // The bytes past `size` are in no slice (slices stay below `size`), so cutting them
+            // off cannot pull a page from under a reader.
+            let cut = match faults.and_then(DiskFaults::before_truncate) {
+                Some(injected) => Err(injected),
+                None => self.file.set_len(self.size),
+            };
+            return Err(match cut {
+                Ok(()) => AppendError::Clean(write),
+                Err(cut) => AppendError::Torn { write, cut },
+            });
+        }
         self.size = end;
         Ok(())
+    }
+
+    /// Bytes on disk (the file's length), which differs from [`LogFile::size`] only after a
+    /// failed append could not be cut back.
+    #[cfg(test)]
+    pub(crate) fn len_on_disk(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
     }
 
     /// The written bytes `start..start + len`, borrowed for as long as no append can happen.
@@ -203,6 +245,9 @@ pub(crate) struct IndexFile {
     file: File,
     path: PathBuf,
     map: Option<MmapMut>,
+    /// Bytes from 0 up to here are known to have disk blocks behind them (see
+    /// [`IndexFile::reserve`]); reset whenever the length changes.
+    reserved_bytes: u64,
 }
 
 impl IndexFile {
@@ -219,6 +264,7 @@ impl IndexFile {
             file,
             path: path.to_path_buf(),
             map: None,
+            reserved_bytes: 0,
         };
         index.resize(len)?;
         Ok((index, len))
@@ -234,6 +280,7 @@ impl IndexFile {
             map.flush()?;
         }
         self.file.set_len(len)?;
+        self.reserved_bytes = 0;
         if len == 0 {
             return Ok(());
         }
@@ -250,6 +297,28 @@ impl IndexFile {
 
     pub(crate) fn bytes(&self) -> &[u8] {
         self.map.as_deref().unwrap_or_default()
+    }
+
+    /// Gives the pages holding `start..start + len` disk blocks before they are written through
+    /// the map. The file is preallocated with `set_len`, which leaves holes: storing into a hole
+    /// through a map on a full file system raises SIGBUS and kills the process, whereas writing
+    /// the page's unused bytes with `pwrite` first gets an ordinary ENOSPC, which the caller
+    /// answers by skipping the index entry (indexes are sparse and derived). Only bytes at or past
+    /// `start` are written (zeros over the unused zeros past the last entry), once per page.
+    pub(crate) fn reserve(&mut self, start: usize, len: usize) -> io::Result<()> {
+        let end = (start + len) as u64;
+        if end <= self.reserved_bytes {
+            return Ok(());
+        }
+        let file_len = self.map.as_ref().map_or(0, |m| m.len() as u64);
+        let from = (start as u64).max(self.reserved_bytes);
+        let to = round_up_to_page(end).min(file_len);
+        if to > from {
+            let zeros = vec![0u8; (to - from) as usize];
+            self.file.write_all_at(&zeros, from)?;
+        }
+        self.reserved_bytes = to;
+        Ok(())
     }
 
     pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {

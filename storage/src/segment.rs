@@ -8,9 +8,10 @@ use bytes::Bytes;
 use skald_protocol::batch::{self, BatchError, RecordBatchHeader, RecordBatches, NO_TIMESTAMP};
 
 use crate::config::LogConfig;
-use crate::error::{IoContext, Result};
+use crate::error::{Error, IoContext, Result};
+use crate::fault::DiskFaults;
 use crate::index::{relative_offset, OffsetIndex, TimeIndex};
-use crate::mmap::LogFile;
+use crate::mmap::{AppendError, LogFile};
 
 pub(crate) const LOG_SUFFIX: &str = "log";
 pub(crate) const INDEX_SUFFIX: &str = "index";
@@ -392,6 +393,11 @@ impl Segment {
         self.log.size()
     }
 
+    #[cfg(test)]
+    pub(crate) fn len_on_disk(&self) -> std::io::Result<u64> {
+        self.log.len_on_disk()
+    }
+
     pub(crate) fn base_offset(&self) -> i64 {
         self.base_offset
     }
@@ -456,9 +462,21 @@ impl Segment {
         &mut self,
         data: &[u8],
         headers: &[(usize, RecordBatchHeader)],
+        faults: Option<&DiskFaults>,
     ) -> Result<()> {
         let start = self.log.size();
-        self.log.append(data).at(self.log.path())?;
+        // On error neither the size nor the indexes move: the batches were never written.
+        self.log.append(data, faults).map_err(|err| match err {
+            AppendError::Clean(source) => Error::Io {
+                path: self.log.path().to_path_buf(),
+                source,
+            },
+            AppendError::Torn { write, cut } => Error::TornAppend {
+                path: self.log.path().to_path_buf(),
+                write,
+                cut,
+            },
+        })?;
         for (position, header) in headers {
             self.index_batch(start + *position as u64, header);
         }

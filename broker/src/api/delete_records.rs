@@ -57,6 +57,12 @@ fn delete(broker: &Broker, topic: &str, index: i32, offset: i64) -> (i64, Option
             Some(ResponseError::UnknownTopicOrPartition),
         );
     };
+    if broker.replicas.is_offline(&partition) {
+        return (
+            INVALID_LOW_WATERMARK,
+            Some(ResponseError::KafkaStorageError),
+        );
+    }
     let outcome = partition.with_log(|log| {
         // The high watermark is the log end offset while there are no followers.
         let target = if offset == HIGH_WATERMARK {
@@ -77,6 +83,7 @@ fn delete(broker: &Broker, topic: &str, index: i32, offset: i64) -> (i64, Option
         }
         Some(Err(err)) => {
             tracing::error!(topic, partition = index, "delete records failed: {err}");
+            broker.replicas.on_storage_error(&partition, &err);
             (
                 INVALID_LOW_WATERMARK,
                 Some(ResponseError::KafkaStorageError),

@@ -134,6 +134,9 @@ fn read_partition(
         };
         return response.with_error_code(error.code());
     }
+    if broker.replicas.is_offline(&partition) {
+        return response.with_error_code(ResponseError::KafkaStorageError.code());
+    }
     let limit = usize::try_from(fetch.partition_max_bytes)
         .unwrap_or(0)
         .min(response_bytes_left);
@@ -165,6 +168,7 @@ fn read_partition(
             .with_log_start_offset(log_start_offset),
         Err(err) => {
             tracing::error!(topic, partition = fetch.partition, "read failed: {err}");
+            broker.replicas.on_storage_error(&partition, &err);
             response.with_error_code(ResponseError::KafkaStorageError.code())
         }
     }

@@ -49,6 +49,9 @@ pub fn handle(
                         };
                         return response.with_error_code(error.code());
                     }
+                    if broker.replicas.is_offline(&partition) {
+                        return response.with_error_code(ResponseError::KafkaStorageError.code());
+                    }
                     let found = partition.with_log(|log| match asked.timestamp {
                         LATEST_TIMESTAMP => Ok(Some((log.log_end_offset(), -1))),
                         EARLIEST_TIMESTAMP => Ok(Some((log.log_start_offset(), -1))),
@@ -80,6 +83,7 @@ pub fn handle(
                                 partition = asked.partition_index,
                                 "offset lookup failed: {err}"
                             );
+                            broker.replicas.on_storage_error(&partition, &err);
                             response.with_error_code(ResponseError::KafkaStorageError.code())
                         }
                     }

@@ -105,6 +105,12 @@ fn produce_partition(
             format!("unknown partition {topic}-{index}"),
         );
     };
+    if broker.replicas.is_offline(&partition) {
+        return fail(
+            ResponseError::KafkaStorageError,
+            format!("the log dir of {topic}-{index} is offline"),
+        );
+    }
     let leader_epoch = placement.leader_epoch;
     let Some(records) = records.filter(|records| !records.is_empty()) else {
         return fail(
@@ -193,6 +199,7 @@ fn produce_partition(
         }
         Err(err) => {
             tracing::error!(topic, partition = index, "append failed: {err}");
+            broker.replicas.on_storage_error(&partition, &err);
             fail(ResponseError::KafkaStorageError, err.to_string())
         }
     }
