@@ -30,7 +30,7 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol,
 };
 use rdkafka::producer::FutureRecord;
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::{Message, TopicPartitionList};
 
 /// Bound for each phase of a test (group formation, consuming, reassignment).
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -285,24 +285,7 @@ fn committed(bootstrap: &str, group: &str, topic: &str) -> BTreeMap<i32, i64> {
     let consumer: BaseConsumer = member_config(bootstrap, group, SESSION_MS, &[])
         .create()
         .expect("create consumer");
-    let mut list = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        list.add_partition(topic, p);
-    }
-    consumer
-        .committed_offsets(list, Duration::from_secs(15))
-        .expect("committed offsets")
-        .elements()
-        .iter()
-        .map(|e| {
-            let offset = match e.offset() {
-                Offset::Offset(offset) => offset,
-                Offset::Invalid => -1,
-                other => panic!("unexpected committed offset {other:?}"),
-            };
-            (e.partition(), offset)
-        })
-        .collect()
+    rdk::committed_offsets(&consumer, topic, PARTITIONS)
 }
 
 fn all_at(offset: i64) -> BTreeMap<i32, i64> {

@@ -27,7 +27,7 @@ use kafka_protocol::protocol::StrBytes;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::FutureRecord;
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::Message;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -89,24 +89,7 @@ fn assigned(consumer: &BaseConsumer) -> BTreeSet<i32> {
 
 /// Committed offset per partition of `topic`, as the group coordinator returns it.
 fn committed(consumer: &BaseConsumer, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
-    let mut list = TopicPartitionList::new();
-    for p in 0..partitions {
-        list.add_partition(topic, p);
-    }
-    consumer
-        .committed_offsets(list, Duration::from_secs(15))
-        .expect("committed offsets")
-        .elements()
-        .iter()
-        .map(|element| {
-            let offset = match element.offset() {
-                Offset::Offset(offset) => offset,
-                Offset::Invalid => -1,
-                other => panic!("unexpected committed offset {other:?}"),
-            };
-            (element.partition(), offset)
-        })
-        .collect()
+    rdk::committed_offsets(consumer, topic, partitions)
 }
 
 /// (a) Three members share six partitions two each, and together read every record exactly once,

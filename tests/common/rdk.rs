@@ -193,3 +193,31 @@ pub fn assert_contiguous(records: &[Rec]) -> BTreeMap<i32, i64> {
     }
     next
 }
+
+/// Committed offset per partition `0..partitions` of `topic` for the consumer's group (-1 = none),
+/// as the group coordinator returns it (OffsetFetch needs no group membership).
+#[allow(dead_code)] // not every test binary that includes this module uses it
+pub fn committed_offsets(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partitions: i32,
+) -> BTreeMap<i32, i64> {
+    let mut list = TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition(topic, p);
+    }
+    consumer
+        .committed_offsets(list, Duration::from_secs(15))
+        .expect("committed offsets")
+        .elements()
+        .iter()
+        .map(|element| {
+            let offset = match element.offset() {
+                Offset::Offset(offset) => offset,
+                Offset::Invalid => -1,
+                other => panic!("unexpected committed offset {other:?}"),
+            };
+            (element.partition(), offset)
+        })
+        .collect()
+}
