@@ -5,7 +5,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{run_with_timeout, skald_bin, TestServer};
+use common::{cells, row, run_with_timeout, skald_bin, TestServer};
 
 const CLI_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -51,19 +51,6 @@ fn fails(server: &TestServer, args: &[&str], stdin: &str) -> String {
         out.stdout
     );
     out.stderr
-}
-
-/// A table as rows of whitespace-separated cells (column padding is presentation).
-fn cells(table: &str) -> Vec<Vec<String>> {
-    table
-        .lines()
-        .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
-        .filter(|row| !row.is_empty())
-        .collect()
-}
-
-fn row(cells: &[&str]) -> Vec<String> {
-    cells.iter().map(|c| c.to_string()).collect()
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{run_with_timeout, skald_bin, TestServer};
+use common::{cells, row, run_with_timeout, skald_bin, TestServer};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use skald_client::{Client, ClientConfig, Producer, ProducerConfig, ProducerRecord};
 
@@ -64,18 +64,6 @@ fn fails(server: &TestServer, args: &[&str]) -> String {
         out.stdout
     );
     out.stderr
-}
-
-fn cells(table: &str) -> Vec<Vec<String>> {
-    table
-        .lines()
-        .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
-        .filter(|row| !row.is_empty())
-        .collect()
-}
-
-fn row(cells: &[&str]) -> Vec<String> {
-    cells.iter().map(|c| c.to_string()).collect()
 }
 
 fn rows(table: &[&[&str]]) -> Vec<Vec<String>> {

@@ -381,3 +381,17 @@ pub fn run_with_timeout(
     let stderr = String::from_utf8_lossy(&err_reader.join().unwrap_or_default()).into_owned();
     (status, stdout, stderr)
 }
+
+/// A printed table as rows of whitespace-separated cells (column padding is presentation).
+pub fn cells(table: &str) -> Vec<Vec<String>> {
+    table
+        .lines()
+        .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+        .filter(|row| !row.is_empty())
+        .collect()
+}
+
+/// One expected table row.
+pub fn row(cells: &[&str]) -> Vec<String> {
+    cells.iter().map(|c| c.to_string()).collect()
+}

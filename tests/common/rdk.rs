@@ -196,7 +196,6 @@ pub fn assert_contiguous(records: &[Rec]) -> BTreeMap<i32, i64> {
 
 /// Committed offset per partition `0..partitions` of `topic` for the consumer's group (-1 = none),
 /// as the group coordinator returns it (OffsetFetch needs no group membership).
-#[allow(dead_code)] // not every test binary that includes this module uses it
 pub fn committed_offsets(
     consumer: &BaseConsumer,
     topic: &str,
