@@ -1,4 +1,15 @@
-//! The table of APIs and versions Skald implements: exactly what ApiVersions advertises.
+//! The APIs and versions Skald implements, per listener: exactly what ApiVersions advertises.
+//!
+//! There are two listeners and so two tables. [`SUPPORTED_APIS`] is the client listener's: what
+//! producers, consumers and admin clients may send. [`CONTROLLER_APIS`] is the CONTROLLER
+//! listener's, reached only by brokers: BrokerRegistration and BrokerHeartbeat, which brokers use
+//! to join the cluster and keep their lease (topic administration reaches the controller through
+//! any broker, which forwards it with Skald's private controller RPC). BrokerRegistration v2+
+//! (log dirs, previous epoch) and BrokerHeartbeat v1 (offline log dirs) wait until the controller
+//! acts on those fields. Kafka's schemas
+//! mark those two `"listeners": ["controller"]`; here they are never in the client table, so they
+//! are never advertised to clients, and a client listener refuses them like any unknown key: a
+//! client cannot register, fence or shut down a broker by guessing the API.
 //!
 //! A version is listed only when every field it carries is honoured by the broker's handler.
 //! Produce v13 and Fetch v13+ name topics by id only; they wait until the handlers resolve ids.
@@ -48,16 +59,45 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::OffsetDelete, 0, 0),
 ];
 
-/// The advertised entry for a raw API key, if Skald implements that API at all.
+/// Every API the CONTROLLER listener answers, in API-key order.
+///
+/// Topic administration is decided by the active controller, so it is served here at the same
+/// versions as on the client listener. BrokerRegistration and BrokerHeartbeat are served at every
+/// version kafka-protocol 0.18 knows; later versions only add fields, which the controller's
+/// handlers must honour: `is_migrating_zk_broker` (v1), `log_dirs` (v2) and
+/// `previous_broker_epoch` (v3) in a registration, `offline_log_dirs` (v1) in a heartbeat.
+pub const CONTROLLER_APIS: &[SupportedApi] = &[
+    api(ApiKey::ApiVersions, 0, 4),
+    api(ApiKey::BrokerRegistration, 0, 1),
+    api(ApiKey::BrokerHeartbeat, 0, 0),
+];
+
+/// The client listener's entry for a raw API key, if it serves that API at all.
 pub fn supported_api(api_key: i16) -> Option<&'static SupportedApi> {
-    SUPPORTED_APIS
-        .iter()
-        .find(|api| api.api_key as i16 == api_key)
+    find(SUPPORTED_APIS, api_key)
 }
 
-/// Whether `version` of the API with key `api_key` is served.
+/// Whether the client listener serves `version` of the API with key `api_key`.
 pub fn is_supported(api_key: i16, version: i16) -> bool {
-    supported_api(api_key).is_some_and(|api| (api.min_version..=api.max_version).contains(&version))
+    serves(SUPPORTED_APIS, api_key, version)
+}
+
+/// The CONTROLLER listener's entry for a raw API key, if it serves that API at all.
+pub fn supported_controller_api(api_key: i16) -> Option<&'static SupportedApi> {
+    find(CONTROLLER_APIS, api_key)
+}
+
+/// Whether the CONTROLLER listener serves `version` of the API with key `api_key`.
+pub fn is_supported_on_controller(api_key: i16, version: i16) -> bool {
+    serves(CONTROLLER_APIS, api_key, version)
+}
+
+pub(crate) fn find(apis: &'static [SupportedApi], api_key: i16) -> Option<&'static SupportedApi> {
+    apis.iter().find(|api| api.api_key as i16 == api_key)
+}
+
+pub(crate) fn serves(apis: &'static [SupportedApi], api_key: i16, version: i16) -> bool {
+    find(apis, api_key).is_some_and(|api| (api.min_version..=api.max_version).contains(&version))
 }
 
 #[cfg(test)]
@@ -66,7 +106,7 @@ mod tests {
 
     #[test]
     fn every_advertised_range_is_within_what_the_message_types_can_decode() {
-        for api in SUPPORTED_APIS {
+        for api in SUPPORTED_APIS.iter().chain(CONTROLLER_APIS) {
             let known = api.api_key.valid_versions();
             assert!(api.min_version >= known.min, "{:?}", api.api_key);
             assert!(api.max_version <= known.max, "{:?}", api.api_key);
@@ -82,5 +122,39 @@ mod tests {
         assert!(!is_supported(0, 2));
         assert!(!is_supported(9999, 0));
         assert_eq!(supported_api(3).map(|api| api.max_version), Some(12));
+    }
+
+    #[test]
+    fn tables_are_in_api_key_order_without_duplicates() {
+        for apis in [SUPPORTED_APIS, CONTROLLER_APIS] {
+            for pair in apis.windows(2) {
+                assert!(
+                    (pair[0].api_key as i16) < (pair[1].api_key as i16),
+                    "{pair:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn broker_lifecycle_apis_are_served_only_on_the_controller_listener() {
+        for key in [ApiKey::BrokerRegistration, ApiKey::BrokerHeartbeat] {
+            assert_eq!(supported_api(key as i16), None);
+            assert!(!is_supported(key as i16, 0));
+        }
+        assert!(is_supported_on_controller(62, 0));
+        assert!(is_supported_on_controller(62, 1));
+        assert!(!is_supported_on_controller(62, 2));
+        assert!(is_supported_on_controller(63, 0));
+        assert!(!is_supported_on_controller(63, 1));
+        // Topic administration reaches the controller through brokers, not this listener.
+        assert!(!is_supported_on_controller(19, 7));
+        // Client traffic has no business on the controller listener.
+        assert_eq!(supported_controller_api(ApiKey::Produce as i16), None);
+        assert_eq!(supported_controller_api(ApiKey::Fetch as i16), None);
+        assert_eq!(
+            supported_controller_api(63).map(|api| (api.min_version, api.max_version)),
+            Some((0, 0))
+        );
     }
 }

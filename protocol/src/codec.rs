@@ -2,13 +2,18 @@
 //!
 //! The first eight bytes of every request header (api key, api version, correlation id) have the
 //! same layout in every header version, so they are read before anything else: an unknown API or
-//! version is recognised, and can be answered or refused, without decoding the rest.
+//! version is recognised, and can be answered or refused, without decoding the rest. Which APIs are
+//! known depends on the listener: [`decode_request`] serves the client listener,
+//! [`decode_controller_request`] the CONTROLLER listener.
+//!
+//! The mirror image, [`encode_request_frame`] and [`decode_response`], is for the requests Skald
+//! itself sends: a broker registering and heartbeating with the active controller.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
-use kafka_protocol::protocol::{Decodable, Encodable};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 
-use crate::api_versions;
+use crate::api_versions::{self, SupportedApi};
 use crate::frame::patch_size_prefix;
 use crate::precheck;
 
@@ -54,6 +59,15 @@ pub struct EncodeError {
     pub reason: String,
 }
 
+/// Why a response frame was not decoded.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed {api_key:?} v{api_version} response: {reason}")]
+pub struct ResponseDecodeError {
+    pub api_key: ApiKey,
+    pub api_version: i16,
+    pub reason: String,
+}
+
 /// Reads the api key, api version and correlation id that start every request header.
 pub fn header_prefix(frame: &[u8]) -> Option<HeaderPrefix> {
     let bytes: &[u8; 8] = frame.get(..8)?.try_into().ok()?;
@@ -64,15 +78,29 @@ pub fn header_prefix(frame: &[u8]) -> Option<HeaderPrefix> {
     })
 }
 
-/// Decodes one request frame, refusing APIs and versions that Skald does not advertise.
-pub fn decode_request(mut frame: Bytes) -> Result<Request, DecodeError> {
+/// Decodes one request frame from the client listener, refusing APIs and versions it does not
+/// advertise ([`api_versions::SUPPORTED_APIS`]); the controller-only APIs are unknown keys here.
+pub fn decode_request(frame: Bytes) -> Result<Request, DecodeError> {
+    decode_request_served_by(frame, api_versions::SUPPORTED_APIS)
+}
+
+/// Decodes one request frame from the CONTROLLER listener, refusing APIs and versions it does not
+/// advertise ([`api_versions::CONTROLLER_APIS`]).
+pub fn decode_controller_request(frame: Bytes) -> Result<Request, DecodeError> {
+    decode_request_served_by(frame, api_versions::CONTROLLER_APIS)
+}
+
+fn decode_request_served_by(
+    mut frame: Bytes,
+    apis: &'static [SupportedApi],
+) -> Result<Request, DecodeError> {
     let prefix = header_prefix(&frame).ok_or(DecodeError::Truncated(frame.len()))?;
     let api_key =
         ApiKey::try_from(prefix.api_key).map_err(|_| DecodeError::UnknownApiKey(prefix))?;
-    if api_versions::supported_api(prefix.api_key).is_none() {
+    if api_versions::find(apis, prefix.api_key).is_none() {
         return Err(DecodeError::UnknownApiKey(prefix));
     }
-    if !api_versions::is_supported(prefix.api_key, prefix.api_version) {
+    if !api_versions::serves(apis, prefix.api_key, prefix.api_version) {
         return Err(DecodeError::UnsupportedVersion(prefix));
     }
     // kafka-protocol reports its decode failures as anyhow errors.
@@ -123,6 +151,60 @@ pub fn encode_response(
     Ok(buf)
 }
 
+/// Encodes a request frame, size prefix included, as a client sends it.
+///
+/// `api_key` must be the key of `R`, and `api_version` one the peer advertised; the request header
+/// version (v1 before the API's flexible versions, v2 from them) follows from both.
+pub fn encode_request_frame<R: Encodable + HeaderVersion>(
+    api_key: ApiKey,
+    api_version: i16,
+    correlation_id: i32,
+    client_id: &str,
+    body: &R,
+) -> Result<Bytes, EncodeError> {
+    let error = |err: anyhow::Error| EncodeError {
+        api_key,
+        api_version,
+        reason: err.to_string(),
+    };
+    let header_version = R::header_version(api_version);
+    let header = RequestHeader::default()
+        .with_request_api_key(api_key as i16)
+        .with_request_api_version(api_version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_string(client_id.to_owned())));
+    let size = header.compute_size(header_version).map_err(error)?
+        + body.compute_size(api_version).map_err(error)?;
+    let mut buf = BytesMut::with_capacity(4 + size);
+    buf.put_i32(0);
+    header.encode(&mut buf, header_version).map_err(error)?;
+    body.encode(&mut buf, api_version).map_err(error)?;
+    patch_size_prefix(&mut buf, 0);
+    Ok(buf.freeze())
+}
+
+/// Decodes a response frame (the size prefix already removed) to a request sent as `api_key` at
+/// `api_version`, returning its correlation id for the caller to match against what it sent.
+///
+/// Unlike requests, responses get no [`precheck`] walk: kafka-protocol sizes any arrays in `R`
+/// from the wire, so this trusts the peer as much as the process itself. That holds for the
+/// controller quorum, and BrokerRegistration and BrokerHeartbeat responses carry no arrays.
+pub fn decode_response<R: Decodable>(
+    mut frame: Bytes,
+    api_key: ApiKey,
+    api_version: i16,
+) -> Result<(i32, R), ResponseDecodeError> {
+    let error = |err: anyhow::Error| ResponseDecodeError {
+        api_key,
+        api_version,
+        reason: err.to_string(),
+    };
+    let header_version = api_key.response_header_version(api_version);
+    let header = ResponseHeader::decode(&mut frame, header_version).map_err(error)?;
+    let body = R::decode(&mut frame, api_version).map_err(error)?;
+    Ok((header.correlation_id, body))
+}
+
 /// Room for the response without regrowing: Fetch responses are dominated by their record bytes,
 /// which are copied once into the frame.
 fn capacity_hint(body: &ResponseKind) -> usize {
@@ -151,11 +233,16 @@ fn capacity_hint(body: &ResponseKind) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api_versions::supported_controller_api;
+    use crate::frame::{take_frame, SOCKET_REQUEST_MAX_BYTES_DEFAULT};
+    use kafka_protocol::messages::broker_registration_request::{Feature, Listener};
     use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::metadata_response::MetadataResponseBroker;
     use kafka_protocol::messages::{
-        ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, TopicName,
+        ApiVersionsRequest, ApiVersionsResponse, BrokerHeartbeatRequest, BrokerHeartbeatResponse,
+        BrokerId, BrokerRegistrationRequest, BrokerRegistrationResponse, MetadataRequest,
+        MetadataResponse, TopicName,
     };
-    use kafka_protocol::protocol::StrBytes;
 
     fn request_frame(
         api_key: ApiKey,
@@ -246,6 +333,38 @@ mod tests {
     }
 
     #[test]
+    fn the_controller_listener_refuses_client_apis_and_unserved_versions() {
+        let header = |api_key: i16, api_version: i16| {
+            let mut frame = BytesMut::new();
+            frame.put_i16(api_key);
+            frame.put_i16(api_version);
+            frame.put_i32(11);
+            frame.freeze()
+        };
+        for key in [ApiKey::Produce, ApiKey::Fetch, ApiKey::JoinGroup] {
+            let err = decode_controller_request(header(key as i16, 5)).unwrap_err();
+            assert!(
+                matches!(err, DecodeError::UnknownApiKey(p) if p.api_key == key as i16 && p.correlation_id == 11),
+                "{key:?}: {err:?}"
+            );
+        }
+        let err = decode_controller_request(header(62, 5)).unwrap_err();
+        assert!(
+            matches!(err, DecodeError::UnsupportedVersion(p) if p.api_key == 62 && p.api_version == 5),
+            "{err:?}"
+        );
+        let err = decode_controller_request(header(63, -1)).unwrap_err();
+        assert!(
+            matches!(err, DecodeError::UnsupportedVersion(p) if p.api_key == 63 && p.api_version == -1),
+            "{err:?}"
+        );
+        assert!(matches!(
+            decode_controller_request(Bytes::from_static(&[0, 62, 0])),
+            Err(DecodeError::Truncated(3))
+        ));
+    }
+
+    #[test]
     fn responses_carry_size_prefix_and_correlation_id() {
         let body =
             ResponseKind::ApiVersions(ApiVersionsResponse::default().with_throttle_time_ms(3));
@@ -258,5 +377,264 @@ mod tests {
         assert_eq!(header.correlation_id, 77);
         let decoded = ApiVersionsResponse::decode(&mut rest, 3).unwrap();
         assert_eq!(decoded.throttle_time_ms, 3);
+    }
+
+    /// Takes the size prefix off as the peer's reader does, checking it covers exactly the frame.
+    fn unframe(frame: &[u8]) -> Bytes {
+        let mut buf = BytesMut::from(frame);
+        let body = take_frame(&mut buf, SOCKET_REQUEST_MAX_BYTES_DEFAULT)
+            .expect("a valid size prefix")
+            .expect("a whole frame");
+        assert!(buf.is_empty(), "{} bytes after the frame", buf.len());
+        body
+    }
+
+    fn versions_on_controller(api_key: ApiKey) -> std::ops::RangeInclusive<i16> {
+        let api = supported_controller_api(api_key as i16).expect("served on the controller");
+        api.min_version..=api.max_version
+    }
+
+    #[test]
+    fn broker_registration_round_trips_at_every_controller_version() {
+        let versions = versions_on_controller(ApiKey::BrokerRegistration);
+        assert_eq!(versions, 0..=1);
+        for version in versions {
+            let correlation_id = 100 + i32::from(version);
+            let mut registration = BrokerRegistrationRequest::default()
+                .with_broker_id(BrokerId(3))
+                .with_cluster_id(StrBytes::from_static_str("MkU3OEVBNTcwNTJENDM2Qg"))
+                .with_incarnation_id("6ba7b812-9dad-11d1-80b4-00c04fd430c8".parse().unwrap())
+                .with_listeners(vec![Listener::default()
+                    .with_name(StrBytes::from_static_str("PLAINTEXT"))
+                    .with_host(StrBytes::from_static_str("broker-3.example"))
+                    .with_port(9092)])
+                .with_features(vec![Feature::default()
+                    .with_name(StrBytes::from_static_str("metadata.version"))
+                    .with_min_supported_version(7)
+                    .with_max_supported_version(21)])
+                .with_rack(Some(StrBytes::from_static_str("rack-a")));
+            if version >= 2 {
+                registration =
+                    registration.with_log_dirs(vec!["6ba7b813-9dad-11d1-80b4-00c04fd430c8"
+                        .parse()
+                        .unwrap()]);
+            }
+            if version >= 3 {
+                registration = registration.with_previous_broker_epoch(40);
+            }
+            let frame = unframe(
+                &encode_request_frame(
+                    ApiKey::BrokerRegistration,
+                    version,
+                    correlation_id,
+                    "skald-broker-3",
+                    &registration,
+                )
+                .unwrap(),
+            );
+
+            // Never on the client listener, whatever the version.
+            let refused = decode_request(frame.clone()).unwrap_err();
+            assert!(
+                matches!(refused, DecodeError::UnknownApiKey(p) if p.api_key == 62 && p.correlation_id == correlation_id),
+                "v{version}: {refused:?}"
+            );
+            let request = decode_controller_request(frame).unwrap();
+            assert_eq!(request.api_key, ApiKey::BrokerRegistration);
+            assert_eq!(request.api_version, version);
+            assert_eq!(request.header.request_api_key, 62);
+            assert_eq!(request.header.request_api_version, version);
+            assert_eq!(request.header.correlation_id, correlation_id);
+            assert_eq!(request.header.client_id.as_deref(), Some("skald-broker-3"));
+            assert_eq!(
+                request.body,
+                RequestKind::BrokerRegistration(registration),
+                "v{version}"
+            );
+
+            let response = BrokerRegistrationResponse::default()
+                .with_throttle_time_ms(5)
+                .with_broker_epoch(41 + i64::from(version));
+            let frame = encode_response(
+                correlation_id,
+                ApiKey::BrokerRegistration,
+                version,
+                &ResponseKind::BrokerRegistration(response.clone()),
+            )
+            .unwrap();
+            let decoded = decode_response::<BrokerRegistrationResponse>(
+                unframe(&frame),
+                ApiKey::BrokerRegistration,
+                version,
+            )
+            .unwrap();
+            assert_eq!(decoded, (correlation_id, response), "v{version}");
+        }
+    }
+
+    #[test]
+    fn broker_heartbeat_round_trips_at_every_controller_version() {
+        let versions = versions_on_controller(ApiKey::BrokerHeartbeat);
+        assert_eq!(versions, 0..=0);
+        for version in versions {
+            let correlation_id = 200 + i32::from(version);
+            let mut heartbeat = BrokerHeartbeatRequest::default()
+                .with_broker_id(BrokerId(3))
+                .with_broker_epoch(41)
+                .with_current_metadata_offset(1_234)
+                .with_want_fence(false)
+                .with_want_shut_down(true);
+            if version >= 1 {
+                heartbeat =
+                    heartbeat.with_offline_log_dirs(vec!["6ba7b813-9dad-11d1-80b4-00c04fd430c8"
+                        .parse()
+                        .unwrap()]);
+            }
+            let frame = unframe(
+                &encode_request_frame(
+                    ApiKey::BrokerHeartbeat,
+                    version,
+                    correlation_id,
+                    "",
+                    &heartbeat,
+                )
+                .unwrap(),
+            );
+
+            let refused = decode_request(frame.clone()).unwrap_err();
+            assert!(
+                matches!(refused, DecodeError::UnknownApiKey(p) if p.api_key == 63 && p.correlation_id == correlation_id),
+                "v{version}: {refused:?}"
+            );
+            let request = decode_controller_request(frame).unwrap();
+            assert_eq!(request.api_key, ApiKey::BrokerHeartbeat);
+            assert_eq!(request.api_version, version);
+            assert_eq!(request.header.correlation_id, correlation_id);
+            // Kafka's clients send an empty client id rather than a null one.
+            assert_eq!(request.header.client_id.as_deref(), Some(""));
+            assert_eq!(
+                request.body,
+                RequestKind::BrokerHeartbeat(heartbeat),
+                "v{version}"
+            );
+
+            let response = BrokerHeartbeatResponse::default()
+                .with_is_caught_up(true)
+                .with_is_fenced(false)
+                .with_should_shut_down(true);
+            let frame = encode_response(
+                correlation_id,
+                ApiKey::BrokerHeartbeat,
+                version,
+                &ResponseKind::BrokerHeartbeat(response.clone()),
+            )
+            .unwrap();
+            let decoded = decode_response::<BrokerHeartbeatResponse>(
+                unframe(&frame),
+                ApiKey::BrokerHeartbeat,
+                version,
+            )
+            .unwrap();
+            assert_eq!(decoded, (correlation_id, response), "v{version}");
+        }
+    }
+
+    #[test]
+    fn client_frames_use_the_header_versions_of_each_api() {
+        // Metadata v0: request header v1, response header v0.
+        let metadata = MetadataRequest::default()
+            .with_topics(Some(vec![MetadataRequestTopic::default()
+                .with_name(Some(TopicName(StrBytes::from_static_str("orders"))))]));
+        let frame = encode_request_frame(ApiKey::Metadata, 0, 9, "c", &metadata).unwrap();
+        let request = decode_request(unframe(&frame)).unwrap();
+        assert_eq!(request.header.client_id.as_deref(), Some("c"));
+        assert_eq!(request.body, RequestKind::Metadata(metadata));
+        let response =
+            MetadataResponse::default().with_brokers(vec![MetadataResponseBroker::default()
+                .with_node_id(BrokerId(1))
+                .with_host(StrBytes::from_static_str("broker-1"))
+                .with_port(9092)]);
+        let frame = encode_response(
+            9,
+            ApiKey::Metadata,
+            0,
+            &ResponseKind::Metadata(response.clone()),
+        )
+        .unwrap();
+        assert_eq!(
+            decode_response::<MetadataResponse>(unframe(&frame), ApiKey::Metadata, 0).unwrap(),
+            (9, response)
+        );
+
+        // ApiVersions v3: a flexible request header (v2), yet response header v0; on either listener.
+        let api_versions = ApiVersionsRequest::default()
+            .with_client_software_name(StrBytes::from_static_str("skald"))
+            .with_client_software_version(StrBytes::from_static_str("0.1.0"));
+        let frame =
+            unframe(&encode_request_frame(ApiKey::ApiVersions, 3, 10, "c", &api_versions).unwrap());
+        for request in [
+            decode_request(frame.clone()).unwrap(),
+            decode_controller_request(frame).unwrap(),
+        ] {
+            assert_eq!(request.header.correlation_id, 10);
+            assert_eq!(request.body, RequestKind::ApiVersions(api_versions.clone()));
+        }
+        let response = ApiVersionsResponse::default().with_throttle_time_ms(3);
+        let frame = encode_response(
+            10,
+            ApiKey::ApiVersions,
+            3,
+            &ResponseKind::ApiVersions(response.clone()),
+        )
+        .unwrap();
+        assert_eq!(
+            decode_response::<ApiVersionsResponse>(unframe(&frame), ApiKey::ApiVersions, 3)
+                .unwrap(),
+            (10, response)
+        );
+    }
+
+    #[test]
+    fn client_side_failures_name_the_api_and_version() {
+        let heartbeat = BrokerHeartbeatRequest::default();
+        let err = encode_request_frame(ApiKey::BrokerHeartbeat, 2, 1, "", &heartbeat).unwrap_err();
+        assert_eq!(
+            (err.api_key, err.api_version, err.reason.as_str()),
+            (
+                ApiKey::BrokerHeartbeat,
+                2,
+                "specified version not supported by this message type"
+            )
+        );
+        // A v1 field set on a v0 request is refused rather than silently dropped.
+        let registration = BrokerRegistrationRequest::default().with_is_migrating_zk_broker(true);
+        let err =
+            encode_request_frame(ApiKey::BrokerRegistration, 0, 1, "", &registration).unwrap_err();
+        assert_eq!(
+            err.reason,
+            "A field is set that is not available on the selected protocol version"
+        );
+
+        let response = BrokerHeartbeatResponse::default().with_is_caught_up(true);
+        let frame = encode_response(
+            4,
+            ApiKey::BrokerHeartbeat,
+            1,
+            &ResponseKind::BrokerHeartbeat(response),
+        )
+        .unwrap();
+        let whole = unframe(&frame);
+        // Cut inside the body: the header decodes, the body runs out.
+        let err = decode_response::<BrokerHeartbeatResponse>(
+            whole.slice(..whole.len() - 2),
+            ApiKey::BrokerHeartbeat,
+            1,
+        )
+        .unwrap_err();
+        assert_eq!((err.api_key, err.api_version), (ApiKey::BrokerHeartbeat, 1));
+        let err =
+            decode_response::<BrokerHeartbeatResponse>(Bytes::new(), ApiKey::BrokerHeartbeat, 1)
+                .unwrap_err();
+        assert_eq!((err.api_key, err.api_version), (ApiKey::BrokerHeartbeat, 1));
     }
 }

@@ -2,10 +2,13 @@
 //!
 //! # Layout
 //! - [`frame`]: the 4-byte size prefix, with `socket.request.max.bytes` enforced before allocating.
-//! - [`codec`]: request decoding and response encoding over kafka-protocol's message types.
+//! - [`codec`]: request decoding and response encoding over kafka-protocol's message types, per
+//!   listener; and the client side (request frames out, responses in) for the broker's own calls
+//!   to the controller.
 //! - [`precheck`]: a structural walk over each request body that refuses impossible lengths before
 //!   kafka-protocol decodes it (its decoders allocate whatever array length the wire declares).
-//! - [`api_versions`]: exactly the APIs and versions Skald implements (what ApiVersions advertises).
+//! - [`api_versions`]: exactly the APIs and versions Skald implements (what ApiVersions advertises),
+//!   one table for the client listener and one for the CONTROLLER listener.
 //! - [`batch`]: a zero-copy view over RecordBatch v2 headers, CRC32C checks and in-place patching.
 //!
 //! This crate never does I/O and never decodes records on the produce or fetch path.

@@ -16,7 +16,8 @@
 //! of the frame after a bounds check.
 //!
 //! Each layout states the versions it was transcribed for, and a body at any other version is
-//! refused, so widening an API's range in [`crate::api_versions`] forces a look at its layout here.
+//! refused, so widening an API's range in either table of [`crate::api_versions`] forces a look at
+//! its layout here.
 //! Adding an API is adding one [`RequestLayout`] to [`REQUESTS`], read off kafka-protocol's
 //! `src/messages/<name>_request.rs` `impl Decodable` blocks.
 
@@ -290,7 +291,8 @@ enum LegacyLength {
     Int32,
 }
 
-/// Every request body Skald decodes, transcribed from kafka-protocol 0.18's generated decoders.
+/// Every request body Skald decodes on either listener, transcribed from kafka-protocol 0.18's
+/// generated decoders.
 /// Struct names are kafka-protocol's; fields outside the transcribed version range are left out.
 pub const REQUESTS: &[RequestLayout] = &[
     layouts::PRODUCE,
@@ -314,6 +316,8 @@ pub const REQUESTS: &[RequestLayout] = &[
     layouts::LIST_GROUPS,
     layouts::DELETE_GROUPS,
     layouts::OFFSET_DELETE,
+    layouts::BROKER_REGISTRATION,
+    layouts::BROKER_HEARTBEAT,
 ];
 
 mod layouts {
@@ -725,6 +729,55 @@ mod layouts {
         ),
     ]);
     const OFFSET_DELETE_REQUEST_PARTITION: Layout = fields(&[field("partition_index", Int32)]);
+
+    pub(super) const BROKER_REGISTRATION: RequestLayout = RequestLayout {
+        api_key: ApiKey::BrokerRegistration,
+        min_version: 0,
+        max_version: 4,
+        flexible_since: 0,
+        body: &BROKER_REGISTRATION_REQUEST,
+    };
+    const BROKER_REGISTRATION_REQUEST: Layout = fields(&[
+        field("broker_id", Int32),
+        field("cluster_id", String),
+        field("incarnation_id", Uuid),
+        field("listeners", Array(&Struct(&LISTENER))),
+        field("features", Array(&Struct(&FEATURE))),
+        field("rack", String),
+        field("is_migrating_zk_broker", Bool).since(1),
+        field("log_dirs", Array(&Uuid)).since(2),
+        field("previous_broker_epoch", Int64).since(3),
+    ]);
+    // `port` is an unsigned 16-bit integer; only its width matters here.
+    const LISTENER: Layout = fields(&[
+        field("name", String),
+        field("host", String),
+        field("port", Int16),
+        field("security_protocol", Int16),
+    ]);
+    const FEATURE: Layout = fields(&[
+        field("name", String),
+        field("min_supported_version", Int16),
+        field("max_supported_version", Int16),
+    ]);
+
+    pub(super) const BROKER_HEARTBEAT: RequestLayout = RequestLayout {
+        api_key: ApiKey::BrokerHeartbeat,
+        min_version: 0,
+        max_version: 1,
+        flexible_since: 0,
+        body: &BROKER_HEARTBEAT_REQUEST,
+    };
+    const BROKER_HEARTBEAT_REQUEST: Layout = Layout {
+        fields: &[
+            field("broker_id", Int32),
+            field("broker_epoch", Int64),
+            field("current_metadata_offset", Int64),
+            field("want_fence", Bool),
+            field("want_shut_down", Bool),
+        ],
+        tagged: &[(0, field("offline_log_dirs", Array(&Uuid)).since(1))],
+    };
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@ use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::broker_registration_request::{Feature, Listener};
 use kafka_protocol::messages::create_partitions_request::{
     CreatePartitionsAssignment, CreatePartitionsTopic,
 };
@@ -31,10 +32,10 @@ use kafka_protocol::messages::offset_fetch_request::{
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
-    ApiVersionsRequest, BrokerId, CreatePartitionsRequest, CreateTopicsRequest,
-    DeleteRecordsRequest, DeleteTopicsRequest, DescribeConfigsRequest, FetchRequest,
-    ListOffsetsRequest, MetadataRequest, ProduceRequest, RequestHeader, RequestKind, TopicName,
-    TransactionalId,
+    ApiVersionsRequest, BrokerHeartbeatRequest, BrokerId, BrokerRegistrationRequest,
+    CreatePartitionsRequest, CreateTopicsRequest, DeleteRecordsRequest, DeleteTopicsRequest,
+    DescribeConfigsRequest, FetchRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest,
+    RequestHeader, RequestKind, TopicName, TransactionalId,
 };
 use kafka_protocol::messages::{
     DeleteGroupsRequest, DescribeGroupsRequest, FindCoordinatorRequest, GroupId, HeartbeatRequest,
@@ -45,9 +46,11 @@ use kafka_protocol::protocol::{Encodable, StrBytes};
 use proptest::prelude::*;
 
 use super::*;
-use crate::api_versions::SUPPORTED_APIS;
+use crate::api_versions::{self, SupportedApi, CONTROLLER_APIS, SUPPORTED_APIS};
 use crate::batch::testing::simple_batch;
-use crate::codec::{decode_request, DecodeError};
+use crate::codec::{
+    decode_controller_request, decode_request, header_prefix, DecodeError, Request,
+};
 
 fn text(value: &'static str) -> StrBytes {
     StrBytes::from_static_str(value)
@@ -63,6 +66,11 @@ fn group(name: &'static str) -> GroupId {
 
 fn brokers(ids: &[i32]) -> Vec<BrokerId> {
     ids.iter().copied().map(BrokerId).collect()
+}
+
+/// kafka-protocol's `Uuid` is the uuid crate's, which this crate does not name.
+fn uuid<T: std::str::FromStr<Err: std::fmt::Debug>>(value: &str) -> T {
+    value.parse().expect("a valid uuid")
 }
 
 fn flexible_since(api_key: ApiKey) -> i16 {
@@ -590,6 +598,67 @@ fn sample_body(api_key: ApiKey, v: i16, nulls: bool) -> RequestKind {
                         .with_partitions(Vec::new()),
                 ]),
         ),
+        ApiKey::BrokerRegistration => {
+            let mut registration = BrokerRegistrationRequest::default()
+                .with_broker_id(BrokerId(3))
+                .with_cluster_id(text("MkU3OEVBNTcwNTJENDM2Qg"))
+                .with_incarnation_id(uuid("6ba7b812-9dad-11d1-80b4-00c04fd430c8"))
+                .with_listeners(vec![
+                    Listener::default()
+                        .with_name(text("PLAINTEXT"))
+                        .with_host(text("broker-3.example"))
+                        .with_port(9092)
+                        .with_security_protocol(0)
+                        .with_unknown_tagged_fields(tags.clone()),
+                    Listener::default()
+                        .with_name(text("SSL"))
+                        .with_host(text("broker-3.example"))
+                        .with_port(u16::MAX)
+                        .with_security_protocol(1),
+                ])
+                .with_features(vec![
+                    Feature::default()
+                        .with_name(text("metadata.version"))
+                        .with_min_supported_version(7)
+                        .with_max_supported_version(21)
+                        .with_unknown_tagged_fields(tags.clone()),
+                    Feature::default()
+                        .with_name(text("kraft.version"))
+                        .with_max_supported_version(1),
+                ])
+                .with_rack(nullable(text("rack-a")))
+                .with_unknown_tagged_fields(tags);
+            if v >= 1 {
+                registration = registration.with_is_migrating_zk_broker(!nulls);
+            }
+            if v >= 2 && !nulls {
+                registration = registration.with_log_dirs(vec![
+                    uuid("6ba7b813-9dad-11d1-80b4-00c04fd430c8"),
+                    uuid("6ba7b814-9dad-11d1-80b4-00c04fd430c8"),
+                ]);
+            }
+            if v >= 3 {
+                registration = registration.with_previous_broker_epoch(if nulls { -1 } else { 41 });
+            }
+            RequestKind::BrokerRegistration(registration)
+        }
+        ApiKey::BrokerHeartbeat => {
+            let mut heartbeat = BrokerHeartbeatRequest::default()
+                .with_broker_id(BrokerId(3))
+                .with_broker_epoch(41)
+                .with_current_metadata_offset(1_234)
+                .with_want_fence(nulls)
+                .with_want_shut_down(!nulls)
+                .with_unknown_tagged_fields(tags);
+            // The only tagged field the decoder knows; empty is not written at all.
+            if v >= 1 && !nulls {
+                heartbeat = heartbeat.with_offline_log_dirs(vec![
+                    uuid("6ba7b815-9dad-11d1-80b4-00c04fd430c8"),
+                    uuid("00000000-0000-0000-0000-000000000000"),
+                ]);
+            }
+            RequestKind::BrokerHeartbeat(heartbeat)
+        }
         other => panic!("no sample for {other:?}"),
     }
 }
@@ -621,27 +690,63 @@ fn header_bytes(api_key: ApiKey, version: i16, client_id: Option<StrBytes>) -> B
     buf
 }
 
+/// Each listener: its name, its decoder and the table it serves.
+type ListenerDecoder = (
+    &'static str,
+    fn(Bytes) -> Result<Request, DecodeError>,
+    &'static [SupportedApi],
+);
+
+const LISTENERS: [ListenerDecoder; 2] = [
+    ("client", decode_request, SUPPORTED_APIS),
+    ("controller", decode_controller_request, CONTROLLER_APIS),
+];
+
+/// Every API and version advertised on any listener, once each.
+static ADVERTISED: LazyLock<Vec<(ApiKey, i16)>> = LazyLock::new(|| {
+    let mut advertised = Vec::new();
+    for api in SUPPORTED_APIS.iter().chain(CONTROLLER_APIS) {
+        for version in api.min_version..=api.max_version {
+            if !advertised.contains(&(api.api_key, version)) {
+                advertised.push((api.api_key, version));
+            }
+        }
+    }
+    advertised
+});
+
+/// Decodes on a listener that serves the frame's API and version: the client listener when it
+/// does, else the CONTROLLER listener.
+fn decode_where_served(frame: Bytes) -> Result<Request, DecodeError> {
+    match header_prefix(&frame) {
+        Some(prefix)
+            if !api_versions::is_supported(prefix.api_key, prefix.api_version)
+                && api_versions::is_supported_on_controller(prefix.api_key, prefix.api_version) =>
+        {
+            decode_controller_request(frame)
+        }
+        _ => decode_request(frame),
+    }
+}
+
 /// Two requests (nullable fields set, then null) for every advertised version of every API.
 static SAMPLES: LazyLock<Vec<Sample>> = LazyLock::new(|| {
     let mut samples = Vec::new();
-    for api in SUPPORTED_APIS {
-        for version in api.min_version..=api.max_version {
-            for nulls in [false, true] {
-                let client_id = (!nulls).then(|| text("test-client"));
-                let mut frame = header_bytes(api.api_key, version, client_id);
-                let header_len = frame.len();
-                let body = sample_body(api.api_key, version, nulls);
-                body.encode(&mut frame, version).unwrap_or_else(|err| {
-                    panic!("{:?} v{version} does not encode: {err:#}", api.api_key)
-                });
-                samples.push(Sample {
-                    api_key: api.api_key,
-                    version,
-                    body,
-                    frame: frame.freeze(),
-                    header_len,
-                });
-            }
+    for &(api_key, version) in ADVERTISED.iter() {
+        for nulls in [false, true] {
+            let client_id = (!nulls).then(|| text("test-client"));
+            let mut frame = header_bytes(api_key, version, client_id);
+            let header_len = frame.len();
+            let body = sample_body(api_key, version, nulls);
+            body.encode(&mut frame, version)
+                .unwrap_or_else(|err| panic!("{api_key:?} v{version} does not encode: {err:#}"));
+            samples.push(Sample {
+                api_key,
+                version,
+                body,
+                frame: frame.freeze(),
+                header_len,
+            });
         }
     }
     samples
@@ -649,7 +754,7 @@ static SAMPLES: LazyLock<Vec<Sample>> = LazyLock::new(|| {
 
 #[test]
 fn every_advertised_api_and_version_has_a_layout() {
-    for api in SUPPORTED_APIS {
+    for api in SUPPORTED_APIS.iter().chain(CONTROLLER_APIS) {
         let layout = REQUESTS
             .iter()
             .find(|layout| layout.api_key == api.api_key)
@@ -671,15 +776,30 @@ fn every_advertised_api_and_version_has_a_layout() {
             api_version: 0
         })
     );
+    assert_eq!(
+        check_body(ApiKey::BrokerRegistration, 5, &[]),
+        Err(Rejection::UnknownLayout {
+            api_key: ApiKey::BrokerRegistration,
+            api_version: 5
+        })
+    );
 }
 
+/// Each sample decodes unchanged on every listener that serves its API and version, and every
+/// other listener refuses it by its header alone: an unknown key, or an unsupported version.
 #[test]
 fn every_valid_request_passes_whole_and_decodes_unchanged() {
-    let advertised: usize = SUPPORTED_APIS
-        .iter()
-        .map(|api| (api.max_version - api.min_version + 1) as usize)
-        .sum();
-    assert_eq!(SAMPLES.len(), 2 * advertised);
+    for (listener, _, apis) in LISTENERS {
+        for api in apis {
+            for version in api.min_version..=api.max_version {
+                let samples = SAMPLES
+                    .iter()
+                    .filter(|sample| sample.api_key == api.api_key && sample.version == version)
+                    .count();
+                assert_eq!(samples, 2, "{:?} v{version} on {listener}", api.api_key);
+            }
+        }
+    }
     for sample in SAMPLES.iter() {
         let what = format!("{:?} v{}", sample.api_key, sample.version);
         let body = sample.encoded_body();
@@ -688,10 +808,28 @@ fn every_valid_request_passes_whole_and_decodes_unchanged() {
             Ok(body.len()),
             "{what}"
         );
-        let request = decode_request(sample.frame.clone())
-            .unwrap_or_else(|err| panic!("{what} does not decode: {err}"));
-        assert_eq!(request.api_version, sample.version, "{what}");
-        assert_eq!(request.body, sample.body, "{what}");
+        let key = sample.api_key as i16;
+        for (listener, decode, apis) in LISTENERS {
+            let decoded = decode(sample.frame.clone());
+            if api_versions::serves(apis, key, sample.version) {
+                let request = decoded.unwrap_or_else(|err| {
+                    panic!("{what} does not decode on the {listener} listener: {err}")
+                });
+                assert_eq!(request.api_version, sample.version, "{what}");
+                assert_eq!(request.header.correlation_id, 42, "{what}");
+                assert_eq!(request.body, sample.body, "{what}");
+            } else if api_versions::find(apis, key).is_some() {
+                assert!(
+                    matches!(decoded, Err(DecodeError::UnsupportedVersion(prefix)) if prefix.correlation_id == 42),
+                    "{what} on the {listener} listener: {decoded:?}"
+                );
+            } else {
+                assert!(
+                    matches!(decoded, Err(DecodeError::UnknownApiKey(prefix)) if prefix.correlation_id == 42),
+                    "{what} on the {listener} listener: {decoded:?}"
+                );
+            }
+        }
     }
 }
 
@@ -720,7 +858,13 @@ fn frame(api_key: ApiKey, version: i16, body: &[u8]) -> Bytes {
     frame.freeze()
 }
 
-/// Decodes through [`decode_request`], which must refuse the frame as malformed for `reason`.
+/// The layout walk alone refuses `body` (for versions that have a layout but are not served).
+fn assert_layout_refuses(api_key: ApiKey, version: i16, body: &[u8], rejection: Rejection) {
+    assert_eq!(check_body(api_key, version, body), Err(rejection));
+}
+
+/// Decodes on a listener serving the API and version, which must refuse the frame as malformed
+/// for `reason`.
 fn assert_refused(api_key: ApiKey, version: i16, body: &[u8], rejection: Rejection) {
     let started = Instant::now();
     let frame = frame(api_key, version, body);
@@ -729,7 +873,7 @@ fn assert_refused(api_key: ApiKey, version: i16, body: &[u8], rejection: Rejecti
         check_body(api_key, version, &frame[header_len..]),
         Err(rejection.clone())
     );
-    match decode_request(frame) {
+    match decode_where_served(frame) {
         Err(DecodeError::Malformed { prefix, reason }) => {
             assert_eq!(prefix.api_key, api_key as i16);
             assert_eq!(prefix.correlation_id, 42);
@@ -917,6 +1061,95 @@ fn huge_counts_in_nested_arrays_are_refused() {
 }
 
 #[test]
+fn huge_counts_in_broker_lifecycle_requests_are_refused() {
+    // BrokerRegistration v1 up to its listeners: 2^28 of them.
+    let registration = || {
+        Wire::default()
+            .i32(3) // broker_id
+            .compact_string("c") // cluster_id
+            .raw(&[7; 16]) // incarnation_id
+    };
+    assert_refused(
+        ApiKey::BrokerRegistration,
+        1,
+        &registration()
+            .raw(&[0x81, 0x80, 0x80, 0x80, 0x01]) // listeners: 2^28 + 1
+            .raw(&[0; 3])
+            .0,
+        Rejection::TooManyElements {
+            field: "listeners",
+            count: 1 << 28,
+            remaining: 3,
+        },
+    );
+    // v0: no listeners, then 2^21 features.
+    assert_refused(
+        ApiKey::BrokerRegistration,
+        0,
+        &registration()
+            .raw(&[1]) // listeners: empty
+            .raw(&[0x81, 0x80, 0x80, 0x01]) // features: 2^21 + 1
+            .raw(&[0, 0])
+            .0,
+        Rejection::TooManyElements {
+            field: "features",
+            count: 1 << 21,
+            remaining: 2,
+        },
+    );
+    // v2 (not served yet, but its layout is ready): 2^14 log dirs, each a 16-byte uuid, with
+    // room for one.
+    assert_layout_refuses(
+        ApiKey::BrokerRegistration,
+        2,
+        &registration()
+            .raw(&[1, 1]) // listeners, features: empty
+            .raw(&[0]) // rack: null
+            .i8(0) // is_migrating_zk_broker
+            .raw(&[0x81, 0x80, 0x01]) // log_dirs: 2^14 + 1
+            .raw(&[0; 17])
+            .0,
+        Rejection::TooManyElements {
+            field: "log_dirs",
+            count: 1 << 14,
+            remaining: 17,
+        },
+    );
+
+    // BrokerHeartbeat v1: tagged field 0, offline_log_dirs, declaring 2^32 - 2 dirs in 5 bytes.
+    let heartbeat = Wire::default()
+        .i32(3) // broker_id
+        .i64(41) // broker_epoch
+        .i64(1_234) // current_metadata_offset
+        .i8(0) // want_fence
+        .i8(0) // want_shut_down
+        .raw(&[1, 0, 5]) // one tagged field: tag 0, size 5
+        .raw(&[0xff, 0xff, 0xff, 0xff, 0x0f]); // offline_log_dirs: 2^32 - 1
+    assert_layout_refuses(
+        ApiKey::BrokerHeartbeat,
+        1,
+        &heartbeat.0,
+        Rejection::TooManyElements {
+            field: "offline_log_dirs",
+            count: 0xffff_fffe,
+            remaining: 0,
+        },
+    );
+    // v0 does not know tag 0, and kafka-protocol refuses it there rather than skipping it.
+    assert_refused(
+        ApiKey::BrokerHeartbeat,
+        0,
+        &heartbeat.0,
+        Rejection::MisplacedTag {
+            tag: 0,
+            field: "offline_log_dirs",
+        },
+    );
+    let mut body = Bytes::from(heartbeat.0);
+    assert!(RequestKind::decode(ApiKey::BrokerHeartbeat, &mut body, 0).is_err());
+}
+
+#[test]
 fn lengths_past_the_end_and_negative_lengths_are_refused() {
     // DescribeConfigs v1: a resource name claiming 300 bytes.
     let describe = Wire::default()
@@ -1043,7 +1276,7 @@ fn every_truncation_of_every_valid_request_is_refused_by_both() {
             let decoded = RequestKind::decode(sample.api_key, &mut body, sample.version);
             assert!(decoded.is_err(), "{what} cut at {end} decoded");
             assert!(matches!(
-                decode_request(sample.frame.slice(..end)),
+                decode_where_served(sample.frame.slice(..end)),
                 Err(DecodeError::Malformed { .. })
             ));
         }
