@@ -1,14 +1,17 @@
-//! The broker's shared state: configuration, the metadata image it serves from, the controller that
-//! changes it, the hosted partitions and the metrics. One `Arc<Broker>` is shared by every connection.
+//! The broker's shared state: configuration, the metadata image it serves from, the channel to the
+//! controller that changes it, the hosted partitions and the metrics. One `Arc<Broker>` is shared
+//! by every connection.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
 
-use skald_controller::{Controller, ControllerConfig, Endpoint, MetadataImage};
+use skald_controller::{ControllerOp, ControllerReply, MetadataImage};
 
 use crate::config::ServerConfig;
 use crate::error::{Error, Result};
 use crate::group::{CoordinatorConfig, GroupCoordinator};
+use crate::metadata::{ControlError, ControllerChannel};
 use crate::metrics::Metrics;
 use crate::replica_manager::ReplicaManager;
 
@@ -19,37 +22,30 @@ const META_PROPERTIES: &str = "meta.properties";
 pub struct Broker {
     pub config: ServerConfig,
     pub cluster_id: String,
-    controller: Mutex<Controller>,
+    /// How to reach the active controller; set once at start-up, before any request is served.
+    controller: OnceLock<ControllerChannel>,
     image: RwLock<Arc<MetadataImage>>,
+    /// The raft index of the metadata `image` reflects (reported in broker heartbeats).
+    metadata_offset: AtomicU64,
     pub replicas: ReplicaManager,
     pub metrics: Metrics,
     /// The consumer groups this broker coordinates.
     pub groups: Arc<GroupCoordinator>,
+    /// This broker's registration: its epoch (-1 before the first) and whether it is fenced.
+    pub broker_epoch: AtomicI64,
+    pub fenced: AtomicBool,
 }
 
 impl Broker {
-    /// Opens the metadata and the logs: after this returns, the broker can serve.
-    pub fn open(config: ServerConfig, metrics: Metrics) -> Result<Broker> {
-        let cluster_id = ensure_meta_properties(&config)?;
-        let mut controller = Controller::open(
-            &config.metadata_log_dir,
-            ControllerConfig {
-                node_id: config.node_id,
-                num_partitions: config.num_partitions,
-                default_replication_factor: config.default_replication_factor,
-            },
-        )?;
-        let endpoints = config
-            .advertised_listeners
-            .iter()
-            .map(|listener| Endpoint {
-                name: listener.name.clone(),
-                host: listener.host.clone(),
-                port: listener.port,
-            })
-            .collect();
-        controller.register_broker(config.node_id, endpoints, config.rack.clone())?;
-        let image = controller.image();
+    /// Opens the logs and serves `image` (the metadata as committed when the node started): after
+    /// this returns, the broker can serve once it has a controller channel.
+    pub fn open(
+        config: ServerConfig,
+        metrics: Metrics,
+        cluster_id: String,
+        image: Arc<MetadataImage>,
+        metadata_offset: u64,
+    ) -> Result<Broker> {
         let replicas = ReplicaManager::open(&config, metrics.clone())?;
         replicas.apply_metadata(&image, &config);
         let groups =
@@ -66,12 +62,26 @@ impl Broker {
         Ok(Broker {
             config,
             cluster_id,
-            controller: Mutex::new(controller),
+            controller: OnceLock::new(),
             image: RwLock::new(image),
+            metadata_offset: AtomicU64::new(metadata_offset),
             replicas,
             metrics,
             groups: Arc::new(groups),
+            broker_epoch: AtomicI64::new(-1),
+            fenced: AtomicBool::new(true),
         })
+    }
+
+    /// Connects the broker to the controller quorum (once, at start-up).
+    pub fn set_controller(&self, channel: ControllerChannel) {
+        if self.controller.set(channel).is_err() {
+            tracing::error!("controller channel set twice; keeping the first");
+        }
+    }
+
+    pub fn controller(&self) -> Option<&ControllerChannel> {
+        self.controller.get()
     }
 
     /// The current metadata image.
@@ -84,40 +94,57 @@ impl Broker {
         )
     }
 
-    /// Runs a controller operation off the async workers (it fsyncs), then publishes the new image and
-    /// brings the hosted partitions in line with it, all before replying, so a client that sees the
-    /// reply can use what it created.
-    pub async fn control<T: Send + 'static>(
-        self: &Arc<Self>,
-        operation: impl FnOnce(&mut Controller) -> T + Send + 'static,
-    ) -> Result<T> {
-        let broker = Arc::clone(self);
-        tokio::task::spawn_blocking(move || {
-            let mut controller = broker
-                .controller
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            let before = controller.image();
-            let outcome = operation(&mut controller);
-            let after = controller.image();
-            if !Arc::ptr_eq(&before, &after) {
-                // Logs first, then the image: whoever sees the new metadata finds its partitions.
-                broker.replicas.apply_metadata(&after, &broker.config);
-                *broker
-                    .image
-                    .write()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = after;
-            }
-            Ok(outcome)
-        })
-        .await
-        .map_err(|err| Error::Internal(format!("controller task failed: {err}")))?
+    /// The raft index the served image reflects.
+    pub fn metadata_offset(&self) -> u64 {
+        self.metadata_offset.load(Ordering::Acquire)
+    }
+
+    /// Serves a newly committed image: logs first, then the image, so whoever sees the new
+    /// metadata finds its partitions. Called only by the metadata publisher thread.
+    pub fn publish_image(&self, image: Arc<MetadataImage>, metadata_offset: u64) {
+        if !Arc::ptr_eq(&self.image(), &image) {
+            self.replicas.apply_metadata(&image, &self.config);
+            *self
+                .image
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = image;
+        }
+        self.metadata_offset
+            .fetch_max(metadata_offset, Ordering::AcqRel);
+        let image = self.image();
+        let fenced = image.brokers.values().filter(|b| b.fenced).count() as i64;
+        let brokers = &self.metrics.brokers;
+        brokers.with_label_values(&["fenced"]).set(fenced);
+        brokers
+            .with_label_values(&["unfenced"])
+            .set(image.brokers.len() as i64 - fenced);
+        self.metrics
+            .metadata_applied_index
+            .set(i64::try_from(self.metadata_offset()).unwrap_or(i64::MAX));
+    }
+
+    /// Asks the active controller to carry out a metadata operation and waits until it has
+    /// committed — and, when this node is the controller, until this node serves the result.
+    pub async fn control(
+        &self,
+        op: ControllerOp,
+    ) -> std::result::Result<ControllerReply, ControlError> {
+        match self.controller.get() {
+            Some(channel) => channel.operation(op).await,
+            None => Err(ControlError::NotController(None)),
+        }
+    }
+
+    /// The node id clients should send controller requests to (Metadata's `controller_id`): with
+    /// forwarding any broker will do, so this broker itself when it serves clients (KRaft).
+    pub fn controller_id_for_clients(&self) -> i32 {
+        self.config.node_id
     }
 }
 
 /// Reads or writes `meta.properties` in every log dir; returns the cluster id. A log dir that belongs
 /// to another node or cluster is refused, as Kafka does.
-fn ensure_meta_properties(config: &ServerConfig) -> Result<String> {
+pub fn ensure_meta_properties(config: &ServerConfig) -> Result<String> {
     let mut cluster_id = None;
     let mut dirs: Vec<&Path> = config.log_dirs.iter().map(|dir| dir.as_path()).collect();
     dirs.push(&config.metadata_log_dir);
@@ -148,7 +175,16 @@ fn ensure_meta_properties(config: &ServerConfig) -> Result<String> {
             (None, _) => {}
         }
     }
-    let cluster_id = cluster_id.unwrap_or_else(new_cluster_id);
+    let cluster_id = cluster_id.unwrap_or_else(|| {
+        let configured = config.get("cluster.id");
+        if !configured.is_empty() {
+            configured
+        } else if !config.voters.is_empty() {
+            cluster_id_of_quorum(&config.get("controller.quorum.voters"))
+        } else {
+            new_cluster_id()
+        }
+    });
     for dir in dirs {
         std::fs::create_dir_all(dir).map_err(|source| Error::Io {
             path: dir.to_path_buf(),
@@ -166,10 +202,24 @@ fn ensure_meta_properties(config: &ServerConfig) -> Result<String> {
     Ok(cluster_id)
 }
 
+/// Every node of a new cluster must agree on its id without a formatting step, so one configured
+/// with the same `controller.quorum.voters` derives the same id from it (FNV-1a, 128 bits).
+fn cluster_id_of_quorum(voters: &str) -> String {
+    let mut hash: u128 = 0x6c62272e07bb014262b821756295c58d;
+    for byte in voters.bytes() {
+        hash ^= u128::from(byte);
+        hash = hash.wrapping_mul(0x0000000001000000000000000000013B);
+    }
+    encode_cluster_id(hash)
+}
+
 /// A cluster id in Kafka's form: 16 random bytes, URL-safe base64 without padding (22 characters).
 fn new_cluster_id() -> String {
+    encode_cluster_id(skald_controller::controller::random_topic_id())
+}
+
+fn encode_cluster_id(bits: u128) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let bits = skald_controller::controller::random_topic_id();
     (0..22)
         .map(|i| ALPHABET[((bits >> (i * 6)) & 63) as usize] as char)
         .collect()

@@ -12,6 +12,19 @@ use skald_controller::topic_config::TOPIC_CONFIGS;
 const SERVER_PROPERTIES: &[(&str, &str)] = &[
     ("node.id", "1"),
     ("process.roles", "broker,controller"),
+    // KRaft's names. Empty voters on a combined node means a one-voter quorum of this node.
+    ("controller.quorum.voters", ""),
+    // Used only when a node's log dirs are new. Empty: derived from controller.quorum.voters
+    // (so every node of a cluster agrees), or random for a single node.
+    ("cluster.id", ""),
+    ("controller.listener.names", "CONTROLLER"),
+    // Raft timing: a tick is a tenth of the election timeout; heartbeats every second tick.
+    // Kafka's default is 1000 ms; 500 keeps controller failover under a second on a LAN.
+    ("controller.quorum.election.timeout.ms", "500"),
+    ("broker.heartbeat.interval.ms", "2000"),
+    ("broker.session.timeout.ms", "9000"),
+    // How long a metadata operation waits for its records to commit before REQUEST_TIMED_OUT.
+    ("controller.quorum.request.timeout.ms", "10000"),
     ("listeners", "PLAINTEXT://127.0.0.1:9092"),
     ("advertised.listeners", ""),
     ("log.dirs", "./skald-data"),
@@ -47,6 +60,24 @@ const SERVER_PROPERTIES: &[(&str, &str)] = &[
     ("log.flush.scheduler.interval.ms", "9223372036854775807"),
     ("log.flush.offset.checkpoint.interval.ms", "60000"),
 ];
+
+fn parse_roles(spec: &str) -> Result<Roles, String> {
+    let mut roles = Roles {
+        broker: false,
+        controller: false,
+    };
+    for role in spec.split(',').map(str::trim) {
+        match role {
+            "broker" => roles.broker = true,
+            "controller" => roles.controller = true,
+            other => return Err(format!("process.roles: unknown role '{other}'")),
+        }
+    }
+    if !roles.broker && !roles.controller {
+        return Err("process.roles must name broker, controller or both".into());
+    }
+    Ok(roles)
+}
 
 /// A listener: `NAME://host:port`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,12 +120,58 @@ impl Listener {
     }
 }
 
+/// Which parts of Skald a node runs (`process.roles`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    pub broker: bool,
+    pub controller: bool,
+}
+
+/// A voter of the controller quorum: `id@host:port` in `controller.quorum.voters`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Voter {
+    pub node_id: i32,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Voter {
+    fn parse(spec: &str) -> Result<Voter, String> {
+        let bad =
+            || format!("controller.quorum.voters entry '{spec}' is not of the form id@host:port");
+        let (id, address) = spec.split_once('@').ok_or_else(bad)?;
+        let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
+        Ok(Voter {
+            node_id: id.trim().parse().map_err(|_| bad())?,
+            host: host.trim_matches(['[', ']']).to_string(),
+            port: port.parse().map_err(|_| bad())?,
+        })
+    }
+
+    pub fn address(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
 /// A validated server configuration.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// Every property that was set explicitly (file or override).
     explicit: BTreeMap<String, String>,
     pub node_id: i32,
+    pub roles: Roles,
+    /// The controller quorum; a single combined node with none configured is a quorum of itself.
+    pub voters: Vec<Voter>,
+    /// `controller.listener.names`: listeners that carry controller traffic, never clients'.
+    pub controller_listener_names: Vec<String>,
+    pub election_timeout_ms: u64,
+    pub broker_heartbeat_interval_ms: u64,
+    pub broker_session_timeout_ms: u64,
+    pub controller_request_timeout_ms: u64,
     pub listeners: Vec<Listener>,
     pub advertised_listeners: Vec<Listener>,
     pub log_dirs: Vec<PathBuf>,
@@ -162,6 +239,16 @@ impl ServerConfig {
         let mut config = ServerConfig {
             explicit,
             node_id: 0,
+            roles: Roles {
+                broker: true,
+                controller: true,
+            },
+            voters: Vec::new(),
+            controller_listener_names: Vec::new(),
+            election_timeout_ms: 0,
+            broker_heartbeat_interval_ms: 0,
+            broker_session_timeout_ms: 0,
+            controller_request_timeout_ms: 0,
             listeners: Vec::new(),
             advertised_listeners: Vec::new(),
             log_dirs: Vec::new(),
@@ -183,25 +270,46 @@ impl ServerConfig {
             log_flush_offset_checkpoint_interval_ms: 0,
         };
         config.node_id = config.parse("node.id")?;
-        let roles = config.get("process.roles");
-        let mut roles: Vec<&str> = roles.split(',').map(str::trim).collect();
-        roles.sort_unstable();
-        if roles != ["broker", "controller"] {
-            return Err(format!(
-                "process.roles={} is not supported yet: this Skald runs combined nodes (broker,controller)",
-                config.get("process.roles")
-            ));
-        }
+        config.roles = parse_roles(&config.get("process.roles"))?;
+        config.controller_listener_names = config
+            .get("controller.listener.names")
+            .split(',')
+            .map(|name| name.trim().to_string())
+            .filter(|name| !name.is_empty())
+            .collect();
         config.listeners = parse_listeners(&config.get("listeners"))?;
-        if config.listeners.is_empty() {
-            return Err("listeners must name at least one listener".into());
-        }
+        config.voters = config
+            .get("controller.quorum.voters")
+            .split(',')
+            .map(str::trim)
+            .filter(|spec| !spec.is_empty())
+            .map(Voter::parse)
+            .collect::<Result<_, _>>()?;
+        config.validate_quorum()?;
         let advertised = config.get("advertised.listeners");
         config.advertised_listeners = if advertised.is_empty() {
             config.listeners.clone()
         } else {
             parse_listeners(&advertised)?
         };
+        // Clients are never told about controller listeners (KRaft).
+        let names = config.controller_listener_names.clone();
+        config
+            .advertised_listeners
+            .retain(|listener| !names.contains(&listener.name));
+        if config.roles.broker && config.client_listeners().next().is_none() {
+            return Err("listeners must name at least one listener for clients".into());
+        }
+        config.election_timeout_ms = config
+            .parse::<u64>("controller.quorum.election.timeout.ms")?
+            .max(50);
+        config.broker_heartbeat_interval_ms =
+            config.parse::<u64>("broker.heartbeat.interval.ms")?.max(10);
+        config.broker_session_timeout_ms =
+            config.parse::<u64>("broker.session.timeout.ms")?.max(100);
+        config.controller_request_timeout_ms = config
+            .parse::<u64>("controller.quorum.request.timeout.ms")?
+            .max(100);
         let log_dir = config.get("log.dir");
         let log_dirs = match config.explicit.get("log.dirs") {
             None if !log_dir.is_empty() => log_dir,
@@ -270,6 +378,66 @@ impl ServerConfig {
         let rack = config.get("broker.rack");
         config.rack = (!rack.is_empty()).then_some(rack);
         Ok(config)
+    }
+
+    /// Listeners that serve clients (every listener that is not a controller listener).
+    pub fn client_listeners(&self) -> impl Iterator<Item = &Listener> {
+        self.listeners
+            .iter()
+            .filter(|listener| !self.controller_listener_names.contains(&listener.name))
+    }
+
+    /// The listener controller traffic arrives on, if this node has one.
+    pub fn controller_listener(&self) -> Option<&Listener> {
+        self.listeners
+            .iter()
+            .find(|listener| self.controller_listener_names.contains(&listener.name))
+    }
+
+    /// The node ids of the quorum's voters: this node alone when none are configured.
+    pub fn voter_ids(&self) -> Vec<i32> {
+        if self.voters.is_empty() {
+            vec![self.node_id]
+        } else {
+            self.voters.iter().map(|voter| voter.node_id).collect()
+        }
+    }
+
+    /// Whether this node votes in the controller quorum.
+    pub fn is_voter(&self) -> bool {
+        self.roles.controller && self.voter_ids().contains(&self.node_id)
+    }
+
+    fn validate_quorum(&self) -> Result<(), String> {
+        let mut ids: Vec<i32> = self.voters.iter().map(|voter| voter.node_id).collect();
+        ids.sort_unstable();
+        if ids.windows(2).any(|pair| pair[0] == pair[1]) {
+            return Err("controller.quorum.voters names a node id twice".into());
+        }
+        if self.voters.is_empty() {
+            if !(self.roles.broker && self.roles.controller) {
+                return Err(
+                    "controller.quorum.voters must be set unless process.roles=broker,controller runs a single-node quorum"
+                        .into(),
+                );
+            }
+            return Ok(());
+        }
+        if self.roles.controller {
+            if !ids.contains(&self.node_id) {
+                return Err(format!(
+                    "node.id {} runs a controller but is not in controller.quorum.voters",
+                    self.node_id
+                ));
+            }
+            if self.controller_listener().is_none() {
+                return Err(format!(
+                    "a controller needs a listener named in controller.listener.names ({}) in listeners",
+                    self.controller_listener_names.join(",")
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// A property's value: explicit, else its default ("" for an unknown property).

@@ -5,7 +5,12 @@
 //! - [`server`]: listeners, the connection limit, graceful shutdown.
 //! - [`connection`]: one client connection: frames in, responses out, in order.
 //! - [`api`]: one module per Kafka API and the dispatch between them.
-//! - [`broker`]: [`Broker`], the state every connection shares (metadata image, controller, logs).
+//! - [`broker`]: [`Broker`], the state every connection shares (metadata image, controller channel,
+//!   logs).
+//! - [`metadata`]: following and changing the cluster metadata: the raft quorum driver, the
+//!   image publisher, the broker's registration and heartbeats, broker-only metadata fetching.
+//! - [`controller_plane`]: the controller listener, the raft transport between voters, and the
+//!   broker's client for the active controller.
 //! - [`group`]: the group coordinator: consumer-group membership and committed offsets.
 //! - [`replica_manager`]: the hosted partitions and their logs, kept in line with the metadata.
 //! - [`metrics`]: Prometheus metrics and the `/metrics` endpoint.
@@ -17,8 +22,10 @@ pub mod api;
 pub mod broker;
 pub mod config;
 pub mod connection;
+pub mod controller_plane;
 pub mod error;
 pub mod group;
+pub mod metadata;
 pub mod metrics;
 pub mod replica_manager;
 pub mod server;

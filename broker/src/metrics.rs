@@ -25,6 +25,14 @@ pub struct Metrics {
     pub log_dir_offline: IntGaugeVec,
     /// Hosted partitions whose log dir is offline (Kafka's `OfflinePartitionsCount`, locally).
     pub offline_partitions: IntGauge,
+    /// 1 on the active controller, 0 on other voters (Kafka's `ActiveControllerCount`).
+    pub controller_active: IntGauge,
+    /// The raft term and the commit/applied indexes of this node's metadata quorum member.
+    pub raft_term: IntGauge,
+    pub raft_leader_id: IntGauge,
+    pub metadata_applied_index: IntGauge,
+    /// Registered brokers by state (`fenced` / `unfenced`), as the metadata says.
+    pub brokers: IntGaugeVec,
 }
 
 impl Metrics {
@@ -92,6 +100,32 @@ impl Metrics {
             "skald_offline_partitions",
             "Hosted partitions whose log dir is offline",
         )?;
+        let controller_active = IntGauge::new(
+            "skald_controller_active",
+            "1 if this node is the active controller, else 0",
+        )?;
+        let raft_term = IntGauge::new("skald_raft_term", "The metadata quorum's current term")?;
+        let raft_leader_id = IntGauge::new(
+            "skald_raft_leader_id",
+            "Node id of the metadata quorum leader as this node knows it, -1 if none",
+        )?;
+        let metadata_applied_index = IntGauge::new(
+            "skald_metadata_applied_index",
+            "Raft index of the metadata this node serves",
+        )?;
+        let brokers = IntGaugeVec::new(
+            Opts::new("skald_brokers", "Registered brokers, by state"),
+            &["state"],
+        )?;
+        for metric in [
+            &controller_active,
+            &raft_term,
+            &raft_leader_id,
+            &metadata_applied_index,
+        ] {
+            registry.register(Box::new(metric.clone()))?;
+        }
+        registry.register(Box::new(brokers.clone()))?;
         registry.register(Box::new(log_dir_offline.clone()))?;
         registry.register(Box::new(offline_partitions.clone()))?;
         registry.register(Box::new(requests_total.clone()))?;
@@ -114,6 +148,11 @@ impl Metrics {
             connections,
             log_dir_offline,
             offline_partitions,
+            controller_active,
+            raft_term,
+            raft_leader_id,
+            metadata_applied_index,
+            brokers,
         })
     }
 

@@ -6,14 +6,28 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use std::sync::OnceLock;
+
+use skald_controller::follower::MetadataFollower;
+use skald_controller::log::{MetadataLog, LEGACY_METADATA_LOG, METADATA_DIR_NAME};
+use skald_controller::quorum::{Quorum, QuorumConfig};
+use skald_controller::raft_disk::FileDisk;
+use skald_controller::{Controller, ControllerConfig};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::broker::Broker;
-use crate::config::ServerConfig;
+use crate::broker::{ensure_meta_properties, Broker};
+use crate::config::{Listener, ServerConfig};
 use crate::connection;
+use crate::controller_plane;
+use crate::controller_plane::client::RemoteControllers;
+use crate::controller_plane::server::ControllerListenerContext;
+use crate::controller_plane::transport::RaftTransport;
 use crate::error::{Error, Result};
+use crate::metadata::driver::{self, DriverConfig};
+use crate::metadata::publisher::Publisher;
+use crate::metadata::{follower, lifecycle, ControllerChannel};
 use crate::metrics::{GroupCollector, Metrics, MetricsServer};
 use crate::replica_manager::ReplicaManager;
 
@@ -61,18 +75,142 @@ async fn shutdown_signal() {
     }
 }
 
+/// How long a starting broker waits to be registered and unfenced before giving up.
+const STARTUP_WAIT_MAX: Duration = Duration::from_secs(3600);
+/// How long a stopping broker waits for its leaderships to move (controlled shutdown).
+const CONTROLLED_SHUTDOWN_MAX: Duration = Duration::from_secs(10);
+
 /// Runs the server until `shutdown` resolves.
 pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
+    tokio::pin!(shutdown);
     let metrics = Metrics::new()?;
-    let opening = {
-        let (config, metrics) = (config.clone(), metrics.clone());
-        tokio::task::spawn_blocking(move || Broker::open(config, metrics))
+    let cluster_id = {
+        let config = config.clone();
+        blocking(move || ensure_meta_properties(&config)).await??
     };
-    let broker = Arc::new(
-        opening
-            .await
-            .map_err(|err| Error::Internal(format!("start-up task failed: {err}")))??,
-    );
+    let request_timeout = Duration::from_millis(config.controller_request_timeout_ms);
+    let remote = (!config.voters.is_empty()).then(|| {
+        RemoteControllers::new(
+            cluster_id.clone(),
+            config.voters.clone(),
+            request_timeout,
+            config.socket_request_max_bytes,
+        )
+    });
+
+    // The metadata this node starts from: its own quorum's, or fetched from the controllers.
+    let quorum = if config.is_voter() {
+        let config = config.clone();
+        Some(blocking(move || open_quorum(&config)).await??)
+    } else {
+        None
+    };
+    let mut follower = None;
+    let (image, metadata_offset) = match (&quorum, &remote) {
+        (Some(quorum), _) => (quorum.image(), quorum.applied_index()),
+        (None, Some(remote)) => {
+            let mut following = MetadataFollower::default();
+            tracing::info!("fetching the cluster metadata from the controllers");
+            tokio::select! {
+                caught_up = follower::catch_up(remote, &mut following, STARTUP_WAIT_MAX) => {
+                    caught_up.map_err(|err| Error::Internal(format!("cannot fetch the cluster metadata: {err}")))?
+                }
+                () = &mut shutdown => return Ok(()),
+            }
+            let start = (following.image(), following.applied_index());
+            follower = Some(following);
+            start
+        }
+        (None, None) => unreachable!("config validation requires voters for a broker-only node"),
+    };
+
+    let opening = {
+        let (config, metrics, cluster_id) = (config.clone(), metrics.clone(), cluster_id.clone());
+        blocking(move || Broker::open(config, metrics, cluster_id, image, metadata_offset))
+    };
+    let broker = Arc::new(opening.await??);
+    let publisher = {
+        let broker = Arc::downgrade(&broker);
+        Publisher::start(Box::new(move |image, offset| {
+            if let Some(broker) = broker.upgrade() {
+                broker.publish_image(image, offset);
+            }
+        }))
+        .map_err(|source| Error::Io {
+            path: "metadata publisher thread".into(),
+            source,
+        })?
+    };
+
+    let (shutdown_tx, _) = broadcast::channel::<()>(1);
+    let connection_slots = Arc::new(Semaphore::new(config.max_connections));
+    let mut acceptors = JoinSet::new();
+
+    let driver = match quorum {
+        Some(quorum) => {
+            let cell = Arc::new(OnceLock::new());
+            let transport = RaftTransport::start(config.node_id, &config.voters, Arc::clone(&cell));
+            let controller = Controller::new(ControllerConfig {
+                node_id: config.node_id,
+                num_partitions: config.num_partitions,
+                default_replication_factor: config.default_replication_factor,
+            });
+            let driver = driver::start(
+                DriverConfig {
+                    node_id: config.node_id,
+                    metrics: broker.metrics.clone(),
+                    tick: Duration::from_millis((config.election_timeout_ms / 10).max(5)),
+                    session_timeout_ms: config.broker_session_timeout_ms,
+                    request_timeout,
+                },
+                quorum,
+                controller,
+                publisher.clone(),
+                Box::new(transport),
+            )
+            .map_err(|source| Error::Io {
+                path: "controller quorum thread".into(),
+                source,
+            })?;
+            let _ = cell.set(driver.clone());
+            if let Some(listener) = config.controller_listener() {
+                let context = Arc::new(ControllerListenerContext {
+                    driver: driver.clone(),
+                    cluster_id: cluster_id.clone(),
+                    frame_bytes_max: config.socket_request_max_bytes,
+                });
+                let socket = bind(listener).await?;
+                tracing::info!(listener = listener.name, local = %socket.local_addr().map_err(|source| Error::Bind { address: listener.bind_address(), source })?, "controller listener ready");
+                acceptors.spawn(accept_loop(
+                    socket,
+                    listener.name.clone(),
+                    Arc::clone(&broker),
+                    Arc::clone(&connection_slots),
+                    shutdown_tx.clone(),
+                    shutdown_tx.subscribe(),
+                    move |stream, peer, stop| {
+                        controller_plane::server::serve(Arc::clone(&context), stream, peer, stop)
+                    },
+                ));
+            }
+            Some(driver)
+        }
+        None => None,
+    };
+    broker.set_controller(ControllerChannel::new(
+        driver.clone(),
+        remote.clone(),
+        request_timeout,
+    ));
+    if let (Some(remote), Some(following)) = (remote.clone(), follower) {
+        tokio::spawn(follower::follow(
+            remote,
+            following,
+            publisher.clone(),
+            shutdown_tx.subscribe(),
+        ));
+    }
+
     broker
         .metrics
         .register(Box::new(GroupCollector::new(Arc::downgrade(&broker))?))?;
@@ -84,31 +222,55 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
             source,
         })?;
 
-    let (shutdown_tx, _) = broadcast::channel::<()>(1);
-    let connection_slots = Arc::new(Semaphore::new(config.max_connections));
-    let mut acceptors = JoinSet::new();
-    for listener in &config.listeners {
-        let address = listener.bind_address();
-        let socket = TcpListener::bind(&address)
-            .await
-            .map_err(|source| Error::Bind {
-                address: address.clone(),
-                source,
-            })?;
+    if !config.roles.broker {
+        tracing::info!(node_id = config.node_id, "controller running");
+        shutdown.await;
+        drop(shutdown_tx.send(()));
+        if let Some(driver) = &driver {
+            driver.shutdown(Duration::from_secs(3)).await;
+        }
+        while acceptors.join_next().await.is_some() {}
+        drop(metrics_server);
+        tracing::info!("shut down cleanly");
+        return Ok(());
+    }
+
+    // Clients are served once the controller has registered and unfenced this broker.
+    let incarnation_id = tokio::select! {
+        started = lifecycle::start(&broker, STARTUP_WAIT_MAX) => started.map_err(|err| {
+            Error::Internal(format!("the broker could not join the cluster: {err}"))
+        })?,
+        () = &mut shutdown => {
+            if let Some(driver) = &driver {
+                driver.shutdown(Duration::from_secs(3)).await;
+            }
+            return Ok(());
+        }
+    };
+    let heartbeats = tokio::spawn(lifecycle::heartbeat_loop(
+        Arc::clone(&broker),
+        incarnation_id,
+        shutdown_tx.subscribe(),
+    ));
+
+    for listener in config.client_listeners() {
+        let socket = bind(listener).await?;
         let local = socket.local_addr().map_err(|source| Error::Bind {
-            address: address.clone(),
+            address: listener.bind_address(),
             source,
         })?;
         tracing::info!(listener = listener.name, %local, cluster_id = broker.cluster_id, node_id = config.node_id, "Kafka listener ready");
-        // Subscribed here, not in the task: a signal arriving before the task first runs is not missed.
-        let stop = shutdown_tx.subscribe();
+        let serving = Arc::clone(&broker);
         acceptors.spawn(accept_loop(
             socket,
             listener.name.clone(),
             Arc::clone(&broker),
             Arc::clone(&connection_slots),
             shutdown_tx.clone(),
-            stop,
+            // Subscribed here, not in the task: a signal arriving before the task first runs is
+            // not missed.
+            shutdown_tx.subscribe(),
+            move |stream, peer, stop| connection::serve(Arc::clone(&serving), stream, peer, stop),
         ));
     }
 
@@ -145,7 +307,12 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
     ));
 
     shutdown.await;
+    // Leaderships move while this broker still answers, so clients switch without errors.
+    lifecycle::controlled_shutdown(&broker, CONTROLLED_SHUTDOWN_MAX).await;
     drop(shutdown_tx.send(()));
+    if let Err(err) = heartbeats.await {
+        tracing::error!("heartbeat task failed: {err}");
+    }
     // Both end before `close_all` writes the final checkpoints.
     for task in [flusher, checkpointer] {
         if let Err(err) = task.await {
@@ -166,13 +333,58 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
         tracing::warn!("connections still open after {SHUTDOWN_DRAIN_MAX:?}; closing them");
         acceptors.abort_all();
     }
+    if let Some(driver) = &driver {
+        driver.shutdown(Duration::from_secs(3)).await;
+    }
     drop(metrics_server);
     let flushing = Arc::clone(&broker);
-    tokio::task::spawn_blocking(move || flushing.replicas.close_all())
-        .await
-        .map_err(|err| Error::Internal(format!("flush task failed: {err}")))?;
+    blocking(move || flushing.replicas.close_all()).await?;
     tracing::info!("shut down cleanly");
     Ok(())
+}
+
+/// Runs blocking start-up or shutdown work off the async workers.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|err| Error::Internal(format!("blocking task failed: {err}")))
+}
+
+async fn bind(listener: &Listener) -> Result<TcpListener> {
+    let address = listener.bind_address();
+    TcpListener::bind(&address)
+        .await
+        .map_err(|source| Error::Bind { address, source })
+}
+
+/// Opens this voter's raft log under the metadata log dir (seeding a new one from the legacy
+/// single-node metadata log, if there is one).
+fn open_quorum(config: &ServerConfig) -> Result<Quorum<FileDisk>> {
+    let legacy_path = config
+        .metadata_log_dir
+        .join(METADATA_DIR_NAME)
+        .join(LEGACY_METADATA_LOG);
+    let legacy = if config.voter_ids() == [config.node_id] && legacy_path.exists() {
+        tracing::info!(path = %legacy_path.display(), "seeding the metadata quorum from the single-node metadata log");
+        MetadataLog::open(&config.metadata_log_dir)?.1
+    } else {
+        Vec::new()
+    };
+    let disk = FileDisk::open(&config.metadata_log_dir)?;
+    let quorum = Quorum::open(
+        QuorumConfig::new(config.node_id, config.voter_ids()),
+        disk,
+        legacy,
+    )?;
+    if legacy_path.exists() {
+        // Its records now live in the quorum's snapshot; keep the file, but never read it again.
+        let retired = legacy_path.with_extension("log.migrated");
+        std::fs::rename(&legacy_path, &retired).map_err(|source| Error::Io {
+            path: legacy_path,
+            source,
+        })?;
+    }
+    Ok(quorum)
 }
 
 /// Longest period a periodic task is scheduled with; longer ones (Kafka's Long.MAX "never") never run.
@@ -208,14 +420,18 @@ async fn periodic_log_task(
 }
 
 /// Accepts connections on one listener until shutdown; waits for its connections to finish.
-async fn accept_loop(
+async fn accept_loop<F, Fut>(
     socket: TcpListener,
     listener_name: String,
     broker: Arc<Broker>,
     slots: Arc<Semaphore>,
     shutdown: broadcast::Sender<()>,
     mut stop: broadcast::Receiver<()>,
-) {
+    serve: F,
+) where
+    F: Fn(TcpStream, SocketAddr, broadcast::Receiver<()>) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let mut connections = JoinSet::new();
     let gauge = broker
         .metrics
@@ -243,10 +459,11 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let (broker, stop, gauge) = (Arc::clone(&broker), shutdown.subscribe(), gauge.clone());
+        let (stop, gauge) = (shutdown.subscribe(), gauge.clone());
+        let serving = serve(stream, peer, stop);
         connections.spawn(async move {
             gauge.inc();
-            connection::serve(broker, stream, peer, stop).await;
+            serving.await;
             gauge.dec();
             drop(permit);
         });

@@ -3,19 +3,22 @@
 //! An operation never changes state itself; `MetadataImage::replay` does.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::Path;
-use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TopicError};
 use crate::image::MetadataImage;
-use crate::log::MetadataLog;
 use crate::names::{is_internal, validate_topic_name};
+use crate::placement::place_replicas;
 use crate::record::{ConfigResource, Endpoint, MetadataRecord, TopicId};
 use crate::topic_config::validate_topic_config;
 
 /// The most partitions one CreateTopics/CreatePartitions request may add, and the most any topic
 /// may have (CreatePartitions refuses to grow a topic past it).
 pub const PARTITIONS_PER_REQUEST_MAX: i64 = 100_000;
+
+/// A partition's leader when no replica can lead it (Kafka's -1): it is offline.
+pub const NO_LEADER: i32 = -1;
 
 /// Controller settings taken from the server configuration.
 #[derive(Debug, Clone)]
@@ -28,7 +31,7 @@ pub struct ControllerConfig {
 }
 
 /// One topic of a CreateTopics request.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct CreateTopicSpec {
     pub name: String,
     /// -1 for `num.partitions`.
@@ -42,7 +45,7 @@ pub struct CreateTopicSpec {
 }
 
 /// What a successful (or validated) topic creation produced.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreatedTopic {
     pub topic_id: TopicId,
     pub num_partitions: i32,
@@ -51,7 +54,7 @@ pub struct CreatedTopic {
 }
 
 /// One topic of a CreatePartitions request: grow `name` to `count` partitions.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct CreatePartitionsSpec {
     pub name: String,
     pub count: i32,
@@ -60,17 +63,40 @@ pub struct CreatePartitionsSpec {
 }
 
 /// A topic named in a DeleteTopics request.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum TopicRef {
     Name(String),
     Id(TopicId),
 }
 
-/// The single writer of cluster metadata.
+/// What an operation decided: the records that carry it out (committed together, as one batch)
+/// and the reply to send once they have committed. An operation never changes the image itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned<T> {
+    pub records: Vec<MetadataRecord>,
+    pub reply: T,
+}
+
+impl<T> Planned<T> {
+    fn new(records: Vec<MetadataRecord>, reply: T) -> Planned<T> {
+        Planned { records, reply }
+    }
+}
+
+/// A broker's request to join the cluster (Kafka's BrokerRegistration).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerRegistration {
+    pub broker_id: i32,
+    pub incarnation_id: u64,
+    pub endpoints: Vec<Endpoint>,
+    pub rack: Option<String>,
+}
+
+/// The controller's operations: each validates a request against the committed image and plans
+/// the records that carry it out (KRaft's QuorumController model). Committing them (through the
+/// quorum) and replaying them is the caller's job, so the same planning serves every node.
 pub struct Controller {
     config: ControllerConfig,
-    log: MetadataLog,
-    image: Arc<MetadataImage>,
     new_topic_id: Box<dyn FnMut() -> u128 + Send>,
 }
 
@@ -78,32 +104,16 @@ impl std::fmt::Debug for Controller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Controller")
             .field("config", &self.config)
-            .field("log", &self.log)
-            .field("applied_batches", &self.image.applied_batches)
             .finish()
     }
 }
 
 impl Controller {
-    /// Opens the metadata log under `metadata_dir` and replays it into the image.
-    pub fn open(metadata_dir: &Path, config: ControllerConfig) -> Result<Controller> {
-        let (log, batches) = MetadataLog::open(metadata_dir)?;
-        let mut image = MetadataImage::default();
-        for batch in &batches {
-            image.replay_batch(batch);
-        }
-        tracing::info!(
-            batches = batches.len(),
-            topics = image.topics.len(),
-            partitions = image.partition_count(),
-            "metadata log replayed"
-        );
-        Ok(Controller {
+    pub fn new(config: ControllerConfig) -> Controller {
+        Controller {
             config,
-            log,
-            image: Arc::new(image),
             new_topic_id: Box::new(random_topic_id),
-        })
+        }
     }
 
     /// Replaces the source of new topic ids (tests use a counter).
@@ -112,50 +122,148 @@ impl Controller {
         self
     }
 
-    /// The image as of the last committed batch; cheap to clone and safe to keep.
-    pub fn image(&self) -> Arc<MetadataImage> {
-        Arc::clone(&self.image)
+    pub fn config(&self) -> &ControllerConfig {
+        &self.config
     }
 
-    /// Commits records as one batch: durable first, then replayed. Nothing changes if the write fails.
-    fn commit(&mut self, records: Vec<MetadataRecord>) -> Result<()> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        self.log.append(&records)?;
-        Arc::make_mut(&mut self.image).replay_batch(&records);
-        Ok(())
-    }
-
-    /// Registers this node's broker, writing a record only when its registration changed.
+    /// Registers a broker (BrokerRegistration). A new incarnation gets a new broker epoch and starts
+    /// fenced, as in KRaft: it is unfenced once its heartbeats show it has caught up with the
+    /// metadata. A repeated registration of the same incarnation changes nothing and keeps its epoch.
     pub fn register_broker(
         &mut self,
-        broker_id: i32,
-        endpoints: Vec<Endpoint>,
-        rack: Option<String>,
-    ) -> Result<()> {
-        if let Some(existing) = self.image.brokers.get(&broker_id) {
-            if existing.endpoints == endpoints && existing.rack == rack {
-                return Ok(());
+        image: &MetadataImage,
+        registration: BrokerRegistration,
+    ) -> Planned<i64> {
+        if let Some(existing) = image.brokers.get(&registration.broker_id) {
+            if existing.incarnation_id == registration.incarnation_id
+                && existing.endpoints == registration.endpoints
+                && existing.rack == registration.rack
+            {
+                return Planned::new(Vec::new(), existing.broker_epoch);
             }
         }
-        let incarnation_id = random_topic_id() as u64;
-        self.commit(vec![MetadataRecord::RegisterBroker {
+        // A new incarnation of a live broker: the old one is gone (it restarted faster than its
+        // session), so its leaderships move as if it had been fenced.
+        let mut records = match image.brokers.get(&registration.broker_id) {
+            Some(old) => {
+                self.fence_broker(image, old.broker_id, old.broker_epoch)
+                    .records
+            }
+            None => Vec::new(),
+        };
+        let broker_epoch = image.last_broker_epoch + 1;
+        let record = MetadataRecord::RegisterBroker {
+            broker_id: registration.broker_id,
+            incarnation_id: registration.incarnation_id,
+            broker_epoch,
+            endpoints: registration.endpoints,
+            rack: registration.rack,
+            fenced: true,
+        };
+        records.push(record);
+        Planned::new(records, broker_epoch)
+    }
+
+    /// Fences a broker whose session expired or that is shutting down: it leaves every ISR it is
+    /// in (unless it is the last member, so it can lead again when it returns), and the partitions
+    /// it led get the next unfenced ISR member as leader — or none, and go offline, when there is
+    /// no such member. Nothing happens for a stale epoch or an already fenced broker.
+    pub fn fence_broker(
+        &self,
+        image: &MetadataImage,
+        broker_id: i32,
+        broker_epoch: i64,
+    ) -> Planned<()> {
+        let Some(broker) = image.brokers.get(&broker_id) else {
+            return Planned::new(Vec::new(), ());
+        };
+        if broker.broker_epoch != broker_epoch || broker.fenced {
+            return Planned::new(Vec::new(), ());
+        }
+        let mut records = vec![MetadataRecord::FenceBroker {
             broker_id,
-            incarnation_id,
-            endpoints,
-            rack,
-        }])
+            broker_epoch,
+        }];
+        let usable = |id: i32| id != broker_id && image.brokers.get(&id).is_some_and(|b| !b.fenced);
+        for topic in image.topics.values() {
+            for (partition, state) in &topic.partitions {
+                if !state.isr.contains(&broker_id) && state.leader != broker_id {
+                    continue;
+                }
+                let mut isr: Vec<i32> = state
+                    .isr
+                    .iter()
+                    .copied()
+                    .filter(|id| *id != broker_id)
+                    .collect();
+                if isr.is_empty() {
+                    isr = state.isr.clone();
+                }
+                let leader = if state.leader == broker_id {
+                    state
+                        .replicas
+                        .iter()
+                        .copied()
+                        .find(|id| isr.contains(id) && usable(*id))
+                        .unwrap_or(NO_LEADER)
+                } else {
+                    state.leader
+                };
+                records.push(MetadataRecord::PartitionChange {
+                    topic_id: topic.topic_id,
+                    partition: *partition,
+                    leader: (leader != state.leader).then_some(leader),
+                    isr: (isr != state.isr).then_some(isr),
+                    replicas: None,
+                });
+            }
+        }
+        Planned::new(records, ())
+    }
+
+    /// Unfences a broker that has caught up with the metadata: offline partitions whose ISR holds
+    /// it get it back as leader. Nothing happens for a stale epoch or an unfenced broker.
+    pub fn unfence_broker(
+        &self,
+        image: &MetadataImage,
+        broker_id: i32,
+        broker_epoch: i64,
+    ) -> Planned<()> {
+        let Some(broker) = image.brokers.get(&broker_id) else {
+            return Planned::new(Vec::new(), ());
+        };
+        if broker.broker_epoch != broker_epoch || !broker.fenced {
+            return Planned::new(Vec::new(), ());
+        }
+        let mut records = vec![MetadataRecord::UnfenceBroker {
+            broker_id,
+            broker_epoch,
+        }];
+        for topic in image.topics.values() {
+            for (partition, state) in &topic.partitions {
+                if state.leader == NO_LEADER && state.isr.contains(&broker_id) {
+                    records.push(MetadataRecord::PartitionChange {
+                        topic_id: topic.topic_id,
+                        partition: *partition,
+                        leader: Some(broker_id),
+                        isr: None,
+                        replicas: None,
+                    });
+                }
+            }
+        }
+        Planned::new(records, ())
     }
 
     /// Creates topics for a client's CreateTopics. Each topic succeeds or fails on its own; the
     /// successful ones commit together. Internal topics are refused: only the broker creates them.
     pub fn create_topics(
         &mut self,
+        image: &MetadataImage,
         specs: &[CreateTopicSpec],
         validate_only: bool,
-    ) -> Result<Vec<Result<CreatedTopic, TopicError>>> {
-        self.create_topics_with(specs, validate_only, false)
+    ) -> Planned<Vec<Result<CreatedTopic, TopicError>>> {
+        self.create_topics_with(image, specs, validate_only, false)
     }
 
     /// Creates topics on the broker's own behalf (`__consumer_offsets` when the group coordinator
@@ -163,17 +271,19 @@ impl Controller {
     /// Never for a client's request.
     pub fn create_internal_topics(
         &mut self,
+        image: &MetadataImage,
         specs: &[CreateTopicSpec],
-    ) -> Result<Vec<Result<CreatedTopic, TopicError>>> {
-        self.create_topics_with(specs, false, true)
+    ) -> Planned<Vec<Result<CreatedTopic, TopicError>>> {
+        self.create_topics_with(image, specs, false, true)
     }
 
     fn create_topics_with(
         &mut self,
+        image: &MetadataImage,
         specs: &[CreateTopicSpec],
         validate_only: bool,
         allow_internal: bool,
-    ) -> Result<Vec<Result<CreatedTopic, TopicError>>> {
+    ) -> Planned<Vec<Result<CreatedTopic, TopicError>>> {
         let mut records = Vec::new();
         let mut results = Vec::with_capacity(specs.len());
         let mut names_in_request = HashSet::new();
@@ -186,20 +296,21 @@ impl Controller {
                 ))));
                 continue;
             }
-            let result = self.plan_topic(spec, allow_internal, &mut partitions_in_request);
+            let result = self.plan_topic(image, spec, allow_internal, &mut partitions_in_request);
             results.push(result.map(|(created, topic_records)| {
                 records.extend(topic_records);
                 created
             }));
         }
-        if !validate_only {
-            self.commit(records)?;
+        if validate_only {
+            records.clear();
         }
-        Ok(results)
+        Planned::new(records, results)
     }
 
     fn plan_topic(
         &mut self,
+        image: &MetadataImage,
         spec: &CreateTopicSpec,
         allow_internal: bool,
         partitions_in_request: &mut i64,
@@ -211,7 +322,7 @@ impl Controller {
                 spec.name
             )));
         }
-        if self.image.topic(&spec.name).is_some() {
+        if image.topic(&spec.name).is_some() {
             return Err(TopicError::TopicAlreadyExists(spec.name.clone()));
         }
         let mut configs = BTreeMap::new();
@@ -224,6 +335,7 @@ impl Controller {
             validate_topic_config(name, value).map_err(TopicError::InvalidConfig)?;
             configs.insert(name.clone(), value.clone());
         }
+        let topic_id = TopicId((self.new_topic_id)());
         let assignments: Vec<Vec<i32>> = if spec.assignments.is_empty() {
             let num_partitions = match spec.num_partitions {
                 -1 => self.config.num_partitions,
@@ -244,7 +356,13 @@ impl Controller {
                 n => n,
             };
             self.check_partition_budget(i64::from(num_partitions), partitions_in_request)?;
-            self.place_replicas(0, num_partitions, replication_factor)?
+            place_replicas(
+                image,
+                topic_id.0 as u64,
+                0,
+                num_partitions,
+                replication_factor,
+            )?
         } else {
             if spec.num_partitions != -1 || spec.replication_factor != -1 {
                 return Err(TopicError::InvalidRequest(
@@ -253,18 +371,17 @@ impl Controller {
             }
             let assignments = assignments_by_partition(&spec.assignments)?;
             self.check_partition_budget(assignments.len() as i64, partitions_in_request)?;
-            self.validate_assignments(&assignments)?;
+            validate_assignments(image, &assignments)?;
             assignments
         };
         let replication_factor = assignments
             .first()
             .map_or(0, |replicas| replicas.len() as i16);
-        let topic_id = TopicId((self.new_topic_id)());
         let mut records = vec![MetadataRecord::Topic {
             name: spec.name.clone(),
             topic_id,
         }];
-        records.extend(partition_records(topic_id, 0, assignments.iter()));
+        records.extend(partition_records(image, topic_id, 0, assignments.iter()));
         records.extend(configs.iter().map(|(name, value)| MetadataRecord::Config {
             resource: ConfigResource::Topic(spec.name.clone()),
             name: name.clone(),
@@ -293,74 +410,22 @@ impl Controller {
         Ok(())
     }
 
-    /// Round-robin placement over registered brokers, as Kafka's StripedReplicaPlacer does without racks.
-    fn place_replicas(
-        &self,
-        first_partition: i32,
-        count: i32,
-        replication_factor: i16,
-    ) -> Result<Vec<Vec<i32>>, TopicError> {
-        let brokers: Vec<i32> = self.image.brokers.keys().copied().collect();
-        if brokers.is_empty() || replication_factor as usize > brokers.len() {
-            return Err(TopicError::InvalidReplicationFactor(format!(
-                "Unable to replicate the partition {replication_factor} time(s): The target replication factor of {replication_factor} cannot be reached because only {} broker(s) are registered.",
-                brokers.len()
-            )));
-        }
-        Ok((first_partition..first_partition + count)
-            .map(|partition| {
-                (0..replication_factor as usize)
-                    .map(|replica| brokers[(partition as usize + replica) % brokers.len()])
-                    .collect()
-            })
-            .collect())
-    }
-
-    fn validate_assignments(&self, assignments: &[Vec<i32>]) -> Result<(), TopicError> {
-        let replication_factor = assignments.first().map_or(0, Vec::len);
-        for replicas in assignments {
-            if replicas.is_empty() || replicas.len() != replication_factor {
-                return Err(TopicError::InvalidReplicaAssignment(
-                    "All partitions must have the same, non-zero number of replicas.".into(),
-                ));
-            }
-            let distinct: HashSet<_> = replicas.iter().collect();
-            if distinct.len() != replicas.len() {
-                return Err(TopicError::InvalidReplicaAssignment(format!(
-                    "Duplicate brokers not allowed in replica assignment: {replicas:?}"
-                )));
-            }
-            if let Some(unknown) = replicas
-                .iter()
-                .find(|id| !self.image.brokers.contains_key(id))
-            {
-                return Err(TopicError::InvalidReplicaAssignment(format!(
-                    "The manual partition assignment includes broker {unknown}, but no such broker is registered."
-                )));
-            }
-        }
-        Ok(())
-    }
-
     /// Deletes topics by name or id. Internal topics cannot be deleted. A topic named more than
     /// once (twice by name, twice by id, or by name and by id) is refused at every mention and
     /// not deleted, as Kafka does.
     pub fn delete_topics(
         &mut self,
+        image: &MetadataImage,
         topics: &[TopicRef],
-    ) -> Result<Vec<Result<(String, TopicId), TopicError>>> {
+    ) -> Planned<Vec<Result<(String, TopicId), TopicError>>> {
         let found: Vec<Result<(String, TopicId), TopicError>> = topics
             .iter()
             .map(|topic| {
                 let found = match topic {
-                    TopicRef::Name(name) => self
-                        .image
-                        .topic(name)
-                        .ok_or(TopicError::UnknownTopicOrPartition),
-                    TopicRef::Id(id) => self
-                        .image
-                        .topic_by_id(*id)
-                        .ok_or(TopicError::UnknownTopicId),
+                    TopicRef::Name(name) => {
+                        image.topic(name).ok_or(TopicError::UnknownTopicOrPartition)
+                    }
+                    TopicRef::Id(id) => image.topic_by_id(*id).ok_or(TopicError::UnknownTopicId),
                 };
                 found.map(|topic| (topic.name.clone(), topic.topic_id))
             })
@@ -401,17 +466,17 @@ impl Controller {
             });
             results.push(result);
         }
-        self.commit(records)?;
-        Ok(results)
+        Planned::new(records, results)
     }
 
     /// Adds partitions to existing topics. A topic named more than once is refused at every
     /// mention and not grown, as Kafka does.
     pub fn create_partitions(
         &mut self,
+        image: &MetadataImage,
         specs: &[CreatePartitionsSpec],
         validate_only: bool,
-    ) -> Result<Vec<Result<(), TopicError>>> {
+    ) -> Planned<Vec<Result<(), TopicError>>> {
         let mut mentions: HashMap<&str, usize> = HashMap::new();
         for spec in specs {
             *mentions.entry(spec.name.as_str()).or_default() += 1;
@@ -426,26 +491,26 @@ impl Controller {
                 )));
                 continue;
             }
-            let result =
-                self.plan_partitions(spec, &mut partitions_in_request)
-                    .map(|new_records| {
-                        records.extend(new_records);
-                    });
+            let result = self
+                .plan_partitions(image, spec, &mut partitions_in_request)
+                .map(|new_records| {
+                    records.extend(new_records);
+                });
             results.push(result);
         }
-        if !validate_only {
-            self.commit(records)?;
+        if validate_only {
+            records.clear();
         }
-        Ok(results)
+        Planned::new(records, results)
     }
 
     fn plan_partitions(
         &self,
+        image: &MetadataImage,
         spec: &CreatePartitionsSpec,
         partitions_in_request: &mut i64,
     ) -> Result<Vec<MetadataRecord>, TopicError> {
-        let topic = self
-            .image
+        let topic = image
             .topic(&spec.name)
             .ok_or(TopicError::UnknownTopicOrPartition)?;
         let current = topic.partitions.len() as i32;
@@ -491,13 +556,48 @@ impl Controller {
                         "Inconsistent replication factor between partitions, partition 0 has {replication_factor} while partitions {partitions:?} have replication factors {factors:?}, respectively."
                     )));
                 }
-                self.validate_assignments(assignments)?;
+                validate_assignments(image, assignments)?;
                 assignments.clone()
             }
-            None => self.place_replicas(current, added, replication_factor)?,
+            None => place_replicas(
+                image,
+                topic.topic_id.0 as u64,
+                current,
+                added,
+                replication_factor,
+            )?,
         };
-        Ok(partition_records(topic.topic_id, current, assignments.iter()).collect())
+        Ok(partition_records(image, topic.topic_id, current, assignments.iter()).collect())
     }
+}
+
+/// Round-robin placement over registered brokers, as Kafka's StripedReplicaPlacer does without racks.
+fn validate_assignments(image: &MetadataImage, assignments: &[Vec<i32>]) -> Result<(), TopicError> {
+    let replication_factor = assignments.first().map_or(0, Vec::len);
+    for replicas in assignments {
+        if replicas.is_empty() || replicas.len() != replication_factor {
+            return Err(TopicError::InvalidReplicaAssignment(
+                "All partitions must have the same, non-zero number of replicas.".into(),
+            ));
+        }
+        let distinct: HashSet<_> = replicas.iter().collect();
+        if distinct.len() != replicas.len() {
+            return Err(TopicError::InvalidReplicaAssignment(format!(
+                "Duplicate brokers not allowed in replica assignment: {replicas:?}"
+            )));
+        }
+        if let Some(unknown) = replicas.iter().find(|id| !image.brokers.contains_key(id)) {
+            return Err(TopicError::InvalidReplicaAssignment(format!(
+                "The manual partition assignment includes broker {unknown}, but no such broker is registered."
+            )));
+        }
+        if replicas.iter().all(|id| image.brokers[id].fenced) {
+            return Err(TopicError::InvalidReplicaAssignment(format!(
+                "All brokers specified in the manual partition assignment {replicas:?} are fenced."
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Orders a CreateTopics manual assignment by partition, refusing a partition listed twice or a
@@ -523,22 +623,29 @@ fn assignments_by_partition(assignments: &[(i32, Vec<i32>)]) -> Result<Vec<Vec<i
     Ok(by_partition.into_values().cloned().collect())
 }
 
+/// New partitions: the ISR is the replicas that are unfenced, and the first of them leads.
 fn partition_records<'a>(
+    image: &'a MetadataImage,
     topic_id: TopicId,
     first_partition: i32,
     assignments: impl Iterator<Item = &'a Vec<i32>> + 'a,
 ) -> impl Iterator<Item = MetadataRecord> + 'a {
-    assignments
-        .enumerate()
-        .map(move |(index, replicas)| MetadataRecord::Partition {
+    assignments.enumerate().map(move |(index, replicas)| {
+        let isr: Vec<i32> = replicas
+            .iter()
+            .copied()
+            .filter(|id| image.brokers.get(id).is_some_and(|b| !b.fenced))
+            .collect();
+        MetadataRecord::Partition {
             topic_id,
             partition: first_partition + index as i32,
             replicas: replicas.clone(),
-            isr: replicas.clone(),
-            leader: replicas.first().copied().unwrap_or(-1),
+            leader: isr.first().copied().unwrap_or(NO_LEADER),
+            isr,
             leader_epoch: 0,
             partition_epoch: 0,
-        })
+        }
+    })
 }
 
 /// 128 random bits (for topic ids, incarnation ids, cluster ids) from the OS-seeded hasher keys std uses for HashMap, with a nonzero high part so
@@ -562,28 +669,60 @@ pub fn random_topic_id() -> u128 {
 mod tests {
     use super::*;
 
-    fn open(dir: &Path) -> Controller {
-        let mut next_id = 0u128;
-        let mut controller = Controller::open(
-            dir,
-            ControllerConfig {
+    /// A controller and the image its planned records commit into, as the quorum would.
+    struct Harness {
+        controller: Controller,
+        image: MetadataImage,
+    }
+
+    impl Harness {
+        fn new() -> Harness {
+            let mut next_id = 0u128;
+            let controller = Controller::new(ControllerConfig {
                 node_id: 1,
                 num_partitions: 2,
                 default_replication_factor: 1,
-            },
-        )
-        .unwrap()
-        .with_topic_id_source(move || {
-            next_id += 1;
-            next_id
-        });
-        let endpoint = Endpoint {
-            name: "PLAINTEXT".into(),
-            host: "127.0.0.1".into(),
-            port: 9092,
-        };
-        controller.register_broker(1, vec![endpoint], None).unwrap();
-        controller
+            })
+            .with_topic_id_source(move || {
+                next_id += 1;
+                next_id
+            });
+            let mut h = Harness {
+                controller,
+                image: MetadataImage::default(),
+            };
+            h.register(1);
+            h
+        }
+
+        fn run<T>(
+            &mut self,
+            operation: impl FnOnce(&mut Controller, &MetadataImage) -> Planned<T>,
+        ) -> T {
+            let planned = operation(&mut self.controller, &self.image);
+            self.image.replay_batch(&planned.records);
+            planned.reply
+        }
+
+        /// Registers and unfences a broker.
+        fn register(&mut self, broker_id: i32) {
+            let registration = BrokerRegistration {
+                broker_id,
+                incarnation_id: 7,
+                endpoints: vec![Endpoint {
+                    name: "PLAINTEXT".into(),
+                    host: "127.0.0.1".into(),
+                    port: 9092 + broker_id as u16,
+                }],
+                rack: None,
+            };
+            let epoch = self.run(|c, i| c.register_broker(i, registration));
+            self.run(|c, i| c.unfence_broker(i, broker_id, epoch));
+        }
+
+        fn image(&self) -> &MetadataImage {
+            &self.image
+        }
     }
 
     fn spec(name: &str, partitions: i32) -> CreateTopicSpec {
@@ -597,16 +736,16 @@ mod tests {
 
     #[test]
     fn create_topics_commits_valid_topics_and_refuses_the_rest_with_kafka_errors() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut controller = open(dir.path());
+        let mut h = Harness::new();
         let mut with_config = spec("compacted", 1);
         with_config.configs = vec![("cleanup.policy".into(), Some("compact".into()))];
         let mut bad_config = spec("badconfig", 1);
         bad_config.configs = vec![("retention.ms".into(), Some("soon".into()))];
         let mut too_many_replicas = spec("replicated", 1);
         too_many_replicas.replication_factor = 3;
-        let results = controller
-            .create_topics(
+        let results = h.run(|c, i| {
+            c.create_topics(
+                i,
                 &[
                     spec("orders", 3),
                     spec("defaulted", -1),
@@ -619,7 +758,7 @@ mod tests {
                 ],
                 false,
             )
-            .unwrap();
+        });
         assert_eq!(
             results[0],
             Ok(CreatedTopic {
@@ -648,15 +787,13 @@ mod tests {
         ));
         assert!(matches!(results[7], Err(TopicError::InvalidRequest(_))));
 
-        let again = controller
-            .create_topics(&[spec("orders", 1)], false)
-            .unwrap();
+        let again = h.run(|c, i| c.create_topics(i, &[spec("orders", 1)], false));
         assert_eq!(
             again,
             vec![Err(TopicError::TopicAlreadyExists("orders".into()))]
         );
 
-        let image = controller.image();
+        let image = h.image();
         assert_eq!(
             image.topics.keys().collect::<Vec<_>>(),
             vec!["compacted", "defaulted", "orders"]
@@ -665,17 +802,6 @@ mod tests {
         assert_eq!(orders.partitions.len(), 3);
         assert_eq!(orders.partitions[&2].replicas, vec![1]);
         assert_eq!(orders.partitions[&2].leader, 1);
-    }
-
-    fn register(controller: &mut Controller, broker_id: i32) {
-        let endpoint = Endpoint {
-            name: "PLAINTEXT".into(),
-            host: "127.0.0.1".into(),
-            port: 9092 + broker_id as u16,
-        };
-        controller
-            .register_broker(broker_id, vec![endpoint], None)
-            .unwrap();
     }
 
     fn grow(name: &str, count: i32, assignments: Option<Vec<Vec<i32>>>) -> CreatePartitionsSpec {
@@ -697,10 +823,10 @@ mod tests {
 
     #[test]
     fn clients_may_not_create_internal_topics_or_the_metadata_topic_but_the_broker_may() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut controller = open(dir.path());
-        let results = controller
-            .create_topics(
+        let mut h = Harness::new();
+        let results = h.run(|c, i| {
+            c.create_topics(
+                i,
                 &[
                     spec("__consumer_offsets", 1),
                     spec("__transaction_state", 1),
@@ -709,7 +835,7 @@ mod tests {
                 ],
                 false,
             )
-            .unwrap();
+        });
         assert_eq!(
             results,
             vec![
@@ -728,15 +854,16 @@ mod tests {
         );
         // `__foo` is an ordinary topic, so its creator can delete it again.
         assert_eq!(
-            controller
-                .delete_topics(&[TopicRef::Name("__foo".into())])
-                .unwrap(),
+            h.run(|c, i| c.delete_topics(i, &[TopicRef::Name("__foo".into())])),
             vec![Ok(("__foo".to_string(), TopicId(1)))]
         );
 
-        let results = controller
-            .create_internal_topics(&[spec("__consumer_offsets", 3), spec("__cluster_metadata", 1)])
-            .unwrap();
+        let results = h.run(|c, i| {
+            c.create_internal_topics(
+                i,
+                &[spec("__consumer_offsets", 3), spec("__cluster_metadata", 1)],
+            )
+        });
         assert_eq!(
             results,
             vec![
@@ -748,14 +875,12 @@ mod tests {
             ]
         );
         assert_eq!(
-            controller
-                .delete_topics(&[TopicRef::Name("__consumer_offsets".into())])
-                .unwrap(),
+            h.run(|c, i| c.delete_topics(i, &[TopicRef::Name("__consumer_offsets".into())])),
             vec![Err(TopicError::InvalidRequest(
                 "Topic __consumer_offsets is internal and cannot be deleted.".into()
             ))]
         );
-        let image = controller.image();
+        let image = h.image();
         assert_eq!(
             image.topics.keys().collect::<Vec<_>>(),
             vec!["__consumer_offsets"]
@@ -768,9 +893,8 @@ mod tests {
 
     #[test]
     fn manual_assignments_with_a_repeated_or_missing_partition_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut controller = open(dir.path());
-        register(&mut controller, 2);
+        let mut h = Harness::new();
+        h.register(2);
         let manual = |name: &str, assignments: Vec<(i32, Vec<i32>)>| CreateTopicSpec {
             name: name.into(),
             num_partitions: -1,
@@ -778,8 +902,9 @@ mod tests {
             assignments,
             configs: Vec::new(),
         };
-        let results = controller
-            .create_topics(
+        let results = h.run(|c, i| {
+            c.create_topics(
+                i,
                 &[
                     manual("repeated", vec![(0, vec![1]), (0, vec![2])]),
                     manual("gap", vec![(0, vec![1]), (2, vec![2])]),
@@ -787,7 +912,7 @@ mod tests {
                 ],
                 false,
             )
-            .unwrap();
+        });
         assert_eq!(
             results,
             vec![
@@ -797,10 +922,10 @@ mod tests {
                 Err(TopicError::InvalidReplicaAssignment(
                     "partitions should be a consecutive 0-based integer sequence".into()
                 )),
-                created(1, 2),
+                created(3, 2),
             ]
         );
-        let image = controller.image();
+        let image = h.image();
         assert_eq!(image.topics.keys().collect::<Vec<_>>(), vec!["unordered"]);
         let unordered = image.topic("unordered").unwrap();
         assert_eq!(unordered.partitions[&0].replicas, vec![1]);
@@ -809,13 +934,11 @@ mod tests {
 
     #[test]
     fn create_partitions_refuses_every_mention_of_a_repeated_topic() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut controller = open(dir.path());
-        controller
-            .create_topics(&[spec("orders", 1), spec("audit", 1)], false)
-            .unwrap();
-        let results = controller
-            .create_partitions(
+        let mut h = Harness::new();
+        h.run(|c, i| c.create_topics(i, &[spec("orders", 1), spec("audit", 1)], false));
+        let results = h.run(|c, i| {
+            c.create_partitions(
+                i,
                 &[
                     grow("orders", 2, None),
                     grow("audit", 2, None),
@@ -823,60 +946,58 @@ mod tests {
                 ],
                 false,
             )
-            .unwrap();
+        });
         let duplicate = || {
             Err(TopicError::InvalidRequest(
                 "Duplicate topic in request.".into(),
             ))
         };
         assert_eq!(results, vec![duplicate(), Ok(()), duplicate()]);
-        let image = controller.image();
+        let image = h.image();
         assert_eq!(image.topic("orders").unwrap().partitions.len(), 1);
         assert_eq!(image.topic("audit").unwrap().partitions.len(), 2);
     }
 
     #[test]
     fn create_partitions_refuses_assignments_of_another_replication_factor() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut controller = open(dir.path());
-        register(&mut controller, 2);
+        let mut h = Harness::new();
+        h.register(2);
         let mut replicated = spec("orders", 1);
         replicated.replication_factor = 2;
-        controller.create_topics(&[replicated], false).unwrap();
-        let results = controller
-            .create_partitions(&[grow("orders", 3, Some(vec![vec![1], vec![2]]))], false)
-            .unwrap();
+        h.run(|c, i| c.create_topics(i, &[replicated], false));
+        let results = h.run(|c, i| {
+            c.create_partitions(i, &[grow("orders", 3, Some(vec![vec![1], vec![2]]))], false)
+        });
         assert_eq!(
             results,
             vec![Err(TopicError::InvalidReplicaAssignment(
                 "Inconsistent replication factor between partitions, partition 0 has 2 while partitions [1, 2] have replication factors [1, 1], respectively.".into()
             ))]
         );
-        let results = controller
-            .create_partitions(
+        let results = h.run(|c, i| {
+            c.create_partitions(
+                i,
                 &[grow("orders", 3, Some(vec![vec![2, 1], vec![1, 2, 3]]))],
                 false,
             )
-            .unwrap();
+        });
         assert_eq!(
             results,
             vec![Err(TopicError::InvalidReplicaAssignment(
                 "Inconsistent replication factor between partitions, partition 0 has 2 while partitions [2] have replication factors [3], respectively.".into()
             ))]
         );
-        assert_eq!(
-            controller.image().topic("orders").unwrap().partitions.len(),
-            1
-        );
+        assert_eq!(h.image().topic("orders").unwrap().partitions.len(), 1);
 
-        let results = controller
-            .create_partitions(
+        let results = h.run(|c, i| {
+            c.create_partitions(
+                i,
                 &[grow("orders", 3, Some(vec![vec![2, 1], vec![1, 2]]))],
                 false,
             )
-            .unwrap();
+        });
         assert_eq!(results, vec![Ok(())]);
-        let image = controller.image();
+        let image = h.image();
         let orders = image.topic("orders").unwrap();
         assert_eq!(orders.partitions[&1].replicas, vec![2, 1]);
         assert_eq!(orders.partitions[&2].replicas, vec![1, 2]);
@@ -884,38 +1005,28 @@ mod tests {
 
     #[test]
     fn a_topic_may_not_grow_past_the_partition_limit() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut controller = open(dir.path());
-        controller
-            .create_topics(&[spec("orders", 1)], false)
-            .unwrap();
+        let mut h = Harness::new();
+        h.run(|c, i| c.create_topics(i, &[spec("orders", 1)], false));
         let limit = PARTITIONS_PER_REQUEST_MAX as i32;
         assert_eq!(
-            controller
-                .create_partitions(&[grow("orders", limit + 1, None)], false)
-                .unwrap(),
+            h.run(|c, i| c.create_partitions(i, &[grow("orders", limit + 1, None)], false)),
             vec![Err(TopicError::InvalidPartitions(
                 "A topic may have at most 100000 partitions.".into()
             ))]
         );
         assert_eq!(
-            controller
-                .create_partitions(&[grow("orders", limit, None)], true)
-                .unwrap(),
+            h.run(|c, i| c.create_partitions(i, &[grow("orders", limit, None)], true)),
             vec![Ok(())]
         );
-        assert_eq!(
-            controller.image().topic("orders").unwrap().partitions.len(),
-            1
-        );
+        assert_eq!(h.image().topic("orders").unwrap().partitions.len(), 1);
     }
 
     #[test]
     fn delete_topics_refuses_every_mention_of_a_repeated_topic() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut controller = open(dir.path());
-        controller
-            .create_topics(
+        let mut h = Harness::new();
+        h.run(|c, i| {
+            c.create_topics(
+                i,
                 &[
                     spec("orders", 1),
                     spec("audit", 1),
@@ -924,20 +1035,23 @@ mod tests {
                 ],
                 false,
             )
-            .unwrap();
-        let results = controller
-            .delete_topics(&[
-                TopicRef::Name("orders".into()),
-                TopicRef::Name("orders".into()),
-                TopicRef::Name("audit".into()),
-                TopicRef::Id(TopicId(2)),
-                TopicRef::Id(TopicId(3)),
-                TopicRef::Id(TopicId(3)),
-                TopicRef::Name("missing".into()),
-                TopicRef::Name("missing".into()),
-                TopicRef::Name("gone".into()),
-            ])
-            .unwrap();
+        });
+        let results = h.run(|c, i| {
+            c.delete_topics(
+                i,
+                &[
+                    TopicRef::Name("orders".into()),
+                    TopicRef::Name("orders".into()),
+                    TopicRef::Name("audit".into()),
+                    TopicRef::Id(TopicId(2)),
+                    TopicRef::Id(TopicId(3)),
+                    TopicRef::Id(TopicId(3)),
+                    TopicRef::Name("missing".into()),
+                    TopicRef::Name("missing".into()),
+                    TopicRef::Name("gone".into()),
+                ],
+            )
+        });
         let name = || Err(TopicError::InvalidRequest("Duplicate topic name.".into()));
         let id = || Err(TopicError::InvalidRequest("Duplicate topic id.".into()));
         assert_eq!(
@@ -955,23 +1069,24 @@ mod tests {
             ]
         );
         assert_eq!(
-            controller.image().topics.keys().collect::<Vec<_>>(),
+            h.image().topics.keys().collect::<Vec<_>>(),
             vec!["audit", "keep", "orders"]
         );
     }
 
     #[test]
     fn validate_only_changes_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut controller = open(dir.path());
-        let before = controller.image();
-        let results = controller
-            .create_topics(&[spec("orders", 3)], true)
-            .unwrap();
-        assert_eq!(results[0].as_ref().map(|c| c.num_partitions), Ok(3));
-        assert!(Arc::ptr_eq(&before, &controller.image()));
-        let grow = controller
-            .create_partitions(
+        let mut h = Harness::new();
+        let before = h.image().clone();
+        let planned = h
+            .controller
+            .create_topics(&h.image, &[spec("orders", 3)], true);
+        assert!(planned.records.is_empty());
+        assert_eq!(planned.reply[0].as_ref().map(|c| c.num_partitions), Ok(3));
+        assert_eq!(before, *h.image());
+        let grow = h.run(|c, i| {
+            c.create_partitions(
+                i,
                 &[CreatePartitionsSpec {
                     name: "orders".into(),
                     count: 4,
@@ -979,41 +1094,41 @@ mod tests {
                 }],
                 true,
             )
-            .unwrap();
+        });
         assert_eq!(grow, vec![Err(TopicError::UnknownTopicOrPartition)]);
     }
 
     #[test]
     fn partitions_grow_only_and_deleted_topics_are_gone_after_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut controller = open(dir.path());
-        controller
-            .create_topics(&[spec("orders", 2), spec("audit", 1)], false)
-            .unwrap();
+        let mut h = Harness::new();
+        h.run(|c, i| c.create_topics(i, &[spec("orders", 2), spec("audit", 1)], false));
         let grow = |count| CreatePartitionsSpec {
             name: "orders".into(),
             count,
             assignments: None,
         };
         assert_eq!(
-            controller.create_partitions(&[grow(5)], false).unwrap(),
+            h.run(|c, i| c.create_partitions(i, &[grow(5)], false)),
             vec![Ok(())]
         );
         assert!(matches!(
-            controller.create_partitions(&[grow(3)], false).unwrap()[0],
+            h.run(|c, i| c.create_partitions(i, &[grow(3)], false))[0],
             Err(TopicError::InvalidPartitions(_))
         ));
         assert!(matches!(
-            controller.create_partitions(&[grow(5)], false).unwrap()[0],
+            h.run(|c, i| c.create_partitions(i, &[grow(5)], false))[0],
             Err(TopicError::InvalidPartitions(_))
         ));
-        let deleted = controller
-            .delete_topics(&[
-                TopicRef::Name("audit".into()),
-                TopicRef::Name("missing".into()),
-                TopicRef::Id(TopicId(99)),
-            ])
-            .unwrap();
+        let deleted = h.run(|c, i| {
+            c.delete_topics(
+                i,
+                &[
+                    TopicRef::Name("audit".into()),
+                    TopicRef::Name("missing".into()),
+                    TopicRef::Id(TopicId(99)),
+                ],
+            )
+        });
         assert_eq!(
             deleted,
             vec![
@@ -1022,15 +1137,108 @@ mod tests {
                 Err(TopicError::UnknownTopicId)
             ]
         );
-        let image = controller.image();
-        drop(controller);
+        assert_eq!(h.image().topic("orders").unwrap().partitions.len(), 5);
+        assert!(h.image().topic("audit").is_none());
 
-        let reopened = open(dir.path());
-        assert_eq!(*reopened.image(), *image);
+        // A snapshot's records replay into the same image.
+        let mut restored = MetadataImage::default();
+        restored.replay_batch(&h.image().to_records());
+        assert_eq!(restored, *h.image());
+    }
+
+    fn leaders(image: &MetadataImage, topic: &str) -> Vec<(i32, Vec<i32>, i32)> {
+        image
+            .topic(topic)
+            .unwrap()
+            .partitions
+            .values()
+            .map(|p| (p.leader, p.isr.clone(), p.leader_epoch))
+            .collect()
+    }
+
+    #[test]
+    fn fencing_moves_leadership_to_the_isr_and_unfencing_brings_offline_partitions_back() {
+        let mut h = Harness::new();
+        h.register(2);
+        h.register(3);
+        let manual = CreateTopicSpec {
+            name: "replicated".into(),
+            num_partitions: -1,
+            replication_factor: -1,
+            assignments: vec![(0, vec![2, 1, 3]), (1, vec![1, 2, 3])],
+            configs: Vec::new(),
+        };
+        let single = CreateTopicSpec {
+            name: "single".into(),
+            num_partitions: -1,
+            replication_factor: -1,
+            assignments: vec![(0, vec![2]), (1, vec![3])],
+            configs: Vec::new(),
+        };
+        h.run(|c, i| c.create_topics(i, &[manual, single], false));
+        let epoch_2 = h.image().brokers[&2].broker_epoch;
+
+        // A stale epoch changes nothing.
+        assert!(h
+            .controller
+            .fence_broker(&h.image, 2, epoch_2 - 1)
+            .records
+            .is_empty());
+        h.run(|c, i| c.fence_broker(i, 2, epoch_2));
+        assert!(h.image().brokers[&2].fenced);
         assert_eq!(
-            reopened.image().topic("orders").unwrap().partitions.len(),
-            5
+            leaders(h.image(), "replicated"),
+            vec![(1, vec![1, 3], 1), (1, vec![1, 3], 0)]
         );
-        assert!(reopened.image().topic("audit").is_none());
+        // The only replica is fenced: offline, but it stays in the ISR to lead again.
+        assert_eq!(
+            leaders(h.image(), "single"),
+            vec![(NO_LEADER, vec![2], 1), (3, vec![3], 0)]
+        );
+        // New partitions avoid the fenced broker.
+        h.run(|c, i| c.create_topics(i, &[spec("later", 4)], false));
+        assert!(h
+            .image()
+            .topic("later")
+            .unwrap()
+            .partitions
+            .values()
+            .all(|p| p.replicas != vec![2]));
+
+        h.run(|c, i| c.unfence_broker(i, 2, epoch_2));
+        assert!(!h.image().brokers[&2].fenced);
+        assert_eq!(
+            leaders(h.image(), "single"),
+            vec![(2, vec![2], 2), (3, vec![3], 0)]
+        );
+        // ISR membership comes back only through replication (AlterPartition), not unfencing.
+        assert_eq!(leaders(h.image(), "replicated")[0], (1, vec![1, 3], 1));
+    }
+
+    #[test]
+    fn a_new_incarnation_starts_fenced_with_a_new_epoch_and_gives_up_the_old_leaderships() {
+        let mut h = Harness::new();
+        h.run(|c, i| c.create_topics(i, &[spec("orders", 1)], false));
+        let old_epoch = h.image().brokers[&1].broker_epoch;
+        let same = BrokerRegistration {
+            broker_id: 1,
+            incarnation_id: 7,
+            endpoints: h.image().brokers[&1].endpoints.clone(),
+            rack: None,
+        };
+        // The same incarnation registering again keeps its epoch and changes nothing.
+        let planned = h.controller.register_broker(&h.image, same.clone());
+        assert_eq!((planned.records.len(), planned.reply), (0, old_epoch));
+
+        let restarted = BrokerRegistration {
+            incarnation_id: 8,
+            ..same
+        };
+        let new_epoch = h.run(|c, i| c.register_broker(i, restarted));
+        assert!(new_epoch > old_epoch);
+        assert!(h.image().brokers[&1].fenced);
+        assert_eq!(leaders(h.image(), "orders"), vec![(NO_LEADER, vec![1], 1)]);
+        h.run(|c, i| c.unfence_broker(i, 1, new_epoch));
+        assert_eq!(leaders(h.image(), "orders"), vec![(1, vec![1], 2)]);
     }
 }

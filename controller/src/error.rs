@@ -24,13 +24,26 @@ pub enum Error {
     Failed { path: PathBuf, reason: String },
     #[error("metadata record batch of {size} bytes exceeds the limit of {max} bytes")]
     BatchTooLarge { size: usize, max: usize },
+    /// Raft itself refused: a configuration it rejects, or a state it cannot start from.
+    #[error("metadata quorum: {0}")]
+    Raft(#[from] raft::Error),
+    /// The quorum cannot start as configured (e.g. a legacy log with more than one voter).
+    #[error("metadata quorum cannot start: {0}")]
+    Bootstrap(String),
+    /// A committed metadata entry or snapshot that this Skald cannot read: applying past it would
+    /// make this node's image differ from the others'.
+    #[error("committed metadata at index {index} cannot be read: {reason}")]
+    Unreadable { index: u64, reason: String },
+    /// A raft message frame from a peer that is not a valid frame: the connection must be dropped.
+    #[error("invalid raft message frame: {0}")]
+    Frame(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Why one topic of a CreateTopics / DeleteTopics / CreatePartitions request was refused.
 /// The broker maps each variant to the Kafka error code of the same name.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum TopicError {
     #[error("Topic '{0}' already exists.")]
     TopicAlreadyExists(String),

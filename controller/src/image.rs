@@ -9,8 +9,11 @@ use crate::record::{ConfigResource, Endpoint, MetadataRecord, TopicId};
 pub struct BrokerImage {
     pub broker_id: i32,
     pub incarnation_id: u64,
+    pub broker_epoch: i64,
     pub endpoints: Vec<Endpoint>,
     pub rack: Option<String>,
+    /// A fenced broker leads no partitions and is not chosen for new ones.
+    pub fenced: bool,
 }
 
 /// One partition's replicas, ISR and leadership.
@@ -32,11 +35,13 @@ pub struct TopicImage {
     pub configs: BTreeMap<String, String>,
 }
 
-/// Everything the cluster knows, as of `applied_batches` record batches.
+/// Everything the cluster knows, as of the records replayed into it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MetadataImage {
-    /// How many record batches have been replayed into this image.
-    pub applied_batches: u64,
+    /// The largest broker epoch registered: the next registration gets a larger one. (Epochs are
+    /// only ever compared with the same broker's current one, so a snapshot that forgets an
+    /// unregistered broker's epoch loses nothing.)
+    pub last_broker_epoch: i64,
     pub brokers: BTreeMap<i32, BrokerImage>,
     pub topics: BTreeMap<String, TopicImage>,
     pub topic_names_by_id: HashMap<TopicId, String>,
@@ -52,19 +57,54 @@ impl MetadataImage {
             MetadataRecord::RegisterBroker {
                 broker_id,
                 incarnation_id,
+                broker_epoch,
                 endpoints,
                 rack,
+                fenced,
             } => {
+                self.last_broker_epoch = self.last_broker_epoch.max(*broker_epoch);
                 self.brokers.insert(
                     *broker_id,
                     BrokerImage {
                         broker_id: *broker_id,
                         incarnation_id: *incarnation_id,
+                        broker_epoch: *broker_epoch,
                         endpoints: endpoints.clone(),
                         rack: rack.clone(),
+                        fenced: *fenced,
                     },
                 );
             }
+            MetadataRecord::FenceBroker {
+                broker_id,
+                broker_epoch,
+            }
+            | MetadataRecord::UnfenceBroker {
+                broker_id,
+                broker_epoch,
+            } => match self.brokers.get_mut(broker_id) {
+                Some(broker) if broker.broker_epoch == *broker_epoch => {
+                    broker.fenced = matches!(record, MetadataRecord::FenceBroker { .. });
+                }
+                _ => tracing::warn!(
+                    broker_id,
+                    broker_epoch,
+                    "fencing record for an unknown broker epoch"
+                ),
+            },
+            MetadataRecord::UnregisterBroker {
+                broker_id,
+                broker_epoch,
+            } => match self.brokers.get(broker_id) {
+                Some(broker) if broker.broker_epoch == *broker_epoch => {
+                    self.brokers.remove(broker_id);
+                }
+                _ => tracing::warn!(
+                    broker_id,
+                    broker_epoch,
+                    "unregister record for an unknown broker epoch"
+                ),
+            },
             MetadataRecord::Topic { name, topic_id } => {
                 self.topic_names_by_id.insert(*topic_id, name.clone());
                 self.topics.insert(
@@ -100,6 +140,35 @@ impl MetadataImage {
                 }
                 None => {
                     tracing::warn!(%topic_id, partition, "partition record for an unknown topic")
+                }
+            },
+            MetadataRecord::PartitionChange {
+                topic_id,
+                partition,
+                leader,
+                isr,
+                replicas,
+            } => match self
+                .topic_by_id_mut(*topic_id)
+                .and_then(|topic| topic.partitions.get_mut(partition))
+            {
+                Some(state) => {
+                    if let Some(leader) = leader {
+                        if *leader != state.leader {
+                            state.leader = *leader;
+                            state.leader_epoch += 1;
+                        }
+                    }
+                    if let Some(isr) = isr {
+                        state.isr = isr.clone();
+                    }
+                    if let Some(replicas) = replicas {
+                        state.replicas = replicas.clone();
+                    }
+                    state.partition_epoch += 1;
+                }
+                None => {
+                    tracing::warn!(%topic_id, partition, "partition change for an unknown partition")
                 }
             },
             MetadataRecord::Config {
@@ -140,7 +209,57 @@ impl MetadataImage {
         for record in records {
             self.replay(record);
         }
-        self.applied_batches += 1;
+    }
+
+    /// Records that replay into an image equal to this one (a snapshot's contents).
+    pub fn to_records(&self) -> Vec<MetadataRecord> {
+        let mut records =
+            Vec::with_capacity(self.brokers.len() + self.partition_count() + self.topics.len() + 1);
+        for broker in self.brokers.values() {
+            records.push(MetadataRecord::RegisterBroker {
+                broker_id: broker.broker_id,
+                incarnation_id: broker.incarnation_id,
+                broker_epoch: broker.broker_epoch,
+                endpoints: broker.endpoints.clone(),
+                rack: broker.rack.clone(),
+                fenced: broker.fenced,
+            });
+        }
+        for (broker_id, configs) in &self.broker_configs {
+            records.extend(configs.iter().map(|(name, value)| MetadataRecord::Config {
+                resource: ConfigResource::Broker(*broker_id),
+                name: name.clone(),
+                value: Some(value.clone()),
+            }));
+        }
+        for topic in self.topics.values() {
+            records.push(MetadataRecord::Topic {
+                name: topic.name.clone(),
+                topic_id: topic.topic_id,
+            });
+            records.extend(topic.partitions.iter().map(|(partition, state)| {
+                MetadataRecord::Partition {
+                    topic_id: topic.topic_id,
+                    partition: *partition,
+                    replicas: state.replicas.clone(),
+                    isr: state.isr.clone(),
+                    leader: state.leader,
+                    leader_epoch: state.leader_epoch,
+                    partition_epoch: state.partition_epoch,
+                }
+            }));
+            records.extend(
+                topic
+                    .configs
+                    .iter()
+                    .map(|(name, value)| MetadataRecord::Config {
+                        resource: ConfigResource::Topic(topic.name.clone()),
+                        name: name.clone(),
+                        value: Some(value.clone()),
+                    }),
+            );
+        }
+        records
     }
 
     pub fn topic(&self, name: &str) -> Option<&TopicImage> {
@@ -200,7 +319,6 @@ mod tests {
                 value: Some("60000".into()),
             },
         ]);
-        assert_eq!(image.applied_batches, 1);
         let topic = image.topic("orders").unwrap();
         assert_eq!(
             topic.partitions.keys().copied().collect::<Vec<_>>(),
@@ -225,7 +343,6 @@ mod tests {
         image.replay_batch(&[MetadataRecord::RemoveTopic { topic_id: id }]);
         assert!(image.topic("orders").is_none());
         assert!(image.topic_by_id(id).is_none());
-        assert_eq!(image.applied_batches, 3);
     }
 
     #[test]

@@ -5,26 +5,56 @@
 //! # Layout
 //! - [`record`]: the metadata records and their versioned JSON envelope.
 //! - [`image`]: [`MetadataImage`] and `replay`, the only code that changes metadata state.
-//! - [`log`]: [`MetadataLog`], the durable local log of record batches (one batch per operation).
-//! - [`controller`]: [`Controller`], whose operations validate a request against the image, produce
-//!   records and a reply, and return only once the records are durable and replayed.
+//! - [`log`]: [`MetadataLog`], the legacy single-node log of record batches, read once to seed
+//!   the quorum's first snapshot.
+//! - [`controller`]: [`Controller`], whose operations validate a request against the committed
+//!   image and plan the records that carry it out plus the reply to send once they commit.
+//! - [`ops`]: [`ControllerOp`], the operations brokers send the active controller, and their replies.
+//! - [`placement`]: where new partitions' replicas go (striped over unfenced brokers, rack-aware).
+//! - [`liveness`]: when each broker last heartbeated, as the active controller sees it.
+//! - [`quorum`]: [`Quorum`], this controller's member of the raft quorum that orders committed
+//!   record batches; sans-io, driven by the broker's quorum driver.
+//! - [`raft_store`]: the raft log as raft-rs reads it, with snapshots built from the applied image.
+//! - [`raft_disk`]: [`RaftDisk`], where raft state is made durable: [`FileDisk`] (the
+//!   `__cluster_metadata-0` directory) and [`MemDisk`] for tests.
+//! - [`raft_wire`]: the checksummed frame raft messages (and log entries) travel in.
+//! - [`raft_log_bridge`]: raft-rs's slog records forwarded to tracing.
+//! - [`follower`]: [`MetadataFollower`], how brokers that are not controllers follow the
+//!   committed metadata, and the [`MetadataUpdate`]s they fetch.
+//! - `sim` (tests only): a seeded in-process cluster with a faulty network and crashing disks.
 //! - [`topic_config`]: the topic-level configs Skald knows, with their types and broker defaults.
 //! - [`names`]: topic name rules.
 //!
-//! Until the Raft quorum lands, the local log is the commit point; the controller issue replaces it
-//! with raft-rs behind the same `Controller` operations and the same `replay`. This crate does no
-//! network I/O and never changes the image outside `replay`.
+//! This crate does no network I/O and never changes the image outside `replay`.
 
 pub mod controller;
 pub mod error;
+pub mod follower;
 pub mod image;
+pub mod liveness;
 pub mod log;
 pub mod names;
+pub mod ops;
+pub mod placement;
+pub mod quorum;
+pub mod raft_disk;
+pub mod raft_log_bridge;
+pub mod raft_store;
+pub mod raft_wire;
 pub mod record;
+#[cfg(test)]
+mod sim;
 pub mod topic_config;
 
-pub use controller::{Controller, ControllerConfig, CreatePartitionsSpec, CreateTopicSpec};
+pub use controller::{
+    BrokerRegistration, Controller, ControllerConfig, CreatePartitionsSpec, CreateTopicSpec,
+    Planned, NO_LEADER,
+};
 pub use error::{Error, Result, TopicError};
+pub use follower::{MetadataFollower, MetadataUpdate};
 pub use image::{BrokerImage, MetadataImage, PartitionImage, TopicImage};
 pub use log::MetadataLog;
+pub use ops::{ControllerOp, ControllerReply};
+pub use quorum::{ProposalError, ProposeError, Quorum, QuorumConfig, QuorumStatus, VoterStatus};
+pub use raft_disk::{DiskState, FileDisk, MemDisk, RaftDisk};
 pub use record::{ConfigResource, Endpoint, MetadataRecord, TopicId};

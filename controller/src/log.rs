@@ -16,7 +16,9 @@ use crate::record::{MetadataRecord, VersionedRecord, RECORD_VERSION};
 
 /// Kafka's name for the metadata partition's directory.
 pub const METADATA_DIR_NAME: &str = "__cluster_metadata-0";
-const LOG_FILE_NAME: &str = "metadata.log";
+/// The single-node metadata log, read only to seed a new quorum from it.
+pub const LEGACY_METADATA_LOG: &str = "metadata.log";
+const LOG_FILE_NAME: &str = LEGACY_METADATA_LOG;
 /// The largest record batch written or read: room for ~100,000 partition records in one operation.
 pub const BATCH_BYTES_MAX: usize = 64 * 1024 * 1024;
 
@@ -478,16 +480,35 @@ mod tests {
         let record = MetadataRecord::RegisterBroker {
             broker_id: 1,
             incarnation_id: u64::MAX,
+            broker_epoch: 3,
             endpoints: vec![crate::record::Endpoint {
                 name: "PLAINTEXT".into(),
                 host: "h".into(),
                 port: 9092,
             }],
             rack: Some("r1".into()),
+            fenced: true,
         };
         log.append(std::slice::from_ref(&record)).unwrap();
         drop(log);
         let (_, batches) = MetadataLog::open(dir.path()).unwrap();
         assert_eq!(batches, vec![vec![record]]);
+    }
+
+    #[test]
+    fn registrations_written_before_fencing_existed_read_back_unfenced_with_epoch_zero() {
+        let old = r#"{"version":1,"type":"RegisterBroker","broker_id":1,"incarnation_id":5,"endpoints":[],"rack":null}"#;
+        let record: crate::record::VersionedRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            record.record,
+            MetadataRecord::RegisterBroker {
+                broker_id: 1,
+                incarnation_id: 5,
+                broker_epoch: 0,
+                endpoints: Vec::new(),
+                rack: None,
+                fenced: false,
+            }
+        );
     }
 }

@@ -52,13 +52,25 @@ pub enum ConfigResource {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum MetadataRecord {
-    /// A broker (re-)registered; a new incarnation replaces the old registration.
+    /// A broker (re-)registered; a new incarnation replaces the old registration. `broker_epoch`
+    /// grows with every registration, so requests from an older incarnation can be told apart.
     RegisterBroker {
         broker_id: i32,
         incarnation_id: u64,
+        #[serde(default)]
+        broker_epoch: i64,
         endpoints: Vec<Endpoint>,
         rack: Option<String>,
+        /// A fresh registration starts fenced (KRaft): it serves no partitions until unfenced.
+        #[serde(default)]
+        fenced: bool,
     },
+    /// A broker missed its session or asked to stop: it leads nothing until unfenced.
+    FenceBroker { broker_id: i32, broker_epoch: i64 },
+    /// A registered broker caught up with the metadata and may lead partitions.
+    UnfenceBroker { broker_id: i32, broker_epoch: i64 },
+    /// A broker left the cluster for good.
+    UnregisterBroker { broker_id: i32, broker_epoch: i64 },
     /// A topic was created. Its partitions follow as `Partition` records in the same batch.
     Topic { name: String, topic_id: TopicId },
     /// A partition was created, or its replicas, ISR or leader changed.
@@ -70,6 +82,19 @@ pub enum MetadataRecord {
         leader: i32,
         leader_epoch: i32,
         partition_epoch: i32,
+    },
+    /// Some of a partition's state changed (leader election, ISR change, reassignment): only the
+    /// fields that are `Some` change. A new leader bumps the leader epoch; every change bumps the
+    /// partition epoch (KRaft's PartitionChangeRecord).
+    PartitionChange {
+        topic_id: TopicId,
+        partition: i32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        leader: Option<i32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        isr: Option<Vec<i32>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        replicas: Option<Vec<i32>>,
     },
     /// A config was set (`value: Some`) or removed back to its default (`value: None`).
     Config {

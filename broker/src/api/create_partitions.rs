@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
-use skald_controller::CreatePartitionsSpec;
+use skald_controller::{ControllerOp, ControllerReply, CreatePartitionsSpec};
 
 use super::topic_operation;
 use crate::broker::Broker;
@@ -33,8 +33,13 @@ pub async fn handle(
         })
         .collect();
     let validate_only = request.validate_only;
-    let results = topic_operation(broker, names.len(), move |controller| {
-        controller.create_partitions(&specs, validate_only)
+    let op = ControllerOp::CreatePartitions {
+        topics: specs,
+        validate_only,
+    };
+    let results = topic_operation(broker, op, |reply| match reply {
+        ControllerReply::CreatePartitions(results) => Some(results),
+        _ => None,
     })
     .await;
     let results = names

@@ -7,7 +7,7 @@ use kafka_protocol::messages::create_topics_response::{
 };
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use kafka_protocol::protocol::StrBytes;
-use skald_controller::CreateTopicSpec;
+use skald_controller::{ControllerOp, ControllerReply, CreateTopicSpec};
 
 use super::describe_configs::effective_topic_configs;
 use super::{topic_operation, uuid};
@@ -53,8 +53,14 @@ pub async fn handle(
         })
         .collect();
     let validate_only = request.validate_only;
-    let results = topic_operation(broker, names.len(), move |controller| {
-        controller.create_topics(&specs, validate_only)
+    let op = ControllerOp::CreateTopics {
+        topics: specs,
+        validate_only,
+        allow_internal: false,
+    };
+    let results = topic_operation(broker, op, |reply| match reply {
+        ControllerReply::CreateTopics(results) => Some(results),
+        _ => None,
     })
     .await;
     let topics = names

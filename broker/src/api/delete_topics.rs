@@ -5,6 +5,7 @@ use std::sync::Arc;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse};
 use skald_controller::controller::TopicRef;
+use skald_controller::{ControllerOp, ControllerReply};
 
 use super::{topic_id, topic_name, topic_operation, uuid};
 use crate::broker::Broker;
@@ -31,8 +32,10 @@ pub async fn handle(
             .collect()
     };
     let asked = refs.clone();
-    let results = topic_operation(broker, asked.len(), move |controller| {
-        controller.delete_topics(&refs)
+    let op = ControllerOp::DeleteTopics { topics: refs };
+    let results = topic_operation(broker, op, |reply| match reply {
+        ControllerReply::DeleteTopics(results) => Some(results),
+        _ => None,
     })
     .await;
     let responses = asked

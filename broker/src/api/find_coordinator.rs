@@ -10,7 +10,7 @@ use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::StrBytes;
 use skald_controller::names::CONSUMER_OFFSETS_TOPIC;
-use skald_controller::CreateTopicSpec;
+use skald_controller::{ControllerOp, ControllerReply, CreateTopicSpec};
 
 use crate::broker::Broker;
 
@@ -104,11 +104,13 @@ async fn ensure_offsets_topic(broker: &Arc<Broker>) -> Result<(), ResponseError>
             ),
         ],
     };
-    let outcome = broker
-        .control(move |controller| controller.create_internal_topics(&[spec]))
-        .await;
-    match outcome {
-        Ok(Ok(results)) => {
+    let op = ControllerOp::CreateTopics {
+        topics: vec![spec],
+        validate_only: false,
+        allow_internal: true,
+    };
+    match broker.control(op).await {
+        Ok(ControllerReply::CreateTopics(results)) => {
             if let Some(Err(err)) = results.first() {
                 // Another request may have just created it; anything else is logged.
                 if broker.image().topic(CONSUMER_OFFSETS_TOPIC).is_none() {
@@ -120,8 +122,8 @@ async fn ensure_offsets_topic(broker: &Arc<Broker>) -> Result<(), ResponseError>
             }
             Ok(())
         }
-        Ok(Err(err)) => {
-            tracing::error!("cannot create {CONSUMER_OFFSETS_TOPIC}: {err}");
+        Ok(other) => {
+            tracing::error!("cannot create {CONSUMER_OFFSETS_TOPIC}: unexpected reply {other:?}");
             Err(ResponseError::CoordinatorNotAvailable)
         }
         Err(err) => {

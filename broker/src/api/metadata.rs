@@ -9,7 +9,7 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 use kafka_protocol::protocol::StrBytes;
 use skald_controller::names::{is_internal, validate_topic_name};
-use skald_controller::{CreateTopicSpec, MetadataImage, TopicImage};
+use skald_controller::{ControllerOp, ControllerReply, CreateTopicSpec, MetadataImage, TopicImage};
 
 use super::{topic_id, topic_name, uuid};
 use crate::broker::Broker;
@@ -75,11 +75,13 @@ pub async fn handle(
             })
             .collect();
         if !missing.is_empty() {
-            match broker
-                .control(move |controller| controller.create_topics(&missing, false))
-                .await
-            {
-                Ok(Ok(results)) => {
+            let op = ControllerOp::CreateTopics {
+                topics: missing,
+                validate_only: false,
+                allow_internal: false,
+            };
+            match broker.control(op).await {
+                Ok(ControllerReply::CreateTopics(results)) => {
                     let refused: Vec<_> = results
                         .iter()
                         .filter_map(|result| result.as_ref().err())
@@ -91,7 +93,7 @@ pub async fn handle(
                         );
                     }
                 }
-                Ok(Err(err)) => tracing::error!("topic auto-creation failed: {err}"),
+                Ok(other) => tracing::error!("topic auto-creation got {other:?}"),
                 Err(err) => tracing::error!("topic auto-creation failed: {err}"),
             }
             image = broker.image();
@@ -140,7 +142,7 @@ pub async fn handle(
     response
         .with_brokers(brokers(&image))
         .with_cluster_id(Some(StrBytes::from_string(broker.cluster_id.clone())))
-        .with_controller_id(BrokerId(broker.config.node_id))
+        .with_controller_id(BrokerId(broker.controller_id_for_clients()))
         .with_topics(topics)
 }
 

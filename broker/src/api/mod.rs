@@ -6,7 +6,9 @@ use std::sync::Arc;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{RequestKind, ResponseKind, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use skald_controller::{Controller, Result as ControllerResult, TopicError, TopicId};
+use skald_controller::{ControllerOp, ControllerReply, TopicError, TopicId};
+
+use crate::metadata::ControlError;
 use skald_protocol::codec::Request;
 
 use crate::broker::Broker;
@@ -167,35 +169,34 @@ pub fn topic_error(error: &TopicError) -> (i16, Option<StrBytes>) {
 /// A Kafka error code with its message, as responses carry them.
 pub type ErrorAnswer = (i16, Option<StrBytes>);
 
-/// The code for a failure of the metadata log itself (the operation's outcome is unknown).
-fn metadata_failure(error: &crate::error::Error) -> ErrorAnswer {
-    tracing::error!("metadata operation failed: {error}");
-    (
-        ResponseError::UnknownServerError.code(),
-        Some(StrBytes::from_string(error.to_string())),
-    )
-}
+/// One outcome per topic of a metadata operation, in request order.
+pub type TopicResults<T> = Vec<Result<T, TopicError>>;
 
-/// Runs a controller operation that answers each of `count` topics on its own, mapping refusals
-/// to Kafka error codes; a failure of the metadata log answers every topic with that failure.
-pub async fn topic_operation<T: Send + 'static>(
+/// Runs a controller operation that answers each of its topics on its own, mapping refusals to
+/// Kafka error codes; when the controller cannot answer (NOT_CONTROLLER after every retry, a
+/// timeout, a failed quorum) every topic gets that failure.
+pub async fn topic_operation<T>(
     broker: &Arc<Broker>,
-    count: usize,
-    operation: impl FnOnce(&mut Controller) -> ControllerResult<Vec<Result<T, TopicError>>>
-        + Send
-        + 'static,
+    op: ControllerOp,
+    results_of: fn(ControllerReply) -> Option<TopicResults<T>>,
 ) -> Vec<Result<T, ErrorAnswer>> {
-    let outcome = broker.control(operation).await;
-    match outcome.and_then(|committed| committed.map_err(Into::into)) {
-        Ok(results) => results
-            .into_iter()
-            .map(|result| result.map_err(|err| topic_error(&err)))
-            .collect(),
-        Err(err) => {
-            let failure = metadata_failure(&err);
-            (0..count).map(|_| Err(failure.clone())).collect()
+    let count = op.topic_count();
+    let failure = match broker.control(op).await.map(results_of) {
+        Ok(Some(results)) if results.len() == count => {
+            return results
+                .into_iter()
+                .map(|result| result.map_err(|err| topic_error(&err)))
+                .collect()
         }
-    }
+        Ok(_) => ControlError::Unavailable("the controller answered another operation".into()),
+        Err(err) => err,
+    };
+    tracing::warn!("metadata operation failed: {failure}");
+    let answer = (
+        failure.code(),
+        Some(StrBytes::from_string(failure.to_string())),
+    );
+    (0..count).map(|_| Err(answer.clone())).collect()
 }
 
 pub fn topic_name(name: &str) -> TopicName {

@@ -1,0 +1,333 @@
+//! [`RemoteControllers`]: a broker's connections to the controller quorum's voters. Requests go
+//! to the leader when it is known and to the voters in turn otherwise; a NOT_CONTROLLER answer
+//! names the leader, which becomes the next target. One request at a time per connection (these
+//! are rare and small), each with a timeout; a connection that fails is dropped and re-dialled.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::broker_registration_request::Listener;
+use kafka_protocol::messages::{
+    ApiKey, BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerId, BrokerRegistrationRequest,
+    BrokerRegistrationResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use skald_controller::follower::MetadataUpdate;
+use skald_controller::{BrokerRegistration, ControllerOp, ControllerReply};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Mutex;
+
+use super::rpc::{self, ControlRequest, ControlResponse, StatusReply};
+use crate::config::Voter;
+use crate::metadata::driver::{Heartbeat, HeartbeatReply};
+use crate::metadata::ControlError;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// BrokerRegistration v1 and BrokerHeartbeat v0: what every KRaft controller serves.
+const REGISTRATION_VERSION: i16 = 1;
+const HEARTBEAT_VERSION: i16 = 0;
+
+#[derive(Clone)]
+pub struct RemoteControllers {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cluster_id: String,
+    voters: Vec<Voter>,
+    connections: HashMap<i32, Mutex<Option<TcpStream>>>,
+    leader: AtomicI32,
+    next_voter: AtomicUsize,
+    next_correlation: AtomicI32,
+    request_timeout: Duration,
+    frame_bytes_max: usize,
+}
+
+impl std::fmt::Debug for RemoteControllers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteControllers")
+            .field("voters", &self.inner.voters)
+            .field("leader", &self.leader())
+            .finish()
+    }
+}
+
+impl RemoteControllers {
+    pub fn new(
+        cluster_id: String,
+        voters: Vec<Voter>,
+        request_timeout: Duration,
+        frame_bytes_max: usize,
+    ) -> Self {
+        let connections = voters
+            .iter()
+            .map(|voter| (voter.node_id, Mutex::new(None)))
+            .collect();
+        RemoteControllers {
+            inner: Arc::new(Inner {
+                cluster_id,
+                voters,
+                connections,
+                leader: AtomicI32::new(-1),
+                next_voter: AtomicUsize::new(0),
+                next_correlation: AtomicI32::new(1),
+                request_timeout,
+                frame_bytes_max,
+            }),
+        }
+    }
+
+    /// The leader as last learned from the controllers.
+    pub fn leader(&self) -> Option<i32> {
+        let leader = self.inner.leader.load(Ordering::Acquire);
+        (leader >= 0).then_some(leader)
+    }
+
+    fn learn_leader(&self, leader: Option<i32>) {
+        let known = leader.filter(|id| self.inner.connections.contains_key(id));
+        self.inner
+            .leader
+            .store(known.unwrap_or(-1), Ordering::Release);
+    }
+
+    /// The leader if known, else the next voter in turn.
+    fn target(&self) -> i32 {
+        self.leader().unwrap_or_else(|| {
+            let turn = self.inner.next_voter.fetch_add(1, Ordering::Relaxed);
+            self.inner.voters[turn % self.inner.voters.len()].node_id
+        })
+    }
+
+    pub async fn operation(&self, op: ControllerOp) -> Result<ControllerReply, ControlError> {
+        match self
+            .control(self.target(), &ControlRequest::Operation(op))
+            .await?
+        {
+            ControlResponse::Operation(result) => {
+                let result = result.map_err(ControlError::from);
+                if let Err(ControlError::NotController(leader)) = &result {
+                    self.learn_leader(*leader);
+                }
+                result
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Committed metadata after `after_index`, from the leader or any voter (every voter serves
+    /// only committed entries).
+    pub async fn fetch_metadata(
+        &self,
+        after_index: u64,
+        max_bytes: usize,
+    ) -> Result<MetadataUpdate, ControlError> {
+        let request = ControlRequest::FetchMetadata {
+            after_index,
+            max_bytes,
+        };
+        match self.control(self.target(), &request).await? {
+            ControlResponse::FetchMetadata { update, leader } => {
+                self.learn_leader(leader);
+                serde_json::to_vec(&update)
+                    .map_err(|err| err.to_string())
+                    .and_then(|bytes| MetadataUpdate::decode(&bytes).map_err(|err| err.to_string()))
+                    .map_err(|err| ControlError::Unavailable(format!("bad metadata update: {err}")))
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// One voter's view of the quorum.
+    pub async fn status(&self, node_id: i32) -> Result<Option<StatusReply>, ControlError> {
+        match self.control(node_id, &ControlRequest::Status).await? {
+            ControlResponse::Status(status) => Ok(status),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub async fn register(&self, registration: BrokerRegistration) -> Result<i64, ControlError> {
+        let listeners = registration
+            .endpoints
+            .iter()
+            .map(|endpoint| {
+                Listener::default()
+                    .with_name(StrBytes::from_string(endpoint.name.clone()))
+                    .with_host(StrBytes::from_string(endpoint.host.clone()))
+                    .with_port(endpoint.port)
+                    .with_security_protocol(0)
+            })
+            .collect();
+        let request = BrokerRegistrationRequest::default()
+            .with_broker_id(BrokerId(registration.broker_id))
+            .with_cluster_id(StrBytes::from_string(self.inner.cluster_id.clone()))
+            .with_incarnation_id(uuid::Uuid::from_u64_pair(0, registration.incarnation_id))
+            .with_listeners(listeners)
+            .with_rack(registration.rack.map(StrBytes::from_string));
+        let target = self.target();
+        let response: BrokerRegistrationResponse = self
+            .kafka_call(
+                target,
+                ApiKey::BrokerRegistration,
+                REGISTRATION_VERSION,
+                &request,
+            )
+            .await?;
+        self.check(response.error_code, target)?;
+        Ok(response.broker_epoch)
+    }
+
+    pub async fn heartbeat(&self, heartbeat: Heartbeat) -> Result<HeartbeatReply, ControlError> {
+        let request = BrokerHeartbeatRequest::default()
+            .with_broker_id(BrokerId(heartbeat.broker_id))
+            .with_broker_epoch(heartbeat.broker_epoch)
+            .with_current_metadata_offset(heartbeat.current_metadata_offset)
+            .with_want_fence(heartbeat.want_fence)
+            .with_want_shut_down(heartbeat.want_shut_down);
+        let target = self.target();
+        let response: BrokerHeartbeatResponse = self
+            .kafka_call(target, ApiKey::BrokerHeartbeat, HEARTBEAT_VERSION, &request)
+            .await?;
+        self.check(response.error_code, target)?;
+        Ok(HeartbeatReply {
+            is_caught_up: response.is_caught_up,
+            is_fenced: response.is_fenced,
+            should_shut_down: response.should_shut_down,
+        })
+    }
+
+    /// Maps a Kafka error code from a controller to a [`ControlError`].
+    fn check(&self, error_code: i16, target: i32) -> Result<(), ControlError> {
+        match error_code {
+            0 => Ok(()),
+            code if code == ResponseError::NotController.code() => {
+                if self.leader() == Some(target) {
+                    self.learn_leader(None);
+                }
+                Err(ControlError::NotController(None))
+            }
+            code if code == ResponseError::StaleBrokerEpoch.code() => {
+                Err(ControlError::StaleBrokerEpoch)
+            }
+            code if code == ResponseError::RequestTimedOut.code() => Err(ControlError::Timeout),
+            code => Err(ControlError::Unavailable(format!(
+                "controller {target} answered error code {code}"
+            ))),
+        }
+    }
+
+    async fn control(
+        &self,
+        target: i32,
+        request: &ControlRequest,
+    ) -> Result<ControlResponse, ControlError> {
+        let correlation_id = self.inner.next_correlation.fetch_add(1, Ordering::Relaxed);
+        let frame = rpc::encode_request(correlation_id, request)
+            .map_err(|err| ControlError::Unavailable(err.to_string()))?;
+        let response = self.round_trip(target, frame, correlation_id).await?;
+        let (_, response) = rpc::decode_response(&response).map_err(ControlError::Unavailable)?;
+        Ok(response)
+    }
+
+    async fn kafka_call<Req, Resp>(
+        &self,
+        target: i32,
+        api_key: ApiKey,
+        version: i16,
+        request: &Req,
+    ) -> Result<Resp, ControlError>
+    where
+        Req: kafka_protocol::protocol::Encodable + kafka_protocol::protocol::HeaderVersion,
+        Resp: kafka_protocol::protocol::Decodable + kafka_protocol::protocol::HeaderVersion,
+    {
+        let correlation_id = self.inner.next_correlation.fetch_add(1, Ordering::Relaxed);
+        let frame = skald_protocol::codec::encode_request_frame(
+            api_key,
+            version,
+            correlation_id,
+            "skald-broker",
+            request,
+        )
+        .map_err(|err| ControlError::Unavailable(err.to_string()))?;
+        let response = self.round_trip(target, frame, correlation_id).await?;
+        let (_, response) =
+            skald_protocol::codec::decode_response::<Resp>(response, api_key, version)
+                .map_err(|err| ControlError::Unavailable(err.to_string()))?;
+        Ok(response)
+    }
+
+    /// Sends one frame to `target` and reads its response frame (size prefix removed).
+    async fn round_trip(
+        &self,
+        target: i32,
+        frame: Bytes,
+        correlation_id: i32,
+    ) -> Result<Bytes, ControlError> {
+        let Some(slot) = self.inner.connections.get(&target) else {
+            return Err(ControlError::NotController(None));
+        };
+        let voter = self
+            .inner
+            .voters
+            .iter()
+            .find(|voter| voter.node_id == target)
+            .ok_or(ControlError::NotController(None))?;
+        let mut connection = slot.lock().await;
+        let outcome = tokio::time::timeout(self.inner.request_timeout, async {
+            if connection.is_none() {
+                let stream =
+                    tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(voter.address()))
+                        .await
+                        .map_err(|_| std::io::Error::other("connect timed out"))??;
+                let _ = stream.set_nodelay(true);
+                *connection = Some(stream);
+            }
+            let stream = connection.as_mut().expect("connected above");
+            stream.write_all(&frame).await?;
+            let size = stream.read_i32().await?;
+            let size = usize::try_from(size)
+                .ok()
+                .filter(|size| (4..=self.inner.frame_bytes_max).contains(size))
+                .ok_or_else(|| std::io::Error::other(format!("bad response size {size}")))?;
+            let mut body = BytesMut::zeroed(size);
+            stream.read_exact(&mut body).await?;
+            let body = body.freeze();
+            if body[..4] != correlation_id.to_be_bytes() {
+                return Err(std::io::Error::other("response correlation id mismatch"));
+            }
+            Ok::<_, std::io::Error>(body)
+        })
+        .await;
+        match outcome {
+            Ok(Ok(body)) => Ok(body),
+            Ok(Err(err)) => {
+                *connection = None;
+                self.forget_leader(target);
+                Err(ControlError::Unavailable(format!(
+                    "controller {target} at {}: {err}",
+                    voter.address()
+                )))
+            }
+            Err(_) => {
+                *connection = None;
+                self.forget_leader(target);
+                Err(ControlError::Timeout)
+            }
+        }
+    }
+
+    fn forget_leader(&self, target: i32) {
+        let _ = self
+            .inner
+            .leader
+            .compare_exchange(target, -1, Ordering::AcqRel, Ordering::Acquire);
+    }
+}
+
+fn unexpected(response: &ControlResponse) -> ControlError {
+    ControlError::Unavailable(format!("unexpected controller response {response:?}"))
+}

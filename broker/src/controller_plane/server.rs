@@ -1,0 +1,303 @@
+//! Serves one connection on the controller listener: a raft peer's message stream (it opens with
+//! [`RAFT_MAGIC`] and the peer's node id) or Kafka-framed controller requests. Anything malformed
+//! closes the connection with a log line.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{
+    ApiVersionsResponse, BrokerHeartbeatRequest, BrokerHeartbeatResponse,
+    BrokerRegistrationRequest, BrokerRegistrationResponse, RequestKind, ResponseKind,
+};
+use kafka_protocol::ResponseError;
+use skald_controller::raft_wire;
+use skald_controller::{BrokerRegistration, Endpoint};
+use skald_protocol::api_versions::CONTROLLER_APIS;
+use skald_protocol::codec;
+use skald_protocol::frame::take_frame;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::broadcast;
+
+use super::rpc::{self, ControlRequest, ControlResponse, StatusReply, VoterStatus};
+use super::RAFT_MAGIC;
+use crate::metadata::driver::{DriverHandle, Event, Heartbeat};
+use crate::metadata::ControlError;
+
+const READ_BUFFER_BYTES: usize = 64 * 1024;
+
+/// What a controller-listener connection needs.
+#[derive(Clone)]
+pub struct ControllerListenerContext {
+    pub driver: DriverHandle,
+    pub cluster_id: String,
+    pub frame_bytes_max: usize,
+}
+
+pub async fn serve(
+    context: Arc<ControllerListenerContext>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    mut shutdown: broadcast::Receiver<()>,
+) {
+    let mut buffer = BytesMut::with_capacity(READ_BUFFER_BYTES);
+    while buffer.len() < RAFT_MAGIC.len() {
+        let read = tokio::select! {
+            read = stream.read_buf(&mut buffer) => read,
+            _ = shutdown.recv() => return,
+        };
+        match read {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+    if buffer[..RAFT_MAGIC.len()] == RAFT_MAGIC {
+        buffer.advance(RAFT_MAGIC.len());
+        raft_stream(&context, stream, peer, buffer, shutdown).await
+    } else {
+        requests(&context, stream, peer, buffer, shutdown).await
+    }
+}
+
+/// Reads raft messages from a peer until it closes, hands each to the driver.
+async fn raft_stream(
+    context: &ControllerListenerContext,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    mut buffer: BytesMut,
+    mut shutdown: broadcast::Receiver<()>,
+) {
+    let mut from = None;
+    loop {
+        if from.is_none() && buffer.len() >= 4 {
+            let id = buffer.get_i32();
+            tracing::info!(%peer, node_id = id, "raft peer connected");
+            from = Some(id);
+        }
+        if from.is_some() {
+            match raft_wire::decode_message(&buffer) {
+                Ok(Some((message, used))) => {
+                    buffer.advance(used);
+                    context.driver.send(Event::Raft(Box::new(message)));
+                    continue;
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::warn!(%peer, "closing raft connection: {err}");
+                    return;
+                }
+            }
+        }
+        let read = tokio::select! {
+            read = stream.read_buf(&mut buffer) => read,
+            _ = shutdown.recv() => return,
+        };
+        match read {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(err) => {
+                tracing::debug!(%peer, "raft connection read failed: {err}");
+                return;
+            }
+        }
+    }
+}
+
+async fn requests(
+    context: &ControllerListenerContext,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    mut buffer: BytesMut,
+    mut shutdown: broadcast::Receiver<()>,
+) {
+    loop {
+        let frame = match take_frame(&mut buffer, context.frame_bytes_max) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => {
+                let read = tokio::select! {
+                    read = stream.read_buf(&mut buffer) => read,
+                    _ = shutdown.recv() => return,
+                };
+                match read {
+                    Ok(0) => return,
+                    Ok(_) => continue,
+                    Err(err) => {
+                        tracing::debug!(%peer, "controller connection read failed: {err}");
+                        return;
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::warn!(%peer, "closing controller connection: {err}");
+                return;
+            }
+        };
+        let response = if codec::header_prefix(&frame)
+            .is_some_and(|prefix| prefix.api_key == rpc::CONTROL_API_KEY)
+        {
+            match rpc::decode_request(&frame) {
+                Ok((correlation_id, request)) => {
+                    let response = control(context, request).await;
+                    rpc::encode_response(correlation_id, &response).map_err(|err| err.to_string())
+                }
+                Err(err) => Err(err),
+            }
+        } else {
+            kafka_request(context, frame).await
+        };
+        match response {
+            Ok(bytes) => {
+                if let Err(err) = stream.write_all(&bytes).await {
+                    tracing::debug!(%peer, "controller connection write failed: {err}");
+                    return;
+                }
+            }
+            Err(reason) => {
+                tracing::warn!(%peer, "closing controller connection: {reason}");
+                return;
+            }
+        }
+    }
+}
+
+async fn control(context: &ControllerListenerContext, request: ControlRequest) -> ControlResponse {
+    let driver = &context.driver;
+    match request {
+        ControlRequest::Operation(op) => {
+            ControlResponse::Operation(driver.operation(op).await.map_err(Into::into))
+        }
+        ControlRequest::FetchMetadata {
+            after_index,
+            max_bytes,
+        } => {
+            let max_bytes = max_bytes.min(context.frame_bytes_max / 2);
+            match driver.fetch_metadata(after_index, max_bytes).await {
+                Some((update, leader)) => ControlResponse::FetchMetadata {
+                    update: update
+                        .encode()
+                        .ok()
+                        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+                        .unwrap_or_default(),
+                    leader,
+                },
+                None => ControlResponse::FetchMetadata {
+                    update: serde_json::Value::Null,
+                    leader: None,
+                },
+            }
+        }
+        ControlRequest::Status => ControlResponse::Status(driver.status().await.map(|status| {
+            StatusReply {
+                node_id: status.node_id,
+                leader: status.leader,
+                term: status.term,
+                commit_index: status.commit_index,
+                applied_index: status.applied_index,
+                voters: status
+                    .voters
+                    .iter()
+                    .map(|voter| VoterStatus {
+                        node_id: voter.node_id,
+                        matched_index: voter.matched_index,
+                    })
+                    .collect(),
+            }
+        })),
+    }
+}
+
+/// ApiVersions, BrokerRegistration and BrokerHeartbeat: the Kafka RPCs a controller serves here.
+async fn kafka_request(
+    context: &ControllerListenerContext,
+    frame: bytes::Bytes,
+) -> Result<bytes::Bytes, String> {
+    let request = codec::decode_controller_request(frame).map_err(|err| err.to_string())?;
+    let (api_key, version, correlation_id) = (
+        request.api_key,
+        request.api_version,
+        request.header.correlation_id,
+    );
+    let response = match request.body {
+        RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(
+            ApiVersionsResponse::default().with_api_keys(
+                CONTROLLER_APIS
+                    .iter()
+                    .map(|api| {
+                        ApiVersion::default()
+                            .with_api_key(api.api_key as i16)
+                            .with_min_version(api.min_version)
+                            .with_max_version(api.max_version)
+                    })
+                    .collect(),
+            ),
+        ),
+        RequestKind::BrokerRegistration(request) => {
+            ResponseKind::BrokerRegistration(register(context, request).await)
+        }
+        RequestKind::BrokerHeartbeat(request) => {
+            ResponseKind::BrokerHeartbeat(heartbeat(context, request).await)
+        }
+        _ => {
+            return Err(format!(
+                "{api_key:?} is not served on the controller listener"
+            ))
+        }
+    };
+    codec::encode_response(correlation_id, api_key, version, &response)
+        .map(BytesMut::freeze)
+        .map_err(|err| err.to_string())
+}
+
+async fn register(
+    context: &ControllerListenerContext,
+    request: BrokerRegistrationRequest,
+) -> BrokerRegistrationResponse {
+    if request.cluster_id.as_str() != context.cluster_id {
+        return BrokerRegistrationResponse::default()
+            .with_error_code(ResponseError::InconsistentClusterId.code());
+    }
+    let registration = BrokerRegistration {
+        broker_id: request.broker_id.0,
+        incarnation_id: request.incarnation_id.as_u64_pair().1,
+        endpoints: request
+            .listeners
+            .iter()
+            .map(|listener| Endpoint {
+                name: listener.name.to_string(),
+                host: listener.host.to_string(),
+                port: listener.port,
+            })
+            .collect(),
+        rack: request.rack.as_ref().map(|rack| rack.to_string()),
+    };
+    match context.driver.register(registration).await {
+        Ok(epoch) => BrokerRegistrationResponse::default().with_broker_epoch(epoch),
+        Err(err) => BrokerRegistrationResponse::default()
+            .with_error_code(err.code())
+            .with_broker_epoch(-1),
+    }
+}
+
+async fn heartbeat(
+    context: &ControllerListenerContext,
+    request: BrokerHeartbeatRequest,
+) -> BrokerHeartbeatResponse {
+    let heartbeat = Heartbeat {
+        broker_id: request.broker_id.0,
+        broker_epoch: request.broker_epoch,
+        current_metadata_offset: request.current_metadata_offset,
+        want_fence: request.want_fence,
+        want_shut_down: request.want_shut_down,
+    };
+    match context.driver.heartbeat(heartbeat).await {
+        Ok(reply) => BrokerHeartbeatResponse::default()
+            .with_is_caught_up(reply.is_caught_up)
+            .with_is_fenced(reply.is_fenced)
+            .with_should_shut_down(reply.should_shut_down),
+        Err(err @ ControlError::NotController(_)) | Err(err) => BrokerHeartbeatResponse::default()
+            .with_error_code(err.code())
+            .with_is_fenced(true),
+    }
+}

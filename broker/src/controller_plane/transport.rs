@@ -1,0 +1,129 @@
+//! Raft messages to the other voters over TCP: one task per peer owns a connection to that peer's
+//! controller listener, opens it with [`RAFT_MAGIC`] and this node's id, and writes one frame per
+//! message. Sending never blocks the quorum driver: each peer has a bounded queue and a message
+//! that does not fit is dropped — raft resends what matters. A broken connection is re-dialled
+//! with backoff, and the driver is told the peer is unreachable so raft probes instead of
+//! streaming.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use raft::eraftpb::{Message, MessageType};
+use skald_controller::raft_wire;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use super::RAFT_MAGIC;
+use crate::config::Voter;
+use crate::metadata::driver::{DriverHandle, Event, RaftSender};
+
+/// Messages that may wait for one peer's connection.
+const PEER_QUEUE_MAX: usize = 1024;
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The sending half, handed to the driver.
+pub struct RaftTransport {
+    peers: HashMap<i32, mpsc::Sender<Message>>,
+    driver: Arc<OnceLock<DriverHandle>>,
+}
+
+impl RaftTransport {
+    /// Starts one sender task per other voter on the current tokio runtime. `driver` is filled in
+    /// once the driver has started (it needs the transport first).
+    pub fn start(node_id: i32, voters: &[Voter], driver: Arc<OnceLock<DriverHandle>>) -> Self {
+        let mut peers = HashMap::new();
+        for voter in voters.iter().filter(|voter| voter.node_id != node_id) {
+            let (tx, rx) = mpsc::channel(PEER_QUEUE_MAX);
+            peers.insert(voter.node_id, tx);
+            tokio::spawn(peer_task(node_id, voter.clone(), rx, Arc::clone(&driver)));
+        }
+        RaftTransport { peers, driver }
+    }
+}
+
+impl RaftSender for RaftTransport {
+    fn send(&self, to: i32, message: Message) {
+        let Some(peer) = self.peers.get(&to) else {
+            tracing::debug!(to, "raft message for a node that is not a voter; dropped");
+            return;
+        };
+        if peer.try_send(message).is_err() {
+            if let Some(driver) = self.driver.get() {
+                driver.send(Event::Unreachable(to));
+            }
+        }
+    }
+}
+
+async fn peer_task(
+    node_id: i32,
+    peer: Voter,
+    mut queue: mpsc::Receiver<Message>,
+    driver: Arc<OnceLock<DriverHandle>>,
+) {
+    let mut backoff = BACKOFF_MIN;
+    let address = peer.address();
+    let unreachable = |driver: &OnceLock<DriverHandle>| {
+        if let Some(driver) = driver.get() {
+            driver.send(Event::Unreachable(peer.node_id));
+        }
+    };
+    loop {
+        let connected = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&address)).await;
+        let mut stream = match connected {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(_)) | Err(_) => {
+                // Whatever queued meanwhile is stale: raft will resend from its own state.
+                while queue.try_recv().is_ok() {}
+                unreachable(&driver);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                if queue.is_closed() {
+                    return;
+                }
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let mut hello = Vec::with_capacity(8);
+        hello.extend_from_slice(&RAFT_MAGIC);
+        hello.extend_from_slice(&node_id.to_be_bytes());
+        if stream.write_all(&hello).await.is_err() {
+            continue;
+        }
+        tracing::info!(peer = peer.node_id, %address, "raft connection open");
+        backoff = BACKOFF_MIN;
+        loop {
+            let Some(message) = queue.recv().await else {
+                return;
+            };
+            let is_snapshot = message.get_msg_type() == MessageType::MsgSnapshot;
+            let frame = match raft_wire::encode_message(&message) {
+                Ok(frame) => frame,
+                Err(err) => {
+                    tracing::error!(peer = peer.node_id, "raft message not sent: {err}");
+                    if is_snapshot {
+                        if let Some(driver) = driver.get() {
+                            driver.send(Event::SnapshotFailed(peer.node_id));
+                        }
+                    }
+                    continue;
+                }
+            };
+            if let Err(err) = stream.write_all(&frame).await {
+                tracing::debug!(peer = peer.node_id, "raft connection lost: {err}");
+                if is_snapshot {
+                    if let Some(driver) = driver.get() {
+                        driver.send(Event::SnapshotFailed(peer.node_id));
+                    }
+                }
+                unreachable(&driver);
+                break;
+            }
+        }
+    }
+}

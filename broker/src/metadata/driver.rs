@@ -1,0 +1,604 @@
+//! The quorum driver: one OS thread owns this node's raft [`Quorum`] and is the only code that
+//! touches it (raft-rs is single-threaded by design). Everything else talks to it through a bounded
+//! queue of [`Event`]s: raft messages from peers, metadata operations, broker registrations and
+//! heartbeats, metadata fetches from brokers, and status queries.
+//!
+//! A thread rather than a task because the raft log is fsynced inside the Ready loop; a blocked
+//! tokio worker would stall connections. On the active controller the driver also plans
+//! operations (one in flight at a time, so each is validated against an image that already holds
+//! the previous one's records), tracks broker liveness and fences brokers whose session expired.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use raft::eraftpb::Message;
+use skald_controller::follower::MetadataUpdate;
+use skald_controller::liveness::BrokerLiveness;
+use skald_controller::quorum::{ProposeError, Quorum, QuorumStatus};
+use skald_controller::raft_disk::FileDisk;
+use skald_controller::{
+    BrokerRegistration, Controller, ControllerOp, ControllerReply, MetadataImage, MetadataRecord,
+};
+use tokio::sync::oneshot;
+
+use super::publisher::{Completion, Publisher};
+use super::ControlError;
+
+/// How many events may wait for the driver before senders are refused (bounded, like everything).
+const EVENT_QUEUE_MAX: usize = 4096;
+/// How many operations may wait behind the one in flight.
+const OPERATION_QUEUE_MAX: usize = 1024;
+
+/// A broker's heartbeat, as the controller needs it (Kafka's BrokerHeartbeatRequest).
+#[derive(Debug, Clone)]
+pub struct Heartbeat {
+    pub broker_id: i32,
+    pub broker_epoch: i64,
+    pub current_metadata_offset: i64,
+    pub want_fence: bool,
+    pub want_shut_down: bool,
+}
+
+/// The controller's answer (Kafka's BrokerHeartbeatResponse).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeartbeatReply {
+    pub is_caught_up: bool,
+    pub is_fenced: bool,
+    pub should_shut_down: bool,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, ControlError>>;
+
+pub enum Event {
+    Raft(Box<Message>),
+    /// A peer could not be reached: raft should probe it rather than stream to it.
+    Unreachable(i32),
+    /// A snapshot for this peer was lost: raft must try again rather than wait for it.
+    SnapshotFailed(i32),
+    Operation(ControllerOp, Reply<ControllerReply>),
+    Register(BrokerRegistration, Reply<i64>),
+    Heartbeat(Heartbeat, Reply<HeartbeatReply>),
+    FetchMetadata {
+        after_index: u64,
+        max_bytes: usize,
+        reply: oneshot::Sender<(MetadataUpdate, Option<i32>)>,
+    },
+    Status(oneshot::Sender<QuorumStatus>),
+    /// Hand leadership to another voter (graceful shutdown), then stop.
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Where raft messages for other voters go (the TCP transport; a channel in tests).
+pub trait RaftSender: Send + 'static {
+    fn send(&self, to: i32, message: Message);
+}
+
+/// A cheap handle to the driver thread.
+#[derive(Clone)]
+pub struct DriverHandle {
+    events: SyncSender<Event>,
+    leader: Arc<AtomicI32>,
+    applied_index: Arc<AtomicU64>,
+    node_id: i32,
+}
+
+impl std::fmt::Debug for DriverHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DriverHandle")
+            .field("node_id", &self.node_id)
+            .field("leader", &self.leader())
+            .finish()
+    }
+}
+
+impl DriverHandle {
+    /// Queues an event; `false` when the queue is full or the driver has stopped.
+    pub fn send(&self, event: Event) -> bool {
+        match self.events.try_send(event) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                tracing::warn!("controller event queue full; dropping an event");
+                false
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        }
+    }
+
+    /// The quorum leader as this node last saw it.
+    pub fn leader(&self) -> Option<i32> {
+        let leader = self.leader.load(Ordering::Acquire);
+        (leader >= 0).then_some(leader)
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leader() == Some(self.node_id)
+    }
+
+    /// The raft index of the last entry applied to this node's image.
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index.load(Ordering::Acquire)
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Event) -> Result<T, ControlError> {
+        let (tx, rx) = oneshot::channel();
+        if !self.send(make(tx)) {
+            return Err(ControlError::Unavailable(
+                "the controller is not running".into(),
+            ));
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(ControlError::Unavailable("the controller stopped".into())))
+    }
+
+    pub async fn operation(&self, op: ControllerOp) -> Result<ControllerReply, ControlError> {
+        self.ask(|reply| Event::Operation(op, reply)).await
+    }
+
+    pub async fn register(&self, registration: BrokerRegistration) -> Result<i64, ControlError> {
+        self.ask(|reply| Event::Register(registration, reply)).await
+    }
+
+    pub async fn heartbeat(&self, heartbeat: Heartbeat) -> Result<HeartbeatReply, ControlError> {
+        self.ask(|reply| Event::Heartbeat(heartbeat, reply)).await
+    }
+
+    pub async fn fetch_metadata(
+        &self,
+        after_index: u64,
+        max_bytes: usize,
+    ) -> Option<(MetadataUpdate, Option<i32>)> {
+        let (tx, rx) = oneshot::channel();
+        if !self.send(Event::FetchMetadata {
+            after_index,
+            max_bytes,
+            reply: tx,
+        }) {
+            return None;
+        }
+        rx.await.ok()
+    }
+
+    pub async fn status(&self) -> Option<QuorumStatus> {
+        let (tx, rx) = oneshot::channel();
+        if !self.send(Event::Status(tx)) {
+            return None;
+        }
+        rx.await.ok()
+    }
+
+    /// Moves leadership away if this node has it and waits (bounded) for the driver to stop.
+    pub async fn shutdown(&self, wait: Duration) {
+        let (tx, rx) = oneshot::channel();
+        if self.send(Event::Shutdown(tx)) {
+            let _ = tokio::time::timeout(wait, rx).await;
+        }
+    }
+}
+
+/// Settings the driver needs beyond the quorum's own.
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    pub node_id: i32,
+    pub metrics: crate::metrics::Metrics,
+    pub tick: Duration,
+    pub session_timeout_ms: u64,
+    pub request_timeout: Duration,
+}
+
+/// What is waiting for an operation's records to commit.
+enum Waiter {
+    Operation(ControllerReply, Reply<ControllerReply>),
+    Register(i32, i64, Reply<i64>),
+    /// Fencing and unfencing the controller started itself: nobody waits.
+    Internal,
+}
+
+struct InFlight {
+    token: u64,
+    waiter: Waiter,
+    deadline: Instant,
+}
+
+enum Queued {
+    Operation(ControllerOp, Reply<ControllerReply>),
+    Register(BrokerRegistration, Reply<i64>),
+    Fence(i32, i64),
+    Unfence(i32, i64),
+}
+
+/// Starts the driver thread. `quorum` has been opened (its image is what the caller published
+/// first); `publisher` receives every later image.
+pub fn start(
+    config: DriverConfig,
+    quorum: Quorum<FileDisk>,
+    controller: Controller,
+    publisher: Publisher,
+    transport: Box<dyn RaftSender>,
+) -> std::io::Result<DriverHandle> {
+    let (events, inbox) = mpsc::sync_channel(EVENT_QUEUE_MAX);
+    let handle = DriverHandle {
+        events,
+        leader: Arc::new(AtomicI32::new(-1)),
+        applied_index: Arc::new(AtomicU64::new(quorum.applied_index())),
+        node_id: config.node_id,
+    };
+    let mut driver = Driver {
+        liveness: BrokerLiveness::new(config.session_timeout_ms),
+        config,
+        quorum,
+        controller,
+        publisher,
+        transport,
+        handle: handle.clone(),
+        queue: VecDeque::new(),
+        in_flight: None,
+        next_token: 1,
+        registration_index: HashMap::new(),
+        was_leader: false,
+        started: Instant::now(),
+    };
+    std::thread::Builder::new()
+        .name("skald-quorum".into())
+        .spawn(move || driver.run(inbox))?;
+    Ok(handle)
+}
+
+struct Driver {
+    config: DriverConfig,
+    quorum: Quorum<FileDisk>,
+    controller: Controller,
+    publisher: Publisher,
+    transport: Box<dyn RaftSender>,
+    handle: DriverHandle,
+    liveness: BrokerLiveness,
+    queue: VecDeque<Queued>,
+    in_flight: Option<InFlight>,
+    next_token: u64,
+    /// The applied index at which each broker's current registration committed: a broker is
+    /// caught up once its heartbeat reports at least this offset (KRaft's rule). Soft state.
+    registration_index: HashMap<i32, u64>,
+    was_leader: bool,
+    started: Instant,
+}
+
+impl Driver {
+    fn run(&mut self, inbox: mpsc::Receiver<Event>) {
+        let mut next_tick = Instant::now() + self.config.tick;
+        let mut shutdown: Option<oneshot::Sender<()>> = None;
+        let mut shutdown_deadline = None;
+        loop {
+            let now = Instant::now();
+            match inbox.recv_timeout(next_tick.saturating_duration_since(now)) {
+                Ok(event) => {
+                    if let Some(reply) = self.handle_event(event) {
+                        shutdown = Some(reply);
+                        shutdown_deadline = Some(Instant::now() + Duration::from_secs(3));
+                    }
+                    while let Ok(event) = inbox.try_recv() {
+                        if let Some(reply) = self.handle_event(event) {
+                            shutdown = Some(reply);
+                            shutdown_deadline = Some(Instant::now() + Duration::from_secs(3));
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            if Instant::now() >= next_tick {
+                next_tick += self.config.tick;
+                self.quorum.tick();
+                self.on_tick();
+            }
+            self.start_next_operation();
+            if let Err(err) = self.ready() {
+                tracing::error!("controller quorum failed, stopping it: {err}");
+                self.fail_all(ControlError::Unavailable(format!(
+                    "controller failed: {err}"
+                )));
+                self.handle.leader.store(-1, Ordering::Release);
+                return;
+            }
+            if let Some(deadline) = shutdown_deadline {
+                // Done once someone else leads, or alone, or out of time.
+                if !self.quorum.is_leader()
+                    || self.quorum.status().voters.len() <= 1
+                    || Instant::now() >= deadline
+                {
+                    if let Some(reply) = shutdown.take() {
+                        let _ = reply.send(());
+                    }
+                    self.fail_all(ControlError::Unavailable(
+                        "the controller is stopping".into(),
+                    ));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Handles one event; returns the shutdown reply when asked to stop.
+    fn handle_event(&mut self, event: Event) -> Option<oneshot::Sender<()>> {
+        match event {
+            Event::Raft(message) => self.quorum.step(*message),
+            Event::Unreachable(node_id) => self.quorum.report_unreachable(node_id),
+            Event::SnapshotFailed(node_id) => self.quorum.report_snapshot(node_id, false),
+            Event::Operation(op, reply) => self.enqueue(Queued::Operation(op, reply)),
+            Event::Register(registration, reply) => {
+                if self.quorum.is_leader() {
+                    self.liveness.touch(registration.broker_id, self.now_ms());
+                }
+                self.enqueue(Queued::Register(registration, reply))
+            }
+            Event::Heartbeat(heartbeat, reply) => {
+                let _ = reply.send(self.heartbeat(heartbeat));
+            }
+            Event::FetchMetadata {
+                after_index,
+                max_bytes,
+                reply,
+            } => {
+                let update = self.quorum.committed_since(after_index, max_bytes);
+                let _ = reply.send((update, self.quorum.leader()));
+            }
+            Event::Status(reply) => {
+                let _ = reply.send(self.quorum.status());
+            }
+            Event::Shutdown(reply) => {
+                if self.quorum.is_leader() {
+                    if let Some(to) = self
+                        .quorum
+                        .status()
+                        .voters
+                        .iter()
+                        .map(|voter| voter.node_id)
+                        .find(|id| *id != self.config.node_id)
+                    {
+                        tracing::info!(to, "moving controller leadership before shutting down");
+                        self.quorum.transfer_leadership(to);
+                    }
+                }
+                return Some(reply);
+            }
+        }
+        None
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn enqueue(&mut self, queued: Queued) {
+        if !self.quorum.is_leader() {
+            let leader = self.quorum.leader();
+            match queued {
+                Queued::Operation(_, reply) => {
+                    drop(reply.send(Err(ControlError::NotController(leader))))
+                }
+                Queued::Register(_, reply) => {
+                    drop(reply.send(Err(ControlError::NotController(leader))))
+                }
+                Queued::Fence(..) | Queued::Unfence(..) => {}
+            }
+            return;
+        }
+        if self.queue.len() >= OPERATION_QUEUE_MAX {
+            let busy = ControlError::Unavailable("the controller is busy".into());
+            match queued {
+                Queued::Operation(_, reply) => drop(reply.send(Err(busy))),
+                Queued::Register(_, reply) => drop(reply.send(Err(busy))),
+                Queued::Fence(..) | Queued::Unfence(..) => {}
+            }
+            return;
+        }
+        self.queue.push_back(queued);
+    }
+
+    fn heartbeat(&mut self, heartbeat: Heartbeat) -> Result<HeartbeatReply, ControlError> {
+        if !self.quorum.is_leader() {
+            return Err(ControlError::NotController(self.quorum.leader()));
+        }
+        let image = self.quorum.image();
+        let Some(broker) = image.brokers.get(&heartbeat.broker_id) else {
+            return Err(ControlError::StaleBrokerEpoch);
+        };
+        if broker.broker_epoch != heartbeat.broker_epoch {
+            return Err(ControlError::StaleBrokerEpoch);
+        }
+        self.liveness.touch(heartbeat.broker_id, self.now_ms());
+        // A new leader does not know where registrations committed: its own applied index is a
+        // safe (later) bar.
+        let bar = *self
+            .registration_index
+            .entry(heartbeat.broker_id)
+            .or_insert_with(|| self.quorum.applied_index());
+        let is_caught_up = heartbeat.current_metadata_offset >= 0
+            && heartbeat.current_metadata_offset as u64 >= bar;
+        let (id, epoch) = (broker.broker_id, broker.broker_epoch);
+        if heartbeat.want_shut_down || heartbeat.want_fence {
+            if !broker.fenced {
+                self.enqueue(Queued::Fence(id, epoch));
+            }
+        } else if broker.fenced && is_caught_up {
+            self.enqueue(Queued::Unfence(id, epoch));
+        }
+        Ok(HeartbeatReply {
+            is_caught_up,
+            is_fenced: broker.fenced,
+            should_shut_down: heartbeat.want_shut_down && broker.fenced,
+        })
+    }
+
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        if let Some(in_flight) = &self.in_flight {
+            if now >= in_flight.deadline {
+                let in_flight = self.in_flight.take().expect("checked above");
+                fail(in_flight.waiter, ControlError::Timeout);
+            }
+        }
+        if !self.quorum.is_leader() {
+            return;
+        }
+        let image = self.quorum.image();
+        for (broker_id, epoch) in self.liveness.expired(&image, self.now_ms()) {
+            let already = self
+                .queue
+                .iter()
+                .any(|q| matches!(q, Queued::Fence(id, _) if *id == broker_id));
+            if !already {
+                tracing::warn!(broker_id, "broker session expired; fencing it");
+                self.enqueue(Queued::Fence(broker_id, epoch));
+            }
+        }
+    }
+
+    /// Plans and proposes the next queued operation when none is in flight.
+    fn start_next_operation(&mut self) {
+        while self.in_flight.is_none() && self.quorum.is_leader() {
+            let Some(queued) = self.queue.pop_front() else {
+                return;
+            };
+            let image = self.quorum.image();
+            let (records, waiter): (Vec<MetadataRecord>, Waiter) = match queued {
+                Queued::Operation(op, reply) => {
+                    let planned = self.controller.plan(&image, &op);
+                    (planned.records, Waiter::Operation(planned.reply, reply))
+                }
+                Queued::Register(registration, reply) => {
+                    let broker_id = registration.broker_id;
+                    let planned = self.controller.register_broker(&image, registration);
+                    (
+                        planned.records,
+                        Waiter::Register(broker_id, planned.reply, reply),
+                    )
+                }
+                Queued::Fence(id, epoch) => (
+                    self.controller.fence_broker(&image, id, epoch).records,
+                    Waiter::Internal,
+                ),
+                Queued::Unfence(id, epoch) => (
+                    self.controller.unfence_broker(&image, id, epoch).records,
+                    Waiter::Internal,
+                ),
+            };
+            if records.is_empty() {
+                self.complete(waiter, image);
+                continue;
+            }
+            let token = self.next_token;
+            self.next_token += 1;
+            match self.quorum.propose(records, token) {
+                Ok(()) => {
+                    self.in_flight = Some(InFlight {
+                        token,
+                        waiter,
+                        deadline: Instant::now() + self.config.request_timeout,
+                    })
+                }
+                Err(ProposeError::NotLeader { leader }) => {
+                    fail(waiter, ControlError::NotController(leader))
+                }
+                Err(err) => fail(waiter, ControlError::Unavailable(err.to_string())),
+            }
+        }
+    }
+
+    /// Runs one Ready round and routes what it produced.
+    fn ready(&mut self) -> skald_controller::Result<()> {
+        let output = self.quorum.handle_ready()?;
+        for (to, message) in output.messages {
+            self.transport.send(to, message);
+        }
+        let is_leader = self.quorum.is_leader();
+        let leader = self.quorum.leader().unwrap_or(-1);
+        self.handle.leader.store(leader, Ordering::Release);
+        let metrics = &self.config.metrics;
+        metrics.raft_leader_id.set(i64::from(leader));
+        metrics
+            .raft_term
+            .set(i64::try_from(self.quorum.term()).unwrap_or(i64::MAX));
+        metrics.controller_active.set(i64::from(is_leader));
+        if is_leader != self.was_leader {
+            self.was_leader = is_leader;
+            if is_leader {
+                tracing::info!(
+                    term = self.quorum.term(),
+                    "this node is now the active controller"
+                );
+                self.liveness.reset(self.now_ms());
+                self.registration_index.clear();
+            } else {
+                let leader = self.quorum.leader();
+                self.fail_all(ControlError::NotController(leader));
+            }
+        }
+        let mut completions: Vec<Completion> = Vec::new();
+        for (token, result) in output.completed {
+            let Some(in_flight) = self.in_flight.take_if(|f| f.token == token) else {
+                continue;
+            };
+            match result {
+                Ok(()) => completions.push(self.completion(in_flight.waiter)),
+                Err(err) => fail(in_flight.waiter, ControlError::Unavailable(err.to_string())),
+            }
+        }
+        if let Some(image) = output.image {
+            self.handle
+                .applied_index
+                .store(self.quorum.applied_index(), Ordering::Release);
+            self.publisher
+                .publish(image, self.quorum.applied_index(), completions);
+        } else if !completions.is_empty() {
+            self.publisher.publish(
+                self.quorum.image(),
+                self.quorum.applied_index(),
+                completions,
+            );
+        }
+        Ok(())
+    }
+
+    /// The reply to send once the committed image has been published on this node.
+    fn completion(&mut self, waiter: Waiter) -> Completion {
+        if let Waiter::Register(broker_id, _, _) = &waiter {
+            self.registration_index
+                .insert(*broker_id, self.quorum.applied_index());
+        }
+        Box::new(move || match waiter {
+            Waiter::Operation(reply, tx) => drop(tx.send(Ok(reply))),
+            Waiter::Register(_, epoch, tx) => drop(tx.send(Ok(epoch))),
+            Waiter::Internal => {}
+        })
+    }
+
+    /// An operation that needed no records: answer at once (after anything before it published).
+    fn complete(&mut self, waiter: Waiter, image: Arc<MetadataImage>) {
+        let completion = self.completion(waiter);
+        self.publisher
+            .publish(image, self.quorum.applied_index(), vec![completion]);
+    }
+
+    fn fail_all(&mut self, error: ControlError) {
+        if let Some(in_flight) = self.in_flight.take() {
+            fail(in_flight.waiter, error.clone());
+        }
+        for queued in self.queue.drain(..) {
+            match queued {
+                Queued::Operation(_, reply) => drop(reply.send(Err(error.clone()))),
+                Queued::Register(_, reply) => drop(reply.send(Err(error.clone()))),
+                Queued::Fence(..) | Queued::Unfence(..) => {}
+            }
+        }
+    }
+}
+
+fn fail(waiter: Waiter, error: ControlError) {
+    match waiter {
+        Waiter::Operation(_, tx) => drop(tx.send(Err(error))),
+        Waiter::Register(_, _, tx) => drop(tx.send(Err(error))),
+        Waiter::Internal => {}
+    }
+}
