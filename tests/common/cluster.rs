@@ -63,6 +63,10 @@ impl ClusterNode {
         SocketAddr::from(([127, 0, 0, 1], self.controller_port))
     }
 
+    pub fn metrics_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.metrics_port))
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.join("data")
     }

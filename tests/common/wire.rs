@@ -401,3 +401,36 @@ pub fn assert_serves(addr: SocketAddr) {
         metadata.topics
     );
 }
+
+/// CreateTopics (v7) for `(name, partitions)` with the default replication factor; returns each
+/// topic's error code in request order.
+pub fn create_topics_codes(conn: &mut RawConn, topics: &[(&str, i32)]) -> Vec<(String, i16)> {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::CreateTopicsRequest;
+    let request = CreateTopicsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(
+            topics
+                .iter()
+                .map(|(name, partitions)| {
+                    CreatableTopic::default()
+                        .with_name(topic_name(name))
+                        .with_num_partitions(*partitions)
+                        .with_replication_factor(-1)
+                })
+                .collect(),
+        );
+    let response = conn.request(&request, 7);
+    response
+        .topics
+        .iter()
+        .map(|t| (t.name.0.to_string(), t.error_code))
+        .collect()
+}
+
+/// CreateTopics that must succeed for every topic.
+pub fn create_topics(conn: &mut RawConn, topics: &[(&str, i32)]) {
+    let codes = create_topics_codes(conn, topics);
+    let expected: Vec<(String, i16)> = topics.iter().map(|(n, _)| (n.to_string(), 0)).collect();
+    assert_eq!(codes, expected, "CreateTopics {topics:?}");
+}

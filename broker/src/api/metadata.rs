@@ -9,7 +9,9 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 use kafka_protocol::protocol::StrBytes;
 use skald_controller::names::{is_internal, validate_topic_name};
-use skald_controller::{ControllerOp, ControllerReply, CreateTopicSpec, MetadataImage, TopicImage};
+use skald_controller::{
+    ControllerOp, ControllerReply, CreateTopicSpec, MetadataImage, TopicImage, NO_LEADER,
+};
 
 use super::{topic_id, topic_name, uuid};
 use crate::broker::Broker;
@@ -105,13 +107,13 @@ pub async fn handle(
         Wanted::All => image
             .topics
             .values()
-            .map(|topic| describe_topic(topic, version))
+            .map(|topic| describe_topic(&image, topic))
             .collect(),
         Wanted::Topics(topics) => topics
             .into_iter()
             .map(|topic| match topic {
                 Ok(name) => match image.topic(&name) {
-                    Some(found) => describe_topic(found, version),
+                    Some(found) => describe_topic(&image, found),
                     None => missing_topic(&name),
                 },
                 Err(id) => MetadataResponseTopic::default()
@@ -146,10 +148,12 @@ pub async fn handle(
         .with_topics(topics)
 }
 
+/// The unfenced brokers: a fenced one leads nothing and clients must not be sent to it (KRaft).
 fn brokers(image: &MetadataImage) -> Vec<MetadataResponseBroker> {
     image
         .brokers
         .values()
+        .filter(|registered| !registered.fenced)
         .filter_map(|registered| {
             let endpoint = registered.endpoints.first()?;
             Some(
@@ -163,13 +167,29 @@ fn brokers(image: &MetadataImage) -> Vec<MetadataResponseBroker> {
         .collect()
 }
 
-fn describe_topic(topic: &TopicImage, _version: i16) -> MetadataResponseTopic {
+fn describe_topic(image: &MetadataImage, topic: &TopicImage) -> MetadataResponseTopic {
     let partitions = topic
         .partitions
         .iter()
         .map(|(index, partition)| {
+            let offline = partition
+                .replicas
+                .iter()
+                .copied()
+                .filter(|id| image.brokers.get(id).is_none_or(|broker| broker.fenced))
+                .map(BrokerId)
+                .collect();
+            // A partition no replica can lead is offline: clients get LEADER_NOT_AVAILABLE and
+            // retry, as with Kafka.
+            let error = if partition.leader == NO_LEADER {
+                ResponseError::LeaderNotAvailable.code()
+            } else {
+                0
+            };
             MetadataResponsePartition::default()
+                .with_error_code(error)
                 .with_partition_index(*index)
+                .with_offline_replicas(offline)
                 .with_leader_id(BrokerId(partition.leader))
                 .with_leader_epoch(partition.leader_epoch)
                 .with_replica_nodes(partition.replicas.iter().copied().map(BrokerId).collect())

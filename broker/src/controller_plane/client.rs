@@ -95,12 +95,15 @@ impl RemoteControllers {
             .store(known.unwrap_or(-1), Ordering::Release);
     }
 
+    /// The next voter in turn.
+    pub fn any_voter(&self) -> i32 {
+        let turn = self.inner.next_voter.fetch_add(1, Ordering::Relaxed);
+        self.inner.voters[turn % self.inner.voters.len()].node_id
+    }
+
     /// The leader if known, else the next voter in turn.
     fn target(&self) -> i32 {
-        self.leader().unwrap_or_else(|| {
-            let turn = self.inner.next_voter.fetch_add(1, Ordering::Relaxed);
-            self.inner.voters[turn % self.inner.voters.len()].node_id
-        })
+        self.leader().unwrap_or_else(|| self.any_voter())
     }
 
     pub async fn operation(&self, op: ControllerOp) -> Result<ControllerReply, ControlError> {

@@ -75,6 +75,26 @@ pub struct StatusReply {
     pub voters: Vec<VoterStatus>,
 }
 
+impl From<&skald_controller::QuorumStatus> for StatusReply {
+    fn from(status: &skald_controller::QuorumStatus) -> Self {
+        StatusReply {
+            node_id: status.node_id,
+            leader: status.leader,
+            term: status.term,
+            commit_index: status.commit_index,
+            applied_index: status.applied_index,
+            voters: status
+                .voters
+                .iter()
+                .map(|voter| VoterStatus {
+                    node_id: voter.node_id,
+                    matched_index: voter.matched_index,
+                })
+                .collect(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ControlResponse {
     Operation(Result<ControllerReply, WireError>),

@@ -21,7 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::broadcast;
 
-use super::rpc::{self, ControlRequest, ControlResponse, StatusReply, VoterStatus};
+use super::rpc::{self, ControlRequest, ControlResponse, StatusReply};
 use super::RAFT_MAGIC;
 use crate::metadata::driver::{DriverHandle, Event, Heartbeat};
 use crate::metadata::ControlError;
@@ -188,23 +188,9 @@ async fn control(context: &ControllerListenerContext, request: ControlRequest) -
                 },
             }
         }
-        ControlRequest::Status => ControlResponse::Status(driver.status().await.map(|status| {
-            StatusReply {
-                node_id: status.node_id,
-                leader: status.leader,
-                term: status.term,
-                commit_index: status.commit_index,
-                applied_index: status.applied_index,
-                voters: status
-                    .voters
-                    .iter()
-                    .map(|voter| VoterStatus {
-                        node_id: voter.node_id,
-                        matched_index: voter.matched_index,
-                    })
-                    .collect(),
-            }
-        })),
+        ControlRequest::Status => {
+            ControlResponse::Status(driver.status().await.as_ref().map(StatusReply::from))
+        }
     }
 }
 

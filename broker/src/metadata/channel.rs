@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use super::driver::{DriverHandle, Heartbeat, HeartbeatReply};
 use super::ControlError;
 use crate::controller_plane::client::RemoteControllers;
+use crate::controller_plane::rpc::StatusReply;
 
 /// Pause between attempts while no controller answers (an election is usually under way).
 const RETRY_BACKOFF: Duration = Duration::from_millis(50);
@@ -96,6 +97,33 @@ impl ControllerChannel {
             }
         })
         .await
+    }
+
+    /// The quorum as the active controller sees it (leader, term, each voter's progress): from
+    /// this node's own driver when it leads, else from the leader over the controller listener.
+    pub async fn quorum_status(&self) -> Result<StatusReply, ControlError> {
+        if let Some(local) = self.local.as_ref().filter(|local| local.is_leader()) {
+            if let Some(status) = local.status().await {
+                return Ok(StatusReply::from(&status));
+            }
+        }
+        let remote = self
+            .remote
+            .as_ref()
+            .ok_or(ControlError::NotController(None))?;
+        let leader = match remote.leader() {
+            Some(leader) => leader,
+            // Learn the leader from any voter first.
+            None => remote
+                .status(remote.any_voter())
+                .await?
+                .and_then(|status| status.leader)
+                .ok_or(ControlError::NotController(None))?,
+        };
+        remote
+            .status(leader)
+            .await?
+            .ok_or(ControlError::NotController(Some(leader)))
     }
 
     /// Calls the in-process driver when this node leads, the remote leader otherwise, until an

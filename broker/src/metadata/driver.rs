@@ -239,6 +239,7 @@ pub fn start(
         registration_index: HashMap::new(),
         was_leader: false,
         started: Instant::now(),
+        stop_now: false,
     };
     std::thread::Builder::new()
         .name("skald-quorum".into())
@@ -262,6 +263,8 @@ struct Driver {
     registration_index: HashMap<i32, u64>,
     was_leader: bool,
     started: Instant,
+    /// Asked to stop with no live voter to hand leadership to.
+    stop_now: bool,
 }
 
 impl Driver {
@@ -303,7 +306,8 @@ impl Driver {
             }
             if let Some(deadline) = shutdown_deadline {
                 // Done once someone else leads, or alone, or out of time.
-                if !self.quorum.is_leader()
+                if self.stop_now
+                    || !self.quorum.is_leader()
                     || self.quorum.status().voters.len() <= 1
                     || Instant::now() >= deadline
                 {
@@ -348,16 +352,24 @@ impl Driver {
             }
             Event::Shutdown(reply) => {
                 if self.quorum.is_leader() {
-                    if let Some(to) = self
-                        .quorum
-                        .status()
+                    // The most caught-up live voter takes over; with none alive there is no one
+                    // to hand over to, and stopping at once is all that is left.
+                    let status = self.quorum.status();
+                    let successor = status
                         .voters
                         .iter()
-                        .map(|voter| voter.node_id)
-                        .find(|id| *id != self.config.node_id)
-                    {
-                        tracing::info!(to, "moving controller leadership before shutting down");
-                        self.quorum.transfer_leadership(to);
+                        .filter(|voter| voter.node_id != self.config.node_id)
+                        .filter(|voter| voter.recently_active == Some(true))
+                        .max_by_key(|voter| voter.matched_index);
+                    match successor {
+                        Some(voter) => {
+                            tracing::info!(
+                                to = voter.node_id,
+                                "moving controller leadership before shutting down"
+                            );
+                            self.quorum.transfer_leadership(voter.node_id);
+                        }
+                        None => self.stop_now = true,
                     }
                 }
                 return Some(reply);

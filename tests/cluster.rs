@@ -1,0 +1,247 @@
+//! Multi-node clusters of real processes: 3 controllers (a raft quorum) and 3 brokers on loopback
+//! ports. Every broker serves the same metadata; the quorum survives losing its leader; brokers
+//! that die are fenced and their partitions' leadership moves.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::cluster::TestCluster;
+use common::poll_until;
+use common::wire::RawConn;
+use kafka_protocol::messages::MetadataResponse;
+
+const METADATA_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Brokers as a broker's Metadata lists them: id -> port.
+fn brokers_of(metadata: &MetadataResponse) -> BTreeMap<i32, u16> {
+    metadata
+        .brokers
+        .iter()
+        .map(|broker| (broker.node_id.0, broker.port as u16))
+        .collect()
+}
+
+/// A topic's partitions as a broker's Metadata lists them: partition -> (error, leader, replicas).
+fn partitions_of(
+    metadata: &MetadataResponse,
+    topic: &str,
+) -> Option<BTreeMap<i32, (i16, i32, Vec<i32>)>> {
+    let topic = metadata
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().is_some_and(|name| name.as_str() == topic))?;
+    if topic.error_code != 0 {
+        return None;
+    }
+    Some(
+        topic
+            .partitions
+            .iter()
+            .map(|p| {
+                (
+                    p.partition_index,
+                    (
+                        p.error_code,
+                        p.leader_id.0,
+                        p.replica_nodes.iter().map(|id| id.0).collect(),
+                    ),
+                )
+            })
+            .collect(),
+    )
+}
+
+#[test]
+fn every_broker_serves_the_whole_cluster_and_topics_spread_over_all_brokers() {
+    let cluster = TestCluster::start(3, 3, &[]);
+    let expected: BTreeMap<i32, u16> = cluster
+        .brokers()
+        .map(|node| (node.node_id, node.kafka_port))
+        .collect();
+    assert_eq!(expected.keys().copied().collect::<Vec<_>>(), vec![4, 5, 6]);
+    for broker in cluster.brokers() {
+        let mut conn = RawConn::connect(broker.kafka_addr());
+        let listed = poll_until(
+            "every broker registered and unfenced",
+            METADATA_TIMEOUT,
+            || {
+                let metadata = conn.metadata(None, false);
+                let brokers = brokers_of(&metadata);
+                (brokers == expected).then_some(brokers)
+            },
+        );
+        assert_eq!(listed, expected);
+    }
+
+    // Created through broker 4, visible on every broker, one leader per broker.
+    let mut conn = RawConn::connect(cluster.node(4).kafka_addr());
+    common::wire::create_topics(&mut conn, &[("spread", 6)]);
+    for broker in cluster.brokers() {
+        let mut conn = RawConn::connect(broker.kafka_addr());
+        let partitions = poll_until("topic on every broker", METADATA_TIMEOUT, || {
+            partitions_of(&conn.metadata(Some(&["spread"]), false), "spread")
+        });
+        assert_eq!(partitions.len(), 6);
+        let mut leaders = BTreeMap::new();
+        for (error, leader, replicas) in partitions.values() {
+            assert_eq!(*error, 0);
+            assert_eq!(replicas, &vec![*leader]);
+            *leaders.entry(*leader).or_insert(0) += 1;
+        }
+        assert_eq!(leaders, BTreeMap::from([(4, 2), (5, 2), (6, 2)]));
+    }
+}
+
+/// The node id of the active controller, from the controllers' `skald_controller_active` gauge.
+fn active_controller(cluster: &TestCluster) -> i32 {
+    poll_until("an active controller", METADATA_TIMEOUT, || {
+        let active: Vec<i32> = cluster
+            .controllers()
+            .filter(|node| {
+                common::http_get(node.metrics_addr(), "/metrics")
+                    .is_ok_and(|(_, body)| body.lines().any(|l| l == "skald_controller_active 1"))
+            })
+            .map(|node| node.node_id)
+            .collect();
+        (active.len() == 1).then(|| active[0])
+    })
+}
+
+/// Every topic with its partitions' replicas, as one broker serves them (ids and leaders aside).
+fn topics_on(addr: std::net::SocketAddr) -> BTreeMap<String, Vec<Vec<i32>>> {
+    let metadata = RawConn::connect(addr).metadata(None, false);
+    metadata
+        .topics
+        .iter()
+        .filter(|t| t.error_code == 0)
+        .map(|t| {
+            let mut partitions: Vec<_> = t.partitions.iter().collect();
+            partitions.sort_by_key(|p| p.partition_index);
+            (
+                t.name.as_ref().map(|n| n.to_string()).unwrap_or_default(),
+                partitions
+                    .iter()
+                    .map(|p| p.replica_nodes.iter().map(|id| id.0).collect())
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn killing_the_active_controller_loses_no_acknowledged_topic() {
+    let mut cluster = TestCluster::start(3, 3, &[]);
+    let first_leader = active_controller(&cluster);
+    let broker = cluster.node(4).kafka_addr();
+    let mut conn = RawConn::connect(broker);
+    let mut acknowledged = Vec::new();
+    let mut refused = 0;
+    for i in 0..60 {
+        if i == 20 {
+            cluster.kill9(first_leader);
+        }
+        let name = format!("stream-{i:02}");
+        match common::wire::create_topics_codes(&mut conn, &[(&name, 1)])[0].1 {
+            0 => acknowledged.push(name),
+            // The outcome of a request caught by the failover is unknown; the client retries.
+            code => {
+                assert!(
+                    [7, 41].contains(&code),
+                    "{name}: unexpected error code {code}"
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert!(
+        refused <= 3,
+        "{refused} CreateTopics failed across one failover"
+    );
+    assert!(acknowledged.len() >= 57);
+    let second_leader = active_controller(&cluster);
+    assert_ne!(second_leader, first_leader);
+    for node in cluster.brokers() {
+        let topics = poll_until(
+            "every acknowledged topic on every broker",
+            METADATA_TIMEOUT,
+            || {
+                let topics = topics_on(node.kafka_addr());
+                acknowledged
+                    .iter()
+                    .all(|name| topics.contains_key(name))
+                    .then_some(topics)
+            },
+        );
+        assert!(acknowledged.iter().all(|name| topics[name].len() == 1));
+    }
+}
+
+#[test]
+fn stopping_and_restarting_every_node_keeps_the_metadata_identical() {
+    let mut cluster = TestCluster::start(3, 3, &[]);
+    let mut conn = RawConn::connect(cluster.node(5).kafka_addr());
+    common::wire::create_topics(&mut conn, &[("orders", 3), ("audit", 2), ("events", 6)]);
+    let before = poll_until("topics on broker 6", METADATA_TIMEOUT, || {
+        let topics = topics_on(cluster.node(6).kafka_addr());
+        (topics.len() == 3).then_some(topics)
+    });
+    for node_id in [4, 5, 6, 1, 2, 3] {
+        cluster.stop(node_id);
+    }
+    for node_id in [1, 2, 3, 4, 5, 6] {
+        cluster.start_node(node_id);
+    }
+    for node_id in [1, 2, 3, 4, 5, 6] {
+        cluster.wait_node_ready(node_id);
+    }
+    for node in cluster.brokers() {
+        let after = poll_until("leaders back after the restart", METADATA_TIMEOUT, || {
+            let metadata = RawConn::connect(node.kafka_addr()).metadata(None, false);
+            let all_led = metadata
+                .topics
+                .iter()
+                .all(|t| t.partitions.iter().all(|p| p.leader_id.0 >= 0));
+            all_led.then(|| topics_on(node.kafka_addr()))
+        });
+        assert_eq!(after, before, "metadata on broker {}", node.node_id);
+    }
+}
+
+#[test]
+fn a_killed_broker_is_fenced_and_its_partitions_come_back_when_it_returns() {
+    let mut cluster = TestCluster::start(3, 3, &[]);
+    let mut conn = RawConn::connect(cluster.node(4).kafka_addr());
+    common::wire::create_topics(&mut conn, &[("fenced", 3)]);
+    let initial = poll_until("topic on broker 4", METADATA_TIMEOUT, || {
+        partitions_of(&conn.metadata(Some(&["fenced"]), false), "fenced")
+    });
+    let (&on_5, _) = initial
+        .iter()
+        .find(|(_, (_, leader, _))| *leader == 5)
+        .expect("a partition led by broker 5");
+    cluster.kill9(5);
+    // Fenced after the session timeout: its partition has no leader (RF=1, nowhere to move),
+    // the others keep theirs, and broker 5 drops out of the broker list.
+    let offline = poll_until("broker 5 fenced", METADATA_TIMEOUT, || {
+        let metadata = conn.metadata(Some(&["fenced"]), false);
+        let partitions = partitions_of(&metadata, "fenced")?;
+        (partitions[&on_5].1 == -1 && !brokers_of(&metadata).contains_key(&5)).then_some(partitions)
+    });
+    assert_eq!(
+        offline[&on_5].0, 5,
+        "LEADER_NOT_AVAILABLE for the offline partition"
+    );
+    for (partition, (error, leader, _)) in &offline {
+        if *partition != on_5 {
+            assert_eq!((*error, *leader), (0, initial[partition].1));
+        }
+    }
+    cluster.restart(5);
+    let back = poll_until("broker 5 back as leader", METADATA_TIMEOUT, || {
+        let partitions = partitions_of(&conn.metadata(Some(&["fenced"]), false), "fenced")?;
+        (partitions[&on_5].1 == 5).then_some(partitions)
+    });
+    assert_eq!(back, initial);
+}
