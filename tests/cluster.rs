@@ -23,11 +23,14 @@ fn brokers_of(metadata: &MetadataResponse) -> BTreeMap<i32, u16> {
         .collect()
 }
 
-/// A topic's partitions as a broker's Metadata lists them: partition -> (error, leader, replicas).
+/// One partition as Metadata lists it: (error code, leader, replicas).
+type PartitionState = (i16, i32, Vec<i32>);
+
+/// A topic's partitions as a broker's Metadata lists them.
 fn partitions_of(
     metadata: &MetadataResponse,
     topic: &str,
-) -> Option<BTreeMap<i32, (i16, i32, Vec<i32>)>> {
+) -> Option<BTreeMap<i32, PartitionState>> {
     let topic = metadata
         .topics
         .iter()
