@@ -95,6 +95,23 @@ fn every_broker_serves_the_whole_cluster_and_topics_spread_over_all_brokers() {
         }
         assert_eq!(leaders, BTreeMap::from([(4, 2), (5, 2), (6, 2)]));
     }
+
+    // Only the leader serves a partition: the others send the client back to its metadata.
+    let partitions = partitions_of(&conn.metadata(Some(&["spread"]), false), "spread").unwrap();
+    for (partition, (_, leader, _)) in &partitions {
+        for broker in cluster.brokers() {
+            let mut conn = RawConn::connect(broker.kafka_addr());
+            let batch = common::wire::batch_v2(&[("k", "v", 1_700_000_000_000)]);
+            let (produced, _) = conn.produce_raw("spread", *partition, batch);
+            let (fetched, _, _) = conn.fetch_raw("spread", *partition, 0);
+            if broker.node_id == *leader {
+                assert_eq!((produced, fetched), (0, 0), "leader {leader}");
+            } else {
+                // NOT_LEADER_OR_FOLLOWER
+                assert_eq!((produced, fetched), (6, 6), "broker {}", broker.node_id);
+            }
+        }
+    }
 }
 
 /// The node id of the active controller, from the controllers' `skald_controller_active` gauge.
@@ -247,4 +264,58 @@ fn a_killed_broker_is_fenced_and_its_partitions_come_back_when_it_returns() {
         (partitions[&on_5].1 == 5).then_some(partitions)
     });
     assert_eq!(back, initial);
+}
+
+#[test]
+fn a_broker_stopped_with_sigterm_hands_its_leaderships_over_before_it_exits() {
+    use kafka_protocol::messages::create_topics_request::{
+        CreatableReplicaAssignment, CreatableTopic,
+    };
+    use kafka_protocol::messages::{BrokerId, CreateTopicsRequest};
+    let mut cluster = TestCluster::start(3, 3, &[]);
+    let mut conn = RawConn::connect(cluster.node(4).kafka_addr());
+    // Replicas listed leader first: partition 0 led by 5, partition 1 by 6.
+    let assignment = |partition: i32, replicas: &[i32]| {
+        CreatableReplicaAssignment::default()
+            .with_partition_index(partition)
+            .with_broker_ids(replicas.iter().copied().map(BrokerId).collect())
+    };
+    let request = CreateTopicsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(common::wire::topic_name("handover"))
+            .with_num_partitions(-1)
+            .with_replication_factor(-1)
+            .with_assignments(vec![
+                assignment(0, &[5, 4, 6]),
+                assignment(1, &[6, 5, 4]),
+            ])]);
+    let response = conn.request(&request, 7);
+    assert_eq!(response.topics[0].error_code, 0);
+    poll_until("topic on broker 4", METADATA_TIMEOUT, || {
+        partitions_of(&conn.metadata(Some(&["handover"]), false), "handover")
+    });
+
+    cluster.stop(5);
+    // Broker 5 asked to be fenced before exiting: its leadership moved to the next in-sync
+    // replica (a new leader epoch) and it left every ISR. (Broker 4 learns of it within one
+    // metadata poll.)
+    let expected = vec![(4, 1, vec![4, 6]), (6, 0, vec![6, 4])];
+    let (state, metadata) = poll_until("leadership moved off broker 5", METADATA_TIMEOUT, || {
+        let metadata = conn.metadata(Some(&["handover"]), false);
+        let state: Vec<(i32, i32, Vec<i32>)> = metadata.topics[0]
+            .partitions
+            .iter()
+            .map(|p| {
+                (
+                    p.leader_id.0,
+                    p.leader_epoch,
+                    p.isr_nodes.iter().map(|id| id.0).collect(),
+                )
+            })
+            .collect();
+        (state == expected).then_some((state, metadata))
+    });
+    assert_eq!(state, expected);
+    assert!(!brokers_of(&metadata).contains_key(&5));
 }

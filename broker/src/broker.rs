@@ -34,6 +34,9 @@ pub struct Broker {
     /// This broker's registration: its epoch (-1 before the first) and whether it is fenced.
     pub broker_epoch: AtomicI64,
     pub fenced: AtomicBool,
+    /// Set when controlled shutdown begins: regular heartbeats stop, so they cannot ask to be
+    /// unfenced while the shutdown heartbeats ask to be fenced.
+    pub shutting_down: AtomicBool,
 }
 
 impl Broker {
@@ -70,6 +73,7 @@ impl Broker {
             groups: Arc::new(groups),
             broker_epoch: AtomicI64::new(-1),
             fenced: AtomicBool::new(true),
+            shutting_down: AtomicBool::new(false),
         })
     }
 

@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use skald_controller::{MetadataImage, TopicId, TopicImage};
+use kafka_protocol::ResponseError;
+use skald_controller::{MetadataImage, PartitionImage, TopicId, TopicImage};
 use skald_storage::{Clock, CompactionOptions, Log, LogConfig, SystemClock};
 use tokio::sync::Notify;
 
@@ -138,6 +139,32 @@ impl ReplicaManager {
 
     pub fn get(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
         self.read().get(&(topic.to_string(), partition)).cloned()
+    }
+
+    /// A partition this broker leads, for requests only a leader serves (Produce, Fetch from
+    /// consumers, ListOffsets, DeleteRecords). The error is what Kafka answers otherwise:
+    /// UNKNOWN_TOPIC_OR_PARTITION when the metadata has no such partition, and
+    /// NOT_LEADER_OR_FOLLOWER when another broker leads it or none does (the client refreshes
+    /// its metadata and goes to the new leader).
+    pub fn led<'a>(
+        &self,
+        image: &'a MetadataImage,
+        topic: &str,
+        partition: i32,
+    ) -> Result<(Arc<Partition>, &'a PartitionImage), ResponseError> {
+        let placement = image
+            .topic(topic)
+            .and_then(|t| t.partitions.get(&partition))
+            .ok_or(ResponseError::UnknownTopicOrPartition)?;
+        if placement.leader != self.node_id {
+            return Err(ResponseError::NotLeaderOrFollower);
+        }
+        // Led here but not (yet) open: the log could not be opened, or the image that placed it
+        // here is still being applied.
+        let hosted = self
+            .get(topic, partition)
+            .ok_or(ResponseError::NotLeaderOrFollower)?;
+        Ok((hosted, placement))
     }
 
     /// Every hosted partition.

@@ -51,11 +51,9 @@ pub fn handle(broker: &Arc<Broker>, request: DeleteRecordsRequest) -> DeleteReco
 
 /// `(low watermark, error)` for one partition.
 fn delete(broker: &Broker, topic: &str, index: i32, offset: i64) -> (i64, Option<ResponseError>) {
-    let Some(partition) = broker.replicas.get(topic, index) else {
-        return (
-            INVALID_LOW_WATERMARK,
-            Some(ResponseError::UnknownTopicOrPartition),
-        );
+    let partition = match broker.replicas.led(&broker.image(), topic, index) {
+        Ok((partition, _)) => partition,
+        Err(error) => return (INVALID_LOW_WATERMARK, Some(error)),
     };
     if broker.replicas.is_offline(&partition) {
         return (

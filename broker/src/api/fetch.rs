@@ -13,6 +13,7 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use tokio::time::Instant;
 
 use crate::broker::Broker;
+use crate::replica_manager::Partition;
 
 /// The longest a fetch may wait for data, whatever it asks (bounded so shutdown is never held up).
 const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
@@ -77,12 +78,6 @@ fn read_partitions(
         .iter()
         .map(|topic| {
             let name = topic.topic.as_str();
-            let leader_epoch = |index: i32| {
-                image
-                    .topic(name)
-                    .and_then(|t| t.partitions.get(&index))
-                    .map(|p| p.leader_epoch)
-            };
             let partitions = topic
                 .partitions
                 .iter()
@@ -91,7 +86,10 @@ fn read_partitions(
                         broker,
                         name,
                         fetch,
-                        leader_epoch(fetch.partition),
+                        broker
+                            .replicas
+                            .led(&image, name, fetch.partition)
+                            .map(|(partition, placement)| (partition, placement.leader_epoch)),
                         remaining,
                         total == 0,
                     );
@@ -116,15 +114,14 @@ fn read_partition(
     broker: &Broker,
     topic: &str,
     fetch: &FetchPartition,
-    leader_epoch: Option<i32>,
+    led: Result<(Arc<Partition>, i32), ResponseError>,
     response_bytes_left: usize,
     min_one_batch: bool,
 ) -> PartitionData {
     let response = PartitionData::default().with_partition_index(fetch.partition);
-    let (Some(partition), Some(leader_epoch)) =
-        (broker.replicas.get(topic, fetch.partition), leader_epoch)
-    else {
-        return response.with_error_code(ResponseError::UnknownTopicOrPartition.code());
+    let (partition, leader_epoch) = match led {
+        Ok(led) => led,
+        Err(error) => return response.with_error_code(error.code()),
     };
     if fetch.current_leader_epoch >= 0 && fetch.current_leader_epoch != leader_epoch {
         let error = if fetch.current_leader_epoch < leader_epoch {

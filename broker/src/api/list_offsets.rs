@@ -30,15 +30,11 @@ pub fn handle(
                 .map(|asked| {
                     let response = ListOffsetsPartitionResponse::default()
                         .with_partition_index(asked.partition_index);
-                    let placement = image
-                        .topic(name)
-                        .and_then(|t| t.partitions.get(&asked.partition_index));
-                    let (Some(partition), Some(placement)) =
-                        (broker.replicas.get(name, asked.partition_index), placement)
-                    else {
-                        return response
-                            .with_error_code(ResponseError::UnknownTopicOrPartition.code());
-                    };
+                    let (partition, placement) =
+                        match broker.replicas.led(&image, name, asked.partition_index) {
+                            Ok(led) => led,
+                            Err(error) => return response.with_error_code(error.code()),
+                        };
                     if asked.current_leader_epoch >= 0
                         && asked.current_leader_epoch != placement.leader_epoch
                     {

@@ -98,12 +98,11 @@ fn produce_partition(
             .with_error_message(Some(StrBytes::from_string(message)))
     };
     let image = broker.image();
-    let placement = image.topic(topic).and_then(|t| t.partitions.get(&index));
-    let (Some(partition), Some(placement)) = (broker.replicas.get(topic, index), placement) else {
-        return fail(
-            ResponseError::UnknownTopicOrPartition,
-            format!("unknown partition {topic}-{index}"),
-        );
+    let (partition, placement) = match broker.replicas.led(&image, topic, index) {
+        Ok(led) => led,
+        Err(error) => {
+            return fail(error, format!("this broker does not lead {topic}-{index}"));
+        }
     };
     if broker.replicas.is_offline(&partition) {
         return fail(

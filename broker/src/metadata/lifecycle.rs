@@ -116,6 +116,9 @@ pub async fn heartbeat_loop(
             _ = tokio::time::sleep(period) => {}
             _ = stop.recv() => return,
         }
+        if broker.shutting_down.load(Ordering::Acquire) {
+            return;
+        }
         match heartbeat_once(&broker, false).await {
             Ok(_) => {}
             Err(ControlError::StaleBrokerEpoch) => {
@@ -131,6 +134,7 @@ pub async fn heartbeat_loop(
 /// Controlled shutdown: asks to be fenced (so the controller moves this broker's leaderships to
 /// other ISR members) and waits for the controller's go-ahead, at most `wait`.
 pub async fn controlled_shutdown(broker: &Broker, wait: Duration) {
+    broker.shutting_down.store(true, Ordering::Release);
     if broker.broker_epoch.load(Ordering::Acquire) < 0 {
         return;
     }
