@@ -8,15 +8,24 @@ use std::time::Duration;
 
 use common::cluster::TestCluster;
 use common::rdk::{self, Rec};
-use rdkafka::consumer::Consumer;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::FutureRecord;
+use rdkafka::Message;
 
 const RECORDS: usize = 600;
 const PARTITIONS: i32 = 6;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_bootstrapped_from_one_broker_produce_and_consume_across_the_cluster() {
-    let cluster = TestCluster::start(3, 3, &[]);
+    let cluster = TestCluster::start(
+        3,
+        3,
+        &[
+            ("group.initial.rebalance.delay.ms", "300"),
+            ("offsets.topic.num.partitions", "6"),
+        ],
+    );
     let topic = "across";
     // Admin through broker 5 only: the broker forwards CreateTopics to the active controller.
     rdk::create_topic(&cluster.node(5).bootstrap(), topic, PARTITIONS).await;
@@ -81,4 +90,49 @@ async fn clients_bootstrapped_from_one_broker_produce_and_consume_across_the_clu
         Duration::from_secs(30),
     );
     assert_eq!(read, acked);
+
+    // A consumer group: its coordinator is the leader of the group's `__consumer_offsets`
+    // partition (spread over the three brokers), found through broker 5 alone.
+    let group = group_consumer(&cluster.node(5).bootstrap(), "across-group");
+    group.subscribe(&[topic]).expect("subscribe");
+    let mut seen = Vec::with_capacity(RECORDS);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while seen.len() < RECORDS {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the group read {} of {RECORDS} records",
+            seen.len()
+        );
+        // None also means the poll served an event other than a message: keep polling.
+        if let Some(message) = group.poll(Duration::from_millis(100)) {
+            let message = message.expect("consume in the group");
+            seen.push((message.partition(), message.offset()));
+        }
+    }
+    seen.sort();
+    let expected: Vec<(i32, i64)> = acked.iter().map(|r| (r.partition, r.offset)).collect();
+    assert_eq!(seen, expected);
+    group
+        .commit_consumer_state(CommitMode::Sync)
+        .expect("commit the group's offsets");
+    let per_partition = (RECORDS / PARTITIONS as usize) as i64;
+    assert_eq!(
+        rdk::committed_offsets(&group, topic, PARTITIONS),
+        (0..PARTITIONS).map(|p| (p, per_partition)).collect()
+    );
+}
+
+fn group_consumer(bootstrap: &str, group: &str) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("broker.address.family", "v4")
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "500")
+        .set("fetch.wait.max.ms", "100")
+        .create()
+        .expect("create group consumer")
 }

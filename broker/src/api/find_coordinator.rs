@@ -1,4 +1,4 @@
-//! FindCoordinator: a group's coordinator is the broker hosting its `__consumer_offsets`
+//! FindCoordinator: a group's coordinator is the broker leading its `__consumer_offsets`
 //! partition; that topic is created (compacted, `offsets.topic.num.partitions` partitions) on the
 //! first request for a group. v4+ asks about several keys at once. Transaction coordinators do not
 //! exist yet: key type 1 gets COORDINATOR_NOT_AVAILABLE.
@@ -64,23 +64,25 @@ async fn find(broker: &Arc<Broker>, key_type: i8, key: StrBytes) -> Coordinator 
     if let Err(error) = ensure_offsets_topic(broker).await {
         return failed(error, key);
     }
+    // The coordinator is whichever broker leads the group's `__consumer_offsets` partition.
     let image = broker.image();
-    let hosted = broker
-        .groups
-        .check_coordinator(&image, &broker.replicas, &key)
-        .is_ok();
-    let endpoint = image
-        .brokers
-        .get(&broker.config.node_id)
-        .and_then(|registered| registered.endpoints.first());
+    let partition = broker.groups.partition_for(&key);
+    let leader = image
+        .topic(CONSUMER_OFFSETS_TOPIC)
+        .and_then(|topic| topic.partitions.get(&partition))
+        .map(|placement| placement.leader);
+    let endpoint = leader
+        .and_then(|leader| image.brokers.get(&leader))
+        .filter(|registered| !registered.fenced)
+        .and_then(|registered| Some((registered.broker_id, registered.endpoints.first()?)));
     match endpoint {
-        Some(endpoint) if hosted => Coordinator::default()
+        Some((leader, endpoint)) => Coordinator::default()
             .with_key(key)
-            .with_node_id(BrokerId(broker.config.node_id))
+            .with_node_id(BrokerId(leader))
             .with_host(StrBytes::from_string(endpoint.host.clone()))
             .with_port(i32::from(endpoint.port))
             .with_error_code(0),
-        _ => failed(ResponseError::CoordinatorNotAvailable, key),
+        None => failed(ResponseError::CoordinatorNotAvailable, key),
     }
 }
 

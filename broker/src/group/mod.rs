@@ -191,8 +191,8 @@ impl GroupCoordinator {
     }
 
     /// Whether this broker coordinates `group_id`: its `__consumer_offsets` partition exists and is
-    /// hosted here. COORDINATOR_NOT_AVAILABLE before the topic exists (FindCoordinator creates it),
-    /// NOT_COORDINATOR if another broker hosts the partition.
+    /// led and hosted here. COORDINATOR_NOT_AVAILABLE before the topic exists (FindCoordinator
+    /// creates it), NOT_COORDINATOR if another broker leads the partition.
     pub fn check_coordinator(
         &self,
         image: &MetadataImage,
@@ -202,9 +202,9 @@ impl GroupCoordinator {
         if image.topic(CONSUMER_OFFSETS_TOPIC).is_none() {
             return Err(ResponseError::CoordinatorNotAvailable);
         }
-        match replicas.get(CONSUMER_OFFSETS_TOPIC, self.partition_for(group_id)) {
-            Some(_) => Ok(()),
-            None => Err(ResponseError::NotCoordinator),
+        match replicas.led(image, CONSUMER_OFFSETS_TOPIC, self.partition_for(group_id)) {
+            Ok(_) => Ok(()),
+            Err(_) => Err(ResponseError::NotCoordinator),
         }
     }
 
