@@ -10,13 +10,16 @@
 //! below the end of that map, oldest first, in groups no larger than `segment.bytes`:
 //! - a record is dropped when the map holds a later offset for its key;
 //! - a tombstone (null value) that is the latest for its key is dropped once its segment's largest
-//!   timestamp is more than `delete.retention.ms` old, unless a compressed batch precedes it (that
-//!   batch may hold an older value of the key, which would then reappear);
+//!   timestamp is more than `delete.retention.ms` old, unless a batch the cleaner cannot read
+//!   (see below) precedes it: that batch may hold an older value of the key, which would then
+//!   reappear;
 //! - batches keep their base offset and last offset delta, so offsets never change and every
 //!   segment still ends where it did (gaps are allowed); a batch losing some records is rebuilt
 //!   with its header fields ([`skald_protocol::batch::rebuild_batch`]), one losing all goes;
-//! - compressed batches are copied untouched and counted (their records are neither read nor
-//!   mapped: decompression is not implemented); control batches are copied untouched;
+//! - gzip and zstd batches are decompressed, filtered the same way and, when they lost records,
+//!   recompressed with the same codec ([`codec`]); snappy and lz4 batches (and any that fail to
+//!   decompress or would decompress past [`codec::DECOMPRESSED_BYTES_MAX`]) are copied untouched
+//!   and counted, their records neither read nor mapped; control batches are copied untouched;
 //! - records without a key are kept. Kafka refuses them on compacted topics at produce time, which
 //!   is the broker's job.
 //!
@@ -36,8 +39,9 @@
 //! Not done: Kafka's KIP-534 delete horizon in the batch header and its "clean section only" rule
 //! for tombstones (here the segment's largest timestamp decides), transactions (aborted data,
 //! markers), retaining empty batches for idempotent producer state (Skald has no idempotence yet),
-//! `max.compaction.lag.ms`, and decompressing batches.
+//! `max.compaction.lag.ms`, and the snappy and lz4 codecs.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs;
 use std::io::{ErrorKind, Write};
@@ -51,6 +55,7 @@ use crate::log::Log;
 use crate::segment::{
     parse_segment_stem, segment_file_name, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
 };
+use codec::Codec;
 
 /// The partition's cleaner checkpoint: the offset below which the log is clean (Kafka keeps one
 /// `cleaner-offset-checkpoint` per log dir; one file per partition directory is written as
@@ -127,8 +132,11 @@ pub struct CompactionStats {
     /// Records dropped, tombstones included.
     pub records_removed: u64,
     pub tombstones_removed: u64,
-    /// Compressed batches copied untouched.
+    /// Compressed batches copied untouched: a codec the cleaner does not rewrite (snappy, lz4),
+    /// or records that would not decompress.
     pub compressed_batches_skipped: u64,
+    /// Compressed batches that lost records and were recompressed with their codec.
+    pub compressed_batches_rewritten: u64,
     /// Records without a key seen (kept).
     pub keyless_records: u64,
 }
@@ -204,17 +212,20 @@ pub(crate) fn compact(
     };
     let size_of = |base: &i64| segments.get(base).map_or(0, Segment::size);
     let lag_horizon_ms = now_ms.saturating_sub(options.min_compaction_lag_ms);
-    let first_uncleanable = ranges
-        .iter()
-        .filter(|(_, end)| *end > first_dirty)
-        .find(|(base, _)| {
-            options.min_compaction_lag_ms > 0
-                && segments
-                    .get(base)
-                    .is_some_and(|s| s.largest_timestamp() > lag_horizon_ms)
-        })
-        .map_or(active_base, |(base, _)| *base)
-        .max(first_dirty);
+    let mut first_uncleanable = active_base;
+    if options.min_compaction_lag_ms > 0 {
+        for (base, _) in ranges.iter().filter(|(_, end)| *end > first_dirty) {
+            let too_new = match segments.get(base) {
+                Some(segment) => segment.largest_timestamp()? > lag_horizon_ms,
+                None => false,
+            };
+            if too_new {
+                first_uncleanable = *base;
+                break;
+            }
+        }
+    }
+    let first_uncleanable = first_uncleanable.max(first_dirty);
     let (mut clean_bytes, mut dirty_bytes) = (0u64, 0u64);
     for (base, end) in &ranges {
         if *end <= first_dirty {
@@ -244,10 +255,13 @@ pub(crate) fn compact(
             continue;
         };
         for_each_batch(segment, |bytes, header| {
-            if header.compression() != 0 || header.is_control() {
+            if header.is_control() {
                 return Ok(());
             }
-            for view in batch::record_views(bytes)? {
+            let Some(plain) = readable_batch(bytes, header) else {
+                return Ok(());
+            };
+            for view in batch::record_views(&plain)? {
                 let view = view?;
                 let offset = header.base_offset + i64::from(view.offset_delta);
                 if let (Some(key), true) = (view.key, offset >= first_dirty) {
@@ -303,13 +317,34 @@ pub(crate) fn compact(
     Ok(stats)
 }
 
+/// The batch as the cleaner reads its records: itself if uncompressed, decompressed if its codec
+/// is one the cleaner rewrites; `None` if its records cannot be read (another codec, or corrupt
+/// or oversized compressed data: then it is copied untouched, the safe choice).
+fn readable_batch<'a>(bytes: &'a [u8], header: &RecordBatchHeader) -> Option<Cow<'a, [u8]>> {
+    if header.compression() == 0 {
+        return Some(Cow::Borrowed(bytes));
+    }
+    let codec = Codec::from_id(header.compression())?;
+    match codec::decompressed_batch(bytes, codec) {
+        Ok(plain) => Some(Cow::Owned(plain)),
+        Err(err) => {
+            tracing::warn!(
+                base_offset = header.base_offset,
+                ?codec,
+                "compressed batch copied untouched: {err}"
+            );
+            None
+        }
+    }
+}
+
 /// Calls `f(batch bytes, header)` for every batch of `segment`, CRC-checked: the cleaner never
 /// copies a byte it has not validated.
 fn for_each_batch(
     segment: &Segment,
     mut f: impl FnMut(&[u8], &RecordBatchHeader) -> Result<()>,
 ) -> Result<()> {
-    let all = segment.log_bytes().unwrap_or_default();
+    let all = segment.log_bytes()?;
     for item in RecordBatches::new(all) {
         let (position, header) = item?;
         f(&all[position..position + header.total_size()], &header)?;
@@ -347,12 +382,17 @@ fn clean_group(
             continue;
         };
         let tombstones_expired =
-            now_ms.saturating_sub(segment.largest_timestamp()) > options.delete_retention_ms;
+            now_ms.saturating_sub(segment.largest_timestamp()?) > options.delete_retention_ms;
         let mut out = Vec::new();
         let mut headers = Vec::new();
         for_each_batch(segment, |bytes, header| {
             stats.bytes_read += bytes.len() as u64;
-            if header.compression() != 0 || header.is_control() {
+            let plain = if header.is_control() {
+                None
+            } else {
+                readable_batch(bytes, header)
+            };
+            let Some(plain) = plain else {
                 if header.compression() != 0 {
                     stats.compressed_batches_skipped += 1;
                     *seen_compressed = true;
@@ -360,8 +400,8 @@ fn clean_group(
                 headers.push((out.len(), *header));
                 out.extend_from_slice(bytes);
                 return Ok(());
-            }
-            let views = batch::record_views(bytes)?.collect::<Result<Vec<_>, _>>()?;
+            };
+            let views = batch::record_views(&plain)?.collect::<Result<Vec<_>, _>>()?;
             let mut kept = Vec::with_capacity(views.len());
             for view in &views {
                 let offset = header.base_offset + i64::from(view.offset_delta);
@@ -385,7 +425,11 @@ fn clean_group(
                 headers.push((out.len(), *header));
                 out.extend_from_slice(bytes);
             } else if !kept.is_empty() {
-                let rebuilt = batch::rebuild_batch(bytes, &kept)?;
+                let mut rebuilt = batch::rebuild_batch(&plain, &kept)?;
+                if let Some(codec) = Codec::from_id(header.compression()) {
+                    rebuilt = codec::compressed_batch(&rebuilt, codec).at(dir)?;
+                    stats.compressed_batches_rewritten += 1;
+                }
                 headers.push((out.len(), RecordBatchHeader::parse(&rebuilt)?));
                 out.extend_from_slice(&rebuilt);
             }
@@ -430,7 +474,7 @@ fn clean_group(
         fs::remove_file(&path).at(&path)?;
     }
     crash.step(dir)?;
-    let (segment, _) = Segment::open_sealed(dir, base, &config, now_ms)?;
+    let segment = Segment::open_sealed(dir, base, &config, now_ms)?;
     log.segment_map_mut().insert(base, segment);
     Ok(())
 }
@@ -581,6 +625,8 @@ fn write_cleaner_checkpoint(dir: &Path, offset: i64) -> Result<()> {
     rename(&temp, &path)?;
     sync_dir(dir)
 }
+
+mod codec;
 
 #[cfg(test)]
 mod tests;

@@ -137,20 +137,28 @@ impl OffsetIndex {
         self.max_entries = max_index_bytes as usize / OFFSET_ENTRY_BYTES;
         self.entries = 0;
         self.loaded_whole = true;
-        self.file
-            .resize((self.max_entries * OFFSET_ENTRY_BYTES) as u64)
+        self.resize_file((self.max_entries * OFFSET_ENTRY_BYTES) as u64)
     }
 
     pub(crate) fn is_full(&self) -> bool {
         self.entries >= self.max_entries
     }
 
+    /// Resizes the file; a failure may leave a shorter map (or none), so the counts are cut to
+    /// what is mapped and no lookup or append ever reaches past it.
+    fn resize_file(&mut self, len: u64) -> io::Result<()> {
+        let resized = self.file.resize(len);
+        let mapped = self.file.bytes().len() / OFFSET_ENTRY_BYTES;
+        self.entries = self.entries.min(mapped);
+        self.max_entries = self.max_entries.min(mapped);
+        resized
+    }
+
     /// Makes room for `max_index_bytes` of entries again, keeping the loaded ones: the active
     /// segment reopened without recovery after a clean shutdown (its index was trimmed on close).
     pub(crate) fn resize(&mut self, max_index_bytes: u32) -> io::Result<()> {
         self.max_entries = (max_index_bytes as usize / OFFSET_ENTRY_BYTES).max(self.entries);
-        self.file
-            .resize((self.max_entries * OFFSET_ENTRY_BYTES) as u64)
+        self.resize_file((self.max_entries * OFFSET_ENTRY_BYTES) as u64)
     }
 
     #[cfg(test)]
@@ -202,7 +210,7 @@ impl OffsetIndex {
     /// Shrinks the file to its entries (on roll and close, as Kafka does).
     pub(crate) fn trim(&mut self) -> io::Result<()> {
         self.max_entries = self.entries;
-        self.file.resize((self.entries * OFFSET_ENTRY_BYTES) as u64)
+        self.resize_file((self.entries * OFFSET_ENTRY_BYTES) as u64)
     }
 
     pub(crate) fn sync(&self) -> io::Result<()> {
@@ -277,15 +285,23 @@ impl TimeIndex {
         self.max_entries = max_index_bytes as usize / TIME_ENTRY_BYTES;
         self.entries = 0;
         self.loaded_whole = true;
-        self.file
-            .resize((self.max_entries * TIME_ENTRY_BYTES) as u64)
+        self.resize_file((self.max_entries * TIME_ENTRY_BYTES) as u64)
+    }
+
+    /// Resizes the file; a failure may leave a shorter map (or none), so the counts are cut to
+    /// what is mapped and no lookup or append ever reaches past it.
+    fn resize_file(&mut self, len: u64) -> io::Result<()> {
+        let resized = self.file.resize(len);
+        let mapped = self.file.bytes().len() / TIME_ENTRY_BYTES;
+        self.entries = self.entries.min(mapped);
+        self.max_entries = self.max_entries.min(mapped);
+        resized
     }
 
     /// As [`OffsetIndex::resize`].
     pub(crate) fn resize(&mut self, max_index_bytes: u32) -> io::Result<()> {
         self.max_entries = (max_index_bytes as usize / TIME_ENTRY_BYTES).max(self.entries);
-        self.file
-            .resize((self.max_entries * TIME_ENTRY_BYTES) as u64)
+        self.resize_file((self.max_entries * TIME_ENTRY_BYTES) as u64)
     }
 
     /// Full for regular appends: the last slot is kept for the final entry written on roll.
@@ -340,7 +356,7 @@ impl TimeIndex {
 
     pub(crate) fn trim(&mut self) -> io::Result<()> {
         self.max_entries = self.entries;
-        self.file.resize((self.entries * TIME_ENTRY_BYTES) as u64)
+        self.resize_file((self.entries * TIME_ENTRY_BYTES) as u64)
     }
 
     pub(crate) fn sync(&self) -> io::Result<()> {

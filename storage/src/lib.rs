@@ -6,6 +6,11 @@
 //! missing or wrong; on open, the tail of the active segment is validated batch by batch and torn
 //! bytes are cut off. Reads are zero-copy [`bytes::Bytes`] over memory-mapped segments.
 //!
+//! Resources are bounded as in Kafka: an open partition holds one file descriptor (its active
+//! segment's `.log`; maps outlive the descriptors they were made from), and a sealed segment
+//! found on open is mapped only when first read ([`Log::unload_sealed_segments`] unmaps them
+//! again).
+//!
 //! # Layout
 //! - [`log`]: [`Log`], one partition: open/recovery (from a recovery point), append, flush
 //!   policies (`flush.messages`, `flush_if_due` for `flush.ms`), read, offset-by-timestamp,
@@ -15,7 +20,8 @@
 //! - [`checkpoint`]: the per-log-dir `recovery-point-offset-checkpoint` and clean shutdown
 //!   marker.
 //! - [`clock`]: the [`Clock`] segment.ms and retention.ms are judged by (fake in tests).
-//! - [`segment`]: one segment (`.log` + indexes), roll decisions, batch lookups.
+//! - [`segment`]: one segment (`.log` + indexes, loaded lazily once sealed), roll decisions,
+//!   batch lookups.
 //! - `index`: the offset and time indexes.
 //! - `mmap`: every memory map and all of the crate's `unsafe`.
 //! - [`dir`]: partition directory names and the scan of a log directory.

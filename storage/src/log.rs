@@ -276,20 +276,15 @@ impl Log {
                 if let Some(truncated) = truncated {
                     recovered_segments += 1;
                     if truncated > 0 {
-                        tracing::warn!(dir = %dir.display(), truncated, log_end_offset = active.next_offset(), "recovered log");
+                        tracing::warn!(dir = %dir.display(), truncated, log_end_offset = active.active_next_offset(), "recovered log");
                     }
                 }
                 segments.insert(base_offset, active);
                 break;
             };
             if next_base <= recovery_point_given {
-                let (segment, truncated) = Segment::open_sealed(dir, base_offset, &config, now_ms)?;
-                if let Some(truncated) = truncated {
-                    recovered_segments += 1;
-                    if truncated > 0 {
-                        tracing::warn!(dir = %dir.display(), base_offset, truncated, "sealed segment had an invalid tail");
-                    }
-                }
+                // Loaded (and its indexes checked) when first read.
+                let segment = Segment::open_sealed(dir, base_offset, &config, now_ms)?;
                 segments.insert(base_offset, segment);
                 continue;
             }
@@ -319,7 +314,7 @@ impl Log {
         let log_end_offset = segments
             .values()
             .next_back()
-            .map_or(active_base, Segment::next_offset);
+            .map_or(active_base, Segment::active_next_offset);
         let first_base = log_bases.first().copied().unwrap_or(active_base);
         let mut log_start_offset = first_base.max(checkpointed_start.unwrap_or(first_base));
         if log_start_offset > log_end_offset {
@@ -380,7 +375,7 @@ impl Log {
 
     /// The offset the next appended record will get.
     pub fn log_end_offset(&self) -> i64 {
-        self.active().next_offset()
+        self.active().active_next_offset()
     }
 
     /// Bytes of all segments' `.log` files.
@@ -406,6 +401,24 @@ impl Log {
 
     pub fn segment_count(&self) -> usize {
         self.segments.len()
+    }
+
+    /// Unmaps every sealed segment's files (Kafka closes idle segments' handles the same way); each
+    /// is loaded again when next read. Fetched bytes keep their own maps. The active segment stays.
+    /// Returns how many were unloaded. Sealed segments never hold descriptors; this gives back
+    /// their maps (`vm.max_map_count`) and address space, e.g. after a consumer read old data.
+    pub fn unload_sealed_segments(&mut self) -> usize {
+        let sealed = self.segments.len().saturating_sub(1);
+        self.segments
+            .values_mut()
+            .take(sealed)
+            .filter_map(|segment| segment.unload().then_some(()))
+            .count()
+    }
+
+    /// How many segments have their files open (mapped); the active one always does.
+    pub fn loaded_segment_count(&self) -> usize {
+        self.segments.values().filter(|s| s.is_loaded()).count()
     }
 
     /// Base offsets of the segments, oldest first.
@@ -465,7 +478,7 @@ impl Log {
             max_timestamp,
             self.clock.now_ms(),
             &self.config,
-        ) {
+        )? {
             self.roll(first_offset)?;
         }
         let active = self
@@ -546,13 +559,13 @@ impl Log {
             .next_back()
             .map_or(log_start_offset, |(&base, _)| base);
         for segment in self.segments.range(floor..).map(|(_, s)| s) {
-            let Some((position, first)) = segment.find_batch(offset) else {
+            let Some((position, first)) = segment.find_batch(offset)? else {
                 continue;
             };
             if first.last_offset() >= max_offset {
                 return Ok(empty);
             }
-            let Some(read) = segment.read_at(position, &first, max_bytes, max_offset) else {
+            let Some(read) = segment.read_at(position, &first, max_bytes, max_offset)? else {
                 return Ok(empty);
             };
             return Ok(ReadResult {
@@ -572,7 +585,8 @@ impl Log {
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>> {
         self.check_not_failed()?;
         for segment in self.segments.values() {
-            if segment.max_timestamp() < timestamp || segment.next_offset() <= self.log_start_offset
+            if segment.max_timestamp()? < timestamp
+                || segment.next_offset()? <= self.log_start_offset
             {
                 continue;
             }
@@ -601,7 +615,7 @@ impl Log {
             let now_ms = self.clock.now_ms();
             deleted.add(
                 self.delete_oldest_segments_while("retention.ms", |segment, _| {
-                    now_ms.saturating_sub(segment.largest_timestamp()) > retention_ms
+                    Ok(now_ms.saturating_sub(segment.largest_timestamp()?) > retention_ms)
                 })?,
             );
         }
@@ -615,9 +629,9 @@ impl Log {
                     let size = i64::try_from(segment.size()).unwrap_or(i64::MAX);
                     if excess - size >= 0 {
                         excess -= size;
-                        true
+                        Ok(true)
                     } else {
-                        false
+                        Ok(false)
                     }
                 })?,
             );
@@ -625,7 +639,7 @@ impl Log {
         let log_start_offset = self.log_start_offset;
         deleted.add(
             self.delete_oldest_segments_while("log start offset", |_, next| {
-                next.is_some_and(|next| next.base_offset() <= log_start_offset)
+                Ok(next.is_some_and(|next| next.base_offset() <= log_start_offset))
             })?,
         );
         Ok(deleted)
@@ -657,7 +671,7 @@ impl Log {
         self.log_start_offset = offset;
         tracing::info!(dir = %self.dir.display(), log_start_offset = offset, "log start offset moved");
         self.delete_oldest_segments_while("log start offset", |_, next| {
-            next.is_some_and(|next| next.base_offset() <= offset)
+            Ok(next.is_some_and(|next| next.base_offset() <= offset))
         })?;
         Ok(self.log_start_offset)
     }
@@ -668,7 +682,7 @@ impl Log {
     fn delete_oldest_segments_while(
         &mut self,
         reason: &'static str,
-        mut deletable: impl FnMut(&Segment, Option<&Segment>) -> bool,
+        mut deletable: impl FnMut(&Segment, Option<&Segment>) -> Result<bool>,
     ) -> Result<DeletedSegments> {
         let mut count = 0;
         {
@@ -678,7 +692,7 @@ impl Log {
                 if next.is_none() && segment.size() == 0 {
                     break;
                 }
-                if !deletable(segment, next) {
+                if !deletable(segment, next)? {
                     break;
                 }
                 count += 1;
@@ -705,7 +719,7 @@ impl Log {
                 .keys()
                 .next()
                 .copied()
-                .unwrap_or_else(|| segment.next_offset());
+                .unwrap_or_else(|| segment.active_next_offset());
             drop(segment);
             self.log_start_offset = self.log_start_offset.max(next_base);
             for path in renamed {

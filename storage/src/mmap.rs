@@ -12,6 +12,12 @@
 //!   back.
 //! - Index files, through [`IndexFile`]: read-write maps, preallocated, trimmed on roll and close.
 //!
+//! File descriptors are bounded (Kafka's model): a map stays valid after its descriptor is closed,
+//! so only the active segment's `.log` keeps one, for its appends. Index files are closed as soon
+//! as they are mapped and reopened by path for the moments that need a descriptor (resizing, the
+//! `pwrite` reservation, making a new length durable); a sealed `.log` is read through its map
+//! only. A partition with one segment therefore holds one descriptor however many it has mapped.
+//!
 //! Soundness rests on invariants this module enforces itself rather than trusting callers:
 //! - [`LogFile`] is the only writer of its file, and it only writes at or past `size`. Bytes below
 //!   `size` therefore never change while any map of them exists, so a `&[u8]` over them (or a
@@ -27,6 +33,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -75,7 +82,9 @@ impl AsRef<[u8]> for LogSlice {
 /// A segment's `.log` file: the single appender, and the source of zero-copy reads.
 #[derive(Debug)]
 pub(crate) struct LogFile {
-    file: File,
+    /// The appender's descriptor; `None` once sealed (everything is then read through the map,
+    /// and was fsynced when sealed).
+    file: Option<File>,
     path: PathBuf,
     /// Bytes written; everything below is immutable while mapped.
     size: u64,
@@ -86,24 +95,49 @@ pub(crate) struct LogFile {
 }
 
 impl LogFile {
-    /// Opens (creating if missing) `path`; its current length is taken as written.
+    /// Opens (creating if missing) `path` to be appended to; its current length is taken as
+    /// written. Keeps the descriptor until [`LogFile::seal`].
     pub(crate) fn open(path: &Path, reserve_bytes: u64) -> io::Result<Self> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
+        let file = open_read_write(path, true)?;
         let size = file.metadata()?.len();
-        let mut log = Self {
-            file,
+        let map = map_log(&file, size, reserve_bytes)?;
+        Ok(Self {
+            file: Some(file),
             path: path.to_path_buf(),
             size,
             reserve_bytes,
-            map: None,
-        };
-        log.remap(size)?;
-        Ok(log)
+            map,
+        })
+    }
+
+    /// Opens a sealed segment's `.log` for reading: mapped exactly, its descriptor closed at once.
+    /// A recovery that must cut it reopens it ([`LogFile::truncate`]).
+    pub(crate) fn open_sealed(path: &Path) -> io::Result<Self> {
+        let file = OpenOptions::new().read(true).open(path)?;
+        let size = file.metadata()?.len();
+        let map = map_log(&file, size, 0)?;
+        Ok(Self {
+            file: None,
+            path: path.to_path_buf(),
+            size,
+            reserve_bytes: 0,
+            map,
+        })
+    }
+
+    /// The descriptor to write with, reopening a sealed file (only a recovery cutting a sealed
+    /// segment's tail gets here; sealing closes it again).
+    fn writable(&mut self) -> io::Result<&File> {
+        match &mut self.file {
+            Some(file) => Ok(file),
+            empty => Ok(empty.insert(open_read_write(&self.path, false)?)),
+        }
+    }
+
+    /// Whether this file holds a descriptor (tests count them).
+    #[cfg(test)]
+    pub(crate) fn has_descriptor(&self) -> bool {
+        self.file.is_some()
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -117,15 +151,10 @@ impl LogFile {
     /// Maps at least `needed` bytes (and the reservation), dropping our handle on the old map;
     /// outstanding reads keep theirs.
     fn remap(&mut self, needed: u64) -> io::Result<()> {
-        let len = round_up_to_page(needed.max(self.reserve_bytes));
-        if len == 0 {
-            self.map = None;
-            return Ok(());
-        }
-        let len = usize::try_from(len).map_err(|_| io::Error::other("segment too large to map"))?;
-        // Safe function: memmap2 only hands out raw pointers for an `MmapRaw`.
-        let raw = MmapOptions::new().len(len).map_raw_read_only(&self.file)?;
-        self.map = Some(Arc::new(LogMap { raw }));
+        let reserve_bytes = self.reserve_bytes;
+        let file = self.writable()?;
+        let map = map_log(file, needed, reserve_bytes)?;
+        self.map = map;
         Ok(())
     }
 
@@ -148,19 +177,20 @@ impl LogFile {
             self.remap(end.saturating_mul(2))
                 .map_err(AppendError::Clean)?;
         }
+        let size = self.size;
+        let file = self.writable().map_err(AppendError::Clean)?;
         let written = match faults.and_then(DiskFaults::before_write) {
-            Some(prefix) => self
-                .file
-                .write_all_at(&data[..prefix.min(data.len())], self.size)
+            Some(prefix) => file
+                .write_all_at(&data[..prefix.min(data.len())], size)
                 .and_then(|()| Err(crate::fault::no_space())),
-            None => self.file.write_all_at(data, self.size),
+            None => file.write_all_at(data, size),
         };
         if let Err(write) = written {
             // The bytes past `size` are in no slice (slices stay below `size`), so cutting them
             // off cannot pull a page from under a reader.
             let cut = match faults.and_then(DiskFaults::before_truncate) {
                 Some(injected) => Err(injected),
-                None => self.file.set_len(self.size),
+                None => file.set_len(size),
             };
             return Err(match cut {
                 Ok(()) => AppendError::Clean(write),
@@ -175,7 +205,7 @@ impl LogFile {
     /// failed append could not be cut back.
     #[cfg(test)]
     pub(crate) fn len_on_disk(&self) -> io::Result<u64> {
-        Ok(self.file.metadata()?.len())
+        Ok(std::fs::metadata(&self.path)?.len())
     }
 
     /// The written bytes `start..start + len`, borrowed for as long as no append can happen.
@@ -222,51 +252,80 @@ impl LogFile {
             }
         }
         self.map = None;
-        self.file.set_len(new_size)?;
+        self.writable()?.set_len(new_size)?;
         self.size = new_size;
         self.remap(new_size)
     }
 
-    /// The segment will not grow again: map exactly its size.
+    /// The segment will not grow again: make it durable, map exactly its size and close the
+    /// descriptor (reads need only the map).
     pub(crate) fn seal(&mut self) -> io::Result<()> {
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        file.sync_data()?;
+        self.map = map_log(file, self.size, 0)?;
         self.reserve_bytes = 0;
-        self.remap(self.size)
+        self.file = None;
+        Ok(())
     }
 
+    /// Fsyncs the appended bytes. A sealed file was fsynced when it was sealed.
     pub(crate) fn sync(&self) -> io::Result<()> {
-        self.file.sync_data()
+        match &self.file {
+            Some(file) => file.sync_data(),
+            None => Ok(()),
+        }
     }
 }
 
+fn open_read_write(path: &Path, create: bool) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .truncate(false)
+        .open(path)
+}
+
+/// A read-only map of at least `needed` bytes of a `.log` and of `reserve_bytes`, page rounded;
+/// `None` when both are 0.
+fn map_log(file: &File, needed: u64, reserve_bytes: u64) -> io::Result<Option<Arc<LogMap>>> {
+    let len = round_up_to_page(needed.max(reserve_bytes));
+    if len == 0 {
+        return Ok(None);
+    }
+    let len = usize::try_from(len).map_err(|_| io::Error::other("segment too large to map"))?;
+    // Safe function: memmap2 only hands out raw pointers for an `MmapRaw`.
+    let raw = MmapOptions::new().len(len).map_raw_read_only(file)?;
+    Ok(Some(Arc::new(LogMap { raw })))
+}
+
 /// A read-write mapped index file (`.index` or `.timeindex`). Nothing outside this crate ever sees
-/// its bytes, so remapping is always safe.
+/// its bytes, so remapping is always safe. Holds no descriptor: see the module doc.
 #[derive(Debug)]
 pub(crate) struct IndexFile {
-    file: File,
     path: PathBuf,
     map: Option<MmapMut>,
     /// Bytes from 0 up to here are known to have disk blocks behind them (see
     /// [`IndexFile::reserve`]); reset whenever the length changes.
     reserved_bytes: u64,
+    /// The length changed since the last [`IndexFile::sync`]: `msync` writes the mapped pages but
+    /// not the file's length, so the next sync also fsyncs the file.
+    length_unsynced: AtomicBool,
 }
 
 impl IndexFile {
     /// Opens (creating if missing) `path`. Returns the file and its length before any resize.
     pub(crate) fn open(path: &Path) -> io::Result<(Self, u64)> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
+        let file = open_read_write(path, true)?;
         let len = file.metadata()?.len();
-        let mut index = Self {
-            file,
+        let index = Self {
             path: path.to_path_buf(),
-            map: None,
+            map: map_index(&file, len)?,
             reserved_bytes: 0,
+            length_unsynced: AtomicBool::new(false),
         };
-        index.resize(len)?;
         Ok((index, len))
     }
 
@@ -274,24 +333,17 @@ impl IndexFile {
         &self.path
     }
 
-    /// Sets the file length (preallocating or trimming) and maps all of it.
+    /// Sets the file length (preallocating or trimming) and maps all of it. On error the old map
+    /// may be gone: [`IndexFile::bytes`] is then shorter than the entries its owner counted.
     pub(crate) fn resize(&mut self, len: u64) -> io::Result<()> {
+        let file = open_read_write(&self.path, false)?;
         if let Some(map) = self.map.take() {
             map.flush()?;
         }
-        self.file.set_len(len)?;
+        file.set_len(len)?;
         self.reserved_bytes = 0;
-        if len == 0 {
-            return Ok(());
-        }
-        // SAFETY: the index file belongs to this process and is only accessed through this map
-        // (its length changes only here, after the old map is dropped), so the mapped bytes are
-        // file-backed and no one else aliases them.
-        let map = unsafe { MmapOptions::new().len(len as usize).map_mut(&self.file)? };
-        // Index lookups are bisections, and an index left preallocated by a crash is mostly a hole:
-        // read-ahead would zero-fill megabytes per fault and make opening 200 logs take seconds.
-        map.advise(Advice::Random)?;
-        self.map = Some(map);
+        self.length_unsynced.store(true, Ordering::Relaxed);
+        self.map = map_index(&file, len)?;
         Ok(())
     }
 
@@ -304,7 +356,8 @@ impl IndexFile {
     /// through a map on a full file system raises SIGBUS and kills the process, whereas writing
     /// the page's unused bytes with `pwrite` first gets an ordinary ENOSPC, which the caller
     /// answers by skipping the index entry (indexes are sparse and derived). Only bytes at or past
-    /// `start` are written (zeros over the unused zeros past the last entry), once per page.
+    /// `start` are written (zeros over the unused zeros past the last entry), once per page, through
+    /// a descriptor opened for the moment.
     pub(crate) fn reserve(&mut self, start: usize, len: usize) -> io::Result<()> {
         let end = (start + len) as u64;
         if end <= self.reserved_bytes {
@@ -315,7 +368,7 @@ impl IndexFile {
         let to = round_up_to_page(end).min(file_len);
         if to > from {
             let zeros = vec![0u8; (to - from) as usize];
-            self.file.write_all_at(&zeros, from)?;
+            open_read_write(&self.path, false)?.write_all_at(&zeros, from)?;
         }
         self.reserved_bytes = to;
         Ok(())
@@ -325,10 +378,34 @@ impl IndexFile {
         self.map.as_deref_mut().unwrap_or_default()
     }
 
+    /// `msync`s the map, and fsyncs the file (reopened) if its length changed since last time.
     pub(crate) fn sync(&self) -> io::Result<()> {
         if let Some(map) = &self.map {
             map.flush()?;
         }
-        self.file.sync_data()
+        if self.length_unsynced.swap(false, Ordering::Relaxed) {
+            let synced = open_read_write(&self.path, false).and_then(|file| file.sync_data());
+            if synced.is_err() {
+                self.length_unsynced.store(true, Ordering::Relaxed);
+            }
+            synced?;
+        }
+        Ok(())
     }
+}
+
+/// A read-write map of all `len` bytes of an index file; `None` when empty.
+fn map_index(file: &File, len: u64) -> io::Result<Option<MmapMut>> {
+    if len == 0 {
+        return Ok(None);
+    }
+    let len = usize::try_from(len).map_err(|_| io::Error::other("index too large to map"))?;
+    // SAFETY: the index file belongs to this process and is only accessed through this map
+    // (its length changes only in `IndexFile::resize`, after the old map is dropped), so the
+    // mapped bytes are file-backed and no one else aliases them.
+    let map = unsafe { MmapOptions::new().len(len).map_mut(file)? };
+    // Index lookups are bisections, and an index left preallocated by a crash is mostly a hole:
+    // read-ahead would zero-fill megabytes per fault and make opening 200 logs take seconds.
+    map.advise(Advice::Random)?;
+    Ok(Some(map))
 }

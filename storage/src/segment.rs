@@ -2,6 +2,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::UNIX_EPOCH;
 
 use bytes::Bytes;
@@ -33,7 +34,7 @@ pub(crate) fn parse_segment_stem(stem: &str) -> Option<i64> {
     stem.parse().ok()
 }
 
-/// What a header walk from the last offset index entry found (`Segment::scan_tail`).
+/// What a header walk from the last offset index entry found (`Loaded::scan_tail`).
 struct TailScan {
     next_offset: i64,
     /// Largest batch max timestamp in the tail, and the last offset of the batch first reaching it.
@@ -49,8 +50,10 @@ pub(crate) struct SegmentRead {
     pub(crate) next_offset: i64,
 }
 
+/// A segment's open files and what was learned from them: always there for the active segment,
+/// made on first use for a sealed one (see [`Segment`]).
 #[derive(Debug)]
-pub(crate) struct Segment {
+struct Loaded {
     base_offset: i64,
     log: LogFile,
     offset_index: OffsetIndex,
@@ -68,16 +71,18 @@ pub(crate) struct Segment {
     created_ms: i64,
 }
 
-impl Segment {
+impl Loaded {
     fn paths(dir: &Path, base_offset: i64) -> [PathBuf; 3] {
         [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX]
             .map(|s| dir.join(segment_file_name(base_offset, s)))
     }
 
+    /// `reserve_bytes`: the `.log` map's reservation for appends; `None` for a sealed segment,
+    /// read through an exact map without keeping its descriptor.
     fn open_files(
         dir: &Path,
         base_offset: i64,
-        reserve_bytes: u64,
+        reserve_bytes: Option<u64>,
         config: &LogConfig,
         now_ms: i64,
     ) -> Result<Self> {
@@ -93,13 +98,17 @@ impl Segment {
     fn open_files_at(
         [log_path, index_path, time_index_path]: [PathBuf; 3],
         base_offset: i64,
-        reserve_bytes: u64,
+        reserve_bytes: Option<u64>,
         config: &LogConfig,
         now_ms: i64,
     ) -> Result<Self> {
         Ok(Self {
             base_offset,
-            log: LogFile::open(&log_path, reserve_bytes).at(&log_path)?,
+            log: match reserve_bytes {
+                Some(reserve_bytes) => LogFile::open(&log_path, reserve_bytes),
+                None => LogFile::open_sealed(&log_path),
+            }
+            .at(&log_path)?,
             offset_index: OffsetIndex::open(&index_path, base_offset).at(&index_path)?,
             time_index: TimeIndex::open(&time_index_path, base_offset).at(&time_index_path)?,
             next_offset: base_offset,
@@ -119,7 +128,8 @@ impl Segment {
         config: &LogConfig,
         now_ms: i64,
     ) -> Result<Self> {
-        let mut segment = Self::open_files(dir, base_offset, config.segment_bytes, config, now_ms)?;
+        let mut segment =
+            Self::open_files(dir, base_offset, Some(config.segment_bytes), config, now_ms)?;
         // Leftovers of a crash between creating these files and writing to them hold nothing.
         segment.log.truncate(0).at(segment.log.path())?;
         segment.reset_indexes(config)?;
@@ -143,7 +153,8 @@ impl Segment {
             name.push(temp_suffix);
             PathBuf::from(name)
         });
-        let mut segment = Self::open_files_at(paths, base_offset, reserve_bytes, config, now_ms)?;
+        let mut segment =
+            Self::open_files_at(paths, base_offset, Some(reserve_bytes), config, now_ms)?;
         segment.log.truncate(0).at(segment.log.path())?;
         segment.reset_indexes(config)?;
         Ok(segment)
@@ -158,7 +169,8 @@ impl Segment {
         config: &LogConfig,
         now_ms: i64,
     ) -> Result<(Self, u64)> {
-        let mut segment = Self::open_files(dir, base_offset, config.segment_bytes, config, now_ms)?;
+        let mut segment =
+            Self::open_files(dir, base_offset, Some(config.segment_bytes), config, now_ms)?;
         let truncated = segment.recover(config)?;
         Ok((segment, truncated))
     }
@@ -172,7 +184,7 @@ impl Segment {
         config: &LogConfig,
         now_ms: i64,
     ) -> Result<(Self, Option<u64>)> {
-        let mut segment = Self::open_files(dir, base_offset, 0, config, now_ms)?;
+        let mut segment = Self::open_files(dir, base_offset, None, config, now_ms)?;
         if segment.load_trusted(true) {
             return Ok((segment, None));
         }
@@ -191,7 +203,7 @@ impl Segment {
         config: &LogConfig,
         now_ms: i64,
     ) -> Result<(Self, u64)> {
-        let mut segment = Self::open_files(dir, base_offset, 0, config, now_ms)?;
+        let mut segment = Self::open_files(dir, base_offset, None, config, now_ms)?;
         let truncated = segment.recover(config)?;
         segment.seal()?;
         Ok((segment, truncated))
@@ -200,7 +212,7 @@ impl Segment {
     /// Opens the last segment without validating its batches when everything in it lies below
     /// `recovery_point` (it was flushed; after a clean shutdown the recovery point is the log
     /// end) and its indexes pass the sanity checks; the indexes trimmed on close are extended
-    /// again for appends. Otherwise recovers it as [`Segment::open_active`] does. Returns the
+    /// again for appends. Otherwise recovers it as [`Loaded::open_active`] does. Returns the
     /// segment and, if it was recovered, the number of bytes truncated.
     pub(crate) fn open_active_trusted(
         dir: &Path,
@@ -209,7 +221,8 @@ impl Segment {
         config: &LogConfig,
         now_ms: i64,
     ) -> Result<(Self, Option<u64>)> {
-        let mut segment = Self::open_files(dir, base_offset, config.segment_bytes, config, now_ms)?;
+        let mut segment =
+            Self::open_files(dir, base_offset, Some(config.segment_bytes), config, now_ms)?;
         if segment.load_trusted(false) && segment.next_offset <= recovery_point {
             segment
                 .offset_index
@@ -398,10 +411,6 @@ impl Segment {
         self.log.len_on_disk()
     }
 
-    pub(crate) fn base_offset(&self) -> i64 {
-        self.base_offset
-    }
-
     /// The whole `.log` as written (the log cleaner reads it batch by batch).
     pub(crate) fn log_bytes(&self) -> Option<&[u8]> {
         self.log.slice(0, self.log.size())
@@ -575,30 +584,326 @@ impl Segment {
         self.offset_index.sync().at(self.offset_index.path())?;
         self.time_index.sync().at(self.time_index.path())
     }
+}
 
-    /// First step of deleting the segment: renames its files to `<name>.deleted` (the `.log` first)
-    /// and returns the new paths, to be removed once the segment is dropped. The open files and
-    /// maps keep working, so a failure partway leaves a segment that still reads correctly, and a
-    /// crash partway leaves leftovers `Log::open` removes.
+/// One segment (Kafka's `LogSegment`). The active segment is loaded from creation to close; a
+/// sealed one found on open is only named and sized, and its files are opened and mapped the
+/// first time something reads it, so a partition with many old segments costs no descriptors and
+/// no maps until they are read (and, once loaded, maps only: see [`crate::mmap`]).
+///
+/// Thread safety: `&self` methods may run concurrently (the log's readers); the first of them to
+/// need a sealed segment's files loads them under `loading`, the others wait for it.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    dir: PathBuf,
+    base_offset: i64,
+    /// What a lazy load needs: the index sizes and interval, should its indexes be rebuilt.
+    config: LogConfig,
+    /// When this process opened the segment (its `created_ms` once loaded).
+    opened_ms: i64,
+    /// The `.log` size found on open, answered until loaded (retention by size and the cleaner's
+    /// dirty ratio must not load every segment).
+    size_on_open: u64,
+    loaded: OnceLock<Loaded>,
+    loading: Mutex<()>,
+}
+
+impl Segment {
+    fn from_loaded(dir: &Path, loaded: Loaded, config: &LogConfig) -> Self {
+        Segment {
+            dir: dir.to_path_buf(),
+            base_offset: loaded.base_offset,
+            config: config.clone(),
+            opened_ms: loaded.created_ms,
+            size_on_open: loaded.size(),
+            loaded: OnceLock::from(loaded),
+            loading: Mutex::new(()),
+        }
+    }
+
+    /// A new, empty active segment.
+    pub(crate) fn create(
+        dir: &Path,
+        base_offset: i64,
+        config: &LogConfig,
+        now_ms: i64,
+    ) -> Result<Self> {
+        let loaded = Loaded::create(dir, base_offset, config, now_ms)?;
+        Ok(Self::from_loaded(dir, loaded, config))
+    }
+
+    /// A new, empty segment whose files are named `<name>.<temp_suffix>` (the log cleaner's
+    /// `.cleaned` output), with `reserve_bytes` of the log mapped up front. It is written with
+    /// [`Segment::append`], then [`Segment::seal`]ed and dropped before its files are renamed.
+    pub(crate) fn create_temp(
+        dir: &Path,
+        base_offset: i64,
+        temp_suffix: &str,
+        reserve_bytes: u64,
+        config: &LogConfig,
+        now_ms: i64,
+    ) -> Result<Self> {
+        let loaded =
+            Loaded::create_temp(dir, base_offset, temp_suffix, reserve_bytes, config, now_ms)?;
+        Ok(Self::from_loaded(dir, loaded, config))
+    }
+
+    /// Opens the last segment: validates every batch (length, magic, CRC32C, offsets increasing),
+    /// truncates whatever follows the last valid one, and rebuilds both indexes.
+    /// Returns the segment and the number of bytes truncated.
+    pub(crate) fn open_active(
+        dir: &Path,
+        base_offset: i64,
+        config: &LogConfig,
+        now_ms: i64,
+    ) -> Result<(Self, u64)> {
+        let (loaded, truncated) = Loaded::open_active(dir, base_offset, config, now_ms)?;
+        Ok((Self::from_loaded(dir, loaded, config), truncated))
+    }
+
+    /// The last segment, trusted up to `recovery_point` (see [`Loaded::open_active_trusted`]).
+    pub(crate) fn open_active_trusted(
+        dir: &Path,
+        base_offset: i64,
+        recovery_point: i64,
+        config: &LogConfig,
+        now_ms: i64,
+    ) -> Result<(Self, Option<u64>)> {
+        let (loaded, truncated) =
+            Loaded::open_active_trusted(dir, base_offset, recovery_point, config, now_ms)?;
+        Ok((Self::from_loaded(dir, loaded, config), truncated))
+    }
+
+    /// A sealed segment holding offsets at or past the recovery point, validated now (see
+    /// [`Loaded::recover_sealed`]). Returns it loaded and the number of bytes truncated.
+    pub(crate) fn recover_sealed(
+        dir: &Path,
+        base_offset: i64,
+        config: &LogConfig,
+        now_ms: i64,
+    ) -> Result<(Self, u64)> {
+        let (loaded, truncated) = Loaded::recover_sealed(dir, base_offset, config, now_ms)?;
+        Ok((Self::from_loaded(dir, loaded, config), truncated))
+    }
+
+    /// A sealed segment below the recovery point, not loaded: only its `.log`'s size is read.
+    /// Like Kafka, which skips the index sanity checks of these segments on open, the checks (and
+    /// a rebuild of indexes that fail them) happen when the segment is first loaded.
+    pub(crate) fn open_sealed(
+        dir: &Path,
+        base_offset: i64,
+        config: &LogConfig,
+        now_ms: i64,
+    ) -> Result<Self> {
+        let log_path = dir.join(segment_file_name(base_offset, LOG_SUFFIX));
+        let size_on_open = fs::metadata(&log_path).at(&log_path)?.len();
+        Ok(Segment {
+            dir: dir.to_path_buf(),
+            base_offset,
+            config: config.clone(),
+            opened_ms: now_ms,
+            size_on_open,
+            loaded: OnceLock::new(),
+            loading: Mutex::new(()),
+        })
+    }
+
+    /// The segment's files, opened and mapped on first use (see [`Loaded::open_sealed`]).
+    fn loaded(&self) -> Result<&Loaded> {
+        if let Some(loaded) = self.loaded.get() {
+            return Ok(loaded);
+        }
+        let _loading = self.loading.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(loaded) = self.loaded.get() {
+            return Ok(loaded);
+        }
+        let loaded = self.load()?;
+        Ok(self.loaded.get_or_init(|| loaded))
+    }
+
+    fn loaded_mut(&mut self) -> Result<&mut Loaded> {
+        if self.loaded.get().is_none() {
+            let loaded = self.load()?;
+            // Cannot fail: `&mut self` excludes every other initialiser.
+            let _ = self.loaded.set(loaded);
+        }
+        self.loaded
+            .get_mut()
+            .ok_or_else(|| unreachable!("the segment was just loaded"))
+    }
+
+    fn load(&self) -> Result<Loaded> {
+        let (loaded, truncated) =
+            Loaded::open_sealed(&self.dir, self.base_offset, &self.config, self.opened_ms)?;
+        if let Some(truncated) = truncated {
+            tracing::warn!(dir = %self.dir.display(), base_offset = self.base_offset, truncated, "loading a sealed segment rebuilt its indexes");
+        }
+        Ok(loaded)
+    }
+
+    /// Whether the segment's files are open (mapped).
+    pub(crate) fn is_loaded(&self) -> bool {
+        self.loaded.get().is_some()
+    }
+
+    /// Unmaps a sealed segment's files until it is read again; fetched [`Bytes`] keep their own
+    /// map. Returns whether it was loaded.
+    pub(crate) fn unload(&mut self) -> bool {
+        let size = self.size();
+        let unloaded = self.loaded.take().is_some();
+        self.size_on_open = size;
+        unloaded
+    }
+
+    /// Whether the `.log` holds a descriptor (tests count them).
+    #[cfg(test)]
+    pub(crate) fn has_descriptor(&self) -> bool {
+        self.loaded.get().is_some_and(|l| l.log.has_descriptor())
+    }
+
+    #[cfg(test)]
+    pub(crate) fn index_entries(&self) -> (usize, usize) {
+        self.loaded().map_or((0, 0), Loaded::index_entries)
+    }
+
+    /// The offset after the last batch (loads the segment).
+    pub(crate) fn next_offset(&self) -> Result<i64> {
+        Ok(self.loaded()?.next_offset())
+    }
+
+    /// [`Segment::next_offset`] of the active segment, which is loaded from creation to close
+    /// (an unloaded one would answer its base offset).
+    pub(crate) fn active_next_offset(&self) -> i64 {
+        debug_assert!(self.is_loaded(), "the active segment is always loaded");
+        self.loaded
+            .get()
+            .map_or(self.base_offset, Loaded::next_offset)
+    }
+
+    /// Bytes in the `.log` (as found on open while not loaded).
+    pub(crate) fn size(&self) -> u64 {
+        self.loaded.get().map_or(self.size_on_open, Loaded::size)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len_on_disk(&self) -> std::io::Result<u64> {
+        match self.loaded.get() {
+            Some(loaded) => loaded.len_on_disk(),
+            None => Ok(self.size_on_open),
+        }
+    }
+
+    pub(crate) fn base_offset(&self) -> i64 {
+        self.base_offset
+    }
+
+    /// The whole `.log` as written (the log cleaner reads it batch by batch).
+    pub(crate) fn log_bytes(&self) -> Result<&[u8]> {
+        Ok(self.loaded()?.log_bytes().unwrap_or_default())
+    }
+
+    pub(crate) fn max_timestamp(&self) -> Result<i64> {
+        Ok(self.loaded()?.max_timestamp())
+    }
+
+    /// See [`Loaded::largest_timestamp`].
+    pub(crate) fn largest_timestamp(&self) -> Result<i64> {
+        Ok(self.loaded()?.largest_timestamp())
+    }
+
+    /// See [`Loaded::should_roll`].
+    pub(crate) fn should_roll(
+        &self,
+        bytes: usize,
+        last_offset: i64,
+        max_timestamp_in_batches: i64,
+        now_ms: i64,
+        config: &LogConfig,
+    ) -> Result<bool> {
+        Ok(self
+            .loaded()?
+            .should_roll(bytes, last_offset, max_timestamp_in_batches, now_ms, config))
+    }
+
+    /// Appends already offset-assigned batches; `headers` are their `(position in data, header)`.
+    pub(crate) fn append(
+        &mut self,
+        data: &[u8],
+        headers: &[(usize, RecordBatchHeader)],
+        faults: Option<&DiskFaults>,
+    ) -> Result<()> {
+        self.loaded_mut()?.append(data, headers, faults)
+    }
+
+    /// Position and header of the first batch whose last offset is `>= offset`.
+    pub(crate) fn find_batch(&self, offset: i64) -> Result<Option<(u64, RecordBatchHeader)>> {
+        Ok(self.loaded()?.find_batch(offset))
+    }
+
+    /// See [`Loaded::read_at`].
+    pub(crate) fn read_at(
+        &self,
+        position: u64,
+        first: &RecordBatchHeader,
+        max_bytes: usize,
+        max_offset: i64,
+    ) -> Result<Option<SegmentRead>> {
+        Ok(self
+            .loaded()?
+            .read_at(position, first, max_bytes, max_offset))
+    }
+
+    /// See [`Loaded::find_offset_by_timestamp`].
+    pub(crate) fn find_offset_by_timestamp(
+        &self,
+        timestamp: i64,
+        starting_offset: i64,
+    ) -> Result<Option<(i64, i64)>> {
+        self.loaded()?
+            .find_offset_by_timestamp(timestamp, starting_offset)
+    }
+
+    /// See [`Loaded::seal`].
+    pub(crate) fn seal(&mut self) -> Result<()> {
+        self.loaded_mut()?.seal()
+    }
+
+    /// Makes the segment durable. One not loaded was sealed (and fsynced) before this process
+    /// opened it, or since.
+    pub(crate) fn flush(&self) -> Result<()> {
+        match self.loaded.get() {
+            Some(loaded) => loaded.flush(),
+            None => Ok(()),
+        }
+    }
+
+    /// First step of deleting the segment: renames its files to `<name>.<deleted>` (the `.log`
+    /// first) and returns the new paths, to be removed once the segment is dropped. A loaded
+    /// segment's maps keep working; a failure partway renames back what it renamed, so the
+    /// segment still reads correctly (loaded or not), and a crash partway leaves leftovers
+    /// `Log::open` removes.
     pub(crate) fn rename_to_deleted(&self) -> Result<Vec<PathBuf>> {
-        let mut renamed = Vec::with_capacity(3);
-        for path in [
-            self.log.path(),
-            self.offset_index.path(),
-            self.time_index.path(),
-        ] {
+        let mut renamed: Vec<(PathBuf, PathBuf)> = Vec::with_capacity(3);
+        for path in Loaded::paths(&self.dir, self.base_offset) {
             let mut name = path.as_os_str().to_os_string();
             name.push(".");
             name.push(DELETED_SUFFIX);
             let doomed = PathBuf::from(name);
-            match fs::rename(path, &doomed) {
-                Ok(()) => renamed.push(doomed),
+            match fs::rename(&path, &doomed) {
+                Ok(()) => renamed.push((path, doomed)),
                 // A lost index is rebuilt on open; only the `.log` must exist.
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound && !renamed.is_empty() => {}
-                Err(err) => return Err(err).at(path),
+                Err(err) => {
+                    for (original, doomed) in renamed.iter().rev() {
+                        if let Err(back) = fs::rename(doomed, original) {
+                            tracing::error!(file = %doomed.display(), "could not rename back a segment file: {back}");
+                        }
+                    }
+                    return Err(err).at(&path);
+                }
             }
         }
-        Ok(renamed)
+        Ok(renamed.into_iter().map(|(_, doomed)| doomed).collect())
     }
 }
 

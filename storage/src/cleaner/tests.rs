@@ -6,6 +6,7 @@ use skald_protocol::batch::testing::{build_batch, build_batch_with, BatchOptions
 use skald_protocol::batch::{record_views, RecordBatches};
 use tempfile::TempDir;
 
+use super::codec::{self, Codec};
 use super::*;
 use crate::clock::ManualClock;
 use crate::config::LogConfig;
@@ -77,8 +78,11 @@ fn read_rows(log: &Log) -> Vec<Row> {
         for item in RecordBatches::new(&read.records) {
             let (position, header) = item.unwrap();
             let mut bytes = read.records[position..position + header.total_size()].to_vec();
-            // Test "compressed" batches hold plain records under a codec bit.
-            bytes[22] &= !0x07;
+            match Codec::from_id(header.compression()) {
+                Some(codec) => bytes = codec::decompressed_batch(&bytes, codec).unwrap(),
+                // Test "snappy" batches hold plain records under the codec bits.
+                None => bytes[22] &= !0x07,
+            }
             for view in record_views(&bytes).unwrap() {
                 let view = view.unwrap();
                 let row_offset = header.base_offset + i64::from(view.offset_delta);
@@ -103,7 +107,13 @@ fn sealed_segments(log: &Log) -> Vec<(i64, i64, i64)> {
     let bases = log.segment_base_offsets();
     let segments: Vec<&Segment> = log.segments().collect();
     (0..bases.len() - 1)
-        .map(|i| (bases[i], bases[i + 1], segments[i].largest_timestamp()))
+        .map(|i| {
+            (
+                bases[i],
+                bases[i + 1],
+                segments[i].largest_timestamp().unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -418,21 +428,21 @@ fn dirty_ratio_decides_whether_a_pass_runs() {
 }
 
 #[test]
-fn compressed_batches_are_kept_whole_and_protect_older_keys_from_tombstone_removal() {
+fn unreadable_compressed_batches_are_kept_whole_and_protect_older_keys_from_tombstone_removal() {
     let temp = TempDir::new().unwrap();
     let mut log = open(temp.path(), 1 << 20);
     append_one(&mut log, &[("c", Some("1"), 0), ("c", None, 0)], 0); // 0-1
     append_one(
         &mut log,
         &[("b", Some("1"), 1_000), ("b", Some("2"), 1_000)],
-        1,
-    ); // 2-3, "gzip"
+        2,
+    ); // 2-3, "snappy" (a codec the cleaner does not decompress)
     append_one(&mut log, &[("b", None, 2_000), ("a", Some("1"), 2_000)], 0); // 4-5
     append_one(&mut log, &[("a", Some("2"), 3_000)], 0); // 6, active
     let stats = log.compact(100_000, &all_cleanable()).unwrap();
     assert_eq!(stats.compressed_batches_skipped, 1);
     // The tombstone of "c" (before any compressed batch) goes; that of "b" stays, since the
-    // compressed batch before it holds values of "b" the cleaner cannot see; both values of "b"
+    // snappy batch before it holds values of "b" the cleaner cannot see; both values of "b"
     // stay inside their untouched batch.
     assert_eq!(stats.tombstones_removed, 1);
     assert_eq!(
@@ -502,4 +512,91 @@ fn options_are_validated() {
     ] {
         assert!(matches!(log.compact(0, &bad), Err(Error::InvalidConfig(_))));
     }
+}
+
+/// A batch of `records` compressed with `codec`, valid (CRC included).
+fn compressed(codec: Codec, records: &[(&str, Option<&str>, i64)]) -> Vec<u8> {
+    let records: Vec<TestRecord> = records
+        .iter()
+        .map(|(k, v, ts)| TestRecord::new(Some(k.as_bytes()), v.map(str::as_bytes), *ts))
+        .collect();
+    codec::compressed_batch(&build_batch(0, &records), codec).unwrap()
+}
+
+#[test]
+fn gzip_and_zstd_batches_are_filtered_and_recompressed_with_their_codec() {
+    let temp = TempDir::new().unwrap();
+    let mut log = open(temp.path(), 1 << 20);
+    let gzip = compressed(
+        Codec::Gzip,
+        &[
+            ("a", Some("1"), 0),
+            ("b", Some("1"), 0),
+            ("d", Some("1"), 0),
+        ],
+    ); // 0-2
+    let zstd = compressed(
+        Codec::Zstd,
+        &[
+            ("a", Some("2"), 1_000),
+            ("c", Some("1"), 1_000),
+            ("c", Some("2"), 1_000),
+        ],
+    ); // 3-5, unchanged by the cleaner but for "c" = "1"
+    for mut batch in [gzip, zstd] {
+        log.append(&mut batch, None, 0).unwrap();
+    }
+    append_one(&mut log, &[("b", None, 2_000)], 0); // 6
+    append_one(&mut log, &[("z", Some("1"), 3_000)], 0); // 7, active
+    assert_eq!(log.segment_count(), 4);
+
+    let stats = log.compact(100_000, &all_cleanable()).unwrap();
+    assert_eq!(stats.compressed_batches_rewritten, 2);
+    assert_eq!(stats.compressed_batches_skipped, 0);
+    // "a" = "1", "b" = "1", "c" = "1", and the expired tombstone of "b": no unreadable batch
+    // precedes it, so it goes too.
+    assert_eq!((stats.records_removed, stats.tombstones_removed), (4, 1));
+    assert_eq!(
+        read_rows(&log),
+        vec![
+            row(2, "d", Some("1")),
+            row(3, "a", Some("2")),
+            row(5, "c", Some("2")),
+            row(7, "z", Some("1")),
+        ]
+    );
+    // Each rewritten batch keeps its codec, its offsets and a valid CRC.
+    for (offset, codec, base, last) in [(2, 1, 0, 2), (3, 4, 3, 5)] {
+        let read = log.read(offset, 1).unwrap();
+        let (_, header) = RecordBatches::new(&read.records).next().unwrap().unwrap();
+        assert_eq!(
+            (
+                header.compression(),
+                header.base_offset,
+                header.last_offset()
+            ),
+            (codec, base, last)
+        );
+    }
+    // And the log reopens (every batch is validated again on recovery).
+    drop(log);
+    let log = Log::open_with_recovery_point(temp.path(), config(1 << 20), 0).unwrap();
+    assert_eq!(read_rows(&log).len(), 4);
+}
+
+#[test]
+fn undecodable_gzip_batches_are_copied_untouched() {
+    let temp = TempDir::new().unwrap();
+    let mut log = open(temp.path(), 1 << 20);
+    // Plain records under the gzip bit: not gzip data.
+    append_one(&mut log, &[("a", Some("1"), 0), ("a", Some("2"), 0)], 1);
+    append_one(&mut log, &[("a", Some("3"), 1_000)], 0);
+    append_one(&mut log, &[("z", Some("1"), 2_000)], 0); // active
+    let before = log.read(0, 1).unwrap().records;
+    let stats = log.compact(100_000, &all_cleanable()).unwrap();
+    assert_eq!(
+        (stats.compressed_batches_skipped, stats.records_removed),
+        (1, 0)
+    );
+    assert_eq!(log.read(0, 1).unwrap().records, before);
 }

@@ -439,9 +439,11 @@ fn missing_or_corrupt_indexes_are_rebuilt_identically() {
         assert!(!original.is_empty());
         damage(&path);
 
+        // Segment 8 is checked, and its indexes rebuilt, when it is first read (as in Kafka).
         let log = Log::open(dir.path(), cfg.clone()).unwrap();
-        assert_eq!(fs::read(&path).unwrap(), original, "{suffix}");
+        assert_eq!(log.loaded_segment_count(), 1);
         assert_eq!(read_all(&log), concat(&written));
+        assert_eq!(fs::read(&path).unwrap(), original, "{suffix}");
         for w in &written {
             assert_eq!(log.read(w.base + 1, 1).unwrap().records, w.bytes);
         }
@@ -1205,4 +1207,47 @@ fn a_crashed_active_segment_trusted_up_to_the_recovery_point_keeps_its_max_times
     assert_eq!(read_all(&log), concat(&written));
     assert_eq!(log.offset_for_timestamp(9_000).unwrap(), Some((9, 9_000)));
     assert_eq!(log.offset_for_timestamp(9_001).unwrap(), None);
+}
+
+#[test]
+fn sealed_segments_are_loaded_when_read_and_hold_no_descriptors() {
+    let dir = TempDir::new().unwrap();
+    let (cfg, written) = five_closed_segments(dir.path());
+    let mut log = Log::open(dir.path(), cfg.clone()).unwrap();
+    // Only the active segment is open, and only its `.log` keeps a descriptor.
+    assert_eq!(log.loaded_segment_count(), 1);
+    let descriptors: Vec<bool> = log.segments().map(Segment::has_descriptor).collect();
+    assert_eq!(descriptors, [false, false, false, false, true]);
+    // Sizes are known without loading.
+    assert_eq!(
+        log.size_bytes(),
+        written.iter().map(|w| w.bytes.len() as u64).sum::<u64>()
+    );
+    assert_eq!(log.loaded_segment_count(), 1);
+
+    let fetched = log.read(2, 1).unwrap().records;
+    assert_eq!(fetched, written[2].bytes);
+    let loaded: Vec<bool> = log.segments().map(Segment::is_loaded).collect();
+    assert_eq!(loaded, [false, true, false, false, true]);
+    assert!(!log.segments().nth(1).unwrap().has_descriptor());
+
+    // Unloading gives the maps back; fetched bytes keep theirs, and reads load again.
+    assert_eq!(log.unload_sealed_segments(), 1);
+    assert_eq!(log.loaded_segment_count(), 1);
+    assert_eq!(fetched, written[2].bytes);
+    assert_eq!(read_all(&log), concat(&written));
+    assert_eq!(log.loaded_segment_count(), 5);
+
+    // A roll seals the active segment and closes its descriptor; appends go on.
+    let more = append(&mut log, simple_batch(0, 1, 20_000, 50));
+    assert_eq!(log.segment_base_offsets(), vec![0, 2, 4, 6, 8, 10]);
+    let descriptors: Vec<bool> = log.segments().map(Segment::has_descriptor).collect();
+    assert_eq!(descriptors, [false, false, false, false, false, true]);
+    assert_eq!(log.read(10, usize::MAX).unwrap().records, more.bytes);
+    // Retention deletes unloaded segments without loading them.
+    log.unload_sealed_segments();
+    log.delete_records_before(4).unwrap();
+    assert_eq!(log.segment_base_offsets(), vec![4, 6, 8, 10]);
+    assert_eq!(log.loaded_segment_count(), 1);
+    assert_no_leftovers(dir.path(), &[4, 6, 8, 10]);
 }
