@@ -81,6 +81,11 @@ fn every_broker_serves_the_whole_cluster_and_topics_spread_over_all_brokers() {
     // Created through broker 4, visible on every broker, one leader per broker.
     let mut conn = RawConn::connect(cluster.node(4).kafka_addr());
     common::wire::create_topics(&mut conn, &[("spread", 6)]);
+    // The broker that forwarded the request replies only once it serves the result itself.
+    assert_eq!(
+        partitions_of(&conn.metadata(Some(&["spread"]), false), "spread").map(|p| p.len()),
+        Some(6)
+    );
     for broker in cluster.brokers() {
         let mut conn = RawConn::connect(broker.kafka_addr());
         let partitions = poll_until("topic on every broker", METADATA_TIMEOUT, || {

@@ -15,6 +15,9 @@ use crate::metadata::{ControlError, ControllerChannel};
 use crate::metrics::Metrics;
 use crate::replica_manager::ReplicaManager;
 
+/// How long a forwarded metadata operation's reply waits for this broker to see its result.
+const METADATA_CATCH_UP_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Kafka's per-log-dir identity file.
 const META_PROPERTIES: &str = "meta.properties";
 
@@ -27,6 +30,8 @@ pub struct Broker {
     image: RwLock<Arc<MetadataImage>>,
     /// The raft index of the metadata `image` reflects (reported in broker heartbeats).
     metadata_offset: AtomicU64,
+    /// Woken whenever a new image or index is published.
+    metadata_published: tokio::sync::Notify,
     pub replicas: ReplicaManager,
     pub metrics: Metrics,
     /// The consumer groups this broker coordinates.
@@ -68,6 +73,7 @@ impl Broker {
             controller: OnceLock::new(),
             image: RwLock::new(image),
             metadata_offset: AtomicU64::new(metadata_offset),
+            metadata_published: tokio::sync::Notify::new(),
             replicas,
             metrics,
             groups: Arc::new(groups),
@@ -115,6 +121,7 @@ impl Broker {
         }
         self.metadata_offset
             .fetch_max(metadata_offset, Ordering::AcqRel);
+        self.metadata_published.notify_waiters();
         let image = self.image();
         let fenced = image.brokers.values().filter(|b| b.fenced).count() as i64;
         let brokers = &self.metrics.brokers;
@@ -133,10 +140,35 @@ impl Broker {
         &self,
         op: ControllerOp,
     ) -> std::result::Result<ControllerReply, ControlError> {
-        match self.controller.get() {
-            Some(channel) => channel.operation(op).await,
-            None => Err(ControlError::NotController(None)),
+        let channel = self
+            .controller
+            .get()
+            .ok_or(ControlError::NotController(None))?;
+        let (reply, committed_at) = channel.operation(op).await?;
+        if let Some(index) = committed_at {
+            // Another node ran it: reply once this node serves it too, as a combined node would,
+            // so a client can use at once what it created here. Bounded: the metadata arrives by
+            // long poll, normally within milliseconds.
+            let caught_up = async {
+                loop {
+                    let published = self.metadata_published.notified();
+                    if self.metadata_offset() >= index {
+                        return;
+                    }
+                    published.await;
+                }
+            };
+            if tokio::time::timeout(METADATA_CATCH_UP_MAX, caught_up)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    index,
+                    "replying before this broker's metadata reached the change"
+                );
+            }
         }
+        Ok(reply)
     }
 
     /// The node id clients should send controller requests to (Metadata's `controller_id`): with

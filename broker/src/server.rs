@@ -202,9 +202,17 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
         remote.clone(),
         request_timeout,
     ));
-    if let (Some(remote), Some(following)) = (remote.clone(), follower) {
+    if let Some(following) = follower {
+        // Connections of their own: a metadata long poll must not hold up the heartbeats and
+        // forwarded operations queued behind it on a shared connection.
+        let fetching = RemoteControllers::new(
+            cluster_id.clone(),
+            config.voters.clone(),
+            request_timeout,
+            config.socket_request_max_bytes,
+        );
         tokio::spawn(follower::follow(
-            remote,
+            fetching,
             following,
             publisher.clone(),
             shutdown_tx.subscribe(),

@@ -106,17 +106,25 @@ impl RemoteControllers {
         self.leader().unwrap_or_else(|| self.any_voter())
     }
 
-    pub async fn operation(&self, op: ControllerOp) -> Result<ControllerReply, ControlError> {
+    /// Runs an operation on the active controller: its reply, and the controller's applied index
+    /// once it had committed.
+    pub async fn operation(
+        &self,
+        op: ControllerOp,
+    ) -> Result<(ControllerReply, u64), ControlError> {
         match self
             .control(self.target(), &ControlRequest::Operation(op))
             .await?
         {
-            ControlResponse::Operation(result) => {
+            ControlResponse::Operation {
+                result,
+                applied_index,
+            } => {
                 let result = result.map_err(ControlError::from);
                 if let Err(ControlError::NotController(leader)) = &result {
                     self.learn_leader(*leader);
                 }
-                result
+                result.map(|reply| (reply, applied_index))
             }
             other => Err(unexpected(&other)),
         }

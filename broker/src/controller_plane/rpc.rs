@@ -97,7 +97,12 @@ impl From<&skald_controller::QuorumStatus> for StatusReply {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ControlResponse {
-    Operation(Result<ControllerReply, WireError>),
+    /// `applied_index`: the controller's applied raft index once the operation committed, so the
+    /// forwarding broker can wait until its own metadata has caught up before it replies.
+    Operation {
+        result: Result<ControllerReply, WireError>,
+        applied_index: u64,
+    },
     /// `update` is the JSON of a `skald_controller::follower::MetadataUpdate`.
     FetchMetadata {
         update: serde_json::Value,
@@ -178,13 +183,19 @@ mod tests {
             }
         ));
         assert_eq!(i16::from_be_bytes([frame[4], frame[5]]), CONTROL_API_KEY);
-        let response = ControlResponse::Operation(Err(WireError::NotController(Some(3))));
+        let response = ControlResponse::Operation {
+            result: Err(WireError::NotController(Some(3))),
+            applied_index: 5,
+        };
         let frame = encode_response(9, &response).unwrap();
         let (id, decoded) = decode_response(&frame[4..]).unwrap();
         assert_eq!(id, 9);
         assert!(matches!(
             decoded,
-            ControlResponse::Operation(Err(WireError::NotController(Some(3))))
+            ControlResponse::Operation {
+                result: Err(WireError::NotController(Some(3))),
+                applied_index: 5
+            }
         ));
         assert!(decode_request(&[0, 1, 2]).is_err());
         assert!(decode_request(&[0x7d, 0x01, 0, 0, 0, 0, 0, 1, 0x7f, 0xff]).is_err());

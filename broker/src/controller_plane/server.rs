@@ -166,7 +166,11 @@ async fn control(context: &ControllerListenerContext, request: ControlRequest) -
     let driver = &context.driver;
     match request {
         ControlRequest::Operation(op) => {
-            ControlResponse::Operation(driver.operation(op).await.map_err(Into::into))
+            let result = driver.operation(op).await.map_err(Into::into);
+            ControlResponse::Operation {
+                result,
+                applied_index: driver.applied_index(),
+            }
         }
         ControlRequest::FetchMetadata {
             after_index,

@@ -56,13 +56,21 @@ impl ControllerChannel {
             .or_else(|| self.remote.as_ref().and_then(RemoteControllers::leader))
     }
 
-    pub async fn operation(&self, op: ControllerOp) -> Result<ControllerReply, ControlError> {
+    /// Runs an operation on the active controller. The index is set when it ran remotely: the
+    /// controller's applied index after the commit, which this node's metadata has yet to reach.
+    pub async fn operation(
+        &self,
+        op: ControllerOp,
+    ) -> Result<(ControllerReply, Option<u64>), ControlError> {
         self.retrying(|local, remote| {
             let op = op.clone();
             async move {
                 match (local, remote) {
-                    (Some(local), _) => local.operation(op).await,
-                    (None, Some(remote)) => remote.operation(op).await,
+                    (Some(local), _) => local.operation(op).await.map(|reply| (reply, None)),
+                    (None, Some(remote)) => remote
+                        .operation(op)
+                        .await
+                        .map(|(reply, index)| (reply, Some(index))),
                     (None, None) => Err(ControlError::NotController(None)),
                 }
             }

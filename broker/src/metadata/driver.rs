@@ -31,6 +31,11 @@ use super::ControlError;
 const EVENT_QUEUE_MAX: usize = 4096;
 /// How many operations may wait behind the one in flight.
 const OPERATION_QUEUE_MAX: usize = 1024;
+/// How many metadata fetches may wait for news (one per broker-only node, normally).
+const PARKED_FETCHES_MAX: usize = 1024;
+/// How long a metadata fetch with nothing new waits for the next commit (a long poll, so brokers
+/// learn of changes at once rather than at their next poll).
+const FETCH_WAIT_MAX: Duration = Duration::from_millis(500);
 
 /// A broker's heartbeat, as the controller needs it (Kafka's BrokerHeartbeatRequest).
 #[derive(Debug, Clone)]
@@ -64,7 +69,7 @@ pub enum Event {
     FetchMetadata {
         after_index: u64,
         max_bytes: usize,
-        reply: oneshot::Sender<(MetadataUpdate, Option<i32>)>,
+        reply: FetchReply,
     },
     Status(oneshot::Sender<QuorumStatus>),
     /// Hand leadership to another voter (graceful shutdown), then stop.
@@ -196,6 +201,16 @@ enum Waiter {
     Internal,
 }
 
+type FetchReply = oneshot::Sender<(MetadataUpdate, Option<i32>)>;
+
+/// A metadata fetch that found nothing new, waiting for the next commit or its deadline.
+struct ParkedFetch {
+    after_index: u64,
+    max_bytes: usize,
+    reply: FetchReply,
+    deadline: Instant,
+}
+
 struct InFlight {
     token: u64,
     waiter: Waiter,
@@ -240,6 +255,7 @@ pub fn start(
         was_leader: false,
         started: Instant::now(),
         stop_now: false,
+        parked: Vec::new(),
     };
     std::thread::Builder::new()
         .name("skald-quorum".into())
@@ -265,6 +281,7 @@ struct Driver {
     started: Instant,
     /// Asked to stop with no live voter to hand leadership to.
     stop_now: bool,
+    parked: Vec<ParkedFetch>,
 }
 
 impl Driver {
@@ -345,7 +362,16 @@ impl Driver {
                 reply,
             } => {
                 let update = self.quorum.committed_since(after_index, max_bytes);
-                let _ = reply.send((update, self.quorum.leader()));
+                if update == MetadataUpdate::UpToDate && self.parked.len() < PARKED_FETCHES_MAX {
+                    self.parked.push(ParkedFetch {
+                        after_index,
+                        max_bytes,
+                        reply,
+                        deadline: Instant::now() + FETCH_WAIT_MAX,
+                    });
+                } else {
+                    let _ = reply.send((update, self.quorum.leader()));
+                }
             }
             Event::Status(reply) => {
                 let _ = reply.send(self.quorum.status());
@@ -443,7 +469,26 @@ impl Driver {
         })
     }
 
+    /// Answers parked fetches that now have news, or whose wait is over.
+    fn answer_parked(&mut self) {
+        let now = Instant::now();
+        let leader = self.quorum.leader();
+        let mut waiting = Vec::with_capacity(self.parked.len());
+        for fetch in self.parked.drain(..) {
+            let update = self
+                .quorum
+                .committed_since(fetch.after_index, fetch.max_bytes);
+            if update != MetadataUpdate::UpToDate || now >= fetch.deadline {
+                let _ = fetch.reply.send((update, leader));
+            } else {
+                waiting.push(fetch);
+            }
+        }
+        self.parked = waiting;
+    }
+
     fn on_tick(&mut self) {
+        self.answer_parked();
         let now = Instant::now();
         if let Some(in_flight) = &self.in_flight {
             if now >= in_flight.deadline {
@@ -556,6 +601,9 @@ impl Driver {
                 Ok(()) => completions.push(self.completion(in_flight.waiter)),
                 Err(err) => fail(in_flight.waiter, ControlError::Unavailable(err.to_string())),
             }
+        }
+        if output.image.is_some() {
+            self.answer_parked();
         }
         if let Some(image) = output.image {
             self.handle

@@ -59,7 +59,11 @@ pub async fn follow(
         {
             Ok(MetadataUpdate::UpToDate) => {}
             Ok(update) => {
-                if follower.apply(update) {
+                // Published even when only the index moved (a leader's no-op entry): forwarded
+                // operations wait for this broker's index to reach the controller's.
+                let before = follower.applied_index();
+                follower.apply(update);
+                if follower.applied_index() != before {
                     publisher.publish(follower.image(), follower.applied_index(), Vec::new());
                 }
                 continue;
