@@ -324,3 +324,26 @@ fn a_broker_stopped_with_sigterm_hands_its_leaderships_over_before_it_exits() {
     assert_eq!(state, expected);
     assert!(!brokers_of(&metadata).contains_key(&5));
 }
+
+#[test]
+fn a_broker_that_joins_a_running_cluster_gets_new_partitions_at_once() {
+    let mut cluster = TestCluster::start(3, 2, &[]);
+    let mut conn = RawConn::connect(cluster.node(4).kafka_addr());
+    common::wire::create_topics(&mut conn, &[("before", 4)]);
+    let joined = cluster.add_broker();
+    assert_eq!(joined, 6);
+    // The new broker is registered and unfenced before it serves clients, so the next topic's
+    // replicas are striped over all three brokers.
+    common::wire::create_topics(&mut conn, &[("after", 6)]);
+    let partitions = partitions_of(&conn.metadata(Some(&["after"]), false), "after").unwrap();
+    let mut leaders = BTreeMap::new();
+    for (_, leader, _) in partitions.values() {
+        *leaders.entry(*leader).or_insert(0) += 1;
+    }
+    assert_eq!(leaders, BTreeMap::from([(4, 2), (5, 2), (6, 2)]));
+    // Existing partitions stay where they were.
+    let before = partitions_of(&conn.metadata(Some(&["before"]), false), "before").unwrap();
+    assert!(before
+        .values()
+        .all(|(_, leader, _)| [4, 5].contains(leader)));
+}

@@ -275,6 +275,25 @@ impl TestCluster {
         }
     }
 
+    /// Adds a broker-only node with the next node id to the running cluster and waits until it
+    /// serves clients. Returns its node id.
+    pub fn add_broker(&mut self) -> i32 {
+        let node_id = self.nodes.len() as i32 + 1;
+        self.nodes.push(ClusterNode {
+            node_id,
+            role: Role::Broker,
+            dir: self.dir.path().join(format!("node-{node_id}")),
+            kafka_port: free_port(),
+            controller_port: free_port(),
+            metrics_port: free_port(),
+            child: None,
+        });
+        let index = self.nodes.len() - 1;
+        self.spawn(index);
+        self.wait_ready(index);
+        node_id
+    }
+
     /// SIGKILL one node.
     pub fn kill9(&mut self, node_id: i32) {
         let index = self.index_of(node_id);
