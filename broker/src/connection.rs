@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ResponseKind};
 use skald_protocol::codec::{self, DecodeError};
 use skald_protocol::frame::take_frame;
@@ -20,6 +20,40 @@ use crate::broker::Broker;
 /// Read buffer to start with; it grows to the largest frame seen (bounded by socket.request.max.bytes).
 const READ_BUFFER_BYTES: usize = 64 * 1024;
 
+/// Reads the next request frame (size prefix removed); bytes past it stay in `buffer`. `None`
+/// once the peer closes, a read fails, the frame is invalid or oversized (logged), or the server
+/// shuts down.
+pub async fn next_frame(
+    stream: &mut TcpStream,
+    buffer: &mut BytesMut,
+    max_bytes: usize,
+    peer: SocketAddr,
+    shutdown: &mut broadcast::Receiver<()>,
+) -> Option<Bytes> {
+    loop {
+        match take_frame(buffer, max_bytes) {
+            Ok(Some(frame)) => return Some(frame),
+            Ok(None) => {}
+            Err(err) => {
+                tracing::warn!(%peer, "closing connection: {err}");
+                return None;
+            }
+        }
+        let read = tokio::select! {
+            read = stream.read_buf(buffer) => read,
+            _ = shutdown.recv() => return None,
+        };
+        match read {
+            Ok(0) => return None,
+            Ok(_) => {}
+            Err(err) => {
+                tracing::debug!(%peer, "connection read failed: {err}");
+                return None;
+            }
+        }
+    }
+}
+
 /// Serves one connection until the client closes it, it misbehaves, or the server shuts down.
 pub async fn serve(
     broker: Arc<Broker>,
@@ -30,26 +64,10 @@ pub async fn serve(
     let max_bytes = broker.config.socket_request_max_bytes;
     let mut buffer = BytesMut::with_capacity(READ_BUFFER_BYTES);
     loop {
-        let frame = match take_frame(&mut buffer, max_bytes) {
-            Ok(Some(frame)) => frame,
-            Ok(None) => {
-                let read = tokio::select! {
-                    read = stream.read_buf(&mut buffer) => read,
-                    _ = shutdown.recv() => return,
-                };
-                match read {
-                    Ok(0) => return,
-                    Ok(_) => continue,
-                    Err(err) => {
-                        tracing::debug!(%peer, "connection read failed: {err}");
-                        return;
-                    }
-                }
-            }
-            Err(err) => {
-                tracing::warn!(%peer, "closing connection: {err}");
-                return;
-            }
+        let Some(frame) =
+            next_frame(&mut stream, &mut buffer, max_bytes, peer, &mut shutdown).await
+        else {
+            return;
         };
         let started = Instant::now();
         let (api_key, version, correlation_id, reply) = match codec::decode_request(frame) {

@@ -4,10 +4,10 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::ApiVersionsResponse;
 use kafka_protocol::messages::ResponseKind;
-use skald_protocol::api_versions::SUPPORTED_APIS;
+use skald_protocol::api_versions::{SupportedApi, SUPPORTED_APIS};
 
 pub fn handle(_version: i16) -> ApiVersionsResponse {
-    ApiVersionsResponse::default().with_api_keys(supported())
+    ApiVersionsResponse::default().with_api_keys(listed(SUPPORTED_APIS))
 }
 
 /// The answer to an ApiVersions version we don't know: sent as v0, so any client can read it and
@@ -16,12 +16,13 @@ pub fn unsupported_version() -> ResponseKind {
     ResponseKind::ApiVersions(
         ApiVersionsResponse::default()
             .with_error_code(ResponseError::UnsupportedVersion.code())
-            .with_api_keys(supported()),
+            .with_api_keys(listed(SUPPORTED_APIS)),
     )
 }
 
-fn supported() -> Vec<ApiVersion> {
-    SUPPORTED_APIS
+/// A table of served APIs as ApiVersions lists them (the client or the controller listener's).
+pub fn listed(table: &[SupportedApi]) -> Vec<ApiVersion> {
+    table
         .iter()
         .map(|api| {
             ApiVersion::default()

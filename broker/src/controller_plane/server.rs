@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
-use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{
     ApiVersionsResponse, BrokerHeartbeatRequest, BrokerHeartbeatResponse,
     BrokerRegistrationRequest, BrokerRegistrationResponse, RequestKind, ResponseKind,
@@ -16,13 +15,14 @@ use skald_controller::raft_wire;
 use skald_controller::{BrokerRegistration, Endpoint};
 use skald_protocol::api_versions::CONTROLLER_APIS;
 use skald_protocol::codec;
-use skald_protocol::frame::take_frame;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::broadcast;
 
 use super::rpc::{self, ControlRequest, ControlResponse, StatusReply};
 use super::RAFT_MAGIC;
+use crate::api::api_versions;
+use crate::connection::next_frame;
 use crate::metadata::driver::{DriverHandle, Event, Heartbeat};
 use crate::metadata::ControlError;
 
@@ -113,26 +113,16 @@ async fn requests(
     mut shutdown: broadcast::Receiver<()>,
 ) {
     loop {
-        let frame = match take_frame(&mut buffer, context.frame_bytes_max) {
-            Ok(Some(frame)) => frame,
-            Ok(None) => {
-                let read = tokio::select! {
-                    read = stream.read_buf(&mut buffer) => read,
-                    _ = shutdown.recv() => return,
-                };
-                match read {
-                    Ok(0) => return,
-                    Ok(_) => continue,
-                    Err(err) => {
-                        tracing::debug!(%peer, "controller connection read failed: {err}");
-                        return;
-                    }
-                }
-            }
-            Err(err) => {
-                tracing::warn!(%peer, "closing controller connection: {err}");
-                return;
-            }
+        let Some(frame) = next_frame(
+            &mut stream,
+            &mut buffer,
+            context.frame_bytes_max,
+            peer,
+            &mut shutdown,
+        )
+        .await
+        else {
+            return;
         };
         let response = if codec::header_prefix(&frame)
             .is_some_and(|prefix| prefix.api_key == rpc::CONTROL_API_KEY)
@@ -211,17 +201,7 @@ async fn kafka_request(
     );
     let response = match request.body {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(
-            ApiVersionsResponse::default().with_api_keys(
-                CONTROLLER_APIS
-                    .iter()
-                    .map(|api| {
-                        ApiVersion::default()
-                            .with_api_key(api.api_key as i16)
-                            .with_min_version(api.min_version)
-                            .with_max_version(api.max_version)
-                    })
-                    .collect(),
-            ),
+            ApiVersionsResponse::default().with_api_keys(api_versions::listed(CONTROLLER_APIS)),
         ),
         RequestKind::BrokerRegistration(request) => {
             ResponseKind::BrokerRegistration(register(context, request).await)
