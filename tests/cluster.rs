@@ -347,3 +347,44 @@ fn a_broker_that_joins_a_running_cluster_gets_new_partitions_at_once() {
         .values()
         .all(|(_, leader, _)| [4, 5].contains(leader)));
 }
+
+/// A node's `skald_metadata_applied_index` gauge.
+fn applied_index(node: &common::cluster::ClusterNode) -> Option<u64> {
+    let (_, body) = common::http_get(node.metrics_addr(), "/metrics").ok()?;
+    body.lines()
+        .find_map(|line| line.strip_prefix("skald_metadata_applied_index "))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+#[test]
+fn a_controller_that_missed_compacted_entries_catches_up_by_snapshot() {
+    // Snapshots every 20 entries, so the leader drops the log a stopped voter would need.
+    let mut cluster = TestCluster::start(
+        3,
+        1,
+        &[("metadata.log.max.entries.between.snapshots", "20")],
+    );
+    let leader = active_controller(&cluster);
+    let lagging = (1..=3).find(|id| *id != leader).unwrap();
+    cluster.stop(lagging);
+    let mut conn = RawConn::connect(cluster.node(4).kafka_addr());
+    for i in 0..60 {
+        common::wire::create_topics(&mut conn, &[(&format!("snap-{i:02}"), 1)]);
+    }
+    let target = applied_index(cluster.node(leader)).expect("leader's applied index");
+    assert!(target > 60, "applied index {target}");
+    cluster.restart(lagging);
+    let caught_up = poll_until("the lagging voter caught up", METADATA_TIMEOUT, || {
+        applied_index(cluster.node(lagging)).filter(|index| *index >= target)
+    });
+    assert!(caught_up >= target);
+    // It is a full member again: with the old leader gone, the two left elect a leader and the
+    // metadata (all 60 topics) is intact.
+    cluster.kill9(leader);
+    let new_leader = active_controller(&cluster);
+    assert_ne!(new_leader, leader);
+    common::wire::create_topics(&mut conn, &[("after-snapshot", 1)]);
+    let topics = topics_on(cluster.node(4).kafka_addr());
+    assert_eq!(topics.keys().filter(|t| t.starts_with("snap-")).count(), 60);
+    assert!(topics.contains_key("after-snapshot"));
+}

@@ -23,6 +23,9 @@ const SERVER_PROPERTIES: &[(&str, &str)] = &[
     ("controller.quorum.election.timeout.ms", "500"),
     ("broker.heartbeat.interval.ms", "2000"),
     ("broker.session.timeout.ms", "9000"),
+    // Skald's entry-count analogue of Kafka's metadata.log.max.record.bytes.between.snapshots:
+    // the quorum snapshots its image and drops the log before it every this many entries.
+    ("metadata.log.max.entries.between.snapshots", "10000"),
     // How long a metadata operation waits for its records to commit before REQUEST_TIMED_OUT.
     ("controller.quorum.request.timeout.ms", "10000"),
     ("listeners", "PLAINTEXT://127.0.0.1:9092"),
@@ -172,6 +175,8 @@ pub struct ServerConfig {
     pub broker_heartbeat_interval_ms: u64,
     pub broker_session_timeout_ms: u64,
     pub controller_request_timeout_ms: u64,
+    /// `metadata.log.max.entries.between.snapshots`.
+    pub snapshot_interval_entries: u64,
     pub listeners: Vec<Listener>,
     pub advertised_listeners: Vec<Listener>,
     pub log_dirs: Vec<PathBuf>,
@@ -249,6 +254,7 @@ impl ServerConfig {
             broker_heartbeat_interval_ms: 0,
             broker_session_timeout_ms: 0,
             controller_request_timeout_ms: 0,
+            snapshot_interval_entries: 0,
             listeners: Vec::new(),
             advertised_listeners: Vec::new(),
             log_dirs: Vec::new(),
@@ -307,6 +313,9 @@ impl ServerConfig {
             config.parse::<u64>("broker.heartbeat.interval.ms")?.max(10);
         config.broker_session_timeout_ms =
             config.parse::<u64>("broker.session.timeout.ms")?.max(100);
+        config.snapshot_interval_entries = config
+            .parse::<u64>("metadata.log.max.entries.between.snapshots")?
+            .max(1);
         config.controller_request_timeout_ms = config
             .parse::<u64>("controller.quorum.request.timeout.ms")?
             .max(100);

@@ -380,7 +380,10 @@ fn open_quorum(config: &ServerConfig) -> Result<Quorum<FileDisk>> {
     };
     let disk = FileDisk::open(&config.metadata_log_dir)?;
     let quorum = Quorum::open(
-        QuorumConfig::new(config.node_id, config.voter_ids()),
+        QuorumConfig {
+            snapshot_after_entries: config.snapshot_interval_entries,
+            ..QuorumConfig::new(config.node_id, config.voter_ids())
+        },
         disk,
         legacy,
     )?;
