@@ -10,6 +10,7 @@
 //! - [`connection`]: one TCP connection: framing, ApiVersions negotiation, pipelined requests.
 //! - [`client`]: the cluster: bootstrap, metadata cache, a connection per broker, leaders.
 //! - [`admin`]: create, delete, list and describe topics.
+//! - [`cluster`]: the controller quorum and the registered brokers.
 //! - [`groups`]: find coordinators; list, describe and delete groups; fetch and commit offsets.
 //! - [`partitioner`]: Kafka's murmur2 key partitioner and round robin.
 //! - [`records`]: building v2 record batches and reading fetched ones.
@@ -29,6 +30,7 @@ pub mod admin;
 pub mod bench;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod connection;
 pub mod consumer;
 pub mod error;
@@ -39,6 +41,7 @@ pub mod records;
 
 pub use admin::{ConfigEntry, NewTopic, PartitionDescription, TopicDescription, TopicListing};
 pub use client::{Client, ClientConfig};
+pub use cluster::{ClusterBroker, ClusterDescription, QuorumDescription, QuorumReplica};
 pub use connection::{Connection, ConnectionConfig};
 pub use consumer::{Consumer, ConsumerConfig, StartOffset};
 pub use error::{Error, Result};

@@ -15,6 +15,8 @@
 //! Produce v13 and Fetch v13+ name topics by id only; they wait until the handlers resolve ids.
 //! The group APIs are the classic protocol's (KIP-848's ConsumerGroupHeartbeat is not served);
 //! FindCoordinator v5+ and DescribeGroups v6 wait for their new error semantics.
+//! DescribeQuorum is served by every broker on behalf of the active controller (as Kafka's
+//! brokers forward it); DescribeCluster v2 (KIP-1073) lists fenced brokers when asked.
 
 use kafka_protocol::messages::ApiKey;
 
@@ -57,6 +59,8 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::CreatePartitions, 0, 3),
     api(ApiKey::DeleteGroups, 0, 2),
     api(ApiKey::OffsetDelete, 0, 0),
+    api(ApiKey::DescribeQuorum, 0, 2),
+    api(ApiKey::DescribeCluster, 0, 2),
 ];
 
 /// Every API the CONTROLLER listener answers, in API-key order.

@@ -316,6 +316,8 @@ pub const REQUESTS: &[RequestLayout] = &[
     layouts::LIST_GROUPS,
     layouts::DELETE_GROUPS,
     layouts::OFFSET_DELETE,
+    layouts::DESCRIBE_QUORUM,
+    layouts::DESCRIBE_CLUSTER,
     layouts::BROKER_REGISTRATION,
     layouts::BROKER_HEARTBEAT,
 ];
@@ -729,6 +731,38 @@ mod layouts {
         ),
     ]);
     const OFFSET_DELETE_REQUEST_PARTITION: Layout = fields(&[field("partition_index", Int32)]);
+
+    pub(super) const DESCRIBE_QUORUM: RequestLayout = RequestLayout {
+        api_key: ApiKey::DescribeQuorum,
+        min_version: 0,
+        max_version: 2,
+        flexible_since: 0,
+        body: &DESCRIBE_QUORUM_REQUEST,
+    };
+    const DESCRIBE_QUORUM_REQUEST: Layout =
+        fields(&[field("topics", Array(&Struct(&DESCRIBE_QUORUM_TOPIC_DATA)))]);
+    const DESCRIBE_QUORUM_TOPIC_DATA: Layout = fields(&[
+        field("topic_name", String),
+        field(
+            "partitions",
+            Array(&Struct(&DESCRIBE_QUORUM_PARTITION_DATA)),
+        ),
+    ]);
+    const DESCRIBE_QUORUM_PARTITION_DATA: Layout = fields(&[field("partition_index", Int32)]);
+
+    pub(super) const DESCRIBE_CLUSTER: RequestLayout = RequestLayout {
+        api_key: ApiKey::DescribeCluster,
+        min_version: 0,
+        max_version: 2,
+        flexible_since: 0,
+        body: &DESCRIBE_CLUSTER_REQUEST,
+    };
+    // No arrays: only the tagged fields carry a length.
+    const DESCRIBE_CLUSTER_REQUEST: Layout = fields(&[
+        field("include_cluster_authorized_operations", Bool),
+        field("endpoint_type", Int8).since(1),
+        field("include_fenced_brokers", Bool).since(2),
+    ]);
 
     pub(super) const BROKER_REGISTRATION: RequestLayout = RequestLayout {
         api_key: ApiKey::BrokerRegistration,

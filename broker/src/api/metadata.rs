@@ -20,7 +20,7 @@ use crate::broker::Broker;
 /// applicable to a topic (READ..ALTER_CONFIGS) and to the cluster, as bit fields.
 const TOPIC_AUTHORIZED_OPERATIONS: i32 =
     (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
-const CLUSTER_AUTHORIZED_OPERATIONS: i32 =
+pub(super) const CLUSTER_AUTHORIZED_OPERATIONS: i32 =
     (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
 
 /// What the request asked about: every topic, or these names (an id resolves to its name).

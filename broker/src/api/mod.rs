@@ -19,8 +19,10 @@ pub mod create_topics;
 pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
+pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
+pub mod describe_quorum;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -137,6 +139,12 @@ pub async fn handle_from(
         }
         RequestKind::DeleteGroups(body) => {
             ResponseKind::DeleteGroups(delete_groups::handle(broker, body))
+        }
+        RequestKind::DescribeQuorum(body) => {
+            ResponseKind::DescribeQuorum(describe_quorum::handle(broker, body, version).await)
+        }
+        RequestKind::DescribeCluster(body) => {
+            ResponseKind::DescribeCluster(describe_cluster::handle(broker, body, version))
         }
         other => {
             // Unreachable in practice: decode_request refuses APIs missing from the table.

@@ -1,8 +1,10 @@
-//! The `skald` tool's subcommands other than `server`: topics, groups, produce, consume, bench.
+//! The `skald` tool's subcommands other than `server`: topics, groups, the cluster, produce,
+//! consume, bench.
 //!
 //! `src/main.rs` flattens [`Command`] into the top-level CLI and calls [`main`].
 
 mod bench;
+mod cluster;
 mod consume;
 mod group;
 mod produce;
@@ -23,6 +25,8 @@ pub enum Command {
     Topic(topic::TopicArgs),
     /// List, describe and delete consumer groups; reset their committed offsets.
     Group(group::GroupArgs),
+    /// Show the controller quorum, the brokers and how partitions spread over them.
+    Cluster(cluster::ClusterArgs),
     /// Produce one record per line of stdin.
     Produce(produce::ProduceArgs),
     /// Print records of a topic, one per line.
@@ -78,6 +82,7 @@ pub fn main(command: Command) -> ExitCode {
         match command {
             Command::Topic(args) => topic::run(args).await,
             Command::Group(args) => group::run(args).await,
+            Command::Cluster(args) => cluster::run(args).await,
             Command::Produce(args) => produce::run(args).await,
             Command::Consume(args) => consume::run(args).await,
             Command::Bench(args) => bench::run(args).await,

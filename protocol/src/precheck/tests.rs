@@ -15,6 +15,7 @@ use kafka_protocol::messages::delete_records_request::{
 };
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
@@ -38,9 +39,10 @@ use kafka_protocol::messages::{
     RequestHeader, RequestKind, TopicName, TransactionalId,
 };
 use kafka_protocol::messages::{
-    DeleteGroupsRequest, DescribeGroupsRequest, FindCoordinatorRequest, GroupId, HeartbeatRequest,
-    JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, OffsetCommitRequest,
-    OffsetDeleteRequest, OffsetFetchRequest, SyncGroupRequest,
+    DeleteGroupsRequest, DescribeClusterRequest, DescribeGroupsRequest, DescribeQuorumRequest,
+    FindCoordinatorRequest, GroupId, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest,
+    ListGroupsRequest, OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest,
+    SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use proptest::prelude::*;
@@ -598,6 +600,35 @@ fn sample_body(api_key: ApiKey, v: i16, nulls: bool) -> RequestKind {
                         .with_partitions(Vec::new()),
                 ]),
         ),
+        ApiKey::DescribeQuorum => RequestKind::DescribeQuorum(
+            DescribeQuorumRequest::default()
+                .with_topics(vec![
+                    TopicData::default()
+                        .with_topic_name(topic("__cluster_metadata"))
+                        .with_partitions(vec![
+                            PartitionData::default()
+                                .with_partition_index(0)
+                                .with_unknown_tagged_fields(tags.clone()),
+                            PartitionData::default().with_partition_index(3),
+                        ])
+                        .with_unknown_tagged_fields(tags.clone()),
+                    TopicData::default()
+                        .with_topic_name(topic("orders"))
+                        .with_partitions(Vec::new()),
+                ])
+                .with_unknown_tagged_fields(tags),
+        ),
+        ApiKey::DescribeCluster => {
+            // v0 has no endpoint_type (it decodes as 1, brokers); v1 may ask for controllers.
+            let endpoint_type = if v >= 1 && !nulls { 2 } else { 1 };
+            RequestKind::DescribeCluster(
+                DescribeClusterRequest::default()
+                    .with_include_cluster_authorized_operations(!nulls)
+                    .with_endpoint_type(endpoint_type)
+                    .with_include_fenced_brokers(v >= 2 && !nulls)
+                    .with_unknown_tagged_fields(tags),
+            )
+        }
         ApiKey::BrokerRegistration => {
             let mut registration = BrokerRegistrationRequest::default()
                 .with_broker_id(BrokerId(3))
@@ -1056,6 +1087,58 @@ fn huge_counts_in_nested_arrays_are_refused() {
             field: "broker_ids",
             count: 1 << 21,
             remaining: 1,
+        },
+    );
+}
+
+#[test]
+fn huge_counts_in_cluster_description_requests_are_refused() {
+    // DescribeQuorum v0 (flexible from the start): one topic with 2^28 partitions.
+    let quorum = Wire::default()
+        .raw(&[2]) // topics: one element
+        .compact_string("__cluster_metadata")
+        .raw(&[0x81, 0x80, 0x80, 0x80, 0x01]) // partitions: 2^28 + 1
+        .raw(&[0; 6]);
+    assert_refused(
+        ApiKey::DescribeQuorum,
+        0,
+        &quorum.0,
+        Rejection::TooManyElements {
+            field: "partitions",
+            count: 1 << 28,
+            remaining: 6,
+        },
+    );
+    // v2: 2^32 - 2 topics in 3 bytes.
+    assert_refused(
+        ApiKey::DescribeQuorum,
+        2,
+        &Wire::default()
+            .raw(&[0xff, 0xff, 0xff, 0xff, 0x0f, 0, 0, 0])
+            .0,
+        Rejection::TooManyElements {
+            field: "topics",
+            count: 0xffff_fffe,
+            remaining: 3,
+        },
+    );
+
+    // DescribeCluster has no arrays; its only length is a tagged field's, here 2^28 bytes.
+    let cluster = Wire::default()
+        .i8(0) // include_cluster_authorized_operations
+        .i8(1) // endpoint_type
+        .i8(1) // include_fenced_brokers
+        .raw(&[1, 9]) // one tagged field: tag 9
+        .raw(&[0x80, 0x80, 0x80, 0x80, 0x01]) // size 2^28
+        .raw(b"tiny");
+    assert_refused(
+        ApiKey::DescribeCluster,
+        2,
+        &cluster.0,
+        Rejection::PastEnd {
+            field: "tagged field",
+            needed: 1 << 28,
+            remaining: 4,
         },
     );
 }
