@@ -16,10 +16,11 @@
 //! - batches keep their base offset and last offset delta, so offsets never change and every
 //!   segment still ends where it did (gaps are allowed); a batch losing some records is rebuilt
 //!   with its header fields ([`skald_protocol::batch::rebuild_batch`]), one losing all goes;
-//! - gzip and zstd batches are decompressed, filtered the same way and, when they lost records,
-//!   recompressed with the same codec ([`codec`]); snappy and lz4 batches (and any that fail to
-//!   decompress or would decompress past [`codec::DECOMPRESSED_BYTES_MAX`]) are copied untouched
-//!   and counted, their records neither read nor mapped; control batches are copied untouched;
+//! - compressed batches (gzip, snappy, lz4, zstd) are decompressed, filtered the same way and,
+//!   when they lost records, recompressed with the same codec in the form Kafka's clients read
+//!   ([`codec`]); one that fails to decompress, would decompress past
+//!   [`codec::DECOMPRESSED_BYTES_MAX`] or holds records that do not parse is copied untouched and
+//!   counted, its records neither read nor mapped; control batches are copied untouched;
 //! - records without a key are kept. Kafka refuses them on compacted topics at produce time, which
 //!   is the broker's job.
 //!
@@ -39,7 +40,7 @@
 //! Not done: Kafka's KIP-534 delete horizon in the batch header and its "clean section only" rule
 //! for tombstones (here the segment's largest timestamp decides), transactions (aborted data,
 //! markers), retaining empty batches for idempotent producer state (Skald has no idempotence yet),
-//! `max.compaction.lag.ms`, and the snappy and lz4 codecs.
+//! and `max.compaction.lag.ms`.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -132,8 +133,8 @@ pub struct CompactionStats {
     /// Records dropped, tombstones included.
     pub records_removed: u64,
     pub tombstones_removed: u64,
-    /// Compressed batches copied untouched: a codec the cleaner does not rewrite (snappy, lz4),
-    /// or records that would not decompress.
+    /// Compressed batches copied untouched: an unknown codec, or records that would not
+    /// decompress (corrupt, or past the size cap) or parse.
     pub compressed_batches_skipped: u64,
     /// Compressed batches that lost records and were recompressed with their codec.
     pub compressed_batches_rewritten: u64,
@@ -317,15 +318,23 @@ pub(crate) fn compact(
     Ok(stats)
 }
 
-/// The batch as the cleaner reads its records: itself if uncompressed, decompressed if its codec
-/// is one the cleaner rewrites; `None` if its records cannot be read (another codec, or corrupt
-/// or oversized compressed data: then it is copied untouched, the safe choice).
+/// The batch as the cleaner reads its records: itself if uncompressed, else decompressed; `None`
+/// if its records cannot be read (an unknown codec, corrupt or oversized compressed data, or
+/// decompressed records that do not parse: then it is copied untouched, the safe choice). The
+/// batch CRC covers only the compressed bytes, and snappy and Kafka's lz4 carry no checksum of
+/// their own, so a client's bad data can decompress "successfully": it must not stop the cleaner.
 fn readable_batch<'a>(bytes: &'a [u8], header: &RecordBatchHeader) -> Option<Cow<'a, [u8]>> {
     if header.compression() == 0 {
         return Some(Cow::Borrowed(bytes));
     }
     let codec = Codec::from_id(header.compression())?;
-    match codec::decompressed_batch(bytes, codec) {
+    let plain = codec::decompressed_batch(bytes, codec).and_then(|plain| {
+        batch::record_views(&plain)
+            .and_then(|views| views.collect::<Result<Vec<_>, _>>())
+            .map_err(std::io::Error::other)?;
+        Ok(plain)
+    });
+    match plain {
         Ok(plain) => Some(Cow::Owned(plain)),
         Err(err) => {
             tracing::warn!(

@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use skald_protocol::batch::testing::{build_batch, build_batch_with, BatchOptions, TestRecord};
-use skald_protocol::batch::{record_views, RecordBatches};
+use skald_protocol::batch::{record_views, RecordBatches, RECORD_BATCH_HEADER_BYTES};
 use tempfile::TempDir;
 
 use super::codec::{self, Codec};
@@ -49,6 +49,16 @@ fn record((key, value, timestamp): Input) -> TestRecord {
 
 /// Appends `inputs` in batches of the given sizes (cycled); returns the rows as written.
 fn append_all(log: &mut Log, inputs: &[Input], batch_sizes: &[usize]) -> Vec<Row> {
+    append_all_with(log, inputs, batch_sizes, None)
+}
+
+/// [`append_all`] with every batch compressed by `codec`, if given.
+fn append_all_with(
+    log: &mut Log,
+    inputs: &[Input],
+    batch_sizes: &[usize],
+    codec: Option<Codec>,
+) -> Vec<Row> {
     let mut rows = Vec::new();
     let mut rest = inputs;
     let mut sizes = batch_sizes.iter().cycle();
@@ -57,6 +67,9 @@ fn append_all(log: &mut Log, inputs: &[Input], batch_sizes: &[usize]) -> Vec<Row
         let (now, later) = rest.split_at(n);
         let records: Vec<TestRecord> = now.iter().copied().map(record).collect();
         let mut batch = build_batch(0, &records);
+        if let Some(codec) = codec {
+            batch = codec::compressed_batch(&batch, codec).unwrap();
+        }
         let info = log.append(&mut batch, None, 0).unwrap();
         for (i, r) in records.into_iter().enumerate() {
             rows.push((info.first_offset + i as i64, r.key, r.value));
@@ -78,10 +91,13 @@ fn read_rows(log: &Log) -> Vec<Row> {
         for item in RecordBatches::new(&read.records) {
             let (position, header) = item.unwrap();
             let mut bytes = read.records[position..position + header.total_size()].to_vec();
-            match Codec::from_id(header.compression()) {
-                Some(codec) => bytes = codec::decompressed_batch(&bytes, codec).unwrap(),
-                // Test "snappy" batches hold plain records under the codec bits.
-                None => bytes[22] &= !0x07,
+            match Codec::from_id(header.compression())
+                .map(|codec| codec::decompressed_batch(&bytes, codec))
+            {
+                Some(Ok(plain)) => bytes = plain,
+                // The tests' undecodable batches hold plain records under the codec bits.
+                Some(Err(_)) => bytes[22] &= !0x07,
+                None => {}
             }
             for view in record_views(&bytes).unwrap() {
                 let view = view.unwrap();
@@ -102,6 +118,23 @@ fn read_rows(log: &Log) -> Vec<Row> {
     rows
 }
 
+/// The codec bits of every batch in the log.
+fn batch_codecs(log: &Log) -> Vec<u8> {
+    let mut codecs = Vec::new();
+    let mut offset = log.log_start_offset();
+    while offset < log.log_end_offset() {
+        let read = log.read(offset, usize::MAX).unwrap();
+        if read.records.is_empty() {
+            break;
+        }
+        for item in RecordBatches::new(&read.records) {
+            codecs.push(item.unwrap().1.compression());
+        }
+        offset = read.next_offset;
+    }
+    codecs
+}
+
 /// `(base, end, largest timestamp)` of each non-active segment.
 fn sealed_segments(log: &Log) -> Vec<(i64, i64, i64)> {
     let bases = log.segment_base_offsets();
@@ -118,7 +151,7 @@ fn sealed_segments(log: &Log) -> Vec<(i64, i64, i64)> {
 }
 
 /// The model: what one pass over all sealed segments from the log start must leave, given no
-/// compressed batches and an offset map holding every dirty key.
+/// undecodable batches and an offset map holding every dirty key.
 fn expected(
     rows: &[Row],
     sealed: &[(i64, i64, i64)],
@@ -181,9 +214,19 @@ fn arb_inputs() -> impl Strategy<Value = Vec<Input>> {
     })
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+fn arb_codec() -> impl Strategy<Value = Option<Codec>> {
+    proptest::option::of(prop_oneof![
+        Just(Codec::Gzip),
+        Just(Codec::Snappy),
+        Just(Codec::Lz4),
+        Just(Codec::Zstd),
+    ])
+}
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Every codec compacts exactly like uncompressed batches, and keeps its codec.
     #[test]
     fn compaction_keeps_the_latest_record_of_each_key_at_its_offset(
         inputs in arb_inputs(),
@@ -191,11 +234,12 @@ proptest! {
         small_segments in any::<bool>(),
         now_ms in 0i64..3_000,
         delete_retention_ms in 0i64..1_500,
+        codec in arb_codec(),
     ) {
         let temp = TempDir::new().unwrap();
         let segment_bytes = if small_segments { 400 } else { 1 << 20 };
         let mut log = open(temp.path(), segment_bytes);
-        let written = append_all(&mut log, &inputs, &batch_sizes);
+        let written = append_all_with(&mut log, &inputs, &batch_sizes, codec);
         prop_assert_eq!(read_rows(&log), written.clone());
         let log_end_offset = log.log_end_offset();
         let sealed = sealed_segments(&log);
@@ -207,7 +251,10 @@ proptest! {
         prop_assert_eq!(stats.cleaned, !sealed.is_empty());
         prop_assert_eq!(stats.clean_end_offset, if sealed.is_empty() { 0 } else { end });
         prop_assert_eq!(stats.records_removed as usize, written.len() - want.len());
+        prop_assert_eq!(stats.compressed_batches_skipped, 0);
         prop_assert_eq!(read_rows(&log), want.clone());
+        let codec_id = codec.map_or(0, |c| c.id());
+        prop_assert!(batch_codecs(&log).iter().all(|&c| c == codec_id));
         prop_assert_eq!(log.log_end_offset(), log_end_offset);
         prop_assert_eq!(log.log_start_offset(), 0);
 
@@ -435,14 +482,14 @@ fn unreadable_compressed_batches_are_kept_whole_and_protect_older_keys_from_tomb
     append_one(
         &mut log,
         &[("b", Some("1"), 1_000), ("b", Some("2"), 1_000)],
-        2,
-    ); // 2-3, "snappy" (a codec the cleaner does not decompress)
+        1,
+    ); // 2-3, "gzip" holding plain records: it does not decompress
     append_one(&mut log, &[("b", None, 2_000), ("a", Some("1"), 2_000)], 0); // 4-5
     append_one(&mut log, &[("a", Some("2"), 3_000)], 0); // 6, active
     let stats = log.compact(100_000, &all_cleanable()).unwrap();
     assert_eq!(stats.compressed_batches_skipped, 1);
     // The tombstone of "c" (before any compressed batch) goes; that of "b" stays, since the
-    // snappy batch before it holds values of "b" the cleaner cannot see; both values of "b"
+    // undecodable batch before it holds values of "b" the cleaner cannot see; both values of "b"
     // stay inside their untouched batch.
     assert_eq!(stats.tombstones_removed, 1);
     assert_eq!(
@@ -599,4 +646,329 @@ fn undecodable_gzip_batches_are_copied_untouched() {
         (1, 0)
     );
     assert_eq!(log.read(0, 1).unwrap().records, before);
+}
+
+#[test]
+fn snappy_and_lz4_batches_are_filtered_and_recompressed_with_their_codec() {
+    let temp = TempDir::new().unwrap();
+    let mut log = open(temp.path(), 1 << 20);
+    // librdkafka's form of snappy (one raw block), then snappy-java's, then lz4.
+    let plain = build_batch(
+        0,
+        &[
+            TestRecord::new(Some(b"a"), Some(b"1"), 0),
+            TestRecord::new(Some(b"b"), Some(b"1"), 0),
+            TestRecord::new(Some(b"d"), Some(b"1"), 0),
+        ],
+    );
+    let raw_snappy = snap::raw::Encoder::new()
+        .compress_vec(&plain[RECORD_BATCH_HEADER_BYTES..])
+        .unwrap();
+    let mut batch = with_records_section(
+        codec::compressed_batch(&plain, Codec::Snappy).unwrap(),
+        &raw_snappy,
+    ); // 0-2
+    log.append(&mut batch, None, 0).unwrap();
+    let mut xerial = compressed(
+        Codec::Snappy,
+        &[
+            ("a", Some("2"), 1_000),
+            ("c", Some("1"), 1_000),
+            ("c", Some("2"), 1_000),
+        ],
+    ); // 3-5
+    log.append(&mut xerial, None, 0).unwrap();
+    let mut lz4 = compressed(
+        Codec::Lz4,
+        &[
+            ("e", Some("1"), 2_000),
+            ("a", Some("3"), 2_000),
+            ("e", Some("2"), 2_000),
+        ],
+    ); // 6-8
+    log.append(&mut lz4, None, 0).unwrap();
+    append_one(&mut log, &[("b", None, 3_000)], 0); // 9
+    append_one(&mut log, &[("z", Some("1"), 4_000)], 0); // 10, active
+    assert_eq!(log.segment_count(), 5);
+
+    let stats = log.compact(100_000, &all_cleanable()).unwrap();
+    assert_eq!(stats.compressed_batches_rewritten, 3);
+    assert_eq!(stats.compressed_batches_skipped, 0);
+    assert_eq!((stats.records_removed, stats.tombstones_removed), (6, 1));
+    assert_eq!(
+        read_rows(&log),
+        vec![
+            row(2, "d", Some("1")),
+            row(5, "c", Some("2")),
+            row(7, "a", Some("3")),
+            row(8, "e", Some("2")),
+            row(10, "z", Some("1")),
+        ]
+    );
+    // Each rewritten batch keeps its codec and offsets; snappy is written in snappy-java's
+    // framing (even where the producer wrote raw snappy), lz4 as Kafka's frame.
+    for (offset, codec, base, last, prefix) in [
+        (
+            2,
+            2,
+            0,
+            2,
+            &b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01"[..],
+        ),
+        (
+            5,
+            2,
+            3,
+            5,
+            &b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01"[..],
+        ),
+        (8, 3, 6, 8, &b"\x04\x22\x4d\x18\x60\x40\x82"[..]),
+    ] {
+        let read = log.read(offset, 1).unwrap();
+        let (position, header) = RecordBatches::new(&read.records).next().unwrap().unwrap();
+        assert_eq!(
+            (
+                header.compression(),
+                header.base_offset,
+                header.last_offset()
+            ),
+            (codec, base, last)
+        );
+        let records = &read.records[position + RECORD_BATCH_HEADER_BYTES..];
+        assert!(records.starts_with(prefix), "batch at {base}");
+    }
+    drop(log);
+    let log = Log::open_with_recovery_point(temp.path(), config(1 << 20), 0).unwrap();
+    assert_eq!(read_rows(&log).len(), 5);
+}
+
+/// `batch` with its records section replaced by `section` (length and CRC fixed, so the log
+/// accepts it).
+fn with_records_section(mut batch: Vec<u8>, section: &[u8]) -> Vec<u8> {
+    batch.truncate(RECORD_BATCH_HEADER_BYTES);
+    batch.extend_from_slice(section);
+    let length = (batch.len() - 12) as i32;
+    batch[8..12].copy_from_slice(&length.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[21..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    batch
+}
+
+#[test]
+fn bombs_and_unparsable_records_are_copied_untouched() {
+    let temp = TempDir::new().unwrap();
+    let mut log = open(temp.path(), 1 << 20);
+    let template = compressed(Codec::Snappy, &[("a", Some("1"), 0), ("a", Some("2"), 0)]);
+    // Raw snappy claiming 300 MiB: refused before anything is allocated.
+    let mut bomb = with_records_section(template.clone(), &snappy_claim(300 << 20)); // 0-1
+                                                                                     // Valid snappy-java data of bytes that are not records.
+    let garbage = Codec::Snappy.compress(&[0xff; 40]).unwrap();
+    let mut unparsable = with_records_section(template, &garbage); // 2-3
+    for batch in [&mut bomb, &mut unparsable] {
+        log.append(batch, None, 0).unwrap();
+    }
+    append_one(&mut log, &[("a", Some("3"), 1_000)], 0); // 4
+    append_one(&mut log, &[("z", Some("1"), 2_000)], 0); // 5, active
+    let before = log.read(0, usize::MAX).unwrap().records;
+    let before = before[..bomb.len() + unparsable.len()].to_vec();
+
+    let stats = log.compact(100_000, &all_cleanable()).unwrap();
+    assert!(stats.cleaned);
+    assert_eq!(
+        (stats.compressed_batches_skipped, stats.records_removed),
+        (2, 0)
+    );
+    let after = log.read(0, usize::MAX).unwrap().records;
+    assert_eq!(&after[..before.len()], &before[..]);
+}
+
+/// A raw snappy block whose header claims `length` bytes, followed by a little junk.
+fn snappy_claim(mut length: u64) -> Vec<u8> {
+    let mut claim = Vec::new();
+    while length >= 0x80 {
+        claim.push(length as u8 | 0x80);
+        length >>= 7;
+    }
+    claim.push(length as u8);
+    claim.extend_from_slice(&[0; 8]);
+    claim
+}
+
+const ALL_CODECS: [Codec; 4] = [Codec::Gzip, Codec::Snappy, Codec::Lz4, Codec::Zstd];
+
+/// Deterministic bytes: runs of repeated text mixed with noise, `len` long.
+fn sample(len: usize) -> Vec<u8> {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    (0..len)
+        .map(|i| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            if (i / 300) % 3 == 0 {
+                (state >> 56) as u8
+            } else {
+                b"key-value-record "[i % 17]
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn every_codec_round_trips() {
+    for codec in ALL_CODECS {
+        // Empty, one block, and several blocks of snappy-java (32 KiB) and lz4 (64 KiB).
+        for len in [0, 1, 100, 32 * 1024, 32 * 1024 + 1, 200_000] {
+            let data = sample(len);
+            let compressed = codec.compress(&data).unwrap();
+            assert_eq!(
+                codec.decompress(&compressed).unwrap(),
+                data,
+                "{codec:?} {len}"
+            );
+        }
+    }
+}
+
+#[test]
+fn lz4_is_kafkas_frame_format() {
+    let data = sample(150_000);
+    let frame = Codec::Lz4.compress(&data).unwrap();
+    // Magic, FLG (version 1, independent blocks, no checksums or content size), BD (64 KiB
+    // blocks), and the header checksum computed correctly (magic 2 has no legacy HC bug).
+    assert_eq!(frame[..7], [0x04, 0x22, 0x4d, 0x18, 0x60, 0x40, 0x82]);
+    assert_eq!(frame[frame.len() - 4..], [0, 0, 0, 0], "end mark");
+    // Three blocks (64 + 64 + 18 KiB), each a little-endian length (high bit: stored raw).
+    let mut rest = &frame[7..frame.len() - 4];
+    let mut blocks = 0;
+    while !rest.is_empty() {
+        let length = u32::from_le_bytes(rest[..4].try_into().unwrap()) & 0x7fff_ffff;
+        rest = &rest[4 + length as usize..];
+        blocks += 1;
+    }
+    assert_eq!(blocks, 3);
+}
+
+#[test]
+fn snappy_is_written_in_snappy_java_framing() {
+    let data = sample(100_000);
+    let framed = Codec::Snappy.compress(&data).unwrap();
+    assert_eq!(
+        framed[..16],
+        *b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01"
+    );
+    // Big-endian length-prefixed raw snappy blocks of 32 KiB of input each.
+    let mut rest = &framed[16..];
+    let mut chunks = data.chunks(32 * 1024);
+    while !rest.is_empty() {
+        let length = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
+        let block = snap::raw::Decoder::new()
+            .decompress_vec(&rest[4..4 + length])
+            .unwrap();
+        assert_eq!(block, chunks.next().unwrap());
+        rest = &rest[4 + length..];
+    }
+    assert_eq!(chunks.next(), None);
+}
+
+#[test]
+fn snappy_reads_raw_framed_and_concatenated_streams() {
+    let data = sample(80_000);
+    let raw = snap::raw::Encoder::new().compress_vec(&data).unwrap();
+    assert_eq!(Codec::Snappy.decompress(&raw).unwrap(), data);
+    let framed = Codec::Snappy.compress(&data).unwrap();
+    assert_eq!(Codec::Snappy.decompress(&framed).unwrap(), data);
+    // Blocks of any size, and a second stream header mid-way (snappy-java reads both).
+    let mut uneven = framed[..16].to_vec();
+    for (i, part) in [&data[..10], &data[10..50_010], &data[50_010..]]
+        .into_iter()
+        .enumerate()
+    {
+        if i == 2 {
+            uneven.extend_from_slice(&framed[..16]);
+        }
+        let block = snap::raw::Encoder::new().compress_vec(part).unwrap();
+        uneven.extend_from_slice(&(block.len() as u32).to_be_bytes());
+        uneven.extend_from_slice(&block);
+    }
+    assert_eq!(Codec::Snappy.decompress(&uneven).unwrap(), data);
+}
+
+#[test]
+fn corrupt_input_is_an_error() {
+    let data = sample(5_000);
+    for codec in ALL_CODECS {
+        assert!(
+            codec.decompress(b"\x05 this is not compressed").is_err(),
+            "{codec:?}"
+        );
+        // No strict prefix decompresses to the whole, except that lz4_flex takes the end of the
+        // data for a frame's end mark (harmless: every block is still checked whole).
+        let compressed = codec.compress(&data).unwrap();
+        let whole_from = match codec {
+            Codec::Lz4 => compressed.len() - 4,
+            _ => compressed.len(),
+        };
+        for len in 0..whole_from {
+            let result = codec.decompress(&compressed[..len]);
+            assert!(
+                result.as_ref().map_or(true, |out| *out != data),
+                "{codec:?} prefix {len} decompressed whole"
+            );
+        }
+        let cut = codec.decompress(&compressed[..compressed.len() / 2]);
+        assert!(cut.is_err(), "{codec:?} cut in half");
+    }
+    // snappy-java framing whose block length runs past the data.
+    let mut framed = Codec::Snappy.compress(&data).unwrap();
+    framed[16..20].copy_from_slice(&u32::MAX.to_be_bytes());
+    assert!(Codec::Snappy.decompress(&framed).is_err());
+}
+
+#[test]
+fn decompression_is_capped_for_every_codec() {
+    let mut data = vec![0; 10_000];
+    data.push(b'x');
+    for codec in ALL_CODECS {
+        let compressed = codec.compress(&data).unwrap();
+        let err = codec.decompress_capped(&compressed, 10_000).unwrap_err();
+        assert!(
+            err.to_string().contains("more than 10000 bytes"),
+            "{codec:?}: {err}"
+        );
+        assert_eq!(codec.decompress_capped(&compressed, 10_001).unwrap(), data);
+    }
+    // Snappy's claimed lengths are checked against the real cap before allocating: a raw block
+    // claiming 1 GiB, and a framed stream whose second block would pass the cap.
+    let err = Codec::Snappy
+        .decompress(&snappy_claim(1 << 30))
+        .unwrap_err();
+    assert!(err.to_string().contains("more than"), "{err}");
+    let mut framed = Codec::Snappy.compress(b"x").unwrap();
+    let claim = snappy_claim(codec::DECOMPRESSED_BYTES_MAX as u64);
+    framed.extend_from_slice(&(claim.len() as u32).to_be_bytes());
+    framed.extend_from_slice(&claim);
+    let err = Codec::Snappy.decompress(&framed).unwrap_err();
+    assert!(err.to_string().contains("more than"), "{err}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Arbitrary bytes, or valid data with bytes changed, never panic any decoder.
+    #[test]
+    fn decoders_never_panic(
+        garbage in proptest::collection::vec(any::<u8>(), 0..300),
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+        len in 0usize..3_000,
+    ) {
+        for codec in ALL_CODECS {
+            let _ = codec.decompress(&garbage);
+            let mut compressed = codec.compress(&sample(len)).unwrap();
+            for (index, byte) in &flips {
+                let i = index.index(compressed.len());
+                compressed[i] ^= byte | 1;
+            }
+            let _ = codec.decompress(&compressed);
+        }
+    }
 }
