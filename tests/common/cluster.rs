@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{free_port, poll_until, read_tail, skald_bin, READY_TIMEOUT, STOP_TIMEOUT};
+use super::{
+    free_port, poll_until, read_tail, skald_bin, PORT_ATTEMPTS, READY_TIMEOUT, STOP_TIMEOUT,
+};
 
 const STDERR_TAIL_BYTES: u64 = 12 * 1024;
 
@@ -118,41 +120,72 @@ impl TestCluster {
             .prefix("skald-cluster-")
             .tempdir()
             .expect("create temp dir");
-        let nodes: Vec<ClusterNode> = roles
-            .iter()
-            .enumerate()
-            .map(|(index, role)| ClusterNode {
-                node_id: index as i32 + 1,
-                role: *role,
-                dir: dir.path().join(format!("node-{}", index + 1)),
-                kafka_port: free_port(),
-                controller_port: free_port(),
-                metrics_port: free_port(),
-                child: None,
-            })
-            .collect();
-        let voters = nodes
-            .iter()
-            .filter(|node| node.role.is_controller())
-            .map(|node| format!("{}@127.0.0.1:{}", node.node_id, node.controller_port))
-            .collect::<Vec<_>>()
-            .join(",");
         let mut cluster = TestCluster {
+            nodes: roles
+                .iter()
+                .enumerate()
+                .map(|(index, role)| ClusterNode {
+                    node_id: index as i32 + 1,
+                    role: *role,
+                    dir: dir.path().join(format!("node-{}", index + 1)),
+                    kafka_port: 0,
+                    controller_port: 0,
+                    metrics_port: 0,
+                    child: None,
+                })
+                .collect(),
             dir,
-            nodes,
-            voters,
+            voters: String::new(),
             overrides: overrides
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         };
-        for index in 0..cluster.nodes.len() {
-            cluster.spawn(index);
+        // A port found free can be taken by another test before a node binds it: then start the
+        // whole cluster again on fresh ports (the voters list names the controllers' ports).
+        for attempt in 1..=PORT_ATTEMPTS {
+            cluster.assign_ports();
+            for index in 0..cluster.nodes.len() {
+                cluster.spawn(index);
+            }
+            let ready: Result<(), String> =
+                (0..cluster.nodes.len()).try_for_each(|index| cluster.try_wait_ready(index));
+            match ready {
+                Ok(()) => return cluster,
+                Err(reason) if attempt < PORT_ATTEMPTS && reason.contains("in use") => {
+                    cluster.kill_all();
+                    for node in &cluster.nodes {
+                        let _ = std::fs::remove_dir_all(&node.dir);
+                    }
+                }
+                Err(reason) => panic!("{reason}"),
+            }
         }
-        for index in 0..cluster.nodes.len() {
-            cluster.wait_ready(index);
+        unreachable!("the last attempt returns or panics")
+    }
+
+    fn assign_ports(&mut self) {
+        for node in &mut self.nodes {
+            node.kafka_port = free_port();
+            node.controller_port = free_port();
+            node.metrics_port = free_port();
         }
-        cluster
+        self.voters = self
+            .nodes
+            .iter()
+            .filter(|node| node.role.is_controller())
+            .map(|node| format!("{}@127.0.0.1:{}", node.node_id, node.controller_port))
+            .collect::<Vec<_>>()
+            .join(",");
+    }
+
+    fn kill_all(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
     }
 
     pub fn node(&self, node_id: i32) -> &ClusterNode {
@@ -245,6 +278,13 @@ impl TestCluster {
     }
 
     fn wait_ready(&mut self, index: usize) {
+        if let Err(reason) = self.try_wait_ready(index) {
+            panic!("{reason}");
+        }
+    }
+
+    /// Waits until a node serves; Err (with its stderr) if it exits first or takes too long.
+    fn try_wait_ready(&mut self, index: usize) -> Result<(), String> {
         let deadline = Instant::now() + READY_TIMEOUT;
         let node = &mut self.nodes[index];
         let addr = node.ready_addr();
@@ -255,21 +295,21 @@ impl TestCluster {
                 .and_then(|child| child.try_wait().expect("try_wait"))
             {
                 node.child = None;
-                panic!(
+                return Err(format!(
                     "node {} exited with {status} before becoming ready\n--- stderr ---\n{}",
                     node.node_id,
                     node.stderr_tail()
-                );
+                ));
             }
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return;
+                return Ok(());
             }
             if Instant::now() >= deadline {
-                panic!(
+                return Err(format!(
                     "node {} not ready on {addr} after {READY_TIMEOUT:?}\n--- stderr ---\n{}",
                     node.node_id,
                     node.stderr_tail()
-                );
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -343,12 +383,7 @@ impl TestCluster {
 
 impl Drop for TestCluster {
     fn drop(&mut self) {
-        for node in &mut self.nodes {
-            if let Some(mut child) = node.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
+        self.kill_all();
         if std::thread::panicking() {
             for node in &self.nodes {
                 eprintln!(

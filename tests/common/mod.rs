@@ -23,7 +23,7 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a server may take to exit after SIGTERM.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How many times to try fresh ports when a port picked as free turns out to be taken.
-const PORT_ATTEMPTS: u32 = 3;
+pub(crate) const PORT_ATTEMPTS: u32 = 3;
 /// How much of the server's stderr to print when a test fails.
 const STDERR_TAIL_BYTES: u64 = 16 * 1024;
 
