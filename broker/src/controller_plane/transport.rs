@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use raft::eraftpb::{Message, MessageType};
 use skald_controller::raft_wire;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
@@ -97,9 +97,22 @@ async fn peer_task(
         }
         tracing::info!(peer = peer.node_id, %address, "raft connection open");
         backoff = BACKOFF_MIN;
+        // A peer never writes on this stream, so a read that completes means it is gone (a
+        // killed process's socket closes at once). Noticing that while idle matters: otherwise
+        // the next message (often a vote) is written into the dead socket and lost, and raft
+        // does not resend votes before its next election timeout.
+        let mut probe = [0u8; 1];
         loop {
-            let Some(message) = queue.recv().await else {
-                return;
+            let message = tokio::select! {
+                message = queue.recv() => match message {
+                    Some(message) => message,
+                    None => return,
+                },
+                _ = stream.read(&mut probe) => {
+                    tracing::debug!(peer = peer.node_id, "raft connection closed by the peer");
+                    unreachable(&driver);
+                    break;
+                }
             };
             let is_snapshot = message.get_msg_type() == MessageType::MsgSnapshot;
             let frame = match raft_wire::encode_message(&message) {
