@@ -237,7 +237,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
         if let Some(driver) = &driver {
             driver.shutdown(Duration::from_secs(3)).await;
         }
-        while acceptors.join_next().await.is_some() {}
+        drain(&mut acceptors).await;
         drop(metrics_server);
         tracing::info!("shut down cleanly");
         return Ok(());
@@ -333,14 +333,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
             tracing::error!("retention or cleaner task failed: {err}");
         }
     }
-    let drained = tokio::time::timeout(SHUTDOWN_DRAIN_MAX, async {
-        while acceptors.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!("connections still open after {SHUTDOWN_DRAIN_MAX:?}; closing them");
-        acceptors.abort_all();
-    }
+    drain(&mut acceptors).await;
     if let Some(driver) = &driver {
         driver.shutdown(Duration::from_secs(3)).await;
     }
@@ -349,6 +342,19 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
     blocking(move || flushing.replicas.close_all()).await?;
     tracing::info!("shut down cleanly");
     Ok(())
+}
+
+/// Waits for the listeners' connections to finish their current request, at most
+/// [`SHUTDOWN_DRAIN_MAX`]; then closes whatever is still open.
+async fn drain(acceptors: &mut JoinSet<()>) {
+    let drained = tokio::time::timeout(SHUTDOWN_DRAIN_MAX, async {
+        while acceptors.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("connections still open after {SHUTDOWN_DRAIN_MAX:?}; closing them");
+        acceptors.abort_all();
+    }
 }
 
 /// Runs blocking start-up or shutdown work off the async workers.
@@ -469,6 +475,11 @@ async fn accept_loop<F, Fut>(
                 continue;
             }
         };
+        // A connection accepted just as shutdown was signalled would subscribe too late to hear
+        // it, and hold the drain up: refuse it instead.
+        if !matches!(stop.try_recv(), Err(broadcast::error::TryRecvError::Empty)) {
+            break;
+        }
         let _ = stream.set_nodelay(true);
         let (stop, gauge) = (shutdown.subscribe(), gauge.clone());
         let serving = serve(stream, peer, stop);
