@@ -5,13 +5,12 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use super::{
-    free_port, poll_until, read_tail, skald_bin, PORT_ATTEMPTS, READY_TIMEOUT, STOP_TIMEOUT,
+    free_port, poll_until, read_tail, skald_bin, wait_until_serving, PORT_ATTEMPTS, STOP_TIMEOUT,
 };
 
 const STDERR_TAIL_BYTES: u64 = 12 * 1024;
@@ -285,34 +284,10 @@ impl TestCluster {
 
     /// Waits until a node serves; Err (with its stderr) if it exits first or takes too long.
     fn try_wait_ready(&mut self, index: usize) -> Result<(), String> {
-        let deadline = Instant::now() + READY_TIMEOUT;
         let node = &mut self.nodes[index];
-        let addr = node.ready_addr();
-        loop {
-            if let Some(status) = node
-                .child
-                .as_mut()
-                .and_then(|child| child.try_wait().expect("try_wait"))
-            {
-                node.child = None;
-                return Err(format!(
-                    "node {} exited with {status} before becoming ready\n--- stderr ---\n{}",
-                    node.node_id,
-                    node.stderr_tail()
-                ));
-            }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "node {} not ready on {addr} after {READY_TIMEOUT:?}\n--- stderr ---\n{}",
-                    node.node_id,
-                    node.stderr_tail()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let (addr, stderr) = (node.ready_addr(), node.stderr_path());
+        let what = format!("node {}", node.node_id);
+        wait_until_serving(&mut node.child, addr, &what, &stderr)
     }
 
     /// Adds a broker-only node with the next node id to the running cluster and waits until it

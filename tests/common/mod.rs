@@ -191,30 +191,10 @@ impl TestServer {
 
     /// Ready = the Kafka port accepts a connection (it is bound only after storage recovery).
     fn wait_ready(&mut self) -> Result<(), String> {
-        let addr = self.kafka_addr();
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().expect("try_wait"))
-            {
-                self.child = None;
-                return Err(format!(
-                    "skald server exited with {status} before becoming ready\n--- server stderr ---\n{}",
-                    self.stderr_tail()
-                ));
-            }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "skald server not ready on {addr} after {READY_TIMEOUT:?}\n--- server stderr ---\n{}",
-                    self.stderr_tail()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let (addr, stderr) = (self.kafka_addr(), self.stderr_path());
+        match wait_until_serving(&mut self.child, addr, "skald server", &stderr) {
+            Err(reason) if reason.contains("not ready") => panic!("{reason}"),
+            other => other,
         }
     }
 
@@ -291,6 +271,36 @@ impl Drop for TestServer {
                 self.stderr_tail()
             );
         }
+    }
+}
+
+/// Polls until `addr` accepts a connection. Err (with the process's stderr) if the process exits
+/// first (`child` is then cleared) or is not serving within [`READY_TIMEOUT`].
+pub(crate) fn wait_until_serving(
+    child: &mut Option<Child>,
+    addr: SocketAddr,
+    what: &str,
+    stderr: &Path,
+) -> Result<(), String> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if let Some(status) = child.as_mut().and_then(|c| c.try_wait().expect("try_wait")) {
+            *child = None;
+            return Err(format!(
+                "{what} exited with {status} before becoming ready\n--- stderr ---\n{}",
+                read_tail(stderr, STDERR_TAIL_BYTES)
+            ));
+        }
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "{what} not ready on {addr} after {READY_TIMEOUT:?}\n--- stderr ---\n{}",
+                read_tail(stderr, STDERR_TAIL_BYTES)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
