@@ -224,6 +224,18 @@ enum Queued {
     Unfence(i32, i64),
 }
 
+impl Queued {
+    /// Answers whoever waits for this operation with `error` (fencing and unfencing the
+    /// controller started itself have nobody waiting).
+    fn fail(self, error: ControlError) {
+        match self {
+            Queued::Operation(_, reply) => drop(reply.send(Err(error))),
+            Queued::Register(_, reply) => drop(reply.send(Err(error))),
+            Queued::Fence(..) | Queued::Unfence(..) => {}
+        }
+    }
+}
+
 /// Starts the driver thread. `quorum` has been opened (its image is what the caller published
 /// first); `publisher` receives every later image.
 pub fn start(
@@ -410,25 +422,11 @@ impl Driver {
 
     fn enqueue(&mut self, queued: Queued) {
         if !self.quorum.is_leader() {
-            let leader = self.quorum.leader();
-            match queued {
-                Queued::Operation(_, reply) => {
-                    drop(reply.send(Err(ControlError::NotController(leader))))
-                }
-                Queued::Register(_, reply) => {
-                    drop(reply.send(Err(ControlError::NotController(leader))))
-                }
-                Queued::Fence(..) | Queued::Unfence(..) => {}
-            }
+            queued.fail(ControlError::NotController(self.quorum.leader()));
             return;
         }
         if self.queue.len() >= OPERATION_QUEUE_MAX {
-            let busy = ControlError::Unavailable("the controller is busy".into());
-            match queued {
-                Queued::Operation(_, reply) => drop(reply.send(Err(busy))),
-                Queued::Register(_, reply) => drop(reply.send(Err(busy))),
-                Queued::Fence(..) | Queued::Unfence(..) => {}
-            }
+            queued.fail(ControlError::Unavailable("the controller is busy".into()));
             return;
         }
         self.queue.push_back(queued);
@@ -646,11 +644,7 @@ impl Driver {
             fail(in_flight.waiter, error.clone());
         }
         for queued in self.queue.drain(..) {
-            match queued {
-                Queued::Operation(_, reply) => drop(reply.send(Err(error.clone()))),
-                Queued::Register(_, reply) => drop(reply.send(Err(error.clone()))),
-                Queued::Fence(..) | Queued::Unfence(..) => {}
-            }
+            queued.fail(error.clone());
         }
     }
 }
