@@ -103,7 +103,9 @@ pub fn take_clean_shutdown_marker(log_dir: &Path) -> Result<bool> {
     }
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Replaces the file at `path` with `bytes`: temp file (`<path>.tmp`), fsync, rename over, fsync the
+/// directory, so a crash leaves the old contents or the new ones. Every checkpoint file uses it.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut temp = path.as_os_str().to_os_string();
     temp.push(".tmp");
     let temp = std::path::PathBuf::from(temp);

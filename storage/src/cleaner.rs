@@ -35,7 +35,8 @@
 //! files in its range go, the `.swap` files take their names; lost indexes are rebuilt on open).
 //! A crash therefore leaves each group either wholly old or wholly cleaned, with every offset
 //! readable as before. Groups are swapped oldest first and each is consistent on its own: a record
-//! is dropped only when a later record of its key stays in the log.
+//! is dropped only when a later record of its key stays in the log. Truncation
+//! (`Log::truncate_to`) commits its cut through the same swap (`commit_swap`).
 //!
 //! Not done: Kafka's KIP-534 delete horizon in the batch header and its "clean section only" rule
 //! for tombstones (here the segment's largest timestamp decides), transactions (aborted data,
@@ -46,6 +47,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs;
 use std::io::{ErrorKind, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use skald_protocol::batch::{self, RecordBatchHeader, RecordBatches};
@@ -63,9 +65,10 @@ use codec::Codec;
 /// atomically, like `log-start-offset.checkpoint`).
 pub const CLEANER_OFFSET_FILE: &str = "cleaner-offset.checkpoint";
 const CLEANER_OFFSET_VERSION: &str = "0";
-const CLEANED_SUFFIX: &str = "cleaned";
+pub(crate) const CLEANED_SUFFIX: &str = "cleaned";
 const SWAP_SUFFIX: &str = "swap";
-/// `<base>.log.swap-end`: the end offset of the group a `.swap` replaces.
+/// `<base>.log.swap-end`: the end offset of the group a `.swap` replaces (and its start, when it
+/// starts below `<base>`).
 const SWAP_END_SUFFIX: &str = "log.swap-end";
 
 /// A compacted topic's cleaner settings, named after Kafka's topic configs.
@@ -156,7 +159,8 @@ impl Log {
     }
 }
 
-/// Stops a compaction after a given number of swap steps (tests simulate crashes with it).
+/// Stops a compaction or a truncation after a given number of swap steps (tests simulate crashes
+/// with it).
 #[derive(Debug, Default)]
 pub(crate) struct CrashPoint {
     after_steps: Option<usize>,
@@ -164,7 +168,7 @@ pub(crate) struct CrashPoint {
 }
 
 impl CrashPoint {
-    fn never() -> Self {
+    pub(crate) fn never() -> Self {
         CrashPoint::default()
     }
 
@@ -176,7 +180,7 @@ impl CrashPoint {
         }
     }
 
-    fn step(&mut self, dir: &Path) -> Result<()> {
+    pub(crate) fn step(&mut self, dir: &Path) -> Result<()> {
         self.steps += 1;
         if self.after_steps == Some(self.steps) {
             return Err(Error::Io {
@@ -454,7 +458,32 @@ fn clean_group(
     stats.segments_written += 1;
     drop(cleaned);
 
-    write_swap_end(dir, base, end)?;
+    commit_swap(dir, base, base..end, crash)?;
+    let doomed = complete_swap(log, base, base..end, crash)?;
+    for (segment_base, _) in group {
+        log.segment_map_mut().remove(segment_base);
+    }
+    for path in doomed {
+        fs::remove_file(&path).at(&path)?;
+    }
+    crash.step(dir)?;
+    let segment = Segment::open_sealed(dir, base, &config, now_ms)?;
+    log.segment_map_mut().insert(base, segment);
+    Ok(())
+}
+
+/// Commits the sealed segment written as `<base>.*.cleaned` as the replacement of every segment
+/// whose base offset is in `replaced` (which holds `base`): the end marker, then `.cleaned` →
+/// `.swap` (indexes first; the `.log` rename is the commit point, from which a restart finishes
+/// the swap). An error may come before or after the commit point. Shared by the cleaner (a group
+/// of segments) and truncation (every segment from the cut on, see `crate::log::truncate`).
+pub(crate) fn commit_swap(
+    dir: &Path,
+    base: i64,
+    replaced: Range<i64>,
+    crash: &mut CrashPoint,
+) -> Result<()> {
+    write_swap_end(dir, base, &replaced)?;
     sync_dir(dir)?;
     crash.step(dir)?;
     for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX, LOG_SUFFIX] {
@@ -468,24 +497,38 @@ fn clean_group(
         }
         crash.step(dir)?;
     }
+    Ok(())
+}
+
+/// After [`commit_swap`]: renames the files of the log's segments in `replaced` to `.deleted`
+/// and gives the `.swap` files their final names. Returns the `.deleted` paths, to be removed
+/// once the old segments are dropped (their maps, and fetched bytes, stay valid until then and
+/// after).
+pub(crate) fn complete_swap(
+    log: &Log,
+    base: i64,
+    replaced: Range<i64>,
+    crash: &mut CrashPoint,
+) -> Result<Vec<PathBuf>> {
+    let dir = log.dir();
     let mut doomed = Vec::new();
-    for (segment_base, _) in group {
-        if let Some(segment) = log.segment_map().get(segment_base) {
-            doomed.extend(segment.rename_to_deleted()?);
-        }
+    for segment in log.segment_map().range(replaced).map(|(_, s)| s) {
+        doomed.extend(segment.rename_to_deleted()?);
         crash.step(dir)?;
     }
     finish_swap(dir, base, crash)?;
-    for (segment_base, _) in group {
-        log.segment_map_mut().remove(segment_base);
+    Ok(doomed)
+}
+
+/// Removes the `<base>.*.cleaned` files of a swap abandoned before [`commit_swap`] (best effort:
+/// `Log::open` removes whatever is left).
+pub(crate) fn discard_cleaned(dir: &Path, base: i64) {
+    for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+        let path = temp_path(dir, base, suffix, CLEANED_SUFFIX);
+        if let Err(err) = remove_if_present(&path) {
+            tracing::warn!(file = %path.display(), "could not remove an abandoned segment: {err}");
+        }
     }
-    for path in doomed {
-        fs::remove_file(&path).at(&path)?;
-    }
-    crash.step(dir)?;
-    let segment = Segment::open_sealed(dir, base, &config, now_ms)?;
-    log.segment_map_mut().insert(base, segment);
-    Ok(())
 }
 
 /// The last steps of a swap, shared by the cleaner and recovery: the `.swap` files take their
@@ -542,12 +585,9 @@ pub(crate) fn recover_interrupted_swaps(dir: &Path) -> Result<()> {
     }
     swaps.sort_unstable();
     for base in swaps {
-        let end = read_swap_end(dir, base)?;
-        tracing::warn!(dir = %dir.display(), base, end, "finishing an interrupted compaction swap");
-        for (_, path) in segment_files
-            .iter()
-            .filter(|(b, _)| (base..end).contains(b))
-        {
+        let replaced = read_swap_end(dir, base)?;
+        tracing::warn!(dir = %dir.display(), base, ?replaced, "finishing an interrupted segment swap");
+        for (_, path) in segment_files.iter().filter(|(b, _)| replaced.contains(b)) {
             remove_if_present(path)?;
         }
         finish_swap(dir, base, &mut CrashPoint::never())?;
@@ -593,20 +633,27 @@ fn invalid(path: PathBuf, text: &str) -> Error {
     }
 }
 
-fn write_swap_end(dir: &Path, base: i64, end: i64) -> Result<()> {
-    write_synced(
-        &dir.join(segment_file_name(base, SWAP_END_SUFFIX)),
-        &format!("{end}\n"),
-    )
+/// `<end>` when the replaced range starts at the swap's base (the cleaner), `<end> <start>` when it
+/// starts below (truncating the whole log replaces the segments below the new one's base too).
+fn write_swap_end(dir: &Path, base: i64, replaced: &Range<i64>) -> Result<()> {
+    let text = if replaced.start == base {
+        format!("{}\n", replaced.end)
+    } else {
+        format!("{} {}\n", replaced.end, replaced.start)
+    };
+    write_synced(&dir.join(segment_file_name(base, SWAP_END_SUFFIX)), &text)
 }
 
-/// The end of a committed swap. It was fsynced before the commit, so only outside damage makes it
-/// missing or unreadable, and then guessing which segments to drop could lose data: an error.
-fn read_swap_end(dir: &Path, base: i64) -> Result<i64> {
+/// The range of base offsets a committed swap replaces. The marker was fsynced before the commit,
+/// so only outside damage makes it missing or unreadable, and then guessing which segments to drop
+/// could lose data: an error.
+fn read_swap_end(dir: &Path, base: i64) -> Result<Range<i64>> {
     let path = dir.join(segment_file_name(base, SWAP_END_SUFFIX));
     let text = fs::read_to_string(&path).at(&path)?;
-    match text.trim().parse::<i64>() {
-        Ok(end) if end > base => Ok(end),
+    let mut fields = text.split_whitespace().map(str::parse::<i64>);
+    match (fields.next(), fields.next(), fields.next()) {
+        (Some(Ok(end)), None, None) if end > base => Ok(base..end),
+        (Some(Ok(end)), Some(Ok(start)), None) if end > base && start <= base => Ok(start..end),
         _ => Err(invalid(path, &text)),
     }
 }
@@ -628,11 +675,20 @@ pub fn read_cleaner_checkpoint(dir: &Path) -> Result<Option<i64>> {
 
 /// Replaces the cleaner checkpoint atomically (temp file, fsync, rename, fsync the directory).
 fn write_cleaner_checkpoint(dir: &Path, offset: i64) -> Result<()> {
-    let path = dir.join(CLEANER_OFFSET_FILE);
-    let temp = dir.join(format!("{CLEANER_OFFSET_FILE}.tmp"));
-    write_synced(&temp, &format!("{CLEANER_OFFSET_VERSION}\n{offset}\n"))?;
-    rename(&temp, &path)?;
-    sync_dir(dir)
+    crate::checkpoint::write_atomically(
+        &dir.join(CLEANER_OFFSET_FILE),
+        format!("{CLEANER_OFFSET_VERSION}\n{offset}\n").as_bytes(),
+    )
+}
+
+/// Kafka's `maybeTruncateCheckpoint` after a log truncation: the cleaner checkpoint may not stay
+/// above `offset` (the new active segment's base), or records appended again below it would be
+/// taken as already clean.
+pub(crate) fn truncate_cleaner_checkpoint(dir: &Path, offset: i64) -> Result<()> {
+    match read_cleaner_checkpoint(dir)? {
+        Some(checkpoint) if checkpoint > offset => write_cleaner_checkpoint(dir, offset),
+        _ => Ok(()),
+    }
 }
 
 mod codec;

@@ -43,6 +43,20 @@ pub enum Error {
     /// it by validating the segment's tail.
     #[error("log {} is failed after a torn write; it refuses appends and reads until reopened", dir.display())]
     LogFailed { dir: PathBuf },
+    /// A follower append ([`crate::Log::append_as_follower`]) whose batches do not continue the
+    /// log: a batch starts below the log end offset, or below the end of the batch before it.
+    /// Nothing was written (Kafka's `UnexpectedAppendOffsetException`).
+    #[error("unexpected append offset: a batch starts at {base_offset}, expected at least {expected_at_least}")]
+    UnexpectedAppendOffset {
+        base_offset: i64,
+        expected_at_least: i64,
+    },
+    /// One append whose offsets span more than one segment can address (index offsets are 32-bit,
+    /// relative to the segment's base). Nothing was written.
+    #[error(
+        "append of offsets {first_offset}..={last_offset} spans more than one segment can address"
+    )]
+    AppendOffsetSpanTooLarge { first_offset: i64, last_offset: i64 },
     /// A `LogConfig` that cannot work.
     #[error("invalid log config: {0}")]
     InvalidConfig(String),

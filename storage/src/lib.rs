@@ -14,9 +14,16 @@
 //! # Layout
 //! - [`log`]: [`Log`], one partition: open/recovery (from a recovery point), append, flush
 //!   policies (`flush.messages`, `flush_if_due` for `flush.ms`), read, offset-by-timestamp,
-//!   retention (`delete_old_segments`), DeleteRecords (`delete_records_before`), delete.
+//!   retention (`delete_old_segments`), DeleteRecords (`delete_records_before`), delete; for
+//!   replication, the follower's append (`append_as_follower`, batches kept as the leader stored
+//!   them), the leader epochs (`assign_leader_epoch`, `end_offset_for_epoch`) and truncation
+//!   (`truncate_to`, `truncate_fully_and_start_at`: files that may be mapped are replaced, never
+//!   shrunk, so fetched bytes stay valid).
+//! - [`leader_epoch`]: the leader epoch cache a log keeps (Kafka's `LeaderEpochFileCache`) and
+//!   its `leader-epoch-checkpoint` file.
 //! - [`cleaner`]: log compaction (`Log::compact`, Kafka's `LogCleaner`) for
-//!   `cleanup.policy=compact`, its crash-safe segment swap and its per-partition checkpoint.
+//!   `cleanup.policy=compact`, its crash-safe segment swap (truncation commits through it too)
+//!   and its per-partition checkpoint.
 //! - [`checkpoint`]: the per-log-dir `recovery-point-offset-checkpoint` and clean shutdown
 //!   marker.
 //! - [`clock`]: the [`Clock`] segment.ms and retention.ms are judged by (fake in tests).
@@ -42,6 +49,7 @@ pub mod dir;
 pub mod error;
 pub mod fault;
 mod index;
+pub mod leader_epoch;
 pub mod log;
 mod mmap;
 pub mod segment;
@@ -56,7 +64,9 @@ pub use config::LogConfig;
 pub use dir::{parse_partition_dir_name, partition_dir_name, scan_log_dir};
 pub use error::{Error, Result};
 pub use fault::DiskFaults;
+pub use leader_epoch::{EpochEntry, LEADER_EPOCH_CHECKPOINT_FILE};
 pub use log::{
-    AppendInfo, DeletedSegments, Log, LogOpenOptions, ReadResult, LOG_START_OFFSET_FILE,
+    AppendInfo, DeletedSegments, Log, LogOpenOptions, ReadResult, LEADER_EPOCH_REBUILD_BYTES_MAX,
+    LOG_START_OFFSET_FILE,
 };
 pub use segment::segment_file_name;

@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -14,6 +13,8 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::LogConfig;
 use crate::error::{Error, IoContext, Result};
 use crate::fault::DiskFaults;
+use crate::index::relative_offset;
+use crate::leader_epoch::{self, EpochEntry, LeaderEpochCache};
 use crate::segment::{
     parse_segment_stem, Segment, DELETED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
 };
@@ -24,6 +25,13 @@ use crate::segment::{
 pub const LOG_START_OFFSET_FILE: &str = "log-start-offset.checkpoint";
 /// Version line of [`LOG_START_OFFSET_FILE`] (Kafka's checkpoint files start with one too).
 const LOG_START_OFFSET_VERSION: &str = "0";
+/// A log opened without its [`leader_epoch::LEADER_EPOCH_CHECKPOINT_FILE`] (written before Skald
+/// kept one, or damaged) rebuilds it from the batch headers of its newest segments, as many as
+/// fit in this many bytes; epochs that started only in older segments stay unknown, which is what
+/// a log starting at the first walked segment would know (see [`Log::end_offset_for_epoch`]).
+/// Opening many partitions must stay cheap, so a log whose active segment alone is larger starts
+/// with an empty cache: its epochs are learned from appends and leader elections from then on.
+pub const LEADER_EPOCH_REBUILD_BYTES_MAX: u64 = 32 << 20;
 
 /// What one retention pass deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -100,9 +108,13 @@ pub struct Log {
     recovered_segments: usize,
     /// Write faults to inject (tests only).
     faults: Option<Arc<DiskFaults>>,
-    /// A write failed and its partial bytes could not be cut off ([`Error::TornAppend`]): the
-    /// active segment holds bytes the log does not account for, so nothing is served any more.
+    /// A write failed and its partial bytes could not be cut off ([`Error::TornAppend`]), or a
+    /// truncation failed after its commit point: the files hold what the log does not account
+    /// for, so nothing is served any more.
     failed: bool,
+    /// Where each leader epoch starts (Kafka's `LeaderEpochFileCache`), persisted in
+    /// [`leader_epoch::LEADER_EPOCH_CHECKPOINT_FILE`] whenever it changes.
+    leader_epochs: LeaderEpochCache,
 }
 
 /// How [`Log::open_with_options`] opens a log.
@@ -241,7 +253,7 @@ impl Log {
                 base_offset,
                 Segment::create(dir, base_offset, &config, now_ms)?,
             );
-            return Ok(Log {
+            let mut log = Log {
                 dir: dir.to_path_buf(),
                 config,
                 segments,
@@ -253,7 +265,10 @@ impl Log {
                 recovered_segments: 0,
                 faults,
                 failed: false,
-            });
+                leader_epochs: LeaderEpochCache::default(),
+            };
+            log.load_leader_epochs()?;
+            return Ok(log);
         };
         let recovery_point_given = recovery_point.unwrap_or(active_base);
         let mut recovered_segments = 0;
@@ -318,11 +333,15 @@ impl Log {
         let first_base = log_bases.first().copied().unwrap_or(active_base);
         let mut log_start_offset = first_base.max(checkpointed_start.unwrap_or(first_base));
         if log_start_offset > log_end_offset {
-            // Only a lost tail gets here: DeleteRecords flushes the log before moving the start.
+            // A lost tail gets here (DeleteRecords flushes the log before moving the start), and a
+            // truncation that a crash interrupted after its commit point but before it recorded
+            // the start it lowered. The capped start is recorded: appends continue from it, and a
+            // later open must not hide them behind the old one.
             tracing::warn!(dir = %dir.display(), log_start_offset, log_end_offset, "log start offset past the log end; capped");
             log_start_offset = log_end_offset;
+            write_log_start_offset(dir, log_start_offset)?;
         }
-        Ok(Log {
+        let mut log = Log {
             dir: dir.to_path_buf(),
             config,
             segments,
@@ -334,7 +353,73 @@ impl Log {
             recovered_segments,
             faults,
             failed: false,
-        })
+            leader_epochs: LeaderEpochCache::default(),
+        };
+        log.load_leader_epochs()?;
+        Ok(log)
+    }
+
+    /// Loads the leader epoch cache, rebuilding it from batch headers if its checkpoint is missing
+    /// or unusable (never failing the open for it; see [`LEADER_EPOCH_REBUILD_BYTES_MAX`]), then
+    /// fits it to the log as opened, as Kafka's `LogLoader` does: entries below the log start
+    /// offset merge into one starting there, entries at or past the log end offset (lost with a
+    /// torn tail, or recorded before a crash cut a truncation short) go.
+    fn load_leader_epochs(&mut self) -> Result<()> {
+        let (mut cache, mut changed) = match leader_epoch::read_checkpoint(&self.dir) {
+            Ok(cache) => (cache, false),
+            Err(leader_epoch::ReadError::Missing) if self.size_bytes() == 0 => {
+                (LeaderEpochCache::default(), false)
+            }
+            Err(leader_epoch::ReadError::Missing) => (self.rebuild_leader_epochs()?, true),
+            Err(leader_epoch::ReadError::Unusable(why)) => {
+                tracing::warn!(dir = %self.dir.display(), "unusable leader epoch checkpoint, rebuilding it: {why}");
+                (self.rebuild_leader_epochs()?, true)
+            }
+        };
+        changed |= cache.truncate_from_start(self.log_start_offset);
+        changed |= cache.truncate_from_end(self.log_end_offset());
+        if changed {
+            leader_epoch::write_checkpoint(&self.dir, &cache)?;
+        }
+        self.leader_epochs = cache;
+        Ok(())
+    }
+
+    /// The leader epoch cache as appends would have built it, from the batch headers of the newest
+    /// segments that fit in [`LEADER_EPOCH_REBUILD_BYTES_MAX`] (a headers-only walk; the batches
+    /// were validated when written or recovered). Sealed segments loaded for the walk are unloaded
+    /// again.
+    fn rebuild_leader_epochs(&mut self) -> Result<LeaderEpochCache> {
+        let mut budget = LEADER_EPOCH_REBUILD_BYTES_MAX;
+        let mut walked = Vec::new();
+        for (&base, segment) in self.segments.iter().rev() {
+            let Some(left) = budget.checked_sub(segment.size()) else {
+                break;
+            };
+            budget = left;
+            walked.push(base);
+        }
+        let mut cache = LeaderEpochCache::default();
+        for &base in walked.iter().rev() {
+            let Some(segment) = self.segments.get_mut(&base) else {
+                continue;
+            };
+            let was_loaded = segment.is_loaded();
+            for item in RecordBatches::headers_only(segment.log_bytes()?) {
+                let Ok((_, header)) = item else { break };
+                cache.assign(header.partition_leader_epoch, header.base_offset);
+            }
+            if !was_loaded {
+                segment.unload();
+            }
+        }
+        let first_walked = walked.last().copied();
+        if walked.len() < self.segments.len() {
+            tracing::warn!(dir = %self.dir.display(), walked_segments = walked.len(), ?first_walked, "leader epoch checkpoint rebuilt from the newest segments only; earlier epochs are unknown");
+        } else {
+            tracing::info!(dir = %self.dir.display(), entries = cache.entries().len(), "leader epoch checkpoint rebuilt from the batch headers");
+        }
+        Ok(cache)
     }
 
     pub fn dir(&self) -> &Path {
@@ -432,13 +517,58 @@ impl Log {
     ///
     /// The batches are re-validated (lengths, magic, CRC32C) first: nothing is written unless all
     /// of them are valid. All batches of one call go to the same segment; the log rolls first if
-    /// they would not fit in the active one.
+    /// they would not fit in the active one. A `leader_epoch` newer than the leader epoch cache's
+    /// latest is recorded as starting at the first offset (see [`Log::end_offset_for_epoch`]).
     pub fn append(
         &mut self,
         batches: &mut [u8],
         log_append_time_ms: Option<i64>,
         leader_epoch: i32,
     ) -> Result<AppendInfo> {
+        let mut headers = self.validate_append(batches)?;
+        let mut next_offset = self.log_end_offset();
+        for (position, header) in &mut headers {
+            let one = &mut batches[*position..*position + header.total_size()];
+            batch::set_base_offset(one, next_offset)?;
+            batch::set_partition_leader_epoch(one, leader_epoch)?;
+            if let Some(timestamp) = log_append_time_ms {
+                batch::set_log_append_time(one, timestamp)?;
+            }
+            *header = RecordBatchHeader::parse(one)?;
+            next_offset = header.next_offset();
+        }
+        self.append_batches(batches, &headers, log_append_time_ms.unwrap_or(-1))
+    }
+
+    /// A follower's append (Kafka's `appendAsFollower`): stores batches exactly as the leader
+    /// stored them. Base offsets, partition leader epochs and timestamps are kept, never
+    /// rewritten; each batch's CRC32C is checked and nothing is written unless all are valid.
+    ///
+    /// The first batch may start past the log end offset (a compacted leader has gaps), never
+    /// below it, and each batch must start past the previous one's last offset; otherwise
+    /// [`Error::UnexpectedAppendOffset`] and nothing is written. Rolls as [`Log::append`] does
+    /// (the new segment is named by the first batch's base offset), and each batch carrying a
+    /// leader epoch newer than the cache's latest starts that epoch at its base offset.
+    /// `log_append_time_ms` in the result is -1: the leader already stamped what it stamped.
+    pub fn append_as_follower(&mut self, batches: &mut [u8]) -> Result<AppendInfo> {
+        let headers = self.validate_append(batches)?;
+        let mut expected_at_least = self.log_end_offset();
+        for (_, header) in &headers {
+            if header.base_offset < expected_at_least {
+                return Err(Error::UnexpectedAppendOffset {
+                    base_offset: header.base_offset,
+                    expected_at_least,
+                });
+            }
+            expected_at_least = header.next_offset();
+        }
+        self.append_batches(batches, &headers, -1)
+    }
+
+    /// The checks every append starts with: the log is not failed, and `batches` is a non-empty
+    /// sequence of whole v2 batches with valid CRC32Cs, small enough for one segment. Returns each
+    /// batch's position and header.
+    fn validate_append(&self, batches: &[u8]) -> Result<Vec<(usize, RecordBatchHeader)>> {
         self.check_not_failed()?;
         if batches.is_empty() {
             return Err(Error::EmptyAppend);
@@ -448,30 +578,40 @@ impl Log {
                 size: batches.len(),
             });
         }
-        let mut extents = Vec::new();
-        for item in RecordBatches::new(batches) {
-            let (position, header) = item?;
-            extents.push((position, header.total_size(), header.last_offset_delta));
+        RecordBatches::new(batches)
+            .map(|item| item.map_err(Error::from))
+            .collect()
+    }
+
+    /// The tail shared by [`Log::append`] and [`Log::append_as_follower`]: `batches` are valid and
+    /// carry their final offsets (`headers` are their `(position, header)`, in offset order).
+    /// Rolls if needed, records new leader epochs, writes, and applies `flush.messages`.
+    fn append_batches(
+        &mut self,
+        batches: &[u8],
+        headers: &[(usize, RecordBatchHeader)],
+        log_append_time_ms: i64,
+    ) -> Result<AppendInfo> {
+        let (Some((_, first)), Some((_, last))) = (headers.first(), headers.last()) else {
+            return Err(Error::EmptyAppend);
+        };
+        let (first_offset, last_offset) = (first.base_offset, last.last_offset());
+        // One segment must be able to address every offset of the call (index offsets are
+        // relative, 32-bit); recovery would otherwise cut the batches that do not fit.
+        if relative_offset(first_offset, last_offset).is_none() {
+            return Err(Error::AppendOffsetSpanTooLarge {
+                first_offset,
+                last_offset,
+            });
         }
-        let first_offset = self.log_end_offset();
-        let mut next_offset = first_offset;
-        let mut headers: Vec<(usize, RecordBatchHeader)> = Vec::with_capacity(extents.len());
-        let mut records_count = 0i64;
-        let mut max_timestamp = batch::NO_TIMESTAMP;
-        for &(position, size, last_offset_delta) in &extents {
-            let one = &mut batches[position..position + size];
-            batch::set_base_offset(one, next_offset)?;
-            batch::set_partition_leader_epoch(one, leader_epoch)?;
-            if let Some(timestamp) = log_append_time_ms {
-                batch::set_log_append_time(one, timestamp)?;
-            }
-            let header = RecordBatchHeader::parse(one)?;
-            records_count += i64::from(header.records_count);
-            max_timestamp = max_timestamp.max(header.max_timestamp);
-            next_offset = next_offset.saturating_add(i64::from(last_offset_delta) + 1);
-            headers.push((position, header));
-        }
-        let last_offset = next_offset - 1;
+        let max_timestamp = headers
+            .iter()
+            .map(|(_, h)| h.max_timestamp)
+            .fold(batch::NO_TIMESTAMP, i64::max);
+        let records_count = headers
+            .iter()
+            .map(|(_, h)| i64::from(h.records_count))
+            .sum();
         if self.active().should_roll(
             batches.len(),
             last_offset,
@@ -481,15 +621,22 @@ impl Log {
         )? {
             self.roll(first_offset)?;
         }
+        // Kafka's order: the epoch is recorded before the batches are written, so the cache on
+        // disk never lacks an epoch the log holds; an entry for batches a crash lost is dropped on
+        // open (it starts at or past the log end offset).
+        let epochs_before = self.assign_batch_epochs(headers)?;
         let active = self
             .segments
             .values_mut()
             .next_back()
             .unwrap_or_else(|| unreachable!("a log always has a segment"));
-        if let Err(err) = active.append(batches, &headers, self.faults.as_deref()) {
+        if let Err(err) = active.append(batches, headers, self.faults.as_deref()) {
             if matches!(err, Error::TornAppend { .. }) {
                 self.failed = true;
                 tracing::error!(dir = %self.dir.display(), "log failed: {err}");
+            }
+            if let Some(before) = epochs_before {
+                self.restore_leader_epochs(before);
             }
             return Err(err);
         }
@@ -501,10 +648,101 @@ impl Log {
             first_offset,
             last_offset,
             max_timestamp,
-            log_append_time_ms: log_append_time_ms.unwrap_or(-1),
+            log_append_time_ms,
             bytes: batches.len(),
             records_count,
         })
+    }
+
+    /// Records that this broker leads the partition from `epoch` on, starting at `start_offset`
+    /// (Kafka's `makeLeader` assigns `(epoch, log end offset)` before any append, so followers of
+    /// the previous leader find where their logs diverge). Ignored if `epoch` is not newer than the
+    /// latest known one. `start_offset` must lie in `[log start offset, log end offset]`.
+    pub fn assign_leader_epoch(&mut self, epoch: i32, start_offset: i64) -> Result<()> {
+        self.check_not_failed()?;
+        let log_end_offset = self.log_end_offset();
+        if start_offset < self.log_start_offset || start_offset > log_end_offset {
+            return Err(Error::OffsetOutOfRange {
+                offset: start_offset,
+                log_start_offset: self.log_start_offset,
+                log_end_offset,
+            });
+        }
+        self.update_leader_epochs(|cache| cache.assign(epoch, start_offset))?;
+        Ok(())
+    }
+
+    /// The newest leader epoch this log knows of (the partition leader epoch of its last batches,
+    /// or one assigned since).
+    pub fn latest_leader_epoch(&self) -> Option<i32> {
+        self.leader_epochs.latest_epoch()
+    }
+
+    /// Kafka's `endOffsetFor` (OffsetForLeaderEpoch, and a fetch's diverging epoch): for the
+    /// latest epoch, `(epoch, log end offset)`; otherwise the largest known epoch `<= epoch` and
+    /// the start offset of the first known epoch above it (for an epoch below every known one,
+    /// `(epoch, start of the earliest)`). `None` when `epoch` is negative or above the latest, or
+    /// none is known: callers answer UNDEFINED_EPOCH (-1) / UNDEFINED_EPOCH_OFFSET (-1).
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
+        self.leader_epochs
+            .end_offset_for(epoch, self.log_end_offset())
+    }
+
+    /// The leader epoch cache's entries, oldest first: as stored in the partition's
+    /// [`leader_epoch::LEADER_EPOCH_CHECKPOINT_FILE`].
+    pub fn leader_epoch_entries(&self) -> &[EpochEntry] {
+        self.leader_epochs.entries()
+    }
+
+    /// Records the epochs of batches about to be written (each newer one starts at its batch's
+    /// base offset). Returns the cache as it was if it changed, for [`Log::restore_leader_epochs`]
+    /// should the write fail. Free when nothing is new: no clone, no file.
+    fn assign_batch_epochs(
+        &mut self,
+        headers: &[(usize, RecordBatchHeader)],
+    ) -> Result<Option<LeaderEpochCache>> {
+        let latest = self.leader_epochs.latest_epoch();
+        let any_new = headers
+            .iter()
+            .any(|(_, h)| h.partition_leader_epoch >= 0 && Some(h.partition_leader_epoch) > latest);
+        if !any_new {
+            return Ok(None);
+        }
+        self.update_leader_epochs(|cache| {
+            headers.iter().fold(false, |changed, (_, h)| {
+                cache.assign(h.partition_leader_epoch, h.base_offset) || changed
+            })
+        })
+    }
+
+    /// Puts back the cache an append changed before its write failed, on disk too; if that fails,
+    /// the next open drops the extra entries anyway (they start at or past the log end offset).
+    fn restore_leader_epochs(&mut self, before: LeaderEpochCache) {
+        if let Err(err) = leader_epoch::write_checkpoint(&self.dir, &before) {
+            tracing::warn!(dir = %self.dir.display(), "could not restore the leader epoch checkpoint: {err}");
+        }
+        self.leader_epochs = before;
+    }
+
+    /// Applies `change` to a copy of the leader epoch cache and, if it changed anything, persists
+    /// the copy (atomically) before it takes effect. Returns the cache as it was, if it changed.
+    fn update_leader_epochs(
+        &mut self,
+        change: impl FnOnce(&mut LeaderEpochCache) -> bool,
+    ) -> Result<Option<LeaderEpochCache>> {
+        let mut updated = self.leader_epochs.clone();
+        if !change(&mut updated) {
+            return Ok(None);
+        }
+        leader_epoch::write_checkpoint(&self.dir, &updated)?;
+        Ok(Some(std::mem::replace(&mut self.leader_epochs, updated)))
+    }
+
+    /// Kafka's `truncateFromStart` after the log start offset moved (DeleteRecords, retention).
+    fn truncate_leader_epochs_from_start(&mut self) -> Result<()> {
+        let log_start_offset = self.log_start_offset;
+        self.update_leader_epochs(|cache| cache.truncate_from_start(log_start_offset))?;
+        Ok(())
     }
 
     /// Seals the active segment and starts a new one at `base_offset` (the log end offset). The
@@ -673,6 +911,7 @@ impl Log {
         self.delete_oldest_segments_while("log start offset", |_, next| {
             Ok(next.is_some_and(|next| next.base_offset() <= offset))
         })?;
+        self.truncate_leader_epochs_from_start()?;
         Ok(self.log_start_offset)
     }
 
@@ -729,6 +968,7 @@ impl Log {
             deleted.segments += 1;
             deleted.bytes += size;
         }
+        self.truncate_leader_epochs_from_start()?;
         Ok(deleted)
     }
 
@@ -863,20 +1103,19 @@ fn read_log_start_offset(dir: &Path) -> Result<Option<i64>> {
 /// Records `offset` as the log start offset: temp file, fsync, rename over the old one, fsync the
 /// directory, so a crash leaves either the old value or the new one.
 fn write_log_start_offset(dir: &Path, offset: i64) -> Result<()> {
-    let path = dir.join(LOG_START_OFFSET_FILE);
-    let temp = dir.join(format!("{LOG_START_OFFSET_FILE}.tmp"));
-    {
-        let mut file = fs::File::create(&temp).at(&temp)?;
-        file.write_all(format!("{LOG_START_OFFSET_VERSION}\n{offset}\n").as_bytes())
-            .at(&temp)?;
-        file.sync_all().at(&temp)?;
-    }
-    fs::rename(&temp, &path).at(&path)?;
-    fs::File::open(dir).and_then(|d| d.sync_all()).at(dir)
+    crate::checkpoint::write_atomically(
+        &dir.join(LOG_START_OFFSET_FILE),
+        format!("{LOG_START_OFFSET_VERSION}\n{offset}\n").as_bytes(),
+    )
 }
+
+mod truncate;
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod replication_tests;
 
 #[cfg(test)]
 mod disk_fault_tests;

@@ -446,8 +446,9 @@ impl Loaded {
 
     /// Whether `bytes` ending at `last_offset`, with max timestamp `max_timestamp_in_batches`, must
     /// go to a new segment: it would not fit, an index is full, an offset would not fit the index,
-    /// or the segment has been filling for more than `segment.ms`. An empty segment never rolls
-    /// (a batch larger than `segment_bytes` gets a segment of its own).
+    /// or the segment has been filling for more than `segment.ms`. An empty segment rolls only
+    /// when it cannot address `last_offset` (a follower's batches far past its base, after a
+    /// compacted leader's gap): a batch larger than `segment_bytes` gets a segment of its own.
     pub(crate) fn should_roll(
         &self,
         bytes: usize,
@@ -457,7 +458,7 @@ impl Loaded {
         config: &LogConfig,
     ) -> bool {
         if self.log.size() == 0 {
-            return false;
+            return relative_offset(self.base_offset, last_offset).is_none();
         }
         self.log.size() + bytes as u64 > config.segment_bytes
             || self.time_waited_for_roll(now_ms, max_timestamp_in_batches) > config.segment_ms

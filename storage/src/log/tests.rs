@@ -238,8 +238,14 @@ fn rolls_at_segment_bytes_with_kafka_file_names() {
         .iter()
         .flat_map(|&b| ["index", "log", "timeindex"].map(|s| segment_file_name(b, s)))
         .collect();
+    // Written once, by the first append: its epoch (7) starts at offset 0.
+    expected.push(crate::LEADER_EPOCH_CHECKPOINT_FILE.to_string());
     expected.sort();
     assert_eq!(file_names(dir.path()), expected);
+    assert_eq!(
+        fs::read_to_string(dir.path().join(crate::LEADER_EPOCH_CHECKPOINT_FILE)).unwrap(),
+        "0\n1\n7 0\n"
+    );
     assert_eq!(
         fs::metadata(dir.path().join("00000000000000000006.log"))
             .unwrap()
@@ -692,14 +698,17 @@ fn one_batch_per_segment(
     Log::open_with_clock(dir, config, clock.clone()).unwrap()
 }
 
-/// Only segment files (and the log start checkpoint): nothing `.deleted` or temporary.
+/// Only segment files (and the log start and leader epoch checkpoints): nothing `.deleted` or
+/// temporary.
 fn assert_no_leftovers(dir: &Path, bases: &[i64]) {
     let mut expected: Vec<String> = bases
         .iter()
         .flat_map(|&b| ["index", "log", "timeindex"].map(|s| segment_file_name(b, s)))
         .collect();
-    if dir.join(LOG_START_OFFSET_FILE).exists() {
-        expected.push(LOG_START_OFFSET_FILE.to_string());
+    for checkpoint in [LOG_START_OFFSET_FILE, crate::LEADER_EPOCH_CHECKPOINT_FILE] {
+        if dir.join(checkpoint).exists() {
+            expected.push(checkpoint.to_string());
+        }
     }
     expected.sort();
     assert_eq!(file_names(dir), expected);
