@@ -6,8 +6,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::election::{is_live, unclean_leader_election_enabled, ElectionConfig};
 use crate::error::{Result, TopicError};
-use crate::image::MetadataImage;
+use crate::image::{MetadataImage, TopicImage};
 use crate::names::{is_internal, validate_topic_name};
 use crate::placement::place_replicas;
 use crate::record::{ConfigResource, Endpoint, MetadataRecord, TopicId};
@@ -97,6 +98,7 @@ pub struct BrokerRegistration {
 /// quorum) and replaying them is the caller's job, so the same planning serves every node.
 pub struct Controller {
     config: ControllerConfig,
+    elections: ElectionConfig,
     new_topic_id: Box<dyn FnMut() -> u128 + Send>,
 }
 
@@ -104,6 +106,7 @@ impl std::fmt::Debug for Controller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Controller")
             .field("config", &self.config)
+            .field("elections", &self.elections)
             .finish()
     }
 }
@@ -112,8 +115,24 @@ impl Controller {
     pub fn new(config: ControllerConfig) -> Controller {
         Controller {
             config,
+            elections: ElectionConfig::default(),
             new_topic_id: Box::new(random_topic_id),
         }
+    }
+
+    /// Replaces the election settings (Kafka's defaults until then).
+    pub fn with_election_config(mut self, elections: ElectionConfig) -> Self {
+        self.elections = elections;
+        self
+    }
+
+    pub fn election_config(&self) -> &ElectionConfig {
+        &self.elections
+    }
+
+    /// Whether `topic` allows unclean leader elections: its config, else the broker default.
+    pub fn unclean_leader_election_enabled(&self, topic: &TopicImage) -> bool {
+        unclean_leader_election_enabled(topic, self.elections.unclean_leader_election_enable)
     }
 
     /// Replaces the source of new topic ids (tests use a counter).
@@ -166,8 +185,9 @@ impl Controller {
 
     /// Fences a broker whose session expired or that is shutting down: it leaves every ISR it is
     /// in (unless it is the last member, so it can lead again when it returns), and the partitions
-    /// it led get the next unfenced ISR member as leader — or none, and go offline, when there is
-    /// no such member. Nothing happens for a stale epoch or an already fenced broker.
+    /// it led get the next unfenced ISR member as leader. With no such member, a topic that allows
+    /// unclean elections gets its first live replica as leader with an ISR of just that replica;
+    /// any other goes offline. Nothing happens for a stale epoch or an already fenced broker.
     pub fn fence_broker(
         &self,
         image: &MetadataImage,
@@ -184,7 +204,7 @@ impl Controller {
             broker_id,
             broker_epoch,
         }];
-        let usable = |id: i32| id != broker_id && image.brokers.get(&id).is_some_and(|b| !b.fenced);
+        let usable = |id: i32| id != broker_id && is_live(image, id);
         for topic in image.topics.values() {
             for (partition, state) in &topic.partitions {
                 if !state.isr.contains(&broker_id) && state.leader != broker_id {
@@ -199,7 +219,7 @@ impl Controller {
                 if isr.is_empty() {
                     isr = state.isr.clone();
                 }
-                let leader = if state.leader == broker_id {
+                let mut leader = if state.leader == broker_id {
                     state
                         .replicas
                         .iter()
@@ -209,6 +229,18 @@ impl Controller {
                 } else {
                     state.leader
                 };
+                if leader == NO_LEADER && self.unclean_leader_election_enabled(topic) {
+                    if let Some(id) = state.replicas.iter().copied().find(|id| usable(*id)) {
+                        tracing::warn!(
+                            topic = topic.name,
+                            partition,
+                            leader = id,
+                            "unclean leader election: no in-sync replica is live"
+                        );
+                        leader = id;
+                        isr = vec![id];
+                    }
+                }
                 records.push(MetadataRecord::PartitionChange {
                     topic_id: topic.topic_id,
                     partition: *partition,
@@ -222,7 +254,9 @@ impl Controller {
     }
 
     /// Unfences a broker that has caught up with the metadata: offline partitions whose ISR holds
-    /// it get it back as leader. Nothing happens for a stale epoch or an unfenced broker.
+    /// it get it back as leader; offline partitions that merely list it as a replica elect it with
+    /// an ISR of just itself when their topic allows unclean elections. Nothing happens for a
+    /// stale epoch or an unfenced broker.
     pub fn unfence_broker(
         &self,
         image: &MetadataImage,
@@ -241,15 +275,29 @@ impl Controller {
         }];
         for topic in image.topics.values() {
             for (partition, state) in &topic.partitions {
-                if state.leader == NO_LEADER && state.isr.contains(&broker_id) {
-                    records.push(MetadataRecord::PartitionChange {
-                        topic_id: topic.topic_id,
-                        partition: *partition,
-                        leader: Some(broker_id),
-                        isr: None,
-                        replicas: None,
-                    });
+                if state.leader != NO_LEADER || !state.replicas.contains(&broker_id) {
+                    continue;
                 }
+                let isr = if state.isr.contains(&broker_id) {
+                    None
+                } else if self.unclean_leader_election_enabled(topic) {
+                    tracing::warn!(
+                        topic = topic.name,
+                        partition,
+                        leader = broker_id,
+                        "unclean leader election: no in-sync replica is live"
+                    );
+                    Some(vec![broker_id])
+                } else {
+                    continue;
+                };
+                records.push(MetadataRecord::PartitionChange {
+                    topic_id: topic.topic_id,
+                    partition: *partition,
+                    leader: Some(broker_id),
+                    isr,
+                    replicas: None,
+                });
             }
         }
         Planned::new(records, ())
@@ -665,24 +713,31 @@ pub fn random_topic_id() -> u128 {
     (u128::from(half() | 1) << 64) | u128::from(half())
 }
 
+/// A controller and the image its planned records commit into, for the planners' tests.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use super::*;
 
     /// A controller and the image its planned records commit into, as the quorum would.
-    struct Harness {
-        controller: Controller,
-        image: MetadataImage,
+    pub(crate) struct Harness {
+        pub(crate) controller: Controller,
+        pub(crate) image: MetadataImage,
     }
 
     impl Harness {
-        fn new() -> Harness {
+        /// Broker 1 registered and unfenced, Kafka's election defaults, topic ids 1, 2, ...
+        pub(crate) fn new() -> Harness {
+            Harness::with_elections(ElectionConfig::default())
+        }
+
+        pub(crate) fn with_elections(elections: ElectionConfig) -> Harness {
             let mut next_id = 0u128;
             let controller = Controller::new(ControllerConfig {
                 node_id: 1,
                 num_partitions: 2,
                 default_replication_factor: 1,
             })
+            .with_election_config(elections)
             .with_topic_id_source(move || {
                 next_id += 1;
                 next_id
@@ -695,7 +750,7 @@ mod tests {
             h
         }
 
-        fn run<T>(
+        pub(crate) fn run<T>(
             &mut self,
             operation: impl FnOnce(&mut Controller, &MetadataImage) -> Planned<T>,
         ) -> T {
@@ -705,7 +760,7 @@ mod tests {
         }
 
         /// Registers and unfences a broker.
-        fn register(&mut self, broker_id: i32) {
+        pub(crate) fn register(&mut self, broker_id: i32) {
             let registration = BrokerRegistration {
                 broker_id,
                 incarnation_id: 7,
@@ -720,10 +775,49 @@ mod tests {
             self.run(|c, i| c.unfence_broker(i, broker_id, epoch));
         }
 
-        fn image(&self) -> &MetadataImage {
+        /// Commits records as if some other operation had planned them.
+        pub(crate) fn replay(&mut self, records: &[MetadataRecord]) {
+            self.image.replay_batch(records);
+        }
+
+        /// Commits a `PartitionChange` (an ISR change the leader would have asked for).
+        pub(crate) fn change(
+            &mut self,
+            topic_id: TopicId,
+            partition: i32,
+            leader: Option<i32>,
+            isr: Option<Vec<i32>>,
+        ) {
+            self.replay(&[MetadataRecord::PartitionChange {
+                topic_id,
+                partition,
+                leader,
+                isr,
+                replicas: None,
+            }]);
+        }
+
+        pub(crate) fn image(&self) -> &MetadataImage {
             &self.image
         }
     }
+
+    /// A topic with a manual assignment: (partition, replicas).
+    pub(crate) fn manual(name: &str, assignments: Vec<(i32, Vec<i32>)>) -> CreateTopicSpec {
+        CreateTopicSpec {
+            name: name.into(),
+            num_partitions: -1,
+            replication_factor: -1,
+            assignments,
+            configs: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::Harness;
+    use super::*;
 
     fn spec(name: &str, partitions: i32) -> CreateTopicSpec {
         CreateTopicSpec {

@@ -26,6 +26,32 @@ pub struct PartitionImage {
     pub partition_epoch: i32,
 }
 
+impl PartitionImage {
+    /// Applies a `PartitionChange` (KRaft's PartitionChangeRecord merge): a new leader bumps the
+    /// leader epoch, and every change, even one that sets a field to its current value, bumps the
+    /// partition epoch. The controller plans replies with this too, so they match what replays.
+    pub fn apply_change(
+        &mut self,
+        leader: Option<i32>,
+        isr: Option<&[i32]>,
+        replicas: Option<&[i32]>,
+    ) {
+        if let Some(leader) = leader {
+            if leader != self.leader {
+                self.leader = leader;
+                self.leader_epoch += 1;
+            }
+        }
+        if let Some(isr) = isr {
+            self.isr = isr.to_vec();
+        }
+        if let Some(replicas) = replicas {
+            self.replicas = replicas.to_vec();
+        }
+        self.partition_epoch += 1;
+    }
+}
+
 /// A topic, its partitions and its config overrides.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicImage {
@@ -152,21 +178,7 @@ impl MetadataImage {
                 .topic_by_id_mut(*topic_id)
                 .and_then(|topic| topic.partitions.get_mut(partition))
             {
-                Some(state) => {
-                    if let Some(leader) = leader {
-                        if *leader != state.leader {
-                            state.leader = *leader;
-                            state.leader_epoch += 1;
-                        }
-                    }
-                    if let Some(isr) = isr {
-                        state.isr = isr.clone();
-                    }
-                    if let Some(replicas) = replicas {
-                        state.replicas = replicas.clone();
-                    }
-                    state.partition_epoch += 1;
-                }
+                Some(state) => state.apply_change(*leader, isr.as_deref(), replicas.as_deref()),
                 None => {
                     tracing::warn!(%topic_id, partition, "partition change for an unknown partition")
                 }
@@ -343,6 +355,54 @@ mod tests {
         image.replay_batch(&[MetadataRecord::RemoveTopic { topic_id: id }]);
         assert!(image.topic("orders").is_none());
         assert!(image.topic_by_id(id).is_none());
+    }
+
+    #[test]
+    fn every_partition_change_bumps_the_partition_epoch_and_a_new_leader_the_leader_epoch() {
+        let id = TopicId(7);
+        let mut image = MetadataImage::default();
+        image.replay_batch(&[
+            MetadataRecord::Topic {
+                name: "orders".into(),
+                topic_id: id,
+            },
+            MetadataRecord::Partition {
+                topic_id: id,
+                partition: 0,
+                replicas: vec![1, 2, 3],
+                isr: vec![1, 2, 3],
+                leader: 1,
+                leader_epoch: 4,
+                partition_epoch: 9,
+            },
+        ]);
+        let change = |leader: Option<i32>, isr: Option<Vec<i32>>| MetadataRecord::PartitionChange {
+            topic_id: id,
+            partition: 0,
+            leader,
+            isr,
+            replicas: None,
+        };
+        let state = |image: &MetadataImage| {
+            let p = &image.topic("orders").unwrap().partitions[&0];
+            (p.leader, p.leader_epoch, p.isr.clone(), p.partition_epoch)
+        };
+        image.replay(&change(None, Some(vec![1, 2])));
+        assert_eq!(state(&image), (1, 4, vec![1, 2], 10));
+        // The same leader again: no new leader epoch, but still a new partition epoch.
+        image.replay(&change(Some(1), None));
+        assert_eq!(state(&image), (1, 4, vec![1, 2], 11));
+        image.replay(&change(Some(2), Some(vec![2])));
+        assert_eq!(state(&image), (2, 5, vec![2], 12));
+        // A change for a partition that does not exist is ignored.
+        image.replay(&MetadataRecord::PartitionChange {
+            topic_id: id,
+            partition: 5,
+            leader: Some(3),
+            isr: None,
+            replicas: None,
+        });
+        assert_eq!(image.topic("orders").unwrap().partitions.len(), 1);
     }
 
     #[test]

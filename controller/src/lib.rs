@@ -10,6 +10,8 @@
 //! - [`controller`]: [`Controller`], whose operations validate a request against the committed
 //!   image and plan the records that carry it out plus the reply to send once they commit.
 //! - [`ops`]: [`ControllerOp`], the operations brokers send the active controller, and their replies.
+//! - [`alter_partition`]: AlterPartition, a partition leader's ISR change, with Kafka's checks.
+//! - [`election`]: unclean and preferred leader elections, and their settings.
 //! - [`placement`]: where new partitions' replicas go (striped over unfenced brokers, rack-aware).
 //! - [`liveness`]: when each broker last heartbeated, as the active controller sees it.
 //! - [`quorum`]: [`Quorum`], this controller's member of the raft quorum that orders committed
@@ -27,7 +29,9 @@
 //!
 //! This crate does no network I/O and never changes the image outside `replay`.
 
+pub mod alter_partition;
 pub mod controller;
+pub mod election;
 pub mod error;
 pub mod follower;
 pub mod image;
@@ -46,10 +50,15 @@ pub mod record;
 mod sim;
 pub mod topic_config;
 
+pub use alter_partition::{
+    AlterPartitionError, AlterPartitionReply, AlterPartitionRequest, IsrChange, IsrMember,
+    PartitionOutcome, PartitionState, StaleBrokerEpoch,
+};
 pub use controller::{
     BrokerRegistration, Controller, ControllerConfig, CreatePartitionsSpec, CreateTopicSpec,
     Planned, NO_LEADER,
 };
+pub use election::{preferred_leader_elections, ElectionConfig};
 pub use error::{Error, Result, TopicError};
 pub use follower::{MetadataFollower, MetadataUpdate};
 pub use image::{BrokerImage, MetadataImage, PartitionImage, TopicImage};

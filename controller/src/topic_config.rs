@@ -247,6 +247,17 @@ mod tests {
             Ok(())
         );
         assert!(validate_topic_config("min.cleanable.dirty.ratio", "1.5").is_err());
+        // Booleans as Kafka parses them: true or false, in any case.
+        for value in ["true", "false", "TRUE", " False "] {
+            assert_eq!(
+                validate_topic_config("unclean.leader.election.enable", value),
+                Ok(())
+            );
+        }
+        assert_eq!(
+            validate_topic_config("unclean.leader.election.enable", "yes"),
+            Err("Invalid value yes for configuration unclean.leader.election.enable: Expected value to be either true or false".into())
+        );
         assert_eq!(
             validate_topic_config("no.such.config", "1"),
             Err("Unknown topic config name: no.such.config".to_string())
