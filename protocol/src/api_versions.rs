@@ -3,8 +3,9 @@
 //! There are two listeners and so two tables. [`SUPPORTED_APIS`] is the client listener's: what
 //! producers, consumers and admin clients may send. [`CONTROLLER_APIS`] is the CONTROLLER
 //! listener's, reached only by brokers: BrokerRegistration and BrokerHeartbeat, which brokers use
-//! to join the cluster and keep their lease (topic administration reaches the controller through
-//! any broker, which forwards it with Skald's private controller RPC). BrokerRegistration v2+
+//! to join the cluster and keep their lease, and AlterPartition, with which partition leaders
+//! change their ISR (topic administration reaches the controller through any broker, which
+//! forwards it with Skald's private controller RPC). BrokerRegistration v2+
 //! (log dirs, previous epoch) and BrokerHeartbeat v1 (offline log dirs) wait until the controller
 //! acts on those fields. Kafka's schemas
 //! mark those two `"listeners": ["controller"]`; here they are never in the client table, so they
@@ -17,6 +18,9 @@
 //! FindCoordinator v5+ and DescribeGroups v6 wait for their new error semantics.
 //! DescribeQuorum is served by every broker on behalf of the active controller (as Kafka's
 //! brokers forward it); DescribeCluster v2 (KIP-1073) lists fenced brokers when asked.
+//! OffsetForLeaderEpoch starts at v2, the oldest kafka-protocol 0.18 decodes (Kafka 4 dropped v0
+//! and v1, KIP-896); its `replica_id` (v3+) changes nothing, as in Kafka, which answers from the
+//! leader's log whoever asks.
 
 use kafka_protocol::messages::ApiKey;
 
@@ -55,6 +59,7 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::CreateTopics, 2, 7),
     api(ApiKey::DeleteTopics, 1, 6),
     api(ApiKey::DeleteRecords, 0, 2),
+    api(ApiKey::OffsetForLeaderEpoch, 2, 4),
     api(ApiKey::DescribeConfigs, 1, 4),
     api(ApiKey::CreatePartitions, 0, 3),
     api(ApiKey::DeleteGroups, 0, 2),
@@ -70,8 +75,11 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
 /// version kafka-protocol 0.18 knows; later versions only add fields, which the controller's
 /// handlers must honour: `is_migrating_zk_broker` (v1), `log_dirs` (v2) and
 /// `previous_broker_epoch` (v3) in a registration, `offline_log_dirs` (v1) in a heartbeat.
+/// AlterPartition is served at every version kafka-protocol 0.18 knows, 2 (topic ids) and 3
+/// (each new ISR member's broker epoch, checked by the controller).
 pub const CONTROLLER_APIS: &[SupportedApi] = &[
     api(ApiKey::ApiVersions, 0, 4),
+    api(ApiKey::AlterPartition, 2, 3),
     api(ApiKey::BrokerRegistration, 0, 1),
     api(ApiKey::BrokerHeartbeat, 0, 0),
 ];
@@ -126,6 +134,10 @@ mod tests {
         assert!(!is_supported(0, 2));
         assert!(!is_supported(9999, 0));
         assert_eq!(supported_api(3).map(|api| api.max_version), Some(12));
+        assert!(!is_supported(23, 1));
+        assert!(is_supported(23, 2));
+        assert!(is_supported(23, 4));
+        assert!(!is_supported(23, 5));
     }
 
     #[test]
@@ -142,10 +154,20 @@ mod tests {
 
     #[test]
     fn broker_lifecycle_apis_are_served_only_on_the_controller_listener() {
-        for key in [ApiKey::BrokerRegistration, ApiKey::BrokerHeartbeat] {
+        for key in [
+            ApiKey::BrokerRegistration,
+            ApiKey::BrokerHeartbeat,
+            ApiKey::AlterPartition,
+        ] {
             assert_eq!(supported_api(key as i16), None);
-            assert!(!is_supported(key as i16, 0));
+            for version in 0..=3 {
+                assert!(!is_supported(key as i16, version));
+            }
         }
+        assert!(!is_supported_on_controller(56, 1));
+        assert!(is_supported_on_controller(56, 2));
+        assert!(is_supported_on_controller(56, 3));
+        assert!(!is_supported_on_controller(56, 4));
         assert!(is_supported_on_controller(62, 0));
         assert!(is_supported_on_controller(62, 1));
         assert!(!is_supported_on_controller(62, 2));

@@ -7,7 +7,8 @@
 //! [`decode_controller_request`] the CONTROLLER listener.
 //!
 //! The mirror image, [`encode_request_frame`] and [`decode_response`], is for the requests Skald
-//! itself sends: a broker registering and heartbeating with the active controller.
+//! itself sends: a broker registering and heartbeating with the active controller, and a partition
+//! leader asking it to change an ISR (AlterPartition).
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
@@ -188,7 +189,8 @@ pub fn encode_request_frame<R: Encodable + HeaderVersion>(
 ///
 /// Unlike requests, responses get no [`precheck`] walk: kafka-protocol sizes any arrays in `R`
 /// from the wire, so this trusts the peer as much as the process itself. That holds for the
-/// controller quorum, and BrokerRegistration and BrokerHeartbeat responses carry no arrays.
+/// controller quorum, the only peer Skald sends requests to (BrokerRegistration and
+/// BrokerHeartbeat responses carry no arrays; AlterPartition responses do).
 pub fn decode_response<R: Decodable>(
     mut frame: Bytes,
     api_key: ApiKey,
@@ -235,13 +237,19 @@ mod tests {
     use super::*;
     use crate::api_versions::supported_controller_api;
     use crate::frame::{take_frame, SOCKET_REQUEST_MAX_BYTES_DEFAULT};
+    use kafka_protocol::messages::alter_partition_request::{
+        BrokerState, PartitionData, TopicData,
+    };
+    use kafka_protocol::messages::alter_partition_response::{
+        PartitionData as PartitionResult, TopicData as TopicResult,
+    };
     use kafka_protocol::messages::broker_registration_request::{Feature, Listener};
     use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
     use kafka_protocol::messages::metadata_response::MetadataResponseBroker;
     use kafka_protocol::messages::{
-        ApiVersionsRequest, ApiVersionsResponse, BrokerHeartbeatRequest, BrokerHeartbeatResponse,
-        BrokerId, BrokerRegistrationRequest, BrokerRegistrationResponse, MetadataRequest,
-        MetadataResponse, TopicName,
+        AlterPartitionRequest, AlterPartitionResponse, ApiVersionsRequest, ApiVersionsResponse,
+        BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerId, BrokerRegistrationRequest,
+        BrokerRegistrationResponse, MetadataRequest, MetadataResponse, TopicName,
     };
 
     fn request_frame(
@@ -532,6 +540,90 @@ mod tests {
             let decoded = decode_response::<BrokerHeartbeatResponse>(
                 unframe(&frame),
                 ApiKey::BrokerHeartbeat,
+                version,
+            )
+            .unwrap();
+            assert_eq!(decoded, (correlation_id, response), "v{version}");
+        }
+    }
+
+    #[test]
+    fn alter_partition_round_trips_at_every_controller_version() {
+        let versions = versions_on_controller(ApiKey::AlterPartition);
+        assert_eq!(versions, 2..=3);
+        for version in versions {
+            let correlation_id = 300 + i32::from(version);
+            let mut partition = PartitionData::default()
+                .with_partition_index(4)
+                .with_leader_epoch(7)
+                .with_partition_epoch(19);
+            partition = if version >= 3 {
+                partition.with_new_isr_with_epochs(vec![
+                    BrokerState::default()
+                        .with_broker_id(BrokerId(1))
+                        .with_broker_epoch(40),
+                    BrokerState::default()
+                        .with_broker_id(BrokerId(3))
+                        .with_broker_epoch(-1),
+                ])
+            } else {
+                partition.with_new_isr(vec![BrokerId(1), BrokerId(3)])
+            };
+            let request = AlterPartitionRequest::default()
+                .with_broker_id(BrokerId(1))
+                .with_broker_epoch(40)
+                .with_topics(vec![TopicData::default()
+                    .with_topic_id("6ba7b810-9dad-11d1-80b4-00c04fd430c8".parse().unwrap())
+                    .with_partitions(vec![partition])]);
+            let frame = unframe(
+                &encode_request_frame(
+                    ApiKey::AlterPartition,
+                    version,
+                    correlation_id,
+                    "skald-broker-1",
+                    &request,
+                )
+                .unwrap(),
+            );
+            let refused = decode_request(frame.clone()).unwrap_err();
+            assert!(
+                matches!(refused, DecodeError::UnknownApiKey(p) if p.api_key == 56 && p.correlation_id == correlation_id),
+                "v{version}: {refused:?}"
+            );
+            let decoded = decode_controller_request(frame).unwrap();
+            assert_eq!(decoded.api_key, ApiKey::AlterPartition);
+            assert_eq!(decoded.api_version, version);
+            assert_eq!(decoded.header.correlation_id, correlation_id);
+            assert_eq!(
+                decoded.body,
+                RequestKind::AlterPartition(request),
+                "v{version}"
+            );
+
+            let response =
+                AlterPartitionResponse::default().with_topics(vec![TopicResult::default()
+                    .with_topic_id("6ba7b810-9dad-11d1-80b4-00c04fd430c8".parse().unwrap())
+                    .with_partitions(vec![
+                        PartitionResult::default()
+                            .with_partition_index(4)
+                            .with_leader_id(BrokerId(1))
+                            .with_leader_epoch(7)
+                            .with_isr(vec![BrokerId(1), BrokerId(3)])
+                            .with_partition_epoch(20),
+                        PartitionResult::default()
+                            .with_partition_index(5)
+                            .with_error_code(95),
+                    ])]);
+            let frame = encode_response(
+                correlation_id,
+                ApiKey::AlterPartition,
+                version,
+                &ResponseKind::AlterPartition(response.clone()),
+            )
+            .unwrap();
+            let decoded = decode_response::<AlterPartitionResponse>(
+                unframe(&frame),
+                ApiKey::AlterPartition,
                 version,
             )
             .unwrap();

@@ -303,6 +303,7 @@ pub const REQUESTS: &[RequestLayout] = &[
     layouts::CREATE_TOPICS,
     layouts::DELETE_TOPICS,
     layouts::DELETE_RECORDS,
+    layouts::OFFSET_FOR_LEADER_EPOCH,
     layouts::DESCRIBE_CONFIGS,
     layouts::CREATE_PARTITIONS,
     layouts::OFFSET_COMMIT,
@@ -318,6 +319,7 @@ pub const REQUESTS: &[RequestLayout] = &[
     layouts::OFFSET_DELETE,
     layouts::DESCRIBE_QUORUM,
     layouts::DESCRIBE_CLUSTER,
+    layouts::ALTER_PARTITION,
     layouts::BROKER_REGISTRATION,
     layouts::BROKER_HEARTBEAT,
 ];
@@ -501,6 +503,27 @@ mod layouts {
     ]);
     const DELETE_RECORDS_PARTITION: Layout =
         fields(&[field("partition_index", Int32), field("offset", Int64)]);
+
+    pub(super) const OFFSET_FOR_LEADER_EPOCH: RequestLayout = RequestLayout {
+        api_key: ApiKey::OffsetForLeaderEpoch,
+        min_version: 2,
+        max_version: 4,
+        flexible_since: 4,
+        body: &OFFSET_FOR_LEADER_EPOCH_REQUEST,
+    };
+    const OFFSET_FOR_LEADER_EPOCH_REQUEST: Layout = fields(&[
+        field("replica_id", Int32).since(3),
+        field("topics", Array(&Struct(&OFFSET_FOR_LEADER_TOPIC))),
+    ]);
+    const OFFSET_FOR_LEADER_TOPIC: Layout = fields(&[
+        field("topic", String),
+        field("partitions", Array(&Struct(&OFFSET_FOR_LEADER_PARTITION))),
+    ]);
+    const OFFSET_FOR_LEADER_PARTITION: Layout = fields(&[
+        field("partition", Int32),
+        field("current_leader_epoch", Int32),
+        field("leader_epoch", Int32),
+    ]);
 
     pub(super) const DESCRIBE_CONFIGS: RequestLayout = RequestLayout {
         api_key: ApiKey::DescribeConfigs,
@@ -763,6 +786,35 @@ mod layouts {
         field("endpoint_type", Int8).since(1),
         field("include_fenced_brokers", Bool).since(2),
     ]);
+
+    pub(super) const ALTER_PARTITION: RequestLayout = RequestLayout {
+        api_key: ApiKey::AlterPartition,
+        min_version: 2,
+        max_version: 3,
+        flexible_since: 0,
+        body: &ALTER_PARTITION_REQUEST,
+    };
+    const ALTER_PARTITION_REQUEST: Layout = fields(&[
+        field("broker_id", Int32),
+        field("broker_epoch", Int64),
+        field("topics", Array(&Struct(&ALTER_PARTITION_TOPIC_DATA))),
+    ]);
+    const ALTER_PARTITION_TOPIC_DATA: Layout = fields(&[
+        field("topic_id", Uuid),
+        field(
+            "partitions",
+            Array(&Struct(&ALTER_PARTITION_PARTITION_DATA)),
+        ),
+    ]);
+    const ALTER_PARTITION_PARTITION_DATA: Layout = fields(&[
+        field("partition_index", Int32),
+        field("leader_epoch", Int32),
+        field("new_isr", Array(&Int32)).until(2),
+        field("new_isr_with_epochs", Array(&Struct(&BROKER_STATE))).since(3),
+        field("leader_recovery_state", Int8),
+        field("partition_epoch", Int32),
+    ]);
+    const BROKER_STATE: Layout = fields(&[field("broker_id", Int32), field("broker_epoch", Int64)]);
 
     pub(super) const BROKER_REGISTRATION: RequestLayout = RequestLayout {
         api_key: ApiKey::BrokerRegistration,

@@ -3,6 +3,9 @@ use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::alter_partition_request::{
+    BrokerState, PartitionData as AlterPartitionData, TopicData as AlterPartitionTopic,
+};
 use kafka_protocol::messages::broker_registration_request::{Feature, Listener};
 use kafka_protocol::messages::create_partitions_request::{
     CreatePartitionsAssignment, CreatePartitionsTopic,
@@ -30,19 +33,22 @@ use kafka_protocol::messages::offset_delete_request::{
 use kafka_protocol::messages::offset_fetch_request::{
     OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
 };
+use kafka_protocol::messages::offset_for_leader_epoch_request::{
+    OffsetForLeaderPartition, OffsetForLeaderTopic,
+};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
-    ApiVersionsRequest, BrokerHeartbeatRequest, BrokerId, BrokerRegistrationRequest,
-    CreatePartitionsRequest, CreateTopicsRequest, DeleteRecordsRequest, DeleteTopicsRequest,
-    DescribeConfigsRequest, FetchRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest,
-    RequestHeader, RequestKind, TopicName, TransactionalId,
+    AlterPartitionRequest, ApiVersionsRequest, BrokerHeartbeatRequest, BrokerId,
+    BrokerRegistrationRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteRecordsRequest,
+    DeleteTopicsRequest, DescribeConfigsRequest, FetchRequest, ListOffsetsRequest, MetadataRequest,
+    ProduceRequest, RequestHeader, RequestKind, TopicName, TransactionalId,
 };
 use kafka_protocol::messages::{
     DeleteGroupsRequest, DescribeClusterRequest, DescribeGroupsRequest, DescribeQuorumRequest,
     FindCoordinatorRequest, GroupId, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest,
     ListGroupsRequest, OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest,
-    SyncGroupRequest,
+    OffsetForLeaderEpochRequest, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use proptest::prelude::*;
@@ -339,6 +345,40 @@ fn sample_body(api_key: ApiKey, v: i16, nulls: bool) -> RequestKind {
                 .with_timeout_ms(if nulls { 0 } else { 30_000 })
                 .with_unknown_tagged_fields(tags),
         ),
+        ApiKey::OffsetForLeaderEpoch => {
+            // No nullable fields: `nulls` asks as a consumer that knows no current epoch instead.
+            let partition = |index: i32, leader_epoch: i32| {
+                OffsetForLeaderPartition::default()
+                    .with_partition(index)
+                    .with_current_leader_epoch(if nulls { -1 } else { 7 })
+                    .with_leader_epoch(leader_epoch)
+            };
+            // v2 has no replica_id and decodes it as -2; from v3 a consumer sends -1, a follower
+            // its broker id.
+            let replica_id = match (v, nulls) {
+                (2, _) => -2,
+                (_, true) => -1,
+                (_, false) => 3,
+            };
+            RequestKind::OffsetForLeaderEpoch(
+                OffsetForLeaderEpochRequest::default()
+                    .with_replica_id(BrokerId(replica_id))
+                    .with_topics(vec![
+                        OffsetForLeaderTopic::default()
+                            .with_topic(topic("orders"))
+                            .with_partitions(vec![
+                                partition(0, 5).with_unknown_tagged_fields(tags.clone()),
+                                partition(1, 0),
+                                partition(2, 7),
+                            ])
+                            .with_unknown_tagged_fields(tags.clone()),
+                        OffsetForLeaderTopic::default()
+                            .with_topic(topic("payments"))
+                            .with_partitions(Vec::new()),
+                    ])
+                    .with_unknown_tagged_fields(tags),
+            )
+        }
         ApiKey::DescribeConfigs => RequestKind::DescribeConfigs(
             DescribeConfigsRequest::default()
                 .with_resources(vec![
@@ -689,6 +729,45 @@ fn sample_body(api_key: ApiKey, v: i16, nulls: bool) -> RequestKind {
                 ]);
             }
             RequestKind::BrokerHeartbeat(heartbeat)
+        }
+        ApiKey::AlterPartition => {
+            let partition = |index: i32, isr: &[i32]| {
+                let partition = AlterPartitionData::default()
+                    .with_partition_index(index)
+                    .with_leader_epoch(5)
+                    .with_leader_recovery_state(i8::from(nulls))
+                    .with_partition_epoch(12)
+                    .with_unknown_tagged_fields(tags.clone());
+                if v >= 3 {
+                    partition.with_new_isr_with_epochs(
+                        isr.iter()
+                            .map(|&id| {
+                                BrokerState::default()
+                                    .with_broker_id(BrokerId(id))
+                                    .with_broker_epoch(if nulls { -1 } else { 40 + i64::from(id) })
+                                    .with_unknown_tagged_fields(tags.clone())
+                            })
+                            .collect(),
+                    )
+                } else {
+                    partition.with_new_isr(brokers(isr))
+                }
+            };
+            RequestKind::AlterPartition(
+                AlterPartitionRequest::default()
+                    .with_broker_id(BrokerId(1))
+                    .with_broker_epoch(41)
+                    .with_topics(vec![
+                        AlterPartitionTopic::default()
+                            .with_topic_id(uuid("6ba7b810-9dad-11d1-80b4-00c04fd430c8"))
+                            .with_partitions(vec![partition(0, &[1, 2, 3]), partition(1, &[1])])
+                            .with_unknown_tagged_fields(tags.clone()),
+                        AlterPartitionTopic::default()
+                            .with_topic_id(uuid("6ba7b811-9dad-11d1-80b4-00c04fd430c8"))
+                            .with_partitions(vec![partition(4, &[])]),
+                    ])
+                    .with_unknown_tagged_fields(tags),
+            )
         }
         other => panic!("no sample for {other:?}"),
     }
@@ -1092,6 +1171,86 @@ fn huge_counts_in_nested_arrays_are_refused() {
 }
 
 #[test]
+fn huge_counts_in_offset_for_leader_epoch_requests_are_refused() {
+    // v2 has no replica_id: 2^31 - 1 topics in 8 bytes.
+    assert_refused(
+        ApiKey::OffsetForLeaderEpoch,
+        2,
+        &Wire::default().i32(i32::MAX).raw(&[0; 8]).0,
+        Rejection::TooManyElements {
+            field: "topics",
+            count: 0x7fff_ffff,
+            remaining: 8,
+        },
+    );
+    // v3, a consumer: one topic with 2^24 partitions and room for one (12 bytes).
+    let consumer = Wire::default()
+        .i32(-1) // replica_id
+        .i32(1) // topics
+        .string("orders")
+        .i32(1 << 24) // partitions
+        .i32(0) // partition
+        .i32(-1) // current_leader_epoch
+        .i32(5); // leader_epoch
+    assert_refused(
+        ApiKey::OffsetForLeaderEpoch,
+        3,
+        &consumer.0,
+        Rejection::TooManyElements {
+            field: "partitions",
+            count: 1 << 24,
+            remaining: 12,
+        },
+    );
+    // v4, compact: 2^32 - 2 topics in 3 bytes.
+    assert_refused(
+        ApiKey::OffsetForLeaderEpoch,
+        4,
+        &Wire::default()
+            .i32(3) // replica_id: a follower
+            .raw(&[0xff, 0xff, 0xff, 0xff, 0x0f, 0, 0, 0])
+            .0,
+        Rejection::TooManyElements {
+            field: "topics",
+            count: 0xffff_fffe,
+            remaining: 3,
+        },
+    );
+    // v4: one topic with 2^21 partitions and room for one (12 bytes and its tagged fields).
+    let follower = Wire::default()
+        .i32(3) // replica_id
+        .raw(&[2]) // topics: one
+        .compact_string("orders")
+        .raw(&[0x81, 0x80, 0x80, 0x01]) // partitions: 2^21 + 1
+        .i32(0)
+        .i32(5)
+        .i32(5)
+        .raw(&[0]);
+    assert_refused(
+        ApiKey::OffsetForLeaderEpoch,
+        4,
+        &follower.0,
+        Rejection::TooManyElements {
+            field: "partitions",
+            count: 1 << 21,
+            remaining: 13,
+        },
+    );
+    // v0 and v1 are gone from kafka-protocol 0.18 (KIP-896): no layout, and not served.
+    assert_eq!(
+        check_body(ApiKey::OffsetForLeaderEpoch, 1, &[0; 4]),
+        Err(Rejection::UnknownLayout {
+            api_key: ApiKey::OffsetForLeaderEpoch,
+            api_version: 1
+        })
+    );
+    assert!(matches!(
+        decode_request(frame(ApiKey::OffsetForLeaderEpoch, 1, &[0; 4])),
+        Err(DecodeError::UnsupportedVersion(prefix)) if prefix.correlation_id == 42
+    ));
+}
+
+#[test]
 fn huge_counts_in_cluster_description_requests_are_refused() {
     // DescribeQuorum v0 (flexible from the start): one topic with 2^28 partitions.
     let quorum = Wire::default()
@@ -1230,6 +1389,77 @@ fn huge_counts_in_broker_lifecycle_requests_are_refused() {
     );
     let mut body = Bytes::from(heartbeat.0);
     assert!(RequestKind::decode(ApiKey::BrokerHeartbeat, &mut body, 0).is_err());
+}
+
+#[test]
+fn huge_counts_in_alter_partition_requests_are_refused() {
+    // Up to the first partition's ISR: broker 1 at epoch 41, one topic, one partition 0 at
+    // leader epoch 5.
+    let head = || {
+        Wire::default()
+            .i32(1) // broker_id
+            .i64(41) // broker_epoch
+            .raw(&[2]) // topics: one
+            .raw(&[7; 16]) // topic_id
+            .raw(&[2]) // partitions: one
+            .i32(0) // partition_index
+            .i32(5) // leader_epoch
+    };
+    // v2: new_isr declaring 2^28 broker ids, with room for six bytes.
+    assert_refused(
+        ApiKey::AlterPartition,
+        2,
+        &head().raw(&[0x81, 0x80, 0x80, 0x80, 0x01]).raw(&[0; 6]).0,
+        Rejection::TooManyElements {
+            field: "new_isr",
+            count: 1 << 28,
+            remaining: 6,
+        },
+    );
+    // v3: new_isr_with_epochs declaring 2^21 members, with room for one.
+    assert_refused(
+        ApiKey::AlterPartition,
+        3,
+        &head().raw(&[0x81, 0x80, 0x80, 0x01]).raw(&[0; 13]).0,
+        Rejection::TooManyElements {
+            field: "new_isr_with_epochs",
+            count: 1 << 21,
+            remaining: 13,
+        },
+    );
+    // Either version: 2^32 - 2 topics in four bytes.
+    assert_refused(
+        ApiKey::AlterPartition,
+        3,
+        &Wire::default()
+            .i32(1)
+            .i64(41)
+            .raw(&[0xff, 0xff, 0xff, 0xff, 0x0f, 0, 0, 0, 0])
+            .0,
+        Rejection::TooManyElements {
+            field: "topics",
+            count: 0xffff_fffe,
+            remaining: 4,
+        },
+    );
+    // One topic with 2^14 partitions, each at least 12 bytes, in 40.
+    assert_refused(
+        ApiKey::AlterPartition,
+        2,
+        &Wire::default()
+            .i32(1)
+            .i64(41)
+            .raw(&[2])
+            .raw(&[7; 16])
+            .raw(&[0x81, 0x80, 0x01])
+            .raw(&[0; 40])
+            .0,
+        Rejection::TooManyElements {
+            field: "partitions",
+            count: 1 << 14,
+            remaining: 40,
+        },
+    );
 }
 
 #[test]
