@@ -11,17 +11,20 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::broker_registration_request::Listener;
 use kafka_protocol::messages::{
-    ApiKey, BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerId, BrokerRegistrationRequest,
-    BrokerRegistrationResponse,
+    AlterPartitionResponse, ApiKey, BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerId,
+    BrokerRegistrationRequest, BrokerRegistrationResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use skald_controller::follower::MetadataUpdate;
-use skald_controller::{BrokerRegistration, ControllerOp, ControllerReply};
+use skald_controller::{
+    AlterPartitionRequest, BrokerRegistration, ControllerOp, ControllerReply, PartitionOutcome,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
+use super::alter_partition;
 use super::rpc::{self, ControlRequest, ControlResponse, StatusReply};
 use crate::config::Voter;
 use crate::metadata::driver::{Heartbeat, HeartbeatReply};
@@ -209,6 +212,26 @@ impl RemoteControllers {
             is_fenced: response.is_fenced,
             should_shut_down: response.should_shut_down,
         })
+    }
+
+    /// A partition leader's ISR changes (AlterPartition v3): each partition's outcome, in request
+    /// order. A refusal of the whole request is the error (STALE_BROKER_EPOCH, NOT_CONTROLLER).
+    pub async fn alter_partition(
+        &self,
+        request: &AlterPartitionRequest,
+    ) -> Result<Vec<PartitionOutcome>, ControlError> {
+        let target = self.target();
+        let response: AlterPartitionResponse = self
+            .kafka_call(
+                target,
+                ApiKey::AlterPartition,
+                alter_partition::VERSION,
+                &alter_partition::request_to_wire(request),
+            )
+            .await?;
+        self.check(response.error_code, target)?;
+        alter_partition::response_from_wire(request, &response)
+            .map_err(|reason| ControlError::Unavailable(format!("controller {target}: {reason}")))
     }
 
     /// Maps a Kafka error code from a controller to a [`ControlError`].

@@ -4,11 +4,13 @@
 //! # Layout
 //! - [`server`]: serves the controller listener. A connection that opens with [`RAFT_MAGIC`] is a
 //!   raft peer's one-way message stream; any other carries Kafka-framed requests (ApiVersions,
-//!   BrokerRegistration, BrokerHeartbeat and Skald's private [`rpc`]).
+//!   BrokerRegistration, BrokerHeartbeat, AlterPartition and Skald's private [`rpc`]).
 //! - [`transport`]: raft messages to the other voters, one reconnecting stream per peer.
 //! - [`client`]: [`client::RemoteControllers`], a broker's requests to the active controller.
 //! - [`rpc`]: Skald's private controller RPC (forwarded operations, metadata fetch, status).
+//! - [`alter_partition`]: AlterPartition's wire form to and from the controller's types.
 
+pub mod alter_partition;
 pub mod client;
 pub mod rpc;
 pub mod server;
@@ -17,3 +19,6 @@ pub mod transport;
 /// The first bytes of a raft peer stream. As a Kafka frame size it would be over 1.3 GB, which
 /// no listener accepts, so the two kinds of connection cannot be confused.
 pub const RAFT_MAGIC: [u8; 4] = *b"SKRF";
+
+#[cfg(test)]
+mod tests;

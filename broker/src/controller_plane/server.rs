@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
 use kafka_protocol::messages::{
-    ApiVersionsResponse, BrokerHeartbeatRequest, BrokerHeartbeatResponse,
-    BrokerRegistrationRequest, BrokerRegistrationResponse, RequestKind, ResponseKind,
+    AlterPartitionRequest, AlterPartitionResponse, ApiVersionsResponse, BrokerHeartbeatRequest,
+    BrokerHeartbeatResponse, BrokerRegistrationRequest, BrokerRegistrationResponse, RequestKind,
+    ResponseKind,
 };
 use kafka_protocol::ResponseError;
 use skald_controller::raft_wire;
@@ -19,6 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::broadcast;
 
+use super::alter_partition;
 use super::rpc::{self, ControlRequest, ControlResponse, StatusReply};
 use super::RAFT_MAGIC;
 use crate::api::api_versions;
@@ -188,7 +190,8 @@ async fn control(context: &ControllerListenerContext, request: ControlRequest) -
     }
 }
 
-/// ApiVersions, BrokerRegistration and BrokerHeartbeat: the Kafka RPCs a controller serves here.
+/// ApiVersions, BrokerRegistration, BrokerHeartbeat and AlterPartition: the Kafka RPCs a
+/// controller serves here.
 async fn kafka_request(
     context: &ControllerListenerContext,
     frame: bytes::Bytes,
@@ -208,6 +211,9 @@ async fn kafka_request(
         }
         RequestKind::BrokerHeartbeat(request) => {
             ResponseKind::BrokerHeartbeat(heartbeat(context, request).await)
+        }
+        RequestKind::AlterPartition(request) => {
+            ResponseKind::AlterPartition(handle_alter_partition(context, request, version).await)
         }
         _ => {
             return Err(format!(
@@ -270,4 +276,17 @@ async fn heartbeat(
             .with_error_code(err.code())
             .with_is_fenced(true),
     }
+}
+
+/// Carried out by the active controller once its records commit; NOT_CONTROLLER elsewhere.
+async fn handle_alter_partition(
+    context: &ControllerListenerContext,
+    request: AlterPartitionRequest,
+    version: i16,
+) -> AlterPartitionResponse {
+    let outcome = context
+        .driver
+        .alter_partition(alter_partition::request_from_wire(&request, version))
+        .await;
+    alter_partition::response_to_wire(&request, outcome)
 }

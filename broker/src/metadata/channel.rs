@@ -8,7 +8,10 @@
 
 use std::time::Duration;
 
-use skald_controller::{BrokerRegistration, ControllerOp, ControllerReply};
+use skald_controller::{
+    AlterPartitionError, AlterPartitionRequest, BrokerRegistration, ControllerOp, ControllerReply,
+    MetadataImage, PartitionOutcome, TopicId,
+};
 use tokio::time::Instant;
 
 use super::driver::{DriverHandle, Heartbeat, HeartbeatReply};
@@ -18,6 +21,40 @@ use crate::controller_plane::rpc::StatusReply;
 
 /// Pause between attempts while no controller answers (an election is usually under way).
 const RETRY_BACKOFF: Duration = Duration::from_millis(50);
+
+/// One partition's answer to an AlterPartition: which partition, and its state after the change
+/// (the current state for an unchanged ISR) or why the change was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionAltered {
+    pub topic_id: TopicId,
+    pub partition: i32,
+    pub result: PartitionOutcome,
+}
+
+/// What an AlterPartition came to, partition by partition in request order.
+///
+/// Accepted changes have committed, but this node's metadata may not show them yet when another
+/// node is the active controller: [`AlterPartitionOutcome::is_applied_in`] tells when it does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlterPartitionOutcome {
+    pub partitions: Vec<PartitionAltered>,
+}
+
+impl AlterPartitionOutcome {
+    /// Whether `image` reflects every accepted change: each such partition is at the partition
+    /// epoch the controller reported, or later (or gone). Refused changes need nothing.
+    pub fn is_applied_in(&self, image: &MetadataImage) -> bool {
+        self.partitions.iter().all(|altered| {
+            let Ok(state) = &altered.result else {
+                return true;
+            };
+            image
+                .topic_by_id(altered.topic_id)
+                .and_then(|topic| topic.partitions.get(&altered.partition))
+                .is_none_or(|partition| partition.partition_epoch >= state.partition_epoch)
+        })
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct ControllerChannel {
@@ -107,6 +144,74 @@ impl ControllerChannel {
         .await
     }
 
+    /// A partition leader's ISR changes (AlterPartition), on the active controller: in-process
+    /// when this node's quorum leads, else as a Kafka AlterPartition (v3) over the controller
+    /// listener. NOT_CONTROLLER is retried until `controller.quorum.request.timeout.ms`, for the
+    /// whole request or for single partitions (a controller whose metadata is behind the
+    /// leader's answers NOT_CONTROLLER for those partitions, as in Kafka); a partition still
+    /// answered so at the deadline keeps that answer. STALE_BROKER_EPOCH (the requester must
+    /// register again) and other failures of the whole request are the error.
+    ///
+    /// On return the accepted changes have committed; when this node ran them in-process it
+    /// already serves them, otherwise its metadata may lag: see
+    /// [`AlterPartitionOutcome::is_applied_in`].
+    pub async fn alter_partition(
+        &self,
+        request: AlterPartitionRequest,
+    ) -> Result<AlterPartitionOutcome, ControlError> {
+        let deadline = Instant::now() + self.timeout;
+        let behind = Err(AlterPartitionError::NotController);
+        let mut results: Vec<PartitionOutcome> = vec![behind.clone(); request.partitions.len()];
+        let mut pending: Vec<usize> = (0..results.len()).collect();
+        while !pending.is_empty() {
+            let asked = AlterPartitionRequest {
+                partitions: pending
+                    .iter()
+                    .map(|&i| request.partitions[i].clone())
+                    .collect(),
+                ..request.clone()
+            };
+            let answers = self
+                .retrying_until(deadline, |local, remote| {
+                    let asked = asked.clone();
+                    async move {
+                        match (local, remote) {
+                            (Some(local), _) => local.alter_partition(asked).await,
+                            (None, Some(remote)) => remote.alter_partition(&asked).await,
+                            (None, None) => Err(ControlError::NotController(None)),
+                        }
+                    }
+                })
+                .await?;
+            if answers.len() != pending.len() {
+                return Err(ControlError::Unavailable(format!(
+                    "the controller answered {} of {} partitions",
+                    answers.len(),
+                    pending.len()
+                )));
+            }
+            for (&i, answer) in pending.iter().zip(answers) {
+                results[i] = answer;
+            }
+            pending.retain(|&i| results[i] == behind);
+            if pending.is_empty() || Instant::now() + RETRY_BACKOFF >= deadline {
+                break;
+            }
+            tokio::time::sleep(RETRY_BACKOFF).await;
+        }
+        let partitions = request
+            .partitions
+            .iter()
+            .zip(results)
+            .map(|(change, result)| PartitionAltered {
+                topic_id: change.topic_id,
+                partition: change.partition,
+                result,
+            })
+            .collect();
+        Ok(AlterPartitionOutcome { partitions })
+    }
+
     /// The quorum as the active controller sees it (leader, term, each voter's progress): from
     /// this node's own driver when it leads, else from the leader over the controller listener.
     pub async fn quorum_status(&self) -> Result<StatusReply, ControlError> {
@@ -136,12 +241,25 @@ impl ControllerChannel {
 
     /// Calls the in-process driver when this node leads, the remote leader otherwise, until an
     /// answer other than NOT_CONTROLLER / unreachable, or the deadline.
-    async fn retrying<T, F, Fut>(&self, mut call: F) -> Result<T, ControlError>
+    async fn retrying<T, F, Fut>(&self, call: F) -> Result<T, ControlError>
     where
         F: FnMut(Option<DriverHandle>, Option<RemoteControllers>) -> Fut,
         Fut: std::future::Future<Output = Result<T, ControlError>>,
     {
-        let deadline = Instant::now() + self.timeout;
+        self.retrying_until(Instant::now() + self.timeout, call)
+            .await
+    }
+
+    /// [`ControllerChannel::retrying`] with the deadline given.
+    async fn retrying_until<T, F, Fut>(
+        &self,
+        deadline: Instant,
+        mut call: F,
+    ) -> Result<T, ControlError>
+    where
+        F: FnMut(Option<DriverHandle>, Option<RemoteControllers>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ControlError>>,
+    {
         loop {
             let local = self
                 .local

@@ -1,12 +1,15 @@
 //! The quorum driver: one OS thread owns this node's raft [`Quorum`] and is the only code that
 //! touches it (raft-rs is single-threaded by design). Everything else talks to it through a bounded
 //! queue of [`Event`]s: raft messages from peers, metadata operations, broker registrations and
-//! heartbeats, metadata fetches from brokers, and status queries.
+//! heartbeats, partition leaders' ISR changes (AlterPartition), metadata fetches from brokers, and
+//! status queries.
 //!
 //! A thread rather than a task because the raft log is fsynced inside the Ready loop; a blocked
 //! tokio worker would stall connections. On the active controller the driver also plans
 //! operations (one in flight at a time, so each is validated against an image that already holds
-//! the previous one's records), tracks broker liveness and fences brokers whose session expired.
+//! the previous one's records), tracks broker liveness and fences brokers whose session expired,
+//! and every `leader.imbalance.check.interval` moves leaderships back to preferred replicas
+//! (`auto.leader.rebalance.enable`), as one more operation in the same queue.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
@@ -15,12 +18,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use raft::eraftpb::Message;
+use skald_controller::election::PREFERRED_ELECTIONS_PER_PASS_MAX;
 use skald_controller::follower::MetadataUpdate;
 use skald_controller::liveness::BrokerLiveness;
 use skald_controller::quorum::{ProposeError, Quorum, QuorumStatus};
 use skald_controller::raft_disk::FileDisk;
 use skald_controller::{
-    BrokerRegistration, Controller, ControllerOp, ControllerReply, MetadataImage, MetadataRecord,
+    preferred_leader_elections, AlterPartitionRequest, BrokerRegistration, Controller,
+    ControllerOp, ControllerReply, MetadataImage, MetadataRecord, PartitionOutcome, Planned,
 };
 use tokio::sync::oneshot;
 
@@ -66,6 +71,7 @@ pub enum Event {
     Operation(ControllerOp, Reply<ControllerReply>),
     Register(BrokerRegistration, Reply<i64>),
     Heartbeat(Heartbeat, Reply<HeartbeatReply>),
+    AlterPartition(AlterPartitionRequest, Reply<Vec<PartitionOutcome>>),
     FetchMetadata {
         after_index: u64,
         max_bytes: usize,
@@ -150,6 +156,17 @@ impl DriverHandle {
         self.ask(|reply| Event::Heartbeat(heartbeat, reply)).await
     }
 
+    /// A partition leader's ISR changes: each partition's outcome, in request order, once the
+    /// accepted ones have committed and this node serves them. STALE_BROKER_EPOCH when the
+    /// requester is not registered with that epoch; NOT_CONTROLLER when this node does not lead.
+    pub async fn alter_partition(
+        &self,
+        request: AlterPartitionRequest,
+    ) -> Result<Vec<PartitionOutcome>, ControlError> {
+        self.ask(|reply| Event::AlterPartition(request, reply))
+            .await
+    }
+
     pub async fn fetch_metadata(
         &self,
         after_index: u64,
@@ -197,7 +214,8 @@ pub struct DriverConfig {
 enum Waiter {
     Operation(ControllerReply, Reply<ControllerReply>),
     Register(i32, i64, Reply<i64>),
-    /// Fencing and unfencing the controller started itself: nobody waits.
+    AlterPartition(Vec<PartitionOutcome>, Reply<Vec<PartitionOutcome>>),
+    /// Fencing, unfencing and elections the controller started itself: nobody waits.
     Internal,
 }
 
@@ -220,18 +238,21 @@ struct InFlight {
 enum Queued {
     Operation(ControllerOp, Reply<ControllerReply>),
     Register(BrokerRegistration, Reply<i64>),
+    AlterPartition(AlterPartitionRequest, Reply<Vec<PartitionOutcome>>),
     Fence(i32, i64),
     Unfence(i32, i64),
+    PreferredElections,
 }
 
 impl Queued {
-    /// Answers whoever waits for this operation with `error` (fencing and unfencing the
-    /// controller started itself have nobody waiting).
+    /// Answers whoever waits for this operation with `error` (fencing, unfencing and elections
+    /// the controller started itself have nobody waiting).
     fn fail(self, error: ControlError) {
         match self {
             Queued::Operation(_, reply) => drop(reply.send(Err(error))),
             Queued::Register(_, reply) => drop(reply.send(Err(error))),
-            Queued::Fence(..) | Queued::Unfence(..) => {}
+            Queued::AlterPartition(_, reply) => drop(reply.send(Err(error))),
+            Queued::Fence(..) | Queued::Unfence(..) | Queued::PreferredElections => {}
         }
     }
 }
@@ -265,6 +286,7 @@ pub fn start(
         next_token: 1,
         registration_index: HashMap::new(),
         was_leader: false,
+        next_preferred_elections: None,
         started: Instant::now(),
         stop_now: false,
         parked: Vec::new(),
@@ -290,6 +312,8 @@ struct Driver {
     /// caught up once its heartbeat reports at least this offset (KRaft's rule). Soft state.
     registration_index: HashMap<i32, u64>,
     was_leader: bool,
+    /// When the next preferred-election pass is due (on the leader, when they are enabled).
+    next_preferred_elections: Option<Instant>,
     started: Instant,
     /// Asked to stop with no live voter to hand leadership to.
     stop_now: bool,
@@ -367,6 +391,9 @@ impl Driver {
             }
             Event::Heartbeat(heartbeat, reply) => {
                 let _ = reply.send(self.heartbeat(heartbeat));
+            }
+            Event::AlterPartition(request, reply) => {
+                self.enqueue(Queued::AlterPartition(request, reply))
             }
             Event::FetchMetadata {
                 after_index,
@@ -497,6 +524,16 @@ impl Driver {
         if !self.quorum.is_leader() {
             return;
         }
+        if self.next_preferred_elections.is_some_and(|due| now >= due) {
+            let already = self
+                .queue
+                .iter()
+                .any(|q| matches!(q, Queued::PreferredElections));
+            if !already {
+                self.enqueue(Queued::PreferredElections);
+            }
+            self.next_preferred_elections = self.preferred_elections_interval().map(|i| now + i);
+        }
         let image = self.quorum.image();
         for (broker_id, epoch) in self.liveness.expired(&image, self.now_ms()) {
             let already = self
@@ -508,6 +545,14 @@ impl Driver {
                 self.enqueue(Queued::Fence(broker_id, epoch));
             }
         }
+    }
+
+    /// How often preferred leader elections run, if they do (`auto.leader.rebalance.enable`).
+    fn preferred_elections_interval(&self) -> Option<Duration> {
+        let elections = self.controller.election_config();
+        elections
+            .auto_leader_rebalance_enable
+            .then(|| Duration::from_millis(elections.leader_imbalance_check_interval_ms.max(1)))
     }
 
     /// Plans and proposes the next queued operation when none is in flight.
@@ -538,6 +583,32 @@ impl Driver {
                     self.controller.unfence_broker(&image, id, epoch).records,
                     Waiter::Internal,
                 ),
+                Queued::AlterPartition(request, reply) => {
+                    match self.controller.alter_partition(&image, &request) {
+                        Planned {
+                            records,
+                            reply: Ok(outcomes),
+                        } => (records, Waiter::AlterPartition(outcomes, reply)),
+                        Planned { reply: Err(_), .. } => {
+                            drop(reply.send(Err(ControlError::StaleBrokerEpoch)));
+                            continue;
+                        }
+                    }
+                }
+                Queued::PreferredElections => {
+                    let records = preferred_leader_elections(&image);
+                    if records.len() >= PREFERRED_ELECTIONS_PER_PASS_MAX {
+                        // More may be waiting: the next pass runs at the next tick.
+                        self.next_preferred_elections = Some(Instant::now());
+                    }
+                    if !records.is_empty() {
+                        tracing::info!(
+                            partitions = records.len(),
+                            "moving leaderships back to preferred replicas"
+                        );
+                    }
+                    (records, Waiter::Internal)
+                }
             };
             if records.is_empty() {
                 self.complete(waiter, image);
@@ -585,8 +656,12 @@ impl Driver {
                 );
                 self.liveness.reset(self.now_ms());
                 self.registration_index.clear();
+                self.next_preferred_elections = self
+                    .preferred_elections_interval()
+                    .map(|interval| Instant::now() + interval);
             } else {
                 let leader = self.quorum.leader();
+                self.next_preferred_elections = None;
                 self.fail_all(ControlError::NotController(leader));
             }
         }
@@ -628,6 +703,7 @@ impl Driver {
         Box::new(move || match waiter {
             Waiter::Operation(reply, tx) => drop(tx.send(Ok(reply))),
             Waiter::Register(_, epoch, tx) => drop(tx.send(Ok(epoch))),
+            Waiter::AlterPartition(outcomes, tx) => drop(tx.send(Ok(outcomes))),
             Waiter::Internal => {}
         })
     }
@@ -653,6 +729,7 @@ fn fail(waiter: Waiter, error: ControlError) {
     match waiter {
         Waiter::Operation(_, tx) => drop(tx.send(Err(error))),
         Waiter::Register(_, _, tx) => drop(tx.send(Err(error))),
+        Waiter::AlterPartition(_, tx) => drop(tx.send(Err(error))),
         Waiter::Internal => {}
     }
 }

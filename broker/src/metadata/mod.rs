@@ -4,7 +4,8 @@
 //! - [`driver`]: on controllers, the thread that owns the raft quorum and plans operations.
 //! - [`publisher`]: applies each committed image to the hosted partitions, then completes replies.
 //! - [`channel`]: [`ControllerChannel`], how the broker reaches the active controller — in-process
-//!   when that is this node, over the controller listener otherwise.
+//!   when that is this node, over the controller listener otherwise — for metadata operations,
+//!   registration, heartbeats and partition leaders' ISR changes ([`AlterPartitionOutcome`]).
 //! - [`lifecycle`]: the broker's registration, heartbeats and controlled shutdown.
 //! - [`follower`]: on broker-only nodes, fetching committed metadata from the controllers.
 
@@ -14,7 +15,7 @@ pub mod follower;
 pub mod lifecycle;
 pub mod publisher;
 
-pub use channel::ControllerChannel;
+pub use channel::{AlterPartitionOutcome, ControllerChannel, PartitionAltered};
 
 use kafka_protocol::ResponseError;
 
