@@ -6,12 +6,12 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
-use skald_controller::{ControllerOp, ControllerReply, MetadataImage};
+use skald_controller::{AlterPartitionRequest, ControllerOp, ControllerReply, MetadataImage};
 
 use crate::config::ServerConfig;
 use crate::error::{Error, Result};
 use crate::group::{CoordinatorConfig, GroupCoordinator};
-use crate::metadata::{ControlError, ControllerChannel};
+use crate::metadata::{AlterPartitionOutcome, ControlError, ControllerChannel};
 use crate::metrics::Metrics;
 use crate::replica_manager::ReplicaManager;
 
@@ -169,6 +169,35 @@ impl Broker {
             }
         }
         Ok(reply)
+    }
+
+    /// Asks the active controller for an ISR change (AlterPartition) and waits until this
+    /// broker's metadata shows the accepted ones, so the leader acts on the ISR it asked for.
+    pub async fn alter_partition(
+        &self,
+        request: AlterPartitionRequest,
+    ) -> std::result::Result<AlterPartitionOutcome, ControlError> {
+        let channel = self
+            .controller
+            .get()
+            .ok_or(ControlError::NotController(None))?;
+        let outcome = channel.alter_partition(request).await?;
+        let caught_up = async {
+            loop {
+                let published = self.metadata_published.notified();
+                if outcome.is_applied_in(&self.image()) {
+                    return;
+                }
+                published.await;
+            }
+        };
+        if tokio::time::timeout(METADATA_CATCH_UP_MAX, caught_up)
+            .await
+            .is_err()
+        {
+            tracing::warn!("an ISR change committed but this broker's metadata has yet to show it");
+        }
+        Ok(outcome)
     }
 
     /// The node id clients should send controller requests to (Metadata's `controller_id`): with

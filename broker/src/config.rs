@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use skald_controller::topic_config::TOPIC_CONFIGS;
+use skald_controller::ElectionConfig;
 
 /// Server properties Skald reads, with their defaults. Topic-default properties (`log.retention.ms`,
 /// ...) come from the topic config table, so both stay in step.
@@ -28,6 +29,12 @@ const SERVER_PROPERTIES: &[(&str, &str)] = &[
     ("metadata.log.max.entries.between.snapshots", "10000"),
     // How long a metadata operation waits for its records to commit before REQUEST_TIMED_OUT.
     ("controller.quorum.request.timeout.ms", "10000"),
+    // Leader elections, Kafka's names and defaults (`unclean.leader.election.enable`, a topic
+    // default, is in the topic config table). `leader.imbalance.check.interval.ms` is Skald's:
+    // when set it wins over the seconds, so tests can run passes often.
+    ("auto.leader.rebalance.enable", "true"),
+    ("leader.imbalance.check.interval.seconds", "300"),
+    ("leader.imbalance.check.interval.ms", ""),
     ("listeners", "PLAINTEXT://127.0.0.1:9092"),
     ("advertised.listeners", ""),
     ("log.dirs", "./skald-data"),
@@ -62,6 +69,16 @@ const SERVER_PROPERTIES: &[(&str, &str)] = &[
     // Kafka's defaults: the flush.ms check never runs unless set; recovery points every minute.
     ("log.flush.scheduler.interval.ms", "9223372036854775807"),
     ("log.flush.offset.checkpoint.interval.ms", "60000"),
+    // Replication (Kafka's names and defaults, except the fetch backoff: Kafka's 1000 ms would
+    // stall a follower that long after every leader change, 200 keeps failover quick).
+    ("replica.lag.time.max.ms", "30000"),
+    ("replica.fetch.wait.max.ms", "500"),
+    ("replica.fetch.min.bytes", "1"),
+    ("replica.fetch.max.bytes", "1048576"),
+    ("replica.fetch.response.max.bytes", "10485760"),
+    ("replica.fetch.backoff.ms", "200"),
+    ("replica.socket.timeout.ms", "30000"),
+    ("replica.high.watermark.checkpoint.interval.ms", "5000"),
 ];
 
 fn parse_roles(spec: &str) -> Result<Roles, String> {
@@ -177,6 +194,9 @@ pub struct ServerConfig {
     pub controller_request_timeout_ms: u64,
     /// `metadata.log.max.entries.between.snapshots`.
     pub snapshot_interval_entries: u64,
+    /// `unclean.leader.election.enable` (the default of topics that do not set it),
+    /// `auto.leader.rebalance.enable` and `leader.imbalance.check.interval.seconds` / `.ms`.
+    pub elections: ElectionConfig,
     pub listeners: Vec<Listener>,
     pub advertised_listeners: Vec<Listener>,
     pub log_dirs: Vec<PathBuf>,
@@ -202,6 +222,29 @@ pub struct ServerConfig {
     /// `log.flush.offset.checkpoint.interval.ms`: how often each log dir's
     /// `recovery-point-offset-checkpoint` is written.
     pub log_flush_offset_checkpoint_interval_ms: u64,
+    /// The `replica.*` settings of followers and leaders.
+    pub replication: ReplicationConfig,
+}
+
+/// How partitions are replicated (Kafka's `replica.*` properties).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicationConfig {
+    /// `replica.lag.time.max.ms`: a follower not caught up for this long leaves the ISR.
+    pub lag_time_max_ms: u64,
+    /// `replica.fetch.wait.max.ms`: how long a follower's fetch may wait at the leader.
+    pub fetch_wait_max_ms: i32,
+    /// `replica.fetch.min.bytes`.
+    pub fetch_min_bytes: i32,
+    /// `replica.fetch.max.bytes`: per partition.
+    pub fetch_max_bytes: i32,
+    /// `replica.fetch.response.max.bytes`: per fetch.
+    pub fetch_response_max_bytes: i32,
+    /// `replica.fetch.backoff.ms`: the pause after a failed fetch.
+    pub fetch_backoff_ms: u64,
+    /// `replica.socket.timeout.ms`: how long a follower waits for a fetch response.
+    pub socket_timeout_ms: u64,
+    /// `replica.high.watermark.checkpoint.interval.ms`.
+    pub high_watermark_checkpoint_interval_ms: u64,
 }
 
 impl ServerConfig {
@@ -255,6 +298,7 @@ impl ServerConfig {
             broker_session_timeout_ms: 0,
             controller_request_timeout_ms: 0,
             snapshot_interval_entries: 0,
+            elections: ElectionConfig::default(),
             listeners: Vec::new(),
             advertised_listeners: Vec::new(),
             log_dirs: Vec::new(),
@@ -274,6 +318,16 @@ impl ServerConfig {
             log_cleaner_backoff_ms: 0,
             log_flush_scheduler_interval_ms: 0,
             log_flush_offset_checkpoint_interval_ms: 0,
+            replication: ReplicationConfig {
+                lag_time_max_ms: 0,
+                fetch_wait_max_ms: 0,
+                fetch_min_bytes: 0,
+                fetch_max_bytes: 0,
+                fetch_response_max_bytes: 0,
+                fetch_backoff_ms: 0,
+                socket_timeout_ms: 0,
+                high_watermark_checkpoint_interval_ms: 0,
+            },
         };
         config.node_id = config.parse("node.id")?;
         config.roles = parse_roles(&config.get("process.roles"))?;
@@ -319,6 +373,7 @@ impl ServerConfig {
         config.controller_request_timeout_ms = config
             .parse::<u64>("controller.quorum.request.timeout.ms")?
             .max(100);
+        config.elections = config.parse_elections()?;
         let log_dir = config.get("log.dir");
         let log_dirs = match config.explicit.get("log.dirs") {
             None if !log_dir.is_empty() => log_dir,
@@ -386,6 +441,20 @@ impl ServerConfig {
         }
         let rack = config.get("broker.rack");
         config.rack = (!rack.is_empty()).then_some(rack);
+        config.replication = ReplicationConfig {
+            lag_time_max_ms: config.parse::<u64>("replica.lag.time.max.ms")?.max(1),
+            fetch_wait_max_ms: config.parse::<i32>("replica.fetch.wait.max.ms")?.max(0),
+            fetch_min_bytes: config.parse::<i32>("replica.fetch.min.bytes")?.max(1),
+            fetch_max_bytes: config.parse::<i32>("replica.fetch.max.bytes")?.max(1),
+            fetch_response_max_bytes: config
+                .parse::<i32>("replica.fetch.response.max.bytes")?
+                .max(1),
+            fetch_backoff_ms: config.parse::<u64>("replica.fetch.backoff.ms")?,
+            socket_timeout_ms: config.parse::<u64>("replica.socket.timeout.ms")?.max(1),
+            high_watermark_checkpoint_interval_ms: config
+                .parse::<u64>("replica.high.watermark.checkpoint.interval.ms")?
+                .max(1),
+        };
         Ok(config)
     }
 
@@ -447,6 +516,38 @@ impl ServerConfig {
             }
         }
         Ok(())
+    }
+
+    /// The election settings: Kafka's booleans (true or false in any case) and the rebalance
+    /// interval, in ms when `leader.imbalance.check.interval.ms` is set, else in seconds.
+    fn parse_elections(&self) -> Result<ElectionConfig, String> {
+        let boolean = |key: &str| {
+            let value = self.get(key);
+            match value.trim().to_ascii_lowercase().as_str() {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                _ => Err(format!("invalid value '{value}' for {key}")),
+            }
+        };
+        let key = if self.get("leader.imbalance.check.interval.ms").is_empty() {
+            "leader.imbalance.check.interval.seconds"
+        } else {
+            "leader.imbalance.check.interval.ms"
+        };
+        let interval: u64 = self.parse(key)?;
+        if interval < 1 {
+            return Err(format!("{key} must be at least 1"));
+        }
+        let interval_ms = if key.ends_with(".seconds") {
+            interval.saturating_mul(1000)
+        } else {
+            interval
+        };
+        Ok(ElectionConfig {
+            unclean_leader_election_enable: boolean("unclean.leader.election.enable")?,
+            auto_leader_rebalance_enable: boolean("auto.leader.rebalance.enable")?,
+            leader_imbalance_check_interval_ms: interval_ms,
+        })
     }
 
     /// A property's value: explicit, else its default ("" for an unknown property).
@@ -631,6 +732,56 @@ mod tests {
         assert_eq!(config.get("log.segment.bytes"), "1048576");
         assert!(config.is_explicit("log.segment.bytes"));
         assert!(!config.is_explicit("log.retention.ms"));
+    }
+
+    #[test]
+    fn election_settings_default_to_kafkas_and_the_ms_interval_wins() {
+        let load = |overrides: &[&str]| {
+            let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+            ServerConfig::load(None, &overrides).map(|config| config.elections)
+        };
+        assert_eq!(
+            load(&[]),
+            Ok(ElectionConfig {
+                unclean_leader_election_enable: false,
+                auto_leader_rebalance_enable: true,
+                leader_imbalance_check_interval_ms: 300_000,
+            })
+        );
+        assert_eq!(
+            load(&[
+                "unclean.leader.election.enable=TRUE",
+                "auto.leader.rebalance.enable=false",
+                "leader.imbalance.check.interval.seconds=5",
+            ]),
+            Ok(ElectionConfig {
+                unclean_leader_election_enable: true,
+                auto_leader_rebalance_enable: false,
+                leader_imbalance_check_interval_ms: 5_000,
+            })
+        );
+        assert_eq!(
+            load(&[
+                "leader.imbalance.check.interval.seconds=5",
+                "leader.imbalance.check.interval.ms=250",
+            ])
+            .map(|elections| elections.leader_imbalance_check_interval_ms),
+            Ok(250)
+        );
+        assert_eq!(
+            load(&["auto.leader.rebalance.enable=yes"]),
+            Err("invalid value 'yes' for auto.leader.rebalance.enable".into())
+        );
+        assert!(load(&["unclean.leader.election.enable=1"]).is_err());
+        assert_eq!(
+            load(&["leader.imbalance.check.interval.ms=0"]),
+            Err("leader.imbalance.check.interval.ms must be at least 1".into())
+        );
+        assert_eq!(
+            load(&["leader.imbalance.check.interval.seconds=0"]),
+            Err("leader.imbalance.check.interval.seconds must be at least 1".into())
+        );
+        assert!(load(&["leader.imbalance.check.interval.seconds=soon"]).is_err());
     }
 
     #[test]

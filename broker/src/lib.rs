@@ -13,6 +13,8 @@
 //!   broker's client for the active controller.
 //! - [`group`]: the group coordinator: consumer-group membership and committed offsets.
 //! - [`replica_manager`]: the hosted partitions and their logs, kept in line with the metadata.
+//! - [`replication`]: followers fetching from leaders, the high watermark, ISR changes through
+//!   the controller, leader-epoch truncation.
 //! - [`metrics`]: Prometheus metrics and the `/metrics` endpoint.
 //!
 //! Bad input from a client gets a Kafka error code or a closed connection and a log line; it must
@@ -28,6 +30,7 @@ pub mod group;
 pub mod metadata;
 pub mod metrics;
 pub mod replica_manager;
+pub mod replication;
 pub mod server;
 
 pub use broker::Broker;

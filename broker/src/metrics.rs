@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Every metric the broker exports.
@@ -33,6 +33,18 @@ pub struct Metrics {
     pub metadata_applied_index: IntGauge,
     /// Registered brokers by state (`fenced` / `unfenced`), as the metadata says.
     pub brokers: IntGaugeVec,
+    /// Led partitions whose ISR is smaller than their replica set (Kafka's
+    /// `UnderReplicatedPartitions`), and smaller than `min.insync.replicas` (`UnderMinIsrPartitionCount`).
+    pub under_replicated_partitions: IntGauge,
+    pub under_min_isr_partitions: IntGauge,
+    /// Partitions with no leader in the metadata this node serves (Kafka's controller
+    /// `OfflinePartitionsCount`, cluster-wide).
+    pub leaderless_partitions: IntGauge,
+    /// ISR changes this broker's AlterPartitions made (Kafka's `IsrShrinksPerSec` / `IsrExpandsPerSec`).
+    pub isr_shrinks_total: IntCounter,
+    pub isr_expands_total: IntCounter,
+    /// On a leader: how many offsets each follower is behind its log end.
+    pub replica_lag_offsets: IntGaugeVec,
 }
 
 impl Metrics {
@@ -117,6 +129,43 @@ impl Metrics {
             Opts::new("skald_brokers", "Registered brokers, by state"),
             &["state"],
         )?;
+        let under_replicated_partitions = IntGauge::new(
+            "skald_under_replicated_partitions",
+            "Partitions led here whose ISR is smaller than their replica set",
+        )?;
+        let under_min_isr_partitions = IntGauge::new(
+            "skald_under_min_isr_partitions",
+            "Partitions led here whose ISR is smaller than min.insync.replicas",
+        )?;
+        let leaderless_partitions = IntGauge::new(
+            "skald_leaderless_partitions",
+            "Partitions of the cluster without a leader, as this node's metadata says",
+        )?;
+        let isr_shrinks_total = IntCounter::new(
+            "skald_isr_shrinks_total",
+            "ISR shrinks committed for partitions led here",
+        )?;
+        let isr_expands_total = IntCounter::new(
+            "skald_isr_expands_total",
+            "ISR expansions committed for partitions led here",
+        )?;
+        let replica_lag_offsets = IntGaugeVec::new(
+            Opts::new(
+                "skald_replica_lag_offsets",
+                "On the leader: offsets a follower is behind the leader's log end",
+            ),
+            &["topic", "partition", "replica"],
+        )?;
+        for metric in [
+            &under_replicated_partitions,
+            &under_min_isr_partitions,
+            &leaderless_partitions,
+        ] {
+            registry.register(Box::new(metric.clone()))?;
+        }
+        registry.register(Box::new(isr_shrinks_total.clone()))?;
+        registry.register(Box::new(isr_expands_total.clone()))?;
+        registry.register(Box::new(replica_lag_offsets.clone()))?;
         for metric in [
             &controller_active,
             &raft_term,
@@ -153,6 +202,12 @@ impl Metrics {
             raft_leader_id,
             metadata_applied_index,
             brokers,
+            under_replicated_partitions,
+            under_min_isr_partitions,
+            leaderless_partitions,
+            isr_shrinks_total,
+            isr_expands_total,
+            replica_lag_offsets,
         })
     }
 

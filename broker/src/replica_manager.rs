@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use kafka_protocol::ResponseError;
@@ -12,6 +13,8 @@ use tokio::sync::Notify;
 
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
+use crate::replication::fetcher::FetchAssignments;
+use crate::replication::state::{ReplicaState, Role, Transition};
 
 /// Kafka's file in each partition directory naming the topic id the data belongs to.
 const PARTITION_METADATA_FILE: &str = "partition.metadata";
@@ -28,6 +31,8 @@ pub struct ProduceSettings {
     pub log_append_time: bool,
     /// `cleanup.policy` includes `compact`: records must have keys.
     pub compacted: bool,
+    /// `min.insync.replicas`: the ISR an acks=all produce needs.
+    pub min_insync_replicas: usize,
 }
 
 /// One hosted partition and its log.
@@ -43,6 +48,17 @@ pub struct Partition {
     pub compaction: Option<CompactionOptions>,
     /// `None` once the partition has been removed; holders of an old `Arc` then see it as gone.
     log: Mutex<Option<Log>>,
+    /// Leader or follower, the high watermark, the followers' progress (see `replication`).
+    /// Lock order: the log's lock first, then this one.
+    pub(crate) replica: Mutex<ReplicaState>,
+    /// Copies of the high watermark and the log end offset, readable without either lock.
+    pub(crate) high_watermark: AtomicI64,
+    pub(crate) log_end_offset: AtomicI64,
+    /// Woken when the high watermark moves or the role changes (acks=all produces wait on it).
+    pub(crate) replica_changed: Notify,
+    /// The manager's wake-up for waiting fetches, shared: a moved high watermark is new data
+    /// for consumers.
+    pub(crate) readable: Arc<Notify>,
 }
 
 impl Partition {
@@ -70,8 +86,12 @@ pub struct ReplicaManager {
     partitions: RwLock<HashMap<PartitionKey, Arc<Partition>>>,
     /// Partition directories found on disk at start-up and not yet claimed by the metadata image.
     unclaimed_dirs: Mutex<HashMap<PartitionKey, PathBuf>>,
-    /// Woken after every append, so fetches waiting for data re-check.
-    appended: Notify,
+    /// Woken after every append and high watermark move, so fetches waiting for data re-check.
+    appended: Arc<Notify>,
+    /// Which partitions this broker follows, by leader: what the replica fetchers fetch.
+    pub fetch_assignments: FetchAssignments,
+    /// The `replication-offset-checkpoint` of each log dir as read at start-up (high watermarks).
+    startup_high_watermarks: Mutex<BTreeMap<PathBuf, skald_storage::OffsetCheckpoint>>,
     metrics: Metrics,
     /// How each log dir's partitions are to be recovered at start-up (clean shutdown or recovery
     /// points), per log dir; taken (`None`) once the start-up `apply_metadata` has opened them.
@@ -101,12 +121,14 @@ impl ReplicaManager {
     ) -> Result<ReplicaManager, skald_storage::Error> {
         let mut unclaimed = HashMap::new();
         let mut startup_recovery = BTreeMap::new();
+        let mut startup_high_watermarks = BTreeMap::new();
         for dir in &config.log_dirs {
             std::fs::create_dir_all(dir).map_err(|source| skald_storage::Error::Io {
                 path: dir.clone(),
                 source,
             })?;
             startup_recovery.insert(dir.clone(), LogDirRecovery::load(dir)?);
+            startup_high_watermarks.insert(dir.clone(), read_high_watermarks(dir));
             for (topic, partition, path) in skald_storage::scan_log_dir(dir)? {
                 // The metadata log lives beside the partitions but is not one of them.
                 if path
@@ -130,7 +152,9 @@ impl ReplicaManager {
             log_dirs: config.log_dirs.clone(),
             partitions: RwLock::new(HashMap::new()),
             unclaimed_dirs: Mutex::new(unclaimed),
-            appended: Notify::new(),
+            appended: Arc::new(Notify::new()),
+            fetch_assignments: FetchAssignments::default(),
+            startup_high_watermarks: Mutex::new(startup_high_watermarks),
             metrics,
             startup_recovery: Mutex::new(Some(startup_recovery)),
             offline_dirs: Mutex::new(BTreeSet::new()),
@@ -197,6 +221,7 @@ impl ReplicaManager {
             log.log_end_offset(),
             log.size_bytes(),
         );
+        partition.leader_appended(self.node_id, log.log_end_offset());
         self.appended.notify_waiters();
     }
 
@@ -324,7 +349,55 @@ impl ReplicaManager {
         }
         self.report_startup_recovery();
         drop(unclaimed);
+        self.apply_roles(image);
         self.update_offline_partitions();
+        self.update_replication_gauges(image);
+    }
+
+    /// Brings every hosted partition's role (leader, follower, offline) in line with the image:
+    /// a new leader starts its epoch at its log end; followers are handed to the replica
+    /// fetchers of their leaders.
+    fn apply_roles(&self, image: &MetadataImage) {
+        let now_ms = crate::replication::now_ms();
+        let mut follows: BTreeMap<i32, Vec<Arc<Partition>>> = BTreeMap::new();
+        for partition in self.all() {
+            let Some(placement) = image
+                .topic(&partition.topic)
+                .and_then(|t| t.partitions.get(&partition.partition))
+            else {
+                continue;
+            };
+            let transition = partition.with_log(|log| {
+                let transition = partition.apply_placement(self.node_id, placement, log, now_ms);
+                if let Transition::BecameLeader { leader_epoch } = transition {
+                    // Kafka's makeLeader: the new epoch starts at this log's end, so followers
+                    // of the old leader find where their logs diverge.
+                    if let Err(err) = log.assign_leader_epoch(leader_epoch, log.log_end_offset()) {
+                        tracing::error!(
+                            topic = partition.topic,
+                            partition = partition.partition,
+                            "cannot record leader epoch {leader_epoch}: {err}"
+                        );
+                    }
+                }
+                transition
+            });
+            match transition {
+                Some(Transition::Unchanged) | None => {}
+                Some(transition) => tracing::info!(
+                    topic = partition.topic,
+                    partition = partition.partition,
+                    ?transition,
+                    "replica role changed"
+                ),
+            }
+            if let Role::Follower { leader, .. } = partition.role() {
+                follows.entry(leader).or_default().push(partition);
+            }
+        }
+        self.fetch_assignments.set(follows);
+        // Waiting fetches re-check: a leader's high watermark may have moved (ISR shrink).
+        self.appended.notify_waiters();
     }
 
     fn partitions_per_dir(&self) -> BTreeMap<PathBuf, usize> {
@@ -387,6 +460,11 @@ impl ReplicaManager {
         )?;
         self.count_startup_recovery(&dir, &log);
         write_topic_id(&dir, topic.topic_id)?;
+        let log_end_offset = log.log_end_offset();
+        let high_watermark = self
+            .startup_high_watermark(&dir, &topic.name, index)
+            .unwrap_or(0)
+            .clamp(log.log_start_offset(), log_end_offset);
         tracing::debug!(topic = topic.name, partition = index, path = %dir.display(), "partition log opened");
         Ok(Partition {
             topic: topic.name.clone(),
@@ -396,6 +474,11 @@ impl ReplicaManager {
             settings: produce_settings(topic, config),
             compaction: compaction_options(topic, config),
             log: Mutex::new(Some(log)),
+            replica: Mutex::new(ReplicaState::new(high_watermark)),
+            high_watermark: AtomicI64::new(high_watermark),
+            log_end_offset: AtomicI64::new(log_end_offset),
+            replica_changed: Notify::new(),
+            readable: Arc::clone(&self.appended),
         })
     }
 
@@ -403,6 +486,7 @@ impl ReplicaManager {
         let Some(log) = partition.lock().take() else {
             return;
         };
+        partition.go_offline();
         self.metrics
             .remove_partition(&partition.topic, partition.partition);
         if let Err(err) = log.delete() {
@@ -517,6 +601,7 @@ impl ReplicaManager {
     /// log of the dir closed and the checkpoint was written, the clean shutdown marker, so the next
     /// start skips recovery (Kafka's `LogManager.shutdown`).
     pub fn close_all(&self) {
+        self.checkpoint_high_watermarks();
         let mut checkpoints: BTreeMap<PathBuf, skald_storage::OffsetCheckpoint> = self
             .log_dirs
             .iter()
@@ -614,6 +699,89 @@ impl ReplicaManager {
                 tracing::error!(path = %path.display(), "cannot write recovery points: {err}");
             }
         }
+    }
+
+    /// Recomputes the replication gauges: under-replicated and under-min-ISR partitions led here,
+    /// leaderless partitions in the metadata, each follower's lag behind its leader.
+    pub fn update_replication_gauges(&self, image: &MetadataImage) {
+        let (mut under_replicated, mut under_min_isr) = (0, 0);
+        self.metrics.replica_lag_offsets.reset();
+        for partition in self.all() {
+            let state = partition.replica_state();
+            let Some(leader) = state.leader() else {
+                continue;
+            };
+            if leader.isr.len() < leader.replicas.len() {
+                under_replicated += 1;
+            }
+            if leader.isr.len() < partition.settings.min_insync_replicas {
+                under_min_isr += 1;
+            }
+            let log_end_offset = partition.log_end_offset();
+            let index = partition.partition.to_string();
+            for (id, progress) in &leader.followers {
+                let behind = log_end_offset - progress.log_end_offset.max(0);
+                self.metrics
+                    .replica_lag_offsets
+                    .with_label_values(&[&partition.topic, &index, &id.to_string()])
+                    .set(behind.max(0));
+            }
+        }
+        self.metrics
+            .under_replicated_partitions
+            .set(under_replicated);
+        self.metrics.under_min_isr_partitions.set(under_min_isr);
+        let leaderless = image
+            .topics
+            .values()
+            .flat_map(|topic| topic.partitions.values())
+            .filter(|p| p.leader < 0)
+            .count();
+        self.metrics
+            .leaderless_partitions
+            .set(i64::try_from(leaderless).unwrap_or(i64::MAX));
+    }
+
+    /// Kafka's `checkpointHighWatermarks`: writes each log dir's `replication-offset-checkpoint`
+    /// with the high watermark of every partition in it. Blocking.
+    pub fn checkpoint_high_watermarks(&self) {
+        let mut checkpoints: BTreeMap<PathBuf, skald_storage::OffsetCheckpoint> = self
+            .log_dirs
+            .iter()
+            .map(|dir| (dir.clone(), skald_storage::OffsetCheckpoint::new()))
+            .collect();
+        for partition in self.all() {
+            if let Some(entries) = self
+                .log_dir_of(&partition.dir)
+                .and_then(|dir| checkpoints.get_mut(&dir))
+            {
+                entries.insert(
+                    (partition.topic.clone(), partition.partition),
+                    partition.high_watermark(),
+                );
+            }
+        }
+        let offline = self.offline().clone();
+        for (dir, entries) in checkpoints {
+            if offline.contains(&dir) {
+                continue;
+            }
+            let path = dir.join(HIGH_WATERMARK_CHECKPOINT_FILE);
+            if let Err(err) = skald_storage::write_offset_checkpoint(&path, &entries) {
+                tracing::error!(path = %path.display(), "cannot write high watermarks: {err}");
+            }
+        }
+    }
+
+    /// The high watermark checkpointed for a partition found at start-up.
+    fn startup_high_watermark(&self, dir: &Path, topic: &str, partition: i32) -> Option<i64> {
+        let log_dir = self.log_dir_of(dir)?;
+        self.startup_high_watermarks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&log_dir)?
+            .get(&(topic.to_string(), partition))
+            .copied()
     }
 
     /// The configured log dir holding a partition directory.
@@ -719,6 +887,22 @@ impl LogDirRecovery {
     }
 }
 
+/// Kafka's high watermark checkpoint file, one per log dir.
+pub const HIGH_WATERMARK_CHECKPOINT_FILE: &str = "replication-offset-checkpoint";
+
+/// A log dir's checkpointed high watermarks; none if missing or unreadable (a partition then
+/// starts at 0 and learns its high watermark from its leader or its ISR).
+fn read_high_watermarks(dir: &Path) -> skald_storage::OffsetCheckpoint {
+    let path = dir.join(HIGH_WATERMARK_CHECKPOINT_FILE);
+    match skald_storage::read_offset_checkpoint(&path) {
+        Ok(entries) => entries.unwrap_or_default(),
+        Err(err) => {
+            tracing::warn!("{err}; high watermarks of {} start at 0", dir.display());
+            skald_storage::OffsetCheckpoint::new()
+        }
+    }
+}
+
 /// The log settings of one topic: its overrides, else the broker's defaults.
 pub fn log_config(topic: &TopicImage, config: &ServerConfig) -> LogConfig {
     let value = |name: &str| {
@@ -803,6 +987,10 @@ fn produce_settings(topic: &TopicImage, config: &ServerConfig) -> ProduceSetting
             .as_deref()
             == Some("LogAppendTime"),
         compacted: has_cleanup_policy(topic, config, "compact"),
+        min_insync_replicas: config
+            .topic_config(&topic.configs, "min.insync.replicas")
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(1),
     }
 }
 

@@ -30,6 +30,7 @@ use crate::metadata::publisher::Publisher;
 use crate::metadata::{follower, lifecycle, ControllerChannel};
 use crate::metrics::{GroupCollector, Metrics, MetricsServer};
 use crate::replica_manager::ReplicaManager;
+use crate::replication;
 
 /// How long shutdown waits for open connections to finish their current request.
 const SHUTDOWN_DRAIN_MAX: Duration = Duration::from_secs(5);
@@ -154,7 +155,8 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
                 node_id: config.node_id,
                 num_partitions: config.num_partitions,
                 default_replication_factor: config.default_replication_factor,
-            });
+            })
+            .with_election_config(config.elections);
             let driver = driver::start(
                 DriverConfig {
                     node_id: config.node_id,
@@ -313,6 +315,20 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
         ReplicaManager::checkpoint_recovery_points,
         shutdown_tx.subscribe(),
     ));
+    let high_watermarks = tokio::spawn(periodic_log_task(
+        Arc::clone(&broker),
+        config.replication.high_watermark_checkpoint_interval_ms,
+        ReplicaManager::checkpoint_high_watermarks,
+        shutdown_tx.subscribe(),
+    ));
+    let fetchers = tokio::spawn(replication::fetcher::run(
+        Arc::clone(&broker),
+        shutdown_tx.subscribe(),
+    ));
+    let isr_expiration = tokio::spawn(replication::isr::run(
+        Arc::clone(&broker),
+        shutdown_tx.subscribe(),
+    ));
 
     shutdown.await;
     // Leaderships move while this broker still answers, so clients switch without errors.
@@ -321,8 +337,14 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
     if let Err(err) = heartbeats.await {
         tracing::error!("heartbeat task failed: {err}");
     }
-    // Both end before `close_all` writes the final checkpoints.
-    for task in [flusher, checkpointer] {
+    // These end before `close_all` writes the final checkpoints (no follower appends after).
+    for task in [
+        flusher,
+        checkpointer,
+        high_watermarks,
+        fetchers,
+        isr_expiration,
+    ] {
         if let Err(err) = task.await {
             tracing::error!("log flush task failed: {err}");
         }

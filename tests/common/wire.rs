@@ -38,8 +38,12 @@ pub struct RawConn {
 
 impl RawConn {
     pub fn connect(addr: SocketAddr) -> RawConn {
-        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
-            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        RawConn::try_connect(addr).unwrap_or_else(|| panic!("cannot connect to {addr}"))
+    }
+
+    /// Connects, or `None` if nothing listens there (a node that is down or starting).
+    pub fn try_connect(addr: SocketAddr) -> Option<RawConn> {
+        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).ok()?;
         stream
             .set_read_timeout(Some(IO_TIMEOUT))
             .expect("set_read_timeout");
@@ -47,10 +51,10 @@ impl RawConn {
             .set_write_timeout(Some(IO_TIMEOUT))
             .expect("set_write_timeout");
         stream.set_nodelay(true).expect("set_nodelay");
-        RawConn {
+        Some(RawConn {
             stream,
             next_correlation_id: 1,
-        }
+        })
     }
 
     /// Writes raw bytes (no size prefix added).

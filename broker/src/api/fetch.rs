@@ -8,12 +8,15 @@ use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_request::FetchPartition;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{
+    EpochEndOffset, FetchableTopicResponse, PartitionData,
+};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use tokio::time::Instant;
 
 use crate::broker::Broker;
 use crate::replica_manager::Partition;
+use crate::replication;
 
 /// The longest a fetch may wait for data, whatever it asks (bounded so shutdown is never held up).
 const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
@@ -63,7 +66,7 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, _version: i16) 
 /// Reads every requested partition once; returns the responses, the record bytes and whether any
 /// partition failed (Kafka answers at once when one does).
 fn read_partitions(
-    broker: &Broker,
+    broker: &Arc<Broker>,
     request: &FetchRequest,
 ) -> (Vec<FetchableTopicResponse>, usize, bool) {
     let image = broker.image();
@@ -86,6 +89,7 @@ fn read_partitions(
                         broker,
                         name,
                         fetch,
+                        request.replica_id.0,
                         broker
                             .replicas
                             .led(&image, name, fetch.partition)
@@ -93,7 +97,8 @@ fn read_partitions(
                         remaining,
                         total == 0,
                     );
-                    any_error |= data.error_code != 0;
+                    // An error or a diverging epoch is answered at once, as Kafka does.
+                    any_error |= data.error_code != 0 || data.diverging_epoch.epoch >= 0;
                     let bytes = data.records.as_ref().map_or(0, |records| records.len());
                     total += bytes;
                     remaining = remaining.saturating_sub(bytes);
@@ -111,9 +116,10 @@ fn read_partitions(
 /// Reads one partition. `min_one_batch`: until some data is in the response, a batch larger than
 /// the limits is still returned whole, so a consumer can always make progress (Kafka's rule).
 fn read_partition(
-    broker: &Broker,
+    broker: &Arc<Broker>,
     topic: &str,
     fetch: &FetchPartition,
+    replica_id: i32,
     led: Result<(Arc<Partition>, i32), ResponseError>,
     response_bytes_left: usize,
     min_one_batch: bool,
@@ -137,31 +143,58 @@ fn read_partition(
     let limit = usize::try_from(fetch.partition_max_bytes)
         .unwrap_or(0)
         .min(response_bytes_left);
-    let read = partition.with_log(|log| log.read(fetch.fetch_offset, limit.max(1)));
+    let follower = (replica_id >= 0).then_some(replica_id);
+    let read = partition.with_log(|log| {
+        let Some(follower) = follower else {
+            // Consumers read only what the ISR has: up to the high watermark.
+            return Ok(Read::Records(log.read_up_to(
+                fetch.fetch_offset,
+                limit.max(1),
+                partition.high_watermark(),
+            )?));
+        };
+        if let Some(diverging) = replication::diverging_epoch(log, fetch) {
+            return Ok(Read::Diverging(diverging));
+        }
+        let read = log.read(fetch.fetch_offset, limit.max(1))?;
+        replication::record_follower_fetch(broker, &partition, follower, fetch.fetch_offset);
+        Ok(Read::Records(read))
+    });
     let Some(read) = read else {
         return response.with_error_code(ResponseError::UnknownTopicOrPartition.code());
     };
+    let high_watermark = partition.high_watermark();
+    let response = response
+        .with_high_watermark(high_watermark)
+        .with_last_stable_offset(high_watermark);
     match read {
-        Ok(read) => {
+        Ok(Read::Records(read)) => {
             let records = if !min_one_batch && read.records.len() > limit {
                 Default::default()
             } else {
                 read.records
             };
             response
-                .with_high_watermark(read.log_end_offset)
-                .with_last_stable_offset(read.log_end_offset)
                 .with_log_start_offset(read.log_start_offset)
                 .with_records(Some(records))
         }
+        Ok(Read::Diverging((epoch, end_offset))) => {
+            let log_start_offset = partition
+                .with_log(|log| log.log_start_offset())
+                .unwrap_or(-1);
+            response
+                .with_log_start_offset(log_start_offset)
+                .with_diverging_epoch(
+                    EpochEndOffset::default()
+                        .with_epoch(epoch)
+                        .with_end_offset(end_offset),
+                )
+                .with_records(Some(Default::default()))
+        }
         Err(skald_storage::Error::OffsetOutOfRange {
-            log_start_offset,
-            log_end_offset,
-            ..
+            log_start_offset, ..
         }) => response
             .with_error_code(ResponseError::OffsetOutOfRange.code())
-            .with_high_watermark(log_end_offset)
-            .with_last_stable_offset(log_end_offset)
             .with_log_start_offset(log_start_offset),
         Err(err) => {
             tracing::error!(topic, partition = fetch.partition, "read failed: {err}");
@@ -169,4 +202,11 @@ fn read_partition(
             response.with_error_code(ResponseError::KafkaStorageError.code())
         }
     }
+}
+
+/// What a fetch found in one partition's log.
+enum Read {
+    Records(skald_storage::ReadResult),
+    /// A follower's log diverged from this leader's: the epoch and end offset it must cut to.
+    Diverging((i32, i64)),
 }

@@ -48,10 +48,16 @@ pub fn handle(
                     if broker.replicas.is_offline(&partition) {
                         return response.with_error_code(ResponseError::KafkaStorageError.code());
                     }
+                    // Clients see the log up to the high watermark only (Kafka's
+                    // `lastFetchableOffset` for read_uncommitted; without transactions the last
+                    // stable offset is the same).
+                    let high_watermark = partition.high_watermark();
                     let found = partition.with_log(|log| match asked.timestamp {
-                        LATEST_TIMESTAMP => Ok(Some((log.log_end_offset(), -1))),
+                        LATEST_TIMESTAMP => Ok(Some((high_watermark, -1))),
                         EARLIEST_TIMESTAMP => Ok(Some((log.log_start_offset(), -1))),
-                        timestamp if timestamp >= 0 => log.offset_for_timestamp(timestamp),
+                        timestamp if timestamp >= 0 => log
+                            .offset_for_timestamp(timestamp)
+                            .map(|found| found.filter(|(offset, _)| *offset < high_watermark)),
                         _ => Ok(None),
                     });
                     let response = if version >= 4 {

@@ -34,6 +34,7 @@ pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
+pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
 
@@ -94,7 +95,7 @@ pub async fn handle_from(
             ResponseKind::CreatePartitions(create_partitions::handle(broker, body).await)
         }
         RequestKind::Produce(body) => {
-            return match produce::handle(broker, body, version) {
+            return match produce::handle(broker, body, version).await {
                 produce::Outcome::Respond(response) => {
                     Reply::Send(Box::new(ResponseKind::Produce(response)))
                 }
@@ -139,6 +140,9 @@ pub async fn handle_from(
         }
         RequestKind::DeleteGroups(body) => {
             ResponseKind::DeleteGroups(delete_groups::handle(broker, body))
+        }
+        RequestKind::OffsetForLeaderEpoch(body) => {
+            ResponseKind::OffsetForLeaderEpoch(offset_for_leader_epoch::handle(broker, body))
         }
         RequestKind::DescribeQuorum(body) => {
             ResponseKind::DescribeQuorum(describe_quorum::handle(broker, body, version).await)

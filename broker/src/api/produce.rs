@@ -2,6 +2,7 @@
 //! headers, the log checks the CRC while it patches offsets in place; records are never decoded.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
@@ -9,8 +10,10 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 use skald_protocol::batch::{BatchError, RecordBatches};
+use tokio::time::Instant;
 
 use crate::broker::Broker;
+use crate::replica_manager::Partition;
 
 /// What a Produce request gets back.
 pub enum Outcome {
@@ -22,21 +25,25 @@ pub enum Outcome {
     Close(String),
 }
 
-pub fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Outcome {
+pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Outcome {
     let acks = request.acks;
     let valid_acks = matches!(acks, -1..=1);
+    let timeout = Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0));
+    let mut waits = Vec::new();
     // Appends write to the page cache and a roll fsyncs the sealed segment: keep that off the
     // async workers' backs so other connections carry on meanwhile.
-    let responses: Vec<TopicProduceResponse> = tokio::task::block_in_place(|| {
+    let mut responses: Vec<TopicProduceResponse> = tokio::task::block_in_place(|| {
         request
             .topic_data
             .into_iter()
-            .map(|topic| {
+            .enumerate()
+            .map(|(topic_index, topic)| {
                 let name = topic.name.0.to_string();
                 let partition_responses = topic
                     .partition_data
                     .into_iter()
-                    .map(|data| {
+                    .enumerate()
+                    .map(|(partition_index, data)| {
                         // Kafka's values for "no offset": kept on errors, replaced on success.
                         let response = PartitionProduceResponse::default()
                             .with_index(data.index)
@@ -47,14 +54,19 @@ pub fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Ou
                             return response
                                 .with_error_code(ResponseError::InvalidRequiredAcks.code());
                         }
-                        produce_partition(
+                        let (response, wait) = produce_partition(
                             broker,
                             &name,
                             data.index,
                             data.records,
                             version,
+                            acks,
                             response,
-                        )
+                        );
+                        if let Some(wait) = wait {
+                            waits.push(((topic_index, partition_index), wait));
+                        }
+                        response
                     })
                     .collect();
                 TopicProduceResponse::default()
@@ -63,6 +75,18 @@ pub fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Ou
             })
             .collect()
     });
+    // acks=all: each appended batch is acknowledged once the ISR has it. Every wait ends by the
+    // same deadline (the request's timeout), so awaiting them in turn takes no longer than the
+    // slowest.
+    let deadline = Instant::now() + timeout;
+    for ((topic_index, partition_index), wait) in waits {
+        if let Err(error) = wait.until_replicated(deadline).await {
+            let response = &mut responses[topic_index].partition_responses[partition_index];
+            response.error_code = error.code();
+            response.base_offset = -1;
+            response.log_append_time_ms = -1;
+        }
+    }
     if acks != 0 {
         return Outcome::Respond(ProduceResponse::default().with_responses(responses));
     }
@@ -82,20 +106,56 @@ pub fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Ou
     }
 }
 
+/// An appended batch that acks=all must see replicated before it is acknowledged.
+struct AckWait {
+    partition: Arc<Partition>,
+    leader_epoch: i32,
+    /// The high watermark that covers the batch: its last offset + 1.
+    required_offset: i64,
+    min_insync_replicas: usize,
+}
+
+impl AckWait {
+    /// Kafka's `DelayedProduce`: done once the high watermark passes the batch (then
+    /// NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR shrank below `min.insync.replicas` meanwhile),
+    /// NOT_LEADER_OR_FOLLOWER once leadership moved, REQUEST_TIMED_OUT at the deadline.
+    async fn until_replicated(self, deadline: Instant) -> Result<(), ResponseError> {
+        loop {
+            let changed = self.partition.replica_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let status = self.partition.replica_state().ack_status(
+                self.leader_epoch,
+                self.required_offset,
+                self.min_insync_replicas,
+            );
+            if let Some(status) = status {
+                return status;
+            }
+            tokio::select! {
+                () = &mut changed => {}
+                () = tokio::time::sleep_until(deadline) => return Err(ResponseError::RequestTimedOut),
+            }
+        }
+    }
+}
+
 fn produce_partition(
     broker: &Broker,
     topic: &str,
     index: i32,
     records: Option<Bytes>,
     version: i16,
+    acks: i16,
     response: PartitionProduceResponse,
-) -> PartitionProduceResponse {
+) -> (PartitionProduceResponse, Option<AckWait>) {
     let fail = |error: ResponseError, message: String| {
         tracing::debug!(topic, partition = index, "produce refused: {message}");
-        response
+        let response = response
             .clone()
             .with_error_code(error.code())
-            .with_error_message(Some(StrBytes::from_string(message)))
+            .with_error_message(Some(StrBytes::from_string(message)));
+        (response, None)
     };
     let image = broker.image();
     let (partition, placement) = match broker.replicas.led(&image, topic, index) {
@@ -157,6 +217,32 @@ fn produce_partition(
         }
     }
     let log_append_time = partition.settings.log_append_time.then(now_ms);
+    let min_insync_replicas = partition.settings.min_insync_replicas;
+    if acks == -1 {
+        // Kafka's check before the append: the ISR as committed must be large enough.
+        let isr = partition
+            .replica_state()
+            .leader()
+            .map(|leader| leader.isr.len());
+        match isr {
+            None => {
+                return fail(
+                    ResponseError::NotLeaderOrFollower,
+                    format!("this broker does not lead {topic}-{index}"),
+                )
+            }
+            Some(isr) if isr < min_insync_replicas => {
+                return fail(
+                    ResponseError::NotEnoughReplicas,
+                    format!(
+                        "The size of the current ISR {isr} is insufficient to satisfy the \
+                         min.isr requirement of {min_insync_replicas} for partition {topic}-{index}"
+                    ),
+                )
+            }
+            Some(_) => {}
+        }
+    }
 
     // The request buffer is shared by every partition of the request, so patching needs a copy.
     let mut batch = records.to_vec();
@@ -191,7 +277,13 @@ fn produce_partition(
             if version >= 5 {
                 response = response.with_log_start_offset(log_start_offset);
             }
-            response
+            let wait = (acks == -1).then(|| AckWait {
+                partition: Arc::clone(&partition),
+                leader_epoch,
+                required_offset: info.last_offset + 1,
+                min_insync_replicas,
+            });
+            (response, wait)
         }
         Err(skald_storage::Error::CorruptBatch(err)) => {
             fail(batch_error_code(&err), err.to_string())

@@ -355,7 +355,10 @@ impl GroupCoordinator {
             ResponseError::UnknownServerError
         })?;
         let appended = partition.with_log(|log| {
-            let appended = log.append(&mut batch, None, 0);
+            // Stamped with the leadership it was written in, like a produced batch, so a
+            // follower of the offsets partition can tell where its log diverged.
+            let leader_epoch = partition.replica_state().leader_epoch().unwrap_or(0);
+            let appended = log.append(&mut batch, None, leader_epoch);
             if appended.is_ok() {
                 replicas.on_append(&partition, log);
             }

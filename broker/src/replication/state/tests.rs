@@ -1,0 +1,160 @@
+use super::*;
+
+const ME: i32 = 1;
+const LAG_MS: i64 = 30_000;
+
+fn placement(leader: i32, leader_epoch: i32, isr: &[i32]) -> PartitionImage {
+    PartitionImage {
+        replicas: vec![1, 2, 3],
+        isr: isr.to_vec(),
+        leader,
+        leader_epoch,
+        partition_epoch: leader_epoch,
+    }
+}
+
+fn leader_of_three(log_end_offset: i64) -> ReplicaState {
+    let mut state = ReplicaState::new(0);
+    let transition = state.apply(ME, &placement(ME, 5, &[1, 2, 3]), log_end_offset, 1_000);
+    assert_eq!(transition, Transition::BecameLeader { leader_epoch: 5 });
+    state
+}
+
+#[test]
+fn high_watermark_is_the_smallest_isr_log_end_offset() {
+    let mut state = leader_of_three(10);
+    // Followers' LEOs are unknown until they fetch: the HW stays.
+    assert!(!state.maybe_advance_high_watermark(ME, 10));
+    assert!(!state.record_follower_fetch(ME, 2, 10, 10, 1_100));
+    assert_eq!(state.high_watermark, 0);
+    assert!(state.record_follower_fetch(ME, 3, 7, 10, 1_100));
+    assert_eq!(state.high_watermark, 7);
+    assert!(state.record_follower_fetch(ME, 3, 10, 10, 1_200));
+    assert_eq!(state.high_watermark, 10);
+    // It never goes down on the leader.
+    assert!(!state.record_follower_fetch(ME, 3, 4, 10, 1_300));
+    assert_eq!(state.high_watermark, 10);
+}
+
+#[test]
+fn a_lagging_follower_leaves_the_isr_and_a_caught_up_one_joins() {
+    let mut state = leader_of_three(10);
+    state.record_follower_fetch(ME, 2, 10, 10, 1_100);
+    state.record_follower_fetch(ME, 3, 10, 10, 1_100);
+    assert_eq!(state.wanted_isr(ME, 10, 1_200, LAG_MS, |_| true), None);
+    // Broker 3 stops fetching while the leader's log grows.
+    state.record_follower_fetch(ME, 2, 20, 20, 20_000);
+    assert_eq!(
+        state.wanted_isr(ME, 20, 31_100 - 1, LAG_MS, |_| true),
+        None,
+        "within replica.lag.time.max.ms of its last catch-up"
+    );
+    assert_eq!(
+        state.wanted_isr(ME, 20, 31_101, LAG_MS, |_| true),
+        Some(vec![1, 2])
+    );
+
+    // Committed: broker 3 is out; the HW follows the ISR {1, 2} only.
+    state.set_pending(vec![1, 2]);
+    state.apply(
+        ME,
+        &PartitionImage {
+            partition_epoch: 6,
+            ..placement(ME, 5, &[1, 2])
+        },
+        20,
+        31_200,
+    );
+    assert!(state.leader().unwrap().pending.is_none());
+    assert!(state.maybe_advance_high_watermark(ME, 20));
+    assert_eq!(state.high_watermark, 20);
+
+    // Broker 3 fetches again: below the HW it may not join, at the HW it may (if live).
+    state.record_follower_fetch(ME, 3, 15, 20, 31_300);
+    assert_eq!(state.wanted_isr(ME, 20, 31_300, LAG_MS, |_| true), None);
+    state.record_follower_fetch(ME, 3, 20, 20, 31_400);
+    assert_eq!(state.wanted_isr(ME, 20, 31_400, LAG_MS, |id| id != 3), None);
+    assert_eq!(
+        state.wanted_isr(ME, 20, 31_400, LAG_MS, |_| true),
+        Some(vec![1, 2, 3])
+    );
+    // While the expansion is in flight its new member already counts for the HW.
+    state.set_pending(vec![1, 2, 3]);
+    assert_eq!(state.leader().unwrap().maximal_isr(), vec![1, 2, 3]);
+    assert_eq!(state.wanted_isr(ME, 20, 31_400, LAG_MS, |_| true), None);
+}
+
+#[test]
+fn a_follower_that_caught_up_with_the_previous_fetch_counts_as_caught_up_then() {
+    let mut state = leader_of_three(100);
+    state.record_follower_fetch(ME, 2, 100, 100, 1_000);
+    // Leader grows to 150; follower fetches 100 at 5_000 (behind), then 150 at 40_000 (reaching
+    // what the leader had at its previous fetch): caught up as of 5_000.
+    state.record_follower_fetch(ME, 2, 100, 150, 5_000);
+    state.record_follower_fetch(ME, 2, 150, 200, 40_000);
+    let progress = state.leader().unwrap().followers[&2];
+    assert_eq!(progress.last_caught_up_ms, 5_000);
+    assert_eq!(progress.log_end_offset, 150);
+}
+
+#[test]
+fn acks_all_completes_at_the_high_watermark_with_enough_replicas() {
+    let mut state = leader_of_three(10);
+    assert_eq!(state.ack_status(5, 11, 2), None);
+    state.record_follower_fetch(ME, 2, 11, 11, 1_100);
+    state.record_follower_fetch(ME, 3, 11, 11, 1_100);
+    assert_eq!(state.ack_status(5, 11, 2), Some(Ok(())));
+    assert_eq!(
+        state.ack_status(4, 11, 2),
+        Some(Err(ResponseError::NotLeaderOrFollower)),
+        "an append of an older leadership"
+    );
+    // The ISR shrank to the leader alone before the HW got there.
+    let mut alone = leader_of_three(10);
+    alone.apply(
+        ME,
+        &PartitionImage {
+            partition_epoch: 6,
+            ..placement(ME, 5, &[1])
+        },
+        11,
+        2_000,
+    );
+    assert!(alone.maybe_advance_high_watermark(ME, 11));
+    assert_eq!(
+        alone.ack_status(5, 11, 2),
+        Some(Err(ResponseError::NotEnoughReplicasAfterAppend))
+    );
+}
+
+#[test]
+fn becoming_a_follower_caps_the_high_watermark_and_fails_waiting_acks() {
+    let mut state = leader_of_three(10);
+    state.record_follower_fetch(ME, 2, 10, 10, 1_100);
+    state.record_follower_fetch(ME, 3, 10, 10, 1_100);
+    assert_eq!(state.high_watermark, 10);
+    let transition = state.apply(ME, &placement(2, 6, &[2, 3]), 8, 2_000);
+    assert_eq!(
+        transition,
+        Transition::BecameFollower {
+            leader: 2,
+            leader_epoch: 6
+        }
+    );
+    assert_eq!(state.high_watermark, 8);
+    assert_eq!(
+        state.ack_status(5, 10, 1),
+        Some(Err(ResponseError::NotLeaderOrFollower))
+    );
+    // The same placement again changes nothing.
+    assert_eq!(
+        state.apply(ME, &placement(2, 6, &[2, 3]), 8, 2_100),
+        Transition::Unchanged
+    );
+    state.follower_high_watermark(12, 8);
+    assert_eq!(state.high_watermark, 8);
+    assert_eq!(
+        state.apply(ME, &placement(-1, 7, &[2]), 8, 2_200),
+        Transition::WentOffline
+    );
+}
