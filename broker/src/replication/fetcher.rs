@@ -162,9 +162,7 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32) {
                 continue;
             }
         };
-        let node_id = broker.config.node_id;
-        let failed =
-            tokio::task::block_in_place(|| apply_response(&broker, node_id, &asked, response));
+        let failed = tokio::task::block_in_place(|| apply_response(&broker, &asked, response));
         let until = Instant::now() + backoff_for;
         for (topic, partition, leader_epoch) in failed {
             backoff.insert((topic, partition), (leader_epoch, until));
@@ -292,11 +290,11 @@ fn leader_address(broker: &Broker, leader: i32) -> Option<String> {
 /// Applies a fetch response; returns the partitions to back off `(topic, partition, epoch)`.
 fn apply_response(
     broker: &Broker,
-    node_id: i32,
     asked: &[Asked],
     response: FetchResponse,
 ) -> Vec<(String, i32, i32)> {
     let mut failed = Vec::new();
+    let mut truncated = false;
     for topic in response.responses {
         for data in topic.partitions {
             let Some(one) = asked.iter().find(|one| {
@@ -305,20 +303,36 @@ fn apply_response(
             }) else {
                 continue;
             };
-            if !apply_partition(broker, node_id, one, data) {
-                failed.push((
+            match apply_partition(broker, one, data) {
+                Applied::Done => {}
+                Applied::Truncated => truncated = true,
+                Applied::BackOff => failed.push((
                     one.partition.topic.clone(),
                     one.partition.partition,
                     one.leader_epoch,
-                ));
+                )),
             }
         }
+    }
+    if truncated {
+        // Kafka's `LogManager.truncateTo` checkpoints recovery points at once: the one on disk
+        // may lie past the cut, and a crash would then trust whatever is written there next.
+        broker.replicas.checkpoint_recovery_points();
     }
     failed
 }
 
-/// Applies one partition's answer; false when the partition should back off.
-fn apply_partition(broker: &Broker, node_id: i32, asked: &Asked, data: PartitionData) -> bool {
+/// What applying one partition's answer did.
+enum Applied {
+    Done,
+    /// The log was cut back (diverging epoch or out of range).
+    Truncated,
+    /// An error the partition waits out (`replica.fetch.backoff.ms`, or a new leader epoch).
+    BackOff,
+}
+
+/// Applies one partition's answer (under its log's lock).
+fn apply_partition(broker: &Broker, asked: &Asked, data: PartitionData) -> Applied {
     let partition = &asked.partition;
     let applied = partition.with_log(|log| {
         // The role may have changed while the fetch was out: then this answer is stale.
@@ -327,7 +341,7 @@ fn apply_partition(broker: &Broker, node_id: i32, asked: &Asked, data: Partition
             Role::Follower { leader_epoch, .. } if leader_epoch == asked.leader_epoch
         );
         if !still_following || log.log_end_offset() != asked.fetch_offset {
-            return Ok(true);
+            return Ok(Applied::Done);
         }
         let error = ResponseError::try_from_code(data.error_code);
         match error {
@@ -348,7 +362,7 @@ fn apply_partition(broker: &Broker, node_id: i32, asked: &Asked, data: Partition
                     "follower log cut back after OFFSET_OUT_OF_RANGE from the leader"
                 );
                 partition.follower_log_changed(log.log_end_offset(), -1);
-                return Ok(true);
+                return Ok(Applied::Truncated);
             }
             Some(other) => {
                 tracing::debug!(
@@ -356,7 +370,7 @@ fn apply_partition(broker: &Broker, node_id: i32, asked: &Asked, data: Partition
                     partition = partition.partition,
                     "replica fetch answered {other:?}"
                 );
-                return Ok(false);
+                return Ok(Applied::BackOff);
             }
         }
         if data.diverging_epoch.epoch >= 0 {
@@ -377,7 +391,7 @@ fn apply_partition(broker: &Broker, node_id: i32, asked: &Asked, data: Partition
             );
             log.truncate_to(to)?;
             partition.follower_log_changed(log.log_end_offset(), -1);
-            return Ok(true);
+            return Ok(Applied::Truncated);
         }
         if let Some(records) = data.records.filter(|records| !records.is_empty()) {
             let mut batches = records.to_vec();
@@ -403,12 +417,11 @@ fn apply_partition(broker: &Broker, node_id: i32, asked: &Asked, data: Partition
             log.delete_records_before(data.log_start_offset)?;
         }
         partition.follower_log_changed(log.log_end_offset(), data.high_watermark);
-        let _ = node_id;
-        Ok::<bool, skald_storage::Error>(true)
+        Ok::<Applied, skald_storage::Error>(Applied::Done)
     });
     match applied {
-        None => true,
-        Some(Ok(ok)) => ok,
+        None => Applied::Done,
+        Some(Ok(applied)) => applied,
         Some(Err(err)) => {
             tracing::error!(
                 topic = partition.topic,
@@ -416,7 +429,7 @@ fn apply_partition(broker: &Broker, node_id: i32, asked: &Asked, data: Partition
                 "follower could not apply the leader's records: {err}"
             );
             broker.replicas.on_storage_error(partition, &err);
-            false
+            Applied::BackOff
         }
     }
 }
