@@ -55,18 +55,11 @@ impl Broker {
         metadata_offset: u64,
     ) -> Result<Broker> {
         let replicas = ReplicaManager::open(&config, metrics.clone())?;
-        replicas.apply_metadata(&image, &config);
         let groups =
             GroupCoordinator::new(CoordinatorConfig::from_server(&config).map_err(Error::Config)?);
-        let loaded = groups
-            .load(&replicas)
-            .map_err(|err| Error::Internal(format!("cannot load committed offsets: {err}")))?;
-        if loaded > 0 {
-            tracing::info!(
-                records = loaded,
-                "committed offsets loaded from __consumer_offsets"
-            );
-        }
+        // The offsets partitions led here from the start are loaded like any later leadership.
+        let changes = replicas.apply_metadata(&image, &config);
+        groups.on_role_changes(&replicas, &changes);
         Ok(Broker {
             config,
             cluster_id,
@@ -113,7 +106,8 @@ impl Broker {
     /// metadata finds its partitions. Called only by the metadata publisher thread.
     pub fn publish_image(&self, image: Arc<MetadataImage>, metadata_offset: u64) {
         if !Arc::ptr_eq(&self.image(), &image) {
-            self.replicas.apply_metadata(&image, &self.config);
+            let changes = self.replicas.apply_metadata(&image, &self.config);
+            self.groups.on_role_changes(&self.replicas, &changes);
             *self
                 .image
                 .write()

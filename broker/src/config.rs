@@ -66,6 +66,8 @@ const SERVER_PROPERTIES: &[(&str, &str)] = &[
     // Kafka's defaults: offsets of a group Empty for 7 days expire, checked every 10 minutes.
     ("offsets.retention.minutes", "10080"),
     ("offsets.retention.check.interval.ms", "600000"),
+    // Kafka's default: an offset commit waits this long for the offsets partition's ISR.
+    ("offsets.commit.timeout.ms", "5000"),
     // Kafka's defaults: the flush.ms check never runs unless set; recovery points every minute.
     ("log.flush.scheduler.interval.ms", "9223372036854775807"),
     ("log.flush.offset.checkpoint.interval.ms", "60000"),

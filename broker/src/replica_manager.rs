@@ -78,6 +78,14 @@ impl Partition {
 
 type PartitionKey = (String, i32);
 
+/// A hosted partition whose role changed with a metadata image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleChange {
+    pub topic: String,
+    pub partition: i32,
+    pub transition: Transition,
+}
+
 /// All partitions hosted by this broker.
 #[derive(Debug)]
 pub struct ReplicaManager {
@@ -284,7 +292,7 @@ impl ReplicaManager {
     /// Logs are opened and removed outside the map's lock, so requests to other partitions carry on.
     /// A partition whose log cannot be opened is logged and left offline (requests for it get
     /// UNKNOWN_TOPIC_OR_PARTITION); the metadata stays committed and the rest of the broker serves.
-    pub fn apply_metadata(&self, image: &MetadataImage, config: &ServerConfig) {
+    pub fn apply_metadata(&self, image: &MetadataImage, config: &ServerConfig) -> Vec<RoleChange> {
         let stale: Vec<Arc<Partition>> = {
             let mut partitions = self.write();
             let keys: Vec<PartitionKey> = partitions
@@ -349,17 +357,19 @@ impl ReplicaManager {
         }
         self.report_startup_recovery();
         drop(unclaimed);
-        self.apply_roles(image);
+        let changes = self.apply_roles(image);
         self.update_offline_partitions();
         self.update_replication_gauges(image);
+        changes
     }
 
     /// Brings every hosted partition's role (leader, follower, offline) in line with the image:
     /// a new leader starts its epoch at its log end; followers are handed to the replica
     /// fetchers of their leaders.
-    fn apply_roles(&self, image: &MetadataImage) {
+    fn apply_roles(&self, image: &MetadataImage) -> Vec<RoleChange> {
         let now_ms = crate::replication::now_ms();
         let mut follows: BTreeMap<i32, Vec<Arc<Partition>>> = BTreeMap::new();
+        let mut changes = Vec::new();
         for partition in self.all() {
             let Some(placement) = image
                 .topic(&partition.topic)
@@ -384,12 +394,19 @@ impl ReplicaManager {
             });
             match transition {
                 Some(Transition::Unchanged) | None => {}
-                Some(transition) => tracing::info!(
-                    topic = partition.topic,
-                    partition = partition.partition,
-                    ?transition,
-                    "replica role changed"
-                ),
+                Some(transition) => {
+                    tracing::info!(
+                        topic = partition.topic,
+                        partition = partition.partition,
+                        ?transition,
+                        "replica role changed"
+                    );
+                    changes.push(RoleChange {
+                        topic: partition.topic.clone(),
+                        partition: partition.partition,
+                        transition,
+                    });
+                }
             }
             if let Role::Follower { leader, .. } = partition.role() {
                 follows.entry(leader).or_default().push(partition);
@@ -398,6 +415,7 @@ impl ReplicaManager {
         self.fetch_assignments.set(follows);
         // Waiting fetches re-check: a leader's high watermark may have moved (ISR shrink).
         self.appended.notify_waiters();
+        changes
     }
 
     fn partitions_per_dir(&self) -> BTreeMap<PathBuf, usize> {

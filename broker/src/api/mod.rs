@@ -124,7 +124,7 @@ pub async fn handle_from(
             ResponseKind::LeaveGroup(leave_group::handle(broker, body, version))
         }
         RequestKind::OffsetCommit(body) => {
-            ResponseKind::OffsetCommit(offset_commit::handle(broker, body))
+            ResponseKind::OffsetCommit(offset_commit::handle(broker, body).await)
         }
         RequestKind::OffsetFetch(body) => {
             ResponseKind::OffsetFetch(offset_fetch::handle(broker, body, version))

@@ -1,9 +1,12 @@
 //! OffsetCommit: checked against the group's membership (generation, member id, static instance),
-//! then appended to the group's `__consumer_offsets` partition and only then made visible.
+//! then appended to the group's `__consumer_offsets` partition, and acknowledged and made visible
+//! only once that partition's ISR has it (Kafka's `offsets.commit.required.acks=-1`), so a
+//! coordinator failover keeps every acknowledged commit.
 //! Generation -1 with no member id is a "simple" commit (a consumer using assign()), accepted while
 //! the group has no members. Partitions of unknown topics get UNKNOWN_TOPIC_OR_PARTITION.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::offset_commit_response::{
@@ -11,10 +14,12 @@ use kafka_protocol::messages::offset_commit_response::{
 };
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 
+use tokio::time::Instant;
+
 use crate::broker::Broker;
 use crate::group::{lock, CommittedOffset, OFFSET_METADATA_MAX_BYTES};
 
-pub fn handle(broker: &Arc<Broker>, body: OffsetCommitRequest) -> OffsetCommitResponse {
+pub async fn handle(broker: &Arc<Broker>, body: OffsetCommitRequest) -> OffsetCommitResponse {
     let group_id = body.group_id.0.to_string();
     let image = broker.image();
     // (topic index, partition index) → error, filled as decided.
@@ -39,9 +44,9 @@ pub fn handle(broker: &Arc<Broker>, body: OffsetCommitRequest) -> OffsetCommitRe
             }
             None => return Err(ResponseError::IllegalGeneration),
         };
-        // The append happens under the group's lock, so the log holds commits in the order they
-        // became visible.
-        tokio::task::block_in_place(|| {
+        // The append happens under the group's lock, so the log holds one group's commits in
+        // the order they were checked.
+        let appended = tokio::task::block_in_place(|| {
             let mut group = lock(&group);
             group.validate_commit(
                 &body.member_id,
@@ -77,17 +82,34 @@ pub fn handle(broker: &Arc<Broker>, body: OffsetCommitRequest) -> OffsetCommitRe
                     }
                 }
             }
-            broker
+            let wait = broker
                 .groups
                 .append_offsets(&broker.replicas, &group_id, &changes)?;
-            for (topic, index, offset) in changes {
-                if let Some(offset) = offset {
-                    group.offsets.insert((topic, index), offset);
-                }
-            }
-            Ok(())
-        })
+            Ok((changes, wait))
+        })?;
+        Ok((group, appended))
     });
+    let outcome = match outcome {
+        Ok((group, (changes, wait))) => {
+            let timeout = Duration::from_millis(broker.groups.config.offsets_commit_timeout_ms);
+            let replicated = match wait {
+                Some(wait) => wait
+                    .until_replicated(Instant::now() + timeout)
+                    .await
+                    .map_err(commit_error),
+                None => Ok(()),
+            };
+            replicated.map(|()| {
+                let mut group = lock(&group);
+                for (topic, index, offset) in changes {
+                    if let Some(offset) = offset {
+                        group.offsets.insert((topic, index), offset);
+                    }
+                }
+            })
+        }
+        Err(error) => Err(error),
+    };
     let topics = body
         .topics
         .into_iter()
@@ -110,4 +132,19 @@ pub fn handle(broker: &Arc<Broker>, body: OffsetCommitRequest) -> OffsetCommitRe
         })
         .collect();
     OffsetCommitResponse::default().with_topics(topics)
+}
+
+/// Kafka's mapping of a failed offsets append (`GroupMetadataManager.storeOffsets`): the client
+/// retries a coordinator that is not available, and looks the coordinator up again after
+/// NOT_COORDINATOR.
+fn commit_error(error: ResponseError) -> ResponseError {
+    match error {
+        ResponseError::NotEnoughReplicas
+        | ResponseError::NotEnoughReplicasAfterAppend
+        | ResponseError::RequestTimedOut => ResponseError::CoordinatorNotAvailable,
+        ResponseError::NotLeaderOrFollower | ResponseError::KafkaStorageError => {
+            ResponseError::NotCoordinator
+        }
+        other => other,
+    }
 }

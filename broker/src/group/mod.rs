@@ -6,9 +6,11 @@
 //!   expires sessions and completes rebalances, and the offsets' persistence.
 //!
 //! A group's coordinator partition is `abs(hash(group id)) % offsets.topic.num.partitions` of
-//! `__consumer_offsets` (Kafka's rule, with Java's `String.hashCode`). Committed offsets are
-//! appended to that partition before they are visible, and replayed from it at start-up, so they
-//! survive restarts. Offsets of groups that stay Empty expire after `offsets.retention.minutes`
+//! `__consumer_offsets` (Kafka's rule, with Java's `String.hashCode`), and its coordinator is that
+//! partition's leader. Committed offsets are appended to that partition and acknowledged (and made
+//! visible) once its ISR has them (`offsets.commit.timeout.ms`); a broker that becomes the
+//! partition's leader replays it, one that stops being leader drops its groups, so offsets
+//! survive restarts and coordinator failover. Offsets of groups that stay Empty expire after `offsets.retention.minutes`
 //! (checked every `offsets.retention.check.interval.ms` from the tick): they are tombstoned in
 //! the log, so they stay gone after a restart, and a group left Empty with no offsets is removed.
 //! Membership is kept only in memory: after a restart members get
@@ -29,7 +31,9 @@ use skald_storage::clock::{Clock, SystemClock};
 
 use crate::broker::Broker;
 use crate::config::ServerConfig;
-use crate::replica_manager::ReplicaManager;
+use crate::replica_manager::{ReplicaManager, RoleChange};
+use crate::replication::state::Transition;
+use crate::replication::ReplicationWait;
 pub use state::{CommittedOffset, Group, GroupConfig, GroupState};
 
 /// How often sessions, pending member ids and rebalance deadlines are checked.
@@ -50,6 +54,8 @@ pub struct CoordinatorConfig {
     pub offsets_retention_ms: i64,
     /// `offsets.retention.check.interval.ms`
     pub offsets_retention_check_interval_ms: i64,
+    /// `offsets.commit.timeout.ms`: how long a commit waits for the offsets partition's ISR.
+    pub offsets_commit_timeout_ms: u64,
     pub group: GroupConfig,
 }
 
@@ -71,6 +77,7 @@ impl CoordinatorConfig {
                 config,
                 "offsets.retention.check.interval.ms",
             )?,
+            offsets_commit_timeout_ms: parse::<u64>(config, "offsets.commit.timeout.ms")?.max(1),
             group: GroupConfig {
                 min_session_timeout_ms: parse(config, "group.min.session.timeout.ms")?,
                 max_session_timeout_ms: parse(config, "group.max.session.timeout.ms")?,
@@ -260,8 +267,11 @@ impl GroupCoordinator {
     /// One offset-expiry pass over `__consumer_offsets` in `replicas` (Kafka's
     /// `cleanupGroupMetadata`): expired offsets are tombstoned, then forgotten. Blocking.
     pub fn expire_offsets(&self, replicas: &ReplicaManager) -> ExpiryOutcome {
+        // Tombstones are not waited for: one lost in a failover only brings back an offset the
+        // next pass expires again.
         self.expire_offsets_with(|group_id, tombstones| {
             self.append_offsets(replicas, group_id, tombstones)
+                .map(|_| ())
         })
     }
 
@@ -333,9 +343,9 @@ impl GroupCoordinator {
         replicas: &ReplicaManager,
         group_id: &str,
         changes: &[(String, i32, Option<CommittedOffset>)],
-    ) -> Result<(), ResponseError> {
+    ) -> Result<Option<ReplicationWait>, ResponseError> {
         if changes.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let partition = replicas
             .get(CONSUMER_OFFSETS_TOPIC, self.partition_for(group_id))
@@ -354,10 +364,14 @@ impl GroupCoordinator {
             tracing::error!(group = group_id, "cannot encode offset records: {err}");
             ResponseError::UnknownServerError
         })?;
+        // Stamped with the leadership it was written in, like a produced batch, so a follower
+        // of the offsets partition can tell where its log diverged.
+        let leader_epoch = partition
+            .replica_state()
+            .leader()
+            .map(|leader| leader.leader_epoch)
+            .ok_or(ResponseError::NotCoordinator)?;
         let appended = partition.with_log(|log| {
-            // Stamped with the leadership it was written in, like a produced batch, so a
-            // follower of the offsets partition can tell where its log diverged.
-            let leader_epoch = partition.replica_state().leader_epoch().unwrap_or(0);
             let appended = log.append(&mut batch, None, leader_epoch);
             if appended.is_ok() {
                 replicas.on_append(&partition, log);
@@ -365,7 +379,12 @@ impl GroupCoordinator {
             appended
         });
         match appended {
-            Some(Ok(_)) => Ok(()),
+            Some(Ok(info)) => Ok(Some(ReplicationWait {
+                min_insync_replicas: partition.settings.min_insync_replicas,
+                partition,
+                leader_epoch,
+                required_offset: info.last_offset + 1,
+            })),
             Some(Err(err)) => {
                 tracing::error!(group = group_id, "cannot append committed offsets: {err}");
                 Err(ResponseError::NotCoordinator)
@@ -374,50 +393,88 @@ impl GroupCoordinator {
         }
     }
 
-    /// Rebuilds committed offsets from every hosted `__consumer_offsets` partition (last value per
-    /// key wins; a tombstone deletes). Run once at start-up, after the logs are open.
-    pub fn load(&self, replicas: &ReplicaManager) -> Result<usize, String> {
-        let mut loaded = 0;
-        for partition in replicas.all() {
-            if partition.topic != CONSUMER_OFFSETS_TOPIC {
-                continue;
-            }
-            let changes = partition
-                .with_log(|log| {
-                    let mut changes = Vec::new();
-                    let mut offset = log.log_start_offset();
-                    loop {
-                        let read = log
-                            .read(offset, REPLAY_READ_BYTES)
-                            .map_err(|err| err.to_string())?;
-                        if read.records.is_empty() {
-                            break;
-                        }
-                        changes.extend(records::decode_batches(read.records)?);
-                        offset = read.next_offset;
+    /// Kafka's `onElection`: this broker now leads `__consumer_offsets-<partition>`, so it
+    /// coordinates that partition's groups: their committed offsets are rebuilt from its log
+    /// (last value per key wins; a tombstone deletes), replacing whatever was held for them.
+    /// Returns the records replayed.
+    pub fn load_partition(&self, replicas: &ReplicaManager, index: i32) -> Result<usize, String> {
+        self.unload_partition(index);
+        let Some(partition) = replicas.get(CONSUMER_OFFSETS_TOPIC, index) else {
+            return Ok(0);
+        };
+        let changes = partition
+            .with_log(|log| {
+                let mut changes = Vec::new();
+                let mut offset = log.log_start_offset();
+                loop {
+                    let read = log
+                        .read(offset, REPLAY_READ_BYTES)
+                        .map_err(|err| err.to_string())?;
+                    if read.records.is_empty() {
+                        break;
                     }
-                    Ok::<_, String>(changes)
-                })
-                .unwrap_or_else(|| Ok(Vec::new()))
-                .map_err(|err| format!("__consumer_offsets-{}: {err}", partition.partition))?;
-            for (group_id, topic, index, offset) in changes {
-                let group = self.group_or_create(&group_id);
-                let mut group = lock(&group);
-                match offset {
-                    Some(offset) => {
-                        group.offsets.insert((topic, index), offset);
-                    }
-                    None => {
-                        group.offsets.remove(&(topic, index));
-                    }
+                    changes.extend(records::decode_batches(read.records)?);
+                    offset = read.next_offset;
                 }
-                loaded += 1;
+                Ok::<_, String>(changes)
+            })
+            .unwrap_or_else(|| Ok(Vec::new()))
+            .map_err(|err| format!("__consumer_offsets-{index}: {err}"))?;
+        let loaded = changes.len();
+        for (group_id, topic, partition, offset) in changes {
+            let group = self.group_or_create(&group_id);
+            let mut group = lock(&group);
+            match offset {
+                Some(offset) => {
+                    group.offsets.insert((topic, partition), offset);
+                }
+                None => {
+                    group.offsets.remove(&(topic, partition));
+                }
             }
         }
         // Groups whose offsets were all deleted are gone.
-        self.map()
-            .retain(|_, group| !lock(group).offsets.is_empty());
+        self.map().retain(|group_id, group| {
+            self.partition_for(group_id) != index || !lock(group).offsets.is_empty()
+        });
         Ok(loaded)
+    }
+
+    /// Kafka's `onResignation`: another broker coordinates this partition's groups now; their
+    /// state here is dropped (members find the new coordinator through NOT_COORDINATOR).
+    pub fn unload_partition(&self, index: i32) {
+        self.map()
+            .retain(|group_id, _| self.partition_for(group_id) != index);
+    }
+
+    /// Loads or unloads groups as this broker gains or loses leadership of `__consumer_offsets`
+    /// partitions.
+    pub fn on_role_changes(&self, replicas: &ReplicaManager, changes: &[RoleChange]) {
+        for change in changes {
+            if change.topic != CONSUMER_OFFSETS_TOPIC {
+                continue;
+            }
+            match change.transition {
+                Transition::BecameLeader { leader_epoch } => {
+                    match self.load_partition(replicas, change.partition) {
+                        Ok(records) => tracing::info!(
+                            partition = change.partition,
+                            leader_epoch,
+                            records,
+                            "coordinating the groups of __consumer_offsets partition"
+                        ),
+                        Err(err) => tracing::error!(
+                            partition = change.partition,
+                            "cannot load committed offsets: {err}"
+                        ),
+                    }
+                }
+                Transition::BecameFollower { .. } | Transition::WentOffline => {
+                    self.unload_partition(change.partition)
+                }
+                Transition::Unchanged => {}
+            }
+        }
     }
 }
 
@@ -448,6 +505,7 @@ mod tests {
             offsets_topic_replication_factor: 1,
             offsets_retention_ms: MINUTE,
             offsets_retention_check_interval_ms: 10_000,
+            offsets_commit_timeout_ms: 5_000,
             group: GroupConfig {
                 initial_rebalance_delay_ms: 0,
                 ..GroupConfig::default()

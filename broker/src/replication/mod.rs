@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, MutexGuard};
 
 use kafka_protocol::messages::fetch_request::FetchPartition;
+use kafka_protocol::ResponseError;
 use skald_controller::PartitionImage;
 use skald_storage::Log;
 
@@ -123,6 +124,46 @@ impl Partition {
         self.replica_state()
             .leader()
             .is_some_and(|leader| leader.leader_epoch == leader_epoch)
+    }
+}
+
+/// An append that must be replicated before it counts: the ISR must have everything up to
+/// `required_offset` (exclusive). acks=all produces and offset commits wait on it.
+#[derive(Debug, Clone)]
+pub struct ReplicationWait {
+    pub partition: Arc<Partition>,
+    /// The leadership the append was made in.
+    pub leader_epoch: i32,
+    /// The high watermark that covers the append: its last offset + 1.
+    pub required_offset: i64,
+    pub min_insync_replicas: usize,
+}
+
+impl ReplicationWait {
+    /// Kafka's `DelayedProduce`: done once the high watermark passes the append (then
+    /// NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR shrank below `min.insync.replicas` meanwhile),
+    /// NOT_LEADER_OR_FOLLOWER once leadership moved, REQUEST_TIMED_OUT at the deadline.
+    pub async fn until_replicated(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), ResponseError> {
+        loop {
+            let changed = self.partition.replica_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let status = self.partition.replica_state().ack_status(
+                self.leader_epoch,
+                self.required_offset,
+                self.min_insync_replicas,
+            );
+            if let Some(status) = status {
+                return status;
+            }
+            tokio::select! {
+                () = &mut changed => {}
+                () = tokio::time::sleep_until(deadline) => return Err(ResponseError::RequestTimedOut),
+            }
+        }
     }
 }
 
