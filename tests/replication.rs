@@ -7,93 +7,16 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bytes::Bytes;
 use common::cluster::TestCluster;
 use common::poll_until;
-use common::wire::{batch_v2, topic_name, RawConn};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ApiKey, MetadataResponse, ProduceRequest, ProduceResponse};
+use common::replica::{
+    log_end_offset, produce_once_served, produce_with_acks, wait_for_partition, PartitionView,
+};
+use common::wire::{batch_v2, RawConn};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 /// Kafka's error codes.
 const NOT_ENOUGH_REPLICAS: i16 = 19;
-
-/// One partition as a broker's Metadata lists it: (leader, leader epoch, replicas, ISR).
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct PartitionView {
-    leader: i32,
-    leader_epoch: i32,
-    replicas: Vec<i32>,
-    isr: Vec<i32>,
-}
-
-fn partition_view(metadata: &MetadataResponse, topic: &str, index: i32) -> Option<PartitionView> {
-    let topic = metadata
-        .topics
-        .iter()
-        .find(|t| t.name.as_ref().is_some_and(|name| name.as_str() == topic))?;
-    let p = topic
-        .partitions
-        .iter()
-        .find(|p| p.partition_index == index)?;
-    let mut isr: Vec<i32> = p.isr_nodes.iter().map(|id| id.0).collect();
-    isr.sort_unstable();
-    Some(PartitionView {
-        leader: p.leader_id.0,
-        leader_epoch: p.leader_epoch,
-        replicas: p.replica_nodes.iter().map(|id| id.0).collect(),
-        isr,
-    })
-}
-
-/// Polls broker `via` until partition 0 of `topic` satisfies `accept`.
-fn wait_for_partition(
-    cluster: &TestCluster,
-    via: i32,
-    topic: &str,
-    what: &str,
-    accept: impl Fn(&PartitionView) -> bool,
-) -> PartitionView {
-    poll_until(what, TIMEOUT, || {
-        let mut conn = RawConn::try_connect(cluster.node(via).kafka_addr())?;
-        let view = partition_view(&conn.metadata(Some(&[topic]), false), topic, 0)?;
-        accept(&view).then_some(view)
-    })
-}
-
-/// A produce of one batch with the given acks; the partition's (error code, base offset).
-fn produce_with_acks(conn: &mut RawConn, topic: &str, acks: i16, records: Bytes) -> (i16, i64) {
-    let version = conn.negotiate(ApiKey::Produce, 9);
-    let request = ProduceRequest::default()
-        .with_acks(acks)
-        .with_timeout_ms(10_000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(topic_name(topic))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(0)
-                .with_records(Some(records))])]);
-    let response: ProduceResponse = conn.request(&request, version);
-    let p = &response.responses[0].partition_responses[0];
-    (p.error_code, p.base_offset)
-}
-
-/// As [`produce_with_acks`], retrying while the leader has yet to apply the metadata that made
-/// it leader (UNKNOWN_TOPIC_OR_PARTITION, NOT_LEADER_OR_FOLLOWER), as clients do.
-fn produce_once_served(conn: &mut RawConn, topic: &str, acks: i16, records: Bytes) -> (i16, i64) {
-    poll_until("the leader to serve the partition", TIMEOUT, || {
-        let produced = produce_with_acks(conn, topic, acks, records.clone());
-        (!matches!(produced.0, 3 | 6)).then_some(produced)
-    })
-}
-
-/// `skald_log_end_offset` of partition 0 of `topic` on one node.
-fn log_end_offset(cluster: &TestCluster, node: i32, topic: &str) -> Option<i64> {
-    let (_, body) = common::http_get(cluster.node(node).metrics_addr(), "/metrics").ok()?;
-    let prefix = format!(r#"skald_log_end_offset{{partition="0",topic="{topic}"}} "#);
-    body.lines()
-        .find_map(|line| line.strip_prefix(&prefix))
-        .and_then(|value| value.trim().parse().ok())
-}
 
 fn start_cluster() -> TestCluster {
     TestCluster::start(

@@ -2,18 +2,26 @@
 //! and brokers (`process.roles=broker`), or combined nodes, sharing one
 //! `controller.quorum.voters`. Each node has its own data directory and stderr file, kept across
 //! restarts; nothing sleeps to synchronise — readiness and state are polled with deadlines.
+//!
+//! [`TestCluster::start_with_links`] routes brokers' traffic through cuttable [`Link`]s so that a
+//! test can isolate a broker ([`TestCluster::isolate`]) and heal it again.
 
+use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
+use super::netsplit::Link;
 use super::{
     free_port, poll_until, read_tail, skald_bin, wait_until_serving, PORT_ATTEMPTS, STOP_TIMEOUT,
 };
 
 const STDERR_TAIL_BYTES: u64 = 12 * 1024;
+/// The `cluster.id` of a cluster with links: each broker names the controllers by its own links'
+/// ports, so the id cannot be derived from `controller.quorum.voters` (which then differs per node).
+const LINKED_CLUSTER_ID: &str = "skaldNetsplitTestClstr";
 
 /// What a node runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,11 +104,25 @@ impl ClusterNode {
     }
 }
 
+/// The links a broker's traffic takes in a cluster started with
+/// [`TestCluster::start_with_links`].
+pub struct BrokerLinks {
+    /// In front of the broker's Kafka listener, and registered as its advertised listener: every
+    /// connection made to the address Metadata gives for the broker (other brokers' replica
+    /// fetchers, clients that follow Metadata) goes through it.
+    pub listener: Link,
+    /// The broker's way to each controller voter, by node id: its `controller.quorum.voters`
+    /// names these (registration, heartbeats, metadata fetches, AlterPartition).
+    pub controllers: BTreeMap<i32, Link>,
+}
+
 pub struct TestCluster {
     dir: tempfile::TempDir,
     pub nodes: Vec<ClusterNode>,
     voters: String,
     overrides: Vec<(String, String)>,
+    /// `Some` for a cluster started with [`TestCluster::start_with_links`]: each broker's links.
+    links: Option<BTreeMap<i32, BrokerLinks>>,
 }
 
 impl TestCluster {
@@ -115,6 +137,37 @@ impl TestCluster {
     }
 
     pub fn start_roles(roles: &[Role], overrides: &[(&str, &str)]) -> TestCluster {
+        TestCluster::start_roles_linked(roles, overrides, false)
+    }
+
+    /// As [`TestCluster::start`], with every broker's traffic routed through [`Link`]s the test
+    /// can cut ([`TestCluster::isolate`]) and heal ([`TestCluster::heal`]):
+    /// - each broker reaches each controller through a link of its own (its
+    ///   `controller.quorum.voters` names the links' ports);
+    /// - each broker advertises a link in front of its Kafka listener (`advertised.listeners`),
+    ///   so other brokers' replica fetchers reach it only through that link.
+    ///
+    /// Not routed through links: the test's own connections to [`ClusterNode::kafka_addr`] (the
+    /// real listener), metrics, and traffic among controllers. Every node gets an explicit
+    /// `cluster.id`, since the brokers' voters strings differ.
+    pub fn start_with_links(
+        controllers: usize,
+        brokers: usize,
+        overrides: &[(&str, &str)],
+    ) -> TestCluster {
+        let roles = (0..controllers)
+            .map(|_| Role::Controller)
+            .chain((0..brokers).map(|_| Role::Broker))
+            .collect::<Vec<_>>();
+        TestCluster::start_roles_linked(&roles, overrides, true)
+    }
+
+    fn start_roles_linked(roles: &[Role], overrides: &[(&str, &str)], linked: bool) -> TestCluster {
+        // A combined node's controller traffic (Raft among voters) would bypass the links.
+        assert!(
+            !linked || !roles.contains(&Role::Combined),
+            "a cluster with links has controller-only and broker-only nodes"
+        );
         let dir = tempfile::Builder::new()
             .prefix("skald-cluster-")
             .tempdir()
@@ -139,6 +192,7 @@ impl TestCluster {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            links: linked.then(BTreeMap::new),
         };
         // A port found free can be taken by another test before a node binds it: then start the
         // whole cluster again on fresh ports (the voters list names the controllers' ports).
@@ -176,6 +230,63 @@ impl TestCluster {
             .map(|node| format!("{}@127.0.0.1:{}", node.node_id, node.controller_port))
             .collect::<Vec<_>>()
             .join(",");
+        if self.links.is_some() {
+            let brokers: Vec<i32> = self.brokers().map(|node| node.node_id).collect();
+            // New links for new ports; the old ones (a retried start) close as they drop.
+            self.links = Some(BTreeMap::new());
+            for broker in brokers {
+                self.make_links(broker);
+            }
+        }
+    }
+
+    /// Creates the links of broker `node_id` (a cluster with links only).
+    fn make_links(&mut self, node_id: i32) {
+        let listener = Link::new(self.node(node_id).kafka_addr());
+        let controllers = self
+            .controllers()
+            .map(|controller| (controller.node_id, Link::new(controller.controller_addr())))
+            .collect();
+        let links = self.links.as_mut().expect("a cluster with links");
+        links.insert(
+            node_id,
+            BrokerLinks {
+                listener,
+                controllers,
+            },
+        );
+    }
+
+    /// The links of broker `node_id`; panics unless the cluster was started with links.
+    pub fn links(&self, node_id: i32) -> &BrokerLinks {
+        self.links
+            .as_ref()
+            .expect("the cluster was not started with links")
+            .get(&node_id)
+            .unwrap_or_else(|| panic!("node {node_id} is not a broker with links"))
+    }
+
+    /// Cuts broker `node_id` off: its links to every controller and the link in front of its
+    /// listener. Then it can reach no controller (so it learns no metadata, cannot heartbeat and
+    /// its AlterPartition requests fail), and no other broker can fetch from it. Still open: its
+    /// own connections to other brokers (they go through *their* listener links, which stay up),
+    /// the test's direct connections to its real listener ([`ClusterNode::kafka_addr`]), and its
+    /// metrics endpoint.
+    pub fn isolate(&self, node_id: i32) {
+        let links = self.links(node_id);
+        for link in links.controllers.values() {
+            link.cut();
+        }
+        links.listener.cut();
+    }
+
+    /// Undoes [`TestCluster::isolate`]: new connections through the broker's links go through.
+    pub fn heal(&self, node_id: i32) {
+        let links = self.links(node_id);
+        for link in links.controllers.values() {
+            link.heal();
+        }
+        links.listener.heal();
     }
 
     fn kill_all(&mut self) {
@@ -218,7 +329,22 @@ impl TestCluster {
     }
 
     fn spawn(&mut self, index: usize) {
-        let voters = self.voters.clone();
+        let node_id = self.nodes[index].node_id;
+        // With links, a broker names the controllers by its own links and advertises the link in
+        // front of its listener; controllers keep the real addresses.
+        let linked = self.links.is_some();
+        let (voters, advertised) = match self.links.as_ref().and_then(|l| l.get(&node_id)) {
+            Some(links) => (
+                links
+                    .controllers
+                    .iter()
+                    .map(|(id, link)| format!("{id}@{}", link.addr()))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                Some(links.listener.addr()),
+            ),
+            None => (self.voters.clone(), None),
+        };
         let overrides = self.overrides.clone();
         let node = &mut self.nodes[index];
         assert!(
@@ -249,6 +375,12 @@ impl TestCluster {
         set("process.roles", node.role.roles().to_string());
         set("controller.quorum.voters", voters);
         set("listeners", listeners.join(","));
+        if linked {
+            set("cluster.id", LINKED_CLUSTER_ID.to_string());
+        }
+        if let Some(advertised) = advertised {
+            set("advertised.listeners", format!("PLAINTEXT://{advertised}"));
+        }
         set("log.dirs", node.data_dir().display().to_string());
         set(
             "metrics.listener",
@@ -303,6 +435,9 @@ impl TestCluster {
             metrics_port: free_port(),
             child: None,
         });
+        if self.links.is_some() {
+            self.make_links(node_id);
+        }
         let index = self.nodes.len() - 1;
         self.spawn(index);
         self.wait_ready(index);

@@ -8,7 +8,9 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod netsplit;
 pub mod rdk;
+pub mod replica;
 pub mod wire;
 
 use std::fs::{File, OpenOptions};
