@@ -13,7 +13,7 @@ use skald_protocol::batch::{BatchError, RecordBatches};
 use tokio::time::Instant;
 
 use crate::broker::Broker;
-use crate::replica_manager::Partition;
+use crate::replication::ReplicationWait;
 
 /// What a Produce request gets back.
 pub enum Outcome {
@@ -106,40 +106,6 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
     }
 }
 
-/// An appended batch that acks=all must see replicated before it is acknowledged.
-struct AckWait {
-    partition: Arc<Partition>,
-    leader_epoch: i32,
-    /// The high watermark that covers the batch: its last offset + 1.
-    required_offset: i64,
-    min_insync_replicas: usize,
-}
-
-impl AckWait {
-    /// Kafka's `DelayedProduce`: done once the high watermark passes the batch (then
-    /// NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR shrank below `min.insync.replicas` meanwhile),
-    /// NOT_LEADER_OR_FOLLOWER once leadership moved, REQUEST_TIMED_OUT at the deadline.
-    async fn until_replicated(self, deadline: Instant) -> Result<(), ResponseError> {
-        loop {
-            let changed = self.partition.replica_changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            let status = self.partition.replica_state().ack_status(
-                self.leader_epoch,
-                self.required_offset,
-                self.min_insync_replicas,
-            );
-            if let Some(status) = status {
-                return status;
-            }
-            tokio::select! {
-                () = &mut changed => {}
-                () = tokio::time::sleep_until(deadline) => return Err(ResponseError::RequestTimedOut),
-            }
-        }
-    }
-}
-
 fn produce_partition(
     broker: &Broker,
     topic: &str,
@@ -148,7 +114,7 @@ fn produce_partition(
     version: i16,
     acks: i16,
     response: PartitionProduceResponse,
-) -> (PartitionProduceResponse, Option<AckWait>) {
+) -> (PartitionProduceResponse, Option<ReplicationWait>) {
     let fail = |error: ResponseError, message: String| {
         tracing::debug!(topic, partition = index, "produce refused: {message}");
         let response = response
@@ -277,7 +243,7 @@ fn produce_partition(
             if version >= 5 {
                 response = response.with_log_start_offset(log_start_offset);
             }
-            let wait = (acks == -1).then(|| AckWait {
+            let wait = (acks == -1).then(|| ReplicationWait {
                 partition: Arc::clone(&partition),
                 leader_epoch,
                 required_offset: info.last_offset + 1,
