@@ -27,7 +27,8 @@ pub struct Rec {
     pub timestamp: Option<i64>,
 }
 
-fn base_config(bootstrap: &str) -> ClientConfig {
+/// What every client here shares: the bootstrap, IPv4, bounded socket timeouts, a client id.
+pub fn base_config(bootstrap: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", bootstrap)
@@ -59,6 +60,20 @@ pub fn producer(bootstrap: &str) -> FutureProducer {
         .set("message.timeout.ms", "30000")
         .create()
         .expect("create FutureProducer")
+}
+
+/// As [`producer`], with `settings` set on top (in-flight limits, retries, timeouts).
+pub fn producer_with(bootstrap: &str, settings: &[(&str, &str)]) -> FutureProducer {
+    let mut config = base_config(bootstrap);
+    config
+        .set("acks", "all")
+        .set("enable.idempotence", "false")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "30000");
+    for (key, value) in settings {
+        config.set(*key, *value);
+    }
+    config.create().expect("create FutureProducer")
 }
 
 pub fn consumer(bootstrap: &str) -> BaseConsumer {
