@@ -1,5 +1,7 @@
-//! DeleteGroups: a group without members is deleted with its committed offsets (tombstones in
-//! `__consumer_offsets`); one with members gets NON_EMPTY_GROUP, an unknown one GROUP_ID_NOT_FOUND.
+//! DeleteGroups: a group without members is deleted with its committed offsets and its metadata
+//! (tombstones in `__consumer_offsets`, appended but not waited for, as Kafka's
+//! `cleanupGroupMetadata` does), so it stays gone after a restart; one with members gets
+//! NON_EMPTY_GROUP, an unknown one GROUP_ID_NOT_FOUND.
 
 use std::sync::Arc;
 
@@ -8,7 +10,7 @@ use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
 
 use crate::broker::Broker;
-use crate::group::{lock, GroupState};
+use crate::group::{lock, GroupState, Tombstones};
 
 pub fn handle(broker: &Arc<Broker>, body: DeleteGroupsRequest) -> DeleteGroupsResponse {
     let image = broker.image();
@@ -31,14 +33,15 @@ pub fn handle(broker: &Arc<Broker>, body: DeleteGroupsRequest) -> DeleteGroupsRe
                             GroupState::Empty => {}
                             _ => return Err(ResponseError::NonEmptyGroup),
                         }
-                        let tombstones: Vec<_> = locked
-                            .offsets
-                            .keys()
-                            .map(|(topic, partition)| (topic.clone(), *partition, None))
-                            .collect();
-                        broker
-                            .groups
-                            .append_offsets(&broker.replicas, &group_id, &tombstones)?;
+                        let tombstones = Tombstones {
+                            offsets: locked.offsets.keys().cloned().collect(),
+                            group: locked.generation_id() > 0,
+                        };
+                        broker.groups.append_tombstones(
+                            &broker.replicas,
+                            &group_id,
+                            &tombstones,
+                        )?;
                         locked.mark_dead();
                         Ok(())
                     })?;

@@ -1,7 +1,9 @@
 //! JoinGroup: a long-poll. The answer comes when the group's rebalance completes (every member
 //! rejoined, the rebalance timeout passed, or the initial delay of a new group ended); the
 //! connection waits for it, answering its requests in order as Kafka does. v4+ (KIP-394): a new
-//! member without an id first gets MEMBER_ID_REQUIRED and the id to join with.
+//! member without an id first gets MEMBER_ID_REQUIRED and the id to join with. A static member
+//! taking over its instance in a Stable group is answered once the group's record naming its new
+//! member id is replicated (Kafka's `updateStaticMemberAndRebalance`).
 
 use std::sync::Arc;
 
@@ -59,7 +61,15 @@ pub async fn handle(
         fresh_member_id: new_member_id(&client.client_id),
     };
     let group = broker.groups.group_or_create(&group_id);
-    let reply = lock(&group).join(request, broker.groups.now_ms());
+    let (reply, waits) = {
+        let mut locked = lock(&group);
+        let reply = locked.join(request, broker.groups.now_ms());
+        (
+            reply,
+            broker.groups.persist_due(&broker.replicas, &mut locked),
+        )
+    };
+    broker.groups.await_stores(&group, waits).await;
     let result = match reply {
         Reply::Now(result) => result,
         Reply::Later(receiver) => receiver

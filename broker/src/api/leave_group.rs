@@ -1,5 +1,6 @@
 //! LeaveGroup: v0–v2 name one member; v3+ a batch, each by member id and/or group.instance.id,
-//! each with its own error code.
+//! each with its own error code. The last member leaving empties the group, whose metadata
+//! record is then written (not waited for, as in Kafka).
 
 use std::sync::Arc;
 
@@ -33,11 +34,21 @@ pub fn handle(broker: &Arc<Broker>, body: LeaveGroupRequest, version: i16) -> Le
         .map(|member| {
             let error = match &group {
                 None => Some(ResponseError::UnknownMemberId),
-                Some(group) => lock(group).leave(
-                    &member.member_id,
-                    member.group_instance_id.as_deref(),
-                    now_ms,
-                ),
+                Some(group) => {
+                    let mut locked = lock(group);
+                    let error = locked.leave(
+                        &member.member_id,
+                        member.group_instance_id.as_deref(),
+                        now_ms,
+                    );
+                    let waits = broker.groups.persist_due(&broker.replicas, &mut locked);
+                    drop(locked);
+                    if !waits.is_empty() {
+                        let (coordinator, group) = (Arc::clone(&broker.groups), Arc::clone(group));
+                        tokio::spawn(async move { coordinator.await_stores(&group, waits).await });
+                    }
+                    error
+                }
             };
             MemberResponse::default()
                 .with_member_id(member.member_id)

@@ -1,5 +1,9 @@
 //! SyncGroup: the leader hands in the assignment; every member (the leader included) waits until
-//! it has, then gets its own share. In a Stable group the current assignment comes back at once.
+//! it has and the group's metadata record carrying it is replicated (Kafka's `storeGroup`), then
+//! gets its own share. If the record cannot be written, every waiting member gets the error
+//! (COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR, or REBALANCE_IN_PROGRESS after
+//! `offsets.commit.timeout.ms`) and the group rebalances. In a Stable group the current assignment
+//! comes back at once.
 
 use std::sync::Arc;
 
@@ -26,15 +30,23 @@ pub async fn handle(broker: &Arc<Broker>, body: SyncGroupRequest) -> SyncGroupRe
                     .into_iter()
                     .map(|a| (a.member_id.to_string(), a.assignment))
                     .collect();
-                let reply = lock(&group).sync(
-                    &body.member_id,
-                    body.group_instance_id.as_deref(),
-                    body.generation_id,
-                    body.protocol_type.as_deref(),
-                    body.protocol_name.as_deref(),
-                    assignments,
-                    broker.groups.now_ms(),
-                );
+                let (reply, waits) = {
+                    let mut locked = lock(&group);
+                    let reply = locked.sync(
+                        &body.member_id,
+                        body.group_instance_id.as_deref(),
+                        body.generation_id,
+                        body.protocol_type.as_deref(),
+                        body.protocol_name.as_deref(),
+                        assignments,
+                        broker.groups.now_ms(),
+                    );
+                    (
+                        reply,
+                        broker.groups.persist_due(&broker.replicas, &mut locked),
+                    )
+                };
+                broker.groups.await_stores(&group, waits).await;
                 match reply {
                     Reply::Now(result) => result,
                     Reply::Later(receiver) => receiver

@@ -1,25 +1,40 @@
 //! The group coordinator (Kafka's classic consumer-group protocol).
 //!
 //! - [`state`]: one group's membership state machine (pure: no clock, no I/O), unit-tested alone.
-//! - [`records`]: committed offsets as `__consumer_offsets` records, in Kafka's binary format.
+//! - [`records`]: committed offsets and group metadata as `__consumer_offsets` records, in
+//!   Kafka's binary format.
 //! - [`GroupCoordinator`]: the groups this broker coordinates, the clock, the periodic tick that
-//!   expires sessions and completes rebalances, and the offsets' persistence.
+//!   expires sessions and completes rebalances, and the persistence of offsets and groups.
 //!
 //! A group's coordinator partition is `abs(hash(group id)) % offsets.topic.num.partitions` of
 //! `__consumer_offsets` (Kafka's rule, with Java's `String.hashCode`), and its coordinator is that
-//! partition's leader. Committed offsets are appended to that partition and acknowledged (and made
-//! visible) once its ISR has them (`offsets.commit.timeout.ms`); a broker that becomes the
-//! partition's leader replays it, one that stops being leader drops its groups, so offsets
-//! survive restarts and coordinator failover. Offsets of groups that stay Empty expire after `offsets.retention.minutes`
-//! (checked every `offsets.retention.check.interval.ms` from the tick): they are tombstoned in
-//! the log, so they stay gone after a restart, and a group left Empty with no offsets is removed.
-//! Membership is kept only in memory: after a restart members get
-//! UNKNOWN_MEMBER_ID and rejoin, as they do when a group's coordinator moves.
+//! partition's leader. Two kinds of record go there, appended under the group's lock (so the log
+//! holds a group's changes in the order they happened):
+//!
+//! - committed offsets, acknowledged (and made visible) once the partition's ISR has them
+//!   (`offsets.commit.timeout.ms`);
+//! - group metadata (Kafka's `storeGroup`): generation, protocol type and name, leader, and every
+//!   member with its session and rebalance timeouts, subscription and assignment. Written when
+//!   the leader's SyncGroup completes a generation (the group becomes Stable, and the SyncGroups
+//!   are answered, only once the ISR has the record; a failure answers them with the error and
+//!   rebalances), when a static member takes over its instance in a Stable group (its JoinGroup
+//!   waits likewise; a failure undoes the takeover), and when the group becomes Empty (not
+//!   waited for). DeleteGroups and the removal of an expired group append a tombstone.
+//!
+//! A broker that becomes the partition's leader replays it (Kafka's `loadGroupsAndOffsets`: the
+//! last record per key wins, a tombstone deletes): a group whose last record has members is
+//! Stable with them, their generation and assignments, each member's session starting at load
+//! time, so members keep heartbeating across a coordinator restart or failover; one without
+//! members is Empty with its generation. A broker that stops being leader drops its groups
+//! (waiting JoinGroups and SyncGroups get NOT_COORDINATOR). Offsets of groups that stay Empty
+//! expire after `offsets.retention.minutes` (checked every `offsets.retention.check.interval.ms`
+//! from the tick): they are tombstoned in the log, so they stay gone after a restart, and a group
+//! left Empty with no offsets is removed.
 
 pub mod records;
 pub mod state;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, Once, Weak};
 use std::time::Duration;
 
@@ -34,7 +49,8 @@ use crate::config::ServerConfig;
 use crate::replica_manager::{ReplicaManager, RoleChange};
 use crate::replication::state::Transition;
 use crate::replication::ReplicationWait;
-pub use state::{CommittedOffset, Group, GroupConfig, GroupState};
+use records::Change;
+pub use state::{CommittedOffset, Group, GroupConfig, GroupState, GroupStore};
 
 /// How often sessions, pending member ids and rebalance deadlines are checked.
 const TICK_INTERVAL: Duration = Duration::from_millis(50);
@@ -134,6 +150,22 @@ pub struct GroupCoordinator {
     next_expiry_ms: Mutex<Option<i64>>,
 }
 
+/// What an expiry pass, or DeleteGroups, appends for one group before forgetting it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tombstones {
+    /// (topic, partition) of every offset deleted.
+    pub offsets: Vec<(String, i32)>,
+    /// Whether the group's metadata is tombstoned: the group is deleted and has had a
+    /// generation, so it may have a metadata record (Kafka's `cleanupGroupMetadata`).
+    pub group: bool,
+}
+
+impl Tombstones {
+    pub fn is_empty(&self) -> bool {
+        self.offsets.is_empty() && !self.group
+    }
+}
+
 /// What one offset-expiry pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExpiryOutcome {
@@ -229,7 +261,10 @@ impl GroupCoordinator {
                     let Some(strong) = broker.upgrade() else {
                         return;
                     };
-                    strong.groups.tick();
+                    for (group, waits) in strong.groups.tick(&strong.replicas) {
+                        let coordinator = Arc::clone(&strong.groups);
+                        tokio::spawn(async move { coordinator.await_stores(&group, waits).await });
+                    }
                     if strong.groups.expiry_due() {
                         let pass = tokio::task::spawn_blocking(move || {
                             strong.groups.expire_offsets(&strong.replicas)
@@ -267,23 +302,20 @@ impl GroupCoordinator {
     /// One offset-expiry pass over `__consumer_offsets` in `replicas` (Kafka's
     /// `cleanupGroupMetadata`): expired offsets are tombstoned, then forgotten. Blocking.
     pub fn expire_offsets(&self, replicas: &ReplicaManager) -> ExpiryOutcome {
-        // Tombstones are not waited for: one lost in a failover only brings back an offset the
-        // next pass expires again.
+        // Tombstones are not waited for: one lost in a failover only brings back an offset (or
+        // an Empty group) the next pass expires again.
         self.expire_offsets_with(|group_id, tombstones| {
-            self.append_offsets(replicas, group_id, tombstones)
+            self.append_tombstones(replicas, group_id, tombstones)
                 .map(|_| ())
         })
     }
 
     /// [`GroupCoordinator::expire_offsets`] with the tombstones' persistence given: `persist` is
-    /// called under the group's lock, and only if it succeeds are the offsets removed from memory.
-    /// Then every Empty group with no offsets left becomes Dead and is removed.
+    /// called under the group's lock, and only if it succeeds are the offsets removed from memory
+    /// and, if the group is left Empty with no offsets, the group marked Dead and removed.
     pub fn expire_offsets_with(
         &self,
-        mut persist: impl FnMut(
-            &str,
-            &[(String, i32, Option<CommittedOffset>)],
-        ) -> Result<(), ResponseError>,
+        mut persist: impl FnMut(&str, &Tombstones) -> Result<(), ResponseError>,
     ) -> ExpiryOutcome {
         let now_ms = self.now_ms();
         let retention_ms = self.config.offsets_retention_ms;
@@ -300,11 +332,13 @@ impl GroupCoordinator {
                 continue;
             }
             let expired = group.expired_offsets(now_ms, retention_ms);
-            if !expired.is_empty() {
-                let tombstones: Vec<_> = expired
-                    .iter()
-                    .map(|(topic, index)| (topic.clone(), *index, None))
-                    .collect();
+            // Empty with no offsets left: the group goes too (Kafka's cleanupGroupMetadata).
+            let dead = group.state() == GroupState::Empty && group.offsets.len() == expired.len();
+            let tombstones = Tombstones {
+                group: dead && group.generation_id() > 0,
+                offsets: expired,
+            };
+            if !tombstones.is_empty() {
                 if let Err(err) = persist(&group_id, &tombstones) {
                     tracing::warn!(
                         group = group_id,
@@ -312,12 +346,12 @@ impl GroupCoordinator {
                     );
                     continue;
                 }
-                for key in expired {
-                    group.offsets.remove(&key);
-                    outcome.expired.push((group_id.clone(), key.0, key.1));
-                }
             }
-            if group.state() == GroupState::Empty && group.offsets.is_empty() {
+            for key in tombstones.offsets {
+                group.offsets.remove(&key);
+                outcome.expired.push((group_id.clone(), key.0, key.1));
+            }
+            if dead {
                 group.mark_dead();
                 drop(group);
                 self.remove_group(&group_id, &shared);
@@ -327,11 +361,79 @@ impl GroupCoordinator {
         outcome
     }
 
-    /// One pass of every group's timers.
-    pub fn tick(&self) {
+    /// One pass of every group's timers; the records that makes due (groups that became Empty)
+    /// are appended. Blocking when there are any (`block_in_place`). Returns the waits of awaited
+    /// stores, which only a request's own call normally finds.
+    pub fn tick(&self, replicas: &ReplicaManager) -> Vec<(SharedGroup, Vec<StoreWait>)> {
         let now_ms = self.now_ms();
+        let mut waiting = Vec::new();
         for group in self.all_groups() {
-            lock(&group).tick(now_ms);
+            let mut locked = lock(&group);
+            locked.tick(now_ms);
+            let waits = self.persist_due(replicas, &mut locked);
+            drop(locked);
+            if !waits.is_empty() {
+                waiting.push((group, waits));
+            }
+        }
+        waiting
+    }
+
+    /// Appends the group metadata records `group` has due (Kafka's `storeGroup`), in order. Call
+    /// it holding the group's lock, right after the operation that made them due; it blocks
+    /// (under `block_in_place`) only if there are any. A store that cannot be appended is
+    /// completed with its error at once; the awaited ones appended are returned, to be passed to
+    /// [`GroupCoordinator::await_stores`] after the lock is released.
+    pub fn persist_due(&self, replicas: &ReplicaManager, group: &mut Group) -> Vec<StoreWait> {
+        if !group.has_due_stores() {
+            return Vec::new();
+        }
+        tokio::task::block_in_place(|| {
+            let mut waits = Vec::new();
+            for store in group.take_due_stores() {
+                let appended = records::group_metadata_key(&group.id)
+                    .and_then(|key| Ok((key, records::group_metadata_value(&store.value)?)))
+                    .map_err(|err| {
+                        tracing::error!(group = group.id, "cannot encode group metadata: {err}");
+                        ResponseError::UnknownServerError
+                    })
+                    .and_then(|(key, value)| {
+                        self.append_records(replicas, &group.id, &[(key, Some(value))])
+                    });
+                match appended {
+                    Ok(Some(wait)) if store.awaited => waits.push(StoreWait {
+                        seq: store.seq,
+                        wait,
+                    }),
+                    Ok(_) => {}
+                    Err(error) => {
+                        if !store.awaited {
+                            // Kafka only warns: the previous record stays the last one, which
+                            // a restarted coordinator loads and then expires.
+                            tracing::warn!(
+                                group = group.id,
+                                generation = store.value.generation,
+                                "cannot write empty group metadata: {error:?}"
+                            );
+                        }
+                        group.store_completed(store.seq, Err(store_error(error)), self.now_ms());
+                    }
+                }
+            }
+            waits
+        })
+    }
+
+    /// Waits until each store's record is replicated (or fails, or `offsets.commit.timeout.ms`
+    /// passes) and reports the outcome to the group. Call it without holding the group's lock.
+    pub async fn await_stores(&self, group: &SharedGroup, waits: Vec<StoreWait>) {
+        let timeout = Duration::from_millis(self.config.offsets_commit_timeout_ms);
+        for StoreWait { seq, wait } in waits {
+            let result = wait
+                .until_replicated(tokio::time::Instant::now() + timeout)
+                .await
+                .map_err(store_error);
+            lock(group).store_completed(seq, result, self.now_ms());
         }
     }
 
@@ -344,13 +446,6 @@ impl GroupCoordinator {
         group_id: &str,
         changes: &[(String, i32, Option<CommittedOffset>)],
     ) -> Result<Option<ReplicationWait>, ResponseError> {
-        if changes.is_empty() {
-            return Ok(None);
-        }
-        let partition = replicas
-            .get(CONSUMER_OFFSETS_TOPIC, self.partition_for(group_id))
-            .ok_or(ResponseError::NotCoordinator)?;
-        let now_ms = self.now_ms();
         let records: Vec<(Bytes, Option<Bytes>)> = changes
             .iter()
             .map(|(topic, index, offset)| {
@@ -360,8 +455,49 @@ impl GroupCoordinator {
                 )
             })
             .collect();
-        let mut batch = records::build_batch(&records, now_ms).map_err(|err| {
-            tracing::error!(group = group_id, "cannot encode offset records: {err}");
+        self.append_records(replicas, group_id, &records)
+    }
+
+    /// Appends the tombstones of a group's offsets and, if it is deleted and has had a
+    /// generation, of its metadata, in one batch. Blocking, under the group's lock.
+    pub fn append_tombstones(
+        &self,
+        replicas: &ReplicaManager,
+        group_id: &str,
+        tombstones: &Tombstones,
+    ) -> Result<Option<ReplicationWait>, ResponseError> {
+        let mut records: Vec<(Bytes, Option<Bytes>)> = tombstones
+            .offsets
+            .iter()
+            .map(|(topic, index)| (records::offset_key(group_id, topic, *index), None))
+            .collect();
+        if tombstones.group {
+            let key = records::group_metadata_key(group_id).map_err(|err| {
+                tracing::error!(group = group_id, "cannot encode group metadata key: {err}");
+                ResponseError::UnknownServerError
+            })?;
+            records.push((key, None));
+        }
+        self.append_records(replicas, group_id, &records)
+    }
+
+    /// Appends `records` for `group_id` to its partition as one batch stamped with the current
+    /// leader epoch. Blocking; call it holding the group's lock.
+    fn append_records(
+        &self,
+        replicas: &ReplicaManager,
+        group_id: &str,
+        records: &[(Bytes, Option<Bytes>)],
+    ) -> Result<Option<ReplicationWait>, ResponseError> {
+        if records.is_empty() {
+            return Ok(None);
+        }
+        let partition = replicas
+            .get(CONSUMER_OFFSETS_TOPIC, self.partition_for(group_id))
+            .ok_or(ResponseError::NotCoordinator)?;
+        let now_ms = self.now_ms();
+        let mut batch = records::build_batch(records, now_ms).map_err(|err| {
+            tracing::error!(group = group_id, "cannot encode group records: {err}");
             ResponseError::UnknownServerError
         })?;
         // Stamped with the leadership it was written in, like a produced batch, so a follower
@@ -386,7 +522,7 @@ impl GroupCoordinator {
                 required_offset: info.last_offset + 1,
             })),
             Some(Err(err)) => {
-                tracing::error!(group = group_id, "cannot append committed offsets: {err}");
+                tracing::error!(group = group_id, "cannot append group records: {err}");
                 Err(ResponseError::NotCoordinator)
             }
             None => Err(ResponseError::NotCoordinator),
@@ -394,9 +530,9 @@ impl GroupCoordinator {
     }
 
     /// Kafka's `onElection`: this broker now leads `__consumer_offsets-<partition>`, so it
-    /// coordinates that partition's groups: their committed offsets are rebuilt from its log
-    /// (last value per key wins; a tombstone deletes), replacing whatever was held for them.
-    /// Returns the records replayed.
+    /// coordinates that partition's groups: their offsets and metadata are rebuilt from its log
+    /// ([`GroupCoordinator::replay`]), replacing whatever was held for them. Returns the records
+    /// replayed.
     pub fn load_partition(&self, replicas: &ReplicaManager, index: i32) -> Result<usize, String> {
         self.unload_partition(index);
         let Some(partition) = replicas.get(CONSUMER_OFFSETS_TOPIC, index) else {
@@ -413,7 +549,9 @@ impl GroupCoordinator {
                     if read.records.is_empty() {
                         break;
                     }
-                    changes.extend(records::decode_batches(read.records)?);
+                    let decoded =
+                        records::decode_batches(read.records).map_err(|err| err.to_string())?;
+                    changes.extend(decoded);
                     offset = read.next_offset;
                 }
                 Ok::<_, String>(changes)
@@ -421,30 +559,105 @@ impl GroupCoordinator {
             .unwrap_or_else(|| Ok(Vec::new()))
             .map_err(|err| format!("__consumer_offsets-{index}: {err}"))?;
         let loaded = changes.len();
-        for (group_id, topic, partition, offset) in changes {
-            let group = self.group_or_create(&group_id);
-            let mut group = lock(&group);
-            match offset {
-                Some(offset) => {
-                    group.offsets.insert((topic, partition), offset);
-                }
-                None => {
-                    group.offsets.remove(&(topic, partition));
-                }
-            }
-        }
-        // Groups whose offsets were all deleted are gone.
-        self.map().retain(|group_id, group| {
-            self.partition_for(group_id) != index || !lock(group).offsets.is_empty()
-        });
+        self.replay(index, changes);
         Ok(loaded)
     }
 
+    /// Rebuilds the groups of offsets partition `index` from its records, in log order (Kafka's
+    /// `loadGroupsAndOffsets`): the last value per key wins, a tombstone deletes. A group whose
+    /// last metadata record has members is loaded Stable with them ([`Group::load`]; sessions
+    /// start now), one without members Empty with its generation; a group with offsets and no
+    /// metadata (deleted, or never had members) is Empty without a generation. Groups held for
+    /// the partition are replaced.
+    pub fn replay(&self, index: i32, changes: Vec<Change>) {
+        let mut offsets: HashMap<String, BTreeMap<(String, i32), CommittedOffset>> = HashMap::new();
+        let mut metadata: HashMap<String, records::GroupMetadataValue> = HashMap::new();
+        for change in changes {
+            match change {
+                Change::Offset {
+                    group,
+                    topic,
+                    partition,
+                    value: Some(value),
+                } => {
+                    offsets
+                        .entry(group)
+                        .or_default()
+                        .insert((topic, partition), value);
+                }
+                Change::Offset {
+                    group,
+                    topic,
+                    partition,
+                    value: None,
+                } => {
+                    if let Some(group_offsets) = offsets.get_mut(&group) {
+                        group_offsets.remove(&(topic, partition));
+                    }
+                }
+                Change::Group {
+                    group,
+                    value: Some(value),
+                } => {
+                    metadata.insert(group, value);
+                }
+                Change::Group { group, value: None } => {
+                    metadata.remove(&group);
+                }
+            }
+        }
+        offsets.retain(|_, group_offsets| !group_offsets.is_empty());
+        let now_ms = self.now_ms();
+        let mut loaded: HashMap<String, Group> = metadata
+            .into_iter()
+            .map(|(id, value)| {
+                let group = Group::load(&id, self.config.group, value, now_ms);
+                (id, group)
+            })
+            .collect();
+        for (id, group_offsets) in offsets {
+            loaded
+                .entry(id.clone())
+                .or_insert_with(|| Group::new(&id, self.config.group))
+                .offsets = group_offsets;
+        }
+        self.unload_partition(index);
+        let mut map = self.map();
+        for (id, group) in loaded {
+            if self.partition_for(&id) != index {
+                tracing::warn!(
+                    group = id,
+                    partition = index,
+                    "group record in the wrong offsets partition; ignored"
+                );
+                continue;
+            }
+            tracing::info!(
+                group = id,
+                generation = group.generation_id(),
+                state = group.state().name(),
+                members = group.member_count(),
+                "loaded group"
+            );
+            map.insert(id, Arc::new(Mutex::new(group)));
+        }
+    }
+
     /// Kafka's `onResignation`: another broker coordinates this partition's groups now; their
-    /// state here is dropped (members find the new coordinator through NOT_COORDINATOR).
+    /// state here is dropped, and whoever waits on them is told NOT_COORDINATOR (members then
+    /// find the new coordinator).
     pub fn unload_partition(&self, index: i32) {
-        self.map()
-            .retain(|group_id, _| self.partition_for(group_id) != index);
+        let mut unloaded = Vec::new();
+        self.map().retain(|group_id, group| {
+            let keep = self.partition_for(group_id) != index;
+            if !keep {
+                unloaded.push(Arc::clone(group));
+            }
+            keep
+        });
+        for group in unloaded {
+            lock(&group).unload();
+        }
     }
 
     /// Loads or unloads groups as this broker gains or loses leadership of `__consumer_offsets`
@@ -475,6 +688,31 @@ impl GroupCoordinator {
                 Transition::Unchanged => {}
             }
         }
+    }
+}
+
+/// An awaited group metadata store, appended: its replication still to be waited for.
+#[derive(Debug)]
+pub struct StoreWait {
+    pub seq: u64,
+    pub wait: ReplicationWait,
+}
+
+/// Kafka's mapping of a failed group metadata append (`GroupMetadataManager.storeGroup`): the
+/// error the SyncGroup (or static member's JoinGroup) waiting for it is answered with.
+pub fn store_error(error: ResponseError) -> ResponseError {
+    match error {
+        ResponseError::UnknownTopicOrPartition
+        | ResponseError::NotEnoughReplicas
+        | ResponseError::NotEnoughReplicasAfterAppend => ResponseError::CoordinatorNotAvailable,
+        ResponseError::NotLeaderOrFollower | ResponseError::KafkaStorageError => {
+            ResponseError::NotCoordinator
+        }
+        ResponseError::RequestTimedOut => ResponseError::RebalanceInProgress,
+        ResponseError::MessageTooLarge
+        | ResponseError::RecordListTooLarge
+        | ResponseError::InvalidFetchSize => ResponseError::UnknownServerError,
+        other => other,
     }
 }
 
@@ -556,22 +794,32 @@ mod tests {
         else {
             panic!("the leader's sync completes through the waiter");
         };
+        assert!(
+            synced.try_recv().is_err(),
+            "answered once the record is stored"
+        );
+        for store in group.take_due_stores() {
+            group.store_completed(store.seq, Ok(()), now_ms);
+        }
         assert_eq!(synced.try_recv().expect("synced").error, None);
         assert_eq!(group.state(), GroupState::Stable);
         "m1".into()
     }
 
-    type Persisted = Vec<(String, Vec<(String, i32)>)>;
+    type Persisted = Vec<(String, Tombstones)>;
 
     fn pass(coordinator: &GroupCoordinator, persisted: &mut Persisted) -> ExpiryOutcome {
         coordinator.expire_offsets_with(|group, tombstones| {
-            assert!(tombstones.iter().all(|(_, _, value)| value.is_none()));
-            persisted.push((
-                group.to_string(),
-                tombstones.iter().map(|(t, p, _)| (t.clone(), *p)).collect(),
-            ));
+            persisted.push((group.to_string(), tombstones.clone()));
             Ok(())
         })
+    }
+
+    fn tombstones(offsets: &[(&str, i32)], group: bool) -> Tombstones {
+        Tombstones {
+            offsets: offsets.iter().map(|(t, p)| (t.to_string(), *p)).collect(),
+            group,
+        }
     }
 
     fn offsets_of(coordinator: &GroupCoordinator, group: &str) -> Vec<(String, i32)> {
@@ -600,7 +848,10 @@ mod tests {
         let outcome = pass(&coordinator, &mut persisted);
         assert_eq!(outcome.expired, vec![("simple".into(), "t".into(), 0)]);
         assert!(outcome.removed_groups.is_empty());
-        assert_eq!(persisted, vec![("simple".into(), vec![("t".into(), 0)])]);
+        assert_eq!(
+            persisted,
+            vec![("simple".into(), tombstones(&[("t", 0)], false))]
+        );
         assert_eq!(offsets_of(&coordinator, "simple"), vec![("t".into(), 1)]);
 
         clock.set(30_000 + MINUTE);
@@ -611,7 +862,11 @@ mod tests {
             coordinator.group("simple").is_none(),
             "Empty without offsets: removed"
         );
-        assert_eq!(persisted.len(), 2);
+        // Never had a generation, so no metadata record to tombstone.
+        assert_eq!(
+            persisted[1],
+            ("simple".into(), tombstones(&[("t", 1)], false))
+        );
     }
 
     #[test]
@@ -663,9 +918,10 @@ mod tests {
             vec![("g".into(), "sub".into(), 0), ("g".into(), "sub".into(), 1)]
         );
         assert_eq!(outcome.removed_groups, vec!["g".to_string()]);
+        // The group goes with its last offsets: its metadata is tombstoned with them.
         assert_eq!(
             persisted,
-            vec![("g".into(), vec![("sub".into(), 0), ("sub".into(), 1)])]
+            vec![("g".into(), tombstones(&[("sub", 0), ("sub", 1)], true))]
         );
         assert!(coordinator.group("g").is_none());
         assert_eq!(lock(&shared).state(), GroupState::Dead);
@@ -721,7 +977,11 @@ mod tests {
         let mut persisted = Persisted::new();
         let outcome = pass(&coordinator, &mut persisted);
         assert_eq!(outcome.removed_groups, vec!["left".to_string()]);
-        assert!(persisted.is_empty(), "nothing to tombstone");
+        assert_eq!(
+            persisted,
+            vec![("left".into(), tombstones(&[], true))],
+            "no offsets, but the group's metadata record"
+        );
         assert!(coordinator.group("left").is_none());
     }
 
@@ -759,6 +1019,245 @@ mod tests {
         assert_eq!(set.offsets_retention_check_interval_ms, 250);
         assert!(config(&[("offsets.retention.minutes", "0")]).is_err());
         assert!(config(&[("offsets.retention.check.interval.ms", "0")]).is_err());
+    }
+
+    fn member(
+        id: &str,
+        instance: Option<&str>,
+        assignment: &'static [u8],
+    ) -> records::MemberMetadata {
+        records::MemberMetadata {
+            member_id: id.into(),
+            group_instance_id: instance.map(str::to_string),
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            rebalance_timeout_ms: 30_000,
+            session_timeout_ms: 10_000,
+            subscription: subscription(&["t"]),
+            assignment: Bytes::from_static(assignment),
+        }
+    }
+
+    fn metadata(
+        generation: i32,
+        members: Vec<records::MemberMetadata>,
+    ) -> records::GroupMetadataValue {
+        let stable = !members.is_empty();
+        records::GroupMetadataValue {
+            protocol_type: "consumer".into(),
+            generation,
+            protocol: stable.then(|| "range".to_string()),
+            leader: members.first().map(|m| m.member_id.clone()),
+            current_state_timestamp_ms: 300,
+            members,
+        }
+    }
+
+    /// `records` as the log would return them: encoded in one batch, decoded back.
+    fn logged(records: Vec<(Bytes, Option<Bytes>)>) -> Vec<Change> {
+        let batch = records::build_batch(&records, 0).unwrap();
+        records::decode_batches(batch.freeze()).unwrap()
+    }
+
+    fn group_record(
+        group: &str,
+        value: Option<records::GroupMetadataValue>,
+    ) -> (Bytes, Option<Bytes>) {
+        (
+            records::group_metadata_key(group).unwrap(),
+            value.map(|value| records::group_metadata_value(&value).unwrap()),
+        )
+    }
+
+    fn offset_record(group: &str, offset: Option<i64>) -> (Bytes, Option<Bytes>) {
+        (
+            records::offset_key(group, "t", 0),
+            offset.map(|offset| records::offset_value(&committed(offset, 0))),
+        )
+    }
+
+    #[test]
+    fn replay_loads_the_last_record_of_each_group() {
+        let clock = Arc::new(ManualClock::new(10_000));
+        let coordinator = coordinator(&clock);
+        let changes = logged(vec![
+            group_record("stable", Some(metadata(1, vec![member("a", None, b"A")]))),
+            group_record(
+                "stable",
+                Some(metadata(
+                    2,
+                    vec![member("a", None, b"A2"), member("b", Some("inst-b"), b"B2")],
+                )),
+            ),
+            offset_record("stable", Some(5)),
+            group_record("emptied", Some(metadata(1, vec![member("a", None, b"A")]))),
+            offset_record("emptied", Some(6)),
+            group_record("emptied", Some(metadata(2, Vec::new()))),
+            group_record("deleted", Some(metadata(3, Vec::new()))),
+            offset_record("deleted", Some(7)),
+            offset_record("deleted", None),
+            group_record("deleted", None),
+            group_record("reborn", Some(metadata(4, Vec::new()))),
+            group_record("reborn", None),
+            offset_record("reborn", Some(8)),
+            offset_record("plain", Some(9)),
+        ]);
+        coordinator.replay(0, changes);
+
+        let mut ids: Vec<String> = coordinator
+            .all_groups()
+            .iter()
+            .map(|g| lock(g).id.clone())
+            .collect();
+        ids.sort();
+        assert_eq!(ids, ["emptied", "plain", "reborn", "stable"]);
+
+        let stable = coordinator.group("stable").unwrap();
+        let mut stable = lock(&stable);
+        assert_eq!(
+            (stable.state(), stable.generation_id(), stable.leader_id()),
+            (GroupState::Stable, 2, Some("a"))
+        );
+        let assignments: Vec<_> = stable
+            .describe_members()
+            .into_iter()
+            .map(|m| (m.member_id, m.group_instance_id, m.assignment))
+            .collect();
+        assert_eq!(
+            assignments,
+            vec![
+                ("a".into(), None, Bytes::from_static(b"A2")),
+                ("b".into(), Some("inst-b".into()), Bytes::from_static(b"B2")),
+            ]
+        );
+        assert_eq!(stable.heartbeat("a", None, 2, 10_100), None);
+        assert_eq!(stable.heartbeat("b", Some("inst-b"), 2, 10_100), None);
+        assert_eq!(offsets_of_locked(&stable), vec![(("t".into(), 0), 5)]);
+        drop(stable);
+
+        let emptied = coordinator.group("emptied").unwrap();
+        let emptied = lock(&emptied);
+        assert_eq!(
+            (
+                emptied.state(),
+                emptied.generation_id(),
+                emptied.member_count()
+            ),
+            (GroupState::Empty, 2, 0)
+        );
+        assert_eq!(emptied.empty_since_ms(), Some(300));
+        assert_eq!(offsets_of_locked(&emptied), vec![(("t".into(), 0), 6)]);
+        drop(emptied);
+
+        // Deleted, then used for offsets only: Empty, no generation, like "plain".
+        for id in ["reborn", "plain"] {
+            let group = coordinator.group(id).unwrap();
+            let group = lock(&group);
+            assert_eq!(
+                (group.state(), group.generation_id()),
+                (GroupState::Empty, 0)
+            );
+            assert_eq!(group.protocol_type(), None);
+        }
+    }
+
+    fn offsets_of_locked(group: &Group) -> Vec<((String, i32), i64)> {
+        group
+            .offsets
+            .iter()
+            .map(|(key, offset)| (key.clone(), offset.offset))
+            .collect()
+    }
+
+    #[test]
+    fn replay_replaces_the_groups_held_and_answers_their_waiters() {
+        let clock = Arc::new(ManualClock::new(0));
+        let coordinator = coordinator(&clock);
+        let held = coordinator.group_or_create("g");
+        let request = JoinRequest {
+            client_id: "c".into(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 10_000,
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), subscription(&["t"]))],
+            fresh_member_id: "m1".into(),
+            ..JoinRequest::default()
+        };
+        let Reply::Later(mut joined) = lock(&held).join(request, 0) else {
+            panic!("the first join waits");
+        };
+        assert_eq!(joined.try_recv().unwrap().error, None);
+        let Reply::Later(mut waiting) = lock(&held).sync("m1", None, 1, None, None, Vec::new(), 0)
+        else {
+            panic!("the leader's sync waits for its record");
+        };
+        coordinator.replay(
+            0,
+            logged(vec![group_record(
+                "g",
+                Some(metadata(5, vec![member("x", None, b"X")])),
+            )]),
+        );
+        assert_eq!(
+            waiting.try_recv().unwrap().error,
+            Some(ResponseError::NotCoordinator)
+        );
+        assert_eq!(lock(&held).state(), GroupState::Dead);
+        let loaded = coordinator.group("g").unwrap();
+        assert!(!Arc::ptr_eq(&loaded, &held));
+        assert_eq!(lock(&loaded).generation_id(), 5);
+    }
+
+    #[test]
+    fn a_loaded_empty_group_without_offsets_is_removed_with_a_tombstone() {
+        let clock = Arc::new(ManualClock::new(0));
+        let coordinator = coordinator(&clock);
+        coordinator.replay(
+            0,
+            logged(vec![
+                group_record("gone", Some(metadata(3, Vec::new()))),
+                group_record("kept", Some(metadata(3, Vec::new()))),
+                offset_record("kept", Some(1)),
+            ]),
+        );
+        let mut persisted = Persisted::new();
+        let outcome = pass(&coordinator, &mut persisted);
+        assert_eq!(outcome.removed_groups, vec!["gone".to_string()]);
+        assert_eq!(persisted, vec![("gone".into(), tombstones(&[], true))]);
+        assert!(coordinator.group("kept").is_some());
+    }
+
+    #[test]
+    fn store_errors_follow_kafkas_mapping() {
+        for (append, answered) in [
+            (
+                ResponseError::NotEnoughReplicas,
+                ResponseError::CoordinatorNotAvailable,
+            ),
+            (
+                ResponseError::NotEnoughReplicasAfterAppend,
+                ResponseError::CoordinatorNotAvailable,
+            ),
+            (
+                ResponseError::NotLeaderOrFollower,
+                ResponseError::NotCoordinator,
+            ),
+            (
+                ResponseError::KafkaStorageError,
+                ResponseError::NotCoordinator,
+            ),
+            (
+                ResponseError::RequestTimedOut,
+                ResponseError::RebalanceInProgress,
+            ),
+            (
+                ResponseError::MessageTooLarge,
+                ResponseError::UnknownServerError,
+            ),
+            (ResponseError::NotCoordinator, ResponseError::NotCoordinator),
+        ] {
+            assert_eq!(store_error(append), answered, "{append:?}");
+        }
     }
 
     #[test]
