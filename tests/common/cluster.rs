@@ -218,10 +218,20 @@ impl TestCluster {
     }
 
     fn assign_ports(&mut self) {
+        // A port the kernel just handed out and took back can come round again at once: never
+        // give two listeners of this cluster the same one (a node would then see another's
+        // listener as its own and look ready).
+        let mut taken = std::collections::BTreeSet::new();
+        let mut unique_port = || loop {
+            let port = free_port();
+            if taken.insert(port) {
+                return port;
+            }
+        };
         for node in &mut self.nodes {
-            node.kafka_port = free_port();
-            node.controller_port = free_port();
-            node.metrics_port = free_port();
+            node.kafka_port = unique_port();
+            node.controller_port = unique_port();
+            node.metrics_port = unique_port();
         }
         self.voters = self
             .nodes
