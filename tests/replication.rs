@@ -167,3 +167,81 @@ fn with_one_in_sync_replica_acks_all_is_refused_and_acks_one_still_works() {
         .collect();
     assert_eq!(ends, BTreeMap::from([(2, 3), (3, 3), (4, 3)]));
 }
+
+/// A producer pipelines requests on one connection: the broker appends each acks=all batch as it
+/// reads it and overlaps their waits for the ISR, but answers strictly in request order — a
+/// request read after them (here Metadata) is answered after them too.
+#[test]
+fn pipelined_acks_all_requests_are_answered_in_order() {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{
+        ApiKey, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, ResponseHeader,
+    };
+    use kafka_protocol::protocol::Decodable;
+
+    let cluster = start_cluster();
+    let mut conn = RawConn::connect(cluster.node(2).kafka_addr());
+    common::wire::create_topics(&mut conn, &[("pipelined", 1)]);
+    let view = wait_for_partition(
+        &cluster,
+        2,
+        "pipelined",
+        "a leader and a full ISR",
+        |v: &PartitionView| v.leader > 0 && v.isr == vec![2, 3, 4],
+    );
+    let mut leader = RawConn::connect(cluster.node(view.leader).kafka_addr());
+    // Served by the leader before the pipeline starts, so nothing in it is refused.
+    assert_eq!(
+        produce_once_served(&mut leader, "pipelined", -1, batch_v2(&[("k", "first", 1)])),
+        (0, 0)
+    );
+    let produce_version = leader.negotiate(ApiKey::Produce, 9);
+    let produce = |value: &str| {
+        ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(10_000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(common::wire::topic_name("pipelined"))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(batch_v2(&[("k", value, 2)])))])])
+    };
+    // Five produces and a Metadata, written back to back before reading anything.
+    let mut sent = Vec::new();
+    for i in 0..5 {
+        let id = leader.next_correlation_id();
+        let frame = RawConn::encode_request(&produce(&format!("v{i}")), produce_version, id);
+        leader.write_frame(&frame).expect("send produce");
+        sent.push((id, ApiKey::Produce));
+    }
+    let id = leader.next_correlation_id();
+    leader
+        .write_frame(&RawConn::encode_request(&MetadataRequest::default(), 4, id))
+        .expect("send metadata");
+    sent.push((id, ApiKey::Metadata));
+
+    let mut answered = Vec::new();
+    for (expected_id, api) in &sent {
+        let frame = leader.read_frame();
+        let mut body = bytes::Bytes::from(frame);
+        let header_version = api.response_header_version(if *api == ApiKey::Produce {
+            produce_version
+        } else {
+            4
+        });
+        let header = ResponseHeader::decode(&mut body, header_version).expect("response header");
+        assert_eq!(
+            header.correlation_id, *expected_id,
+            "responses in request order"
+        );
+        if *api == ApiKey::Produce {
+            let response = ProduceResponse::decode(&mut body, produce_version).expect("produce");
+            let p = &response.responses[0].partition_responses[0];
+            answered.push((p.error_code, p.base_offset));
+        } else {
+            let response = MetadataResponse::decode(&mut body, 4).expect("metadata");
+            assert_eq!(response.brokers.len(), 3);
+        }
+    }
+    assert_eq!(answered, vec![(0, 1), (0, 2), (0, 3), (0, 4), (0, 5)]);
+}

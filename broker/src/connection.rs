@@ -1,6 +1,12 @@
-//! One client connection: read frames, decode, handle one request at a time (Kafka answers a
-//! connection's requests in order), write the responses. Anything malformed closes the connection
-//! with a log line; nothing a client sends can take the server down.
+//! One client connection: read frames, decode, handle one request at a time (Kafka processes a
+//! connection's requests in order), write the responses in the same order. Anything malformed
+//! closes the connection with a log line; nothing a client sends can take the server down.
+//!
+//! Reading and writing are two halves run together. The reader handles each request to its end
+//! before the next — except an acks=all Produce, which is done once its batches are appended:
+//! its wait for the ISR ([`Reply::Later`]) is left to the writer, so a producer with several
+//! requests in flight has their replication overlap instead of queueing behind each other.
+//! At most [`PIPELINE_DEPTH`] responses wait to be written; then the reader waits too.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,21 +16,24 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ResponseKind};
 use skald_protocol::codec::{self, DecodeError};
 use skald_protocol::frame::take_frame;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
 use crate::api::{self, Reply};
 use crate::broker::Broker;
 
 /// Read buffer to start with; it grows to the largest frame seen (bounded by socket.request.max.bytes).
 const READ_BUFFER_BYTES: usize = 64 * 1024;
+/// Responses of one connection waiting to be written (Kafka producers keep at most 5 requests
+/// in flight by default).
+pub const PIPELINE_DEPTH: usize = 8;
 
 /// Reads the next request frame (size prefix removed); bytes past it stay in `buffer`. `None`
 /// once the peer closes, a read fails, the frame is invalid or oversized (logged), or the server
 /// shuts down.
 pub async fn next_frame(
-    stream: &mut TcpStream,
+    stream: &mut (impl AsyncRead + Unpin),
     buffer: &mut BytesMut,
     max_bytes: usize,
     peer: SocketAddr,
@@ -54,12 +63,44 @@ pub async fn next_frame(
     }
 }
 
+/// A request's reply on its way to the writer, with what its response frame and metrics need.
+struct Pending {
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    started: Instant,
+    reply: Reply,
+}
+
 /// Serves one connection until the client closes it, it misbehaves, or the server shuts down.
 pub async fn serve(
     broker: Arc<Broker>,
-    mut stream: TcpStream,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: broadcast::Receiver<()>,
+) {
+    let (read_half, write_half) = stream.into_split();
+    let (replies, queued) = mpsc::channel(PIPELINE_DEPTH);
+    let writer_shutdown = shutdown.resubscribe();
+    let reader = read_requests(&broker, read_half, peer, shutdown, replies);
+    let writer = write_replies(&broker, write_half, peer, writer_shutdown, queued);
+    tokio::pin!(reader, writer);
+    tokio::select! {
+        // The writer stopped (write failed, a reply closes the connection, shutdown): done.
+        () = &mut writer => {}
+        // The reader stopped (the peer closed its side, a bad frame, shutdown): what was read
+        // still gets its responses.
+        () = &mut reader => writer.await,
+    }
+}
+
+/// Reads, decodes and handles requests in order, queueing their replies for the writer.
+async fn read_requests(
+    broker: &Arc<Broker>,
+    mut stream: impl AsyncRead + Unpin,
     peer: SocketAddr,
     mut shutdown: broadcast::Receiver<()>,
+    replies: mpsc::Sender<Pending>,
 ) {
     let max_bytes = broker.config.socket_request_max_bytes;
     let mut buffer = BytesMut::with_capacity(READ_BUFFER_BYTES);
@@ -80,7 +121,7 @@ pub async fn serve(
                 // A request still waiting at shutdown (a parked fetch) is dropped, not waited for.
                 // Produce appends are synchronous inside the handler, so none is cut in half.
                 let reply = tokio::select! {
-                    reply = api::handle_from(&broker, request, Some(peer)) => reply,
+                    reply = api::handle_from(broker, request, Some(peer)) => reply,
                     _ = shutdown.recv() => return,
                 };
                 (api_key, version, correlation_id, reply)
@@ -102,20 +143,62 @@ pub async fn serve(
                 return;
             }
         };
+        let pending = Pending {
+            api_key,
+            version,
+            correlation_id,
+            started,
+            reply,
+        };
+        if replies.send(pending).await.is_err() {
+            // The writer is gone: the connection is closing.
+            return;
+        }
+    }
+}
+
+/// Writes the replies in request order, waiting for each deferred one in turn.
+async fn write_replies(
+    broker: &Broker,
+    mut stream: impl AsyncWrite + Unpin,
+    peer: SocketAddr,
+    mut shutdown: broadcast::Receiver<()>,
+    mut queued: mpsc::Receiver<Pending>,
+) {
+    while let Some(pending) = queued.recv().await {
+        let mut reply = pending.reply;
+        if let Reply::Later(later) = reply {
+            reply = tokio::select! {
+                reply = later => reply,
+                _ = shutdown.recv() => return,
+            };
+        }
         match reply {
             Reply::Send(body) => {
-                if !write_response(&mut stream, peer, correlation_id, api_key, version, &body).await
-                {
+                let written = write_response(
+                    &mut stream,
+                    peer,
+                    pending.correlation_id,
+                    pending.api_key,
+                    pending.version,
+                    &body,
+                )
+                .await;
+                if !written {
                     return;
                 }
             }
             Reply::Nothing => {}
+            Reply::Later(_) => {
+                tracing::error!(%peer, "closing connection: a deferred reply deferred again");
+                return;
+            }
             Reply::Close(reason) => {
                 tracing::info!(%peer, "closing connection: {reason}");
                 return;
             }
         }
-        let api = api_name(api_key);
+        let api = api_name(pending.api_key);
         broker
             .metrics
             .requests_total
@@ -125,12 +208,12 @@ pub async fn serve(
             .metrics
             .request_latency_seconds
             .with_label_values(&[api])
-            .observe(started.elapsed().as_secs_f64());
+            .observe(pending.started.elapsed().as_secs_f64());
     }
 }
 
 async fn write_response(
-    stream: &mut TcpStream,
+    stream: &mut (impl AsyncWrite + Unpin),
     peer: SocketAddr,
     correlation_id: i32,
     api_key: ApiKey,

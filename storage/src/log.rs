@@ -550,7 +550,7 @@ impl Log {
     /// (the new segment is named by the first batch's base offset), and each batch carrying a
     /// leader epoch newer than the cache's latest starts that epoch at its base offset.
     /// `log_append_time_ms` in the result is -1: the leader already stamped what it stamped.
-    pub fn append_as_follower(&mut self, batches: &mut [u8]) -> Result<AppendInfo> {
+    pub fn append_as_follower(&mut self, batches: &[u8]) -> Result<AppendInfo> {
         let headers = self.validate_append(batches)?;
         let mut expected_at_least = self.log_end_offset();
         for (_, header) in &headers {

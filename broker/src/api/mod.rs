@@ -1,6 +1,8 @@
 //! One module per Kafka API, and the dispatch from a decoded request to its handler. Handlers turn
 //! every problem with a request into Kafka error codes in the response.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
@@ -50,6 +52,10 @@ pub struct ClientInfo {
 pub enum Reply {
     /// Boxed: responses are large and most replies pass through several hands.
     Send(Box<ResponseKind>),
+    /// The request has done its part (acks=all batches appended); its response is ready when
+    /// this resolves. The connection goes on reading the next requests meanwhile and writes the
+    /// responses in request order.
+    Later(Pin<Box<dyn Future<Output = Reply> + Send + 'static>>),
     /// Nothing is sent (a successful Produce with acks=0).
     Nothing,
     /// The connection is closed, with the reason logged (a failed Produce with acks=0).
@@ -95,10 +101,13 @@ pub async fn handle_from(
             ResponseKind::CreatePartitions(create_partitions::handle(broker, body).await)
         }
         RequestKind::Produce(body) => {
-            return match produce::handle(broker, body, version).await {
+            return match produce::handle(broker, body, version) {
                 produce::Outcome::Respond(response) => {
                     Reply::Send(Box::new(ResponseKind::Produce(response)))
                 }
+                produce::Outcome::Replicating(awaiting) => Reply::Later(Box::pin(async move {
+                    Reply::Send(Box::new(ResponseKind::Produce(awaiting.response().await)))
+                })),
                 produce::Outcome::Silent => Reply::Nothing,
                 produce::Outcome::Close(reason) => Reply::Close(reason),
             }

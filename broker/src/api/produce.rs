@@ -18,6 +18,10 @@ use crate::replication::ReplicationWait;
 /// What a Produce request gets back.
 pub enum Outcome {
     Respond(ProduceResponse),
+    /// acks=all: every batch is appended; the response is ready once the ISR has them. The
+    /// connection may read (and append) its next requests meanwhile: only the wait overlaps,
+    /// responses still go out in order.
+    Replicating(AwaitingReplication),
     /// acks=0 and every partition succeeded: Kafka sends nothing.
     Silent,
     /// acks=0 and a partition failed: Kafka closes the connection so the producer notices and
@@ -25,14 +29,41 @@ pub enum Outcome {
     Close(String),
 }
 
-pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Outcome {
+/// An acks=all response whose batches are appended and wait for the ISR.
+pub struct AwaitingReplication {
+    responses: Vec<TopicProduceResponse>,
+    /// Each appended batch's place in `responses` and its wait.
+    waits: Vec<((usize, usize), ReplicationWait)>,
+    /// The request's timeout, from when the appends were done.
+    deadline: Instant,
+}
+
+impl AwaitingReplication {
+    /// Waits for every batch (each by the same deadline, so in turn is as fast as together) and
+    /// returns the response, with the partitions that failed to replicate marked.
+    pub async fn response(mut self) -> ProduceResponse {
+        for ((topic_index, partition_index), wait) in self.waits {
+            if let Err(error) = wait.until_replicated(self.deadline).await {
+                let response =
+                    &mut self.responses[topic_index].partition_responses[partition_index];
+                response.error_code = error.code();
+                response.base_offset = -1;
+                response.log_append_time_ms = -1;
+            }
+        }
+        ProduceResponse::default().with_responses(self.responses)
+    }
+}
+
+/// Appends every partition's batch; acks=all responses come back still waiting for the ISR.
+pub fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Outcome {
     let acks = request.acks;
     let valid_acks = matches!(acks, -1..=1);
     let timeout = Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0));
     let mut waits = Vec::new();
     // Appends write to the page cache and a roll fsyncs the sealed segment: keep that off the
     // async workers' backs so other connections carry on meanwhile.
-    let mut responses: Vec<TopicProduceResponse> = tokio::task::block_in_place(|| {
+    let responses: Vec<TopicProduceResponse> = tokio::task::block_in_place(|| {
         request
             .topic_data
             .into_iter()
@@ -75,17 +106,12 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
             })
             .collect()
     });
-    // acks=all: each appended batch is acknowledged once the ISR has it. Every wait ends by the
-    // same deadline (the request's timeout), so awaiting them in turn takes no longer than the
-    // slowest.
-    let deadline = Instant::now() + timeout;
-    for ((topic_index, partition_index), wait) in waits {
-        if let Err(error) = wait.until_replicated(deadline).await {
-            let response = &mut responses[topic_index].partition_responses[partition_index];
-            response.error_code = error.code();
-            response.base_offset = -1;
-            response.log_append_time_ms = -1;
-        }
+    if !waits.is_empty() {
+        return Outcome::Replicating(AwaitingReplication {
+            responses,
+            waits,
+            deadline: Instant::now() + timeout,
+        });
     }
     if acks != 0 {
         return Outcome::Respond(ProduceResponse::default().with_responses(responses));

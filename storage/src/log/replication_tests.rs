@@ -115,8 +115,8 @@ fn follower_append_keeps_what_the_leader_stored() {
     let dir = TempDir::new().unwrap();
     let mut log = Log::open(dir.path(), config(1 << 20)).unwrap();
     let original = [stored(0, 3, 4, 1_000), stored(3, 2, 5, 900)].concat();
-    let mut first = original.clone();
-    let info = log.append_as_follower(&mut first).unwrap();
+    let first = original.clone();
+    let info = log.append_as_follower(&first).unwrap();
     assert_eq!(
         info,
         AppendInfo {
@@ -133,7 +133,7 @@ fn follower_append_keeps_what_the_leader_stored() {
     // A gap (a compacted leader) and a batch the leader stamped with LogAppendTime.
     let mut gap = stored(10, 2, 5, 2_000);
     batch::set_log_append_time(&mut gap, 77_000).unwrap();
-    let info = log.append_as_follower(&mut gap.clone()).unwrap();
+    let info = log.append_as_follower(&gap.clone()).unwrap();
     assert_eq!(
         (
             info.first_offset,
@@ -172,7 +172,7 @@ fn a_follower_replicating_a_leader_batch_by_batch_stores_identical_files() {
     while offset < leader.log_end_offset() {
         let read = leader.read(offset, 1).unwrap();
         follower
-            .append_as_follower(&mut read.records.to_vec())
+            .append_as_follower(&read.records)
             .unwrap();
         offset = read.next_offset;
     }
@@ -201,10 +201,10 @@ fn a_follower_replicating_a_leader_batch_by_batch_stores_identical_files() {
 fn follower_appends_that_do_not_continue_the_log_write_nothing() {
     let dir = TempDir::new().unwrap();
     let mut log = Log::open(dir.path(), config(1 << 20)).unwrap();
-    log.append_as_follower(&mut stored(0, 3, 1, 0)).unwrap();
+    log.append_as_follower(&stored(0, 3, 1, 0)).unwrap();
     let (size, file) = (log.size_bytes(), epoch_file(dir.path()));
 
-    let err = log.append_as_follower(&mut stored(2, 1, 2, 0)).unwrap_err();
+    let err = log.append_as_follower(&stored(2, 1, 2, 0)).unwrap_err();
     assert!(matches!(
         err,
         Error::UnexpectedAppendOffset {
@@ -212,9 +212,9 @@ fn follower_appends_that_do_not_continue_the_log_write_nothing() {
             expected_at_least: 3
         }
     ));
-    let mut overlapping = [stored(3, 2, 2, 0), stored(4, 1, 2, 0)].concat();
+    let overlapping = [stored(3, 2, 2, 0), stored(4, 1, 2, 0)].concat();
     assert!(matches!(
-        log.append_as_follower(&mut overlapping),
+        log.append_as_follower(&overlapping),
         Err(Error::UnexpectedAppendOffset {
             base_offset: 4,
             expected_at_least: 5
@@ -224,17 +224,17 @@ fn follower_appends_that_do_not_continue_the_log_write_nothing() {
     let last = corrupt.len() - 1;
     corrupt[last] ^= 1;
     assert!(matches!(
-        log.append_as_follower(&mut corrupt),
+        log.append_as_follower(&corrupt),
         Err(Error::CorruptBatch(BatchError::CrcMismatch { .. }))
     ));
     assert!(matches!(
-        log.append_as_follower(&mut []),
+        log.append_as_follower(&[]),
         Err(Error::EmptyAppend)
     ));
     let far = 3 + (1i64 << 31) + 5;
-    let mut too_wide = [stored(3, 1, 2, 0), stored(far, 1, 2, 0)].concat();
+    let too_wide = [stored(3, 1, 2, 0), stored(far, 1, 2, 0)].concat();
     assert!(matches!(
-        log.append_as_follower(&mut too_wide),
+        log.append_as_follower(&too_wide),
         Err(Error::AppendOffsetSpanTooLarge {
             first_offset: 3,
             last_offset
@@ -253,21 +253,21 @@ fn follower_appends_roll_as_appends_do() {
     let dir = TempDir::new().unwrap();
     let size = stored(0, 2, 1, 0).len() as u64;
     let mut log = Log::open(dir.path(), config(2 * size)).unwrap();
-    log.append_as_follower(&mut stored(0, 2, 1, 0)).unwrap();
-    log.append_as_follower(&mut stored(2, 2, 1, 0)).unwrap();
+    log.append_as_follower(&stored(0, 2, 1, 0)).unwrap();
+    log.append_as_follower(&stored(2, 2, 1, 0)).unwrap();
     // Does not fit: the new segment is named by the batch's own base offset, past the gap.
-    log.append_as_follower(&mut stored(10, 2, 1, 0)).unwrap();
+    log.append_as_follower(&stored(10, 2, 1, 0)).unwrap();
     assert_eq!(log.segment_base_offsets(), vec![0, 10]);
     // An offset the active segment cannot address (more than 2^31 past its base).
     let far = 10 + (1i64 << 31) + 7;
-    log.append_as_follower(&mut stored(far, 1, 2, 0)).unwrap();
+    log.append_as_follower(&stored(far, 1, 2, 0)).unwrap();
     assert_eq!(log.segment_base_offsets(), vec![0, 10, far]);
 
     // Even an empty active segment rolls for such an offset, or recovery would cut the batch.
     let empty_dir = TempDir::new().unwrap();
     let mut log = Log::open(empty_dir.path(), config(1 << 20)).unwrap();
     let far = 5_000_000_000;
-    log.append_as_follower(&mut stored(far, 2, 3, 0)).unwrap();
+    log.append_as_follower(&stored(far, 2, 3, 0)).unwrap();
     assert_eq!(log.segment_base_offsets(), vec![0, far]);
     assert_eq!(log.log_end_offset(), far + 2);
     drop(log);
@@ -289,7 +289,7 @@ fn leader_epochs_are_written_only_when_they_change() {
     // The same epoch again: no write (the removed file stays removed).
     fs::remove_file(&path).unwrap();
     log.append(&mut simple_batch(0, 2, 0, 10), None, 1).unwrap();
-    log.append_as_follower(&mut stored(4, 1, -1, 0)).unwrap();
+    log.append_as_follower(&stored(4, 1, -1, 0)).unwrap();
     assert!(!path.exists());
     log.append(&mut simple_batch(0, 1, 0, 10), None, 3).unwrap();
     assert_eq!(epoch_file(dir.path()), "0\n2\n1 0\n3 5\n");
@@ -385,7 +385,7 @@ fn open_rebuilds_a_missing_or_unusable_epoch_checkpoint_and_fits_it_to_the_log()
     // A log whose batches carry no epoch rebuilds an empty checkpoint.
     let plain = TempDir::new().unwrap();
     let mut log = Log::open(plain.path(), config(1 << 20)).unwrap();
-    log.append_as_follower(&mut stored(0, 2, -1, 0)).unwrap();
+    log.append_as_follower(&stored(0, 2, -1, 0)).unwrap();
     drop(log);
     assert!(!plain.path().join(LEADER_EPOCH_CHECKPOINT_FILE).exists());
     let log = Log::open(plain.path(), config(1 << 20)).unwrap();
@@ -465,7 +465,7 @@ fn truncate_to_a_batch_boundary_cuts_the_segment_holding_it() {
     let mut again = simple_batch(0, 2, 9_000, 30);
     let info = log.append(&mut again, None, 5).unwrap();
     assert_eq!((info.first_offset, info.last_offset), (8, 9));
-    log.append_as_follower(&mut stored(10, 2, 5, 9_500))
+    log.append_as_follower(&stored(10, 2, 5, 9_500))
         .unwrap();
     assert_eq!(log.segment_base_offsets(), vec![0, 6]);
     assert_eq!(
@@ -512,7 +512,7 @@ fn truncate_to_a_segment_boundary_or_into_a_gap_starts_an_empty_segment_there() 
     let size = stored(0, 2, 1, 0).len() as u64;
     let mut log = Log::open(gap_dir.path(), config(2 * size)).unwrap();
     for base in [0, 10, 30, 32] {
-        log.append_as_follower(&mut stored(base, 2, 1, 0)).unwrap();
+        log.append_as_follower(&stored(base, 2, 1, 0)).unwrap();
     }
     assert_eq!(log.segment_base_offsets(), vec![0, 30]);
     log.truncate_to(20).unwrap();
@@ -522,7 +522,7 @@ fn truncate_to_a_segment_boundary_or_into_a_gap_starts_an_empty_segment_there() 
         read_all(&log),
         [stored(0, 2, 1, 0), stored(10, 2, 1, 0)].concat()
     );
-    log.append_as_follower(&mut stored(20, 2, 2, 0)).unwrap();
+    log.append_as_follower(&stored(20, 2, 2, 0)).unwrap();
     assert_eq!(epochs(&log), vec![(1, 0), (2, 20)]);
 }
 
@@ -560,14 +560,14 @@ fn fetched_bytes_survive_truncation() {
     assert_eq!(active.records, written[6..].concat());
 
     log.truncate_to(8).unwrap();
-    log.append_as_follower(&mut stored(8, 50, 7, 0)).unwrap();
+    log.append_as_follower(&stored(8, 50, 7, 0)).unwrap();
     assert_eq!(sealed.records, written[..3].concat());
     assert_eq!(cut.records, written[3..6].concat());
     assert_eq!(active.records, written[6..].concat());
 
     let after_cut = log.read(8, usize::MAX).unwrap();
     log.truncate_fully_and_start_at(100).unwrap();
-    log.append_as_follower(&mut stored(100, 50, 8, 0)).unwrap();
+    log.append_as_follower(&stored(100, 50, 8, 0)).unwrap();
     assert_eq!(sealed.records, written[..3].concat());
     assert_eq!(cut.records, written[3..6].concat());
     assert_eq!(active.records, written[6..].concat());
@@ -633,13 +633,13 @@ fn truncate_fully_and_start_at_empties_the_log() {
     drop(log);
     let mut log = Log::open(dir.path(), fixture_config()).unwrap();
     check(&log, 100);
-    log.append_as_follower(&mut stored(100, 2, 9, 0)).unwrap();
+    log.append_as_follower(&stored(100, 2, 9, 0)).unwrap();
     assert_eq!(epochs(&log), vec![(9, 100)]);
 
     // Down to a lower offset: the old start must not come back after a reopen.
     log.truncate_fully_and_start_at(5).unwrap();
     check(&log, 5);
-    log.append_as_follower(&mut stored(5, 3, 9, 0)).unwrap();
+    log.append_as_follower(&stored(5, 3, 9, 0)).unwrap();
     drop(log);
     let mut log = Log::open(dir.path(), fixture_config()).unwrap();
     assert_eq!((log.log_start_offset(), log.log_end_offset()), (5, 8));
@@ -687,8 +687,8 @@ fn truncation_and_follower_appends_survive_a_reopen() {
     let dir = TempDir::new().unwrap();
     let (mut log, written) = fixture(dir.path());
     log.truncate_to(8).unwrap();
-    log.append_as_follower(&mut stored(8, 2, 5, 0)).unwrap();
-    log.append_as_follower(&mut stored(14, 3, 6, 0)).unwrap();
+    log.append_as_follower(&stored(8, 2, 5, 0)).unwrap();
+    log.append_as_follower(&stored(14, 3, 6, 0)).unwrap();
     let expected = [
         written[..4].concat(),
         stored(8, 2, 5, 0),
