@@ -100,6 +100,43 @@ fn followers_copy_the_leader_and_a_failed_over_partition_serves_the_same_records
         produce_once_served(&mut new_leader, "replicated", -1, batch),
         (0, 10)
     );
+
+    // OffsetForLeaderEpoch (KIP-320): the old leader's epoch ended where the new one began; the
+    // new epoch ends at the log end; a client behind on epochs is fenced, one ahead told to wait.
+    let ask = |conn: &mut RawConn, current: i32, epoch: i32| {
+        use kafka_protocol::messages::offset_for_leader_epoch_request::{
+            OffsetForLeaderPartition, OffsetForLeaderTopic,
+        };
+        use kafka_protocol::messages::{BrokerId, OffsetForLeaderEpochRequest};
+        let request = OffsetForLeaderEpochRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![OffsetForLeaderTopic::default()
+                .with_topic(common::wire::topic_name("replicated"))
+                .with_partitions(vec![OffsetForLeaderPartition::default()
+                    .with_partition(0)
+                    .with_current_leader_epoch(current)
+                    .with_leader_epoch(epoch)])]);
+        let response = conn.request(&request, 4);
+        let p = &response.topics[0].partitions[0];
+        (p.error_code, p.leader_epoch, p.end_offset)
+    };
+    assert_eq!(
+        ask(&mut new_leader, second.leader_epoch, first.leader_epoch),
+        (0, first.leader_epoch, 10)
+    );
+    assert_eq!(
+        ask(&mut new_leader, second.leader_epoch, second.leader_epoch),
+        (0, second.leader_epoch, 11)
+    );
+    // FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH
+    assert_eq!(
+        ask(&mut new_leader, first.leader_epoch, first.leader_epoch),
+        (74, -1, -1)
+    );
+    assert_eq!(
+        ask(&mut new_leader, second.leader_epoch + 1, first.leader_epoch),
+        (75, -1, -1)
+    );
 }
 
 #[test]

@@ -306,6 +306,96 @@ fn a_returning_leader_truncates_what_it_alone_accepted_and_the_new_leaders_log_w
 }
 
 /// An echo server on a fresh loopback port, for the link's own test.
+/// A metric's value on one node (the first sample whose name and labels start with `series`).
+fn metric(cluster: &TestCluster, node: i32, series: &str) -> Option<i64> {
+    let (_, body) = common::http_get(cluster.node(node).metrics_addr(), "/metrics").ok()?;
+    body.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse::<f64>().ok())
+        .map(|value| value as i64)
+}
+
+/// The lag path of the ISR, with every broker still alive and registered: followers that cannot
+/// reach the leader stop fetching; after `replica.lag.time.max.ms` the leader itself asks the
+/// controller (AlterPartition) to drop them, an acks=all write waiting meanwhile fails with
+/// NOT_ENOUGH_REPLICAS_AFTER_APPEND, the next with NOT_ENOUGH_REPLICAS; once they fetch again
+/// they are taken back, and the replication gauges and counters say so throughout.
+#[test]
+fn followers_that_stop_fetching_leave_the_isr_after_the_lag_time_and_rejoin() {
+    const NOT_ENOUGH_REPLICAS: i16 = 19;
+    const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
+    let cluster = start_linked_cluster(&[("auto.leader.rebalance.enable", "false")]);
+    let mut admin = RawConn::connect(cluster.node(2).kafka_addr());
+    create_topics(&mut admin, &[("lagging", 1)]);
+    let view = wait_for_partition(&cluster, 2, "lagging", "a full ISR", |v| {
+        v.leader > 0 && v.isr == BROKERS.to_vec()
+    });
+    let leader = view.leader;
+    let mut conn = RawConn::connect(cluster.node(leader).kafka_addr());
+    assert_eq!(
+        produce_once_served(&mut conn, "lagging", -1, batch(&["a"])),
+        (0, 0)
+    );
+    assert_eq!(
+        metric(&cluster, leader, "skald_under_replicated_partitions"),
+        Some(0)
+    );
+
+    // Only the followers' way to the leader is cut: everyone still reaches the controller.
+    cluster.links(leader).listener.cut();
+    let waiting = produce_with_timeout(&mut conn, "lagging", -1, 30_000, batch(&["b"]));
+    assert_eq!(waiting, (NOT_ENOUGH_REPLICAS_AFTER_APPEND, -1));
+    let shrunk = wait_for_partition(
+        &cluster,
+        leader,
+        "lagging",
+        "the ISR down to the leader",
+        |v| v.isr == vec![leader],
+    );
+    assert_eq!(shrunk.leader_epoch, view.leader_epoch, "no leader change");
+    assert_eq!(
+        produce_with_acks(&mut conn, "lagging", -1, batch(&["c"])),
+        (NOT_ENOUGH_REPLICAS, -1)
+    );
+    assert_eq!(
+        produce_with_acks(&mut conn, "lagging", 1, batch(&["d"])),
+        (0, 2)
+    );
+    assert_eq!(metric(&cluster, leader, "skald_isr_shrinks_total"), Some(1));
+    poll_until(
+        "the replication gauges to count the partition",
+        REPLICATION_TIMEOUT,
+        || {
+            (metric(&cluster, leader, "skald_under_replicated_partitions") == Some(1)
+                && metric(&cluster, leader, "skald_under_min_isr_partitions") == Some(1))
+            .then_some(())
+        },
+    );
+
+    // Fetching again, the followers catch up and are taken back in.
+    cluster.links(leader).listener.heal();
+    wait_for_partition(
+        &cluster,
+        leader,
+        "lagging",
+        "the followers back in the ISR",
+        |v| v.isr == BROKERS.to_vec(),
+    );
+    assert!(metric(&cluster, leader, "skald_isr_expands_total").is_some_and(|n| n >= 1));
+    assert_eq!(
+        produce_with_acks(&mut conn, "lagging", -1, batch(&["e"])),
+        (0, 3)
+    );
+    for node in BROKERS {
+        wait_for_log_end(&cluster, node, "lagging", 4);
+    }
+    poll_until("the gauges back to zero", REPLICATION_TIMEOUT, || {
+        (metric(&cluster, leader, "skald_under_replicated_partitions") == Some(0)
+            && metric(&cluster, leader, "skald_under_min_isr_partitions") == Some(0))
+        .then_some(())
+    });
+}
+
 fn echo_server() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind echo server");
     let addr = listener.local_addr().expect("echo server address");
