@@ -282,3 +282,151 @@ fn pipelined_acks_all_requests_are_answered_in_order() {
     }
     assert_eq!(answered, vec![(0, 1), (0, 2), (0, 3), (0, 4), (0, 5)]);
 }
+
+/// `unclean.leader.election.enable`: two topics on brokers [2, 3] (2 leads); broker 3 dies, 2
+/// takes a record alone (acks=1), then 2 dies too. When 3 returns, the topic that allows unclean
+/// elections gets 3 as leader at once — losing the record only 2 had, which 2 truncates when it
+/// returns — while the other stays leaderless until 2, its last in-sync replica, is back, and then
+/// keeps every record.
+#[test]
+fn unclean_leader_election_trades_the_last_replicas_records_for_availability() {
+    use kafka_protocol::messages::create_topics_request::{
+        CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig,
+    };
+    use kafka_protocol::messages::{BrokerId, CreateTopicsRequest, CreateTopicsResponse};
+    use kafka_protocol::protocol::StrBytes;
+
+    let mut cluster = TestCluster::start(1, 2, &[("auto.leader.rebalance.enable", "false")]);
+    let mut conn = RawConn::connect(cluster.node(2).kafka_addr());
+    let topic = |name: &str, unclean: &str| {
+        CreatableTopic::default()
+            .with_name(common::wire::topic_name(name))
+            .with_num_partitions(-1)
+            .with_replication_factor(-1)
+            .with_assignments(vec![CreatableReplicaAssignment::default()
+                .with_partition_index(0)
+                .with_broker_ids(vec![BrokerId(2), BrokerId(3)])])
+            .with_configs(vec![CreatableTopicConfig::default()
+                .with_name(StrBytes::from_static_str("unclean.leader.election.enable"))
+                .with_value(Some(StrBytes::from_string(unclean.to_string())))])
+    };
+    let created: CreateTopicsResponse = conn.request(
+        &CreateTopicsRequest::default()
+            .with_timeout_ms(10_000)
+            .with_topics(vec![topic("careful", "false"), topic("available", "true")]),
+        7,
+    );
+    let codes: Vec<i16> = created.topics.iter().map(|t| t.error_code).collect();
+    assert_eq!(codes, vec![0, 0], "{created:?}");
+    for name in ["careful", "available"] {
+        wait_for_partition(
+            &cluster,
+            2,
+            name,
+            "both replicas in sync",
+            |v: &PartitionView| v.leader == 2 && v.isr == vec![2, 3],
+        );
+        let mut leader = RawConn::connect(cluster.node(2).kafka_addr());
+        assert_eq!(
+            produce_once_served(&mut leader, name, -1, batch_v2(&[("k", "acked", 1)])),
+            (0, 0)
+        );
+    }
+
+    cluster.kill9(3);
+    let mut leader = RawConn::connect(cluster.node(2).kafka_addr());
+    for name in ["careful", "available"] {
+        wait_for_partition(
+            &cluster,
+            2,
+            name,
+            "broker 3 out of the ISR",
+            |v: &PartitionView| v.isr == vec![2],
+        );
+        assert_eq!(
+            produce_with_acks(&mut leader, name, 1, batch_v2(&[("k", "only-on-2", 2)])),
+            (0, 1)
+        );
+    }
+    cluster.kill9(2);
+    cluster.restart(3);
+    let available = wait_for_partition(
+        &cluster,
+        3,
+        "available",
+        "an unclean election of broker 3",
+        |v: &PartitionView| v.leader == 3,
+    );
+    assert_eq!(available.isr, vec![3]);
+    let careful = wait_for_partition(
+        &cluster,
+        3,
+        "careful",
+        "the careful topic's view",
+        |v: &PartitionView| v.isr == vec![2],
+    );
+    assert_eq!(careful.leader, -1, "no live in-sync replica: offline");
+    let mut on_3 = RawConn::connect(cluster.node(3).kafka_addr());
+    assert_eq!(
+        produce_once_served(&mut on_3, "available", -1, batch_v2(&[("k", "after", 3)])),
+        (0, 1)
+    );
+
+    // Broker 2 returns: it leads the careful topic again with everything, and follows broker 3
+    // on the other, giving up the record only it had.
+    cluster.restart(2);
+    wait_for_partition(
+        &cluster,
+        3,
+        "careful",
+        "broker 2 leading again",
+        |v: &PartitionView| v.leader == 2,
+    );
+    wait_for_partition(
+        &cluster,
+        3,
+        "available",
+        "broker 2 back in sync",
+        |v: &PartitionView| v.leader == 3 && v.isr == vec![2, 3],
+    );
+    assert_eq!(
+        values(&cluster, 2, "careful", 2),
+        vec![(0, "acked".to_string()), (1, "only-on-2".to_string())]
+    );
+    assert_eq!(
+        values(&cluster, 3, "available", 2),
+        vec![(0, "acked".to_string()), (1, "after".to_string())]
+    );
+    // Broker 2's own copy holds what broker 3 has: let it lead, and read it.
+    cluster.kill9(3);
+    wait_for_partition(
+        &cluster,
+        2,
+        "available",
+        "broker 2 leading",
+        |v: &PartitionView| v.leader == 2,
+    );
+    assert_eq!(
+        values(&cluster, 2, "available", 2),
+        vec![(0, "acked".to_string()), (1, "after".to_string())]
+    );
+}
+
+/// (offset, value) of each record of partition 0 of `name`, read from `node` once its high
+/// watermark is `end`.
+fn values(cluster: &TestCluster, node: i32, name: &str, end: i64) -> Vec<(i64, String)> {
+    poll_until(
+        &format!("{name} on node {node} up to {end}"),
+        TIMEOUT,
+        || {
+            let mut conn = RawConn::try_connect(cluster.node(node).kafka_addr())?;
+            let (error, high_watermark, records) = conn.fetch_raw(name, 0, 0);
+            (error == 0 && high_watermark == end).then(|| {
+                common::replica::stored_records(&records)
+                    .into_iter()
+                    .map(|r| (r.offset, r.value))
+                    .collect()
+            })
+        },
+    )
+}
