@@ -171,9 +171,7 @@ fn a_follower_replicating_a_leader_batch_by_batch_stores_identical_files() {
     let mut offset = 0;
     while offset < leader.log_end_offset() {
         let read = leader.read(offset, 1).unwrap();
-        follower
-            .append_as_follower(&read.records)
-            .unwrap();
+        follower.append_as_follower(&read.records).unwrap();
         offset = read.next_offset;
     }
     assert_eq!(follower.log_end_offset(), 16);
@@ -465,8 +463,7 @@ fn truncate_to_a_batch_boundary_cuts_the_segment_holding_it() {
     let mut again = simple_batch(0, 2, 9_000, 30);
     let info = log.append(&mut again, None, 5).unwrap();
     assert_eq!((info.first_offset, info.last_offset), (8, 9));
-    log.append_as_follower(&stored(10, 2, 5, 9_500))
-        .unwrap();
+    log.append_as_follower(&stored(10, 2, 5, 9_500)).unwrap();
     assert_eq!(log.segment_base_offsets(), vec![0, 6]);
     assert_eq!(
         read_all(&log),
