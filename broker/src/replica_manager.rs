@@ -199,6 +199,31 @@ impl ReplicaManager {
         Ok((hosted, placement))
     }
 
+    /// [`ReplicaManager::led`] for a request that names the leader epoch it knows
+    /// (`current_leader_epoch`, -1 for none; Kafka's `checkCurrentLeaderEpoch`): an older one
+    /// gets FENCED_LEADER_EPOCH, a newer one UNKNOWN_LEADER_EPOCH (this broker has yet to hear of
+    /// it); a partition whose log dir is offline gets KAFKA_STORAGE_ERROR.
+    pub fn serving<'a>(
+        &self,
+        image: &'a MetadataImage,
+        topic: &str,
+        partition: i32,
+        current_leader_epoch: i32,
+    ) -> Result<(Arc<Partition>, &'a PartitionImage), ResponseError> {
+        let (hosted, placement) = self.led(image, topic, partition)?;
+        if current_leader_epoch >= 0 && current_leader_epoch != placement.leader_epoch {
+            return Err(if current_leader_epoch < placement.leader_epoch {
+                ResponseError::FencedLeaderEpoch
+            } else {
+                ResponseError::UnknownLeaderEpoch
+            });
+        }
+        if self.is_offline(&hosted) {
+            return Err(ResponseError::KafkaStorageError);
+        }
+        Ok((hosted, placement))
+    }
+
     /// Every hosted partition.
     pub fn all(&self) -> Vec<Arc<Partition>> {
         self.read().values().cloned().collect()

@@ -92,8 +92,8 @@ fn read_partitions(
                         request.replica_id.0,
                         broker
                             .replicas
-                            .led(&image, name, fetch.partition)
-                            .map(|(partition, placement)| (partition, placement.leader_epoch)),
+                            .serving(&image, name, fetch.partition, fetch.current_leader_epoch)
+                            .map(|(partition, _)| partition),
                         remaining,
                         total == 0,
                     );
@@ -120,26 +120,20 @@ fn read_partition(
     topic: &str,
     fetch: &FetchPartition,
     replica_id: i32,
-    led: Result<(Arc<Partition>, i32), ResponseError>,
+    serving: Result<Arc<Partition>, ResponseError>,
     response_bytes_left: usize,
     min_one_batch: bool,
 ) -> PartitionData {
     let response = PartitionData::default().with_partition_index(fetch.partition);
-    let (partition, leader_epoch) = match led {
-        Ok(led) => led,
-        Err(error) => return response.with_error_code(error.code()),
+    let partition = match serving {
+        Ok(partition) => partition,
+        // Kafka's "no high watermark" on an error.
+        Err(error) => {
+            return response
+                .with_error_code(error.code())
+                .with_high_watermark(-1)
+        }
     };
-    if fetch.current_leader_epoch >= 0 && fetch.current_leader_epoch != leader_epoch {
-        let error = if fetch.current_leader_epoch < leader_epoch {
-            ResponseError::FencedLeaderEpoch
-        } else {
-            ResponseError::UnknownLeaderEpoch
-        };
-        return response.with_error_code(error.code());
-    }
-    if broker.replicas.is_offline(&partition) {
-        return response.with_error_code(ResponseError::KafkaStorageError.code());
-    }
     let limit = usize::try_from(fetch.partition_max_bytes)
         .unwrap_or(0)
         .min(response_bytes_left);

@@ -30,24 +30,16 @@ pub fn handle(
                 .map(|asked| {
                     let response = ListOffsetsPartitionResponse::default()
                         .with_partition_index(asked.partition_index);
-                    let (partition, placement) =
-                        match broker.replicas.led(&image, name, asked.partition_index) {
-                            Ok(led) => led,
-                            Err(error) => return response.with_error_code(error.code()),
-                        };
-                    if asked.current_leader_epoch >= 0
-                        && asked.current_leader_epoch != placement.leader_epoch
-                    {
-                        let error = if asked.current_leader_epoch < placement.leader_epoch {
-                            ResponseError::FencedLeaderEpoch
-                        } else {
-                            ResponseError::UnknownLeaderEpoch
-                        };
-                        return response.with_error_code(error.code());
-                    }
-                    if broker.replicas.is_offline(&partition) {
-                        return response.with_error_code(ResponseError::KafkaStorageError.code());
-                    }
+                    let serving = broker.replicas.serving(
+                        &image,
+                        name,
+                        asked.partition_index,
+                        asked.current_leader_epoch,
+                    );
+                    let (partition, placement) = match serving {
+                        Ok(serving) => serving,
+                        Err(error) => return response.with_error_code(error.code()),
+                    };
                     // Clients see the log up to the high watermark only (Kafka's
                     // `lastFetchableOffset` for read_uncommitted; without transactions the last
                     // stable offset is the same).

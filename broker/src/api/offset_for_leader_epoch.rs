@@ -34,24 +34,16 @@ pub fn handle(
                         .with_partition(asked.partition)
                         .with_leader_epoch(UNDEFINED.0)
                         .with_end_offset(UNDEFINED.1);
-                    let (partition, placement) =
-                        match broker.replicas.led(&image, name, asked.partition) {
-                            Ok(led) => led,
-                            Err(error) => return response.with_error_code(error.code()),
-                        };
-                    if asked.current_leader_epoch >= 0
-                        && asked.current_leader_epoch != placement.leader_epoch
-                    {
-                        let error = if asked.current_leader_epoch < placement.leader_epoch {
-                            ResponseError::FencedLeaderEpoch
-                        } else {
-                            ResponseError::UnknownLeaderEpoch
-                        };
-                        return response.with_error_code(error.code());
-                    }
-                    if broker.replicas.is_offline(&partition) {
-                        return response.with_error_code(ResponseError::KafkaStorageError.code());
-                    }
+                    let serving = broker.replicas.serving(
+                        &image,
+                        name,
+                        asked.partition,
+                        asked.current_leader_epoch,
+                    );
+                    let (partition, _) = match serving {
+                        Ok(serving) => serving,
+                        Err(error) => return response.with_error_code(error.code()),
+                    };
                     match partition.with_log(|log| log.end_offset_for_epoch(asked.leader_epoch)) {
                         None => {
                             response.with_error_code(ResponseError::UnknownTopicOrPartition.code())
