@@ -380,10 +380,12 @@ impl prometheus::core::Collector for GroupCollector {
                     .set(i64::try_from(members).unwrap_or(i64::MAX));
                 self.rebalances.with_label_values(&[&id]).inc_by(rebalances);
                 for ((topic, partition), committed) in offsets {
+                    // What consumers can read (Kafka's lag is against the high watermark);
+                    // a follower's is its leader's as of its last fetch.
                     let end = broker
                         .replicas
                         .get(&topic, partition)
-                        .and_then(|p| p.with_log(|log| log.log_end_offset()));
+                        .map(|p| p.high_watermark());
                     if let Some(end) = end {
                         let label = partition.to_string();
                         self.lag
