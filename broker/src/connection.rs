@@ -16,6 +16,7 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ResponseKind};
 use skald_protocol::codec::{self, DecodeError};
 use skald_protocol::frame::take_frame;
+use skald_protocol::pieces::encode_response_pieces;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc};
@@ -220,20 +221,56 @@ async fn write_response(
     version: i16,
     body: &ResponseKind,
 ) -> bool {
-    let frame = match codec::encode_response(correlation_id, api_key, version, body) {
+    // Fetch records are not copied into the frame: they go out from the segment maps.
+    let frame = match encode_response_pieces(correlation_id, api_key, version, body) {
         Ok(frame) => frame,
         Err(err) => {
             tracing::error!(%peer, "closing connection: {err}");
             return false;
         }
     };
-    match stream.write_all(&frame).await {
+    match write_pieces(stream, frame.pieces).await {
         Ok(()) => true,
         Err(err) => {
             tracing::debug!(%peer, "connection write failed: {err}");
             false
         }
     }
+}
+
+/// Writes every piece, in order, with as few (vectored) writes as the socket allows.
+async fn write_pieces(
+    stream: &mut (impl AsyncWrite + Unpin),
+    mut pieces: Vec<Bytes>,
+) -> std::io::Result<()> {
+    /// Linux's IOV_MAX is 1024; a response with more pieces goes out in several writes.
+    const SLICES_MAX: usize = 64;
+    let mut first = 0;
+    while first < pieces.len() {
+        let slices: Vec<std::io::IoSlice<'_>> = pieces[first..]
+            .iter()
+            .take(SLICES_MAX)
+            .map(|piece| std::io::IoSlice::new(piece))
+            .collect();
+        let mut written = stream.write_vectored(&slices).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while written > 0 {
+            let piece = &mut pieces[first];
+            if written >= piece.len() {
+                written -= piece.len();
+                first += 1;
+            } else {
+                let _ = piece.split_to(written);
+                written = 0;
+            }
+        }
+        while first < pieces.len() && pieces[first].is_empty() {
+            first += 1;
+        }
+    }
+    stream.flush().await
 }
 
 /// The API's name as a metric label ("Produce", "Fetch", ...).

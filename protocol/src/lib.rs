@@ -5,6 +5,8 @@
 //! - [`codec`]: request decoding and response encoding over kafka-protocol's message types, per
 //!   listener; and the client side (request frames out, responses in) for the broker's own calls
 //!   to the controller.
+//! - [`pieces`]: response frames as pieces, a Fetch response's record bytes shared rather than
+//!   copied, for vectored writes.
 //! - [`precheck`]: a structural walk over each request body that refuses impossible lengths before
 //!   kafka-protocol decodes it (its decoders allocate whatever array length the wire declares).
 //! - [`api_versions`]: exactly the APIs and versions Skald implements (what ApiVersions advertises),
@@ -17,4 +19,5 @@ pub mod api_versions;
 pub mod batch;
 pub mod codec;
 pub mod frame;
+pub mod pieces;
 pub mod precheck;

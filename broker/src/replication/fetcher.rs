@@ -255,11 +255,19 @@ async fn round_trip(
         .ok()
         .filter(|size| (4..=limit).contains(size))
         .ok_or_else(|| format!("bad fetch response size {size}"))?;
-    let mut body = BytesMut::zeroed(size);
-    stream
-        .read_exact(&mut body)
-        .await
-        .map_err(|err| err.to_string())?;
+    // Read straight into spare capacity: zeroing a response-sized buffer first would touch every
+    // byte once more.
+    let mut body = BytesMut::with_capacity(size);
+    while body.len() < size {
+        let read = (&mut *stream)
+            .take((size - body.len()) as u64)
+            .read_buf(&mut body)
+            .await
+            .map_err(|err| err.to_string())?;
+        if read == 0 {
+            return Err("the leader closed the connection mid-response".into());
+        }
+    }
     let body: Bytes = body.freeze();
     let (correlation, response) =
         skald_protocol::codec::decode_response::<FetchResponse>(body, ApiKey::Fetch, FETCH_VERSION)
