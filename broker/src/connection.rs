@@ -16,7 +16,7 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ResponseKind};
 use skald_protocol::codec::{self, DecodeError};
 use skald_protocol::frame::take_frame;
-use skald_protocol::pieces::encode_response_pieces;
+use skald_protocol::pieces::{encode_response_pieces, FramePieces};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc};
@@ -179,10 +179,22 @@ async fn write_replies(
                 let written = write_response(
                     &mut stream,
                     peer,
-                    pending.correlation_id,
-                    pending.api_key,
-                    pending.version,
+                    (pending.correlation_id, pending.api_key, pending.version),
                     &body,
+                    true,
+                )
+                .await;
+                if !written {
+                    return;
+                }
+            }
+            Reply::SendCopied(body) => {
+                let written = write_response(
+                    &mut stream,
+                    peer,
+                    (pending.correlation_id, pending.api_key, pending.version),
+                    &body,
+                    false,
                 )
                 .await;
                 if !written {
@@ -213,16 +225,24 @@ async fn write_replies(
     }
 }
 
+/// Encodes and writes one response (`answering`: the request's correlation id, key and version).
+/// `shared`: a Fetch response's records go out from the segment maps rather than copied.
 async fn write_response(
     stream: &mut (impl AsyncWrite + Unpin),
     peer: SocketAddr,
-    correlation_id: i32,
-    api_key: ApiKey,
-    version: i16,
+    answering: (i32, ApiKey, i16),
     body: &ResponseKind,
+    shared: bool,
 ) -> bool {
-    // Fetch records are not copied into the frame: they go out from the segment maps.
-    let frame = match encode_response_pieces(correlation_id, api_key, version, body) {
+    let (correlation_id, api_key, version) = answering;
+    let encoded = if shared {
+        encode_response_pieces(correlation_id, api_key, version, body)
+    } else {
+        codec::encode_response(correlation_id, api_key, version, body).map(|frame| FramePieces {
+            pieces: vec![frame.freeze()],
+        })
+    };
+    let frame = match encoded {
         Ok(frame) => frame,
         Err(err) => {
             tracing::error!(%peer, "closing connection: {err}");
