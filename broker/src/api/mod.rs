@@ -120,9 +120,9 @@ pub async fn handle_from(
             let response = Box::new(ResponseKind::Fetch(
                 fetch::handle(broker, body, version).await,
             ));
-            // Measured (docs/PERFORMANCE.md, "Replication"): records a follower fetches were
-            // appended moments ago, and handing their freshly mapped pages to the socket costs
-            // more than copying them into the frame; consumers' reads gain from sharing.
+            // Measured (docs/PERFORMANCE.md, "Replication"): writing a follower's records from
+            // the segment maps made replication slower than copying them into the frame, while
+            // consumers' reads gain from it.
             return if from_follower {
                 Reply::SendCopied(response)
             } else {
