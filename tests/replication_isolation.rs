@@ -126,6 +126,23 @@ fn an_isolated_leader_cannot_acknowledge_acks_all_and_the_majority_carries_on() 
     );
     // It did append it: only the acknowledgement was withheld.
     wait_for_log_end(&cluster, old, topic, 4);
+    // Nor may DeleteRecords reach past the high watermark (3) to it: OFFSET_OUT_OF_RANGE.
+    {
+        use kafka_protocol::messages::delete_records_request::{
+            DeleteRecordsPartition, DeleteRecordsTopic,
+        };
+        use kafka_protocol::messages::DeleteRecordsRequest;
+        let request = DeleteRecordsRequest::default()
+            .with_timeout_ms(5_000)
+            .with_topics(vec![DeleteRecordsTopic::default()
+                .with_name(common::wire::topic_name(topic))
+                .with_partitions(vec![DeleteRecordsPartition::default()
+                    .with_partition_index(0)
+                    .with_offset(4)])]);
+        let response = to_old.request(&request, 2);
+        let p = &response.topics[0].partitions[0];
+        assert_eq!((p.error_code, p.low_watermark), (1, -1));
+    }
 
     // The controller fences the silent broker and the next in-sync replica leads.
     let second = wait_for_partition(

@@ -51,25 +51,22 @@ pub fn handle(broker: &Arc<Broker>, request: DeleteRecordsRequest) -> DeleteReco
 
 /// `(low watermark, error)` for one partition.
 fn delete(broker: &Broker, topic: &str, index: i32, offset: i64) -> (i64, Option<ResponseError>) {
-    let partition = match broker.replicas.led(&broker.image(), topic, index) {
+    // DeleteRecords names no leader epoch.
+    let partition = match broker.replicas.serving(&broker.image(), topic, index, -1) {
         Ok((partition, _)) => partition,
         Err(error) => return (INVALID_LOW_WATERMARK, Some(error)),
     };
-    if broker.replicas.is_offline(&partition) {
-        return (
-            INVALID_LOW_WATERMARK,
-            Some(ResponseError::KafkaStorageError),
-        );
+    // Kafka deletes only below the high watermark: records the ISR may not all have yet stay.
+    let high_watermark = partition.high_watermark();
+    let target = if offset == HIGH_WATERMARK {
+        high_watermark
+    } else {
+        offset
+    };
+    if target > high_watermark {
+        return (INVALID_LOW_WATERMARK, Some(ResponseError::OffsetOutOfRange));
     }
-    let outcome = partition.with_log(|log| {
-        // The high watermark is the log end offset while there are no followers.
-        let target = if offset == HIGH_WATERMARK {
-            log.log_end_offset()
-        } else {
-            offset
-        };
-        log.delete_records_before(target)
-    });
+    let outcome = partition.with_log(|log| log.delete_records_before(target));
     match outcome {
         None => (
             INVALID_LOW_WATERMARK,
