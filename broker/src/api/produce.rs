@@ -149,20 +149,16 @@ fn produce_partition(
             .with_error_message(Some(StrBytes::from_string(message)));
         (response, None)
     };
-    let image = broker.image();
-    let (partition, placement) = match broker.replicas.led(&image, topic, index) {
-        Ok(led) => led,
+    // Produce names no leader epoch.
+    let partition = match broker.replicas.serving(&broker.image(), topic, index, -1) {
+        Ok((partition, _)) => partition,
         Err(error) => {
-            return fail(error, format!("this broker does not lead {topic}-{index}"));
+            return fail(
+                error,
+                format!("{topic}-{index} is not served here: {error:?}"),
+            );
         }
     };
-    if broker.replicas.is_offline(&partition) {
-        return fail(
-            ResponseError::KafkaStorageError,
-            format!("the log dir of {topic}-{index} is offline"),
-        );
-    }
-    let leader_epoch = placement.leader_epoch;
     let Some(records) = records.filter(|records| !records.is_empty()) else {
         return fail(
             ResponseError::InvalidRecord,
@@ -210,46 +206,57 @@ fn produce_partition(
     }
     let log_append_time = partition.settings.log_append_time.then(now_ms);
     let min_insync_replicas = partition.settings.min_insync_replicas;
-    if acks == -1 {
-        // Kafka's check before the append: the ISR as committed must be large enough.
-        let isr = partition
-            .replica_state()
-            .leader()
-            .map(|leader| leader.isr.len());
-        match isr {
-            None => {
-                return fail(
-                    ResponseError::NotLeaderOrFollower,
-                    format!("this broker does not lead {topic}-{index}"),
-                )
-            }
-            Some(isr) if isr < min_insync_replicas => {
-                return fail(
-                    ResponseError::NotEnoughReplicas,
-                    format!(
-                        "The size of the current ISR {isr} is insufficient to satisfy the \
-                         min.isr requirement of {min_insync_replicas} for partition {topic}-{index}"
-                    ),
-                )
-            }
-            Some(_) => {}
-        }
-    }
-
     // The request buffer is shared by every partition of the request, so patching needs a copy.
     let mut batch = records.to_vec();
+    // Leadership and the ISR are checked under the log's lock, against the replication state
+    // (Kafka's appendRecordsToLeader): the image read above may already be out of date, and a
+    // broker that has just become a follower must not append to what is now its leader's copy.
     let appended = partition.with_log(|log| {
+        let isr = {
+            let state = partition.replica_state();
+            state
+                .leader()
+                .map(|leader| (leader.leader_epoch, leader.isr.len()))
+        };
+        let Some((leader_epoch, isr)) = isr else {
+            return Err(ResponseError::NotLeaderOrFollower);
+        };
+        // Kafka's check before an acks=all append: the committed ISR must be large enough.
+        if acks == -1 && isr < min_insync_replicas {
+            return Err(ResponseError::NotEnoughReplicas);
+        }
         let appended = log.append(&mut batch, log_append_time, leader_epoch);
         if appended.is_ok() {
             broker.replicas.on_append(&partition, log);
         }
-        (appended, log.log_start_offset())
+        Ok((appended, log.log_start_offset(), leader_epoch, isr))
     });
-    let Some((appended, log_start_offset)) = appended else {
-        return fail(
-            ResponseError::UnknownTopicOrPartition,
-            format!("partition {topic}-{index} was deleted"),
-        );
+    let (appended, log_start_offset, leader_epoch) = match appended {
+        None => {
+            return fail(
+                ResponseError::UnknownTopicOrPartition,
+                format!("partition {topic}-{index} was deleted"),
+            )
+        }
+        Some(Err(ResponseError::NotEnoughReplicas)) => {
+            let isr = partition
+                .replica_state()
+                .leader()
+                .map_or(0, |leader| leader.isr.len());
+            return fail(
+                ResponseError::NotEnoughReplicas,
+                format!(
+                    "The size of the current ISR {isr} is insufficient to satisfy the min.isr \
+                     requirement of {min_insync_replicas} for partition {topic}-{index}"
+                ),
+            );
+        }
+        Some(Err(error)) => {
+            return fail(error, format!("this broker does not lead {topic}-{index}"));
+        }
+        Some(Ok((appended, log_start_offset, leader_epoch, _))) => {
+            (appended, log_start_offset, leader_epoch)
+        }
     };
     match appended {
         Ok(info) => {

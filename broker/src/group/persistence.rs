@@ -200,32 +200,34 @@ impl GroupCoordinator {
             tracing::error!(group = group_id, "cannot encode group records: {err}");
             ResponseError::UnknownServerError
         })?;
-        // Stamped with the leadership it was written in, like a produced batch, so a follower
-        // of the offsets partition can tell where its log diverged.
-        let leader_epoch = partition
-            .replica_state()
-            .leader()
-            .map(|leader| leader.leader_epoch)
-            .ok_or(ResponseError::NotCoordinator)?;
+        // Leadership is checked under the log's lock (a broker that just became a follower must
+        // not append), and the batch stamped with that leadership's epoch, like a produced one,
+        // so a follower of the offsets partition can tell where its log diverged.
         let appended = partition.with_log(|log| {
+            let leader_epoch = partition
+                .replica_state()
+                .leader()
+                .map(|leader| leader.leader_epoch)?;
             let appended = log.append(&mut batch, None, leader_epoch);
             if appended.is_ok() {
                 replicas.on_append(&partition, log);
             }
-            appended
+            Some((appended, leader_epoch))
         });
+        let Some((appended, leader_epoch)) = appended.flatten() else {
+            return Err(ResponseError::NotCoordinator);
+        };
         match appended {
-            Some(Ok(info)) => Ok(Some(ReplicationWait {
+            Ok(info) => Ok(Some(ReplicationWait {
                 min_insync_replicas: partition.settings.min_insync_replicas,
                 partition,
                 leader_epoch,
                 required_offset: info.last_offset + 1,
             })),
-            Some(Err(err)) => {
+            Err(err) => {
                 tracing::error!(group = group_id, "cannot append group records: {err}");
                 Err(ResponseError::NotCoordinator)
             }
-            None => Err(ResponseError::NotCoordinator),
         }
     }
 
