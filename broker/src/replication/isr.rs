@@ -11,10 +11,11 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 
 use skald_controller::alter_partition::UNKNOWN_BROKER_EPOCH;
-use skald_controller::{AlterPartitionRequest, IsrChange, IsrMember};
+use skald_controller::{AlterPartitionError, AlterPartitionRequest, IsrChange, IsrMember};
 
 use super::now_ms;
 use crate::broker::Broker;
+use crate::metadata::ControlError;
 use crate::replica_manager::Partition;
 
 /// Checks every led partition for followers to drop, every half `replica.lag.time.max.ms`
@@ -61,39 +62,83 @@ pub fn maybe_alter_isr(broker: &Arc<Broker>, partition: &Arc<Partition>) {
     let broker = Arc::clone(broker);
     let partition = Arc::clone(partition);
     tokio::spawn(async move {
-        let outcome =
-            alter_partition(&broker, &partition, leader_epoch, partition_epoch, &new_isr).await;
-        match outcome {
-            Ok(()) => {
-                let expanded = new_isr.iter().any(|id| !old_isr.contains(id));
-                let shrunk = old_isr.iter().any(|id| !new_isr.contains(id));
-                tracing::info!(
-                    topic = partition.topic,
-                    partition = partition.partition,
-                    ?old_isr,
-                    ?new_isr,
-                    "ISR changed"
-                );
-                if expanded {
-                    broker.metrics.isr_expands_total.inc();
+        // Kafka's `handleAlterPartitionError`: a request the controller refused is dropped (the
+        // metadata is the truth again); one that got no answer is sent again, since it may have
+        // committed — and until the metadata says otherwise an expansion in flight keeps
+        // counting for the high watermark, so nothing is acknowledged past the new member.
+        loop {
+            let outcome =
+                alter_partition(&broker, &partition, leader_epoch, partition_epoch, &new_isr).await;
+            match outcome {
+                Ok(()) => {
+                    let expanded = new_isr.iter().any(|id| !old_isr.contains(id));
+                    let shrunk = old_isr.iter().any(|id| !new_isr.contains(id));
+                    tracing::info!(
+                        topic = partition.topic,
+                        partition = partition.partition,
+                        ?old_isr,
+                        ?new_isr,
+                        "ISR changed"
+                    );
+                    if expanded {
+                        broker.metrics.isr_expands_total.inc();
+                    }
+                    if shrunk {
+                        broker.metrics.isr_shrinks_total.inc();
+                    }
+                    // The new partition epoch clears it when this broker's metadata shows the
+                    // change; an unchanged ISR (already what was asked) clears it here.
+                    partition.with_replica(|state| {
+                        if state.leader().is_some_and(|leader| leader.isr == new_isr) {
+                            state.clear_pending(leader_epoch, partition_epoch, &new_isr);
+                        }
+                    });
+                    break;
                 }
-                if shrunk {
-                    broker.metrics.isr_shrinks_total.inc();
+                Err(AlterFailure::Refused(err)) => {
+                    tracing::warn!(
+                        topic = partition.topic,
+                        partition = partition.partition,
+                        ?new_isr,
+                        "AlterPartition refused: {err}"
+                    );
+                    partition.with_replica(|state| {
+                        state.clear_pending(leader_epoch, partition_epoch, &new_isr)
+                    });
+                    break;
+                }
+                Err(AlterFailure::Unanswered(err)) => {
+                    tracing::warn!(
+                        topic = partition.topic,
+                        partition = partition.partition,
+                        ?new_isr,
+                        "AlterPartition got no answer, sending it again: {err}"
+                    );
+                    tokio::time::sleep(ALTER_RETRY_BACKOFF).await;
+                    let still_pending = partition.with_replica(|state| {
+                        state.is_pending(leader_epoch, partition_epoch, &new_isr)
+                    });
+                    if !still_pending {
+                        break;
+                    }
                 }
             }
-            Err(err) => tracing::warn!(
-                topic = partition.topic,
-                partition = partition.partition,
-                ?new_isr,
-                "AlterPartition failed: {err}"
-            ),
         }
-        partition.with_replica(|state| state.clear_pending());
-        // Committed or not, the high watermark is judged by the ISR the metadata now has.
         let leader_end_offset = partition.log_end_offset();
         let me = broker.config.node_id;
         partition.with_replica(|state| state.maybe_advance_high_watermark(me, leader_end_offset));
     });
+}
+
+/// The pause before an AlterPartition that got no answer is sent again.
+const ALTER_RETRY_BACKOFF: Duration = Duration::from_millis(500);
+
+/// Why an AlterPartition did not change the ISR.
+enum AlterFailure {
+    /// The controller answered no (a stale epoch, an ineligible replica, ...).
+    Refused(String),
+    /// No answer (no controller, a timeout, a lost connection): it may or may not have committed.
+    Unanswered(String),
 }
 
 /// One AlterPartition for one partition; Ok once the new ISR is committed and in this broker's
@@ -104,7 +149,7 @@ async fn alter_partition(
     leader_epoch: i32,
     partition_epoch: i32,
     new_isr: &[i32],
-) -> Result<(), String> {
+) -> Result<(), AlterFailure> {
     let image = broker.image();
     // KIP-903: each member named with the epoch the leader knows, so a broker that restarted
     // since (and may have lost what it fetched) is not taken back in on the old one's progress.
@@ -135,10 +180,20 @@ async fn alter_partition(
     let outcome = broker
         .alter_partition(request)
         .await
-        .map_err(|err| err.to_string())?;
+        .map_err(|err| match err {
+            ControlError::StaleBrokerEpoch => AlterFailure::Refused(err.to_string()),
+            other => AlterFailure::Unanswered(other.to_string()),
+        })?;
     match outcome.partitions.first().map(|altered| &altered.result) {
         Some(Ok(_)) => Ok(()),
-        Some(Err(err)) => Err(format!("{err:?}")),
-        None => Err("the controller answered no partition".into()),
+        // A controller behind the leader's epochs (NOT_CONTROLLER here) has yet to catch up:
+        // ask again rather than give up.
+        Some(Err(AlterPartitionError::NotController)) => Err(AlterFailure::Unanswered(
+            "the controller is behind this leader's epochs".into(),
+        )),
+        Some(Err(err)) => Err(AlterFailure::Refused(format!("{err:?}"))),
+        None => Err(AlterFailure::Refused(
+            "the controller answered no partition".into(),
+        )),
     }
 }

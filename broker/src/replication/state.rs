@@ -331,11 +331,30 @@ impl ReplicaState {
         }
     }
 
-    /// An AlterPartition failed or was answered: the metadata is the truth again.
-    pub fn clear_pending(&mut self) {
+    /// The AlterPartition for `isr` sent at (`leader_epoch`, `partition_epoch`) is settled: the
+    /// controller refused it, or this broker's metadata shows its outcome. Only that request's
+    /// pending state goes (a newer one, of a later leadership or partition epoch, stays).
+    pub fn clear_pending(&mut self, leader_epoch: i32, partition_epoch: i32, isr: &[i32]) {
         if let Some(leader) = self.leader_mut() {
-            leader.pending = None;
+            let this_request = leader.leader_epoch == leader_epoch
+                && leader.pending.as_ref().is_some_and(|pending| {
+                    pending.partition_epoch == partition_epoch && pending.isr == isr
+                });
+            if this_request {
+                leader.pending = None;
+            }
         }
+    }
+
+    /// Whether the AlterPartition for `isr` sent at (`leader_epoch`, `partition_epoch`) is still
+    /// the one in flight.
+    pub fn is_pending(&self, leader_epoch: i32, partition_epoch: i32, isr: &[i32]) -> bool {
+        self.leader().is_some_and(|leader| {
+            leader.leader_epoch == leader_epoch
+                && leader.pending.as_ref().is_some_and(|pending| {
+                    pending.partition_epoch == partition_epoch && pending.isr == isr
+                })
+        })
     }
 }
 

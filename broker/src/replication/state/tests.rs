@@ -158,3 +158,19 @@ fn becoming_a_follower_caps_the_high_watermark_and_fails_waiting_acks() {
         Transition::WentOffline
     );
 }
+
+#[test]
+fn only_the_settled_request_clears_the_pending_isr() {
+    let mut state = leader_of_three(10);
+    state.record_follower_fetch(ME, 2, 10, 10, 1_100);
+    state.set_pending(vec![1, 2]);
+    // An answer for another request (other ISR, other epochs) leaves this one in flight.
+    state.clear_pending(5, 5, &[1, 3]);
+    state.clear_pending(4, 5, &[1, 2]);
+    state.clear_pending(5, 4, &[1, 2]);
+    assert!(state.is_pending(5, 5, &[1, 2]));
+    assert_eq!(state.leader().unwrap().maximal_isr(), vec![1, 2, 3]);
+    state.clear_pending(5, 5, &[1, 2]);
+    assert!(!state.is_pending(5, 5, &[1, 2]));
+    assert!(state.leader().unwrap().pending.is_none());
+}
