@@ -61,6 +61,15 @@ fn followers_copy_the_leader_and_a_failed_over_partition_serves_the_same_records
     // acks=all returned: every ISR member has everything, and consumers may read all of it.
     let (error, high_watermark, records) = leader.fetch_raw("replicated", 0, 0);
     assert_eq!((error, high_watermark), (0, 10));
+    // Only an assigned replica may fetch as one (past the high watermark): a made-up replica id
+    // gets NOT_LEADER_OR_FOLLOWER.
+    {
+        use kafka_protocol::messages::{BrokerId, FetchResponse};
+        let request = common::wire::fetch_request("replicated", 0, 0).with_replica_id(BrokerId(99));
+        let response: FetchResponse = leader.request(&request, 12);
+        let p = &response.responses[0].partitions[0];
+        assert_eq!((p.error_code, p.high_watermark), (6, -1));
+    }
     for node in [2, 3, 4] {
         let end = poll_until("every replica at the log end", TIMEOUT, || {
             log_end_offset(&cluster, node, "replicated").filter(|end| *end == 10)

@@ -144,6 +144,8 @@ async fn read_requests(
                 return;
             }
         };
+        // Nothing after a reply that closes the connection is read (Kafka closes at once).
+        let closing = matches!(reply, Reply::Close(_));
         let pending = Pending {
             api_key,
             version,
@@ -151,8 +153,8 @@ async fn read_requests(
             started,
             reply,
         };
-        if replies.send(pending).await.is_err() {
-            // The writer is gone: the connection is closing.
+        if replies.send(pending).await.is_err() || closing {
+            // The writer is gone (the connection is closing), or it will close it.
             return;
         }
     }

@@ -147,6 +147,15 @@ fn read_partition(
                 partition.high_watermark(),
             )?));
         };
+        // Kafka's `followerReplicaOrThrow`: only an assigned replica reads past the high
+        // watermark (a fetcher left over from a reassignment is told to refresh its metadata).
+        let is_replica = partition
+            .replica_state()
+            .leader()
+            .is_some_and(|leader| leader.followers.contains_key(&follower));
+        if !is_replica {
+            return Ok(Read::Refused(ResponseError::NotLeaderOrFollower));
+        }
         if let Some(diverging) = replication::diverging_epoch(log, fetch) {
             return Ok(Read::Diverging(diverging));
         }
@@ -172,6 +181,9 @@ fn read_partition(
                 .with_log_start_offset(read.log_start_offset)
                 .with_records(Some(records))
         }
+        Ok(Read::Refused(error)) => response
+            .with_error_code(error.code())
+            .with_high_watermark(-1),
         Ok(Read::Diverging((epoch, end_offset))) => {
             let log_start_offset = partition
                 .with_log(|log| log.log_start_offset())
@@ -203,4 +215,6 @@ enum Read {
     Records(skald_storage::ReadResult),
     /// A follower's log diverged from this leader's: the epoch and end offset it must cut to.
     Diverging((i32, i64)),
+    /// The fetch is refused (a replica id that is not a follower of this partition).
+    Refused(ResponseError),
 }

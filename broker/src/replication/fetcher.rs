@@ -18,6 +18,7 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse};
 use kafka_protocol::ResponseError;
+use skald_protocol::batch::RecordBatchHeader;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, Notify};
@@ -356,11 +357,20 @@ fn apply_partition(broker: &Broker, asked: &Asked, data: PartitionData) -> Appli
             None => {}
             Some(ResponseError::OffsetOutOfRange) => {
                 // Below the leader's start: start over there. Above its end (its log is shorter
-                // and no epoch told us where we diverged): cut back to its high watermark.
+                // and no epoch told us where we diverged): cut back to its high watermark, or
+                // this follower's own if higher.
                 if asked.fetch_offset < data.log_start_offset {
                     log.truncate_fully_and_start_at(data.log_start_offset)?;
                 } else {
-                    log.truncate_to(data.high_watermark.max(0))?;
+                    // Never below this follower's own high watermark: what it has below that
+                    // is committed, and a new leader's high watermark can lag it.
+                    let keep = data.high_watermark.max(partition.high_watermark()).max(0);
+                    if keep >= log.log_end_offset() {
+                        // Nothing this follower may cut: wait for the leader to catch up or
+                        // for new metadata.
+                        return Ok(Applied::BackOff);
+                    }
+                    log.truncate_to(keep)?;
                 }
                 tracing::info!(
                     topic = partition.topic,
@@ -402,6 +412,19 @@ fn apply_partition(broker: &Broker, asked: &Asked, data: PartitionData) -> Appli
             return Ok(Applied::Truncated);
         }
         if let Some(records) = data.records.filter(|records| !records.is_empty()) {
+            // An empty log starting inside the leader's first batch (the leader's log start was
+            // moved into a batch by DeleteRecords, and this follower started there): the batch
+            // comes whole, so the log restarts at its base (Kafka's follower append does the
+            // same); the leader's log start offset below brings the start back up.
+            if log.log_end_offset() == log.log_start_offset() {
+                if let Ok(first) = RecordBatchHeader::parse(&records) {
+                    if first.base_offset < log.log_end_offset()
+                        && first.last_offset() >= log.log_end_offset()
+                    {
+                        log.truncate_fully_and_start_at(first.base_offset)?;
+                    }
+                }
+            }
             // Stored as the leader sent them: no copy, nothing patched.
             let appended = log.append_as_follower(&records)?;
             broker.metrics.set_partition_log(
