@@ -194,6 +194,25 @@ impl Broker {
         Ok(outcome)
     }
 
+    /// Waits (at most `max`) until this node serves an image for which `ready` holds; whether it
+    /// does.
+    pub async fn wait_for_image(
+        &self,
+        ready: impl Fn(&MetadataImage) -> bool,
+        max: std::time::Duration,
+    ) -> bool {
+        let caught_up = async {
+            loop {
+                let published = self.metadata_published.notified();
+                if ready(&self.image()) {
+                    return;
+                }
+                published.await;
+            }
+        };
+        tokio::time::timeout(max, caught_up).await.is_ok()
+    }
+
     /// The node id clients should send controller requests to (Metadata's `controller_id`): with
     /// forwarding any broker will do, so this broker itself when it serves clients (KRaft).
     pub fn controller_id_for_clients(&self) -> i32 {

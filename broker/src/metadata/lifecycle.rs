@@ -84,7 +84,32 @@ pub async fn start(broker: &Arc<Broker>, wait: Duration) -> Result<u64, ControlE
     register(broker, incarnation_id).await?;
     loop {
         match heartbeat_once(broker, false).await {
-            Ok(false) => return Ok(incarnation_id),
+            Ok(false) => {
+                // Serve clients only once this node's own metadata shows it unfenced: the
+                // records that unfence it also hand back its leaderships, and until they are
+                // applied here clients would find its partitions leaderless.
+                let (me, epoch) = (
+                    broker.config.node_id,
+                    broker.broker_epoch.load(Ordering::Acquire),
+                );
+                let applied = broker
+                    .wait_for_image(
+                        |image| {
+                            image
+                                .brokers
+                                .get(&me)
+                                .is_some_and(|b| b.broker_epoch == epoch && !b.fenced)
+                        },
+                        deadline.saturating_duration_since(Instant::now()),
+                    )
+                    .await;
+                if !applied {
+                    tracing::warn!(
+                        "unfenced, but this node's metadata has yet to show it; serving anyway"
+                    );
+                }
+                return Ok(incarnation_id);
+            }
             Ok(true) => {}
             Err(ControlError::StaleBrokerEpoch) => {
                 register(broker, incarnation_id).await?;
