@@ -713,23 +713,35 @@ impl ReplicaManager {
     /// Kafka's `checkpointLogRecoveryOffsets`: writes each log dir's
     /// `recovery-point-offset-checkpoint` with the recovery point of every log in it. Blocking.
     pub fn checkpoint_recovery_points(&self) {
+        self.write_checkpoints(
+            skald_storage::RECOVERY_POINT_CHECKPOINT_FILE,
+            "recovery points",
+            |partition| partition.with_log(|log| log.recovery_point()),
+        );
+    }
+
+    /// Writes one offset checkpoint file per online log dir, with `offset_of` each of its
+    /// partitions (those it gives `None` are left out).
+    fn write_checkpoints(
+        &self,
+        file_name: &str,
+        what: &str,
+        offset_of: impl Fn(&Partition) -> Option<i64>,
+    ) {
         let mut checkpoints: BTreeMap<PathBuf, skald_storage::OffsetCheckpoint> = self
             .log_dirs
             .iter()
             .map(|dir| (dir.clone(), skald_storage::OffsetCheckpoint::new()))
             .collect();
         for partition in self.all() {
-            let Some(recovery_point) = partition.with_log(|log| log.recovery_point()) else {
+            let Some(offset) = offset_of(&partition) else {
                 continue;
             };
             if let Some(entries) = self
                 .log_dir_of(&partition.dir)
                 .and_then(|dir| checkpoints.get_mut(&dir))
             {
-                entries.insert(
-                    (partition.topic.clone(), partition.partition),
-                    recovery_point,
-                );
+                entries.insert((partition.topic.clone(), partition.partition), offset);
             }
         }
         let offline = self.offline().clone();
@@ -737,9 +749,9 @@ impl ReplicaManager {
             if offline.contains(&dir) {
                 continue;
             }
-            let path = dir.join(skald_storage::RECOVERY_POINT_CHECKPOINT_FILE);
+            let path = dir.join(file_name);
             if let Err(err) = skald_storage::write_offset_checkpoint(&path, &entries) {
-                tracing::error!(path = %path.display(), "cannot write recovery points: {err}");
+                tracing::error!(path = %path.display(), "cannot write {what}: {err}");
             }
         }
     }
@@ -788,32 +800,11 @@ impl ReplicaManager {
     /// Kafka's `checkpointHighWatermarks`: writes each log dir's `replication-offset-checkpoint`
     /// with the high watermark of every partition in it. Blocking.
     pub fn checkpoint_high_watermarks(&self) {
-        let mut checkpoints: BTreeMap<PathBuf, skald_storage::OffsetCheckpoint> = self
-            .log_dirs
-            .iter()
-            .map(|dir| (dir.clone(), skald_storage::OffsetCheckpoint::new()))
-            .collect();
-        for partition in self.all() {
-            if let Some(entries) = self
-                .log_dir_of(&partition.dir)
-                .and_then(|dir| checkpoints.get_mut(&dir))
-            {
-                entries.insert(
-                    (partition.topic.clone(), partition.partition),
-                    partition.high_watermark(),
-                );
-            }
-        }
-        let offline = self.offline().clone();
-        for (dir, entries) in checkpoints {
-            if offline.contains(&dir) {
-                continue;
-            }
-            let path = dir.join(HIGH_WATERMARK_CHECKPOINT_FILE);
-            if let Err(err) = skald_storage::write_offset_checkpoint(&path, &entries) {
-                tracing::error!(path = %path.display(), "cannot write high watermarks: {err}");
-            }
-        }
+        self.write_checkpoints(
+            HIGH_WATERMARK_CHECKPOINT_FILE,
+            "high watermarks",
+            |partition| Some(partition.high_watermark()),
+        );
     }
 
     /// The high watermark checkpointed for a partition found at start-up.
