@@ -439,3 +439,77 @@ fn values(cluster: &TestCluster, node: i32, name: &str, end: i64) -> Vec<(i64, S
         },
     )
 }
+
+/// A replica that starts empty (its disk replaced) while the leader's log starts inside a batch
+/// (DeleteRecords moved it there): it is told to start at the leader's log start, is sent the
+/// whole batch holding it, restarts its log at the batch's base, takes the leader's start, and
+/// catches up into the ISR.
+#[test]
+fn an_empty_replica_catches_up_from_a_log_start_inside_a_batch() {
+    use kafka_protocol::messages::delete_records_request::{
+        DeleteRecordsPartition, DeleteRecordsTopic,
+    };
+    use kafka_protocol::messages::DeleteRecordsRequest;
+
+    let mut cluster = start_cluster();
+    let mut conn = RawConn::connect(cluster.node(2).kafka_addr());
+    common::wire::create_topics(&mut conn, &[("trimmed", 1)]);
+    let view = wait_for_partition(&cluster, 2, "trimmed", "a full ISR", |v: &PartitionView| {
+        v.leader > 0 && v.isr == vec![2, 3, 4]
+    });
+    let mut leader = RawConn::connect(cluster.node(view.leader).kafka_addr());
+    let five: Vec<(String, String, i64)> = (0..5)
+        .map(|i| ("k".to_string(), format!("v{i}"), 1_700_000_000_000 + i))
+        .collect();
+    let five: Vec<(&str, &str, i64)> = five
+        .iter()
+        .map(|(k, v, t)| (k.as_str(), v.as_str(), *t))
+        .collect();
+    assert_eq!(
+        produce_once_served(&mut leader, "trimmed", -1, batch_v2(&five)),
+        (0, 0)
+    );
+    let request = DeleteRecordsRequest::default()
+        .with_timeout_ms(5_000)
+        .with_topics(vec![DeleteRecordsTopic::default()
+            .with_name(common::wire::topic_name("trimmed"))
+            .with_partitions(vec![DeleteRecordsPartition::default()
+                .with_partition_index(0)
+                .with_offset(2)])]);
+    let response = leader.request(&request, 2);
+    let p = &response.topics[0].partitions[0];
+    assert_eq!((p.error_code, p.low_watermark), (0, 2));
+
+    // A follower loses its disk and comes back empty.
+    let follower = view
+        .replicas
+        .iter()
+        .copied()
+        .find(|id| *id != view.leader)
+        .unwrap();
+    cluster.kill9(follower);
+    std::fs::remove_dir_all(cluster.node(follower).data_dir()).expect("wipe the follower");
+    wait_for_partition(
+        &cluster,
+        view.leader,
+        "trimmed",
+        "the follower out of the ISR",
+        |v: &PartitionView| !v.isr.contains(&follower),
+    );
+    cluster.restart(follower);
+    wait_for_partition(
+        &cluster,
+        view.leader,
+        "trimmed",
+        "the empty follower back in the ISR",
+        |v: &PartitionView| v.isr == vec![2, 3, 4],
+    );
+    assert_eq!(
+        poll_until(
+            "the follower's log to end with the leader's",
+            TIMEOUT,
+            || { log_end_offset(&cluster, follower, "trimmed").filter(|end| *end == 5) }
+        ),
+        5
+    );
+}
