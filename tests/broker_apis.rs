@@ -911,3 +911,43 @@ fn compacted_topics_keep_the_latest_value_per_key_at_its_offset_and_refuse_keyle
         "INVALID_RECORD"
     );
 }
+
+/// DeleteRecords on a topic whose cleanup.policy lacks `delete` is refused with Kafka's
+/// POLICY_VIOLATION and moves nothing; with `compact,delete` it works.
+#[test]
+fn delete_records_needs_the_delete_cleanup_policy() {
+    use kafka_protocol::messages::delete_records_request::{
+        DeleteRecordsPartition, DeleteRecordsTopic,
+    };
+    use kafka_protocol::messages::DeleteRecordsRequest;
+    const POLICY_VIOLATION: i16 = 44;
+
+    let server = TestServer::start();
+    let addr = server.kafka_addr();
+    create_topic_ok(addr, "compact-only", 1, &[("cleanup.policy", "compact")]);
+    create_topic_ok(
+        addr,
+        "compact-delete",
+        1,
+        &[("cleanup.policy", "compact,delete")],
+    );
+    let mut conn = RawConn::connect(addr);
+    let mut delete = |topic: &str| {
+        for i in 0..3 {
+            let batch = wire::batch_v2(&[("k", &value(10, i), 1_000 + i as i64)]);
+            assert_eq!(conn.produce_raw(topic, 0, batch), (NONE, i as i64));
+        }
+        let request = DeleteRecordsRequest::default()
+            .with_timeout_ms(5_000)
+            .with_topics(vec![DeleteRecordsTopic::default()
+                .with_name(topic_name(topic))
+                .with_partitions(vec![DeleteRecordsPartition::default()
+                    .with_partition_index(0)
+                    .with_offset(2)])]);
+        let response = conn.request(&request, 2);
+        let p = &response.topics[0].partitions[0];
+        (p.error_code, p.low_watermark)
+    };
+    assert_eq!(delete("compact-only"), (POLICY_VIOLATION, -1));
+    assert_eq!(delete("compact-delete"), (NONE, 2));
+}

@@ -33,6 +33,8 @@ pub struct ProduceSettings {
     pub compacted: bool,
     /// `min.insync.replicas`: the ISR an acks=all produce needs.
     pub min_insync_replicas: usize,
+    /// `cleanup.policy` includes `delete`: DeleteRecords may move the log start.
+    pub deletable: bool,
 }
 
 /// One hosted partition and its log.
@@ -1025,6 +1027,7 @@ fn produce_settings(topic: &TopicImage, config: &ServerConfig) -> ProduceSetting
             .topic_config(&topic.configs, "min.insync.replicas")
             .and_then(|value| value.trim().parse().ok())
             .unwrap_or(1),
+        deletable: has_cleanup_policy(topic, config, "delete"),
     }
 }
 
