@@ -1,10 +1,12 @@
 //! Leader elections beyond the clean ones fencing does: unclean elections (a live replica outside
 //! the ISR leads when no ISR member can, `unclean.leader.election.enable`) and preferred leader
 //! elections (leadership goes back to each partition's first replica, Kafka's
-//! `auto.leader.rebalance.enable`).
+//! `auto.leader.rebalance.enable`), and both on request (Kafka's ElectLeaders API).
 
-use crate::controller::NO_LEADER;
-use crate::image::{MetadataImage, TopicImage};
+use serde::{Deserialize, Serialize};
+
+use crate::controller::{Planned, NO_LEADER};
+use crate::image::{MetadataImage, PartitionImage, TopicImage};
 use crate::record::MetadataRecord;
 
 /// The topic config (and broker property of the same name) that allows unclean elections.
@@ -54,6 +56,108 @@ pub fn is_live(image: &MetadataImage, broker_id: i32) -> bool {
         .is_some_and(|broker| !broker.fenced)
 }
 
+/// The election an ElectLeaders request asks for (Kafka's `ElectionType`, 0 and 1 on the wire).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ElectionType {
+    /// Leadership goes to the first replica, if it is live and in sync.
+    Preferred,
+    /// A partition without a leader gets one even if no in-sync replica is live.
+    Unclean,
+}
+
+impl ElectionType {
+    /// The wire value's election, if it names one.
+    pub fn from_wire(value: i8) -> Option<ElectionType> {
+        match value {
+            0 => Some(ElectionType::Preferred),
+            1 => Some(ElectionType::Unclean),
+            _ => None,
+        }
+    }
+}
+
+/// Why one partition of an ElectLeaders request elected no leader. The broker maps each variant
+/// to the Kafka error code of the same name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum ElectionError {
+    #[error("Leader election not needed for topic partition.")]
+    ElectionNotNeeded,
+    #[error("The preferred leader was not available.")]
+    PreferredLeaderNotAvailable,
+    #[error("Eligible topic partition leaders are not available.")]
+    EligibleLeadersNotAvailable,
+    #[error("This server does not host this topic-partition.")]
+    UnknownTopicOrPartition,
+}
+
+/// One partition's outcome of an ElectLeaders request: topic, partition, and whether it elected.
+pub type ElectionResult = (String, i32, Result<(), ElectionError>);
+
+/// The leadership change an election of `election_type` makes to one partition, or why it makes
+/// none. Preferred: the first replica leads, if it is live and in the ISR. Unclean: a partition
+/// without a leader gets its first live ISR member (a clean election), else its first live
+/// replica with an ISR of just that replica.
+pub fn elect(
+    image: &MetadataImage,
+    topic: &TopicImage,
+    partition: i32,
+    state: &PartitionImage,
+    election_type: ElectionType,
+) -> Result<MetadataRecord, ElectionError> {
+    let change = |leader: i32, isr: Option<Vec<i32>>| MetadataRecord::PartitionChange {
+        topic_id: topic.topic_id,
+        partition,
+        leader: Some(leader),
+        isr,
+        replicas: None,
+    };
+    match election_type {
+        ElectionType::Preferred => {
+            let preferred = state
+                .replicas
+                .first()
+                .copied()
+                .ok_or(ElectionError::PreferredLeaderNotAvailable)?;
+            if preferred == state.leader {
+                Err(ElectionError::ElectionNotNeeded)
+            } else if preferred != NO_LEADER
+                && state.isr.contains(&preferred)
+                && is_live(image, preferred)
+            {
+                Ok(change(preferred, None))
+            } else {
+                Err(ElectionError::PreferredLeaderNotAvailable)
+            }
+        }
+        ElectionType::Unclean => {
+            if state.leader != NO_LEADER {
+                return Err(ElectionError::ElectionNotNeeded);
+            }
+            let live = |id: &&i32| is_live(image, **id);
+            if let Some(&leader) = state
+                .replicas
+                .iter()
+                .filter(|id| state.isr.contains(id))
+                .find(live)
+            {
+                return Ok(change(leader, None));
+            }
+            let leader = *state
+                .replicas
+                .iter()
+                .find(live)
+                .ok_or(ElectionError::EligibleLeadersNotAvailable)?;
+            tracing::warn!(
+                topic = topic.name,
+                partition,
+                leader,
+                "unclean leader election requested: no in-sync replica is live"
+            );
+            Ok(change(leader, Some(vec![leader])))
+        }
+    }
+}
+
 /// Preferred leader elections: every partition whose first replica is live and in the ISR but
 /// does not lead gets it back as leader (a `PartitionChange`, so the leader epoch bumps). At most
 /// [`PREFERRED_ELECTIONS_PER_PASS_MAX`] records, in topic-name and partition order.
@@ -64,25 +168,65 @@ pub fn preferred_leader_elections(image: &MetadataImage) -> Vec<MetadataRecord> 
             if records.len() >= PREFERRED_ELECTIONS_PER_PASS_MAX {
                 return records;
             }
-            let Some(&preferred) = state.replicas.first() else {
-                continue;
-            };
-            if preferred != state.leader
-                && preferred != NO_LEADER
-                && state.isr.contains(&preferred)
-                && is_live(image, preferred)
-            {
-                records.push(MetadataRecord::PartitionChange {
-                    topic_id: topic.topic_id,
-                    partition: *partition,
-                    leader: Some(preferred),
-                    isr: None,
-                    replicas: None,
-                });
+            if let Ok(record) = elect(image, topic, *partition, state, ElectionType::Preferred) {
+                records.push(record);
             }
         }
     }
     records
+}
+
+/// Plans an ElectLeaders request: the named partitions' outcomes in request order (a partition
+/// named twice is elected once and answered alike), or, with `None`, Kafka's answer for every
+/// partition: those where an election was needed, elected or not. That sweep stops after
+/// [`PREFERRED_ELECTIONS_PER_PASS_MAX`] elections, so one committed batch stays small; the rest
+/// are left for the next request (or the periodic preferred pass).
+pub fn elect_leaders(
+    image: &MetadataImage,
+    election_type: ElectionType,
+    partitions: Option<&[(String, i32)]>,
+) -> Planned<Vec<ElectionResult>> {
+    let mut records = Vec::new();
+    let mut reply = Vec::new();
+    let Some(partitions) = partitions else {
+        'topics: for topic in image.topics.values() {
+            for (partition, state) in &topic.partitions {
+                if records.len() >= PREFERRED_ELECTIONS_PER_PASS_MAX {
+                    break 'topics;
+                }
+                let outcome = match elect(image, topic, *partition, state, election_type) {
+                    Err(ElectionError::ElectionNotNeeded) => continue,
+                    Ok(record) => {
+                        records.push(record);
+                        Ok(())
+                    }
+                    Err(err) => Err(err),
+                };
+                reply.push((topic.name.clone(), *partition, outcome));
+            }
+        }
+        return Planned { records, reply };
+    };
+    let mut answered: std::collections::HashMap<(&str, i32), Result<(), ElectionError>> =
+        std::collections::HashMap::new();
+    for (name, partition) in partitions {
+        let outcome = answered
+            .entry((name.as_str(), *partition))
+            .or_insert_with(|| {
+                let topic = image
+                    .topic(name)
+                    .ok_or(ElectionError::UnknownTopicOrPartition)?;
+                let state = topic
+                    .partitions
+                    .get(partition)
+                    .ok_or(ElectionError::UnknownTopicOrPartition)?;
+                records.push(elect(image, topic, *partition, state, election_type)?);
+                Ok(())
+            })
+            .clone();
+        reply.push((name.clone(), *partition, outcome));
+    }
+    Planned { records, reply }
 }
 
 #[cfg(test)]
@@ -90,6 +234,7 @@ mod tests {
     use super::*;
     use crate::controller::testing::{manual, Harness};
     use crate::controller::NO_LEADER;
+    use crate::ops::{ControllerOp, ControllerReply};
 
     /// (leader, isr, leader epoch) of each partition of `topic`.
     fn leaders(h: &Harness, topic: &str) -> Vec<(i32, Vec<i32>, i32)> {
@@ -306,5 +451,211 @@ mod tests {
             .partitions
             .values()
             .all(|p| p.leader == 1));
+    }
+
+    /// Plans and commits an ElectLeaders request through [`Controller::plan`], as the quorum
+    /// would; returns the reply and how many records it committed.
+    fn elect_leaders(
+        h: &mut Harness,
+        election_type: ElectionType,
+        partitions: Option<&[(&str, i32)]>,
+    ) -> (Vec<ElectionResult>, usize) {
+        let op = ControllerOp::ElectLeaders {
+            election_type,
+            partitions: partitions.map(|partitions| {
+                partitions
+                    .iter()
+                    .map(|(topic, partition)| (topic.to_string(), *partition))
+                    .collect()
+            }),
+        };
+        let mut committed = 0;
+        let reply = h.run(|c, i| {
+            let planned = c.plan(i, &op);
+            committed = planned.records.len();
+            planned
+        });
+        let ControllerReply::ElectLeaders(results) = reply else {
+            panic!("another reply: {reply:?}");
+        };
+        (results, committed)
+    }
+
+    fn outcome(topic: &str, partition: i32, result: Result<(), ElectionError>) -> ElectionResult {
+        (topic.to_string(), partition, result)
+    }
+
+    /// Three brokers; `orders` led by 2 on partition 0 after broker 1 came back out of sync, and
+    /// `other` likewise on its only partition.
+    fn broker_1_back_out_of_sync() -> Harness {
+        let mut h = Harness::new();
+        h.register(2);
+        h.register(3);
+        h.run(|c, i| {
+            c.create_topics(
+                i,
+                &[
+                    manual("orders", vec![(0, vec![1, 2, 3]), (1, vec![2, 3, 1])]),
+                    manual("other", vec![(0, vec![1, 2])]),
+                ],
+                false,
+            )
+        });
+        let epoch_1 = h.image().brokers[&1].broker_epoch;
+        h.run(|c, i| c.fence_broker(i, 1, epoch_1));
+        h.run(|c, i| c.unfence_broker(i, 1, epoch_1));
+        assert_eq!(
+            leaders(&h, "orders"),
+            vec![(2, vec![2, 3], 1), (2, vec![2, 3], 0)]
+        );
+        h
+    }
+
+    #[test]
+    fn a_requested_preferred_election_elects_the_first_replica_only_when_it_is_in_sync() {
+        let mut h = broker_1_back_out_of_sync();
+        let named = [("orders", 0), ("orders", 1), ("orders", 9), ("missing", 0)];
+        let (results, committed) = elect_leaders(&mut h, ElectionType::Preferred, Some(&named));
+        assert_eq!(
+            results,
+            vec![
+                outcome("orders", 0, Err(ElectionError::PreferredLeaderNotAvailable)),
+                outcome("orders", 1, Err(ElectionError::ElectionNotNeeded)),
+                outcome("orders", 9, Err(ElectionError::UnknownTopicOrPartition)),
+                outcome("missing", 0, Err(ElectionError::UnknownTopicOrPartition)),
+            ]
+        );
+        assert_eq!(committed, 0);
+        // Broker 1 catches up: named twice, partition 0 is elected once (one leader epoch bump).
+        let orders = h.image().topic("orders").unwrap().topic_id;
+        h.change(orders, 0, None, Some(vec![2, 3, 1]));
+        let twice = [("orders", 0), ("orders", 0)];
+        let (results, committed) = elect_leaders(&mut h, ElectionType::Preferred, Some(&twice));
+        assert_eq!(
+            results,
+            vec![outcome("orders", 0, Ok(())), outcome("orders", 0, Ok(()))]
+        );
+        assert_eq!(committed, 1);
+        assert_eq!(leaders(&h, "orders")[0], (1, vec![2, 3, 1], 2));
+        let (results, committed) =
+            elect_leaders(&mut h, ElectionType::Preferred, Some(&[("orders", 0)]));
+        assert_eq!(
+            results,
+            vec![outcome("orders", 0, Err(ElectionError::ElectionNotNeeded))]
+        );
+        assert_eq!(committed, 0);
+        // A fenced preferred replica is not available, even while it is the last ISR member.
+        h.change(orders, 0, None, Some(vec![1]));
+        let epoch_1 = h.image().brokers[&1].broker_epoch;
+        h.run(|c, i| c.fence_broker(i, 1, epoch_1));
+        h.change(orders, 0, Some(2), None);
+        let (results, _) = elect_leaders(&mut h, ElectionType::Preferred, Some(&[("orders", 0)]));
+        assert_eq!(
+            results,
+            vec![outcome(
+                "orders",
+                0,
+                Err(ElectionError::PreferredLeaderNotAvailable)
+            )]
+        );
+    }
+
+    #[test]
+    fn a_preferred_election_over_every_partition_answers_those_that_need_one() {
+        let mut h = broker_1_back_out_of_sync();
+        let orders = h.image().topic("orders").unwrap().topic_id;
+        h.change(orders, 0, None, Some(vec![2, 3, 1]));
+        let (results, committed) = elect_leaders(&mut h, ElectionType::Preferred, None);
+        // Kafka leaves out only the partitions whose preferred replica already leads.
+        assert_eq!(
+            results,
+            vec![
+                outcome("orders", 0, Ok(())),
+                outcome("other", 0, Err(ElectionError::PreferredLeaderNotAvailable)),
+            ]
+        );
+        assert_eq!(committed, 1);
+        assert_eq!(leaders(&h, "orders")[0], (1, vec![2, 3, 1], 2));
+        let other = h.image().topic("other").unwrap().topic_id;
+        h.change(other, 0, None, Some(vec![2, 1]));
+        let (results, committed) = elect_leaders(&mut h, ElectionType::Preferred, None);
+        assert_eq!(results, vec![outcome("other", 0, Ok(()))]);
+        assert_eq!(committed, 1);
+        let (results, committed) = elect_leaders(&mut h, ElectionType::Preferred, None);
+        assert_eq!((results, committed), (vec![], 0));
+    }
+
+    #[test]
+    fn a_requested_unclean_election_leads_offline_partitions_with_a_live_replica() {
+        let mut h = Harness::new();
+        h.register(2);
+        h.register(3);
+        h.run(|c, i| {
+            c.create_topics(
+                i,
+                &[
+                    manual("a", vec![(0, vec![1, 2])]),
+                    manual("b", vec![(0, vec![1, 3])]),
+                    manual("c", vec![(0, vec![3, 2])]),
+                ],
+                false,
+            )
+        });
+        for topic in ["a", "b"] {
+            let topic_id = h.image().topic(topic).unwrap().topic_id;
+            h.change(topic_id, 0, None, Some(vec![1]));
+        }
+        // Leaderless although its ISR is live (as if the leader had just resigned).
+        let c = h.image().topic("c").unwrap().topic_id;
+        h.change(c, 0, Some(NO_LEADER), None);
+        let epoch = |h: &Harness, id: i32| h.image().brokers[&id].broker_epoch;
+        let (epoch_1, epoch_3) = (epoch(&h, 1), epoch(&h, 3));
+        h.run(|c, i| c.fence_broker(i, 1, epoch_1));
+        // Unclean elections are off by default: both offline with ISR [1].
+        assert_eq!(leaders(&h, "a"), vec![(NO_LEADER, vec![1], 1)]);
+        assert_eq!(leaders(&h, "b"), vec![(NO_LEADER, vec![1], 1)]);
+        h.run(|c, i| c.fence_broker(i, 3, epoch_3));
+        assert_eq!(leaders(&h, "c"), vec![(NO_LEADER, vec![2], 1)]);
+        let named = [("a", 0), ("b", 0), ("c", 0), ("d", 0)];
+        let (results, committed) = elect_leaders(&mut h, ElectionType::Unclean, Some(&named));
+        assert_eq!(
+            results,
+            vec![
+                outcome("a", 0, Ok(())),
+                outcome("b", 0, Err(ElectionError::EligibleLeadersNotAvailable)),
+                outcome("c", 0, Ok(())),
+                outcome("d", 0, Err(ElectionError::UnknownTopicOrPartition)),
+            ]
+        );
+        assert_eq!(committed, 2);
+        // Broker 2, out of sync, leads alone; on c it was in sync, so the election is clean.
+        assert_eq!(leaders(&h, "a"), vec![(2, vec![2], 2)]);
+        assert_eq!(leaders(&h, "b"), vec![(NO_LEADER, vec![1], 1)]);
+        assert_eq!(leaders(&h, "c"), vec![(2, vec![2], 2)]);
+        let (results, committed) = elect_leaders(&mut h, ElectionType::Unclean, Some(&[("a", 0)]));
+        assert_eq!(
+            results,
+            vec![outcome("a", 0, Err(ElectionError::ElectionNotNeeded))]
+        );
+        assert_eq!(committed, 0);
+        // Over every partition: only b still needs a leader, and none is live.
+        let (results, committed) = elect_leaders(&mut h, ElectionType::Unclean, None);
+        assert_eq!(
+            results,
+            vec![outcome(
+                "b",
+                0,
+                Err(ElectionError::EligibleLeadersNotAvailable)
+            )]
+        );
+        assert_eq!(committed, 0);
+    }
+
+    #[test]
+    fn election_types_on_the_wire() {
+        assert_eq!(ElectionType::from_wire(0), Some(ElectionType::Preferred));
+        assert_eq!(ElectionType::from_wire(1), Some(ElectionType::Unclean));
+        assert_eq!(ElectionType::from_wire(2), None);
+        assert_eq!(ElectionType::from_wire(-1), None);
     }
 }

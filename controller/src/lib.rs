@@ -11,7 +11,8 @@
 //!   image and plan the records that carry it out plus the reply to send once they commit.
 //! - [`ops`]: [`ControllerOp`], the operations brokers send the active controller, and their replies.
 //! - [`alter_partition`]: AlterPartition, a partition leader's ISR change, with Kafka's checks.
-//! - [`election`]: unclean and preferred leader elections, and their settings.
+//! - [`election`]: unclean and preferred leader elections (periodic and on request, ElectLeaders),
+//!   and their settings.
 //! - [`placement`]: where new partitions' replicas go (striped over unfenced brokers, rack-aware).
 //! - [`liveness`]: when each broker last heartbeated, as the active controller sees it.
 //! - [`quorum`]: [`Quorum`], this controller's member of the raft quorum that orders committed
@@ -58,7 +59,9 @@ pub use controller::{
     BrokerRegistration, Controller, ControllerConfig, CreatePartitionsSpec, CreateTopicSpec,
     Planned, NO_LEADER,
 };
-pub use election::{preferred_leader_elections, ElectionConfig};
+pub use election::{
+    preferred_leader_elections, ElectionConfig, ElectionError, ElectionResult, ElectionType,
+};
 pub use error::{Error, Result, TopicError};
 pub use follower::{MetadataFollower, MetadataUpdate};
 pub use image::{BrokerImage, MetadataImage, PartitionImage, TopicImage};

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::controller::{
     Controller, CreatePartitionsSpec, CreateTopicSpec, CreatedTopic, Planned, TopicRef,
 };
+use crate::election::{elect_leaders, ElectionResult, ElectionType};
 use crate::error::TopicError;
 use crate::image::MetadataImage;
 use crate::record::TopicId;
@@ -25,6 +26,11 @@ pub enum ControllerOp {
         topics: Vec<CreatePartitionsSpec>,
         validate_only: bool,
     },
+    /// `partitions: None` asks for every partition where an election is needed.
+    ElectLeaders {
+        election_type: ElectionType,
+        partitions: Option<Vec<(String, i32)>>,
+    },
 }
 
 /// Each operation's per-topic outcomes, in request order.
@@ -33,15 +39,22 @@ pub enum ControllerReply {
     CreateTopics(Vec<Result<CreatedTopic, TopicError>>),
     DeleteTopics(Vec<Result<(String, TopicId), TopicError>>),
     CreatePartitions(Vec<Result<(), TopicError>>),
+    /// Per partition rather than per topic: for a request naming none, the partitions the
+    /// controller chose.
+    ElectLeaders(Vec<ElectionResult>),
 }
 
 impl ControllerOp {
-    /// How many topics the operation names (the length of its reply).
+    /// How many topics the operation names (the length of its reply); for ElectLeaders, how
+    /// many partitions it names (none when it asks for every partition).
     pub fn topic_count(&self) -> usize {
         match self {
             ControllerOp::CreateTopics { topics, .. } => topics.len(),
             ControllerOp::DeleteTopics { topics } => topics.len(),
             ControllerOp::CreatePartitions { topics, .. } => topics.len(),
+            ControllerOp::ElectLeaders { partitions, .. } => {
+                partitions.as_ref().map_or(0, Vec::len)
+            }
         }
     }
 }
@@ -76,6 +89,13 @@ impl Controller {
             } => map(
                 self.create_partitions(image, topics, *validate_only),
                 ControllerReply::CreatePartitions,
+            ),
+            ControllerOp::ElectLeaders {
+                election_type,
+                partitions,
+            } => map(
+                elect_leaders(image, *election_type, partitions.as_deref()),
+                ControllerReply::ElectLeaders,
             ),
         }
     }
@@ -114,6 +134,25 @@ mod tests {
             Ok(("a".into(), TopicId(u128::MAX))),
             Err(TopicError::UnknownTopicId),
             Err(TopicError::InvalidRequest("Duplicate topic name.".into())),
+        ]);
+        let json = serde_json::to_vec(&reply).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<ControllerReply>(&json).unwrap(),
+            reply
+        );
+        let op = ControllerOp::ElectLeaders {
+            election_type: ElectionType::Unclean,
+            partitions: Some(vec![("orders".into(), 3)]),
+        };
+        let json = serde_json::to_vec(&op).unwrap();
+        assert_eq!(serde_json::from_slice::<ControllerOp>(&json).unwrap(), op);
+        let reply = ControllerReply::ElectLeaders(vec![
+            ("orders".into(), 3, Ok(())),
+            (
+                "orders".into(),
+                4,
+                Err(crate::ElectionError::EligibleLeadersNotAvailable),
+            ),
         ]);
         let json = serde_json::to_vec(&reply).unwrap();
         assert_eq!(

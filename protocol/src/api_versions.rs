@@ -21,6 +21,8 @@
 //! OffsetForLeaderEpoch starts at v2, the oldest kafka-protocol 0.18 decodes (Kafka 4 dropped v0
 //! and v1, KIP-896); its `replica_id` (v3+) changes nothing, as in Kafka, which answers from the
 //! leader's log whoever asks.
+//! ElectLeaders is served at every version kafka-protocol 0.18 knows; the active controller
+//! decides the elections, and the request's `timeout_ms` is the broker's own controller deadline.
 
 use kafka_protocol::messages::ApiKey;
 
@@ -63,6 +65,7 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::DescribeConfigs, 1, 4),
     api(ApiKey::CreatePartitions, 0, 3),
     api(ApiKey::DeleteGroups, 0, 2),
+    api(ApiKey::ElectLeaders, 0, 2),
     api(ApiKey::OffsetDelete, 0, 0),
     api(ApiKey::DescribeQuorum, 0, 2),
     api(ApiKey::DescribeCluster, 0, 2),

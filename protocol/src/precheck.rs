@@ -316,6 +316,7 @@ pub const REQUESTS: &[RequestLayout] = &[
     layouts::DESCRIBE_GROUPS,
     layouts::LIST_GROUPS,
     layouts::DELETE_GROUPS,
+    layouts::ELECT_LEADERS,
     layouts::OFFSET_DELETE,
     layouts::DESCRIBE_QUORUM,
     layouts::DESCRIBE_CLUSTER,
@@ -772,6 +773,21 @@ mod layouts {
         ),
     ]);
     const DESCRIBE_QUORUM_PARTITION_DATA: Layout = fields(&[field("partition_index", Int32)]);
+
+    pub(super) const ELECT_LEADERS: RequestLayout = RequestLayout {
+        api_key: ApiKey::ElectLeaders,
+        min_version: 0,
+        max_version: 2,
+        flexible_since: 2,
+        body: &ELECT_LEADERS_REQUEST,
+    };
+    const ELECT_LEADERS_REQUEST: Layout = fields(&[
+        field("election_type", Int8).since(1),
+        field("topic_partitions", Array(&Struct(&TOPIC_PARTITIONS))),
+        field("timeout_ms", Int32),
+    ]);
+    const TOPIC_PARTITIONS: Layout =
+        fields(&[field("topic", String), field("partitions", Array(&Int32))]);
 
     pub(super) const DESCRIBE_CLUSTER: RequestLayout = RequestLayout {
         api_key: ApiKey::DescribeCluster,

@@ -25,6 +25,7 @@ pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_quorum;
+pub mod elect_leaders;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -171,6 +172,9 @@ pub async fn handle_from(
         }
         RequestKind::DescribeQuorum(body) => {
             ResponseKind::DescribeQuorum(describe_quorum::handle(broker, body, version).await)
+        }
+        RequestKind::ElectLeaders(body) => {
+            ResponseKind::ElectLeaders(elect_leaders::handle(broker, body, version).await)
         }
         RequestKind::DescribeCluster(body) => {
             ResponseKind::DescribeCluster(describe_cluster::handle(broker, body, version))

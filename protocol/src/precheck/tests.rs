@@ -19,6 +19,7 @@ use kafka_protocol::messages::delete_records_request::{
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+use kafka_protocol::messages::elect_leaders_request::TopicPartitions as ElectLeadersTopicPartitions;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
@@ -46,9 +47,9 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::messages::{
     DeleteGroupsRequest, DescribeClusterRequest, DescribeGroupsRequest, DescribeQuorumRequest,
-    FindCoordinatorRequest, GroupId, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest,
-    ListGroupsRequest, OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest,
-    OffsetForLeaderEpochRequest, SyncGroupRequest,
+    ElectLeadersRequest, FindCoordinatorRequest, GroupId, HeartbeatRequest, JoinGroupRequest,
+    LeaveGroupRequest, ListGroupsRequest, OffsetCommitRequest, OffsetDeleteRequest,
+    OffsetFetchRequest, OffsetForLeaderEpochRequest, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use proptest::prelude::*;
@@ -623,6 +624,24 @@ fn sample_body(api_key: ApiKey, v: i16, nulls: bool) -> RequestKind {
         ApiKey::DeleteGroups => RequestKind::DeleteGroups(
             DeleteGroupsRequest::default()
                 .with_groups_names(vec![group("billing"), group("audit")])
+                .with_unknown_tagged_fields(tags),
+        ),
+        ApiKey::ElectLeaders => RequestKind::ElectLeaders(
+            ElectLeadersRequest::default()
+                // v0 has no election type: it is always preferred (0).
+                .with_election_type(if v >= 1 && !nulls { 1 } else { 0 })
+                .with_topic_partitions((!nulls).then(|| {
+                    vec![
+                        ElectLeadersTopicPartitions::default()
+                            .with_topic(topic("orders"))
+                            .with_partitions(vec![0, 4, 7])
+                            .with_unknown_tagged_fields(tags.clone()),
+                        ElectLeadersTopicPartitions::default()
+                            .with_topic(topic("payments"))
+                            .with_partitions(Vec::new()),
+                    ]
+                }))
+                .with_timeout_ms(30_000)
                 .with_unknown_tagged_fields(tags),
         ),
         ApiKey::OffsetDelete => RequestKind::OffsetDelete(
@@ -1298,6 +1317,56 @@ fn huge_counts_in_cluster_description_requests_are_refused() {
             field: "tagged field",
             needed: 1 << 28,
             remaining: 4,
+        },
+    );
+}
+
+#[test]
+fn huge_counts_in_elect_leaders_requests_are_refused() {
+    // v1: preferred, 2^31 - 1 topics in 4 bytes.
+    let topics = Wire::default().i8(0).i32(i32::MAX).i32(30_000);
+    assert_refused(
+        ApiKey::ElectLeaders,
+        1,
+        &topics.0,
+        Rejection::TooManyElements {
+            field: "topic_partitions",
+            count: i32::MAX as usize,
+            remaining: 4,
+        },
+    );
+    // v0 (no election type): one topic listing 50 million partitions.
+    let partitions = Wire::default()
+        .i32(1)
+        .string("orders")
+        .i32(50_000_000)
+        .i32(0)
+        .i32(30_000);
+    assert_refused(
+        ApiKey::ElectLeaders,
+        0,
+        &partitions.0,
+        Rejection::TooManyElements {
+            field: "partitions",
+            count: 50_000_000,
+            remaining: 8,
+        },
+    );
+    // v2, compact: one topic with 2^28 partitions.
+    let compact = Wire::default()
+        .i8(1)
+        .raw(&[2]) // topic_partitions: one element
+        .compact_string("orders")
+        .raw(&[0x81, 0x80, 0x80, 0x80, 0x01]) // partitions: 2^28 + 1
+        .raw(&[0; 6]);
+    assert_refused(
+        ApiKey::ElectLeaders,
+        2,
+        &compact.0,
+        Rejection::TooManyElements {
+            field: "partitions",
+            count: 1 << 28,
+            remaining: 6,
         },
     );
 }
