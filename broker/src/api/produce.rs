@@ -219,17 +219,17 @@ fn produce_partition(
                 .map(|leader| (leader.leader_epoch, leader.isr.len()))
         };
         let Some((leader_epoch, isr)) = isr else {
-            return Err(ResponseError::NotLeaderOrFollower);
+            return Err((ResponseError::NotLeaderOrFollower, 0));
         };
         // Kafka's check before an acks=all append: the committed ISR must be large enough.
         if acks == -1 && isr < min_insync_replicas {
-            return Err(ResponseError::NotEnoughReplicas);
+            return Err((ResponseError::NotEnoughReplicas, isr));
         }
         let appended = log.append(&mut batch, log_append_time, leader_epoch);
         if appended.is_ok() {
             broker.replicas.on_append(&partition, log);
         }
-        Ok((appended, log.log_start_offset(), leader_epoch, isr))
+        Ok((appended, log.log_start_offset(), leader_epoch))
     });
     let (appended, log_start_offset, leader_epoch) = match appended {
         None => {
@@ -238,11 +238,7 @@ fn produce_partition(
                 format!("partition {topic}-{index} was deleted"),
             )
         }
-        Some(Err(ResponseError::NotEnoughReplicas)) => {
-            let isr = partition
-                .replica_state()
-                .leader()
-                .map_or(0, |leader| leader.isr.len());
+        Some(Err((ResponseError::NotEnoughReplicas, isr))) => {
             return fail(
                 ResponseError::NotEnoughReplicas,
                 format!(
@@ -251,12 +247,10 @@ fn produce_partition(
                 ),
             );
         }
-        Some(Err(error)) => {
+        Some(Err((error, _))) => {
             return fail(error, format!("this broker does not lead {topic}-{index}"));
         }
-        Some(Ok((appended, log_start_offset, leader_epoch, _))) => {
-            (appended, log_start_offset, leader_epoch)
-        }
+        Some(Ok(appended)) => appended,
     };
     match appended {
         Ok(info) => {
