@@ -691,7 +691,7 @@ pub(crate) fn truncate_cleaner_checkpoint(dir: &Path, offset: i64) -> Result<()>
     }
 }
 
-mod codec;
+pub(crate) mod codec;
 
 #[cfg(test)]
 mod tests;

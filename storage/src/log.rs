@@ -15,6 +15,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::fault::DiskFaults;
 use crate::index::relative_offset;
 use crate::leader_epoch::{self, EpochEntry, LeaderEpochCache};
+use crate::producer_state::{ProducerCheck, ProducerStateManager};
 use crate::segment::{
     parse_segment_stem, Segment, DELETED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
 };
@@ -62,6 +63,9 @@ pub struct AppendInfo {
     pub bytes: usize,
     /// Sum of the batches' records counts.
     pub records_count: i64,
+    /// The append was a producer's retry of a batch already in the log: nothing was written, and
+    /// the offsets and timestamp are the original batch's (Kafka answers a retry so).
+    pub duplicate: bool,
 }
 
 /// What a read found: whole batches, zero-copy from the segment's map.
@@ -115,6 +119,9 @@ pub struct Log {
     /// Where each leader epoch starts (Kafka's `LeaderEpochFileCache`), persisted in
     /// [`leader_epoch::LEADER_EPOCH_CHECKPOINT_FILE`] whenever it changes.
     leader_epochs: LeaderEpochCache,
+    /// Every idempotent producer's epoch and last batches, as of the log end offset; snapshotted
+    /// at rolls and on close (see [`producer_state`]).
+    producer_state: ProducerStateManager,
 }
 
 /// How [`Log::open_with_options`] opens a log.
@@ -266,8 +273,10 @@ impl Log {
                 faults,
                 failed: false,
                 leader_epochs: LeaderEpochCache::default(),
+                producer_state: ProducerStateManager::default(),
             };
             log.load_leader_epochs()?;
+            log.load_producer_state()?;
             return Ok(log);
         };
         let recovery_point_given = recovery_point.unwrap_or(active_base);
@@ -354,8 +363,10 @@ impl Log {
             faults,
             failed: false,
             leader_epochs: LeaderEpochCache::default(),
+            producer_state: ProducerStateManager::default(),
         };
         log.load_leader_epochs()?;
+        log.load_producer_state()?;
         Ok(log)
     }
 
@@ -526,6 +537,20 @@ impl Log {
         leader_epoch: i32,
     ) -> Result<AppendInfo> {
         let mut headers = self.validate_append(batches)?;
+        if let ProducerCheck::Duplicate(original) = self
+            .producer_state
+            .check_client_batches(headers.iter().map(|(_, header)| header))?
+        {
+            return Ok(AppendInfo {
+                first_offset: original.first_offset(),
+                last_offset: original.last_offset,
+                max_timestamp: original.timestamp,
+                log_append_time_ms: -1,
+                bytes: 0,
+                records_count: 0,
+                duplicate: true,
+            });
+        }
         let mut next_offset = self.log_end_offset();
         for (position, header) in &mut headers {
             let one = &mut batches[*position..*position + header.total_size()];
@@ -640,6 +665,9 @@ impl Log {
             }
             return Err(err);
         }
+        for (_, header) in headers {
+            self.producer_state.update(header);
+        }
         // Kafka's `flush.messages`: fsync once that many messages are not yet on disk.
         if self.unflushed_messages() >= self.config.flush_messages {
             self.flush()?;
@@ -651,6 +679,7 @@ impl Log {
             log_append_time_ms,
             bytes: batches.len(),
             records_count,
+            duplicate: false,
         })
     }
 
@@ -752,6 +781,9 @@ impl Log {
         if let Some(active) = self.segments.values_mut().next_back() {
             active.seal()?;
         }
+        // Kafka snapshots producer state at every roll, so a restart replays at most the active
+        // segment to rebuild it.
+        self.snapshot_producer_state(base_offset)?;
         self.flush_up_to(base_offset)?;
         let segment = Segment::create(&self.dir, base_offset, &self.config, self.clock.now_ms())?;
         tracing::debug!(dir = %self.dir.display(), base_offset, "rolled segment");
@@ -969,6 +1001,7 @@ impl Log {
             deleted.bytes += size;
         }
         self.truncate_leader_epochs_from_start()?;
+        self.delete_producer_snapshots_before_segments()?;
         Ok(deleted)
     }
 
@@ -1037,7 +1070,7 @@ impl Log {
         if let Some(active) = self.segments.values_mut().next_back() {
             active.seal()?;
         }
-        Ok(())
+        self.snapshot_producer_state(self.log_end_offset())
     }
 
     /// Deletes the partition: renames the directory to `<dir>.<unique>-delete` (so a crash midway
@@ -1109,6 +1142,7 @@ fn write_log_start_offset(dir: &Path, offset: i64) -> Result<()> {
     )
 }
 
+mod producers;
 mod truncate;
 
 #[cfg(test)]
@@ -1116,6 +1150,9 @@ mod tests;
 
 #[cfg(test)]
 mod replication_tests;
+
+#[cfg(test)]
+mod producer_tests;
 
 #[cfg(test)]
 mod disk_fault_tests;

@@ -126,6 +126,7 @@ fn follower_append_keeps_what_the_leader_stored() {
             log_append_time_ms: -1,
             bytes: original.len(),
             records_count: 5,
+            duplicate: false,
         }
     );
     assert_eq!(first, original, "nothing patched");

@@ -25,6 +25,7 @@ use skald_protocol::batch::{RecordBatchHeader, RecordBatches};
 use super::{write_log_start_offset, Log};
 use crate::cleaner::{self, CrashPoint, CLEANED_SUFFIX};
 use crate::error::{Error, IoContext, Result};
+use crate::producer_state;
 use crate::segment::Segment;
 
 /// The prefix is copied in appends of about this many bytes, so the headers of a large segment
@@ -139,7 +140,16 @@ impl Log {
         } else {
             self.update_leader_epochs(|cache| cache.truncate_from_end(log_end_offset))?;
         }
-        crash.step(&self.dir)
+        crash.step(&self.dir)?;
+        // Producer state follows the log (Kafka's `loadProducerState` after a truncation): after
+        // a full truncation no snapshot describes the new log; otherwise those past the new end
+        // go and the state is rebuilt from the newest left.
+        if fully {
+            for offset in producer_state::list_snapshots(&self.dir)? {
+                producer_state::delete_snapshot(&self.dir, offset)?;
+            }
+        }
+        self.load_producer_state()
     }
 
     /// Replaces every segment whose base offset is at or past `replaced_from` with one new, active
