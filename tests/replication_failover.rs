@@ -77,6 +77,28 @@ const SHOWN: usize = 50;
 
 #[test]
 fn acknowledged_records_survive_repeated_leader_kills() {
+    leader_kills(Producing::AtLeastOnce);
+}
+
+/// The same kills under librdkafka's idempotent producer with five requests in flight: beyond
+/// invariants 1–7, every record in the log appears exactly once, in the order it was sent — a
+/// retry that reached the killed leader is recognised by the new one (which rebuilt the
+/// producer's state from the batches it copied) and answered with the original offset.
+#[test]
+fn an_idempotent_producer_writes_each_record_once_in_order_through_leader_kills() {
+    leader_kills(Producing::Idempotent);
+}
+
+/// How the test's producer is configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Producing {
+    /// No idempotence, one request in flight: retries may duplicate, never reorder.
+    AtLeastOnce,
+    /// `enable.idempotence=true` with librdkafka's default of five requests in flight.
+    Idempotent,
+}
+
+fn leader_kills(producing: Producing) {
     let started = Instant::now();
     let mut cluster = TestCluster::start(
         1,
@@ -100,7 +122,7 @@ fn acknowledged_records_survive_repeated_leader_kills() {
         v.isr == BROKERS
     });
 
-    let producer = Producer::start(cluster.bootstrap());
+    let producer = Producer::start(cluster.bootstrap(), producing);
     let watcher = Watcher::start(cluster.bootstrap());
     let mut rounds = Vec::new();
     for round in 1..=ROUNDS {
@@ -239,6 +261,22 @@ fn acknowledged_records_survive_repeated_leader_kills() {
         checked.unacknowledged.is_empty(),
         "records were never acknowledged\n{report}"
     );
+    if producing == Producing::Idempotent {
+        // Exactly once, in send order: the log holds records 0, 1, 2, … with none repeated.
+        let numbers: Vec<Option<u64>> = batches
+            .iter()
+            .flat_map(|batch| batch.records.iter())
+            .map(|(_, payload)| record_number(payload))
+            .collect();
+        let expected: Vec<Option<u64>> = (0..deliveries.len() as u64).map(Some).collect();
+        assert!(
+            checked.duplicates.is_empty() && numbers == expected,
+            "an idempotent producer's records are not each in the log once, in order: {} \
+             records for {} sent\n{report}",
+            numbers.len(),
+            deliveries.len()
+        );
+    }
 
     // A fresh consumer reads exactly that log.
     let read = rdk::read_all(
@@ -394,12 +432,12 @@ struct Producer {
 }
 
 impl Producer {
-    fn start(bootstrap: String) -> Producer {
+    fn start(bootstrap: String, producing: Producing) -> Producer {
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(AtomicUsize::new(0));
         let thread = std::thread::spawn({
             let (stop, acked) = (Arc::clone(&stop), Arc::clone(&acked));
-            move || produce(&bootstrap, &stop, acked)
+            move || produce(&bootstrap, &stop, acked, producing)
         });
         Producer {
             stop,
@@ -431,12 +469,21 @@ impl Producer {
     }
 }
 
-fn produce(bootstrap: &str, stop: &AtomicBool, acked: Arc<AtomicUsize>) -> Deliveries {
-    let producer = rdk::producer_with(
-        bootstrap,
+fn produce(
+    bootstrap: &str,
+    stop: &AtomicBool,
+    acked: Arc<AtomicUsize>,
+    producing: Producing,
+) -> Deliveries {
+    let ordering: &[(&str, &str)] = match producing {
+        // One request at a time: retries cannot reorder records.
+        Producing::AtLeastOnce => &[("max.in.flight.requests.per.connection", "1")],
+        // librdkafka's defaults otherwise (five in flight): the broker keeps them in order.
+        Producing::Idempotent => &[("enable.idempotence", "true")],
+    };
+    let settings = [
+        ordering,
         &[
-            // One request at a time: retries cannot reorder records.
-            ("max.in.flight.requests.per.connection", "1"),
             // Each request goes as soon as the one before is answered: a request is nearly always
             // in flight when a leader is killed.
             ("linger.ms", "0"),
@@ -448,7 +495,9 @@ fn produce(bootstrap: &str, stop: &AtomicBool, acked: Arc<AtomicUsize>) -> Deliv
             ("request.timeout.ms", "10000"),
             ("message.timeout.ms", "60000"),
         ],
-    );
+    ]
+    .concat();
+    let producer = rdk::producer_with(bootstrap, &settings);
     let (sender, mut reports) = tokio::sync::mpsc::channel::<(u64, DeliveryFuture)>(WINDOW);
     let collector = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::group::{CoordinatorConfig, GroupCoordinator};
 use crate::metadata::{AlterPartitionOutcome, ControlError, ControllerChannel};
 use crate::metrics::Metrics;
+use crate::producer_ids::ProducerIdManager;
 use crate::replica_manager::ReplicaManager;
 
 /// How long a forwarded metadata operation's reply waits for this broker to see its result.
@@ -36,6 +37,8 @@ pub struct Broker {
     pub metrics: Metrics,
     /// The consumer groups this broker coordinates.
     pub groups: Arc<GroupCoordinator>,
+    /// Hands out idempotent producers' ids from blocks the controller records.
+    pub producer_ids: ProducerIdManager,
     /// This broker's registration: its epoch (-1 before the first) and whether it is fenced.
     pub broker_epoch: AtomicI64,
     pub fenced: AtomicBool,
@@ -70,6 +73,7 @@ impl Broker {
             replicas,
             metrics,
             groups: Arc::new(groups),
+            producer_ids: ProducerIdManager::new(),
             broker_epoch: AtomicI64::new(-1),
             fenced: AtomicBool::new(true),
             shutting_down: AtomicBool::new(false),

@@ -29,6 +29,7 @@ pub mod error;
 pub mod group;
 pub mod metadata;
 pub mod metrics;
+pub mod producer_ids;
 pub mod replica_manager;
 pub mod replication;
 pub mod server;

@@ -696,6 +696,18 @@ impl ReplicaManager {
 
     /// Kafka's `flush.ms` task (`LogManager.flushDirtyLogs`): flushes every log whose `flush.ms`
     /// has passed since its last flush. Blocking (fsync): run it off the async workers.
+    /// Kafka's `removeExpiredProducers` pass: every hosted partition forgets the idempotent
+    /// producers silent for `producer.id.expiration.ms`. Returns how many went in all.
+    pub fn remove_expired_producers(&self, expiration_ms: i64) -> usize {
+        self.all()
+            .iter()
+            .filter(|partition| !self.is_offline(partition))
+            .filter_map(|partition| {
+                partition.with_log(|log| log.remove_expired_producers(expiration_ms))
+            })
+            .sum()
+    }
+
     pub fn flush_dirty_logs(&self) {
         for partition in self.all() {
             if self.is_offline(&partition) {

@@ -309,6 +309,18 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
         ReplicaManager::flush_dirty_logs,
         shutdown_tx.subscribe(),
     ));
+    let producer_expiration_ms = config.producer_id_expiration_ms;
+    let producer_expiration = tokio::spawn(periodic_log_task(
+        Arc::clone(&broker),
+        config.producer_id_expiration_check_interval_ms,
+        move |replicas| {
+            let expired = replicas.remove_expired_producers(producer_expiration_ms);
+            if expired > 0 {
+                tracing::info!(expired, "expired idempotent producers");
+            }
+        },
+        shutdown_tx.subscribe(),
+    ));
     let checkpointer = tokio::spawn(periodic_log_task(
         Arc::clone(&broker),
         config.log_flush_offset_checkpoint_interval_ms,
@@ -340,6 +352,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
     // These end before `close_all` writes the final checkpoints (no follower appends after).
     for task in [
         flusher,
+        producer_expiration,
         checkpointer,
         high_watermarks,
         fetchers,
@@ -435,9 +448,10 @@ const PERIOD_MAX: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
 async fn periodic_log_task(
     broker: Arc<Broker>,
     every_ms: u64,
-    pass: fn(&ReplicaManager),
+    pass: impl Fn(&ReplicaManager) + Send + Sync + 'static,
     mut stop: broadcast::Receiver<()>,
 ) {
+    let pass = Arc::new(pass);
     let every = Duration::from_millis(every_ms);
     let first = tokio::time::Instant::now().checked_add(every);
     let (Some(first), true) = (first, every <= PERIOD_MAX) else {
@@ -452,6 +466,7 @@ async fn periodic_log_task(
             _ = stop.recv() => return,
         }
         let broker = Arc::clone(&broker);
+        let pass = Arc::clone(&pass);
         if let Err(err) = tokio::task::spawn_blocking(move || pass(&broker.replicas)).await {
             tracing::error!("periodic log task failed: {err}");
         }

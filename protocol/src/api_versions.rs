@@ -21,6 +21,9 @@
 //! OffsetForLeaderEpoch starts at v2, the oldest kafka-protocol 0.18 decodes (Kafka 4 dropped v0
 //! and v1, KIP-896); its `replica_id` (v3+) changes nothing, as in Kafka, which answers from the
 //! leader's log whoever asks.
+//! InitProducerId (every version kafka-protocol 0.18 decodes) hands out idempotent producer ids;
+//! a `transactional_id` is refused until transactions are served. DescribeProducers shows each
+//! partition's producer state.
 //! ElectLeaders is served at every version kafka-protocol 0.18 knows; the active controller
 //! decides the elections, and the request's `timeout_ms` is the broker's own controller deadline.
 
@@ -61,6 +64,7 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::CreateTopics, 2, 7),
     api(ApiKey::DeleteTopics, 1, 6),
     api(ApiKey::DeleteRecords, 0, 2),
+    api(ApiKey::InitProducerId, 0, 5),
     api(ApiKey::OffsetForLeaderEpoch, 2, 4),
     api(ApiKey::DescribeConfigs, 1, 4),
     api(ApiKey::CreatePartitions, 0, 3),
@@ -69,6 +73,7 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::OffsetDelete, 0, 0),
     api(ApiKey::DescribeQuorum, 0, 2),
     api(ApiKey::DescribeCluster, 0, 2),
+    api(ApiKey::DescribeProducers, 0, 0),
 ];
 
 /// Every API the CONTROLLER listener answers, in API-key order.

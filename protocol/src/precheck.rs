@@ -317,9 +317,11 @@ pub const REQUESTS: &[RequestLayout] = &[
     layouts::LIST_GROUPS,
     layouts::DELETE_GROUPS,
     layouts::ELECT_LEADERS,
+    layouts::INIT_PRODUCER_ID,
     layouts::OFFSET_DELETE,
     layouts::DESCRIBE_QUORUM,
     layouts::DESCRIBE_CLUSTER,
+    layouts::DESCRIBE_PRODUCERS,
     layouts::ALTER_PARTITION,
     layouts::BROKER_REGISTRATION,
     layouts::BROKER_HEARTBEAT,
@@ -736,6 +738,21 @@ mod layouts {
     };
     const DELETE_GROUPS_REQUEST: Layout = fields(&[field("groups_names", Array(&String))]);
 
+    pub(super) const INIT_PRODUCER_ID: RequestLayout = RequestLayout {
+        api_key: ApiKey::InitProducerId,
+        min_version: 0,
+        max_version: 5,
+        flexible_since: 2,
+        body: &INIT_PRODUCER_ID_REQUEST,
+    };
+    // No arrays: only the transactional id and the tagged fields carry a length.
+    const INIT_PRODUCER_ID_REQUEST: Layout = fields(&[
+        field("transactional_id", String),
+        field("transaction_timeout_ms", Int32),
+        field("producer_id", Int64).since(3),
+        field("producer_epoch", Int16).since(3),
+    ]);
+
     pub(super) const OFFSET_DELETE: RequestLayout = RequestLayout {
         api_key: ApiKey::OffsetDelete,
         min_version: 0,
@@ -788,6 +805,20 @@ mod layouts {
     ]);
     const TOPIC_PARTITIONS: Layout =
         fields(&[field("topic", String), field("partitions", Array(&Int32))]);
+
+    pub(super) const DESCRIBE_PRODUCERS: RequestLayout = RequestLayout {
+        api_key: ApiKey::DescribeProducers,
+        min_version: 0,
+        max_version: 0,
+        flexible_since: 0,
+        body: &DESCRIBE_PRODUCERS_REQUEST,
+    };
+    const DESCRIBE_PRODUCERS_REQUEST: Layout =
+        fields(&[field("topics", Array(&Struct(&TOPIC_REQUEST)))]);
+    const TOPIC_REQUEST: Layout = fields(&[
+        field("name", String),
+        field("partition_indexes", Array(&Int32)),
+    ]);
 
     pub(super) const DESCRIBE_CLUSTER: RequestLayout = RequestLayout {
         api_key: ApiKey::DescribeCluster,

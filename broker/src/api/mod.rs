@@ -24,11 +24,13 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
+pub mod describe_producers;
 pub mod describe_quorum;
 pub mod elect_leaders;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
+pub mod init_producer_id;
 pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
@@ -178,6 +180,12 @@ pub async fn handle_from(
         }
         RequestKind::DescribeCluster(body) => {
             ResponseKind::DescribeCluster(describe_cluster::handle(broker, body, version))
+        }
+        RequestKind::InitProducerId(body) => {
+            ResponseKind::InitProducerId(init_producer_id::handle(broker, body).await)
+        }
+        RequestKind::DescribeProducers(body) => {
+            ResponseKind::DescribeProducers(describe_producers::handle(broker, body))
         }
         other => {
             // Unreachable in practice: decode_request refuses APIs missing from the table.

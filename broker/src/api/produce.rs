@@ -1,5 +1,8 @@
 //! Produce: each partition's records are one v2 batch, appended as sent. The broker checks the
-//! headers, the log checks the CRC while it patches offsets in place; records are never decoded.
+//! headers and that they agree with the records (walked, or streamed through decompression, never
+//! re-encoded), the log checks the CRC while it patches offsets in place. An idempotent batch is
+//! checked against its producer's state under the partition's lock: a retry is answered with the
+//! offsets it got the first time, a sequence gap or fenced epoch refused.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +13,7 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 use skald_protocol::batch::{BatchError, RecordBatches};
+use skald_storage::{log_validator, ProducerError};
 use tokio::time::Instant;
 
 use crate::broker::Broker;
@@ -178,6 +182,7 @@ fn produce_partition(
     // Cheap header walk (no CRC): Kafka requires exactly one v2 batch per partition, and no
     // control batch from a client.
     let mut batches = 0;
+    let mut first_header = None;
     for batch in RecordBatches::headers_only(&records) {
         match batch {
             Ok((_, header)) if header.is_control() => {
@@ -186,15 +191,29 @@ fn produce_partition(
                     "Clients are not allowed to write control records".into(),
                 )
             }
-            Ok(_) => batches += 1,
+            Ok((_, header)) => {
+                batches += 1;
+                first_header.get_or_insert(header);
+            }
             Err(err) => return fail(batch_error_code(&err), err.to_string()),
         }
     }
-    if batches != 1 {
+    let (1, Some(header)) = (batches, first_header) else {
         return fail(
             ResponseError::InvalidRecord,
             format!("expected exactly one record batch, found {batches}"),
         );
+    };
+    if header.is_transactional() {
+        return fail(
+            ResponseError::InvalidTxnState,
+            "transactional produce is not served yet".into(),
+        );
+    }
+    // Kafka's LogValidator, before the partition's lock is taken: the header must agree with
+    // the records, since offsets and sequences are assigned from what it claims.
+    if let Err(invalid) = log_validator::validate_client_batch(&records, &header) {
+        return fail(ResponseError::InvalidRecord, invalid.0);
     }
     if partition.settings.compacted {
         if let Some(message) = keyless_record(&records) {
@@ -226,7 +245,7 @@ fn produce_partition(
             return Err((ResponseError::NotEnoughReplicas, isr));
         }
         let appended = log.append(&mut batch, log_append_time, leader_epoch);
-        if appended.is_ok() {
+        if appended.as_ref().is_ok_and(|info| !info.duplicate) {
             broker.replicas.on_append(&partition, log);
         }
         Ok((appended, log.log_start_offset(), leader_epoch))
@@ -253,6 +272,26 @@ fn produce_partition(
         Some(Ok(appended)) => appended,
     };
     match appended {
+        Ok(info) if info.duplicate => {
+            tracing::debug!(
+                topic,
+                partition = index,
+                first_offset = info.first_offset,
+                "a producer retried a batch already in the log; answered with its offsets"
+            );
+            let mut response = response.with_base_offset(info.first_offset);
+            if version >= 5 {
+                response = response.with_log_start_offset(log_start_offset);
+            }
+            // The original may still be waiting for the ISR: acks=all waits for it too.
+            let wait = (acks == -1).then(|| ReplicationWait {
+                partition: Arc::clone(&partition),
+                leader_epoch,
+                required_offset: info.last_offset + 1,
+                min_insync_replicas,
+            });
+            (response, wait)
+        }
         Ok(info) => {
             broker
                 .metrics
@@ -280,6 +319,16 @@ fn produce_partition(
         }
         Err(skald_storage::Error::CorruptBatch(err)) => {
             fail(batch_error_code(&err), err.to_string())
+        }
+        Err(skald_storage::Error::InvalidRecord(reason)) => {
+            fail(ResponseError::InvalidRecord, reason)
+        }
+        Err(skald_storage::Error::Producer(refused)) => {
+            let error = match refused {
+                ProducerError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+                ProducerError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+            };
+            fail(error, refused.to_string())
         }
         Err(err) => {
             tracing::error!(topic, partition = index, "append failed: {err}");

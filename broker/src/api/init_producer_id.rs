@@ -1,0 +1,51 @@
+//! InitProducerId for idempotent producers (KIP-98): a fresh producer id at epoch 0, from the
+//! block of ids this broker holds (see [`crate::producer_ids`]). As in Kafka, a producer that
+//! names its old id and epoch (v3+, KIP-360) also gets a fresh id: only a transactional id keeps
+//! its producer id across sessions. Transactions are not served yet, so a `transactional_id`
+//! gets a non-retriable error the client reports at once, rather than a retriable one it would
+//! loop on.
+
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+
+use crate::broker::Broker;
+use crate::producer_ids::ProducerIdError;
+
+pub async fn handle(broker: &Arc<Broker>, body: InitProducerIdRequest) -> InitProducerIdResponse {
+    let failed = |error: ResponseError| {
+        InitProducerIdResponse::default()
+            .with_error_code(error.code())
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1)
+    };
+    if body
+        .transactional_id
+        .as_ref()
+        .is_some_and(|id| id.is_empty())
+    {
+        // Kafka's TransactionCoordinator: null means idempotent only; empty is malformed.
+        return failed(ResponseError::InvalidRequest);
+    }
+    if body.transactional_id.is_some() {
+        tracing::info!(
+            transactional_id = ?body.transactional_id,
+            "InitProducerId with a transactional id refused: transactions are not served yet"
+        );
+        return failed(ResponseError::TransactionalIdAuthorizationFailed);
+    }
+    match broker.producer_ids.generate(broker).await {
+        Ok(producer_id) => InitProducerIdResponse::default()
+            .with_producer_id(ProducerId(producer_id))
+            .with_producer_epoch(0),
+        Err(err) => {
+            tracing::warn!("InitProducerId failed: {err}");
+            failed(match err {
+                // Kafka's answer while a broker waits for its next block: the client retries.
+                ProducerIdError::Unavailable(_) => ResponseError::CoordinatorLoadInProgress,
+                ProducerIdError::Refused(_) => ResponseError::UnknownServerError,
+            })
+        }
+    }
+}
