@@ -213,6 +213,11 @@ fn produce_partition(
     // Kafka's LogValidator, before the partition's lock is taken: the header must agree with
     // the records, since offsets and sequences are assigned from what it claims.
     if let Err(invalid) = log_validator::validate_client_batch(&records, &header) {
+        // Kafka checks the CRC first: damaged bytes are CORRUPT_MESSAGE, not a lie. Checked
+        // only here, on the way out, since the log checks every CRC it appends anyway.
+        if let Err(corrupt) = skald_protocol::batch::validate_batch(&records) {
+            return fail(batch_error_code(&corrupt), corrupt.to_string());
+        }
         return fail(ResponseError::InvalidRecord, invalid.0);
     }
     if partition.settings.compacted {
