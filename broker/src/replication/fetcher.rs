@@ -7,7 +7,12 @@
 //! at its own log end), and a `diverging_epoch` answer (the leader's log took another path after
 //! the epoch this follower last fetched in) truncates the divergent tail before fetching on.
 //! Fetch errors that mean "ask again once the metadata moved" (NOT_LEADER_OR_FOLLOWER, fenced or
-//! unknown epochs) back the partition off until its role changes.
+//! unknown epochs) back the partition off until its role changes, and so does a diverging epoch
+//! that leaves the next fetch's position unchanged (it would come back forever: one error line).
+//!
+//! A leader answers within its long-poll, so a fetch that has not started answering 5 s after it
+//! (`FETCH_RESPONSE_GRACE`) means a dead connection (a paused process, a lossy path): it is
+//! dropped and dialled again, rather than waited on for `replica.socket.timeout.ms`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -658,8 +663,9 @@ mod tests {
 
     use super::*;
 
-    /// A follower's log: `batches` batches of 2 records written in leader epoch 1, then epoch
-    /// `elected` recorded at the log end by a leadership that appended nothing.
+    /// A follower's log: `batches` batches of 2 records written in leader epoch 1, then, if
+    /// `elected` is newer, that epoch recorded at the log end by a leadership that appended
+    /// nothing.
     fn log_with_empty_epoch(dir: &std::path::Path, batches: i64, elected: i32) -> Log {
         let mut log = Log::open(dir, LogConfig::default()).unwrap();
         for i in 0..batches {
