@@ -45,6 +45,8 @@ pub struct Broker {
     /// Set when controlled shutdown begins: regular heartbeats stop, so they cannot ask to be
     /// unfenced while the shutdown heartbeats ask to be fenced.
     pub shutting_down: AtomicBool,
+    /// Topics deleted lately, which Metadata requests do not auto-create for a while.
+    pub recently_deleted_topics: crate::api::metadata::RecentlyDeletedTopics,
 }
 
 impl Broker {
@@ -77,6 +79,7 @@ impl Broker {
             broker_epoch: AtomicI64::new(-1),
             fenced: AtomicBool::new(true),
             shutting_down: AtomicBool::new(false),
+            recently_deleted_topics: Default::default(),
         })
     }
 
@@ -109,7 +112,10 @@ impl Broker {
     /// Serves a newly committed image: logs first, then the image, so whoever sees the new
     /// metadata finds its partitions. Called only by the metadata publisher thread.
     pub fn publish_image(&self, image: Arc<MetadataImage>, metadata_offset: u64) {
-        if !Arc::ptr_eq(&self.image(), &image) {
+        let before = self.image();
+        if !Arc::ptr_eq(&before, &image) {
+            self.recently_deleted_topics
+                .note_deletions(&before, &image, std::time::Instant::now());
             let changes = self.replicas.apply_metadata(&image, &self.config);
             self.groups.on_role_changes(&self.replicas, &changes);
             *self

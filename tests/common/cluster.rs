@@ -462,6 +462,34 @@ impl TestCluster {
         child.wait().expect("wait for killed node");
     }
 
+    /// SIGSTOP one node: its sockets stay open and its kernel keeps accepting and acknowledging,
+    /// but nothing answers (a stalled process, a long GC pause) until [`TestCluster::resume`].
+    /// Nothing may connect to it meanwhile expecting an answer: the test's own requests would
+    /// time out too.
+    pub fn pause(&self, node_id: i32) {
+        self.signal(node_id, "-STOP");
+    }
+
+    /// SIGCONT a node [`TestCluster::pause`]d.
+    pub fn resume(&self, node_id: i32) {
+        self.signal(node_id, "-CONT");
+    }
+
+    fn signal(&self, node_id: i32, signal: &str) {
+        let node = self.node(node_id);
+        let pid = node
+            .child
+            .as_ref()
+            .unwrap_or_else(|| panic!("node {node_id} is not running"))
+            .id();
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(pid.to_string())
+            .status()
+            .unwrap_or_else(|e| panic!("run kill {signal}: {e}"));
+        assert!(status.success(), "kill {signal} {pid} (node {node_id})");
+    }
+
     /// SIGTERM one node and wait for a clean exit.
     pub fn stop(&mut self, node_id: i32) {
         let index = self.index_of(node_id);

@@ -10,6 +10,10 @@
 //! of connectivity, not a simulation of packet loss. Healing lets new connections through again;
 //! connections closed by the cut stay closed, as after a real outage.
 //!
+//! A link can also [`black_hole`](Link::black_hole) its traffic instead: connections stay open and
+//! every byte is dropped, as on a path that loses packets, so peers notice only by their own
+//! timeouts — the case a cut does not cover.
+//!
 //! Threads, blocking sockets: one accepting thread per link and two copying threads per forwarded
 //! connection. Nothing here sleeps to synchronise.
 
@@ -39,6 +43,11 @@ struct Shared {
 #[derive(Default)]
 struct State {
     cut: bool,
+    /// New connections are black-holed (see [`Link::black_hole`]).
+    black_hole: bool,
+    /// Connections whose bytes are dropped, for good: bytes were lost, so their streams are
+    /// broken even after the link heals.
+    lost: std::collections::HashSet<u64>,
     closing: bool,
     next_id: u64,
     /// Both sockets of every connection being forwarded (clones of the copying threads' own), so
@@ -105,9 +114,23 @@ impl Link {
         }
     }
 
-    /// Forwards new connections again.
+    /// Drops every byte sent over the link from now on, in both directions, without closing
+    /// anything: connections made before or during it stay open and silent, for good (bytes were
+    /// lost: their streams are broken even after [`Link::heal`], as after a real outage, and only
+    /// the peers' timeouts end them). New connections are accepted and go silent too until the
+    /// link heals.
+    pub fn black_hole(&self) {
+        let mut state = self.shared.lock();
+        state.black_hole = true;
+        let ids: Vec<u64> = state.connections.keys().copied().collect();
+        state.lost.extend(ids);
+    }
+
+    /// Forwards new connections again (cut or black-holed ones stay as they are).
     pub fn heal(&self) {
-        self.shared.lock().cut = false;
+        let mut state = self.shared.lock();
+        state.cut = false;
+        state.black_hole = false;
     }
 
     pub fn is_cut(&self) -> bool {
@@ -172,6 +195,9 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
             let id = state.next_id;
             state.next_id += 1;
             state.connections.insert(id, [client_clone, upstream_clone]);
+            if state.black_hole {
+                state.lost.insert(id);
+            }
             id
         };
         let spawned = spawn_copy(shared, id, &client, &upstream, "up")
@@ -217,6 +243,9 @@ fn copy(shared: &Shared, id: u64, mut from: TcpStream, mut to: TcpStream) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        if shared.lock().lost.contains(&id) {
+            continue;
+        }
         if to.write_all(&buffer[..n]).is_err() {
             break;
         }
