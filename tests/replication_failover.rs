@@ -336,7 +336,7 @@ fn every_follower_is_back_in_the_isr_soon_after_a_kill_a_pause_and_a_cut() {
     let mut live: BTreeSet<i32> = BROKERS.into();
     let full = |v: &PartitionView| v.isr == BROKERS;
     let view = wait_for_leader(&cluster, &live, "a leader and a full ISR", full);
-    let producer = Producer::start(cluster.bootstrap());
+    let producer = Producer::start(cluster.bootstrap(), Producing::AtLeastOnce);
     producer.wait_for_progress(&format!("acknowledgements from {view:?}"));
 
     // The faults, each to the leader of the moment. The broker elected after the kill is paused
