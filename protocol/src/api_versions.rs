@@ -23,7 +23,9 @@
 //! leader's log whoever asks.
 //! InitProducerId (every version kafka-protocol 0.18 decodes) hands out idempotent producer ids;
 //! a `transactional_id` is refused until transactions are served. DescribeProducers shows each
-//! partition's producer state.
+//! partition's producer state. WriteTxnMarkers (v1, the one Kafka 4 serves) is the partition
+//! leader's side of ending a transaction; it is on the client listener, as Kafka serves it on
+//! its broker listeners.
 //! ElectLeaders is served at every version kafka-protocol 0.18 knows; the active controller
 //! decides the elections, and the request's `timeout_ms` is the broker's own controller deadline.
 
@@ -66,6 +68,7 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::DeleteRecords, 0, 2),
     api(ApiKey::InitProducerId, 0, 5),
     api(ApiKey::OffsetForLeaderEpoch, 2, 4),
+    api(ApiKey::WriteTxnMarkers, 1, 1),
     api(ApiKey::DescribeConfigs, 1, 4),
     api(ApiKey::CreatePartitions, 0, 3),
     api(ApiKey::DeleteGroups, 0, 2),

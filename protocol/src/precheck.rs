@@ -304,6 +304,7 @@ pub const REQUESTS: &[RequestLayout] = &[
     layouts::DELETE_TOPICS,
     layouts::DELETE_RECORDS,
     layouts::OFFSET_FOR_LEADER_EPOCH,
+    layouts::WRITE_TXN_MARKERS,
     layouts::DESCRIBE_CONFIGS,
     layouts::CREATE_PARTITIONS,
     layouts::OFFSET_COMMIT,
@@ -751,6 +752,27 @@ mod layouts {
         field("transaction_timeout_ms", Int32),
         field("producer_id", Int64).since(3),
         field("producer_epoch", Int16).since(3),
+    ]);
+
+    pub(super) const WRITE_TXN_MARKERS: RequestLayout = RequestLayout {
+        api_key: ApiKey::WriteTxnMarkers,
+        min_version: 1,
+        max_version: 1,
+        flexible_since: 1,
+        body: &WRITE_TXN_MARKERS_REQUEST,
+    };
+    const WRITE_TXN_MARKERS_REQUEST: Layout =
+        fields(&[field("markers", Array(&Struct(&WRITABLE_TXN_MARKER)))]);
+    const WRITABLE_TXN_MARKER: Layout = fields(&[
+        field("producer_id", Int64),
+        field("producer_epoch", Int16),
+        field("transaction_result", Bool),
+        field("topics", Array(&Struct(&WRITABLE_TXN_MARKER_TOPIC))),
+        field("coordinator_epoch", Int32),
+    ]);
+    const WRITABLE_TXN_MARKER_TOPIC: Layout = fields(&[
+        field("name", String),
+        field("partition_indexes", Array(&Int32)),
     ]);
 
     pub(super) const OFFSET_DELETE: RequestLayout = RequestLayout {

@@ -24,6 +24,8 @@
 //! - [`producer_state`]: each idempotent producer's epoch and last batches (Kafka's
 //!   `ProducerStateManager`), rebuilt from the log and its `.snapshot` files; what lets a leader
 //!   answer a retry with the original offsets and refuse a sequence gap or a fenced epoch.
+//! - [`txn_index`]: the aborted transactions a `read_committed` fetch reports (Kafka's
+//!   `TransactionIndex`), one file per partition, rebuilt with the producer state.
 //! - [`log_validator`]: the checks a leader makes on a client's batch before appending it
 //!   (Kafka's `LogValidator`: record count, offset deltas, sequence), compressed ones included.
 //! - [`cleaner`]: log compaction (`Log::compact`, Kafka's `LogCleaner`) for
@@ -60,6 +62,7 @@ pub mod log_validator;
 mod mmap;
 pub mod producer_state;
 pub mod segment;
+pub mod txn_index;
 
 pub use checkpoint::{
     read_offset_checkpoint, take_clean_shutdown_marker, write_clean_shutdown_marker,
@@ -77,6 +80,8 @@ pub use log::{
     LOG_START_OFFSET_FILE,
 };
 pub use producer_state::{
-    BatchMetadata, ProducerCheck, ProducerError, ProducerStateEntry, ProducerStateManager,
+    BatchMetadata, CompletedTxn, ProducerCheck, ProducerError, ProducerStateEntry,
+    ProducerStateManager,
 };
 pub use segment::segment_file_name;
+pub use txn_index::{AbortedTxn, TXN_INDEX_FILE};

@@ -19,6 +19,7 @@ use crate::producer_state::{ProducerCheck, ProducerStateManager};
 use crate::segment::{
     parse_segment_stem, Segment, DELETED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
 };
+use crate::txn_index::TxnIndex;
 
 /// The partition's durable log start offset, for when it lies inside a segment (DeleteRecords).
 /// Kafka keeps one `log-start-offset-checkpoint` per log dir; one small file per partition
@@ -122,6 +123,8 @@ pub struct Log {
     /// Every idempotent producer's epoch and last batches, as of the log end offset; snapshotted
     /// at rolls and on close (see [`producer_state`]).
     producer_state: ProducerStateManager,
+    /// The aborted transactions a `read_committed` fetch is told of (see [`crate::txn_index`]).
+    txn_index: TxnIndex,
 }
 
 /// How [`Log::open_with_options`] opens a log.
@@ -274,6 +277,7 @@ impl Log {
                 failed: false,
                 leader_epochs: LeaderEpochCache::default(),
                 producer_state: ProducerStateManager::default(),
+                txn_index: TxnIndex::open(dir)?,
             };
             log.load_leader_epochs()?;
             log.load_producer_state()?;
@@ -364,6 +368,7 @@ impl Log {
             failed: false,
             leader_epochs: LeaderEpochCache::default(),
             producer_state: ProducerStateManager::default(),
+            txn_index: TxnIndex::open(dir)?,
         };
         log.load_leader_epochs()?;
         log.load_producer_state()?;
@@ -536,7 +541,7 @@ impl Log {
         log_append_time_ms: Option<i64>,
         leader_epoch: i32,
     ) -> Result<AppendInfo> {
-        let mut headers = self.validate_append(batches)?;
+        let headers = self.validate_append(batches)?;
         if let ProducerCheck::Duplicate(original) = self
             .producer_state
             .check_client_batches(headers.iter().map(|(_, header)| header))?
@@ -551,6 +556,18 @@ impl Log {
                 duplicate: true,
             });
         }
+        self.append_as_leader(batches, headers, log_append_time_ms, leader_epoch)
+    }
+
+    /// The leader's append once the batches are accepted: assigns offsets from the log end,
+    /// stamps the leader epoch (and LogAppendTime), writes.
+    pub(crate) fn append_as_leader(
+        &mut self,
+        batches: &mut [u8],
+        mut headers: Vec<(usize, RecordBatchHeader)>,
+        log_append_time_ms: Option<i64>,
+        leader_epoch: i32,
+    ) -> Result<AppendInfo> {
         let mut next_offset = self.log_end_offset();
         for (position, header) in &mut headers {
             let one = &mut batches[*position..*position + header.total_size()];
@@ -665,8 +682,9 @@ impl Log {
             }
             return Err(err);
         }
-        for (_, header) in headers {
-            self.producer_state.update(header);
+        for (position, header) in headers {
+            let bytes = &batches[*position..*position + header.total_size()];
+            self.apply_to_producer_state(header, bytes)?;
         }
         // Kafka's `flush.messages`: fsync once that many messages are not yet on disk.
         if self.unflushed_messages() >= self.config.flush_messages {
@@ -944,6 +962,7 @@ impl Log {
             Ok(next.is_some_and(|next| next.base_offset() <= offset))
         })?;
         self.truncate_leader_epochs_from_start()?;
+        self.prune_txn_index()?;
         Ok(self.log_start_offset)
     }
 
@@ -1002,6 +1021,7 @@ impl Log {
         }
         self.truncate_leader_epochs_from_start()?;
         self.delete_producer_snapshots_before_segments()?;
+        self.prune_txn_index()?;
         Ok(deleted)
     }
 

@@ -13,12 +13,12 @@
 //! [`PRODUCERS_MAX`] producers per partition (the least recently active leave first), and
 //! producers silent for `producer.id.expiration.ms` expire.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use skald_protocol::batch::RecordBatchHeader;
+use skald_protocol::batch::{EndTxnMarker, RecordBatchHeader, CONTROL_TYPE_ABORT};
 
 use crate::error::{IoContext, Result};
 
@@ -153,6 +153,20 @@ pub enum ProducerError {
         epoch: i16,
         current: i16,
     },
+    /// [INVALID_TXN_STATE] A non-transactional batch from a producer whose transaction is
+    /// open here (Kafka: "Expected transactional write from producer").
+    #[error(
+        "producer {producer_id} has an open transaction; a non-transactional write is not allowed"
+    )]
+    InvalidTxnState { producer_id: i64 },
+    /// [TRANSACTION_COORDINATOR_FENCED] A transaction marker from a coordinator older than the
+    /// one that wrote this producer's last marker.
+    #[error("marker for producer {producer_id} from coordinator epoch {coordinator_epoch}, older than {current}")]
+    CoordinatorFenced {
+        producer_id: i64,
+        coordinator_epoch: i32,
+        current: i32,
+    },
     /// [OUT_OF_ORDER_SEQUENCE_NUMBER] The batch does not follow the producer's last sequence.
     #[error("out of order sequence number for producer {producer_id} at epoch {epoch}: {first_seq} (incoming), {last_seq} (current end)")]
     OutOfOrderSequence {
@@ -194,6 +208,19 @@ fn in_sequence(last_seq: i32, next_seq: i32) -> bool {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProducerStateManager {
     producers: HashMap<i64, ProducerStateEntry>,
+    /// The open transactions: first offset → producer id. The smallest key is the partition's
+    /// first unstable offset.
+    ongoing: BTreeMap<i64, i64>,
+}
+
+/// A transaction a marker ended in this partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompletedTxn {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    /// The marker's offset.
+    pub last_offset: i64,
+    pub aborted: bool,
 }
 
 impl ProducerStateManager {
@@ -247,6 +274,9 @@ impl ProducerStateManager {
             if let Some(duplicate) = entry.find_duplicate(epoch, first_seq, last_seq) {
                 return Ok(ProducerCheck::Duplicate(duplicate));
             }
+            if !header.is_transactional() && entry.current_txn_first_offset.is_some() {
+                return Err(ProducerError::InvalidTxnState { producer_id });
+            }
             let current = entry.producer_epoch;
             if epoch < current {
                 return Err(ProducerError::InvalidProducerEpoch {
@@ -280,13 +310,54 @@ impl ProducerStateManager {
         Ok(ProducerCheck::Append)
     }
 
+    /// The first offset of the oldest open transaction: a `read_committed` consumer reads no
+    /// further (the last stable offset is the smaller of this and the high watermark).
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.ongoing.keys().next().copied()
+    }
+
+    /// A leader's checks on a transaction marker a coordinator asks it to write (Kafka's
+    /// `appendEndTxnMarker`): the producer's epoch may not be older than the one known here, nor
+    /// the coordinator's epoch older than the one that wrote its last marker.
+    pub fn check_marker(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        coordinator_epoch: i32,
+    ) -> Result<(), ProducerError> {
+        let Some(entry) = self.producers.get(&producer_id) else {
+            return Ok(());
+        };
+        if epoch < entry.producer_epoch {
+            return Err(ProducerError::InvalidProducerEpoch {
+                producer_id,
+                epoch,
+                current: entry.producer_epoch,
+            });
+        }
+        if coordinator_epoch < entry.coordinator_epoch {
+            return Err(ProducerError::CoordinatorFenced {
+                producer_id,
+                coordinator_epoch,
+                current: entry.coordinator_epoch,
+            });
+        }
+        Ok(())
+    }
+
     /// Records a batch now in the log, with its final offsets (a leader's append, a follower's, or
-    /// a batch replayed on open). Batches without a producer id change nothing; control batches
-    /// (transaction markers) move the epoch and close the producer's transaction.
-    pub fn update(&mut self, header: &RecordBatchHeader) {
+    /// a batch replayed on open). Batches without a producer id change nothing. A transactional
+    /// batch opens its producer's transaction here if none is open; a control batch (`marker`,
+    /// read from it) moves the epoch, records the coordinator epoch and ends the transaction,
+    /// which is returned.
+    pub fn update(
+        &mut self,
+        header: &RecordBatchHeader,
+        marker: Option<EndTxnMarker>,
+    ) -> Option<CompletedTxn> {
         let producer_id = header.producer_id;
         if producer_id < 0 {
-            return;
+            return None;
         }
         if !self.producers.contains_key(&producer_id) && self.producers.len() >= PRODUCERS_MAX {
             self.evict_least_recent();
@@ -297,14 +368,25 @@ impl ProducerStateManager {
             .or_insert_with(|| ProducerStateEntry::new(producer_id));
         if header.is_control() {
             entry.set_epoch(header.producer_epoch);
-            entry.current_txn_first_offset = None;
             entry.last_timestamp = entry.last_timestamp.max(header.max_timestamp);
-            return;
+            if let Some(marker) = marker {
+                entry.coordinator_epoch = marker.coordinator_epoch;
+            }
+            let first_offset = entry.current_txn_first_offset.take()?;
+            self.ongoing.remove(&first_offset);
+            return Some(CompletedTxn {
+                producer_id,
+                first_offset,
+                last_offset: header.base_offset,
+                aborted: marker.is_some_and(|m| m.control_type == CONTROL_TYPE_ABORT),
+            });
         }
         entry.add_batch(header.producer_epoch, metadata(header));
         if header.is_transactional() && entry.current_txn_first_offset.is_none() {
             entry.current_txn_first_offset = Some(header.base_offset);
+            self.ongoing.insert(header.base_offset, producer_id);
         }
+        None
     }
 
     /// Forgets producers whose last batch is at least `expiration_ms` older than `now_ms` and who
@@ -420,6 +502,9 @@ impl ProducerStateManager {
             entry.last_timestamp = last_timestamp;
             entry.coordinator_epoch = coordinator_epoch;
             entry.current_txn_first_offset = (txn_first_offset >= 0).then_some(txn_first_offset);
+            if let Some(first) = entry.current_txn_first_offset {
+                state.ongoing.insert(first, producer_id);
+            }
             state.producers.insert(producer_id, entry);
         }
         Ok(Some(state))

@@ -42,6 +42,7 @@ pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
+pub mod write_txn_markers;
 
 /// Who sent a request: group members are described by client id and host.
 #[derive(Debug, Clone, Default)]
@@ -183,6 +184,9 @@ pub async fn handle_from(
         }
         RequestKind::InitProducerId(body) => {
             ResponseKind::InitProducerId(init_producer_id::handle(broker, body).await)
+        }
+        RequestKind::WriteTxnMarkers(body) => {
+            ResponseKind::WriteTxnMarkers(write_txn_markers::handle(broker, body).await)
         }
         RequestKind::DescribeProducers(body) => {
             ResponseKind::DescribeProducers(describe_producers::handle(broker, body))

@@ -17,6 +17,7 @@ use skald_storage::{log_validator, ProducerError};
 use tokio::time::Instant;
 
 use crate::broker::Broker;
+use crate::replica_manager::{LeaderAppend, LeaderAppendRefused};
 use crate::replication::ReplicationWait;
 
 /// What a Produce request gets back.
@@ -204,12 +205,6 @@ fn produce_partition(
             format!("expected exactly one record batch, found {batches}"),
         );
     };
-    if header.is_transactional() {
-        return fail(
-            ResponseError::InvalidTxnState,
-            "transactional produce is not served yet".into(),
-        );
-    }
     // Kafka's LogValidator, before the partition's lock is taken: the header must agree with
     // the records, since offsets and sequences are assigned from what it claims.
     if let Err(invalid) = log_validator::validate_client_batch(&records, &header) {
@@ -232,37 +227,25 @@ fn produce_partition(
     let min_insync_replicas = partition.settings.min_insync_replicas;
     // The request buffer is shared by every partition of the request, so patching needs a copy.
     let mut batch = records.to_vec();
-    // Leadership and the ISR are checked under the log's lock, against the replication state
-    // (Kafka's appendRecordsToLeader): the image read above may already be out of date, and a
-    // broker that has just become a follower must not append to what is now its leader's copy.
-    let appended = partition.with_log(|log| {
-        let isr = {
-            let state = partition.replica_state();
-            state
-                .leader()
-                .map(|leader| (leader.leader_epoch, leader.isr.len()))
-        };
-        let Some((leader_epoch, isr)) = isr else {
-            return Err((ResponseError::NotLeaderOrFollower, 0));
-        };
-        // Kafka's check before an acks=all append: the committed ISR must be large enough.
-        if acks == -1 && isr < min_insync_replicas {
-            return Err((ResponseError::NotEnoughReplicas, isr));
-        }
-        let appended = log.append(&mut batch, log_append_time, leader_epoch);
-        if appended.as_ref().is_ok_and(|info| !info.duplicate) {
-            broker.replicas.on_append(&partition, log);
-        }
-        Ok((appended, log.log_start_offset(), leader_epoch))
-    });
-    let (appended, log_start_offset, leader_epoch) = match appended {
-        None => {
+    let min_isr = (acks == -1).then_some(min_insync_replicas);
+    let appended = broker
+        .replicas
+        .append_to_leader(&partition, min_isr, |log, leader_epoch| {
+            log.append(&mut batch, log_append_time, leader_epoch)
+        });
+    let LeaderAppend {
+        appended,
+        log_start_offset,
+        leader_epoch,
+    } = match appended {
+        Ok(appended) => appended,
+        Err(LeaderAppendRefused::Deleted) => {
             return fail(
                 ResponseError::UnknownTopicOrPartition,
                 format!("partition {topic}-{index} was deleted"),
             )
         }
-        Some(Err((ResponseError::NotEnoughReplicas, isr))) => {
+        Err(LeaderAppendRefused::NotEnoughReplicas { isr }) => {
             return fail(
                 ResponseError::NotEnoughReplicas,
                 format!(
@@ -271,10 +254,12 @@ fn produce_partition(
                 ),
             );
         }
-        Some(Err((error, _))) => {
-            return fail(error, format!("this broker does not lead {topic}-{index}"));
+        Err(LeaderAppendRefused::NotLeader) => {
+            return fail(
+                ResponseError::NotLeaderOrFollower,
+                format!("this broker does not lead {topic}-{index}"),
+            );
         }
-        Some(Ok(appended)) => appended,
     };
     match appended {
         Ok(info) if info.duplicate => {
@@ -332,6 +317,10 @@ fn produce_partition(
             let error = match refused {
                 ProducerError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
                 ProducerError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+                ProducerError::InvalidTxnState { .. } => ResponseError::InvalidTxnState,
+                ProducerError::CoordinatorFenced { .. } => {
+                    ResponseError::TransactionCoordinatorFenced
+                }
             };
             fail(error, refused.to_string())
         }

@@ -39,6 +39,9 @@ use kafka_protocol::messages::offset_for_leader_epoch_request::{
 };
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+use kafka_protocol::messages::write_txn_markers_request::{
+    WritableTxnMarker, WritableTxnMarkerTopic,
+};
 use kafka_protocol::messages::{
     AlterPartitionRequest, ApiVersionsRequest, BrokerHeartbeatRequest, BrokerId,
     BrokerRegistrationRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteRecordsRequest,
@@ -51,7 +54,9 @@ use kafka_protocol::messages::{
     LeaveGroupRequest, ListGroupsRequest, OffsetCommitRequest, OffsetDeleteRequest,
     OffsetFetchRequest, OffsetForLeaderEpochRequest, SyncGroupRequest,
 };
-use kafka_protocol::messages::{DescribeProducersRequest, InitProducerIdRequest, ProducerId};
+use kafka_protocol::messages::{
+    DescribeProducersRequest, InitProducerIdRequest, ProducerId, WriteTxnMarkersRequest,
+};
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use proptest::prelude::*;
 
@@ -685,6 +690,30 @@ fn sample_body(api_key: ApiKey, v: i16, nulls: bool) -> RequestKind {
                 // v0-2 carry no producer id or epoch: they decode as -1.
                 .with_producer_id(ProducerId(if v >= 3 && !nulls { 4242 } else { -1 }))
                 .with_producer_epoch(if v >= 3 && !nulls { 7 } else { -1 })
+                .with_unknown_tagged_fields(tags),
+        ),
+        ApiKey::WriteTxnMarkers => RequestKind::WriteTxnMarkers(
+            WriteTxnMarkersRequest::default()
+                .with_markers(vec![
+                    WritableTxnMarker::default()
+                        .with_producer_id(ProducerId(4242))
+                        .with_producer_epoch(3)
+                        .with_transaction_result(!nulls)
+                        .with_topics(vec![
+                            WritableTxnMarkerTopic::default()
+                                .with_name(topic("orders"))
+                                .with_partition_indexes(vec![0, 5])
+                                .with_unknown_tagged_fields(tags.clone()),
+                            WritableTxnMarkerTopic::default()
+                                .with_name(topic("payments"))
+                                .with_partition_indexes(Vec::new()),
+                        ])
+                        .with_coordinator_epoch(12)
+                        .with_unknown_tagged_fields(tags.clone()),
+                    WritableTxnMarker::default()
+                        .with_producer_id(ProducerId(7))
+                        .with_topics(Vec::new()),
+                ])
                 .with_unknown_tagged_fields(tags),
         ),
         ApiKey::DescribeProducers => RequestKind::DescribeProducers(

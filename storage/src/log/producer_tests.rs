@@ -192,3 +192,129 @@ fn truncation_forgets_what_it_cut() {
         .unwrap()
         .is_empty());
 }
+
+/// A transactional batch of `count` records.
+fn transactional(producer_id: i64, epoch: i16, first_seq: i32, count: usize) -> Vec<u8> {
+    let records: Vec<TestRecord> = (0..count)
+        .map(|i| TestRecord::new(Some(b"k"), Some(&[9u8; 50]), 2_000 + i as i64))
+        .collect();
+    build_batch_with(
+        &BatchOptions {
+            producer_id,
+            producer_epoch: epoch,
+            base_sequence: first_seq,
+            attributes: skald_protocol::batch::TRANSACTIONAL_FLAG_MASK,
+            ..BatchOptions::default()
+        },
+        &records,
+    )
+}
+
+fn aborted(log: &Log) -> Vec<(i64, i64, i64)> {
+    log.collect_aborted_txns(0, i64::MAX)
+        .iter()
+        .map(|t| (t.producer_id, t.first_offset, t.last_offset))
+        .collect()
+}
+
+/// Producer 1 aborts [0, 3), producer 2 commits [2, 4) with its marker at 5; producer 3's
+/// transaction from 6 stays open. Offsets: 0-1 p1, 2 p2, 3 p1, 4 p1 ABORT, 5 p2 COMMIT, 6 p3.
+fn three_transactions(log: &mut Log) {
+    append(log, transactional(1, 0, 0, 2)).unwrap();
+    append(log, transactional(2, 0, 0, 1)).unwrap();
+    append(log, transactional(1, 0, 2, 1)).unwrap();
+    assert_eq!(log.first_unstable_offset(), Some(0));
+    let abort = log.append_txn_marker(1, 0, false, 5, 0).unwrap();
+    assert_eq!(abort.first_offset, 4);
+    assert_eq!(log.first_unstable_offset(), Some(2));
+    log.append_txn_marker(2, 0, true, 5, 0).unwrap();
+    append(log, transactional(3, 0, 0, 1)).unwrap();
+    assert_eq!(log.first_unstable_offset(), Some(6));
+}
+
+#[test]
+fn markers_end_transactions_and_aborts_are_indexed() {
+    let dir = TempDir::new().unwrap();
+    let mut log = Log::open(dir.path(), config(1 << 20)).unwrap();
+    three_transactions(&mut log);
+    assert_eq!(aborted(&log), vec![(1, 0, 4)]);
+    assert_eq!(log.collect_aborted_txns(5, 10), vec![]);
+    assert_eq!(log.collect_aborted_txns(4, 5).len(), 1);
+    // A fenced coordinator or producer epoch writes nothing.
+    assert_eq!(log.append_txn_marker(3, 0, true, 4, 0).unwrap().first_offset, 7);
+    assert!(matches!(
+        log.append_txn_marker(3, 0, true, 2, 0),
+        Err(Error::Producer(ProducerError::CoordinatorFenced { .. }))
+    ));
+    assert_eq!(log.log_end_offset(), 8);
+    // A non-transactional write from a producer inside a transaction is refused.
+    append(&mut log, transactional(4, 0, 0, 1)).unwrap();
+    assert!(matches!(
+        append(&mut log, idempotent(4, 0, 1, 1)),
+        Err(Error::Producer(ProducerError::InvalidTxnState {
+            producer_id: 4
+        }))
+    ));
+}
+
+#[test]
+fn transactions_survive_restarts_and_followers_learn_them() {
+    let dir = TempDir::new().unwrap();
+    let mut log = Log::open(dir.path(), config(1 << 20)).unwrap();
+    three_transactions(&mut log);
+    // A follower copying the log builds the same state and index.
+    let follower_dir = TempDir::new().unwrap();
+    let mut follower = Log::open(follower_dir.path(), config(1 << 20)).unwrap();
+    // (The markers carry the clock's time, the test batches 1970's: segment.ms rolls before
+    // the first marker, so the log is read a segment at a time.)
+    while follower.log_end_offset() < log.log_end_offset() {
+        let read = log.read(follower.log_end_offset(), usize::MAX).unwrap();
+        follower.append_as_follower(&read.records).unwrap();
+    }
+    assert_eq!(
+        (aborted(&follower), follower.first_unstable_offset()),
+        (vec![(1, 0, 4)], Some(6))
+    );
+    // Clean close, then a crash: the same either way.
+    log.close().unwrap();
+    let log = Log::open(dir.path(), config(1 << 20)).unwrap();
+    assert_eq!(
+        (aborted(&log), log.first_unstable_offset()),
+        (vec![(1, 0, 4)], Some(6))
+    );
+    drop(log);
+    std::fs::remove_file(dir.path().join(crate::TXN_INDEX_FILE)).unwrap();
+    for offset in crate::producer_state::list_snapshots(dir.path()).unwrap() {
+        crate::producer_state::delete_snapshot(dir.path(), offset).unwrap();
+    }
+    let log = Log::open(dir.path(), config(1 << 20)).unwrap();
+    assert_eq!(
+        (aborted(&log), log.first_unstable_offset()),
+        (vec![(1, 0, 4)], Some(6))
+    );
+}
+
+#[test]
+fn truncation_and_delete_records_drop_the_index_entries_they_cut() {
+    let dir = TempDir::new().unwrap();
+    let mut log = Log::open(dir.path(), config(1 << 20)).unwrap();
+    three_transactions(&mut log);
+    log.truncate_to(4).unwrap();
+    assert_eq!(aborted(&log), vec![]);
+    assert_eq!(
+        log.first_unstable_offset(),
+        Some(0),
+        "the abort marker was cut"
+    );
+    log.append_txn_marker(1, 0, false, 5, 0).unwrap();
+    assert_eq!(aborted(&log), vec![(1, 0, 4)]);
+    log.append_txn_marker(2, 0, false, 5, 0).unwrap();
+    assert_eq!(aborted(&log), vec![(1, 0, 4), (2, 2, 5)]);
+    log.delete_records_before(5).unwrap();
+    assert_eq!(aborted(&log), vec![(2, 2, 5)]);
+    let log = {
+        drop(log);
+        Log::open(dir.path(), config(1 << 20)).unwrap()
+    };
+    assert_eq!(aborted(&log), vec![(2, 2, 5)]);
+}

@@ -2,11 +2,12 @@
 //! keeping its snapshots in step with the segments, and expiring producers. The state itself and
 //! the checks made with it are in [`crate::producer_state`].
 
-use skald_protocol::batch::RecordBatches;
+use skald_protocol::batch::{self, RecordBatchHeader, RecordBatches};
 
-use super::{Log, LEADER_EPOCH_REBUILD_BYTES_MAX};
+use super::{AppendInfo, Log, LEADER_EPOCH_REBUILD_BYTES_MAX};
 use crate::error::Result;
 use crate::producer_state::{self, ProducerStateManager};
+use crate::txn_index::AbortedTxn;
 
 impl Log {
     /// Every idempotent producer's state as of the log end offset.
@@ -60,7 +61,88 @@ impl Log {
             ),
         };
         self.producer_state = state;
-        self.replay_producer_batches(replay_from)
+        // The replay re-adds the aborted transactions whose markers it meets.
+        let log_start_offset = self.log_start_offset;
+        self.txn_index
+            .retain(|e| e.last_offset < replay_from && e.last_offset >= log_start_offset)?;
+        self.replay_producer_batches(replay_from)?;
+        // The replay may start below the log start offset (inside its segment).
+        self.prune_txn_index()
+    }
+
+    /// Applies one batch now in the log (`bytes`, headed by `header`) to the producer state, and
+    /// indexes the transaction an ABORT marker ends.
+    pub(crate) fn apply_to_producer_state(
+        &mut self,
+        header: &RecordBatchHeader,
+        bytes: &[u8],
+    ) -> Result<()> {
+        let marker = if header.is_control() {
+            batch::end_txn_marker(bytes)
+        } else {
+            None
+        };
+        self.apply_with_marker(header, marker)
+    }
+
+    /// [`Log::apply_to_producer_state`] with the batch's marker (if a control batch) read.
+    fn apply_with_marker(
+        &mut self,
+        header: &RecordBatchHeader,
+        marker: Option<batch::EndTxnMarker>,
+    ) -> Result<()> {
+        let Some(completed) = self.producer_state.update(header, marker) else {
+            return Ok(());
+        };
+        if !completed.aborted {
+            return Ok(());
+        }
+        let last_stable_offset = self
+            .producer_state
+            .first_unstable_offset()
+            .unwrap_or(completed.last_offset + 1);
+        self.txn_index.append(AbortedTxn {
+            producer_id: completed.producer_id,
+            first_offset: completed.first_offset,
+            last_offset: completed.last_offset,
+            last_stable_offset,
+        })
+    }
+
+    /// The first offset of the oldest open transaction, if any: `read_committed` readers stop
+    /// there (below the high watermark).
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.producer_state.first_unstable_offset()
+    }
+
+    /// The aborted transactions a fetch of `[from, upper)` must report (Kafka's
+    /// `collectAbortedTransactions`).
+    pub fn collect_aborted_txns(&self, from: i64, upper: i64) -> Vec<AbortedTxn> {
+        self.txn_index.collect(from, upper)
+    }
+
+    /// Writes a transaction marker as the partition leader (Kafka's WriteTxnMarkers append):
+    /// COMMIT or ABORT for `producer_id`'s open transaction, after the producer and coordinator
+    /// epoch checks. The marker is a control batch the log builds; it is appended like any batch.
+    pub fn append_txn_marker(
+        &mut self,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+        leader_epoch: i32,
+    ) -> Result<AppendInfo> {
+        self.producer_state
+            .check_marker(producer_id, producer_epoch, coordinator_epoch)?;
+        let mut marker = batch::end_txn_marker_batch(
+            producer_id,
+            producer_epoch,
+            commit,
+            coordinator_epoch,
+            self.clock.now_ms(),
+        );
+        let headers = self.validate_append(&marker)?;
+        self.append_as_leader(&mut marker, headers, None, leader_epoch)
     }
 
     /// Where a rebuild without a snapshot starts: the base of the oldest of the newest segments
@@ -98,17 +180,34 @@ impl Log {
                 continue;
             };
             let was_loaded = segment.is_loaded();
-            for item in RecordBatches::headers_only(segment.log_bytes()?) {
-                let Ok((_, header)) = item else { break };
-                if header.base_offset >= from {
-                    self.producer_state.update(&header);
+            let bytes = segment.log_bytes()?;
+            // Producers' batches only, each control batch with its marker (a few bytes of a map
+            // the header walk has touched already).
+            let mut replayed = Vec::new();
+            for item in RecordBatches::headers_only(bytes) {
+                let Ok((position, header)) = item else { break };
+                if header.base_offset >= from && header.producer_id >= 0 {
+                    let marker = header
+                        .is_control()
+                        .then(|| batch::end_txn_marker(&bytes[position..]))
+                        .flatten();
+                    replayed.push((header, marker));
                 }
             }
             if !was_loaded {
                 segment.unload();
             }
+            for (header, marker) in replayed {
+                self.apply_with_marker(&header, marker)?;
+            }
         }
         Ok(())
+    }
+
+    /// Forgets the aborted transactions whose markers are below the log start offset.
+    pub(crate) fn prune_txn_index(&mut self) -> Result<()> {
+        let log_start_offset = self.log_start_offset;
+        self.txn_index.retain(|e| e.last_offset >= log_start_offset)
     }
 
     /// After segments were deleted from the front: snapshots older than the first segment could
@@ -133,7 +232,9 @@ impl Log {
     /// Writes the producer state as of `offset` (the log end) to a snapshot, unless there is no
     /// producer to remember: a snapshot only shortens the rebuild, and an empty one would make
     /// most logs (no idempotent producer) carry a file per segment for nothing.
-    pub(crate) fn snapshot_producer_state(&self, offset: i64) -> Result<()> {
+    pub(crate) fn snapshot_producer_state(&mut self, offset: i64) -> Result<()> {
+        // Entries below the snapshot are the ones no replay recreates: durable first.
+        self.txn_index.flush()?;
         if self.producer_state.is_empty() {
             return Ok(());
         }
