@@ -241,7 +241,12 @@ fn markers_end_transactions_and_aborts_are_indexed() {
     assert_eq!(log.collect_aborted_txns(5, 10), vec![]);
     assert_eq!(log.collect_aborted_txns(4, 5).len(), 1);
     // A fenced coordinator or producer epoch writes nothing.
-    assert_eq!(log.append_txn_marker(3, 0, true, 4, 0).unwrap().first_offset, 7);
+    assert_eq!(
+        log.append_txn_marker(3, 0, true, 4, 0)
+            .unwrap()
+            .first_offset,
+        7
+    );
     assert!(matches!(
         log.append_txn_marker(3, 0, true, 2, 0),
         Err(Error::Producer(ProducerError::CoordinatorFenced { .. }))
