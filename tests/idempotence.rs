@@ -194,6 +194,25 @@ fn retries_are_deduplicated_and_bad_sequences_refused_with_kafkas_codes() {
         vec![(producer, 1, 0, -1), (4242, 3, 18, -1)]
     );
 
+    // The same through the tool (partition, producer id, epoch, last sequence; the timestamp is
+    // the batch's, the coordinator epoch -1, no transaction).
+    let output = std::process::Command::new(common::skald_bin())
+        .args(["producers", "describe", TOPIC, "-b", &server.bootstrap()])
+        .output()
+        .expect("run skald producers describe");
+    assert!(output.status.success(), "{output:?}");
+    let table = common::cells(&String::from_utf8_lossy(&output.stdout));
+    let columns = |row: &Vec<String>| row[..4].to_vec();
+    assert_eq!(
+        table.iter().map(columns).collect::<Vec<_>>(),
+        vec![
+            common::row(&["PARTITION", "PRODUCER-ID", "EPOCH", "LAST-SEQUENCE"]),
+            common::row(&["0", &producer.to_string(), "1", "0"]),
+            common::row(&["0", "4242", "3", "18"]),
+        ]
+    );
+    assert_eq!(table[1][5..], ["-1", "-"]);
+
     // A clean restart keeps the state (snapshot) and hands out ids from a new block.
     server.restart();
     let mut conn = RawConn::connect(server.kafka_addr());
