@@ -141,6 +141,19 @@ fn latest(conn: &mut RawConn, isolation_level: i8) -> i64 {
     partition.offset
 }
 
+/// The `skald_producer_ids` and `skald_open_transactions` lines of the server's metrics.
+fn producer_metrics(server: &TestServer) -> (String, String) {
+    let (status, body) = common::http_get(server.metrics_addr(), "/metrics").expect("scrape");
+    assert_eq!(status, 200);
+    let line = |name: &str| {
+        body.lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    (line("skald_producer_ids"), line("skald_open_transactions"))
+}
+
 fn committed_values(server: &TestServer, expected: usize) -> Vec<(i64, String)> {
     // librdkafka's consumer is read_committed by default.
     rdk::read_all(
@@ -177,6 +190,13 @@ fn markers_end_transactions_for_read_committed_readers() {
     // Both transactions are open: read_committed readers stop at the first one.
     assert_eq!((latest(&mut conn, 0), latest(&mut conn, 1)), (4, 0));
     assert_eq!(fetch_committed(&mut conn, 0), (0, vec![], vec![]));
+    assert_eq!(
+        producer_metrics(&server),
+        (
+            "skald_producer_ids 2".into(),
+            "skald_open_transactions 2".into()
+        )
+    );
     // A producer inside a transaction cannot write outside it.
     let outside = conn.produce(TOPIC, 0, batch(ABORTED, 2, &["stray"], false));
     assert_eq!(outside.error_code, INVALID_TXN_STATE);
@@ -184,6 +204,13 @@ fn markers_end_transactions_for_read_committed_readers() {
     assert_eq!(write_marker(&mut conn, ABORTED, 0, false, 7), NONE); // offset 4
     assert_eq!((latest(&mut conn, 0), latest(&mut conn, 1)), (5, 2));
     assert_eq!(write_marker(&mut conn, COMMITTED, 0, true, 7), NONE); // offset 5
+    assert_eq!(
+        producer_metrics(&server),
+        (
+            "skald_producer_ids 2".into(),
+            "skald_open_transactions 0".into()
+        )
+    );
     assert_eq!((latest(&mut conn, 0), latest(&mut conn, 1)), (6, 6));
     assert_eq!(
         fetch_committed(&mut conn, 0),

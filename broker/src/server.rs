@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::metadata::driver::{self, DriverConfig};
 use crate::metadata::publisher::Publisher;
 use crate::metadata::{follower, lifecycle, ControllerChannel};
-use crate::metrics::{GroupCollector, Metrics, MetricsServer};
+use crate::metrics::{GroupCollector, Metrics, MetricsServer, ProducerCollector};
 use crate::replica_manager::ReplicaManager;
 use crate::replication;
 
@@ -224,6 +224,9 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
     broker
         .metrics
         .register(Box::new(GroupCollector::new(Arc::downgrade(&broker))?))?;
+    broker
+        .metrics
+        .register(Box::new(ProducerCollector::new(Arc::downgrade(&broker))?))?;
     // Group timers and offset expiry run from start-up, not only once a member joins.
     crate::group::GroupCoordinator::ensure_ticker(&broker);
     let metrics_server =

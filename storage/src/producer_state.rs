@@ -310,6 +310,11 @@ impl ProducerStateManager {
         Ok(ProducerCheck::Append)
     }
 
+    /// How many transactions are open in this partition.
+    pub fn open_transactions(&self) -> usize {
+        self.ongoing.len()
+    }
+
     /// The first offset of the oldest open transaction: a `read_committed` consumer reads no
     /// further (the last stable offset is the smaller of this and the high watermark).
     pub fn first_unstable_offset(&self) -> Option<i64> {
