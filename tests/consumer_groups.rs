@@ -327,7 +327,11 @@ fn group_error_codes_on_the_wire() {
             .with_key(text("txn")),
         2,
     );
-    assert_eq!(txn.error_code, 15, "no transaction coordinator yet");
+    // A transactional id's coordinator: this broker, leading its `__transaction_state` partition.
+    assert_eq!(
+        (txn.error_code, txn.node_id.0, txn.port),
+        (0, 1, i32::from(server.kafka_addr().port()))
+    );
 
     // KIP-394: v4+ with an empty member id gets MEMBER_ID_REQUIRED and an id.
     let first = conn.request(&join(""), 5);

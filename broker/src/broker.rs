@@ -15,6 +15,7 @@ use crate::metadata::{AlterPartitionOutcome, ControlError, ControllerChannel};
 use crate::metrics::Metrics;
 use crate::producer_ids::ProducerIdManager;
 use crate::replica_manager::ReplicaManager;
+use crate::txn::{TransactionCoordinator, TxnConfig};
 
 /// How long a forwarded metadata operation's reply waits for this broker to see its result.
 const METADATA_CATCH_UP_MAX: std::time::Duration = std::time::Duration::from_secs(5);
@@ -39,6 +40,8 @@ pub struct Broker {
     pub groups: Arc<GroupCoordinator>,
     /// Hands out idempotent producers' ids from blocks the controller records.
     pub producer_ids: ProducerIdManager,
+    /// The transactions this broker coordinates.
+    pub txns: Arc<TransactionCoordinator>,
     /// This broker's registration: its epoch (-1 before the first) and whether it is fenced.
     pub broker_epoch: AtomicI64,
     pub fenced: AtomicBool,
@@ -62,9 +65,12 @@ impl Broker {
         let replicas = ReplicaManager::open(&config, metrics.clone())?;
         let groups =
             GroupCoordinator::new(CoordinatorConfig::from_server(&config).map_err(Error::Config)?);
+        let txns =
+            TransactionCoordinator::new(TxnConfig::from_server(&config).map_err(Error::Config)?);
         // The offsets partitions led here from the start are loaded like any later leadership.
         let changes = replicas.apply_metadata(&image, &config);
         groups.on_role_changes(&replicas, &changes);
+        txns.on_role_changes(&replicas, &changes);
         Ok(Broker {
             config,
             cluster_id,
@@ -76,6 +82,7 @@ impl Broker {
             metrics,
             groups: Arc::new(groups),
             producer_ids: ProducerIdManager::new(),
+            txns: Arc::new(txns),
             broker_epoch: AtomicI64::new(-1),
             fenced: AtomicBool::new(true),
             shutting_down: AtomicBool::new(false),
@@ -118,6 +125,7 @@ impl Broker {
                 .note_deletions(&before, &image, std::time::Instant::now());
             let changes = self.replicas.apply_metadata(&image, &self.config);
             self.groups.on_role_changes(&self.replicas, &changes);
+            self.txns.on_role_changes(&self.replicas, &changes);
             *self
                 .image
                 .write()

@@ -33,6 +33,7 @@ pub mod producer_ids;
 pub mod replica_manager;
 pub mod replication;
 pub mod server;
+pub mod txn;
 
 pub use broker::Broker;
 pub use config::ServerConfig;

@@ -324,6 +324,10 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
         },
         shutdown_tx.subscribe(),
     ));
+    let txn_ticker = tokio::spawn(transaction_ticks(
+        Arc::clone(&broker),
+        shutdown_tx.subscribe(),
+    ));
     let checkpointer = tokio::spawn(periodic_log_task(
         Arc::clone(&broker),
         config.log_flush_offset_checkpoint_interval_ms,
@@ -346,6 +350,8 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
     ));
 
     shutdown.await;
+    // A pass writing markers may wait for other brokers: it is not waited for.
+    txn_ticker.abort();
     // Leaderships move while this broker still answers, so clients switch without errors.
     lifecycle::controlled_shutdown(&broker, CONTROLLED_SHUTDOWN_MAX).await;
     drop(shutdown_tx.send(()));
@@ -472,6 +478,21 @@ async fn periodic_log_task(
         let pass = Arc::clone(&pass);
         if let Err(err) = tokio::task::spawn_blocking(move || pass(&broker.replicas)).await {
             tracing::error!("periodic log task failed: {err}");
+        }
+    }
+}
+
+/// The transaction coordinator's periodic pass (timed-out transactions aborted, transactions a
+/// failover caught preparing finished), every
+/// `transaction.abort.timed.out.transaction.cleanup.interval.ms`, until shutdown.
+async fn transaction_ticks(broker: Arc<Broker>, mut stop: broadcast::Receiver<()>) {
+    let every = Duration::from_millis(broker.txns.config.abort_check_interval_ms);
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => broker.txns.tick(&broker).await,
+            _ = stop.recv() => return,
         }
     }
 }

@@ -1,9 +1,7 @@
-//! InitProducerId for idempotent producers (KIP-98): a fresh producer id at epoch 0, from the
-//! block of ids this broker holds (see [`crate::producer_ids`]). As in Kafka, a producer that
-//! names its old id and epoch (v3+, KIP-360) also gets a fresh id: only a transactional id keeps
-//! its producer id across sessions. Transactions are not served yet, so a `transactional_id`
-//! gets a non-retriable error the client reports at once, rather than a retriable one it would
-//! loop on.
+//! InitProducerId (KIP-98). Without a transactional id: a fresh producer id at epoch 0, from the
+//! block of ids this broker holds (see [`crate::producer_ids`]); as in Kafka, a producer that
+//! names its old id and epoch (v3+, KIP-360) also gets a fresh id. With one: the transaction
+//! coordinator's answer (the id's producer id with its epoch bumped; see [`crate::txn`]).
 
 use std::sync::Arc;
 
@@ -28,12 +26,24 @@ pub async fn handle(broker: &Arc<Broker>, body: InitProducerIdRequest) -> InitPr
         // Kafka's TransactionCoordinator: null means idempotent only; empty is malformed.
         return failed(ResponseError::InvalidRequest);
     }
-    if body.transactional_id.is_some() {
-        tracing::info!(
-            transactional_id = ?body.transactional_id,
-            "InitProducerId with a transactional id refused: transactions are not served yet"
-        );
-        return failed(ResponseError::TransactionalIdAuthorizationFailed);
+    if let Some(transactional_id) = &body.transactional_id {
+        let expected =
+            (body.producer_id.0 >= 0).then_some((body.producer_id.0, body.producer_epoch));
+        return match broker
+            .txns
+            .init_producer_id(
+                broker,
+                transactional_id,
+                body.transaction_timeout_ms,
+                expected,
+            )
+            .await
+        {
+            Ok((producer_id, epoch)) => InitProducerIdResponse::default()
+                .with_producer_id(ProducerId(producer_id))
+                .with_producer_epoch(epoch),
+            Err(error) => failed(error),
+        };
     }
     match broker.producer_ids.generate(broker).await {
         Ok(producer_id) => InitProducerIdResponse::default()

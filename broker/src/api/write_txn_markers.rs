@@ -12,6 +12,7 @@ use kafka_protocol::messages::write_txn_markers_response::{
     WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
 };
 use kafka_protocol::messages::{WriteTxnMarkersRequest, WriteTxnMarkersResponse};
+use skald_controller::names::CONSUMER_OFFSETS_TOPIC;
 use skald_storage::ProducerError;
 
 use crate::broker::Broker;
@@ -24,29 +25,26 @@ const MARKER_REPLICATION_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub async fn handle(broker: &Arc<Broker>, body: WriteTxnMarkersRequest) -> WriteTxnMarkersResponse {
     let image = broker.image();
-    let deadline = tokio::time::Instant::now() + MARKER_REPLICATION_TIMEOUT;
     let mut markers = Vec::with_capacity(body.markers.len());
     for marker in body.markers {
         let mut topics = Vec::with_capacity(marker.topics.len());
         for topic in marker.topics {
             let mut partitions = Vec::with_capacity(topic.partition_indexes.len());
             for &index in &topic.partition_indexes {
-                let written = tokio::task::block_in_place(|| {
-                    write_marker(
-                        broker,
-                        &image,
-                        &topic.name,
-                        index,
-                        marker.producer_id.0,
-                        marker.producer_epoch,
-                        marker.transaction_result,
-                        marker.coordinator_epoch,
-                    )
-                });
-                let error = match written {
-                    Ok(wait) => wait.until_replicated(deadline).await.err(),
-                    Err(error) => Some(error),
-                };
+                let error = write_and_wait(
+                    broker,
+                    &image,
+                    &topic.name,
+                    index,
+                    MarkerFor {
+                        producer_id: marker.producer_id.0,
+                        producer_epoch: marker.producer_epoch,
+                        commit: marker.transaction_result,
+                        coordinator_epoch: marker.coordinator_epoch,
+                    },
+                )
+                .await
+                .err();
                 partitions.push(
                     WritableTxnMarkerPartitionResult::default()
                         .with_partition_index(index)
@@ -66,6 +64,47 @@ pub async fn handle(broker: &Arc<Broker>, body: WriteTxnMarkersRequest) -> Write
         );
     }
     WriteTxnMarkersResponse::default().with_markers(markers)
+}
+
+/// Which transaction a marker ends, and how.
+#[derive(Debug, Clone, Copy)]
+pub struct MarkerFor {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub commit: bool,
+    pub coordinator_epoch: i32,
+}
+
+/// Writes one marker as this partition's leader and waits for the ISR; a committed
+/// transaction's offsets in a `__consumer_offsets` partition then become visible (Kafka's
+/// `handleTxnCompletion`), an aborted one's are dropped.
+pub async fn write_and_wait(
+    broker: &Broker,
+    image: &skald_controller::MetadataImage,
+    topic: &str,
+    index: i32,
+    marker: MarkerFor,
+) -> Result<(), ResponseError> {
+    let wait = tokio::task::block_in_place(|| {
+        write_marker(
+            broker,
+            image,
+            topic,
+            index,
+            marker.producer_id,
+            marker.producer_epoch,
+            marker.commit,
+            marker.coordinator_epoch,
+        )
+    })?;
+    wait.until_replicated(tokio::time::Instant::now() + MARKER_REPLICATION_TIMEOUT)
+        .await?;
+    if topic == CONSUMER_OFFSETS_TOPIC {
+        broker
+            .groups
+            .complete_txn(index, marker.producer_id, marker.commit);
+    }
+    Ok(())
 }
 
 /// Appends one marker as the partition's leader; the wait for its replication.

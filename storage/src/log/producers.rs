@@ -121,6 +121,31 @@ impl Log {
         self.txn_index.collect(from, upper)
     }
 
+    /// An append a coordinator makes on a producer's behalf (TxnOffsetCommit's offsets: Kafka's
+    /// `AppendOrigin.COORDINATOR`): the producer's epoch is checked, its sequence is not (such
+    /// batches carry none).
+    pub fn append_for_producer(
+        &mut self,
+        batches: &mut [u8],
+        leader_epoch: i32,
+    ) -> Result<AppendInfo> {
+        let headers = self.validate_append(batches)?;
+        for (_, header) in &headers {
+            let Some(entry) = self.producer_state.entry(header.producer_id) else {
+                continue;
+            };
+            if header.producer_epoch < entry.producer_epoch {
+                return Err(producer_state::ProducerError::InvalidProducerEpoch {
+                    producer_id: header.producer_id,
+                    epoch: header.producer_epoch,
+                    current: entry.producer_epoch,
+                }
+                .into());
+            }
+        }
+        self.append_as_leader(batches, headers, None, leader_epoch)
+    }
+
     /// Writes a transaction marker as the partition leader (Kafka's WriteTxnMarkers append):
     /// COMMIT or ABORT for `producer_id`'s open transaction, after the producer and coordinator
     /// epoch checks. The marker is a control batch the log builds; it is appended like any batch.
