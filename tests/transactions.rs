@@ -175,6 +175,29 @@ async fn commits_aborts_offsets_and_fencing() {
     expected.extend(upper.iter().map(String::as_str));
     assert_eq!(values, expected);
 
+    // The tool shows the id at its coordinator (this broker, node 1): completed, nothing open.
+    let tool = |args: &[&str]| {
+        let output = std::process::Command::new(common::skald_bin())
+            .args(args)
+            .args(["-b", &boot])
+            .output()
+            .expect("run skald");
+        assert!(output.status.success(), "{output:?}");
+        common::cells(&String::from_utf8_lossy(&output.stdout))
+    };
+    assert_eq!(
+        tool(&["transactions", "list"]),
+        vec![
+            common::row(&["TRANSACTIONAL-ID", "COORDINATOR", "PRODUCER-ID", "STATE"]),
+            common::row(&["txn-a", "1", "0", "CompleteCommit"]),
+        ]
+    );
+    let described = tool(&["transactions", "describe", "txn-a"]);
+    assert_eq!(
+        described[1],
+        common::row(&["txn-a", "1", "CompleteCommit", "0", "0", "60000", "-1", "-"])
+    );
+
     // A new producer with the same transactional id fences the old one.
     let successor = transactional_producer(&boot, "txn-a");
     successor

@@ -121,12 +121,17 @@ fn coordinator_moved(code: i16) -> bool {
 impl Client {
     /// The broker coordinating `group`, by FindCoordinator (key type 0) on any broker.
     pub async fn find_coordinator(&mut self, group: &str) -> Result<BrokerInfo> {
+        self.find_coordinator_of(KEY_TYPE_GROUP, group).await
+    }
+
+    /// The broker coordinating `key` of `key_type` (0 a group, 1 a transactional id).
+    pub async fn find_coordinator_of(&mut self, key_type: i8, group: &str) -> Result<BrokerInfo> {
         let mut attempt = 0;
         loop {
             let connection = self.any_connection().await?;
             let version = connection.version_for::<FindCoordinatorRequest>()?;
             let key = StrBytes::from_string(group.to_owned());
-            let request = FindCoordinatorRequest::default().with_key_type(KEY_TYPE_GROUP);
+            let request = FindCoordinatorRequest::default().with_key_type(key_type);
             let request = if version >= 4 {
                 request.with_coordinator_keys(vec![key])
             } else {
@@ -158,7 +163,7 @@ impl Client {
             }
             check(
                 code,
-                || format!("find the coordinator of group {group}"),
+                || format!("find the coordinator of {group}"),
                 message.as_deref(),
             )?;
             return Ok(BrokerInfo {

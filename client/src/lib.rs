@@ -39,6 +39,7 @@ pub mod partitioner;
 pub mod producer;
 pub mod producers;
 pub mod records;
+pub mod transactions;
 
 pub use admin::{ConfigEntry, NewTopic, PartitionDescription, TopicDescription, TopicListing};
 pub use client::{Client, ClientConfig};

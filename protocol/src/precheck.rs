@@ -327,6 +327,8 @@ pub const REQUESTS: &[RequestLayout] = &[
     layouts::DESCRIBE_QUORUM,
     layouts::DESCRIBE_CLUSTER,
     layouts::DESCRIBE_PRODUCERS,
+    layouts::DESCRIBE_TRANSACTIONS,
+    layouts::LIST_TRANSACTIONS,
     layouts::ALTER_PARTITION,
     layouts::BROKER_REGISTRATION,
     layouts::BROKER_HEARTBEAT,
@@ -922,6 +924,29 @@ mod layouts {
     const TOPIC_REQUEST: Layout = fields(&[
         field("name", String),
         field("partition_indexes", Array(&Int32)),
+    ]);
+
+    pub(super) const DESCRIBE_TRANSACTIONS: RequestLayout = RequestLayout {
+        api_key: ApiKey::DescribeTransactions,
+        min_version: 0,
+        max_version: 0,
+        flexible_since: 0,
+        body: &DESCRIBE_TRANSACTIONS_REQUEST,
+    };
+    const DESCRIBE_TRANSACTIONS_REQUEST: Layout =
+        fields(&[field("transactional_ids", Array(&String))]);
+
+    pub(super) const LIST_TRANSACTIONS: RequestLayout = RequestLayout {
+        api_key: ApiKey::ListTransactions,
+        min_version: 0,
+        max_version: 1,
+        flexible_since: 0,
+        body: &LIST_TRANSACTIONS_REQUEST,
+    };
+    const LIST_TRANSACTIONS_REQUEST: Layout = fields(&[
+        field("state_filters", Array(&String)),
+        field("producer_id_filters", Array(&Int64)),
+        field("duration_filter", Int64).since(1),
     ]);
 
     pub(super) const DESCRIBE_CLUSTER: RequestLayout = RequestLayout {

@@ -28,6 +28,7 @@ pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_producers;
 pub mod describe_quorum;
+pub mod describe_transactions;
 pub mod elect_leaders;
 pub mod end_txn;
 pub mod fetch;
@@ -38,6 +39,7 @@ pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
+pub mod list_transactions;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
@@ -201,6 +203,12 @@ pub async fn handle_from(
         }
         RequestKind::WriteTxnMarkers(body) => {
             ResponseKind::WriteTxnMarkers(write_txn_markers::handle(broker, body).await)
+        }
+        RequestKind::DescribeTransactions(body) => {
+            ResponseKind::DescribeTransactions(describe_transactions::handle(broker, body).await)
+        }
+        RequestKind::ListTransactions(body) => {
+            ResponseKind::ListTransactions(list_transactions::handle(broker, body).await)
         }
         RequestKind::DescribeProducers(body) => {
             ResponseKind::DescribeProducers(describe_producers::handle(broker, body))

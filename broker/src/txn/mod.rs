@@ -154,6 +154,32 @@ impl TransactionCoordinator {
             .collect()
     }
 
+    /// DescribeTransactions: the state of `transactional_id` if this broker coordinates it
+    /// (`None`: never initialised).
+    pub async fn describe(
+        &self,
+        transactional_id: &str,
+    ) -> Result<Option<TxnMetadata>, ResponseError> {
+        self.coordinator_epoch(transactional_id)?;
+        let txn = self.txn_map().get(transactional_id).cloned();
+        match txn {
+            None => Ok(None),
+            Some(txn) => Ok(txn.lock().await.clone()),
+        }
+    }
+
+    /// ListTransactions: every transactional id this broker coordinates with its state, sorted.
+    pub async fn list(&self) -> Vec<(String, TxnMetadata)> {
+        let mut listed = Vec::new();
+        for (id, txn) in self.all() {
+            if let Some(meta) = txn.lock().await.clone() {
+                listed.push((id, meta));
+            }
+        }
+        listed.sort_by(|a, b| a.0.cmp(&b.0));
+        listed
+    }
+
     /// InitProducerId with a transactional id. Returns (producer id, epoch).
     pub async fn init_producer_id(
         &self,

@@ -1,5 +1,5 @@
 //! The `skald` tool's subcommands other than `server`: topics, groups, the cluster, produce,
-//! consume, bench, producers.
+//! consume, bench, producers, transactions.
 //!
 //! `src/main.rs` flattens [`Command`] into the top-level CLI and calls [`main`].
 
@@ -10,6 +10,7 @@ mod group;
 mod produce;
 mod producers;
 mod topic;
+mod transactions;
 
 use std::process::ExitCode;
 
@@ -36,6 +37,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Show the idempotent and transactional producers partition leaders remember.
     Producers(producers::ProducersArgs),
+    /// List transactional ids and describe their state at their coordinators.
+    Transactions(transactions::TransactionsArgs),
 }
 
 /// How to reach the cluster; accepted anywhere after the subcommand's name.
@@ -90,6 +93,7 @@ pub fn main(command: Command) -> ExitCode {
             Command::Consume(args) => consume::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Producers(args) => producers::run(args).await,
+            Command::Transactions(args) => transactions::run(args).await,
         }
     });
     match result {

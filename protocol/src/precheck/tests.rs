@@ -47,8 +47,9 @@ use kafka_protocol::messages::write_txn_markers_request::{
     WritableTxnMarker, WritableTxnMarkerTopic,
 };
 use kafka_protocol::messages::{
-    AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, DescribeProducersRequest, EndTxnRequest,
-    InitProducerIdRequest, ProducerId, TxnOffsetCommitRequest, WriteTxnMarkersRequest,
+    AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, DescribeProducersRequest,
+    DescribeTransactionsRequest, EndTxnRequest, InitProducerIdRequest, ListTransactionsRequest,
+    ProducerId, TxnOffsetCommitRequest, WriteTxnMarkersRequest,
 };
 use kafka_protocol::messages::{
     AlterPartitionRequest, ApiVersionsRequest, BrokerHeartbeatRequest, BrokerId,
@@ -781,6 +782,21 @@ fn sample_body(api_key: ApiKey, v: i16, nulls: bool) -> RequestKind {
                         .with_producer_id(ProducerId(7))
                         .with_topics(Vec::new()),
                 ])
+                .with_unknown_tagged_fields(tags),
+        ),
+        ApiKey::DescribeTransactions => RequestKind::DescribeTransactions(
+            DescribeTransactionsRequest::default()
+                .with_transactional_ids(vec![
+                    TransactionalId(text("txn-1")),
+                    TransactionalId(text("txn-2")),
+                ])
+                .with_unknown_tagged_fields(tags),
+        ),
+        ApiKey::ListTransactions => RequestKind::ListTransactions(
+            ListTransactionsRequest::default()
+                .with_state_filters(vec![text("Ongoing"), text("Empty")])
+                .with_producer_id_filters(vec![ProducerId(7), ProducerId(4242)])
+                .with_duration_filter(if v >= 1 { 60_000 } else { -1 })
                 .with_unknown_tagged_fields(tags),
         ),
         ApiKey::DescribeProducers => RequestKind::DescribeProducers(
