@@ -15,6 +15,8 @@
 //!   partition with acks=all, `enable.idempotence` false then true (each into a topic of its
 //!   own, so neither appends to a larger log), 3 alternating rounds after a warm-up; records/s
 //!   and the per-round ratio.
+//! - `bench_transactional_produce_throughput`: the same records through a transactional producer
+//!   committing every 100 ms, against plain acks=all, alternating, 3 rounds after a warm-up.
 //! - `bench_producer_state_rebuild`: 1 GiB of 1 KiB records in one segment (no roll, so no
 //!   producer snapshot but the empty one), written by an idempotent producer and by a plain one
 //!   into two topics; kill -9; the time the restart takes until the listener serves, and how
@@ -58,6 +60,21 @@ fn produce(bootstrap: &str, topic: &str, records: usize, idempotent: bool) -> f6
         ],
     );
     let value = vec![b'x'; RECORD_BYTES];
+    // The clock starts once the producer is connected (and, idempotent, has its producer id):
+    // the steady state is what is compared, not the client's start-up.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    runtime
+        .block_on(
+            producer.send(
+                FutureRecord::<(), [u8]>::to(topic)
+                    .partition(0)
+                    .payload(&value),
+                Duration::from_secs(60),
+            ),
+        )
+        .unwrap_or_else(|(error, _)| panic!("warm-up record: {error}"));
     let started = Instant::now();
     let mut pending = Vec::with_capacity(records);
     for i in 0..records {
@@ -74,9 +91,6 @@ fn produce(bootstrap: &str, topic: &str, records: usize, idempotent: bool) -> f6
         .flush(Duration::from_secs(300))
         .expect("every record reported on");
     let elapsed = started.elapsed();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("runtime");
     runtime.block_on(async {
         for (i, report) in pending.into_iter().enumerate() {
             report
@@ -122,6 +136,83 @@ fn bench_idempotent_produce_throughput() {
     }
     println!(
         "median ratio idempotent / plain (acks=all, {records} x {RECORD_BYTES} B): {:.3}",
+        median(&mut ratios)
+    );
+}
+
+/// Sends `records` 1 KiB records through a transactional producer, committing every 100 ms;
+/// records per second (until the last commit).
+fn produce_transactionally(bootstrap: &str, topic: &str, records: usize, id: &str) -> f64 {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, ThreadedProducer};
+    let producer: ThreadedProducer<DefaultProducerContext> = rdk::base_config(bootstrap)
+        .set("transactional.id", id)
+        .set("linger.ms", "5")
+        .set("batch.size", "262144")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", "2097151")
+        .create()
+        .expect("create transactional producer");
+    let timeout = Duration::from_secs(120);
+    producer.init_transactions(timeout).expect("init");
+    let value = vec![b'x'; RECORD_BYTES];
+    let started = Instant::now();
+    let mut last_commit = Instant::now();
+    producer.begin_transaction().expect("begin");
+    for i in 0..records {
+        loop {
+            match producer.send(
+                BaseRecord::<(), [u8]>::to(topic)
+                    .partition(0)
+                    .payload(&value),
+            ) {
+                Ok(()) => break,
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    ),
+                    _,
+                )) => producer.poll(Duration::from_millis(1)),
+                Err((error, _)) => panic!("enqueue record {i}: {error}"),
+            }
+        }
+        if last_commit.elapsed() >= Duration::from_millis(100) {
+            producer.commit_transaction(timeout).expect("commit");
+            producer.begin_transaction().expect("begin");
+            last_commit = Instant::now();
+        }
+    }
+    producer.commit_transaction(timeout).expect("commit");
+    records as f64 / started.elapsed().as_secs_f64()
+}
+
+#[test]
+#[ignore = "benchmark: run with --release --ignored --nocapture"]
+fn bench_transactional_produce_throughput() {
+    let records = (THROUGHPUT_RECORDS * scale()).max(1.0) as usize;
+    let server = TestServer::start();
+    let boot = server.bootstrap();
+    let mut conn = RawConn::connect(server.kafka_addr());
+    let mut ratios = Vec::new();
+    for round in 0..=ROUNDS {
+        let plain_topic = format!("plain-{round}");
+        let txn_topic = format!("txn-{round}");
+        wire::create_topics(&mut conn, &[(&plain_topic, 1), (&txn_topic, 1)]);
+        let _ = std::process::Command::new("sync").status();
+        let plain = produce(&boot, &plain_topic, records, false);
+        let _ = std::process::Command::new("sync").status();
+        let transactional = produce_transactionally(&boot, &txn_topic, records, "bench");
+        if round == 0 {
+            continue;
+        }
+        let ratio = transactional / plain;
+        println!(
+            "round {round}: plain {plain:.0} records/s, transactional (commit every 100 ms) \
+             {transactional:.0} records/s, ratio {ratio:.3}"
+        );
+        ratios.push(ratio);
+    }
+    println!(
+        "median ratio transactional / plain (acks=all, {records} x {RECORD_BYTES} B): {:.3}",
         median(&mut ratios)
     );
 }
