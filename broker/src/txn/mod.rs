@@ -219,11 +219,16 @@ impl TransactionCoordinator {
                     // The previous producer's transaction is aborted under a bumped epoch, so
                     // its late writes and its own EndTxn are fenced.
                     current.producer_epoch += 1;
-                    let aborted = self
-                        .end(broker, transactional_id, &current, false, coordinator_epoch)
+                    current = self
+                        .end(
+                            broker,
+                            transactional_id,
+                            &mut guard,
+                            &current,
+                            false,
+                            coordinator_epoch,
+                        )
                         .await?;
-                    *guard = Some(aborted.clone());
-                    current = aborted;
                 }
                 let mut next = current;
                 if next.epoch_exhausted() {
@@ -303,40 +308,51 @@ impl TransactionCoordinator {
             (TxnState::Empty | TxnState::CompleteCommit, false) => return Ok(()),
             _ => return Err(ResponseError::InvalidTxnState),
         }
-        let done = self
-            .end(
-                broker,
-                transactional_id,
-                &current,
-                commit,
-                coordinator_epoch,
-            )
-            .await?;
-        *guard = Some(done);
+        self.end(
+            broker,
+            transactional_id,
+            &mut guard,
+            &current,
+            commit,
+            coordinator_epoch,
+        )
+        .await?;
         Ok(())
     }
 
-    /// Writes Prepare, the markers, then Complete for an open transaction (held under its
-    /// lock); the completed state.
+    /// Writes Prepare, the markers, then Complete for an open transaction; `state` (the id's,
+    /// under its lock) follows every write as it lands, so a failure midway leaves it preparing —
+    /// decided, to be finished by a retry or the tick, never expired into the other outcome.
+    /// Returns the completed state.
     async fn end(
         &self,
         broker: &Arc<Broker>,
         transactional_id: &str,
+        state: &mut Option<TxnMetadata>,
         ongoing: &TxnMetadata,
         commit: bool,
         coordinator_epoch: i32,
     ) -> Result<TxnMetadata, ResponseError> {
         let preparing = ongoing.preparing(commit, now_ms());
         self.write(broker, transactional_id, &preparing).await?;
-        self.finish(broker, transactional_id, &preparing, coordinator_epoch)
-            .await
+        *state = Some(preparing.clone());
+        self.finish(
+            broker,
+            transactional_id,
+            state,
+            &preparing,
+            coordinator_epoch,
+        )
+        .await
     }
 
-    /// From a Prepare state: markers to every partition, then the Complete state written.
+    /// From a Prepare state: markers to every partition, then the Complete state written (and
+    /// set in `state`).
     async fn finish(
         &self,
         broker: &Arc<Broker>,
         transactional_id: &str,
+        state: &mut Option<TxnMetadata>,
         preparing: &TxnMetadata,
         coordinator_epoch: i32,
     ) -> Result<TxnMetadata, ResponseError> {
@@ -344,6 +360,7 @@ impl TransactionCoordinator {
         markers::write_all(broker, preparing, commit, coordinator_epoch).await?;
         let done = preparing.completed(now_ms());
         self.write(broker, transactional_id, &done).await?;
+        *state = Some(done.clone());
         tracing::debug!(
             transactional_id,
             producer_id = done.producer_id,
@@ -528,15 +545,16 @@ impl TransactionCoordinator {
                 );
                 let mut fenced = current.clone();
                 fenced.producer_epoch = fenced.producer_epoch.saturating_add(1);
-                self.end(broker, &id, &fenced, false, coordinator_epoch)
+                self.end(broker, &id, &mut guard, &fenced, false, coordinator_epoch)
                     .await
             } else if current.state.is_preparing() {
-                self.finish(broker, &id, &current, coordinator_epoch).await
+                self.finish(broker, &id, &mut guard, &current, coordinator_epoch)
+                    .await
             } else {
                 continue;
             };
             match outcome {
-                Ok(done) => *guard = Some(done),
+                Ok(_) => {}
                 Err(error) => {
                     tracing::warn!(
                         transactional_id = id,
