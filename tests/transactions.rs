@@ -231,3 +231,137 @@ async fn commits_aborts_offsets_and_fencing() {
         .iter()
         .any(|(_, v)| ["zombie", "lost", "a0", "a1"].contains(&v.as_str())));
 }
+
+/// The coordinator's protocol at the wire, step by step: ids and epochs, Kafka's error codes for
+/// a wrong producer id or epoch and an unknown transactional id, and offsets committed in a
+/// transaction invisible (UNSTABLE_OFFSET_COMMIT to a reader asking for stable offsets) until
+/// EndTxn commits them.
+#[test]
+fn the_coordinator_protocol_with_kafkas_codes() {
+    use common::wire::{self, RawConn};
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+    use kafka_protocol::messages::txn_offset_commit_request::{
+        TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::{
+        AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, EndTxnRequest, EndTxnResponse,
+        FindCoordinatorRequest, FindCoordinatorResponse, GroupId, InitProducerIdRequest,
+        InitProducerIdResponse, OffsetFetchRequest, OffsetFetchResponse, ProducerId,
+        TransactionalId, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
+    };
+    use kafka_protocol::protocol::StrBytes;
+
+    let server = TestServer::start();
+    let mut conn = RawConn::connect(server.kafka_addr());
+    wire::create_topics(&mut conn, &[("offsets-in", 1)]);
+    let id = || TransactionalId(StrBytes::from_static_str("wire-txn"));
+    let found: FindCoordinatorResponse = conn.request(
+        &FindCoordinatorRequest::default()
+            .with_key_type(1)
+            .with_key(StrBytes::from_static_str("wire-txn")),
+        2,
+    );
+    assert_eq!((found.error_code, found.node_id.0), (0, 1));
+    let init = |conn: &mut RawConn, timeout_ms: i32| -> InitProducerIdResponse {
+        conn.request(
+            &InitProducerIdRequest::default()
+                .with_transactional_id(Some(id()))
+                .with_transaction_timeout_ms(timeout_ms)
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1),
+            4,
+        )
+    };
+    // INVALID_TRANSACTION_TIMEOUT past transaction.max.timeout.ms.
+    assert_eq!(init(&mut conn, 900_001).error_code, 50);
+    let first = init(&mut conn, 60_000);
+    let second = init(&mut conn, 60_000);
+    assert_eq!(
+        (first.error_code, first.producer_epoch, second.error_code),
+        (0, 0, 0)
+    );
+    assert_eq!(
+        (second.producer_id, second.producer_epoch),
+        (first.producer_id, 1),
+        "the same id's producer id, its epoch bumped"
+    );
+    let pid = second.producer_id;
+    let add_offsets = |conn: &mut RawConn, pid: ProducerId, epoch: i16| -> i16 {
+        let response: AddOffsetsToTxnResponse = conn.request(
+            &AddOffsetsToTxnRequest::default()
+                .with_transactional_id(id())
+                .with_producer_id(pid)
+                .with_producer_epoch(epoch)
+                .with_group_id(GroupId(StrBytes::from_static_str("wire-group"))),
+            3,
+        );
+        response.error_code
+    };
+    assert_eq!(
+        add_offsets(&mut conn, pid, 0),
+        90,
+        "PRODUCER_FENCED: the old epoch"
+    );
+    assert_eq!(
+        add_offsets(&mut conn, ProducerId(pid.0 + 1), 1),
+        49,
+        "INVALID_PRODUCER_ID_MAPPING"
+    );
+    assert_eq!(add_offsets(&mut conn, pid, 1), 0);
+    let commit: TxnOffsetCommitResponse = conn.request(
+        &TxnOffsetCommitRequest::default()
+            .with_transactional_id(id())
+            .with_group_id(GroupId(StrBytes::from_static_str("wire-group")))
+            .with_producer_id(pid)
+            .with_producer_epoch(1)
+            .with_generation_id(-1)
+            .with_topics(vec![TxnOffsetCommitRequestTopic::default()
+                .with_name(wire::topic_name("offsets-in"))
+                .with_partitions(vec![TxnOffsetCommitRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_committed_offset(42)
+                    .with_committed_leader_epoch(-1)])]),
+        3,
+    );
+    assert_eq!(commit.topics[0].partitions[0].error_code, 0);
+    let fetch = |conn: &mut RawConn, require_stable: bool| -> (i16, i64) {
+        let response: OffsetFetchResponse = conn.request(
+            &OffsetFetchRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("wire-group")))
+                .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                    .with_name(wire::topic_name("offsets-in"))
+                    .with_partition_indexes(vec![0])]))
+                .with_require_stable(require_stable),
+            7,
+        );
+        let p = &response.topics[0].partitions[0];
+        (p.error_code, p.committed_offset)
+    };
+    assert_eq!(fetch(&mut conn, true), (88, -1), "UNSTABLE_OFFSET_COMMIT");
+    assert_eq!(fetch(&mut conn, false), (0, -1), "not visible yet");
+    let end = |conn: &mut RawConn, id: TransactionalId, commit: bool| -> i16 {
+        let response: EndTxnResponse = conn.request(
+            &EndTxnRequest::default()
+                .with_transactional_id(id)
+                .with_producer_id(pid)
+                .with_producer_epoch(1)
+                .with_committed(commit),
+            3,
+        );
+        response.error_code
+    };
+    assert_eq!(
+        end(
+            &mut conn,
+            TransactionalId(StrBytes::from_static_str("never-initialised")),
+            true
+        ),
+        49,
+        "INVALID_PRODUCER_ID_MAPPING for an unknown transactional id"
+    );
+    assert_eq!(end(&mut conn, id(), true), 0);
+    assert_eq!(fetch(&mut conn, true), (0, 42));
+    // A retried EndTxn of what completed is answered alike; the opposite outcome is refused.
+    assert_eq!(end(&mut conn, id(), true), 0);
+    assert_eq!(end(&mut conn, id(), false), 48, "INVALID_TXN_STATE");
+}

@@ -1,6 +1,8 @@
 //! OffsetFetch: committed offsets (-1 where nothing is committed). v1–v7 ask about one group,
 //! v8+ about several. Null topics (v2+) means every partition the group has committed for.
-//! `require_stable` needs nothing here: without transactions no commit is ever pending.
+//! With `require_stable` (v7+, what read_committed consumers send), a partition whose offset a
+//! transaction has committed but not yet completed answers UNSTABLE_OFFSET_COMMIT (KIP-447), so
+//! the consumer retries rather than starting from the offset before it.
 
 use std::sync::Arc;
 
@@ -16,17 +18,28 @@ use super::topic_name;
 use crate::broker::Broker;
 use crate::group::{lock, CommittedOffset};
 
+/// Kafka's UNSTABLE_OFFSET_COMMIT.
+const UNSTABLE: i16 = ResponseError::UnstableOffsetCommit.code();
+
 /// One answered partition: (topic, partition, committed offset or none).
 type Answer = (String, i32, Option<CommittedOffset>);
 /// Answers of one topic: (topic, [(partition, committed offset or none)]).
 type TopicAnswers = (String, Vec<(i32, Option<CommittedOffset>)>);
 
 pub fn handle(broker: &Arc<Broker>, body: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
+    let require_stable = version >= 7 && body.require_stable;
+    let unstable = |group: &str, topic: &str, partition: i32| {
+        require_stable
+            && broker
+                .groups
+                .has_pending_txn_offset(group, topic, partition)
+    };
     if version >= 8 {
         let groups = body
             .groups
             .into_iter()
             .map(|group| {
+                let group_name = group.group_id.to_string();
                 let requested = group.topics.map(|topics| {
                     topics
                         .into_iter()
@@ -47,9 +60,17 @@ pub fn handle(broker: &Arc<Broker>, body: OffsetFetchRequest, version: i16) -> O
                                         partitions
                                             .into_iter()
                                             .map(|(index, offset)| {
+                                                let answer =
+                                                    OffsetFetchResponsePartitions::default()
+                                                        .with_partition_index(index);
+                                                if unstable(&group_name, &name, index) {
+                                                    return answer
+                                                        .with_committed_offset(-1)
+                                                        .with_committed_leader_epoch(-1)
+                                                        .with_error_code(UNSTABLE);
+                                                }
                                                 let (offset, epoch, metadata) = values(offset);
-                                                OffsetFetchResponsePartitions::default()
-                                                    .with_partition_index(index)
+                                                answer
                                                     .with_committed_offset(offset)
                                                     .with_committed_leader_epoch(epoch)
                                                     .with_metadata(Some(metadata))
@@ -81,9 +102,16 @@ pub fn handle(broker: &Arc<Broker>, body: OffsetFetchRequest, version: i16) -> O
                     partitions
                         .into_iter()
                         .map(|(index, offset)| {
+                            let answer =
+                                OffsetFetchResponsePartition::default().with_partition_index(index);
+                            if unstable(&body.group_id, &name, index) {
+                                return answer
+                                    .with_committed_offset(-1)
+                                    .with_committed_leader_epoch(-1)
+                                    .with_error_code(UNSTABLE);
+                            }
                             let (offset, epoch, metadata) = values(offset);
-                            OffsetFetchResponsePartition::default()
-                                .with_partition_index(index)
+                            answer
                                 .with_committed_offset(offset)
                                 .with_committed_leader_epoch(epoch)
                                 .with_metadata(Some(metadata))

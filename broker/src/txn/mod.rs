@@ -302,10 +302,10 @@ impl TransactionCoordinator {
         current.check_producer(producer_id, producer_epoch)?;
         match (current.state, commit) {
             (TxnState::Ongoing, _) => {}
-            // A retry of what already completed.
+            // A retry of what already completed; anything else (the other outcome, or nothing
+            // open: clients end an empty transaction without asking) is Kafka's
+            // INVALID_TXN_STATE.
             (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => return Ok(()),
-            // Aborting with nothing open is allowed (the producer may not have added anything).
-            (TxnState::Empty | TxnState::CompleteCommit, false) => return Ok(()),
             _ => return Err(ResponseError::InvalidTxnState),
         }
         self.end(
