@@ -22,8 +22,8 @@
 //! and v1, KIP-896); its `replica_id` (v3+) changes nothing, as in Kafka, which answers from the
 //! leader's log whoever asks.
 //! InitProducerId (every version kafka-protocol 0.18 decodes) hands out producer ids, and with a
-//! `transactional_id` the transaction coordinator's. AddPartitionsToTxn stops at v3 (v4+ is the
-//! brokers' batched verification, KIP-890); EndTxn and TxnOffsetCommit stop at v4 (v5 is
+//! `transactional_id` the transaction coordinator's. AddPartitionsToTxn v4–5 is the brokers'
+//! batched form (KIP-890: verify-only checks); EndTxn and TxnOffsetCommit stop at v4 (v5 is
 //! transactions version 2, which the broker does not advertise). DescribeProducers shows each
 //! partition's producer state. WriteTxnMarkers (v1, the one Kafka 4 serves) is the partition
 //! leader's side of ending a transaction; it is on the client listener, as Kafka serves it on
@@ -70,7 +70,7 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::DeleteRecords, 0, 2),
     api(ApiKey::InitProducerId, 0, 5),
     api(ApiKey::OffsetForLeaderEpoch, 2, 4),
-    api(ApiKey::AddPartitionsToTxn, 0, 3),
+    api(ApiKey::AddPartitionsToTxn, 0, 5),
     api(ApiKey::AddOffsetsToTxn, 0, 4),
     api(ApiKey::EndTxn, 0, 4),
     api(ApiKey::WriteTxnMarkers, 1, 1),

@@ -763,18 +763,31 @@ mod layouts {
     pub(super) const ADD_PARTITIONS_TO_TXN: RequestLayout = RequestLayout {
         api_key: ApiKey::AddPartitionsToTxn,
         min_version: 0,
-        max_version: 3,
+        max_version: 5,
         flexible_since: 3,
         body: &ADD_PARTITIONS_TO_TXN_REQUEST,
     };
     const ADD_PARTITIONS_TO_TXN_REQUEST: Layout = fields(&[
-        field("v3_and_below_transactional_id", String),
-        field("v3_and_below_producer_id", Int64),
-        field("v3_and_below_producer_epoch", Int16),
+        field(
+            "transactions",
+            Array(&Struct(&ADD_PARTITIONS_TO_TXN_TRANSACTION)),
+        )
+        .since(4),
+        field("v3_and_below_transactional_id", String).until(3),
+        field("v3_and_below_producer_id", Int64).until(3),
+        field("v3_and_below_producer_epoch", Int16).until(3),
         field(
             "v3_and_below_topics",
             Array(&Struct(&ADD_PARTITIONS_TO_TXN_TOPIC)),
-        ),
+        )
+        .until(3),
+    ]);
+    const ADD_PARTITIONS_TO_TXN_TRANSACTION: Layout = fields(&[
+        field("transactional_id", String),
+        field("producer_id", Int64),
+        field("producer_epoch", Int16),
+        field("verify_only", Bool),
+        field("topics", Array(&Struct(&ADD_PARTITIONS_TO_TXN_TOPIC))),
     ]);
     const ADD_PARTITIONS_TO_TXN_TOPIC: Layout =
         fields(&[field("name", String), field("partitions", Array(&Int32))]);

@@ -1,13 +1,15 @@
-//! AddPartitionsToTxn (v0–3): a transactional producer names the partitions it is about to
+//! AddPartitionsToTxn. v0–3: a transactional producer names the partitions it is about to
 //! write; they join its open transaction at the coordinator. Partitions of unknown topics get
 //! UNKNOWN_TOPIC_OR_PARTITION and the rest OPERATION_NOT_ATTEMPTED, as in Kafka; otherwise
-//! every partition gets the coordinator's answer.
+//! every partition gets the coordinator's answer. v4–5 (KIP-890, sent by brokers): several
+//! transactions at once; those with `verify_only` are only checked (is each partition in the
+//! open transaction?), the others added.
 
 use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::add_partitions_to_txn_response::{
-    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
 };
 use kafka_protocol::messages::{AddPartitionsToTxnRequest, AddPartitionsToTxnResponse};
 
@@ -16,7 +18,11 @@ use crate::broker::Broker;
 pub async fn handle(
     broker: &Arc<Broker>,
     body: AddPartitionsToTxnRequest,
+    version: i16,
 ) -> AddPartitionsToTxnResponse {
+    if version >= 4 {
+        return batched(broker, body).await;
+    }
     let image = broker.image();
     let requested: Vec<(String, i32)> = body
         .v3_and_below_topics
@@ -71,4 +77,69 @@ pub async fn handle(
         })
         .collect();
     AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results)
+}
+
+/// v4+: each transaction verified (`verify_only`) or added, its errors per partition.
+async fn batched(
+    broker: &Arc<Broker>,
+    body: AddPartitionsToTxnRequest,
+) -> AddPartitionsToTxnResponse {
+    let mut results = Vec::with_capacity(body.transactions.len());
+    for txn in body.transactions {
+        let partitions: Vec<(String, i32)> = txn
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| (t.name.to_string(), *p)))
+            .collect();
+        let errors: Vec<Option<ResponseError>> = if txn.verify_only {
+            broker
+                .txns
+                .verify(
+                    &txn.transactional_id,
+                    txn.producer_id.0,
+                    txn.producer_epoch,
+                    &partitions,
+                )
+                .await
+        } else {
+            let added = broker
+                .txns
+                .add_partitions(
+                    broker,
+                    &txn.transactional_id,
+                    txn.producer_id.0,
+                    txn.producer_epoch,
+                    partitions.clone(),
+                )
+                .await;
+            vec![added.err(); partitions.len()]
+        };
+        let mut errors = errors.into_iter();
+        let topic_results = txn
+            .topics
+            .iter()
+            .map(|topic| {
+                let by_partition = topic
+                    .partitions
+                    .iter()
+                    .map(|&index| {
+                        AddPartitionsToTxnPartitionResult::default()
+                            .with_partition_index(index)
+                            .with_partition_error_code(
+                                errors.next().flatten().map_or(0, |e| e.code()),
+                            )
+                    })
+                    .collect();
+                AddPartitionsToTxnTopicResult::default()
+                    .with_name(topic.name.clone())
+                    .with_results_by_partition(by_partition)
+            })
+            .collect();
+        results.push(
+            AddPartitionsToTxnResult::default()
+                .with_transactional_id(txn.transactional_id)
+                .with_topic_results(topic_results),
+        );
+    }
+    AddPartitionsToTxnResponse::default().with_results_by_transaction(results)
 }

@@ -191,9 +191,9 @@ pub async fn handle_from(
         RequestKind::InitProducerId(body) => {
             ResponseKind::InitProducerId(init_producer_id::handle(broker, body).await)
         }
-        RequestKind::AddPartitionsToTxn(body) => {
-            ResponseKind::AddPartitionsToTxn(add_partitions_to_txn::handle(broker, body).await)
-        }
+        RequestKind::AddPartitionsToTxn(body) => ResponseKind::AddPartitionsToTxn(
+            add_partitions_to_txn::handle(broker, body, version).await,
+        ),
         RequestKind::AddOffsetsToTxn(body) => {
             ResponseKind::AddOffsetsToTxn(add_offsets_to_txn::handle(broker, body).await)
         }

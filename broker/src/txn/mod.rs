@@ -45,6 +45,8 @@ use state::{TxnMetadata, TxnState};
 /// How long a state write waits for the ISR (Kafka's `transaction.state.log` appends use the
 /// request timeout).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a verification waits for a transactional id another request holds.
+const VERIFY_WAIT_MAX: Duration = Duration::from_secs(5);
 /// How much of a `__transaction_state` partition one replay read takes.
 const REPLAY_READ_BYTES: usize = 1 << 20;
 
@@ -281,6 +283,45 @@ impl TransactionCoordinator {
         self.write(broker, transactional_id, &next).await?;
         *guard = Some(next);
         Ok(())
+    }
+
+    /// KIP-890's verification (AddPartitionsToTxn v4+ with `verify_only`, and a partition
+    /// leader's check before it accepts a transaction's first batch): whether each partition is
+    /// in `transactional_id`'s open transaction of this producer id and epoch. Kafka's
+    /// `handleVerifyPartitionsInTransaction`: NOT_COORDINATOR, INVALID_PRODUCER_ID_MAPPING,
+    /// PRODUCER_FENCED or CONCURRENT_TRANSACTIONS for every partition, else INVALID_TXN_STATE for
+    /// each partition not in the transaction.
+    pub async fn verify(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        partitions: &[(String, i32)],
+    ) -> Vec<Option<ResponseError>> {
+        let all = |error: ResponseError| vec![Some(error); partitions.len()];
+        if let Err(error) = self.coordinator_epoch(transactional_id) {
+            return all(error);
+        }
+        let Some(txn) = self.txn_map().get(transactional_id).cloned() else {
+            return all(ResponseError::InvalidProducerIdMapping);
+        };
+        // An EndTxn holds the id while it writes markers: the transaction is ending.
+        let Ok(guard) = tokio::time::timeout(VERIFY_WAIT_MAX, txn.lock()).await else {
+            return all(ResponseError::ConcurrentTransactions);
+        };
+        let Some(current) = guard.as_ref() else {
+            return all(ResponseError::InvalidProducerIdMapping);
+        };
+        if let Err(error) = current.check_producer(producer_id, producer_epoch) {
+            return all(error);
+        }
+        partitions
+            .iter()
+            .map(|partition| {
+                (current.state != TxnState::Ongoing || !current.partitions.contains(partition))
+                    .then_some(ResponseError::InvalidTxnState)
+            })
+            .collect()
     }
 
     /// EndTxn: commits or aborts the open transaction.

@@ -3,7 +3,9 @@ use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+use kafka_protocol::messages::add_partitions_to_txn_request::{
+    AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction,
+};
 use kafka_protocol::messages::alter_partition_request::{
     BrokerState, PartitionData as AlterPartitionData, TopicData as AlterPartitionTopic,
 };
@@ -696,6 +698,27 @@ fn sample_body(api_key: ApiKey, v: i16, nulls: bool) -> RequestKind {
                 // v0-2 carry no producer id or epoch: they decode as -1.
                 .with_producer_id(ProducerId(if v >= 3 && !nulls { 4242 } else { -1 }))
                 .with_producer_epoch(if v >= 3 && !nulls { 7 } else { -1 })
+                .with_unknown_tagged_fields(tags),
+        ),
+        ApiKey::AddPartitionsToTxn if v >= 4 => RequestKind::AddPartitionsToTxn(
+            AddPartitionsToTxnRequest::default()
+                // v4+ carry no v3 fields: they decode as "", 0, 0 and empty.
+                .with_v3_and_below_producer_id(ProducerId(0))
+                .with_transactions(vec![
+                    AddPartitionsToTxnTransaction::default()
+                        .with_transactional_id(TransactionalId(text("txn-1")))
+                        .with_producer_id(ProducerId(4242))
+                        .with_producer_epoch(3)
+                        .with_verify_only(!nulls)
+                        .with_topics(vec![AddPartitionsToTxnTopic::default()
+                            .with_name(topic("orders"))
+                            .with_partitions(vec![0, 7])
+                            .with_unknown_tagged_fields(tags.clone())])
+                        .with_unknown_tagged_fields(tags.clone()),
+                    AddPartitionsToTxnTransaction::default()
+                        .with_transactional_id(TransactionalId(text("txn-2")))
+                        .with_topics(Vec::new()),
+                ])
                 .with_unknown_tagged_fields(tags),
         ),
         ApiKey::AddPartitionsToTxn => RequestKind::AddPartitionsToTxn(
