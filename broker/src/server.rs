@@ -30,7 +30,9 @@ use crate::error::{Error, Result};
 use crate::metadata::driver::{self, DriverConfig};
 use crate::metadata::publisher::Publisher;
 use crate::metadata::{follower, lifecycle, ControllerChannel};
-use crate::metrics::{GroupCollector, Metrics, MetricsServer, ProducerCollector, Readiness};
+use crate::metrics::{
+    GroupCollector, LogDirCollector, Metrics, MetricsServer, ProducerCollector, Readiness,
+};
 use crate::replica_manager::ReplicaManager;
 use crate::replication;
 
@@ -246,6 +248,9 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
     broker
         .metrics
         .register(Box::new(ProducerCollector::new(Arc::downgrade(&broker))?))?;
+    broker
+        .metrics
+        .register(Box::new(LogDirCollector::new(config.log_dirs.clone())?))?;
     // Group timers and offset expiry run from start-up, not only once a member joins.
     crate::group::GroupCoordinator::ensure_ticker(&broker);
 
