@@ -791,7 +791,10 @@ fn dockerfile_builds_a_static_binary_into_an_empty_image_run_unprivileged() {
         .collect();
     assert_eq!(
         from,
-        vec!["FROM rust:${RUST_VERSION}-bookworm AS build", "FROM scratch"]
+        vec![
+            "FROM rust:${RUST_VERSION}-bookworm AS build",
+            "FROM scratch"
+        ]
     );
     for expected in [
         "USER 10001:10001",
