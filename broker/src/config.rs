@@ -58,9 +58,10 @@ const SERVER_PROPERTIES: &[(&str, &str)] = &[
     ("log.retention.minutes", ""),
     ("log.retention.hours", "168"),
     // Group coordinator (read by `group::CoordinatorConfig`). Kafka's default replication factor
-    // for `__consumer_offsets` is 3; a single-node Skald could never create it, so 1 here.
+    // for `__consumer_offsets`; a lone node left at the default creates it with what it has (see
+    // `api::find_coordinator::offsets_topic_replication_factor`).
     ("offsets.topic.num.partitions", "50"),
-    ("offsets.topic.replication.factor", "1"),
+    ("offsets.topic.replication.factor", "3"),
     ("group.initial.rebalance.delay.ms", "3000"),
     ("group.min.session.timeout.ms", "6000"),
     ("group.max.session.timeout.ms", "1800000"),

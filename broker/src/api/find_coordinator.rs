@@ -91,14 +91,60 @@ async fn find(broker: &Arc<Broker>, key_type: i8, key: StrBytes) -> Coordinator 
     }
 }
 
+/// The replication factor `__consumer_offsets` is created with now, or why it cannot be yet.
+///
+/// Kafka's rule: as many unfenced brokers as `offsets.topic.replication.factor` (3 by default),
+/// else COORDINATOR_NOT_AVAILABLE and the next FindCoordinator tries again — a cluster that is
+/// still starting must not get its group coordinators on one broker for good. The exception is
+/// Skald's own: a lone node (a single-node quorum of itself, no `controller.quorum.voters`) left at
+/// the default gets what it has, so `skald server` serves consumer groups as it is. A factor set
+/// explicitly is always Kafka's rule.
+pub fn offsets_topic_replication_factor(
+    configured: i16,
+    explicit: bool,
+    lone_node: bool,
+    unfenced_brokers: usize,
+) -> Result<i16, String> {
+    let alive = i16::try_from(unfenced_brokers).unwrap_or(i16::MAX);
+    let required = if lone_node && !explicit {
+        configured.min(alive.max(1))
+    } else {
+        configured
+    };
+    if alive < required {
+        return Err(format!(
+            "Number of alive brokers '{alive}' does not meet the required replication factor \
+             '{required}' for the offsets topic (configured via 'offsets.topic.replication.factor'). \
+             This error can be ignored if the cluster is starting up and not all brokers are up yet."
+        ));
+    }
+    Ok(required)
+}
+
 /// Creates `__consumer_offsets` if it does not exist yet (Kafka does the same on the first
 /// FindCoordinator for a group).
 pub(crate) async fn ensure_offsets_topic(broker: &Arc<Broker>) -> Result<(), ResponseError> {
+    let image = broker.image();
+    if image.topic(CONSUMER_OFFSETS_TOPIC).is_some() {
+        return Ok(());
+    }
     let config = broker.groups.config;
+    let replication_factor = offsets_topic_replication_factor(
+        config.offsets_topic_replication_factor,
+        broker
+            .config
+            .is_explicit("offsets.topic.replication.factor"),
+        broker.config.voters.is_empty(),
+        image.brokers.values().filter(|b| !b.fenced).count(),
+    )
+    .map_err(|reason| {
+        tracing::info!("cannot create {CONSUMER_OFFSETS_TOPIC} yet: {reason}");
+        ResponseError::CoordinatorNotAvailable
+    })?;
     let spec = CreateTopicSpec {
         name: CONSUMER_OFFSETS_TOPIC.to_string(),
         num_partitions: config.offsets_topic_partitions,
-        replication_factor: config.offsets_topic_replication_factor,
+        replication_factor,
         assignments: Vec::new(),
         configs: vec![
             ("cleanup.policy".into(), Some("compact".into())),
@@ -138,7 +184,7 @@ async fn ensure_internal_topic(
     broker: &Arc<Broker>,
     spec: CreateTopicSpec,
 ) -> Result<(), ResponseError> {
-    let name = spec.name.clone();
+    let (name, replication_factor) = (spec.name.clone(), spec.replication_factor);
     if broker.image().topic(&name).is_some() {
         return Ok(());
     }
@@ -156,7 +202,7 @@ async fn ensure_internal_topic(
                     return Err(ResponseError::CoordinatorNotAvailable);
                 }
             } else {
-                tracing::info!("created {name}");
+                tracing::info!(replication_factor, "created {name}");
             }
             Ok(())
         }
@@ -168,5 +214,31 @@ async fn ensure_internal_topic(
             tracing::error!("cannot create {name}: {err}");
             Err(ResponseError::CoordinatorNotAvailable)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::offsets_topic_replication_factor as factor;
+
+    #[test]
+    fn a_lone_node_at_the_default_gets_what_it_has_and_clusters_wait_for_enough_brokers() {
+        // The embedded single node: default 3, one broker.
+        assert_eq!(factor(3, false, true, 1), Ok(1));
+        // A cluster at the default waits for three unfenced brokers (Kafka), then gets three.
+        let waiting = factor(3, false, false, 2).unwrap_err();
+        assert_eq!(
+            waiting,
+            "Number of alive brokers '2' does not meet the required replication factor '3' for \
+             the offsets topic (configured via 'offsets.topic.replication.factor'). This error can \
+             be ignored if the cluster is starting up and not all brokers are up yet."
+        );
+        assert_eq!(factor(3, false, false, 3), Ok(3));
+        assert_eq!(factor(3, false, false, 5), Ok(3));
+        // Set explicitly, it is Kafka's rule even on a lone node.
+        assert!(factor(3, true, true, 1).is_err());
+        assert_eq!(factor(1, true, true, 1), Ok(1));
+        assert_eq!(factor(2, true, false, 2), Ok(2));
+        assert!(factor(3, false, true, 0).is_err_and(|e| e.contains("alive brokers '0'")));
     }
 }
