@@ -461,8 +461,9 @@ const LOCK_FILE: &str = ".lock";
 /// Kafka does: a second server on the same dirs would otherwise append to the first one's
 /// segments and rewrite its checkpoints while it serves. The locks (`flock(2)`, exclusive, never
 /// waited for) last as long as the returned files are open, and the kernel drops them when the
-/// process dies, so a crash leaves no stale lock behind. A dir named twice (the metadata log dir defaults to the first log dir)
-/// is locked once: a second lock on it from this process would conflict with the first.
+/// process dies, so a crash leaves no stale lock behind. A dir named twice (the metadata log dir
+/// defaults to the first log dir) is locked once: a second lock on it from this process would
+/// conflict with the first.
 fn lock_log_dirs(config: &ServerConfig) -> Result<Vec<std::fs::File>> {
     let mut dirs: Vec<&PathBuf> = config.log_dirs.iter().collect();
     dirs.push(&config.metadata_log_dir);
