@@ -195,6 +195,16 @@ fn assert_node(name: &str, config: &ServerConfig, ports: &[u16], voters: &[(i32,
         "{name}"
     );
     assert_eq!(config.log_dirs, vec![PathBuf::from("/var/lib/skald/data")]);
+    // The same topic defaults on every node: controllers place topics (partitions, replication
+    // factor), brokers enforce min.insync.replicas and create __consumer_offsets.
+    for (key, value) in [
+        ("num.partitions", "3"),
+        ("default.replication.factor", "3"),
+        ("min.insync.replicas", "2"),
+        ("offsets.topic.replication.factor", "3"),
+    ] {
+        assert_eq!(config.get(key), value, "{name}: {key}");
+    }
     if config.roles.broker {
         let advertised: Vec<(String, u16)> = config
             .advertised_listeners
@@ -203,9 +213,6 @@ fn assert_node(name: &str, config: &ServerConfig, ports: &[u16], voters: &[(i32,
             .collect();
         assert_eq!(advertised, vec![(name.to_string(), ports[0])], "{name}");
         assert_eq!(ports.len(), 1, "{name}");
-        assert_eq!(config.get("offsets.topic.replication.factor"), "3");
-        assert_eq!(config.get("default.replication.factor"), "3");
-        assert_eq!(config.get("min.insync.replicas"), "2");
     } else {
         assert!(ports.is_empty(), "{name}: a controller serves no clients");
     }

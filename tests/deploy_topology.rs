@@ -1,9 +1,10 @@
-//! `deploy/compose.yaml`'s topology run without a container engine: each node is the real
+//! `deploy/`'s compose topologies run without a container engine: each node is the real
 //! `skald` binary in a network namespace of its own, named and configured as compose would (the
 //! service's hostname in every host's `/etc/hosts`, the environment `docker-compose config`
-//! resolves), on a bridge with a client host. The three nodes form a quorum, report ready, and
-//! keep what an acks=all producer wrote through the death of one of them, serving on. Needs root
-//! (`ip netns`), as the disk-fault tests do.
+//! resolves), on a bridge with a client host. The nodes form a quorum, report ready, and keep
+//! what an acks=all producer wrote through the death of one node (`compose.yaml`) or of a
+//! controller and a broker (`compose.split.yaml`), serving on. Needs root (`ip netns`), as the
+//! disk-fault tests do.
 
 mod common;
 
@@ -192,9 +193,40 @@ impl Drop for Node {
 
 #[test]
 fn the_compose_cluster_forms_serves_and_survives_the_loss_of_a_node() {
-    let services = compose_environments("compose.yaml");
+    run_topology(
+        "compose.yaml",
+        &[("skald-1", 19092), ("skald-2", 29092), ("skald-3", 39092)],
+        &[],
+        &["skald-3"],
+    );
+}
+
+#[test]
+fn the_split_compose_cluster_survives_the_loss_of_a_controller_and_a_broker() {
+    run_topology(
+        "compose.split.yaml",
+        &[
+            ("broker-4", 49092),
+            ("broker-5", 59092),
+            ("broker-6", 60092),
+        ],
+        &["controller-1", "controller-2", "controller-3"],
+        &["controller-3", "broker-6"],
+    );
+}
+
+/// Runs the skald services of `file`, each on its own host: `brokers` (with the port each
+/// serves clients on) and `controllers_only`. Once every node is ready, an acks=all producer
+/// writes 50 records to partition 0 of a topic created with the compose defaults (replication
+/// factor 3, min.insync.replicas 2); `victims` are SIGKILLed; 50 more records are acknowledged by
+/// what remains; partition 0 then reads back exactly both batches, in order.
+fn run_topology(file: &str, brokers: &[(&str, u16)], controllers_only: &[&str], victims: &[&str]) {
+    let services = compose_environments(file);
+    let mut expected: Vec<&str> = brokers.iter().map(|(name, _)| *name).collect();
+    expected.extend(controllers_only);
+    expected.sort_unstable();
     let names: Vec<&str> = services.keys().map(String::as_str).collect();
-    assert_eq!(names, vec!["skald-1", "skald-2", "skald-3"]);
+    assert_eq!(names, expected);
     let mut host_names = names.clone();
     host_names.push(CLIENT_HOST);
     let hosts = Hosts::new(&host_names);
@@ -227,7 +259,8 @@ fn the_compose_cluster_forms_serves_and_survives_the_loss_of_a_node() {
         );
     }
 
-    // Every node ready: registered, unfenced, listening, with a quorum of three voters.
+    // Every node ready: brokers registered, unfenced and listening; controllers knowing the
+    // leader of their three-voter quorum.
     for name in &names {
         let url = format!("http://{name}:9644/ready");
         poll_until(
@@ -236,31 +269,38 @@ fn the_compose_cluster_forms_serves_and_survives_the_loss_of_a_node() {
             || (hosts.http_get(&url)? == "ready\n").then_some(()),
         );
     }
-    let bootstrap = "skald-1:19092,skald-2:29092,skald-3:39092";
+    let bootstrap_of = |brokers: &mut dyn Iterator<Item = &(&str, u16)>| {
+        brokers
+            .map(|(name, port)| format!("{name}:{port}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let bootstrap = bootstrap_of(&mut brokers.iter());
 
-    // Replication factor 3 and min.insync.replicas 2 come from the compose environment.
-    let (ok, _, stderr) = hosts.tool(&["topic", "create", "orders", "-b", bootstrap], "");
+    let (ok, _, stderr) = hosts.tool(&["topic", "create", "orders", "-b", &bootstrap], "");
     assert!(ok, "topic create: {stderr}");
     let first: String = (0..50).map(|i| format!("before-{i}\n")).collect();
     let (ok, _, stderr) = hosts.tool(
         &[
-            "produce", "orders", "--acks", "all", "-p", "0", "-b", bootstrap,
+            "produce", "orders", "--acks", "all", "-p", "0", "-b", &bootstrap,
         ],
         &first,
     );
     assert!(ok, "produce: {stderr}");
 
-    // skald-3 dies: the quorum keeps two of three voters, partition 0 keeps two in-sync replicas.
-    nodes.get_mut("skald-3").expect("skald-3").kill9();
-    let survivors = "skald-1:19092,skald-2:29092";
+    // The quorum keeps two of three voters, partition 0 two in-sync replicas.
+    for victim in victims {
+        nodes.get_mut(victim).expect("a victim").kill9();
+    }
+    let survivors = bootstrap_of(&mut brokers.iter().filter(|(name, _)| !victims.contains(name)));
     let second: String = (0..50).map(|i| format!("after-{i}\n")).collect();
     poll_until(
-        "an acks=all produce to succeed without skald-3",
+        &format!("an acks=all produce to succeed without {victims:?}"),
         Duration::from_secs(60),
         || {
             let (ok, _, _) = hosts.tool(
                 &[
-                    "produce", "orders", "--acks", "all", "-p", "0", "-b", survivors,
+                    "produce", "orders", "--acks", "all", "-p", "0", "-b", &survivors,
                 ],
                 &second,
             );
@@ -268,9 +308,9 @@ fn the_compose_cluster_forms_serves_and_survives_the_loss_of_a_node() {
         },
     );
 
-    // Partition 0 holds both batches once each, in order, read from the survivors. (A produce
-    // attempt that failed above was refused, not appended: the dead node could not take it, and
-    // the survivors answer within the producer's timeout once the controller fenced skald-3.)
+    // Both batches once each, in order, read from the survivors. (A produce attempt that failed
+    // above was refused, not appended: a dead node cannot take it, and the survivors answer
+    // within the producer's timeout once the controller has fenced the dead broker.)
     let (ok, stdout, stderr) = hosts.tool(
         &[
             "consume",
@@ -281,7 +321,7 @@ fn the_compose_cluster_forms_serves_and_survives_the_loss_of_a_node() {
             "--count",
             "100",
             "-b",
-            survivors,
+            &survivors,
         ],
         "",
     );
