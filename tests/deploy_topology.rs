@@ -1,10 +1,11 @@
-//! `deploy/`'s compose topologies run without a container engine: each node is the real
-//! `skald` binary in a network namespace of its own, named and configured as compose would (the
-//! service's hostname in every host's `/etc/hosts`, the environment `docker-compose config`
-//! resolves), on a bridge with a client host. The nodes form a quorum, report ready, and keep
-//! what an acks=all producer wrote through the death of one node (`compose.yaml`) or of a
-//! controller and a broker (`compose.split.yaml`), serving on. Needs root (`ip netns`), as the
-//! disk-fault tests do.
+//! `deploy/`'s topologies run without a container engine or a Kubernetes cluster: each node is
+//! the real `skald` binary in a network namespace of its own, named and configured as compose or
+//! the kubelet would (its name in every host's `/etc/hosts`; the environment `docker-compose
+//! config` resolves, or the StatefulSet's with the downward API and `$(VAR)` expansion done as
+//! for pod `skald-N` in namespace `streams`), on a bridge with a client host. The nodes form a
+//! quorum, report ready, and keep what an acks=all producer wrote through the death of one node
+//! (`compose.yaml`, the StatefulSet) or of a controller and a broker (`compose.split.yaml`),
+//! serving on. Needs root (`ip netns`), as the disk-fault tests do.
 
 mod common;
 
@@ -194,7 +195,7 @@ impl Drop for Node {
 #[test]
 fn the_compose_cluster_forms_serves_and_survives_the_loss_of_a_node() {
     run_topology(
-        "compose.yaml",
+        compose_environments("compose.yaml"),
         &[("skald-1", 19092), ("skald-2", 29092), ("skald-3", 39092)],
         &[],
         &["skald-3"],
@@ -204,7 +205,7 @@ fn the_compose_cluster_forms_serves_and_survives_the_loss_of_a_node() {
 #[test]
 fn the_split_compose_cluster_survives_the_loss_of_a_controller_and_a_broker() {
     run_topology(
-        "compose.split.yaml",
+        compose_environments("compose.split.yaml"),
         &[
             ("broker-4", 49092),
             ("broker-5", 59092),
@@ -215,13 +216,67 @@ fn the_split_compose_cluster_survives_the_loss_of_a_controller_and_a_broker() {
     );
 }
 
-/// Runs the skald services of `file`, each on its own host: `brokers` (with the port each
-/// serves clients on) and `controllers_only`. Once every node is ready, an acks=all producer
+/// The environment the kubelet gives each pod of `deploy/kubernetes/statefulset.yaml` in
+/// namespace `namespace`, by the pod's headless-service name (`skald-0.skald-headless.<ns>.svc`).
+fn statefulset_environments(namespace: &str) -> BTreeMap<String, BTreeMap<String, String>> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/statefulset.yaml");
+    let text = std::fs::read_to_string(&path).expect("read statefulset.yaml");
+    let statefulset: Value = serde_yaml_ng::from_str(&text).expect("statefulset.yaml");
+    let spec = &statefulset["spec"];
+    let replicas = spec["replicas"].as_u64().expect("replicas");
+    let service = spec["serviceName"].as_str().expect("serviceName");
+    let container = &spec["template"]["spec"]["containers"][0];
+    let mut pods = BTreeMap::new();
+    for index in 0..replicas {
+        let pod = format!("skald-{index}");
+        let mut env: BTreeMap<String, String> = BTreeMap::new();
+        for var in container["env"].as_sequence().expect("env") {
+            let name = var["name"].as_str().expect("env name").to_string();
+            let value = match var["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+                Some("metadata.name") => pod.clone(),
+                Some("metadata.namespace") => namespace.to_string(),
+                Some("metadata.labels['apps.kubernetes.io/pod-index']") => index.to_string(),
+                Some(other) => panic!("{name}: unexpected field {other}"),
+                // Kubernetes' $(VAR) expansion, from the variables defined before.
+                None => env.iter().fold(
+                    var["value"].as_str().expect("env value").to_string(),
+                    |value, (defined, replacement)| {
+                        value.replace(&format!("$({defined})"), replacement)
+                    },
+                ),
+            };
+            env.insert(name, value);
+        }
+        pods.insert(format!("{pod}.{service}.{namespace}.svc"), env);
+    }
+    pods
+}
+
+#[test]
+fn the_kubernetes_statefulset_pods_form_a_cluster_that_survives_the_loss_of_a_pod() {
+    run_topology(
+        statefulset_environments("streams"),
+        &[
+            ("skald-0.skald-headless.streams.svc", 9092),
+            ("skald-1.skald-headless.streams.svc", 9092),
+            ("skald-2.skald-headless.streams.svc", 9092),
+        ],
+        &[],
+        &["skald-2.skald-headless.streams.svc"],
+    );
+}
+
+/// Runs `services` (host name → `SKALD_*` environment), each on its own host: `brokers` (with
+/// the port each serves clients on) and `controllers_only`. Once every node is ready, an acks=all producer
 /// writes 50 records to partition 0 of a topic created with the compose defaults (replication
 /// factor 3, min.insync.replicas 2); `victims` are SIGKILLed; 50 more records are acknowledged by
 /// what remains; partition 0 then reads back exactly both batches, in order.
-fn run_topology(file: &str, brokers: &[(&str, u16)], controllers_only: &[&str], victims: &[&str]) {
-    let services = compose_environments(file);
+fn run_topology(
+    services: BTreeMap<String, BTreeMap<String, String>>,
+    brokers: &[(&str, u16)],
+    controllers_only: &[&str],
+    victims: &[&str],
+) {
     let mut expected: Vec<&str> = brokers.iter().map(|(name, _)| *name).collect();
     expected.extend(controllers_only);
     expected.sort_unstable();
