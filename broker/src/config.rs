@@ -716,6 +716,15 @@ fn properties_from_env(
         })?;
         properties.insert(key.to_string(), value.trim().to_string());
     }
+    if !properties.is_empty() {
+        // Names only: which settings a container's environment supplied, for whoever wonders
+        // where a value came from.
+        let keys: Vec<&str> = properties.keys().map(String::as_str).collect();
+        tracing::info!(
+            "properties from SKALD_* environment variables: {}",
+            keys.join(", ")
+        );
+    }
     Ok(properties)
 }
 
