@@ -88,11 +88,12 @@ const SERVER_PROPERTIES: &[(&str, &str)] = &[
     // forgotten by every partition, checked this often.
     ("producer.id.expiration.ms", "86400000"),
     ("producer.id.expiration.check.interval.ms", "600000"),
-    // The transaction coordinator (Kafka's names). Kafka's defaults for the replication factor
-    // and min ISR of `__transaction_state` are 3 and 2; a single-node Skald could never create
-    // it, so 1 here (the min ISR is capped at the replication factor either way).
+    // The transaction coordinator (Kafka's names and defaults). A lone node left at the default
+    // creates `__transaction_state` with what it has, as `__consumer_offsets` (see
+    // `api::find_coordinator::internal_topic_replication_factor`); the min ISR is capped at the
+    // replication factor.
     ("transaction.state.log.num.partitions", "50"),
-    ("transaction.state.log.replication.factor", "1"),
+    ("transaction.state.log.replication.factor", "3"),
     ("transaction.state.log.min.isr", "2"),
     ("transaction.max.timeout.ms", "900000"),
     (
