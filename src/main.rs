@@ -29,7 +29,8 @@ struct ServerArgs {
     /// A server.properties-style file with Kafka's property names.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Set one property, e.g. `--override log.dirs=/tmp/x`; wins over the file. Repeatable.
+    /// Set one property, e.g. `--override log.dirs=/tmp/x`; wins over the file and over the
+    /// `SKALD_<KEY>` environment variables (`SKALD_LOG_DIRS=/tmp/x`). Repeatable.
     #[arg(long = "override", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
 }
@@ -44,7 +45,11 @@ fn main() -> std::process::ExitCode {
 
 fn run_server(args: ServerArgs) -> std::process::ExitCode {
     init_tracing();
-    let config = match skald_broker::ServerConfig::load(args.config.as_deref(), &args.overrides) {
+    let config = match skald_broker::ServerConfig::load_with_env(
+        args.config.as_deref(),
+        std::env::vars_os(),
+        &args.overrides,
+    ) {
         Ok(config) => config,
         Err(err) => {
             eprintln!("skald: {err}");

@@ -1,7 +1,9 @@
 //! The server configuration: Kafka's property names, from the embedded defaults, then a
-//! server.properties file, then `--override key=value` arguments.
+//! server.properties file, then `SKALD_<KEY>` environment variables (for containers), then
+//! `--override key=value` arguments.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -56,9 +58,10 @@ const SERVER_PROPERTIES: &[(&str, &str)] = &[
     ("log.retention.minutes", ""),
     ("log.retention.hours", "168"),
     // Group coordinator (read by `group::CoordinatorConfig`). Kafka's default replication factor
-    // for `__consumer_offsets` is 3; a single-node Skald could never create it, so 1 here.
+    // for `__consumer_offsets`; a lone node left at the default creates it with what it has (see
+    // `api::find_coordinator::offsets_topic_replication_factor`).
     ("offsets.topic.num.partitions", "50"),
-    ("offsets.topic.replication.factor", "1"),
+    ("offsets.topic.replication.factor", "3"),
     ("group.initial.rebalance.delay.ms", "3000"),
     ("group.min.session.timeout.ms", "6000"),
     ("group.max.session.timeout.ms", "1800000"),
@@ -85,11 +88,12 @@ const SERVER_PROPERTIES: &[(&str, &str)] = &[
     // forgotten by every partition, checked this often.
     ("producer.id.expiration.ms", "86400000"),
     ("producer.id.expiration.check.interval.ms", "600000"),
-    // The transaction coordinator (Kafka's names). Kafka's defaults for the replication factor
-    // and min ISR of `__transaction_state` are 3 and 2; a single-node Skald could never create
-    // it, so 1 here (the min ISR is capped at the replication factor either way).
+    // The transaction coordinator (Kafka's names and defaults). A lone node left at the default
+    // creates `__transaction_state` with what it has, as `__consumer_offsets` (see
+    // `api::find_coordinator::internal_topic_replication_factor`); the min ISR is capped at the
+    // replication factor.
     ("transaction.state.log.num.partitions", "50"),
-    ("transaction.state.log.replication.factor", "1"),
+    ("transaction.state.log.replication.factor", "3"),
     ("transaction.state.log.min.isr", "2"),
     ("transaction.max.timeout.ms", "900000"),
     (
@@ -269,8 +273,20 @@ pub struct ReplicationConfig {
 }
 
 impl ServerConfig {
-    /// Loads the embedded defaults, then `file`, then `overrides` (`key=value` each).
+    /// Loads the embedded defaults, then `file`, then `overrides` (`key=value` each); the
+    /// environment is not read (see [`ServerConfig::load_with_env`]).
     pub fn load(file: Option<&Path>, overrides: &[String]) -> Result<ServerConfig, String> {
+        Self::load_with_env(file, std::iter::empty(), overrides)
+    }
+
+    /// Loads the embedded defaults, then `file`, then the `SKALD_<KEY>` variables of `env`
+    /// (see [`env_var_name`]), then `overrides`. Only variables naming a known property are
+    /// read, so the tool's `SKALD_BROKERS` and anything else in the environment is left alone.
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (OsString, OsString)>,
+        overrides: &[String],
+    ) -> Result<ServerConfig, String> {
         let mut explicit = BTreeMap::new();
         if let Some(path) = file {
             let reader = std::fs::File::open(path)
@@ -279,6 +295,7 @@ impl ServerConfig {
                 .map_err(|err| format!("cannot parse {}: {err}", path.display()))?;
             explicit.extend(properties);
         }
+        explicit.extend(properties_from_env(env)?);
         for entry in overrides {
             let (key, value) = entry
                 .split_once('=')
@@ -629,12 +646,10 @@ impl ServerConfig {
 
     /// Every property Skald knows (server and topic defaults) with its effective value.
     pub fn known_properties(&self) -> Vec<(&'static str, String)> {
-        let server = SERVER_PROPERTIES.iter().map(|(key, _)| *key);
-        let topic_defaults = TOPIC_CONFIGS.iter().map(|def| def.broker_property);
-        let mut keys: Vec<&'static str> = server.chain(topic_defaults).collect();
-        keys.sort_unstable();
-        keys.dedup();
-        keys.into_iter().map(|key| (key, self.get(key))).collect()
+        known_keys()
+            .into_iter()
+            .map(|key| (key, self.get(key)))
+            .collect()
     }
 
     fn parse<T: std::str::FromStr>(&self, key: &str) -> Result<T, String> {
@@ -661,6 +676,57 @@ fn default_of(key: &str) -> Option<&'static str> {
 
 fn is_known(key: &str) -> bool {
     default_of(key).is_some()
+}
+
+/// Every property Skald knows, server and topic defaults, sorted and without repeats.
+fn known_keys() -> Vec<&'static str> {
+    let server = SERVER_PROPERTIES.iter().map(|(key, _)| *key);
+    let topic_defaults = TOPIC_CONFIGS.iter().map(|def| def.broker_property);
+    let mut keys: Vec<&'static str> = server.chain(topic_defaults).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
+/// The environment variable that sets `key`: `SKALD_` and the key uppercased with dots as
+/// underscores (`node.id` → `SKALD_NODE_ID`), the convention of Kafka's container images with
+/// Skald's prefix. No property name contains an underscore, so the mapping is one to one.
+pub fn env_var_name(key: &str) -> String {
+    format!("SKALD_{}", key.to_ascii_uppercase().replace('.', "_"))
+}
+
+/// The known properties `env` sets. A variable naming no property is not Skald's server
+/// configuration (the tool reads `SKALD_BROKERS`, tests `SKALD_TEST_LOG`) and is ignored.
+fn properties_from_env(
+    env: impl IntoIterator<Item = (OsString, OsString)>,
+) -> Result<BTreeMap<String, String>, String> {
+    let by_name: BTreeMap<String, &'static str> = known_keys()
+        .into_iter()
+        .map(|key| (env_var_name(key), key))
+        .collect();
+    let mut properties = BTreeMap::new();
+    for (name, value) in env {
+        let Some(key) = name.to_str().and_then(|name| by_name.get(name)) else {
+            continue;
+        };
+        let value = value.into_string().map_err(|_| {
+            format!(
+                "the environment variable {} is not valid UTF-8",
+                env_var_name(key)
+            )
+        })?;
+        properties.insert(key.to_string(), value.trim().to_string());
+    }
+    if !properties.is_empty() {
+        // Names only: which settings a container's environment supplied, for whoever wonders
+        // where a value came from.
+        let keys: Vec<&str> = properties.keys().map(String::as_str).collect();
+        tracing::info!(
+            "properties from SKALD_* environment variables: {}",
+            keys.join(", ")
+        );
+    }
+    Ok(properties)
 }
 
 fn parse_listeners(spec: &str) -> Result<Vec<Listener>, String> {
@@ -767,6 +833,147 @@ mod tests {
         assert_eq!(config.get("log.segment.bytes"), "1048576");
         assert!(config.is_explicit("log.segment.bytes"));
         assert!(!config.is_explicit("log.retention.ms"));
+    }
+
+    fn env(vars: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
+        vars.iter()
+            .map(|(name, value)| (OsString::from(name), OsString::from(value)))
+            .collect()
+    }
+
+    #[test]
+    fn environment_variable_names_map_dots_to_underscores_uppercased() {
+        assert_eq!(env_var_name("node.id"), "SKALD_NODE_ID");
+        assert_eq!(env_var_name("process.roles"), "SKALD_PROCESS_ROLES");
+        assert_eq!(
+            env_var_name("controller.quorum.voters"),
+            "SKALD_CONTROLLER_QUORUM_VOTERS"
+        );
+        assert_eq!(env_var_name("log.dirs"), "SKALD_LOG_DIRS");
+        assert_eq!(env_var_name("metrics.listener"), "SKALD_METRICS_LISTENER");
+        // One to one: no two known properties share a variable, and none is the tool's.
+        let names: std::collections::BTreeSet<String> =
+            known_keys().into_iter().map(env_var_name).collect();
+        assert_eq!(names.len(), known_keys().len());
+        assert!(!names.contains("SKALD_BROKERS"));
+    }
+
+    #[test]
+    fn environment_sets_known_properties_between_file_and_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.properties");
+        std::fs::write(
+            &path,
+            "node.id=3\nnum.partitions=6\nlog.segment.bytes=1048576\n",
+        )
+        .unwrap();
+        let config = ServerConfig::load_with_env(
+            Some(&path),
+            env(&[
+                ("SKALD_NODE_ID", "7"),
+                ("SKALD_PROCESS_ROLES", "broker,controller"),
+                ("SKALD_LISTENERS", "PLAINTEXT://:9092,CONTROLLER://:9093"),
+                (
+                    "SKALD_ADVERTISED_LISTENERS",
+                    "PLAINTEXT://skald-0.skald:9092",
+                ),
+                ("SKALD_CONTROLLER_QUORUM_VOTERS", "7@skald-0.skald:9093"),
+                ("SKALD_LOG_DIRS", " /var/lib/skald/data "),
+                ("SKALD_METRICS_LISTENER", "0.0.0.0:9644"),
+                ("SKALD_NUM_PARTITIONS", "4"),
+                ("SKALD_LOG_RETENTION_MS", "5000"),
+                // Not properties: the tool's bootstrap list, a log filter, a typo.
+                ("SKALD_BROKERS", "10.0.0.1:9092"),
+                ("RUST_LOG", "debug"),
+                ("SKALD_NODEID", "9"),
+            ]),
+            &["num.partitions=2".to_string()],
+        )
+        .unwrap();
+        assert_eq!(config.node_id, 7, "the environment wins over the file");
+        assert_eq!(
+            config.num_partitions, 2,
+            "an override wins over the environment"
+        );
+        assert_eq!(
+            config.get("log.segment.bytes"),
+            "1048576",
+            "the file, untouched"
+        );
+        assert_eq!(config.get("log.retention.ms"), "5000", "a topic default");
+        assert_eq!(
+            config
+                .listeners
+                .iter()
+                .map(|l| (l.name.as_str(), l.bind_address()))
+                .collect::<Vec<_>>(),
+            vec![
+                ("PLAINTEXT", "0.0.0.0:9092".to_string()),
+                ("CONTROLLER", "0.0.0.0:9093".to_string())
+            ]
+        );
+        assert_eq!(
+            config.advertised_listeners,
+            vec![Listener {
+                name: "PLAINTEXT".into(),
+                host: "skald-0.skald".into(),
+                port: 9092
+            }]
+        );
+        assert_eq!(config.voter_ids(), vec![7]);
+        assert_eq!(config.log_dirs, vec![PathBuf::from("/var/lib/skald/data")]);
+        assert_eq!(config.metrics_listener, "0.0.0.0:9644".parse().unwrap());
+        assert!(!config.is_explicit("brokers"));
+        let explicit: Vec<&str> = config.explicit.keys().map(String::as_str).collect();
+        assert_eq!(
+            explicit,
+            vec![
+                "advertised.listeners",
+                "controller.quorum.voters",
+                "listeners",
+                "log.dirs",
+                "log.retention.ms",
+                "log.segment.bytes",
+                "metrics.listener",
+                "node.id",
+                "num.partitions",
+                "process.roles",
+            ]
+        );
+    }
+
+    #[test]
+    fn environment_values_are_validated_like_any_other() {
+        let load = |vars: &[(&str, &str)]| ServerConfig::load_with_env(None, env(vars), &[]);
+        assert_eq!(
+            load(&[("SKALD_NODE_ID", "one")]).unwrap_err(),
+            "invalid value 'one' for node.id"
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStringExt;
+            let not_utf8 = vec![(
+                OsString::from("SKALD_LOG_DIRS"),
+                OsString::from_vec(vec![0x2f, 0xff]),
+            )];
+            assert_eq!(
+                ServerConfig::load_with_env(None, not_utf8, &[]).unwrap_err(),
+                "the environment variable SKALD_LOG_DIRS is not valid UTF-8"
+            );
+        }
+        // A non-UTF-8 variable that is not a property is none of the server's business.
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStringExt;
+            let foreign = vec![(
+                OsString::from_vec(vec![0x53, 0xff]),
+                OsString::from_vec(vec![0xff]),
+            )];
+            assert_eq!(
+                ServerConfig::load_with_env(None, foreign, &[]).map(|c| c.node_id),
+                Ok(1)
+            );
+        }
     }
 
     #[test]

@@ -12,6 +12,10 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// Another process holds the `.lock` of one of this node's log dirs (Kafka's refusal to
+    /// share a log dir between two servers).
+    #[error("log dir {} is in use by another process (its .lock is held): is another skald server running on it?", dir.display())]
+    LogDirLocked { dir: PathBuf },
     #[error("cannot listen on {address}: {source}")]
     Bind {
         address: String,

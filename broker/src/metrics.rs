@@ -1,7 +1,10 @@
-//! Prometheus metrics and the `GET /metrics` endpoint on `metrics.listener`.
+//! Prometheus metrics and the HTTP endpoint on `metrics.listener`: `GET /metrics`, and the
+//! probes orchestrators ask, `GET /health` (the process is alive) and `GET /ready` (it serves
+//! clients).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
 use prometheus::{
@@ -121,6 +124,8 @@ impl Metrics {
             "skald_raft_leader_id",
             "Node id of the metadata quorum leader as this node knows it, -1 if none",
         )?;
+        // Served from start-up on, before the quorum's first round: none known yet, not node 0.
+        raft_leader_id.set(-1);
         let metadata_applied_index = IntGauge::new(
             "skald_metadata_applied_index",
             "Raft index of the metadata this node serves",
@@ -257,7 +262,86 @@ impl Metrics {
     }
 }
 
-/// The HTTP endpoint serving `/metrics` on its own thread (scrapes are rare and cheap).
+/// Why a node does not serve clients right now (the body of a 503 from `/ready`).
+pub type NotReady = String;
+
+/// What `GET /ready` answers: not ready while the node starts; once it serves, whatever the
+/// probe the server installs says (a broker: not fenced); not ready again once shutdown begins,
+/// so a load balancer stops sending clients before the listeners close.
+#[derive(Default)]
+pub struct Readiness {
+    probe: OnceLock<Box<dyn Fn() -> Result<(), NotReady> + Send + Sync>>,
+    stopping: AtomicBool,
+}
+
+impl Readiness {
+    /// The node serves from now on, as long as `probe` says so (installed once).
+    pub fn serving(&self, probe: impl Fn() -> Result<(), NotReady> + Send + Sync + 'static) {
+        if self.probe.set(Box::new(probe)).is_err() {
+            tracing::error!("readiness probe installed twice; keeping the first");
+        }
+    }
+
+    /// Shutdown has begun: never ready again.
+    pub fn stopping(&self) {
+        self.stopping.store(true, Ordering::Release);
+    }
+
+    pub fn check(&self) -> Result<(), NotReady> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Err("shutting down".into());
+        }
+        match self.probe.get() {
+            Some(probe) => probe(),
+            None => Err("starting".into()),
+        }
+    }
+}
+
+impl std::fmt::Debug for Readiness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Readiness")
+            .field("ready", &self.check())
+            .finish()
+    }
+}
+
+/// One answer of the HTTP endpoint.
+#[derive(Debug, PartialEq, Eq)]
+struct HttpAnswer {
+    status: u16,
+    /// Prometheus' exposition format rather than plain text.
+    exposition: bool,
+    body: Vec<u8>,
+}
+
+/// Routes one request by its path (a query string is ignored).
+fn answer(url: &str, metrics: &Metrics, readiness: &Readiness) -> HttpAnswer {
+    let path = url.split_once('?').map_or(url, |(path, _)| path);
+    let text = |status, body: String| HttpAnswer {
+        status,
+        exposition: false,
+        body: body.into_bytes(),
+    };
+    match path {
+        "/metrics" => HttpAnswer {
+            status: 200,
+            exposition: true,
+            body: metrics.render(),
+        },
+        // Alive: this thread answers. A node with an offline log dir or no quorum is still
+        // alive (restarting it would not help); readiness says whether it serves.
+        "/health" => text(200, "ok\n".into()),
+        "/ready" => match readiness.check() {
+            Ok(()) => text(200, "ready\n".into()),
+            Err(reason) => text(503, format!("not ready: {reason}\n")),
+        },
+        _ => text(404, "not found: try /metrics, /health or /ready\n".into()),
+    }
+}
+
+/// The HTTP endpoint serving `/metrics`, `/health` and `/ready` on its own thread (scrapes and
+/// probes are rare and cheap).
 pub struct MetricsServer {
     server: Arc<tiny_http::Server>,
     thread: Option<JoinHandle<()>>,
@@ -265,26 +349,34 @@ pub struct MetricsServer {
 }
 
 impl MetricsServer {
-    pub fn start(address: SocketAddr, metrics: Metrics) -> std::io::Result<MetricsServer> {
+    pub fn start(
+        address: SocketAddr,
+        metrics: Metrics,
+        readiness: Arc<Readiness>,
+    ) -> std::io::Result<MetricsServer> {
         let server = tiny_http::Server::http(address).map_err(std::io::Error::other)?;
         let local_addr = server.server_addr().to_ip().unwrap_or(address);
         let server = Arc::new(server);
         let serving = Arc::clone(&server);
-        let content_type =
-            tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"text/plain; version=0.0.4"[..])
-                .map_err(|()| std::io::Error::other("invalid Content-Type header"))?;
+        let header = |value: &[u8]| {
+            tiny_http::Header::from_bytes(&b"Content-Type"[..], value)
+                .map_err(|()| std::io::Error::other("invalid Content-Type header"))
+        };
+        let exposition = header(b"text/plain; version=0.0.4")?;
+        let plain = header(b"text/plain; charset=utf-8")?;
         let thread = std::thread::Builder::new()
             .name("metrics-http".into())
             .spawn(move || {
                 for request in serving.incoming_requests() {
-                    let response =
-                        if request.url() == "/metrics" || request.url().starts_with("/metrics?") {
-                            tiny_http::Response::from_data(metrics.render())
-                                .with_header(content_type.clone())
-                        } else {
-                            tiny_http::Response::from_data(b"not found: try /metrics\n".to_vec())
-                                .with_status_code(404)
-                        };
+                    let answer = answer(request.url(), &metrics, &readiness);
+                    let content_type = if answer.exposition {
+                        exposition.clone()
+                    } else {
+                        plain.clone()
+                    };
+                    let response = tiny_http::Response::from_data(answer.body)
+                        .with_status_code(answer.status)
+                        .with_header(content_type);
                     if let Err(err) = request.respond(response) {
                         tracing::debug!("metrics response not sent: {err}");
                     }
@@ -306,6 +398,67 @@ impl Drop for MetricsServer {
             // incoming_requests() ends once the server is unblocked.
             let _ = thread.join();
         }
+    }
+}
+
+/// Each log dir's file system, read at scrape time (`statvfs`): the bytes an unprivileged
+/// writer can still use and the file system's size, so an alert can see a disk filling before
+/// appends fail and the dir goes offline.
+pub struct LogDirCollector {
+    dirs: Vec<std::path::PathBuf>,
+    available: IntGaugeVec,
+    capacity: IntGaugeVec,
+}
+
+impl LogDirCollector {
+    pub fn new(dirs: Vec<std::path::PathBuf>) -> Result<LogDirCollector, prometheus::Error> {
+        Ok(LogDirCollector {
+            dirs,
+            available: IntGaugeVec::new(
+                Opts::new(
+                    "skald_log_dir_available_bytes",
+                    "Bytes still available to Skald on a log dir's file system",
+                ),
+                &["dir"],
+            )?,
+            capacity: IntGaugeVec::new(
+                Opts::new(
+                    "skald_log_dir_capacity_bytes",
+                    "Size of a log dir's file system",
+                ),
+                &["dir"],
+            )?,
+        })
+    }
+}
+
+impl prometheus::core::Collector for LogDirCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        [self.available.desc(), self.capacity.desc()].concat()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.available.reset();
+        self.capacity.reset();
+        for dir in &self.dirs {
+            let label = dir.display().to_string();
+            match rustix::fs::statvfs(dir) {
+                Ok(stats) => {
+                    let bytes = |blocks: u64| {
+                        i64::try_from(blocks.saturating_mul(stats.f_frsize)).unwrap_or(i64::MAX)
+                    };
+                    self.available
+                        .with_label_values(&[&label])
+                        .set(bytes(stats.f_bavail));
+                    self.capacity
+                        .with_label_values(&[&label])
+                        .set(bytes(stats.f_blocks));
+                }
+                // No sample rather than a made-up one; the offline-dir gauge tells the rest.
+                Err(err) => tracing::debug!(dir = %label, "cannot statvfs a log dir: {err}"),
+            }
+        }
+        [self.available.collect(), self.capacity.collect()].concat()
     }
 }
 
@@ -458,5 +611,100 @@ impl prometheus::core::Collector for ProducerCollector {
             self.open_transactions.collect(),
         ]
         .concat()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ask(url: &str, readiness: &Readiness) -> (u16, String) {
+        let metrics = Metrics::new().unwrap();
+        let answer = answer(url, &metrics, readiness);
+        (answer.status, String::from_utf8(answer.body).unwrap())
+    }
+
+    #[test]
+    fn ready_only_between_serving_and_stopping_and_while_the_probe_agrees() {
+        let readiness = Readiness::default();
+        assert_eq!(ask("/health", &readiness), (200, "ok\n".into()));
+        assert_eq!(
+            ask("/ready", &readiness),
+            (503, "not ready: starting\n".into())
+        );
+        let fenced = Arc::new(AtomicBool::new(false));
+        let probe = Arc::clone(&fenced);
+        readiness.serving(move || {
+            if probe.load(Ordering::Acquire) {
+                Err("fenced by the controller".into())
+            } else {
+                Ok(())
+            }
+        });
+        assert_eq!(ask("/ready", &readiness), (200, "ready\n".into()));
+        assert_eq!(ask("/ready?verbose=1", &readiness), (200, "ready\n".into()));
+        fenced.store(true, Ordering::Release);
+        assert_eq!(
+            ask("/ready", &readiness),
+            (503, "not ready: fenced by the controller\n".into())
+        );
+        fenced.store(false, Ordering::Release);
+        readiness.stopping();
+        assert_eq!(
+            ask("/ready", &readiness),
+            (503, "not ready: shutting down\n".into())
+        );
+        assert_eq!(ask("/health", &readiness), (200, "ok\n".into()));
+    }
+
+    #[test]
+    fn log_dir_space_is_read_at_scrape_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing");
+        let metrics = Metrics::new().unwrap();
+        metrics
+            .register(Box::new(
+                LogDirCollector::new(vec![dir.path().to_path_buf(), missing]).unwrap(),
+            ))
+            .unwrap();
+        let body = String::from_utf8(metrics.render()).unwrap();
+        let value = |name: &str| -> Vec<i64> {
+            body.lines()
+                .filter(|line| line.starts_with(name))
+                .map(|line| {
+                    let (series, value) = line.rsplit_once(' ').unwrap();
+                    assert_eq!(
+                        series,
+                        format!("{name}{{dir=\"{}\"}}", dir.path().display())
+                    );
+                    value.parse().unwrap()
+                })
+                .collect()
+        };
+        let (available, capacity) = (
+            value("skald_log_dir_available_bytes"),
+            value("skald_log_dir_capacity_bytes"),
+        );
+        // One sample each (the missing dir has none), within the file system's size.
+        assert_eq!((available.len(), capacity.len()), (1, 1), "{body}");
+        assert!(0 <= available[0] && available[0] <= capacity[0] && capacity[0] > 0);
+    }
+
+    #[test]
+    fn metrics_are_exposition_and_other_paths_are_not_found() {
+        let readiness = Readiness::default();
+        let metrics = Metrics::new().unwrap();
+        metrics.raft_term.set(4);
+        let scraped = answer("/metrics", &metrics, &readiness);
+        assert_eq!((scraped.status, scraped.exposition), (200, true));
+        let body = String::from_utf8(scraped.body).unwrap();
+        assert!(
+            body.lines().any(|line| line == "skald_raft_term 4"),
+            "{body}"
+        );
+        assert_eq!(
+            ask("/healthz", &readiness),
+            (404, "not found: try /metrics, /health or /ready\n".into())
+        );
     }
 }

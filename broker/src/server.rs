@@ -3,6 +3,8 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,7 +30,9 @@ use crate::error::{Error, Result};
 use crate::metadata::driver::{self, DriverConfig};
 use crate::metadata::publisher::Publisher;
 use crate::metadata::{follower, lifecycle, ControllerChannel};
-use crate::metrics::{GroupCollector, Metrics, MetricsServer, ProducerCollector};
+use crate::metrics::{
+    GroupCollector, LogDirCollector, Metrics, MetricsServer, ProducerCollector, Readiness,
+};
 use crate::replica_manager::ReplicaManager;
 use crate::replication;
 
@@ -84,7 +88,24 @@ const CONTROLLED_SHUTDOWN_MAX: Duration = Duration::from_secs(10);
 /// Runs the server until `shutdown` resolves.
 pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
     tokio::pin!(shutdown);
+    // Before anything reads or writes a log dir; held until this function returns.
+    let _log_dir_locks = {
+        let config = config.clone();
+        blocking(move || lock_log_dirs(&config)).await??
+    };
     let metrics = Metrics::new()?;
+    // From the start, so `/health` answers (and `/ready` says "starting") during log recovery
+    // and while a broker waits for the controllers; metrics registered later still show.
+    let readiness = Arc::new(Readiness::default());
+    let metrics_server = MetricsServer::start(
+        config.metrics_listener,
+        metrics.clone(),
+        Arc::clone(&readiness),
+    )
+    .map_err(|source| Error::Bind {
+        address: config.metrics_listener.to_string(),
+        source,
+    })?;
     let cluster_id = {
         let config = config.clone();
         blocking(move || ensure_meta_properties(&config)).await??
@@ -227,17 +248,23 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
     broker
         .metrics
         .register(Box::new(ProducerCollector::new(Arc::downgrade(&broker))?))?;
+    broker
+        .metrics
+        .register(Box::new(LogDirCollector::new(config.log_dirs.clone())?))?;
     // Group timers and offset expiry run from start-up, not only once a member joins.
     crate::group::GroupCoordinator::ensure_ticker(&broker);
-    let metrics_server =
-        MetricsServer::start(config.metrics_listener, metrics).map_err(|source| Error::Bind {
-            address: config.metrics_listener.to_string(),
-            source,
-        })?;
 
     if !config.roles.broker {
         tracing::info!(node_id = config.node_id, "controller running");
+        // A controller serves once it knows a quorum leader: before that no broker can
+        // register or change metadata through it.
+        let quorum = driver.clone();
+        readiness.serving(move || match quorum.as_ref().and_then(|d| d.leader()) {
+            Some(_) => Ok(()),
+            None => Err("no controller quorum leader known".into()),
+        });
         shutdown.await;
+        readiness.stopping();
         drop(shutdown_tx.send(()));
         if let Some(driver) = &driver {
             driver.shutdown(Duration::from_secs(3)).await;
@@ -286,6 +313,17 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
             move |stream, peer, stop| connection::serve(Arc::clone(&serving), stream, peer, stop),
         ));
     }
+
+    // Registered, unfenced once caught up with the metadata, listeners open: ready while the
+    // controller keeps this broker unfenced (a broker that stops heartbeating is fenced).
+    let serving = Arc::downgrade(&broker);
+    readiness.serving(move || match serving.upgrade() {
+        Some(broker) if broker.fenced.load(Ordering::Acquire) => {
+            Err("fenced by the controller".into())
+        }
+        Some(_) => Ok(()),
+        None => Err("shutting down".into()),
+    });
 
     let retention = tokio::spawn(periodic_log_task(
         Arc::clone(&broker),
@@ -350,6 +388,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
     ));
 
     shutdown.await;
+    readiness.stopping();
     // A pass writing markers may wait for other brokers: it is not waited for.
     txn_ticker.abort();
     // Leaderships move while this broker still answers, so clients switch without errors.
@@ -413,6 +452,61 @@ async fn bind(listener: &Listener) -> Result<TcpListener> {
     TcpListener::bind(&address)
         .await
         .map_err(|source| Error::Bind { address, source })
+}
+
+/// Kafka's per-log-dir lock file.
+const LOCK_FILE: &str = ".lock";
+
+/// Takes the `.lock` of every log dir and of the metadata log dir (creating missing dirs), as
+/// Kafka does: a second server on the same dirs would otherwise append to the first one's
+/// segments and rewrite its checkpoints while it serves. The locks (`flock(2)`, exclusive, never
+/// waited for) last as long as the returned files are open, and the kernel drops them when the
+/// process dies, so a crash leaves no stale lock behind. A dir named twice (the metadata log dir
+/// defaults to the first log dir) is locked once: a second lock on it from this process would
+/// conflict with the first.
+fn lock_log_dirs(config: &ServerConfig) -> Result<Vec<std::fs::File>> {
+    let mut dirs: Vec<&PathBuf> = config.log_dirs.iter().collect();
+    dirs.push(&config.metadata_log_dir);
+    let mut locked: Vec<PathBuf> = Vec::new();
+    let mut files = Vec::new();
+    for dir in dirs {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let canonical = dir.canonicalize().map_err(|source| Error::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        if locked.contains(&canonical) {
+            continue;
+        }
+        let path = canonical.join(LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| Error::Io {
+                path: path.clone(),
+                source,
+            })?;
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                return Err(Error::LogDirLocked { dir: canonical })
+            }
+            Err(errno) => {
+                return Err(Error::Io {
+                    path,
+                    source: errno.into(),
+                })
+            }
+        }
+        locked.push(canonical);
+        files.push(file);
+    }
+    Ok(files)
 }
 
 /// Opens this voter's raft log under the metadata log dir (seeding a new one from the legacy
@@ -554,4 +648,42 @@ async fn accept_loop<F, Fut>(
         while connections.try_join_next().is_some() {}
     }
     while connections.join_next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_dirs_are_locked_once_each_and_refused_while_held() {
+        let root = tempfile::tempdir().unwrap();
+        let (a, b) = (root.path().join("a"), root.path().join("b"));
+        let config =
+            |log_dirs: String| ServerConfig::load(None, &[format!("log.dirs={log_dirs}")]).unwrap();
+        // The metadata log dir defaults to the first log dir: the same dir, one lock.
+        let both = config(format!("{},{}", a.display(), b.display()));
+        let held = lock_log_dirs(&both).unwrap();
+        assert_eq!(held.len(), 2);
+        assert!(a.join(LOCK_FILE).is_file() && b.join(LOCK_FILE).is_file());
+
+        let second = lock_log_dirs(&config(b.display().to_string())).unwrap_err();
+        assert!(
+            matches!(&second, Error::LogDirLocked { dir } if *dir == b.canonicalize().unwrap()),
+            "{second:?}"
+        );
+        assert_eq!(
+            second.to_string(),
+            format!(
+                "log dir {} is in use by another process (its .lock is held): is another skald server running on it?",
+                b.canonicalize().unwrap().display()
+            )
+        );
+        drop(held);
+        assert_eq!(
+            lock_log_dirs(&config(b.display().to_string()))
+                .unwrap()
+                .len(),
+            1
+        );
+    }
 }

@@ -10,7 +10,7 @@ use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::StrBytes;
 use skald_controller::names::{CONSUMER_OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC};
-use skald_controller::{ControllerOp, ControllerReply, CreateTopicSpec};
+use skald_controller::{ControllerOp, ControllerReply, CreateTopicSpec, MetadataImage};
 
 use crate::broker::Broker;
 
@@ -91,14 +91,103 @@ async fn find(broker: &Arc<Broker>, key_type: i8, key: StrBytes) -> Coordinator 
     }
 }
 
+/// An internal topic a coordinator lives on, and the property that sets its replication factor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InternalTopic {
+    /// `__consumer_offsets`, `offsets.topic.replication.factor`.
+    Offsets,
+    /// `__transaction_state`, `transaction.state.log.replication.factor`.
+    TransactionState,
+}
+
+impl InternalTopic {
+    fn property(self) -> &'static str {
+        match self {
+            InternalTopic::Offsets => "offsets.topic.replication.factor",
+            InternalTopic::TransactionState => "transaction.state.log.replication.factor",
+        }
+    }
+
+    /// How Kafka's refusal names the topic.
+    fn described(self) -> &'static str {
+        match self {
+            InternalTopic::Offsets => "the offsets topic",
+            InternalTopic::TransactionState => "the transactions state topic",
+        }
+    }
+}
+
+/// The replication factor an internal topic is created with now, or why it cannot be yet.
+///
+/// Kafka's rule: as many unfenced brokers as its replication factor property (3 by default),
+/// else COORDINATOR_NOT_AVAILABLE and the next FindCoordinator tries again — a cluster that is
+/// still starting must not get its coordinators on one broker for good. The exception is
+/// Skald's own: a lone node (a single-node quorum of itself, no `controller.quorum.voters`) left at
+/// the default gets what it has, so `skald server` serves consumer groups and transactions as it
+/// is. A factor set explicitly is always Kafka's rule.
+pub fn internal_topic_replication_factor(
+    topic: InternalTopic,
+    configured: i16,
+    explicit: bool,
+    lone_node: bool,
+    unfenced_brokers: usize,
+) -> Result<i16, String> {
+    let alive = i16::try_from(unfenced_brokers).unwrap_or(i16::MAX);
+    let required = if lone_node && !explicit {
+        configured.min(alive.max(1))
+    } else {
+        configured
+    };
+    if alive < required {
+        return Err(format!(
+            "Number of alive brokers '{alive}' does not meet the required replication factor \
+             '{required}' for {} (configured via '{}'). This error can be ignored if the cluster \
+             is starting up and not all brokers are up yet.",
+            topic.described(),
+            topic.property()
+        ));
+    }
+    Ok(required)
+}
+
+/// [`internal_topic_replication_factor`] for this broker and its current metadata.
+fn replication_factor_now(
+    broker: &Broker,
+    image: &MetadataImage,
+    topic: InternalTopic,
+    configured: i16,
+) -> Result<i16, ResponseError> {
+    internal_topic_replication_factor(
+        topic,
+        configured,
+        broker.config.is_explicit(topic.property()),
+        broker.config.voters.is_empty(),
+        image.brokers.values().filter(|b| !b.fenced).count(),
+    )
+    .map_err(|reason| {
+        tracing::info!("cannot create {} yet: {reason}", topic.described());
+        ResponseError::CoordinatorNotAvailable
+    })
+}
+
 /// Creates `__consumer_offsets` if it does not exist yet (Kafka does the same on the first
 /// FindCoordinator for a group).
 pub(crate) async fn ensure_offsets_topic(broker: &Arc<Broker>) -> Result<(), ResponseError> {
+    let image = broker.image();
+    if image.topic(CONSUMER_OFFSETS_TOPIC).is_some() {
+        return Ok(());
+    }
     let config = broker.groups.config;
+    let replication_factor = replication_factor_now(
+        broker,
+        &image,
+        InternalTopic::Offsets,
+        config.offsets_topic_replication_factor,
+    )?;
     let spec = CreateTopicSpec {
         name: CONSUMER_OFFSETS_TOPIC.to_string(),
         num_partitions: config.offsets_topic_partitions,
-        replication_factor: config.offsets_topic_replication_factor,
+        replication_factor,
         assignments: Vec::new(),
         configs: vec![
             ("cleanup.policy".into(), Some("compact".into())),
@@ -115,12 +204,22 @@ pub(crate) async fn ensure_offsets_topic(broker: &Arc<Broker>) -> Result<(), Res
 /// transactional id, as Kafka does), with `transaction.state.log.*`: compacted, its
 /// `min.insync.replicas` at most its replication factor.
 async fn ensure_transaction_state_topic(broker: &Arc<Broker>) -> Result<(), ResponseError> {
+    let image = broker.image();
+    if image.topic(TRANSACTION_STATE_TOPIC).is_some() {
+        return Ok(());
+    }
     let config = broker.txns.config;
-    let min_isr = config.min_isr.min(config.replication_factor);
+    let replication_factor = replication_factor_now(
+        broker,
+        &image,
+        InternalTopic::TransactionState,
+        config.replication_factor,
+    )?;
+    let min_isr = config.min_isr.min(replication_factor);
     let spec = CreateTopicSpec {
         name: TRANSACTION_STATE_TOPIC.to_string(),
         num_partitions: config.num_partitions,
-        replication_factor: config.replication_factor,
+        replication_factor,
         assignments: Vec::new(),
         configs: vec![
             ("cleanup.policy".into(), Some("compact".into())),
@@ -138,7 +237,7 @@ async fn ensure_internal_topic(
     broker: &Arc<Broker>,
     spec: CreateTopicSpec,
 ) -> Result<(), ResponseError> {
-    let name = spec.name.clone();
+    let (name, replication_factor) = (spec.name.clone(), spec.replication_factor);
     if broker.image().topic(&name).is_some() {
         return Ok(());
     }
@@ -156,7 +255,7 @@ async fn ensure_internal_topic(
                     return Err(ResponseError::CoordinatorNotAvailable);
                 }
             } else {
-                tracing::info!("created {name}");
+                tracing::info!(replication_factor, "created {name}");
             }
             Ok(())
         }
@@ -168,5 +267,55 @@ async fn ensure_internal_topic(
             tracing::error!("cannot create {name}: {err}");
             Err(ResponseError::CoordinatorNotAvailable)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{internal_topic_replication_factor, InternalTopic};
+
+    #[test]
+    fn a_lone_node_at_the_default_gets_what_it_has_and_clusters_wait_for_enough_brokers() {
+        let factor = |configured, explicit, lone, unfenced| {
+            internal_topic_replication_factor(
+                InternalTopic::Offsets,
+                configured,
+                explicit,
+                lone,
+                unfenced,
+            )
+        };
+        // The embedded single node: default 3, one broker.
+        assert_eq!(factor(3, false, true, 1), Ok(1));
+        // A cluster at the default waits for three unfenced brokers (Kafka), then gets three.
+        assert_eq!(
+            factor(3, false, false, 2),
+            Err("Number of alive brokers '2' does not meet the required replication factor '3' \
+                 for the offsets topic (configured via 'offsets.topic.replication.factor'). This \
+                 error can be ignored if the cluster is starting up and not all brokers are up yet."
+                .to_string())
+        );
+        assert_eq!(factor(3, false, false, 3), Ok(3));
+        assert_eq!(factor(3, false, false, 5), Ok(3));
+        // Set explicitly, it is Kafka's rule even on a lone node.
+        assert!(factor(3, true, true, 1).is_err());
+        assert_eq!(factor(1, true, true, 1), Ok(1));
+        assert_eq!(factor(2, true, false, 2), Ok(2));
+        assert!(factor(3, false, true, 0).is_err_and(|e| e.contains("alive brokers '0'")));
+        // The transaction state topic: the same rule, its own property named.
+        assert_eq!(
+            internal_topic_replication_factor(InternalTopic::TransactionState, 3, false, false, 1),
+            Err(
+                "Number of alive brokers '1' does not meet the required replication factor '3' \
+                 for the transactions state topic (configured via \
+                 'transaction.state.log.replication.factor'). This error can be ignored if the \
+                 cluster is starting up and not all brokers are up yet."
+                    .to_string()
+            )
+        );
+        assert_eq!(
+            internal_topic_replication_factor(InternalTopic::TransactionState, 3, false, true, 1),
+            Ok(1)
+        );
     }
 }
