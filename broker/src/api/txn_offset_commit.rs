@@ -85,6 +85,25 @@ async fn commit(
     broker
         .groups
         .check_coordinator(image, &broker.replicas, group_id)?;
+    // Kafka's `validateOffsetCommit` for transactional commits (KIP-447): a producer that names
+    // its consumer's generation, member or instance (v3+) must be a current member — how a
+    // zombie whose partitions moved on is fenced. Without them (v0–2, or a producer that only
+    // stores offsets) the commit is accepted whatever the group's state.
+    let identified =
+        body.generation_id >= 0 || !body.member_id.is_empty() || body.group_instance_id.is_some();
+    if identified {
+        let group = broker
+            .groups
+            .group(group_id)
+            .ok_or(ResponseError::IllegalGeneration)?;
+        let now_ms = broker.groups.now_ms();
+        crate::group::lock(&group).validate_commit(
+            &body.member_id,
+            body.group_instance_id.as_deref(),
+            body.generation_id,
+            now_ms,
+        )?;
+    }
     if offsets.is_empty() {
         return Ok(());
     }
@@ -107,8 +126,5 @@ async fn commit(
             }
             other => other,
         })?;
-    broker
-        .groups
-        .add_pending_txn_offsets(group_id, body.producer_id.0, offsets);
     Ok(())
 }

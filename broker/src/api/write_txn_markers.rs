@@ -75,9 +75,9 @@ pub struct MarkerFor {
     pub coordinator_epoch: i32,
 }
 
-/// Writes one marker as this partition's leader and waits for the ISR; a committed
-/// transaction's offsets in a `__consumer_offsets` partition then become visible (Kafka's
-/// `handleTxnCompletion`), an aborted one's are dropped.
+/// Writes one marker as this partition's leader and waits for the ISR. In a
+/// `__consumer_offsets` partition the marker decides the transaction's offsets as it is
+/// appended: committed ones become the group's, aborted ones are dropped.
 pub async fn write_and_wait(
     broker: &Broker,
     image: &skald_controller::MetadataImage,
@@ -98,13 +98,7 @@ pub async fn write_and_wait(
         )
     })?;
     wait.until_replicated(tokio::time::Instant::now() + MARKER_REPLICATION_TIMEOUT)
-        .await?;
-    if topic == CONSUMER_OFFSETS_TOPIC {
-        broker
-            .groups
-            .complete_txn(index, marker.producer_id, marker.commit);
-    }
-    Ok(())
+        .await
 }
 
 /// Appends one marker as the partition's leader; the wait for its replication.
@@ -121,19 +115,28 @@ fn write_marker(
 ) -> Result<ReplicationWait, ResponseError> {
     let (partition, _) = broker.replicas.serving(image, topic, index, -1)?;
     let min_insync_replicas = partition.settings.min_insync_replicas;
+    let offsets_partition = topic == CONSUMER_OFFSETS_TOPIC;
+    let mut decided = Vec::new();
     let appended = broker.replicas.append_to_leader(
         &partition,
         Some(min_insync_replicas),
         |log, leader_epoch| {
-            log.append_txn_marker(
+            let appended = log.append_txn_marker(
                 producer_id,
                 producer_epoch,
                 commit,
                 coordinator_epoch,
                 leader_epoch,
-            )
+            );
+            // Under the log lock, in log order: this marker decides the transactional offsets
+            // appended before it (Kafka's `handleTxnCompletion`).
+            if offsets_partition && appended.is_ok() {
+                decided = broker.groups.decide_txn(index, producer_id, commit);
+            }
+            appended
         },
     );
+    broker.groups.apply_txn_offsets(decided);
     let LeaderAppend {
         appended,
         leader_epoch,

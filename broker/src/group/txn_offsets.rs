@@ -62,9 +62,15 @@ impl GroupCoordinator {
                     ResponseError::UnknownServerError
                 })?;
         let min_isr = partition.settings.min_insync_replicas;
+        // The offsets become pending under the partition's lock, in log order with the markers
+        // (see `decide_txn`): a marker appended after them decides them, never one before.
         let appended = replicas
             .append_to_leader(&partition, Some(min_isr), |log, leader_epoch| {
-                log.append_for_producer(&mut batch, leader_epoch)
+                let appended = log.append_for_producer(&mut batch, leader_epoch);
+                if appended.is_ok() {
+                    self.add_pending_txn_offsets(group_id, producer_id, offsets.to_vec());
+                }
+                appended
             })
             .map_err(|_| ResponseError::NotCoordinator)?;
         match appended.appended {
@@ -88,8 +94,9 @@ impl GroupCoordinator {
         }
     }
 
-    /// Holds offsets a transaction committed (appended and replicated) until its marker.
-    pub fn add_pending_txn_offsets(
+    /// Holds offsets a transaction committed until its marker (called under the partition's
+    /// log lock, right after their append).
+    fn add_pending_txn_offsets(
         &self,
         group_id: &str,
         producer_id: i64,
@@ -117,15 +124,21 @@ impl GroupCoordinator {
         })
     }
 
-    /// Producer `producer_id`'s marker in `__consumer_offsets-<index>`: its pending offsets
-    /// become committed (COMMIT) or are dropped (ABORT).
-    pub fn complete_txn(&self, index: i32, producer_id: i64, commit: bool) {
-        let Some(offsets) = self.pending().remove(&(index, producer_id)) else {
-            return;
-        };
-        if !commit {
-            return;
+    /// Producer `producer_id`'s marker in `__consumer_offsets-<index>`, called under that
+    /// partition's log lock right after the marker's append, so it decides exactly the offsets
+    /// appended before it: they are returned to apply (COMMIT) or dropped (ABORT). Applying takes
+    /// group locks, which must not be taken under a log lock (commits take them the other way
+    /// round): see [`GroupCoordinator::apply_txn_offsets`].
+    pub fn decide_txn(&self, index: i32, producer_id: i64, commit: bool) -> Vec<PendingOffset> {
+        let decided = self.pending().remove(&(index, producer_id));
+        match decided {
+            Some(offsets) if commit => offsets,
+            _ => Vec::new(),
         }
+    }
+
+    /// Makes a committed transaction's offsets the groups' committed offsets.
+    pub fn apply_txn_offsets(&self, offsets: Vec<PendingOffset>) {
         for (group_id, topic, partition, offset) in offsets {
             let group = self.group_or_create(&group_id);
             lock(&group).offsets.insert((topic, partition), offset);

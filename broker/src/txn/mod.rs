@@ -139,12 +139,34 @@ impl TransactionCoordinator {
             .ok_or(ResponseError::NotCoordinator)
     }
 
-    fn txn(&self, transactional_id: &str) -> SharedTxn {
-        Arc::clone(
-            self.txn_map()
-                .entry(transactional_id.to_owned())
-                .or_default(),
-        )
+    /// Locks `transactional_id`'s state (created empty when `create`, for InitProducerId; for
+    /// any other request an id never initialised is INVALID_PRODUCER_ID_MAPPING) and returns it
+    /// with the coordinator epoch it is held under. The lock is taken, then the id checked to
+    /// still be coordinated here under the same epoch and entry: a partition unloaded and
+    /// reloaded meanwhile replaced the entry, whose old lock fences nothing.
+    async fn lock_txn(
+        &self,
+        transactional_id: &str,
+        create: bool,
+    ) -> Result<(tokio::sync::OwnedMutexGuard<Option<TxnMetadata>>, i32), ResponseError> {
+        let coordinator_epoch = self.coordinator_epoch(transactional_id)?;
+        let txn = {
+            let mut map = self.txn_map();
+            match map.get(transactional_id) {
+                Some(txn) => Arc::clone(txn),
+                None if create => Arc::clone(map.entry(transactional_id.to_owned()).or_default()),
+                None => return Err(ResponseError::InvalidProducerIdMapping),
+            }
+        };
+        let guard = Arc::clone(&txn).lock_owned().await;
+        let current = self
+            .txn_map()
+            .get(transactional_id)
+            .is_some_and(|held| Arc::ptr_eq(held, &txn));
+        if !current || self.coordinator_epoch(transactional_id) != Ok(coordinator_epoch) {
+            return Err(ResponseError::NotCoordinator);
+        }
+        Ok((guard, coordinator_epoch))
     }
 
     /// Every transactional id this broker coordinates, with its state (for the tick and
@@ -193,9 +215,7 @@ impl TransactionCoordinator {
         if timeout_ms <= 0 || timeout_ms > self.config.max_timeout_ms {
             return Err(ResponseError::InvalidTransactionTimeout);
         }
-        let coordinator_epoch = self.coordinator_epoch(transactional_id)?;
-        let txn = self.txn(transactional_id);
-        let mut guard = txn.lock().await;
+        let (mut guard, coordinator_epoch) = self.lock_txn(transactional_id, true).await?;
         let now_ms = now_ms();
         let next = match guard.as_ref() {
             None => {
@@ -252,7 +272,8 @@ impl TransactionCoordinator {
                 next
             }
         };
-        self.write(broker, transactional_id, &next).await?;
+        self.write(broker, transactional_id, &next, coordinator_epoch)
+            .await?;
         let reply = (next.producer_id, next.producer_epoch);
         *guard = Some(next);
         Ok(reply)
@@ -267,9 +288,7 @@ impl TransactionCoordinator {
         producer_epoch: i16,
         partitions: Vec<(String, i32)>,
     ) -> Result<(), ResponseError> {
-        self.coordinator_epoch(transactional_id)?;
-        let txn = self.txn(transactional_id);
-        let mut guard = txn.lock().await;
+        let (mut guard, coordinator_epoch) = self.lock_txn(transactional_id, false).await?;
         let current = guard
             .as_ref()
             .ok_or(ResponseError::InvalidProducerIdMapping)?;
@@ -280,7 +299,8 @@ impl TransactionCoordinator {
             return Ok(());
         }
         let next = current.with_partitions(partitions, now_ms());
-        self.write(broker, transactional_id, &next).await?;
+        self.write(broker, transactional_id, &next, coordinator_epoch)
+            .await?;
         *guard = Some(next);
         Ok(())
     }
@@ -333,9 +353,7 @@ impl TransactionCoordinator {
         producer_epoch: i16,
         commit: bool,
     ) -> Result<(), ResponseError> {
-        let coordinator_epoch = self.coordinator_epoch(transactional_id)?;
-        let txn = self.txn(transactional_id);
-        let mut guard = txn.lock().await;
+        let (mut guard, coordinator_epoch) = self.lock_txn(transactional_id, false).await?;
         let current = guard
             .as_ref()
             .ok_or(ResponseError::InvalidProducerIdMapping)?
@@ -375,7 +393,8 @@ impl TransactionCoordinator {
         coordinator_epoch: i32,
     ) -> Result<TxnMetadata, ResponseError> {
         let preparing = ongoing.preparing(commit, now_ms());
-        self.write(broker, transactional_id, &preparing).await?;
+        self.write(broker, transactional_id, &preparing, coordinator_epoch)
+            .await?;
         *state = Some(preparing.clone());
         self.finish(
             broker,
@@ -400,7 +419,8 @@ impl TransactionCoordinator {
         let commit = preparing.state == TxnState::PrepareCommit;
         markers::write_all(broker, preparing, commit, coordinator_epoch).await?;
         let done = preparing.completed(now_ms());
-        self.write(broker, transactional_id, &done).await?;
+        self.write(broker, transactional_id, &done, coordinator_epoch)
+            .await?;
         *state = Some(done.clone());
         tracing::debug!(
             transactional_id,
@@ -418,6 +438,7 @@ impl TransactionCoordinator {
         broker: &Arc<Broker>,
         transactional_id: &str,
         meta: &TxnMetadata,
+        coordinator_epoch: i32,
     ) -> Result<(), ResponseError> {
         let encoded = records::key(transactional_id)
             .and_then(|key| Ok((key, records::value(meta)?)))
@@ -440,14 +461,26 @@ impl TransactionCoordinator {
                 },
             )?;
         let min_isr = partition.settings.min_insync_replicas;
+        // Written only under the leadership the operation started in: a coordinator that lost
+        // and regained the partition meanwhile must not overwrite what its successor decided.
+        let mut fenced = false;
         let appended = tokio::task::block_in_place(|| {
             broker
                 .replicas
                 .append_to_leader(&partition, Some(min_isr), |log, leader_epoch| {
+                    if leader_epoch != coordinator_epoch {
+                        fenced = true;
+                        return Err(skald_storage::Error::InvalidRecord(
+                            "stale coordinator epoch".into(),
+                        ));
+                    }
                     log.append(&mut batch, None, leader_epoch)
                 })
         })
         .map_err(|_| ResponseError::NotCoordinator)?;
+        if fenced {
+            return Err(ResponseError::NotCoordinator);
+        }
         let info = appended.appended.map_err(|err| {
             tracing::error!(transactional_id, "cannot append transaction state: {err}");
             ResponseError::NotCoordinator
