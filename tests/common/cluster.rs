@@ -12,6 +12,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use super::netsplit::Link;
 use super::{
@@ -464,23 +465,47 @@ impl TestCluster {
 
     /// SIGTERM one node and wait for a clean exit.
     pub fn stop(&mut self, node_id: i32) {
+        self.stop_timed(node_id);
+    }
+
+    /// SIGTERM one node, wait for a clean exit and return how long it took from the signal.
+    pub fn stop_timed(&mut self, node_id: i32) -> Duration {
         let index = self.index_of(node_id);
         let node = &mut self.nodes[index];
         let mut child = node.child.take().expect("node is not running");
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status()
-            .expect("run kill -TERM");
-        assert!(status.success());
+        signal(&child, "-TERM");
+        let signalled = Instant::now();
         let status = poll_until("node exit after SIGTERM", STOP_TIMEOUT, || {
             child.try_wait().expect("try_wait")
         });
+        let took = signalled.elapsed();
         assert!(
             status.success(),
             "node {node_id} exited with {status}\n--- stderr ---\n{}",
             node.stderr_tail()
         );
+        took
+    }
+
+    /// SIGSTOP one node: the process stays, its sockets stay open and the kernel still accepts
+    /// connections for it, but nothing answers (a stalled process, or a host gone silent).
+    pub fn pause(&self, node_id: i32) {
+        let index = self.index_of(node_id);
+        let child = self.nodes[index]
+            .child
+            .as_ref()
+            .expect("node is not running");
+        signal(child, "-STOP");
+    }
+
+    /// SIGCONT a node [`TestCluster::pause`] stopped.
+    pub fn resume(&self, node_id: i32) {
+        let index = self.index_of(node_id);
+        let child = self.nodes[index]
+            .child
+            .as_ref()
+            .expect("node is not running");
+        signal(child, "-CONT");
     }
 
     /// Starts a stopped node again (same ports and data) without waiting for it.
@@ -499,6 +524,20 @@ impl TestCluster {
         self.start_node(node_id);
         self.wait_node_ready(node_id);
     }
+}
+
+/// Sends `signal` (`-TERM`, `-STOP`, ...) to a node's process.
+fn signal(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .arg(signal)
+        .arg(child.id().to_string())
+        .status()
+        .unwrap_or_else(|e| panic!("run kill {signal}: {e}"));
+    assert!(
+        status.success(),
+        "kill {signal} {} failed: {status}",
+        child.id()
+    );
 }
 
 impl Drop for TestCluster {

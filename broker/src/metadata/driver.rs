@@ -542,6 +542,11 @@ impl Driver {
                 .any(|q| matches!(q, Queued::Fence(id, _) if *id == broker_id));
             if !already {
                 tracing::warn!(broker_id, "broker session expired; fencing it");
+                self.config
+                    .metrics
+                    .timed_out_broker_heartbeats_total
+                    .with_label_values(&[&broker_id.to_string()])
+                    .inc();
                 self.enqueue(Queued::Fence(broker_id, epoch));
             }
         }
