@@ -76,6 +76,18 @@ async fn shutdown_signal() {
     }
 }
 
+/// How long one heartbeat attempt waits for the controller: a quarter of the session, so that a
+/// broker whose controller went silent has tried the others, and found the new one, well before
+/// the session the new controller gave it at its election runs out.
+fn heartbeat_timeout(session_timeout_ms: u64) -> Duration {
+    Duration::from_millis((session_timeout_ms / 4).max(50))
+}
+
+/// How long a broker-only node's metadata fetch waits for its answer: the controller's long poll
+/// (500 ms) and the transfer of a batch, with room to spare. A voter that stopped answering is left
+/// for another within this.
+const METADATA_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long a starting broker waits to be registered and unfenced before giving up.
 const STARTUP_WAIT_MAX: Duration = Duration::from_secs(3600);
 /// How long a stopping broker waits for its leaderships to move (controlled shutdown).
@@ -199,20 +211,15 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
         }
         None => None,
     };
-    broker.set_controller(ControllerChannel::new(
-        driver.clone(),
-        remote.clone(),
-        request_timeout,
-    ));
-    if let Some(following) = follower {
-        // Connections of their own: a metadata long poll must not hold up the heartbeats and
-        // forwarded operations queued behind it on a shared connection.
-        let fetching = RemoteControllers::new(
-            cluster_id.clone(),
-            config.voters.clone(),
-            request_timeout,
-            config.socket_request_max_bytes,
-        );
+    broker.set_controller(
+        ControllerChannel::new(driver.clone(), remote.clone(), request_timeout)
+            .with_heartbeat_timeout(heartbeat_timeout(config.broker_session_timeout_ms)),
+    );
+    if let (Some(following), Some(remote)) = (follower, &remote) {
+        // Connections of their own: a metadata long poll must not hold up the forwarded
+        // operations queued behind it on a shared connection. What it learns of the leader the
+        // others use.
+        let fetching = remote.with_own_connections(METADATA_FETCH_TIMEOUT);
         tokio::spawn(follower::follow(
             fetching,
             following,
