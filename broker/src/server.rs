@@ -16,6 +16,7 @@ use skald_controller::{Controller, ControllerConfig};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, Semaphore};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use crate::broker::{ensure_meta_properties, Broker};
 use crate::config::{Listener, ServerConfig};
@@ -32,8 +33,18 @@ use crate::metrics::{GroupCollector, Metrics, MetricsServer};
 use crate::replica_manager::ReplicaManager;
 use crate::replication;
 
-/// How long shutdown waits for open connections to finish their current request.
-const SHUTDOWN_DRAIN_MAX: Duration = Duration::from_secs(5);
+/// How long a node may take from SIGTERM until only the final flush of its logs is left,
+/// whatever its peers are doing (down, paused, partitioned): the controlled shutdown, the end of
+/// the background tasks, the drain of open connections and the hand-off of controller leadership
+/// all come out of it. A node that hangs on shutdown gets killed by whoever stops it, which costs
+/// a log recovery on the next start — worse than any of these steps left unfinished.
+const SHUTDOWN_MAX: Duration = Duration::from_millis(1_500);
+/// The part of [`SHUTDOWN_MAX`] the controlled shutdown may take: a live controller moves this
+/// broker's leaderships in a few hundred milliseconds; without one, waiting longer would not help.
+const CONTROLLED_SHUTDOWN_MAX: Duration = Duration::from_millis(800);
+/// How long the runtime waits for blocking work (a retention or cleaner pass) still running when
+/// the server returns; both are crash-safe, so the process need not wait for them.
+const RUNTIME_SHUTDOWN_MAX: Duration = Duration::from_millis(200);
 
 /// Builds a runtime and runs the server until SIGTERM or Ctrl-C.
 pub fn run_until_signal(config: ServerConfig) -> Result<()> {
@@ -45,7 +56,9 @@ pub fn run_until_signal(config: ServerConfig) -> Result<()> {
             path: "tokio runtime".into(),
             source,
         })?;
-    runtime.block_on(run(config, shutdown_signal()))
+    let outcome = runtime.block_on(run(config, shutdown_signal()));
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_MAX);
+    outcome
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -90,8 +103,6 @@ const METADATA_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a starting broker waits to be registered and unfenced before giving up.
 const STARTUP_WAIT_MAX: Duration = Duration::from_secs(3600);
-/// How long a stopping broker waits for its leaderships to move (controlled shutdown).
-const CONTROLLED_SHUTDOWN_MAX: Duration = Duration::from_secs(10);
 
 /// Runs the server until `shutdown` resolves.
 pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
@@ -242,11 +253,12 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
     if !config.roles.broker {
         tracing::info!(node_id = config.node_id, "controller running");
         shutdown.await;
+        let deadline = Instant::now() + SHUTDOWN_MAX;
         drop(shutdown_tx.send(()));
         if let Some(driver) = &driver {
-            driver.shutdown(Duration::from_secs(3)).await;
+            driver.shutdown(remaining(deadline)).await;
         }
-        drain(&mut acceptors).await;
+        drain(&mut acceptors, deadline).await;
         drop(metrics_server);
         tracing::info!("shut down cleanly");
         return Ok(());
@@ -259,7 +271,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
         })?,
         () = &mut shutdown => {
             if let Some(driver) = &driver {
-                driver.shutdown(Duration::from_secs(3)).await;
+                driver.shutdown(SHUTDOWN_MAX).await;
             }
             return Ok(());
         }
@@ -338,13 +350,14 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
     ));
 
     shutdown.await;
+    let deadline = Instant::now() + SHUTDOWN_MAX;
     // Leaderships move while this broker still answers, so clients switch without errors.
     lifecycle::controlled_shutdown(&broker, CONTROLLED_SHUTDOWN_MAX).await;
     drop(shutdown_tx.send(()));
-    if let Err(err) = heartbeats.await {
-        tracing::error!("heartbeat task failed: {err}");
-    }
-    // These end before `close_all` writes the final checkpoints (no follower appends after).
+    // A heartbeat in flight has nothing left to say.
+    heartbeats.abort();
+    // These end before `close_all` writes the final checkpoints (no follower appends after); a
+    // fetch or an AlterPartition still waiting for a silent peer is abandoned at the deadline.
     for task in [
         flusher,
         checkpointer,
@@ -352,19 +365,16 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
         fetchers,
         isr_expiration,
     ] {
-        if let Err(err) = task.await {
-            tracing::error!("log flush task failed: {err}");
-        }
+        finish(task, deadline, "log flush or replication").await;
     }
-    // A pass under way finishes (its files are renamed then removed, never left half done).
+    // A retention or cleaner pass is crash-safe (its files are renamed then removed, a cleaned
+    // segment swapped in through `.swap` files), so one still running at the deadline is left.
     for task in [retention, cleaner] {
-        if let Err(err) = task.await {
-            tracing::error!("retention or cleaner task failed: {err}");
-        }
+        finish(task, deadline, "retention or cleaner").await;
     }
-    drain(&mut acceptors).await;
+    drain(&mut acceptors, deadline).await;
     if let Some(driver) = &driver {
-        driver.shutdown(Duration::from_secs(3)).await;
+        driver.shutdown(remaining(deadline)).await;
     }
     drop(metrics_server);
     let flushing = Arc::clone(&broker);
@@ -373,15 +383,32 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
     Ok(())
 }
 
-/// Waits for the listeners' connections to finish their current request, at most
-/// [`SHUTDOWN_DRAIN_MAX`]; then closes whatever is still open.
-async fn drain(acceptors: &mut JoinSet<()>) {
-    let drained = tokio::time::timeout(SHUTDOWN_DRAIN_MAX, async {
+/// What is left of the shutdown budget.
+fn remaining(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now())
+}
+
+/// Waits for a background task to end, until `deadline`; then aborts it (at its next await).
+async fn finish(mut task: tokio::task::JoinHandle<()>, deadline: Instant, what: &str) {
+    match tokio::time::timeout_at(deadline, &mut task).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::error!("{what} task failed: {err}"),
+        Err(_) => {
+            tracing::warn!("{what} task still running at the shutdown deadline; abandoning it");
+            task.abort();
+        }
+    }
+}
+
+/// Waits for the listeners' connections to finish their current request, until `deadline`;
+/// then closes whatever is still open.
+async fn drain(acceptors: &mut JoinSet<()>, deadline: Instant) {
+    let drained = tokio::time::timeout_at(deadline, async {
         while acceptors.join_next().await.is_some() {}
     })
     .await;
     if drained.is_err() {
-        tracing::warn!("connections still open after {SHUTDOWN_DRAIN_MAX:?}; closing them");
+        tracing::warn!("connections still open at the shutdown deadline; closing them");
         acceptors.abort_all();
     }
 }
