@@ -42,6 +42,8 @@ pub struct Broker {
     /// Set when controlled shutdown begins: regular heartbeats stop, so they cannot ask to be
     /// unfenced while the shutdown heartbeats ask to be fenced.
     pub shutting_down: AtomicBool,
+    /// ISR changes of the partitions led here, batched into AlterPartition requests.
+    pub isr_changes: Arc<crate::replication::isr::IsrChangeQueue>,
 }
 
 impl Broker {
@@ -73,6 +75,7 @@ impl Broker {
             broker_epoch: AtomicI64::new(-1),
             fenced: AtomicBool::new(true),
             shutting_down: AtomicBool::new(false),
+            isr_changes: Default::default(),
         })
     }
 
