@@ -37,6 +37,13 @@ use crate::metadata::driver::{Heartbeat, HeartbeatReply};
 use crate::metadata::ControlError;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Keepalive probes on a controller connection: after this long idle, this often, this many
+/// unanswered before the connection is given up (about 4 s in all).
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(1);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+const KEEPALIVE_RETRIES: u32 = 3;
+/// How long sent bytes may go unacknowledged before the connection is given up.
+const UNACKNOWLEDGED_MAX: Duration = Duration::from_secs(5);
 /// BrokerRegistration v1 and BrokerHeartbeat v0: what every KRaft controller serves.
 const REGISTRATION_VERSION: i16 = 1;
 const HEARTBEAT_VERSION: i16 = 0;
@@ -522,6 +529,9 @@ async fn exchange(
                 .await
                 .map_err(|_| std::io::Error::other("connect timed out"))??;
             let _ = stream.set_nodelay(true);
+            if let Err(err) = detect_dead_peer(&stream) {
+                tracing::debug!("cannot set keepalive on a controller connection: {err}");
+            }
             connection.insert(stream)
         }
     };
@@ -540,6 +550,55 @@ async fn exchange(
     Ok(body)
 }
 
+/// A controller host that died or was cut off closes nothing: without this, a request waiting on
+/// its connection would learn of it only at its own timeout (the request timeout, 10 s), and an
+/// idle connection after the kernel's two hours. Keepalive probes notice a silent peer on an idle
+/// or waiting connection, TCP_USER_TIMEOUT one that stopped acknowledging what was sent; either
+/// way within seconds.
+fn detect_dead_peer(stream: &TcpStream) -> std::io::Result<()> {
+    let socket = socket2::SockRef::from(stream);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_RETRIES);
+    socket.set_tcp_keepalive(&keepalive)?;
+    #[cfg(target_os = "linux")]
+    socket.set_tcp_user_timeout(Some(UNACKNOWLEDGED_MAX))?;
+    Ok(())
+}
+
 fn unexpected(response: &ControlResponse) -> ControlError {
     ControlError::Unavailable(format!("unexpected controller response {response:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn controller_connections_probe_for_a_dead_peer_within_seconds() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let stream = TcpStream::connect(listener.local_addr().expect("local addr"))
+            .await
+            .expect("connect");
+        detect_dead_peer(&stream).expect("set the options");
+        let socket = socket2::SockRef::from(&stream);
+        assert!(socket.keepalive().expect("SO_KEEPALIVE"));
+        assert_eq!(socket.tcp_keepalive_time().expect("idle"), KEEPALIVE_IDLE);
+        assert_eq!(
+            socket.tcp_keepalive_interval().expect("interval"),
+            KEEPALIVE_INTERVAL
+        );
+        assert_eq!(
+            socket.tcp_keepalive_retries().expect("retries"),
+            KEEPALIVE_RETRIES
+        );
+        #[cfg(target_os = "linux")]
+        assert_eq!(
+            socket.tcp_user_timeout().expect("TCP_USER_TIMEOUT"),
+            Some(UNACKNOWLEDGED_MAX)
+        );
+    }
 }
