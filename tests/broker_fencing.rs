@@ -32,7 +32,6 @@ use kafka_protocol::messages::{MetadataRequest, MetadataResponse, ProduceRequest
 const SESSION_TIMEOUT_MS: u64 = 4_000;
 const TOPIC: &str = "load";
 const PARTITIONS: i32 = 12;
-const NODES: [i32; 3] = [1, 2, 3];
 /// How long the paused controller stays paused (the tracker's reproducer).
 const PAUSE: Duration = Duration::from_secs(15);
 /// How long a node may take to exit after SIGTERM.
@@ -46,37 +45,50 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
 const METADATA_VERSION: i16 = 12;
 const PRODUCE_VERSION: i16 = 9;
 
+/// The settings every cluster here runs with.
+fn overrides(session: &str) -> [(&str, &str); 5] {
+    [
+        // Kafka's ratio of heartbeat interval to session (2 s : 9 s), scaled down.
+        ("broker.session.timeout.ms", session),
+        ("broker.heartbeat.interval.ms", "1000"),
+        ("default.replication.factor", "3"),
+        ("min.insync.replicas", "2"),
+        ("auto.leader.rebalance.enable", "false"),
+    ]
+}
+
+/// Three combined nodes with [`TOPIC`] created and fully in sync.
 fn start_cluster() -> TestCluster {
     let session = SESSION_TIMEOUT_MS.to_string();
-    let cluster = TestCluster::start_roles(
-        &[Role::Combined; 3],
-        &[
-            // Kafka's ratio of heartbeat interval to session (2 s : 9 s), scaled down.
-            ("broker.session.timeout.ms", &session),
-            ("broker.heartbeat.interval.ms", "1000"),
-            ("default.replication.factor", "3"),
-            ("min.insync.replicas", "2"),
-            ("auto.leader.rebalance.enable", "false"),
-        ],
-    );
-    create_topics(
-        &mut RawConn::connect(cluster.node(1).kafka_addr()),
-        &[(TOPIC, PARTITIONS)],
-    );
-    wait_for_full_isrs(&addrs(&cluster), 1);
+    let cluster = TestCluster::start_roles(&[Role::Combined; 3], &overrides(&session));
+    create_topic(&cluster);
     cluster
 }
 
-/// Every node's Kafka listener, by node id: what the probes and the load need of the cluster.
+fn create_topic(cluster: &TestCluster) {
+    let first = cluster.brokers().next().expect("a broker").node_id;
+    create_topics(
+        &mut RawConn::connect(cluster.node(first).kafka_addr()),
+        &[(TOPIC, PARTITIONS)],
+    );
+    wait_for_full_isrs(&addrs(cluster), first);
+}
+
+/// Every broker's Kafka listener, by node id: what the probes and the load need of the cluster.
 type Addrs = BTreeMap<i32, SocketAddr>;
 
 fn addrs(cluster: &TestCluster) -> Arc<Addrs> {
     Arc::new(
-        NODES
-            .into_iter()
-            .map(|id| (id, cluster.node(id).kafka_addr()))
+        cluster
+            .brokers()
+            .map(|node| (node.node_id, node.kafka_addr()))
             .collect(),
     )
+}
+
+/// The brokers, sorted: every partition's replicas, and its ISR when all are in sync.
+fn broker_ids(addrs: &Addrs) -> Vec<i32> {
+    addrs.keys().copied().collect()
 }
 
 /// Metadata of [`TOPIC`] from `via`, or `None` if it does not answer in time.
@@ -129,8 +141,8 @@ impl Load {
     fn start(addrs: &Arc<Addrs>) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let acknowledged = Arc::new(AtomicU64::new(0));
-        // One producer per node, each asking its own node's metadata where the leaders are.
-        let threads = NODES
+        // One producer per broker, each asking its own broker's metadata where the leaders are.
+        let threads = broker_ids(addrs)
             .into_iter()
             .map(|via| {
                 let (addrs, stop, acknowledged) = (
@@ -178,11 +190,12 @@ impl Load {
     }
 }
 
-/// Session fencings per broker, summed over every running node's metrics (`skip` is not asked:
+/// Session fencings per broker, summed over every controller's metrics (`skip` is not asked:
 /// a paused node would not answer).
 fn session_fencings(cluster: &TestCluster, skip: Option<i32>) -> BTreeMap<i32, u64> {
     let mut total = BTreeMap::new();
-    for node in NODES.into_iter().filter(|id| Some(*id) != skip) {
+    let controllers = cluster.controllers().map(|node| node.node_id);
+    for node in controllers.filter(|id| Some(*id) != skip) {
         let (_, body) = common::http_get(cluster.node(node).metrics_addr(), "/metrics")
             .unwrap_or_else(|e| panic!("metrics of node {node}: {e}"));
         for line in body.lines() {
@@ -200,14 +213,22 @@ fn session_fencings(cluster: &TestCluster, skip: Option<i32>) -> BTreeMap<i32, u
     total
 }
 
-/// The active controller as node `via`'s metrics say.
+/// The active controller, as the controllers' metrics say.
 fn active_controller(cluster: &TestCluster) -> i32 {
     poll_until("an active controller", SETTLE_TIMEOUT, || {
-        NODES.into_iter().find(|node| {
+        cluster.controllers().map(|node| node.node_id).find(|node| {
             common::http_get(cluster.node(*node).metrics_addr(), "/metrics")
                 .is_ok_and(|(_, body)| body.lines().any(|line| line == "skald_controller_active 1"))
         })
     })
+}
+
+/// A broker other than `faulty`.
+fn healthy_broker(addrs: &Addrs, faulty: i32) -> i32 {
+    *addrs
+        .keys()
+        .find(|id| **id != faulty)
+        .expect("a healthy broker")
 }
 
 /// Polls until every partition, as `via` sees it, takes an acks=all write at its leader. A
@@ -257,7 +278,7 @@ fn wait_for_full_isrs(addrs: &Addrs, via: i32) {
         || {
             partitions(addrs, via)?
                 .values()
-                .all(|(leader, isr)| *leader > 0 && *isr == NODES)
+                .all(|(leader, isr)| *leader > 0 && *isr == broker_ids(addrs))
                 .then_some(())
         },
     );
@@ -268,10 +289,7 @@ fn pausing_the_active_controller_fences_the_paused_broker_only() {
     let cluster = start_cluster();
     let addrs = addrs(&cluster);
     let paused = active_controller(&cluster);
-    let healthy = NODES
-        .into_iter()
-        .find(|id| *id != paused)
-        .expect("a healthy node");
+    let healthy = healthy_broker(&addrs, paused);
     let load = Load::start(&addrs);
     poll_until("the load to be acknowledged", SETTLE_TIMEOUT, || {
         (load.acknowledged() >= 50).then_some(())
@@ -319,16 +337,62 @@ fn pausing_the_active_controller_fences_the_paused_broker_only() {
     load.stop();
 }
 
+/// Three controller-only nodes and three brokers, every connection among them through links.
+#[test]
+fn cutting_off_the_active_controller_fences_no_broker() {
+    let session = SESSION_TIMEOUT_MS.to_string();
+    let cluster = TestCluster::start_with_links(3, 3, &overrides(&session));
+    create_topic(&cluster);
+    let addrs = addrs(&cluster);
+    let cut_off = active_controller(&cluster);
+    let load = Load::start(&addrs);
+    poll_until("the load to be acknowledged", SETTLE_TIMEOUT, || {
+        (load.acknowledged() >= 50).then_some(())
+    });
+
+    cluster.cut_off_controller(cut_off);
+    let cut_at = Instant::now();
+    let elected = poll_until("another active controller", SETTLE_TIMEOUT, || {
+        cluster
+            .controllers()
+            .map(|node| node.node_id)
+            .filter(|id| *id != cut_off)
+            .find(|id| {
+                common::http_get(cluster.node(*id).metrics_addr(), "/metrics").is_ok_and(
+                    |(_, body)| body.lines().any(|line| line == "skald_controller_active 1"),
+                )
+            })
+    });
+    eprintln!(
+        "measured: controller {elected} active {:?} after {cut_off} was cut off",
+        cut_at.elapsed()
+    );
+    // Every broker is healthy: none may be fenced, by the new controller or by the old one.
+    let via = *addrs.keys().next().expect("a broker");
+    let acknowledged = load.acknowledged();
+    watch_fencings(&cluster, None, &[], PAUSE.saturating_sub(cut_at.elapsed()));
+    wait_until_every_partition_takes_acks_all(&addrs, via, None, SETTLE_TIMEOUT);
+    assert!(load.acknowledged() > acknowledged, "the load went on");
+
+    cluster.reconnect_controller(cut_off);
+    watch_fencings(
+        &cluster,
+        None,
+        &[],
+        Duration::from_millis(2 * SESSION_TIMEOUT_MS),
+    );
+    assert_eq!(session_fencings(&cluster, None), BTreeMap::new());
+    wait_for_full_isrs(&addrs, via);
+    load.stop();
+}
+
 #[test]
 fn restarting_a_node_fences_no_other_broker() {
     let mut cluster = start_cluster();
     let addrs = addrs(&cluster);
     // The active controller: its restart moves the controller too.
     let restarted = active_controller(&cluster);
-    let healthy = NODES
-        .into_iter()
-        .find(|id| *id != restarted)
-        .expect("a healthy node");
+    let healthy = healthy_broker(&addrs, restarted);
     let load = Load::start(&addrs);
     poll_until("the load to be acknowledged", SETTLE_TIMEOUT, || {
         (load.acknowledged() >= 50).then_some(())
