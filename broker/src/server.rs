@@ -373,13 +373,32 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
         finish(task, deadline, "retention or cleaner").await;
     }
     drain(&mut acceptors, deadline).await;
-    if let Some(driver) = &driver {
-        driver.shutdown(remaining(deadline)).await;
-    }
-    drop(metrics_server);
+    // The final flush (every log, then the checkpoints) needs no controller, and the hand-off of
+    // controller leadership no disk: one runs while the other waits.
     let flushing = Arc::clone(&broker);
-    blocking(move || flushing.replicas.close_all()).await?;
-    tracing::info!("shut down cleanly");
+    let closing = async {
+        let started = Instant::now();
+        let closed = blocking(move || flushing.replicas.close_all()).await;
+        tracing::debug!(took_ms = started.elapsed().as_millis(), "logs closed");
+        closed
+    };
+    let handing_over = async {
+        if let Some(driver) = &driver {
+            let started = Instant::now();
+            driver.shutdown(remaining(deadline)).await;
+            tracing::debug!(
+                took_ms = started.elapsed().as_millis(),
+                "controller stopped"
+            );
+        }
+    };
+    let (closed, ()) = tokio::join!(closing, handing_over);
+    drop(metrics_server);
+    closed?;
+    tracing::info!(
+        took_ms = (Instant::now() + SHUTDOWN_MAX - deadline).as_millis(),
+        "shut down cleanly"
+    );
     Ok(())
 }
 
