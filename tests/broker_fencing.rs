@@ -337,26 +337,39 @@ fn pausing_the_active_controller_fences_the_paused_broker_only() {
     load.stop();
 }
 
-/// Three controller-only nodes and three brokers, every connection among them through links.
-#[test]
-fn cutting_off_the_active_controller_fences_no_broker() {
+/// How a controller is taken off the network.
+#[derive(Debug, Clone, Copy)]
+enum Outage {
+    /// Its connections break and new ones are refused.
+    Cut,
+    /// Nothing it sends or is sent arrives, and nothing tells anyone.
+    Silent,
+}
+
+/// Three controller-only nodes and three healthy brokers, every connection among them through
+/// links; the active controller is taken off the network for 15 s under load. No broker may be
+/// fenced, by the new controller or by the old one when it comes back.
+fn controller_outage_fences_no_broker(outage: Outage) {
     let session = SESSION_TIMEOUT_MS.to_string();
     let cluster = TestCluster::start_with_links(3, 3, &overrides(&session));
     create_topic(&cluster);
     let addrs = addrs(&cluster);
-    let cut_off = active_controller(&cluster);
+    let lost = active_controller(&cluster);
     let load = Load::start(&addrs);
     poll_until("the load to be acknowledged", SETTLE_TIMEOUT, || {
         (load.acknowledged() >= 50).then_some(())
     });
 
-    cluster.cut_off_controller(cut_off);
-    let cut_at = Instant::now();
+    match outage {
+        Outage::Cut => cluster.cut_off_controller(lost),
+        Outage::Silent => cluster.silence_controller(lost),
+    }
+    let lost_at = Instant::now();
     let elected = poll_until("another active controller", SETTLE_TIMEOUT, || {
         cluster
             .controllers()
             .map(|node| node.node_id)
-            .filter(|id| *id != cut_off)
+            .filter(|id| *id != lost)
             .find(|id| {
                 common::http_get(cluster.node(*id).metrics_addr(), "/metrics").is_ok_and(
                     |(_, body)| body.lines().any(|line| line == "skald_controller_active 1"),
@@ -364,17 +377,16 @@ fn cutting_off_the_active_controller_fences_no_broker() {
             })
     });
     eprintln!(
-        "measured: controller {elected} active {:?} after {cut_off} was cut off",
-        cut_at.elapsed()
+        "measured: {outage:?}: controller {elected} active {:?} after {lost} was lost",
+        lost_at.elapsed()
     );
-    // Every broker is healthy: none may be fenced, by the new controller or by the old one.
     let via = *addrs.keys().next().expect("a broker");
     let acknowledged = load.acknowledged();
-    watch_fencings(&cluster, None, &[], PAUSE.saturating_sub(cut_at.elapsed()));
+    watch_fencings(&cluster, None, &[], PAUSE.saturating_sub(lost_at.elapsed()));
     wait_until_every_partition_takes_acks_all(&addrs, via, None, SETTLE_TIMEOUT);
     assert!(load.acknowledged() > acknowledged, "the load went on");
 
-    cluster.reconnect_controller(cut_off);
+    cluster.reconnect_controller(lost);
     watch_fencings(
         &cluster,
         None,
@@ -384,6 +396,16 @@ fn cutting_off_the_active_controller_fences_no_broker() {
     assert_eq!(session_fencings(&cluster, None), BTreeMap::new());
     wait_for_full_isrs(&addrs, via);
     load.stop();
+}
+
+#[test]
+fn cutting_off_the_active_controller_fences_no_broker() {
+    controller_outage_fences_no_broker(Outage::Cut);
+}
+
+#[test]
+fn silencing_the_active_controller_fences_no_broker() {
+    controller_outage_fences_no_broker(Outage::Silent);
 }
 
 #[test]

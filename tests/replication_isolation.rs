@@ -481,3 +481,36 @@ fn a_cut_link_breaks_its_connections_and_refuses_new_ones_until_healed() {
     echoes(&mut after);
     echoes(&mut after);
 }
+
+#[test]
+fn a_silenced_link_swallows_everything_until_healed_and_then_breaks_what_it_swallowed() {
+    let link = Link::new(echo_server());
+    let mut before = connect(link.addr());
+    echoes(&mut before);
+
+    link.silence();
+    let mut during = connect(link.addr());
+    for stream in [&mut before, &mut during] {
+        stream
+            .write_all(b"ping")
+            .expect("a silenced link takes writes");
+        stream
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .expect("set_read_timeout");
+        let mut buffer = [0u8; 16];
+        match stream.read(&mut buffer) {
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            other => panic!("a silenced link answered or closed: {other:?}"),
+        }
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("set_read_timeout");
+    }
+    assert_eq!(link.refused(), 0, "nothing is refused, only swallowed");
+
+    link.heal();
+    closed(&mut before, "a connection open during the silence");
+    closed(&mut during, "a connection made during the silence");
+    let mut after = connect(link.addr());
+    echoes(&mut after);
+}

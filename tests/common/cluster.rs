@@ -320,7 +320,16 @@ impl TestCluster {
         }
     }
 
-    /// Undoes [`TestCluster::cut_off_controller`].
+    /// As [`TestCluster::cut_off_controller`], but silently ([`Link::silence`]): no connection
+    /// to or from it breaks, nothing arrives — a dead host or a dropping firewall, which peers
+    /// notice only by their own timeouts.
+    pub fn silence_controller(&self, node_id: i32) {
+        for link in self.controller_links(node_id) {
+            link.silence();
+        }
+    }
+
+    /// Undoes [`TestCluster::cut_off_controller`] and [`TestCluster::silence_controller`].
     pub fn reconnect_controller(&self, node_id: i32) {
         for link in self.controller_links(node_id) {
             link.heal();
