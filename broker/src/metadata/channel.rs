@@ -154,8 +154,9 @@ impl ControllerChannel {
     }
 
     /// One heartbeat: each attempt bounded by the heartbeat timeout, sent again to another
-    /// voter on NOT_CONTROLLER, a lost connection or no answer, for at most twice that timeout
-    /// (the next heartbeat follows soon).
+    /// voter on NOT_CONTROLLER, a lost connection or no answer; no attempt starts later than
+    /// twice that timeout (the next heartbeat follows soon). Every attempt gets the whole
+    /// timeout: one cut short would count a slow but live controller as silent.
     pub async fn heartbeat(&self, heartbeat: Heartbeat) -> Result<HeartbeatReply, ControlError> {
         let attempt = self.heartbeat_timeout;
         let deadline = Instant::now() + attempt * 2;
