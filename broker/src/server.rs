@@ -350,7 +350,8 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
     ));
 
     shutdown.await;
-    let deadline = Instant::now() + SHUTDOWN_MAX;
+    let signalled = Instant::now();
+    let deadline = signalled + SHUTDOWN_MAX;
     // Leaderships move while this broker still answers, so clients switch without errors.
     lifecycle::controlled_shutdown(&broker, CONTROLLED_SHUTDOWN_MAX).await;
     drop(shutdown_tx.send(()));
@@ -396,7 +397,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
     drop(metrics_server);
     closed?;
     tracing::info!(
-        took_ms = (Instant::now() + SHUTDOWN_MAX - deadline).as_millis(),
+        took_ms = signalled.elapsed().as_millis(),
         "shut down cleanly"
     );
     Ok(())
