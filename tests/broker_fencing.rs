@@ -243,15 +243,30 @@ fn wait_until_every_partition_takes_acks_all(
     let mut writable = BTreeMap::new();
     poll_until("every partition to take an acks=all write", timeout, || {
         let leaders = partitions(addrs, via)?;
-        for (partition, (leader, _)) in leaders {
-            if leader > 0
-                && Some(leader) != down
-                && !writable.contains_key(&partition)
-                && produce_acks_all(addrs, leader, partition, "probe") == Some(0)
-            {
-                writable.insert(partition, leader);
-            }
-        }
+        let probes: Vec<(i32, i32)> = leaders
+            .into_iter()
+            .filter(|(partition, (leader, _))| {
+                *leader > 0 && Some(*leader) != down && !writable.contains_key(partition)
+            })
+            .map(|(partition, (leader, _))| (partition, leader))
+            .collect();
+        // All at once: one partition's wait must not delay noticing the others'.
+        let written: Vec<(i32, i32)> = std::thread::scope(|scope| {
+            let probing: Vec<_> = probes
+                .into_iter()
+                .map(|(partition, leader)| {
+                    scope.spawn(move || {
+                        let code = produce_acks_all(addrs, leader, partition, "probe");
+                        (code == Some(0)).then_some((partition, leader))
+                    })
+                })
+                .collect();
+            probing
+                .into_iter()
+                .filter_map(|probe| probe.join().expect("probe thread"))
+                .collect()
+        });
+        writable.extend(written);
         (writable.len() == PARTITIONS as usize).then_some(())
     });
 }
@@ -412,26 +427,28 @@ fn silencing_the_active_controller_fences_no_broker() {
 fn restarting_a_node_fences_no_other_broker() {
     let mut cluster = start_cluster();
     let addrs = addrs(&cluster);
-    // The active controller: its restart moves the controller too.
-    let restarted = active_controller(&cluster);
-    let healthy = healthy_broker(&addrs, restarted);
     let load = Load::start(&addrs);
     poll_until("the load to be acknowledged", SETTLE_TIMEOUT, || {
         (load.acknowledged() >= 50).then_some(())
     });
-
-    let took = cluster.stop_timed(restarted);
-    eprintln!("measured: node {restarted} exited {took:?} after SIGTERM");
-    assert!(
-        took <= EXIT_MAX,
-        "node {restarted} took {took:?} to exit after SIGTERM"
-    );
-    cluster.restart(restarted);
-    wait_for_full_isrs(&addrs, healthy);
-    // The tracker's runs saw a healthy broker fenced within 30 s of a restart.
-    watch_fencings(&cluster, None, &[], Duration::from_secs(15));
-    assert_eq!(session_fencings(&cluster, None), BTreeMap::new());
-    wait_until_every_partition_takes_acks_all(&addrs, healthy, None, SETTLE_TIMEOUT);
+    // The active controller first (its restart moves the controller too), then one that is not.
+    let active = active_controller(&cluster);
+    let follower = *addrs.keys().find(|id| **id != active).expect("a follower");
+    for restarted in [active, follower] {
+        let healthy = healthy_broker(&addrs, restarted);
+        let took = cluster.stop_timed(restarted);
+        eprintln!("measured: node {restarted} exited {took:?} after SIGTERM");
+        assert!(
+            took <= EXIT_MAX,
+            "node {restarted} took {took:?} to exit after SIGTERM"
+        );
+        cluster.restart(restarted);
+        wait_for_full_isrs(&addrs, healthy);
+        // The tracker's runs saw a healthy broker fenced within 30 s of a restart.
+        watch_fencings(&cluster, None, &[], Duration::from_secs(10));
+        assert_eq!(session_fencings(&cluster, None), BTreeMap::new());
+        wait_until_every_partition_takes_acks_all(&addrs, healthy, None, SETTLE_TIMEOUT);
+    }
     load.stop();
 }
 
