@@ -555,7 +555,7 @@ async fn exchange(
 /// idle connection after the kernel's two hours. Keepalive probes notice a silent peer on an idle
 /// or waiting connection, TCP_USER_TIMEOUT one that stopped acknowledging what was sent; either
 /// way within seconds.
-fn detect_dead_peer(stream: &TcpStream) -> std::io::Result<()> {
+pub(crate) fn detect_dead_peer(stream: &TcpStream) -> std::io::Result<()> {
     let socket = socket2::SockRef::from(stream);
     let keepalive = socket2::TcpKeepalive::new()
         .with_time(KEEPALIVE_IDLE)
