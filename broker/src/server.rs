@@ -254,10 +254,11 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
         tracing::info!(node_id = config.node_id, "controller running");
         shutdown.await;
         let deadline = Instant::now() + SHUTDOWN_MAX;
-        drop(shutdown_tx.send(()));
+        // Before the listener closes: see the broker's shutdown below.
         if let Some(driver) = &driver {
             driver.shutdown(remaining(deadline)).await;
         }
+        drop(shutdown_tx.send(()));
         drain(&mut acceptors, deadline).await;
         drop(metrics_server);
         tracing::info!("shut down cleanly");
@@ -354,6 +355,12 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
     let deadline = signalled + SHUTDOWN_MAX;
     // Leaderships move while this broker still answers, so clients switch without errors.
     lifecycle::controlled_shutdown(&broker, CONTROLLED_SHUTDOWN_MAX).await;
+    // Controller leadership moves while the controller listener is still open: the successor's
+    // raft messages, which tell this node it no longer leads, arrive on it, and brokers'
+    // heartbeats still reach this node while it leads and counts their sessions.
+    if let Some(driver) = &driver {
+        driver.shutdown(remaining(deadline)).await;
+    }
     drop(shutdown_tx.send(()));
     // A heartbeat in flight has nothing left to say.
     heartbeats.abort();
@@ -374,28 +381,11 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
         finish(task, deadline, "retention or cleaner").await;
     }
     drain(&mut acceptors, deadline).await;
-    // The final flush (every log, then the checkpoints) needs no controller, and the hand-off of
-    // controller leadership no disk: one runs while the other waits.
-    let flushing = Arc::clone(&broker);
-    let closing = async {
-        let started = Instant::now();
-        let closed = blocking(move || flushing.replicas.close_all()).await;
-        tracing::debug!(took_ms = started.elapsed().as_millis(), "logs closed");
-        closed
-    };
-    let handing_over = async {
-        if let Some(driver) = &driver {
-            let started = Instant::now();
-            driver.shutdown(remaining(deadline)).await;
-            tracing::debug!(
-                took_ms = started.elapsed().as_millis(),
-                "controller stopped"
-            );
-        }
-    };
-    let (closed, ()) = tokio::join!(closing, handing_over);
     drop(metrics_server);
-    closed?;
+    let flushing = Arc::clone(&broker);
+    let closing = Instant::now();
+    blocking(move || flushing.replicas.close_all()).await?;
+    tracing::debug!(took_ms = closing.elapsed().as_millis(), "logs closed");
     tracing::info!(
         took_ms = signalled.elapsed().as_millis(),
         "shut down cleanly"
