@@ -465,6 +465,46 @@ fn a_node_exits_within_two_seconds_of_sigterm_even_with_its_peers_gone() {
     );
 }
 
+/// 880 partitions (11 topics of 80, replication factor 3) on a cluster of three combined nodes.
+const MANY_PARTITIONS: usize = 880;
+
+/// Creates the [`MANY_PARTITIONS`] and waits until node `via` shows each led with `isr_size` (or
+/// more) replicas in sync.
+fn create_many_partitions(addrs: &Addrs, via: i32) {
+    let topics: Vec<String> = (0..11).map(|t| format!("many-{t}")).collect();
+    let mut conn = RawConn::connect(addrs[&via]);
+    // One topic at a time: all 2,640 replicas at once can take a loaded test machine's disk
+    // longer than the controller's request timeout to open.
+    for topic in &topics {
+        create_topics(&mut conn, &[(topic.as_str(), 80)]);
+    }
+    wait_for_many_partitions(addrs, via, 1, SETTLE_TIMEOUT);
+}
+
+/// Waits until node `via` shows all [`MANY_PARTITIONS`] led, each with at least `isr_size`
+/// replicas in sync.
+fn wait_for_many_partitions(addrs: &Addrs, via: i32, isr_size: usize, timeout: Duration) {
+    poll_until(
+        &format!("{MANY_PARTITIONS} partitions led with {isr_size} in sync"),
+        timeout,
+        || {
+            let mut conn = RawConn::try_connect(addrs[&via])?;
+            let metadata = conn.try_request(
+                &MetadataRequest::default().with_topics(None),
+                METADATA_VERSION,
+                PROBE_TIMEOUT,
+            )?;
+            let ready = metadata
+                .topics
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .filter(|p| p.leader_id.0 > 0 && p.isr_nodes.len() >= isr_size)
+                .count();
+            (ready == MANY_PARTITIONS).then_some(())
+        },
+    );
+}
+
 /// The tracker saw over 10 s with about 880 partitions: the flush and checkpoints of every log
 /// must fit in the budget too.
 #[test]
@@ -472,34 +512,45 @@ fn a_node_with_880_partitions_exits_within_two_seconds_of_sigterm() {
     let session = SESSION_TIMEOUT_MS.to_string();
     let mut cluster = TestCluster::start_roles(&[Role::Combined; 3], &overrides(&session));
     let addrs = addrs(&cluster);
-    let topics: Vec<String> = (0..11).map(|t| format!("many-{t}")).collect();
-    let topics: Vec<(&str, i32)> = topics.iter().map(|t| (t.as_str(), 80)).collect();
-    let mut conn = RawConn::connect(addrs[&1]);
-    // One topic at a time: all 2,640 replicas at once can take a loaded test machine's disk
-    // longer than the controller's request timeout to open.
-    for topic in topics {
-        create_topics(&mut conn, &[topic]);
-    }
-    // Every node hosts a replica of each of the 880 partitions once its metadata shows them led.
-    poll_until("880 partitions led", SETTLE_TIMEOUT, || {
-        let mut conn = RawConn::try_connect(addrs[&3])?;
-        let metadata = conn.try_request(
-            &MetadataRequest::default().with_topics(None),
-            METADATA_VERSION,
-            PROBE_TIMEOUT,
-        )?;
-        let led = metadata
-            .topics
-            .iter()
-            .flat_map(|t| &t.partitions)
-            .filter(|p| p.leader_id.0 > 0)
-            .count();
-        (led == 880).then_some(())
-    });
+    create_many_partitions(&addrs, 1);
     let took = cluster.stop_timed(3);
     eprintln!("measured: a node with 880 partitions exited {took:?} after SIGTERM");
     assert!(
         took <= EXIT_MAX,
         "node 3 took {took:?} to exit after SIGTERM"
     );
+}
+
+/// The tracker's restart fencing: a node that comes back must be taken back into the ISR of
+/// every partition it hosts, hundreds of AlterPartitions from the leaders; queued one per
+/// partition on the connection the leaders' heartbeats also took, they held those heartbeats
+/// up past the session.
+#[test]
+fn a_node_with_880_partitions_rejoining_fences_no_other_broker() {
+    let session = SESSION_TIMEOUT_MS.to_string();
+    let mut cluster = TestCluster::start_roles(&[Role::Combined; 3], &overrides(&session));
+    let addrs = addrs(&cluster);
+    create_many_partitions(&addrs, 1);
+    wait_for_many_partitions(&addrs, 1, 3, Duration::from_secs(90));
+    // A node that is not the controller: the leaders' ISR changes then cross the network.
+    let active = active_controller(&cluster);
+    let restarted = *addrs.keys().find(|id| **id != active).expect("a follower");
+    let healthy = healthy_broker(&addrs, restarted);
+
+    cluster.stop(restarted);
+    wait_for_many_partitions(&addrs, healthy, 2, SETTLE_TIMEOUT);
+    cluster.restart(restarted);
+    let back = Instant::now();
+    wait_for_many_partitions(&addrs, healthy, 3, Duration::from_secs(90));
+    eprintln!(
+        "measured: node {restarted} back in all {MANY_PARTITIONS} ISRs {:?} after it served again",
+        back.elapsed()
+    );
+    watch_fencings(
+        &cluster,
+        None,
+        &[],
+        Duration::from_millis(2 * SESSION_TIMEOUT_MS),
+    );
+    assert_eq!(session_fencings(&cluster, None), BTreeMap::new());
 }
