@@ -1098,8 +1098,10 @@ fn write_topic_id(dir: &Path, topic_id: TopicId) -> Result<(), skald_storage::Er
 
 /// How many threads close logs at shutdown. Each close is a few fsyncs; one after the other,
 /// hundreds of partitions took seconds, and a stopping node has 2 s in all (Kafka closes logs on
-/// `num.recovery.threads.per.data.dir` threads for the same reason).
-const CLOSE_THREADS_MAX: usize = 8;
+/// `num.recovery.threads.per.data.dir` threads for the same reason). Concurrent fsyncs share the
+/// file system's journal commits: 880 partitions closed in about 0.7 s on 32 threads against
+/// 1.1 s on 8, on a loaded test machine.
+const CLOSE_THREADS_MAX: usize = 32;
 
 /// What [`close_logs`] reports of one log: its partition, log end offset and recovery point as
 /// they were before the close, and how the close went.
