@@ -804,6 +804,44 @@ fn deleted_then_recreated_topic_starts_empty_even_after_restart() {
     assert_eq!(&records[CRC_AND_AFTER], &batch[CRC_AND_AFTER]);
 }
 
+/// A client that still knew a topic names it in its next metadata refresh, with auto-creation
+/// allowed: right after a DeleteTopics that must not bring the topic back (a name never seen
+/// is auto-created by the same request, and CreateTopics is not held back).
+#[test]
+fn a_just_deleted_topic_is_not_auto_created_by_a_racing_metadata_request() {
+    let server = TestServer::start();
+    let addr = server.kafka_addr();
+    create_topic_ok(addr, "doomed", 1, &[]);
+    let mut conn = RawConn::connect(addr);
+    assert_eq!(delete_topic(&mut conn, "doomed"), NONE);
+
+    let answer = conn.metadata(Some(&["doomed", "fresh"]), true);
+    let codes: Vec<(String, i16)> = answer
+        .topics
+        .iter()
+        .map(|t| {
+            (
+                t.name.as_ref().map(|n| n.to_string()).unwrap_or_default(),
+                t.error_code,
+            )
+        })
+        .collect();
+    assert_eq!(
+        codes,
+        vec![("doomed".to_string(), 3), ("fresh".to_string(), NONE)],
+        "UNKNOWN_TOPIC_OR_PARTITION for the deleted topic"
+    );
+    let listed: Vec<String> = conn
+        .metadata(None, false)
+        .topics
+        .iter()
+        .filter_map(|t| t.name.as_ref().map(|n| n.to_string()))
+        .collect();
+    assert_eq!(listed, vec!["fresh".to_string()]);
+
+    create_topic_ok(addr, "doomed", 1, &[]);
+}
+
 /// Every record of partition 0 as (offset, key, value), reading segment by segment to the end.
 fn read_all_records(conn: &mut RawConn, topic: &str) -> Vec<(i64, String, String)> {
     let mut records = Vec::new();

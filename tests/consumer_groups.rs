@@ -327,7 +327,11 @@ fn group_error_codes_on_the_wire() {
             .with_key(text("txn")),
         2,
     );
-    assert_eq!(txn.error_code, 15, "no transaction coordinator yet");
+    // A transactional id's coordinator: this broker, leading its `__transaction_state` partition.
+    assert_eq!(
+        (txn.error_code, txn.node_id.0, txn.port),
+        (0, 1, i32::from(server.kafka_addr().port()))
+    );
 
     // KIP-394: v4+ with an empty member id gets MEMBER_ID_REQUIRED and an id.
     let first = conn.request(&join(""), 5);
@@ -462,5 +466,64 @@ fn group_error_codes_on_the_wire() {
         conn.request(&delete, 2).results[0].error_code,
         69,
         "GROUP_ID_NOT_FOUND"
+    );
+}
+
+/// A static member (`group.instance.id`) sends no LeaveGroup when it closes: its session must end
+/// on time, so that DeleteGroups succeeds once `session.timeout.ms` has passed since the client
+/// last spoke to the coordinator (librdkafka's close commits nothing here: auto-commit is off).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_closed_static_members_session_expires_on_time() {
+    const SESSION_MS: u64 = 6_000;
+    let server = start_server();
+    let bootstrap = server.bootstrap();
+    rdk::create_topic(&bootstrap, "static-topic", 1).await;
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &bootstrap)
+        .set("broker.address.family", "v4")
+        .set("group.id", "static")
+        .set("group.instance.id", "static-1")
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", SESSION_MS.to_string())
+        .set("heartbeat.interval.ms", "300");
+    let consumer: BaseConsumer = config.create().expect("create static consumer");
+    consumer.subscribe(&["static-topic"]).expect("subscribe");
+    let deadline = Instant::now() + DEADLINE;
+    while assigned(&consumer).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the static member never got its assignment"
+        );
+        let _ = consumer.poll(Duration::from_millis(50));
+    }
+    let mut conn = RawConn::connect(server.kafka_addr());
+    let delete = DeleteGroupsRequest::default().with_groups_names(vec![group_id("static")]);
+    assert_eq!(conn.request(&delete, 2).results[0].error_code, 68);
+
+    // The client's last word to the coordinator is before `drop` returns.
+    drop(consumer);
+    let closed = Instant::now();
+    let deleted = common::poll_until(
+        "DeleteGroups succeeds",
+        Duration::from_millis(SESSION_MS) * 3,
+        || {
+            let code = conn.request(&delete, 2).results[0].error_code;
+            assert!(code == 0 || code == 68, "DeleteGroups answered {code}");
+            (code == 0).then(Instant::now)
+        },
+    );
+    let after_close = deleted - closed;
+    // Not before the session ran out: it started at the last heartbeat, at most a heartbeat
+    // interval before the close. Not later than one coordinator tick (50 ms) and one poll of
+    // DeleteGroups (at most 100 ms apart) after it, measured from the close.
+    assert!(
+        after_close >= Duration::from_millis(SESSION_MS - 300),
+        "the static member's session ended early: deleted {after_close:?} after the close"
+    );
+    assert!(
+        after_close <= Duration::from_millis(SESSION_MS + 400),
+        "the closed static member outlived its {SESSION_MS} ms session: deleted {after_close:?} \
+         after the close"
     );
 }

@@ -1,4 +1,5 @@
-//! Interop with kafka-python (a pure-Python client): admin, produce, assign + seek, read back.
+//! Interop with kafka-python (a pure-Python client): admin, produce with the default (idempotent)
+//! producer, assign + seek, read back.
 //! The client lives in tests/python/kafka_python_check.py, which prints a JSON summary that this
 //! test compares exactly. kafka-python must be installed (scripts/test installs it).
 
@@ -66,6 +67,7 @@ fn kafka_python_admin_produce_consume() {
         "create_again": [[topic, 36]], // TOPIC_ALREADY_EXISTS
         "topics": [topic],
         "describe": [{"topic": topic, "error_code": 0, "partitions": [0, 1]}],
+        "producer_idempotent": true,
         "produced": records,
         "consumed": consumed,
         "end_offsets": {"0": half, "1": half},

@@ -13,7 +13,9 @@ use crate::error::{Error, Result};
 use crate::group::{CoordinatorConfig, GroupCoordinator};
 use crate::metadata::{AlterPartitionOutcome, ControlError, ControllerChannel};
 use crate::metrics::Metrics;
+use crate::producer_ids::ProducerIdManager;
 use crate::replica_manager::ReplicaManager;
+use crate::txn::{TransactionCoordinator, TxnConfig};
 
 /// How long a forwarded metadata operation's reply waits for this broker to see its result.
 const METADATA_CATCH_UP_MAX: std::time::Duration = std::time::Duration::from_secs(5);
@@ -36,6 +38,10 @@ pub struct Broker {
     pub metrics: Metrics,
     /// The consumer groups this broker coordinates.
     pub groups: Arc<GroupCoordinator>,
+    /// Hands out idempotent producers' ids from blocks the controller records.
+    pub producer_ids: ProducerIdManager,
+    /// The transactions this broker coordinates.
+    pub txns: Arc<TransactionCoordinator>,
     /// This broker's registration: its epoch (-1 before the first) and whether it is fenced.
     pub broker_epoch: AtomicI64,
     pub fenced: AtomicBool,
@@ -44,6 +50,8 @@ pub struct Broker {
     pub shutting_down: AtomicBool,
     /// ISR changes of the partitions led here, batched into AlterPartition requests.
     pub isr_changes: Arc<crate::replication::isr::IsrChangeQueue>,
+    /// Topics deleted lately, which Metadata requests do not auto-create for a while.
+    pub recently_deleted_topics: crate::api::metadata::RecentlyDeletedTopics,
 }
 
 impl Broker {
@@ -59,9 +67,12 @@ impl Broker {
         let replicas = ReplicaManager::open(&config, metrics.clone())?;
         let groups =
             GroupCoordinator::new(CoordinatorConfig::from_server(&config).map_err(Error::Config)?);
+        let txns =
+            TransactionCoordinator::new(TxnConfig::from_server(&config).map_err(Error::Config)?);
         // The offsets partitions led here from the start are loaded like any later leadership.
         let changes = replicas.apply_metadata(&image, &config);
         groups.on_role_changes(&replicas, &changes);
+        txns.on_role_changes(&replicas, &changes);
         Ok(Broker {
             config,
             cluster_id,
@@ -72,10 +83,13 @@ impl Broker {
             replicas,
             metrics,
             groups: Arc::new(groups),
+            producer_ids: ProducerIdManager::new(),
+            txns: Arc::new(txns),
             broker_epoch: AtomicI64::new(-1),
             fenced: AtomicBool::new(true),
             shutting_down: AtomicBool::new(false),
             isr_changes: Default::default(),
+            recently_deleted_topics: Default::default(),
         })
     }
 
@@ -108,9 +122,13 @@ impl Broker {
     /// Serves a newly committed image: logs first, then the image, so whoever sees the new
     /// metadata finds its partitions. Called only by the metadata publisher thread.
     pub fn publish_image(&self, image: Arc<MetadataImage>, metadata_offset: u64) {
-        if !Arc::ptr_eq(&self.image(), &image) {
+        let before = self.image();
+        if !Arc::ptr_eq(&before, &image) {
+            self.recently_deleted_topics
+                .note_deletions(&before, &image, std::time::Instant::now());
             let changes = self.replicas.apply_metadata(&image, &self.config);
             self.groups.on_role_changes(&self.replicas, &changes);
+            self.txns.on_role_changes(&self.replicas, &changes);
             *self
                 .image
                 .write()

@@ -81,6 +81,21 @@ const SERVER_PROPERTIES: &[(&str, &str)] = &[
     ("replica.fetch.backoff.ms", "200"),
     ("replica.socket.timeout.ms", "30000"),
     ("replica.high.watermark.checkpoint.interval.ms", "5000"),
+    // Idempotent producers (Kafka's names and defaults): a producer silent this long is
+    // forgotten by every partition, checked this often.
+    ("producer.id.expiration.ms", "86400000"),
+    ("producer.id.expiration.check.interval.ms", "600000"),
+    // The transaction coordinator (Kafka's names). Kafka's defaults for the replication factor
+    // and min ISR of `__transaction_state` are 3 and 2; a single-node Skald could never create
+    // it, so 1 here (the min ISR is capped at the replication factor either way).
+    ("transaction.state.log.num.partitions", "50"),
+    ("transaction.state.log.replication.factor", "1"),
+    ("transaction.state.log.min.isr", "2"),
+    ("transaction.max.timeout.ms", "900000"),
+    (
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+        "10000",
+    ),
 ];
 
 fn parse_roles(spec: &str) -> Result<Roles, String> {
@@ -226,6 +241,10 @@ pub struct ServerConfig {
     pub log_flush_offset_checkpoint_interval_ms: u64,
     /// The `replica.*` settings of followers and leaders.
     pub replication: ReplicationConfig,
+    /// `producer.id.expiration.ms`: how long a partition remembers a silent idempotent producer.
+    pub producer_id_expiration_ms: i64,
+    /// `producer.id.expiration.check.interval.ms`.
+    pub producer_id_expiration_check_interval_ms: u64,
 }
 
 /// How partitions are replicated (Kafka's `replica.*` properties).
@@ -330,6 +349,8 @@ impl ServerConfig {
                 socket_timeout_ms: 0,
                 high_watermark_checkpoint_interval_ms: 0,
             },
+            producer_id_expiration_ms: 0,
+            producer_id_expiration_check_interval_ms: 0,
         };
         config.node_id = config.parse("node.id")?;
         config.roles = parse_roles(&config.get("process.roles"))?;
@@ -419,6 +440,18 @@ impl ServerConfig {
             ));
         }
         config.log_retention_check_interval_ms = config.parse("log.retention.check.interval.ms")?;
+        config.producer_id_expiration_ms = config.parse("producer.id.expiration.ms")?;
+        config.producer_id_expiration_check_interval_ms =
+            config.parse("producer.id.expiration.check.interval.ms")?;
+        if config.producer_id_expiration_ms < 1
+            || config.producer_id_expiration_check_interval_ms < 1
+        {
+            return Err(
+                "producer.id.expiration.ms and producer.id.expiration.check.interval.ms \
+                        must be at least 1"
+                    .into(),
+            );
+        }
         config.log_cleaner_enable = config.parse("log.cleaner.enable")?;
         config.log_cleaner_backoff_ms = config.parse::<u64>("log.cleaner.backoff.ms")?.max(1);
         if config.log_retention_check_interval_ms < 1 {

@@ -29,9 +29,11 @@ pub mod error;
 pub mod group;
 pub mod metadata;
 pub mod metrics;
+pub mod producer_ids;
 pub mod replica_manager;
 pub mod replication;
 pub mod server;
+pub mod txn;
 
 pub use broker::Broker;
 pub use config::ServerConfig;

@@ -415,3 +415,60 @@ impl prometheus::core::Collector for GroupCollector {
         .concat()
     }
 }
+
+/// Producer metrics computed at scrape time from the hosted partitions' producer state (Kafka's
+/// `ProducerIdCount`, and the open transactions holding back read_committed readers).
+pub struct ProducerCollector {
+    broker: std::sync::Weak<crate::broker::Broker>,
+    producer_ids: IntGauge,
+    open_transactions: IntGauge,
+}
+
+impl ProducerCollector {
+    pub fn new(
+        broker: std::sync::Weak<crate::broker::Broker>,
+    ) -> Result<ProducerCollector, prometheus::Error> {
+        Ok(ProducerCollector {
+            broker,
+            producer_ids: IntGauge::new(
+                "skald_producer_ids",
+                "Idempotent and transactional producers remembered by the partitions hosted here",
+            )?,
+            open_transactions: IntGauge::new(
+                "skald_open_transactions",
+                "Transactions open in the partitions hosted here (a read_committed reader \
+                 stops at the oldest)",
+            )?,
+        })
+    }
+}
+
+impl prometheus::core::Collector for ProducerCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        [self.producer_ids.desc(), self.open_transactions.desc()].concat()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let (mut producers, mut open) = (0usize, 0usize);
+        if let Some(broker) = self.broker.upgrade() {
+            for partition in broker.replicas.all() {
+                if let Some((p, o)) = partition.with_log(|log| {
+                    let state = log.producer_state();
+                    (state.len(), state.open_transactions())
+                }) {
+                    producers += p;
+                    open += o;
+                }
+            }
+        }
+        self.producer_ids
+            .set(i64::try_from(producers).unwrap_or(i64::MAX));
+        self.open_transactions
+            .set(i64::try_from(open).unwrap_or(i64::MAX));
+        [
+            self.producer_ids.collect(),
+            self.open_transactions.collect(),
+        ]
+        .concat()
+    }
+}

@@ -260,6 +260,44 @@ impl ReplicaManager {
         self.appended.notify_waiters();
     }
 
+    /// Kafka's `appendRecordsToLeader`: runs `append` (given the log and the leader epoch) under
+    /// the partition's log lock, after checking against the replication state — not the served
+    /// image, which may be out of date — that this broker leads the partition and, when
+    /// `min_insync_replicas` is given (acks=all), that the committed ISR is that large. A broker
+    /// that has just become a follower never appends to what is now its leader's copy. A write
+    /// that stored something (not a recognised retry) updates gauges and wakes fetches.
+    pub fn append_to_leader(
+        &self,
+        partition: &Partition,
+        min_insync_replicas: Option<usize>,
+        append: impl FnOnce(&mut Log, i32) -> skald_storage::Result<skald_storage::AppendInfo>,
+    ) -> Result<LeaderAppend, LeaderAppendRefused> {
+        let appended = partition.with_log(|log| {
+            let isr = {
+                let state = partition.replica_state();
+                state
+                    .leader()
+                    .map(|leader| (leader.leader_epoch, leader.isr.len()))
+            };
+            let Some((leader_epoch, isr)) = isr else {
+                return Err(LeaderAppendRefused::NotLeader);
+            };
+            if min_insync_replicas.is_some_and(|min| isr < min) {
+                return Err(LeaderAppendRefused::NotEnoughReplicas { isr });
+            }
+            let appended = append(log, leader_epoch);
+            if appended.as_ref().is_ok_and(|info| !info.duplicate) {
+                self.on_append(partition, log);
+            }
+            Ok(LeaderAppend {
+                appended,
+                log_start_offset: log.log_start_offset(),
+                leader_epoch,
+            })
+        });
+        appended.unwrap_or(Err(LeaderAppendRefused::Deleted))
+    }
+
     /// Whether the partition's log dir is offline: Produce, Fetch, ListOffsets and DeleteRecords
     /// then answer KAFKA_STORAGE_ERROR without touching the log. (Kafka answers some paths with
     /// NOT_LEADER_OR_FOLLOWER in KRaft once the controller has moved leadership; with a single
@@ -704,6 +742,18 @@ impl ReplicaManager {
 
     /// Kafka's `flush.ms` task (`LogManager.flushDirtyLogs`): flushes every log whose `flush.ms`
     /// has passed since its last flush. Blocking (fsync): run it off the async workers.
+    /// Kafka's `removeExpiredProducers` pass: every hosted partition forgets the idempotent
+    /// producers silent for `producer.id.expiration.ms`. Returns how many went in all.
+    pub fn remove_expired_producers(&self, expiration_ms: i64) -> usize {
+        self.all()
+            .iter()
+            .filter(|partition| !self.is_offline(partition))
+            .filter_map(|partition| {
+                partition.with_log(|log| log.remove_expired_producers(expiration_ms))
+            })
+            .sum()
+    }
+
     pub fn flush_dirty_logs(&self) {
         for partition in self.all() {
             if self.is_offline(&partition) {
@@ -1142,4 +1192,23 @@ fn close_logs(logs: Vec<(Arc<Partition>, Log)>) -> (Vec<ClosedLog>, bool) {
         }
         (closed, every_close_returned)
     })
+}
+
+/// What [`ReplicaManager::append_to_leader`] did: the append's own outcome, with the log start
+/// offset after it and the leader epoch it was made in.
+pub struct LeaderAppend {
+    pub appended: skald_storage::Result<skald_storage::AppendInfo>,
+    pub log_start_offset: i64,
+    pub leader_epoch: i32,
+}
+
+/// Why a leader append was refused before anything was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaderAppendRefused {
+    /// This broker does not lead the partition (NOT_LEADER_OR_FOLLOWER).
+    NotLeader,
+    /// acks=all with a committed ISR smaller than `min.insync.replicas` (NOT_ENOUGH_REPLICAS).
+    NotEnoughReplicas { isr: usize },
+    /// The partition was removed meanwhile (UNKNOWN_TOPIC_OR_PARTITION).
+    Deleted,
 }

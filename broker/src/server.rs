@@ -29,7 +29,7 @@ use crate::error::{Error, Result};
 use crate::metadata::driver::{self, DriverConfig};
 use crate::metadata::publisher::Publisher;
 use crate::metadata::{follower, lifecycle, ControllerChannel};
-use crate::metrics::{GroupCollector, Metrics, MetricsServer};
+use crate::metrics::{GroupCollector, Metrics, MetricsServer, ProducerCollector};
 use crate::replica_manager::ReplicaManager;
 use crate::replication;
 
@@ -242,6 +242,9 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
     broker
         .metrics
         .register(Box::new(GroupCollector::new(Arc::downgrade(&broker))?))?;
+    broker
+        .metrics
+        .register(Box::new(ProducerCollector::new(Arc::downgrade(&broker))?))?;
     // Group timers and offset expiry run from start-up, not only once a member joins.
     crate::group::GroupCoordinator::ensure_ticker(&broker);
     let metrics_server =
@@ -329,6 +332,22 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
         ReplicaManager::flush_dirty_logs,
         shutdown_tx.subscribe(),
     ));
+    let producer_expiration_ms = config.producer_id_expiration_ms;
+    let producer_expiration = tokio::spawn(periodic_log_task(
+        Arc::clone(&broker),
+        config.producer_id_expiration_check_interval_ms,
+        move |replicas| {
+            let expired = replicas.remove_expired_producers(producer_expiration_ms);
+            if expired > 0 {
+                tracing::info!(expired, "expired idempotent producers");
+            }
+        },
+        shutdown_tx.subscribe(),
+    ));
+    let txn_ticker = tokio::spawn(transaction_ticks(
+        Arc::clone(&broker),
+        shutdown_tx.subscribe(),
+    ));
     let checkpointer = tokio::spawn(periodic_log_task(
         Arc::clone(&broker),
         config.log_flush_offset_checkpoint_interval_ms,
@@ -353,6 +372,8 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
     shutdown.await;
     let signalled = Instant::now();
     let deadline = signalled + SHUTDOWN_MAX;
+    // A pass writing markers may wait for other brokers: it is not waited for.
+    txn_ticker.abort();
     // Leaderships move while this broker still answers, so clients switch without errors.
     lifecycle::controlled_shutdown(&broker, CONTROLLED_SHUTDOWN_MAX).await;
     // Controller leadership moves while the controller listener is still open: the successor's
@@ -368,6 +389,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
     // fetch or an AlterPartition still waiting for a silent peer is abandoned at the deadline.
     for task in [
         flusher,
+        producer_expiration,
         checkpointer,
         high_watermarks,
         fetchers,
@@ -479,9 +501,10 @@ const PERIOD_MAX: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
 async fn periodic_log_task(
     broker: Arc<Broker>,
     every_ms: u64,
-    pass: fn(&ReplicaManager),
+    pass: impl Fn(&ReplicaManager) + Send + Sync + 'static,
     mut stop: broadcast::Receiver<()>,
 ) {
+    let pass = Arc::new(pass);
     let every = Duration::from_millis(every_ms);
     let first = tokio::time::Instant::now().checked_add(every);
     let (Some(first), true) = (first, every <= PERIOD_MAX) else {
@@ -496,8 +519,24 @@ async fn periodic_log_task(
             _ = stop.recv() => return,
         }
         let broker = Arc::clone(&broker);
+        let pass = Arc::clone(&pass);
         if let Err(err) = tokio::task::spawn_blocking(move || pass(&broker.replicas)).await {
             tracing::error!("periodic log task failed: {err}");
+        }
+    }
+}
+
+/// The transaction coordinator's periodic pass (timed-out transactions aborted, transactions a
+/// failover caught preparing finished), every
+/// `transaction.abort.timed.out.transaction.cleanup.interval.ms`, until shutdown.
+async fn transaction_ticks(broker: Arc<Broker>, mut stop: broadcast::Receiver<()>) {
+    let every = Duration::from_millis(broker.txns.config.abort_check_interval_ms);
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => broker.txns.tick(&broker).await,
+            _ = stop.recv() => return,
         }
     }
 }

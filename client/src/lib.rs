@@ -37,6 +37,7 @@ pub mod error;
 pub mod groups;
 pub mod partitioner;
 pub mod producer;
+pub mod producers;
 pub mod records;
 
 pub use admin::{ConfigEntry, NewTopic, PartitionDescription, TopicDescription, TopicListing};

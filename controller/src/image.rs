@@ -72,7 +72,21 @@ pub struct MetadataImage {
     pub topics: BTreeMap<String, TopicImage>,
     pub topic_names_by_id: HashMap<TopicId, String>,
     pub broker_configs: BTreeMap<i32, BTreeMap<String, String>>,
+    /// The first producer id no block holds yet (ids below it are handed out for good).
+    pub next_producer_id: i64,
+    /// Each broker's latest block of producer ids, with the request that asked for it.
+    pub producer_id_blocks: BTreeMap<i32, ProducerIdBlock>,
 }
+
+/// A block of [`PRODUCER_ID_BLOCK_SIZE`] producer ids a broker hands out on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerIdBlock {
+    pub request_id: u64,
+    pub first_producer_id: i64,
+}
+
+/// Producer ids per block (Kafka's `ProducerIdsBlock.PRODUCER_ID_BLOCK_SIZE`).
+pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
 
 impl MetadataImage {
     /// Applies one record. Deterministic: the same records in the same order give the same image on
@@ -205,6 +219,42 @@ impl MetadataImage {
                     None => configs.remove(name),
                 };
             }
+            MetadataRecord::AllocateProducerIds {
+                broker_id,
+                request_id,
+                ..
+            } => {
+                let first_producer_id = self.next_producer_id;
+                match first_producer_id.checked_add(PRODUCER_ID_BLOCK_SIZE) {
+                    Some(next) => {
+                        self.next_producer_id = next;
+                        self.producer_id_blocks.insert(
+                            *broker_id,
+                            ProducerIdBlock {
+                                request_id: *request_id,
+                                first_producer_id,
+                            },
+                        );
+                    }
+                    None => tracing::error!(broker_id, "producer ids are exhausted"),
+                }
+            }
+            MetadataRecord::ProducerIds { next_producer_id } => {
+                self.next_producer_id = self.next_producer_id.max(*next_producer_id);
+            }
+            MetadataRecord::ProducerIdBlock {
+                broker_id,
+                request_id,
+                first_producer_id,
+            } => {
+                self.producer_id_blocks.insert(
+                    *broker_id,
+                    ProducerIdBlock {
+                        request_id: *request_id,
+                        first_producer_id: *first_producer_id,
+                    },
+                );
+            }
             MetadataRecord::RemoveTopic { topic_id } => {
                 match self.topic_names_by_id.remove(topic_id) {
                     Some(name) => {
@@ -237,6 +287,18 @@ impl MetadataImage {
                 fenced: broker.fenced,
             });
         }
+        if self.next_producer_id > 0 {
+            records.push(MetadataRecord::ProducerIds {
+                next_producer_id: self.next_producer_id,
+            });
+        }
+        records.extend(self.producer_id_blocks.iter().map(|(broker_id, block)| {
+            MetadataRecord::ProducerIdBlock {
+                broker_id: *broker_id,
+                request_id: block.request_id,
+                first_producer_id: block.first_producer_id,
+            }
+        }));
         for (broker_id, configs) in &self.broker_configs {
             records.extend(configs.iter().map(|(name, value)| MetadataRecord::Config {
                 resource: ConfigResource::Broker(*broker_id),

@@ -9,7 +9,8 @@
 //!   the quorum's first snapshot.
 //! - [`controller`]: [`Controller`], whose operations validate a request against the committed
 //!   image and plan the records that carry it out plus the reply to send once they commit.
-//! - [`ops`]: [`ControllerOp`], the operations brokers send the active controller, and their replies.
+//! - [`ops`]: [`ControllerOp`], the operations brokers send the active controller, and their
+//!   replies; producer id blocks (AllocateProducerIds) are planned there.
 //! - [`alter_partition`]: AlterPartition, a partition leader's ISR change, with Kafka's checks.
 //! - [`election`]: unclean and preferred leader elections (periodic and on request, ElectLeaders),
 //!   and their settings.
@@ -64,9 +65,11 @@ pub use election::{
 };
 pub use error::{Error, Result, TopicError};
 pub use follower::{MetadataFollower, MetadataUpdate};
-pub use image::{BrokerImage, MetadataImage, PartitionImage, TopicImage};
+pub use image::{
+    BrokerImage, MetadataImage, PartitionImage, ProducerIdBlock, TopicImage, PRODUCER_ID_BLOCK_SIZE,
+};
 pub use log::MetadataLog;
-pub use ops::{ControllerOp, ControllerReply};
+pub use ops::{ControllerOp, ControllerReply, ProducerIdsError};
 pub use quorum::{ProposalError, ProposeError, Quorum, QuorumConfig, QuorumStatus, VoterStatus};
 pub use raft_disk::{DiskState, FileDisk, MemDisk, RaftDisk};
 pub use record::{ConfigResource, Endpoint, MetadataRecord, TopicId};

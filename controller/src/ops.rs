@@ -8,8 +8,8 @@ use crate::controller::{
 };
 use crate::election::{elect_leaders, ElectionResult, ElectionType};
 use crate::error::TopicError;
-use crate::image::MetadataImage;
-use crate::record::TopicId;
+use crate::image::{MetadataImage, PRODUCER_ID_BLOCK_SIZE};
+use crate::record::{MetadataRecord, TopicId};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ControllerOp {
@@ -31,6 +31,13 @@ pub enum ControllerOp {
         election_type: ElectionType,
         partitions: Option<Vec<(String, i32)>>,
     },
+    /// A broker's request for a block of producer ids (Kafka's AllocateProducerIds); once it
+    /// commits, the block is in the image under the broker's id and `request_id`.
+    AllocateProducerIds {
+        broker_id: i32,
+        broker_epoch: i64,
+        request_id: u64,
+    },
 }
 
 /// Each operation's per-topic outcomes, in request order.
@@ -42,6 +49,18 @@ pub enum ControllerReply {
     /// Per partition rather than per topic: for a request naming none, the partitions the
     /// controller chose.
     ElectLeaders(Vec<ElectionResult>),
+    AllocateProducerIds(Result<(), ProducerIdsError>),
+}
+
+/// Why a block of producer ids was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum ProducerIdsError {
+    /// The broker is not registered with that epoch (Kafka's STALE_BROKER_EPOCH).
+    #[error("broker {broker_id} is not registered with epoch {broker_epoch}")]
+    StaleBrokerEpoch { broker_id: i32, broker_epoch: i64 },
+    /// Every producer id has been handed out.
+    #[error("producer ids are exhausted")]
+    Exhausted,
 }
 
 impl ControllerOp {
@@ -55,6 +74,7 @@ impl ControllerOp {
             ControllerOp::ElectLeaders { partitions, .. } => {
                 partitions.as_ref().map_or(0, Vec::len)
             }
+            ControllerOp::AllocateProducerIds { .. } => 1,
         }
     }
 }
@@ -97,7 +117,50 @@ impl Controller {
                 elect_leaders(image, *election_type, partitions.as_deref()),
                 ControllerReply::ElectLeaders,
             ),
+            ControllerOp::AllocateProducerIds {
+                broker_id,
+                broker_epoch,
+                request_id,
+            } => allocate_producer_ids(image, *broker_id, *broker_epoch, *request_id),
         }
+    }
+}
+
+/// Kafka's `ProducerIdControlManager.generateNextProducerId`, except that the block is fixed when
+/// the record replays (see [`crate::MetadataRecord::AllocateProducerIds`]).
+fn allocate_producer_ids(
+    image: &MetadataImage,
+    broker_id: i32,
+    broker_epoch: i64,
+    request_id: u64,
+) -> Planned<ControllerReply> {
+    let registered = image
+        .brokers
+        .get(&broker_id)
+        .is_some_and(|broker| broker.broker_epoch == broker_epoch);
+    let refused = if !registered {
+        Some(ProducerIdsError::StaleBrokerEpoch {
+            broker_id,
+            broker_epoch,
+        })
+    } else if image.next_producer_id > i64::MAX - PRODUCER_ID_BLOCK_SIZE {
+        Some(ProducerIdsError::Exhausted)
+    } else {
+        None
+    };
+    if let Some(error) = refused {
+        return Planned {
+            records: Vec::new(),
+            reply: ControllerReply::AllocateProducerIds(Err(error)),
+        };
+    }
+    Planned {
+        records: vec![MetadataRecord::AllocateProducerIds {
+            broker_id,
+            broker_epoch,
+            request_id,
+        }],
+        reply: ControllerReply::AllocateProducerIds(Ok(())),
     }
 }
 
@@ -114,6 +177,7 @@ fn map<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::ProducerIdBlock;
 
     #[test]
     fn operations_and_replies_cross_the_wire_as_json() {
@@ -158,6 +222,95 @@ mod tests {
         assert_eq!(
             serde_json::from_slice::<ControllerReply>(&json).unwrap(),
             reply
+        );
+    }
+
+    fn image_with_broker(broker_id: i32, broker_epoch: i64) -> MetadataImage {
+        let mut image = MetadataImage::default();
+        image.replay(&MetadataRecord::RegisterBroker {
+            broker_id,
+            incarnation_id: 1,
+            broker_epoch,
+            endpoints: Vec::new(),
+            rack: None,
+            fenced: false,
+        });
+        image
+    }
+
+    fn allocate(broker_id: i32, broker_epoch: i64, request_id: u64) -> ControllerOp {
+        ControllerOp::AllocateProducerIds {
+            broker_id,
+            broker_epoch,
+            request_id,
+        }
+    }
+
+    #[test]
+    fn producer_id_blocks_never_overlap_even_when_planned_against_the_same_image() {
+        let mut image = image_with_broker(1, 10);
+        image.replay(&MetadataRecord::RegisterBroker {
+            broker_id: 2,
+            incarnation_id: 2,
+            broker_epoch: 11,
+            endpoints: Vec::new(),
+            rack: None,
+            fenced: false,
+        });
+        let mut controller = Controller::new(crate::ControllerConfig {
+            node_id: 1,
+            num_partitions: 1,
+            default_replication_factor: 1,
+        });
+        // Two requests planned before either commits (a timed-out one committing late).
+        let first = controller.plan(&image, &allocate(1, 10, 100));
+        let second = controller.plan(&image, &allocate(2, 11, 200));
+        assert_eq!(first.reply, ControllerReply::AllocateProducerIds(Ok(())));
+        image.replay_batch(&first.records);
+        image.replay_batch(&second.records);
+        assert_eq!(
+            image.producer_id_blocks.get(&1),
+            Some(&ProducerIdBlock {
+                request_id: 100,
+                first_producer_id: 0
+            })
+        );
+        assert_eq!(
+            image.producer_id_blocks.get(&2),
+            Some(&ProducerIdBlock {
+                request_id: 200,
+                first_producer_id: PRODUCER_ID_BLOCK_SIZE
+            })
+        );
+        assert_eq!(image.next_producer_id, 2 * PRODUCER_ID_BLOCK_SIZE);
+        // A snapshot carries the blocks and the next id.
+        let mut restored = MetadataImage::default();
+        restored.replay_batch(&image.to_records());
+        assert_eq!(restored, image);
+        let third = controller.plan(&restored, &allocate(1, 10, 101));
+        restored.replay_batch(&third.records);
+        assert_eq!(
+            restored.producer_id_blocks[&1].first_producer_id,
+            2 * PRODUCER_ID_BLOCK_SIZE
+        );
+    }
+
+    #[test]
+    fn producer_ids_for_a_stale_broker_epoch_are_refused_without_records() {
+        let image = image_with_broker(1, 10);
+        let planned = Controller::new(crate::ControllerConfig {
+            node_id: 1,
+            num_partitions: 1,
+            default_replication_factor: 1,
+        })
+        .plan(&image, &allocate(1, 9, 1));
+        assert!(planned.records.is_empty());
+        assert_eq!(
+            planned.reply,
+            ControllerReply::AllocateProducerIds(Err(ProducerIdsError::StaleBrokerEpoch {
+                broker_id: 1,
+                broker_epoch: 9
+            }))
         );
     }
 }

@@ -104,6 +104,24 @@ pub enum MetadataRecord {
     },
     /// A topic, with its partitions and configs, was deleted.
     RemoveTopic { topic_id: TopicId },
+    /// A broker asked for a block of producer ids (Kafka's AllocateProducerIds). The block is
+    /// chosen when the record *replays* — the next `PRODUCER_ID_BLOCK_SIZE` ids after every block
+    /// before it — so two requests planned against the same image can never get the same ids.
+    /// The broker finds its block in the image under its `request_id`.
+    AllocateProducerIds {
+        broker_id: i32,
+        broker_epoch: i64,
+        request_id: u64,
+    },
+    /// Snapshot form of the producer id state: the first id never handed out (Kafka's
+    /// ProducerIdsRecord `nextProducerId`).
+    ProducerIds { next_producer_id: i64 },
+    /// Snapshot form of a broker's latest block.
+    ProducerIdBlock {
+        broker_id: i32,
+        request_id: u64,
+        first_producer_id: i64,
+    },
 }
 
 /// A record as stored: the schema version travels with it.

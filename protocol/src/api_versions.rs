@@ -21,6 +21,13 @@
 //! OffsetForLeaderEpoch starts at v2, the oldest kafka-protocol 0.18 decodes (Kafka 4 dropped v0
 //! and v1, KIP-896); its `replica_id` (v3+) changes nothing, as in Kafka, which answers from the
 //! leader's log whoever asks.
+//! InitProducerId (every version kafka-protocol 0.18 decodes) hands out producer ids, and with a
+//! `transactional_id` the transaction coordinator's. AddPartitionsToTxn stops at v3 (v4+ is the
+//! brokers' batched verification, KIP-890); EndTxn and TxnOffsetCommit stop at v4 (v5 is
+//! transactions version 2, which the broker does not advertise). DescribeProducers shows each
+//! partition's producer state. WriteTxnMarkers (v1, the one Kafka 4 serves) is the partition
+//! leader's side of ending a transaction; it is on the client listener, as Kafka serves it on
+//! its broker listeners.
 //! ElectLeaders is served at every version kafka-protocol 0.18 knows; the active controller
 //! decides the elections, and the request's `timeout_ms` is the broker's own controller deadline.
 
@@ -61,7 +68,13 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::CreateTopics, 2, 7),
     api(ApiKey::DeleteTopics, 1, 6),
     api(ApiKey::DeleteRecords, 0, 2),
+    api(ApiKey::InitProducerId, 0, 5),
     api(ApiKey::OffsetForLeaderEpoch, 2, 4),
+    api(ApiKey::AddPartitionsToTxn, 0, 3),
+    api(ApiKey::AddOffsetsToTxn, 0, 4),
+    api(ApiKey::EndTxn, 0, 4),
+    api(ApiKey::WriteTxnMarkers, 1, 1),
+    api(ApiKey::TxnOffsetCommit, 0, 4),
     api(ApiKey::DescribeConfigs, 1, 4),
     api(ApiKey::CreatePartitions, 0, 3),
     api(ApiKey::DeleteGroups, 0, 2),
@@ -69,6 +82,7 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::OffsetDelete, 0, 0),
     api(ApiKey::DescribeQuorum, 0, 2),
     api(ApiKey::DescribeCluster, 0, 2),
+    api(ApiKey::DescribeProducers, 0, 0),
 ];
 
 /// Every API the CONTROLLER listener answers, in API-key order.

@@ -702,6 +702,93 @@ fn read_i64(buf: &[u8], at: usize) -> i64 {
     i64::from_be_bytes(bytes)
 }
 
+/// Kafka's control record types: the `type` in the key of a control batch's one record.
+pub const CONTROL_TYPE_ABORT: i16 = 0;
+pub const CONTROL_TYPE_COMMIT: i16 = 1;
+
+/// A transaction marker read from a control batch: its control record type and the coordinator
+/// epoch in its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndTxnMarker {
+    pub control_type: i16,
+    pub coordinator_epoch: i32,
+}
+
+/// The marker of the control batch at the front of `batch` (its first record's key is
+/// `version: i16, type: i16`, its value `version: i16, coordinator_epoch: i32`), or `None` if it
+/// is not an uncompressed control batch with such a key. A value too short for the coordinator
+/// epoch reads as epoch -1.
+pub fn end_txn_marker(batch: &[u8]) -> Option<EndTxnMarker> {
+    let header = RecordBatchHeader::parse(batch).ok()?;
+    if !header.is_control() {
+        return None;
+    }
+    let first = record_views(batch).ok()?.next()?.ok()?;
+    let key = first.key?;
+    if key.len() < 4 {
+        return None;
+    }
+    let coordinator_epoch = first
+        .value
+        .filter(|value| value.len() >= 6)
+        .map_or(-1, |v| i32::from_be_bytes([v[2], v[3], v[4], v[5]]));
+    Some(EndTxnMarker {
+        control_type: i16::from_be_bytes([key[2], key[3]]),
+        coordinator_epoch,
+    })
+}
+
+/// A transaction marker as a transaction coordinator asks a leader to write it (Kafka's
+/// `EndTransactionMarker`): one control batch of one record, transactional, from the producer
+/// whose transaction it ends. Offsets and the leader epoch are the log's to assign.
+pub fn end_txn_marker_batch(
+    producer_id: i64,
+    producer_epoch: i16,
+    commit: bool,
+    coordinator_epoch: i32,
+    timestamp: i64,
+) -> Vec<u8> {
+    let control_type = if commit {
+        CONTROL_TYPE_COMMIT
+    } else {
+        CONTROL_TYPE_ABORT
+    };
+    let mut key = Vec::with_capacity(4);
+    key.extend_from_slice(&0i16.to_be_bytes()); // control record key version
+    key.extend_from_slice(&control_type.to_be_bytes());
+    let mut value = Vec::with_capacity(6);
+    value.extend_from_slice(&0i16.to_be_bytes()); // marker value version
+    value.extend_from_slice(&coordinator_epoch.to_be_bytes());
+    // The record: attributes, timestamp delta 0, offset delta 0, key, value, no headers; the
+    // varints of these small values are single bytes (zigzag doubles them).
+    let mut record = vec![0u8, 0, 0];
+    record.push((key.len() as u8) << 1);
+    record.extend_from_slice(&key);
+    record.push((value.len() as u8) << 1);
+    record.extend_from_slice(&value);
+    record.push(0);
+    let mut batch = Vec::with_capacity(RECORD_BATCH_HEADER_BYTES + 1 + record.len());
+    batch.extend_from_slice(&0i64.to_be_bytes());
+    let batch_length = (RECORD_BATCH_HEADER_BYTES - LOG_OVERHEAD + 1 + record.len()) as i32;
+    batch.extend_from_slice(&batch_length.to_be_bytes());
+    batch.extend_from_slice(&(-1i32).to_be_bytes());
+    batch.push(MAGIC_V2 as u8);
+    batch.extend_from_slice(&[0; 4]);
+    batch.extend_from_slice(&(TRANSACTIONAL_FLAG_MASK | CONTROL_FLAG_MASK).to_be_bytes());
+    batch.extend_from_slice(&0i32.to_be_bytes()); // last offset delta
+    batch.extend_from_slice(&timestamp.to_be_bytes());
+    batch.extend_from_slice(&timestamp.to_be_bytes());
+    batch.extend_from_slice(&producer_id.to_be_bytes());
+    batch.extend_from_slice(&producer_epoch.to_be_bytes());
+    batch.extend_from_slice(&(-1i32).to_be_bytes()); // no sequence
+    batch.extend_from_slice(&1i32.to_be_bytes());
+    batch.push((record.len() as u8) << 1);
+    batch.extend_from_slice(&record);
+    let crc = crc32c::crc32c(&batch[ATTRIBUTES_POS..]);
+    batch[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
+    batch
+}
+
 /// Builders for valid batches, for tests in this and other crates. Not part of the supported API.
 #[doc(hidden)]
 pub mod testing {
@@ -1319,5 +1406,31 @@ mod tests {
             bad[*flip.get(&checked)] ^= 1 << bit;
             prop_assert!(validate_batch(&bad).is_err());
         }
+    }
+
+    #[test]
+    fn end_txn_markers_are_valid_control_batches_of_their_type() {
+        for (commit, control_type) in [(true, CONTROL_TYPE_COMMIT), (false, CONTROL_TYPE_ABORT)] {
+            let marker = end_txn_marker_batch(42, 3, commit, 7, 1_000);
+            let header = validate_batch(&marker).unwrap();
+            assert!(header.is_control() && header.is_transactional());
+            assert_eq!(
+                (
+                    header.producer_id,
+                    header.producer_epoch,
+                    header.records_count
+                ),
+                (42, 3, 1)
+            );
+            assert_eq!((header.base_sequence, header.max_timestamp), (-1, 1_000));
+            assert_eq!(
+                end_txn_marker(&marker),
+                Some(EndTxnMarker {
+                    control_type,
+                    coordinator_epoch: 7
+                })
+            );
+        }
+        assert_eq!(end_txn_marker(&testing::simple_batch(0, 1, 0, 3)), None);
     }
 }

@@ -304,6 +304,7 @@ pub const REQUESTS: &[RequestLayout] = &[
     layouts::DELETE_TOPICS,
     layouts::DELETE_RECORDS,
     layouts::OFFSET_FOR_LEADER_EPOCH,
+    layouts::WRITE_TXN_MARKERS,
     layouts::DESCRIBE_CONFIGS,
     layouts::CREATE_PARTITIONS,
     layouts::OFFSET_COMMIT,
@@ -317,9 +318,15 @@ pub const REQUESTS: &[RequestLayout] = &[
     layouts::LIST_GROUPS,
     layouts::DELETE_GROUPS,
     layouts::ELECT_LEADERS,
+    layouts::INIT_PRODUCER_ID,
+    layouts::ADD_PARTITIONS_TO_TXN,
+    layouts::ADD_OFFSETS_TO_TXN,
+    layouts::END_TXN,
+    layouts::TXN_OFFSET_COMMIT,
     layouts::OFFSET_DELETE,
     layouts::DESCRIBE_QUORUM,
     layouts::DESCRIBE_CLUSTER,
+    layouts::DESCRIBE_PRODUCERS,
     layouts::ALTER_PARTITION,
     layouts::BROKER_REGISTRATION,
     layouts::BROKER_HEARTBEAT,
@@ -736,6 +743,120 @@ mod layouts {
     };
     const DELETE_GROUPS_REQUEST: Layout = fields(&[field("groups_names", Array(&String))]);
 
+    pub(super) const INIT_PRODUCER_ID: RequestLayout = RequestLayout {
+        api_key: ApiKey::InitProducerId,
+        min_version: 0,
+        max_version: 5,
+        flexible_since: 2,
+        body: &INIT_PRODUCER_ID_REQUEST,
+    };
+    // No arrays: only the transactional id and the tagged fields carry a length.
+    const INIT_PRODUCER_ID_REQUEST: Layout = fields(&[
+        field("transactional_id", String),
+        field("transaction_timeout_ms", Int32),
+        field("producer_id", Int64).since(3),
+        field("producer_epoch", Int16).since(3),
+    ]);
+
+    pub(super) const ADD_PARTITIONS_TO_TXN: RequestLayout = RequestLayout {
+        api_key: ApiKey::AddPartitionsToTxn,
+        min_version: 0,
+        max_version: 3,
+        flexible_since: 3,
+        body: &ADD_PARTITIONS_TO_TXN_REQUEST,
+    };
+    const ADD_PARTITIONS_TO_TXN_REQUEST: Layout = fields(&[
+        field("v3_and_below_transactional_id", String),
+        field("v3_and_below_producer_id", Int64),
+        field("v3_and_below_producer_epoch", Int16),
+        field(
+            "v3_and_below_topics",
+            Array(&Struct(&ADD_PARTITIONS_TO_TXN_TOPIC)),
+        ),
+    ]);
+    const ADD_PARTITIONS_TO_TXN_TOPIC: Layout =
+        fields(&[field("name", String), field("partitions", Array(&Int32))]);
+
+    pub(super) const ADD_OFFSETS_TO_TXN: RequestLayout = RequestLayout {
+        api_key: ApiKey::AddOffsetsToTxn,
+        min_version: 0,
+        max_version: 4,
+        flexible_since: 3,
+        body: &ADD_OFFSETS_TO_TXN_REQUEST,
+    };
+    const ADD_OFFSETS_TO_TXN_REQUEST: Layout = fields(&[
+        field("transactional_id", String),
+        field("producer_id", Int64),
+        field("producer_epoch", Int16),
+        field("group_id", String),
+    ]);
+
+    pub(super) const END_TXN: RequestLayout = RequestLayout {
+        api_key: ApiKey::EndTxn,
+        min_version: 0,
+        max_version: 4,
+        flexible_since: 3,
+        body: &END_TXN_REQUEST,
+    };
+    const END_TXN_REQUEST: Layout = fields(&[
+        field("transactional_id", String),
+        field("producer_id", Int64),
+        field("producer_epoch", Int16),
+        field("committed", Bool),
+    ]);
+
+    pub(super) const TXN_OFFSET_COMMIT: RequestLayout = RequestLayout {
+        api_key: ApiKey::TxnOffsetCommit,
+        min_version: 0,
+        max_version: 4,
+        flexible_since: 3,
+        body: &TXN_OFFSET_COMMIT_REQUEST,
+    };
+    const TXN_OFFSET_COMMIT_REQUEST: Layout = fields(&[
+        field("transactional_id", String),
+        field("group_id", String),
+        field("producer_id", Int64),
+        field("producer_epoch", Int16),
+        field("generation_id", Int32).since(3),
+        field("member_id", String).since(3),
+        field("group_instance_id", String).since(3),
+        field("topics", Array(&Struct(&TXN_OFFSET_COMMIT_REQUEST_TOPIC))),
+    ]);
+    const TXN_OFFSET_COMMIT_REQUEST_TOPIC: Layout = fields(&[
+        field("name", String),
+        field(
+            "partitions",
+            Array(&Struct(&TXN_OFFSET_COMMIT_REQUEST_PARTITION)),
+        ),
+    ]);
+    const TXN_OFFSET_COMMIT_REQUEST_PARTITION: Layout = fields(&[
+        field("partition_index", Int32),
+        field("committed_offset", Int64),
+        field("committed_leader_epoch", Int32).since(2),
+        field("committed_metadata", String),
+    ]);
+
+    pub(super) const WRITE_TXN_MARKERS: RequestLayout = RequestLayout {
+        api_key: ApiKey::WriteTxnMarkers,
+        min_version: 1,
+        max_version: 1,
+        flexible_since: 1,
+        body: &WRITE_TXN_MARKERS_REQUEST,
+    };
+    const WRITE_TXN_MARKERS_REQUEST: Layout =
+        fields(&[field("markers", Array(&Struct(&WRITABLE_TXN_MARKER)))]);
+    const WRITABLE_TXN_MARKER: Layout = fields(&[
+        field("producer_id", Int64),
+        field("producer_epoch", Int16),
+        field("transaction_result", Bool),
+        field("topics", Array(&Struct(&WRITABLE_TXN_MARKER_TOPIC))),
+        field("coordinator_epoch", Int32),
+    ]);
+    const WRITABLE_TXN_MARKER_TOPIC: Layout = fields(&[
+        field("name", String),
+        field("partition_indexes", Array(&Int32)),
+    ]);
+
     pub(super) const OFFSET_DELETE: RequestLayout = RequestLayout {
         api_key: ApiKey::OffsetDelete,
         min_version: 0,
@@ -788,6 +909,20 @@ mod layouts {
     ]);
     const TOPIC_PARTITIONS: Layout =
         fields(&[field("topic", String), field("partitions", Array(&Int32))]);
+
+    pub(super) const DESCRIBE_PRODUCERS: RequestLayout = RequestLayout {
+        api_key: ApiKey::DescribeProducers,
+        min_version: 0,
+        max_version: 0,
+        flexible_since: 0,
+        body: &DESCRIBE_PRODUCERS_REQUEST,
+    };
+    const DESCRIBE_PRODUCERS_REQUEST: Layout =
+        fields(&[field("topics", Array(&Struct(&TOPIC_REQUEST)))]);
+    const TOPIC_REQUEST: Layout = fields(&[
+        field("name", String),
+        field("partition_indexes", Array(&Int32)),
+    ]);
 
     pub(super) const DESCRIBE_CLUSTER: RequestLayout = RequestLayout {
         api_key: ApiKey::DescribeCluster,

@@ -38,10 +38,17 @@
 //! is dropped only when a later record of its key stays in the log. Truncation
 //! (`Log::truncate_to`) commits its cut through the same swap (`commit_swap`).
 //!
+//! Transactions: nothing at or past the first unstable offset is cleaned (an open transaction is
+//! undecided), and records of aborted transactions never count as a key's latest, so the
+//! committed value they would shadow stays for read_committed readers. The aborted records
+//! themselves and the markers are kept (readers filter them with the aborted transaction index).
+//!
 //! Not done: Kafka's KIP-534 delete horizon in the batch header and its "clean section only" rule
-//! for tombstones (here the segment's largest timestamp decides), transactions (aborted data,
-//! markers), retaining empty batches for idempotent producer state (Skald has no idempotence yet),
-//! and `max.compaction.lag.ms`.
+//! for tombstones (here the segment's largest timestamp decides), removing aborted records and
+//! markers after `delete.retention.ms` as Kafka does, `max.compaction.lag.ms`, and Kafka's
+//! retained empty batches for producer state: state is rebuilt from the snapshot taken at the
+//! newest roll, so only a replay starting below cleaned segments (no newer snapshot: no producer
+//! was remembered at the later rolls) could miss a batch the cleaner dropped.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -230,6 +237,13 @@ pub(crate) fn compact(
             }
         }
     }
+    // Kafka's `firstUncleanableDirtyOffset` also stops at the first unstable offset: an open
+    // transaction may still abort, so neither its records nor anything after them is decided.
+    if let Some(first_unstable) = log.first_unstable_offset() {
+        if let Some((base, _)) = ranges.iter().find(|(_, end)| *end > first_unstable) {
+            first_uncleanable = first_uncleanable.min(*base);
+        }
+    }
     let first_uncleanable = first_uncleanable.max(first_dirty);
     let (mut clean_bytes, mut dirty_bytes) = (0u64, 0u64);
     for (base, end) in &ranges {
@@ -246,7 +260,10 @@ pub(crate) fn compact(
         return Ok(stats);
     }
 
-    // Kafka's `buildOffsetMap`: the latest offset of each key in the dirty section.
+    // Kafka's `buildOffsetMap`: the latest offset of each key in the dirty section. Records of
+    // aborted transactions are never a key's latest: a read_committed reader does not see them,
+    // so the value they would shadow must stay.
+    let aborted = AbortedRanges::new(log);
     let mut offset_map: HashMap<Vec<u8>, i64> = HashMap::new();
     let mut map_end = first_dirty;
     for (base, end) in ranges
@@ -260,7 +277,7 @@ pub(crate) fn compact(
             continue;
         };
         for_each_batch(segment, |bytes, header| {
-            if header.is_control() {
+            if header.is_control() || aborted.holds(header) {
                 return Ok(());
             }
             let Some(plain) = readable_batch(bytes, header) else {
@@ -320,6 +337,33 @@ pub(crate) fn compact(
     stats.clean_end_offset = map_end;
     tracing::info!(dir = %dir.display(), ?stats, "compacted log");
     Ok(stats)
+}
+
+/// The aborted transactions of a log, by producer: which transactional batches never committed.
+struct AbortedRanges(HashMap<i64, Vec<(i64, i64)>>);
+
+impl AbortedRanges {
+    fn new(log: &Log) -> AbortedRanges {
+        let mut by_producer: HashMap<i64, Vec<(i64, i64)>> = HashMap::new();
+        for txn in log.collect_aborted_txns(i64::MIN, i64::MAX) {
+            by_producer
+                .entry(txn.producer_id)
+                .or_default()
+                .push((txn.first_offset, txn.last_offset));
+        }
+        AbortedRanges(by_producer)
+    }
+
+    /// Whether `header` is a transactional data batch of a transaction that aborted.
+    fn holds(&self, header: &RecordBatchHeader) -> bool {
+        header.is_transactional()
+            && !header.is_control()
+            && self.0.get(&header.producer_id).is_some_and(|ranges| {
+                ranges
+                    .iter()
+                    .any(|&(first, last)| (first..last).contains(&header.base_offset))
+            })
+    }
 }
 
 /// The batch as the cleaner reads its records: itself if uncompressed, else decompressed; `None`
@@ -691,7 +735,7 @@ pub(crate) fn truncate_cleaner_checkpoint(dir: &Path, offset: i64) -> Result<()>
     }
 }
 
-mod codec;
+pub(crate) mod codec;
 
 #[cfg(test)]
 mod tests;

@@ -57,6 +57,14 @@ pub enum Error {
         "append of offsets {first_offset}..={last_offset} spans more than one segment can address"
     )]
     AppendOffsetSpanTooLarge { first_offset: i64, last_offset: i64 },
+    /// A client's batch whose header disagrees with its records (Kafka's INVALID_RECORD; see
+    /// [`crate::log_validator`]). Nothing was written.
+    #[error("invalid record batch: {0}")]
+    InvalidRecord(String),
+    /// A client's idempotent batch its producer's state refuses (a fenced epoch or a sequence
+    /// gap). Nothing was written.
+    #[error(transparent)]
+    Producer(#[from] crate::producer_state::ProducerError),
     /// A `LogConfig` that cannot work.
     #[error("invalid log config: {0}")]
     InvalidConfig(String),

@@ -21,6 +21,13 @@
 //!   shrunk, so fetched bytes stay valid).
 //! - [`leader_epoch`]: the leader epoch cache a log keeps (Kafka's `LeaderEpochFileCache`) and
 //!   its `leader-epoch-checkpoint` file.
+//! - [`producer_state`]: each idempotent producer's epoch and last batches (Kafka's
+//!   `ProducerStateManager`), rebuilt from the log and its `.snapshot` files; what lets a leader
+//!   answer a retry with the original offsets and refuse a sequence gap or a fenced epoch.
+//! - [`txn_index`]: the aborted transactions a `read_committed` fetch reports (Kafka's
+//!   `TransactionIndex`), one file per partition, rebuilt with the producer state.
+//! - [`log_validator`]: the checks a leader makes on a client's batch before appending it
+//!   (Kafka's `LogValidator`: record count, offset deltas, sequence), compressed ones included.
 //! - [`cleaner`]: log compaction (`Log::compact`, Kafka's `LogCleaner`) for
 //!   `cleanup.policy=compact`, its crash-safe segment swap (truncation commits through it too)
 //!   and its per-partition checkpoint.
@@ -51,8 +58,11 @@ pub mod fault;
 mod index;
 pub mod leader_epoch;
 pub mod log;
+pub mod log_validator;
 mod mmap;
+pub mod producer_state;
 pub mod segment;
+pub mod txn_index;
 
 pub use checkpoint::{
     read_offset_checkpoint, take_clean_shutdown_marker, write_clean_shutdown_marker,
@@ -69,4 +79,9 @@ pub use log::{
     AppendInfo, DeletedSegments, Log, LogOpenOptions, ReadResult, LEADER_EPOCH_REBUILD_BYTES_MAX,
     LOG_START_OFFSET_FILE,
 };
+pub use producer_state::{
+    BatchMetadata, CompletedTxn, ProducerCheck, ProducerError, ProducerStateEntry,
+    ProducerStateManager,
+};
 pub use segment::segment_file_name;
+pub use txn_index::{AbortedTxn, TXN_INDEX_FILE};

@@ -15,9 +15,11 @@ use crate::error::{Error, IoContext, Result};
 use crate::fault::DiskFaults;
 use crate::index::relative_offset;
 use crate::leader_epoch::{self, EpochEntry, LeaderEpochCache};
+use crate::producer_state::{ProducerCheck, ProducerStateManager};
 use crate::segment::{
     parse_segment_stem, Segment, DELETED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
 };
+use crate::txn_index::TxnIndex;
 
 /// The partition's durable log start offset, for when it lies inside a segment (DeleteRecords).
 /// Kafka keeps one `log-start-offset-checkpoint` per log dir; one small file per partition
@@ -62,6 +64,9 @@ pub struct AppendInfo {
     pub bytes: usize,
     /// Sum of the batches' records counts.
     pub records_count: i64,
+    /// The append was a producer's retry of a batch already in the log: nothing was written, and
+    /// the offsets and timestamp are the original batch's (Kafka answers a retry so).
+    pub duplicate: bool,
 }
 
 /// What a read found: whole batches, zero-copy from the segment's map.
@@ -115,6 +120,11 @@ pub struct Log {
     /// Where each leader epoch starts (Kafka's `LeaderEpochFileCache`), persisted in
     /// [`leader_epoch::LEADER_EPOCH_CHECKPOINT_FILE`] whenever it changes.
     leader_epochs: LeaderEpochCache,
+    /// Every idempotent producer's epoch and last batches, as of the log end offset; snapshotted
+    /// at rolls and on close (see [`producer_state`]).
+    producer_state: ProducerStateManager,
+    /// The aborted transactions a `read_committed` fetch is told of (see [`crate::txn_index`]).
+    txn_index: TxnIndex,
 }
 
 /// How [`Log::open_with_options`] opens a log.
@@ -266,8 +276,11 @@ impl Log {
                 faults,
                 failed: false,
                 leader_epochs: LeaderEpochCache::default(),
+                producer_state: ProducerStateManager::default(),
+                txn_index: TxnIndex::open(dir)?,
             };
             log.load_leader_epochs()?;
+            log.load_producer_state()?;
             return Ok(log);
         };
         let recovery_point_given = recovery_point.unwrap_or(active_base);
@@ -354,8 +367,11 @@ impl Log {
             faults,
             failed: false,
             leader_epochs: LeaderEpochCache::default(),
+            producer_state: ProducerStateManager::default(),
+            txn_index: TxnIndex::open(dir)?,
         };
         log.load_leader_epochs()?;
+        log.load_producer_state()?;
         Ok(log)
     }
 
@@ -525,7 +541,33 @@ impl Log {
         log_append_time_ms: Option<i64>,
         leader_epoch: i32,
     ) -> Result<AppendInfo> {
-        let mut headers = self.validate_append(batches)?;
+        let headers = self.validate_append(batches)?;
+        if let ProducerCheck::Duplicate(original) = self
+            .producer_state
+            .check_client_batches(headers.iter().map(|(_, header)| header))?
+        {
+            return Ok(AppendInfo {
+                first_offset: original.first_offset(),
+                last_offset: original.last_offset,
+                max_timestamp: original.timestamp,
+                log_append_time_ms: -1,
+                bytes: 0,
+                records_count: 0,
+                duplicate: true,
+            });
+        }
+        self.append_as_leader(batches, headers, log_append_time_ms, leader_epoch)
+    }
+
+    /// The leader's append once the batches are accepted: assigns offsets from the log end,
+    /// stamps the leader epoch (and LogAppendTime), writes.
+    pub(crate) fn append_as_leader(
+        &mut self,
+        batches: &mut [u8],
+        mut headers: Vec<(usize, RecordBatchHeader)>,
+        log_append_time_ms: Option<i64>,
+        leader_epoch: i32,
+    ) -> Result<AppendInfo> {
         let mut next_offset = self.log_end_offset();
         for (position, header) in &mut headers {
             let one = &mut batches[*position..*position + header.total_size()];
@@ -640,6 +682,10 @@ impl Log {
             }
             return Err(err);
         }
+        for (position, header) in headers {
+            let bytes = &batches[*position..*position + header.total_size()];
+            self.apply_to_producer_state(header, bytes)?;
+        }
         // Kafka's `flush.messages`: fsync once that many messages are not yet on disk.
         if self.unflushed_messages() >= self.config.flush_messages {
             self.flush()?;
@@ -651,6 +697,7 @@ impl Log {
             log_append_time_ms,
             bytes: batches.len(),
             records_count,
+            duplicate: false,
         })
     }
 
@@ -752,6 +799,9 @@ impl Log {
         if let Some(active) = self.segments.values_mut().next_back() {
             active.seal()?;
         }
+        // Kafka snapshots producer state at every roll, so a restart replays at most the active
+        // segment to rebuild it.
+        self.snapshot_producer_state(base_offset)?;
         self.flush_up_to(base_offset)?;
         let segment = Segment::create(&self.dir, base_offset, &self.config, self.clock.now_ms())?;
         tracing::debug!(dir = %self.dir.display(), base_offset, "rolled segment");
@@ -912,6 +962,7 @@ impl Log {
             Ok(next.is_some_and(|next| next.base_offset() <= offset))
         })?;
         self.truncate_leader_epochs_from_start()?;
+        self.prune_txn_index()?;
         Ok(self.log_start_offset)
     }
 
@@ -969,6 +1020,8 @@ impl Log {
             deleted.bytes += size;
         }
         self.truncate_leader_epochs_from_start()?;
+        self.delete_producer_snapshots_before_segments()?;
+        self.prune_txn_index()?;
         Ok(deleted)
     }
 
@@ -1037,7 +1090,7 @@ impl Log {
         if let Some(active) = self.segments.values_mut().next_back() {
             active.seal()?;
         }
-        Ok(())
+        self.snapshot_producer_state(self.log_end_offset())
     }
 
     /// Deletes the partition: renames the directory to `<dir>.<unique>-delete` (so a crash midway
@@ -1109,6 +1162,7 @@ fn write_log_start_offset(dir: &Path, offset: i64) -> Result<()> {
     )
 }
 
+mod producers;
 mod truncate;
 
 #[cfg(test)]
@@ -1116,6 +1170,9 @@ mod tests;
 
 #[cfg(test)]
 mod replication_tests;
+
+#[cfg(test)]
+mod producer_tests;
 
 #[cfg(test)]
 mod disk_fault_tests;

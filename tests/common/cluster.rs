@@ -320,12 +320,13 @@ impl TestCluster {
         }
     }
 
-    /// As [`TestCluster::cut_off_controller`], but silently ([`Link::silence`]): no connection
-    /// to or from it breaks, nothing arrives — a dead host or a dropping firewall, which peers
-    /// notice only by their own timeouts.
+    /// As [`TestCluster::cut_off_controller`], but silently ([`Link::black_hole`]): no
+    /// connection to or from it breaks, nothing arrives — a dead host or a dropping firewall,
+    /// which peers notice only by their own timeouts. Connections open meanwhile stay silent for
+    /// good, also after [`TestCluster::reconnect_controller`].
     pub fn silence_controller(&self, node_id: i32) {
         for link in self.controller_links(node_id) {
-            link.silence();
+            link.black_hole();
         }
     }
 
@@ -541,6 +542,34 @@ impl TestCluster {
         child.wait().expect("wait for killed node");
     }
 
+    /// SIGSTOP one node: its sockets stay open and its kernel keeps accepting and acknowledging,
+    /// but nothing answers (a stalled process, a long GC pause) until [`TestCluster::resume`].
+    /// Nothing may connect to it meanwhile expecting an answer: the test's own requests would
+    /// time out too.
+    pub fn pause(&self, node_id: i32) {
+        self.signal(node_id, "-STOP");
+    }
+
+    /// SIGCONT a node [`TestCluster::pause`]d.
+    pub fn resume(&self, node_id: i32) {
+        self.signal(node_id, "-CONT");
+    }
+
+    fn signal(&self, node_id: i32, signal: &str) {
+        let node = self.node(node_id);
+        let pid = node
+            .child
+            .as_ref()
+            .unwrap_or_else(|| panic!("node {node_id} is not running"))
+            .id();
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(pid.to_string())
+            .status()
+            .unwrap_or_else(|e| panic!("run kill {signal}: {e}"));
+        assert!(status.success(), "kill {signal} {pid} (node {node_id})");
+    }
+
     /// SIGTERM one node and wait for a clean exit.
     pub fn stop(&mut self, node_id: i32) {
         self.stop_timed(node_id);
@@ -563,27 +592,6 @@ impl TestCluster {
             node.stderr_tail()
         );
         took
-    }
-
-    /// SIGSTOP one node: the process stays, its sockets stay open and the kernel still accepts
-    /// connections for it, but nothing answers (a stalled process, or a host gone silent).
-    pub fn pause(&self, node_id: i32) {
-        let index = self.index_of(node_id);
-        let child = self.nodes[index]
-            .child
-            .as_ref()
-            .expect("node is not running");
-        signal(child, "-STOP");
-    }
-
-    /// SIGCONT a node [`TestCluster::pause`] stopped.
-    pub fn resume(&self, node_id: i32) {
-        let index = self.index_of(node_id);
-        let child = self.nodes[index]
-            .child
-            .as_ref()
-            .expect("node is not running");
-        signal(child, "-CONT");
     }
 
     /// Starts a stopped node again (same ports and data) without waiting for it.

@@ -10,10 +10,9 @@
 //! of connectivity, not a simulation of packet loss. Healing lets new connections through again;
 //! connections closed by the cut stay closed, as after a real outage.
 //!
-//! A silenced link ([`Link::silence`]) is the other kind of outage, the one a dropping firewall or
-//! a dead host makes: nothing is closed and nothing arrives. Connections stay open and everything
-//! written to them is swallowed; new connections are accepted and then swallowed too. Peers learn
-//! of it only from their own timeouts. Healing closes every connection that lost bytes.
+//! A link can also [`black_hole`](Link::black_hole) its traffic instead: connections stay open and
+//! every byte is dropped, as on a path that loses packets, so peers notice only by their own
+//! timeouts — the case a cut does not cover.
 //!
 //! Threads, blocking sockets: one accepting thread per link and two copying threads per forwarded
 //! connection. Nothing here sleeps to synchronise.
@@ -44,8 +43,11 @@ struct Shared {
 #[derive(Default)]
 struct State {
     cut: bool,
-    /// Forwarding nothing and closing nothing (see [`Link::silence`]).
-    silent: bool,
+    /// New connections are black-holed (see [`Link::black_hole`]).
+    black_hole: bool,
+    /// Connections whose bytes are dropped, for good: bytes were lost, so their streams are
+    /// broken even after the link heals.
+    lost: std::collections::HashSet<u64>,
     closing: bool,
     next_id: u64,
     /// Both sockets of every connection being forwarded (clones of the copying threads' own), so
@@ -112,24 +114,23 @@ impl Link {
         }
     }
 
-    /// Swallows everything from now on, in both directions, closing nothing: connections open
-    /// before stay open, new ones are accepted, and no byte crosses until [`Link::heal`].
-    pub fn silence(&self) {
-        self.shared.lock().silent = true;
+    /// Drops every byte sent over the link from now on, in both directions, without closing
+    /// anything: connections made before or during it stay open and silent, for good (bytes were
+    /// lost: their streams are broken even after [`Link::heal`], as after a real outage, and only
+    /// the peers' timeouts end them). New connections are accepted and go silent too until the
+    /// link heals.
+    pub fn black_hole(&self) {
+        let mut state = self.shared.lock();
+        state.black_hole = true;
+        let ids: Vec<u64> = state.connections.keys().copied().collect();
+        state.lost.extend(ids);
     }
 
-    /// Forwards new connections again. After a silence, every connection open during it (which
-    /// lost what was written to it) is shut down.
+    /// Forwards new connections again (cut or black-holed ones stay as they are).
     pub fn heal(&self) {
         let mut state = self.shared.lock();
-        if std::mem::take(&mut state.silent) {
-            for (_, sockets) in state.connections.drain() {
-                for socket in sockets {
-                    let _ = socket.shutdown(Shutdown::Both);
-                }
-            }
-        }
         state.cut = false;
+        state.black_hole = false;
     }
 
     pub fn is_cut(&self) -> bool {
@@ -172,10 +173,6 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
         if refuse_if_cut(shared) {
             continue; // `client` is dropped: closed without a byte forwarded
         }
-        if shared.lock().silent {
-            swallow(shared, client);
-            continue;
-        }
         // A target that is down (a killed node) closes the client's connection at once, as a
         // refused connection would.
         let Ok(upstream) = TcpStream::connect_timeout(&shared.target, TARGET_CONNECT_TIMEOUT)
@@ -198,6 +195,9 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
             let id = state.next_id;
             state.next_id += 1;
             state.connections.insert(id, [client_clone, upstream_clone]);
+            if state.black_hole {
+                state.lost.insert(id);
+            }
             id
         };
         let spawned = spawn_copy(shared, id, &client, &upstream, "up")
@@ -207,38 +207,6 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
             let _ = upstream.shutdown(Shutdown::Both);
             shared.forget(id);
         }
-    }
-}
-
-/// Keeps a connection accepted during a silence open, reading and dropping whatever arrives,
-/// until it is closed (by its peer, or by [`Link::heal`]).
-fn swallow(shared: &Arc<Shared>, client: TcpStream) {
-    let Ok(clone) = client.try_clone() else {
-        return;
-    };
-    let id = {
-        let mut state = shared.lock();
-        let id = state.next_id;
-        state.next_id += 1;
-        // Both slots hold the one socket: a heal shuts it down.
-        let Ok(second) = client.try_clone() else {
-            return;
-        };
-        state.connections.insert(id, [clone, second]);
-        id
-    };
-    let reader = Arc::clone(shared);
-    let spawned = std::thread::Builder::new()
-        .name(format!("link-swallow-{id}"))
-        .spawn(move || {
-            let mut client = client;
-            let mut buffer = vec![0u8; COPY_BUFFER_BYTES];
-            while matches!(client.read(&mut buffer), Ok(n) if n > 0) {}
-            reader.forget(id);
-        });
-    if spawned.is_err() {
-        // Closed at once instead: the next best thing to holding it.
-        shared.forget(id);
     }
 }
 
@@ -275,8 +243,8 @@ fn copy(shared: &Shared, id: u64, mut from: TcpStream, mut to: TcpStream) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        if shared.lock().silent {
-            continue; // swallowed
+        if shared.lock().lost.contains(&id) {
+            continue;
         }
         if to.write_all(&buffer[..n]).is_err() {
             break;

@@ -4,8 +4,9 @@
 Usage: kafka_python_check.py BOOTSTRAP TOPIC COUNT
 
 Creates TOPIC with 2 partitions (and tries again, which must fail), sends COUNT keyed records
-with acks=all to partition i % 2, reads them back with assign + seek_to_beginning, and prints
-one JSON object; tests/interop_kafka_python.rs asserts it exactly. Any exception exits non-zero.
+to partition i % 2 with kafka-python's default producer (idempotent, acks=all, five requests in
+flight since 3.0), reads them back with assign + seek_to_beginning, and prints one JSON object;
+tests/interop_kafka_python.rs asserts it exactly. Any exception exits non-zero.
 """
 
 import json
@@ -21,13 +22,13 @@ DEADLINE_S = 60
 
 
 def create_topic(admin, new_topic):
-    """[[topic, error_code]]: kafka-python returns the response, or raises on a topic error."""
+    """[[topic, error_code]]: kafka-python 3 returns the response as a dict, or raises on a
+    topic error."""
     try:
         response = admin.create_topics([new_topic], timeout_ms=15000)
     except KafkaError as e:
         return [[new_topic.name, e.errno]]
-    # CreateTopicsResponse v0: (topic, error_code); v1+: (topic, error_code, error_message).
-    return [[entry[0], entry[1]] for entry in response.topic_errors]
+    return [[entry["name"], entry["error_code"]] for entry in response["topics"]]
 
 
 def main():
@@ -42,14 +43,15 @@ def main():
     summary["topics"] = sorted(admin.list_topics())
     described = admin.describe_topics([topic])
     summary["describe"] = [
-        {"topic": t["topic"], "error_code": t["error_code"],
-         "partitions": sorted(p["partition"] for p in t["partitions"])}
+        {"topic": t["name"], "error_code": t["error_code"],
+         "partitions": sorted(p["partition_index"] for p in t["partitions"])}
         for t in described
     ]
     admin.close()
 
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", client_id="skald-tests",
-                             linger_ms=5, retries=0)
+    # Every setting left at its default, as an application would.
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    summary["producer_idempotent"] = bool(producer.config["enable_idempotence"])
     futures = []
     for i in range(count):
         futures.append(producer.send(topic, key=b"key-%d" % i, value=b"value-%d" % i,

@@ -9,14 +9,25 @@ use std::time::Duration;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_request::FetchPartition;
 use kafka_protocol::messages::fetch_response::{
-    EpochEndOffset, FetchableTopicResponse, PartitionData,
+    AbortedTransaction, EpochEndOffset, FetchableTopicResponse, PartitionData,
 };
-use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId};
+use skald_storage::Log;
 use tokio::time::Instant;
 
 use crate::broker::Broker;
 use crate::replica_manager::Partition;
 use crate::replication;
+
+/// Kafka's `IsolationLevel.READ_COMMITTED`.
+pub const READ_COMMITTED: i8 = 1;
+
+/// Kafka's last stable offset: the high watermark, or the first offset of the oldest open
+/// transaction if that is lower. read_committed readers see nothing past it.
+pub fn last_stable(log: &Log, high_watermark: i64) -> i64 {
+    log.first_unstable_offset()
+        .map_or(high_watermark, |first| first.min(high_watermark))
+}
 
 /// The longest a fetch may wait for data, whatever it asks (bounded so shutdown is never held up).
 const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
@@ -90,6 +101,7 @@ fn read_partitions(
                         name,
                         fetch,
                         request.replica_id.0,
+                        request.isolation_level == READ_COMMITTED,
                         broker
                             .replicas
                             .serving(&image, name, fetch.partition, fetch.current_leader_epoch)
@@ -115,11 +127,13 @@ fn read_partitions(
 
 /// Reads one partition. `min_one_batch`: until some data is in the response, a batch larger than
 /// the limits is still returned whole, so a consumer can always make progress (Kafka's rule).
+#[allow(clippy::too_many_arguments)]
 fn read_partition(
     broker: &Arc<Broker>,
     topic: &str,
     fetch: &FetchPartition,
     replica_id: i32,
+    read_committed: bool,
     serving: Result<Arc<Partition>, ResponseError>,
     response_bytes_left: usize,
     min_one_batch: bool,
@@ -138,14 +152,30 @@ fn read_partition(
         .unwrap_or(0)
         .min(response_bytes_left);
     let follower = (replica_id >= 0).then_some(replica_id);
+    let mut last_stable_offset = -1;
     let read = partition.with_log(|log| {
+        let high_watermark = partition.high_watermark();
+        last_stable_offset = last_stable(log, high_watermark);
         let Some(follower) = follower else {
-            // Consumers read only what the ISR has: up to the high watermark.
-            return Ok(Read::Records(log.read_up_to(
-                fetch.fetch_offset,
-                limit.max(1),
-                partition.high_watermark(),
-            )?));
+            // Consumers read only what the ISR has: up to the high watermark, and under
+            // read_committed up to the last stable offset, told which transactions aborted.
+            let max_offset = if read_committed {
+                last_stable_offset
+            } else {
+                high_watermark
+            };
+            let read = log.read_up_to(fetch.fetch_offset, limit.max(1), max_offset)?;
+            let aborted = read_committed.then(|| {
+                log.collect_aborted_txns(fetch.fetch_offset, read.next_offset)
+                    .iter()
+                    .map(|txn| {
+                        AbortedTransaction::default()
+                            .with_producer_id(ProducerId(txn.producer_id))
+                            .with_first_offset(txn.first_offset)
+                    })
+                    .collect()
+            });
+            return Ok(Read::Records(read, aborted));
         };
         // Kafka's `followerReplicaOrThrow`: only an assigned replica reads past the high
         // watermark (a fetcher left over from a reassignment is told to refresh its metadata).
@@ -161,7 +191,7 @@ fn read_partition(
         }
         let read = log.read(fetch.fetch_offset, limit.max(1))?;
         replication::record_follower_fetch(broker, &partition, follower, fetch.fetch_offset);
-        Ok(Read::Records(read))
+        Ok(Read::Records(read, None))
     });
     let Some(read) = read else {
         return response.with_error_code(ResponseError::UnknownTopicOrPartition.code());
@@ -169,9 +199,9 @@ fn read_partition(
     let high_watermark = partition.high_watermark();
     let response = response
         .with_high_watermark(high_watermark)
-        .with_last_stable_offset(high_watermark);
+        .with_last_stable_offset(last_stable_offset);
     match read {
-        Ok(Read::Records(read)) => {
+        Ok(Read::Records(read, aborted)) => {
             let records = if !min_one_batch && read.records.len() > limit {
                 Default::default()
             } else {
@@ -179,6 +209,7 @@ fn read_partition(
             };
             response
                 .with_log_start_offset(read.log_start_offset)
+                .with_aborted_transactions(aborted)
                 .with_records(Some(records))
         }
         Ok(Read::Refused(error)) => response
@@ -212,7 +243,8 @@ fn read_partition(
 
 /// What a fetch found in one partition's log.
 enum Read {
-    Records(skald_storage::ReadResult),
+    /// With the aborted transactions of the range read, for a read_committed consumer.
+    Records(skald_storage::ReadResult, Option<Vec<AbortedTransaction>>),
     /// A follower's log diverged from this leader's: the epoch and end offset it must cut to.
     Diverging((i32, i64)),
     /// The fetch is refused (a replica id that is not a follower of this partition).

@@ -1,7 +1,7 @@
 //! FindCoordinator: a group's coordinator is the broker leading its `__consumer_offsets`
-//! partition; that topic is created (compacted, `offsets.topic.num.partitions` partitions) on the
-//! first request for a group. v4+ asks about several keys at once. Transaction coordinators do not
-//! exist yet: key type 1 gets COORDINATOR_NOT_AVAILABLE.
+//! partition, a transactional id's the one leading its `__transaction_state` partition; each
+//! topic is created (compacted) on the first request for its kind of key. v4+ asks about several
+//! keys at once.
 
 use std::sync::Arc;
 
@@ -9,7 +9,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::StrBytes;
-use skald_controller::names::CONSUMER_OFFSETS_TOPIC;
+use skald_controller::names::{CONSUMER_OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC};
 use skald_controller::{ControllerOp, ControllerReply, CreateTopicSpec};
 
 use crate::broker::Broker;
@@ -56,19 +56,24 @@ async fn find(broker: &Arc<Broker>, key_type: i8, key: StrBytes) -> Coordinator 
             .with_error_code(error.code())
             .with_error_message(Some(StrBytes::from_string(error.to_string())))
     };
-    match key_type {
-        KEY_TYPE_GROUP => {}
-        KEY_TYPE_TRANSACTION => return failed(ResponseError::CoordinatorNotAvailable, key),
+    let ensured = match key_type {
+        KEY_TYPE_GROUP => ensure_offsets_topic(broker).await,
+        KEY_TYPE_TRANSACTION => ensure_transaction_state_topic(broker).await,
         _ => return failed(ResponseError::InvalidRequest, key),
-    }
-    if let Err(error) = ensure_offsets_topic(broker).await {
+    };
+    if let Err(error) = ensured {
         return failed(error, key);
     }
-    // The coordinator is whichever broker leads the group's `__consumer_offsets` partition.
+    // The coordinator is whichever broker leads the key's partition of `__consumer_offsets`
+    // (a group) or `__transaction_state` (a transactional id).
     let image = broker.image();
-    let partition = broker.groups.partition_for(&key);
+    let (topic, partition) = if key_type == KEY_TYPE_GROUP {
+        (CONSUMER_OFFSETS_TOPIC, broker.groups.partition_for(&key))
+    } else {
+        (TRANSACTION_STATE_TOPIC, broker.txns.partition_for(&key))
+    };
     let leader = image
-        .topic(CONSUMER_OFFSETS_TOPIC)
+        .topic(topic)
         .and_then(|topic| topic.partitions.get(&partition))
         .map(|placement| placement.leader);
     let endpoint = leader
@@ -88,10 +93,7 @@ async fn find(broker: &Arc<Broker>, key_type: i8, key: StrBytes) -> Coordinator 
 
 /// Creates `__consumer_offsets` if it does not exist yet (Kafka does the same on the first
 /// FindCoordinator for a group).
-async fn ensure_offsets_topic(broker: &Arc<Broker>) -> Result<(), ResponseError> {
-    if broker.image().topic(CONSUMER_OFFSETS_TOPIC).is_some() {
-        return Ok(());
-    }
+pub(crate) async fn ensure_offsets_topic(broker: &Arc<Broker>) -> Result<(), ResponseError> {
     let config = broker.groups.config;
     let spec = CreateTopicSpec {
         name: CONSUMER_OFFSETS_TOPIC.to_string(),
@@ -106,6 +108,40 @@ async fn ensure_offsets_topic(broker: &Arc<Broker>) -> Result<(), ResponseError>
             ),
         ],
     };
+    ensure_internal_topic(broker, spec).await
+}
+
+/// Creates `__transaction_state` if it does not exist yet (on the first FindCoordinator for a
+/// transactional id, as Kafka does), with `transaction.state.log.*`: compacted, its
+/// `min.insync.replicas` at most its replication factor.
+async fn ensure_transaction_state_topic(broker: &Arc<Broker>) -> Result<(), ResponseError> {
+    let config = broker.txns.config;
+    let min_isr = config.min_isr.min(config.replication_factor);
+    let spec = CreateTopicSpec {
+        name: TRANSACTION_STATE_TOPIC.to_string(),
+        num_partitions: config.num_partitions,
+        replication_factor: config.replication_factor,
+        assignments: Vec::new(),
+        configs: vec![
+            ("cleanup.policy".into(), Some("compact".into())),
+            (
+                "segment.bytes".into(),
+                Some(OFFSETS_TOPIC_SEGMENT_BYTES.into()),
+            ),
+            ("min.insync.replicas".into(), Some(min_isr.to_string())),
+        ],
+    };
+    ensure_internal_topic(broker, spec).await
+}
+
+async fn ensure_internal_topic(
+    broker: &Arc<Broker>,
+    spec: CreateTopicSpec,
+) -> Result<(), ResponseError> {
+    let name = spec.name.clone();
+    if broker.image().topic(&name).is_some() {
+        return Ok(());
+    }
     let op = ControllerOp::CreateTopics {
         topics: vec![spec],
         validate_only: false,
@@ -115,21 +151,21 @@ async fn ensure_offsets_topic(broker: &Arc<Broker>) -> Result<(), ResponseError>
         Ok(ControllerReply::CreateTopics(results)) => {
             if let Some(Err(err)) = results.first() {
                 // Another request may have just created it; anything else is logged.
-                if broker.image().topic(CONSUMER_OFFSETS_TOPIC).is_none() {
-                    tracing::error!("cannot create {CONSUMER_OFFSETS_TOPIC}: {err}");
+                if broker.image().topic(&name).is_none() {
+                    tracing::error!("cannot create {name}: {err}");
                     return Err(ResponseError::CoordinatorNotAvailable);
                 }
             } else {
-                tracing::info!("created {CONSUMER_OFFSETS_TOPIC}");
+                tracing::info!("created {name}");
             }
             Ok(())
         }
         Ok(other) => {
-            tracing::error!("cannot create {CONSUMER_OFFSETS_TOPIC}: unexpected reply {other:?}");
+            tracing::error!("cannot create {name}: unexpected reply {other:?}");
             Err(ResponseError::CoordinatorNotAvailable)
         }
         Err(err) => {
-            tracing::error!("cannot create {CONSUMER_OFFSETS_TOPIC}: {err}");
+            tracing::error!("cannot create {name}: {err}");
             Err(ResponseError::CoordinatorNotAvailable)
         }
     }

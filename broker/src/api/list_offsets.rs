@@ -8,6 +8,7 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
+use crate::api::fetch;
 use crate::broker::Broker;
 
 const LATEST_TIMESTAMP: i64 = -1;
@@ -19,6 +20,7 @@ pub fn handle(
     version: i16,
 ) -> ListOffsetsResponse {
     let image = broker.image();
+    let read_committed = request.isolation_level == fetch::READ_COMMITTED;
     let topics = request
         .topics
         .into_iter()
@@ -40,17 +42,23 @@ pub fn handle(
                         Ok(serving) => serving,
                         Err(error) => return response.with_error_code(error.code()),
                     };
-                    // Clients see the log up to the high watermark only (Kafka's
-                    // `lastFetchableOffset` for read_uncommitted; without transactions the last
-                    // stable offset is the same).
+                    // Clients see the log up to Kafka's `lastFetchableOffset`: the high
+                    // watermark for read_uncommitted, the last stable offset for read_committed.
                     let high_watermark = partition.high_watermark();
-                    let found = partition.with_log(|log| match asked.timestamp {
-                        LATEST_TIMESTAMP => Ok(Some((high_watermark, -1))),
-                        EARLIEST_TIMESTAMP => Ok(Some((log.log_start_offset(), -1))),
-                        timestamp if timestamp >= 0 => log
-                            .offset_for_timestamp(timestamp)
-                            .map(|found| found.filter(|(offset, _)| *offset < high_watermark)),
-                        _ => Ok(None),
+                    let found = partition.with_log(|log| {
+                        let fetchable = if read_committed {
+                            fetch::last_stable(log, high_watermark)
+                        } else {
+                            high_watermark
+                        };
+                        match asked.timestamp {
+                            LATEST_TIMESTAMP => Ok(Some((fetchable, -1))),
+                            EARLIEST_TIMESTAMP => Ok(Some((log.log_start_offset(), -1))),
+                            timestamp if timestamp >= 0 => log
+                                .offset_for_timestamp(timestamp)
+                                .map(|found| found.filter(|(offset, _)| *offset < fetchable)),
+                            _ => Ok(None),
+                        }
                     });
                     let response = if version >= 4 {
                         response.with_leader_epoch(placement.leader_epoch)

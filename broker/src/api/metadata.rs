@@ -1,6 +1,17 @@
 //! Metadata: brokers, topics and partitions from the metadata image, with auto topic creation.
+//!
+//! A topic deleted in the last [`DELETED_TOPIC_AUTO_CREATE_HOLD`] is not auto-created: a client
+//! that still knew it (librdkafka's and the Java producer's periodic refresh name every topic they
+//! used, with `allow_auto_topic_creation`) would otherwise bring it back milliseconds after the
+//! DeleteTopics. KRaft-era Kafka has no such hold — the race is a known Kafka annoyance, answered
+//! on the client side (KAFKA-2948, KIP-361) — but ZooKeeper-era Kafka refused to create a topic
+//! while its deletion was in progress, which gave the same window; Skald's deletions complete at
+//! once, so the window is kept explicitly. Such a name is answered UNKNOWN_TOPIC_OR_PARTITION, as
+//! when auto-creation is off; CreateTopics is not affected.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::metadata_response::{
@@ -22,6 +33,46 @@ const TOPIC_AUTHORIZED_OPERATIONS: i32 =
     (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
 pub(super) const CLUSTER_AUTHORIZED_OPERATIONS: i32 =
     (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
+
+/// How long after its deletion a topic is not auto-created by a Metadata request.
+pub const DELETED_TOPIC_AUTO_CREATE_HOLD: Duration = Duration::from_secs(10);
+
+/// Topics this broker saw deleted, and when, for [`DELETED_TOPIC_AUTO_CREATE_HOLD`].
+#[derive(Debug, Default)]
+pub struct RecentlyDeletedTopics {
+    deleted_at: Mutex<HashMap<String, Instant>>,
+}
+
+impl RecentlyDeletedTopics {
+    /// Notes the topics of `before` that `after` no longer has (or has under a new id: deleted
+    /// and created again, by an explicit CreateTopics), at `now`.
+    pub fn note_deletions(&self, before: &MetadataImage, after: &MetadataImage, now: Instant) {
+        let mut deleted_at = self.lock();
+        deleted_at
+            .retain(|_, at| now.saturating_duration_since(*at) < DELETED_TOPIC_AUTO_CREATE_HOLD);
+        for (name, topic) in &before.topics {
+            if after
+                .topic(name)
+                .is_none_or(|t| t.topic_id != topic.topic_id)
+            {
+                deleted_at.insert(name.clone(), now);
+            }
+        }
+    }
+
+    /// Whether `name` was deleted less than the hold before `now`.
+    pub fn held(&self, name: &str, now: Instant) -> bool {
+        self.lock()
+            .get(name)
+            .is_some_and(|at| now.saturating_duration_since(*at) < DELETED_TOPIC_AUTO_CREATE_HOLD)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.deleted_at
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
 
 /// What the request asked about: every topic, or these names (an id resolves to its name).
 enum Wanted {
@@ -58,6 +109,7 @@ pub async fn handle(
         && (version < 4 || request.allow_auto_topic_creation);
     if let (Wanted::Topics(topics), true) = (&wanted, allow_auto_create) {
         // A name asked for twice is created once.
+        let now = Instant::now();
         let missing: std::collections::BTreeSet<&String> = topics
             .iter()
             .filter_map(|topic| topic.as_ref().ok())
@@ -65,6 +117,7 @@ pub async fn handle(
                 image.topic(name).is_none()
                     && validate_topic_name(name).is_ok()
                     && !is_internal(name)
+                    && !broker.recently_deleted_topics.held(name, now)
             })
             .collect();
         let missing: Vec<CreateTopicSpec> = missing
@@ -212,4 +265,42 @@ fn missing_topic(name: &str) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_error_code(code.code())
         .with_name(Some(topic_name(name)))
+}
+
+#[cfg(test)]
+mod tests {
+    use skald_controller::{MetadataRecord, TopicId};
+
+    use super::*;
+
+    fn image_with(topics: &[(&str, u128)]) -> MetadataImage {
+        let mut image = MetadataImage::default();
+        for &(name, id) in topics {
+            image.replay(&MetadataRecord::Topic {
+                name: name.to_string(),
+                topic_id: TopicId(id),
+            });
+        }
+        image
+    }
+
+    #[test]
+    fn deleted_topics_are_held_back_from_auto_creation_for_a_while() {
+        let deleted = RecentlyDeletedTopics::default();
+        let t0 = Instant::now();
+        let before = image_with(&[("kept", 1), ("gone", 2), ("renewed", 3)]);
+        let after = image_with(&[("kept", 1), ("renewed", 4), ("new", 5)]);
+        deleted.note_deletions(&before, &after, t0);
+        assert!(deleted.held("gone", t0));
+        assert!(deleted.held("renewed", t0), "deleted, then created again");
+        assert!(!deleted.held("kept", t0));
+        assert!(!deleted.held("new", t0));
+        let almost = t0 + DELETED_TOPIC_AUTO_CREATE_HOLD - Duration::from_millis(1);
+        assert!(deleted.held("gone", almost));
+        assert!(!deleted.held("gone", t0 + DELETED_TOPIC_AUTO_CREATE_HOLD));
+
+        // Entries past the hold are forgotten at the next change.
+        deleted.note_deletions(&after, &after, t0 + DELETED_TOPIC_AUTO_CREATE_HOLD);
+        assert!(deleted.lock().is_empty());
+    }
 }

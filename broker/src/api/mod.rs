@@ -15,6 +15,8 @@ use skald_protocol::codec::Request;
 
 use crate::broker::Broker;
 
+pub mod add_offsets_to_txn;
+pub mod add_partitions_to_txn;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
@@ -24,11 +26,14 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
+pub mod describe_producers;
 pub mod describe_quorum;
 pub mod elect_leaders;
+pub mod end_txn;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
+pub mod init_producer_id;
 pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
@@ -40,6 +45,8 @@ pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
+pub mod txn_offset_commit;
+pub mod write_txn_markers;
 
 /// Who sent a request: group members are described by client id and host.
 #[derive(Debug, Clone, Default)]
@@ -178,6 +185,25 @@ pub async fn handle_from(
         }
         RequestKind::DescribeCluster(body) => {
             ResponseKind::DescribeCluster(describe_cluster::handle(broker, body, version))
+        }
+        RequestKind::InitProducerId(body) => {
+            ResponseKind::InitProducerId(init_producer_id::handle(broker, body).await)
+        }
+        RequestKind::AddPartitionsToTxn(body) => {
+            ResponseKind::AddPartitionsToTxn(add_partitions_to_txn::handle(broker, body).await)
+        }
+        RequestKind::AddOffsetsToTxn(body) => {
+            ResponseKind::AddOffsetsToTxn(add_offsets_to_txn::handle(broker, body).await)
+        }
+        RequestKind::EndTxn(body) => ResponseKind::EndTxn(end_txn::handle(broker, body).await),
+        RequestKind::TxnOffsetCommit(body) => {
+            ResponseKind::TxnOffsetCommit(txn_offset_commit::handle(broker, body).await)
+        }
+        RequestKind::WriteTxnMarkers(body) => {
+            ResponseKind::WriteTxnMarkers(write_txn_markers::handle(broker, body).await)
+        }
+        RequestKind::DescribeProducers(body) => {
+            ResponseKind::DescribeProducers(describe_producers::handle(broker, body))
         }
         other => {
             // Unreachable in practice: decode_request refuses APIs missing from the table.

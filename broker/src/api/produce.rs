@@ -1,5 +1,8 @@
 //! Produce: each partition's records are one v2 batch, appended as sent. The broker checks the
-//! headers, the log checks the CRC while it patches offsets in place; records are never decoded.
+//! headers and that they agree with the records (walked, or streamed through decompression, never
+//! re-encoded), the log checks the CRC while it patches offsets in place. An idempotent batch is
+//! checked against its producer's state under the partition's lock: a retry is answered with the
+//! offsets it got the first time, a sequence gap or fenced epoch refused.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,9 +13,11 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 use skald_protocol::batch::{BatchError, RecordBatches};
+use skald_storage::{log_validator, ProducerError};
 use tokio::time::Instant;
 
 use crate::broker::Broker;
+use crate::replica_manager::{LeaderAppend, LeaderAppendRefused};
 use crate::replication::ReplicationWait;
 
 /// What a Produce request gets back.
@@ -178,6 +183,7 @@ fn produce_partition(
     // Cheap header walk (no CRC): Kafka requires exactly one v2 batch per partition, and no
     // control batch from a client.
     let mut batches = 0;
+    let mut first_header = None;
     for batch in RecordBatches::headers_only(&records) {
         match batch {
             Ok((_, header)) if header.is_control() => {
@@ -186,15 +192,28 @@ fn produce_partition(
                     "Clients are not allowed to write control records".into(),
                 )
             }
-            Ok(_) => batches += 1,
+            Ok((_, header)) => {
+                batches += 1;
+                first_header.get_or_insert(header);
+            }
             Err(err) => return fail(batch_error_code(&err), err.to_string()),
         }
     }
-    if batches != 1 {
+    let (1, Some(header)) = (batches, first_header) else {
         return fail(
             ResponseError::InvalidRecord,
             format!("expected exactly one record batch, found {batches}"),
         );
+    };
+    // Kafka's LogValidator, before the partition's lock is taken: the header must agree with
+    // the records, since offsets and sequences are assigned from what it claims.
+    if let Err(invalid) = log_validator::validate_client_batch(&records, &header) {
+        // Kafka checks the CRC first: damaged bytes are CORRUPT_MESSAGE, not a lie. Checked
+        // only here, on the way out, since the log checks every CRC it appends anyway.
+        if let Err(corrupt) = skald_protocol::batch::validate_batch(&records) {
+            return fail(batch_error_code(&corrupt), corrupt.to_string());
+        }
+        return fail(ResponseError::InvalidRecord, invalid.0);
     }
     if partition.settings.compacted {
         if let Some(message) = keyless_record(&records) {
@@ -208,37 +227,25 @@ fn produce_partition(
     let min_insync_replicas = partition.settings.min_insync_replicas;
     // The request buffer is shared by every partition of the request, so patching needs a copy.
     let mut batch = records.to_vec();
-    // Leadership and the ISR are checked under the log's lock, against the replication state
-    // (Kafka's appendRecordsToLeader): the image read above may already be out of date, and a
-    // broker that has just become a follower must not append to what is now its leader's copy.
-    let appended = partition.with_log(|log| {
-        let isr = {
-            let state = partition.replica_state();
-            state
-                .leader()
-                .map(|leader| (leader.leader_epoch, leader.isr.len()))
-        };
-        let Some((leader_epoch, isr)) = isr else {
-            return Err((ResponseError::NotLeaderOrFollower, 0));
-        };
-        // Kafka's check before an acks=all append: the committed ISR must be large enough.
-        if acks == -1 && isr < min_insync_replicas {
-            return Err((ResponseError::NotEnoughReplicas, isr));
-        }
-        let appended = log.append(&mut batch, log_append_time, leader_epoch);
-        if appended.is_ok() {
-            broker.replicas.on_append(&partition, log);
-        }
-        Ok((appended, log.log_start_offset(), leader_epoch))
-    });
-    let (appended, log_start_offset, leader_epoch) = match appended {
-        None => {
+    let min_isr = (acks == -1).then_some(min_insync_replicas);
+    let appended = broker
+        .replicas
+        .append_to_leader(&partition, min_isr, |log, leader_epoch| {
+            log.append(&mut batch, log_append_time, leader_epoch)
+        });
+    let LeaderAppend {
+        appended,
+        log_start_offset,
+        leader_epoch,
+    } = match appended {
+        Ok(appended) => appended,
+        Err(LeaderAppendRefused::Deleted) => {
             return fail(
                 ResponseError::UnknownTopicOrPartition,
                 format!("partition {topic}-{index} was deleted"),
             )
         }
-        Some(Err((ResponseError::NotEnoughReplicas, isr))) => {
+        Err(LeaderAppendRefused::NotEnoughReplicas { isr }) => {
             return fail(
                 ResponseError::NotEnoughReplicas,
                 format!(
@@ -247,12 +254,34 @@ fn produce_partition(
                 ),
             );
         }
-        Some(Err((error, _))) => {
-            return fail(error, format!("this broker does not lead {topic}-{index}"));
+        Err(LeaderAppendRefused::NotLeader) => {
+            return fail(
+                ResponseError::NotLeaderOrFollower,
+                format!("this broker does not lead {topic}-{index}"),
+            );
         }
-        Some(Ok(appended)) => appended,
     };
     match appended {
+        Ok(info) if info.duplicate => {
+            tracing::debug!(
+                topic,
+                partition = index,
+                first_offset = info.first_offset,
+                "a producer retried a batch already in the log; answered with its offsets"
+            );
+            let mut response = response.with_base_offset(info.first_offset);
+            if version >= 5 {
+                response = response.with_log_start_offset(log_start_offset);
+            }
+            // The original may still be waiting for the ISR: acks=all waits for it too.
+            let wait = (acks == -1).then(|| ReplicationWait {
+                partition: Arc::clone(&partition),
+                leader_epoch,
+                required_offset: info.last_offset + 1,
+                min_insync_replicas,
+            });
+            (response, wait)
+        }
         Ok(info) => {
             broker
                 .metrics
@@ -280,6 +309,20 @@ fn produce_partition(
         }
         Err(skald_storage::Error::CorruptBatch(err)) => {
             fail(batch_error_code(&err), err.to_string())
+        }
+        Err(skald_storage::Error::InvalidRecord(reason)) => {
+            fail(ResponseError::InvalidRecord, reason)
+        }
+        Err(skald_storage::Error::Producer(refused)) => {
+            let error = match refused {
+                ProducerError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+                ProducerError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+                ProducerError::InvalidTxnState { .. } => ResponseError::InvalidTxnState,
+                ProducerError::CoordinatorFenced { .. } => {
+                    ResponseError::TransactionCoordinatorFenced
+                }
+            };
+            fail(error, refused.to_string())
         }
         Err(err) => {
             tracing::error!(topic, partition = index, "append failed: {err}");

@@ -25,6 +25,7 @@
 pub mod persistence;
 pub mod records;
 pub mod state;
+pub mod txn_offsets;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Once, Weak};
@@ -135,6 +136,8 @@ pub struct GroupCoordinator {
     ticker: Once,
     /// When the next offset-expiry pass is due (`None`: at the first tick).
     next_expiry_ms: Mutex<Option<i64>>,
+    /// Offsets committed in transactions whose markers have yet to come (see [`txn_offsets`]).
+    pending_txn_offsets: Mutex<txn_offsets::PendingTxnOffsets>,
 }
 
 /// What one offset-expiry pass did.
@@ -158,6 +161,7 @@ impl GroupCoordinator {
             groups: Mutex::new(HashMap::new()),
             ticker: Once::new(),
             next_expiry_ms: Mutex::new(None),
+            pending_txn_offsets: Mutex::new(Default::default()),
         }
     }
 

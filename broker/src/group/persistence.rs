@@ -240,9 +240,9 @@ impl GroupCoordinator {
         let Some(partition) = replicas.get(CONSUMER_OFFSETS_TOPIC, index) else {
             return Ok(0);
         };
-        let changes = partition
+        let decoded = partition
             .with_log(|log| {
-                let mut changes = Vec::new();
+                let mut decoded = records::Decoded::default();
                 let mut offset = log.log_start_offset();
                 loop {
                     let read = log
@@ -251,17 +251,17 @@ impl GroupCoordinator {
                     if read.records.is_empty() {
                         break;
                     }
-                    let decoded =
-                        records::decode_batches(read.records).map_err(|err| err.to_string())?;
-                    changes.extend(decoded);
+                    records::decode_batches_into(read.records, &mut decoded)
+                        .map_err(|err| err.to_string())?;
                     offset = read.next_offset;
                 }
-                Ok::<_, String>(changes)
+                Ok::<_, String>(decoded)
             })
-            .unwrap_or_else(|| Ok(Vec::new()))
+            .unwrap_or_else(|| Ok(records::Decoded::default()))
             .map_err(|err| format!("__consumer_offsets-{index}: {err}"))?;
-        let loaded = changes.len();
-        self.replay(index, changes);
+        let loaded = decoded.changes.len();
+        self.replay(index, decoded.changes);
+        self.set_pending_txn_offsets(index, decoded.pending_txn);
         Ok(loaded)
     }
 
@@ -349,6 +349,7 @@ impl GroupCoordinator {
     /// state here is dropped, and whoever waits on them is told NOT_COORDINATOR (members then
     /// find the new coordinator).
     pub fn unload_partition(&self, index: i32) {
+        self.drop_pending_txn_offsets(index);
         let mut unloaded = Vec::new();
         self.map().retain(|group_id, group| {
             let keep = self.partition_for(group_id) != index;

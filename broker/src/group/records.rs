@@ -196,16 +196,36 @@ fn put_bytes(out: &mut Vec<u8>, value: &[u8], what: &'static str) -> Result<(), 
 
 /// One uncompressed v2 batch of (key, value) records; offsets are assigned by the log.
 pub fn build_batch(records: &[(Bytes, Option<Bytes>)], now_ms: i64) -> Result<BytesMut, String> {
+    build_batch_for(records, now_ms, None)
+}
+
+/// [`build_batch`] as a transactional batch of producer `(id, epoch)`, without a sequence:
+/// TxnOffsetCommit's offsets, which that producer's transaction marker commits or aborts.
+pub fn build_txn_batch(
+    records: &[(Bytes, Option<Bytes>)],
+    now_ms: i64,
+    producer_id: i64,
+    producer_epoch: i16,
+) -> Result<BytesMut, String> {
+    build_batch_for(records, now_ms, Some((producer_id, producer_epoch)))
+}
+
+fn build_batch_for(
+    records: &[(Bytes, Option<Bytes>)],
+    now_ms: i64,
+    producer: Option<(i64, i16)>,
+) -> Result<BytesMut, String> {
+    let (producer_id, producer_epoch) = producer.unwrap_or((-1, -1));
     let records: Vec<Record> = records
         .iter()
         .enumerate()
         .map(|(i, (key, value))| Record {
-            transactional: false,
+            transactional: producer.is_some(),
             control: false,
             delete_horizon: false,
             partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id,
+            producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
             // kafka-protocol starts a new batch wherever `offset - sequence` changes; this keeps
@@ -232,20 +252,43 @@ pub fn build_batch(records: &[(Bytes, Option<Bytes>)], now_ms: i64) -> Result<By
 
 /// Decodes the offset and group changes in `batches` (whole batches as the log returns them), in
 /// order. Records with another kind of key are skipped; an undecodable batch, or a key or value
-/// of a known version that does not parse, is an error.
+/// of a known version that does not parse, is an error. Transactional records are held back
+/// until their marker (see [`decode_batches_into`]).
 pub fn decode_batches(batches: Bytes) -> Result<Vec<Change>, RecordError> {
+    let mut decoded = Decoded::default();
+    decode_batches_into(batches, &mut decoded)?;
+    Ok(decoded.changes)
+}
+
+/// What a replay of `__consumer_offsets` decoded so far.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    /// Changes in effect, in log order: plain records, and a transaction's once its COMMIT
+    /// marker came.
+    pub changes: Vec<Change>,
+    /// Transactional changes whose marker has not come yet, by producer id.
+    pub pending_txn: std::collections::HashMap<i64, Vec<Change>>,
+}
+
+/// [`decode_batches`], continuing `decoded`: a transactional record waits in `pending_txn` for
+/// its producer's marker, which applies (COMMIT) or drops (ABORT) what waited.
+pub fn decode_batches_into(batches: Bytes, decoded: &mut Decoded) -> Result<(), RecordError> {
     let mut buf = batches;
     let sets = RecordBatchDecoder::decode_all(&mut buf)
         .map_err(|err| RecordError::Batch(err.to_string()))?;
-    let mut changes = Vec::new();
     for set in sets {
         for record in set.records {
-            if record.control {
-                continue;
-            }
             let Some(key) = record.key.as_deref() else {
                 continue;
             };
+            if record.control {
+                let commit = key.len() >= 4 && i16::from_be_bytes([key[2], key[3]]) == 1;
+                let waited = decoded.pending_txn.remove(&record.producer_id);
+                if let (true, Some(waited)) = (commit, waited) {
+                    decoded.changes.extend(waited);
+                }
+                continue;
+            }
             let change = match parse_key(key)? {
                 None => continue,
                 Some(RecordKey::Offset {
@@ -276,10 +319,18 @@ pub fn decode_batches(batches: Bytes) -> Result<Vec<Change>, RecordError> {
                     Change::Group { group, value }
                 }
             };
-            changes.push(change);
+            if record.transactional {
+                decoded
+                    .pending_txn
+                    .entry(record.producer_id)
+                    .or_default()
+                    .push(change);
+            } else {
+                decoded.changes.push(change);
+            }
         }
     }
-    Ok(changes)
+    Ok(())
 }
 
 /// Reads big-endian fields off a slice; every read checks what remains first.

@@ -198,10 +198,12 @@ impl Member {
         self.protocols == protocols
     }
 
+    /// Kafka's `shouldKeepAlive`: a member whose JoinGroup is parked stays until the rebalance
+    /// answers it (the rebalance timeout bounds that); otherwise, a SyncGroup in wait included,
+    /// the session decides. A member that went away mid-sync (a static member sends no
+    /// LeaveGroup) would otherwise outlive its session until the sync completed.
     fn keep_alive(&self, now_ms: i64) -> bool {
-        self.join_waiter.is_some()
-            || self.sync_waiter.is_some()
-            || self.session_deadline_ms > now_ms
+        self.join_waiter.is_some() || self.session_deadline_ms > now_ms
     }
 }
 

@@ -7,7 +7,12 @@
 //! at its own log end), and a `diverging_epoch` answer (the leader's log took another path after
 //! the epoch this follower last fetched in) truncates the divergent tail before fetching on.
 //! Fetch errors that mean "ask again once the metadata moved" (NOT_LEADER_OR_FOLLOWER, fenced or
-//! unknown epochs) back the partition off until its role changes.
+//! unknown epochs) back the partition off until its role changes, and so does a diverging epoch
+//! that leaves the next fetch's position unchanged (it would come back forever: one error line).
+//!
+//! A leader answers within its long-poll, so a fetch that has not started answering 5 s after it
+//! (`FETCH_RESPONSE_GRACE`) means a dead connection (a paused process, a lossy path): it is
+//! dropped and dialled again, rather than waited on for `replica.socket.timeout.ms`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -27,12 +32,25 @@ use tokio::time::Instant;
 
 use super::state::Role;
 use crate::broker::Broker;
+use crate::config::ReplicationConfig;
 use crate::replica_manager::Partition;
 
 /// Fetch v12: the last version naming topics by name, with `last_fetched_epoch` and
 /// `diverging_epoch` (KIP-595's truncation without OffsetsForLeaderEpoch).
 const FETCH_VERSION: i16 = 12;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long past its long-poll (`replica.fetch.wait.max.ms`) a fetch may go unanswered before
+/// the connection counts as dead. A leader answers when the wait is over whatever it holds, so
+/// silence beyond this means a paused process or a path that lost packets: waiting out
+/// `replica.socket.timeout.ms` (30 s) would keep the follower out of the ISR that long after the
+/// peer is back. That setting stays the upper bound.
+const FETCH_RESPONSE_GRACE: Duration = Duration::from_secs(5);
+/// TCP keepalive on the connection to the leader: a peer that vanished while this follower reads a
+/// long answer (no data of ours in flight, so no retransmission to time out) is noticed after
+/// about `KEEPALIVE_IDLE + KEEPALIVE_PROBES * KEEPALIVE_INTERVAL`, not the kernel's two hours.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(3);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+const KEEPALIVE_PROBES: u32 = 3;
 /// How often the manager re-checks for fetcher tasks that ended while partitions remained.
 const RECONCILE_EVERY: Duration = Duration::from_secs(1);
 
@@ -104,8 +122,10 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32) {
     let mut correlation_id = 0i32;
     // Partitions backed off after an error, until their leader epoch changes or the time passes.
     let mut backoff: HashMap<(String, i32), (i32, Instant)> = HashMap::new();
+    let mut stalls = Stalls::default();
     let config = broker.config.replication.clone();
     let backoff_for = Duration::from_millis(config.fetch_backoff_ms);
+    let (first_byte_timeout, round_trip_timeout) = response_timeouts(&config);
     loop {
         let partitions = broker.replicas.fetch_assignments.of(leader);
         if partitions.is_empty() {
@@ -146,11 +166,16 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32) {
         }
         let request = fetch_request(&broker, &asked);
         correlation_id = correlation_id.wrapping_add(1);
-        let timeout = Duration::from_millis(config.socket_timeout_ms)
-            + Duration::from_millis(u64::try_from(config.fetch_wait_max_ms).unwrap_or(0));
         let response = tokio::time::timeout(
-            timeout,
-            round_trip(&broker, leader, &mut connection, correlation_id, &request),
+            round_trip_timeout,
+            round_trip(
+                &broker,
+                leader,
+                &mut connection,
+                correlation_id,
+                &request,
+                first_byte_timeout,
+            ),
         )
         .await
         .unwrap_or_else(|_| Err("fetch timed out".to_string()));
@@ -163,7 +188,8 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32) {
                 continue;
             }
         };
-        let failed = tokio::task::block_in_place(|| apply_response(&broker, &asked, response));
+        let failed =
+            tokio::task::block_in_place(|| apply_response(&broker, &asked, response, &mut stalls));
         let until = Instant::now() + backoff_for;
         for (topic, partition, leader_epoch) in failed {
             backoff.insert((topic, partition), (leader_epoch, until));
@@ -178,10 +204,8 @@ fn fetch_request(broker: &Broker, asked: &[Asked]) -> FetchRequest {
         let (last_fetched_epoch, log_start_offset) = one
             .partition
             .with_log(|log| {
-                (
-                    log.latest_leader_epoch().unwrap_or(-1),
-                    log.log_start_offset(),
-                )
+                let position = FetchPosition::of(log);
+                (position.last_fetched_epoch, log.log_start_offset())
             })
             .unwrap_or((-1, -1));
         topics
@@ -223,6 +247,7 @@ async fn round_trip(
     connection: &mut Option<TcpStream>,
     correlation_id: i32,
     request: &FetchRequest,
+    first_byte_timeout: Duration,
 ) -> Result<FetchResponse, String> {
     if connection.is_none() {
         let address = leader_address(broker, leader)
@@ -232,6 +257,13 @@ async fn round_trip(
             .map_err(|_| format!("connecting to {address} timed out"))?
             .map_err(|err| format!("cannot connect to {address}: {err}"))?;
         let _ = stream.set_nodelay(true);
+        if let Err(err) = detect_dead_peers(&stream, first_byte_timeout) {
+            // Only slower detection of a dead leader: replicate anyway.
+            tracing::debug!(
+                leader,
+                "cannot set keepalive on the connection to {address}: {err}"
+            );
+        }
         *connection = Some(stream);
     }
     let stream = connection.as_mut().ok_or("not connected")?;
@@ -243,15 +275,42 @@ async fn round_trip(
         request,
     )
     .map_err(|err| err.to_string())?;
-    stream
-        .write_all(&frame)
-        .await
-        .map_err(|err| err.to_string())?;
-    let size = stream.read_i32().await.map_err(|err| err.to_string())?;
     let limit = broker
         .config
         .socket_request_max_bytes
         .max(usize::try_from(broker.config.replication.fetch_response_max_bytes).unwrap_or(0) * 2);
+    let body = exchange(stream, &frame, limit, first_byte_timeout).await?;
+    let (correlation, response) =
+        skald_protocol::codec::decode_response::<FetchResponse>(body, ApiKey::Fetch, FETCH_VERSION)
+            .map_err(|err| err.to_string())?;
+    if correlation != correlation_id {
+        return Err("fetch response correlation id mismatch".into());
+    }
+    if response.error_code != 0 {
+        return Err(format!(
+            "fetch refused with error code {}",
+            response.error_code
+        ));
+    }
+    Ok(response)
+}
+
+/// Writes one request frame and reads the answer's body (at most `limit` bytes), whose first
+/// bytes must come within `first_byte_timeout`.
+async fn exchange(
+    stream: &mut TcpStream,
+    frame: &[u8],
+    limit: usize,
+    first_byte_timeout: Duration,
+) -> Result<Bytes, String> {
+    let sent_and_sized = async {
+        stream.write_all(frame).await?;
+        stream.read_i32().await
+    };
+    let size = tokio::time::timeout(first_byte_timeout, sent_and_sized)
+        .await
+        .map_err(|_| "the leader did not answer within its fetch wait and grace".to_string())?
+        .map_err(|err| err.to_string())?;
     let size = usize::try_from(size)
         .ok()
         .filter(|size| (4..=limit).contains(size))
@@ -269,20 +328,35 @@ async fn round_trip(
             return Err("the leader closed the connection mid-response".into());
         }
     }
-    let body: Bytes = body.freeze();
-    let (correlation, response) =
-        skald_protocol::codec::decode_response::<FetchResponse>(body, ApiKey::Fetch, FETCH_VERSION)
-            .map_err(|err| err.to_string())?;
-    if correlation != correlation_id {
-        return Err("fetch response correlation id mismatch".into());
-    }
-    if response.error_code != 0 {
-        return Err(format!(
-            "fetch refused with error code {}",
-            response.error_code
-        ));
-    }
-    Ok(response)
+    Ok(body.freeze())
+}
+
+/// How long a fetch may take to start answering, and to answer whole: the long-poll plus
+/// [`FETCH_RESPONSE_GRACE`] for the first bytes, and `replica.socket.timeout.ms` (Kafka's bound on
+/// a replica fetch) for the whole answer, plus the long-poll as before. Neither is below the
+/// long-poll itself.
+fn response_timeouts(config: &ReplicationConfig) -> (Duration, Duration) {
+    let wait = Duration::from_millis(u64::try_from(config.fetch_wait_max_ms).unwrap_or(0));
+    let socket_timeout = Duration::from_millis(config.socket_timeout_ms);
+    let first_byte = (wait + FETCH_RESPONSE_GRACE).min(socket_timeout).max(wait);
+    (first_byte, socket_timeout + wait)
+}
+
+/// TCP keepalive with short timers, and `TCP_USER_TIMEOUT` (Linux) so that a request that the
+/// leader's host never acknowledges breaks the connection after `unacknowledged_max`, as the
+/// fetch's own deadline would, rather than after the kernel's retransmissions (~15 minutes).
+fn detect_dead_peers(stream: &TcpStream, unacknowledged_max: Duration) -> std::io::Result<()> {
+    let socket = socket2::SockRef::from(stream);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_PROBES);
+    socket.set_tcp_keepalive(&keepalive)?;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    socket.set_tcp_user_timeout(Some(unacknowledged_max.max(Duration::from_secs(1))))?;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = unacknowledged_max;
+    Ok(())
 }
 
 /// The leader's client endpoint as registered (the first listener, as for clients).
@@ -301,6 +375,7 @@ fn apply_response(
     broker: &Broker,
     asked: &[Asked],
     response: FetchResponse,
+    stalls: &mut Stalls,
 ) -> Vec<(String, i32, i32)> {
     let mut failed = Vec::new();
     let mut truncated = false;
@@ -312,7 +387,7 @@ fn apply_response(
             }) else {
                 continue;
             };
-            match apply_partition(broker, one, data) {
+            match apply_partition(broker, one, data, stalls) {
                 Applied::Done => {}
                 Applied::Truncated => truncated = true,
                 Applied::BackOff => failed.push((
@@ -341,7 +416,12 @@ enum Applied {
 }
 
 /// Applies one partition's answer (under its log's lock).
-fn apply_partition(broker: &Broker, asked: &Asked, data: PartitionData) -> Applied {
+fn apply_partition(
+    broker: &Broker,
+    asked: &Asked,
+    data: PartitionData,
+    stalls: &mut Stalls,
+) -> Applied {
     let partition = &asked.partition;
     let applied = partition.with_log(|log| {
         // The role may have changed while the fetch was out: then this answer is stale.
@@ -392,25 +472,42 @@ fn apply_partition(broker: &Broker, asked: &Asked, data: PartitionData) -> Appli
             }
         }
         if data.diverging_epoch.epoch >= 0 {
-            let to = truncation_offset(
-                log,
-                data.diverging_epoch.epoch,
-                data.diverging_epoch.end_offset,
-                partition.high_watermark(),
-            );
-            tracing::info!(
-                topic = partition.topic,
-                partition = partition.partition,
-                diverging_epoch = data.diverging_epoch.epoch,
-                leader_end_offset = data.diverging_epoch.end_offset,
-                from = log.log_end_offset(),
-                to,
-                "follower log diverged from the leader's: truncating"
-            );
-            log.truncate_to(to)?;
+            let diverging = (data.diverging_epoch.epoch, data.diverging_epoch.end_offset);
+            let truncated = truncate_diverged(log, diverging, partition.high_watermark())?;
             partition.follower_log_changed(log.log_end_offset(), -1);
-            return Ok(Applied::Truncated);
+            if truncated.progressed() {
+                tracing::info!(
+                    topic = partition.topic,
+                    partition = partition.partition,
+                    diverging_epoch = diverging.0,
+                    leader_end_offset = diverging.1,
+                    from = truncated.before.log_end_offset,
+                    to = truncated.after.log_end_offset,
+                    last_fetched_epoch = truncated.after.last_fetched_epoch,
+                    "follower log diverged from the leader's: truncated"
+                );
+                stalls.clear(&partition.topic, partition.partition);
+                return Ok(Applied::Truncated);
+            }
+            // The next fetch would ask the very question this answers: a bug on one side or
+            // the other. Said once, then the partition waits like after any error (its leader
+            // epoch changing ends the wait at once).
+            let key = (partition.topic.clone(), partition.partition);
+            if stalls.first_report(key, truncated.after, diverging) {
+                tracing::error!(
+                    topic = partition.topic,
+                    partition = partition.partition,
+                    diverging_epoch = diverging.0,
+                    leader_end_offset = diverging.1,
+                    log_end_offset = truncated.after.log_end_offset,
+                    last_fetched_epoch = truncated.after.last_fetched_epoch,
+                    "the leader's diverging epoch changes nothing in this follower's log; \
+                     backing off instead of asking again"
+                );
+            }
+            return Ok(Applied::BackOff);
         }
+        stalls.clear(&partition.topic, partition.partition);
         if let Some(records) = data.records.filter(|records| !records.is_empty()) {
             // An empty log starting inside the leader's first batch (the leader's log start was
             // moved into a batch by DeleteRecords, and this follower started there): the batch
@@ -465,6 +562,80 @@ fn apply_partition(broker: &Broker, asked: &Asked, data: PartitionData) -> Appli
     }
 }
 
+/// What the next fetch of a partition sends: its log end offset and the epoch of its latest leader
+/// epoch entry (`last_fetched_epoch`). The leader answers the same position the same way, so a
+/// divergence that leaves it unchanged would be asked about again and again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FetchPosition {
+    pub log_end_offset: i64,
+    pub last_fetched_epoch: i32,
+}
+
+impl FetchPosition {
+    pub(crate) fn of(log: &skald_storage::Log) -> FetchPosition {
+        FetchPosition {
+            log_end_offset: log.log_end_offset(),
+            last_fetched_epoch: log.latest_leader_epoch().unwrap_or(-1),
+        }
+    }
+}
+
+/// The fetch positions before and after a truncation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Truncated {
+    pub before: FetchPosition,
+    pub after: FetchPosition,
+}
+
+impl Truncated {
+    pub(crate) fn progressed(&self) -> bool {
+        self.before != self.after
+    }
+}
+
+/// Cuts `log` where the leader's `diverging` answer `(epoch, end offset)` says it left the
+/// leader's (the leader epochs starting at or past the cut go with it, even when no record does).
+pub(crate) fn truncate_diverged(
+    log: &mut skald_storage::Log,
+    diverging: (i32, i64),
+    high_watermark: i64,
+) -> Result<Truncated, skald_storage::Error> {
+    let before = FetchPosition::of(log);
+    let to = truncation_offset(log, diverging.0, diverging.1, high_watermark);
+    log.truncate_to(to)?;
+    Ok(Truncated {
+        before,
+        after: FetchPosition::of(log),
+    })
+}
+
+/// Partitions whose diverging-epoch answer left their fetch position unchanged, with the answer
+/// and position last reported, so that a repeat is logged once and not at every fetch.
+#[derive(Debug, Default)]
+pub(crate) struct Stalls {
+    reported: HashMap<(String, i32), (FetchPosition, (i32, i64))>,
+}
+
+impl Stalls {
+    /// Whether this stall is new (not the one last reported for the partition).
+    pub(crate) fn first_report(
+        &mut self,
+        key: (String, i32),
+        position: FetchPosition,
+        diverging: (i32, i64),
+    ) -> bool {
+        self.reported.insert(key, (position, diverging)) != Some((position, diverging))
+    }
+
+    /// The partition made progress: a later stall is news again.
+    pub(crate) fn clear(&mut self, topic: &str, partition: i32) {
+        // Almost always empty: no key is built for the partitions that never stalled.
+        if !self.reported.is_empty() {
+            self.reported.remove(&(topic.to_string(), partition));
+        }
+    }
+}
+
 /// Kafka's `getOffsetTruncationState` for a diverging epoch `(epoch, end_offset)` from the
 /// leader: where this follower's log must be cut.
 fn truncation_offset(
@@ -482,5 +653,168 @@ fn truncation_offset(
         // the end of its largest earlier epoch; the next fetch checks again from there.
         Some((_, local_end_offset)) => local_end_offset.min(leader_end_offset).min(log_end_offset),
         None => leader_end_offset.min(log_end_offset),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use skald_protocol::batch::testing::simple_batch;
+    use skald_storage::{Log, LogConfig};
+
+    use super::*;
+
+    /// A follower's log: `batches` batches of 2 records written in leader epoch 1, then, if
+    /// `elected` is newer, that epoch recorded at the log end by a leadership that appended
+    /// nothing.
+    fn log_with_empty_epoch(dir: &std::path::Path, batches: i64, elected: i32) -> Log {
+        let mut log = Log::open(dir, LogConfig::default()).unwrap();
+        for i in 0..batches {
+            log.append(&mut simple_batch(0, 2, i, 10), None, 1).unwrap();
+        }
+        log.assign_leader_epoch(elected, log.log_end_offset())
+            .unwrap();
+        log
+    }
+
+    #[test]
+    fn a_divergence_at_the_log_end_moves_the_next_fetchs_epoch() {
+        // The tracker's loop: the new leader answers last fetched epoch 2 with (1, 2739-like
+        // end = this log's end). Nothing is cut, but epoch 2 must go so that the next fetch
+        // sends epoch 1 — which the leader then accepts.
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = log_with_empty_epoch(dir.path(), 5, 2);
+        assert_eq!(
+            FetchPosition::of(&log),
+            FetchPosition {
+                log_end_offset: 10,
+                last_fetched_epoch: 2
+            }
+        );
+        let truncated = truncate_diverged(&mut log, (1, 10), 10).unwrap();
+        assert_eq!(
+            truncated,
+            Truncated {
+                before: FetchPosition {
+                    log_end_offset: 10,
+                    last_fetched_epoch: 2
+                },
+                after: FetchPosition {
+                    log_end_offset: 10,
+                    last_fetched_epoch: 1
+                },
+            }
+        );
+        assert!(truncated.progressed());
+        assert_eq!(log.read(0, usize::MAX).unwrap().next_offset, 10);
+    }
+
+    #[test]
+    fn a_divergence_that_changes_nothing_is_reported_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = log_with_empty_epoch(dir.path(), 5, 1);
+        // A (wrong) answer saying epoch 1 ends where this log ends: nothing to cut, no epoch
+        // past the end, so the next fetch would ask exactly the same.
+        let truncated = truncate_diverged(&mut log, (1, 10), 10).unwrap();
+        let position = FetchPosition {
+            log_end_offset: 10,
+            last_fetched_epoch: 1,
+        };
+        assert_eq!(
+            truncated,
+            Truncated {
+                before: position,
+                after: position
+            }
+        );
+        assert!(!truncated.progressed());
+
+        let mut stalls = Stalls::default();
+        let key = || ("chaos".to_string(), 0);
+        assert!(stalls.first_report(key(), position, (1, 10)));
+        assert!(!stalls.first_report(key(), position, (1, 10)), "a repeat");
+        assert!(
+            stalls.first_report(("chaos".to_string(), 1), position, (1, 10)),
+            "another partition"
+        );
+        assert!(
+            stalls.first_report(key(), position, (0, 4)),
+            "another answer"
+        );
+        stalls.clear("chaos", 0);
+        assert!(
+            stalls.first_report(key(), position, (0, 4)),
+            "after progress"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_leader_that_accepts_but_never_answers_is_given_up_on_at_the_deadline() {
+        // A paused (SIGSTOP) leader: its kernel accepts and acknowledges, nothing answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        let (_held, _) = listener.accept().await.unwrap();
+        detect_dead_peers(&stream, Duration::from_secs(1)).unwrap();
+        let started = Instant::now();
+        let answer = exchange(
+            &mut stream,
+            b"\0\0\0\x01x",
+            1024,
+            Duration::from_millis(300),
+        )
+        .await;
+        let waited = started.elapsed();
+        assert_eq!(
+            answer,
+            Err("the leader did not answer within its fetch wait and grace".to_string())
+        );
+        assert!(
+            waited >= Duration::from_millis(300) && waited < Duration::from_secs(3),
+            "{waited:?}"
+        );
+
+        // An answer that comes in time is read whole.
+        let (mut stream, mut peer) = {
+            let connecting = TcpStream::connect(address);
+            let (stream, accepted) = tokio::join!(connecting, listener.accept());
+            (stream.unwrap(), accepted.unwrap().0)
+        };
+        let answering = async {
+            let mut request = [0u8; 5];
+            peer.read_exact(&mut request).await.unwrap();
+            peer.write_all(b"\0\0\0\x04abcd").await.unwrap();
+        };
+        let (answer, ()) = tokio::join!(
+            exchange(&mut stream, b"\0\0\0\x01x", 1024, Duration::from_secs(5)),
+            answering
+        );
+        assert_eq!(answer, Ok(Bytes::from_static(b"abcd")));
+    }
+
+    #[test]
+    fn a_silent_leader_is_given_up_on_soon_after_its_long_poll() {
+        let mut config = ReplicationConfig {
+            lag_time_max_ms: 30_000,
+            fetch_wait_max_ms: 500,
+            fetch_min_bytes: 1,
+            fetch_max_bytes: 1 << 20,
+            fetch_response_max_bytes: 10 << 20,
+            fetch_backoff_ms: 200,
+            socket_timeout_ms: 30_000,
+            high_watermark_checkpoint_interval_ms: 5_000,
+        };
+        assert_eq!(
+            response_timeouts(&config),
+            (Duration::from_millis(5_500), Duration::from_millis(30_500))
+        );
+        // replica.socket.timeout.ms stays the upper bound...
+        config.socket_timeout_ms = 2_000;
+        assert_eq!(
+            response_timeouts(&config),
+            (Duration::from_millis(2_000), Duration::from_millis(2_500))
+        );
+        // ...but the long-poll is always waited out.
+        config.fetch_wait_max_ms = 3_000;
+        assert_eq!(response_timeouts(&config).0, Duration::from_millis(3_000));
     }
 }

@@ -1,5 +1,5 @@
 //! The `skald` tool's subcommands other than `server`: topics, groups, the cluster, produce,
-//! consume, bench.
+//! consume, bench, producers.
 //!
 //! `src/main.rs` flattens [`Command`] into the top-level CLI and calls [`main`].
 
@@ -8,6 +8,7 @@ mod cluster;
 mod consume;
 mod group;
 mod produce;
+mod producers;
 mod topic;
 
 use std::process::ExitCode;
@@ -33,6 +34,8 @@ pub enum Command {
     Consume(consume::ConsumeArgs),
     /// Measure produce or consume throughput through this client.
     Bench(bench::BenchArgs),
+    /// Show the idempotent and transactional producers partition leaders remember.
+    Producers(producers::ProducersArgs),
 }
 
 /// How to reach the cluster; accepted anywhere after the subcommand's name.
@@ -86,6 +89,7 @@ pub fn main(command: Command) -> ExitCode {
             Command::Produce(args) => produce::run(args).await,
             Command::Consume(args) => consume::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Producers(args) => producers::run(args).await,
         }
     });
     match result {

@@ -104,6 +104,24 @@ impl Codec {
         Ok(out)
     }
 
+    /// The records section `data` as a stream of decompressed bytes, for walking records
+    /// without holding them all: gzip, lz4 and zstd decompress as they are read (never more
+    /// than `bytes_max` bytes); snappy, whose raw form is one block, is inflated whole under
+    /// the same cap first.
+    pub(crate) fn reader<'a>(
+        self,
+        data: &'a [u8],
+        bytes_max: usize,
+    ) -> io::Result<Box<dyn Read + 'a>> {
+        let limit = bytes_max as u64;
+        Ok(match self {
+            Codec::Gzip => Box::new(MultiGzDecoder::new(data).take(limit)),
+            Codec::Lz4 => Box::new(FrameDecoder::new(data).take(limit)),
+            Codec::Snappy => Box::new(io::Cursor::new(snappy_decompress(data, bytes_max)?)),
+            Codec::Zstd => Box::new(zstd::stream::read::Decoder::new(data)?.take(limit)),
+        })
+    }
+
     pub(crate) fn compress(self, data: &[u8]) -> io::Result<Vec<u8>> {
         match self {
             Codec::Gzip => {

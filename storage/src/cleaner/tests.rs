@@ -972,3 +972,51 @@ proptest! {
         }
     }
 }
+
+/// A transactional batch of one record `key-k = value-v` from `producer_id`.
+fn transactional_record(producer_id: i64, key: u8, value: u8, timestamp: i64) -> Vec<u8> {
+    build_batch_with(
+        &BatchOptions {
+            producer_id,
+            producer_epoch: 0,
+            base_sequence: 0,
+            attributes: skald_protocol::batch::TRANSACTIONAL_FLAG_MASK,
+            ..BatchOptions::default()
+        },
+        &[record((Some(key), Some(value), timestamp))],
+    )
+}
+
+#[test]
+fn aborted_records_never_shadow_and_open_transactions_are_not_cleaned() {
+    let dir = TempDir::new().unwrap();
+    let mut log = open(dir.path(), 1 << 20);
+    // 0: key-1 = value-1 (plain); 1: key-1 = value-2 in producer 7's transaction, aborted at 2
+    // (the marker carries the log clock's time, 1,000,000); 3: key-2 = value-3 (plain); 4:
+    // key-2 = value-4 in producer 8's transaction, still open; 5: key-2 = value-5 (plain); 6:
+    // key-9. Timestamps 200 ms apart, segment.ms 100: every batch its own segment.
+    append_all(&mut log, &[(Some(1), Some(1), 999_600)], &[1]);
+    log.append(&mut transactional_record(7, 1, 2, 999_800), None, 0)
+        .unwrap();
+    log.append_txn_marker(7, 0, false, 0, 0).unwrap();
+    append_all(&mut log, &[(Some(2), Some(3), 1_000_200)], &[1]);
+    log.append(&mut transactional_record(8, 2, 4, 1_000_400), None, 0)
+        .unwrap();
+    append_all(&mut log, &[(Some(2), Some(5), 1_000_600)], &[1]);
+    append_all(&mut log, &[(Some(9), Some(9), 1_000_800)], &[1]);
+    assert_eq!(log.first_unstable_offset(), Some(4));
+    assert_eq!(
+        log.segment_base_offsets(),
+        vec![0, 1, 2, 3, 4, 5, 6],
+        "one batch a segment"
+    );
+    let before = read_rows(&log);
+    let stats = log.compact(2_000_000, &all_cleanable()).unwrap();
+    assert!(stats.cleaned);
+    // Cleaning stopped at the segment holding the open transaction (offset 4).
+    assert_eq!(stats.clean_end_offset, 4);
+    // value-1 stays: the only later record of key-1 was aborted. Nothing else had a later
+    // committed record below the open transaction, so nothing went.
+    assert_eq!(read_rows(&log), before);
+    assert_eq!(stats.records_removed, 0);
+}

@@ -126,6 +126,7 @@ fn follower_append_keeps_what_the_leader_stored() {
             log_append_time_ms: -1,
             bytes: original.len(),
             records_count: 5,
+            duplicate: false,
         }
     );
     assert_eq!(first, original, "nothing patched");
@@ -677,6 +678,37 @@ fn truncation_edge_cases() {
     drop(log);
     let log = Log::open(dir.path(), fixture_config()).unwrap();
     assert_eq!((log.log_start_offset(), log.log_end_offset()), (8, 8));
+}
+
+#[test]
+fn truncate_to_the_log_end_still_drops_the_epochs_starting_there() {
+    // A broker elected leader records its epoch at its log end (makeLeader); if it loses the
+    // leadership before appending anything, that entry describes no record. Its new leader
+    // answers the follower's fetch (last fetched epoch 6) with the previous epoch ending at this
+    // very log end, and the truncation there must forget epoch 6 (Kafka's `truncateTo` always
+    // runs `truncateFromEnd`), or the next fetch asks the same question forever.
+    let dir = TempDir::new().unwrap();
+    let (mut log, written) = fixture(dir.path());
+    log.assign_leader_epoch(6, 16).unwrap();
+    assert_eq!(epochs(&log), vec![(1, 0), (2, 6), (4, 12), (6, 16)]);
+    let files = file_names(dir.path());
+
+    log.truncate_to(16).unwrap();
+    assert_eq!(log.log_end_offset(), 16);
+    assert_eq!(read_all(&log), written.concat(), "no record goes");
+    assert_eq!(file_names(dir.path()), files, "no segment is rewritten");
+    assert_eq!(epochs(&log), vec![(1, 0), (2, 6), (4, 12)]);
+    assert_eq!(log.latest_leader_epoch(), Some(4));
+    assert_eq!(epoch_file(dir.path()), "0\n3\n1 0\n2 6\n4 12\n");
+
+    // Past the log end likewise: nothing to cut, but no epoch may start at or past the end.
+    log.assign_leader_epoch(7, 16).unwrap();
+    log.truncate_to(30).unwrap();
+    assert_eq!(epochs(&log), vec![(1, 0), (2, 6), (4, 12)]);
+    drop(log);
+    let log = Log::open(dir.path(), fixture_config()).unwrap();
+    assert_eq!(epochs(&log), vec![(1, 0), (2, 6), (4, 12)]);
+    assert_eq!(log.log_end_offset(), 16);
 }
 
 #[test]

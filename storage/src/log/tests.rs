@@ -92,6 +92,7 @@ fn append_assigns_offsets_and_patches_the_header() {
             log_append_time_ms: -1,
             bytes: first.len(),
             records_count: 3,
+            duplicate: false,
         }
     );
     let header = validate_batch(&first).unwrap();

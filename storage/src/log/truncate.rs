@@ -25,6 +25,7 @@ use skald_protocol::batch::{RecordBatchHeader, RecordBatches};
 use super::{write_log_start_offset, Log};
 use crate::cleaner::{self, CrashPoint, CLEANED_SUFFIX};
 use crate::error::{Error, IoContext, Result};
+use crate::producer_state;
 use crate::segment::Segment;
 
 /// The prefix is copied in appends of about this many bytes, so the headers of a large segment
@@ -39,7 +40,9 @@ impl Log {
     /// and becomes the active one; when `offset` falls in a gap after the last kept batch, an
     /// empty active segment starts at `offset`. The recovery point and, if the cut batch held
     /// it, the log start offset come down to the new log end offset; leader epochs starting at or
-    /// past it are forgotten. Nothing happens if `offset >= log_end_offset`; an `offset` below the
+    /// past it are forgotten. If `offset >= log_end_offset` no record goes, but the leader epochs
+    /// starting at or past the log end still do (an epoch recorded by a leader that appended
+    /// nothing in it); an `offset` below the
     /// log start offset (or at the first segment's base) is [`Log::truncate_fully_and_start_at`].
     ///
     /// Fetched bytes stay valid and unchanged (see the module doc), and a crash leaves the log as
@@ -68,7 +71,14 @@ impl Log {
             });
         }
         if offset >= log_end_offset {
-            return Ok(());
+            // No record goes, but an epoch may still start at the log end: a broker that was
+            // elected leader (which records its epoch there) and lost the leadership before
+            // appending. The follower's last fetched epoch must come down to one that has
+            // records here, or it would keep asking its leader the question that led here
+            // (Kafka's `truncateTo` runs `truncateFromEnd` in this case too).
+            return self
+                .update_leader_epochs(|cache| cache.truncate_from_end(log_end_offset))
+                .map(drop);
         }
         let first_base = self.segments.keys().next().copied().unwrap_or(offset);
         if offset < self.log_start_offset || offset <= first_base {
@@ -139,7 +149,16 @@ impl Log {
         } else {
             self.update_leader_epochs(|cache| cache.truncate_from_end(log_end_offset))?;
         }
-        crash.step(&self.dir)
+        crash.step(&self.dir)?;
+        // Producer state follows the log (Kafka's `loadProducerState` after a truncation): after
+        // a full truncation no snapshot describes the new log; otherwise those past the new end
+        // go and the state is rebuilt from the newest left.
+        if fully {
+            for offset in producer_state::list_snapshots(&self.dir)? {
+                producer_state::delete_snapshot(&self.dir, offset)?;
+            }
+        }
+        self.load_producer_state()
     }
 
     /// Replaces every segment whose base offset is at or past `replaced_from` with one new, active

@@ -314,6 +314,67 @@ fn static_member_rejoining_a_stable_group_keeps_its_assignment_without_rebalance
 }
 
 #[test]
+fn a_static_member_that_goes_silent_leaves_at_its_session_deadline() {
+    // Static members send no LeaveGroup: the session is all that ends them, and it must end at
+    // the last heartbeat plus the session timeout, not later (a DeleteGroups then succeeds).
+    let mut group = Group::new("g", config());
+    let mut request = join_request("", "s1", &["range"]);
+    request.group_instance_id = Some("instance-1".into());
+    let mut joined = later(group.join(request, 0));
+    group.tick(100);
+    assert_eq!(joined.try_recv().unwrap().member_id, "s1");
+    let assignment = vec![("s1".to_string(), Bytes::from_static(b"S"))];
+    let mut synced = later(group.sync("s1", Some("instance-1"), 1, None, None, assignment, 110));
+    store_all(&mut group, 120);
+    assert_eq!(
+        synced.try_recv().unwrap().assignment,
+        Bytes::from_static(b"S")
+    );
+    assert_eq!(group.heartbeat("s1", Some("instance-1"), 1, 1_000), None);
+
+    let deadline = 1_000 + i64::from(SESSION_MS);
+    group.tick(deadline - 1);
+    assert_eq!(
+        (group.state(), group.member_count()),
+        (GroupState::Stable, 1)
+    );
+    group.tick(deadline);
+    assert_eq!(
+        (group.state(), group.member_count()),
+        (GroupState::Empty, 0)
+    );
+    assert!(!group.has_member("s1"));
+}
+
+#[test]
+fn a_member_waiting_in_sync_still_leaves_at_its_session_deadline() {
+    // Kafka's shouldKeepAlive: only a JoinGroup in progress keeps a member beyond its session. A
+    // member that sent SyncGroup and went away (a static member closing mid-rebalance sends no
+    // LeaveGroup) is gone at its deadline, even though its SyncGroup was never answered.
+    let mut group = Group::new("g", config());
+    let mut a = join_new(&mut group, "a", &["range"], 0);
+    let mut b = join_new(&mut group, "b", &["range"], 0);
+    group.tick(100);
+    assert!(a.try_recv().is_ok() && b.try_recv().is_ok());
+    let mut b_sync = later(group.sync("b", None, 1, None, None, Vec::new(), 110));
+    // The leader keeps heartbeating but has not synced yet; b says nothing more.
+    let deadline = 110 + i64::from(SESSION_MS);
+    for at in (1_000..deadline).step_by(1_000) {
+        assert_eq!(group.heartbeat("a", None, 1, at), None);
+        group.tick(at);
+    }
+    group.tick(deadline - 1);
+    assert!(group.has_member("b"));
+    group.tick(deadline);
+    assert!(!group.has_member("b"), "b's session ran out");
+    assert_eq!(
+        b_sync.try_recv().unwrap().error,
+        Some(ResponseError::UnknownMemberId)
+    );
+    assert_eq!(group.state(), GroupState::PreparingRebalance);
+}
+
+#[test]
 fn offset_commits_are_checked_against_the_membership() {
     let mut group = Group::new("g", config());
     assert_eq!(

@@ -1,0 +1,531 @@
+//! The transaction coordinator (Kafka's `TransactionCoordinator`, KIP-98): one per partition of
+//! `__transaction_state`, on that partition's leader, like the group coordinator.
+//!
+//! A transactional id's coordinator partition is `abs(hash(id)) % transaction.state.log.num.
+//! partitions`. Its state ([`state::TxnMetadata`]) is written to that partition in Kafka's record
+//! format ([`records`]) and acknowledged once the ISR has it; a broker that becomes the
+//! partition's leader replays it (last record per id wins) and finishes any transaction caught
+//! preparing. Requests on one transactional id are serialised by its own async lock, since ending
+//! a transaction awaits markers.
+//!
+//! - InitProducerId: a new id gets a producer id (from this broker's block) at epoch 0; a known
+//!   one has its epoch bumped (fencing the previous producer), and an open transaction of the
+//!   previous epoch is aborted first.
+//! - AddPartitionsToTxn / AddOffsetsToTxn: the partitions (an AddOffsetsToTxn's group's
+//!   `__consumer_offsets` partition) join the open transaction, which begins if none was open.
+//! - EndTxn: PrepareCommit/PrepareAbort is written, then a marker to every partition of the
+//!   transaction ([`markers`]: WriteTxnMarkers, in-process for partitions led here), then
+//!   CompleteCommit/CompleteAbort; EndTxn is answered after that (Kafka answers after the
+//!   prepare and writes markers in the background; answering later costs the producer latency,
+//!   never correctness). Markers that cannot be written in time leave the transaction preparing;
+//!   the coordinator's tick retries them.
+//! - A transaction open past its timeout is aborted by the tick, with the epoch bumped so the
+//!   producer is fenced (Kafka's `abortTimedOutTransactions`).
+
+pub mod markers;
+pub mod records;
+pub mod state;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::records::RecordBatchDecoder;
+use skald_controller::names::TRANSACTION_STATE_TOPIC;
+
+use crate::broker::Broker;
+use crate::config::ServerConfig;
+use crate::group::partition_for;
+use crate::replica_manager::{ReplicaManager, RoleChange};
+use crate::replication::state::Transition;
+use crate::replication::ReplicationWait;
+use state::{TxnMetadata, TxnState};
+
+/// How long a state write waits for the ISR (Kafka's `transaction.state.log` appends use the
+/// request timeout).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How much of a `__transaction_state` partition one replay read takes.
+const REPLAY_READ_BYTES: usize = 1 << 20;
+
+/// The transaction coordinator's settings (Kafka's names).
+#[derive(Debug, Clone, Copy)]
+pub struct TxnConfig {
+    /// `transaction.state.log.num.partitions`.
+    pub num_partitions: i32,
+    /// `transaction.state.log.replication.factor`.
+    pub replication_factor: i16,
+    /// `transaction.state.log.min.isr` (capped at the replication factor when the topic is made).
+    pub min_isr: i16,
+    /// `transaction.max.timeout.ms`: the longest timeout a producer may ask for.
+    pub max_timeout_ms: i32,
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`.
+    pub abort_check_interval_ms: u64,
+}
+
+impl TxnConfig {
+    pub fn from_server(config: &ServerConfig) -> Result<TxnConfig, String> {
+        let parse = |key: &str| -> Result<i64, String> {
+            config
+                .get(key)
+                .parse()
+                .map_err(|_| format!("{key} must be a number"))
+        };
+        let parsed = TxnConfig {
+            num_partitions: parse("transaction.state.log.num.partitions")? as i32,
+            replication_factor: parse("transaction.state.log.replication.factor")? as i16,
+            min_isr: parse("transaction.state.log.min.isr")? as i16,
+            max_timeout_ms: parse("transaction.max.timeout.ms")? as i32,
+            abort_check_interval_ms: parse(
+                "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+            )? as u64,
+        };
+        if parsed.num_partitions < 1
+            || parsed.replication_factor < 1
+            || parsed.min_isr < 1
+            || parsed.max_timeout_ms < 1
+            || parsed.abort_check_interval_ms < 1
+        {
+            return Err("transaction.* settings must be at least 1".into());
+        }
+        Ok(parsed)
+    }
+}
+
+/// One transactional id: its state, `None` until InitProducerId has written one.
+type SharedTxn = Arc<tokio::sync::Mutex<Option<TxnMetadata>>>;
+
+#[derive(Debug)]
+pub struct TransactionCoordinator {
+    pub config: TxnConfig,
+    /// `__transaction_state` partitions this broker coordinates, with the leader epoch it leads
+    /// them in (Kafka's coordinator epoch, carried by the markers it writes).
+    partitions: Mutex<HashMap<i32, i32>>,
+    txns: Mutex<HashMap<String, SharedTxn>>,
+}
+
+impl TransactionCoordinator {
+    pub fn new(config: TxnConfig) -> TransactionCoordinator {
+        TransactionCoordinator {
+            config,
+            partitions: Mutex::new(HashMap::new()),
+            txns: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn partition_for(&self, transactional_id: &str) -> i32 {
+        partition_for(transactional_id, self.config.num_partitions)
+    }
+
+    fn loaded(&self) -> MutexGuard<'_, HashMap<i32, i32>> {
+        self.partitions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn txn_map(&self) -> MutexGuard<'_, HashMap<String, SharedTxn>> {
+        self.txns
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The coordinator epoch if this broker coordinates `transactional_id`, else NOT_COORDINATOR.
+    pub fn coordinator_epoch(&self, transactional_id: &str) -> Result<i32, ResponseError> {
+        self.loaded()
+            .get(&self.partition_for(transactional_id))
+            .copied()
+            .ok_or(ResponseError::NotCoordinator)
+    }
+
+    fn txn(&self, transactional_id: &str) -> SharedTxn {
+        Arc::clone(
+            self.txn_map()
+                .entry(transactional_id.to_owned())
+                .or_default(),
+        )
+    }
+
+    /// Every transactional id this broker coordinates, with its state (for the tick and
+    /// introspection).
+    pub fn all(&self) -> Vec<(String, SharedTxn)> {
+        self.txn_map()
+            .iter()
+            .map(|(id, txn)| (id.clone(), Arc::clone(txn)))
+            .collect()
+    }
+
+    /// InitProducerId with a transactional id. Returns (producer id, epoch).
+    pub async fn init_producer_id(
+        &self,
+        broker: &Arc<Broker>,
+        transactional_id: &str,
+        timeout_ms: i32,
+        expected: Option<(i64, i16)>,
+    ) -> Result<(i64, i16), ResponseError> {
+        if timeout_ms <= 0 || timeout_ms > self.config.max_timeout_ms {
+            return Err(ResponseError::InvalidTransactionTimeout);
+        }
+        let coordinator_epoch = self.coordinator_epoch(transactional_id)?;
+        let txn = self.txn(transactional_id);
+        let mut guard = txn.lock().await;
+        let now_ms = now_ms();
+        let next = match guard.as_ref() {
+            None => {
+                let producer_id = broker
+                    .producer_ids
+                    .generate(broker)
+                    .await
+                    .map_err(|_| ResponseError::CoordinatorLoadInProgress)?;
+                TxnMetadata::new(producer_id, timeout_ms, now_ms)
+            }
+            Some(current) => {
+                if current.state.is_preparing() {
+                    return Err(ResponseError::ConcurrentTransactions);
+                }
+                // KIP-360: a producer naming its id and epoch must be the current one.
+                if let Some((producer_id, epoch)) = expected {
+                    if producer_id != current.producer_id || epoch != current.producer_epoch {
+                        return Err(ResponseError::ProducerFenced);
+                    }
+                }
+                let mut current = current.clone();
+                if current.state == TxnState::Ongoing {
+                    // The previous producer's transaction is aborted under a bumped epoch, so
+                    // its late writes and its own EndTxn are fenced.
+                    current.producer_epoch += 1;
+                    let aborted = self
+                        .end(broker, transactional_id, &current, false, coordinator_epoch)
+                        .await?;
+                    *guard = Some(aborted.clone());
+                    current = aborted;
+                }
+                let mut next = current;
+                if next.epoch_exhausted() {
+                    let producer_id = broker
+                        .producer_ids
+                        .generate(broker)
+                        .await
+                        .map_err(|_| ResponseError::CoordinatorLoadInProgress)?;
+                    next.producer_id = producer_id;
+                    next.producer_epoch = 0;
+                } else {
+                    next.producer_epoch += 1;
+                }
+                next.timeout_ms = timeout_ms;
+                next.state = TxnState::Empty;
+                next.partitions.clear();
+                next.start_ms = -1;
+                next.last_update_ms = now_ms;
+                next
+            }
+        };
+        self.write(broker, transactional_id, &next).await?;
+        let reply = (next.producer_id, next.producer_epoch);
+        *guard = Some(next);
+        Ok(reply)
+    }
+
+    /// AddPartitionsToTxn and AddOffsetsToTxn: `partitions` join the open transaction.
+    pub async fn add_partitions(
+        &self,
+        broker: &Arc<Broker>,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        partitions: Vec<(String, i32)>,
+    ) -> Result<(), ResponseError> {
+        self.coordinator_epoch(transactional_id)?;
+        let txn = self.txn(transactional_id);
+        let mut guard = txn.lock().await;
+        let current = guard
+            .as_ref()
+            .ok_or(ResponseError::InvalidProducerIdMapping)?;
+        current.check_producer(producer_id, producer_epoch)?;
+        if current.state == TxnState::Ongoing
+            && partitions.iter().all(|p| current.partitions.contains(p))
+        {
+            return Ok(());
+        }
+        let next = current.with_partitions(partitions, now_ms());
+        self.write(broker, transactional_id, &next).await?;
+        *guard = Some(next);
+        Ok(())
+    }
+
+    /// EndTxn: commits or aborts the open transaction.
+    pub async fn end_txn(
+        &self,
+        broker: &Arc<Broker>,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+    ) -> Result<(), ResponseError> {
+        let coordinator_epoch = self.coordinator_epoch(transactional_id)?;
+        let txn = self.txn(transactional_id);
+        let mut guard = txn.lock().await;
+        let current = guard
+            .as_ref()
+            .ok_or(ResponseError::InvalidProducerIdMapping)?
+            .clone();
+        current.check_producer(producer_id, producer_epoch)?;
+        match (current.state, commit) {
+            (TxnState::Ongoing, _) => {}
+            // A retry of what already completed.
+            (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => return Ok(()),
+            // Aborting with nothing open is allowed (the producer may not have added anything).
+            (TxnState::Empty | TxnState::CompleteCommit, false) => return Ok(()),
+            _ => return Err(ResponseError::InvalidTxnState),
+        }
+        let done = self
+            .end(
+                broker,
+                transactional_id,
+                &current,
+                commit,
+                coordinator_epoch,
+            )
+            .await?;
+        *guard = Some(done);
+        Ok(())
+    }
+
+    /// Writes Prepare, the markers, then Complete for an open transaction (held under its
+    /// lock); the completed state.
+    async fn end(
+        &self,
+        broker: &Arc<Broker>,
+        transactional_id: &str,
+        ongoing: &TxnMetadata,
+        commit: bool,
+        coordinator_epoch: i32,
+    ) -> Result<TxnMetadata, ResponseError> {
+        let preparing = ongoing.preparing(commit, now_ms());
+        self.write(broker, transactional_id, &preparing).await?;
+        self.finish(broker, transactional_id, &preparing, coordinator_epoch)
+            .await
+    }
+
+    /// From a Prepare state: markers to every partition, then the Complete state written.
+    async fn finish(
+        &self,
+        broker: &Arc<Broker>,
+        transactional_id: &str,
+        preparing: &TxnMetadata,
+        coordinator_epoch: i32,
+    ) -> Result<TxnMetadata, ResponseError> {
+        let commit = preparing.state == TxnState::PrepareCommit;
+        markers::write_all(broker, preparing, commit, coordinator_epoch).await?;
+        let done = preparing.completed(now_ms());
+        self.write(broker, transactional_id, &done).await?;
+        tracing::debug!(
+            transactional_id,
+            producer_id = done.producer_id,
+            commit,
+            "transaction ended"
+        );
+        Ok(done)
+    }
+
+    /// Appends `meta` for `transactional_id` to its `__transaction_state` partition and waits
+    /// for the ISR (Kafka's `appendTransactionToLog`; its error mapping).
+    async fn write(
+        &self,
+        broker: &Arc<Broker>,
+        transactional_id: &str,
+        meta: &TxnMetadata,
+    ) -> Result<(), ResponseError> {
+        let encoded = records::key(transactional_id)
+            .and_then(|key| Ok((key, records::value(meta)?)))
+            .map_err(|err| {
+                tracing::error!(transactional_id, "cannot encode transaction state: {err}");
+                ResponseError::UnknownServerError
+            })?;
+        let partition = broker
+            .replicas
+            .get(
+                TRANSACTION_STATE_TOPIC,
+                self.partition_for(transactional_id),
+            )
+            .ok_or(ResponseError::NotCoordinator)?;
+        let mut batch =
+            crate::group::records::build_batch(&[(encoded.0, Some(encoded.1))], now_ms()).map_err(
+                |err| {
+                    tracing::error!("cannot encode a transaction state batch: {err}");
+                    ResponseError::UnknownServerError
+                },
+            )?;
+        let min_isr = partition.settings.min_insync_replicas;
+        let appended = tokio::task::block_in_place(|| {
+            broker
+                .replicas
+                .append_to_leader(&partition, Some(min_isr), |log, leader_epoch| {
+                    log.append(&mut batch, None, leader_epoch)
+                })
+        })
+        .map_err(|_| ResponseError::NotCoordinator)?;
+        let info = appended.appended.map_err(|err| {
+            tracing::error!(transactional_id, "cannot append transaction state: {err}");
+            ResponseError::NotCoordinator
+        })?;
+        let wait = ReplicationWait {
+            partition,
+            leader_epoch: appended.leader_epoch,
+            required_offset: info.last_offset + 1,
+            min_insync_replicas: min_isr,
+        };
+        wait.until_replicated(tokio::time::Instant::now() + WRITE_TIMEOUT)
+            .await
+            .map_err(|error| match error {
+                ResponseError::NotEnoughReplicas
+                | ResponseError::NotEnoughReplicasAfterAppend
+                | ResponseError::RequestTimedOut => ResponseError::CoordinatorNotAvailable,
+                _ => ResponseError::NotCoordinator,
+            })
+    }
+
+    /// Kafka's `onElection` / `onResignation` for `__transaction_state` partitions.
+    pub fn on_role_changes(&self, replicas: &ReplicaManager, changes: &[RoleChange]) {
+        for change in changes {
+            if change.topic != TRANSACTION_STATE_TOPIC {
+                continue;
+            }
+            match change.transition {
+                Transition::BecameLeader { leader_epoch } => {
+                    match self.load_partition(replicas, change.partition, leader_epoch) {
+                        Ok(loaded) => tracing::info!(
+                            partition = change.partition,
+                            leader_epoch,
+                            loaded,
+                            "coordinating the transactions of __transaction_state partition"
+                        ),
+                        Err(err) => tracing::error!(
+                            partition = change.partition,
+                            "cannot load transaction state: {err}"
+                        ),
+                    }
+                }
+                Transition::BecameFollower { .. } | Transition::WentOffline => {
+                    self.unload_partition(change.partition)
+                }
+                Transition::Unchanged => {}
+            }
+        }
+    }
+
+    fn unload_partition(&self, index: i32) {
+        self.loaded().remove(&index);
+        let partitions = self.config.num_partitions;
+        self.txn_map()
+            .retain(|id, _| partition_for(id, partitions) != index);
+    }
+
+    /// Replays a `__transaction_state` partition (the last record per id wins; a tombstone
+    /// deletes) and starts coordinating it. Returns how many ids were loaded.
+    fn load_partition(
+        &self,
+        replicas: &ReplicaManager,
+        index: i32,
+        leader_epoch: i32,
+    ) -> Result<usize, String> {
+        self.unload_partition(index);
+        let Some(partition) = replicas.get(TRANSACTION_STATE_TOPIC, index) else {
+            return Ok(0);
+        };
+        let mut latest: HashMap<String, Option<TxnMetadata>> = HashMap::new();
+        partition
+            .with_log(|log| {
+                let mut offset = log.log_start_offset();
+                loop {
+                    let read = log
+                        .read(offset, REPLAY_READ_BYTES)
+                        .map_err(|err| err.to_string())?;
+                    if read.records.is_empty() {
+                        return Ok::<_, String>(());
+                    }
+                    let mut buf = read.records.clone();
+                    let batches =
+                        RecordBatchDecoder::decode_all(&mut buf).map_err(|err| err.to_string())?;
+                    for record in batches.iter().flat_map(|b| &b.records) {
+                        let Some(key) = record.key.as_deref() else {
+                            continue;
+                        };
+                        let Some(id) = records::parse_key(key).map_err(|e| e.to_string())? else {
+                            continue;
+                        };
+                        let value = record
+                            .value
+                            .as_deref()
+                            .map(records::parse_value)
+                            .transpose()
+                            .map_err(|e| e.to_string())?;
+                        latest.insert(id, value);
+                    }
+                    offset = read.next_offset;
+                }
+            })
+            .unwrap_or(Ok(()))?;
+        let mut txns = self.txn_map();
+        let mut loaded = 0;
+        for (id, meta) in latest {
+            if let Some(meta) = meta {
+                txns.insert(id, Arc::new(tokio::sync::Mutex::new(Some(meta))));
+                loaded += 1;
+            }
+        }
+        drop(txns);
+        self.loaded().insert(index, leader_epoch);
+        Ok(loaded)
+    }
+
+    /// The periodic pass (Kafka's `abortTimedOutTransactions`, and the completion of
+    /// transactions a failover caught preparing): aborts the transactions open past their
+    /// timeout, with the epoch bumped so their producer is fenced, and writes the markers of
+    /// those still preparing.
+    pub async fn tick(&self, broker: &Arc<Broker>) {
+        let now = now_ms();
+        for (id, txn) in self.all() {
+            let Ok(coordinator_epoch) = self.coordinator_epoch(&id) else {
+                continue;
+            };
+            let Ok(mut guard) = txn.try_lock() else {
+                continue; // a request holds it: it decides
+            };
+            let Some(current) = guard.clone() else {
+                continue;
+            };
+            let outcome = if current.has_expired(now) {
+                tracing::info!(
+                    transactional_id = id,
+                    producer_id = current.producer_id,
+                    "aborting a transaction open past its timeout"
+                );
+                let mut fenced = current.clone();
+                fenced.producer_epoch = fenced.producer_epoch.saturating_add(1);
+                self.end(broker, &id, &fenced, false, coordinator_epoch)
+                    .await
+            } else if current.state.is_preparing() {
+                self.finish(broker, &id, &current, coordinator_epoch).await
+            } else {
+                continue;
+            };
+            match outcome {
+                Ok(done) => *guard = Some(done),
+                Err(error) => {
+                    tracing::warn!(
+                        transactional_id = id,
+                        "cannot end a transaction yet: {error:?}"
+                    )
+                }
+            }
+        }
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
+}
