@@ -226,6 +226,35 @@ impl TestCluster {
     }
 
     fn assign_ports(&mut self) {
+        // A link binds a port of the kernel's choosing, which can be one just picked (and
+        // released) for a node: that node could not listen, and its link would make it look
+        // ready. Pick again until the two sets are apart.
+        loop {
+            self.assign_ports_once();
+            let node_ports: std::collections::BTreeSet<u16> = self
+                .nodes
+                .iter()
+                .flat_map(|node| [node.kafka_port, node.controller_port, node.metrics_port])
+                .collect();
+            let link_ports = self
+                .links
+                .iter()
+                .flat_map(|links| links.values())
+                .flat_map(|links| {
+                    std::iter::once(&links.listener).chain(links.controllers.values())
+                })
+                .chain(self.raft_links.values())
+                .map(|link| link.addr().port());
+            if link_ports
+                .into_iter()
+                .all(|port| !node_ports.contains(&port))
+            {
+                return;
+            }
+        }
+    }
+
+    fn assign_ports_once(&mut self) {
         // A port the kernel just handed out and took back can come round again at once: never
         // give two listeners of this cluster the same one (a node would then see another's
         // listener as its own and look ready).
