@@ -48,6 +48,8 @@ pub struct Broker {
     /// Set when controlled shutdown begins: regular heartbeats stop, so they cannot ask to be
     /// unfenced while the shutdown heartbeats ask to be fenced.
     pub shutting_down: AtomicBool,
+    /// ISR changes of the partitions led here, batched into AlterPartition requests.
+    pub isr_changes: Arc<crate::replication::isr::IsrChangeQueue>,
     /// Topics deleted lately, which Metadata requests do not auto-create for a while.
     pub recently_deleted_topics: crate::api::metadata::RecentlyDeletedTopics,
 }
@@ -86,6 +88,7 @@ impl Broker {
             broker_epoch: AtomicI64::new(-1),
             fenced: AtomicBool::new(true),
             shutting_down: AtomicBool::new(false),
+            isr_changes: Default::default(),
             recently_deleted_topics: Default::default(),
         })
     }

@@ -36,6 +36,9 @@ pub struct Metrics {
     pub metadata_applied_index: IntGauge,
     /// Registered brokers by state (`fenced` / `unfenced`), as the metadata says.
     pub brokers: IntGaugeVec,
+    /// Brokers this node, as the active controller, fenced because their session expired, by
+    /// broker (Kafka's `TimedOutBrokerHeartbeatCount`, per broker).
+    pub timed_out_broker_heartbeats_total: IntCounterVec,
     /// Led partitions whose ISR is smaller than their replica set (Kafka's
     /// `UnderReplicatedPartitions`), and smaller than `min.insync.replicas` (`UnderMinIsrPartitionCount`).
     pub under_replicated_partitions: IntGauge,
@@ -134,6 +137,13 @@ impl Metrics {
             Opts::new("skald_brokers", "Registered brokers, by state"),
             &["state"],
         )?;
+        let timed_out_broker_heartbeats_total = IntCounterVec::new(
+            Opts::new(
+                "skald_controller_timed_out_broker_heartbeats_total",
+                "Brokers fenced by this node as the active controller for a missed session, by broker",
+            ),
+            &["broker_id"],
+        )?;
         let under_replicated_partitions = IntGauge::new(
             "skald_under_replicated_partitions",
             "Partitions led here whose ISR is smaller than their replica set",
@@ -180,6 +190,7 @@ impl Metrics {
             registry.register(Box::new(metric.clone()))?;
         }
         registry.register(Box::new(brokers.clone()))?;
+        registry.register(Box::new(timed_out_broker_heartbeats_total.clone()))?;
         registry.register(Box::new(log_dir_offline.clone()))?;
         registry.register(Box::new(offline_partitions.clone()))?;
         registry.register(Box::new(requests_total.clone()))?;
@@ -207,6 +218,7 @@ impl Metrics {
             raft_leader_id,
             metadata_applied_index,
             brokers,
+            timed_out_broker_heartbeats_total,
             under_replicated_partitions,
             under_min_isr_partitions,
             leaderless_partitions,

@@ -692,12 +692,20 @@ impl ReplicaManager {
             .collect();
         // An offline dir never gets the clean shutdown marker: its logs are recovered on restart.
         let mut failed_dirs = self.offline().clone();
-        for partition in self.all() {
-            let Some(log) = partition.lock().take() else {
-                continue;
-            };
-            let (log_end_offset, recovery_point) = (log.log_end_offset(), log.recovery_point());
-            let closed = log.close();
+        let taken = self
+            .all()
+            .into_iter()
+            .filter_map(|partition| {
+                let log = partition.lock().take()?;
+                Some((partition, log))
+            })
+            .collect();
+        let (closed_logs, every_close_returned) = close_logs(taken);
+        if !every_close_returned {
+            // Which logs a panicked close left unsealed is unknown: every dir is recovered.
+            failed_dirs.extend(self.log_dirs.iter().cloned());
+        }
+        for (partition, log_end_offset, recovery_point, closed) in closed_logs {
             let log_dir = self.log_dir_of(&partition.dir);
             if let Err(err) = &closed {
                 tracing::error!(
@@ -1136,6 +1144,54 @@ fn write_topic_id(dir: &Path, topic_id: TopicId) -> Result<(), skald_storage::Er
     std::fs::File::open(dir)
         .and_then(|dir| dir.sync_all())
         .map_err(io(dir))
+}
+
+/// How many threads close logs at shutdown. Each close is a few fsyncs; one after the other,
+/// hundreds of partitions took seconds, and a stopping node has 2 s in all (Kafka closes logs on
+/// `num.recovery.threads.per.data.dir` threads for the same reason). Concurrent fsyncs share the
+/// file system's journal commits: 880 partitions closed in about 0.7 s on 32 threads against
+/// 1.1 s on 8, on a loaded test machine.
+const CLOSE_THREADS_MAX: usize = 32;
+
+/// What [`close_logs`] reports of one log: its partition, log end offset and recovery point as
+/// they were before the close, and how the close went.
+type ClosedLog = (Arc<Partition>, i64, i64, skald_storage::Result<()>);
+
+/// Closes `logs` on up to [`CLOSE_THREADS_MAX`] threads; false when a close panicked (its
+/// thread's logs are then missing from the report).
+fn close_logs(logs: Vec<(Arc<Partition>, Log)>) -> (Vec<ClosedLog>, bool) {
+    let per_thread = logs.len().div_ceil(CLOSE_THREADS_MAX).max(1);
+    let mut logs = logs.into_iter();
+    let chunks: Vec<Vec<(Arc<Partition>, Log)>> = std::iter::from_fn(|| {
+        let chunk: Vec<_> = logs.by_ref().take(per_thread).collect();
+        (!chunk.is_empty()).then_some(chunk)
+    })
+    .collect();
+    std::thread::scope(|scope| {
+        let closing: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| {
+                scope.spawn(move || {
+                    chunk
+                        .into_iter()
+                        .map(|(partition, log)| {
+                            let ends = (log.log_end_offset(), log.recovery_point());
+                            (partition, ends.0, ends.1, log.close())
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut every_close_returned = true;
+        let mut closed = Vec::new();
+        for thread in closing {
+            match thread.join() {
+                Ok(logs) => closed.extend(logs),
+                Err(_) => every_close_returned = false,
+            }
+        }
+        (closed, every_close_returned)
+    })
 }
 
 /// What [`ReplicaManager::append_to_leader`] did: the append's own outcome, with the log start

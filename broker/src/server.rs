@@ -18,6 +18,7 @@ use skald_controller::{Controller, ControllerConfig};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, Semaphore};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use crate::broker::{ensure_meta_properties, Broker};
 use crate::config::{Listener, ServerConfig};
@@ -36,8 +37,18 @@ use crate::metrics::{
 use crate::replica_manager::ReplicaManager;
 use crate::replication;
 
-/// How long shutdown waits for open connections to finish their current request.
-const SHUTDOWN_DRAIN_MAX: Duration = Duration::from_secs(5);
+/// How long a node may take from SIGTERM until only the final flush of its logs is left,
+/// whatever its peers are doing (down, paused, partitioned): the controlled shutdown, the end of
+/// the background tasks, the drain of open connections and the hand-off of controller leadership
+/// all come out of it. A node that hangs on shutdown gets killed by whoever stops it, which costs
+/// a log recovery on the next start — worse than any of these steps left unfinished.
+const SHUTDOWN_MAX: Duration = Duration::from_millis(1_500);
+/// The part of [`SHUTDOWN_MAX`] the controlled shutdown may take: a live controller moves this
+/// broker's leaderships in a few hundred milliseconds; without one, waiting longer would not help.
+const CONTROLLED_SHUTDOWN_MAX: Duration = Duration::from_millis(800);
+/// How long the runtime waits for blocking work (a retention or cleaner pass) still running when
+/// the server returns; both are crash-safe, so the process need not wait for them.
+const RUNTIME_SHUTDOWN_MAX: Duration = Duration::from_millis(200);
 
 /// Builds a runtime and runs the server until SIGTERM or Ctrl-C.
 pub fn run_until_signal(config: ServerConfig) -> Result<()> {
@@ -49,7 +60,9 @@ pub fn run_until_signal(config: ServerConfig) -> Result<()> {
             path: "tokio runtime".into(),
             source,
         })?;
-    runtime.block_on(run(config, shutdown_signal()))
+    let outcome = runtime.block_on(run(config, shutdown_signal()));
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_MAX);
+    outcome
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -80,10 +93,20 @@ async fn shutdown_signal() {
     }
 }
 
+/// How long one heartbeat attempt waits for the controller: a quarter of the session, so that a
+/// broker whose controller went silent has tried the others, and found the new one, well before
+/// the session the new controller gave it at its election runs out.
+fn heartbeat_timeout(session_timeout_ms: u64) -> Duration {
+    Duration::from_millis((session_timeout_ms / 4).max(50))
+}
+
+/// How long a broker-only node's metadata fetch waits for its answer: the controller's long poll
+/// (500 ms) and the transfer of a batch, with room to spare. A voter that stopped answering is left
+/// for another within this.
+const METADATA_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long a starting broker waits to be registered and unfenced before giving up.
 const STARTUP_WAIT_MAX: Duration = Duration::from_secs(3600);
-/// How long a stopping broker waits for its leaderships to move (controlled shutdown).
-const CONTROLLED_SHUTDOWN_MAX: Duration = Duration::from_secs(10);
 
 /// Runs the server until `shutdown` resolves.
 pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
@@ -220,20 +243,15 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
         }
         None => None,
     };
-    broker.set_controller(ControllerChannel::new(
-        driver.clone(),
-        remote.clone(),
-        request_timeout,
-    ));
-    if let Some(following) = follower {
-        // Connections of their own: a metadata long poll must not hold up the heartbeats and
-        // forwarded operations queued behind it on a shared connection.
-        let fetching = RemoteControllers::new(
-            cluster_id.clone(),
-            config.voters.clone(),
-            request_timeout,
-            config.socket_request_max_bytes,
-        );
+    broker.set_controller(
+        ControllerChannel::new(driver.clone(), remote.clone(), request_timeout)
+            .with_heartbeat_timeout(heartbeat_timeout(config.broker_session_timeout_ms)),
+    );
+    if let (Some(following), Some(remote)) = (follower, &remote) {
+        // Connections of their own: a metadata long poll must not hold up the forwarded
+        // operations queued behind it on a shared connection. What it learns of the leader the
+        // others use.
+        let fetching = remote.with_own_connections(METADATA_FETCH_TIMEOUT);
         tokio::spawn(follower::follow(
             fetching,
             following,
@@ -265,11 +283,13 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
         });
         shutdown.await;
         readiness.stopping();
-        drop(shutdown_tx.send(()));
+        let deadline = Instant::now() + SHUTDOWN_MAX;
+        // Before the listener closes: see the broker's shutdown below.
         if let Some(driver) = &driver {
-            driver.shutdown(Duration::from_secs(3)).await;
+            driver.shutdown(remaining(deadline)).await;
         }
-        drain(&mut acceptors).await;
+        drop(shutdown_tx.send(()));
+        drain(&mut acceptors, deadline).await;
         drop(metrics_server);
         tracing::info!("shut down cleanly");
         return Ok(());
@@ -282,7 +302,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
         })?,
         () = &mut shutdown => {
             if let Some(driver) = &driver {
-                driver.shutdown(Duration::from_secs(3)).await;
+                driver.shutdown(SHUTDOWN_MAX).await;
             }
             return Ok(());
         }
@@ -389,15 +409,23 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
 
     shutdown.await;
     readiness.stopping();
+    let signalled = Instant::now();
+    let deadline = signalled + SHUTDOWN_MAX;
     // A pass writing markers may wait for other brokers: it is not waited for.
     txn_ticker.abort();
     // Leaderships move while this broker still answers, so clients switch without errors.
     lifecycle::controlled_shutdown(&broker, CONTROLLED_SHUTDOWN_MAX).await;
-    drop(shutdown_tx.send(()));
-    if let Err(err) = heartbeats.await {
-        tracing::error!("heartbeat task failed: {err}");
+    // Controller leadership moves while the controller listener is still open: the successor's
+    // raft messages, which tell this node it no longer leads, arrive on it, and brokers'
+    // heartbeats still reach this node while it leads and counts their sessions.
+    if let Some(driver) = &driver {
+        driver.shutdown(remaining(deadline)).await;
     }
-    // These end before `close_all` writes the final checkpoints (no follower appends after).
+    drop(shutdown_tx.send(()));
+    // A heartbeat in flight has nothing left to say.
+    heartbeats.abort();
+    // These end before `close_all` writes the final checkpoints (no follower appends after); a
+    // fetch or an AlterPartition still waiting for a silent peer is abandoned at the deadline.
     for task in [
         flusher,
         producer_expiration,
@@ -406,36 +434,52 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
         fetchers,
         isr_expiration,
     ] {
-        if let Err(err) = task.await {
-            tracing::error!("log flush task failed: {err}");
-        }
+        finish(task, deadline, "log flush or replication").await;
     }
-    // A pass under way finishes (its files are renamed then removed, never left half done).
+    // A retention or cleaner pass is crash-safe (its files are renamed then removed, a cleaned
+    // segment swapped in through `.swap` files), so one still running at the deadline is left.
     for task in [retention, cleaner] {
-        if let Err(err) = task.await {
-            tracing::error!("retention or cleaner task failed: {err}");
-        }
+        finish(task, deadline, "retention or cleaner").await;
     }
-    drain(&mut acceptors).await;
-    if let Some(driver) = &driver {
-        driver.shutdown(Duration::from_secs(3)).await;
-    }
+    drain(&mut acceptors, deadline).await;
     drop(metrics_server);
     let flushing = Arc::clone(&broker);
+    let closing = Instant::now();
     blocking(move || flushing.replicas.close_all()).await?;
-    tracing::info!("shut down cleanly");
+    tracing::debug!(took_ms = closing.elapsed().as_millis(), "logs closed");
+    tracing::info!(
+        took_ms = signalled.elapsed().as_millis(),
+        "shut down cleanly"
+    );
     Ok(())
 }
 
-/// Waits for the listeners' connections to finish their current request, at most
-/// [`SHUTDOWN_DRAIN_MAX`]; then closes whatever is still open.
-async fn drain(acceptors: &mut JoinSet<()>) {
-    let drained = tokio::time::timeout(SHUTDOWN_DRAIN_MAX, async {
+/// What is left of the shutdown budget.
+fn remaining(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now())
+}
+
+/// Waits for a background task to end, until `deadline`; then aborts it (at its next await).
+async fn finish(mut task: tokio::task::JoinHandle<()>, deadline: Instant, what: &str) {
+    match tokio::time::timeout_at(deadline, &mut task).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::error!("{what} task failed: {err}"),
+        Err(_) => {
+            tracing::warn!("{what} task still running at the shutdown deadline; abandoning it");
+            task.abort();
+        }
+    }
+}
+
+/// Waits for the listeners' connections to finish their current request, until `deadline`;
+/// then closes whatever is still open.
+async fn drain(acceptors: &mut JoinSet<()>, deadline: Instant) {
+    let drained = tokio::time::timeout_at(deadline, async {
         while acceptors.join_next().await.is_some() {}
     })
     .await;
     if drained.is_err() {
-        tracing::warn!("connections still open after {SHUTDOWN_DRAIN_MAX:?}; closing them");
+        tracing::warn!("connections still open at the shutdown deadline; closing them");
         acceptors.abort_all();
     }
 }

@@ -1,6 +1,17 @@
 //! Broker liveness as the active controller sees it: when each broker last heartbeated. This is
-//! soft state, kept only on the leader and never in the log (KRaft's BrokerHeartbeatManager): a
-//! new leader starts every broker with a full session, so a controller failover fences nobody.
+//! soft state, kept only on the leader and never in the log (KRaft's BrokerHeartbeatManager).
+//!
+//! Silence is evidence against a broker only while this controller was leading and running the
+//! whole time, so sessions start afresh
+//! - when this node starts leading (a new leader term): a broker heartbeats to whoever it thinks
+//!   leads, and it can take a while to learn of the new one, so every broker gets a full session
+//!   from the election;
+//! - when the controller itself was not running for a while (a stalled process, a paused VM, a
+//!   long fsync): heartbeats could not reach it meanwhile, and a leader that has just woken up may
+//!   not even know yet that it was deposed. Fencing on what it saw before would fence healthy
+//!   brokers, so it starts every session again instead.
+//!
+//! Time comes in as `now_ms` (any monotonic millisecond clock), so tests drive it.
 
 use std::collections::HashMap;
 
@@ -9,6 +20,10 @@ use crate::image::MetadataImage;
 #[derive(Debug)]
 pub struct BrokerLiveness {
     session_timeout_ms: u64,
+    /// The leader term the sessions were started in; `None` when this node does not lead.
+    term: Option<u64>,
+    /// When [`BrokerLiveness::expired`] last ran.
+    last_check_ms: Option<u64>,
     last_contact_ms: HashMap<i32, u64>,
 }
 
@@ -17,29 +32,62 @@ impl BrokerLiveness {
     pub fn new(session_timeout_ms: u64) -> BrokerLiveness {
         BrokerLiveness {
             session_timeout_ms,
+            term: None,
+            last_check_ms: None,
             last_contact_ms: HashMap::new(),
         }
     }
 
-    /// Starts every broker's session afresh (this controller has just become the leader).
-    pub fn reset(&mut self, now_ms: u64) {
+    /// How long the checks may pause before the controller counts itself as having stalled. A
+    /// quarter of the session: a stall shorter than that leaves a broker that heartbeats every
+    /// interval well inside its session; a longer one may have swallowed its heartbeats.
+    pub fn stall_threshold_ms(&self) -> u64 {
+        (self.session_timeout_ms / 4).max(1)
+    }
+
+    /// This node leads in `term` as of `now_ms`. A new term starts every session afresh.
+    pub fn lead(&mut self, term: u64, now_ms: u64) {
+        if self.term != Some(term) {
+            self.term = Some(term);
+            self.last_check_ms = Some(now_ms);
+            self.restart_sessions(now_ms);
+        }
+    }
+
+    /// This node no longer leads: what it knew of brokers' sessions is void.
+    pub fn resign(&mut self) {
+        self.term = None;
+        self.last_check_ms = None;
+        self.last_contact_ms.clear();
+    }
+
+    /// A heartbeat or registration from `broker_id`, received while leading in `term`.
+    pub fn touch(&mut self, broker_id: i32, term: u64, now_ms: u64) {
+        self.lead(term, now_ms);
+        self.last_contact_ms.insert(broker_id, now_ms);
+    }
+
+    fn restart_sessions(&mut self, now_ms: u64) {
         for last in self.last_contact_ms.values_mut() {
             *last = now_ms;
         }
     }
 
-    /// A heartbeat or registration from `broker_id`.
-    pub fn touch(&mut self, broker_id: i32, now_ms: u64) {
-        self.last_contact_ms.insert(broker_id, now_ms);
-    }
-
     /// Unfenced brokers, with their epochs, that have been silent for longer than the session
-    /// timeout. A broker in the image this controller has never heard from gets its session
-    /// counted from now.
-    pub fn expired(&mut self, image: &MetadataImage, now_ms: u64) -> Vec<(i32, i64)> {
+    /// timeout while this node led in `term` and kept checking. A broker in the image this
+    /// controller has never heard from gets its session counted from now. Called on every tick of
+    /// the leader.
+    pub fn expired(&mut self, image: &MetadataImage, term: u64, now_ms: u64) -> Expired {
+        self.lead(term, now_ms);
+        let last_check_ms = self.last_check_ms.replace(now_ms).unwrap_or(now_ms);
+        let stalled_ms = now_ms.saturating_sub(last_check_ms);
+        if stalled_ms > self.stall_threshold_ms() {
+            self.restart_sessions(now_ms);
+            return Expired::Stalled { stalled_ms };
+        }
         self.last_contact_ms
             .retain(|broker_id, _| image.brokers.contains_key(broker_id));
-        image
+        let brokers = image
             .brokers
             .values()
             .filter(|broker| !broker.fenced)
@@ -51,8 +99,19 @@ impl BrokerLiveness {
                 now_ms.saturating_sub(last) > self.session_timeout_ms
             })
             .map(|broker| (broker.broker_id, broker.broker_epoch))
-            .collect()
+            .collect();
+        Expired::Brokers(brokers)
     }
+}
+
+/// What a liveness check found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expired {
+    /// These brokers' (id, epoch) sessions expired: fence them.
+    Brokers(Vec<(i32, i64)>),
+    /// The checks had stopped for `stalled_ms` (this controller was not running): every session
+    /// starts again and nobody is fenced.
+    Stalled { stalled_ms: u64 },
 }
 
 #[cfg(test)]
@@ -78,20 +137,116 @@ mod tests {
         image
     }
 
+    /// Checks every `step_ms` from `from_ms` up to `to_ms` (as the leader's ticks do) and returns
+    /// the first expiry, with when it happened.
+    fn check_until(
+        liveness: &mut BrokerLiveness,
+        image: &MetadataImage,
+        term: u64,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Option<(u64, Vec<(i32, i64)>)> {
+        (from_ms..=to_ms)
+            .step_by(100)
+            .find_map(|now| match liveness.expired(image, term, now) {
+                Expired::Brokers(brokers) if !brokers.is_empty() => Some((now, brokers)),
+                _ => None,
+            })
+    }
+
     #[test]
     fn silent_unfenced_brokers_expire_after_the_session_timeout() {
         let image = image(&[(1, false), (2, false), (3, true)]);
         let mut liveness = BrokerLiveness::new(9_000);
-        liveness.touch(1, 1_000);
-        liveness.touch(3, 1_000);
-        // Broker 2 was never heard from: its session starts now.
-        assert_eq!(liveness.expired(&image, 5_000), vec![]);
-        liveness.touch(1, 9_000);
-        assert_eq!(liveness.expired(&image, 14_000), vec![]);
-        assert_eq!(liveness.expired(&image, 14_001), vec![(2, 20)]);
-        // Fenced broker 3 never expires again; broker 1 does once silent long enough.
-        assert_eq!(liveness.expired(&image, 18_001), vec![(1, 10), (2, 20)]);
-        liveness.reset(18_001);
-        assert_eq!(liveness.expired(&image, 27_001), vec![]);
+        liveness.touch(1, 7, 1_000);
+        liveness.touch(3, 7, 1_000);
+        // Broker 2 was never heard from: its session starts at the first check.
+        assert_eq!(liveness.expired(&image, 7, 1_000), Expired::Brokers(vec![]));
+        assert_eq!(check_until(&mut liveness, &image, 7, 1_100, 9_000), None);
+        liveness.touch(1, 7, 9_000);
+        // Broker 2: silent for more than 9 s after 10,000; fenced broker 3 never expires.
+        assert_eq!(
+            check_until(&mut liveness, &image, 7, 9_100, 20_000),
+            Some((10_100, vec![(2, 20)]))
+        );
+        // Still expired until it is fenced; broker 1 follows 9 s after its last heartbeat.
+        for now in (10_200..=18_000).step_by(100) {
+            assert_eq!(
+                liveness.expired(&image, 7, now),
+                Expired::Brokers(vec![(2, 20)])
+            );
+        }
+        assert_eq!(
+            liveness.expired(&image, 7, 18_100),
+            Expired::Brokers(vec![(1, 10), (2, 20)])
+        );
+    }
+
+    #[test]
+    fn a_new_leader_term_gives_every_broker_a_full_session() {
+        let image = image(&[(1, false), (2, false)]);
+        let mut liveness = BrokerLiveness::new(9_000);
+        // Leading in term 3, this node heard from both brokers long ago, then lost leadership.
+        liveness.touch(1, 3, 1_000);
+        liveness.touch(2, 3, 1_000);
+        assert_eq!(check_until(&mut liveness, &image, 3, 1_000, 5_000), None);
+        liveness.resign();
+        // Leading again in term 5 at 60 s: the first check must not act on what term 3 saw, and
+        // a heartbeat arriving before it starts the term too.
+        liveness.touch(2, 5, 60_000);
+        assert_eq!(
+            liveness.expired(&image, 5, 60_050),
+            Expired::Brokers(vec![])
+        );
+        // Broker 1 says nothing more: a full session from the election.
+        assert_eq!(
+            check_until(&mut liveness, &image, 5, 60_100, 80_000),
+            Some((69_100, vec![(1, 10), (2, 20)]))
+        );
+    }
+
+    #[test]
+    fn the_first_check_of_a_term_starts_sessions_even_without_a_resign() {
+        // The driver may see itself leading (and check) before it notices the term changed.
+        let image = image(&[(1, false)]);
+        let mut liveness = BrokerLiveness::new(9_000);
+        liveness.touch(1, 3, 1_000);
+        assert_eq!(
+            liveness.expired(&image, 4, 50_000),
+            Expired::Brokers(vec![])
+        );
+        assert_eq!(
+            check_until(&mut liveness, &image, 4, 50_100, 60_000),
+            Some((59_100, vec![(1, 10)]))
+        );
+    }
+
+    #[test]
+    fn a_controller_that_stalled_restarts_sessions_instead_of_fencing() {
+        let image = image(&[(1, false), (2, false)]);
+        let mut liveness = BrokerLiveness::new(8_000);
+        assert_eq!(liveness.stall_threshold_ms(), 2_000);
+        liveness.touch(1, 2, 0);
+        liveness.touch(2, 2, 0);
+        assert_eq!(check_until(&mut liveness, &image, 2, 0, 1_000), None);
+        // Paused for 15 s: on waking, everyone looks silent, but it was this controller that was
+        // gone. Nobody is fenced; sessions start again.
+        assert_eq!(
+            liveness.expired(&image, 2, 16_000),
+            Expired::Stalled { stalled_ms: 15_000 }
+        );
+        liveness.touch(1, 2, 16_500);
+        assert_eq!(
+            check_until(&mut liveness, &image, 2, 16_100, 30_000),
+            Some((24_100, vec![(2, 20)]))
+        );
+        // A pause up to the threshold is an ordinary delay: silence before it still counts.
+        let mut liveness = BrokerLiveness::new(8_000);
+        liveness.touch(1, 2, 0);
+        assert_eq!(check_until(&mut liveness, &image, 2, 0, 6_500), None);
+        assert_eq!(
+            liveness.expired(&image, 2, 8_500),
+            Expired::Brokers(vec![(1, 10), (2, 20)])
+        );
     }
 }

@@ -3,8 +3,9 @@
 //! `controller.quorum.voters`. Each node has its own data directory and stderr file, kept across
 //! restarts; nothing sleeps to synchronise — readiness and state are polled with deadlines.
 //!
-//! [`TestCluster::start_with_links`] routes brokers' traffic through cuttable [`Link`]s so that a
-//! test can isolate a broker ([`TestCluster::isolate`]) and heal it again.
+//! [`TestCluster::start_with_links`] routes brokers' and controllers' traffic through cuttable
+//! [`Link`]s so that a test can isolate a broker ([`TestCluster::isolate`]) or cut a controller off
+//! ([`TestCluster::cut_off_controller`]) and heal them again.
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
@@ -12,6 +13,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use super::netsplit::Link;
 use super::{
@@ -123,6 +125,9 @@ pub struct TestCluster {
     overrides: Vec<(String, String)>,
     /// `Some` for a cluster started with [`TestCluster::start_with_links`]: each broker's links.
     links: Option<BTreeMap<i32, BrokerLinks>>,
+    /// In a cluster with links, controller `from`'s way to controller `to` (raft), by
+    /// `(from, to)`: each controller's `controller.quorum.voters` names these for its peers.
+    raft_links: BTreeMap<(i32, i32), Link>,
 }
 
 impl TestCluster {
@@ -145,11 +150,13 @@ impl TestCluster {
     /// - each broker reaches each controller through a link of its own (its
     ///   `controller.quorum.voters` names the links' ports);
     /// - each broker advertises a link in front of its Kafka listener (`advertised.listeners`),
-    ///   so other brokers' replica fetchers reach it only through that link.
+    ///   so other brokers' replica fetchers reach it only through that link;
+    /// - each controller reaches each other controller through a link of its own (raft), so a
+    ///   controller can be cut off ([`TestCluster::cut_off_controller`]).
     ///
     /// Not routed through links: the test's own connections to [`ClusterNode::kafka_addr`] (the
-    /// real listener), metrics, and traffic among controllers. Every node gets an explicit
-    /// `cluster.id`, since the brokers' voters strings differ.
+    /// real listener) and metrics. Every node gets an explicit `cluster.id`, since the nodes'
+    /// voters strings differ.
     pub fn start_with_links(
         controllers: usize,
         brokers: usize,
@@ -193,6 +200,7 @@ impl TestCluster {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             links: linked.then(BTreeMap::new),
+            raft_links: BTreeMap::new(),
         };
         // A port found free can be taken by another test before a node binds it: then start the
         // whole cluster again on fresh ports (the voters list names the controllers' ports).
@@ -218,6 +226,35 @@ impl TestCluster {
     }
 
     fn assign_ports(&mut self) {
+        // A link binds a port of the kernel's choosing, which can be one just picked (and
+        // released) for a node: that node could not listen, and its link would make it look
+        // ready. Pick again until the two sets are apart.
+        loop {
+            self.assign_ports_once();
+            let node_ports: std::collections::BTreeSet<u16> = self
+                .nodes
+                .iter()
+                .flat_map(|node| [node.kafka_port, node.controller_port, node.metrics_port])
+                .collect();
+            let link_ports = self
+                .links
+                .iter()
+                .flat_map(|links| links.values())
+                .flat_map(|links| {
+                    std::iter::once(&links.listener).chain(links.controllers.values())
+                })
+                .chain(self.raft_links.values())
+                .map(|link| link.addr().port());
+            if link_ports
+                .into_iter()
+                .all(|port| !node_ports.contains(&port))
+            {
+                return;
+            }
+        }
+    }
+
+    fn assign_ports_once(&mut self) {
         // A port the kernel just handed out and took back can come round again at once: never
         // give two listeners of this cluster the same one (a node would then see another's
         // listener as its own and look ready).
@@ -247,6 +284,19 @@ impl TestCluster {
             for broker in brokers {
                 self.make_links(broker);
             }
+            let controllers: Vec<(i32, SocketAddr)> = self
+                .controllers()
+                .map(|node| (node.node_id, node.controller_addr()))
+                .collect();
+            self.raft_links = controllers
+                .iter()
+                .flat_map(|(from, _)| {
+                    controllers
+                        .iter()
+                        .filter(move |(to, _)| to != from)
+                        .map(move |(to, addr)| ((*from, *to), Link::new(*addr)))
+                })
+                .collect();
         }
     }
 
@@ -288,6 +338,51 @@ impl TestCluster {
             link.cut();
         }
         links.listener.cut();
+    }
+
+    /// Cuts controller `node_id` off (a cluster with links only): the raft links to and from it
+    /// and every broker's link to it. It keeps running, and believes it leads until raft's
+    /// check-quorum tells it otherwise; nobody reaches it and it reaches nobody.
+    pub fn cut_off_controller(&self, node_id: i32) {
+        for link in self.controller_links(node_id) {
+            link.cut();
+        }
+    }
+
+    /// As [`TestCluster::cut_off_controller`], but silently ([`Link::black_hole`]): no
+    /// connection to or from it breaks, nothing arrives — a dead host or a dropping firewall,
+    /// which peers notice only by their own timeouts. Connections open meanwhile stay silent for
+    /// good, also after [`TestCluster::reconnect_controller`].
+    pub fn silence_controller(&self, node_id: i32) {
+        for link in self.controller_links(node_id) {
+            link.black_hole();
+        }
+    }
+
+    /// Undoes [`TestCluster::cut_off_controller`] and [`TestCluster::silence_controller`].
+    pub fn reconnect_controller(&self, node_id: i32) {
+        for link in self.controller_links(node_id) {
+            link.heal();
+        }
+    }
+
+    /// Every link that carries controller `node_id`'s traffic.
+    fn controller_links(&self, node_id: i32) -> Vec<&Link> {
+        assert!(
+            self.node(node_id).role.is_controller() && self.links.is_some(),
+            "node {node_id} is not a controller of a cluster with links"
+        );
+        let raft = self
+            .raft_links
+            .iter()
+            .filter(|((from, to), _)| *from == node_id || *to == node_id)
+            .map(|(_, link)| link);
+        let brokers = self
+            .links
+            .iter()
+            .flat_map(|links| links.values())
+            .filter_map(|links| links.controllers.get(&node_id));
+        raft.chain(brokers).collect()
     }
 
     /// Undoes [`TestCluster::isolate`]: new connections through the broker's links go through.
@@ -352,6 +447,20 @@ impl TestCluster {
                     .collect::<Vec<_>>()
                     .join(","),
                 Some(links.listener.addr()),
+            ),
+            None if linked && self.nodes[index].role.is_controller() => (
+                self.controllers()
+                    .map(
+                        |controller| match self.raft_links.get(&(node_id, controller.node_id)) {
+                            Some(link) => format!("{}@{}", controller.node_id, link.addr()),
+                            None => {
+                                format!("{}@{}", controller.node_id, controller.controller_addr())
+                            }
+                        },
+                    )
+                    .collect::<Vec<_>>()
+                    .join(","),
+                None,
             ),
             None => (self.voters.clone(), None),
         };
@@ -492,23 +601,26 @@ impl TestCluster {
 
     /// SIGTERM one node and wait for a clean exit.
     pub fn stop(&mut self, node_id: i32) {
+        self.stop_timed(node_id);
+    }
+
+    /// SIGTERM one node, wait for a clean exit and return how long it took from the signal.
+    pub fn stop_timed(&mut self, node_id: i32) -> Duration {
         let index = self.index_of(node_id);
         let node = &mut self.nodes[index];
         let mut child = node.child.take().expect("node is not running");
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status()
-            .expect("run kill -TERM");
-        assert!(status.success());
+        signal(&child, "-TERM");
+        let signalled = Instant::now();
         let status = poll_until("node exit after SIGTERM", STOP_TIMEOUT, || {
             child.try_wait().expect("try_wait")
         });
+        let took = signalled.elapsed();
         assert!(
             status.success(),
             "node {node_id} exited with {status}\n--- stderr ---\n{}",
             node.stderr_tail()
         );
+        took
     }
 
     /// Starts a stopped node again (same ports and data) without waiting for it.
@@ -527,6 +639,20 @@ impl TestCluster {
         self.start_node(node_id);
         self.wait_node_ready(node_id);
     }
+}
+
+/// Sends `signal` (`-TERM`, `-STOP`, ...) to a node's process.
+fn signal(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .arg(signal)
+        .arg(child.id().to_string())
+        .status()
+        .unwrap_or_else(|e| panic!("run kill {signal}: {e}"));
+    assert!(
+        status.success(),
+        "kill {signal} {} failed: {status}",
+        child.id()
+    );
 }
 
 impl Drop for TestCluster {

@@ -159,6 +159,40 @@ impl RawConn {
         body
     }
 
+    /// As [`RawConn::request`], but `None` when the connection fails or the response does not
+    /// come within `timeout` (a node that is down or paused); the connection is then unusable.
+    pub fn try_request<R: Request>(
+        &mut self,
+        request: &R,
+        version: i16,
+        timeout: Duration,
+    ) -> Option<R::Response> {
+        let correlation_id = self.next_correlation_id();
+        let payload = Self::encode_request(request, version, correlation_id);
+        self.stream.set_read_timeout(Some(timeout)).ok()?;
+        self.write_frame(&payload).ok()?;
+        let mut size = [0u8; 4];
+        self.stream.read_exact(&mut size).ok()?;
+        let size = i32::from_be_bytes(size);
+        assert!(
+            (0..=64 * 1024 * 1024).contains(&size),
+            "implausible response size {size}"
+        );
+        let mut payload = vec![0u8; size as usize];
+        self.stream.read_exact(&mut payload).ok()?;
+        self.stream.set_read_timeout(Some(IO_TIMEOUT)).ok()?;
+        let mut buf = Bytes::from(payload);
+        let header = ResponseHeader::decode(&mut buf, R::Response::header_version(version))
+            .expect("decode response header");
+        assert_eq!(
+            header.correlation_id, correlation_id,
+            "response correlation id"
+        );
+        let body = R::Response::decode(&mut buf, version)
+            .unwrap_or_else(|e| panic!("decode api key {} v{version} response: {e}", R::KEY));
+        Some(body)
+    }
+
     /// ApiVersions v3, asserting success; returns api key → (min, max).
     pub fn api_versions(&mut self) -> BTreeMap<i16, (i16, i16)> {
         let request = ApiVersionsRequest::default()

@@ -494,3 +494,63 @@ async fn without_auto_rebalance_leadership_stays_where_it_is() {
     assert_eq!(node.partition("orders", 0), state(2, 1, vec![2, 3, 1], 2));
     node.driver.shutdown(Duration::from_secs(1)).await;
 }
+
+/// A voter that takes connections and requests and never answers (a paused process, a host
+/// behind a dropping firewall).
+async fn silent_voter(node_id: i32) -> Voter {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    Voter {
+        node_id,
+        host: address.ip().to_string(),
+        port: address.port(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heartbeat_leaves_a_silent_controller_for_the_next_voter_within_its_timeout() {
+    const ATTEMPT: Duration = Duration::from_secs(1);
+    let node = Node::start(ElectionConfig::default()).await;
+    let epoch = node.join(1).await;
+    let live = Voter {
+        node_id: 1,
+        host: node.address.ip().to_string(),
+        port: node.address.port(),
+    };
+    let remote = RemoteControllers::new(
+        CLUSTER_ID.into(),
+        vec![silent_voter(2).await, live],
+        TIMEOUT,
+        1 << 20,
+    );
+    // The broker still takes the silent voter for the leader, as after a controller stalls.
+    remote.learn_leader(Some(2));
+    let channel =
+        ControllerChannel::new(None, Some(remote), TIMEOUT).with_heartbeat_timeout(ATTEMPT);
+    let heartbeat = Heartbeat {
+        broker_id: 1,
+        broker_epoch: epoch,
+        current_metadata_offset: i64::MAX,
+        want_fence: false,
+        want_shut_down: false,
+    };
+
+    let started = tokio::time::Instant::now();
+    let reply = channel.heartbeat(heartbeat.clone()).await.unwrap();
+    let took = started.elapsed();
+    assert_eq!((reply.is_caught_up, reply.is_fenced), (true, false));
+    // One attempt's timeout at the silent voter, then the live one answers.
+    assert!(took >= ATTEMPT && took < ATTEMPT * 2, "{took:?}");
+
+    // The silent voter is passed over now: the next heartbeat is answered at once.
+    let started = tokio::time::Instant::now();
+    let reply = channel.heartbeat(heartbeat).await.unwrap();
+    assert_eq!((reply.is_caught_up, reply.is_fenced), (true, false));
+    assert!(started.elapsed() < ATTEMPT, "{:?}", started.elapsed());
+}

@@ -89,6 +89,15 @@ async fn peer_task(
             }
         };
         let _ = stream.set_nodelay(true);
+        // Raft writes to its peers all the time: a dead or cut-off peer shows as bytes left
+        // unacknowledged, and the connection is given up (and the peer reported unreachable)
+        // within seconds rather than at the kernel's retransmission limit.
+        if let Err(err) = super::client::detect_dead_peer(&stream) {
+            tracing::debug!(
+                peer = peer.node_id,
+                "cannot set keepalive on a raft connection: {err}"
+            );
+        }
         let mut hello = Vec::with_capacity(8);
         hello.extend_from_slice(&RAFT_MAGIC);
         hello.extend_from_slice(&node_id.to_be_bytes());

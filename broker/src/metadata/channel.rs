@@ -5,6 +5,11 @@
 //! Leadership can move at any moment, so every call retries on NOT_CONTROLLER (after a short
 //! pause for an election) until `controller.quorum.request.timeout.ms` runs out. Clients thus see
 //! a controller failover as a slower answer, not an error.
+//!
+//! Heartbeats are held to a much shorter clock (KRaft's BrokerLifecycleManager): each attempt
+//! gets [`ControllerChannel::with_heartbeat_timeout`] (a quarter of `broker.session.timeout.ms`)
+//! and a silent controller is left for another voter at once, so a broker whose controller
+//! stalled or died reaches the new one well inside the session the new one gives it.
 
 use std::time::Duration;
 
@@ -56,11 +61,22 @@ impl AlterPartitionOutcome {
     }
 }
 
+/// Which failures [`ControllerChannel::retrying_until`] tries again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// NOT_CONTROLLER and unreachable controllers. A timeout is final: the controller may have
+    /// carried the request out.
+    Unreachable,
+    /// Those and timeouts: for requests that may safely arrive twice (heartbeats).
+    AlsoTimeouts,
+}
+
 #[derive(Debug, Clone)]
 pub struct ControllerChannel {
     local: Option<DriverHandle>,
     remote: Option<RemoteControllers>,
     timeout: Duration,
+    heartbeat_timeout: Duration,
 }
 
 impl ControllerChannel {
@@ -73,7 +89,15 @@ impl ControllerChannel {
             local,
             remote,
             timeout,
+            heartbeat_timeout: timeout,
         }
+    }
+
+    /// How long one heartbeat attempt may wait for its answer; a heartbeat tries other voters
+    /// for twice that.
+    pub fn with_heartbeat_timeout(mut self, heartbeat_timeout: Duration) -> Self {
+        self.heartbeat_timeout = heartbeat_timeout;
+        self
     }
 
     /// This node's quorum driver, if it is a controller.
@@ -129,14 +153,21 @@ impl ControllerChannel {
         .await
     }
 
-    /// One heartbeat; not retried (the next one follows soon), except across a leader change.
+    /// One heartbeat: each attempt bounded by the heartbeat timeout, sent again to another
+    /// voter on NOT_CONTROLLER, a lost connection or no answer; no attempt starts later than
+    /// twice that timeout (the next heartbeat follows soon). Every attempt gets the whole
+    /// timeout: one cut short would count a slow but live controller as silent.
     pub async fn heartbeat(&self, heartbeat: Heartbeat) -> Result<HeartbeatReply, ControlError> {
-        self.retrying(|local, remote| {
+        let attempt = self.heartbeat_timeout;
+        let deadline = Instant::now() + attempt * 2;
+        self.retrying_until(deadline, Retry::AlsoTimeouts, |local, remote| {
             let heartbeat = heartbeat.clone();
             async move {
                 match (local, remote) {
-                    (Some(local), _) => local.heartbeat(heartbeat).await,
-                    (None, Some(remote)) => remote.heartbeat(heartbeat).await,
+                    (Some(local), _) => tokio::time::timeout(attempt, local.heartbeat(heartbeat))
+                        .await
+                        .unwrap_or(Err(ControlError::Timeout)),
+                    (None, Some(remote)) => remote.heartbeat(heartbeat, attempt).await,
                     (None, None) => Err(ControlError::NotController(None)),
                 }
             }
@@ -172,7 +203,7 @@ impl ControllerChannel {
                 ..request.clone()
             };
             let answers = self
-                .retrying_until(deadline, |local, remote| {
+                .retrying_until(deadline, Retry::Unreachable, |local, remote| {
                     let asked = asked.clone();
                     async move {
                         match (local, remote) {
@@ -246,7 +277,7 @@ impl ControllerChannel {
         F: FnMut(Option<DriverHandle>, Option<RemoteControllers>) -> Fut,
         Fut: std::future::Future<Output = Result<T, ControlError>>,
     {
-        self.retrying_until(Instant::now() + self.timeout, call)
+        self.retrying_until(Instant::now() + self.timeout, Retry::Unreachable, call)
             .await
     }
 
@@ -254,6 +285,7 @@ impl ControllerChannel {
     async fn retrying_until<T, F, Fut>(
         &self,
         deadline: Instant,
+        retry: Retry,
         mut call: F,
     ) -> Result<T, ControlError>
     where
@@ -271,16 +303,30 @@ impl ControllerChannel {
             } else {
                 self.remote.clone()
             };
+            if let (Some(remote), Some(leader)) =
+                (&remote, self.local.as_ref().and_then(DriverHandle::leader))
+            {
+                // This node's own quorum member learns of a new leader first: address it at once
+                // rather than wait for a NOT_CONTROLLER from the old one.
+                remote.learn_leader(Some(leader));
+            }
             let waiting_for_local_election = local.is_none() && remote.is_none();
             let outcome = if waiting_for_local_election {
                 Err(ControlError::NotController(None))
             } else {
                 call(local, remote).await
             };
+            let retriable = match &outcome {
+                Err(ControlError::NotController(_)) | Err(ControlError::Unavailable(_)) => true,
+                Err(ControlError::Timeout) => retry == Retry::AlsoTimeouts,
+                _ => false,
+            };
             match outcome {
-                Err(ControlError::NotController(_)) | Err(ControlError::Unavailable(_))
-                    if Instant::now() + RETRY_BACKOFF < deadline =>
-                {
+                Err(ControlError::Timeout) if retriable && Instant::now() < deadline => {
+                    // The voter that did not answer is no longer taken for the leader: the next
+                    // attempt goes elsewhere at once.
+                }
+                Err(_) if retriable && Instant::now() + RETRY_BACKOFF < deadline => {
                     tokio::time::sleep(RETRY_BACKOFF).await;
                 }
                 Err(ControlError::NotController(leader)) if Instant::now() >= deadline => {

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use raft::eraftpb::Message;
 use skald_controller::election::PREFERRED_ELECTIONS_PER_PASS_MAX;
 use skald_controller::follower::MetadataUpdate;
-use skald_controller::liveness::BrokerLiveness;
+use skald_controller::liveness::{BrokerLiveness, Expired};
 use skald_controller::quorum::{ProposeError, Quorum, QuorumStatus};
 use skald_controller::raft_disk::FileDisk;
 use skald_controller::{
@@ -385,7 +385,8 @@ impl Driver {
             Event::Operation(op, reply) => self.enqueue(Queued::Operation(op, reply)),
             Event::Register(registration, reply) => {
                 if self.quorum.is_leader() {
-                    self.liveness.touch(registration.broker_id, self.now_ms());
+                    let (term, now_ms) = (self.quorum.term(), self.now_ms());
+                    self.liveness.touch(registration.broker_id, term, now_ms);
                 }
                 self.enqueue(Queued::Register(registration, reply))
             }
@@ -470,7 +471,8 @@ impl Driver {
         if broker.broker_epoch != heartbeat.broker_epoch {
             return Err(ControlError::StaleBrokerEpoch);
         }
-        self.liveness.touch(heartbeat.broker_id, self.now_ms());
+        let (term, now_ms) = (self.quorum.term(), self.now_ms());
+        self.liveness.touch(heartbeat.broker_id, term, now_ms);
         // A new leader does not know where registrations committed: its own applied index is a
         // safe (later) bar.
         let bar = *self
@@ -535,13 +537,30 @@ impl Driver {
             self.next_preferred_elections = self.preferred_elections_interval().map(|i| now + i);
         }
         let image = self.quorum.image();
-        for (broker_id, epoch) in self.liveness.expired(&image, self.now_ms()) {
+        let (term, now_ms) = (self.quorum.term(), self.now_ms());
+        let expired = match self.liveness.expired(&image, term, now_ms) {
+            Expired::Brokers(expired) => expired,
+            Expired::Stalled { stalled_ms } => {
+                tracing::warn!(
+                    stalled_ms,
+                    "the controller stalled; every broker's session starts again rather than \
+                     fencing brokers whose heartbeats it could not receive"
+                );
+                Vec::new()
+            }
+        };
+        for (broker_id, epoch) in expired {
             let already = self
                 .queue
                 .iter()
                 .any(|q| matches!(q, Queued::Fence(id, _) if *id == broker_id));
             if !already {
                 tracing::warn!(broker_id, "broker session expired; fencing it");
+                self.config
+                    .metrics
+                    .timed_out_broker_heartbeats_total
+                    .with_label_values(&[&broker_id.to_string()])
+                    .inc();
                 self.enqueue(Queued::Fence(broker_id, epoch));
             }
         }
@@ -654,13 +673,15 @@ impl Driver {
                     term = self.quorum.term(),
                     "this node is now the active controller"
                 );
-                self.liveness.reset(self.now_ms());
+                let (term, now_ms) = (self.quorum.term(), self.now_ms());
+                self.liveness.lead(term, now_ms);
                 self.registration_index.clear();
                 self.next_preferred_elections = self
                     .preferred_elections_interval()
                     .map(|interval| Instant::now() + interval);
             } else {
                 let leader = self.quorum.leader();
+                self.liveness.resign();
                 self.next_preferred_elections = None;
                 self.fail_all(ControlError::NotController(leader));
             }

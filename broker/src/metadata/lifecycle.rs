@@ -165,7 +165,10 @@ pub async fn controlled_shutdown(broker: &Broker, wait: Duration) {
     }
     let deadline = Instant::now() + wait;
     loop {
-        match heartbeat_once(broker, true).await {
+        // Each heartbeat within what is left of `wait`: with no controller answering, a
+        // heartbeat's own retries would outlast it.
+        let heartbeat = tokio::time::timeout_at(deadline, heartbeat_once(broker, true)).await;
+        match heartbeat.unwrap_or(Err(ControlError::Timeout)) {
             Ok(true) => {
                 tracing::info!("controlled shutdown: leaderships moved");
                 return;

@@ -4,14 +4,21 @@
 //! Either change goes to the controller as an AlterPartition at the partition epoch the leader
 //! knows (so a stale leader's request is refused), one in flight per partition; the new ISR is
 //! acted on once it arrives as metadata.
+//!
+//! The changes of all partitions led here travel together (Kafka's `AlterPartitionManager`): one
+//! AlterPartition at a time per broker carries every change queued while the previous one was
+//! out, so a follower lost by hundreds of partitions costs one controller round trip and one
+//! metadata commit, not hundreds queued one behind the other.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, oneshot};
 
 use skald_controller::alter_partition::UNKNOWN_BROKER_EPOCH;
-use skald_controller::{AlterPartitionError, AlterPartitionRequest, IsrChange, IsrMember};
+use skald_controller::{
+    AlterPartitionError, AlterPartitionRequest, IsrChange, IsrMember, PartitionOutcome,
+};
 
 use super::now_ms;
 use crate::broker::Broker;
@@ -141,10 +148,10 @@ enum AlterFailure {
     Unanswered(String),
 }
 
-/// One AlterPartition for one partition; Ok once the new ISR is committed and in this broker's
-/// metadata.
+/// One partition's ISR change, sent with whatever other changes are queued; Ok once the new ISR
+/// is committed and in this broker's metadata.
 async fn alter_partition(
-    broker: &Broker,
+    broker: &Arc<Broker>,
     partition: &Partition,
     leader_epoch: i32,
     partition_epoch: i32,
@@ -163,37 +170,274 @@ async fn alter_partition(
                 .map_or(UNKNOWN_BROKER_EPOCH, |b| b.broker_epoch),
         })
         .collect();
-    let request = AlterPartitionRequest {
-        broker_id: broker.config.node_id,
-        broker_epoch: broker
-            .broker_epoch
-            .load(std::sync::atomic::Ordering::Acquire),
-        partitions: vec![IsrChange {
-            topic_id: partition.topic_id,
-            partition: partition.partition,
-            leader_epoch,
-            partition_epoch,
-            new_isr: members,
-            leader_recovery_state: 0,
-        }],
+    let change = IsrChange {
+        topic_id: partition.topic_id,
+        partition: partition.partition,
+        leader_epoch,
+        partition_epoch,
+        new_isr: members,
+        leader_recovery_state: 0,
     };
     let outcome = broker
-        .alter_partition(request)
+        .isr_changes
+        .submit(broker, change)
         .await
         .map_err(|err| match err {
             ControlError::StaleBrokerEpoch => AlterFailure::Refused(err.to_string()),
             other => AlterFailure::Unanswered(other.to_string()),
         })?;
-    match outcome.partitions.first().map(|altered| &altered.result) {
-        Some(Ok(_)) => Ok(()),
+    match outcome {
+        Ok(_) => Ok(()),
         // A controller behind the leader's epochs (NOT_CONTROLLER here) has yet to catch up:
         // ask again rather than give up.
-        Some(Err(AlterPartitionError::NotController)) => Err(AlterFailure::Unanswered(
+        Err(AlterPartitionError::NotController) => Err(AlterFailure::Unanswered(
             "the controller is behind this leader's epochs".into(),
         )),
-        Some(Err(err)) => Err(AlterFailure::Refused(format!("{err:?}"))),
-        None => Err(AlterFailure::Refused(
-            "the controller answered no partition".into(),
-        )),
+        Err(err) => Err(AlterFailure::Refused(format!("{err:?}"))),
+    }
+}
+
+/// The most partitions one AlterPartition carries; more wait for the next.
+const ISR_CHANGES_PER_REQUEST_MAX: usize = 10_000;
+
+type ChangeReply = oneshot::Sender<Result<PartitionOutcome, ControlError>>;
+
+/// This broker's ISR changes waiting for the AlterPartition that will carry them (Kafka's
+/// `AlterPartitionManager`): at most one request is out at a time; whatever is submitted
+/// meanwhile goes in the next one, together.
+#[derive(Default)]
+pub struct IsrChangeQueue {
+    state: Mutex<QueueState>,
+}
+
+#[derive(Default)]
+struct QueueState {
+    waiting: Vec<(IsrChange, ChangeReply)>,
+    /// A sender task is running: it takes what is waiting when its request is answered.
+    sending: bool,
+}
+
+impl std::fmt::Debug for IsrChangeQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.lock();
+        f.debug_struct("IsrChangeQueue")
+            .field("waiting", &state.waiting.len())
+            .field("sending", &state.sending)
+            .finish()
+    }
+}
+
+impl IsrChangeQueue {
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Queues one partition's change and waits for its outcome, once committed and in this
+    /// broker's metadata. A failure of the whole request (no controller, a stale broker epoch)
+    /// is the error. `sender` carries the requests (the broker, or a test's fake).
+    pub async fn submit<S: AlterPartitionSender>(
+        self: &Arc<Self>,
+        sender: &Arc<S>,
+        change: IsrChange,
+    ) -> Result<PartitionOutcome, ControlError> {
+        let (tx, rx) = oneshot::channel();
+        let start_sender = {
+            let mut state = self.lock();
+            state.waiting.push((change, tx));
+            !std::mem::replace(&mut state.sending, true)
+        };
+        if start_sender {
+            let (queue, sender) = (Arc::clone(self), Arc::clone(sender));
+            tokio::spawn(async move { queue.send_queued(sender.as_ref()).await });
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(ControlError::Unavailable("the ISR sender stopped".into())))
+    }
+
+    /// The next batch, or `None` (and the sender stops) when nothing waits.
+    fn next_batch(&self) -> Option<Vec<(IsrChange, ChangeReply)>> {
+        let mut state = self.lock();
+        if state.waiting.is_empty() {
+            state.sending = false;
+            return None;
+        }
+        let take = state.waiting.len().min(ISR_CHANGES_PER_REQUEST_MAX);
+        Some(state.waiting.drain(..take).collect())
+    }
+
+    /// Sends what the queue holds, one AlterPartition at a time, until it is empty.
+    async fn send_queued(&self, sender: &impl AlterPartitionSender) {
+        while let Some(batch) = self.next_batch() {
+            let (changes, replies): (Vec<IsrChange>, Vec<ChangeReply>) = batch.into_iter().unzip();
+            let asked = changes.len();
+            match sender.send(changes).await {
+                Ok(outcomes) if outcomes.len() == asked => {
+                    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                        let _ = reply.send(Ok(outcome));
+                    }
+                }
+                Ok(outcomes) => {
+                    let err = ControlError::Unavailable(format!(
+                        "the controller answered {} of {asked} partitions",
+                        outcomes.len()
+                    ));
+                    for reply in replies {
+                        let _ = reply.send(Err(err.clone()));
+                    }
+                }
+                Err(err) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(err.clone()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Where [`IsrChangeQueue`] sends its AlterPartition requests: each partition's outcome in the
+/// order asked, once the accepted changes are in this broker's metadata.
+pub trait AlterPartitionSender: Send + Sync + 'static {
+    fn send(
+        &self,
+        changes: Vec<IsrChange>,
+    ) -> impl std::future::Future<Output = Result<Vec<PartitionOutcome>, ControlError>> + Send;
+}
+
+impl AlterPartitionSender for Broker {
+    async fn send(&self, changes: Vec<IsrChange>) -> Result<Vec<PartitionOutcome>, ControlError> {
+        let request = AlterPartitionRequest {
+            broker_id: self.config.node_id,
+            broker_epoch: self.broker_epoch.load(std::sync::atomic::Ordering::Acquire),
+            partitions: changes,
+        };
+        let outcome = self.alter_partition(request).await?;
+        Ok(outcome
+            .partitions
+            .into_iter()
+            .map(|altered| altered.result)
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skald_controller::PartitionState;
+    use tokio::sync::Semaphore;
+
+    /// Records every request and answers each change as accepted at partition epoch + 1, once a
+    /// permit lets it.
+    struct FakeController {
+        requests: Mutex<Vec<Vec<i32>>>,
+        answer: Semaphore,
+    }
+
+    impl Default for FakeController {
+        fn default() -> Self {
+            FakeController {
+                requests: Mutex::new(Vec::new()),
+                answer: Semaphore::new(0),
+            }
+        }
+    }
+
+    impl AlterPartitionSender for FakeController {
+        async fn send(
+            &self,
+            changes: Vec<IsrChange>,
+        ) -> Result<Vec<PartitionOutcome>, ControlError> {
+            self.requests
+                .lock()
+                .expect("requests")
+                .push(changes.iter().map(|c| c.partition).collect());
+            self.answer
+                .acquire()
+                .await
+                .expect("semaphore open")
+                .forget();
+            Ok(changes
+                .iter()
+                .map(|change| {
+                    Ok(PartitionState {
+                        leader: 1,
+                        leader_epoch: change.leader_epoch,
+                        partition_epoch: change.partition_epoch + 1,
+                        isr: change.new_isr.iter().map(|m| m.broker_id).collect(),
+                    })
+                })
+                .collect())
+        }
+    }
+
+    fn change(partition: i32) -> IsrChange {
+        IsrChange {
+            topic_id: skald_controller::TopicId(7),
+            partition,
+            leader_epoch: 3,
+            partition_epoch: 10 + partition,
+            new_isr: vec![IsrMember {
+                broker_id: 1,
+                broker_epoch: 5,
+            }],
+            leader_recovery_state: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn changes_submitted_while_a_request_is_out_go_together_in_the_next() {
+        let queue = Arc::new(IsrChangeQueue::default());
+        let controller = Arc::new(FakeController::default());
+        let first = tokio::spawn({
+            let (queue, controller) = (Arc::clone(&queue), Arc::clone(&controller));
+            async move { queue.submit(&controller, change(0)).await }
+        });
+        // The first request is out (and unanswered) before the others are submitted.
+        while controller.requests.lock().expect("requests").is_empty() {
+            tokio::task::yield_now().await;
+        }
+        let rest: Vec<_> = (1..=3)
+            .map(|partition| {
+                let (queue, controller) = (Arc::clone(&queue), Arc::clone(&controller));
+                tokio::spawn(async move { queue.submit(&controller, change(partition)).await })
+            })
+            .collect();
+        while queue.lock().waiting.len() < 3 {
+            tokio::task::yield_now().await;
+        }
+        controller.answer.add_permits(2);
+        let first = first.await.expect("task");
+        assert_eq!(first.map(|o| o.map(|s| s.partition_epoch)), Ok(Ok(11)));
+        for (partition, task) in (1..=3).zip(rest) {
+            let outcome = task.await.expect("task");
+            assert_eq!(
+                outcome.map(|o| o.map(|s| s.partition_epoch)),
+                Ok(Ok(11 + partition))
+            );
+        }
+        assert_eq!(
+            *controller.requests.lock().expect("requests"),
+            vec![vec![0], vec![1, 2, 3]]
+        );
+        assert!(!queue.lock().sending, "the sender stops once nothing waits");
+    }
+
+    /// Fails every request as the channel would with no controller reachable.
+    struct NoController;
+
+    impl AlterPartitionSender for NoController {
+        async fn send(&self, _: Vec<IsrChange>) -> Result<Vec<PartitionOutcome>, ControlError> {
+            Err(ControlError::NotController(None))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_request_fails_every_change_it_carried() {
+        let queue = Arc::new(IsrChangeQueue::default());
+        let sender = Arc::new(NoController);
+        let outcome = queue.submit(&sender, change(4)).await;
+        assert_eq!(outcome, Err(ControlError::NotController(None)));
     }
 }
