@@ -364,4 +364,25 @@ fn the_coordinator_protocol_with_kafkas_codes() {
     // A retried EndTxn of what completed is answered alike; the opposite outcome is refused.
     assert_eq!(end(&mut conn, id(), true), 0);
     assert_eq!(end(&mut conn, id(), false), 48, "INVALID_TXN_STATE");
+
+    // KIP-360: a producer naming its id and epoch gets them bumped; a retry of that bump whose
+    // answer was lost gets the same answer; an older pair is fenced.
+    let bump = |conn: &mut RawConn, epoch: i16| -> (i16, i64, i16) {
+        let response: InitProducerIdResponse = conn.request(
+            &InitProducerIdRequest::default()
+                .with_transactional_id(Some(id()))
+                .with_transaction_timeout_ms(60_000)
+                .with_producer_id(pid)
+                .with_producer_epoch(epoch),
+            4,
+        );
+        (
+            response.error_code,
+            response.producer_id.0,
+            response.producer_epoch,
+        )
+    };
+    assert_eq!(bump(&mut conn, 1), (0, pid.0, 2));
+    assert_eq!(bump(&mut conn, 1), (0, pid.0, 2), "a retried bump");
+    assert_eq!(bump(&mut conn, 0).0, 90, "PRODUCER_FENCED");
 }

@@ -457,7 +457,8 @@ impl ProducerStateManager {
             out.write_all(&file).at(&tmp)?;
             out.sync_all().at(&tmp)?;
         }
-        fs::rename(&tmp, &path).at(&path)
+        fs::rename(&tmp, &path).at(&path)?;
+        crate::txn_index::sync_parent(&path)
     }
 
     /// Reads a snapshot written by [`ProducerStateManager::write_snapshot`] (or Kafka). `Ok(None)`

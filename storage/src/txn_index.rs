@@ -79,15 +79,22 @@ impl TxnIndex {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(err) => return Err(err).at(&path),
         };
-        let entries = bytes
+        let entries: Vec<AbortedTxn> = bytes
             .chunks_exact(ENTRY_BYTES)
             .map_while(AbortedTxn::decode)
             .collect();
-        Ok(TxnIndex {
+        let mut index = TxnIndex {
             path,
             entries,
             dirty: false,
-        })
+        };
+        // A torn or unreadable tail is cut off before anything is appended after it: appends
+        // would otherwise land out of step with the 34-byte entries and read back as garbage.
+        if bytes.len() != index.entries.len() * ENTRY_BYTES {
+            tracing::warn!(file = %index.path.display(), "cutting a torn aborted transaction index tail");
+            index.rewrite()?;
+        }
+        Ok(index)
     }
 
     pub fn entries(&self) -> &[AbortedTxn] {
@@ -154,9 +161,18 @@ impl TxnIndex {
             file.sync_all().at(&tmp)?;
         }
         fs::rename(&tmp, &self.path).at(&self.path)?;
+        sync_parent(&self.path)?;
         self.dirty = false;
         Ok(())
     }
+}
+
+/// Fsyncs the directory holding `path`, so a rename into it is durable.
+pub(crate) fn sync_parent(path: &Path) -> Result<()> {
+    let Some(dir) = path.parent() else {
+        return Ok(());
+    };
+    fs::File::open(dir).and_then(|d| d.sync_all()).at(dir)
 }
 
 #[cfg(test)]
@@ -184,8 +200,20 @@ mod tests {
         let mut torn = fs::read(&path).unwrap();
         torn.extend_from_slice(&[0, 0, 7]);
         fs::write(&path, &torn).unwrap();
-        let read = TxnIndex::open(dir.path()).unwrap();
+        let mut read = TxnIndex::open(dir.path()).unwrap();
         assert_eq!(read.entries(), &[entry(1, 0, 5), entry(2, 3, 9)]);
+        assert_eq!(
+            fs::metadata(&path).unwrap().len(),
+            68,
+            "the torn tail is cut"
+        );
+        // An append after the cut reads back in step.
+        read.append(entry(3, 10, 12)).unwrap();
+        let again = TxnIndex::open(dir.path()).unwrap();
+        assert_eq!(
+            again.entries(),
+            &[entry(1, 0, 5), entry(2, 3, 9), entry(3, 10, 12)]
+        );
     }
 
     #[test]

@@ -25,8 +25,11 @@ pub const READ_COMMITTED: i8 = 1;
 /// Kafka's last stable offset: the high watermark, or the first offset of the oldest open
 /// transaction if that is lower. read_committed readers see nothing past it.
 pub fn last_stable(log: &Log, high_watermark: i64) -> i64 {
-    log.first_unstable_offset()
-        .map_or(high_watermark, |first| first.min(high_watermark))
+    // An open transaction's first offset may lie below the log start after DeleteRecords or
+    // retention (Kafka clamps it so): readers are never sent below the log start.
+    log.first_unstable_offset().map_or(high_watermark, |first| {
+        first.max(log.log_start_offset()).min(high_watermark)
+    })
 }
 
 /// The longest a fetch may wait for data, whatever it asks (bounded so shutdown is never held up).

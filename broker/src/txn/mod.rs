@@ -104,6 +104,10 @@ pub struct TransactionCoordinator {
     /// them in (Kafka's coordinator epoch, carried by the markers it writes).
     partitions: Mutex<HashMap<i32, i32>>,
     txns: Mutex<HashMap<String, SharedTxn>>,
+    /// Each id's last InitProducerId bump: (producer id, epoch) asked with → given. A producer
+    /// retrying a bump whose answer it lost asks with the old pair again and must get the same
+    /// answer, not PRODUCER_FENCED (Kafka keeps `lastProducerId` / `lastProducerEpoch`).
+    last_bump: Mutex<HashMap<String, ((i64, i16), (i64, i16))>>,
 }
 
 impl TransactionCoordinator {
@@ -112,6 +116,7 @@ impl TransactionCoordinator {
             config,
             partitions: Mutex::new(HashMap::new()),
             txns: Mutex::new(HashMap::new()),
+            last_bump: Mutex::new(HashMap::new()),
         }
     }
 
@@ -230,9 +235,20 @@ impl TransactionCoordinator {
                 if current.state.is_preparing() {
                     return Err(ResponseError::ConcurrentTransactions);
                 }
-                // KIP-360: a producer naming its id and epoch must be the current one.
-                if let Some((producer_id, epoch)) = expected {
-                    if producer_id != current.producer_id || epoch != current.producer_epoch {
+                // KIP-360: a producer naming its id and epoch must be the current one — or be
+                // retrying the bump that made the current one.
+                if let Some(asked) = expected {
+                    let now = (current.producer_id, current.producer_epoch);
+                    let retried = self
+                        .last_bump
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .get(transactional_id)
+                        .is_some_and(|&(from, to)| from == asked && to == now);
+                    if retried && current.state != TxnState::Ongoing {
+                        return Ok(now);
+                    }
+                    if asked != now {
                         return Err(ResponseError::ProducerFenced);
                     }
                 }
@@ -275,6 +291,12 @@ impl TransactionCoordinator {
         self.write(broker, transactional_id, &next, coordinator_epoch)
             .await?;
         let reply = (next.producer_id, next.producer_epoch);
+        if let Some(asked) = expected {
+            self.last_bump
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .insert(transactional_id.to_owned(), (asked, reply));
+        }
         *guard = Some(next);
         Ok(reply)
     }
