@@ -94,6 +94,9 @@ impl TxnConfig {
     }
 }
 
+/// A producer id and epoch.
+type ProducerAndEpoch = (i64, i16);
+
 /// One transactional id: its state, `None` until InitProducerId has written one.
 type SharedTxn = Arc<tokio::sync::Mutex<Option<TxnMetadata>>>;
 
@@ -107,7 +110,7 @@ pub struct TransactionCoordinator {
     /// Each id's last InitProducerId bump: (producer id, epoch) asked with → given. A producer
     /// retrying a bump whose answer it lost asks with the old pair again and must get the same
     /// answer, not PRODUCER_FENCED (Kafka keeps `lastProducerId` / `lastProducerEpoch`).
-    last_bump: Mutex<HashMap<String, ((i64, i16), (i64, i16))>>,
+    last_bump: Mutex<HashMap<String, (ProducerAndEpoch, ProducerAndEpoch)>>,
 }
 
 impl TransactionCoordinator {
