@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Installs the client matrix the interop tests drive (tests/interop_*.rs) into the git-ignored
+# .clients-cache/ (or $SKALD_CLIENTS_CACHE), from the project's own pinned files:
+#
+#   java/client.classpath  Apache Kafka's Java client (tests/clients/java/pom.xml) and the check
+#                          programs tests/clients/java/src/*.java compiled against it
+#   java/tools.classpath   Apache Kafka's command-line tools (tests/clients/java/tools/pom.xml)
+#
+# Each part is redone only when its inputs (pinned versions, sources, this script) changed: a
+# stamp file holds their hash. Maven downloads go to .clients-cache/m2.
+# scripts/test runs this before the tests.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+CACHE="${SKALD_CLIENTS_CACHE:-$PWD/.clients-cache}"
+MAVEN_DEPENDENCY_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.11.0
+
+mkdir -p "$CACHE"
+
+# up_to_date NAME FILE...: whether NAME was last built from exactly these files (and this script).
+up_to_date() {
+    local name=$1
+    shift
+    local hash
+    hash=$(cat "$@" "${BASH_SOURCE[0]}" | sha256sum | cut -d' ' -f1)
+    [ "$(cat "$CACHE/$name.stamp" 2>/dev/null)" = "$hash" ] && return 0
+    echo "$hash" >"$CACHE/$name.stamp.new"
+    return 1
+}
+
+# built NAME: records the build of NAME as done (the stamp up_to_date prepared).
+built() {
+    mv "$CACHE/$1.stamp.new" "$CACHE/$1.stamp"
+}
+
+# maven_jars POM DIR: the POM's runtime dependencies, copied into DIR afresh.
+maven_jars() {
+    rm -rf "$2"
+    mvn -B -q -Dstyle.color=never -f "$1" -Dmaven.repo.local="$CACHE/m2" \
+        "$MAVEN_DEPENDENCY_PLUGIN:copy-dependencies" \
+        -DincludeScope=runtime -DoutputDirectory="$2"
+}
+
+# jars DIR: the jars in DIR, ':'-separated.
+jars() {
+    local entries=("$1"/*.jar)
+    (IFS=:; echo "${entries[*]}")
+}
+
+java_client() {
+    local src=tests/clients/java
+    if up_to_date java-client "$src/pom.xml" "$src"/src/*.java; then
+        return
+    fi
+    echo "scripts/clients.sh: Java client (Maven Central) and its check programs" >&2
+    maven_jars "$src/pom.xml" "$CACHE/java/client-lib"
+    rm -rf "$CACHE/java/classes"
+    javac -Xlint:all -Werror -d "$CACHE/java/classes" \
+        -cp "$(jars "$CACHE/java/client-lib")" "$src"/src/*.java
+    echo "$CACHE/java/classes:$(jars "$CACHE/java/client-lib")" >"$CACHE/java/client.classpath"
+    built java-client
+}
+
+java_tools() {
+    local pom=tests/clients/java/tools/pom.xml
+    if up_to_date java-tools "$pom"; then
+        return
+    fi
+    echo "scripts/clients.sh: Kafka's command-line tools (Maven Central)" >&2
+    maven_jars "$pom" "$CACHE/java/tools-lib"
+    jars "$CACHE/java/tools-lib" >"$CACHE/java/tools.classpath"
+    built java-tools
+}
+
+java_client
+java_tools

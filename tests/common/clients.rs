@@ -1,0 +1,82 @@
+//! The client matrix's shared plumbing: where `scripts/clients.sh` put each client, running a
+//! client program with a deadline, and comparing its JSON summary exactly.
+//!
+//! Every client lives in the git-ignored `.clients-cache/` at the repository root (the
+//! environment variable `SKALD_CLIENTS_CACHE` names another folder): `java/` (jars, compiled
+//! check programs, classpath files), `go/bin/`, `js/node_modules/`, ... A test whose client is
+//! missing fails and says to run `scripts/clients.sh` (which `scripts/test` runs first).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+use super::run_with_timeout;
+
+/// The folder `scripts/clients.sh` installs into.
+pub fn cache_dir() -> PathBuf {
+    match std::env::var_os("SKALD_CLIENTS_CACHE") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join(".clients-cache"),
+    }
+}
+
+/// A file `scripts/clients.sh` made, or a panic that says how to make it.
+pub fn installed(relative: &str) -> PathBuf {
+    let path = cache_dir().join(relative);
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/clients.sh (scripts/test runs it)",
+        path.display()
+    );
+    path
+}
+
+/// The Java classpath `scripts/clients.sh` wrote to `java/NAME.classpath`.
+pub fn java_classpath(name: &str) -> String {
+    let file = installed(&format!("java/{name}.classpath"));
+    std::fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("read {}: {e}", file.display()))
+        .trim()
+        .to_string()
+}
+
+/// Wall-clock milliseconds an hour ago: a base for record timestamps that is old enough to be in
+/// the past on every clock involved, and young enough that no retention rule touches it.
+pub fn base_timestamp_ms() -> i64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970");
+    now.as_millis() as i64 - 3_600_000
+}
+
+/// Runs `command` (at most `timeout`), asserts it succeeded and parses the last line of its
+/// stdout as the JSON summary (clients may log to stdout before it).
+pub fn run_json(what: &str, command: Command, timeout: Duration) -> Value {
+    let (status, stdout, stderr) = run_with_timeout(command, b"", timeout);
+    assert!(
+        status.success(),
+        "{what} failed ({status})\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let last = stdout
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    serde_json::from_str(last).unwrap_or_else(|e| {
+        panic!("{what}: summary is not JSON ({e}): {stdout}\nstderr:\n{stderr}")
+    })
+}
+
+/// Asserts `summary == expected`, field by field first so a failure names the field.
+pub fn assert_summary(what: &str, summary: &Value, expected: &Value) {
+    if summary == expected {
+        return;
+    }
+    let expected_fields = expected.as_object().expect("expected summary is an object");
+    for (key, value) in expected_fields {
+        assert_eq!(&summary[key], value, "{what}: summary field {key:?}");
+    }
+    assert_eq!(summary, expected, "{what}: fields not expected");
+}
