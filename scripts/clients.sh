@@ -5,9 +5,12 @@
 #   java/client.classpath  Apache Kafka's Java client (tests/clients/java/pom.xml) and the check
 #                          programs tests/clients/java/src/*.java compiled against it
 #   java/tools.classpath   Apache Kafka's command-line tools (tests/clients/java/tools/pom.xml)
+#   go/bin/franz, sarama   the Go check programs (tests/clients/go: franz-go and IBM/sarama,
+#                          pinned in its go.mod / go.sum)
 #
 # Each part is redone only when its inputs (pinned versions, sources, this script) changed: a
-# stamp file holds their hash. Maven downloads go to .clients-cache/m2.
+# stamp file holds their hash. Maven downloads go to .clients-cache/m2, Go's module and build
+# caches to .clients-cache/go.
 # scripts/test runs this before the tests.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -72,5 +75,20 @@ java_tools() {
     built java-tools
 }
 
+go_clients() {
+    local src=tests/clients/go
+    if up_to_date go "$src/go.mod" "$src/go.sum" "$src"/*/*.go; then
+        return
+    fi
+    echo "scripts/clients.sh: Go clients (Go module proxy) and their check programs" >&2
+    (
+        cd "$src"
+        export GOMODCACHE="$CACHE/go/mod" GOCACHE="$CACHE/go/build" GOFLAGS=-modcacherw
+        go build -o "$CACHE/go/bin/" ./...
+    )
+    built go
+}
+
 java_client
 java_tools
+go_clients

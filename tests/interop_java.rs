@@ -19,18 +19,15 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::clients::{assert_summary, base_timestamp_ms, java_classpath, run_json};
+use common::clients::{
+    assert_summary, base_timestamp_ms, java_classpath, produced, record, records_from, run_json,
+    COMMIT, END_OFFSET,
+};
 use common::TestServer;
 use serde_json::{json, Value};
 
 const TOPIC: &str = "java-orders";
 const GROUP: &str = "java-billing";
-const CODECS: [&str; 5] = ["none", "gzip", "snappy", "lz4", "zstd"];
-const PER_CODEC: usize = 10;
-const RECORDS: usize = CODECS.len() * PER_CODEC;
-/// The offsets consumer A commits, per partition.
-const COMMIT: [u64; 2] = [10, 15];
-
 fn java_check(server: &TestServer, base_timestamp: i64, phase: &str) -> Value {
     let mut command = Command::new("java");
     command
@@ -49,29 +46,6 @@ fn java_check(server: &TestServer, base_timestamp: i64, phase: &str) -> Value {
     )
 }
 
-/// Record `i` as the check program prints a consumed record: partition, offset, timestamp
-/// (relative), key, value, headers.
-fn record(i: usize) -> Value {
-    json!([
-        i % 2,
-        i / 2,
-        i * 1000,
-        format!("key-{i}"),
-        format!("value-{i}"),
-        [["codec", CODECS[i / PER_CODEC]], ["seq", i.to_string()]]
-    ])
-}
-
-/// The records of both partitions from the given offsets on, sorted by partition and offset.
-fn records_from(offsets: [u64; 2]) -> Vec<Value> {
-    let mut records: Vec<(usize, usize)> = (0..RECORDS)
-        .filter(|i| (i / 2) as u64 >= offsets[i % 2])
-        .map(|i| (i % 2, i))
-        .collect();
-    records.sort();
-    records.into_iter().map(|(_, i)| record(i)).collect()
-}
-
 fn group(state: &str, assignor: &str, members: Value) -> Value {
     json!({"state": state, "type": "Classic", "assignor": assignor, "members": members, "coordinator": 1})
 }
@@ -82,9 +56,6 @@ fn java_client_admin_produce_consume_group() {
     let base = base_timestamp_ms();
 
     let first = java_check(&server, base, "first");
-    let produced: Vec<Value> = (0..RECORDS)
-        .map(|i| json!([i % 2, i / 2, i * 1000]))
-        .collect();
     let expected_first = json!({
         "create": "ok",
         "create_again": "TopicExistsException",
@@ -94,7 +65,7 @@ fn java_client_admin_produce_consume_group() {
             "partitions": [[0, 1, [1], [1]], [1, 1, [1], [1]]],
         },
         "producer_idempotent": true,
-        "produced": produced,
+        "produced": produced(),
         "consumed_a": records_from([0, 0]),
         "committed_a": {"0": [COMMIT[0], "java"], "1": [COMMIT[1], "java"]},
         "group_with_a": group("Stable", "range",
@@ -106,7 +77,7 @@ fn java_client_admin_produce_consume_group() {
     server.restart();
 
     let second = java_check(&server, base, "second");
-    let end = (RECORDS / 2) as u64;
+    let end = END_OFFSET;
     let empty_group = group("Empty", "", json!([]));
     let expected_second = json!({
         "group_after_restart": empty_group,
