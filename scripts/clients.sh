@@ -7,10 +7,12 @@
 #   java/tools.classpath   Apache Kafka's command-line tools (tests/clients/java/tools/pom.xml)
 #   go/bin/franz, sarama   the Go check programs (tests/clients/go: franz-go and IBM/sarama,
 #                          pinned in its go.mod / go.sum)
+#   js/                    kafkajs (tests/clients/js/package-lock.json) with the check programs
+#                          copied beside its node_modules, where Node resolves them
 #
 # Each part is redone only when its inputs (pinned versions, sources, this script) changed: a
 # stamp file holds their hash. Maven downloads go to .clients-cache/m2, Go's module and build
-# caches to .clients-cache/go.
+# caches to .clients-cache/go, npm's to .clients-cache/npm.
 # scripts/test runs this before the tests.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -36,12 +38,16 @@ built() {
     mv "$CACHE/$1.stamp.new" "$CACHE/$1.stamp"
 }
 
-# maven_jars POM DIR: the POM's runtime dependencies, copied into DIR afresh.
+# maven_jars POM DIR: the POM's runtime dependencies, copied into DIR afresh. Maven's output is
+# shown only when it fails.
 maven_jars() {
     rm -rf "$2"
-    mvn -B -q -Dstyle.color=never -f "$1" -Dmaven.repo.local="$CACHE/m2" \
+    if ! mvn -B -q -f "$1" -Dmaven.repo.local="$CACHE/m2" \
         "$MAVEN_DEPENDENCY_PLUGIN:copy-dependencies" \
-        -DincludeScope=runtime -DoutputDirectory="$2"
+        -DincludeScope=runtime -DoutputDirectory="$2" >"$CACHE/mvn.log" 2>&1; then
+        cat "$CACHE/mvn.log" >&2
+        return 1
+    fi
 }
 
 # jars DIR: the jars in DIR, ':'-separated.
@@ -89,6 +95,19 @@ go_clients() {
     built go
 }
 
+js_clients() {
+    local src=tests/clients/js
+    if up_to_date js "$src/package.json" "$src/package-lock.json" "$src"/*.js; then
+        return
+    fi
+    echo "scripts/clients.sh: JavaScript clients (npm)" >&2
+    mkdir -p "$CACHE/js"
+    cp "$src/package.json" "$src/package-lock.json" "$src"/*.js "$CACHE/js/"
+    (cd "$CACHE/js" && npm ci --no-audit --no-fund --loglevel=error --cache "$CACHE/npm")
+    built js
+}
+
 java_client
 java_tools
 go_clients
+js_clients

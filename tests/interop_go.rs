@@ -18,10 +18,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::clients::{
-    assert_summary, base_timestamp_ms, installed, produced, records_from, run_json, COMMIT,
-    END_OFFSET,
-};
+use common::clients::{assert_summary, base_timestamp_ms, installed, run_json, ALL_CODECS, COMMIT};
 use common::TestServer;
 use serde_json::{json, Value};
 
@@ -57,8 +54,8 @@ fn franz_go_admin_produce_consume_group() {
     let expected = json!({
         "create": "ok",
         "create_again": "TOPIC_ALREADY_EXISTS: Topic with this name already exists.",
-        "produced": produced(),
-        "consumed_a": records_from([0, 0]),
+        "produced": ALL_CODECS.produced(),
+        "consumed_a": ALL_CODECS.records_from([0, 0]),
         "committed_a": {tp(topic, 0): COMMIT[0], tp(topic, 1): COMMIT[1]},
         "group_with_a": {
             "state": "Stable", "protocol_type": "consumer", "protocol": "cooperative-sticky",
@@ -70,20 +67,21 @@ fn franz_go_admin_produce_consume_group() {
     server.restart();
 
     let second = go_check(&program, &server, topic, base, "second");
+    let end = ALL_CODECS.end_offset();
     let empty = json!({
         "state": "Empty", "protocol_type": "consumer", "protocol": "", "members": [],
         "coordinator": 1,
     });
     let expected = json!({
         "group_after_restart": empty,
-        "consumed_b": records_from(COMMIT),
-        "group_offsets": {tp(topic, 0): END_OFFSET, tp(topic, 1): END_OFFSET},
+        "consumed_b": ALL_CODECS.records_from(COMMIT),
+        "group_offsets": {tp(topic, 0): end, tp(topic, 1): end},
         "group_after_b": empty,
         "groups": [[group, "consumer", "Empty"]],
-        "list_offsets": {"earliest": [0, 0], "latest": [END_OFFSET, END_OFFSET], "at_5000": [3, 2]},
+        "list_offsets": {"earliest": [0, 0], "latest": [end, end], "at_5000": [3, 2]},
         "delete_records": [5, "ok"],
         "list_offsets_after_delete": {
-            "earliest": [5, 0], "latest": [END_OFFSET, END_OFFSET], "at_5000": [5, 2],
+            "earliest": [5, 0], "latest": [end, end], "at_5000": [5, 2],
         },
         "brokers": [1],
     });
@@ -104,8 +102,8 @@ fn sarama_admin_produce_consume_group() {
         "create_again": format!(
             "kafka server: Topic with this name already exists - Topic '{topic}' already exists."
         ),
-        "produced": produced(),
-        "consumed_a": records_from([0, 0]),
+        "produced": ALL_CODECS.produced(),
+        "consumed_a": ALL_CODECS.records_from([0, 0]),
         "committed_a": {tp(topic, 0): COMMIT[0], tp(topic, 1): COMMIT[1]},
         "group_with_a": {
             "state": "Stable", "protocol_type": "consumer", "protocol": "range",
@@ -117,17 +115,18 @@ fn sarama_admin_produce_consume_group() {
     server.restart();
 
     let second = go_check(&program, &server, topic, base, "second");
+    let end = ALL_CODECS.end_offset();
     let empty =
         json!({"state": "Empty", "protocol_type": "consumer", "protocol": "", "members": []});
     let expected = json!({
         "group_after_restart": empty,
-        "consumed_b": records_from(COMMIT),
-        "group_offsets": {tp(topic, 0): END_OFFSET, tp(topic, 1): END_OFFSET},
+        "consumed_b": ALL_CODECS.records_from(COMMIT),
+        "group_offsets": {tp(topic, 0): end, tp(topic, 1): end},
         "group_after_b": empty,
         "groups": {group: "consumer"},
         "delete_records": "ok",
         "list_offsets_after_delete": {
-            "earliest": [5, 0], "latest": [END_OFFSET, END_OFFSET], "at_5000": [5, 2],
+            "earliest": [5, 0], "latest": [end, end], "at_5000": [5, 2],
         },
         "cluster": {"brokers": [1], "controller": 1},
     });

@@ -20,8 +20,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::clients::{
-    assert_summary, base_timestamp_ms, java_classpath, produced, record, records_from, run_json,
-    COMMIT, END_OFFSET,
+    assert_summary, base_timestamp_ms, java_classpath, run_json, ALL_CODECS, COMMIT,
 };
 use common::TestServer;
 use serde_json::{json, Value};
@@ -65,8 +64,8 @@ fn java_client_admin_produce_consume_group() {
             "partitions": [[0, 1, [1], [1]], [1, 1, [1], [1]]],
         },
         "producer_idempotent": true,
-        "produced": produced(),
-        "consumed_a": records_from([0, 0]),
+        "produced": ALL_CODECS.produced(),
+        "consumed_a": ALL_CODECS.records_from([0, 0]),
         "committed_a": {"0": [COMMIT[0], "java"], "1": [COMMIT[1], "java"]},
         "group_with_a": group("Stable", "range",
             json!([["consumer-a", [format!("{TOPIC}-0"), format!("{TOPIC}-1")]]])),
@@ -77,17 +76,17 @@ fn java_client_admin_produce_consume_group() {
     server.restart();
 
     let second = java_check(&server, base, "second");
-    let end = END_OFFSET;
+    let end = ALL_CODECS.end_offset();
     let empty_group = group("Empty", "", json!([]));
     let expected_second = json!({
         "group_after_restart": empty_group,
-        "consumed_b": records_from(COMMIT),
+        "consumed_b": ALL_CODECS.records_from(COMMIT),
         "group_offsets": {format!("{TOPIC}-0"): end, format!("{TOPIC}-1"): end},
         "group_after_b": empty_group,
         "groups": [[GROUP, "consumer", "Empty"]],
         // Partition 0 holds records 0, 2, 4, ... at 0 s, 2 s, 4 s, ...
         "offsets_for_times_p0": {"4000": [2, 4000], "4500": [3, 6000], "1000000": null},
-        "after_seek_p0": (20..25).map(|offset| record(offset * 2)).collect::<Vec<_>>(),
+        "after_seek_p0": (20..25).map(|offset| ALL_CODECS.record(offset * 2)).collect::<Vec<_>>(),
         "paused": [0],
         "while_paused_partitions": [1],
         "after_resume_partitions": [0],

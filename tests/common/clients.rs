@@ -81,44 +81,63 @@ pub fn assert_summary(what: &str, summary: &Value, expected: &Value) {
     assert_eq!(summary, expected, "{what}: fields not expected");
 }
 
-/// The matrix's workload, the same for every client that can do it: records 0..RECORDS, in
-/// runs of PER_CODEC per compression codec, record i with key `key-i`, value `value-i`, headers
-/// `codec` and `seq`, timestamp base + i seconds, sent to partition i % 2 of a 2-partition topic;
-/// a group reads them all and commits COMMIT, and after a restart a new member resumes there.
-pub const CODECS: [&str; 5] = ["none", "gzip", "snappy", "lz4", "zstd"];
+/// The matrix's workload, the same for every client: runs of PER_CODEC records per compression
+/// codec the client can write, record i with key `key-i`, value `value-i`, headers `codec` and
+/// `seq`, timestamp base + i seconds, sent to partition i % 2 of a 2-partition topic; a group
+/// reads them all and commits COMMIT, and after a restart a new member resumes there.
+pub struct Workload {
+    pub codecs: &'static [&'static str],
+}
+
+/// Every codec Kafka has; what the Java client, franz-go and sarama write.
+pub const ALL_CODECS: Workload = Workload {
+    codecs: &["none", "gzip", "snappy", "lz4", "zstd"],
+};
 pub const PER_CODEC: usize = 10;
-pub const RECORDS: usize = CODECS.len() * PER_CODEC;
 /// The offsets the first group member commits, per partition.
-pub const COMMIT: [u64; 2] = [10, 15];
-/// The log end offset of each partition.
-pub const END_OFFSET: u64 = (RECORDS / 2) as u64;
+pub const COMMIT: [u64; 2] = [10, 5];
 
-/// Record `i` as a check program prints a consumed record: partition, offset, timestamp
-/// (relative to the base), key, value, headers.
-pub fn record(i: usize) -> Value {
-    json!([
-        i % 2,
-        i / 2,
-        i * 1000,
-        format!("key-{i}"),
-        format!("value-{i}"),
-        [["codec", CODECS[i / PER_CODEC]], ["seq", i.to_string()]]
-    ])
-}
+impl Workload {
+    pub fn records(&self) -> usize {
+        self.codecs.len() * PER_CODEC
+    }
 
-/// The records of both partitions from the given offsets on, sorted by partition and offset.
-pub fn records_from(offsets: [u64; 2]) -> Vec<Value> {
-    let mut records: Vec<(usize, usize)> = (0..RECORDS)
-        .filter(|i| (i / 2) as u64 >= offsets[i % 2])
-        .map(|i| (i % 2, i))
-        .collect();
-    records.sort();
-    records.into_iter().map(|(_, i)| record(i)).collect()
-}
+    /// The log end offset of each partition.
+    pub fn end_offset(&self) -> u64 {
+        (self.records() / 2) as u64
+    }
 
-/// Where each record went when produced: [partition, offset, relative timestamp], in send order.
-pub fn produced() -> Vec<Value> {
-    (0..RECORDS)
-        .map(|i| json!([i % 2, i / 2, i * 1000]))
-        .collect()
+    /// Record `i` as a check program prints a consumed record: partition, offset, timestamp
+    /// (relative to the base), key, value, headers.
+    pub fn record(&self, i: usize) -> Value {
+        json!([
+            i % 2,
+            i / 2,
+            i * 1000,
+            format!("key-{i}"),
+            format!("value-{i}"),
+            [
+                ["codec", self.codecs[i / PER_CODEC]],
+                ["seq", i.to_string()]
+            ]
+        ])
+    }
+
+    /// The records of both partitions from the given offsets on, sorted by partition and offset.
+    pub fn records_from(&self, offsets: [u64; 2]) -> Vec<Value> {
+        let mut records: Vec<(usize, usize)> = (0..self.records())
+            .filter(|i| (i / 2) as u64 >= offsets[i % 2])
+            .map(|i| (i % 2, i))
+            .collect();
+        records.sort();
+        records.into_iter().map(|(_, i)| self.record(i)).collect()
+    }
+
+    /// Where each record went when produced: [partition, offset, relative timestamp], in send
+    /// order.
+    pub fn produced(&self) -> Vec<Value> {
+        (0..self.records())
+            .map(|i| json!([i % 2, i / 2, i * 1000]))
+            .collect()
+    }
 }

@@ -7,7 +7,7 @@
 // SyncProducer per compression codec (sarama's defaults, but for the manual partitioner and
 // returning successes, which SyncProducer needs) sends 10 keyed records with headers and explicit
 // timestamps each, record i to partition i % 2; a consumer group member reads them all, commits
-// {p0: 10, p1: 15} and the admin describes the group while it is the member. The test then
+// {p0: 10, p1: 5} and the admin describes the group while it is the member. The test then
 // restarts the server.
 // "second": a new member must resume exactly at the commit and commits what it read; the admin
 // lists the group's offsets, describes and lists groups, deletes records and describes the
@@ -36,7 +36,7 @@ const (
 
 var (
 	codecs = []string{"none", "gzip", "snappy", "lz4", "zstd"}
-	commit = map[int32]int64{0: 10, 1: 15}
+	commit = map[int32]int64{0: 10, 1: 5}
 )
 
 type check struct {

@@ -46,7 +46,7 @@ import org.apache.kafka.common.serialization.StringSerializer;
  * "first": Admin creates TOPIC (2 partitions; again, which must fail) and describes it; one
  * producer per compression codec, every other setting left at its default (idempotent, acks=all),
  * sends 10 keyed records with headers and explicit timestamps each, record i to partition i % 2;
- * consumer A subscribes in GROUP, reads all of them, commits {p0: 10, p1: 15}, and Admin describes
+ * consumer A subscribes in GROUP, reads all of them, commits {p0: 10, p1: 5}, and Admin describes
  * the group while A is its member. The test then restarts the server.
  * "second": consumer B subscribes in GROUP and must resume exactly at the commit; a group-less
  * consumer checks offsetsForTimes, seek and pause/resume; Admin lists offsets, the group's
@@ -59,7 +59,7 @@ public final class JavaClientCheck {
     static final int PER_CODEC = 10;
     static final int RECORDS = CODECS.size() * PER_CODEC;
     static final Duration DEADLINE = Duration.ofSeconds(60);
-    static final Map<Integer, Long> COMMIT = Map.of(0, 10L, 1, 15L);
+    static final Map<Integer, Long> COMMIT = Map.of(0, 10L, 1, 5L);
 
     final String bootstrap;
     final String topic;
