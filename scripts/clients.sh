@@ -9,10 +9,12 @@
 #                          pinned in its go.mod / go.sum)
 #   js/                    kafkajs (tests/clients/js/package-lock.json) with the check programs
 #                          copied beside its node_modules, where Node resolves them
+#   python/                aiokafka and confluent-kafka (tests/clients/python/requirements.txt,
+#                          every dependency pinned), for PYTHONPATH
 #
 # Each part is redone only when its inputs (pinned versions, sources, this script) changed: a
 # stamp file holds their hash. Maven downloads go to .clients-cache/m2, Go's module and build
-# caches to .clients-cache/go, npm's to .clients-cache/npm.
+# caches to .clients-cache/go, npm's to .clients-cache/npm, pip's to .clients-cache/pip.
 # scripts/test runs this before the tests.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -107,7 +109,20 @@ js_clients() {
     built js
 }
 
+python_clients() {
+    local requirements=tests/clients/python/requirements.txt
+    if up_to_date python "$requirements"; then
+        return
+    fi
+    echo "scripts/clients.sh: Python clients (PyPI)" >&2
+    rm -rf "$CACHE/python"
+    PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check \
+        --no-deps --target "$CACHE/python" --cache-dir "$CACHE/pip" -r "$requirements"
+    built python
+}
+
 java_client
 java_tools
 go_clients
 js_clients
+python_clients
