@@ -16,11 +16,10 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::clients::{
-    assert_summary, base_timestamp_ms, java_classpath, run_json, ALL_CODECS, COMMIT,
+    assert_summary, base_timestamp_ms, java, java_classpath, run_json, ALL_CODECS, COMMIT,
 };
 use common::TestServer;
 use serde_json::{json, Value};
@@ -28,7 +27,7 @@ use serde_json::{json, Value};
 const TOPIC: &str = "java-orders";
 const GROUP: &str = "java-billing";
 fn java_check(server: &TestServer, base_timestamp: i64, phase: &str) -> Value {
-    let mut command = Command::new("java");
+    let mut command = java();
     command
         .arg("-cp")
         .arg(java_classpath("client"))

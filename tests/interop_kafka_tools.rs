@@ -16,10 +16,9 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
-use common::clients::java_classpath;
+use common::clients::{java, java_classpath};
 use common::{cells, row, run_with_timeout, TestServer};
 
 const TOPIC: &str = "tools-orders";
@@ -34,7 +33,7 @@ const RESET_TO: usize = 2;
 /// Runs one tool's main class (`org.apache.kafka.tools.` + `class`) against `server`, with the
 /// whitespace-separated `args`.
 fn tool(server: &TestServer, class: &str, args: &str, stdin: &str) -> (bool, String, String) {
-    let mut command = Command::new("java");
+    let mut command = java();
     command
         .arg("-cp")
         .arg(java_classpath("tools"))

@@ -42,6 +42,14 @@ pub fn java_classpath(name: &str) -> String {
         .to_string()
 }
 
+/// A `java` command for short runs: the C1 compiler only and the serial collector start a JVM
+/// about twice as fast and use less CPU; neither changes what a program does.
+pub fn java() -> Command {
+    let mut command = Command::new("java");
+    command.args(["-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"]);
+    command
+}
+
 /// Wall-clock milliseconds an hour ago: a base for record timestamps that is old enough to be in
 /// the past on every clock involved, and young enough that no retention rule touches it.
 pub fn base_timestamp_ms() -> i64 {
