@@ -7,8 +7,9 @@
 #   java/tools.classpath   Apache Kafka's command-line tools (tests/clients/java/tools/pom.xml)
 #   go/bin/franz, sarama   the Go check programs (tests/clients/go: franz-go and IBM/sarama,
 #                          pinned in its go.mod / go.sum)
-#   js/                    kafkajs (tests/clients/js/package-lock.json) with the check programs
-#                          copied beside its node_modules, where Node resolves them
+#   js/                    kafkajs and @confluentinc/kafka-javascript
+#                          (tests/clients/js/package-lock.json) with the check programs copied
+#                          beside its node_modules, where Node resolves them
 #   python/                aiokafka and confluent-kafka (tests/clients/python/requirements.txt,
 #                          every dependency pinned), for PYTHONPATH
 #
@@ -23,6 +24,14 @@ CACHE="${SKALD_CLIENTS_CACHE:-$PWD/.clients-cache}"
 MAVEN_DEPENDENCY_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.11.0
 
 mkdir -p "$CACHE"
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    else
+        sudo "$@"
+    fi
+}
 
 # up_to_date NAME FILE...: whether NAME was last built from exactly these files (and this script).
 up_to_date() {
@@ -103,9 +112,19 @@ js_clients() {
         return
     fi
     echo "scripts/clients.sh: JavaScript clients (npm)" >&2
+    # @confluentinc/kafka-javascript has no prebuilt binary on npm: its install downloads one
+    # from GitHub or, failing that, builds its bundled librdkafka, by default with compression
+    # libraries it downloads from their own sites. Linked "dynamically" it configures librdkafka
+    # with the system's instead (zlib and OpenSSL are on the machine; zstd and lz4 from Debian).
+    if ! pkg-config --exists libzstd liblz4; then
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libzstd-dev liblz4-dev \
+            >/dev/null
+    fi
     mkdir -p "$CACHE/js"
     cp "$src/package.json" "$src/package-lock.json" "$src"/*.js "$CACHE/js/"
-    (cd "$CACHE/js" && npm ci --no-audit --no-fund --loglevel=error --cache "$CACHE/npm")
+    (cd "$CACHE/js" && CKJS_LINKING=dynamic \
+        npm ci --no-audit --no-fund --loglevel=error --cache "$CACHE/npm")
     built js
 }
 

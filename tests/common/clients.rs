@@ -42,11 +42,20 @@ pub fn java_classpath(name: &str) -> String {
         .to_string()
 }
 
+/// Cargo runs tests with LD_LIBRARY_PATH naming its build folders, where rdkafka-sys leaves a
+/// librdkafka built with this workspace's features (no zlib): a client that loads its own
+/// librdkafka (@confluentinc/kafka-javascript) would get that one instead. Clients run with the
+/// library path a user's shell would have.
+pub fn without_cargo_library_path(command: &mut Command) {
+    command.env_remove("LD_LIBRARY_PATH");
+}
+
 /// A `java` command for short runs: the C1 compiler only and the serial collector start a JVM
 /// about twice as fast and use less CPU; neither changes what a program does.
 pub fn java() -> Command {
     let mut command = Command::new("java");
     command.args(["-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"]);
+    without_cargo_library_path(&mut command);
     command
 }
 
@@ -61,7 +70,8 @@ pub fn base_timestamp_ms() -> i64 {
 
 /// Runs `command` (at most `timeout`), asserts it succeeded and parses the last line of its
 /// stdout as the JSON summary (clients may log to stdout before it).
-pub fn run_json(what: &str, command: Command, timeout: Duration) -> Value {
+pub fn run_json(what: &str, mut command: Command, timeout: Duration) -> Value {
+    without_cargo_library_path(&mut command);
     let (status, stdout, stderr) = run_with_timeout(command, b"", timeout);
     assert!(
         status.success(),
