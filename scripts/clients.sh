@@ -115,11 +115,11 @@ js_clients() {
     # @confluentinc/kafka-javascript has no prebuilt binary on npm: its install downloads one
     # from GitHub or, failing that, builds its bundled librdkafka, by default with compression
     # libraries it downloads from their own sites. Linked "dynamically" it configures librdkafka
-    # with the system's instead (zlib and OpenSSL are on the machine; zstd and lz4 from Debian).
-    if ! pkg-config --exists libzstd liblz4; then
+    # with the system's instead (Debian's; OpenSSL's headers come with the machine).
+    if ! { command -v pkg-config >/dev/null && pkg-config --exists zlib libzstd liblz4; }; then
         as_root apt-get update -qq
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libzstd-dev liblz4-dev \
-            >/dev/null
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pkg-config \
+            zlib1g-dev libzstd-dev liblz4-dev >/dev/null
     fi
     mkdir -p "$CACHE/js"
     cp "$src/package.json" "$src/package-lock.json" "$src"/*.js "$CACHE/js/"
