@@ -26,6 +26,7 @@ use serde_json::{json, Value};
 
 const TOPIC: &str = "java-orders";
 const GROUP: &str = "java-billing";
+
 fn java_check(server: &TestServer, base_timestamp: i64, phase: &str) -> Value {
     let mut command = java();
     command
