@@ -4,6 +4,7 @@
 //! is compared exactly (as whitespace-separated cells where the tool pads columns).
 //!
 //! kafka-topics (create with a topic config, create again, alter partitions, list, describe),
+//! kafka-configs (describe),
 //! kafka-console-producer (keys and headers, once per compression codec),
 //! kafka-console-consumer (in a group, twice: the second resumes at offsets reset by
 //! kafka-consumer-groups), kafka-consumer-groups (list, describe, reset-offsets, delete),
@@ -12,7 +13,9 @@
 //!
 //! Left out: `kafka-get-offsets --time -3` (max timestamp) and `-4`/`-5` (local and tiered
 //! offsets), which need ListOffsets v7/v9 — Skald serves 1–6 and the tool reports
-//! UnsupportedVersionException for each partition; and transactions.
+//! UnsupportedVersionException for each partition; `kafka-configs --alter`, which needs
+//! IncrementalAlterConfigs (not served: the tool says the cluster does not support it); and
+//! transactions.
 
 mod common;
 
@@ -214,6 +217,17 @@ fn kafka_tools_topics_console_groups_offsets_quorum() {
         expected.push(cells(&format!("{partition} Elr: N/A LastKnownElr: N/A")).remove(0));
     }
     assert_eq!(described, expected);
+
+    // kafka-configs shows the topic's own config and the broker default it overrides.
+    let configs = format!("--describe --entity-type topics --entity-name {TOPIC}");
+    assert_eq!(
+        ok(&server, "ConfigCommand", &configs, ""),
+        format!(
+            "Dynamic configs for topic {TOPIC} are:\n  retention.ms=86400000 sensitive=false \
+             synonyms={{DYNAMIC_TOPIC_CONFIG:retention.ms=86400000, \
+             DEFAULT_CONFIG:log.retention.ms=604800000}}\n"
+        )
+    );
 
     // kafka-console-producer: one run per codec, keys and headers parsed from each line.
     for (c, codec) in CODECS.iter().enumerate() {
