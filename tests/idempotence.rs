@@ -5,7 +5,7 @@
 
 mod common;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use common::wire::{self, RawConn};
 use common::TestServer;
 use kafka_protocol::messages::describe_producers_request::TopicRequest;
@@ -14,9 +14,7 @@ use kafka_protocol::messages::{
     InitProducerIdResponse, ProducerId, TransactionalId,
 };
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::Compression;
 
 const TOPIC: &str = "idempotence";
 // Kafka's error codes.
@@ -26,41 +24,19 @@ const INVALID_PRODUCER_EPOCH: i16 = 47;
 const INVALID_RECORD: i16 = 87;
 
 /// A batch of `count` records from `producer_id` at `epoch`, sequences from `first_seq`.
-fn batch(
-    producer_id: i64,
-    epoch: i16,
-    first_seq: i32,
-    count: usize,
-    compression: Compression,
-) -> Bytes {
-    let records: Vec<Record> = (0..count)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id,
-            producer_epoch: epoch,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: first_seq + i as i32,
-            timestamp: 1_700_000_000_000 + i as i64,
-            key: Some(Bytes::from(format!("k{}", first_seq + i as i32))),
-            value: Some(Bytes::from(format!("v{}", first_seq + i as i32))),
-            headers: Default::default(),
-        })
+fn batch(producer_id: i64, epoch: i16, first_seq: i32, count: usize, _: Compression) -> Bytes {
+    let values: Vec<String> = (0..count)
+        .map(|i| format!("v{}", first_seq + i as i32))
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        records.iter(),
-        &RecordEncodeOptions {
-            version: 2,
-            compression,
-        },
+    let values: Vec<&str> = values.iter().map(String::as_str).collect();
+    wire::producer_batch(
+        producer_id,
+        epoch,
+        first_seq,
+        &values,
+        false,
+        1_700_000_000_000,
     )
-    .expect("encode record batch");
-    buf.freeze()
 }
 
 /// `bytes` with its header's last offset delta set to `delta` and its CRC32C made right again:

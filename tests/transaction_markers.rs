@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use common::wire::{self, RawConn};
 use common::{rdk, TestServer};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
@@ -19,9 +19,6 @@ use kafka_protocol::messages::write_txn_markers_request::{
 use kafka_protocol::messages::{
     BrokerId, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, ProducerId,
     WriteTxnMarkersRequest, WriteTxnMarkersResponse,
-};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
 const TOPIC: &str = "txn-markers";
@@ -34,40 +31,12 @@ const ABORTED: i64 = 1_000;
 const COMMITTED: i64 = 2_000;
 
 fn batch(producer_id: i64, first_seq: i32, values: &[&str], transactional: bool) -> Bytes {
-    let records: Vec<Record> = values
-        .iter()
-        .enumerate()
-        .map(|(i, value)| Record {
-            transactional,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id,
-            producer_epoch: 0,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: first_seq + i as i32,
-            // Now, like the markers the broker stamps: no segment.ms roll between them.
-            timestamp: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_millis() as i64,
-            key: None,
-            value: Some(Bytes::from(value.to_string())),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        records.iter(),
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encode record batch");
-    buf.freeze()
+    // Now, like the markers the broker stamps: no segment.ms roll between them.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    wire::producer_batch(producer_id, 0, first_seq, values, transactional, now)
 }
 
 /// WriteTxnMarkers for one producer on partition 0; the partition's error code.

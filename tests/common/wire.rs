@@ -383,6 +383,49 @@ pub fn batch_v2(records: &[(&str, &str, i64)]) -> Bytes {
     buf.freeze()
 }
 
+/// A RecordBatch v2 (uncompressed, CreateTime `timestamp`) from producer `producer_id` at
+/// `epoch` with sequences from `first_seq`, transactional or not: one record per value, keyed
+/// `k<sequence>`.
+pub fn producer_batch(
+    producer_id: i64,
+    epoch: i16,
+    first_seq: i32,
+    values: &[&str],
+    transactional: bool,
+    timestamp: i64,
+) -> Bytes {
+    let records: Vec<Record> = values
+        .iter()
+        .enumerate()
+        .map(|(i, value)| Record {
+            transactional,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id,
+            producer_epoch: epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: first_seq + i as i32,
+            timestamp,
+            key: Some(Bytes::from(format!("k{}", first_seq + i as i32))),
+            value: Some(Bytes::copy_from_slice(value.as_bytes())),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        records.iter(),
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("encode record batch");
+    buf.freeze()
+}
+
 /// Byte range of the CRC32C field in a RecordBatch v2 header
 /// (base_offset 8, batch_length 4, partition_leader_epoch 4, magic 1, then crc 4).
 pub const BATCH_V2_CRC_RANGE: std::ops::Range<usize> = 17..21;
