@@ -14,7 +14,6 @@ use kafka_protocol::messages::{
     InitProducerIdResponse, ProducerId, TransactionalId,
 };
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::Compression;
 
 const TOPIC: &str = "idempotence";
 // Kafka's error codes.
@@ -24,7 +23,7 @@ const INVALID_PRODUCER_EPOCH: i16 = 47;
 const INVALID_RECORD: i16 = 87;
 
 /// A batch of `count` records from `producer_id` at `epoch`, sequences from `first_seq`.
-fn batch(producer_id: i64, epoch: i16, first_seq: i32, count: usize, _: Compression) -> Bytes {
+fn batch(producer_id: i64, epoch: i16, first_seq: i32, count: usize) -> Bytes {
     let values: Vec<String> = (0..count)
         .map(|i| format!("v{}", first_seq + i as i32))
         .collect();
@@ -118,34 +117,34 @@ fn retries_are_deduplicated_and_bad_sequences_refused_with_kafkas_codes() {
     let producer = ids[0].1;
 
     // First batches: offsets 0..3 and 3..5.
-    let first = batch(producer, 0, 0, 3, Compression::None);
+    let first = batch(producer, 0, 0, 3);
     assert_eq!(conn.produce_raw(TOPIC, 0, first.clone()), (NONE, 0));
     assert_eq!(
-        conn.produce_raw(TOPIC, 0, batch(producer, 0, 3, 2, Compression::None)),
+        conn.produce_raw(TOPIC, 0, batch(producer, 0, 3, 2)),
         (NONE, 3)
     );
     // A retry of either: the original offset, nothing appended.
     assert_eq!(conn.produce_raw(TOPIC, 0, first), (NONE, 0));
     assert_eq!(
-        conn.produce_raw(TOPIC, 0, batch(producer, 0, 3, 2, Compression::None)),
+        conn.produce_raw(TOPIC, 0, batch(producer, 0, 3, 2)),
         (NONE, 3)
     );
     assert_eq!(log_end(&mut conn), 5);
 
     // A gap, an old epoch, a lying header (plain and compressed): Kafka's codes, log unchanged.
-    let gap = conn.produce(TOPIC, 0, batch(producer, 0, 6, 1, Compression::None));
+    let gap = conn.produce(TOPIC, 0, batch(producer, 0, 6, 1));
     assert_eq!(
         (gap.error_code, gap.base_offset),
         (OUT_OF_ORDER_SEQUENCE_NUMBER, -1)
     );
     // The producer bumps its epoch (KIP-360): a new epoch starts at 0.
     assert_eq!(
-        conn.produce_raw(TOPIC, 0, batch(producer, 1, 0, 1, Compression::None)),
+        conn.produce_raw(TOPIC, 0, batch(producer, 1, 0, 1)),
         (NONE, 5)
     );
-    let zombie = conn.produce(TOPIC, 0, batch(producer, 0, 5, 1, Compression::None));
+    let zombie = conn.produce(TOPIC, 0, batch(producer, 0, 5, 1));
     assert_eq!(zombie.error_code, INVALID_PRODUCER_EPOCH);
-    let new_epoch_late_start = conn.produce(TOPIC, 0, batch(producer, 2, 4, 1, Compression::None));
+    let new_epoch_late_start = conn.produce(TOPIC, 0, batch(producer, 2, 4, 1));
     assert_eq!(
         new_epoch_late_start.error_code,
         OUT_OF_ORDER_SEQUENCE_NUMBER
@@ -153,7 +152,7 @@ fn retries_are_deduplicated_and_bad_sequences_refused_with_kafkas_codes() {
     // One record whose header claims 2^30 or 2^31 - 1 more (compressed liars are refused
     // alike: storage's log_validator tests walk every codec).
     for delta in [1 << 30, i32::MAX] {
-        let liar = with_last_offset_delta(&batch(-1, -1, -1, 1, Compression::None), delta);
+        let liar = with_last_offset_delta(&batch(-1, -1, -1, 1), delta);
         let refused = conn.produce(TOPIC, 0, liar);
         assert_eq!(refused.error_code, INVALID_RECORD, "{delta}: {refused:?}");
     }
@@ -161,10 +160,7 @@ fn retries_are_deduplicated_and_bad_sequences_refused_with_kafkas_codes() {
 
     // A producer id this partition never saw (state expired, or written elsewhere) may start
     // at any sequence (KIP-360).
-    assert_eq!(
-        conn.produce_raw(TOPIC, 0, batch(4242, 3, 17, 2, Compression::None)),
-        (NONE, 6)
-    );
+    assert_eq!(conn.produce_raw(TOPIC, 0, batch(4242, 3, 17, 2)), (NONE, 6));
     assert_eq!(
         describe_producers(&mut conn),
         vec![(producer, 1, 0, -1), (4242, 3, 18, -1)]
@@ -196,12 +192,9 @@ fn retries_are_deduplicated_and_bad_sequences_refused_with_kafkas_codes() {
         describe_producers(&mut conn),
         vec![(producer, 1, 0, -1), (4242, 3, 18, -1)]
     );
+    assert_eq!(conn.produce_raw(TOPIC, 0, batch(4242, 3, 17, 2)), (NONE, 6));
     assert_eq!(
-        conn.produce_raw(TOPIC, 0, batch(4242, 3, 17, 2, Compression::None)),
-        (NONE, 6)
-    );
-    assert_eq!(
-        conn.produce_raw(TOPIC, 0, batch(producer, 1, 1, 1, Compression::None)),
+        conn.produce_raw(TOPIC, 0, batch(producer, 1, 1, 1)),
         (NONE, 8)
     );
     let after_restart = init_producer_id(&mut conn, 5);
@@ -214,7 +207,7 @@ fn retries_are_deduplicated_and_bad_sequences_refused_with_kafkas_codes() {
     server.restart();
     let mut conn = RawConn::connect(server.kafka_addr());
     assert_eq!(
-        conn.produce_raw(TOPIC, 0, batch(producer, 1, 1, 1, Compression::None)),
+        conn.produce_raw(TOPIC, 0, batch(producer, 1, 1, 1)),
         (NONE, 8)
     );
     assert_eq!(log_end(&mut conn), 9);
