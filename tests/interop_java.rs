@@ -11,7 +11,7 @@
 //! pause/resume; Admin listGroups, describeConsumerGroups, listConsumerGroupOffsets, listOffsets
 //! (earliest, latest, by timestamp), deleteRecords and describeCluster.
 //!
-//! Left out: transactions (a transactional.id is refused until Skald serves them) and
+//! Left out: transactions (tested with librdkafka in tests/transactions.rs) and
 //! OffsetSpec.maxTimestamp() (ListOffsets v7, not served).
 
 mod common;

@@ -252,7 +252,8 @@ impl ProducerStateManager {
     ) -> Result<ProducerCheck, ProducerError> {
         // Later batches of one append are checked against what the earlier ones would leave.
         let mut pending: HashMap<i64, ProducerStateEntry> = HashMap::new();
-        for header in headers {
+        let mut headers = headers.into_iter().peekable();
+        while let Some(header) = headers.next() {
             let producer_id = header.producer_id;
             if producer_id < 0 {
                 continue;
@@ -303,9 +304,13 @@ impl ProducerStateManager {
                     },
                 });
             }
-            let mut next = entry.clone();
-            next.add_batch(epoch, metadata(header));
-            pending.insert(producer_id, next);
+            // Only a later batch of the same append needs what this one leaves (produce sends
+            // one batch per partition: no copy on that path).
+            if headers.peek().is_some() {
+                let mut next = entry.clone();
+                next.add_batch(epoch, metadata(header));
+                pending.insert(producer_id, next);
+            }
         }
         Ok(ProducerCheck::Append)
     }

@@ -370,17 +370,7 @@ pub fn batch_v2(records: &[(&str, &str, i64)]) -> Bytes {
             headers: Default::default(),
         })
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        records.iter(),
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encode record batch");
-    buf.freeze()
+    encode_uncompressed(&records)
 }
 
 /// A RecordBatch v2 (uncompressed, CreateTime `timestamp`) from producer `producer_id` at
@@ -413,6 +403,12 @@ pub fn producer_batch(
             headers: Default::default(),
         })
         .collect();
+    encode_uncompressed(&records)
+}
+
+/// `records` as one uncompressed RecordBatch v2 (the encoder keeps them in one batch while
+/// `offset - sequence` is constant).
+fn encode_uncompressed(records: &[Record]) -> Bytes {
     let mut buf = BytesMut::new();
     RecordBatchEncoder::encode(
         &mut buf,

@@ -37,7 +37,7 @@ use skald_controller::names::CONSUMER_OFFSETS_TOPIC;
 
 use super::records::{self, Change};
 use super::{lock, CommittedOffset, ExpiryOutcome, Group, GroupCoordinator, SharedGroup};
-use crate::replica_manager::{ReplicaManager, RoleChange};
+use crate::replica_manager::{LeaderAppend, ReplicaManager, RoleChange};
 use crate::replication::state::Transition;
 use crate::replication::ReplicationWait;
 
@@ -203,18 +203,14 @@ impl GroupCoordinator {
         // Leadership is checked under the log's lock (a broker that just became a follower must
         // not append), and the batch stamped with that leadership's epoch, like a produced one,
         // so a follower of the offsets partition can tell where its log diverged.
-        let appended = partition.with_log(|log| {
-            let leader_epoch = partition
-                .replica_state()
-                .leader()
-                .map(|leader| leader.leader_epoch)?;
-            let appended = log.append(&mut batch, None, leader_epoch);
-            if appended.is_ok() {
-                replicas.on_append(&partition, log);
-            }
-            Some((appended, leader_epoch))
-        });
-        let Some((appended, leader_epoch)) = appended.flatten() else {
+        let Ok(LeaderAppend {
+            appended,
+            leader_epoch,
+            ..
+        }) = replicas.append_to_leader(&partition, None, |log, leader_epoch| {
+            log.append(&mut batch, None, leader_epoch)
+        })
+        else {
             return Err(ResponseError::NotCoordinator);
         };
         match appended {
