@@ -177,8 +177,13 @@ impl TestCluster {
         );
         let dir = tempfile::Builder::new()
             .prefix("skald-cluster-")
+            // SKALD_TEST_KEEP=1 keeps every node's data and stderr for a post-mortem.
+            .disable_cleanup(std::env::var_os("SKALD_TEST_KEEP").is_some())
             .tempdir()
             .expect("create temp dir");
+        if std::env::var_os("SKALD_TEST_KEEP").is_some() {
+            eprintln!("harness: cluster directory {}", dir.path().display());
+        }
         let mut cluster = TestCluster {
             nodes: roles
                 .iter()
