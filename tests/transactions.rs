@@ -386,3 +386,115 @@ fn the_coordinator_protocol_with_kafkas_codes() {
     assert_eq!(bump(&mut conn, 1), (0, pid.0, 2), "a retried bump");
     assert_eq!(bump(&mut conn, 0).0, 90, "PRODUCER_FENCED");
 }
+
+/// KIP-890 on the partition leader: a transactional batch that would begin its producer's
+/// transaction in a partition is appended only once the coordinator confirms the partition is in
+/// the open transaction. A producer that skipped AddPartitionsToTxn, or writes after its
+/// transaction ended, gets INVALID_TXN_STATE and the log is unchanged; an id the coordinator
+/// never initialised gets INVALID_PRODUCER_ID_MAPPING.
+#[test]
+fn a_transactions_first_batch_in_a_partition_is_verified_with_the_coordinator() {
+    use common::wire::{self, RawConn};
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{
+        AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, EndTxnRequest, EndTxnResponse,
+        FindCoordinatorRequest, FindCoordinatorResponse, InitProducerIdRequest,
+        InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId, TransactionalId,
+    };
+    use kafka_protocol::protocol::StrBytes;
+
+    let server = TestServer::start();
+    let mut conn = RawConn::connect(server.kafka_addr());
+    wire::create_topics(&mut conn, &[("verified", 1)]);
+    let id = |name: &'static str| TransactionalId(StrBytes::from_static_str(name));
+    // FindCoordinator creates `__transaction_state`; InitProducerId is answered once it loads.
+    let found: FindCoordinatorResponse = conn.request(
+        &FindCoordinatorRequest::default()
+            .with_key_type(1)
+            .with_key(StrBytes::from_static_str("verify-txn")),
+        2,
+    );
+    assert_eq!(found.error_code, 0);
+    let init: InitProducerIdResponse =
+        common::poll_until("an initialised producer", TIMEOUT, || {
+            let init: InitProducerIdResponse = conn.request(
+                &InitProducerIdRequest::default()
+                    .with_transactional_id(Some(id("verify-txn")))
+                    .with_transaction_timeout_ms(60_000)
+                    .with_producer_id(ProducerId(-1))
+                    .with_producer_epoch(-1),
+                4,
+            );
+            (init.error_code != 16).then_some(init)
+        });
+    assert_eq!(init.error_code, 0);
+    let (pid, epoch) = (init.producer_id.0, init.producer_epoch);
+    let produce = |conn: &mut RawConn, txn: &'static str, pid: i64, seq: i32| -> (i16, i64) {
+        let batch = wire::producer_batch(pid, epoch, seq, &["v"], true, 1_000);
+        let response: ProduceResponse = conn.request(
+            &ProduceRequest::default()
+                .with_transactional_id(Some(id(txn)))
+                .with_acks(-1)
+                .with_timeout_ms(10_000)
+                .with_topic_data(vec![TopicProduceData::default()
+                    .with_name(wire::topic_name("verified"))
+                    .with_partition_data(vec![PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(batch))])]),
+            9,
+        );
+        let p = &response.responses[0].partition_responses[0];
+        (p.error_code, p.base_offset)
+    };
+    let log_end = |conn: &mut RawConn| conn.fetch_raw("verified", 0, 0).1;
+
+    assert_eq!(
+        produce(&mut conn, "verify-txn", pid, 0),
+        (48, -1),
+        "INVALID_TXN_STATE: the partition was never added"
+    );
+    assert_eq!(log_end(&mut conn), 0, "nothing appended");
+    assert_eq!(
+        produce(&mut conn, "never-initialised", pid + 1, 0),
+        (49, -1),
+        "INVALID_PRODUCER_ID_MAPPING"
+    );
+    let added: AddPartitionsToTxnResponse = conn.request(
+        &AddPartitionsToTxnRequest::default()
+            .with_v3_and_below_transactional_id(id("verify-txn"))
+            .with_v3_and_below_producer_id(ProducerId(pid))
+            .with_v3_and_below_producer_epoch(epoch)
+            .with_v3_and_below_topics(vec![
+                kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                    .with_name(wire::topic_name("verified"))
+                    .with_partitions(vec![0]),
+            ]),
+        3,
+    );
+    assert_eq!(
+        added.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code,
+        0
+    );
+    assert_eq!(produce(&mut conn, "verify-txn", pid, 0), (0, 0));
+    assert_eq!(
+        produce(&mut conn, "verify-txn", pid, 1),
+        (0, 1),
+        "open here: no question asked"
+    );
+    let end: EndTxnResponse = conn.request(
+        &EndTxnRequest::default()
+            .with_transactional_id(id("verify-txn"))
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_committed(true),
+        3,
+    );
+    assert_eq!(end.error_code, 0);
+    assert_eq!(log_end(&mut conn), 3, "two records and the COMMIT marker");
+    assert_eq!(
+        produce(&mut conn, "verify-txn", pid, 2),
+        (48, -1),
+        "INVALID_TXN_STATE: the transaction ended, no new one added the partition"
+    );
+    assert_eq!(log_end(&mut conn), 3, "nothing appended");
+}

@@ -42,6 +42,8 @@ pub struct Broker {
     pub producer_ids: ProducerIdManager,
     /// The transactions this broker coordinates.
     pub txns: Arc<TransactionCoordinator>,
+    /// Asks coordinators whether a transaction's first batch here belongs to it (KIP-890).
+    pub txn_verifier: crate::txn::verifier::TxnVerifier,
     /// This broker's registration: its epoch (-1 before the first) and whether it is fenced.
     pub broker_epoch: AtomicI64,
     pub fenced: AtomicBool,
@@ -85,6 +87,7 @@ impl Broker {
             groups: Arc::new(groups),
             producer_ids: ProducerIdManager::new(),
             txns: Arc::new(txns),
+            txn_verifier: Default::default(),
             broker_epoch: AtomicI64::new(-1),
             fenced: AtomicBool::new(true),
             shutting_down: AtomicBool::new(false),

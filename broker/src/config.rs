@@ -100,6 +100,7 @@ const SERVER_PROPERTIES: &[(&str, &str)] = &[
         "transaction.abort.timed.out.transaction.cleanup.interval.ms",
         "10000",
     ),
+    ("transaction.partition.verification.enable", "true"),
 ];
 
 fn parse_roles(spec: &str) -> Result<Roles, String> {

@@ -81,7 +81,7 @@ pub use log::{
 };
 pub use producer_state::{
     BatchMetadata, CompletedTxn, ProducerCheck, ProducerError, ProducerStateEntry,
-    ProducerStateManager,
+    ProducerStateManager, TxnVerification,
 };
 pub use segment::segment_file_name;
 pub use txn_index::{AbortedTxn, TXN_INDEX_FILE};

@@ -15,7 +15,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::fault::DiskFaults;
 use crate::index::relative_offset;
 use crate::leader_epoch::{self, EpochEntry, LeaderEpochCache};
-use crate::producer_state::{ProducerCheck, ProducerStateManager};
+use crate::producer_state::{ProducerCheck, ProducerStateManager, TxnVerification};
 use crate::segment::{
     parse_segment_stem, Segment, DELETED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
 };
@@ -541,10 +541,28 @@ impl Log {
         log_append_time_ms: Option<i64>,
         leader_epoch: i32,
     ) -> Result<AppendInfo> {
+        self.append_client(
+            batches,
+            log_append_time_ms,
+            leader_epoch,
+            TxnVerification::Off,
+        )
+    }
+
+    /// [`Log::append`] of a producer's batches with KIP-890's check: a transactional batch
+    /// that would begin its producer's transaction here needs the guard of a verification
+    /// ([`Log::start_txn_verification`]) the coordinator confirmed, still current.
+    pub fn append_client(
+        &mut self,
+        batches: &mut [u8],
+        log_append_time_ms: Option<i64>,
+        leader_epoch: i32,
+        verification: TxnVerification,
+    ) -> Result<AppendInfo> {
         let headers = self.validate_append(batches)?;
         if let ProducerCheck::Duplicate(original) = self
             .producer_state
-            .check_client_batches(headers.iter().map(|(_, header)| header))?
+            .check_client_batches(headers.iter().map(|(_, header)| header), verification)?
         {
             return Ok(AppendInfo {
                 first_offset: original.first_offset(),

@@ -159,6 +159,11 @@ pub enum ProducerError {
         "producer {producer_id} has an open transaction; a non-transactional write is not allowed"
     )]
     InvalidTxnState { producer_id: i64 },
+    /// [INVALID_TXN_STATE] A transactional batch that would begin its producer's transaction
+    /// here, without the coordinator having confirmed the partition is in it (KIP-890; Kafka:
+    /// "Record was not part of an ongoing transaction").
+    #[error("producer {producer_id}: the record was not part of an ongoing transaction")]
+    UnverifiedTxn { producer_id: i64 },
     /// [TRANSACTION_COORDINATOR_FENCED] A transaction marker from a coordinator older than the
     /// one that wrote this producer's last marker.
     #[error("marker for producer {producer_id} from coordinator epoch {coordinator_epoch}, older than {current}")]
@@ -211,6 +216,30 @@ pub struct ProducerStateManager {
     /// The open transactions: first offset → producer id. The smallest key is the partition's
     /// first unstable offset.
     ongoing: BTreeMap<i64, i64>,
+    /// KIP-890: producers whose next transaction here a leader is asking the coordinator about
+    /// (producer id → the guard handed out and the epoch asked for). Leader memory only, never
+    /// in a snapshot: a new leader verifies again. At most [`PRODUCERS_MAX`].
+    verifications: HashMap<i64, Verification>,
+    next_guard: u64,
+}
+
+/// A verification in progress (Kafka's `VerificationStateEntry`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Verification {
+    guard: u64,
+    epoch: i16,
+}
+
+/// What a leader's append of client batches knows of KIP-890's verification of transactions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnVerification {
+    /// Nothing to check: verification is off (`transaction.partition.verification.enable`),
+    /// or the write is not a transactional client's.
+    Off,
+    /// A transactional batch that would begin its producer's transaction here must hold the
+    /// guard [`ProducerStateManager::start_verification`] handed out, still current; `None`
+    /// (none was needed: the transaction was open) admits no such batch.
+    Guard(Option<u64>),
 }
 
 /// A transaction a marker ended in this partition.
@@ -246,9 +275,13 @@ impl ProducerStateManager {
     /// remembered batch makes the append a duplicate; otherwise every idempotent batch must carry
     /// its producer's current epoch or a newer one, and continue its sequence (a new epoch starts
     /// at 0; a producer this partition does not know may start anywhere, as since KIP-360).
+    ///
+    /// With verification on, a transactional batch that would begin its producer's transaction
+    /// must carry a current guard (KIP-890), else INVALID_TXN_STATE.
     pub fn check_client_batches<'a>(
         &self,
         headers: impl IntoIterator<Item = &'a RecordBatchHeader>,
+        verification: TxnVerification,
     ) -> Result<ProducerCheck, ProducerError> {
         // Later batches of one append are checked against what the earlier ones would leave.
         let mut pending: HashMap<i64, ProducerStateEntry> = HashMap::new();
@@ -277,6 +310,11 @@ impl ProducerStateManager {
             }
             if !header.is_transactional() && entry.current_txn_first_offset.is_some() {
                 return Err(ProducerError::InvalidTxnState { producer_id });
+            }
+            let begins_txn = header.is_transactional()
+                && !(entry.current_txn_first_offset.is_some() && entry.producer_epoch == epoch);
+            if begins_txn && !self.verified(producer_id, verification) {
+                return Err(ProducerError::UnverifiedTxn { producer_id });
             }
             let current = entry.producer_epoch;
             if epoch < current {
@@ -313,6 +351,63 @@ impl ProducerStateManager {
             }
         }
         Ok(ProducerCheck::Append)
+    }
+
+    /// Whether `producer_id` has a transaction open here at `epoch` (Kafka's
+    /// `hasOngoingTransaction`).
+    pub fn has_ongoing_txn(&self, producer_id: i64, epoch: i16) -> bool {
+        self.producers.get(&producer_id).is_some_and(|entry| {
+            entry.current_txn_first_offset.is_some() && entry.producer_epoch == epoch
+        })
+    }
+
+    /// A leader about to ask the transaction coordinator whether `producer_id`'s transaction
+    /// includes this partition (Kafka's `maybeStartTransactionVerification`): `None` when the
+    /// transaction is already open here (nothing to ask), else the guard its first batch must
+    /// carry. A marker or the transaction's first batch clears it, so a batch verified before
+    /// the transaction ended cannot open a transaction the coordinator never heard of. A
+    /// verification already started at this epoch or a newer one keeps its guard (a retry
+    /// does not invalidate the request it retries).
+    pub fn start_verification(&mut self, producer_id: i64, epoch: i16) -> Option<u64> {
+        if self.has_ongoing_txn(producer_id, epoch) {
+            return None;
+        }
+        if let Some(current) = self.verifications.get(&producer_id) {
+            if current.epoch >= epoch {
+                return Some(current.guard);
+            }
+        }
+        if !self.verifications.contains_key(&producer_id)
+            && self.verifications.len() >= PRODUCERS_MAX
+        {
+            // The oldest guard goes: its producer's append fails verification and is retried.
+            if let Some(oldest) = self
+                .verifications
+                .iter()
+                .min_by_key(|(_, v)| v.guard)
+                .map(|(id, _)| *id)
+            {
+                self.verifications.remove(&oldest);
+            }
+        }
+        self.next_guard += 1;
+        let guard = self.next_guard;
+        self.verifications
+            .insert(producer_id, Verification { guard, epoch });
+        Some(guard)
+    }
+
+    /// Whether a batch of `producer_id` at `epoch` that would begin its transaction here may
+    /// (KIP-890): only with the producer's current guard.
+    fn verified(&self, producer_id: i64, verification: TxnVerification) -> bool {
+        match verification {
+            TxnVerification::Off => true,
+            TxnVerification::Guard(guard) => guard.is_some_and(|guard| {
+                self.verifications
+                    .get(&producer_id)
+                    .is_some_and(|v| v.guard == guard)
+            }),
+        }
     }
 
     /// How many transactions are open in this partition.
@@ -377,6 +472,7 @@ impl ProducerStateManager {
             .entry(producer_id)
             .or_insert_with(|| ProducerStateEntry::new(producer_id));
         if header.is_control() {
+            self.verifications.remove(&producer_id);
             entry.set_epoch(header.producer_epoch);
             entry.last_timestamp = entry.last_timestamp.max(header.max_timestamp);
             if let Some(marker) = marker {
@@ -395,6 +491,7 @@ impl ProducerStateManager {
         if header.is_transactional() && entry.current_txn_first_offset.is_none() {
             entry.current_txn_first_offset = Some(header.base_offset);
             self.ongoing.insert(header.base_offset, producer_id);
+            self.verifications.remove(&producer_id);
         }
         None
     }

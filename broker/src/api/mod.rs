@@ -114,7 +114,7 @@ pub async fn handle_from(
             ResponseKind::CreatePartitions(create_partitions::handle(broker, body).await)
         }
         RequestKind::Produce(body) => {
-            return match produce::handle(broker, body, version) {
+            return match produce::handle(broker, body, version).await {
                 produce::Outcome::Respond(response) => {
                     Reply::Send(Box::new(ResponseKind::Produce(response)))
                 }

@@ -10,14 +10,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use skald_protocol::batch::{BatchError, RecordBatches};
-use skald_storage::{log_validator, ProducerError};
+use skald_protocol::batch::{BatchError, RecordBatchHeader, RecordBatches};
+use skald_storage::{log_validator, ProducerError, TxnVerification};
 use tokio::time::Instant;
 
 use crate::broker::Broker;
-use crate::replica_manager::{LeaderAppend, LeaderAppendRefused};
+use crate::replica_manager::{LeaderAppend, LeaderAppendRefused, Partition};
 use crate::replication::ReplicationWait;
 
 /// What a Produce request gets back.
@@ -60,26 +60,52 @@ impl AwaitingReplication {
     }
 }
 
-/// Appends every partition's batch; acks=all responses come back still waiting for the ISR.
-pub fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Outcome {
+/// One partition's batch, checked and ready to append.
+struct Prepared {
+    partition: Arc<Partition>,
+    topic: String,
+    index: i32,
+    /// The request's bytes for this partition: exactly one v2 batch, headed by `header`.
+    records: Bytes,
+    header: RecordBatchHeader,
+    /// The response to fill in (Kafka's "no offset" values until appended).
+    response: PartitionProduceResponse,
+    /// KIP-890's check for its append.
+    verification: TxnVerification,
+}
+
+/// A partition of the request: answered already (refused), or ready to append.
+enum Slot {
+    Refused(PartitionProduceResponse),
+    Ready(Prepared),
+}
+
+/// Appends every partition's batch; acks=all responses come back still waiting for the ISR. A
+/// transactional producer's first batch in a partition waits for its coordinator to confirm the
+/// partition is in the transaction first (KIP-890); the connection reads no further request
+/// meanwhile, so its batches still append in the order they were sent.
+pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Outcome {
     let acks = request.acks;
     let valid_acks = matches!(acks, -1..=1);
     let timeout = Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0));
-    let mut waits = Vec::new();
-    // Appends write to the page cache and a roll fsyncs the sealed segment: keep that off the
-    // async workers' backs so other connections carry on meanwhile.
-    let responses: Vec<TopicProduceResponse> = tokio::task::block_in_place(|| {
+    let verify = broker.txns.config.partition_verification;
+    let transactional_id = request
+        .transactional_id
+        .as_ref()
+        .map(|id| id.0.to_string())
+        .filter(|_| verify);
+    // Checks take no lock but the partition's, briefly; keep them and the appends off the async
+    // workers' backs (appends write to the page cache, a roll fsyncs the sealed segment).
+    let mut topics: Vec<(TopicName, Vec<Slot>)> = tokio::task::block_in_place(|| {
         request
             .topic_data
             .into_iter()
-            .enumerate()
-            .map(|(topic_index, topic)| {
+            .map(|topic| {
                 let name = topic.name.0.to_string();
-                let partition_responses = topic
+                let slots = topic
                     .partition_data
                     .into_iter()
-                    .enumerate()
-                    .map(|(partition_index, data)| {
+                    .map(|data| {
                         // Kafka's values for "no offset": kept on errors, replaced on success.
                         let response = PartitionProduceResponse::default()
                             .with_index(data.index)
@@ -87,26 +113,42 @@ pub fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Ou
                             .with_log_append_time_ms(-1)
                             .with_log_start_offset(-1);
                         if !valid_acks {
-                            return response
-                                .with_error_code(ResponseError::InvalidRequiredAcks.code());
+                            return Slot::Refused(
+                                response.with_error_code(ResponseError::InvalidRequiredAcks.code()),
+                            );
                         }
-                        let (response, wait) = produce_partition(
-                            broker,
-                            &name,
-                            data.index,
-                            data.records,
-                            version,
-                            acks,
-                            response,
-                        );
-                        if let Some(wait) = wait {
-                            waits.push(((topic_index, partition_index), wait));
+                        prepare(broker, &name, data.index, data.records, response)
+                    })
+                    .collect();
+                (topic.name, slots)
+            })
+            .collect()
+    });
+    if let Some(transactional_id) = transactional_id {
+        verify_transaction(broker, &transactional_id, &mut topics).await;
+    }
+    let mut waits = Vec::new();
+    let responses: Vec<TopicProduceResponse> = tokio::task::block_in_place(|| {
+        topics
+            .into_iter()
+            .enumerate()
+            .map(|(topic_index, (name, slots))| {
+                let partition_responses = slots
+                    .into_iter()
+                    .enumerate()
+                    .map(|(partition_index, slot)| match slot {
+                        Slot::Refused(response) => response,
+                        Slot::Ready(prepared) => {
+                            let (response, wait) = append(broker, prepared, version, acks);
+                            if let Some(wait) = wait {
+                                waits.push(((topic_index, partition_index), wait));
+                            }
+                            response
                         }
-                        response
                     })
                     .collect();
                 TopicProduceResponse::default()
-                    .with_name(topic.name)
+                    .with_name(name)
                     .with_partition_responses(partition_responses)
             })
             .collect()
@@ -137,22 +179,105 @@ pub fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Ou
     }
 }
 
-fn produce_partition(
+/// KIP-890 on the leader (Kafka's `handleProduceAppend`): each transactional batch that would
+/// begin its producer's transaction in its partition gets a verification guard, and the
+/// coordinator is asked, once for all of them, whether those partitions are in the open
+/// transaction; the refused get the coordinator's answer as a produce error. Batches of a
+/// transaction already open here need nothing asked, and carry no guard.
+async fn verify_transaction(
+    broker: &Arc<Broker>,
+    transactional_id: &str,
+    topics: &mut [(TopicName, Vec<Slot>)],
+) {
+    // Kafka allows one producer per transactional request; the first transactional batch names it.
+    let mut producer: Option<(i64, i16)> = None;
+    let mut asked: Vec<(String, i32)> = Vec::new();
+    let mut asked_slots: Vec<(usize, usize)> = Vec::new();
+    tokio::task::block_in_place(|| {
+        for (topic_index, (_, slots)) in topics.iter_mut().enumerate() {
+            for (slot_index, slot) in slots.iter_mut().enumerate() {
+                let Slot::Ready(prepared) = slot else {
+                    continue;
+                };
+                let header = &prepared.header;
+                if !header.is_transactional() || header.producer_id < 0 {
+                    continue;
+                }
+                let this = (header.producer_id, header.producer_epoch);
+                if *producer.get_or_insert(this) != this {
+                    let response = prepared.response.clone();
+                    *slot = Slot::Refused(refused(
+                        response,
+                        ResponseError::InvalidProducerIdMapping,
+                        "Transactional records contained more than one producer ID".into(),
+                    ));
+                    continue;
+                }
+                let guard = prepared
+                    .partition
+                    .with_log(|log| log.start_txn_verification(this.0, this.1))
+                    .flatten();
+                prepared.verification = TxnVerification::Guard(guard);
+                if guard.is_some() {
+                    asked.push((prepared.topic.clone(), prepared.index));
+                    asked_slots.push((topic_index, slot_index));
+                }
+            }
+        }
+    });
+    let Some((producer_id, producer_epoch)) = producer.filter(|_| !asked.is_empty()) else {
+        return;
+    };
+    let answers = broker
+        .txn_verifier
+        .verify(
+            broker,
+            transactional_id,
+            producer_id,
+            producer_epoch,
+            &asked,
+        )
+        .await;
+    for ((topic_index, slot_index), answer) in asked_slots.into_iter().zip(answers) {
+        let Some(error) = answer else { continue };
+        let slot = &mut topics[topic_index].1[slot_index];
+        if let Slot::Ready(prepared) = slot {
+            let message = format!(
+                "Unable to verify the partition has been added to the transaction: {error:?}"
+            );
+            tracing::debug!(
+                transactional_id,
+                topic = prepared.topic,
+                partition = prepared.index,
+                "{message}"
+            );
+            *slot = Slot::Refused(refused(prepared.response.clone(), error, message));
+        }
+    }
+}
+
+fn refused(
+    response: PartitionProduceResponse,
+    error: ResponseError,
+    message: String,
+) -> PartitionProduceResponse {
+    response
+        .with_error_code(error.code())
+        .with_error_message(Some(StrBytes::from_string(message)))
+}
+
+/// The checks that need no lock but the partition's: this broker leads it, and the request holds
+/// one valid client batch for it.
+fn prepare(
     broker: &Broker,
     topic: &str,
     index: i32,
     records: Option<Bytes>,
-    version: i16,
-    acks: i16,
     response: PartitionProduceResponse,
-) -> (PartitionProduceResponse, Option<ReplicationWait>) {
+) -> Slot {
     let fail = |error: ResponseError, message: String| {
         tracing::debug!(topic, partition = index, "produce refused: {message}");
-        let response = response
-            .clone()
-            .with_error_code(error.code())
-            .with_error_message(Some(StrBytes::from_string(message)));
-        (response, None)
+        Slot::Refused(refused(response.clone(), error, message))
     };
     // Produce names no leader epoch.
     let partition = match broker.replicas.serving(&broker.image(), topic, index, -1) {
@@ -223,6 +348,38 @@ fn produce_partition(
             );
         }
     }
+    Slot::Ready(Prepared {
+        partition,
+        topic: topic.to_owned(),
+        index,
+        records,
+        header,
+        response,
+        verification: TxnVerification::Off,
+    })
+}
+
+/// Appends a prepared batch as the leader; acks=all gets the wait for the ISR with it.
+fn append(
+    broker: &Broker,
+    prepared: Prepared,
+    version: i16,
+    acks: i16,
+) -> (PartitionProduceResponse, Option<ReplicationWait>) {
+    let Prepared {
+        partition,
+        topic,
+        index,
+        records,
+        response,
+        verification,
+        ..
+    } = prepared;
+    let topic = topic.as_str();
+    let fail = |error: ResponseError, message: String| {
+        tracing::debug!(topic, partition = index, "produce refused: {message}");
+        (refused(response.clone(), error, message), None)
+    };
     let log_append_time = partition.settings.log_append_time.then(now_ms);
     let min_insync_replicas = partition.settings.min_insync_replicas;
     // The request buffer is shared by every partition of the request, so patching needs a copy.
@@ -231,7 +388,7 @@ fn produce_partition(
     let appended = broker
         .replicas
         .append_to_leader(&partition, min_isr, |log, leader_epoch| {
-            log.append(&mut batch, log_append_time, leader_epoch)
+            log.append_client(&mut batch, log_append_time, leader_epoch, verification)
         });
     let LeaderAppend {
         appended,
@@ -317,7 +474,9 @@ fn produce_partition(
             let error = match refused {
                 ProducerError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
                 ProducerError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
-                ProducerError::InvalidTxnState { .. } => ResponseError::InvalidTxnState,
+                ProducerError::InvalidTxnState { .. } | ProducerError::UnverifiedTxn { .. } => {
+                    ResponseError::InvalidTxnState
+                }
                 ProducerError::CoordinatorFenced { .. } => {
                     ResponseError::TransactionCoordinatorFenced
                 }

@@ -25,6 +25,7 @@
 pub mod markers;
 pub mod records;
 pub mod state;
+pub mod verifier;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -63,6 +64,9 @@ pub struct TxnConfig {
     pub max_timeout_ms: i32,
     /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`.
     pub abort_check_interval_ms: u64,
+    /// `transaction.partition.verification.enable` (KIP-890): a partition leader asks the
+    /// coordinator before a transaction's first batch there ([`verifier`]).
+    pub partition_verification: bool,
 }
 
 impl TxnConfig {
@@ -81,6 +85,18 @@ impl TxnConfig {
             abort_check_interval_ms: parse(
                 "transaction.abort.timed.out.transaction.cleanup.interval.ms",
             )? as u64,
+            partition_verification: match config
+                .get("transaction.partition.verification.enable")
+                .trim()
+            {
+                "true" => true,
+                "false" => false,
+                _ => {
+                    return Err(
+                        "transaction.partition.verification.enable must be true or false".into(),
+                    )
+                }
+            },
         };
         if parsed.num_partitions < 1
             || parsed.replication_factor < 1

@@ -15,6 +15,13 @@ impl Log {
         &self.producer_state
     }
 
+    /// Starts KIP-890's verification of `producer_id`'s transaction in this partition: `None`
+    /// when it is already open here, else the guard to append its first batch with (see
+    /// [`ProducerStateManager::start_verification`]).
+    pub fn start_txn_verification(&mut self, producer_id: i64, epoch: i16) -> Option<u64> {
+        self.producer_state.start_verification(producer_id, epoch)
+    }
+
     /// Forgets producers silent for `expiration_ms` on the log's clock with no open transaction
     /// (Kafka's `producer.id.expiration.ms`). Returns how many went.
     pub fn remove_expired_producers(&mut self, expiration_ms: i64) -> usize {

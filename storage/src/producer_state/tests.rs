@@ -44,7 +44,7 @@ fn check(
     state: &ProducerStateManager,
     header: &RecordBatchHeader,
 ) -> Result<ProducerCheck, ProducerError> {
-    state.check_client_batches([header])
+    state.check_client_batches([header], TxnVerification::Off)
 }
 
 #[test]
@@ -165,11 +165,11 @@ fn batches_of_one_append_are_checked_in_order() {
     let b = header(7, 0, 2, 2, 2);
     let gap = header(7, 0, 5, 1, 4);
     assert_eq!(
-        state.check_client_batches([&a, &b]),
+        state.check_client_batches([&a, &b], TxnVerification::Off),
         Ok(ProducerCheck::Append)
     );
     assert!(matches!(
-        state.check_client_batches([&a, &gap]),
+        state.check_client_batches([&a, &gap], TxnVerification::Off),
         Err(ProducerError::OutOfOrderSequence {
             first_seq: 5,
             last_seq: 1,
@@ -384,4 +384,59 @@ fn a_snapshot_keeps_open_transactions() {
         .unwrap()
         .unwrap();
     assert_eq!(read.first_unstable_offset(), Some(10));
+}
+
+/// KIP-890: with verification on, a transactional batch that would begin its producer's
+/// transaction here needs the guard of a verification still current; a marker between the
+/// verification and the append voids it, so a late batch cannot open a transaction the
+/// coordinator already ended.
+#[test]
+fn a_transaction_begins_here_only_with_a_current_verification_guard() {
+    let mut state = ProducerStateManager::default();
+    let first = header_with(1, 0, 0, 2, 10, TRANSACTIONAL_FLAG_MASK);
+    let unverified = ProducerError::UnverifiedTxn { producer_id: 1 };
+    assert_eq!(
+        state.check_client_batches([&first], TxnVerification::Guard(None)),
+        Err(unverified.clone())
+    );
+    let guard = state
+        .start_verification(1, 0)
+        .expect("a guard: no transaction open");
+    // A retry's verification keeps the guard.
+    assert_eq!(state.start_verification(1, 0), Some(guard));
+    assert_eq!(
+        state.check_client_batches([&first], TxnVerification::Guard(Some(guard + 1))),
+        Err(unverified.clone())
+    );
+    assert_eq!(
+        state.check_client_batches([&first], TxnVerification::Guard(Some(guard))),
+        Ok(ProducerCheck::Append)
+    );
+    state.update(&first, None);
+    // Open: later batches need no guard, and no verification starts.
+    assert_eq!(state.start_verification(1, 0), None);
+    let second = header_with(1, 0, 2, 1, 12, TRANSACTIONAL_FLAG_MASK);
+    assert_eq!(
+        state.check_client_batches([&second], TxnVerification::Guard(None)),
+        Ok(ProducerCheck::Append)
+    );
+    state.update(&second, None);
+    state.update(&header_with(1, 0, -1, 1, 13, MARKER), Some(commit(0)));
+
+    // Verified, then the transaction ended (a marker) before the batch arrived: refused.
+    let late_guard = state.start_verification(1, 0).unwrap();
+    assert_ne!(late_guard, guard);
+    state.update(&header_with(1, 0, -1, 1, 14, MARKER), Some(abort(0)));
+    let late = header_with(1, 0, 3, 1, 15, TRANSACTIONAL_FLAG_MASK);
+    assert_eq!(
+        state.check_client_batches([&late], TxnVerification::Guard(Some(late_guard))),
+        Err(unverified)
+    );
+    // Verification off (or a follower's, a replay's append): nothing asked.
+    assert_eq!(check(&state, &late), Ok(ProducerCheck::Append));
+    // A newer epoch's verification replaces an older one's guard.
+    let old = state.start_verification(1, 0).unwrap();
+    let new = state.start_verification(1, 1).unwrap();
+    assert_ne!(old, new);
+    assert_eq!(state.start_verification(1, 0), Some(new));
 }
