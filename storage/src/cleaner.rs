@@ -38,20 +38,25 @@
 //! is dropped only when a later record of its key stays in the log. Truncation
 //! (`Log::truncate_to`) commits its cut through the same swap (`commit_swap`).
 //!
-//! Transactions: nothing at or past the first unstable offset is cleaned (an open transaction is
-//! undecided), and records of aborted transactions never count as a key's latest, so the
-//! committed value they would shadow stays for read_committed readers. The aborted records
-//! themselves and the markers are kept (readers filter them with the aborted transaction index).
+//! Transactions (Kafka's `CleanedTransactionMetadata`): nothing at or past the first unstable
+//! offset is cleaned (an open transaction is undecided), and records of aborted transactions
+//! never count as a key's latest, so the committed value they would shadow stays for
+//! read_committed readers. The aborted transactions' batches themselves go. A marker (COMMIT or
+//! ABORT) stays while a batch of its transaction was still in the log when the pass began —
+//! without it a producer state rebuilt from the log would see that transaction open forever and
+//! hold the last stable offset back — and goes once none was and its segment's largest timestamp
+//! is more than `delete.retention.ms` old, as tombstones do. So an aborted transaction's records
+//! leave in one pass and its marker in a later one.
 //!
 //! Not done: Kafka's KIP-534 delete horizon in the batch header and its "clean section only" rule
-//! for tombstones (here the segment's largest timestamp decides), removing aborted records and
-//! markers after `delete.retention.ms` as Kafka does, `max.compaction.lag.ms`, and Kafka's
+//! for tombstones and markers (here the segment's largest timestamp decides),
+//! `max.compaction.lag.ms`, and Kafka's
 //! retained empty batches for producer state: state is rebuilt from the snapshot taken at the
 //! newest roll, so only a replay starting below cleaned segments (no newer snapshot: no producer
 //! was remembered at the later rolls) could miss a batch the cleaner dropped.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::{ErrorKind, Write};
 use std::ops::Range;
@@ -150,6 +155,10 @@ pub struct CompactionStats {
     pub compressed_batches_rewritten: u64,
     /// Records without a key seen (kept).
     pub keyless_records: u64,
+    /// Records of aborted transactions dropped (counted in `records_removed` too).
+    pub aborted_records_removed: u64,
+    /// Transaction markers dropped (see the module doc).
+    pub markers_removed: u64,
 }
 
 impl Log {
@@ -319,6 +328,10 @@ pub(crate) fn compact(
         }
     }
     let mut seen_compressed = false;
+    let mut txns = TxnCleaning {
+        aborted,
+        with_batches: HashSet::new(),
+    };
     for group in &groups {
         clean_group(
             log,
@@ -328,6 +341,7 @@ pub(crate) fn compact(
             now_ms,
             options,
             &mut seen_compressed,
+            &mut txns,
             &mut stats,
             crash,
         )?;
@@ -337,6 +351,30 @@ pub(crate) fn compact(
     stats.clean_end_offset = map_end;
     tracing::info!(dir = %dir.display(), ?stats, "compacted log");
     Ok(stats)
+}
+
+/// What a pass knows of transactions as it walks the log in offset order.
+struct TxnCleaning {
+    aborted: AbortedRanges,
+    /// Producers with a transactional batch read since their last marker: that marker stays.
+    with_batches: HashSet<i64>,
+}
+
+impl TxnCleaning {
+    /// A control batch was read: whether it may go (none of its transaction's batches was read,
+    /// and it is past `delete.retention.ms`).
+    fn marker_removable(&mut self, header: &RecordBatchHeader, expired: bool) -> bool {
+        let had_batches = self.with_batches.remove(&header.producer_id);
+        !had_batches && expired
+    }
+
+    /// A data batch was read: whether it belongs to an aborted transaction (and goes).
+    fn aborted_batch(&mut self, header: &RecordBatchHeader) -> bool {
+        if header.is_transactional() {
+            self.with_batches.insert(header.producer_id);
+        }
+        self.aborted.holds(header)
+    }
 }
 
 /// The aborted transactions of a log, by producer: which transactional batches never committed.
@@ -419,6 +457,7 @@ fn clean_group(
     now_ms: i64,
     options: &CompactionOptions,
     seen_compressed: &mut bool,
+    txns: &mut TxnCleaning,
     stats: &mut CompactionStats,
     crash: &mut CrashPoint,
 ) -> Result<()> {
@@ -444,11 +483,22 @@ fn clean_group(
         let mut headers = Vec::new();
         for_each_batch(segment, |bytes, header| {
             stats.bytes_read += bytes.len() as u64;
-            let plain = if header.is_control() {
-                None
-            } else {
-                readable_batch(bytes, header)
-            };
+            if header.is_control() {
+                if txns.marker_removable(header, tombstones_expired) {
+                    stats.markers_removed += 1;
+                } else {
+                    headers.push((out.len(), *header));
+                    out.extend_from_slice(bytes);
+                }
+                return Ok(());
+            }
+            if txns.aborted_batch(header) {
+                let records = u64::try_from(header.records_count).unwrap_or(0);
+                stats.records_removed += records;
+                stats.aborted_records_removed += records;
+                return Ok(());
+            }
+            let plain = readable_batch(bytes, header);
             let Some(plain) = plain else {
                 if header.compression() != 0 {
                     stats.compressed_batches_skipped += 1;

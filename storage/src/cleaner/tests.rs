@@ -1015,8 +1015,31 @@ fn aborted_records_never_shadow_and_open_transactions_are_not_cleaned() {
     assert!(stats.cleaned);
     // Cleaning stopped at the segment holding the open transaction (offset 4).
     assert_eq!(stats.clean_end_offset, 4);
-    // value-1 stays: the only later record of key-1 was aborted. Nothing else had a later
-    // committed record below the open transaction, so nothing went.
-    assert_eq!(read_rows(&log), before);
-    assert_eq!(stats.records_removed, 0);
+    // value-1 stays: the only later record of key-1 was aborted. The aborted record goes; its
+    // marker stays this pass (its transaction's batch was still there when it began). Nothing
+    // else had a later committed record below the open transaction.
+    let without_aborted: Vec<Row> = before.iter().filter(|row| row.0 != 1).cloned().collect();
+    assert_eq!(read_rows(&log), without_aborted);
+    assert_eq!(
+        (
+            stats.records_removed,
+            stats.aborted_records_removed,
+            stats.markers_removed
+        ),
+        (1, 1, 0)
+    );
+
+    // Producer 8 commits (its marker at 7); a later record rolls the log.
+    log.append_txn_marker(8, 0, true, 0, 0).unwrap();
+    append_all(&mut log, &[(Some(9), Some(10), 1_001_000)], &[1]);
+    let stats = log.compact(2_000_000, &all_cleanable()).unwrap();
+    assert!(stats.cleaned);
+    // The ABORT marker at 2 goes now (nothing of its transaction left, past
+    // delete.retention.ms); the COMMIT marker at 7 stays (its transaction's batch at 4 was
+    // there when the pass began), and key-2's older values go (key-9's newer value at 8 is in
+    // the active segment, which is never cleaned, so 6 stays).
+    assert_eq!(stats.markers_removed, 1);
+    let offsets: Vec<i64> = read_rows(&log).iter().map(|row| row.0).collect();
+    assert_eq!(offsets, vec![0, 5, 6, 7, 8]);
+    assert_eq!(log.first_unstable_offset(), None);
 }
