@@ -498,3 +498,114 @@ fn a_transactions_first_batch_in_a_partition_is_verified_with_the_coordinator() 
     );
     assert_eq!(log_end(&mut conn), 3, "nothing appended");
 }
+
+/// `transactional.id.expiration.ms`: an id idle with no transaction open is forgotten — gone
+/// from ListTransactions and DescribeTransactions (TRANSACTIONAL_ID_NOT_FOUND), across a
+/// restart too (a tombstone in `__transaction_state`) — while an id with a transaction open
+/// stays however long it has been idle (its transaction's timeout decides). A later
+/// InitProducerId with the expired id starts it afresh under a new producer id.
+#[test]
+fn idle_transactional_ids_expire() {
+    use common::wire::{self, RawConn};
+    use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+    use kafka_protocol::messages::{
+        AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, DescribeTransactionsRequest,
+        DescribeTransactionsResponse, FindCoordinatorRequest, FindCoordinatorResponse,
+        InitProducerIdRequest, InitProducerIdResponse, ListTransactionsRequest,
+        ListTransactionsResponse, ProducerId, TransactionalId,
+    };
+    use kafka_protocol::protocol::StrBytes;
+
+    let mut server = TestServer::start_with(&[
+        ("transactional.id.expiration.ms", "1000"),
+        (
+            "transaction.remove.expired.transaction.cleanup.interval.ms",
+            "200",
+        ),
+    ]);
+    let mut conn = RawConn::connect(server.kafka_addr());
+    wire::create_topics(&mut conn, &[("expiry", 1)]);
+    let id = |name: &'static str| TransactionalId(StrBytes::from_static_str(name));
+    let found: FindCoordinatorResponse = conn.request(
+        &FindCoordinatorRequest::default()
+            .with_key_type(1)
+            .with_key(StrBytes::from_static_str("idle")),
+        2,
+    );
+    assert_eq!(found.error_code, 0);
+    let init = |conn: &mut RawConn, name: &'static str| -> (i64, i16) {
+        common::poll_until("an initialised producer", TIMEOUT, || {
+            let init: InitProducerIdResponse = conn.request(
+                &InitProducerIdRequest::default()
+                    .with_transactional_id(Some(id(name)))
+                    .with_transaction_timeout_ms(600_000)
+                    .with_producer_id(ProducerId(-1))
+                    .with_producer_epoch(-1),
+                4,
+            );
+            match init.error_code {
+                16 => None, // NOT_COORDINATOR while __transaction_state loads
+                0 => Some((init.producer_id.0, init.producer_epoch)),
+                code => panic!("InitProducerId: error {code}"),
+            }
+        })
+    };
+    let (idle_pid, _) = init(&mut conn, "idle");
+    let (busy_pid, busy_epoch) = init(&mut conn, "busy");
+    let added: AddPartitionsToTxnResponse = conn.request(
+        &AddPartitionsToTxnRequest::default()
+            .with_v3_and_below_transactional_id(id("busy"))
+            .with_v3_and_below_producer_id(ProducerId(busy_pid))
+            .with_v3_and_below_producer_epoch(busy_epoch)
+            .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
+                .with_name(wire::topic_name("expiry"))
+                .with_partitions(vec![0])]),
+        3,
+    );
+    assert_eq!(
+        added.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code,
+        0
+    );
+    let listed = |conn: &mut RawConn| -> Vec<(String, String)> {
+        let response: ListTransactionsResponse =
+            conn.request(&ListTransactionsRequest::default(), 0);
+        let mut listed: Vec<(String, String)> = response
+            .transaction_states
+            .iter()
+            .map(|t| {
+                (
+                    t.transactional_id.to_string(),
+                    t.transaction_state.to_string(),
+                )
+            })
+            .collect();
+        listed.sort();
+        listed
+    };
+    let only_busy = vec![("busy".to_string(), "Ongoing".to_string())];
+    common::poll_until("the idle id expired", TIMEOUT, || {
+        (listed(&mut conn) == only_busy).then_some(())
+    });
+    let described: DescribeTransactionsResponse = conn.request(
+        &DescribeTransactionsRequest::default().with_transactional_ids(vec![id("idle")]),
+        0,
+    );
+    assert_eq!(
+        described.transaction_states[0].error_code, 105,
+        "TRANSACTIONAL_ID_NOT_FOUND"
+    );
+
+    server.restart();
+    let mut conn = RawConn::connect(server.kafka_addr());
+    let after_restart = common::poll_until("the coordinator reloaded", TIMEOUT, || {
+        let listed = listed(&mut conn);
+        (!listed.is_empty()).then_some(listed)
+    });
+    assert_eq!(
+        after_restart, only_busy,
+        "the tombstone holds across a restart"
+    );
+    let (again_pid, again_epoch) = init(&mut conn, "idle");
+    assert_ne!(again_pid, idle_pid, "a new producer id");
+    assert_eq!(again_epoch, 0);
+}

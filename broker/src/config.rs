@@ -101,6 +101,11 @@ const SERVER_PROPERTIES: &[(&str, &str)] = &[
         "10000",
     ),
     ("transaction.partition.verification.enable", "true"),
+    ("transactional.id.expiration.ms", "604800000"),
+    (
+        "transaction.remove.expired.transaction.cleanup.interval.ms",
+        "3600000",
+    ),
 ];
 
 fn parse_roles(spec: &str) -> Result<Roles, String> {

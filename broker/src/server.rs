@@ -620,16 +620,24 @@ async fn periodic_log_task(
     }
 }
 
-/// The transaction coordinator's periodic pass (timed-out transactions aborted, transactions a
-/// failover caught preparing finished), every
-/// `transaction.abort.timed.out.transaction.cleanup.interval.ms`, until shutdown.
+/// The transaction coordinator's periodic passes until shutdown: timed-out transactions
+/// aborted and transactions a failover caught preparing finished, every
+/// `transaction.abort.timed.out.transaction.cleanup.interval.ms`; idle transactional ids
+/// expired every `transaction.remove.expired.transaction.cleanup.interval.ms`.
 async fn transaction_ticks(broker: Arc<Broker>, mut stop: broadcast::Receiver<()>) {
-    let every = Duration::from_millis(broker.txns.config.abort_check_interval_ms);
-    let mut ticks = tokio::time::interval(every);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let interval = |ms: u64| {
+        let mut ticks = tokio::time::interval(Duration::from_millis(ms));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks
+    };
+    let mut aborts = interval(broker.txns.config.abort_check_interval_ms);
+    let mut expiry = interval(broker.txns.config.id_expiration_check_interval_ms);
     loop {
         tokio::select! {
-            _ = ticks.tick() => broker.txns.tick(&broker).await,
+            _ = aborts.tick() => broker.txns.tick(&broker).await,
+            _ = expiry.tick() => {
+                broker.txns.expire_transactional_ids(&broker).await;
+            }
             _ = stop.recv() => return,
         }
     }

@@ -67,6 +67,11 @@ pub struct TxnConfig {
     /// `transaction.partition.verification.enable` (KIP-890): a partition leader asks the
     /// coordinator before a transaction's first batch there ([`verifier`]).
     pub partition_verification: bool,
+    /// `transactional.id.expiration.ms`: a transactional id with no transaction open and no
+    /// request for this long is forgotten (a tombstone in `__transaction_state`).
+    pub id_expiration_ms: i64,
+    /// `transaction.remove.expired.transaction.cleanup.interval.ms`: how often that is checked.
+    pub id_expiration_check_interval_ms: u64,
 }
 
 impl TxnConfig {
@@ -97,12 +102,18 @@ impl TxnConfig {
                     )
                 }
             },
+            id_expiration_ms: parse("transactional.id.expiration.ms")?,
+            id_expiration_check_interval_ms: parse(
+                "transaction.remove.expired.transaction.cleanup.interval.ms",
+            )? as u64,
         };
         if parsed.num_partitions < 1
             || parsed.replication_factor < 1
             || parsed.min_isr < 1
             || parsed.max_timeout_ms < 1
             || parsed.abort_check_interval_ms < 1
+            || parsed.id_expiration_ms < 1
+            || parsed.id_expiration_check_interval_ms < 1
         {
             return Err("transaction.* settings must be at least 1".into());
         }
@@ -481,12 +492,27 @@ impl TransactionCoordinator {
         meta: &TxnMetadata,
         coordinator_epoch: i32,
     ) -> Result<(), ResponseError> {
-        let encoded = records::key(transactional_id)
-            .and_then(|key| Ok((key, records::value(meta)?)))
-            .map_err(|err| {
-                tracing::error!(transactional_id, "cannot encode transaction state: {err}");
-                ResponseError::UnknownServerError
-            })?;
+        let value = records::value(meta).map_err(|err| {
+            tracing::error!(transactional_id, "cannot encode transaction state: {err}");
+            ResponseError::UnknownServerError
+        })?;
+        self.append_state(broker, transactional_id, Some(value), coordinator_epoch)
+            .await
+    }
+
+    /// Appends `transactional_id`'s record (`None`: its tombstone) to its `__transaction_state`
+    /// partition under `coordinator_epoch` and waits for the ISR.
+    async fn append_state(
+        &self,
+        broker: &Arc<Broker>,
+        transactional_id: &str,
+        value: Option<bytes::Bytes>,
+        coordinator_epoch: i32,
+    ) -> Result<(), ResponseError> {
+        let key = records::key(transactional_id).map_err(|err| {
+            tracing::error!(transactional_id, "cannot encode transaction state: {err}");
+            ResponseError::UnknownServerError
+        })?;
         let partition = broker
             .replicas
             .get(
@@ -495,12 +521,10 @@ impl TransactionCoordinator {
             )
             .ok_or(ResponseError::NotCoordinator)?;
         let mut batch =
-            crate::group::records::build_batch(&[(encoded.0, Some(encoded.1))], now_ms()).map_err(
-                |err| {
-                    tracing::error!("cannot encode a transaction state batch: {err}");
-                    ResponseError::UnknownServerError
-                },
-            )?;
+            crate::group::records::build_batch(&[(key, value)], now_ms()).map_err(|err| {
+                tracing::error!("cannot encode a transaction state batch: {err}");
+                ResponseError::UnknownServerError
+            })?;
         let min_isr = partition.settings.min_insync_replicas;
         // Written only under the leadership the operation started in: a coordinator that lost
         // and regained the partition meanwhile must not overwrite what its successor decided.
@@ -634,6 +658,54 @@ impl TransactionCoordinator {
         drop(txns);
         self.loaded().insert(index, leader_epoch);
         Ok(loaded)
+    }
+
+    /// Forgets the transactional ids idle past `transactional.id.expiration.ms` with no
+    /// transaction open or ending (Kafka's `removeExpiredTransactionalIds`): a tombstone each in
+    /// `__transaction_state`, then out of memory. A later InitProducerId with the id starts it
+    /// afresh with a new producer id. Returns how many went.
+    pub async fn expire_transactional_ids(&self, broker: &Arc<Broker>) -> usize {
+        let now = now_ms();
+        let mut expired = 0;
+        for (id, txn) in self.all() {
+            let Ok(coordinator_epoch) = self.coordinator_epoch(&id) else {
+                continue;
+            };
+            let Ok(mut guard) = Arc::clone(&txn).try_lock_owned() else {
+                continue; // a request holds it: not idle
+            };
+            let idle = guard.as_ref().is_some_and(|meta| {
+                matches!(
+                    meta.state,
+                    TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
+                ) && now.saturating_sub(meta.last_update_ms) >= self.config.id_expiration_ms
+            });
+            if !idle {
+                continue;
+            }
+            if let Err(error) = self
+                .append_state(broker, &id, None, coordinator_epoch)
+                .await
+            {
+                tracing::warn!(transactional_id = id, "cannot expire yet: {error:?}");
+                continue;
+            }
+            *guard = None;
+            let mut map = self.txn_map();
+            if map.get(&id).is_some_and(|held| Arc::ptr_eq(held, &txn)) {
+                map.remove(&id);
+            }
+            drop(map);
+            self.last_bump
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .remove(&id);
+            expired += 1;
+        }
+        if expired > 0 {
+            tracing::info!(expired, "expired idle transactional ids");
+        }
+        expired
     }
 
     /// The periodic pass (Kafka's `abortTimedOutTransactions`, and the completion of
