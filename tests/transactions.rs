@@ -609,3 +609,163 @@ fn idle_transactional_ids_expire() {
     assert_ne!(again_pid, idle_pid, "a new producer id");
     assert_eq!(again_epoch, 0);
 }
+
+/// A transaction open past its `transaction.timeout.ms` is aborted by the coordinator's
+/// periodic pass under a bumped epoch: its records are never visible to read_committed, the
+/// partition's last stable offset moves past the ABORT marker, and the producer's own EndTxn is
+/// then PRODUCER_FENCED. Several expire together; another transaction, within its timeout,
+/// stays open.
+#[test]
+fn transactions_open_past_their_timeout_are_aborted_and_their_producers_fenced() {
+    use common::wire::{self, RawConn};
+    use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{
+        AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, EndTxnRequest, EndTxnResponse,
+        FindCoordinatorRequest, FindCoordinatorResponse, InitProducerIdRequest,
+        InitProducerIdResponse, ListTransactionsRequest, ListTransactionsResponse, ProduceRequest,
+        ProduceResponse, ProducerId, TransactionalId,
+    };
+    use kafka_protocol::protocol::StrBytes;
+
+    let server = TestServer::start_with(&[(
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+        "200",
+    )]);
+    let mut conn = RawConn::connect(server.kafka_addr());
+    wire::create_topics(&mut conn, &[("timeouts", 1)]);
+    let found: FindCoordinatorResponse = conn.request(
+        &FindCoordinatorRequest::default()
+            .with_key_type(1)
+            .with_key(StrBytes::from_static_str("slow-0")),
+        2,
+    );
+    assert_eq!(found.error_code, 0);
+    let id = |name: &str| TransactionalId(StrBytes::from_string(name.to_owned()));
+    // Opens a transaction of `name` with `timeout_ms` holding one record; (pid, epoch).
+    let open = |conn: &mut RawConn, name: &str, timeout_ms: i32| -> (i64, i16) {
+        let (pid, epoch) = common::poll_until("an initialised producer", TIMEOUT, || {
+            let init: InitProducerIdResponse = conn.request(
+                &InitProducerIdRequest::default()
+                    .with_transactional_id(Some(id(name)))
+                    .with_transaction_timeout_ms(timeout_ms)
+                    .with_producer_id(ProducerId(-1))
+                    .with_producer_epoch(-1),
+                4,
+            );
+            match init.error_code {
+                16 => None,
+                0 => Some((init.producer_id.0, init.producer_epoch)),
+                code => panic!("InitProducerId: error {code}"),
+            }
+        });
+        let added: AddPartitionsToTxnResponse = conn.request(
+            &AddPartitionsToTxnRequest::default()
+                .with_v3_and_below_transactional_id(id(name))
+                .with_v3_and_below_producer_id(ProducerId(pid))
+                .with_v3_and_below_producer_epoch(epoch)
+                .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
+                    .with_name(wire::topic_name("timeouts"))
+                    .with_partitions(vec![0])]),
+            3,
+        );
+        assert_eq!(
+            added.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code,
+            0
+        );
+        let produced: ProduceResponse = conn.request(
+            &ProduceRequest::default()
+                .with_transactional_id(Some(id(name)))
+                .with_acks(-1)
+                .with_timeout_ms(10_000)
+                .with_topic_data(vec![TopicProduceData::default()
+                    .with_name(wire::topic_name("timeouts"))
+                    .with_partition_data(vec![PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(wire::producer_batch(
+                            pid,
+                            epoch,
+                            0,
+                            &[name],
+                            true,
+                            1_000,
+                        )))])]),
+            9,
+        );
+        assert_eq!(produced.responses[0].partition_responses[0].error_code, 0);
+        (pid, epoch)
+    };
+    let slow: Vec<(i64, i16)> = (0..3)
+        .map(|i| open(&mut conn, &format!("slow-{i}"), 1_000))
+        .collect();
+    // Opened last, at offset 3: the last stable offset stops there once the others abort.
+    open(&mut conn, "patient", 600_000);
+    let states = |conn: &mut RawConn| -> Vec<(String, String)> {
+        let response: ListTransactionsResponse =
+            conn.request(&ListTransactionsRequest::default(), 0);
+        let mut listed: Vec<(String, String)> = response
+            .transaction_states
+            .iter()
+            .map(|t| {
+                (
+                    t.transactional_id.to_string(),
+                    t.transaction_state.to_string(),
+                )
+            })
+            .collect();
+        listed.sort();
+        listed
+    };
+    let expected: Vec<(String, String)> = [
+        ("patient", "Ongoing"),
+        ("slow-0", "CompleteAbort"),
+        ("slow-1", "CompleteAbort"),
+        ("slow-2", "CompleteAbort"),
+    ]
+    .iter()
+    .map(|(id, state)| (id.to_string(), state.to_string()))
+    .collect();
+    common::poll_until("the timed-out transactions aborted", TIMEOUT, || {
+        (states(&mut conn) == expected).then_some(())
+    });
+    for (i, (pid, epoch)) in slow.iter().enumerate() {
+        let end: EndTxnResponse = conn.request(
+            &EndTxnRequest::default()
+                .with_transactional_id(id(&format!("slow-{i}")))
+                .with_producer_id(ProducerId(*pid))
+                .with_producer_epoch(*epoch)
+                .with_committed(true),
+            3,
+        );
+        assert_eq!(
+            end.error_code, 90,
+            "PRODUCER_FENCED: the abort bumped the epoch"
+        );
+    }
+    // Three records, the fourth (patient's) open: the LSO is at it, past the three ABORT
+    // markers (offsets 4, 5 and 6 follow it in the log).
+    let read = read_committed_offsets(&mut conn, "timeouts");
+    assert_eq!(read, (3, 7), "(last stable offset, log end)");
+}
+
+/// A read_committed ListOffsets (latest) of `topic`-0 and its log end offset.
+fn read_committed_offsets(conn: &mut common::wire::RawConn, topic: &str) -> (i64, i64) {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+    let ask = |conn: &mut common::wire::RawConn, isolation: i8| -> i64 {
+        let response: ListOffsetsResponse = conn.request(
+            &ListOffsetsRequest::default()
+                .with_isolation_level(isolation)
+                .with_topics(vec![ListOffsetsTopic::default()
+                    .with_name(common::wire::topic_name(topic))
+                    .with_partitions(vec![ListOffsetsPartition::default()
+                        .with_partition_index(0)
+                        .with_timestamp(-1)])]),
+            5,
+        );
+        let p = &response.topics[0].partitions[0];
+        assert_eq!(p.error_code, 0);
+        p.offset
+    };
+    (ask(conn, 1), ask(conn, 0))
+}

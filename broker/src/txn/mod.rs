@@ -50,6 +50,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 const VERIFY_WAIT_MAX: Duration = Duration::from_secs(5);
 /// How much of a `__transaction_state` partition one replay read takes.
 const REPLAY_READ_BYTES: usize = 1 << 20;
+/// How many transactions one periodic pass ends at once.
+const TICK_CONCURRENCY: usize = 16;
 
 /// The transaction coordinator's settings (Kafka's names).
 #[derive(Debug, Clone, Copy)]
@@ -711,44 +713,71 @@ impl TransactionCoordinator {
     /// The periodic pass (Kafka's `abortTimedOutTransactions`, and the completion of
     /// transactions a failover caught preparing): aborts the transactions open past their
     /// timeout, with the epoch bumped so their producer is fenced, and writes the markers of
-    /// those still preparing.
-    pub async fn tick(&self, broker: &Arc<Broker>) {
+    /// those still preparing. Up to [`TICK_CONCURRENCY`] transactions at once: one whose markers
+    /// cannot be written (a partition without a leader) keeps trying for a minute, and must not
+    /// hold every other transaction's abort back meanwhile. Returns when all are done.
+    pub async fn tick(self: &Arc<Self>, broker: &Arc<Broker>) {
         let now = now_ms();
+        let slots = Arc::new(tokio::sync::Semaphore::new(TICK_CONCURRENCY));
+        let mut running = tokio::task::JoinSet::new();
         for (id, txn) in self.all() {
             let Ok(coordinator_epoch) = self.coordinator_epoch(&id) else {
                 continue;
             };
-            let Ok(mut guard) = txn.try_lock() else {
+            let Ok(guard) = txn.try_lock_owned() else {
                 continue; // a request holds it: it decides
             };
-            let Some(current) = guard.clone() else {
+            let due = guard
+                .as_ref()
+                .is_some_and(|meta| meta.has_expired(now) || meta.state.is_preparing());
+            if !due {
                 continue;
-            };
-            let outcome = if current.has_expired(now) {
-                tracing::info!(
-                    transactional_id = id,
-                    producer_id = current.producer_id,
-                    "aborting a transaction open past its timeout"
-                );
-                let mut fenced = current.clone();
-                fenced.producer_epoch = fenced.producer_epoch.saturating_add(1);
-                self.end(broker, &id, &mut guard, &fenced, false, coordinator_epoch)
-                    .await
-            } else if current.state.is_preparing() {
-                self.finish(broker, &id, &mut guard, &current, coordinator_epoch)
-                    .await
-            } else {
-                continue;
-            };
-            match outcome {
-                Ok(_) => {}
-                Err(error) => {
-                    tracing::warn!(
-                        transactional_id = id,
-                        "cannot end a transaction yet: {error:?}"
-                    )
-                }
             }
+            let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+                break;
+            };
+            let (coordinator, broker) = (Arc::clone(self), Arc::clone(broker));
+            running.spawn(async move {
+                let _slot = slot;
+                coordinator
+                    .tick_one(&broker, &id, guard, coordinator_epoch, now)
+                    .await;
+            });
+        }
+        while running.join_next().await.is_some() {}
+    }
+
+    /// One transaction's part of [`TransactionCoordinator::tick`], under its lock.
+    async fn tick_one(
+        &self,
+        broker: &Arc<Broker>,
+        id: &str,
+        mut guard: tokio::sync::OwnedMutexGuard<Option<TxnMetadata>>,
+        coordinator_epoch: i32,
+        now: i64,
+    ) {
+        let Some(current) = guard.clone() else {
+            return;
+        };
+        let outcome = if current.has_expired(now) {
+            tracing::info!(
+                transactional_id = id,
+                producer_id = current.producer_id,
+                "aborting a transaction open past its timeout"
+            );
+            let mut fenced = current.clone();
+            fenced.producer_epoch = fenced.producer_epoch.saturating_add(1);
+            self.end(broker, id, &mut guard, &fenced, false, coordinator_epoch)
+                .await
+        } else {
+            self.finish(broker, id, &mut guard, &current, coordinator_epoch)
+                .await
+        };
+        if let Err(error) = outcome {
+            tracing::warn!(
+                transactional_id = id,
+                "cannot end a transaction yet: {error:?}"
+            );
         }
     }
 }
