@@ -517,10 +517,18 @@ impl Driver {
     fn on_tick(&mut self) {
         self.answer_parked();
         let now = Instant::now();
-        if let Some(in_flight) = &self.in_flight {
-            if now >= in_flight.deadline {
-                let in_flight = self.in_flight.take().expect("checked above");
-                fail(in_flight.waiter, ControlError::Timeout);
+        // A proposal past its deadline gets its caller a timeout, but stays in flight: it may
+        // still commit, and the next operation must be planned against an image that has it
+        // (two creates of one topic would otherwise both commit, the second redefining the
+        // topic). It leaves when it commits, or when this node stops leading.
+        if let Some(in_flight) = &mut self.in_flight {
+            if now >= in_flight.deadline && !matches!(in_flight.waiter, Waiter::Internal) {
+                let waiter = std::mem::replace(&mut in_flight.waiter, Waiter::Internal);
+                fail(waiter, ControlError::Timeout);
+                tracing::warn!(
+                    token = in_flight.token,
+                    "a metadata change is not committed in time; later changes wait for it"
+                );
             }
         }
         if !self.quorum.is_leader() {
