@@ -529,10 +529,11 @@ fn kubernetes_manifests_pass_kubeconform_and_give_each_pod_its_identity() {
     );
 }
 
-/// Every metric Skald's source registers: (names, histogram names). A histogram's samples are
-/// `<name>_bucket`, `_sum` and `_count`.
+/// Every metric Skald's source registers, the process collector's included: (names, histogram
+/// names). A histogram's samples are `<name>_bucket`, `_sum` and `_count`.
 fn exported_metrics() -> (BTreeSet<String>, BTreeSet<String>) {
     let (mut names, mut histograms) = (BTreeSet::new(), BTreeSet::new());
+    names.extend(PROCESS_METRICS.iter().map(|name| name.to_string()));
     let mut files = vec![repo().join("broker/src")];
     while let Some(path) = files.pop() {
         if path.is_dir() {
@@ -630,7 +631,7 @@ fn prometheus_config_and_rules_pass_promtool_and_their_unit_tests() {
             lines.contains(
                 &format!("SUCCESS: {config} is valid prometheus config file syntax").as_str()
             ) && lines.contains(&"SUCCESS: 1 rule files found")
-                && lines.contains(&"SUCCESS: 20 rules found"),
+                && lines.contains(&"SUCCESS: 26 rules found"),
             "{stdout}"
         );
     }
@@ -642,7 +643,7 @@ fn prometheus_config_and_rules_pass_promtool_and_their_unit_tests() {
             .map(str::trim)
             .filter(|l| !l.is_empty())
             .collect::<Vec<_>>(),
-        vec!["Checking rules.yml", "SUCCESS: 20 rules found"]
+        vec!["Checking rules.yml", "SUCCESS: 26 rules found"]
     );
 
     let (records, alerts, exprs) = rules();
@@ -659,6 +660,10 @@ fn prometheus_config_and_rules_pass_promtool_and_their_unit_tests() {
             "skald:bytes_in:rate5m",
             "skald:bytes_out:rate5m",
             "skald:log_dir_available:ratio",
+            "skald:request_errors:rate5m",
+            "skald:request_queue_time_seconds:p99_5m",
+            "skald:request_processing_time_seconds:p99_5m",
+            "skald:open_fds:ratio",
         ]
     );
     assert_eq!(
@@ -674,6 +679,8 @@ fn prometheus_config_and_rules_pass_promtool_and_their_unit_tests() {
             "SkaldConsumerLagGrowing",
             "SkaldLogDirFillingUp",
             "SkaldLogDirAlmostFull",
+            "SkaldServerErrors",
+            "SkaldOpenFilesNearLimit",
         ]
     );
     let recorded: BTreeSet<String> = records.into_iter().collect();
@@ -732,8 +739,8 @@ fn dashboard_queries_parse_and_use_only_exported_metrics() {
             exprs.push(target["expr"].as_str().expect("expr").to_string());
         }
     }
-    assert_eq!(titles.len(), 22, "{titles:?}");
-    assert_eq!(exprs.len(), 24);
+    assert_eq!(titles.len(), 28, "{titles:?}");
+    assert_eq!(exprs.len(), 32);
 
     let (records, _, _) = rules();
     let recorded: BTreeSet<String> = records.into_iter().collect();
@@ -770,17 +777,41 @@ fn dashboard_queries_parse_and_use_only_exported_metrics() {
     );
 }
 
-#[test]
-fn every_exported_metric_is_documented_in_the_readme() {
+/// What the prometheus crate's process collector exports on Linux (registered in `Metrics::new`).
+const PROCESS_METRICS: [&str; 7] = [
+    "process_cpu_seconds_total",
+    "process_open_fds",
+    "process_max_fds",
+    "process_virtual_memory_bytes",
+    "process_resident_memory_bytes",
+    "process_start_time_seconds",
+    "process_threads",
+];
+
+/// The metric names of README.md's metrics table (its rows' first cells), in table order.
+fn readme_metrics_table() -> Vec<String> {
     let readme = read(&repo().join("README.md"));
+    let section = readme
+        .split_once("\n## Metrics\n")
+        .expect("README.md has a Metrics section")
+        .1;
+    let section = section.split("\n## ").next().unwrap_or(section);
+    section
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `"))
+        .map(|rest| rest[..rest.find('`').expect("closing backtick")].to_string())
+        .collect()
+}
+
+#[test]
+fn every_exported_metric_has_one_row_in_the_readme_metrics_table() {
+    let rows = readme_metrics_table();
+    let documented: BTreeSet<String> = rows.iter().cloned().collect();
+    assert_eq!(documented.len(), rows.len(), "a metric twice: {rows:?}");
     let (exported, _) = exported_metrics();
-    let undocumented: Vec<&String> = exported
-        .iter()
-        .filter(|name| !readme.contains(&format!("`{name}")))
-        .collect();
-    assert!(
-        undocumented.is_empty(),
-        "not in README.md: {undocumented:?}"
+    assert_eq!(
+        documented, exported,
+        "README.md's metrics table and the metrics the source registers differ"
     );
 }
 

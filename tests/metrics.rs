@@ -147,6 +147,105 @@ fn produce_updates_request_bytes_records_and_offset_metrics() {
 }
 
 #[test]
+fn errors_by_code_request_times_partition_counts_cluster_and_process_metrics() {
+    let server = TestServer::start_with(&[("num.partitions", "3")]);
+    let topic = "counted";
+    wire::ensure_topic(server.kafka_addr(), topic);
+    let mut conn = RawConn::connect(server.kafka_addr());
+    assert_eq!(
+        conn.produce_raw(topic, 0, wire::batch_v2(&[("k", "v", 1_000)])),
+        (0, 0)
+    );
+    // Partition 7 does not exist: UNKNOWN_TOPIC_OR_PARTITION (3).
+    assert_eq!(
+        conn.produce_raw(topic, 7, wire::batch_v2(&[("k", "v", 1_000)]))
+            .0,
+        3
+    );
+
+    let body = poll_until("both produces counted", Duration::from_secs(10), || {
+        let body = scrape(&server);
+        (sample(&body, r#"skald_requests_total{api="Produce"}"#) == Some(2.0)).then_some(body)
+    });
+    let value = |series: &str| sample(&body, series);
+    // Every error code of every response, NONE included; nothing else for Produce.
+    assert_eq!(
+        value(r#"skald_request_errors_total{api="Produce",error="NONE"}"#),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(
+        value(r#"skald_request_errors_total{api="Produce",error="UNKNOWN_TOPIC_OR_PARTITION"}"#),
+        Some(1.0),
+        "{body}"
+    );
+    let produce_error_series = body
+        .lines()
+        .filter(|l| l.starts_with("skald_request_errors_total{") && l.contains(r#"api="Produce""#))
+        .count();
+    assert_eq!(produce_error_series, 2, "{body}");
+    // Both produces passed through the queue and processing histograms.
+    for histogram in [
+        "skald_request_queue_time_seconds",
+        "skald_request_processing_time_seconds",
+    ] {
+        assert_eq!(
+            value(&format!(r#"{histogram}_count{{api="Produce"}}"#)),
+            Some(2.0),
+            "{body}"
+        );
+        assert!(
+            body.contains(&format!("# TYPE {histogram} histogram")),
+            "{body}"
+        );
+    }
+    // The lone broker hosts and leads the topic's three partitions.
+    assert_eq!(value("skald_partitions"), Some(3.0), "{body}");
+    assert_eq!(value("skald_leader_partitions"), Some(3.0), "{body}");
+    // It is the active controller, so it reports the cluster as the metadata says.
+    assert_eq!(value("skald_controller_active"), Some(1.0), "{body}");
+    assert_eq!(value("skald_cluster_topics"), Some(1.0), "{body}");
+    assert_eq!(value("skald_cluster_partitions"), Some(3.0), "{body}");
+    assert_eq!(value("skald_leaderless_partitions"), Some(0.0), "{body}");
+    assert_eq!(
+        value("skald_cluster_under_min_isr_partitions"),
+        Some(0.0),
+        "{body}"
+    );
+    assert_eq!(
+        value(r#"skald_brokers{state="unfenced"}"#),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(
+        value(r#"skald_brokers{state="fenced"}"#),
+        Some(0.0),
+        "{body}"
+    );
+    // Process metrics: the open-file limit is the process's own.
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.pid())).expect("limits");
+    let max_open_files: f64 = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|soft| soft.parse().ok())
+        .expect("Max open files");
+    assert_eq!(value("process_max_fds"), Some(max_open_files), "{body}");
+    for positive in [
+        "process_open_fds",
+        "process_resident_memory_bytes",
+        "process_threads",
+        "process_start_time_seconds",
+    ] {
+        assert!(
+            value(positive).is_some_and(|v| v > 0.0),
+            "{positive}\n{body}"
+        );
+    }
+    assert!(value("process_cpu_seconds_total").is_some(), "{body}");
+}
+
+#[test]
 fn unknown_path_is_404() {
     let server = TestServer::start();
     let (status, _) = http_get(server.metrics_addr(), "/nope").expect("GET /nope");

@@ -140,13 +140,6 @@ impl Broker {
         self.metadata_offset
             .fetch_max(metadata_offset, Ordering::AcqRel);
         self.metadata_published.notify_waiters();
-        let image = self.image();
-        let fenced = image.brokers.values().filter(|b| b.fenced).count() as i64;
-        let brokers = &self.metrics.brokers;
-        brokers.with_label_values(&["fenced"]).set(fenced);
-        brokers
-            .with_label_values(&["unfenced"])
-            .set(image.brokers.len() as i64 - fenced);
         self.metrics
             .metadata_applied_index
             .set(i64::try_from(self.metadata_offset()).unwrap_or(i64::MAX));

@@ -40,6 +40,22 @@ pub async fn next_frame(
     peer: SocketAddr,
     shutdown: &mut broadcast::Receiver<()>,
 ) -> Option<Bytes> {
+    let mut last_read = Instant::now();
+    next_frame_received(stream, buffer, max_bytes, peer, shutdown, &mut last_read).await
+}
+
+/// As [`next_frame`], also keeping in `last_read` when the last read returned bytes: a frame
+/// taken from the buffer arrived then (the buffer is read from only once it holds no whole
+/// frame), so the time from there to its handling is the time it queued behind the requests
+/// before it on the connection.
+async fn next_frame_received(
+    stream: &mut (impl AsyncRead + Unpin),
+    buffer: &mut BytesMut,
+    max_bytes: usize,
+    peer: SocketAddr,
+    shutdown: &mut broadcast::Receiver<()>,
+    last_read: &mut Instant,
+) -> Option<Bytes> {
     loop {
         match take_frame(buffer, max_bytes) {
             Ok(Some(frame)) => return Some(frame),
@@ -55,7 +71,7 @@ pub async fn next_frame(
         };
         match read {
             Ok(0) => return None,
-            Ok(_) => {}
+            Ok(_) => *last_read = Instant::now(),
             Err(err) => {
                 tracing::debug!(%peer, "connection read failed: {err}");
                 return None;
@@ -69,7 +85,8 @@ struct Pending {
     api_key: ApiKey,
     version: i16,
     correlation_id: i32,
-    started: Instant,
+    /// When the request's last bytes were read.
+    received: Instant,
     reply: Reply,
 }
 
@@ -105,13 +122,21 @@ async fn read_requests(
 ) {
     let max_bytes = broker.config.socket_request_max_bytes;
     let mut buffer = BytesMut::with_capacity(READ_BUFFER_BYTES);
+    let mut last_read = Instant::now();
     loop {
-        let Some(frame) =
-            next_frame(&mut stream, &mut buffer, max_bytes, peer, &mut shutdown).await
+        let Some(frame) = next_frame_received(
+            &mut stream,
+            &mut buffer,
+            max_bytes,
+            peer,
+            &mut shutdown,
+            &mut last_read,
+        )
+        .await
         else {
             return;
         };
-        let started = Instant::now();
+        let (received, started) = (last_read, Instant::now());
         let (api_key, version, correlation_id, reply) = match codec::decode_request(frame) {
             Ok(request) => {
                 let (api_key, version, correlation_id) = (
@@ -125,6 +150,18 @@ async fn read_requests(
                     reply = api::handle_from(broker, request, Some(peer)) => reply,
                     _ = shutdown.recv() => return,
                 };
+                // Kafka's RequestQueueTimeMs and LocalTimeMs: waiting behind the requests
+                // before it, then this broker's own work (an acks=all wait comes after).
+                let api = api_name(api_key);
+                let metrics = &broker.metrics;
+                metrics
+                    .request_queue_time_seconds
+                    .with_label_values(&[api])
+                    .observe(started.duration_since(received).as_secs_f64());
+                metrics
+                    .request_processing_time_seconds
+                    .with_label_values(&[api])
+                    .observe(started.elapsed().as_secs_f64());
                 (api_key, version, correlation_id, reply)
             }
             Err(DecodeError::UnsupportedVersion(prefix))
@@ -150,7 +187,7 @@ async fn read_requests(
             api_key,
             version,
             correlation_id,
-            started,
+            received,
             reply,
         };
         if replies.send(pending).await.is_err() || closing {
@@ -175,6 +212,9 @@ async fn write_replies(
                 reply = later => reply,
                 _ = shutdown.recv() => return,
             };
+        }
+        if let Reply::Send(body) | Reply::SendCopied(body) = &reply {
+            count_errors(broker, pending.api_key, body);
         }
         match reply {
             Reply::Send(body) => {
@@ -223,8 +263,19 @@ async fn write_replies(
             .metrics
             .request_latency_seconds
             .with_label_values(&[api])
-            .observe(pending.started.elapsed().as_secs_f64());
+            .observe(pending.received.elapsed().as_secs_f64());
     }
+}
+
+/// Counts every error code of a response by API and Kafka's error name (NONE included).
+fn count_errors(broker: &Broker, api_key: ApiKey, body: &ResponseKind) {
+    let api = api_name(api_key);
+    let errors = &broker.metrics.request_errors_total;
+    api::error_codes::for_each(body, |code| {
+        errors
+            .with_label_values(&[api, skald_client::error::error_name(code)])
+            .inc();
+    });
 }
 
 /// Encodes and writes one response (`answering`: the request's correlation id, key and version).
@@ -319,6 +370,19 @@ pub fn api_name(api_key: ApiKey) -> &'static str {
         ApiKey::DescribeGroups => "DescribeGroups",
         ApiKey::ListGroups => "ListGroups",
         ApiKey::DeleteGroups => "DeleteGroups",
+        ApiKey::DescribeCluster => "DescribeCluster",
+        ApiKey::DescribeQuorum => "DescribeQuorum",
+        ApiKey::ElectLeaders => "ElectLeaders",
+        ApiKey::OffsetForLeaderEpoch => "OffsetForLeaderEpoch",
+        ApiKey::InitProducerId => "InitProducerId",
+        ApiKey::AddPartitionsToTxn => "AddPartitionsToTxn",
+        ApiKey::AddOffsetsToTxn => "AddOffsetsToTxn",
+        ApiKey::EndTxn => "EndTxn",
+        ApiKey::TxnOffsetCommit => "TxnOffsetCommit",
+        ApiKey::WriteTxnMarkers => "WriteTxnMarkers",
+        ApiKey::DescribeProducers => "DescribeProducers",
+        ApiKey::DescribeTransactions => "DescribeTransactions",
+        ApiKey::ListTransactions => "ListTransactions",
         _ => "Other",
     }
 }

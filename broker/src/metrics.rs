@@ -2,6 +2,12 @@
 //! probes orchestrators ask, `GET /health` (the process is alive) and `GET /ready` (it serves
 //! clients).
 
+mod cluster;
+pub mod log_ends;
+
+pub use cluster::ClusterCollector;
+pub use log_ends::LeaderLogEnds;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -18,6 +24,13 @@ pub struct Metrics {
     registry: Registry,
     pub requests_total: IntCounterVec,
     pub request_latency_seconds: HistogramVec,
+    /// Every error code in every response, by API and Kafka's error name, NONE included
+    /// (Kafka's `ErrorsPerSec{request, error}`).
+    pub request_errors_total: IntCounterVec,
+    /// A request's wait behind the ones before it on its connection, and the broker's own work
+    /// on it (Kafka's `RequestQueueTimeMs` and `LocalTimeMs`).
+    pub request_queue_time_seconds: HistogramVec,
+    pub request_processing_time_seconds: HistogramVec,
     pub bytes_in_total: IntCounterVec,
     pub bytes_out_total: IntCounterVec,
     pub records_in_total: IntCounterVec,
@@ -34,8 +47,6 @@ pub struct Metrics {
     pub raft_term: IntGauge,
     pub raft_leader_id: IntGauge,
     pub metadata_applied_index: IntGauge,
-    /// Registered brokers by state (`fenced` / `unfenced`), as the metadata says.
-    pub brokers: IntGaugeVec,
     /// Brokers this node, as the active controller, fenced because their session expired, by
     /// broker (Kafka's `TimedOutBrokerHeartbeatCount`, per broker).
     pub timed_out_broker_heartbeats_total: IntCounterVec,
@@ -43,9 +54,9 @@ pub struct Metrics {
     /// `UnderReplicatedPartitions`), and smaller than `min.insync.replicas` (`UnderMinIsrPartitionCount`).
     pub under_replicated_partitions: IntGauge,
     pub under_min_isr_partitions: IntGauge,
-    /// Partitions with no leader in the metadata this node serves (Kafka's controller
-    /// `OfflinePartitionsCount`, cluster-wide).
-    pub leaderless_partitions: IntGauge,
+    /// Partitions hosted here and those led here (Kafka's `PartitionCount` and `LeaderCount`).
+    pub partitions: IntGauge,
+    pub leader_partitions: IntGauge,
     /// ISR changes this broker's AlterPartitions made (Kafka's `IsrShrinksPerSec` / `IsrExpandsPerSec`).
     pub isr_shrinks_total: IntCounter,
     pub isr_expands_total: IntCounter,
@@ -60,16 +71,40 @@ impl Metrics {
             Opts::new("skald_requests_total", "Requests handled, by Kafka API"),
             &["api"],
         )?;
+        let latency_buckets = vec![
+            0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            10.0,
+        ];
         let request_latency_seconds = HistogramVec::new(
             HistogramOpts::new(
                 "skald_request_latency_seconds",
                 "Time from a request's arrival to its response, by Kafka API",
             )
-            .buckets(vec![
-                0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-                5.0, 10.0,
-            ]),
+            .buckets(latency_buckets.clone()),
             &["api"],
+        )?;
+        let request_queue_time_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "skald_request_queue_time_seconds",
+                "Time a request waited behind the earlier requests of its connection, by Kafka API",
+            )
+            .buckets(latency_buckets.clone()),
+            &["api"],
+        )?;
+        let request_processing_time_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "skald_request_processing_time_seconds",
+                "Time the broker worked on a request, without waiting for replicas, by Kafka API",
+            )
+            .buckets(latency_buckets),
+            &["api"],
+        )?;
+        let request_errors_total = IntCounterVec::new(
+            Opts::new(
+                "skald_request_errors_total",
+                "Error codes in responses, by Kafka API and error name (NONE included)",
+            ),
+            &["api", "error"],
         )?;
         let bytes_in_total = IntCounterVec::new(
             Opts::new(
@@ -133,10 +168,6 @@ impl Metrics {
             "skald_metadata_applied_index",
             "Raft index of the metadata this node serves",
         )?;
-        let brokers = IntGaugeVec::new(
-            Opts::new("skald_brokers", "Registered brokers, by state"),
-            &["state"],
-        )?;
         let timed_out_broker_heartbeats_total = IntCounterVec::new(
             Opts::new(
                 "skald_controller_timed_out_broker_heartbeats_total",
@@ -152,10 +183,9 @@ impl Metrics {
             "skald_under_min_isr_partitions",
             "Partitions led here whose ISR is smaller than min.insync.replicas",
         )?;
-        let leaderless_partitions = IntGauge::new(
-            "skald_leaderless_partitions",
-            "Partitions of the cluster without a leader, as this node's metadata says",
-        )?;
+        let partitions = IntGauge::new("skald_partitions", "Partitions hosted by this broker")?;
+        let leader_partitions =
+            IntGauge::new("skald_leader_partitions", "Partitions this broker leads")?;
         let isr_shrinks_total = IntCounter::new(
             "skald_isr_shrinks_total",
             "ISR shrinks committed for partitions led here",
@@ -174,7 +204,8 @@ impl Metrics {
         for metric in [
             &under_replicated_partitions,
             &under_min_isr_partitions,
-            &leaderless_partitions,
+            &partitions,
+            &leader_partitions,
         ] {
             registry.register(Box::new(metric.clone()))?;
         }
@@ -189,12 +220,20 @@ impl Metrics {
         ] {
             registry.register(Box::new(metric.clone()))?;
         }
-        registry.register(Box::new(brokers.clone()))?;
         registry.register(Box::new(timed_out_broker_heartbeats_total.clone()))?;
         registry.register(Box::new(log_dir_offline.clone()))?;
         registry.register(Box::new(offline_partitions.clone()))?;
         registry.register(Box::new(requests_total.clone()))?;
         registry.register(Box::new(request_latency_seconds.clone()))?;
+        registry.register(Box::new(request_queue_time_seconds.clone()))?;
+        registry.register(Box::new(request_processing_time_seconds.clone()))?;
+        registry.register(Box::new(request_errors_total.clone()))?;
+        // CPU seconds, resident and virtual memory, open and maximum file descriptors, threads
+        // and start time, read from /proc/self at scrape time (the standard `process_*` names).
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         registry.register(Box::new(bytes_in_total.clone()))?;
         registry.register(Box::new(bytes_out_total.clone()))?;
         registry.register(Box::new(records_in_total.clone()))?;
@@ -205,6 +244,9 @@ impl Metrics {
             registry,
             requests_total,
             request_latency_seconds,
+            request_errors_total,
+            request_queue_time_seconds,
+            request_processing_time_seconds,
             bytes_in_total,
             bytes_out_total,
             records_in_total,
@@ -217,11 +259,11 @@ impl Metrics {
             raft_term,
             raft_leader_id,
             metadata_applied_index,
-            brokers,
             timed_out_broker_heartbeats_total,
             under_replicated_partitions,
             under_min_isr_partitions,
-            leaderless_partitions,
+            partitions,
+            leader_partitions,
             isr_shrinks_total,
             isr_expands_total,
             replica_lag_offsets,
@@ -475,10 +517,14 @@ impl prometheus::core::Collector for LogDirCollector {
 }
 
 /// Consumer-group metrics computed at scrape time from the coordinator's state: lag per committed
-/// partition (log end offset − committed offset), members per group and rebalances per group.
+/// partition (high watermark − committed offset), members per group and rebalances per group.
 /// Computing lag on scrape costs one pass over committed offsets instead of work on every append.
+/// Each group is reported by its coordinator only, for every partition it has an offset for:
+/// the high watermark of a partition led here is read directly, the others' come from their
+/// leaders through [`LeaderLogEnds`].
 pub struct GroupCollector {
     broker: std::sync::Weak<crate::broker::Broker>,
+    log_ends: Arc<LeaderLogEnds>,
     lag: IntGaugeVec,
     members: IntGaugeVec,
     rebalances: IntCounterVec,
@@ -487,13 +533,16 @@ pub struct GroupCollector {
 impl GroupCollector {
     pub fn new(
         broker: std::sync::Weak<crate::broker::Broker>,
+        log_ends: Arc<LeaderLogEnds>,
     ) -> Result<GroupCollector, prometheus::Error> {
         Ok(GroupCollector {
             broker,
+            log_ends,
             lag: IntGaugeVec::new(
                 Opts::new(
                     "skald_consumer_group_lag",
-                    "Log end offset minus the group's committed offset",
+                    "High watermark minus the group's committed offset, by partition \
+                     (reported by the group's coordinator)",
                 ),
                 &["group", "topic", "partition"],
             )?,
@@ -545,12 +594,14 @@ impl prometheus::core::Collector for GroupCollector {
                     .set(i64::try_from(members).unwrap_or(i64::MAX));
                 self.rebalances.with_label_values(&[&id]).inc_by(rebalances);
                 for ((topic, partition), committed) in offsets {
-                    // What consumers can read (Kafka's lag is against the high watermark);
-                    // a follower's is its leader's as of its last fetch.
-                    let end = broker
+                    // What consumers can read (Kafka's lag is against the high watermark), as
+                    // its leader knows it.
+                    let led_here = broker
                         .replicas
                         .get(&topic, partition)
+                        .filter(|p| p.replica_state().leader().is_some())
                         .map(|p| p.high_watermark());
+                    let end = led_here.or_else(|| self.log_ends.get(&topic, partition));
                     if let Some(end) = end {
                         let label = partition.to_string();
                         self.lag

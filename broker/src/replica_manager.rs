@@ -424,7 +424,7 @@ impl ReplicaManager {
         drop(unclaimed);
         let changes = self.apply_roles(image);
         self.update_offline_partitions();
-        self.update_replication_gauges(image);
+        self.update_replication_gauges();
         changes
     }
 
@@ -816,16 +816,20 @@ impl ReplicaManager {
         }
     }
 
-    /// Recomputes the replication gauges: under-replicated and under-min-ISR partitions led here,
-    /// leaderless partitions in the metadata, each follower's lag behind its leader.
-    pub fn update_replication_gauges(&self, image: &MetadataImage) {
+    /// Recomputes the replication gauges: partitions hosted and led here, under-replicated and
+    /// under-min-ISR partitions led here, each follower's lag behind its leader. (What the
+    /// whole cluster's metadata says is the active controller's to export: `ClusterCollector`.)
+    pub fn update_replication_gauges(&self) {
         let (mut under_replicated, mut under_min_isr) = (0, 0);
+        let (mut hosted, mut led) = (0i64, 0i64);
         self.metrics.replica_lag_offsets.reset();
         for partition in self.all() {
+            hosted += 1;
             let state = partition.replica_state();
             let Some(leader) = state.leader() else {
                 continue;
             };
+            led += 1;
             if leader.isr.len() < leader.replicas.len() {
                 under_replicated += 1;
             }
@@ -846,15 +850,8 @@ impl ReplicaManager {
             .under_replicated_partitions
             .set(under_replicated);
         self.metrics.under_min_isr_partitions.set(under_min_isr);
-        let leaderless = image
-            .topics
-            .values()
-            .flat_map(|topic| topic.partitions.values())
-            .filter(|p| p.leader < 0)
-            .count();
-        self.metrics
-            .leaderless_partitions
-            .set(i64::try_from(leaderless).unwrap_or(i64::MAX));
+        self.metrics.partitions.set(hosted);
+        self.metrics.leader_partitions.set(led);
     }
 
     /// Kafka's `checkpointHighWatermarks`: writes each log dir's `replication-offset-checkpoint`

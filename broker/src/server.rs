@@ -32,7 +32,8 @@ use crate::metadata::driver::{self, DriverConfig};
 use crate::metadata::publisher::Publisher;
 use crate::metadata::{follower, lifecycle, ControllerChannel};
 use crate::metrics::{
-    GroupCollector, LogDirCollector, Metrics, MetricsServer, ProducerCollector, Readiness,
+    ClusterCollector, GroupCollector, LeaderLogEnds, LogDirCollector, Metrics, MetricsServer,
+    ProducerCollector, Readiness,
 };
 use crate::replica_manager::ReplicaManager;
 use crate::replication;
@@ -260,9 +261,14 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
         ));
     }
 
+    let log_ends = Arc::new(LeaderLogEnds::default());
+    broker.metrics.register(Box::new(GroupCollector::new(
+        Arc::downgrade(&broker),
+        Arc::clone(&log_ends),
+    )?))?;
     broker
         .metrics
-        .register(Box::new(GroupCollector::new(Arc::downgrade(&broker))?))?;
+        .register(Box::new(ClusterCollector::new(Arc::downgrade(&broker))?))?;
     broker
         .metrics
         .register(Box::new(ProducerCollector::new(Arc::downgrade(&broker))?))?;
@@ -406,6 +412,11 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
         Arc::clone(&broker),
         shutdown_tx.subscribe(),
     ));
+    let lag_log_ends = tokio::spawn(crate::metrics::log_ends::run(
+        Arc::clone(&broker),
+        log_ends,
+        shutdown_tx.subscribe(),
+    ));
 
     shutdown.await;
     readiness.stopping();
@@ -424,6 +435,8 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
     drop(shutdown_tx.send(()));
     // A heartbeat in flight has nothing left to say.
     heartbeats.abort();
+    // Nor does a lag refresh waiting on another broker.
+    lag_log_ends.abort();
     // These end before `close_all` writes the final checkpoints (no follower appends after); a
     // fetch or an AlterPartition still waiting for a silent peer is abandoned at the deadline.
     for task in [

@@ -31,6 +31,7 @@ pub mod describe_quorum;
 pub mod describe_transactions;
 pub mod elect_leaders;
 pub mod end_txn;
+pub mod error_codes;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;

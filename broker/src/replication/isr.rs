@@ -39,7 +39,7 @@ pub async fn run(broker: Arc<Broker>, mut stop: broadcast::Receiver<()>) {
         for partition in broker.replicas.all() {
             maybe_alter_isr(&broker, &partition);
         }
-        broker.replicas.update_replication_gauges(&broker.image());
+        broker.replicas.update_replication_gauges();
     }
 }
 
