@@ -17,6 +17,9 @@ use crate::broker::Broker;
 
 /// Heartbeat period while fenced: catching up should not wait a full interval.
 const FENCED_HEARTBEAT_MAX: Duration = Duration::from_millis(100);
+/// Pause between registrations at start-up while no controller takes them (each attempt itself
+/// keeps trying for `controller.quorum.request.timeout.ms`).
+const REGISTRATION_BACKOFF: Duration = Duration::from_secs(1);
 
 fn registration(broker: &Broker, incarnation_id: u64) -> BrokerRegistration {
     BrokerRegistration {
@@ -76,12 +79,30 @@ async fn heartbeat_once(broker: &Broker, want_shut_down: bool) -> Result<bool, C
     })
 }
 
+/// Registers until the controller takes the registration or `deadline` passes, as Kafka's
+/// BrokerLifecycleManager retries: a combined node started before the rest of its quorum has no
+/// active controller to register with until enough voters are up, however long that takes.
+async fn register_until(
+    broker: &Broker,
+    incarnation_id: u64,
+    deadline: Instant,
+) -> Result<i64, ControlError> {
+    loop {
+        match register(broker, incarnation_id).await {
+            Ok(epoch) => return Ok(epoch),
+            Err(err) if Instant::now() >= deadline => return Err(err),
+            Err(err) => tracing::info!("waiting for an active controller to register with: {err}"),
+        }
+        tokio::time::sleep(REGISTRATION_BACKOFF).await;
+    }
+}
+
 /// Registers and heartbeats until the controller unfences this broker, or `wait` passes.
 /// Returns the incarnation id to keep heartbeating with.
 pub async fn start(broker: &Arc<Broker>, wait: Duration) -> Result<u64, ControlError> {
     let incarnation_id = skald_controller::controller::random_topic_id() as u64;
     let deadline = Instant::now() + wait;
-    register(broker, incarnation_id).await?;
+    register_until(broker, incarnation_id, deadline).await?;
     loop {
         match heartbeat_once(broker, false).await {
             Ok(false) => {
@@ -112,7 +133,7 @@ pub async fn start(broker: &Arc<Broker>, wait: Duration) -> Result<u64, ControlE
             }
             Ok(true) => {}
             Err(ControlError::StaleBrokerEpoch) => {
-                register(broker, incarnation_id).await?;
+                register_until(broker, incarnation_id, deadline).await?;
             }
             Err(err) if Instant::now() >= deadline => return Err(err),
             Err(err) => tracing::debug!("heartbeat failed: {err}"),
