@@ -169,44 +169,17 @@ impl TestCluster {
         TestCluster::start_roles_linked(&roles, overrides, true)
     }
 
+    /// A cluster of `roles` with its ports chosen and no node started: the test starts each with
+    /// [`TestCluster::start_node`] and waits with [`TestCluster::wait_node_ready`] (unlike
+    /// [`TestCluster::start`], no fresh ports if another process takes one meanwhile).
+    pub fn unstarted(roles: &[Role], overrides: &[(&str, &str)]) -> TestCluster {
+        let mut cluster = TestCluster::unstarted_linked(roles, overrides, false);
+        cluster.assign_ports();
+        cluster
+    }
+
     fn start_roles_linked(roles: &[Role], overrides: &[(&str, &str)], linked: bool) -> TestCluster {
-        // A combined node's controller traffic (Raft among voters) would bypass the links.
-        assert!(
-            !linked || !roles.contains(&Role::Combined),
-            "a cluster with links has controller-only and broker-only nodes"
-        );
-        let dir = tempfile::Builder::new()
-            .prefix("skald-cluster-")
-            // SKALD_TEST_KEEP=1 keeps every node's data and stderr for a post-mortem.
-            .disable_cleanup(std::env::var_os("SKALD_TEST_KEEP").is_some())
-            .tempdir()
-            .expect("create temp dir");
-        if std::env::var_os("SKALD_TEST_KEEP").is_some() {
-            eprintln!("harness: cluster directory {}", dir.path().display());
-        }
-        let mut cluster = TestCluster {
-            nodes: roles
-                .iter()
-                .enumerate()
-                .map(|(index, role)| ClusterNode {
-                    node_id: index as i32 + 1,
-                    role: *role,
-                    dir: dir.path().join(format!("node-{}", index + 1)),
-                    kafka_port: 0,
-                    controller_port: 0,
-                    metrics_port: 0,
-                    child: None,
-                })
-                .collect(),
-            dir,
-            voters: String::new(),
-            overrides: overrides
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            links: linked.then(BTreeMap::new),
-            raft_links: BTreeMap::new(),
-        };
+        let mut cluster = TestCluster::unstarted_linked(roles, overrides, linked);
         // A port found free can be taken by another test before a node binds it: then start the
         // whole cluster again on fresh ports (the voters list names the controllers' ports).
         for attempt in 1..=PORT_ATTEMPTS {
@@ -228,6 +201,47 @@ impl TestCluster {
             }
         }
         unreachable!("the last attempt returns or panics")
+    }
+
+    /// The cluster's nodes, with no ports assigned and none started.
+    fn unstarted_linked(roles: &[Role], overrides: &[(&str, &str)], linked: bool) -> TestCluster {
+        // A combined node's controller traffic (Raft among voters) would bypass the links.
+        assert!(
+            !linked || !roles.contains(&Role::Combined),
+            "a cluster with links has controller-only and broker-only nodes"
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("skald-cluster-")
+            // SKALD_TEST_KEEP=1 keeps every node's data and stderr for a post-mortem.
+            .disable_cleanup(std::env::var_os("SKALD_TEST_KEEP").is_some())
+            .tempdir()
+            .expect("create temp dir");
+        if std::env::var_os("SKALD_TEST_KEEP").is_some() {
+            eprintln!("harness: cluster directory {}", dir.path().display());
+        }
+        TestCluster {
+            nodes: roles
+                .iter()
+                .enumerate()
+                .map(|(index, role)| ClusterNode {
+                    node_id: index as i32 + 1,
+                    role: *role,
+                    dir: dir.path().join(format!("node-{}", index + 1)),
+                    kafka_port: 0,
+                    controller_port: 0,
+                    metrics_port: 0,
+                    child: None,
+                })
+                .collect(),
+            dir,
+            voters: String::new(),
+            overrides: overrides
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            links: linked.then(BTreeMap::new),
+            raft_links: BTreeMap::new(),
+        }
     }
 
     fn assign_ports(&mut self) {
