@@ -5,7 +5,7 @@
 //! for pod `skald-N` in namespace `streams`), on a bridge with a client host. The nodes form a
 //! quorum, report ready, and keep what an acks=all producer wrote through the death of one node
 //! (`compose.yaml`, the StatefulSet) or of a controller and a broker (`compose.split.yaml`),
-//! serving on. Needs root (`ip netns`), as the disk-fault tests do.
+//! serving on, with every consumer group's coordinator answering its committed offsets. Needs root (`ip netns`), as the disk-fault tests do.
 
 mod common;
 
@@ -14,13 +14,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{poll_until, run_with_timeout, skald_bin};
+use common::{cells, poll_until, run_with_timeout, skald_bin};
 use serde_yaml_ng::Value;
 
 /// The bridge's subnet: addresses that exist only inside this test's namespaces.
 const SUBNET: &str = "10.77.0";
 const CLIENT_HOST: &str = "client";
 const TOOL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Consumer groups given committed offsets before the kill, each checked after it.
+const GROUPS: i64 = 10;
 
 fn ip(args: &[&str]) {
     let output = Command::new("ip")
@@ -269,8 +271,9 @@ fn the_kubernetes_statefulset_pods_form_a_cluster_that_survives_the_loss_of_a_po
 /// Runs `services` (host name → `SKALD_*` environment), each on its own host: `brokers` (with
 /// the port each serves clients on) and `controllers_only`. Once every node is ready, an acks=all producer
 /// writes 50 records to partition 0 of a topic created with the compose defaults (replication
-/// factor 3, min.insync.replicas 2); `victims` are SIGKILLed; 50 more records are acknowledged by
-/// what remains; partition 0 then reads back exactly both batches, in order.
+/// factor 3, min.insync.replicas 2) and [`GROUPS`] groups commit offsets; `victims` are
+/// SIGKILLed; 50 more records are acknowledged by what remains; partition 0 then reads back
+/// exactly both batches, in order, and every group's committed offset is served.
 fn run_topology(
     services: BTreeMap<String, BTreeMap<String, String>>,
     brokers: &[(&str, u16)],
@@ -342,6 +345,28 @@ fn run_topology(
         &first,
     );
     assert!(ok, "produce: {stderr}");
+    // Groups with committed offsets, their coordinators spread over __consumer_offsets'
+    // partitions (three replicas at the defaults).
+    let committed: Vec<(String, i64)> =
+        (0..GROUPS).map(|i| (format!("group-{i}"), i * 5)).collect();
+    for (group, offset) in &committed {
+        let (ok, _, stderr) = hosts.tool(
+            &[
+                "group",
+                "reset-offsets",
+                group,
+                "--topic",
+                "orders:0",
+                "--to-offset",
+                &offset.to_string(),
+                "--execute",
+                "-b",
+                &bootstrap,
+            ],
+            "",
+        );
+        assert!(ok, "commit {group}: {stderr}");
+    }
 
     // The quorum keeps two of three voters, partition 0 two in-sync replicas.
     for victim in victims {
@@ -388,4 +413,24 @@ fn run_topology(
         .map(String::from)
         .collect();
     assert_eq!(read, expected);
+
+    // Every group still has a coordinator, which answers its committed offset.
+    for (group, offset) in &committed {
+        let current = poll_until(
+            &format!("{group}'s coordinator without {victims:?}"),
+            Duration::from_secs(60),
+            || {
+                let (ok, stdout, _) =
+                    hosts.tool(&["group", "describe", group, "-b", &survivors], "");
+                // The last table: TOPIC PARTITION CURRENT-OFFSET ...
+                let table = stdout.split("\n\n").last()?;
+                cells(table)
+                    .into_iter()
+                    .find(|row| row.len() > 2 && row[0] == "orders" && row[1] == "0")
+                    .filter(|_| ok)
+                    .map(|row| row[2].clone())
+            },
+        );
+        assert_eq!(current, offset.to_string(), "{group}");
+    }
 }
