@@ -121,6 +121,55 @@ fn fencings(cluster: &TestCluster) -> Vec<(f64, i32)> {
     found
 }
 
+/// Times of the log lines of `nodes` that contain every one of `needles`, sorted.
+fn log_times(cluster: &TestCluster, nodes: &[i32], needles: &[&str]) -> Vec<f64> {
+    let mut found: Vec<f64> = nodes
+        .iter()
+        .flat_map(|&node| {
+            let text =
+                std::fs::read_to_string(cluster.node(node).stderr_path()).unwrap_or_default();
+            text.lines()
+                .filter(|line| needles.iter().all(|needle| line.contains(needle)))
+                .filter_map(line_time)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    found.sort_by(f64::total_cmp);
+    found
+}
+
+/// What one fault cost the writes: the longest gap between acknowledgements that ends after
+/// the fault started and begins before the next one, and when (seconds after the fault's start)
+/// the steps that end such a gap happened — the target fenced, a new leader for the partition,
+/// an ISR change, the first acknowledgement after the gap.
+fn fault_phases(
+    start: f64,
+    next_start: f64,
+    ack_times: &[f64],
+    fenced: Option<f64>,
+    elected: Option<f64>,
+    isr_changed: Option<f64>,
+) -> String {
+    let gap = ack_times
+        .windows(2)
+        .filter(|w| w[1] > start && w[0] < next_start)
+        .map(|w| (w[0], w[1]))
+        .max_by(|a, b| (a.1 - a.0).total_cmp(&(b.1 - b.0)));
+    let after = |t: Option<f64>| t.map_or("-".to_string(), |t| format!("{:+.2}", t - start));
+    match gap {
+        Some((from, to)) => format!(
+            "gap {:.2} s (from {} to {}); fenced {}, new leader {}, ISR changed {}",
+            to - from,
+            after(Some(from)),
+            after(Some(to)),
+            after(fenced),
+            after(elected),
+            after(isr_changed)
+        ),
+        None => "no acknowledgement around it".into(),
+    }
+}
+
 fn active_controller(cluster: &TestCluster) -> Option<i32> {
     CONTROLLERS.into_iter().find(|&node| {
         http_get(cluster.node(node).metrics_addr(), "/metrics")
@@ -184,18 +233,20 @@ fn seeded_fault_run() {
     let seed = env_number("SKALD_FAULT_SEED", now_secs() as u64).max(1);
     println!("fault run: {faults} faults, seed {seed}");
     let mut rng = Rng(seed);
-    let mut cluster = TestCluster::start_with_links(
-        3,
-        3,
-        &[
-            ("default.replication.factor", "3"),
-            ("min.insync.replicas", "2"),
-            ("offsets.topic.num.partitions", "1"),
-            // Skald's defaults, not the harness's fast ones: the run judges what users get.
-            ("broker.heartbeat.interval.ms", "2000"),
-            ("broker.session.timeout.ms", "9000"),
-        ],
-    );
+    // `SKALD_FAULT_OVERRIDES=key=value,key=value` adds settings (e.g. to measure with
+    // `broker.fast.fencing.enable=false,replica.unresponsive.time.max.ms=0`).
+    let extra = std::env::var("SKALD_FAULT_OVERRIDES").unwrap_or_default();
+    let mut overrides = vec![
+        ("default.replication.factor", "3"),
+        ("min.insync.replicas", "2"),
+        ("offsets.topic.num.partitions", "1"),
+        // Skald's defaults, not the harness's fast ones: the run judges what users get.
+        ("broker.heartbeat.interval.ms", "2000"),
+        ("broker.session.timeout.ms", "9000"),
+    ];
+    overrides.extend(extra.split(',').filter_map(|pair| pair.split_once('=')));
+    println!("overrides: {overrides:?}");
+    let mut cluster = TestCluster::start_with_links(3, 3, &overrides);
     let mut conn = RawConn::connect(cluster.node(4).kafka_addr());
     common::wire::create_topics(&mut conn, &[(TOPIC, 1)]);
     let full_isr = |cluster: &TestCluster| {
@@ -295,6 +346,32 @@ fn seeded_fault_run() {
     times.extend(acked.iter().map(|(_, _, at)| *at));
     times.push(run_end);
     let longest_gap = times.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+    let fenced_at = fencings(&cluster);
+    let elected_at = log_times(
+        &cluster,
+        &BROKERS,
+        &["replica role changed", "\"chaos\"", "BecameLeader"],
+    );
+    let isr_changed_at = log_times(&cluster, &BROKERS, &["ISR changed", "\"chaos\""]);
+    for (index, (target, start, _)) in windows.iter().enumerate() {
+        let next_start = windows.get(index + 1).map_or(run_end, |w| w.1);
+        let first = |times: Vec<f64>| times.into_iter().find(|t| t >= start && *t < next_start);
+        let phases = fault_phases(
+            *start,
+            next_start,
+            &times,
+            first(
+                fenced_at
+                    .iter()
+                    .filter(|f| f.1 == *target)
+                    .map(|f| f.0)
+                    .collect(),
+            ),
+            first(elected_at.clone()),
+            first(isr_changed_at.clone()),
+        );
+        report[index].push_str(&format!("; {phases}"));
+    }
 
     // Fencings outside a fault on the fenced broker (its hold, plus a session and 2 s).
     let slack = SESSION.as_secs_f64() + 2.0;
@@ -342,6 +419,12 @@ fn seeded_fault_run() {
     for line in &report {
         println!("{line}");
     }
+    println!(
+        "load average at the end (1, 5, 15 min): {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
     println!(
         "{} records sent, {} acknowledged, {} failed; {seconds} s; seconds with acknowledged \
          writes: {:.1}%; longest gap {longest_gap:.1} s; fencings {} ({} of healthy brokers: \
