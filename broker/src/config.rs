@@ -26,6 +26,10 @@ const SERVER_PROPERTIES: &[(&str, &str)] = &[
     ("controller.quorum.election.timeout.ms", "500"),
     ("broker.heartbeat.interval.ms", "2000"),
     ("broker.session.timeout.ms", "9000"),
+    // Skald's: the active controller fences a broker at once, without waiting out its session,
+    // when the broker's process is evidently gone (its heartbeat connection closed and its
+    // listener refuses connections); see broker/src/controller_plane/departure.rs.
+    ("broker.fast.fencing.enable", "true"),
     // Skald's entry-count analogue of Kafka's metadata.log.max.record.bytes.between.snapshots:
     // the quorum snapshots its image and drops the log before it every this many entries.
     ("metadata.log.max.entries.between.snapshots", "10000"),
@@ -222,6 +226,9 @@ pub struct ServerConfig {
     /// `metadata.log.max.entries.between.snapshots`.
     pub snapshot_interval_entries: u64,
     /// `unclean.leader.election.enable` (the default of topics that do not set it),
+    /// `broker.fast.fencing.enable` (Skald's): fence a broker whose process is evidently gone
+    /// without waiting out its session.
+    pub broker_fast_fencing_enable: bool,
     /// `auto.leader.rebalance.enable` and `leader.imbalance.check.interval.seconds` / `.ms`.
     pub elections: ElectionConfig,
     pub listeners: Vec<Listener>,
@@ -347,6 +354,7 @@ impl ServerConfig {
             advertised_listeners: Vec::new(),
             log_dirs: Vec::new(),
             metadata_log_dir: PathBuf::new(),
+            broker_fast_fencing_enable: true,
             metrics_listener: "127.0.0.1:9644"
                 .parse()
                 .map_err(|_| "bad default".to_string())?,
@@ -421,6 +429,7 @@ impl ServerConfig {
             .max(100);
         config.elections = config.parse_elections()?;
         let log_dir = config.get("log.dir");
+        config.broker_fast_fencing_enable = config.parse("broker.fast.fencing.enable")?;
         let log_dirs = match config.explicit.get("log.dirs") {
             None if !log_dir.is_empty() => log_dir,
             _ => config.get("log.dirs"),

@@ -208,6 +208,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
                     metrics: broker.metrics.clone(),
                     tick: Duration::from_millis((config.election_timeout_ms / 10).max(5)),
                     session_timeout_ms: config.broker_session_timeout_ms,
+                    fast_fencing: config.broker_fast_fencing_enable,
                     request_timeout,
                 },
                 quorum,

@@ -67,6 +67,17 @@ impl BrokerLiveness {
         self.last_contact_ms.insert(broker_id, now_ms);
     }
 
+    /// Whether `broker_id` has been silent since `since_ms`: heard from in this term, but not
+    /// after `since_ms`. A broker this controller has not heard from in its term is not known to
+    /// be silent (its heartbeats may have gone to the previous controller), so `false`.
+    pub fn silent_since(&self, broker_id: i32, since_ms: u64) -> bool {
+        self.term.is_some()
+            && self
+                .last_contact_ms
+                .get(&broker_id)
+                .is_some_and(|last| *last <= since_ms)
+    }
+
     fn restart_sessions(&mut self, now_ms: u64) {
         for last in self.last_contact_ms.values_mut() {
             *last = now_ms;
@@ -180,6 +191,25 @@ mod tests {
             liveness.expired(&image, 7, 18_100),
             Expired::Brokers(vec![(1, 10), (2, 20)])
         );
+    }
+
+    #[test]
+    fn a_broker_is_silent_since_a_moment_only_if_heard_from_before_and_not_after() {
+        let mut liveness = BrokerLiveness::new(9_000);
+        // Not leading: nobody is known to be silent.
+        assert!(!liveness.silent_since(1, 5_000));
+        liveness.touch(1, 4, 1_000);
+        liveness.lead(4, 1_000);
+        assert!(liveness.silent_since(1, 1_000));
+        assert!(liveness.silent_since(1, 5_000));
+        // A heartbeat after the moment (a reconnect) clears it.
+        liveness.touch(1, 4, 1_200);
+        assert!(!liveness.silent_since(1, 1_100));
+        // Never heard from in this term: not known to be silent.
+        assert!(!liveness.silent_since(2, 5_000));
+        // A new term forgets who was heard from when: everyone gets a fresh start.
+        liveness.resign();
+        assert!(!liveness.silent_since(1, 5_000));
     }
 
     #[test]

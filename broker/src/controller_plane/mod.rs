@@ -9,9 +9,12 @@
 //! - [`client`]: [`client::RemoteControllers`], a broker's requests to the active controller.
 //! - [`rpc`]: Skald's private controller RPC (forwarded operations, metadata fetch, status).
 //! - [`alter_partition`]: AlterPartition's wire form to and from the controller's types.
+//! - [`departure`]: evident death — a broker whose heartbeat connection closed and whose
+//!   listener refuses connections is fenced without waiting out its session.
 
 pub mod alter_partition;
 pub mod client;
+pub mod departure;
 pub mod rpc;
 pub mod server;
 pub mod transport;

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use kafka_protocol::messages::{
@@ -20,9 +21,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::broadcast;
 
-use super::alter_partition;
 use super::rpc::{self, ControlRequest, ControlResponse, StatusReply};
 use super::RAFT_MAGIC;
+use super::{alter_partition, departure};
 use crate::api::api_versions;
 use crate::connection::next_frame;
 use crate::metadata::driver::{DriverHandle, Event, Heartbeat};
@@ -109,10 +110,41 @@ async fn raft_stream(
 
 async fn requests(
     context: &ControllerListenerContext,
+    stream: TcpStream,
+    peer: SocketAddr,
+    buffer: BytesMut,
+    shutdown: broadcast::Receiver<()>,
+) {
+    // The broker (id, epoch) this node answered a heartbeat from on this connection, as leader.
+    // A close at this node's own shutdown is checked too: the broker's listener answers then.
+    let mut heartbeats_from = None;
+    serve_requests(
+        context,
+        stream,
+        peer,
+        buffer,
+        shutdown,
+        &mut heartbeats_from,
+    )
+    .await;
+    if let Some((broker_id, broker_epoch)) = heartbeats_from {
+        tokio::spawn(departure::check(
+            context.driver.clone(),
+            broker_id,
+            broker_epoch,
+            Instant::now(),
+        ));
+    }
+}
+
+/// Serves requests until the connection ends.
+async fn serve_requests(
+    context: &ControllerListenerContext,
     mut stream: TcpStream,
     peer: SocketAddr,
     mut buffer: BytesMut,
     mut shutdown: broadcast::Receiver<()>,
+    heartbeats_from: &mut Option<(i32, i64)>,
 ) {
     loop {
         let Some(frame) = next_frame(
@@ -137,7 +169,7 @@ async fn requests(
                 Err(err) => Err(err),
             }
         } else {
-            kafka_request(context, frame).await
+            kafka_request(context, frame, heartbeats_from).await
         };
         match response {
             Ok(bytes) => {
@@ -195,6 +227,7 @@ async fn control(context: &ControllerListenerContext, request: ControlRequest) -
 async fn kafka_request(
     context: &ControllerListenerContext,
     frame: bytes::Bytes,
+    heartbeats_from: &mut Option<(i32, i64)>,
 ) -> Result<bytes::Bytes, String> {
     let request = codec::decode_controller_request(frame).map_err(|err| err.to_string())?;
     let (api_key, version, correlation_id) = (
@@ -210,7 +243,12 @@ async fn kafka_request(
             ResponseKind::BrokerRegistration(register(context, request).await)
         }
         RequestKind::BrokerHeartbeat(request) => {
-            ResponseKind::BrokerHeartbeat(heartbeat(context, request).await)
+            let (broker_id, broker_epoch) = (request.broker_id.0, request.broker_epoch);
+            let response = heartbeat(context, request).await;
+            if response.error_code == 0 {
+                *heartbeats_from = Some((broker_id, broker_epoch));
+            }
+            ResponseKind::BrokerHeartbeat(response)
         }
         RequestKind::AlterPartition(request) => {
             ResponseKind::AlterPartition(handle_alter_partition(context, request, version).await)

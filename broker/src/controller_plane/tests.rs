@@ -81,6 +81,7 @@ impl Node {
                 metrics: Metrics::new().unwrap(),
                 tick: Duration::from_millis(5),
                 session_timeout_ms: 60_000,
+                fast_fencing: true,
                 request_timeout: TIMEOUT,
             },
             quorum,

@@ -78,6 +78,23 @@ pub enum Event {
         reply: FetchReply,
     },
     Status(oneshot::Sender<QuorumStatus>),
+    /// A connection on which a broker heartbeated to this controller closed at `closed_at`. The
+    /// reply is the address of the broker's listener to probe (`controller_plane::departure`),
+    /// when this node leads, the broker is unfenced at that epoch and has not been heard from
+    /// since; `None` otherwise.
+    DepartureProbe {
+        broker_id: i32,
+        broker_epoch: i64,
+        closed_at: Instant,
+        reply: oneshot::Sender<Option<String>>,
+    },
+    /// The probe found the broker's listener refusing connections: its process is gone. Fenced
+    /// at once if the conditions of [`Event::DepartureProbe`] still hold.
+    Departed {
+        broker_id: i32,
+        broker_epoch: i64,
+        closed_at: Instant,
+    },
     /// Hand leadership to another voter (graceful shutdown), then stop.
     Shutdown(oneshot::Sender<()>),
 }
@@ -183,6 +200,26 @@ impl DriverHandle {
         rx.await.ok()
     }
 
+    /// Where to probe a broker whose heartbeat connection closed at `closed_at`, if it is still
+    /// a candidate for fencing (see [`Event::DepartureProbe`]).
+    pub async fn departure_probe(
+        &self,
+        broker_id: i32,
+        broker_epoch: i64,
+        closed_at: Instant,
+    ) -> Option<String> {
+        let (tx, rx) = oneshot::channel();
+        if !self.send(Event::DepartureProbe {
+            broker_id,
+            broker_epoch,
+            closed_at,
+            reply: tx,
+        }) {
+            return None;
+        }
+        rx.await.ok().flatten()
+    }
+
     pub async fn status(&self) -> Option<QuorumStatus> {
         let (tx, rx) = oneshot::channel();
         if !self.send(Event::Status(tx)) {
@@ -207,6 +244,8 @@ pub struct DriverConfig {
     pub metrics: crate::metrics::Metrics,
     pub tick: Duration,
     pub session_timeout_ms: u64,
+    /// `broker.fast.fencing.enable`: fence brokers whose process is evidently gone at once.
+    pub fast_fencing: bool,
     pub request_timeout: Duration,
 }
 
@@ -416,6 +455,32 @@ impl Driver {
             Event::Status(reply) => {
                 let _ = reply.send(self.quorum.status());
             }
+            Event::DepartureProbe {
+                broker_id,
+                broker_epoch,
+                closed_at,
+                reply,
+            } => {
+                let _ = reply.send(self.departure_candidate(broker_id, broker_epoch, closed_at));
+            }
+            Event::Departed {
+                broker_id,
+                broker_epoch,
+                closed_at,
+            } => {
+                if self
+                    .departure_candidate(broker_id, broker_epoch, closed_at)
+                    .is_some()
+                {
+                    tracing::warn!(
+                        broker_id,
+                        "broker's controller connection closed and its listener refuses \
+                         connections: its process is gone; fencing it without waiting out its \
+                         session"
+                    );
+                    self.fence_once(broker_id, broker_epoch);
+                }
+            }
             Event::Shutdown(reply) => {
                 if self.quorum.is_leader() {
                     // The most caught-up live voter takes over; with none alive there is no one
@@ -458,6 +523,45 @@ impl Driver {
             return;
         }
         self.queue.push_back(queued);
+    }
+
+    /// The listener address of `broker_id` when this node leads, the broker is unfenced at
+    /// `broker_epoch` and it has not been heard from since `closed_at` (when a connection it
+    /// heartbeated on closed): what makes it worth probing, and fencing if the probe finds its
+    /// process gone.
+    fn departure_candidate(
+        &self,
+        broker_id: i32,
+        broker_epoch: i64,
+        closed_at: Instant,
+    ) -> Option<String> {
+        if !self.config.fast_fencing || !self.quorum.is_leader() {
+            return None;
+        }
+        let image = self.quorum.image();
+        let broker = image
+            .brokers
+            .get(&broker_id)
+            .filter(|b| b.broker_epoch == broker_epoch && !b.fenced)?;
+        let closed_ms = closed_at
+            .saturating_duration_since(self.started)
+            .as_millis() as u64;
+        if !self.liveness.silent_since(broker_id, closed_ms) {
+            return None;
+        }
+        let endpoint = broker.endpoints.first()?;
+        Some(format!("{}:{}", endpoint.host, endpoint.port))
+    }
+
+    /// Queues the fencing of `broker_id` unless it is queued already.
+    fn fence_once(&mut self, broker_id: i32, broker_epoch: i64) {
+        let already = self
+            .queue
+            .iter()
+            .any(|q| matches!(q, Queued::Fence(id, _) if *id == broker_id));
+        if !already {
+            self.enqueue(Queued::Fence(broker_id, broker_epoch));
+        }
     }
 
     fn heartbeat(&mut self, heartbeat: Heartbeat) -> Result<HeartbeatReply, ControlError> {
@@ -569,7 +673,7 @@ impl Driver {
                     .timed_out_broker_heartbeats_total
                     .with_label_values(&[&broker_id.to_string()])
                     .inc();
-                self.enqueue(Queued::Fence(broker_id, epoch));
+                self.fence_once(broker_id, epoch);
             }
         }
     }
