@@ -6,7 +6,10 @@
 //!   paused broker and nobody else, and every partition takes acks=all writes again within
 //!   `broker.session.timeout.ms` + 2 s of the pause;
 //! - a node is restarted (SIGTERM, start): no other broker is fenced;
-//! - a node exits within 2 s of SIGTERM, with its peers up or already gone.
+//! - a node exits within 2 s of SIGTERM, with its peers up or already gone;
+//! - a broker killed (kill -9) is fenced at once, without waiting out its session (its process
+//!   is evidently gone); a paused one is not, but the partitions it follows stop waiting for it
+//!   after `replica.unresponsive.time.max.ms`.
 //!
 //! Whether a broker was fenced for a missed session is read from every node's
 //! `skald_controller_timed_out_broker_heartbeats_total`, counted by whichever node was the active
@@ -553,4 +556,123 @@ fn a_node_with_880_partitions_rejoining_fences_no_other_broker() {
         Duration::from_millis(2 * SESSION_TIMEOUT_MS),
     );
     assert_eq!(session_fencings(&cluster, None), BTreeMap::new());
+}
+
+/// A session far longer than any poll here: what these tests see within a poll cannot come
+/// from a session expiring.
+const LONG_SESSION_MS: &str = "120000";
+
+/// The brokers `via` lists in Metadata: the unfenced ones.
+fn listed_brokers(addrs: &Addrs, via: i32) -> Option<Vec<i32>> {
+    let mut listed: Vec<i32> = metadata(addrs, via)?
+        .brokers
+        .iter()
+        .map(|broker| broker.node_id.0)
+        .collect();
+    listed.sort_unstable();
+    Some(listed)
+}
+
+/// One controller and three brokers with [`TOPIC`] in sync, under a [`LONG_SESSION_MS`] session
+/// and `replica.lag.time.max.ms`.
+fn start_brokers_with_a_long_session() -> (TestCluster, Arc<Addrs>) {
+    let mut settings = overrides(LONG_SESSION_MS).to_vec();
+    // Kafka's lag rule out of the way too: only an early shrink explains one within a poll.
+    settings.push(("replica.lag.time.max.ms", LONG_SESSION_MS));
+    let cluster = TestCluster::start(1, 3, &settings);
+    create_topic(&cluster);
+    let addrs = addrs(&cluster);
+    (cluster, addrs)
+}
+
+/// Evident death: a killed broker's connection to the controller closes and its listener
+/// refuses connections, so the controller fences it without waiting out its session; its
+/// leaderships move and it leaves every ISR.
+#[test]
+fn a_killed_leader_is_fenced_and_replaced_without_waiting_out_its_session() {
+    let (mut cluster, addrs) = start_brokers_with_a_long_session();
+    let first = broker_ids(&addrs)[0];
+    let leaders = partitions(&addrs, first).expect("metadata");
+    let killed = leaders[&0].0;
+    let healthy = healthy_broker(&addrs, killed);
+    assert!(leaders.values().filter(|(l, _)| *l == killed).count() > 0);
+
+    cluster.kill9(killed);
+    let live: Vec<i32> = broker_ids(&addrs)
+        .into_iter()
+        .filter(|id| *id != killed)
+        .collect();
+    poll_until(
+        "the killed broker fenced, every partition led and in sync without it",
+        SETTLE_TIMEOUT,
+        || {
+            let listed = listed_brokers(&addrs, healthy)?;
+            let moved = partitions(&addrs, healthy)?
+                .values()
+                .all(|(leader, isr)| *leader > 0 && *leader != killed && *isr == live);
+            (listed == live && moved).then_some(())
+        },
+    );
+    wait_until_every_partition_takes_acks_all(&addrs, healthy, Some(killed), SETTLE_TIMEOUT);
+    assert_eq!(
+        session_fencings(&cluster, None),
+        BTreeMap::new(),
+        "fenced for its death, not for a missed session"
+    );
+
+    cluster.restart(killed);
+    wait_for_full_isrs(&addrs, healthy);
+    assert_eq!(listed_brokers(&addrs, healthy), Some(broker_ids(&addrs)));
+}
+
+/// A paused broker keeps its sockets open: no evidence of death, so it is not fenced before its
+/// session; but the partitions it follows stop waiting for it once it has been silent for
+/// `replica.unresponsive.time.max.ms`, well before `replica.lag.time.max.ms`.
+#[test]
+fn a_paused_follower_leaves_the_isr_early_and_is_not_fenced() {
+    let (cluster, addrs) = start_brokers_with_a_long_session();
+    let brokers = broker_ids(&addrs);
+    let paused = brokers[2];
+    let healthy = brokers[0];
+    let others: Vec<i32> = brokers.iter().copied().filter(|id| *id != paused).collect();
+
+    cluster.pause(paused);
+    let mut writable = BTreeMap::new();
+    poll_until(
+        "every partition the paused broker follows to take acks=all writes without it",
+        SETTLE_TIMEOUT,
+        || {
+            let followed: Vec<(i32, i32)> = partitions(&addrs, healthy)?
+                .into_iter()
+                .filter(|(_, (leader, _))| *leader != paused)
+                .map(|(partition, (leader, _))| (partition, leader))
+                .collect();
+            for (partition, leader) in &followed {
+                if !writable.contains_key(partition)
+                    && produce_acks_all(&addrs, *leader, *partition, "probe") == Some(0)
+                {
+                    writable.insert(*partition, *leader);
+                }
+            }
+            (writable.len() == followed.len()).then_some(())
+        },
+    );
+    let views = partitions(&addrs, healthy).expect("metadata");
+    for (partition, (leader, isr)) in &views {
+        if *leader != paused {
+            assert_eq!(
+                isr, &others,
+                "partition {partition} without the paused follower"
+            );
+        }
+    }
+    assert_eq!(
+        listed_brokers(&addrs, healthy),
+        Some(brokers.clone()),
+        "a paused broker is not fenced before its session"
+    );
+    assert_eq!(session_fencings(&cluster, None), BTreeMap::new());
+
+    cluster.resume(paused);
+    wait_for_full_isrs(&addrs, healthy);
 }

@@ -81,6 +81,10 @@ const SERVER_PROPERTIES: &[(&str, &str)] = &[
     // Replication (Kafka's names and defaults, except the fetch backoff: Kafka's 1000 ms would
     // stall a follower that long after every leader change, 200 keeps failover quick).
     ("replica.lag.time.max.ms", "30000"),
+    // Skald's: a follower behind its leader that has sent no fetch for this long leaves the ISR
+    // without waiting out replica.lag.time.max.ms, while the ISR keeps min.insync.replicas
+    // (0 = off). A healthy follower fetches at least every replica.fetch.wait.max.ms.
+    ("replica.unresponsive.time.max.ms", "3000"),
     ("replica.fetch.wait.max.ms", "500"),
     ("replica.fetch.min.bytes", "1"),
     ("replica.fetch.max.bytes", "1048576"),
@@ -222,13 +226,13 @@ pub struct ServerConfig {
     pub election_timeout_ms: u64,
     pub broker_heartbeat_interval_ms: u64,
     pub broker_session_timeout_ms: u64,
+    /// `broker.fast.fencing.enable` (Skald's): fence a broker whose process is evidently gone
+    /// without waiting out its session.
+    pub broker_fast_fencing_enable: bool,
     pub controller_request_timeout_ms: u64,
     /// `metadata.log.max.entries.between.snapshots`.
     pub snapshot_interval_entries: u64,
     /// `unclean.leader.election.enable` (the default of topics that do not set it),
-    /// `broker.fast.fencing.enable` (Skald's): fence a broker whose process is evidently gone
-    /// without waiting out its session.
-    pub broker_fast_fencing_enable: bool,
     /// `auto.leader.rebalance.enable` and `leader.imbalance.check.interval.seconds` / `.ms`.
     pub elections: ElectionConfig,
     pub listeners: Vec<Listener>,
@@ -269,6 +273,9 @@ pub struct ServerConfig {
 pub struct ReplicationConfig {
     /// `replica.lag.time.max.ms`: a follower not caught up for this long leaves the ISR.
     pub lag_time_max_ms: u64,
+    /// `replica.unresponsive.time.max.ms` (Skald's; 0 = off): a follower behind its leader and
+    /// silent this long leaves the ISR early, while the ISR keeps `min.insync.replicas`.
+    pub unresponsive_time_max_ms: u64,
     /// `replica.fetch.wait.max.ms`: how long a follower's fetch may wait at the leader.
     pub fetch_wait_max_ms: i32,
     /// `replica.fetch.min.bytes`.
@@ -347,6 +354,7 @@ impl ServerConfig {
             election_timeout_ms: 0,
             broker_heartbeat_interval_ms: 0,
             broker_session_timeout_ms: 0,
+            broker_fast_fencing_enable: true,
             controller_request_timeout_ms: 0,
             snapshot_interval_entries: 0,
             elections: ElectionConfig::default(),
@@ -354,7 +362,6 @@ impl ServerConfig {
             advertised_listeners: Vec::new(),
             log_dirs: Vec::new(),
             metadata_log_dir: PathBuf::new(),
-            broker_fast_fencing_enable: true,
             metrics_listener: "127.0.0.1:9644"
                 .parse()
                 .map_err(|_| "bad default".to_string())?,
@@ -372,6 +379,7 @@ impl ServerConfig {
             log_flush_offset_checkpoint_interval_ms: 0,
             replication: ReplicationConfig {
                 lag_time_max_ms: 0,
+                unresponsive_time_max_ms: 0,
                 fetch_wait_max_ms: 0,
                 fetch_min_bytes: 0,
                 fetch_max_bytes: 0,
@@ -421,6 +429,7 @@ impl ServerConfig {
             config.parse::<u64>("broker.heartbeat.interval.ms")?.max(10);
         config.broker_session_timeout_ms =
             config.parse::<u64>("broker.session.timeout.ms")?.max(100);
+        config.broker_fast_fencing_enable = config.parse("broker.fast.fencing.enable")?;
         config.snapshot_interval_entries = config
             .parse::<u64>("metadata.log.max.entries.between.snapshots")?
             .max(1);
@@ -429,7 +438,6 @@ impl ServerConfig {
             .max(100);
         config.elections = config.parse_elections()?;
         let log_dir = config.get("log.dir");
-        config.broker_fast_fencing_enable = config.parse("broker.fast.fencing.enable")?;
         let log_dirs = match config.explicit.get("log.dirs") {
             None if !log_dir.is_empty() => log_dir,
             _ => config.get("log.dirs"),
@@ -510,6 +518,7 @@ impl ServerConfig {
         config.rack = (!rack.is_empty()).then_some(rack);
         config.replication = ReplicationConfig {
             lag_time_max_ms: config.parse::<u64>("replica.lag.time.max.ms")?.max(1),
+            unresponsive_time_max_ms: config.parse::<u64>("replica.unresponsive.time.max.ms")?,
             fetch_wait_max_ms: config.parse::<i32>("replica.fetch.wait.max.ms")?.max(0),
             fetch_min_bytes: config.parse::<i32>("replica.fetch.min.bytes")?.max(1),
             fetch_max_bytes: config.parse::<i32>("replica.fetch.max.bytes")?.max(1),

@@ -795,6 +795,7 @@ mod tests {
     fn a_silent_leader_is_given_up_on_soon_after_its_long_poll() {
         let mut config = ReplicationConfig {
             lag_time_max_ms: 30_000,
+            unresponsive_time_max_ms: 3_000,
             fetch_wait_max_ms: 500,
             fetch_min_bytes: 1,
             fetch_max_bytes: 1 << 20,

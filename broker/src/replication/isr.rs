@@ -21,14 +21,21 @@ use skald_controller::{
 };
 
 use super::now_ms;
+use super::state::IsrRules;
 use crate::broker::Broker;
 use crate::metadata::ControlError;
 use crate::replica_manager::Partition;
 
 /// Checks every led partition for followers to drop, every half `replica.lag.time.max.ms`
-/// (Kafka's `isr-expiration` task), until shutdown.
+/// (Kafka's `isr-expiration` task) or half `replica.unresponsive.time.max.ms` when shorter,
+/// until shutdown.
 pub async fn run(broker: Arc<Broker>, mut stop: broadcast::Receiver<()>) {
-    let every = Duration::from_millis((broker.config.replication.lag_time_max_ms / 2).max(10));
+    let replication = &broker.config.replication;
+    let shortest = match replication.unresponsive_time_max_ms {
+        0 => replication.lag_time_max_ms,
+        unresponsive => unresponsive.min(replication.lag_time_max_ms),
+    };
+    let every = Duration::from_millis((shortest / 2).max(10));
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -46,13 +53,18 @@ pub async fn run(broker: Arc<Broker>, mut stop: broadcast::Receiver<()>) {
 /// Sends the ISR change the partition's leader state calls for, if any and none is in flight.
 pub fn maybe_alter_isr(broker: &Arc<Broker>, partition: &Arc<Partition>) {
     let me = broker.config.node_id;
-    let lag_time_max_ms =
-        i64::try_from(broker.config.replication.lag_time_max_ms).unwrap_or(i64::MAX);
+    let replication = &broker.config.replication;
+    let rules = IsrRules {
+        lag_time_max_ms: i64::try_from(replication.lag_time_max_ms).unwrap_or(i64::MAX),
+        unresponsive_time_max_ms: i64::try_from(replication.unresponsive_time_max_ms)
+            .unwrap_or(i64::MAX),
+        min_insync_replicas: partition.settings.min_insync_replicas,
+    };
     let leader_end_offset = partition.log_end_offset();
     let image = broker.image();
     let live = |id: i32| image.brokers.get(&id).is_some_and(|b| !b.fenced);
     let wanted = partition.with_replica(|state| {
-        let isr = state.wanted_isr(me, leader_end_offset, now_ms(), lag_time_max_ms, live)?;
+        let isr = state.wanted_isr(me, leader_end_offset, now_ms(), &rules, live)?;
         let leader = state.leader()?;
         let request = (
             isr.clone(),

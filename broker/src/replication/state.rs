@@ -53,6 +53,21 @@ pub struct PendingIsr {
     pub partition_epoch: i32,
 }
 
+/// When a leader drops a follower from the ISR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IsrRules {
+    /// `replica.lag.time.max.ms`: a follower not caught up for this long leaves (Kafka's rule).
+    pub lag_time_max_ms: i64,
+    /// `replica.unresponsive.time.max.ms` (Skald's; 0 = off): a follower behind the leader that
+    /// has sent no fetch for this long leaves sooner, but only while the ISR keeps
+    /// `min_insync_replicas` members — so acks=all writes stop waiting for a paused or cut-off
+    /// follower without ever being refused for it. Safe for acknowledged data: the HW counts
+    /// only the ISR, and the change goes through the controller like any shrink.
+    pub unresponsive_time_max_ms: i64,
+    /// The partition's `min.insync.replicas`.
+    pub min_insync_replicas: usize,
+}
+
 /// How far one follower has fetched, as its leader sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FollowerProgress {
@@ -277,14 +292,15 @@ impl ReplicaState {
     }
 
     /// The ISR change this leader should ask for now, if any and none is in flight: followers
-    /// that have not caught up for `lag_time_max_ms` leave, caught-up ones (`eligible`: live
-    /// brokers) join. Both at once if need be, as one new ISR.
+    /// that have not caught up for `lag_time_max_ms` leave, and so do unresponsive ones (see
+    /// [`IsrRules`]) while the ISR stays at `min_insync_replicas`; caught-up ones (`eligible`:
+    /// live brokers) join. Both at once if need be, as one new ISR.
     pub fn wanted_isr(
         &self,
         me: i32,
         leader_end_offset: i64,
         now_ms: i64,
-        lag_time_max_ms: i64,
+        rules: &IsrRules,
         eligible: impl Fn(i32) -> bool,
     ) -> Option<Vec<i32>> {
         let leader = self.leader()?;
@@ -294,7 +310,7 @@ impl ReplicaState {
         // Kafka's `isCaughtUp`.
         let caught_up = |progress: &FollowerProgress| {
             progress.log_end_offset == leader_end_offset
-                || now_ms - progress.last_caught_up_ms <= lag_time_max_ms
+                || now_ms - progress.last_caught_up_ms <= rules.lag_time_max_ms
         };
         let mut isr: Vec<i32> = leader
             .isr
@@ -304,6 +320,26 @@ impl ReplicaState {
             .collect();
         if !isr.contains(&me) {
             isr.insert(0, me);
+        }
+        // Unresponsive followers: behind (so holding back the HW, and any acks=all produce
+        // with it) and silent for `unresponsive_time_max_ms`, the longest silent first, while
+        // the ISR keeps `min_insync_replicas`.
+        if rules.unresponsive_time_max_ms > 0 {
+            let mut silent: Vec<(i64, i32)> = isr
+                .iter()
+                .filter(|id| **id != me)
+                .filter_map(|id| Some((*id, leader.followers.get(id)?)))
+                .filter(|(_, progress)| progress.log_end_offset < leader_end_offset)
+                .map(|(id, progress)| (progress.last_fetch_ms.max(progress.last_caught_up_ms), id))
+                .filter(|(heard_ms, _)| now_ms - heard_ms > rules.unresponsive_time_max_ms)
+                .collect();
+            silent.sort_unstable();
+            for (_, id) in silent {
+                if isr.len() <= rules.min_insync_replicas.max(1) {
+                    break;
+                }
+                isr.retain(|member| *member != id);
+            }
         }
         for (id, progress) in &leader.followers {
             // Only followers outside the committed ISR join: one dropped just now may still

@@ -2,6 +2,12 @@ use super::*;
 
 const ME: i32 = 1;
 const LAG_MS: i64 = 30_000;
+/// Kafka's rule alone.
+const RULES: IsrRules = IsrRules {
+    lag_time_max_ms: LAG_MS,
+    unresponsive_time_max_ms: 0,
+    min_insync_replicas: 1,
+};
 
 fn placement(leader: i32, leader_epoch: i32, isr: &[i32]) -> PartitionImage {
     PartitionImage {
@@ -41,16 +47,16 @@ fn a_lagging_follower_leaves_the_isr_and_a_caught_up_one_joins() {
     let mut state = leader_of_three(10);
     state.record_follower_fetch(ME, 2, 10, 10, 1_100);
     state.record_follower_fetch(ME, 3, 10, 10, 1_100);
-    assert_eq!(state.wanted_isr(ME, 10, 1_200, LAG_MS, |_| true), None);
+    assert_eq!(state.wanted_isr(ME, 10, 1_200, &RULES, |_| true), None);
     // Broker 3 stops fetching while the leader's log grows.
     state.record_follower_fetch(ME, 2, 20, 20, 20_000);
     assert_eq!(
-        state.wanted_isr(ME, 20, 31_100 - 1, LAG_MS, |_| true),
+        state.wanted_isr(ME, 20, 31_100 - 1, &RULES, |_| true),
         None,
         "within replica.lag.time.max.ms of its last catch-up"
     );
     assert_eq!(
-        state.wanted_isr(ME, 20, 31_101, LAG_MS, |_| true),
+        state.wanted_isr(ME, 20, 31_101, &RULES, |_| true),
         Some(vec![1, 2])
     );
 
@@ -71,17 +77,55 @@ fn a_lagging_follower_leaves_the_isr_and_a_caught_up_one_joins() {
 
     // Broker 3 fetches again: below the HW it may not join, at the HW it may (if live).
     state.record_follower_fetch(ME, 3, 15, 20, 31_300);
-    assert_eq!(state.wanted_isr(ME, 20, 31_300, LAG_MS, |_| true), None);
+    assert_eq!(state.wanted_isr(ME, 20, 31_300, &RULES, |_| true), None);
     state.record_follower_fetch(ME, 3, 20, 20, 31_400);
-    assert_eq!(state.wanted_isr(ME, 20, 31_400, LAG_MS, |id| id != 3), None);
+    assert_eq!(state.wanted_isr(ME, 20, 31_400, &RULES, |id| id != 3), None);
     assert_eq!(
-        state.wanted_isr(ME, 20, 31_400, LAG_MS, |_| true),
+        state.wanted_isr(ME, 20, 31_400, &RULES, |_| true),
         Some(vec![1, 2, 3])
     );
     // While the expansion is in flight its new member already counts for the HW.
     state.set_pending(vec![1, 2, 3]);
     assert_eq!(state.leader().unwrap().maximal_isr(), vec![1, 2, 3]);
-    assert_eq!(state.wanted_isr(ME, 20, 31_400, LAG_MS, |_| true), None);
+    assert_eq!(state.wanted_isr(ME, 20, 31_400, &RULES, |_| true), None);
+}
+
+#[test]
+fn an_unresponsive_follower_leaves_early_while_the_isr_keeps_its_minimum() {
+    let rules = IsrRules {
+        lag_time_max_ms: LAG_MS,
+        unresponsive_time_max_ms: 3_000,
+        min_insync_replicas: 2,
+    };
+    let mut state = leader_of_three(10);
+    state.record_follower_fetch(ME, 2, 10, 10, 1_100);
+    state.record_follower_fetch(ME, 3, 10, 10, 1_100);
+    // Both followers silent but caught up (nothing waits for them): they stay.
+    assert_eq!(state.wanted_isr(ME, 10, 9_000, &rules, |_| true), None);
+    // The leader's log grows; broker 2 keeps fetching, broker 3 has not since 1_100.
+    state.record_follower_fetch(ME, 2, 10, 20, 3_000);
+    assert_eq!(
+        state.wanted_isr(ME, 20, 4_100, &rules, |_| true),
+        None,
+        "silent for just the bound"
+    );
+    assert_eq!(
+        state.wanted_isr(ME, 20, 4_101, &rules, |_| true),
+        Some(vec![1, 2])
+    );
+    // Off, only Kafka's lag rule counts.
+    assert_eq!(state.wanted_isr(ME, 20, 4_101, &RULES, |_| true), None);
+    // Both followers behind and silent: only the one silent longest goes, down to the minimum.
+    assert_eq!(
+        state.wanted_isr(ME, 20, 7_000, &rules, |_| true),
+        Some(vec![1, 2])
+    );
+    // With min.insync.replicas = 3 nobody leaves early.
+    let strict = IsrRules {
+        min_insync_replicas: 3,
+        ..rules
+    };
+    assert_eq!(state.wanted_isr(ME, 20, 7_000, &strict, |_| true), None);
 }
 
 #[test]
