@@ -8,8 +8,9 @@
 //! - a node is restarted (SIGTERM, start): no other broker is fenced;
 //! - a node exits within 2 s of SIGTERM, with its peers up or already gone;
 //! - a broker killed (kill -9) is fenced at once, without waiting out its session (its process
-//!   is evidently gone); a paused one is not, but the partitions it follows stop waiting for it
-//!   after `replica.unresponsive.time.max.ms`.
+//!   is evidently gone), and so is a killed active controller's broker by the next controller; a
+//!   paused one is not, but the partitions it follows stop waiting for it after
+//!   `replica.unresponsive.time.max.ms`.
 //!
 //! Whether a broker was fenced for a missed session is read from every node's
 //! `skald_controller_timed_out_broker_heartbeats_total`, counted by whichever node was the active
@@ -573,13 +574,38 @@ fn listed_brokers(addrs: &Addrs, via: i32) -> Option<Vec<i32>> {
     Some(listed)
 }
 
+/// Polls `via` until `gone` is fenced (no longer listed) and every partition is led by another
+/// broker with all the others, and only them, in sync.
+fn wait_until_fenced_and_replaced(addrs: &Addrs, via: i32, gone: i32) {
+    let live: Vec<i32> = broker_ids(addrs)
+        .into_iter()
+        .filter(|id| *id != gone)
+        .collect();
+    poll_until(
+        &format!("broker {gone} fenced, every partition led and in sync without it"),
+        SETTLE_TIMEOUT,
+        || {
+            let listed = listed_brokers(addrs, via)?;
+            let moved = partitions(addrs, via)?
+                .values()
+                .all(|(leader, isr)| *leader > 0 && *leader != gone && *isr == live);
+            (listed == live && moved).then_some(())
+        },
+    );
+}
+
+/// [`overrides`] with a [`LONG_SESSION_MS`] session and `replica.lag.time.max.ms`: Kafka's lag
+/// rule out of the way too, so only an early shrink explains one within a poll.
+fn long_session_settings() -> Vec<(&'static str, &'static str)> {
+    let mut settings = overrides(LONG_SESSION_MS).to_vec();
+    settings.push(("replica.lag.time.max.ms", LONG_SESSION_MS));
+    settings
+}
+
 /// One controller and three brokers with [`TOPIC`] in sync, under a [`LONG_SESSION_MS`] session
 /// and `replica.lag.time.max.ms`.
 fn start_brokers_with_a_long_session() -> (TestCluster, Arc<Addrs>) {
-    let mut settings = overrides(LONG_SESSION_MS).to_vec();
-    // Kafka's lag rule out of the way too: only an early shrink explains one within a poll.
-    settings.push(("replica.lag.time.max.ms", LONG_SESSION_MS));
-    let cluster = TestCluster::start(1, 3, &settings);
+    let cluster = TestCluster::start(1, 3, &long_session_settings());
     create_topic(&cluster);
     let addrs = addrs(&cluster);
     (cluster, addrs)
@@ -598,21 +624,7 @@ fn a_killed_leader_is_fenced_and_replaced_without_waiting_out_its_session() {
     assert!(leaders.values().filter(|(l, _)| *l == killed).count() > 0);
 
     cluster.kill9(killed);
-    let live: Vec<i32> = broker_ids(&addrs)
-        .into_iter()
-        .filter(|id| *id != killed)
-        .collect();
-    poll_until(
-        "the killed broker fenced, every partition led and in sync without it",
-        SETTLE_TIMEOUT,
-        || {
-            let listed = listed_brokers(&addrs, healthy)?;
-            let moved = partitions(&addrs, healthy)?
-                .values()
-                .all(|(leader, isr)| *leader > 0 && *leader != killed && *isr == live);
-            (listed == live && moved).then_some(())
-        },
-    );
+    wait_until_fenced_and_replaced(&addrs, healthy, killed);
     wait_until_every_partition_takes_acks_all(&addrs, healthy, Some(killed), SETTLE_TIMEOUT);
     assert_eq!(
         session_fencings(&cluster, None),
@@ -623,6 +635,27 @@ fn a_killed_leader_is_fenced_and_replaced_without_waiting_out_its_session() {
     cluster.restart(killed);
     wait_for_full_isrs(&addrs, healthy);
     assert_eq!(listed_brokers(&addrs, healthy), Some(broker_ids(&addrs)));
+}
+
+/// The node that dies is the active controller of three combined nodes: its broker's heartbeats
+/// went to itself, so the new controller sees no connection of it close — only silence from the
+/// election on. After two heartbeat intervals of it, the new controller probes the node's
+/// listener, finds it refusing, and fences it without waiting out the session.
+#[test]
+fn a_killed_active_controller_is_fenced_by_its_successor_without_waiting_out_its_session() {
+    let mut cluster = TestCluster::start_roles(&[Role::Combined; 3], &long_session_settings());
+    create_topic(&cluster);
+    let addrs = addrs(&cluster);
+    let killed = active_controller(&cluster);
+    let healthy = healthy_broker(&addrs, killed);
+
+    cluster.kill9(killed);
+    wait_until_fenced_and_replaced(&addrs, healthy, killed);
+    wait_until_every_partition_takes_acks_all(&addrs, healthy, Some(killed), SETTLE_TIMEOUT);
+    assert_eq!(session_fencings(&cluster, Some(killed)), BTreeMap::new());
+
+    cluster.restart(killed);
+    wait_for_full_isrs(&addrs, healthy);
 }
 
 /// A paused broker keeps its sockets open: no evidence of death, so it is not fenced before its

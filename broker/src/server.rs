@@ -94,6 +94,9 @@ async fn shutdown_signal() {
     }
 }
 
+/// How many probes of silent brokers may wait (one per broker per silence bound normally).
+const SILENT_BROKER_PROBES_MAX: usize = 64;
+
 /// How long one heartbeat attempt waits for the controller: a quarter of the session, so that a
 /// broker whose controller went silent has tried the others, and found the new one, well before
 /// the session the new controller gave it at its election runs out.
@@ -195,6 +198,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
     let driver = match quorum {
         Some(quorum) => {
             let cell = Arc::new(OnceLock::new());
+            let (silent_brokers, silent) = tokio::sync::mpsc::channel(SILENT_BROKER_PROBES_MAX);
             let transport = RaftTransport::start(config.node_id, &config.voters, Arc::clone(&cell));
             let controller = Controller::new(ControllerConfig {
                 node_id: config.node_id,
@@ -209,6 +213,8 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
                     tick: Duration::from_millis((config.election_timeout_ms / 10).max(5)),
                     session_timeout_ms: config.broker_session_timeout_ms,
                     fast_fencing: config.broker_fast_fencing_enable,
+                    probe_silence_ms: 2 * config.broker_heartbeat_interval_ms,
+                    silent_brokers: Some(silent_brokers),
                     request_timeout,
                 },
                 quorum,
@@ -221,6 +227,10 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
                 source,
             })?;
             let _ = cell.set(driver.clone());
+            tokio::spawn(controller_plane::departure::serve_probes(
+                driver.clone(),
+                silent,
+            ));
             if let Some(listener) = config.controller_listener() {
                 let context = Arc::new(ControllerListenerContext {
                     driver: driver.clone(),

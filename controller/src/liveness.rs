@@ -78,6 +78,31 @@ impl BrokerLiveness {
                 .is_some_and(|last| *last <= since_ms)
     }
 
+    /// Unfenced brokers, with their epochs, this controller has not heard from for more than
+    /// `silence_ms` in its term (counted from the term's start for those it never heard from):
+    /// worth a look at whether their process is still there, long before their session ends.
+    pub fn silent_longer_than(
+        &self,
+        image: &MetadataImage,
+        now_ms: u64,
+        silence_ms: u64,
+    ) -> Vec<(i32, i64)> {
+        if self.term.is_none() {
+            return Vec::new();
+        }
+        image
+            .brokers
+            .values()
+            .filter(|broker| !broker.fenced)
+            .filter(|broker| {
+                self.last_contact_ms
+                    .get(&broker.broker_id)
+                    .is_some_and(|last| now_ms.saturating_sub(*last) > silence_ms)
+            })
+            .map(|broker| (broker.broker_id, broker.broker_epoch))
+            .collect()
+    }
+
     fn restart_sessions(&mut self, now_ms: u64) {
         for last in self.last_contact_ms.values_mut() {
             *last = now_ms;
@@ -210,6 +235,27 @@ mod tests {
         // A new term forgets who was heard from when: everyone gets a fresh start.
         liveness.resign();
         assert!(!liveness.silent_since(1, 5_000));
+    }
+
+    #[test]
+    fn brokers_silent_longer_than_a_bound_are_listed_unless_fenced() {
+        let image = image(&[(1, false), (2, false), (3, true)]);
+        let mut liveness = BrokerLiveness::new(9_000);
+        assert_eq!(liveness.silent_longer_than(&image, 5_000, 1_000), vec![]);
+        liveness.touch(1, 4, 1_000);
+        liveness.touch(3, 4, 1_000);
+        // The first check counts broker 2's silence from then.
+        assert_eq!(liveness.expired(&image, 4, 1_000), Expired::Brokers(vec![]));
+        liveness.touch(1, 4, 4_000);
+        assert_eq!(liveness.silent_longer_than(&image, 5_000, 4_000), vec![]);
+        assert_eq!(
+            liveness.silent_longer_than(&image, 5_001, 4_000),
+            vec![(2, 20)]
+        );
+        assert_eq!(
+            liveness.silent_longer_than(&image, 8_001, 4_000),
+            vec![(1, 10), (2, 20)]
+        );
     }
 
     #[test]

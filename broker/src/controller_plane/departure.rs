@@ -8,6 +8,11 @@
 //! has not heartbeated since, the active controller fences it at once; its leaderships move and
 //! it leaves every ISR a session earlier than it would otherwise.
 //!
+//! A broker's heartbeats may also stop without any connection to this controller closing (its
+//! connection went to a controller that has since lost leadership, or the node that died was
+//! the previous controller itself): the driver asks for the same probe of any broker it has not
+//! heard from for two heartbeat intervals ([`serve_probes`]).
+//!
 //! This stays conservative where silence is all there is: a paused process keeps its sockets
 //! open and its listener accepting (the kernel completes the handshake), and a host behind a
 //! silent partition lets the probe time out, so both still get their full session. A broker
@@ -21,7 +26,9 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-use crate::metadata::driver::{DriverHandle, Event};
+use tokio::sync::mpsc;
+
+use crate::metadata::driver::{DriverHandle, Event, SilentBroker};
 
 /// How long the probe waits to connect to the broker's listener.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -51,6 +58,23 @@ pub async fn check(driver: DriverHandle, broker_id: i32, broker_epoch: i64, clos
             address,
             "broker's controller connection closed, but its listener is there"
         );
+    }
+}
+
+/// Probes the listeners of the brokers the driver found silent (see
+/// [`SilentBroker`]), each on a task of its own, until the driver goes away.
+pub async fn serve_probes(driver: DriverHandle, mut silent: mpsc::Receiver<SilentBroker>) {
+    while let Some(broker) = silent.recv().await {
+        let driver = driver.clone();
+        tokio::spawn(async move {
+            if listener_gone(&broker.address).await {
+                driver.send(Event::Departed {
+                    broker_id: broker.broker_id,
+                    broker_epoch: broker.broker_epoch,
+                    closed_at: broker.since,
+                });
+            }
+        });
     }
 }
 

@@ -237,6 +237,17 @@ impl DriverHandle {
     }
 }
 
+/// A broker the active controller has not heard from for a while: its listener is probed
+/// (`controller_plane::departure::serve_probes`), and it is fenced at once if its process is
+/// evidently gone — unless it is heard from after `since`.
+#[derive(Debug)]
+pub struct SilentBroker {
+    pub broker_id: i32,
+    pub broker_epoch: i64,
+    pub address: String,
+    pub since: Instant,
+}
+
 /// Settings the driver needs beyond the quorum's own.
 #[derive(Debug, Clone)]
 pub struct DriverConfig {
@@ -246,6 +257,11 @@ pub struct DriverConfig {
     pub session_timeout_ms: u64,
     /// `broker.fast.fencing.enable`: fence brokers whose process is evidently gone at once.
     pub fast_fencing: bool,
+    /// With fast fencing, a broker silent this long (two `broker.heartbeat.interval.ms`) has its
+    /// listener probed through `silent_brokers`: a broker whose heartbeat connection went to a
+    /// controller that has since lost leadership leaves no closed connection here.
+    pub probe_silence_ms: u64,
+    pub silent_brokers: Option<tokio::sync::mpsc::Sender<SilentBroker>>,
     pub request_timeout: Duration,
 }
 
@@ -329,6 +345,7 @@ pub fn start(
         started: Instant::now(),
         stop_now: false,
         parked: Vec::new(),
+        probed_at: HashMap::new(),
     };
     std::thread::Builder::new()
         .name("skald-quorum".into())
@@ -357,6 +374,14 @@ struct Driver {
     /// Asked to stop with no live voter to hand leadership to.
     stop_now: bool,
     parked: Vec<ParkedFetch>,
+    /// When each silent broker's listener was last probed (at most once per silence bound).
+    probed_at: HashMap<i32, Instant>,
+}
+
+/// A broker's first advertised listener, as `host:port`: where clients and replicas reach it.
+fn listener_address(image: &MetadataImage, broker_id: i32) -> Option<String> {
+    let endpoint = image.brokers.get(&broker_id)?.endpoints.first()?;
+    Some(format!("{}:{}", endpoint.host, endpoint.port))
 }
 
 impl Driver {
@@ -539,7 +564,7 @@ impl Driver {
             return None;
         }
         let image = self.quorum.image();
-        let broker = image
+        image
             .brokers
             .get(&broker_id)
             .filter(|b| b.broker_epoch == broker_epoch && !b.fenced)?;
@@ -549,8 +574,41 @@ impl Driver {
         if !self.liveness.silent_since(broker_id, closed_ms) {
             return None;
         }
-        let endpoint = broker.endpoints.first()?;
-        Some(format!("{}:{}", endpoint.host, endpoint.port))
+        listener_address(&image, broker_id)
+    }
+
+    /// Asks for a probe of every broker silent for `probe_silence_ms` (once per that long each).
+    fn probe_silent_brokers(&mut self, image: &MetadataImage, now_ms: u64) {
+        let Some(probes) = self
+            .config
+            .silent_brokers
+            .as_ref()
+            .filter(|_| self.config.fast_fencing)
+        else {
+            return;
+        };
+        let silence_ms = self.config.probe_silence_ms;
+        let now = Instant::now();
+        let every = Duration::from_millis(silence_ms);
+        self.probed_at
+            .retain(|_, at| now.saturating_duration_since(*at) < every);
+        let silent = self.liveness.silent_longer_than(image, now_ms, silence_ms);
+        for (broker_id, broker_epoch) in silent {
+            if self.probed_at.contains_key(&broker_id) {
+                continue;
+            }
+            let Some(address) = listener_address(image, broker_id) else {
+                continue;
+            };
+            self.probed_at.insert(broker_id, now);
+            // A full queue drops the probe; the next comes a silence bound later.
+            let _ = probes.try_send(SilentBroker {
+                broker_id,
+                broker_epoch,
+                address,
+                since: now,
+            });
+        }
     }
 
     /// Queues the fencing of `broker_id` unless it is queued already.
@@ -676,6 +734,7 @@ impl Driver {
                 self.fence_once(broker_id, epoch);
             }
         }
+        self.probe_silent_brokers(&image, now_ms);
     }
 
     /// How often preferred leader elections run, if they do (`auto.leader.rebalance.enable`).
