@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ResponseKind};
+use skald_protocol::api_versions::api_name;
 use skald_protocol::codec::{self, DecodeError};
 use skald_protocol::frame::take_frame;
 use skald_protocol::pieces::{encode_response_pieces, FramePieces};
@@ -177,6 +178,7 @@ async fn read_requests(
                 )
             }
             Err(err) => {
+                // The error names the API ("unsupported version 13 of Produce").
                 tracing::warn!(%peer, "closing connection: {err}");
                 return;
             }
@@ -253,6 +255,7 @@ async fn write_replies(
                 return;
             }
         }
+        // Kafka's name for the API ("Produce", "Fetch", ...) labels its metrics.
         let api = api_name(pending.api_key);
         broker
             .metrics
@@ -344,45 +347,4 @@ async fn write_pieces(
         }
     }
     stream.flush().await
-}
-
-/// The API's name as a metric label ("Produce", "Fetch", ...).
-pub fn api_name(api_key: ApiKey) -> &'static str {
-    match api_key {
-        ApiKey::Produce => "Produce",
-        ApiKey::Fetch => "Fetch",
-        ApiKey::ListOffsets => "ListOffsets",
-        ApiKey::Metadata => "Metadata",
-        ApiKey::ApiVersions => "ApiVersions",
-        ApiKey::CreateTopics => "CreateTopics",
-        ApiKey::DeleteTopics => "DeleteTopics",
-        ApiKey::DeleteRecords => "DeleteRecords",
-        ApiKey::DescribeConfigs => "DescribeConfigs",
-        ApiKey::CreatePartitions => "CreatePartitions",
-        ApiKey::FindCoordinator => "FindCoordinator",
-        ApiKey::JoinGroup => "JoinGroup",
-        ApiKey::SyncGroup => "SyncGroup",
-        ApiKey::Heartbeat => "Heartbeat",
-        ApiKey::LeaveGroup => "LeaveGroup",
-        ApiKey::OffsetCommit => "OffsetCommit",
-        ApiKey::OffsetFetch => "OffsetFetch",
-        ApiKey::OffsetDelete => "OffsetDelete",
-        ApiKey::DescribeGroups => "DescribeGroups",
-        ApiKey::ListGroups => "ListGroups",
-        ApiKey::DeleteGroups => "DeleteGroups",
-        ApiKey::DescribeCluster => "DescribeCluster",
-        ApiKey::DescribeQuorum => "DescribeQuorum",
-        ApiKey::ElectLeaders => "ElectLeaders",
-        ApiKey::OffsetForLeaderEpoch => "OffsetForLeaderEpoch",
-        ApiKey::InitProducerId => "InitProducerId",
-        ApiKey::AddPartitionsToTxn => "AddPartitionsToTxn",
-        ApiKey::AddOffsetsToTxn => "AddOffsetsToTxn",
-        ApiKey::EndTxn => "EndTxn",
-        ApiKey::TxnOffsetCommit => "TxnOffsetCommit",
-        ApiKey::WriteTxnMarkers => "WriteTxnMarkers",
-        ApiKey::DescribeProducers => "DescribeProducers",
-        ApiKey::DescribeTransactions => "DescribeTransactions",
-        ApiKey::ListTransactions => "ListTransactions",
-        _ => "Other",
-    }
 }

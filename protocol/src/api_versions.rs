@@ -13,7 +13,9 @@
 //! client cannot register, fence or shut down a broker by guessing the API.
 //!
 //! A version is listed only when every field it carries is honoured by the broker's handler.
-//! Produce v13 and Fetch v13+ name topics by id only; they wait until the handlers resolve ids.
+//! Produce v13 names topics by id only; it waits until its handler resolves ids. Fetch v13+
+//! (topic ids) is served; so is ListOffsets v7+ (MAX_TIMESTAMP, and the tiered-storage lookups
+//! answered as Kafka does without remote storage).
 //! The group APIs are the classic protocol's (KIP-848's ConsumerGroupHeartbeat is not served);
 //! FindCoordinator v5+ and DescribeGroups v6 wait for their new error semantics.
 //! DescribeQuorum is served by every broker on behalf of the active controller (as Kafka's
@@ -28,6 +30,10 @@
 //! partition's producer state. WriteTxnMarkers (v1, the one Kafka 4 serves) is the partition
 //! leader's side of ending a transaction; it is on the client listener, as Kafka serves it on
 //! its broker listeners.
+//! GetTelemetrySubscriptions and PushTelemetry (KIP-714) answer as Kafka does for a client no
+//! metrics subscription matches: nothing is requested, so nothing is pushed. DescribeTopicPartitions
+//! (KIP-966) is Metadata's paged form for admin clients. Metadata v13 only adds a top-level error
+//! code (KIP-1102's REBOOTSTRAP_REQUIRED), which Skald never sends.
 //! ElectLeaders is served at every version kafka-protocol 0.18 knows; the active controller
 //! decides the elections, and the request's `timeout_ms` is the broker's own controller deadline.
 
@@ -52,9 +58,9 @@ const fn api(api_key: ApiKey, min_version: i16, max_version: i16) -> SupportedAp
 /// Every API the broker answers, in API-key order.
 pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::Produce, 3, 12),
-    api(ApiKey::Fetch, 4, 12),
-    api(ApiKey::ListOffsets, 1, 6),
-    api(ApiKey::Metadata, 0, 12),
+    api(ApiKey::Fetch, 4, 18),
+    api(ApiKey::ListOffsets, 1, 10),
+    api(ApiKey::Metadata, 0, 13),
     api(ApiKey::OffsetCommit, 2, 9),
     api(ApiKey::OffsetFetch, 1, 9),
     api(ApiKey::FindCoordinator, 0, 4),
@@ -85,6 +91,9 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::DescribeProducers, 0, 0),
     api(ApiKey::DescribeTransactions, 0, 0),
     api(ApiKey::ListTransactions, 0, 1),
+    api(ApiKey::GetTelemetrySubscriptions, 0, 0),
+    api(ApiKey::PushTelemetry, 0, 0),
+    api(ApiKey::DescribeTopicPartitions, 0, 0),
 ];
 
 /// Every API the CONTROLLER listener answers, in API-key order.
@@ -123,6 +132,22 @@ pub fn is_supported_on_controller(api_key: i16, version: i16) -> bool {
     serves(CONTROLLER_APIS, api_key, version)
 }
 
+/// Kafka's name of an API ("Produce", "Fetch", "ListOffsets", ...), for log lines and metric
+/// labels: the API key's own name, which is Kafka's.
+pub fn api_name(api_key: ApiKey) -> &'static str {
+    static NAMES: std::sync::OnceLock<Vec<(ApiKey, &'static str)>> = std::sync::OnceLock::new();
+    let names = NAMES.get_or_init(|| {
+        // One small string per API key, made once for the life of the process.
+        ApiKey::iter()
+            .map(|key| (key, &*Box::leak(format!("{key:?}").into_boxed_str())))
+            .collect()
+    });
+    names
+        .iter()
+        .find(|(key, _)| *key == api_key)
+        .map_or("unknown API", |(_, name)| name)
+}
+
 pub(crate) fn find(apis: &'static [SupportedApi], api_key: i16) -> Option<&'static SupportedApi> {
     apis.iter().find(|api| api.api_key as i16 == api_key)
 }
@@ -152,11 +177,26 @@ mod tests {
         assert!(!is_supported(0, 13));
         assert!(!is_supported(0, 2));
         assert!(!is_supported(9999, 0));
-        assert_eq!(supported_api(3).map(|api| api.max_version), Some(12));
+        assert_eq!(supported_api(3).map(|api| api.max_version), Some(13));
         assert!(!is_supported(23, 1));
         assert!(is_supported(23, 2));
         assert!(is_supported(23, 4));
         assert!(!is_supported(23, 5));
+    }
+
+    #[test]
+    fn apis_are_named_as_kafka_names_them() {
+        assert_eq!(api_name(ApiKey::Fetch), "Fetch");
+        assert_eq!(api_name(ApiKey::ListOffsets), "ListOffsets");
+        assert_eq!(api_name(ApiKey::OffsetCommit), "OffsetCommit");
+        assert_eq!(
+            api_name(ApiKey::GetTelemetrySubscriptions),
+            "GetTelemetrySubscriptions"
+        );
+        assert_eq!(
+            api_name(ApiKey::DescribeTopicPartitions),
+            "DescribeTopicPartitions"
+        );
     }
 
     #[test]

@@ -35,16 +35,24 @@ pub struct HeaderPrefix {
     pub correlation_id: i32,
 }
 
+impl HeaderPrefix {
+    /// The API's name for log lines: Kafka's ("Fetch"), or "unknown API" for a key Kafka does not
+    /// define.
+    pub fn api_name(&self) -> &'static str {
+        ApiKey::try_from(self.api_key).map_or("unknown API", api_versions::api_name)
+    }
+}
+
 /// Why a request frame was not decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
     #[error("request frame of {0} bytes is shorter than a request header")]
     Truncated(usize),
-    #[error("unknown API key {}", .0.api_key)]
+    #[error("{} (API key {}) is not served on this listener", .0.api_name(), .0.api_key)]
     UnknownApiKey(HeaderPrefix),
-    #[error("unsupported version {} of API {}", .0.api_version, .0.api_key)]
+    #[error("unsupported version {} of {}", .0.api_version, .0.api_name())]
     UnsupportedVersion(HeaderPrefix),
-    #[error("malformed request (API {} v{}): {reason}", .prefix.api_key, .prefix.api_version)]
+    #[error("malformed {} v{} request: {reason}", .prefix.api_name(), .prefix.api_version)]
     Malformed {
         prefix: HeaderPrefix,
         reason: String,

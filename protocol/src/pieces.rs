@@ -225,9 +225,11 @@ mod tests {
             .with_responses(vec![
                 FetchableTopicResponse::default()
                     .with_topic(TopicName(StrBytes::from_static_str("orders")))
+                    .with_topic_id("6ba7b810-9dad-11d1-80b4-00c04fd430c8".parse().unwrap())
                     .with_partitions(partitions(0)),
                 FetchableTopicResponse::default()
                     .with_topic(TopicName(StrBytes::from_static_str("payments")))
+                    .with_topic_id("6ba7b811-9dad-11d1-80b4-00c04fd430c8".parse().unwrap())
                     .with_partitions(partitions(1)),
             ])
     }
@@ -248,7 +250,7 @@ mod tests {
             &[Some(1_023), Some(1_024), Some(1_025)],
             &[],
         ];
-        for version in 4..=12 {
+        for version in 4..=18 {
             for shape in shapes {
                 let body = ResponseKind::Fetch(sample(version, shape));
                 let flat = encode_response(41, ApiKey::Fetch, version, &body).unwrap();

@@ -107,6 +107,8 @@ enum Kind {
     /// INT32 length (or compact varint length + 1), then bytes; also `records`.
     Bytes,
     Struct(&'static Layout),
+    /// INT8 presence (1: a struct follows, anything else: null), then the struct.
+    NullableStruct(&'static Layout),
     /// INT32 count (or compact varint count + 1), then the elements.
     Array(&'static Kind),
 }
@@ -165,6 +167,10 @@ impl Walker<'_> {
             Kind::String => self.blob(name, LegacyLength::Int16),
             Kind::Bytes => self.blob(name, LegacyLength::Int32),
             Kind::Struct(layout) => self.structure(layout),
+            Kind::NullableStruct(layout) => match self.take::<1>(name)? {
+                [1] => self.structure(layout),
+                _ => Ok(()),
+            },
             Kind::Array(element) => self.array(name, element),
             Kind::Int8 | Kind::Bool => self.skip(name, 1),
             Kind::Int16 => self.skip(name, 2),
@@ -332,10 +338,15 @@ pub const REQUESTS: &[RequestLayout] = &[
     layouts::ALTER_PARTITION,
     layouts::BROKER_REGISTRATION,
     layouts::BROKER_HEARTBEAT,
+    layouts::GET_TELEMETRY_SUBSCRIPTIONS,
+    layouts::PUSH_TELEMETRY,
+    layouts::DESCRIBE_TOPIC_PARTITIONS,
 ];
 
 mod layouts {
-    use super::Kind::{Array, Bool, Bytes, Int16, Int32, Int64, Int8, String, Struct, Uuid};
+    use super::Kind::{
+        Array, Bool, Bytes, Int16, Int32, Int64, Int8, NullableStruct, String, Struct, Uuid,
+    };
     use super::{field, Layout, RequestLayout};
     use kafka_protocol::messages::ApiKey;
 
@@ -369,15 +380,13 @@ mod layouts {
     pub(super) const FETCH: RequestLayout = RequestLayout {
         api_key: ApiKey::Fetch,
         min_version: 4,
-        max_version: 12,
+        max_version: 18,
         flexible_since: 12,
         body: &FETCH_REQUEST,
     };
-    // kafka-protocol also knows tag 1 (replica_state, v15+) here and tags 0 and 1 of
-    // FetchPartition (v17+, v18+); below v15 it rejects them, and the walk skips them as unknown.
     const FETCH_REQUEST: Layout = Layout {
         fields: &[
-            field("replica_id", Int32),
+            field("replica_id", Int32).until(14),
             field("max_wait_ms", Int32),
             field("min_bytes", Int32),
             field("max_bytes", Int32),
@@ -388,27 +397,44 @@ mod layouts {
             field("forgotten_topics_data", Array(&Struct(&FORGOTTEN_TOPIC))).since(7),
             field("rack_id", String).since(11),
         ],
-        tagged: &[(0, field("cluster_id", String))],
+        tagged: &[
+            (0, field("cluster_id", String)),
+            (1, field("replica_state", Struct(&REPLICA_STATE)).since(15)),
+        ],
     };
+    const REPLICA_STATE: Layout = fields(&[
+        field("replica_id", Int32).since(15),
+        field("replica_epoch", Int64).since(15),
+    ]);
     const FETCH_TOPIC: Layout = fields(&[
-        field("topic", String),
+        field("topic", String).until(12),
+        field("topic_id", Uuid).since(13),
         field("partitions", Array(&Struct(&FETCH_PARTITION))),
     ]);
-    const FETCH_PARTITION: Layout = fields(&[
-        field("partition", Int32),
-        field("current_leader_epoch", Int32).since(9),
-        field("fetch_offset", Int64),
-        field("last_fetched_epoch", Int32).since(12),
-        field("log_start_offset", Int64).since(5),
-        field("partition_max_bytes", Int32),
+    const FETCH_PARTITION: Layout = Layout {
+        fields: &[
+            field("partition", Int32),
+            field("current_leader_epoch", Int32).since(9),
+            field("fetch_offset", Int64),
+            field("last_fetched_epoch", Int32).since(12),
+            field("log_start_offset", Int64).since(5),
+            field("partition_max_bytes", Int32),
+        ],
+        tagged: &[
+            (0, field("replica_directory_id", Uuid).since(17)),
+            (1, field("high_watermark", Int64).since(18)),
+        ],
+    };
+    const FORGOTTEN_TOPIC: Layout = fields(&[
+        field("topic", String).until(12),
+        field("topic_id", Uuid).since(13),
+        field("partitions", Array(&Int32)),
     ]);
-    const FORGOTTEN_TOPIC: Layout =
-        fields(&[field("topic", String), field("partitions", Array(&Int32))]);
 
     pub(super) const LIST_OFFSETS: RequestLayout = RequestLayout {
         api_key: ApiKey::ListOffsets,
         min_version: 1,
-        max_version: 7,
+        max_version: 10,
         flexible_since: 6,
         body: &LIST_OFFSETS_REQUEST,
     };
@@ -416,6 +442,7 @@ mod layouts {
         field("replica_id", Int32),
         field("isolation_level", Int8).since(2),
         field("topics", Array(&Struct(&LIST_OFFSETS_TOPIC))),
+        field("timeout_ms", Int32).since(10),
     ]);
     const LIST_OFFSETS_TOPIC: Layout = fields(&[
         field("name", String),
@@ -430,7 +457,7 @@ mod layouts {
     pub(super) const METADATA: RequestLayout = RequestLayout {
         api_key: ApiKey::Metadata,
         min_version: 0,
-        max_version: 12,
+        max_version: 13,
         flexible_since: 9,
         body: &METADATA_REQUEST,
     };
@@ -1053,6 +1080,46 @@ mod layouts {
         ],
         tagged: &[(0, field("offline_log_dirs", Array(&Uuid)).since(1))],
     };
+
+    pub(super) const GET_TELEMETRY_SUBSCRIPTIONS: RequestLayout = RequestLayout {
+        api_key: ApiKey::GetTelemetrySubscriptions,
+        min_version: 0,
+        max_version: 0,
+        flexible_since: 0,
+        body: &GET_TELEMETRY_SUBSCRIPTIONS_REQUEST,
+    };
+    const GET_TELEMETRY_SUBSCRIPTIONS_REQUEST: Layout =
+        fields(&[field("client_instance_id", Uuid)]);
+
+    pub(super) const PUSH_TELEMETRY: RequestLayout = RequestLayout {
+        api_key: ApiKey::PushTelemetry,
+        min_version: 0,
+        max_version: 0,
+        flexible_since: 0,
+        body: &PUSH_TELEMETRY_REQUEST,
+    };
+    const PUSH_TELEMETRY_REQUEST: Layout = fields(&[
+        field("client_instance_id", Uuid),
+        field("subscription_id", Int32),
+        field("terminating", Bool),
+        field("compression_type", Int8),
+        field("metrics", Bytes),
+    ]);
+
+    pub(super) const DESCRIBE_TOPIC_PARTITIONS: RequestLayout = RequestLayout {
+        api_key: ApiKey::DescribeTopicPartitions,
+        min_version: 0,
+        max_version: 0,
+        flexible_since: 0,
+        body: &DESCRIBE_TOPIC_PARTITIONS_REQUEST,
+    };
+    const DESCRIBE_TOPIC_PARTITIONS_REQUEST: Layout = fields(&[
+        field("topics", Array(&Struct(&DESCRIBED_TOPIC_REQUEST))),
+        field("response_partition_limit", Int32),
+        field("cursor", NullableStruct(&CURSOR)),
+    ]);
+    const DESCRIBED_TOPIC_REQUEST: Layout = fields(&[field("name", String)]);
+    const CURSOR: Layout = fields(&[field("topic_name", String), field("partition_index", Int32)]);
 }
 
 #[cfg(test)]

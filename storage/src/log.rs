@@ -905,6 +905,24 @@ impl Log {
         Ok(None)
     }
 
+    /// Kafka's MAX_TIMESTAMP lookup (ListOffsets v7, KIP-734): `(offset, timestamp)` of the first
+    /// record carrying the largest timestamp in the log, or `None` when no record at or past the
+    /// log start offset carries one. Like Kafka, the earliest segment with that largest timestamp
+    /// is searched, for its first record at it.
+    pub fn offset_of_max_timestamp(&self) -> Result<Option<(i64, i64)>> {
+        self.check_not_failed()?;
+        let mut max_timestamp = -1;
+        for segment in self.segments.values() {
+            if segment.next_offset()? > self.log_start_offset {
+                max_timestamp = max_timestamp.max(segment.max_timestamp()?);
+            }
+        }
+        if max_timestamp < 0 {
+            return Ok(None);
+        }
+        self.offset_for_timestamp(max_timestamp)
+    }
+
     /// Kafka's `UnifiedLog.deleteOldSegments`: deletes the oldest whole segments that are past
     /// `retention.ms` (judged by each segment's largest timestamp against the clock), then those
     /// beyond `retention.bytes`, then those wholly below the log start offset. Returns what went.

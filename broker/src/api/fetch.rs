@@ -2,6 +2,12 @@
 //! (`max_wait_ms` / `min_bytes`) woken by appends. Fetch sessions are refused correctly: a client
 //! asking for one gets session id 0 (sessionless, full fetches), and an incremental fetch in a
 //! session we never created gets FETCH_SESSION_ID_NOT_FOUND.
+//!
+//! From v13 topics are named by id only (KIP-516): each id is resolved through the metadata image,
+//! and an id the image does not know answers UNKNOWN_TOPIC_ID for each of its partitions, as
+//! Kafka does. From v15 a follower names itself in `replica_state` instead of `replica_id`
+//! (KIP-903); the replica epoch it adds, and v17's replica directory id (KIP-853) and v18's
+//! high watermark, serve KRaft's own replication and change nothing for a partition's fetch.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +41,21 @@ pub fn last_stable(log: &Log, high_watermark: i64) -> i64 {
 /// The longest a fetch may wait for data, whatever it asks (bounded so shutdown is never held up).
 const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
 
-pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, _version: i16) -> FetchResponse {
+/// First version that names topics by id (KIP-516).
+const TOPIC_IDS_SINCE: i16 = 13;
+/// First version whose `replica_state` replaces `replica_id` (KIP-903).
+const REPLICA_STATE_SINCE: i16 = 15;
+
+/// The fetching replica's id, -1 for a consumer: from `replica_state` since v15.
+pub fn replica_id(request: &FetchRequest, version: i16) -> i32 {
+    if version >= REPLICA_STATE_SINCE {
+        request.replica_state.replica_id.0
+    } else {
+        request.replica_id.0
+    }
+}
+
+pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -> FetchResponse {
     if request.session_epoch > 0 {
         // An incremental fetch can only continue a session, and we never create any.
         return FetchResponse::default()
@@ -51,7 +71,7 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, _version: i16) 
         tokio::pin!(appended);
         appended.as_mut().enable();
 
-        let (responses, bytes, any_error) = read_partitions(broker, &request);
+        let (responses, bytes, any_error) = read_partitions(broker, &request, version);
         if bytes >= min_bytes.max(1) || any_error || Instant::now() >= deadline {
             for topic in &responses {
                 let fetched: usize = topic
@@ -82,8 +102,10 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, _version: i16) 
 fn read_partitions(
     broker: &Arc<Broker>,
     request: &FetchRequest,
+    version: i16,
 ) -> (Vec<FetchableTopicResponse>, usize, bool) {
     let image = broker.image();
+    let replica_id = replica_id(request, version);
     // Kafka caps what a response carries at fetch.max.bytes, whatever the request asks.
     let mut remaining = usize::try_from(request.max_bytes)
         .unwrap_or(0)
@@ -94,21 +116,30 @@ fn read_partitions(
         .topics
         .iter()
         .map(|topic| {
-            let name = topic.topic.as_str();
+            let name = if version >= TOPIC_IDS_SINCE {
+                image
+                    .topic_by_id(super::topic_id(&topic.topic_id))
+                    .map(|known| known.name.as_str())
+                    .ok_or(ResponseError::UnknownTopicId)
+            } else {
+                Ok(topic.topic.as_str())
+            };
             let partitions = topic
                 .partitions
                 .iter()
                 .map(|fetch| {
                     let data = read_partition(
                         broker,
-                        name,
+                        name.unwrap_or_default(),
                         fetch,
-                        request.replica_id.0,
+                        replica_id,
                         request.isolation_level == READ_COMMITTED,
-                        broker
-                            .replicas
-                            .serving(&image, name, fetch.partition, fetch.current_leader_epoch)
-                            .map(|(partition, _)| partition),
+                        name.and_then(|name| {
+                            broker
+                                .replicas
+                                .serving(&image, name, fetch.partition, fetch.current_leader_epoch)
+                                .map(|(partition, _)| partition)
+                        }),
                         remaining,
                         total == 0,
                     );
@@ -120,8 +151,11 @@ fn read_partitions(
                     data
                 })
                 .collect();
+            // Each version encodes one of the two: the name before v13, the id from it. The name
+            // is kept either way for the bytes-out metric.
             FetchableTopicResponse::default()
-                .with_topic(topic.topic.clone())
+                .with_topic(name.map_or_else(|_| topic.topic.clone(), super::topic_name))
+                .with_topic_id(topic.topic_id)
                 .with_partitions(partitions)
         })
         .collect();

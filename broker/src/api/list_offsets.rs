@@ -1,4 +1,9 @@
-//! ListOffsets: earliest (-2), latest (-1), or the first offset at or after a timestamp.
+//! ListOffsets: earliest (-2), latest (-1), or the first offset at or after a timestamp; from
+//! v7 the record with the largest timestamp (-3, KIP-734); from v8 and v9 the tiered-storage
+//! lookups, answered as Kafka answers them for a topic without remote storage: EARLIEST_LOCAL
+//! (-4, KIP-405) is the log start offset, LATEST_TIERED (-5, KIP-1005) is offset -1 (nothing is
+//! tiered). v10's `timeout_ms` bounds remote lookups (KIP-1075); every lookup here is local and
+//! answered at once.
 
 use std::sync::Arc;
 
@@ -13,6 +18,9 @@ use crate::broker::Broker;
 
 const LATEST_TIMESTAMP: i64 = -1;
 const EARLIEST_TIMESTAMP: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL_TIMESTAMP: i64 = -4;
+const LATEST_TIERED_TIMESTAMP: i64 = -5;
 
 pub fn handle(
     broker: &Arc<Broker>,
@@ -51,16 +59,25 @@ pub fn handle(
                         } else {
                             high_watermark
                         };
+                        // Kafka's `Partition.fetchOffsetForTimestamp`: the latest and earliest
+                        // offsets as they are; any record found must be fetchable.
                         match asked.timestamp {
                             LATEST_TIMESTAMP => Ok(Some((fetchable, -1))),
-                            EARLIEST_TIMESTAMP => Ok(Some((log.log_start_offset(), -1))),
+                            EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => {
+                                Ok(Some((log.log_start_offset(), -1)))
+                            }
+                            LATEST_TIERED_TIMESTAMP => Ok(Some((-1, -1))),
+                            MAX_TIMESTAMP => log
+                                .offset_of_max_timestamp()
+                                .map(|found| found.filter(|(offset, _)| *offset < fetchable)),
                             timestamp if timestamp >= 0 => log
                                 .offset_for_timestamp(timestamp)
                                 .map(|found| found.filter(|(offset, _)| *offset < fetchable)),
                             _ => Ok(None),
                         }
                     });
-                    let response = if version >= 4 {
+                    // Nothing is tiered, so no leader epoch either (Kafka answers -1).
+                    let response = if version >= 4 && asked.timestamp != LATEST_TIERED_TIMESTAMP {
                         response.with_leader_epoch(placement.leader_epoch)
                     } else {
                         response
@@ -72,8 +89,11 @@ pub fn handle(
                         Some(Ok(Some((offset, timestamp)))) => {
                             response.with_offset(offset).with_timestamp(timestamp)
                         }
-                        // No record at or after the timestamp: Kafka answers offset -1, timestamp -1.
-                        Some(Ok(None)) if asked.timestamp >= 0 => {
+                        // No record at or after the timestamp (or none with a timestamp at
+                        // all): Kafka answers offset -1, timestamp -1.
+                        Some(Ok(None))
+                            if asked.timestamp >= 0 || asked.timestamp == MAX_TIMESTAMP =>
+                        {
                             response.with_offset(-1).with_timestamp(-1)
                         }
                         Some(Ok(None)) => {

@@ -21,7 +21,8 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 use kafka_protocol::protocol::StrBytes;
 use skald_controller::names::{is_internal, validate_topic_name};
 use skald_controller::{
-    ControllerOp, ControllerReply, CreateTopicSpec, MetadataImage, TopicImage, NO_LEADER,
+    ControllerOp, ControllerReply, CreateTopicSpec, MetadataImage, PartitionImage, TopicImage,
+    NO_LEADER,
 };
 
 use super::{topic_id, topic_name, uuid};
@@ -29,7 +30,7 @@ use crate::broker::Broker;
 
 /// With no authorizer every operation is allowed; these are the operations Kafka lists as
 /// applicable to a topic (READ..ALTER_CONFIGS) and to the cluster, as bit fields.
-const TOPIC_AUTHORIZED_OPERATIONS: i32 =
+pub(super) const TOPIC_AUTHORIZED_OPERATIONS: i32 =
     (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
 pub(super) const CLUSTER_AUTHORIZED_OPERATIONS: i32 =
     (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
@@ -225,13 +226,7 @@ fn describe_topic(image: &MetadataImage, topic: &TopicImage) -> MetadataResponse
         .partitions
         .iter()
         .map(|(index, partition)| {
-            let offline = partition
-                .replicas
-                .iter()
-                .copied()
-                .filter(|id| image.brokers.get(id).is_none_or(|broker| broker.fenced))
-                .map(BrokerId)
-                .collect();
+            let offline = offline_replicas(image, partition);
             // A partition no replica can lead is offline: clients get LEADER_NOT_AVAILABLE and
             // retry, as with Kafka.
             let error = if partition.leader == NO_LEADER {
@@ -256,12 +251,29 @@ fn describe_topic(image: &MetadataImage, topic: &TopicImage) -> MetadataResponse
         .with_partitions(partitions)
 }
 
-fn missing_topic(name: &str) -> MetadataResponseTopic {
-    let code = if validate_topic_name(name).is_err() {
+/// A partition's replicas on brokers that are gone or fenced.
+pub(super) fn offline_replicas(image: &MetadataImage, partition: &PartitionImage) -> Vec<BrokerId> {
+    partition
+        .replicas
+        .iter()
+        .copied()
+        .filter(|id| image.brokers.get(id).is_none_or(|broker| broker.fenced))
+        .map(BrokerId)
+        .collect()
+}
+
+/// Kafka's error for a topic the image does not have: INVALID_TOPIC_EXCEPTION for a name no
+/// topic may have, else UNKNOWN_TOPIC_OR_PARTITION.
+pub(super) fn missing_topic_error(name: &str) -> ResponseError {
+    if validate_topic_name(name).is_err() {
         ResponseError::InvalidTopicException
     } else {
         ResponseError::UnknownTopicOrPartition
-    };
+    }
+}
+
+fn missing_topic(name: &str) -> MetadataResponseTopic {
+    let code = missing_topic_error(name);
     MetadataResponseTopic::default()
         .with_error_code(code.code())
         .with_name(Some(topic_name(name)))

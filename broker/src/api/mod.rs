@@ -28,12 +28,14 @@ pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_producers;
 pub mod describe_quorum;
+pub mod describe_topic_partitions;
 pub mod describe_transactions;
 pub mod elect_leaders;
 pub mod end_txn;
 pub mod error_codes;
 pub mod fetch;
 pub mod find_coordinator;
+pub mod get_telemetry_subscriptions;
 pub mod heartbeat;
 pub mod init_producer_id;
 pub mod join_group;
@@ -47,6 +49,7 @@ pub mod offset_delete;
 pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod push_telemetry;
 pub mod sync_group;
 pub mod txn_offset_commit;
 pub mod write_txn_markers;
@@ -127,7 +130,7 @@ pub async fn handle_from(
             }
         }
         RequestKind::Fetch(body) => {
-            let from_follower = body.replica_id.0 >= 0;
+            let from_follower = fetch::replica_id(&body, version) >= 0;
             let response = Box::new(ResponseKind::Fetch(
                 fetch::handle(broker, body, version).await,
             ));
@@ -214,6 +217,15 @@ pub async fn handle_from(
         RequestKind::DescribeProducers(body) => {
             ResponseKind::DescribeProducers(describe_producers::handle(broker, body))
         }
+        RequestKind::GetTelemetrySubscriptions(body) => {
+            ResponseKind::GetTelemetrySubscriptions(get_telemetry_subscriptions::handle(body))
+        }
+        RequestKind::PushTelemetry(body) => {
+            ResponseKind::PushTelemetry(push_telemetry::handle(body))
+        }
+        RequestKind::DescribeTopicPartitions(body) => ResponseKind::DescribeTopicPartitions(
+            describe_topic_partitions::handle(&broker.image(), &body),
+        ),
         other => {
             // Unreachable in practice: decode_request refuses APIs missing from the table.
             let reason = format!(

@@ -23,7 +23,9 @@ use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
 use kafka_protocol::messages::elect_leaders_request::TopicPartitions as ElectLeadersTopicPartitions;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
+use kafka_protocol::messages::fetch_request::{
+    FetchPartition, FetchTopic, ForgottenTopic, ReplicaState,
+};
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
@@ -47,6 +49,10 @@ use kafka_protocol::messages::txn_offset_commit_request::{
 };
 use kafka_protocol::messages::write_txn_markers_request::{
     WritableTxnMarker, WritableTxnMarkerTopic,
+};
+use kafka_protocol::messages::{
+    describe_topic_partitions_request, DescribeTopicPartitionsRequest,
+    GetTelemetrySubscriptionsRequest, PushTelemetryRequest,
 };
 use kafka_protocol::messages::{
     AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, DescribeProducersRequest,
@@ -163,34 +169,62 @@ fn sample_body(api_key: ApiKey, v: i16, nulls: bool) -> RequestKind {
                 if v >= 12 {
                     partition = partition.with_last_fetched_epoch(3);
                 }
+                if v >= 17 && !nulls {
+                    partition = partition
+                        .with_replica_directory_id(uuid("6ba7b812-9dad-11d1-80b4-00c04fd430c8"));
+                }
+                if v >= 18 && !nulls {
+                    partition = partition.with_high_watermark(900);
+                }
                 partition
             };
+            // Topics by name before v13, by id from it (KIP-516).
+            let fetch_topic = |name: &'static str, id: &str| {
+                if v >= 13 {
+                    FetchTopic::default().with_topic_id(uuid(id))
+                } else {
+                    FetchTopic::default().with_topic(topic(name))
+                }
+            };
+            let forgotten_topic = |name: &'static str, id: &str| {
+                if v >= 13 {
+                    ForgottenTopic::default().with_topic_id(uuid(id))
+                } else {
+                    ForgottenTopic::default().with_topic(topic(name))
+                }
+            };
             let mut fetch = FetchRequest::default()
-                .with_replica_id(BrokerId(-1))
                 .with_max_wait_ms(500)
                 .with_min_bytes(1)
                 .with_max_bytes(50 << 20)
                 .with_isolation_level(1)
                 .with_topics(vec![
-                    FetchTopic::default()
-                        .with_topic(topic("orders"))
+                    fetch_topic("orders", "6ba7b813-9dad-11d1-80b4-00c04fd430c8")
                         .with_partitions(vec![partition(0), partition(1), partition(2)])
                         .with_unknown_tagged_fields(tags.clone()),
-                    FetchTopic::default()
-                        .with_topic(topic("payments"))
+                    fetch_topic("payments", "6ba7b814-9dad-11d1-80b4-00c04fd430c8")
                         .with_partitions(vec![partition(5)]),
                 ])
                 .with_unknown_tagged_fields(tags.clone());
+            // A follower names itself in replica_state from v15 (KIP-903).
+            fetch = if v >= 15 {
+                fetch.with_replica_state(
+                    ReplicaState::default()
+                        .with_replica_id(BrokerId(2))
+                        .with_replica_epoch(if nulls { -1 } else { 77 }),
+                )
+            } else {
+                fetch.with_replica_id(BrokerId(-1))
+            };
             if v >= 7 {
                 fetch = fetch
                     .with_session_id(17)
                     .with_session_epoch(2)
                     .with_forgotten_topics_data(vec![
-                        ForgottenTopic::default()
-                            .with_topic(topic("old"))
+                        forgotten_topic("old", "6ba7b815-9dad-11d1-80b4-00c04fd430c8")
                             .with_partitions(vec![1, 2, 3])
                             .with_unknown_tagged_fields(tags.clone()),
-                        ForgottenTopic::default().with_topic(topic("older")),
+                        forgotten_topic("older", "6ba7b816-9dad-11d1-80b4-00c04fd430c8"),
                     ]);
             }
             if v >= 11 {
@@ -215,6 +249,7 @@ fn sample_body(api_key: ApiKey, v: i16, nulls: bool) -> RequestKind {
             };
             RequestKind::ListOffsets(
                 ListOffsetsRequest::default()
+                    .with_timeout_ms(if v >= 10 { 2_500 } else { 0 })
                     .with_replica_id(BrokerId(-1))
                     .with_isolation_level(if v >= 2 { 1 } else { 0 })
                     .with_topics(vec![
@@ -224,6 +259,10 @@ fn sample_body(api_key: ApiKey, v: i16, nulls: bool) -> RequestKind {
                                 partition(0, -1),
                                 partition(1, -2),
                                 partition(2, 1_700_000_000_000),
+                                // MAX_TIMESTAMP (v7+), EARLIEST_LOCAL (v8+), LATEST_TIERED (v9+).
+                                partition(3, -3),
+                                partition(4, -4),
+                                partition(5, -5),
                             ])
                             .with_unknown_tagged_fields(tags.clone()),
                         ListOffsetsTopic::default()
@@ -943,6 +982,45 @@ fn sample_body(api_key: ApiKey, v: i16, nulls: bool) -> RequestKind {
                             .with_topic_id(uuid("6ba7b811-9dad-11d1-80b4-00c04fd430c8"))
                             .with_partitions(vec![partition(4, &[])]),
                     ])
+                    .with_unknown_tagged_fields(tags),
+            )
+        }
+        ApiKey::GetTelemetrySubscriptions => RequestKind::GetTelemetrySubscriptions(
+            GetTelemetrySubscriptionsRequest::default()
+                .with_client_instance_id(if nulls {
+                    uuid("00000000-0000-0000-0000-000000000000")
+                } else {
+                    uuid("6ba7b817-9dad-11d1-80b4-00c04fd430c8")
+                })
+                .with_unknown_tagged_fields(tags),
+        ),
+        ApiKey::PushTelemetry => RequestKind::PushTelemetry(
+            PushTelemetryRequest::default()
+                .with_client_instance_id(uuid("6ba7b817-9dad-11d1-80b4-00c04fd430c8"))
+                .with_subscription_id(-12_345)
+                .with_terminating(nulls)
+                .with_compression_type(4)
+                .with_metrics(Bytes::from_static(b"opentelemetry metrics"))
+                .with_unknown_tagged_fields(tags),
+        ),
+        ApiKey::DescribeTopicPartitions => {
+            let cursor = (!nulls).then(|| {
+                describe_topic_partitions_request::Cursor::default()
+                    .with_topic_name(topic("orders"))
+                    .with_partition_index(3)
+                    .with_unknown_tagged_fields(tags.clone())
+            });
+            RequestKind::DescribeTopicPartitions(
+                DescribeTopicPartitionsRequest::default()
+                    .with_topics(vec![
+                        describe_topic_partitions_request::TopicRequest::default()
+                            .with_name(topic("orders"))
+                            .with_unknown_tagged_fields(tags.clone()),
+                        describe_topic_partitions_request::TopicRequest::default()
+                            .with_name(topic("payments")),
+                    ])
+                    .with_response_partition_limit(2_000)
+                    .with_cursor(cursor)
                     .with_unknown_tagged_fields(tags),
             )
         }

@@ -518,6 +518,25 @@ fn offset_for_timestamp_finds_the_first_record_at_or_after() {
 }
 
 #[test]
+fn offset_of_max_timestamp_finds_the_first_record_with_the_largest_timestamp() {
+    let size = records_at(&[0, 0, 0]).len() as u64;
+    for cfg in [config(1 << 20, 1), config(2 * size, 1)] {
+        let dir = TempDir::new().unwrap();
+        let mut log = Log::open(dir.path(), cfg).unwrap();
+        assert_eq!(log.offset_of_max_timestamp().unwrap(), None);
+        append(&mut log, records_at(&[100, 400, 102])); // 0-2
+        append(&mut log, records_at(&[90, 200, 150])); // 3-5
+        append(&mut log, records_at(&[120, 400, 140])); // 6-8: a tie, later
+        assert_eq!(log.offset_of_max_timestamp().unwrap(), Some((1, 400)));
+        append(&mut log, records_at(&[300, 500, 500])); // 9-11
+        assert_eq!(log.offset_of_max_timestamp().unwrap(), Some((10, 500)));
+        // Records below the log start offset no longer count.
+        log.delete_records_before(11).unwrap();
+        assert_eq!(log.offset_of_max_timestamp().unwrap(), Some((11, 500)));
+    }
+}
+
+#[test]
 fn partition_dir_names_round_trip() {
     assert_eq!(partition_dir_name("orders", 3), "orders-3");
     assert_eq!(
