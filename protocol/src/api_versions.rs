@@ -13,9 +13,10 @@
 //! client cannot register, fence or shut down a broker by guessing the API.
 //!
 //! A version is listed only when every field it carries is honoured by the broker's handler.
-//! Produce v13 names topics by id only; it waits until its handler resolves ids. Fetch v13+
-//! (topic ids) is served; so is ListOffsets v7+ (MAX_TIMESTAMP, and the tiered-storage lookups
-//! answered as Kafka does without remote storage).
+//! Produce v13 and Fetch v13+ name topics by id, resolved through the metadata image; ListOffsets
+//! v7+ adds MAX_TIMESTAMP, and the tiered-storage lookups answered as Kafka does without remote
+//! storage. OffsetCommit and OffsetFetch stop at v9: kafka-protocol 0.18 lists v10 (topic ids)
+//! but its request decoders stop at v9.
 //! The group APIs are the classic protocol's (KIP-848's ConsumerGroupHeartbeat is not served);
 //! FindCoordinator v5+ and DescribeGroups v6 wait for their new error semantics.
 //! DescribeQuorum is served by every broker on behalf of the active controller (as Kafka's
@@ -57,7 +58,7 @@ const fn api(api_key: ApiKey, min_version: i16, max_version: i16) -> SupportedAp
 
 /// Every API the broker answers, in API-key order.
 pub const SUPPORTED_APIS: &[SupportedApi] = &[
-    api(ApiKey::Produce, 3, 12),
+    api(ApiKey::Produce, 3, 13),
     api(ApiKey::Fetch, 4, 18),
     api(ApiKey::ListOffsets, 1, 10),
     api(ApiKey::Metadata, 0, 13),
@@ -173,8 +174,8 @@ mod tests {
     #[test]
     fn lookups_by_raw_key_and_version() {
         assert!(is_supported(18, 0));
-        assert!(is_supported(0, 12));
-        assert!(!is_supported(0, 13));
+        assert!(is_supported(0, 13));
+        assert!(!is_supported(0, 14));
         assert!(!is_supported(0, 2));
         assert!(!is_supported(9999, 0));
         assert_eq!(supported_api(3).map(|api| api.max_version), Some(13));

@@ -360,7 +360,7 @@ mod layouts {
     pub(super) const PRODUCE: RequestLayout = RequestLayout {
         api_key: ApiKey::Produce,
         min_version: 3,
-        max_version: 12,
+        max_version: 13,
         flexible_since: 9,
         body: &PRODUCE_REQUEST,
     };
@@ -371,7 +371,8 @@ mod layouts {
         field("topic_data", Array(&Struct(&TOPIC_PRODUCE_DATA))),
     ]);
     const TOPIC_PRODUCE_DATA: Layout = fields(&[
-        field("name", String),
+        field("name", String).until(12),
+        field("topic_id", Uuid).since(13),
         field("partition_data", Array(&Struct(&PARTITION_PRODUCE_DATA))),
     ]);
     const PARTITION_PRODUCE_DATA: Layout =

@@ -3,6 +3,9 @@
 //! re-encoded), the log checks the CRC while it patches offsets in place. An idempotent batch is
 //! checked against its producer's state under the partition's lock: a retry is answered with the
 //! offsets it got the first time, a sequence gap or fenced epoch refused.
+//!
+//! From v13 topics come by id (KIP-516): each resolves through the served metadata image, and
+//! the partitions of an id it does not know are answered UNKNOWN_TOPIC_ID, as Kafka does.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,11 +83,17 @@ enum Slot {
     Ready(Prepared),
 }
 
+/// First version that names topics by id (KIP-516).
+const TOPIC_IDS_SINCE: i16 = 13;
+
 /// Appends every partition's batch; acks=all responses come back still waiting for the ISR. A
 /// transactional producer's first batch in a partition waits for its coordinator to confirm the
 /// partition is in the transaction first (KIP-890); the connection reads no further request
 /// meanwhile, so its batches still append in the order they were sent.
 pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Outcome {
+    let image = (version >= TOPIC_IDS_SINCE).then(|| broker.image());
+    // Each version encodes one of name and id in its response: the name before v13, the id from.
+    let topic_ids: Vec<uuid::Uuid> = request.topic_data.iter().map(|t| t.topic_id).collect();
     let acks = request.acks;
     let valid_acks = matches!(acks, -1..=1);
     let timeout = Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0));
@@ -101,7 +110,13 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
             .topic_data
             .into_iter()
             .map(|topic| {
-                let name = topic.name.0.to_string();
+                let name = match &image {
+                    Some(image) => image
+                        .topic_by_id(super::topic_id(&topic.topic_id))
+                        .map(|known| known.name.clone())
+                        .ok_or(ResponseError::UnknownTopicId),
+                    None => Ok(topic.name.0.to_string()),
+                };
                 let slots = topic
                     .partition_data
                     .into_iter()
@@ -117,10 +132,17 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
                                 response.with_error_code(ResponseError::InvalidRequiredAcks.code()),
                             );
                         }
-                        prepare(broker, &name, data.index, data.records, response)
+                        match &name {
+                            Ok(name) => prepare(broker, name, data.index, data.records, response),
+                            Err(error) => Slot::Refused(response.with_error_code(error.code())),
+                        }
                     })
                     .collect();
-                (topic.name, slots)
+                // The name is kept for the acks=0 failure's log line.
+                (
+                    name.map_or(topic.name, |name| super::topic_name(&name)),
+                    slots,
+                )
             })
             .collect()
     });
@@ -149,6 +171,7 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
                     .collect();
                 TopicProduceResponse::default()
                     .with_name(name)
+                    .with_topic_id(topic_ids[topic_index])
                     .with_partition_responses(partition_responses)
             })
             .collect()

@@ -125,6 +125,14 @@ fn sample_body(api_key: ApiKey, v: i16, nulls: bool) -> RequestKind {
     let nullable = |value: StrBytes| (!nulls).then_some(value);
     match api_key {
         ApiKey::Produce => {
+            // Topics by name before v13, by id from it (KIP-516).
+            let topic_data = |name: &'static str, id: &str| {
+                if v >= 13 {
+                    TopicProduceData::default().with_topic_id(uuid(id))
+                } else {
+                    TopicProduceData::default().with_name(topic(name))
+                }
+            };
             let records = Bytes::from(simple_batch(0, 3, 1_700_000_000_000, 64));
             RequestKind::Produce(
                 ProduceRequest::default()
@@ -132,8 +140,7 @@ fn sample_body(api_key: ApiKey, v: i16, nulls: bool) -> RequestKind {
                     .with_acks(-1)
                     .with_timeout_ms(30_000)
                     .with_topic_data(vec![
-                        TopicProduceData::default()
-                            .with_name(topic("orders"))
+                        topic_data("orders", "6ba7b818-9dad-11d1-80b4-00c04fd430c8")
                             .with_partition_data(vec![
                                 PartitionProduceData::default()
                                     .with_index(0)
@@ -144,8 +151,7 @@ fn sample_body(api_key: ApiKey, v: i16, nulls: bool) -> RequestKind {
                                     .with_records((!nulls).then(|| records.clone())),
                             ])
                             .with_unknown_tagged_fields(tags.clone()),
-                        TopicProduceData::default()
-                            .with_name(topic("payments"))
+                        topic_data("payments", "6ba7b819-9dad-11d1-80b4-00c04fd430c8")
                             .with_partition_data(vec![PartitionProduceData::default()
                                 .with_index(7)
                                 .with_records(Some(records))]),
@@ -1128,10 +1134,10 @@ fn every_advertised_api_and_version_has_a_layout() {
         assert!(layout.max_version >= api.max_version, "{:?}", api.api_key);
     }
     assert_eq!(
-        check_body(ApiKey::Produce, 13, &[]),
+        check_body(ApiKey::Produce, 14, &[]),
         Err(Rejection::UnknownLayout {
             api_key: ApiKey::Produce,
-            api_version: 13
+            api_version: 14
         })
     );
     assert_eq!(
