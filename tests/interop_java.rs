@@ -9,10 +9,11 @@
 //! explicit offsets and is described by Admin while it is the member; after the restart a second
 //! member resumes exactly at the commit; a group-less consumer checks offsetsForTimes, seek and
 //! pause/resume; Admin listGroups, describeConsumerGroups, listConsumerGroupOffsets, listOffsets
-//! (earliest, latest, by timestamp), deleteRecords and describeCluster.
+//! (earliest, latest, by timestamp, and maxTimestamp: ListOffsets v7+), deleteRecords and
+//! describeCluster. The client speaks the newest versions Skald advertises: Produce v13 and
+//! Fetch v13+ name topics by id.
 //!
-//! Left out: transactions (tested with librdkafka in tests/transactions.rs) and
-//! OffsetSpec.maxTimestamp() (ListOffsets v7, not served).
+//! Left out: transactions (tested with librdkafka in tests/transactions.rs).
 
 mod common;
 
@@ -90,9 +91,16 @@ fn java_client_admin_produce_consume_group() {
         "paused": [0],
         "while_paused_partitions": [1],
         "after_resume_partitions": [0],
-        "list_offsets": {"earliest": [0, 0], "latest": [end, end], "at_5000": [3, 2]},
+        // Timestamps grow with offsets, so the largest is each partition's last record.
+        "list_offsets": {
+            "earliest": [0, 0], "latest": [end, end], "at_5000": [3, 2],
+            "max_timestamp": [end - 1, end - 1],
+        },
         "delete_records_low_watermark": 5,
-        "list_offsets_after_delete": {"earliest": [5, 0], "latest": [end, end], "at_5000": [5, 2]},
+        "list_offsets_after_delete": {
+            "earliest": [5, 0], "latest": [end, end], "at_5000": [5, 2],
+            "max_timestamp": [end - 1, end - 1],
+        },
         "cluster": {"nodes": [1], "controller": 1, "has_cluster_id": true},
     });
     assert_summary("JavaClientCheck second", &second, &expected_second);

@@ -89,20 +89,42 @@ fn check_offset_delta(offset_delta: i32, expected: i32) -> Result<(), InvalidRec
 
 /// Walks `count` records of a compressed records section as it decompresses.
 fn check_compressed(codec: Codec, section: &[u8], count: i32) -> io::Result<()> {
+    let mut expected = 0;
+    walk_compressed(codec, section, count, |_, offset_delta| {
+        check_offset_delta(offset_delta, expected).map_err(|err| io::Error::other(err.0))?;
+        expected += 1;
+        Ok(true)
+    })?;
+    Ok(())
+}
+
+/// Walks the `count` records of a compressed records section as it decompresses, handing each
+/// record's timestamp delta and offset delta to `visit` until it answers `false`. Only those
+/// fields are read; the key, value and headers are skipped, so memory stays bounded. Returns
+/// whether every record was walked (then nothing may follow the last one).
+pub(crate) fn walk_compressed(
+    codec: Codec,
+    section: &[u8],
+    count: i32,
+    mut visit: impl FnMut(i64, i32) -> io::Result<bool>,
+) -> io::Result<bool> {
     let mut reader = codec.reader(section, DECOMPRESSED_BYTES_MAX)?;
-    for expected in 0..count {
+    for index in 0..count {
         let length = read_varint(&mut reader)?
-            .ok_or_else(|| io::Error::other(format!("{expected} records, {count} claimed")))?;
+            .ok_or_else(|| io::Error::other(format!("{index} records, {count} claimed")))?;
         let length =
             u64::try_from(length).map_err(|_| io::Error::other("negative record length"))?;
         let mut record = (&mut reader).take(length);
         let mut attributes = [0u8; 1];
         record.read_exact(&mut attributes)?;
-        read_varlong(&mut record)?.ok_or_else(|| io::Error::other("bad timestamp delta"))?;
+        let timestamp_delta =
+            read_varlong(&mut record)?.ok_or_else(|| io::Error::other("bad timestamp delta"))?;
         let offset_delta =
             read_varint(&mut record)?.ok_or_else(|| io::Error::other("bad offset delta"))?;
-        check_offset_delta(offset_delta, expected).map_err(|err| io::Error::other(err.0))?;
-        // The key, value and headers are not needed: skip what the record's length says is left.
+        if !visit(timestamp_delta, offset_delta)? {
+            return Ok(false);
+        }
+        // Skip what the record's length says is left.
         let left = record.limit();
         if io::copy(&mut record, &mut io::sink())? != left {
             return Err(io::Error::other("record extends past the batch"));
@@ -112,7 +134,7 @@ fn check_compressed(codec: Codec, section: &[u8], count: i32) -> io::Result<()> 
     if reader.read(&mut trailing)? != 0 {
         return Err(io::Error::other("bytes remain after the last record"));
     }
-    Ok(())
+    Ok(true)
 }
 
 /// A zigzag varint, or `None` at a clean end of input before its first byte.

@@ -8,10 +8,12 @@ use std::time::UNIX_EPOCH;
 use bytes::Bytes;
 use skald_protocol::batch::{self, BatchError, RecordBatchHeader, RecordBatches, NO_TIMESTAMP};
 
+use crate::cleaner::codec::Codec;
 use crate::config::LogConfig;
 use crate::error::{Error, IoContext, Result};
 use crate::fault::DiskFaults;
 use crate::index::{relative_offset, OffsetIndex, TimeIndex};
+use crate::log_validator::walk_compressed;
 use crate::mmap::{AppendError, LogFile};
 
 pub(crate) const LOG_SUFFIX: &str = "log";
@@ -554,15 +556,9 @@ impl Loaded {
                 continue;
             }
             let batch = &tail[position..position + header.total_size()];
-            if header.base_offset < starting_offset {
-                if let Some(found) =
-                    first_record_at_or_after(batch, &header, timestamp, starting_offset)?
-                {
-                    return Ok(Some(found));
-                }
-                continue;
-            }
-            if let Some(found) = batch::first_record_with_timestamp_at_least(batch, timestamp)? {
+            if let Some(found) =
+                first_record_at_or_after(batch, &header, timestamp, starting_offset)?
+            {
                 return Ok(Some(found));
             }
         }
@@ -908,28 +904,65 @@ impl Segment {
     }
 }
 
-/// `(offset, timestamp)` of the first record of `batch` at or after both `offset` and `timestamp`,
-/// for the batch straddling the log start offset. A compressed batch is not scanned: it answers
-/// `(offset, max timestamp)`, and the consumer skips what it must.
+/// `(offset, timestamp)` of the first record of `batch` at or after both `offset` and `timestamp`
+/// (Kafka's `LogSegment.findOffsetByTimestamp` reads every record, decompressing if it must).
+/// A compressed batch is decompressed as a stream; if that fails (a follower stores what its
+/// leader checked, so only a damaged disk gets here) the answer is `(offset, max timestamp)`, and
+/// the consumer skips what it must.
 fn first_record_at_or_after(
     batch: &[u8],
     header: &RecordBatchHeader,
     timestamp: i64,
     offset: i64,
 ) -> Result<Option<(i64, i64)>> {
+    if header.max_timestamp < timestamp || header.records_count == 0 {
+        return Ok(None);
+    }
+    let record_timestamp = |timestamp_delta: i64| {
+        if header.timestamp_type_is_log_append_time() {
+            header.max_timestamp
+        } else {
+            header.base_timestamp.saturating_add(timestamp_delta)
+        }
+    };
     if header.compression() != 0 {
-        return Ok(Some((offset, header.max_timestamp)));
+        let fallback = (offset.max(header.base_offset), header.max_timestamp);
+        if header.timestamp_type_is_log_append_time() {
+            return Ok(Some(fallback));
+        }
+        let (Some(codec), Some(section)) = (
+            Codec::from_id(header.compression()),
+            batch.get(batch::RECORD_BATCH_HEADER_BYTES..),
+        ) else {
+            return Ok(Some(fallback));
+        };
+        let mut found = None;
+        let walked = walk_compressed(codec, section, header.records_count, |ts_delta, delta| {
+            let record_offset = header.base_offset.saturating_add(i64::from(delta));
+            let record_timestamp = record_timestamp(ts_delta);
+            if record_offset >= offset && record_timestamp >= timestamp {
+                found = Some((record_offset, record_timestamp));
+                return Ok(false);
+            }
+            Ok(true)
+        });
+        return Ok(match walked {
+            Ok(_) => found,
+            Err(err) => {
+                tracing::warn!(
+                    base_offset = header.base_offset,
+                    "timestamp lookup could not read a compressed batch: {err}"
+                );
+                Some(fallback)
+            }
+        });
     }
     for record in batch::records(batch)? {
         let record = record?;
         let record_offset = header
             .base_offset
             .saturating_add(i64::from(record.offset_delta));
-        let record_timestamp = if header.timestamp_type_is_log_append_time() {
-            header.max_timestamp
-        } else {
-            header.base_timestamp.saturating_add(record.timestamp_delta)
-        };
+        let record_timestamp = record_timestamp(record.timestamp_delta);
         if record_offset >= offset && record_timestamp >= timestamp {
             return Ok(Some((record_offset, record_timestamp)));
         }

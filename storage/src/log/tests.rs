@@ -537,6 +537,34 @@ fn offset_of_max_timestamp_finds_the_first_record_with_the_largest_timestamp() {
 }
 
 #[test]
+fn timestamp_lookups_find_the_exact_record_inside_compressed_batches() {
+    use crate::cleaner::codec::{compressed_batch, Codec};
+    for codec in [Codec::Gzip, Codec::Snappy, Codec::Lz4, Codec::Zstd] {
+        let dir = TempDir::new().unwrap();
+        let mut log = Log::open(dir.path(), config(1 << 20, 1)).unwrap();
+        append(
+            &mut log,
+            compressed_batch(&records_at(&[100, 300, 200, 300]), codec).unwrap(),
+        ); // 0-3
+        append(
+            &mut log,
+            compressed_batch(&records_at(&[400, 500, 450]), codec).unwrap(),
+        ); // 4-6
+        let find = |ts| log.offset_for_timestamp(ts).unwrap();
+        assert_eq!(find(150), Some((1, 300)), "{codec:?}");
+        assert_eq!(find(301), Some((4, 400)), "{codec:?}");
+        assert_eq!(find(460), Some((5, 500)), "{codec:?}");
+        assert_eq!(find(501), None, "{codec:?}");
+        assert_eq!(log.offset_of_max_timestamp().unwrap(), Some((5, 500)));
+        // A lookup from inside a batch (the log start moved into it).
+        log.delete_records_before(2).unwrap();
+        let find = |ts| log.offset_for_timestamp(ts).unwrap();
+        assert_eq!(find(0), Some((2, 200)), "{codec:?}");
+        assert_eq!(find(250), Some((3, 300)), "{codec:?}");
+    }
+}
+
+#[test]
 fn partition_dir_names_round_trip() {
     assert_eq!(partition_dir_name("orders", 3), "orders-3");
     assert_eq!(

@@ -278,6 +278,8 @@ public final class JavaClientCheck {
         specs.put("earliest", OffsetSpec.earliest());
         specs.put("latest", OffsetSpec.latest());
         specs.put("at_5000", OffsetSpec.forTimestamp(baseTimestamp + 5_000));
+        // ListOffsets v7+ (KIP-734): the record with the largest timestamp.
+        specs.put("max_timestamp", OffsetSpec.maxTimestamp());
         for (var spec : specs.entrySet()) {
             Map<TopicPartition, OffsetSpec> request = new LinkedHashMap<>();
             tps.forEach(tp -> request.put(tp, spec.getValue()));
