@@ -21,10 +21,16 @@ use kafka_protocol::messages::{
     GetTelemetrySubscriptionsResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
     MetadataResponse, ProduceRequest, ProduceResponse, PushTelemetryRequest, PushTelemetryResponse,
 };
+use kafka_protocol::messages::{
+    DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse,
+    GroupId,
+};
+use kafka_protocol::protocol::StrBytes;
 use skald_protocol::batch::RecordBatches;
 
 const NONE: i16 = 0;
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const GROUP_ID_NOT_FOUND: i16 = 69;
 const INVALID_REQUEST: i16 = 42;
 const UNKNOWN_TOPIC_ID: i16 = 100;
 const UNKNOWN_SUBSCRIPTION_ID: i16 = 117;
@@ -390,6 +396,54 @@ fn produce_v13_names_topics_by_id_and_unknown_ids_are_told_so() {
     assert_eq!(
         records.slice(wire::BATCH_V2_CRC_RANGE.start..),
         batch.slice(wire::BATCH_V2_CRC_RANGE.start..)
+    );
+}
+
+#[test]
+fn find_coordinator_v5_v6_and_describe_groups_v6_answer_as_kafka_4() {
+    let server = TestServer::start();
+    let mut conn = RawConn::connect(server.kafka_addr());
+    let versions = conn.api_versions();
+    assert_eq!(versions.get(&10), Some(&(0, 6)));
+    assert_eq!(versions.get(&15), Some(&(0, 6)));
+    for version in 5..=6 {
+        let request = FindCoordinatorRequest::default()
+            .with_key_type(0)
+            .with_coordinator_keys(vec![StrBytes::from_static_str("g-find")]);
+        let response: FindCoordinatorResponse = conn.request(&request, version);
+        let found: Vec<(i16, i32)> = response
+            .coordinators
+            .iter()
+            .map(|c| (c.error_code, c.node_id.0))
+            .collect();
+        assert_eq!(found, vec![(NONE, 1)], "v{version}: {response:?}");
+    }
+    // A share group's key (v6, KIP-932): share groups are not served.
+    let share = FindCoordinatorRequest::default()
+        .with_key_type(2)
+        .with_coordinator_keys(vec![StrBytes::from_static_str("g-share")]);
+    let response: FindCoordinatorResponse = conn.request(&share, 6);
+    assert_eq!(response.coordinators[0].error_code, INVALID_REQUEST);
+
+    let describe = DescribeGroupsRequest::default()
+        .with_groups(vec![GroupId(StrBytes::from_static_str("never-seen"))]);
+    let old: DescribeGroupsResponse = conn.request(&describe, 5);
+    assert_eq!(
+        (old.groups[0].error_code, old.groups[0].group_state.as_str()),
+        (NONE, "Dead")
+    );
+    let new: DescribeGroupsResponse = conn.request(&describe, 6);
+    assert_eq!(
+        (
+            new.groups[0].error_code,
+            new.groups[0].group_state.as_str(),
+            new.groups[0].error_message.as_deref()
+        ),
+        (
+            GROUP_ID_NOT_FOUND,
+            "Dead",
+            Some("Group never-seen not found.")
+        )
     );
 }
 

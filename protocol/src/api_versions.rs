@@ -18,7 +18,10 @@
 //! storage. OffsetCommit and OffsetFetch stop at v9: kafka-protocol 0.18 lists v10 (topic ids)
 //! but its request decoders stop at v9.
 //! The group APIs are the classic protocol's (KIP-848's ConsumerGroupHeartbeat is not served);
-//! FindCoordinator v5+ and DescribeGroups v6 wait for their new error semantics.
+//! FindCoordinator v5 only lets the broker answer TRANSACTION_ABORTABLE (KIP-890), which Skald
+//! never sends, and v6 adds share-group keys (KIP-932), refused as an unknown key type as Kafka
+//! does with share groups off; DescribeGroups v6 answers an unknown group GROUP_ID_NOT_FOUND
+//! (KIP-1043).
 //! DescribeQuorum is served by every broker on behalf of the active controller (as Kafka's
 //! brokers forward it); DescribeCluster v2 (KIP-1073) lists fenced brokers when asked.
 //! OffsetForLeaderEpoch starts at v2, the oldest kafka-protocol 0.18 decodes (Kafka 4 dropped v0
@@ -64,12 +67,12 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::Metadata, 0, 13),
     api(ApiKey::OffsetCommit, 2, 9),
     api(ApiKey::OffsetFetch, 1, 9),
-    api(ApiKey::FindCoordinator, 0, 4),
+    api(ApiKey::FindCoordinator, 0, 6),
     api(ApiKey::JoinGroup, 0, 9),
     api(ApiKey::Heartbeat, 0, 4),
     api(ApiKey::LeaveGroup, 0, 5),
     api(ApiKey::SyncGroup, 0, 5),
-    api(ApiKey::DescribeGroups, 0, 5),
+    api(ApiKey::DescribeGroups, 0, 6),
     api(ApiKey::ListGroups, 0, 5),
     api(ApiKey::ApiVersions, 0, 4),
     api(ApiKey::CreateTopics, 2, 7),

@@ -656,7 +656,7 @@ mod layouts {
     pub(super) const FIND_COORDINATOR: RequestLayout = RequestLayout {
         api_key: ApiKey::FindCoordinator,
         min_version: 0,
-        max_version: 4,
+        max_version: 6,
         flexible_since: 3,
         body: &FIND_COORDINATOR_REQUEST,
     };
@@ -743,7 +743,7 @@ mod layouts {
     pub(super) const DESCRIBE_GROUPS: RequestLayout = RequestLayout {
         api_key: ApiKey::DescribeGroups,
         min_version: 0,
-        max_version: 5,
+        max_version: 6,
         flexible_since: 5,
         body: &DESCRIBE_GROUPS_REQUEST,
     };

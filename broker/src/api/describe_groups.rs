@@ -1,9 +1,11 @@
 //! DescribeGroups: state, protocol type, chosen protocol and members. As in Kafka, member metadata
 //! and assignments (and the protocol) are reported only for a Stable group, and an unknown group
-//! is described as Dead with no error.
+//! is described as Dead with no error — from v6 (KIP-1043) with GROUP_ID_NOT_FOUND and Kafka's
+//! message.
 
 use std::sync::Arc;
 
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 use kafka_protocol::protocol::StrBytes;
@@ -11,7 +13,14 @@ use kafka_protocol::protocol::StrBytes;
 use crate::broker::Broker;
 use crate::group::{lock, GroupState};
 
-pub fn handle(broker: &Arc<Broker>, body: DescribeGroupsRequest) -> DescribeGroupsResponse {
+/// First version that answers an unknown group GROUP_ID_NOT_FOUND (KIP-1043).
+const GROUP_ID_NOT_FOUND_SINCE: i16 = 6;
+
+pub fn handle(
+    broker: &Arc<Broker>,
+    body: DescribeGroupsRequest,
+    version: i16,
+) -> DescribeGroupsResponse {
     let image = broker.image();
     let text = |value: &str| StrBytes::from_string(value.to_string());
     let groups = body
@@ -26,7 +35,13 @@ pub fn handle(broker: &Arc<Broker>, body: DescribeGroupsRequest) -> DescribeGrou
                 return described.with_error_code(error.code());
             }
             let Some(group) = broker.groups.group(&group_id) else {
-                return described.with_group_state(text(GroupState::Dead.name()));
+                let dead = described.with_group_state(text(GroupState::Dead.name()));
+                if version < GROUP_ID_NOT_FOUND_SINCE {
+                    return dead;
+                }
+                return dead
+                    .with_error_code(ResponseError::GroupIdNotFound.code())
+                    .with_error_message(Some(text(&format!("Group {} not found.", group_id.0))));
             };
             let group = lock(&group);
             let stable = group.state() == GroupState::Stable;

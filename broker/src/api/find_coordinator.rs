@@ -1,7 +1,9 @@
 //! FindCoordinator: a group's coordinator is the broker leading its `__consumer_offsets`
 //! partition, a transactional id's the one leading its `__transaction_state` partition; each
 //! topic is created (compacted) on the first request for its kind of key. v4+ asks about several
-//! keys at once.
+//! keys at once; v5 only allows TRANSACTION_ABORTABLE in answers (never sent here); v6 adds
+//! share-group keys (KIP-932), refused like any unknown key type (INVALID_REQUEST), as Kafka does
+//! with share groups off.
 
 use std::sync::Arc;
 

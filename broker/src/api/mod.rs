@@ -172,7 +172,7 @@ pub async fn handle_from(
             ResponseKind::OffsetDelete(offset_delete::handle(broker, body))
         }
         RequestKind::DescribeGroups(body) => {
-            ResponseKind::DescribeGroups(describe_groups::handle(broker, body))
+            ResponseKind::DescribeGroups(describe_groups::handle(broker, body, version))
         }
         RequestKind::ListGroups(body) => {
             ResponseKind::ListGroups(list_groups::handle(broker, body))
