@@ -10,7 +10,9 @@
 //! franz-go produces with kgo's defaults (idempotent, acks=all) and consumes with its default
 //! cooperative-sticky balancer. sarama produces with its defaults (not idempotent, acks=1:
 //! WaitForLocal) and its default protocol version (2.8); its consumer group uses the range
-//! balancer. Left out: transactions, which Skald does not serve yet.
+//! balancer. Sarama 1.22 (tests/clients/go/sarama122), the old-client case, produces, consumes
+//! in a group, commits and resumes after a restart. Left out: transactions, which Skald does
+//! not serve yet.
 
 mod common;
 
@@ -131,4 +133,53 @@ fn sarama_admin_produce_consume_group() {
         "cluster": {"brokers": [1], "controller": 1},
     });
     assert_summary("sarama second", &second, &expected);
+}
+
+/// Sarama 1.22 (github.com/Shopify/sarama v1.22.1: Debian's, and what Burrow 1.2 is built on)
+/// set to Kafka 1.0's protocol (its default, 0.8.2, predates record batches v2). Whatever the
+/// protocol, it commits with OffsetCommit v1, which kafka-protocol no longer decodes
+/// (protocol/src/legacy.rs rewrites it). Its group member commits on leaving, and after a
+/// restart a new member resumes exactly at the commit.
+#[test]
+fn sarama_1_22_group_commits_and_resumes() {
+    let program = installed("go/bin/sarama122");
+    let topic = "sarama122-orders";
+    let group = format!("{topic}-group");
+    let mut server = TestServer::start();
+    let mut conn = common::wire::RawConn::connect(server.kafka_addr());
+    common::wire::create_topics(&mut conn, &[(topic, 2)]);
+    let run = |server: &TestServer, phase: &str| {
+        let mut command = Command::new(&program);
+        command
+            .arg(server.bootstrap())
+            .arg(topic)
+            .arg(&group)
+            .arg(phase);
+        run_json(
+            &format!("sarama122 {phase}"),
+            command,
+            Duration::from_secs(120),
+        )
+    };
+    let record = |i: usize| json!([i % 2, i / 2, format!("key-{i}"), format!("value-{i}")]);
+    // Partition 0 holds records 0, 2, 4, ...; partition 1 records 1, 3, 5, ...
+    let by_partition = |indexes: &[usize]| -> Vec<Value> {
+        let mut sorted = indexes.to_vec();
+        sorted.sort_by_key(|&i| (i % 2, i / 2));
+        sorted.into_iter().map(record).collect()
+    };
+
+    let first = run(&server, "first");
+    let expected = json!({
+        "produced": (0..10).map(|i| json!([i % 2, i / 2])).collect::<Vec<_>>(),
+        "consumed": by_partition(&(0..10).collect::<Vec<_>>()),
+    });
+    assert_summary("sarama122 first", &first, &expected);
+
+    server.restart();
+
+    // Committed: partition 0 from offset 3 (record 6), partition 1 from offset 2 (record 5).
+    let second = run(&server, "second");
+    let expected = json!({"consumed": by_partition(&[6, 8, 5, 7, 9])});
+    assert_summary("sarama122 second", &second, &expected);
 }

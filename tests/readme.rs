@@ -271,6 +271,10 @@ fn the_clients_table_names_the_pinned_versions() {
             ),
         ),
         ("IBM/sarama", go("github.com/IBM/sarama")),
+        (
+            "Shopify/sarama (Debian's; Burrow 1.2 is built on it)",
+            go("github.com/Shopify/sarama"),
+        ),
         ("kafkajs", npm("kafkajs")),
         (
             "@confluentinc/kafka-javascript (librdkafka 2.15)",

@@ -16,6 +16,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 
 use crate::api_versions::{self, SupportedApi};
 use crate::frame::patch_size_prefix;
+use crate::legacy;
 use crate::precheck;
 
 /// A decoded request: its header and its typed body, plus the key and version it was sent with.
@@ -127,7 +128,15 @@ fn decode_request_served_by(
             reason: rejection.to_string(),
         }
     })?;
-    let body = RequestKind::decode(api_key, &mut frame, prefix.api_version).map_err(malformed)?;
+    // A legacy version kafka-protocol no longer decodes is rewritten into one it does.
+    if let Some(rewritten) = legacy::rewrite_body(api_key, prefix.api_version, &frame) {
+        frame = Bytes::from(rewritten.map_err(|rejection| DecodeError::Malformed {
+            prefix,
+            reason: rejection.to_string(),
+        })?);
+    }
+    let codec_version = legacy::codec_version(api_key, prefix.api_version);
+    let body = RequestKind::decode(api_key, &mut frame, codec_version).map_err(malformed)?;
     Ok(Request {
         api_key,
         api_version: prefix.api_version,
@@ -154,7 +163,7 @@ pub fn encode_response(
     header
         .encode(&mut buf, api_key.response_header_version(api_version))
         .map_err(|err| error(err.to_string()))?;
-    body.encode(&mut buf, api_version)
+    body.encode(&mut buf, legacy::codec_version(api_key, api_version))
         .map_err(|err| error(err.to_string()))?;
     patch_size_prefix(&mut buf, 0);
     Ok(buf)

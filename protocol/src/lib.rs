@@ -11,6 +11,8 @@
 //!   kafka-protocol decodes it (its decoders allocate whatever array length the wire declares).
 //! - [`api_versions`]: exactly the APIs and versions Skald implements (what ApiVersions advertises),
 //!   one table for the client listener and one for the CONTROLLER listener.
+//! - [`legacy`]: request versions Kafka 3.9 served that kafka-protocol no longer decodes (OffsetCommit
+//!   v1), rewritten into one it does.
 //! - [`batch`]: a zero-copy view over RecordBatch v2 headers, CRC32C checks and in-place patching.
 //!
 //! This crate never does I/O and never decodes records on the produce or fetch path.
@@ -19,5 +21,6 @@ pub mod api_versions;
 pub mod batch;
 pub mod codec;
 pub mod frame;
+pub mod legacy;
 pub mod pieces;
 pub mod precheck;

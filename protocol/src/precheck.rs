@@ -602,7 +602,7 @@ mod layouts {
 
     pub(super) const OFFSET_COMMIT: RequestLayout = RequestLayout {
         api_key: ApiKey::OffsetCommit,
-        min_version: 2,
+        min_version: 1,
         max_version: 9,
         flexible_since: 8,
         body: &OFFSET_COMMIT_REQUEST,
@@ -612,7 +612,7 @@ mod layouts {
         field("generation_id_or_member_epoch", Int32),
         field("member_id", String),
         field("group_instance_id", String).since(7),
-        field("retention_time_ms", Int64).until(4),
+        field("retention_time_ms", Int64).since(2).until(4),
         field("topics", Array(&Struct(&OFFSET_COMMIT_REQUEST_TOPIC))),
     ]);
     const OFFSET_COMMIT_REQUEST_TOPIC: Layout = fields(&[
@@ -626,6 +626,8 @@ mod layouts {
         field("partition_index", Int32),
         field("committed_offset", Int64),
         field("committed_leader_epoch", Int32).since(6),
+        // v1 only (see crate::legacy), which kafka-protocol no longer decodes.
+        field("commit_timestamp", Int64).until(1),
         field("committed_metadata", String),
     ]);
 

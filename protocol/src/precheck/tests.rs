@@ -80,6 +80,7 @@ use crate::batch::testing::simple_batch;
 use crate::codec::{
     decode_controller_request, decode_request, header_prefix, DecodeError, Request,
 };
+use crate::legacy;
 
 fn text(value: &'static str) -> StrBytes {
     StrBytes::from_static_str(value)
@@ -493,7 +494,8 @@ fn sample_body(api_key: ApiKey, v: i16, nulls: bool) -> RequestKind {
                 } else {
                     None
                 })
-                .with_retention_time_ms(if v <= 4 { 60_000 } else { -1 })
+                // v1 has no retention time: its rewrite as v2 (crate::legacy) says -1.
+                .with_retention_time_ms(if (2..=4).contains(&v) { 60_000 } else { -1 })
                 .with_topics(vec![
                     OffsetCommitRequestTopic::default()
                         .with_name(topic("orders"))
@@ -1101,6 +1103,45 @@ fn decode_where_served(frame: Bytes) -> Result<Request, DecodeError> {
 }
 
 /// Two requests (nullable fields set, then null) for every advertised version of every API.
+/// A legacy version's body from its rewritten form: for OffsetCommit v1, the v2 body without
+/// its retention time and with a commit timestamp (-1) after each partition's offset.
+fn legacy_body(api_key: ApiKey, version: i16, rewritten: &[u8]) -> Vec<u8> {
+    assert_eq!(
+        (api_key, version),
+        (ApiKey::OffsetCommit, 1),
+        "no legacy layout"
+    );
+    fn copy(rest: &mut &[u8], out: &mut Vec<u8>, len: usize) {
+        out.extend_from_slice(&rest[..len]);
+        *rest = &rest[len..];
+    }
+    fn copy_string(rest: &mut &[u8], out: &mut Vec<u8>) {
+        let len = 2 + usize::try_from(i16::from_be_bytes([rest[0], rest[1]])).unwrap_or(0);
+        copy(rest, out, len);
+    }
+    fn copy_count(rest: &mut &[u8], out: &mut Vec<u8>) -> i32 {
+        let count = i32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]).max(0);
+        copy(rest, out, 4);
+        count
+    }
+    let mut rest = rewritten;
+    let mut out = Vec::new();
+    copy_string(&mut rest, &mut out); // group id
+    copy(&mut rest, &mut out, 4); // generation
+    copy_string(&mut rest, &mut out); // member id
+    rest = &rest[8..]; // retention time
+    for _ in 0..copy_count(&mut rest, &mut out) {
+        copy_string(&mut rest, &mut out); // name
+        for _ in 0..copy_count(&mut rest, &mut out) {
+            copy(&mut rest, &mut out, 12); // index, offset
+            out.extend_from_slice(&(-1i64).to_be_bytes()); // commit timestamp
+            copy_string(&mut rest, &mut out); // metadata
+        }
+    }
+    assert!(rest.is_empty());
+    out
+}
+
 static SAMPLES: LazyLock<Vec<Sample>> = LazyLock::new(|| {
     let mut samples = Vec::new();
     for &(api_key, version) in ADVERTISED.iter() {
@@ -1109,8 +1150,16 @@ static SAMPLES: LazyLock<Vec<Sample>> = LazyLock::new(|| {
             let mut frame = header_bytes(api_key, version, client_id);
             let header_len = frame.len();
             let body = sample_body(api_key, version, nulls);
-            body.encode(&mut frame, version)
+            // A legacy version (crate::legacy) is encoded as the version it is rewritten into,
+            // then turned back into its own layout.
+            let codec_version = legacy::codec_version(api_key, version);
+            let mut encoded = BytesMut::new();
+            body.encode(&mut encoded, codec_version)
                 .unwrap_or_else(|err| panic!("{api_key:?} v{version} does not encode: {err:#}"));
+            if codec_version != version {
+                encoded = BytesMut::from(&legacy_body(api_key, version, &encoded)[..]);
+            }
+            frame.extend_from_slice(&encoded);
             samples.push(Sample {
                 api_key,
                 version,
@@ -1204,6 +1253,23 @@ fn every_valid_request_passes_whole_and_decodes_unchanged() {
     }
 }
 
+/// Decodes a body as the broker does (a legacy version rewritten first, see crate::legacy);
+/// returns the outcome and what is left unread.
+fn decode_served(
+    api_key: ApiKey,
+    version: i16,
+    mut body: Bytes,
+) -> (anyhow::Result<RequestKind>, Bytes) {
+    if let Some(rewritten) = legacy::rewrite_body(api_key, version, &body) {
+        match rewritten {
+            Ok(rewritten) => body = Bytes::from(rewritten),
+            Err(rejection) => return (Err(anyhow::anyhow!("{rejection}")), body),
+        }
+    }
+    let decoded = RequestKind::decode(api_key, &mut body, legacy::codec_version(api_key, version));
+    (decoded, body)
+}
+
 #[test]
 fn the_walk_ends_where_kafka_protocol_stops_reading() {
     for sample in SAMPLES.iter() {
@@ -1211,7 +1277,9 @@ fn the_walk_ends_where_kafka_protocol_stops_reading() {
         body = [&body[..], b"trailing"].concat().into();
         let walked = check_body(sample.api_key, sample.version, &body);
         let before = body.len();
-        RequestKind::decode(sample.api_key, &mut body, sample.version).expect("decodes");
+        let (decoded, rest) = decode_served(sample.api_key, sample.version, body);
+        decoded.expect("decodes");
+        body = rest;
         assert_eq!(
             walked,
             Ok(before - body.len()),
@@ -1928,8 +1996,7 @@ proptest! {
         if matches!(walked, Err(Rejection::TooManyElements { .. })) {
             return Ok(());
         }
-        let mut buf = Bytes::from(body.clone());
-        let decoded = RequestKind::decode(sample.api_key, &mut buf, sample.version);
+        let (decoded, buf) = decode_served(sample.api_key, sample.version, Bytes::from(body.clone()));
         match (walked, decoded) {
             (Ok(read), Ok(_)) => prop_assert_eq!(read, body.len() - buf.len()),
             (Err(rejection), Ok(_)) => prop_assert!(false, "walk refused {rejection} but it decodes"),
