@@ -31,6 +31,7 @@ use skald_protocol::batch::RecordBatches;
 const NONE: i16 = 0;
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const GROUP_ID_NOT_FOUND: i16 = 69;
+const FENCED_LEADER_EPOCH: i16 = 74;
 const INVALID_REQUEST: i16 = 42;
 const UNKNOWN_TOPIC_ID: i16 = 100;
 const UNKNOWN_SUBSCRIPTION_ID: i16 = 117;
@@ -198,6 +199,57 @@ fn fetch_v13_to_v18_name_topics_by_id_and_unknown_ids_are_told_so() {
         assert_eq!(
             partition.records.as_ref().map_or(0, Bytes::len),
             0,
+            "v{version}"
+        );
+    }
+}
+
+#[test]
+fn fetch_v16_names_the_leader_when_the_fetcher_knows_an_old_epoch() {
+    let mut server = TestServer::start();
+    let mut conn = RawConn::connect(server.kafka_addr());
+    wire::create_topics(&mut conn, &[("moved", 1)]);
+    // A restart makes this node the partition's leader again, in a new epoch.
+    server.restart();
+    let mut conn = RawConn::connect(server.kafka_addr());
+    let metadata = conn.metadata(Some(&["moved"]), false);
+    let epoch = metadata.topics[0].partitions[0].leader_epoch;
+    assert!(epoch > 0, "{metadata:?}");
+    let id = metadata.topics[0].topic_id;
+    let mut request = fetch_by_id(id, 0);
+    request.topics[0].partitions[0].current_leader_epoch = epoch - 1;
+
+    let old: FetchResponse = conn.request(&request, 15);
+    let partition = &old.responses[0].partitions[0];
+    assert_eq!(partition.error_code, FENCED_LEADER_EPOCH);
+    assert_eq!(
+        (partition.current_leader.leader_id, old.node_endpoints.len()),
+        (BrokerId(-1), 0)
+    );
+    for version in 16..=18 {
+        let response: FetchResponse = conn.request(&request, version);
+        let partition = &response.responses[0].partitions[0];
+        assert_eq!(partition.error_code, FENCED_LEADER_EPOCH, "v{version}");
+        assert_eq!(
+            (
+                partition.current_leader.leader_id,
+                partition.current_leader.leader_epoch
+            ),
+            (BrokerId(1), epoch),
+            "v{version}"
+        );
+        let endpoints: Vec<(i32, String, i32)> = response
+            .node_endpoints
+            .iter()
+            .map(|node| (node.node_id.0, node.host.to_string(), node.port))
+            .collect();
+        assert_eq!(
+            endpoints,
+            vec![(
+                1,
+                "127.0.0.1".to_string(),
+                i32::from(server.kafka_addr().port())
+            )],
             "v{version}"
         );
     }

@@ -8,6 +8,7 @@
 //! Kafka does. From v15 a follower names itself in `replica_state` instead of `replica_id`
 //! (KIP-903); the replica epoch it adds, and v17's replica directory id (KIP-853) and v18's
 //! high watermark, serve KRaft's own replication and change nothing for a partition's fetch.
+//! From v16 a partition refused because its leader moved names the new leader (KIP-951).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,9 +16,12 @@ use std::time::Duration;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_request::FetchPartition;
 use kafka_protocol::messages::fetch_response::{
-    AbortedTransaction, EpochEndOffset, FetchableTopicResponse, PartitionData,
+    AbortedTransaction, EpochEndOffset, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint,
+    PartitionData,
 };
-use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId};
+use kafka_protocol::protocol::StrBytes;
+use skald_controller::{MetadataImage, NO_LEADER};
 use skald_storage::Log;
 use tokio::time::Instant;
 
@@ -45,6 +49,50 @@ const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
 const TOPIC_IDS_SINCE: i16 = 13;
 /// First version whose `replica_state` replaces `replica_id` (KIP-903).
 const REPLICA_STATE_SINCE: i16 = 15;
+/// First version that tells a fetcher sent to the wrong broker where the leader is (KIP-951).
+const NEW_LEADERS_SINCE: i16 = 16;
+
+/// Kafka's KIP-951 answer (`KafkaApis.handleFetchRequest`, v16+): each partition refused with
+/// NOT_LEADER_OR_FOLLOWER or FENCED_LEADER_EPOCH names its current leader and epoch, and the
+/// response carries those leaders' endpoints, so the client need not wait for a metadata refresh.
+fn name_new_leaders(image: &MetadataImage, response: &mut FetchResponse) {
+    let moved = [
+        ResponseError::NotLeaderOrFollower.code(),
+        ResponseError::FencedLeaderEpoch.code(),
+    ];
+    let mut leaders = std::collections::BTreeSet::new();
+    for topic in &mut response.responses {
+        for partition in &mut topic.partitions {
+            if !moved.contains(&partition.error_code) {
+                continue;
+            }
+            let placement = image
+                .topic(topic.topic.as_str())
+                .and_then(|known| known.partitions.get(&partition.partition_index))
+                .filter(|placement| placement.leader != NO_LEADER);
+            if let Some(placement) = placement {
+                partition.current_leader = LeaderIdAndEpoch::default()
+                    .with_leader_id(BrokerId(placement.leader))
+                    .with_leader_epoch(placement.leader_epoch);
+                leaders.insert(placement.leader);
+            }
+        }
+    }
+    response.node_endpoints = leaders
+        .into_iter()
+        .filter_map(|leader| {
+            let registered = image.brokers.get(&leader)?;
+            let endpoint = registered.endpoints.first()?;
+            Some(
+                NodeEndpoint::default()
+                    .with_node_id(BrokerId(leader))
+                    .with_host(StrBytes::from_string(endpoint.host.clone()))
+                    .with_port(i32::from(endpoint.port))
+                    .with_rack(registered.rack.clone().map(StrBytes::from_string)),
+            )
+        })
+        .collect();
+}
 
 /// The fetching replica's id, -1 for a consumer: from `replica_state` since v15.
 pub fn replica_id(request: &FetchRequest, version: i16) -> i32 {
@@ -88,7 +136,11 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
                         .inc_by(fetched as u64);
                 }
             }
-            return FetchResponse::default().with_responses(responses);
+            let mut response = FetchResponse::default().with_responses(responses);
+            if version >= NEW_LEADERS_SINCE {
+                name_new_leaders(&broker.image(), &mut response);
+            }
+            return response;
         }
         tokio::select! {
             () = &mut appended => {}
