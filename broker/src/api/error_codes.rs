@@ -154,6 +154,15 @@ pub fn for_each(response: &ResponseKind, mut count: impl FnMut(i16)) {
             .iter()
             .for_each(|t| count(t.error_code)),
         ResponseKind::ListTransactions(r) => count(r.error_code),
+        ResponseKind::DescribeTopicPartitions(r) => r
+            .topics
+            .iter()
+            .flat_map(|t| {
+                std::iter::once(t.error_code).chain(t.partitions.iter().map(|p| p.error_code))
+            })
+            .for_each(&mut count),
+        ResponseKind::GetTelemetrySubscriptions(r) => count(r.error_code),
+        ResponseKind::PushTelemetry(r) => count(r.error_code),
         // Not served here: nothing to count.
         _ => {}
     }
