@@ -519,3 +519,76 @@ fn an_unsupported_version_closes_the_connection_with_the_api_named_in_the_log() 
             .then_some(())
     });
 }
+
+/// KIP-951 for Produce: a v10+ produce sent to a broker that does not lead the partition gets
+/// NOT_LEADER_OR_FOLLOWER naming the current leader and its epoch, with the leader's endpoint in
+/// the response; v9 gets the bare error, as from Kafka.
+#[test]
+fn produce_v10_names_the_leader_when_sent_to_another_broker() {
+    use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+    let cluster = common::cluster::TestCluster::start(1, 2, &[]);
+    let mut conn = RawConn::connect(cluster.node(2).kafka_addr());
+    wire::create_topics(&mut conn, &[("elsewhere", 2)]);
+    // Each broker leads one partition (RF 1): find the one broker 2 does not lead.
+    let (index, leader, epoch) = poll_until("both partitions led", Duration::from_secs(30), || {
+        let metadata = conn.metadata(Some(&["elsewhere"]), false);
+        let topic = metadata.topics.first()?;
+        let foreign = topic
+            .partitions
+            .iter()
+            .find(|p| p.leader_id.0 >= 0 && p.leader_id.0 != 2)?;
+        Some((
+            foreign.partition_index,
+            foreign.leader_id.0,
+            foreign.leader_epoch,
+        ))
+    });
+    let produce = |conn: &mut RawConn, version: i16| -> ProduceResponse {
+        conn.request(
+            &ProduceRequest::default()
+                .with_acks(-1)
+                .with_timeout_ms(10_000)
+                .with_topic_data(vec![TopicProduceData::default()
+                    .with_name(topic_name("elsewhere"))
+                    .with_partition_data(vec![PartitionProduceData::default()
+                        .with_index(index)
+                        .with_records(Some(wire::batch_v2(&[("k", "v", 1_000)])))])]),
+            version,
+        )
+    };
+    const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+    let answer = produce(&mut conn, 10);
+    let partition = &answer.responses[0].partition_responses[0];
+    assert_eq!(
+        (
+            partition.error_code,
+            partition.current_leader.leader_id.0,
+            partition.current_leader.leader_epoch
+        ),
+        (NOT_LEADER_OR_FOLLOWER, leader, epoch)
+    );
+    let leader_addr = cluster.node(leader).kafka_addr();
+    let endpoints: Vec<(i32, String, i32)> = answer
+        .node_endpoints
+        .iter()
+        .map(|e| (e.node_id.0, e.host.to_string(), e.port))
+        .collect();
+    assert_eq!(
+        endpoints,
+        vec![(
+            leader,
+            leader_addr.ip().to_string(),
+            i32::from(leader_addr.port())
+        )]
+    );
+    let old = produce(&mut conn, 9);
+    let partition = &old.responses[0].partition_responses[0];
+    assert_eq!(
+        (
+            partition.error_code,
+            partition.current_leader.leader_id.0,
+            old.node_endpoints.len()
+        ),
+        (NOT_LEADER_OR_FOLLOWER, -1, 0)
+    );
+}

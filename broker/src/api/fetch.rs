@@ -21,10 +21,11 @@ use kafka_protocol::messages::fetch_response::{
 };
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId};
 use kafka_protocol::protocol::StrBytes;
-use skald_controller::{MetadataImage, NO_LEADER};
+use skald_controller::MetadataImage;
 use skald_storage::Log;
 use tokio::time::Instant;
 
+use super::new_leaders;
 use crate::broker::Broker;
 use crate::replica_manager::Partition;
 use crate::replication;
@@ -66,30 +67,24 @@ fn name_new_leaders(image: &MetadataImage, response: &mut FetchResponse) {
             if !moved.contains(&partition.error_code) {
                 continue;
             }
-            let placement = image
-                .topic(topic.topic.as_str())
-                .and_then(|known| known.partitions.get(&partition.partition_index))
-                .filter(|placement| placement.leader != NO_LEADER);
-            if let Some(placement) = placement {
+            let current =
+                new_leaders::current_leader(image, topic.topic.as_str(), partition.partition_index);
+            if let Some((leader, leader_epoch)) = current {
                 partition.current_leader = LeaderIdAndEpoch::default()
-                    .with_leader_id(BrokerId(placement.leader))
-                    .with_leader_epoch(placement.leader_epoch);
-                leaders.insert(placement.leader);
+                    .with_leader_id(BrokerId(leader))
+                    .with_leader_epoch(leader_epoch);
+                leaders.insert(leader);
             }
         }
     }
-    response.node_endpoints = leaders
+    response.node_endpoints = new_leaders::endpoints(image, &leaders)
         .into_iter()
-        .filter_map(|leader| {
-            let registered = image.brokers.get(&leader)?;
-            let endpoint = registered.endpoints.first()?;
-            Some(
-                NodeEndpoint::default()
-                    .with_node_id(BrokerId(leader))
-                    .with_host(StrBytes::from_string(endpoint.host.clone()))
-                    .with_port(i32::from(endpoint.port))
-                    .with_rack(registered.rack.clone().map(StrBytes::from_string)),
-            )
+        .map(|endpoint| {
+            NodeEndpoint::default()
+                .with_node_id(BrokerId(endpoint.node_id))
+                .with_host(StrBytes::from_string(endpoint.host))
+                .with_port(endpoint.port)
+                .with_rack(endpoint.rack.map(StrBytes::from_string))
         })
         .collect();
 }

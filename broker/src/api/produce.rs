@@ -12,13 +12,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
+use kafka_protocol::messages::produce_response::{
+    LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
+};
+use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use skald_protocol::batch::{BatchError, RecordBatchHeader, RecordBatches};
 use skald_storage::{log_validator, ProducerError, TxnVerification};
 use tokio::time::Instant;
 
+use super::new_leaders;
 use crate::broker::Broker;
 use crate::replica_manager::{LeaderAppend, LeaderAppendRefused, Partition};
 use crate::replication::ReplicationWait;
@@ -39,6 +42,8 @@ pub enum Outcome {
 
 /// An acks=all response whose batches are appended and wait for the ISR.
 pub struct AwaitingReplication {
+    broker: Arc<Broker>,
+    version: i16,
     responses: Vec<TopicProduceResponse>,
     /// Each appended batch's place in `responses` and its wait.
     waits: Vec<((usize, usize), ReplicationWait)>,
@@ -59,8 +64,49 @@ impl AwaitingReplication {
                 response.log_append_time_ms = -1;
             }
         }
-        ProduceResponse::default().with_responses(self.responses)
+        let mut response = ProduceResponse::default().with_responses(self.responses);
+        name_new_leaders(&self.broker, self.version, &mut response);
+        response
     }
+}
+
+/// First version that tells a producer sent to the wrong broker where the leader is (KIP-951).
+const NEW_LEADERS_SINCE: i16 = 10;
+
+/// Kafka's KIP-951 answer (`KafkaApis.handleProduceRequest`, v10+): each partition refused with
+/// NOT_LEADER_OR_FOLLOWER names its current leader and epoch, and the response carries those
+/// leaders' endpoints, so the producer moves without a metadata refresh first.
+fn name_new_leaders(broker: &Broker, version: i16, response: &mut ProduceResponse) {
+    if version < NEW_LEADERS_SINCE {
+        return;
+    }
+    let image = broker.image();
+    let mut leaders = std::collections::BTreeSet::new();
+    for topic in &mut response.responses {
+        for partition in &mut topic.partition_responses {
+            if partition.error_code != ResponseError::NotLeaderOrFollower.code() {
+                continue;
+            }
+            if let Some((leader, leader_epoch)) =
+                new_leaders::current_leader(&image, topic.name.as_str(), partition.index)
+            {
+                partition.current_leader = LeaderIdAndEpoch::default()
+                    .with_leader_id(BrokerId(leader))
+                    .with_leader_epoch(leader_epoch);
+                leaders.insert(leader);
+            }
+        }
+    }
+    response.node_endpoints = new_leaders::endpoints(&image, &leaders)
+        .into_iter()
+        .map(|endpoint| {
+            NodeEndpoint::default()
+                .with_node_id(BrokerId(endpoint.node_id))
+                .with_host(StrBytes::from_string(endpoint.host))
+                .with_port(endpoint.port)
+                .with_rack(endpoint.rack.map(StrBytes::from_string))
+        })
+        .collect();
 }
 
 /// One partition's batch, checked and ready to append.
@@ -178,13 +224,17 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
     });
     if !waits.is_empty() {
         return Outcome::Replicating(AwaitingReplication {
+            broker: Arc::clone(broker),
+            version,
             responses,
             waits,
             deadline: Instant::now() + timeout,
         });
     }
     if acks != 0 {
-        return Outcome::Respond(ProduceResponse::default().with_responses(responses));
+        let mut response = ProduceResponse::default().with_responses(responses);
+        name_new_leaders(broker, version, &mut response);
+        return Outcome::Respond(response);
     }
     let failed = responses.iter().flat_map(|topic| {
         topic
