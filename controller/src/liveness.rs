@@ -20,6 +20,8 @@ use crate::image::MetadataImage;
 #[derive(Debug)]
 pub struct BrokerLiveness {
     session_timeout_ms: u64,
+    /// How often the checks are meant to run (the controller's tick).
+    check_interval_ms: u64,
     /// The leader term the sessions were started in; `None` when this node does not lead.
     term: Option<u64>,
     /// When [`BrokerLiveness::expired`] last ran.
@@ -28,10 +30,11 @@ pub struct BrokerLiveness {
 }
 
 impl BrokerLiveness {
-    /// `broker.session.timeout.ms`.
-    pub fn new(session_timeout_ms: u64) -> BrokerLiveness {
+    /// `broker.session.timeout.ms`, and how often [`BrokerLiveness::expired`] is meant to run.
+    pub fn new(session_timeout_ms: u64, check_interval_ms: u64) -> BrokerLiveness {
         BrokerLiveness {
             session_timeout_ms,
+            check_interval_ms,
             term: None,
             last_check_ms: None,
             last_contact_ms: HashMap::new(),
@@ -40,9 +43,13 @@ impl BrokerLiveness {
 
     /// How long the checks may pause before the controller counts itself as having stalled. A
     /// quarter of the session: a stall shorter than that leaves a broker that heartbeats every
-    /// interval well inside its session; a longer one may have swallowed its heartbeats.
+    /// interval well inside its session; a longer one may have swallowed its heartbeats. Never
+    /// less than three check intervals, or a slow tick (a long election timeout) beside a short
+    /// session would count every check as a stall, and no silent broker would ever be fenced.
     pub fn stall_threshold_ms(&self) -> u64 {
-        (self.session_timeout_ms / 4).max(1)
+        (self.session_timeout_ms / 4)
+            .max(self.check_interval_ms.saturating_mul(3))
+            .max(1)
     }
 
     /// This node leads in `term` as of `now_ms`. A new term starts every session afresh.
@@ -153,6 +160,17 @@ pub enum Expired {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_stall_threshold_is_a_quarter_session_but_never_under_three_checks() {
+        assert_eq!(BrokerLiveness::new(9_000, 100).stall_threshold_ms(), 2_250);
+        // A 1 s tick (a 10 s election timeout) beside a 1.5 s session: a regular check is no
+        // stall.
+        assert_eq!(
+            BrokerLiveness::new(1_500, 1_000).stall_threshold_ms(),
+            3_000
+        );
+    }
     use crate::image::BrokerImage;
 
     fn image(brokers: &[(i32, bool)]) -> MetadataImage {
@@ -193,7 +211,7 @@ mod tests {
     #[test]
     fn silent_unfenced_brokers_expire_after_the_session_timeout() {
         let image = image(&[(1, false), (2, false), (3, true)]);
-        let mut liveness = BrokerLiveness::new(9_000);
+        let mut liveness = BrokerLiveness::new(9_000, 100);
         liveness.touch(1, 7, 1_000);
         liveness.touch(3, 7, 1_000);
         // Broker 2 was never heard from: its session starts at the first check.
@@ -220,7 +238,7 @@ mod tests {
 
     #[test]
     fn a_broker_is_silent_since_a_moment_only_if_heard_from_before_and_not_after() {
-        let mut liveness = BrokerLiveness::new(9_000);
+        let mut liveness = BrokerLiveness::new(9_000, 100);
         // Not leading: nobody is known to be silent.
         assert!(!liveness.silent_since(1, 5_000));
         liveness.touch(1, 4, 1_000);
@@ -240,7 +258,7 @@ mod tests {
     #[test]
     fn brokers_silent_longer_than_a_bound_are_listed_unless_fenced() {
         let image = image(&[(1, false), (2, false), (3, true)]);
-        let mut liveness = BrokerLiveness::new(9_000);
+        let mut liveness = BrokerLiveness::new(9_000, 100);
         assert_eq!(liveness.silent_longer_than(&image, 5_000, 1_000), vec![]);
         liveness.touch(1, 4, 1_000);
         liveness.touch(3, 4, 1_000);
@@ -261,7 +279,7 @@ mod tests {
     #[test]
     fn a_new_leader_term_gives_every_broker_a_full_session() {
         let image = image(&[(1, false), (2, false)]);
-        let mut liveness = BrokerLiveness::new(9_000);
+        let mut liveness = BrokerLiveness::new(9_000, 100);
         // Leading in term 3, this node heard from both brokers long ago, then lost leadership.
         liveness.touch(1, 3, 1_000);
         liveness.touch(2, 3, 1_000);
@@ -285,7 +303,7 @@ mod tests {
     fn the_first_check_of_a_term_starts_sessions_even_without_a_resign() {
         // The driver may see itself leading (and check) before it notices the term changed.
         let image = image(&[(1, false)]);
-        let mut liveness = BrokerLiveness::new(9_000);
+        let mut liveness = BrokerLiveness::new(9_000, 100);
         liveness.touch(1, 3, 1_000);
         assert_eq!(
             liveness.expired(&image, 4, 50_000),
@@ -300,7 +318,7 @@ mod tests {
     #[test]
     fn a_controller_that_stalled_restarts_sessions_instead_of_fencing() {
         let image = image(&[(1, false), (2, false)]);
-        let mut liveness = BrokerLiveness::new(8_000);
+        let mut liveness = BrokerLiveness::new(8_000, 100);
         assert_eq!(liveness.stall_threshold_ms(), 2_000);
         liveness.touch(1, 2, 0);
         liveness.touch(2, 2, 0);
@@ -317,7 +335,7 @@ mod tests {
             Some((24_100, vec![(2, 20)]))
         );
         // A pause up to the threshold is an ordinary delay: silence before it still counts.
-        let mut liveness = BrokerLiveness::new(8_000);
+        let mut liveness = BrokerLiveness::new(8_000, 100);
         liveness.touch(1, 2, 0);
         assert_eq!(check_until(&mut liveness, &image, 2, 0, 6_500), None);
         assert_eq!(

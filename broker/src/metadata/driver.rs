@@ -329,7 +329,10 @@ pub fn start(
         node_id: config.node_id,
     };
     let mut driver = Driver {
-        liveness: BrokerLiveness::new(config.session_timeout_ms),
+        liveness: BrokerLiveness::new(
+            config.session_timeout_ms,
+            u64::try_from(config.tick.as_millis()).unwrap_or(u64::MAX),
+        ),
         config,
         quorum,
         controller,
