@@ -230,3 +230,42 @@ fn consume_missing_topic_fails_with_message() {
         out.stderr
     );
 }
+
+/// `skald topic describe t | head -0`: stdout is closed before the tool prints (the reader is gone
+/// right after the start; the tool first asks the server); it ends quietly with success instead of
+/// panicking on the broken pipe. `consume` as well.
+#[test]
+fn a_closed_stdout_ends_the_tool_quietly() {
+    use std::process::Stdio;
+    let server = TestServer::start();
+    ok(
+        &server,
+        &["topic", "create", "many", "--partitions", "3"],
+        "",
+    );
+    ok(&server, &["produce", "many"], "a\nb\nc\n");
+    for args in [
+        &["topic", "describe", "many"][..],
+        &["topic", "list"][..],
+        &["consume", "many", "--from-beginning", "--count", "3"][..],
+    ] {
+        let mut child = Command::new(skald_bin())
+            .args(args)
+            .arg("--brokers")
+            .arg(server.bootstrap())
+            .env_remove("SKALD_BROKERS")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn skald");
+        drop(child.stdout.take());
+        let output = child.wait_with_output().expect("wait for skald");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success() && !stderr.contains("panicked"),
+            "skald {args:?}: status {}, stderr:\n{stderr}",
+            output.status
+        );
+    }
+}

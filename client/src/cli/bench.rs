@@ -75,10 +75,10 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                     ..ProducerConfig::default()
                 },
             };
-            println!("{}", bench::produce(client, &bench).await?);
+            out!("{}", bench::produce(client, &bench).await?);
         }
         BenchCommand::Consume { topic, records } => {
-            println!("{}", bench::consume(client, &topic, records).await?);
+            out!("{}", bench::consume(client, &topic, records).await?);
         }
     }
     Ok(())

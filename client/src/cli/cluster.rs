@@ -38,11 +38,11 @@ async fn info(client: &mut Client) -> Result<()> {
     let quorum = client.describe_quorum().await?;
     let cluster = client.describe_cluster(true).await?;
     let topics = client.list_topic_metadata().await?;
-    print!("{}", controllers_table(&quorum));
-    println!();
-    print!("{}", brokers_table(&cluster));
-    println!();
-    print!("{}", partitions_table(&cluster, &topics));
+    out_raw!("{}", controllers_table(&quorum));
+    out!();
+    out_raw!("{}", brokers_table(&cluster));
+    out!();
+    out_raw!("{}", partitions_table(&cluster, &topics));
     Ok(())
 }
 

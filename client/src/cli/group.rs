@@ -77,13 +77,13 @@ pub async fn run(args: GroupArgs) -> Result<()> {
             for g in client.list_groups().await? {
                 rows.push(vec![g.group_id, or_dash(g.state), or_dash(g.protocol_type)]);
             }
-            print!("{}", table(&rows));
+            out_raw!("{}", table(&rows));
             Ok(())
         }
         GroupCommand::Describe { group } => describe(&mut client, &group).await,
         GroupCommand::Delete { group } => match client.delete_group(&group).await {
             Ok(()) => {
-                println!("deleted group {group}");
+                out!("deleted group {group}");
                 Ok(())
             }
             Err(err) => Err(match err.kafka_code() {
@@ -120,10 +120,10 @@ async fn describe(client: &mut Client, group: &str) -> Result<()> {
     if !description.exists() && committed.is_empty() {
         return Err(no_such_group(group));
     }
-    print!("{}", summary(&description));
+    out_raw!("{}", summary(&description));
 
     if !description.members.is_empty() {
-        println!();
+        out!();
         let mut rows = vec![["MEMBER-ID", "CLIENT-ID", "HOST", "ASSIGNMENT"]
             .map(str::to_owned)
             .to_vec()];
@@ -143,7 +143,7 @@ async fn describe(client: &mut Client, group: &str) -> Result<()> {
                 or_dash(assignment.join(" ")),
             ]);
         }
-        print!("{}", table(&rows));
+        out_raw!("{}", table(&rows));
     }
 
     // Every partition with a committed offset or an owner.
@@ -175,7 +175,7 @@ async fn describe(client: &mut Client, group: &str) -> Result<()> {
             Err(err) => return Err(err),
         }
     }
-    println!();
+    out!();
     let mut rows = vec![[
         "TOPIC",
         "PARTITION",
@@ -202,7 +202,7 @@ async fn describe(client: &mut Client, group: &str) -> Result<()> {
             owners.get(key).cloned().unwrap_or_else(|| "-".to_owned()),
         ]);
     }
-    print!("{}", table(&rows));
+    out_raw!("{}", table(&rows));
     Ok(())
 }
 
@@ -358,7 +358,7 @@ async fn reset_offsets(client: &mut Client, args: ResetArgs) -> Result<()> {
             ]);
         }
     }
-    print!("{}", table(&rows));
+    out_raw!("{}", table(&rows));
     if !args.execute {
         eprintln!("dry run: nothing committed; add --execute to commit these offsets");
         return Ok(());

@@ -3,6 +3,24 @@
 //!
 //! `src/main.rs` flattens [`Command`] into the top-level CLI and calls [`main`].
 
+/// `print!` / `println!` for the tool's output. A closed stdout (`skald consume t | head`) ends
+/// the program quietly, as a SIGPIPE would end a C tool, where `println!` would panic.
+macro_rules! out {
+    () => {
+        $crate::cli::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// [`out!`] without the newline.
+macro_rules! out_raw {
+    ($($arg:tt)*) => {
+        $crate::cli::write_stdout(format_args!($($arg)*))
+    };
+}
+
 mod bench;
 mod cluster;
 mod consume;
@@ -133,6 +151,19 @@ pub(crate) fn table(rows: &[Vec<String>]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// Writes to stdout for [`out!`]: a broken pipe exits with success, any other write error with
+/// a message and failure.
+pub(crate) fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    if let Err(err) = std::io::stdout().lock().write_fmt(args) {
+        if err.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("skald: cannot write to stdout: {err}");
+        std::process::exit(1);
+    }
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ pub async fn run(args: ProducersArgs) -> Result<()> {
     match args.command {
         ProducersCommand::Describe { topic } => {
             let producers = client.describe_producers(&topic).await?;
-            print!("{}", producers_table(&producers));
+            out_raw!("{}", producers_table(&producers));
             Ok(())
         }
     }

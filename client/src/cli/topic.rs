@@ -65,7 +65,7 @@ pub async fn run(args: TopicArgs) -> Result<()> {
             };
             match client.create_topic(topic).await {
                 Ok(()) => {
-                    println!("created topic {name}");
+                    out!("created topic {name}");
                     Ok(())
                 }
                 Err(err) if err.kafka_code() == Some(TOPIC_ALREADY_EXISTS) => Err(
@@ -90,7 +90,7 @@ pub async fn run(args: TopicArgs) -> Result<()> {
                     topic.replication_factor.to_string(),
                 ]);
             }
-            print!("{}", table(&rows));
+            out_raw!("{}", table(&rows));
             Ok(())
         }
         TopicCommand::Describe { name } => {
@@ -107,8 +107,8 @@ pub async fn run(args: TopicArgs) -> Result<()> {
             if topic.internal {
                 summary.push(vec!["INTERNAL".to_owned(), "true".to_owned()]);
             }
-            print!("{}", table(&summary));
-            println!();
+            out_raw!("{}", table(&summary));
+            out!();
             let mut rows = vec![
                 ["PARTITION", "LEADER", "EPOCH", "REPLICAS", "ISR", "OFFLINE"]
                     .map(str::to_owned)
@@ -128,9 +128,9 @@ pub async fn run(args: TopicArgs) -> Result<()> {
                     ids(&p.offline_replicas),
                 ]);
             }
-            print!("{}", table(&rows));
+            out_raw!("{}", table(&rows));
             if !topic.configs.is_empty() {
-                println!();
+                out!();
                 let mut rows = vec![["CONFIG", "VALUE", "SOURCE"].map(str::to_owned).to_vec()];
                 for c in &topic.configs {
                     let value = match (&c.value, c.sensitive) {
@@ -141,13 +141,13 @@ pub async fn run(args: TopicArgs) -> Result<()> {
                     let source = if c.is_default { "default" } else { "set" };
                     rows.push(vec![c.name.clone(), value, source.to_owned()]);
                 }
-                print!("{}", table(&rows));
+                out_raw!("{}", table(&rows));
             }
             Ok(())
         }
         TopicCommand::Delete { name } => {
             client.delete_topic(&name).await?;
-            println!("deleted topic {name}");
+            out!("deleted topic {name}");
             Ok(())
         }
     }

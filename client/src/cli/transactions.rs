@@ -30,11 +30,11 @@ pub async fn run(args: TransactionsArgs) -> Result<()> {
     let mut client = args.brokers.connect().await?;
     match args.command {
         TransactionsCommand::List => {
-            print!("{}", list_table(&client.list_transactions().await?));
+            out_raw!("{}", list_table(&client.list_transactions().await?));
         }
         TransactionsCommand::Describe { transactional_id } => {
             let described = client.describe_transaction(&transactional_id).await?;
-            print!("{}", describe_table(&described));
+            out_raw!("{}", describe_table(&described));
         }
     }
     Ok(())
