@@ -15,7 +15,7 @@
 
 mod persistence;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
@@ -23,6 +23,9 @@ use tokio::sync::oneshot;
 
 pub use persistence::GroupStore;
 use persistence::StorePurpose;
+
+/// The most protocols a member may name in JoinGroup (clients name one to three assignors).
+pub const PROTOCOLS_PER_MEMBER_MAX: usize = 64;
 
 /// Kafka's group states (classic protocol).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -593,51 +596,74 @@ impl Group {
     }
 
     /// Kafka's `supportsProtocols`: a non-empty group takes only members of its protocol type that
-    /// share a protocol with every current member.
+    /// share a protocol with every current member. A member naming more than
+    /// [`PROTOCOLS_PER_MEMBER_MAX`] protocols is refused too: choosing among them costs every
+    /// rebalance time under the group's lock.
     fn supports_protocols(&self, protocol_type: &str, protocols: &[(String, Bytes)]) -> bool {
-        if protocol_type.is_empty() || protocols.is_empty() {
+        if protocol_type.is_empty()
+            || protocols.is_empty()
+            || protocols.len() > PROTOCOLS_PER_MEMBER_MAX
+        {
             return false;
         }
         if self.members.is_empty() {
             return true;
         }
-        self.protocol_type.as_deref() == Some(protocol_type)
-            && protocols.iter().any(|(name, _)| {
-                self.members
-                    .values()
-                    .all(|member| member.protocols.iter().any(|(n, _)| n == name))
-            })
+        if self.protocol_type.as_deref() != Some(protocol_type) {
+            return false;
+        }
+        let shared = self.protocol_support();
+        let everyone = self.members.len();
+        protocols
+            .iter()
+            .any(|(name, _)| shared.get(name.as_str()) == Some(&everyone))
+    }
+
+    /// How many members name each protocol (each member counted once per name).
+    fn protocol_support(&self) -> HashMap<&str, usize> {
+        let mut support: HashMap<&str, usize> = HashMap::new();
+        for member in self.members.values() {
+            let mut named = HashSet::new();
+            for (name, _) in &member.protocols {
+                if named.insert(name.as_str()) {
+                    *support.entry(name.as_str()).or_default() += 1;
+                }
+            }
+        }
+        support
     }
 
     /// Kafka's `selectProtocol`: among the protocols every member supports, each member votes for
-    /// the first of its own list; the most votes wins (ties go to the earliest member's preference).
+    /// the first of its own list; the most votes wins (ties go to the earliest member's
+    /// preference). Linear in the members' protocols.
     fn select_protocol(&self) -> Option<String> {
         let mut members: Vec<&Member> = self.members.values().collect();
         members.sort_by_key(|member| member.joined_seq);
         let first = members.first()?;
-        let candidates: Vec<&String> = first
-            .protocols
-            .iter()
-            .map(|(name, _)| name)
-            .filter(|name| {
-                members
-                    .iter()
-                    .all(|member| member.protocols.iter().any(|(n, _)| n == *name))
-            })
-            .collect();
+        let support = self.protocol_support();
+        let mut candidates: Vec<&str> = Vec::new();
+        let mut position: HashMap<&str, usize> = HashMap::new();
+        for (name, _) in &first.protocols {
+            if support.get(name.as_str()) == Some(&members.len())
+                && !position.contains_key(name.as_str())
+            {
+                position.insert(name.as_str(), candidates.len());
+                candidates.push(name.as_str());
+            }
+        }
         let mut votes: Vec<usize> = vec![0; candidates.len()];
         for member in &members {
-            if let Some(choice) = member
+            if let Some(&choice) = member
                 .protocols
                 .iter()
-                .find_map(|(name, _)| candidates.iter().position(|c| *c == name))
+                .find_map(|(name, _)| position.get(name.as_str()))
             {
                 votes[choice] += 1;
             }
         }
         let best = votes.iter().copied().max()?;
         let winner = votes.iter().position(|v| *v == best)?;
-        Some(candidates[winner].clone())
+        Some(candidates[winner].to_owned())
     }
 
     fn prepare_rebalance(&mut self, now_ms: i64) {

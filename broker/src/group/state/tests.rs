@@ -148,6 +148,43 @@ fn protocol_selection_follows_the_members_votes() {
     drop(rx.pop());
 }
 
+/// Members naming many protocols: the choice is the shared one every member votes for, and a
+/// member naming more than the bound is refused (INCONSISTENT_GROUP_PROTOCOL) rather than making
+/// every rebalance scan it.
+#[test]
+fn protocol_selection_scales_with_many_protocols_and_is_bounded() {
+    let mut group = Group::new("g", config());
+    let own = |member: &str| -> Vec<String> {
+        (0..PROTOCOLS_PER_MEMBER_MAX - 1)
+            .map(|i| format!("{member}-only-{i}"))
+            .collect()
+    };
+    let a: Vec<String> = own("a").into_iter().chain(["shared".to_string()]).collect();
+    let b: Vec<String> = ["shared".to_string()].into_iter().chain(own("b")).collect();
+    fn names(list: &[String]) -> Vec<&str> {
+        list.iter().map(String::as_str).collect()
+    }
+    let mut rx = vec![
+        join_new(&mut group, "a", &names(&a), 0),
+        join_new(&mut group, "b", &names(&b), 0),
+    ];
+    group.tick(1_000);
+    assert_eq!(
+        rx[0].try_recv().unwrap().protocol_name.as_deref(),
+        Some("shared")
+    );
+    let too_many: Vec<String> = (0..=PROTOCOLS_PER_MEMBER_MAX)
+        .map(|i| format!("p{i}"))
+        .collect();
+    let mut fresh = Group::new("h", config());
+    let refused = now(fresh.join(join_request("", "c", &names(&too_many)), 0));
+    assert_eq!(
+        refused.error,
+        Some(ResponseError::InconsistentGroupProtocol)
+    );
+    drop(rx.pop());
+}
+
 #[test]
 fn heartbeat_errors_and_rebalance_in_progress() {
     let mut group = stable_pair();
