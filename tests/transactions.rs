@@ -769,3 +769,105 @@ fn read_committed_offsets(conn: &mut common::wire::RawConn, topic: &str) -> (i64
     };
     (ask(conn, 1), ask(conn, 0))
 }
+
+/// Transactions version 2 on the wire (KIP-890): Produce v12 adds its partition to the
+/// transaction through the leader, EndTxn v5 bumps the epoch at every ending and answers with it;
+/// a retried EndTxn gets the same answer, the other outcome INVALID_TXN_STATE; aborting with
+/// nothing open still bumps; the old epoch is fenced.
+#[test]
+fn transactions_version_2_bumps_the_epoch_at_every_end() {
+    use common::wire::{self, RawConn};
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{
+        EndTxnRequest, EndTxnResponse, FindCoordinatorRequest, FindCoordinatorResponse,
+        InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId,
+        TransactionalId,
+    };
+    use kafka_protocol::protocol::StrBytes;
+
+    let server = TestServer::start();
+    let mut conn = RawConn::connect(server.kafka_addr());
+    wire::create_topics(&mut conn, &[("tv2", 1)]);
+    let id = || TransactionalId(StrBytes::from_static_str("tv2-txn"));
+    let found: FindCoordinatorResponse = conn.request(
+        &FindCoordinatorRequest::default()
+            .with_key_type(1)
+            .with_key(StrBytes::from_static_str("tv2-txn")),
+        2,
+    );
+    assert_eq!(found.error_code, 0);
+    let pid = common::poll_until("an initialised producer", TIMEOUT, || {
+        let init: InitProducerIdResponse = conn.request(
+            &InitProducerIdRequest::default()
+                .with_transactional_id(Some(id()))
+                .with_transaction_timeout_ms(60_000)
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1),
+            4,
+        );
+        (init.error_code != 16).then(|| {
+            assert_eq!((init.error_code, init.producer_epoch), (0, 0));
+            init.producer_id.0
+        })
+    });
+    let produce = |conn: &mut RawConn, epoch: i16, seq: i32| -> (i16, i64) {
+        let response: ProduceResponse = conn.request(
+            &ProduceRequest::default()
+                .with_transactional_id(Some(id()))
+                .with_acks(-1)
+                .with_timeout_ms(10_000)
+                .with_topic_data(vec![TopicProduceData::default()
+                    .with_name(wire::topic_name("tv2"))
+                    .with_partition_data(vec![PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(wire::producer_batch(
+                            pid,
+                            epoch,
+                            seq,
+                            &["v"],
+                            true,
+                            1_000,
+                        )))])]),
+            12,
+        );
+        let p = &response.responses[0].partition_responses[0];
+        (p.error_code, p.base_offset)
+    };
+    let end = |conn: &mut RawConn, epoch: i16, commit: bool| -> (i16, i64, i16) {
+        let response: EndTxnResponse = conn.request(
+            &EndTxnRequest::default()
+                .with_transactional_id(id())
+                .with_producer_id(ProducerId(pid))
+                .with_producer_epoch(epoch)
+                .with_committed(commit),
+            5,
+        );
+        (
+            response.error_code,
+            response.producer_id.0,
+            response.producer_epoch,
+        )
+    };
+    assert_eq!(produce(&mut conn, 0, 0), (0, 0), "added by the leader");
+    assert_eq!(end(&mut conn, 0, true), (0, pid, 1));
+    assert_eq!(end(&mut conn, 0, true), (0, pid, 1), "a retried commit");
+    assert_eq!(end(&mut conn, 0, false).0, 48, "INVALID_TXN_STATE");
+    assert_eq!(
+        end(&mut conn, 1, false),
+        (0, pid, 2),
+        "an empty abort bumps too"
+    );
+    assert_eq!(produce(&mut conn, 1, 0), (47, -1), "INVALID_PRODUCER_EPOCH");
+    assert_eq!(
+        produce(&mut conn, 2, 0),
+        (0, 2),
+        "after the COMMIT marker at 1"
+    );
+    assert_eq!(end(&mut conn, 2, true), (0, pid, 3));
+    assert_eq!(end(&mut conn, 0, true).0, 90, "PRODUCER_FENCED");
+    assert_eq!(
+        read_committed_offsets(&mut conn, "tv2"),
+        (4, 4),
+        "two records and two markers, all stable"
+    );
+}

@@ -109,6 +109,7 @@ const SERVER_PROPERTIES: &[(&str, &str)] = &[
         "10000",
     ),
     ("transaction.partition.verification.enable", "true"),
+    ("transaction.version", "2"),
     ("transactional.id.expiration.ms", "604800000"),
     (
         "transaction.remove.expired.transaction.cleanup.interval.ms",

@@ -30,8 +30,9 @@
 //! leader's log whoever asks.
 //! InitProducerId (every version kafka-protocol 0.18 decodes) hands out producer ids, and with a
 //! `transactional_id` the transaction coordinator's. AddPartitionsToTxn v4–5 is the brokers'
-//! batched form (KIP-890: verify-only checks); EndTxn and TxnOffsetCommit stop at v4 (v5 is
-//! transactions version 2, which the broker does not advertise). DescribeProducers shows each
+//! batched form (KIP-890: verify-only checks); EndTxn v5, TxnOffsetCommit v5 and Produce v12 are
+//! transactions version 2 (KIP-890), which ApiVersions advertises as the finalized feature
+//! `transaction.version` when the broker's `transaction.version` is 2. DescribeProducers shows each
 //! partition's producer state. WriteTxnMarkers (v1, the one Kafka 4 serves) is the partition
 //! leader's side of ending a transaction; it is on the client listener, as Kafka serves it on
 //! its broker listeners.
@@ -83,9 +84,9 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::OffsetForLeaderEpoch, 2, 4),
     api(ApiKey::AddPartitionsToTxn, 0, 5),
     api(ApiKey::AddOffsetsToTxn, 0, 4),
-    api(ApiKey::EndTxn, 0, 4),
+    api(ApiKey::EndTxn, 0, 5),
     api(ApiKey::WriteTxnMarkers, 1, 1),
-    api(ApiKey::TxnOffsetCommit, 0, 4),
+    api(ApiKey::TxnOffsetCommit, 0, 5),
     api(ApiKey::DescribeConfigs, 1, 4),
     api(ApiKey::CreatePartitions, 0, 3),
     api(ApiKey::DeleteGroups, 0, 2),

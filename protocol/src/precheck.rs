@@ -839,7 +839,7 @@ mod layouts {
     pub(super) const END_TXN: RequestLayout = RequestLayout {
         api_key: ApiKey::EndTxn,
         min_version: 0,
-        max_version: 4,
+        max_version: 5,
         flexible_since: 3,
         body: &END_TXN_REQUEST,
     };
@@ -853,7 +853,7 @@ mod layouts {
     pub(super) const TXN_OFFSET_COMMIT: RequestLayout = RequestLayout {
         api_key: ApiKey::TxnOffsetCommit,
         min_version: 0,
-        max_version: 4,
+        max_version: 5,
         flexible_since: 3,
         body: &TXN_OFFSET_COMMIT_REQUEST,
     };

@@ -1,13 +1,48 @@
-//! ApiVersions: exactly the table in `skald_protocol::api_versions`.
+//! ApiVersions: exactly the table in `skald_protocol::api_versions`, and (v3+) the features: the
+//! transactions version (`transaction.version`, 0–2 supported; finalized at the broker's
+//! `transaction.version`), which clients read to choose between transactions version 1 and 2.
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::api_versions_response::{
+    ApiVersion, FinalizedFeatureKey, SupportedFeatureKey,
+};
 use kafka_protocol::messages::ApiVersionsResponse;
 use kafka_protocol::messages::ResponseKind;
+use kafka_protocol::protocol::StrBytes;
 use skald_protocol::api_versions::{SupportedApi, SUPPORTED_APIS};
 
-pub fn handle(_version: i16) -> ApiVersionsResponse {
-    ApiVersionsResponse::default().with_api_keys(listed(SUPPORTED_APIS))
+use crate::broker::Broker;
+
+/// Kafka's feature name for the transactions version.
+const TRANSACTION_VERSION: &str = "transaction.version";
+/// The highest transactions version this broker implements.
+const TRANSACTION_VERSION_MAX: i16 = 2;
+/// First ApiVersions version with features (KIP-584).
+const FEATURES_SINCE: i16 = 3;
+
+pub fn handle(broker: &Broker, version: i16) -> ApiVersionsResponse {
+    let response = ApiVersionsResponse::default().with_api_keys(listed(SUPPORTED_APIS));
+    if version < FEATURES_SINCE {
+        return response;
+    }
+    let level = broker.txns.config.transaction_version;
+    let name = || StrBytes::from_static_str(TRANSACTION_VERSION);
+    // A feature finalized at level 0 is not listed, as in Kafka.
+    let finalized = if level > 0 {
+        vec![FinalizedFeatureKey::default()
+            .with_name(name())
+            .with_min_version_level(level)
+            .with_max_version_level(level)]
+    } else {
+        Vec::new()
+    };
+    response
+        .with_supported_features(vec![SupportedFeatureKey::default()
+            .with_name(name())
+            .with_min_version(0)
+            .with_max_version(TRANSACTION_VERSION_MAX)])
+        .with_finalized_features_epoch(0)
+        .with_finalized_features(finalized)
 }
 
 /// The answer to an ApiVersions version we don't know: sent as v0, so any client can read it and

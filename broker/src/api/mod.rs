@@ -102,7 +102,9 @@ pub async fn handle_from(
         host: peer.map_or_else(String::new, |peer| format!("/{}", peer.ip())),
     };
     let response = match request.body {
-        RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::handle(version)),
+        RequestKind::ApiVersions(_) => {
+            ResponseKind::ApiVersions(api_versions::handle(broker, version))
+        }
         RequestKind::Metadata(body) => {
             ResponseKind::Metadata(metadata::handle(broker, body, version).await)
         }
@@ -202,9 +204,11 @@ pub async fn handle_from(
         RequestKind::AddOffsetsToTxn(body) => {
             ResponseKind::AddOffsetsToTxn(add_offsets_to_txn::handle(broker, body).await)
         }
-        RequestKind::EndTxn(body) => ResponseKind::EndTxn(end_txn::handle(broker, body).await),
+        RequestKind::EndTxn(body) => {
+            ResponseKind::EndTxn(end_txn::handle(broker, body, version).await)
+        }
         RequestKind::TxnOffsetCommit(body) => {
-            ResponseKind::TxnOffsetCommit(txn_offset_commit::handle(broker, body).await)
+            ResponseKind::TxnOffsetCommit(txn_offset_commit::handle(broker, body, version).await)
         }
         RequestKind::WriteTxnMarkers(body) => {
             ResponseKind::WriteTxnMarkers(write_txn_markers::handle(broker, body).await)

@@ -72,6 +72,12 @@ impl AwaitingReplication {
 
 /// First version that tells a producer sent to the wrong broker where the leader is (KIP-951).
 const NEW_LEADERS_SINCE: i16 = 10;
+/// First version of transactions version 2 (KIP-890): the leader adds a transaction's
+/// partitions to it.
+const TRANSACTIONS_V2_SINCE: i16 = 12;
+/// Kafka's `add.partitions.to.txn.retry.backoff.ms` (20) and `…max.ms` (100).
+const ADD_RETRY_BACKOFF: Duration = Duration::from_millis(20);
+const ADD_RETRIES: usize = 5;
 
 /// Kafka's KIP-951 answer (`KafkaApis.handleProduceRequest`, v10+): each partition refused with
 /// NOT_LEADER_OR_FOLLOWER names its current leader and epoch, and the response carries those
@@ -143,7 +149,10 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
     let acks = request.acks;
     let valid_acks = matches!(acks, -1..=1);
     let timeout = Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0));
-    let verify = broker.txns.config.partition_verification;
+    // Transactions version 2 (Produce v12+): the leader adds the partition to the transaction,
+    // whatever `transaction.partition.verification.enable` says; before it, the leader verifies.
+    let add = version >= TRANSACTIONS_V2_SINCE && broker.txns.config.transaction_version >= 2;
+    let verify = add || broker.txns.config.partition_verification;
     let transactional_id = request
         .transactional_id
         .as_ref()
@@ -193,7 +202,7 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
             .collect()
     });
     if let Some(transactional_id) = transactional_id {
-        verify_transaction(broker, &transactional_id, &mut topics).await;
+        verify_transaction(broker, &transactional_id, &mut topics, add).await;
     }
     let mut waits = Vec::new();
     let responses: Vec<TopicProduceResponse> = tokio::task::block_in_place(|| {
@@ -261,6 +270,7 @@ async fn verify_transaction(
     broker: &Arc<Broker>,
     transactional_id: &str,
     topics: &mut [(TopicName, Vec<Slot>)],
+    add: bool,
 ) {
     // Kafka allows one producer per transactional request; the first transactional batch names it.
     let mut producer: Option<(i64, i16)> = None;
@@ -301,16 +311,29 @@ async fn verify_transaction(
     let Some((producer_id, producer_epoch)) = producer.filter(|_| !asked.is_empty()) else {
         return;
     };
-    let answers = broker
-        .txn_verifier
-        .verify(
+    let ask = || {
+        broker.txn_verifier.verify(
             broker,
             transactional_id,
             producer_id,
             producer_epoch,
             &asked,
+            add,
         )
-        .await;
+    };
+    let mut answers = ask().await;
+    // Adding while the previous transaction's markers are still being written gets
+    // CONCURRENT_TRANSACTIONS; as Kafka, retry briefly here rather than send the producer
+    // through its own (slower) backoff.
+    let mut retries = 0;
+    while add
+        && retries < ADD_RETRIES
+        && answers.contains(&Some(ResponseError::ConcurrentTransactions))
+    {
+        tokio::time::sleep(ADD_RETRY_BACKOFF).await;
+        retries += 1;
+        answers = ask().await;
+    }
     for ((topic_index, slot_index), answer) in asked_slots.into_iter().zip(answers) {
         let Some(error) = answer else { continue };
         let slot = &mut topics[topic_index].1[slot_index];

@@ -1,5 +1,6 @@
 //! TxnOffsetCommit: a group's offsets committed inside a producer's transaction, sent to the
-//! group's coordinator after AddOffsetsToTxn. They are appended as the producer's transactional
+//! group's coordinator after AddOffsetsToTxn (v5, transactions version 2: without it, the
+//! coordinator adding the offsets partition itself). They are appended as the producer's transactional
 //! batch and stay invisible until its COMMIT marker (see `group::txn_offsets`).
 
 use std::sync::Arc;
@@ -12,10 +13,19 @@ use kafka_protocol::messages::txn_offset_commit_response::{
 use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 use tokio::time::Instant;
 
+use skald_controller::names::CONSUMER_OFFSETS_TOPIC;
+
 use crate::broker::Broker;
 use crate::group::CommittedOffset;
 
-pub async fn handle(broker: &Arc<Broker>, body: TxnOffsetCommitRequest) -> TxnOffsetCommitResponse {
+/// First version of transactions version 2 (KIP-890).
+const TRANSACTIONS_V2_SINCE: i16 = 5;
+
+pub async fn handle(
+    broker: &Arc<Broker>,
+    body: TxnOffsetCommitRequest,
+    version: i16,
+) -> TxnOffsetCommitResponse {
     let image = broker.image();
     let group_id = body.group_id.0.to_string();
     let now_ms = broker.groups.now_ms();
@@ -44,7 +54,7 @@ pub async fn handle(broker: &Arc<Broker>, body: TxnOffsetCommitRequest) -> TxnOf
             }
         }
     }
-    let outcome = commit(broker, &image, &group_id, &body, offsets).await;
+    let outcome = commit(broker, &image, &group_id, &body, version, offsets).await;
     let topics = body
         .topics
         .iter()
@@ -77,6 +87,7 @@ async fn commit(
     image: &skald_controller::MetadataImage,
     group_id: &str,
     body: &TxnOffsetCommitRequest,
+    version: i16,
     offsets: Vec<(String, i32, CommittedOffset)>,
 ) -> Result<(), ResponseError> {
     if group_id.is_empty() {
@@ -106,6 +117,33 @@ async fn commit(
     }
     if offsets.is_empty() {
         return Ok(());
+    }
+    // KIP-890: the group's offsets partition must be in the transaction — added here for a v5+
+    // commit (transactions version 2: the producer sends no AddOffsetsToTxn), verified before.
+    let add = version >= TRANSACTIONS_V2_SINCE && broker.txns.config.transaction_version >= 2;
+    if add || broker.txns.config.partition_verification {
+        let offsets_partition = (
+            CONSUMER_OFFSETS_TOPIC.to_owned(),
+            broker.groups.partition_for(group_id),
+        );
+        let answer = broker
+            .txn_verifier
+            .verify(
+                broker,
+                &body.transactional_id,
+                body.producer_id.0,
+                body.producer_epoch,
+                &[offsets_partition],
+                add,
+            )
+            .await;
+        if let Some(error) = answer.into_iter().flatten().next() {
+            // Produce's retriable stand-in is not a TxnOffsetCommit error; this one is.
+            return Err(match error {
+                ResponseError::NotEnoughReplicas => ResponseError::CoordinatorLoadInProgress,
+                other => other,
+            });
+        }
     }
     let wait = tokio::task::block_in_place(|| {
         broker.groups.append_txn_offsets(

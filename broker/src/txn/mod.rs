@@ -74,6 +74,10 @@ pub struct TxnConfig {
     pub id_expiration_ms: i64,
     /// `transaction.remove.expired.transaction.cleanup.interval.ms`: how often that is checked.
     pub id_expiration_check_interval_ms: u64,
+    /// `transaction.version` (Kafka's finalized feature of that name, set here as a property):
+    /// 2 advertises transactions version 2 (KIP-890: partitions added by their leaders, the
+    /// epoch bumped at every EndTxn) to clients that support it; 0 or 1 does not.
+    pub transaction_version: i16,
 }
 
 impl TxnConfig {
@@ -108,6 +112,10 @@ impl TxnConfig {
             id_expiration_check_interval_ms: parse(
                 "transaction.remove.expired.transaction.cleanup.interval.ms",
             )? as u64,
+            transaction_version: match parse("transaction.version")? {
+                level @ 0..=2 => level as i16,
+                _ => return Err("transaction.version must be 0, 1 or 2".into()),
+            },
         };
         if parsed.num_partitions < 1
             || parsed.replication_factor < 1
@@ -398,7 +406,9 @@ impl TransactionCoordinator {
             .collect()
     }
 
-    /// EndTxn: commits or aborts the open transaction.
+    /// EndTxn: commits or aborts the open transaction. `tv2` (EndTxn v5+, KIP-890's transactions
+    /// version 2): every ending bumps the producer's epoch, and the answer is the producer id and
+    /// epoch the producer goes on with.
     pub async fn end_txn(
         &self,
         broker: &Arc<Broker>,
@@ -406,31 +416,123 @@ impl TransactionCoordinator {
         producer_id: i64,
         producer_epoch: i16,
         commit: bool,
-    ) -> Result<(), ResponseError> {
+        tv2: bool,
+    ) -> Result<(i64, i16), ResponseError> {
         let (mut guard, coordinator_epoch) = self.lock_txn(transactional_id, false).await?;
         let current = guard
             .as_ref()
             .ok_or(ResponseError::InvalidProducerIdMapping)?
             .clone();
+        if tv2 {
+            return self
+                .end_txn_v2(
+                    broker,
+                    transactional_id,
+                    &mut guard,
+                    current,
+                    (producer_id, producer_epoch),
+                    commit,
+                    coordinator_epoch,
+                )
+                .await;
+        }
         current.check_producer(producer_id, producer_epoch)?;
         match (current.state, commit) {
             (TxnState::Ongoing, _) => {}
             // A retry of what already completed; anything else (the other outcome, or nothing
             // open: clients end an empty transaction without asking) is Kafka's
             // INVALID_TXN_STATE.
-            (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => return Ok(()),
+            (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => {
+                return Ok((current.producer_id, current.producer_epoch))
+            }
             _ => return Err(ResponseError::InvalidTxnState),
         }
-        self.end(
-            broker,
-            transactional_id,
-            &mut guard,
-            &current,
-            commit,
-            coordinator_epoch,
-        )
-        .await?;
-        Ok(())
+        let done = self
+            .end(
+                broker,
+                transactional_id,
+                &mut guard,
+                &current,
+                commit,
+                coordinator_epoch,
+            )
+            .await?;
+        Ok((done.producer_id, done.producer_epoch))
+    }
+
+    /// EndTxn under transactions version 2 (Kafka's `endTransaction` with a client that supports
+    /// the epoch bump): the transaction prepares under the next epoch — or, the epoch exhausted,
+    /// a new producer id taken at completion — so its markers fence the producer's late writes
+    /// and its next transaction starts afresh. A retry of an EndTxn whose answer was lost (the
+    /// epoch already bumped, or the producer id replaced) gets the same answer.
+    #[allow(clippy::too_many_arguments)]
+    async fn end_txn_v2(
+        &self,
+        broker: &Arc<Broker>,
+        transactional_id: &str,
+        guard: &mut Option<TxnMetadata>,
+        current: TxnMetadata,
+        (producer_id, producer_epoch): ProducerAndEpoch,
+        commit: bool,
+        coordinator_epoch: i32,
+    ) -> Result<(i64, i16), ResponseError> {
+        let retry_on_bump = i32::from(current.producer_epoch) == i32::from(producer_epoch) + 1
+            && current.producer_id == producer_id;
+        let retry_on_overflow = current.previous_producer_id == producer_id
+            && producer_epoch >= i16::MAX - 1
+            && current.producer_epoch == 0;
+        if current.producer_id != producer_id && !retry_on_overflow {
+            return Err(ResponseError::InvalidProducerIdMapping);
+        }
+        let same_epoch = producer_epoch == current.producer_epoch;
+        let valid_epoch = match current.state {
+            TxnState::Ongoing | TxnState::Empty => same_epoch,
+            TxnState::PrepareCommit | TxnState::PrepareAbort => retry_on_bump,
+            TxnState::CompleteCommit | TxnState::CompleteAbort => {
+                retry_on_bump || retry_on_overflow || same_epoch
+            }
+            TxnState::Dead | TxnState::PrepareEpochFence => false,
+        };
+        if !valid_epoch {
+            return Err(ResponseError::ProducerFenced);
+        }
+        let retry = retry_on_bump || retry_on_overflow;
+        let answer = Ok((current.producer_id, current.producer_epoch));
+        match (current.state, commit) {
+            (TxnState::Ongoing, _) => {}
+            (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) if retry => {
+                return answer
+            }
+            // Aborting with nothing open still bumps the epoch (the client asks it to start
+            // clean, e.g. after an abortable error).
+            (TxnState::CompleteCommit | TxnState::CompleteAbort | TxnState::Empty, false)
+                if !retry => {}
+            (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => {
+                return Err(ResponseError::ConcurrentTransactions)
+            }
+            _ => return Err(ResponseError::InvalidTxnState),
+        }
+        let mut bumped = current.clone();
+        bumped.client_version = 2;
+        if current.epoch_exhausted() {
+            bumped.next_producer_id = broker
+                .producer_ids
+                .generate(broker)
+                .await
+                .map_err(|_| ResponseError::CoordinatorLoadInProgress)?;
+        }
+        bumped.producer_epoch = current.producer_epoch.saturating_add(1);
+        let done = self
+            .end(
+                broker,
+                transactional_id,
+                guard,
+                &bumped,
+                commit,
+                coordinator_epoch,
+            )
+            .await?;
+        Ok((done.producer_id, done.producer_epoch))
     }
 
     /// Writes Prepare, the markers, then Complete for an open transaction; `state` (the id's,

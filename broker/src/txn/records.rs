@@ -8,8 +8,10 @@
 //!   last_update_timestamp_ms: i64, start_timestamp_ms: i64`; a null value (tombstone) deletes the
 //!   transactional id.
 //!
-//! Value v1 (flexible: compact strings and arrays, tagged fields) is read too; v0 is written, as
-//! Kafka does for clients on transactions version 1. Decoding is bounded by the input.
+//! Value v1 (flexible: compact strings and arrays; tagged fields PreviousProducerId (tag 0),
+//! NextProducerId (1) and ClientTransactionVersion (2)) is written for clients on transactions
+//! version 2 and v0 for the others, as Kafka does; both are read. Decoding is bounded by the
+//! input.
 
 use std::collections::BTreeSet;
 
@@ -29,15 +31,21 @@ pub fn key(transactional_id: &str) -> Result<Bytes, RecordError> {
 }
 
 pub fn value(meta: &TxnMetadata) -> Result<Bytes, RecordError> {
+    let flexible = meta.client_version >= 2;
     let mut out = Vec::with_capacity(64);
-    out.extend_from_slice(&VALUE_VERSION.to_be_bytes());
+    let version: i16 = if flexible { 1 } else { VALUE_VERSION };
+    out.extend_from_slice(&version.to_be_bytes());
     out.extend_from_slice(&meta.producer_id.to_be_bytes());
     out.extend_from_slice(&meta.producer_epoch.to_be_bytes());
     out.extend_from_slice(&meta.timeout_ms.to_be_bytes());
     out.push(meta.state.id() as u8);
     // Kafka writes the partitions as null in the Empty and Complete states.
     if meta.partitions.is_empty() {
-        out.extend_from_slice(&(-1i32).to_be_bytes());
+        if flexible {
+            put_varint(&mut out, 0);
+        } else {
+            out.extend_from_slice(&(-1i32).to_be_bytes());
+        }
     } else {
         let mut by_topic: Vec<(&str, Vec<i32>)> = Vec::new();
         for (topic, partition) in &meta.partitions {
@@ -46,18 +54,73 @@ pub fn value(meta: &TxnMetadata) -> Result<Bytes, RecordError> {
                 _ => by_topic.push((topic, vec![*partition])),
             }
         }
-        out.extend_from_slice(&len_i32(by_topic.len())?.to_be_bytes());
+        put_array_len(&mut out, by_topic.len(), flexible)?;
         for (topic, ids) in by_topic {
-            put_string(&mut out, topic, "topic")?;
-            out.extend_from_slice(&len_i32(ids.len())?.to_be_bytes());
+            put_any_string(&mut out, topic, "topic", flexible)?;
+            put_array_len(&mut out, ids.len(), flexible)?;
             for id in ids {
                 out.extend_from_slice(&id.to_be_bytes());
+            }
+            if flexible {
+                put_varint(&mut out, 0); // the entry's tagged fields: none
             }
         }
     }
     out.extend_from_slice(&meta.last_update_ms.to_be_bytes());
     out.extend_from_slice(&meta.start_ms.to_be_bytes());
+    if flexible {
+        // Tagged fields in tag order, each only when not its default.
+        let mut tags: Vec<(u32, Vec<u8>)> = Vec::new();
+        if meta.previous_producer_id != -1 {
+            tags.push((0, meta.previous_producer_id.to_be_bytes().to_vec()));
+        }
+        if meta.next_producer_id != -1 {
+            tags.push((1, meta.next_producer_id.to_be_bytes().to_vec()));
+        }
+        if meta.client_version != 0 {
+            tags.push((2, meta.client_version.to_be_bytes().to_vec()));
+        }
+        put_varint(&mut out, tags.len() as u32);
+        for (tag, bytes) in tags {
+            put_varint(&mut out, tag);
+            put_varint(&mut out, bytes.len() as u32);
+            out.extend_from_slice(&bytes);
+        }
+    }
     Ok(Bytes::from(out))
+}
+
+fn put_varint(out: &mut Vec<u8>, mut value: u32) {
+    while value >= 0x80 {
+        out.push((value as u8 & 0x7f) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+fn put_array_len(out: &mut Vec<u8>, len: usize, compact: bool) -> Result<(), RecordError> {
+    if compact {
+        let len = u32::try_from(len + 1).map_err(|_| RecordError::TooLong("array"))?;
+        put_varint(out, len);
+    } else {
+        out.extend_from_slice(&len_i32(len)?.to_be_bytes());
+    }
+    Ok(())
+}
+
+fn put_any_string(
+    out: &mut Vec<u8>,
+    value: &str,
+    what: &'static str,
+    compact: bool,
+) -> Result<(), RecordError> {
+    if !compact {
+        return put_string(out, value, what);
+    }
+    let len = u32::try_from(value.len() + 1).map_err(|_| RecordError::TooLong(what))?;
+    put_varint(out, len);
+    out.extend_from_slice(value.as_bytes());
+    Ok(())
 }
 
 /// The transactional id a key names; `None` for a key of another version.
@@ -106,8 +169,22 @@ pub fn parse_value(value: &[u8]) -> Result<TxnMetadata, RecordError> {
     }
     let last_update_ms = reader.i64("last update")?;
     let start_ms = reader.i64("start")?;
+    let (mut previous_producer_id, mut next_producer_id, mut client_version) = (-1, -1, 0);
     if flexible {
-        reader.skip_tags()?;
+        let count = reader.varint("tagged fields")?;
+        for _ in 0..count {
+            let tag = reader.varint("tag")?;
+            let size = reader.varint("tag size")? as usize;
+            let mut field = Reader {
+                rest: reader.slice(size, "tagged field")?,
+            };
+            match tag {
+                0 => previous_producer_id = field.i64("previous producer id")?,
+                1 => next_producer_id = field.i64("next producer id")?,
+                2 => client_version = field.i16("client transaction version")?,
+                _ => {} // a tag from a later version: skipped, as Kafka does
+            }
+        }
     }
     if !reader.rest.is_empty() {
         return Err(RecordError::TrailingBytes(reader.rest.len()));
@@ -120,6 +197,9 @@ pub fn parse_value(value: &[u8]) -> Result<TxnMetadata, RecordError> {
         partitions,
         last_update_ms,
         start_ms,
+        previous_producer_id,
+        next_producer_id,
+        client_version,
     })
 }
 
@@ -240,7 +320,41 @@ mod tests {
             .collect(),
             last_update_ms: 1_700_000_000_123,
             start_ms: 1_700_000_000_000,
+            previous_producer_id: -1,
+            next_producer_id: -1,
+            client_version: 0,
         }
+    }
+
+    /// Transactions version 2 writes v1: compact arrays and strings, and the tagged fields that
+    /// differ from their defaults (next producer id, tag 1; client version, tag 2).
+    #[test]
+    fn a_transactions_v2_state_is_written_as_v1_with_its_tagged_fields() {
+        let v2 = TxnMetadata {
+            next_producer_id: 5000,
+            client_version: 2,
+            ..meta()
+        };
+        let encoded = value(&v2).unwrap();
+        assert_eq!(&encoded[..2], &[0, 1], "version 1");
+        // pid 8, epoch 2, timeout 4, status 1, then the compact array length 2 + 1.
+        assert_eq!(encoded[17], 3);
+        // The tagged fields close the value: 2 fields, tag 1 (8 bytes), tag 2 (2 bytes).
+        let tail = &encoded[encoded.len() - 15..];
+        assert_eq!(tail[0], 2);
+        assert_eq!(&tail[1..3], &[1, 8]);
+        assert_eq!(&tail[3..11], &5000i64.to_be_bytes());
+        assert_eq!(&tail[11..13], &[2, 2]);
+        assert_eq!(&tail[13..15], &2i16.to_be_bytes());
+        assert_eq!(parse_value(&encoded).unwrap(), v2);
+        let done = TxnMetadata {
+            state: TxnState::CompleteAbort,
+            partitions: BTreeSet::new(),
+            previous_producer_id: 4242,
+            client_version: 2,
+            ..meta()
+        };
+        assert_eq!(parse_value(&value(&done).unwrap()).unwrap(), done);
     }
 
     #[test]

@@ -81,6 +81,15 @@ pub struct TxnMetadata {
     pub last_update_ms: i64,
     /// When the open transaction began (-1 when none is open).
     pub start_ms: i64,
+    /// The producer id before the last one an epoch overflow replaced (-1: none), so a client
+    /// retrying the EndTxn that moved it is recognised (transactions version 2).
+    pub previous_producer_id: i64,
+    /// The producer id a transaction ending with an exhausted epoch moves to once complete (-1:
+    /// none), recorded with its Prepare state so a failover completes it alike.
+    pub next_producer_id: i64,
+    /// The client's transactions version (Kafka's ClientTransactionVersion): 2 when it ends
+    /// transactions with EndTxn v5+, each bumping the epoch (KIP-890), else 0.
+    pub client_version: i16,
 }
 
 impl TxnMetadata {
@@ -94,6 +103,9 @@ impl TxnMetadata {
             partitions: BTreeSet::new(),
             last_update_ms: now_ms,
             start_ms: -1,
+            previous_producer_id: -1,
+            next_producer_id: -1,
+            client_version: 0,
         }
     }
 
@@ -154,7 +166,7 @@ impl TxnMetadata {
 
     /// The state once every marker is written: CompleteCommit or CompleteAbort, no partitions.
     pub fn completed(&self, now_ms: i64) -> TxnMetadata {
-        TxnMetadata {
+        let mut done = TxnMetadata {
             state: if self.state == TxnState::PrepareCommit {
                 TxnState::CompleteCommit
             } else {
@@ -164,7 +176,15 @@ impl TxnMetadata {
             last_update_ms: now_ms,
             start_ms: -1,
             ..self.clone()
+        };
+        // An exhausted epoch moves to the producer id recorded when the transaction prepared.
+        if done.next_producer_id >= 0 {
+            done.previous_producer_id = done.producer_id;
+            done.producer_id = done.next_producer_id;
+            done.producer_epoch = 0;
+            done.next_producer_id = -1;
         }
+        done
     }
 
     /// Whether the open transaction has outlived its timeout (the coordinator aborts it).

@@ -41,8 +41,9 @@ impl std::fmt::Debug for TxnVerifier {
 
 impl TxnVerifier {
     /// Whether each of `partitions` is in `transactional_id`'s open transaction of this producer
-    /// id and epoch, as its coordinator answers; each error already translated for a Produce
-    /// response ([`for_produce`]).
+    /// id and epoch, as its coordinator answers — or, with `add` (transactions version 2, where
+    /// producers name no partitions themselves), adds them to it; each error already translated
+    /// for a Produce response ([`for_produce`]).
     pub async fn verify(
         &self,
         broker: &Arc<Broker>,
@@ -50,12 +51,27 @@ impl TxnVerifier {
         producer_id: i64,
         producer_epoch: i16,
         partitions: &[(String, i32)],
+        add: bool,
     ) -> Vec<Option<ResponseError>> {
         let answers = if broker.txns.coordinator_epoch(transactional_id).is_ok() {
-            broker
-                .txns
-                .verify(transactional_id, producer_id, producer_epoch, partitions)
-                .await
+            if add {
+                let added = broker
+                    .txns
+                    .add_partitions(
+                        broker,
+                        transactional_id,
+                        producer_id,
+                        producer_epoch,
+                        partitions.to_vec(),
+                    )
+                    .await;
+                vec![added.err(); partitions.len()]
+            } else {
+                broker
+                    .txns
+                    .verify(transactional_id, producer_id, producer_epoch, partitions)
+                    .await
+            }
         } else {
             match self
                 .ask_remote(
@@ -64,6 +80,7 @@ impl TxnVerifier {
                     producer_id,
                     producer_epoch,
                     partitions,
+                    add,
                 )
                 .await
             {
@@ -73,7 +90,7 @@ impl TxnVerifier {
         };
         answers
             .into_iter()
-            .map(|error| error.map(for_produce))
+            .map(|error| error.map(|e| for_produce(e, add)))
             .collect()
     }
 
@@ -84,6 +101,7 @@ impl TxnVerifier {
         producer_id: i64,
         producer_epoch: i16,
         partitions: &[(String, i32)],
+        add: bool,
     ) -> Result<Vec<Option<ResponseError>>, ResponseError> {
         let image = broker.image();
         let index = broker.txns.partition_for(transactional_id);
@@ -110,7 +128,7 @@ impl TxnVerifier {
                 )))
                 .with_producer_id(ProducerId(producer_id))
                 .with_producer_epoch(producer_epoch)
-                .with_verify_only(true)
+                .with_verify_only(!add)
                 .with_topics(
                     by_topic
                         .iter()
@@ -201,10 +219,12 @@ impl TxnVerifier {
 /// A coordinator's verification error as a Produce response carries it (Kafka's translation):
 /// producers handle INVALID_PRODUCER_EPOCH, not PRODUCER_FENCED; an unverifiable partition
 /// (coordinator moving, loading or busy ending the transaction) becomes NOT_ENOUGH_REPLICAS,
-/// which every client retries without a metadata refresh.
-pub fn for_produce(error: ResponseError) -> ResponseError {
+/// which every client retries without a metadata refresh — except CONCURRENT_TRANSACTIONS when
+/// adding (transactions version 2), which those producers handle themselves.
+pub fn for_produce(error: ResponseError, add: bool) -> ResponseError {
     match error {
         ResponseError::ProducerFenced => ResponseError::InvalidProducerEpoch,
+        ResponseError::ConcurrentTransactions if add => error,
         ResponseError::NetworkException
         | ResponseError::CoordinatorLoadInProgress
         | ResponseError::CoordinatorNotAvailable
