@@ -48,12 +48,15 @@
 //! is more than `delete.retention.ms` old, as tombstones do. So an aborted transaction's records
 //! leave in one pass and its marker in a later one.
 //!
+//! Producers: the last data batch of each producer the log's producer state remembers stays,
+//! emptied of records if they all go (its header keeps offsets, producer id, epoch and
+//! sequences), as Kafka keeps such empty batches: a producer state rebuilt from the log (no
+//! snapshot, or a follower copying it) still knows the producer's last sequence and recognises a
+//! retry of it.
+//!
 //! Not done: Kafka's KIP-534 delete horizon in the batch header and its "clean section only" rule
-//! for tombstones and markers (here the segment's largest timestamp decides),
-//! `max.compaction.lag.ms`, and Kafka's
-//! retained empty batches for producer state: state is rebuilt from the snapshot taken at the
-//! newest roll, so only a replay starting below cleaned segments (no newer snapshot: no producer
-//! was remembered at the later rolls) could miss a batch the cleaner dropped.
+//! for tombstones and markers (here the segment's largest timestamp decides), and
+//! `max.compaction.lag.ms`.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -328,10 +331,7 @@ pub(crate) fn compact(
         }
     }
     let mut seen_compressed = false;
-    let mut txns = TxnCleaning {
-        aborted,
-        with_batches: HashSet::new(),
-    };
+    let mut txns = TxnCleaning::new(log, aborted);
     for group in &groups {
         clean_group(
             log,
@@ -353,11 +353,51 @@ pub(crate) fn compact(
     Ok(stats)
 }
 
-/// What a pass knows of transactions as it walks the log in offset order.
+/// What a pass knows of producers and transactions as it walks the log in offset order.
 struct TxnCleaning {
     aborted: AbortedRanges,
     /// Producers with a transactional batch read since their last marker: that marker stays.
     with_batches: HashSet<i64>,
+    /// Each remembered producer's last data batch (its last offset): kept, emptied if need be,
+    /// so a producer state rebuilt from the log still knows the producer's last sequence and
+    /// a retry of that batch is still recognised (Kafka keeps these "empty batches" too).
+    last_batch_of: HashMap<i64, i64>,
+}
+
+impl TxnCleaning {
+    fn new(log: &Log, aborted: AbortedRanges) -> TxnCleaning {
+        let last_batch_of = log
+            .producer_state()
+            .entries()
+            .filter(|entry| entry.last_data_offset() >= 0)
+            .map(|entry| (entry.producer_id, entry.last_data_offset()))
+            .collect();
+        TxnCleaning {
+            aborted,
+            with_batches: HashSet::new(),
+            last_batch_of,
+        }
+    }
+
+    /// Whether `header` is its producer's last data batch, which must stay (empty if need be).
+    fn is_producers_last(&self, header: &RecordBatchHeader) -> bool {
+        header.producer_id >= 0
+            && self.last_batch_of.get(&header.producer_id) == Some(&header.last_offset())
+    }
+}
+
+/// `bytes` (a batch, headed by `header`) without its records: its header fields kept (offsets,
+/// producer, sequence), compressed with its codec again if it was; `None` if its records cannot
+/// be read, in which case it is kept whole.
+fn emptied_batch(dir: &Path, bytes: &[u8], header: &RecordBatchHeader) -> Result<Option<Vec<u8>>> {
+    let Some(plain) = readable_batch(bytes, header) else {
+        return Ok(None);
+    };
+    let mut empty = batch::rebuild_batch(&plain, &[])?;
+    if let Some(codec) = Codec::from_id(header.compression()) {
+        empty = codec::compressed_batch(&empty, codec).at(dir)?;
+    }
+    Ok(Some(empty))
 }
 
 impl TxnCleaning {
@@ -496,6 +536,12 @@ fn clean_group(
                 let records = u64::try_from(header.records_count).unwrap_or(0);
                 stats.records_removed += records;
                 stats.aborted_records_removed += records;
+                if txns.is_producers_last(header) {
+                    let empty = emptied_batch(dir, bytes, header)?;
+                    let kept = empty.as_deref().unwrap_or(bytes);
+                    headers.push((out.len(), RecordBatchHeader::parse(kept)?));
+                    out.extend_from_slice(kept);
+                }
                 return Ok(());
             }
             let plain = readable_batch(bytes, header);
@@ -531,6 +577,11 @@ fn clean_group(
             if kept.len() == views.len() {
                 headers.push((out.len(), *header));
                 out.extend_from_slice(bytes);
+            } else if kept.is_empty() && txns.is_producers_last(header) {
+                let empty = emptied_batch(dir, bytes, header)?;
+                let kept = empty.as_deref().unwrap_or(bytes);
+                headers.push((out.len(), RecordBatchHeader::parse(kept)?));
+                out.extend_from_slice(kept);
             } else if !kept.is_empty() {
                 let mut rebuilt = batch::rebuild_batch(&plain, &kept)?;
                 if let Some(codec) = Codec::from_id(header.compression()) {

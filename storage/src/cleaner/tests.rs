@@ -1034,12 +1034,106 @@ fn aborted_records_never_shadow_and_open_transactions_are_not_cleaned() {
     append_all(&mut log, &[(Some(9), Some(10), 1_001_000)], &[1]);
     let stats = log.compact(2_000_000, &all_cleanable()).unwrap();
     assert!(stats.cleaned);
-    // The ABORT marker at 2 goes now (nothing of its transaction left, past
-    // delete.retention.ms); the COMMIT marker at 7 stays (its transaction's batch at 4 was
-    // there when the pass began), and key-2's older values go (key-9's newer value at 8 is in
-    // the active segment, which is never cleaned, so 6 stays).
-    assert_eq!(stats.markers_removed, 1);
+    // Both markers stay: the batches of their transactions (at 1 and 4, each its producer's
+    // last, kept empty) were there when the pass began. key-2's older values go (key-9's newer
+    // value at 8 is in the active segment, which is never cleaned, so 6 stays).
+    assert_eq!(stats.markers_removed, 0);
     let offsets: Vec<i64> = read_rows(&log).iter().map(|row| row.0).collect();
-    assert_eq!(offsets, vec![0, 5, 6, 7, 8]);
+    assert_eq!(offsets, vec![0, 2, 5, 6, 7, 8]);
     assert_eq!(log.first_unstable_offset(), None);
+
+    // Producer 7 commits a later transaction (9, marker at 10): its aborted batch at 1 is no
+    // longer its last and goes; a pass later, nothing of that transaction is left and its
+    // ABORT marker goes too.
+    let mut later = build_batch_with(
+        &BatchOptions {
+            producer_id: 7,
+            producer_epoch: 0,
+            base_sequence: 1,
+            attributes: skald_protocol::batch::TRANSACTIONAL_FLAG_MASK,
+            ..BatchOptions::default()
+        },
+        &[record((Some(3), Some(11), 1_001_200))],
+    );
+    log.append(&mut later, None, 0).unwrap();
+    log.append_txn_marker(7, 0, true, 0, 0).unwrap();
+    append_all(&mut log, &[(Some(9), Some(12), 1_001_400)], &[1]);
+    let stats = log.compact(2_000_000, &all_cleanable()).unwrap();
+    assert_eq!(stats.markers_removed, 0, "its batch at 1 was still there");
+    append_all(&mut log, &[(Some(9), Some(13), 1_001_600)], &[1]);
+    let stats = log.compact(2_000_000, &all_cleanable()).unwrap();
+    assert_eq!(stats.markers_removed, 1, "the ABORT marker at 2");
+    let batches: Vec<i64> = batch_headers(&log).iter().map(|b| b.0).collect();
+    assert!(
+        !batches.contains(&1) && !batches.contains(&2),
+        "the aborted transaction is gone: {batches:?}"
+    );
+    assert_eq!(log.first_unstable_offset(), None);
+}
+
+/// Every batch of the log: (base offset, records count, producer id, base sequence).
+fn batch_headers(log: &Log) -> Vec<(i64, i32, i64, i32)> {
+    let mut headers = Vec::new();
+    let mut offset = log.log_start_offset();
+    while offset < log.log_end_offset() {
+        let read = log.read(offset, usize::MAX).unwrap();
+        if read.records.is_empty() {
+            break;
+        }
+        for item in RecordBatches::new(&read.records) {
+            let (_, header) = item.unwrap();
+            headers.push((
+                header.base_offset,
+                header.records_count,
+                header.producer_id,
+                header.base_sequence,
+            ));
+        }
+        offset = read.next_offset;
+    }
+    headers
+}
+
+/// A producer's last batch stays, emptied of the records compaction removes, so a producer
+/// state rebuilt from the log alone (no snapshot) still knows its last sequence — and a retry of
+/// that batch is still a duplicate, not appended again.
+#[test]
+fn a_producers_last_batch_stays_empty_so_its_sequence_survives_a_rebuild() {
+    let dir = TempDir::new().unwrap();
+    let mut log = open(dir.path(), 1 << 20);
+    // 0: producer 7 (idempotent) writes key-1 = value-1 at sequence 0; 1: a plain later key-1;
+    // 2: key-9 (the active segment). Timestamps 200 ms apart: a segment each.
+    let mut idempotent = build_batch_with(
+        &BatchOptions {
+            producer_id: 7,
+            producer_epoch: 0,
+            base_sequence: 0,
+            ..BatchOptions::default()
+        },
+        &[record((Some(1), Some(1), 999_600))],
+    );
+    log.append(&mut idempotent.clone(), None, 0).unwrap();
+    append_all(&mut log, &[(Some(1), Some(2), 999_800)], &[1]);
+    append_all(&mut log, &[(Some(9), Some(9), 1_000_000)], &[1]);
+    let stats = log.compact(2_000_000, &all_cleanable()).unwrap();
+    assert_eq!(stats.records_removed, 1);
+    assert_eq!(
+        batch_headers(&log),
+        vec![(0, 0, 7, 0), (1, 1, -1, -1), (2, 1, -1, -1)],
+        "producer 7's batch is kept, with no records"
+    );
+    assert_eq!(
+        read_rows(&log).iter().map(|row| row.0).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    // Rebuilt from the log alone: the producer is still known at sequence 0.
+    drop(log);
+    for offset in crate::producer_state::list_snapshots(dir.path()).unwrap() {
+        crate::producer_state::delete_snapshot(dir.path(), offset).unwrap();
+    }
+    let mut log = open(dir.path(), 1 << 20);
+    assert_eq!(log.producer_state().entry(7).map(|e| e.last_seq()), Some(0));
+    let retried = log.append(&mut idempotent, None, 0).unwrap();
+    assert!(retried.duplicate, "the retry is recognised");
+    assert_eq!(retried.first_offset, 0);
 }
