@@ -871,3 +871,76 @@ fn transactions_version_2_bumps_the_epoch_at_every_end() {
         "two records and two markers, all stable"
     );
 }
+
+/// ListTransactions v2 (KIP-1152): the transactional id pattern must match the whole id, as
+/// Kafka's; one that does not compile is INVALID_REGULAR_EXPRESSION.
+#[test]
+fn list_transactions_v2_filters_by_a_whole_id_pattern() {
+    use common::wire::RawConn;
+    use kafka_protocol::messages::{
+        FindCoordinatorRequest, FindCoordinatorResponse, InitProducerIdRequest,
+        InitProducerIdResponse, ListTransactionsRequest, ListTransactionsResponse, ProducerId,
+        TransactionalId,
+    };
+    use kafka_protocol::protocol::StrBytes;
+
+    let server = TestServer::start();
+    let mut conn = RawConn::connect(server.kafka_addr());
+    let found: FindCoordinatorResponse = conn.request(
+        &FindCoordinatorRequest::default()
+            .with_key_type(1)
+            .with_key(StrBytes::from_static_str("etl-1")),
+        2,
+    );
+    assert_eq!(found.error_code, 0);
+    for name in ["etl-1", "etl-2", "other-etl"] {
+        common::poll_until("an initialised producer", TIMEOUT, || {
+            let init: InitProducerIdResponse = conn.request(
+                &InitProducerIdRequest::default()
+                    .with_transactional_id(Some(TransactionalId(StrBytes::from_static_str(name))))
+                    .with_transaction_timeout_ms(60_000)
+                    .with_producer_id(ProducerId(-1))
+                    .with_producer_epoch(-1),
+                4,
+            );
+            (init.error_code != 16).then(|| assert_eq!(init.error_code, 0))
+        });
+    }
+    let list = |conn: &mut RawConn, pattern: Option<&'static str>| -> (i16, Vec<String>) {
+        let response: ListTransactionsResponse = conn.request(
+            &ListTransactionsRequest::default()
+                .with_transactional_id_pattern(pattern.map(StrBytes::from_static_str)),
+            2,
+        );
+        let mut ids: Vec<String> = response
+            .transaction_states
+            .iter()
+            .map(|t| t.transactional_id.to_string())
+            .collect();
+        ids.sort();
+        (response.error_code, ids)
+    };
+    let all = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        list(&mut conn, None),
+        (0, all(&["etl-1", "etl-2", "other-etl"]))
+    );
+    assert_eq!(
+        list(&mut conn, Some("")),
+        (0, all(&["etl-1", "etl-2", "other-etl"]))
+    );
+    assert_eq!(
+        list(&mut conn, Some("etl-.*")),
+        (0, all(&["etl-1", "etl-2"]))
+    );
+    assert_eq!(
+        list(&mut conn, Some("etl")),
+        (0, all(&[])),
+        "the whole id must match"
+    );
+    assert_eq!(
+        list(&mut conn, Some("(")).0,
+        128,
+        "INVALID_REGULAR_EXPRESSION"
+    );
+}

@@ -982,7 +982,7 @@ mod layouts {
     pub(super) const LIST_TRANSACTIONS: RequestLayout = RequestLayout {
         api_key: ApiKey::ListTransactions,
         min_version: 0,
-        max_version: 1,
+        max_version: 2,
         flexible_since: 0,
         body: &LIST_TRANSACTIONS_REQUEST,
     };
@@ -990,6 +990,7 @@ mod layouts {
         field("state_filters", Array(&String)),
         field("producer_id_filters", Array(&Int64)),
         field("duration_filter", Int64).since(1),
+        field("transactional_id_pattern", String).since(2),
     ]);
 
     pub(super) const DESCRIBE_CLUSTER: RequestLayout = RequestLayout {

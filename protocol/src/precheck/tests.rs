@@ -867,6 +867,7 @@ fn sample_body(api_key: ApiKey, v: i16, nulls: bool) -> RequestKind {
                 .with_state_filters(vec![text("Ongoing"), text("Empty")])
                 .with_producer_id_filters(vec![ProducerId(7), ProducerId(4242)])
                 .with_duration_filter(if v >= 1 { 60_000 } else { -1 })
+                .with_transactional_id_pattern((v >= 2).then(|| text("etl-.*")))
                 .with_unknown_tagged_fields(tags),
         ),
         ApiKey::DescribeProducers => RequestKind::DescribeProducers(
