@@ -989,3 +989,80 @@ fn delete_records_needs_the_delete_cleanup_policy() {
     assert_eq!(delete("compact-only"), (POLICY_VIOLATION, -1));
     assert_eq!(delete("compact-delete"), (NONE, 2));
 }
+
+/// DescribeLogDirs: the one log dir (its absolute path) with each partition's size on disk —
+/// exactly the batches written — and no offset lag; a request naming partitions gets only those;
+/// v4 adds the file system's total and usable bytes.
+#[test]
+fn describe_log_dirs_lists_partition_sizes_and_disk_space() {
+    use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
+    use kafka_protocol::messages::{DescribeLogDirsRequest, DescribeLogDirsResponse};
+
+    let server = TestServer::start();
+    let mut conn = RawConn::connect(server.kafka_addr());
+    wire::create_topics(&mut conn, &[("dirs", 2)]);
+    let batch = wire::batch_v2(&[("k", "a value", 1_000), ("k", "another", 2_000)]);
+    assert_eq!(conn.produce_raw("dirs", 1, batch.clone()).0, 0);
+    let describe = |conn: &mut RawConn, topics: Option<Vec<DescribableLogDirTopic>>, version| {
+        let response: DescribeLogDirsResponse = conn.request(
+            &DescribeLogDirsRequest::default().with_topics(topics),
+            version,
+        );
+        response
+    };
+    let all = describe(&mut conn, None, 4);
+    assert_eq!(all.results.len(), 1);
+    let dir = &all.results[0];
+    let expected_dir = std::path::absolute(server.data_dir()).unwrap();
+    assert_eq!(
+        (dir.error_code, dir.log_dir.as_str()),
+        (0, expected_dir.to_str().unwrap())
+    );
+    let partitions: Vec<(String, i32, i64, i64)> = dir
+        .topics
+        .iter()
+        .filter(|t| t.name.as_str() == "dirs")
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| {
+                (
+                    t.name.to_string(),
+                    p.partition_index,
+                    p.partition_size,
+                    p.offset_lag,
+                )
+            })
+        })
+        .collect();
+    assert_eq!(
+        partitions,
+        vec![
+            ("dirs".to_string(), 0, 0, 0),
+            ("dirs".to_string(), 1, batch.len() as i64, 0),
+        ]
+    );
+    assert!(
+        dir.total_bytes > 0 && dir.usable_bytes > 0 && dir.usable_bytes <= dir.total_bytes,
+        "disk space: {} of {}",
+        dir.usable_bytes,
+        dir.total_bytes
+    );
+    let one = describe(
+        &mut conn,
+        Some(vec![DescribableLogDirTopic::default()
+            .with_topic(topic_name("dirs"))
+            .with_partitions(vec![1])]),
+        1,
+    );
+    let listed: Vec<(String, Vec<i32>)> = one.results[0]
+        .topics
+        .iter()
+        .map(|t| {
+            (
+                t.name.to_string(),
+                t.partitions.iter().map(|p| p.partition_index).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(listed, vec![("dirs".to_string(), vec![1])]);
+    assert_eq!(one.results[0].total_bytes, -1, "v1 has no disk space");
+}

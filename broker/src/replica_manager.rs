@@ -876,7 +876,17 @@ impl ReplicaManager {
     }
 
     /// The configured log dir holding a partition directory.
-    fn log_dir_of(&self, partition_dir: &Path) -> Option<PathBuf> {
+    /// Every configured log dir and whether it is online.
+    pub fn log_dirs(&self) -> Vec<(PathBuf, bool)> {
+        let offline = self.offline();
+        self.log_dirs
+            .iter()
+            .map(|dir| (dir.clone(), !offline.contains(dir)))
+            .collect()
+    }
+
+    /// The log dir holding the partition directory `partition_dir`.
+    pub fn log_dir_of(&self, partition_dir: &Path) -> Option<PathBuf> {
         self.log_dirs
             .iter()
             .find(|dir| partition_dir.starts_with(dir))

@@ -312,6 +312,7 @@ pub const REQUESTS: &[RequestLayout] = &[
     layouts::OFFSET_FOR_LEADER_EPOCH,
     layouts::WRITE_TXN_MARKERS,
     layouts::DESCRIBE_CONFIGS,
+    layouts::DESCRIBE_LOG_DIRS,
     layouts::CREATE_PARTITIONS,
     layouts::OFFSET_COMMIT,
     layouts::OFFSET_FETCH,
@@ -1006,6 +1007,20 @@ mod layouts {
         field("endpoint_type", Int8).since(1),
         field("include_fenced_brokers", Bool).since(2),
     ]);
+
+    pub(super) const DESCRIBE_LOG_DIRS: RequestLayout = RequestLayout {
+        api_key: ApiKey::DescribeLogDirs,
+        min_version: 1,
+        max_version: 4,
+        flexible_since: 2,
+        body: &DESCRIBE_LOG_DIRS_REQUEST,
+    };
+    const DESCRIBE_LOG_DIRS_REQUEST: Layout = fields(&[field(
+        "topics",
+        Array(&Struct(&DESCRIBE_LOG_DIRS_REQUEST_TOPIC)),
+    )]);
+    const DESCRIBE_LOG_DIRS_REQUEST_TOPIC: Layout =
+        fields(&[field("topic", String), field("partitions", Array(&Int32))]);
 
     pub(super) const ALTER_PARTITION: RequestLayout = RequestLayout {
         api_key: ApiKey::AlterPartition,

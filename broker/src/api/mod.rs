@@ -26,6 +26,7 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
+pub mod describe_log_dirs;
 pub mod describe_producers;
 pub mod describe_quorum;
 pub mod describe_topic_partitions;
@@ -113,6 +114,9 @@ pub async fn handle_from(
         }
         RequestKind::DeleteTopics(body) => {
             ResponseKind::DeleteTopics(delete_topics::handle(broker, body, version).await)
+        }
+        RequestKind::DescribeLogDirs(body) => {
+            ResponseKind::DescribeLogDirs(describe_log_dirs::handle(broker, body))
         }
         RequestKind::DeleteRecords(body) => {
             ResponseKind::DeleteRecords(delete_records::handle(broker, body))

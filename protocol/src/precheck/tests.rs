@@ -51,8 +51,8 @@ use kafka_protocol::messages::write_txn_markers_request::{
     WritableTxnMarker, WritableTxnMarkerTopic,
 };
 use kafka_protocol::messages::{
-    describe_topic_partitions_request, DescribeTopicPartitionsRequest,
-    GetTelemetrySubscriptionsRequest, PushTelemetryRequest,
+    describe_log_dirs_request, describe_topic_partitions_request, DescribeLogDirsRequest,
+    DescribeTopicPartitionsRequest, GetTelemetrySubscriptionsRequest, PushTelemetryRequest,
 };
 use kafka_protocol::messages::{
     AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, DescribeProducersRequest,
@@ -881,6 +881,16 @@ fn sample_body(api_key: ApiKey, v: i16, nulls: bool) -> RequestKind {
                         .with_name(topic("payments"))
                         .with_partition_indexes(Vec::new()),
                 ])
+                .with_unknown_tagged_fields(tags),
+        ),
+        ApiKey::DescribeLogDirs => RequestKind::DescribeLogDirs(
+            DescribeLogDirsRequest::default()
+                .with_topics((!nulls).then(|| {
+                    vec![describe_log_dirs_request::DescribableLogDirTopic::default()
+                        .with_topic(topic("orders"))
+                        .with_partitions(vec![0, 2])
+                        .with_unknown_tagged_fields(tags.clone())]
+                }))
                 .with_unknown_tagged_fields(tags),
         ),
         ApiKey::DescribeCluster => {
