@@ -148,6 +148,10 @@ pub struct TransactionCoordinator {
     /// retrying a bump whose answer it lost asks with the old pair again and must get the same
     /// answer, not PRODUCER_FENCED (Kafka keeps `lastProducerId` / `lastProducerEpoch`).
     last_bump: Mutex<HashMap<String, (ProducerAndEpoch, ProducerAndEpoch)>>,
+    /// Each id's state as last written to `__transaction_state` (or loaded from it), for
+    /// DescribeTransactions and ListTransactions: they read it without waiting on an id whose
+    /// EndTxn holds its lock while markers are written.
+    published: Mutex<HashMap<String, TxnMetadata>>,
 }
 
 impl TransactionCoordinator {
@@ -157,6 +161,7 @@ impl TransactionCoordinator {
             partitions: Mutex::new(HashMap::new()),
             txns: Mutex::new(HashMap::new()),
             last_bump: Mutex::new(HashMap::new()),
+            published: Mutex::new(HashMap::new()),
         }
     }
 
@@ -223,28 +228,30 @@ impl TransactionCoordinator {
             .collect()
     }
 
-    /// DescribeTransactions: the state of `transactional_id` if this broker coordinates it
-    /// (`None`: never initialised).
+    fn published_map(&self) -> MutexGuard<'_, HashMap<String, TxnMetadata>> {
+        self.published
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// DescribeTransactions: the state of `transactional_id` as last written, if this broker
+    /// coordinates it (`None`: never initialised). Never waits on a request holding the id.
     pub async fn describe(
         &self,
         transactional_id: &str,
     ) -> Result<Option<TxnMetadata>, ResponseError> {
         self.coordinator_epoch(transactional_id)?;
-        let txn = self.txn_map().get(transactional_id).cloned();
-        match txn {
-            None => Ok(None),
-            Some(txn) => Ok(txn.lock().await.clone()),
-        }
+        Ok(self.published_map().get(transactional_id).cloned())
     }
 
-    /// ListTransactions: every transactional id this broker coordinates with its state, sorted.
+    /// ListTransactions: every transactional id this broker coordinates with its state as last
+    /// written, sorted.
     pub async fn list(&self) -> Vec<(String, TxnMetadata)> {
-        let mut listed = Vec::new();
-        for (id, txn) in self.all() {
-            if let Some(meta) = txn.lock().await.clone() {
-                listed.push((id, meta));
-            }
-        }
+        let mut listed: Vec<(String, TxnMetadata)> = self
+            .published_map()
+            .iter()
+            .map(|(id, meta)| (id.clone(), meta.clone()))
+            .collect();
         listed.sort_by(|a, b| a.0.cmp(&b.0));
         listed
     }
@@ -601,7 +608,10 @@ impl TransactionCoordinator {
             ResponseError::UnknownServerError
         })?;
         self.append_state(broker, transactional_id, Some(value), coordinator_epoch)
-            .await
+            .await?;
+        self.published_map()
+            .insert(transactional_id.to_owned(), meta.clone());
+        Ok(())
     }
 
     /// Appends `transactional_id`'s record (`None`: its tombstone) to its `__transaction_state`
@@ -704,6 +714,8 @@ impl TransactionCoordinator {
         let partitions = self.config.num_partitions;
         self.txn_map()
             .retain(|id, _| partition_for(id, partitions) != index);
+        self.published_map()
+            .retain(|id, _| partition_for(id, partitions) != index);
     }
 
     /// Replays a `__transaction_state` partition (the last record per id wins; a tombstone
@@ -753,12 +765,15 @@ impl TransactionCoordinator {
             .unwrap_or(Ok(()))?;
         let mut txns = self.txn_map();
         let mut loaded = 0;
+        let mut published = self.published_map();
         for (id, meta) in latest {
             if let Some(meta) = meta {
+                published.insert(id.clone(), meta.clone());
                 txns.insert(id, Arc::new(tokio::sync::Mutex::new(Some(meta))));
                 loaded += 1;
             }
         }
+        drop(published);
         drop(txns);
         self.loaded().insert(index, leader_epoch);
         Ok(loaded)
@@ -795,6 +810,7 @@ impl TransactionCoordinator {
                 continue;
             }
             *guard = None;
+            self.published_map().remove(&id);
             let mut map = self.txn_map();
             if map.get(&id).is_some_and(|held| Arc::ptr_eq(held, &txn)) {
                 map.remove(&id);
