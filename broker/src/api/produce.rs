@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::produce_request::TopicProduceData;
 use kafka_protocol::messages::produce_response::{
     LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
 };
@@ -159,78 +160,24 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
         .map(|id| id.0.to_string())
         .filter(|_| verify);
     // Checks take no lock but the partition's, briefly; keep them and the appends off the async
-    // workers' backs (appends write to the page cache, a roll fsyncs the sealed segment).
-    let mut topics: Vec<(TopicName, Vec<Slot>)> = tokio::task::block_in_place(|| {
-        request
-            .topic_data
-            .into_iter()
-            .map(|topic| {
-                let name = match &image {
-                    Some(image) => image
-                        .topic_by_id(super::topic_id(&topic.topic_id))
-                        .map(|known| known.name.clone())
-                        .ok_or(ResponseError::UnknownTopicId),
-                    None => Ok(topic.name.0.to_string()),
-                };
-                let slots = topic
-                    .partition_data
-                    .into_iter()
-                    .map(|data| {
-                        // Kafka's values for "no offset": kept on errors, replaced on success.
-                        let response = PartitionProduceResponse::default()
-                            .with_index(data.index)
-                            .with_base_offset(-1)
-                            .with_log_append_time_ms(-1)
-                            .with_log_start_offset(-1);
-                        if !valid_acks {
-                            return Slot::Refused(
-                                response.with_error_code(ResponseError::InvalidRequiredAcks.code()),
-                            );
-                        }
-                        match &name {
-                            Ok(name) => prepare(broker, name, data.index, data.records, response),
-                            Err(error) => Slot::Refused(response.with_error_code(error.code())),
-                        }
-                    })
-                    .collect();
-                // The name is kept for the acks=0 failure's log line.
-                (
-                    name.map_or(topic.name, |name| super::topic_name(&name)),
-                    slots,
-                )
-            })
-            .collect()
-    });
-    if let Some(transactional_id) = transactional_id {
-        verify_transaction(broker, &transactional_id, &mut topics, add).await;
-    }
-    let mut waits = Vec::new();
-    let responses: Vec<TopicProduceResponse> = tokio::task::block_in_place(|| {
-        topics
-            .into_iter()
-            .enumerate()
-            .map(|(topic_index, (name, slots))| {
-                let partition_responses = slots
-                    .into_iter()
-                    .enumerate()
-                    .map(|(partition_index, slot)| match slot {
-                        Slot::Refused(response) => response,
-                        Slot::Ready(prepared) => {
-                            let (response, wait) = append(broker, prepared, version, acks);
-                            if let Some(wait) = wait {
-                                waits.push(((topic_index, partition_index), wait));
-                            }
-                            response
-                        }
-                    })
-                    .collect();
-                TopicProduceResponse::default()
-                    .with_name(name)
-                    .with_topic_id(topic_ids[topic_index])
-                    .with_partition_responses(partition_responses)
-            })
-            .collect()
-    });
+    // workers' backs (appends write to the page cache, a roll fsyncs the sealed segment) — in
+    // one hand-over when nothing is to be asked of a transaction coordinator in between.
+    let data = request.topic_data;
+    let checks = PrepareArgs {
+        image: image.as_deref(),
+        valid_acks,
+    };
+    let (responses, waits) = match transactional_id {
+        None => tokio::task::block_in_place(|| {
+            let topics = prepare_all(broker, data, &checks);
+            append_all(broker, topics, &topic_ids, version, acks)
+        }),
+        Some(transactional_id) => {
+            let mut topics = tokio::task::block_in_place(|| prepare_all(broker, data, &checks));
+            verify_transaction(broker, &transactional_id, &mut topics, add).await;
+            tokio::task::block_in_place(|| append_all(broker, topics, &topic_ids, version, acks))
+        }
+    };
     if !waits.is_empty() {
         return Outcome::Replicating(AwaitingReplication {
             broker: Arc::clone(broker),
@@ -259,6 +206,101 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
         Some(failure) => Outcome::Close(format!("acks=0 produce failed ({failure})")),
         None => Outcome::Silent,
     }
+}
+
+/// What [`prepare_all`] needs of the request besides its data.
+struct PrepareArgs<'a> {
+    /// The metadata, for a request naming topics by id (v13+).
+    image: Option<&'a skald_controller::MetadataImage>,
+    valid_acks: bool,
+}
+
+/// Every partition of the request checked ([`prepare`]), by topic.
+fn prepare_all(
+    broker: &Broker,
+    topic_data: Vec<TopicProduceData>,
+    args: &PrepareArgs<'_>,
+) -> Vec<(TopicName, Vec<Slot>)> {
+    let (image, valid_acks) = (args.image, args.valid_acks);
+    topic_data
+        .into_iter()
+        .map(|topic| {
+            let name = match image {
+                Some(image) => image
+                    .topic_by_id(super::topic_id(&topic.topic_id))
+                    .map(|known| known.name.clone())
+                    .ok_or(ResponseError::UnknownTopicId),
+                None => Ok(topic.name.0.to_string()),
+            };
+            let slots = topic
+                .partition_data
+                .into_iter()
+                .map(|data| {
+                    // Kafka's values for "no offset": kept on errors, replaced on success.
+                    let response = PartitionProduceResponse::default()
+                        .with_index(data.index)
+                        .with_base_offset(-1)
+                        .with_log_append_time_ms(-1)
+                        .with_log_start_offset(-1);
+                    if !valid_acks {
+                        return Slot::Refused(
+                            response.with_error_code(ResponseError::InvalidRequiredAcks.code()),
+                        );
+                    }
+                    match &name {
+                        Ok(name) => prepare(broker, name, data.index, data.records, response),
+                        Err(error) => Slot::Refused(response.with_error_code(error.code())),
+                    }
+                })
+                .collect();
+            // The name is kept for the acks=0 failure's log line.
+            (
+                name.map_or(topic.name, |name| super::topic_name(&name)),
+                slots,
+            )
+        })
+        .collect()
+}
+
+/// Every prepared partition appended ([`append`]): the responses by topic, and the acks=all
+/// waits with each one's place in them.
+#[allow(clippy::type_complexity)]
+fn append_all(
+    broker: &Broker,
+    topics: Vec<(TopicName, Vec<Slot>)>,
+    topic_ids: &[uuid::Uuid],
+    version: i16,
+    acks: i16,
+) -> (
+    Vec<TopicProduceResponse>,
+    Vec<((usize, usize), ReplicationWait)>,
+) {
+    let mut waits = Vec::new();
+    let responses = topics
+        .into_iter()
+        .enumerate()
+        .map(|(topic_index, (name, slots))| {
+            let partition_responses = slots
+                .into_iter()
+                .enumerate()
+                .map(|(partition_index, slot)| match slot {
+                    Slot::Refused(response) => response,
+                    Slot::Ready(prepared) => {
+                        let (response, wait) = append(broker, prepared, version, acks);
+                        if let Some(wait) = wait {
+                            waits.push(((topic_index, partition_index), wait));
+                        }
+                        response
+                    }
+                })
+                .collect();
+            TopicProduceResponse::default()
+                .with_name(name)
+                .with_topic_id(topic_ids[topic_index])
+                .with_partition_responses(partition_responses)
+        })
+        .collect();
+    (responses, waits)
 }
 
 /// KIP-890 on the leader (Kafka's `handleProduceAppend`): each transactional batch that would
