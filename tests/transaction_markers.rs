@@ -139,7 +139,10 @@ fn committed_values(server: &TestServer, expected: usize) -> Vec<(i64, String)> 
 
 #[test]
 fn markers_end_transactions_for_read_committed_readers() {
-    let mut server = TestServer::start();
+    // The batches here name no transactional id and no coordinator knows them: partition-side
+    // verification (KIP-890, tested in tests/transactions.rs) would refuse them.
+    let mut server =
+        TestServer::start_with(&[("transaction.partition.verification.enable", "false")]);
     let mut conn = RawConn::connect(server.kafka_addr());
     wire::create_topics(&mut conn, &[(TOPIC, 1)]);
 

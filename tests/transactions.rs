@@ -454,6 +454,16 @@ fn a_transactions_first_batch_in_a_partition_is_verified_with_the_coordinator() 
         "INVALID_TXN_STATE: the partition was never added"
     );
     assert_eq!(log_end(&mut conn), 0, "nothing appended");
+    // A transactional batch in a request naming no transactional id cannot be verified.
+    assert_eq!(
+        conn.produce_raw(
+            "verified",
+            0,
+            wire::producer_batch(pid, epoch, 0, &["v"], true, 1_000)
+        ),
+        (48, -1),
+        "INVALID_TXN_STATE without a transactional id"
+    );
     assert_eq!(
         produce(&mut conn, "never-initialised", pid + 1, 0),
         (49, -1),

@@ -364,6 +364,16 @@ pub fn set_log_append_time(buf: &mut [u8], timestamp_ms: i64) -> Result<(), Batc
     Ok(())
 }
 
+/// Sets a batch's max timestamp (e.g. on a batch emptied of its records, which keeps the time
+/// its producer last wrote) and rewrites its CRC.
+pub fn set_max_timestamp(buf: &mut [u8], timestamp_ms: i64) -> Result<(), BatchError> {
+    let header = check_extent(buf, usize::MAX)?;
+    buf[MAX_TIMESTAMP_POS..MAX_TIMESTAMP_POS + 8].copy_from_slice(&timestamp_ms.to_be_bytes());
+    let crc = crc32c::crc32c(&buf[ATTRIBUTES_POS..header.total_size()]);
+    buf[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
+    Ok(())
+}
+
 fn write_header_field(buf: &mut [u8], position: usize, bytes: &[u8]) -> Result<(), BatchError> {
     let available = buf.len();
     if available < RECORD_BATCH_HEADER_BYTES {

@@ -346,6 +346,9 @@ pub(crate) fn compact(
             crash,
         )?;
     }
+    if !txns.aborts_removed.is_empty() {
+        log.forget_aborted_txns(&txns.aborts_removed)?;
+    }
     write_cleaner_checkpoint(&dir, map_end)?;
     stats.cleaned = true;
     stats.clean_end_offset = map_end;
@@ -358,6 +361,8 @@ struct TxnCleaning {
     aborted: AbortedRanges,
     /// Producers with a transactional batch read since their last marker: that marker stays.
     with_batches: HashSet<i64>,
+    /// ABORT markers removed: (producer id, marker offset), their index entries to drop.
+    aborts_removed: HashSet<(i64, i64)>,
     /// Each remembered producer's last data batch (its last offset): kept, emptied if need be,
     /// so a producer state rebuilt from the log still knows the producer's last sequence and
     /// a retry of that batch is still recognised (Kafka keeps these "empty batches" too).
@@ -375,6 +380,7 @@ impl TxnCleaning {
         TxnCleaning {
             aborted,
             with_batches: HashSet::new(),
+            aborts_removed: HashSet::new(),
             last_batch_of,
         }
     }
@@ -394,6 +400,9 @@ fn emptied_batch(dir: &Path, bytes: &[u8], header: &RecordBatchHeader) -> Result
         return Ok(None);
     };
     let mut empty = batch::rebuild_batch(&plain, &[])?;
+    // The producer's last write time stays (its expiry is judged by it), as Kafka's empty
+    // batches keep it.
+    batch::set_max_timestamp(&mut empty, header.max_timestamp)?;
     if let Some(codec) = Codec::from_id(header.compression()) {
         empty = codec::compressed_batch(&empty, codec).at(dir)?;
     }
@@ -526,6 +535,15 @@ fn clean_group(
             if header.is_control() {
                 if txns.marker_removable(header, tombstones_expired) {
                     stats.markers_removed += 1;
+                    // An ABORT marker gone takes its aborted-transaction index entry with it:
+                    // a reader told of the transaction would wait for the marker to end it
+                    // and skip the producer's later committed batches meanwhile.
+                    if batch::end_txn_marker(bytes)
+                        .is_some_and(|m| m.control_type == batch::CONTROL_TYPE_ABORT)
+                    {
+                        txns.aborts_removed
+                            .insert((header.producer_id, header.base_offset));
+                    }
                 } else {
                     headers.push((out.len(), *header));
                     out.extend_from_slice(bytes);

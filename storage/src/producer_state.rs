@@ -220,14 +220,20 @@ pub struct ProducerStateManager {
     /// (producer id → the guard handed out and the epoch asked for). Leader memory only, never
     /// in a snapshot: a new leader verifies again. At most [`PRODUCERS_MAX`].
     verifications: HashMap<i64, Verification>,
-    next_guard: u64,
 }
+
+/// Verification guards come from one process-wide counter, so a guard handed out before a
+/// partition's producer state was rebuilt can never equal one handed out after.
+static NEXT_GUARD: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// A verification in progress (Kafka's `VerificationStateEntry`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Verification {
     guard: u64,
     epoch: i16,
+    /// When it started, on the log's clock: one never finished leaves after
+    /// `producer.id.expiration.ms`, as Kafka's verification entries do.
+    started_ms: i64,
 }
 
 /// What a leader's append of client batches knows of KIP-890's verification of transactions.
@@ -368,7 +374,7 @@ impl ProducerStateManager {
     /// the transaction ended cannot open a transaction the coordinator never heard of. A
     /// verification already started at this epoch or a newer one keeps its guard (a retry
     /// does not invalidate the request it retries).
-    pub fn start_verification(&mut self, producer_id: i64, epoch: i16) -> Option<u64> {
+    pub fn start_verification(&mut self, producer_id: i64, epoch: i16, now_ms: i64) -> Option<u64> {
         if self.has_ongoing_txn(producer_id, epoch) {
             return None;
         }
@@ -390,10 +396,15 @@ impl ProducerStateManager {
                 self.verifications.remove(&oldest);
             }
         }
-        self.next_guard += 1;
-        let guard = self.next_guard;
-        self.verifications
-            .insert(producer_id, Verification { guard, epoch });
+        let guard = NEXT_GUARD.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.verifications.insert(
+            producer_id,
+            Verification {
+                guard,
+                epoch,
+                started_ms: now_ms,
+            },
+        );
         Some(guard)
     }
 
@@ -499,6 +510,8 @@ impl ProducerStateManager {
     /// Forgets producers whose last batch is at least `expiration_ms` older than `now_ms` and who
     /// have no open transaction (Kafka's `removeExpiredProducers`). Returns how many went.
     pub fn remove_expired(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        self.verifications
+            .retain(|_, v| now_ms.saturating_sub(v.started_ms) < expiration_ms);
         let before = self.producers.len();
         self.producers.retain(|_, entry| {
             entry.current_txn_first_offset.is_some()

@@ -169,7 +169,12 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
     };
     let (responses, waits) = match transactional_id {
         None => tokio::task::block_in_place(|| {
-            let topics = prepare_all(broker, data, &checks);
+            let mut topics = prepare_all(broker, data, &checks);
+            if verify {
+                // A transactional batch naming no transactional id cannot be verified: it may
+                // not begin a transaction (Kafka's sentinel guard), only continue one.
+                unverifiable(&mut topics);
+            }
             append_all(broker, topics, &topic_ids, version, acks)
         }),
         Some(transactional_id) => {
@@ -301,6 +306,17 @@ fn append_all(
         })
         .collect();
     (responses, waits)
+}
+
+/// Marks every transactional batch as carrying no verification guard.
+fn unverifiable(topics: &mut [(TopicName, Vec<Slot>)]) {
+    for slot in topics.iter_mut().flat_map(|(_, slots)| slots.iter_mut()) {
+        if let Slot::Ready(prepared) = slot {
+            if prepared.header.is_transactional() {
+                prepared.verification = TxnVerification::Guard(None);
+            }
+        }
+    }
 }
 
 /// KIP-890 on the leader (Kafka's `handleProduceAppend`): each transactional batch that would

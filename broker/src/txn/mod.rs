@@ -302,8 +302,9 @@ impl TransactionCoordinator {
                 let mut current = current.clone();
                 if current.state == TxnState::Ongoing {
                     // The previous producer's transaction is aborted under a bumped epoch, so
-                    // its late writes and its own EndTxn are fenced.
-                    current.producer_epoch += 1;
+                    // its late writes and its own EndTxn are fenced (the epoch exhausted: under
+                    // a new producer id from the abort on).
+                    current = self.fenced(broker, &current, 1).await?;
                     current = self
                         .end(
                             broker,
@@ -316,7 +317,7 @@ impl TransactionCoordinator {
                         .await?;
                 }
                 let mut next = current;
-                if next.epoch_exhausted() {
+                if next.epoch_exhausted() || next.producer_epoch == i16::MAX {
                     let producer_id = broker
                         .producer_ids
                         .generate(broker)
@@ -411,6 +412,30 @@ impl TransactionCoordinator {
                     .then_some(ResponseError::InvalidTxnState)
             })
             .collect()
+    }
+
+    /// `current` with its epoch bumped `bumps` times to fence its producer; where that would
+    /// pass the last usable epoch, the epoch stops at `i16::MAX` and the transaction records a
+    /// new producer id to move to once it completes (Kafka's exhausted-epoch rule).
+    async fn fenced(
+        &self,
+        broker: &Arc<Broker>,
+        current: &TxnMetadata,
+        bumps: i16,
+    ) -> Result<TxnMetadata, ResponseError> {
+        let mut fenced = current.clone();
+        match current.producer_epoch.checked_add(bumps) {
+            Some(epoch) if epoch < i16::MAX => fenced.producer_epoch = epoch,
+            _ => {
+                fenced.producer_epoch = i16::MAX;
+                fenced.next_producer_id = broker
+                    .producer_ids
+                    .generate(broker)
+                    .await
+                    .map_err(|_| ResponseError::CoordinatorLoadInProgress)?;
+            }
+        }
+        Ok(fenced)
     }
 
     /// EndTxn: commits or aborts the open transaction. `tv2` (EndTxn v5+, KIP-890's transactions
@@ -842,6 +867,10 @@ impl TransactionCoordinator {
             let Ok(coordinator_epoch) = self.coordinator_epoch(&id) else {
                 continue;
             };
+            // A slot first: no id's lock is held while waiting for one.
+            let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+                break;
+            };
             let Ok(guard) = txn.try_lock_owned() else {
                 continue; // a request holds it: it decides
             };
@@ -851,9 +880,6 @@ impl TransactionCoordinator {
             if !due {
                 continue;
             }
-            let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-                break;
-            };
             let (coordinator, broker) = (Arc::clone(self), Arc::clone(broker));
             running.spawn(async move {
                 let _slot = slot;
@@ -883,10 +909,17 @@ impl TransactionCoordinator {
                 producer_id = current.producer_id,
                 "aborting a transaction open past its timeout"
             );
-            let mut fenced = current.clone();
-            fenced.producer_epoch = fenced.producer_epoch.saturating_add(1);
-            self.end(broker, id, &mut guard, &fenced, false, coordinator_epoch)
-                .await
+            // Transactions version 2 prepares under one more epoch still, so the producer's
+            // own EndTxn at its old epoch is fenced rather than taken for a retry (Kafka's
+            // fence and then its version 2 bump).
+            let bumps = if current.client_version >= 2 { 2 } else { 1 };
+            match self.fenced(broker, &current, bumps).await {
+                Ok(fenced) => {
+                    self.end(broker, id, &mut guard, &fenced, false, coordinator_epoch)
+                        .await
+                }
+                Err(error) => Err(error),
+            }
         } else {
             self.finish(broker, id, &mut guard, &current, coordinator_epoch)
                 .await

@@ -161,11 +161,21 @@ impl TxnVerifier {
                     ResponseError::NetworkException
                 })?,
         };
-        // The batched form (v4+) is the only one with `verify_only`.
+        // The batched form (v4+) is the only one with `verify_only`. A coordinator without it
+        // (an older broker mid-upgrade) cannot verify — skipped, as Kafka does — nor add for
+        // transactions version 2, which must then wait for it (a partition never added would
+        // never get its marker).
         if connection
             .version_for::<AddPartitionsToTxnRequest>()
             .is_ok_and(|version| version < 4)
         {
+            self.connections
+                .lock()
+                .await
+                .insert(coordinator, connection);
+            if add {
+                return Err(ResponseError::CoordinatorNotAvailable);
+            }
             tracing::warn!(
                 coordinator,
                 "the coordinator cannot verify transactions; skipped"

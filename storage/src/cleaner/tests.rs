@@ -1068,6 +1068,13 @@ fn aborted_records_never_shadow_and_open_transactions_are_not_cleaned() {
         !batches.contains(&1) && !batches.contains(&2),
         "the aborted transaction is gone: {batches:?}"
     );
+    // And so is its index entry: a read_committed reader told of it would skip producer 7's
+    // committed batch at 9 waiting for a marker that no longer exists.
+    assert_eq!(
+        log.collect_aborted_txns(0, log.log_end_offset()),
+        Vec::new(),
+        "no aborted transaction left to report"
+    );
     assert_eq!(log.first_unstable_offset(), None);
 }
 
@@ -1133,6 +1140,11 @@ fn a_producers_last_batch_stays_empty_so_its_sequence_survives_a_rebuild() {
     }
     let mut log = open(dir.path(), 1 << 20);
     assert_eq!(log.producer_state().entry(7).map(|e| e.last_seq()), Some(0));
+    // The emptied batch kept its max timestamp, what the producer's expiry is judged by.
+    assert_eq!(
+        log.producer_state().entry(7).map(|e| e.last_timestamp),
+        Some(999_600)
+    );
     let retried = log.append(&mut idempotent, None, 0).unwrap();
     assert!(retried.duplicate, "the retry is recognised");
     assert_eq!(retried.first_offset, 0);

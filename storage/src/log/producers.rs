@@ -15,11 +15,23 @@ impl Log {
         &self.producer_state
     }
 
+    /// Drops the aborted-transaction index entries whose ABORT markers compaction removed
+    /// (`(producer id, marker offset)`).
+    pub(crate) fn forget_aborted_txns(
+        &mut self,
+        removed: &std::collections::HashSet<(i64, i64)>,
+    ) -> Result<()> {
+        self.txn_index
+            .retain(|entry| !removed.contains(&(entry.producer_id, entry.last_offset)))
+    }
+
     /// Starts KIP-890's verification of `producer_id`'s transaction in this partition: `None`
     /// when it is already open here, else the guard to append its first batch with (see
     /// [`ProducerStateManager::start_verification`]).
     pub fn start_txn_verification(&mut self, producer_id: i64, epoch: i16) -> Option<u64> {
-        self.producer_state.start_verification(producer_id, epoch)
+        let now_ms = self.clock.now_ms();
+        self.producer_state
+            .start_verification(producer_id, epoch, now_ms)
     }
 
     /// Forgets producers silent for `expiration_ms` on the log's clock with no open transaction

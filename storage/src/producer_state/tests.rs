@@ -400,10 +400,10 @@ fn a_transaction_begins_here_only_with_a_current_verification_guard() {
         Err(unverified.clone())
     );
     let guard = state
-        .start_verification(1, 0)
+        .start_verification(1, 0, 0)
         .expect("a guard: no transaction open");
     // A retry's verification keeps the guard.
-    assert_eq!(state.start_verification(1, 0), Some(guard));
+    assert_eq!(state.start_verification(1, 0, 0), Some(guard));
     assert_eq!(
         state.check_client_batches([&first], TxnVerification::Guard(Some(guard + 1))),
         Err(unverified.clone())
@@ -414,7 +414,7 @@ fn a_transaction_begins_here_only_with_a_current_verification_guard() {
     );
     state.update(&first, None);
     // Open: later batches need no guard, and no verification starts.
-    assert_eq!(state.start_verification(1, 0), None);
+    assert_eq!(state.start_verification(1, 0, 0), None);
     let second = header_with(1, 0, 2, 1, 12, TRANSACTIONAL_FLAG_MASK);
     assert_eq!(
         state.check_client_batches([&second], TxnVerification::Guard(None)),
@@ -424,7 +424,7 @@ fn a_transaction_begins_here_only_with_a_current_verification_guard() {
     state.update(&header_with(1, 0, -1, 1, 13, MARKER), Some(commit(0)));
 
     // Verified, then the transaction ended (a marker) before the batch arrived: refused.
-    let late_guard = state.start_verification(1, 0).unwrap();
+    let late_guard = state.start_verification(1, 0, 0).unwrap();
     assert_ne!(late_guard, guard);
     state.update(&header_with(1, 0, -1, 1, 14, MARKER), Some(abort(0)));
     let late = header_with(1, 0, 3, 1, 15, TRANSACTIONAL_FLAG_MASK);
@@ -435,8 +435,8 @@ fn a_transaction_begins_here_only_with_a_current_verification_guard() {
     // Verification off (or a follower's, a replay's append): nothing asked.
     assert_eq!(check(&state, &late), Ok(ProducerCheck::Append));
     // A newer epoch's verification replaces an older one's guard.
-    let old = state.start_verification(1, 0).unwrap();
-    let new = state.start_verification(1, 1).unwrap();
+    let old = state.start_verification(1, 0, 0).unwrap();
+    let new = state.start_verification(1, 1, 0).unwrap();
     assert_ne!(old, new);
-    assert_eq!(state.start_verification(1, 0), Some(new));
+    assert_eq!(state.start_verification(1, 0, 0), Some(new));
 }
