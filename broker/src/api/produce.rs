@@ -170,7 +170,7 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
     let (responses, waits) = match transactional_id {
         None => tokio::task::block_in_place(|| {
             let mut topics = prepare_all(broker, data, &checks);
-            if verify {
+            if broker.txns.config.partition_verification {
                 // A transactional batch naming no transactional id cannot be verified: it may
                 // not begin a transaction (Kafka's sentinel guard), only continue one.
                 unverifiable(&mut topics);
