@@ -22,7 +22,8 @@ const PARTITION_METADATA_FILE: &str = "partition.metadata";
 /// Kafka's default `max.message.bytes`, used only if the configured value cannot be read.
 const MAX_MESSAGE_BYTES_FALLBACK: usize = 1_048_588;
 
-/// Topic settings the produce path needs, parsed once when the partition is opened.
+/// Topic settings the produce path needs, parsed when the partition is opened and again whenever
+/// the topic's configs change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProduceSettings {
     /// `max.message.bytes`: the largest record batch accepted.
@@ -45,9 +46,13 @@ pub struct Partition {
     pub topic_id: TopicId,
     /// The partition's directory, fixed for its lifetime.
     pub dir: PathBuf,
-    pub settings: ProduceSettings,
+    /// Read through [`Partition::settings`]; replaced when the topic's configs change.
+    settings: RwLock<ProduceSettings>,
     /// The cleaner's settings when `cleanup.policy` includes `compact`.
-    pub compaction: Option<CompactionOptions>,
+    compaction: Mutex<Option<CompactionOptions>>,
+    /// The topic's config overrides these settings were derived from: a metadata change that
+    /// leaves them alone costs one comparison.
+    applied_configs: Mutex<BTreeMap<String, String>>,
     /// `None` once the partition has been removed; holders of an old `Arc` then see it as gone.
     log: Mutex<Option<Log>>,
     /// Leader or follower, the high watermark, the followers' progress (see `replication`).
@@ -75,6 +80,61 @@ impl Partition {
         self.log
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The topic settings in force now (a copy: a concurrent config change applies to the next
+    /// request).
+    pub fn settings(&self) -> ProduceSettings {
+        *self
+            .settings
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The cleaner's settings, when `cleanup.policy` includes `compact`.
+    pub fn compaction(&self) -> Option<CompactionOptions> {
+        self.compaction
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Brings the partition's settings and its log's in line with the topic's configs (Kafka's
+    /// `LogManager.updateTopicConfig`): changes take effect without a restart. Settings the log
+    /// cannot take (the controller validated them, so only a broker default could be off) are
+    /// logged and the log keeps its old ones.
+    fn apply_topic_configs(&self, topic: &TopicImage, config: &ServerConfig) {
+        let mut applied = self
+            .applied_configs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if *applied == topic.configs {
+            return;
+        }
+        *applied = topic.configs.clone();
+        *self
+            .settings
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = produce_settings(topic, config);
+        *self
+            .compaction
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = compaction_options(topic, config);
+        let log_config = log_config(topic, config);
+        if let Some(Err(err)) = self.with_log(|log| log.update_config(log_config)) {
+            tracing::error!(
+                topic = self.topic,
+                partition = self.partition,
+                "changed topic configs cannot be applied to the log: {err}"
+            );
+        }
+        tracing::info!(
+            topic = self.topic,
+            partition = self.partition,
+            "topic configs applied"
+        );
+        // acks=all produces waiting on the ISR re-check against a changed min.insync.replicas.
+        self.replica_changed.notify_waiters();
     }
 }
 
@@ -388,7 +448,9 @@ impl ReplicaManager {
                     continue;
                 }
                 let key = (topic.name.clone(), *index);
-                if self.read().contains_key(&key) {
+                let open = self.read().get(&key).cloned();
+                if let Some(partition) = open {
+                    partition.apply_topic_configs(topic, config);
                     continue;
                 }
                 let existing = unclaimed.remove(&key);
@@ -554,8 +616,9 @@ impl ReplicaManager {
             partition: index,
             topic_id: topic.topic_id,
             dir,
-            settings: produce_settings(topic, config),
-            compaction: compaction_options(topic, config),
+            settings: RwLock::new(produce_settings(topic, config)),
+            compaction: Mutex::new(compaction_options(topic, config)),
+            applied_configs: Mutex::new(topic.configs.clone()),
             log: Mutex::new(Some(log)),
             replica: Mutex::new(ReplicaState::new(high_watermark)),
             high_watermark: AtomicI64::new(high_watermark),
@@ -637,7 +700,7 @@ impl ReplicaManager {
     /// workers; each partition's lock is held for its own pass only.
     pub fn clean_compacted_logs(&self) {
         for partition in self.all() {
-            let Some(options) = &partition.compaction else {
+            let Some(options) = partition.compaction() else {
                 continue;
             };
             if self.is_offline(&partition) {
@@ -645,7 +708,7 @@ impl ReplicaManager {
             }
             let now_ms = SystemClock.now_ms();
             let outcome = partition.with_log(|log| {
-                let compacted = log.compact(now_ms, options);
+                let compacted = log.compact(now_ms, &options);
                 if matches!(&compacted, Ok(stats) if stats.cleaned) {
                     self.metrics.set_partition_log(
                         &partition.topic,
@@ -833,7 +896,7 @@ impl ReplicaManager {
             if leader.isr.len() < leader.replicas.len() {
                 under_replicated += 1;
             }
-            if leader.isr.len() < partition.settings.min_insync_replicas {
+            if leader.isr.len() < partition.settings().min_insync_replicas {
                 under_min_isr += 1;
             }
             let log_end_offset = partition.log_end_offset();

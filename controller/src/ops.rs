@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::alter_configs::{alter_topic_configs, AlterTopicConfigs};
 use crate::controller::{
     Controller, CreatePartitionsSpec, CreateTopicSpec, CreatedTopic, Planned, TopicRef,
 };
@@ -31,6 +32,11 @@ pub enum ControllerOp {
         election_type: ElectionType,
         partitions: Option<Vec<(String, i32)>>,
     },
+    /// IncrementalAlterConfigs / AlterConfigs for topics, each topic on its own.
+    AlterConfigs {
+        topics: Vec<AlterTopicConfigs>,
+        validate_only: bool,
+    },
     /// A broker's request for a block of producer ids (Kafka's AllocateProducerIds); once it
     /// commits, the block is in the image under the broker's id and `request_id`.
     AllocateProducerIds {
@@ -50,6 +56,7 @@ pub enum ControllerReply {
     /// controller chose.
     ElectLeaders(Vec<ElectionResult>),
     AllocateProducerIds(Result<(), ProducerIdsError>),
+    AlterConfigs(Vec<Result<(), TopicError>>),
 }
 
 /// Why a block of producer ids was refused.
@@ -75,6 +82,7 @@ impl ControllerOp {
                 partitions.as_ref().map_or(0, Vec::len)
             }
             ControllerOp::AllocateProducerIds { .. } => 1,
+            ControllerOp::AlterConfigs { topics, .. } => topics.len(),
         }
     }
 }
@@ -122,6 +130,13 @@ impl Controller {
                 broker_epoch,
                 request_id,
             } => allocate_producer_ids(image, *broker_id, *broker_epoch, *request_id),
+            ControllerOp::AlterConfigs {
+                topics,
+                validate_only,
+            } => map(
+                alter_topic_configs(image, topics, *validate_only),
+                ControllerReply::AlterConfigs,
+            ),
         }
     }
 }

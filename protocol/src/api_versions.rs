@@ -40,6 +40,9 @@
 //! metrics subscription matches: nothing is requested, so nothing is pushed. DescribeTopicPartitions
 //! (KIP-966) is Metadata's paged form for admin clients. Metadata v13 only adds a top-level error
 //! code (KIP-1102's REBOOTSTRAP_REQUIRED), which Skald never sends.
+//! AlterConfigs and IncrementalAlterConfigs are served at every version kafka-protocol 0.18
+//! decodes; the active controller validates and commits topic configs, and no broker config is
+//! dynamic yet (a BROKER resource naming one is refused, as Kafka refuses a static one).
 //! ElectLeaders is served at every version kafka-protocol 0.18 knows; the active controller
 //! decides the elections, and the request's `timeout_ms` is the broker's own controller deadline.
 
@@ -88,10 +91,12 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::WriteTxnMarkers, 1, 1),
     api(ApiKey::TxnOffsetCommit, 0, 5),
     api(ApiKey::DescribeConfigs, 1, 4),
+    api(ApiKey::AlterConfigs, 0, 2),
     api(ApiKey::DescribeLogDirs, 1, 4),
     api(ApiKey::CreatePartitions, 0, 3),
     api(ApiKey::DeleteGroups, 0, 2),
     api(ApiKey::ElectLeaders, 0, 2),
+    api(ApiKey::IncrementalAlterConfigs, 0, 1),
     api(ApiKey::OffsetDelete, 0, 0),
     api(ApiKey::DescribeQuorum, 0, 2),
     api(ApiKey::DescribeCluster, 0, 2),

@@ -312,7 +312,9 @@ pub const REQUESTS: &[RequestLayout] = &[
     layouts::OFFSET_FOR_LEADER_EPOCH,
     layouts::WRITE_TXN_MARKERS,
     layouts::DESCRIBE_CONFIGS,
+    layouts::ALTER_CONFIGS,
     layouts::DESCRIBE_LOG_DIRS,
+    layouts::INCREMENTAL_ALTER_CONFIGS,
     layouts::CREATE_PARTITIONS,
     layouts::OFFSET_COMMIT,
     layouts::OFFSET_FETCH,
@@ -580,6 +582,49 @@ mod layouts {
         field("resource_type", Int8),
         field("resource_name", String),
         field("configuration_keys", Array(&String)),
+    ]);
+
+    pub(super) const ALTER_CONFIGS: RequestLayout = RequestLayout {
+        api_key: ApiKey::AlterConfigs,
+        min_version: 0,
+        max_version: 2,
+        flexible_since: 2,
+        body: &ALTER_CONFIGS_REQUEST,
+    };
+    const ALTER_CONFIGS_REQUEST: Layout = fields(&[
+        field("resources", Array(&Struct(&ALTER_CONFIGS_RESOURCE))),
+        field("validate_only", Bool),
+    ]);
+    const ALTER_CONFIGS_RESOURCE: Layout = fields(&[
+        field("resource_type", Int8),
+        field("resource_name", String),
+        field("configs", Array(&Struct(&ALTERABLE_CONFIG))),
+    ]);
+    const ALTERABLE_CONFIG: Layout = fields(&[field("name", String), field("value", String)]);
+
+    pub(super) const INCREMENTAL_ALTER_CONFIGS: RequestLayout = RequestLayout {
+        api_key: ApiKey::IncrementalAlterConfigs,
+        min_version: 0,
+        max_version: 1,
+        flexible_since: 1,
+        body: &INCREMENTAL_ALTER_CONFIGS_REQUEST,
+    };
+    const INCREMENTAL_ALTER_CONFIGS_REQUEST: Layout = fields(&[
+        field(
+            "resources",
+            Array(&Struct(&INCREMENTAL_ALTER_CONFIGS_RESOURCE)),
+        ),
+        field("validate_only", Bool),
+    ]);
+    const INCREMENTAL_ALTER_CONFIGS_RESOURCE: Layout = fields(&[
+        field("resource_type", Int8),
+        field("resource_name", String),
+        field("configs", Array(&Struct(&INCREMENTAL_ALTERABLE_CONFIG))),
+    ]);
+    const INCREMENTAL_ALTERABLE_CONFIG: Layout = fields(&[
+        field("name", String),
+        field("config_operation", Int8),
+        field("value", String),
     ]);
 
     pub(super) const CREATE_PARTITIONS: RequestLayout = RequestLayout {

@@ -446,6 +446,15 @@ impl Log {
         &self.config
     }
 
+    /// Takes new settings while open (a topic config altered online, Kafka's
+    /// `UnifiedLog.updateConfig`): the next append, retention pass and flush check use them. The
+    /// active segment's indexes keep the size they were created with until it rolls, as in Kafka.
+    pub fn update_config(&mut self, config: LogConfig) -> Result<()> {
+        config.validate()?;
+        self.config = config;
+        Ok(())
+    }
+
     #[cfg(test)]
     pub(crate) fn segments(&self) -> impl Iterator<Item = &Segment> {
         self.segments.values()

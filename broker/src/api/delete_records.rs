@@ -57,7 +57,7 @@ fn delete(broker: &Broker, topic: &str, index: i32, offset: i64) -> (i64, Option
         Err(error) => return (INVALID_LOW_WATERMARK, Some(error)),
     };
     // Kafka's rule: records of a topic compacted without `delete` in its policy stay.
-    if !partition.settings.deletable {
+    if !partition.settings().deletable {
         return (INVALID_LOW_WATERMARK, Some(ResponseError::PolicyViolation));
     }
     // Kafka deletes only below the high watermark: records the ISR may not all have yet stay.

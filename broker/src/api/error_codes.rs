@@ -48,9 +48,13 @@ pub fn for_each(response: &ResponseKind, mut count: impl FnMut(i16)) {
             .for_each(|p| count(p.error_code)),
         ResponseKind::CreatePartitions(r) => r.results.iter().for_each(|t| count(t.error_code)),
         ResponseKind::DescribeConfigs(r) => r.results.iter().for_each(|t| count(t.error_code)),
+        ResponseKind::AlterConfigs(r) => r.responses.iter().for_each(|t| count(t.error_code)),
         ResponseKind::DescribeLogDirs(r) => {
             count(r.error_code);
             r.results.iter().for_each(|d| count(d.error_code));
+        }
+        ResponseKind::IncrementalAlterConfigs(r) => {
+            r.responses.iter().for_each(|t| count(t.error_code))
         }
         ResponseKind::DescribeCluster(r) => count(r.error_code),
         ResponseKind::DescribeQuorum(r) => {

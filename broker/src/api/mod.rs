@@ -17,7 +17,9 @@ use crate::broker::Broker;
 
 pub mod add_offsets_to_txn;
 pub mod add_partitions_to_txn;
+pub mod alter_configs;
 pub mod api_versions;
+pub mod config_changes;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
@@ -38,6 +40,7 @@ pub mod fetch;
 pub mod find_coordinator;
 pub mod get_telemetry_subscriptions;
 pub mod heartbeat;
+pub mod incremental_alter_configs;
 pub mod init_producer_id;
 pub mod join_group;
 pub mod leave_group;
@@ -156,6 +159,12 @@ pub async fn handle_from(
         RequestKind::DescribeConfigs(body) => {
             ResponseKind::DescribeConfigs(describe_configs::handle(broker, body, version))
         }
+        RequestKind::AlterConfigs(body) => {
+            ResponseKind::AlterConfigs(alter_configs::handle(broker, body).await)
+        }
+        RequestKind::IncrementalAlterConfigs(body) => ResponseKind::IncrementalAlterConfigs(
+            incremental_alter_configs::handle(broker, body).await,
+        ),
         RequestKind::FindCoordinator(body) => {
             ResponseKind::FindCoordinator(find_coordinator::handle(broker, body, version).await)
         }

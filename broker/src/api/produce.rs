@@ -449,7 +449,7 @@ fn prepare(
             "produce request without records".into(),
         );
     };
-    let max_message_bytes = partition.settings.max_message_bytes;
+    let max_message_bytes = partition.settings().max_message_bytes;
     if records.len() > max_message_bytes {
         return fail(
             ResponseError::MessageTooLarge,
@@ -494,7 +494,7 @@ fn prepare(
         }
         return fail(ResponseError::InvalidRecord, invalid.0);
     }
-    if partition.settings.compacted {
+    if partition.settings().compacted {
         if let Some(message) = keyless_record(&records) {
             return fail(
                 ResponseError::InvalidRecord,
@@ -534,8 +534,8 @@ fn append(
         tracing::debug!(topic, partition = index, "produce refused: {message}");
         (refused(response.clone(), error, message), None)
     };
-    let log_append_time = partition.settings.log_append_time.then(now_ms);
-    let min_insync_replicas = partition.settings.min_insync_replicas;
+    let log_append_time = partition.settings().log_append_time.then(now_ms);
+    let min_insync_replicas = partition.settings().min_insync_replicas;
     // The request buffer is shared by every partition of the request, so patching needs a copy.
     let mut batch = records.to_vec();
     let min_isr = (acks == -1).then_some(min_insync_replicas);

@@ -114,7 +114,7 @@ fn write_marker(
     coordinator_epoch: i32,
 ) -> Result<ReplicationWait, ResponseError> {
     let (partition, _) = broker.replicas.serving(image, topic, index, -1)?;
-    let min_insync_replicas = partition.settings.min_insync_replicas;
+    let min_insync_replicas = partition.settings().min_insync_replicas;
     let offsets_partition = topic == CONSUMER_OFFSETS_TOPIC;
     let mut decided = Vec::new();
     let appended = broker.replicas.append_to_leader(

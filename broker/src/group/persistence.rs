@@ -215,7 +215,7 @@ impl GroupCoordinator {
         };
         match appended {
             Ok(info) => Ok(Some(ReplicationWait {
-                min_insync_replicas: partition.settings.min_insync_replicas,
+                min_insync_replicas: partition.settings().min_insync_replicas,
                 partition,
                 leader_epoch,
                 required_offset: info.last_offset + 1,

@@ -61,7 +61,7 @@ impl GroupCoordinator {
                     );
                     ResponseError::UnknownServerError
                 })?;
-        let min_isr = partition.settings.min_insync_replicas;
+        let min_isr = partition.settings().min_insync_replicas;
         // The offsets become pending under the partition's lock, in log order with the markers
         // (see `decide_txn`): a marker appended after them decides them, never one before.
         let appended = replicas

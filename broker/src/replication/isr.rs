@@ -58,7 +58,7 @@ pub fn maybe_alter_isr(broker: &Arc<Broker>, partition: &Arc<Partition>) {
         lag_time_max_ms: i64::try_from(replication.lag_time_max_ms).unwrap_or(i64::MAX),
         unresponsive_time_max_ms: i64::try_from(replication.unresponsive_time_max_ms)
             .unwrap_or(i64::MAX),
-        min_insync_replicas: partition.settings.min_insync_replicas,
+        min_insync_replicas: partition.settings().min_insync_replicas,
     };
     let leader_end_offset = partition.log_end_offset();
     let image = broker.image();

@@ -664,7 +664,7 @@ impl TransactionCoordinator {
                 tracing::error!("cannot encode a transaction state batch: {err}");
                 ResponseError::UnknownServerError
             })?;
-        let min_isr = partition.settings.min_insync_replicas;
+        let min_isr = partition.settings().min_insync_replicas;
         // Written only under the leadership the operation started in: a coordinator that lost
         // and regained the partition meanwhile must not overwrite what its successor decided.
         let mut fenced = false;

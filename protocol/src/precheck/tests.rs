@@ -60,10 +60,11 @@ use kafka_protocol::messages::{
     ProducerId, TxnOffsetCommitRequest, WriteTxnMarkersRequest,
 };
 use kafka_protocol::messages::{
-    AlterPartitionRequest, ApiVersionsRequest, BrokerHeartbeatRequest, BrokerId,
-    BrokerRegistrationRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteRecordsRequest,
-    DeleteTopicsRequest, DescribeConfigsRequest, FetchRequest, ListOffsetsRequest, MetadataRequest,
-    ProduceRequest, RequestHeader, RequestKind, TopicName, TransactionalId,
+    AlterConfigsRequest, AlterPartitionRequest, ApiVersionsRequest, BrokerHeartbeatRequest,
+    BrokerId, BrokerRegistrationRequest, CreatePartitionsRequest, CreateTopicsRequest,
+    DeleteRecordsRequest, DeleteTopicsRequest, DescribeConfigsRequest, FetchRequest,
+    IncrementalAlterConfigsRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest,
+    RequestHeader, RequestKind, TopicName, TransactionalId,
 };
 use kafka_protocol::messages::{
     DeleteGroupsRequest, DescribeClusterRequest, DescribeGroupsRequest, DescribeQuorumRequest,
@@ -459,6 +460,64 @@ fn sample_body(api_key: ApiKey, v: i16, nulls: bool) -> RequestKind {
                 .with_include_documentation(v >= 3)
                 .with_unknown_tagged_fields(tags),
         ),
+        ApiKey::AlterConfigs => {
+            use kafka_protocol::messages::alter_configs_request::{
+                AlterConfigsResource, AlterableConfig,
+            };
+            RequestKind::AlterConfigs(
+                AlterConfigsRequest::default()
+                    .with_resources(vec![
+                        AlterConfigsResource::default()
+                            .with_resource_type(2)
+                            .with_resource_name(text("orders"))
+                            .with_configs(vec![
+                                AlterableConfig::default()
+                                    .with_name(text("retention.ms"))
+                                    .with_value(Some(text("1000")))
+                                    .with_unknown_tagged_fields(tags.clone()),
+                                AlterableConfig::default()
+                                    .with_name(text("cleanup.policy"))
+                                    .with_value((!nulls).then(|| text("compact"))),
+                            ])
+                            .with_unknown_tagged_fields(tags.clone()),
+                        AlterConfigsResource::default()
+                            .with_resource_type(4)
+                            .with_resource_name(text("")),
+                    ])
+                    .with_validate_only(true)
+                    .with_unknown_tagged_fields(tags),
+            )
+        }
+        ApiKey::IncrementalAlterConfigs => {
+            use kafka_protocol::messages::incremental_alter_configs_request::{
+                AlterConfigsResource, AlterableConfig,
+            };
+            RequestKind::IncrementalAlterConfigs(
+                IncrementalAlterConfigsRequest::default()
+                    .with_resources(vec![
+                        AlterConfigsResource::default()
+                            .with_resource_type(2)
+                            .with_resource_name(text("orders"))
+                            .with_configs(vec![
+                                AlterableConfig::default()
+                                    .with_name(text("retention.ms"))
+                                    .with_config_operation(0)
+                                    .with_value(Some(text("1000")))
+                                    .with_unknown_tagged_fields(tags.clone()),
+                                AlterableConfig::default()
+                                    .with_name(text("segment.bytes"))
+                                    .with_config_operation(1)
+                                    .with_value((!nulls).then(|| text("x"))),
+                            ])
+                            .with_unknown_tagged_fields(tags.clone()),
+                        AlterConfigsResource::default()
+                            .with_resource_type(4)
+                            .with_resource_name(text("1")),
+                    ])
+                    .with_validate_only(false)
+                    .with_unknown_tagged_fields(tags),
+            )
+        }
         ApiKey::CreatePartitions => RequestKind::CreatePartitions(
             CreatePartitionsRequest::default()
                 .with_topics(vec![

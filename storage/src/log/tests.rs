@@ -1308,3 +1308,30 @@ fn sealed_segments_are_loaded_when_read_and_hold_no_descriptors() {
     assert_eq!(log.loaded_segment_count(), 1);
     assert_no_leftovers(dir.path(), &[4, 6, 8, 10]);
 }
+
+#[test]
+fn updated_config_rolls_and_retains_by_the_new_settings() {
+    let dir = TempDir::new().unwrap();
+    let mut log = Log::open(dir.path(), config(1 << 20, 4096)).unwrap();
+    append_uniform(&mut log, 4, 1);
+    assert_eq!(log.segment_count(), 1);
+    let batch_bytes = simple_batch(0, 1, 0, 50).len() as u64;
+    // segment.bytes lowered below two batches: every later append rolls.
+    log.update_config(config(batch_bytes + 1, 4096)).unwrap();
+    append_uniform(&mut log, 2, 1);
+    assert_eq!(log.segment_count(), 3);
+    // retention.bytes lowered (time retention off: the batches are stamped in 1970): the oldest
+    // segments go on the next pass.
+    log.update_config(LogConfig {
+        retention_ms: -1,
+        retention_bytes: 1,
+        ..config(batch_bytes + 1, 4096)
+    })
+    .unwrap();
+    let deleted = log.delete_old_segments().unwrap();
+    assert_eq!(deleted.segments, 2);
+    assert_eq!(log.log_start_offset(), 5);
+    // Settings storage cannot open are refused and the old ones stay.
+    assert!(log.update_config(config(13, 4096)).is_err());
+    assert_eq!(log.config().retention_bytes, 1);
+}
