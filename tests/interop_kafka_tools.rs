@@ -4,7 +4,7 @@
 //! is compared exactly (as whitespace-separated cells where the tool pads columns).
 //!
 //! kafka-topics (create with a topic config, create again, alter partitions, list, describe),
-//! kafka-configs (describe),
+//! kafka-configs (describe; alter with --add-config and --delete-config, a refused value),
 //! kafka-console-producer (keys and headers, once per compression codec),
 //! kafka-console-consumer (in a group, twice: the second resumes at offsets reset by
 //! kafka-consumer-groups), kafka-consumer-groups (list, describe, reset-offsets, delete),
@@ -16,8 +16,7 @@
 //!
 //! Left out: `kafka-get-offsets --time -3` (max timestamp: the console producer's timestamps are
 //! the wall clock's, so which record has the largest is not known here; the Java client's check
-//! covers it); `kafka-configs --alter`, which needs
-//! IncrementalAlterConfigs (not served: the tool says the cluster does not support it); and
+//! covers it); `kafka-configs --alter` for brokers (no broker config is dynamic yet); and
 //! transactions.
 
 mod common;
@@ -359,4 +358,62 @@ fn kafka_tools_topics_console_groups_offsets_quorum() {
         format!("Deletion of requested consumer groups ('{GROUP}') was successful.\n")
     );
     assert_eq!(groups("--list"), "");
+}
+
+#[test]
+fn kafka_configs_alters_and_deletes_topic_configs_online() {
+    const TOPIC: &str = "tools-configs";
+    let server = TestServer::start();
+    assert_eq!(
+        ok(
+            &server,
+            "TopicCommand",
+            &format!("--create --topic {TOPIC} --partitions 1 --replication-factor 1"),
+            ""
+        ),
+        format!("Created topic {TOPIC}.\n")
+    );
+    let entity = format!("--entity-type topics --entity-name {TOPIC}");
+    let alter = |args: &str| ok(&server, "ConfigCommand", &format!("--alter {entity} {args}"), "");
+    let describe = || ok(&server, "ConfigCommand", &format!("--describe {entity}"), "");
+    let completed = format!("Completed updating config for topic {TOPIC}.\n");
+
+    assert_eq!(
+        alter("--add-config retention.ms=1000,cleanup.policy=[delete,compact]"),
+        completed
+    );
+    assert_eq!(
+        describe(),
+        format!(
+            "Dynamic configs for topic {TOPIC} are:\n  cleanup.policy=delete,compact \
+             sensitive=false synonyms={{DYNAMIC_TOPIC_CONFIG:cleanup.policy=delete,compact, \
+             DEFAULT_CONFIG:log.cleanup.policy=delete}}\n  retention.ms=1000 sensitive=false \
+             synonyms={{DYNAMIC_TOPIC_CONFIG:retention.ms=1000, \
+             DEFAULT_CONFIG:log.retention.ms=604800000}}\n"
+        )
+    );
+
+    assert_eq!(alter("--delete-config retention.ms"), completed);
+    let only_cleanup_policy = format!(
+        "Dynamic configs for topic {TOPIC} are:\n  cleanup.policy=delete,compact \
+         sensitive=false synonyms={{DYNAMIC_TOPIC_CONFIG:cleanup.policy=delete,compact, \
+         DEFAULT_CONFIG:log.cleanup.policy=delete}}\n"
+    );
+    assert_eq!(describe(), only_cleanup_policy);
+
+    // A bad value is refused with the broker's INVALID_CONFIG message and changes nothing.
+    let (success, stdout, stderr) = tool(
+        &server,
+        "ConfigCommand",
+        &format!("--alter {entity} --add-config retention.ms=soon"),
+        "",
+    );
+    assert!(!success, "a bad value was accepted: {stdout}");
+    let refusal = "InvalidConfigurationException: Invalid value soon for configuration \
+                   retention.ms: Not a number of type LONG";
+    assert!(
+        stdout.contains(refusal) || stderr.contains(refusal),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert_eq!(describe(), only_cleanup_policy);
 }
