@@ -32,6 +32,10 @@ const INVALID_REQUEST: i16 = 42;
 const TOPIC: i8 = 2;
 const BROKER: i8 = 4;
 const DYNAMIC_TOPIC_CONFIG: i8 = 1;
+const DYNAMIC_BROKER_CONFIG: i8 = 2;
+const DYNAMIC_DEFAULT_BROKER_CONFIG: i8 = 3;
+const STATIC_BROKER_CONFIG: i8 = 4;
+const DEFAULT_CONFIG: i8 = 5;
 
 /// Kafka's AlterConfigOp types.
 const SET: i8 = 0;
@@ -321,12 +325,26 @@ fn bad_changes_get_kafkas_error_codes_and_change_nothing() {
         refused(&[(TOPIC, "", &[("retention.ms", SET, Some("1"))])]),
         error(INVALID_REQUEST, "Default topic resources are not allowed.")
     );
-    // No broker config is dynamic yet: refused as Kafka refuses a static one.
+    // Broker configs: static ones and bad values are refused as Kafka's brokers refuse them.
     assert_eq!(
-        refused(&[(BROKER, "", &[("log.retention.ms", SET, Some("1"))])]),
+        refused(&[(
+            BROKER,
+            "",
+            &[
+                ("log.dirs", SET, Some("/tmp")),
+                ("log.retention.ms", SET, Some("1"))
+            ]
+        )]),
         error(
             INVALID_REQUEST,
-            "Cannot update these configs dynamically: Set(log.retention.ms)"
+            "Cannot update these configs dynamically: Set(log.dirs)"
+        )
+    );
+    assert_eq!(
+        refused(&[(BROKER, "1", &[("log.retention.ms", SET, Some("soon"))])]),
+        error(
+            INVALID_REQUEST,
+            "Invalid value soon for configuration log.retention.ms: Not a number of type LONG"
         )
     );
     assert_eq!(
@@ -365,6 +383,176 @@ fn bad_changes_get_kafkas_error_codes_and_change_nothing() {
         overrides(&mut conn, "guarded"),
         pairs(&[("retention.ms", "1000")])
     );
+    assert_eq!(describe_broker(&mut conn, ""), Vec::new());
+}
+
+/// A BROKER resource's configs as DescribeConfigs lists them with synonyms, only those not at
+/// Kafka's default: (name, value, source, [(synonym, value, source)]).
+type BrokerConfigs = Vec<(String, String, i8, Vec<(String, String, i8)>)>;
+
+fn describe_broker(conn: &mut RawConn, name: &str) -> BrokerConfigs {
+    describe(conn, BROKER, name)
+        .into_iter()
+        .filter(|(_, _, source, _)| *source != DEFAULT_CONFIG)
+        .collect()
+}
+
+fn describe(conn: &mut RawConn, resource_type: i8, name: &str) -> BrokerConfigs {
+    let version = conn.negotiate(ApiKey::DescribeConfigs, 4);
+    let request = DescribeConfigsRequest::default()
+        .with_include_synonyms(true)
+        .with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(resource_type)
+            .with_resource_name(text(name))]);
+    let response: DescribeConfigsResponse = conn.request(&request, version);
+    assert_eq!(response.results[0].error_code, NONE, "{response:?}");
+    response.results[0]
+        .configs
+        .iter()
+        .map(|c| {
+            (
+                c.name.to_string(),
+                c.value.as_ref().map(|v| v.to_string()).unwrap_or_default(),
+                c.config_source,
+                c.synonyms
+                    .iter()
+                    .map(|s| {
+                        (
+                            s.name.to_string(),
+                            s.value.as_ref().map(|v| v.to_string()).unwrap_or_default(),
+                            s.source,
+                        )
+                    })
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+fn entry(
+    name: &str,
+    value: &str,
+    source: i8,
+    synonyms: &[(&str, &str, i8)],
+) -> (String, String, i8, Vec<(String, String, i8)>) {
+    (
+        name.to_string(),
+        value.to_string(),
+        source,
+        synonyms
+            .iter()
+            .map(|(n, v, s)| (n.to_string(), v.to_string(), *s))
+            .collect(),
+    )
+}
+
+#[test]
+fn dynamic_broker_configs_take_effect_with_kafkas_sources_and_synonyms() {
+    let server = TestServer::start_with(&[
+        ("log.retention.check.interval.ms", "200"),
+        ("log.segment.bytes", "100"),
+    ]);
+    let mut conn = RawConn::connect(server.kafka_addr());
+    create_topic(&mut conn, "defaults", 1, &[]);
+    // Records stamped now: the default 7-day retention keeps them.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    for i in 0..3 {
+        let batch = batch_v2(&[("k", &"x".repeat(150), now_ms)]);
+        assert_eq!(conn.produce_raw("defaults", 0, batch), (NONE, i));
+    }
+
+    // Cluster-wide, then for this broker: the broker's own value wins.
+    assert_eq!(
+        incremental(
+            &mut conn,
+            &[
+                (BROKER, "", &[("log.retention.ms", SET, Some("3600000"))]),
+                (BROKER, "1", &[("message.max.bytes", SET, Some("1024"))]),
+            ],
+            false
+        ),
+        vec![("".to_string(), NONE, None), ("1".to_string(), NONE, None)]
+    );
+    assert_eq!(
+        describe_broker(&mut conn, ""),
+        vec![entry(
+            "log.retention.ms",
+            "3600000",
+            DYNAMIC_DEFAULT_BROKER_CONFIG,
+            &[("log.retention.ms", "3600000", DYNAMIC_DEFAULT_BROKER_CONFIG)]
+        )]
+    );
+    let topic_configs = describe(&mut conn, TOPIC, "defaults");
+    let find = |name: &str| {
+        topic_configs
+            .iter()
+            .find(|(n, ..)| n == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(
+        find("max.message.bytes"),
+        entry(
+            "max.message.bytes",
+            "1024",
+            DYNAMIC_BROKER_CONFIG,
+            &[
+                ("message.max.bytes", "1024", DYNAMIC_BROKER_CONFIG),
+                ("message.max.bytes", "1048588", DEFAULT_CONFIG),
+            ]
+        )
+    );
+    assert_eq!(
+        find("segment.bytes"),
+        entry(
+            "segment.bytes",
+            "100",
+            STATIC_BROKER_CONFIG,
+            &[
+                ("log.segment.bytes", "100", STATIC_BROKER_CONFIG),
+                ("log.segment.bytes", "1073741824", DEFAULT_CONFIG),
+            ]
+        )
+    );
+
+    // Both take effect on the open partition without a restart.
+    let big = batch_v2(&[("k", &"x".repeat(2_000), now_ms)]);
+    assert_eq!(
+        conn.produce_raw("defaults", 0, big.clone()),
+        (MESSAGE_TOO_LARGE, -1)
+    );
+    assert_eq!(log_start_offset(&mut conn, "defaults"), 0);
+    assert_eq!(
+        incremental(
+            &mut conn,
+            &[(BROKER, "", &[("log.retention.ms", SET, Some("1"))])],
+            false
+        ),
+        vec![("".to_string(), NONE, None)]
+    );
+    poll_until(
+        "segments deleted by the new default",
+        Duration::from_secs(30),
+        || (log_start_offset(&mut conn, "defaults") == 3).then_some(()),
+    );
+
+    // Deleted again, the static value and Kafka's default are back.
+    assert_eq!(
+        incremental(
+            &mut conn,
+            &[
+                (BROKER, "", &[("log.retention.ms", DELETE, None)]),
+                (BROKER, "1", &[("message.max.bytes", DELETE, None)]),
+            ],
+            false
+        ),
+        vec![("".to_string(), NONE, None), ("1".to_string(), NONE, None)]
+    );
+    assert_eq!(describe_broker(&mut conn, ""), Vec::new());
+    assert_eq!(conn.produce_raw("defaults", 0, big), (NONE, 3));
 }
 
 /// The partition's log start offset, through ListOffsets EARLIEST.

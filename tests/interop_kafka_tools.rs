@@ -16,8 +16,7 @@
 //!
 //! Left out: `kafka-get-offsets --time -3` (max timestamp: the console producer's timestamps are
 //! the wall clock's, so which record has the largest is not known here; the Java client's check
-//! covers it); `kafka-configs --alter` for brokers (no broker config is dynamic yet); and
-//! transactions.
+//! covers it); and transactions.
 
 mod common;
 
@@ -374,8 +373,22 @@ fn kafka_configs_alters_and_deletes_topic_configs_online() {
         format!("Created topic {TOPIC}.\n")
     );
     let entity = format!("--entity-type topics --entity-name {TOPIC}");
-    let alter = |args: &str| ok(&server, "ConfigCommand", &format!("--alter {entity} {args}"), "");
-    let describe = || ok(&server, "ConfigCommand", &format!("--describe {entity}"), "");
+    let alter = |args: &str| {
+        ok(
+            &server,
+            "ConfigCommand",
+            &format!("--alter {entity} {args}"),
+            "",
+        )
+    };
+    let describe = || {
+        ok(
+            &server,
+            "ConfigCommand",
+            &format!("--describe {entity}"),
+            "",
+        )
+    };
     let completed = format!("Completed updating config for topic {TOPIC}.\n");
 
     assert_eq!(

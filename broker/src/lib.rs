@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`config`]: [`ServerConfig`], Kafka's property names with embedded defaults.
+//! - [`dynamic_config`]: dynamic broker configs from the metadata image over the static ones.
 //! - [`server`]: listeners, the connection limit, graceful shutdown.
 //! - [`connection`]: one client connection: frames in, responses out, in order.
 //! - [`api`]: one module per Kafka API and the dispatch between them.
@@ -25,6 +26,7 @@ pub mod broker;
 pub mod config;
 pub mod connection;
 pub mod controller_plane;
+pub mod dynamic_config;
 pub mod error;
 pub mod group;
 pub mod metadata;

@@ -12,6 +12,7 @@ use skald_storage::{Clock, CompactionOptions, Log, LogConfig, SystemClock};
 use tokio::sync::Notify;
 
 use crate::config::ServerConfig;
+use crate::dynamic_config::BrokerDefaults;
 use crate::metrics::Metrics;
 use crate::replication::fetcher::FetchAssignments;
 use crate::replication::state::{ReplicaState, Role, Transition};
@@ -103,24 +104,31 @@ impl Partition {
     /// `LogManager.updateTopicConfig`): changes take effect without a restart. Settings the log
     /// cannot take (the controller validated them, so only a broker default could be off) are
     /// logged and the log keeps its old ones.
-    fn apply_topic_configs(&self, topic: &TopicImage, config: &ServerConfig) {
+    ///
+    /// `defaults_changed`: a dynamic broker config changed, which may change any topic's settings.
+    fn apply_topic_configs(
+        &self,
+        topic: &TopicImage,
+        defaults: &BrokerDefaults<'_>,
+        defaults_changed: bool,
+    ) {
         let mut applied = self
             .applied_configs
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if *applied == topic.configs {
+        if *applied == topic.configs && !defaults_changed {
             return;
         }
         *applied = topic.configs.clone();
         *self
             .settings
             .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = produce_settings(topic, config);
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = produce_settings(topic, defaults);
         *self
             .compaction
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = compaction_options(topic, config);
-        let log_config = log_config(topic, config);
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = compaction_options(topic, defaults);
+        let log_config = log_config(topic, defaults);
         if let Some(Err(err)) = self.with_log(|log| log.update_config(log_config)) {
             tracing::error!(
                 topic = self.topic,
@@ -156,6 +164,9 @@ pub struct ReplicaManager {
     partitions: RwLock<HashMap<PartitionKey, Arc<Partition>>>,
     /// Partition directories found on disk at start-up and not yet claimed by the metadata image.
     unclaimed_dirs: Mutex<HashMap<PartitionKey, PathBuf>>,
+    /// This broker's and the cluster-wide dynamic broker configs the partitions' settings were
+    /// last derived from.
+    applied_broker_configs: Mutex<(BTreeMap<String, String>, BTreeMap<String, String>)>,
     /// Woken after every append and high watermark move, so fetches waiting for data re-check.
     appended: Arc<Notify>,
     /// Which partitions this broker follows, by leader: what the replica fetchers fetch.
@@ -222,6 +233,7 @@ impl ReplicaManager {
             log_dirs: config.log_dirs.clone(),
             partitions: RwLock::new(HashMap::new()),
             unclaimed_dirs: Mutex::new(unclaimed),
+            applied_broker_configs: Mutex::default(),
             appended: Arc::new(Notify::new()),
             fetch_assignments: FetchAssignments::default(),
             startup_high_watermarks: Mutex::new(startup_high_watermarks),
@@ -437,6 +449,17 @@ impl ReplicaManager {
             self.remove_partition(&partition);
         }
 
+        let defaults = BrokerDefaults::new(config, image);
+        let defaults_changed = {
+            let mut applied = self
+                .applied_broker_configs
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let now = (defaults.own.clone(), defaults.cluster.clone());
+            let changed = *applied != now;
+            *applied = now;
+            changed
+        };
         let mut dir_counts = self.partitions_per_dir();
         let mut unclaimed = self
             .unclaimed_dirs
@@ -450,11 +473,11 @@ impl ReplicaManager {
                 let key = (topic.name.clone(), *index);
                 let open = self.read().get(&key).cloned();
                 if let Some(partition) = open {
-                    partition.apply_topic_configs(topic, config);
+                    partition.apply_topic_configs(topic, &defaults, defaults_changed);
                     continue;
                 }
                 let existing = unclaimed.remove(&key);
-                match self.open_partition(topic, *index, existing, config, &mut dir_counts) {
+                match self.open_partition(topic, *index, existing, &defaults, &mut dir_counts) {
                     Ok(partition) => {
                         partition.with_log(|log| {
                             self.metrics.set_partition_log(
@@ -571,7 +594,7 @@ impl ReplicaManager {
         topic: &TopicImage,
         index: i32,
         existing: Option<PathBuf>,
-        config: &ServerConfig,
+        defaults: &BrokerDefaults<'_>,
         dir_counts: &mut BTreeMap<PathBuf, usize>,
     ) -> Result<Partition, skald_storage::Error> {
         let existing = existing.filter(|dir| match read_topic_id(dir) {
@@ -597,7 +620,7 @@ impl ReplicaManager {
         };
         let log = Log::open_with_options(
             &dir,
-            log_config(topic, config),
+            log_config(topic, defaults),
             skald_storage::LogOpenOptions {
                 recovery_point: self.startup_recovery_point(&dir, &topic.name, index),
                 ..skald_storage::LogOpenOptions::default()
@@ -616,8 +639,8 @@ impl ReplicaManager {
             partition: index,
             topic_id: topic.topic_id,
             dir,
-            settings: RwLock::new(produce_settings(topic, config)),
-            compaction: Mutex::new(compaction_options(topic, config)),
+            settings: RwLock::new(produce_settings(topic, defaults)),
+            compaction: Mutex::new(compaction_options(topic, defaults)),
             applied_configs: Mutex::new(topic.configs.clone()),
             log: Mutex::new(Some(log)),
             replica: Mutex::new(ReplicaState::new(high_watermark)),
@@ -1067,22 +1090,22 @@ fn read_high_watermarks(dir: &Path) -> skald_storage::OffsetCheckpoint {
     }
 }
 
-/// The log settings of one topic: its overrides, else the broker's defaults.
-pub fn log_config(topic: &TopicImage, config: &ServerConfig) -> LogConfig {
+/// The log settings of one topic: its overrides, else the broker's defaults (dynamic, then static).
+pub fn log_config(topic: &TopicImage, defaults: &BrokerDefaults<'_>) -> LogConfig {
     let value = |name: &str| {
-        config
+        defaults
             .topic_config(&topic.configs, name)
             .and_then(|value| value.trim().parse::<u64>().ok())
     };
     let signed = |name: &str| {
-        config
+        defaults
             .topic_config(&topic.configs, name)
             .and_then(|value| value.trim().parse::<i64>().ok())
     };
-    let defaults = LogConfig::default();
+    let fallback = LogConfig::default();
     // Time and size retention apply only to topics whose cleanup.policy includes `delete`, as in
     // Kafka (a compacted-only topic keeps everything but what DeleteRecords removes).
-    let delete_policy = has_cleanup_policy(topic, config, "delete");
+    let delete_policy = has_cleanup_policy(topic, defaults, "delete");
     let retention = |name: &str, default: i64| {
         if delete_policy {
             signed(name).unwrap_or(default)
@@ -1091,71 +1114,74 @@ pub fn log_config(topic: &TopicImage, config: &ServerConfig) -> LogConfig {
         }
     };
     LogConfig {
-        segment_bytes: value("segment.bytes").unwrap_or(defaults.segment_bytes),
+        segment_bytes: value("segment.bytes").unwrap_or(fallback.segment_bytes),
         index_interval_bytes: value("index.interval.bytes")
             .and_then(|v| u32::try_from(v).ok())
-            .unwrap_or(defaults.index_interval_bytes),
+            .unwrap_or(fallback.index_interval_bytes),
         segment_index_bytes: value("segment.index.bytes")
             .and_then(|v| u32::try_from(v).ok())
-            .unwrap_or(defaults.segment_index_bytes),
+            .unwrap_or(fallback.segment_index_bytes),
         segment_ms: signed("segment.ms")
             .filter(|ms| *ms >= 1)
-            .unwrap_or(defaults.segment_ms),
-        retention_ms: retention("retention.ms", defaults.retention_ms),
-        retention_bytes: retention("retention.bytes", defaults.retention_bytes),
+            .unwrap_or(fallback.segment_ms),
+        retention_ms: retention("retention.ms", fallback.retention_ms),
+        retention_bytes: retention("retention.bytes", fallback.retention_bytes),
         flush_messages: signed("flush.messages")
             .filter(|n| *n >= 1)
-            .unwrap_or(defaults.flush_messages),
+            .unwrap_or(fallback.flush_messages),
         flush_ms: signed("flush.ms")
             .filter(|ms| *ms >= 0)
-            .unwrap_or(defaults.flush_ms),
+            .unwrap_or(fallback.flush_ms),
     }
 }
 
 /// The topic's cleanup policy includes `policy` (`delete` or `compact`).
-fn has_cleanup_policy(topic: &TopicImage, config: &ServerConfig, policy: &str) -> bool {
-    config
+fn has_cleanup_policy(topic: &TopicImage, defaults: &BrokerDefaults<'_>, policy: &str) -> bool {
+    defaults
         .topic_config(&topic.configs, "cleanup.policy")
         .is_some_and(|policies| policies.split(',').any(|p| p.trim() == policy))
 }
 
 /// The cleaner's settings for a compacted topic (its overrides, else the broker's defaults).
-fn compaction_options(topic: &TopicImage, config: &ServerConfig) -> Option<CompactionOptions> {
-    if !has_cleanup_policy(topic, config, "compact") {
+fn compaction_options(
+    topic: &TopicImage,
+    defaults: &BrokerDefaults<'_>,
+) -> Option<CompactionOptions> {
+    if !has_cleanup_policy(topic, defaults, "compact") {
         return None;
     }
-    let value = |name: &str| config.topic_config(&topic.configs, name);
-    let defaults = CompactionOptions::default();
+    let value = |name: &str| defaults.topic_config(&topic.configs, name);
+    let fallback = CompactionOptions::default();
     Some(CompactionOptions {
         delete_retention_ms: value("delete.retention.ms")
             .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(defaults.delete_retention_ms),
+            .unwrap_or(fallback.delete_retention_ms),
         min_compaction_lag_ms: value("min.compaction.lag.ms")
             .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(defaults.min_compaction_lag_ms),
+            .unwrap_or(fallback.min_compaction_lag_ms),
         min_cleanable_dirty_ratio: value("min.cleanable.dirty.ratio")
             .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(defaults.min_cleanable_dirty_ratio),
-        ..defaults
+            .unwrap_or(fallback.min_cleanable_dirty_ratio),
+        ..fallback
     })
 }
 
-fn produce_settings(topic: &TopicImage, config: &ServerConfig) -> ProduceSettings {
+fn produce_settings(topic: &TopicImage, defaults: &BrokerDefaults<'_>) -> ProduceSettings {
     ProduceSettings {
-        max_message_bytes: config
+        max_message_bytes: defaults
             .topic_config(&topic.configs, "max.message.bytes")
             .and_then(|value| value.trim().parse().ok())
             .unwrap_or(MAX_MESSAGE_BYTES_FALLBACK),
-        log_append_time: config
+        log_append_time: defaults
             .topic_config(&topic.configs, "message.timestamp.type")
             .as_deref()
             == Some("LogAppendTime"),
-        compacted: has_cleanup_policy(topic, config, "compact"),
-        min_insync_replicas: config
+        compacted: has_cleanup_policy(topic, defaults, "compact"),
+        min_insync_replicas: defaults
             .topic_config(&topic.configs, "min.insync.replicas")
             .and_then(|value| value.trim().parse().ok())
             .unwrap_or(1),
-        deletable: has_cleanup_policy(topic, config, "delete"),
+        deletable: has_cleanup_policy(topic, defaults, "delete"),
     }
 }
 

@@ -1,10 +1,14 @@
-//! Config changes to existing topics (Kafka's `ConfigurationControlManager`): IncrementalAlterConfigs
-//! (SET, DELETE, APPEND, SUBTRACT per key) and the legacy AlterConfigs (the topic's overrides
-//! replaced as a whole). Each topic's changes are validated against the committed image as a whole
-//! and become `Config` records, which every node replays; a refused topic changes nothing.
+//! Config changes (Kafka's `ConfigurationControlManager`): IncrementalAlterConfigs (SET, DELETE,
+//! APPEND, SUBTRACT per key) and the legacy AlterConfigs (a resource's configs replaced as a
+//! whole), for topics and for dynamic broker configs (one broker's, or the cluster-wide default).
+//! Each resource's changes are validated against the committed image as a whole and become
+//! `Config` records, which every node replays; a refused resource changes nothing.
 //!
 //! The broker refuses what Kafka refuses before forwarding (duplicate resources or keys, null
-//! values, unknown operations), so requests reaching here name each topic and key once.
+//! values, unknown operations, a BROKER resource naming another broker), so requests reaching
+//! here name each resource and key once.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -12,7 +16,9 @@ use crate::controller::Planned;
 use crate::error::TopicError;
 use crate::image::MetadataImage;
 use crate::record::{ConfigResource, MetadataRecord};
-use crate::topic_config::{topic_config_def, validate_topic_config, ConfigType};
+use crate::topic_config::{
+    dynamic_broker_config_def, topic_config_def, validate_value, ConfigType, TopicConfigDef,
+};
 
 /// One key's change in an IncrementalAlterConfigs request (Kafka's `AlterConfigOp.OpType`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,32 +43,44 @@ impl ConfigOp {
     }
 }
 
-/// What happens to one topic's overrides.
+/// What happens to one resource's configs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ConfigChanges {
     /// IncrementalAlterConfigs: only the named keys change.
     Incremental(Vec<(String, ConfigOp)>),
-    /// AlterConfigs: these become the topic's only overrides; every other override is removed.
+    /// AlterConfigs: these become the resource's only configs; every other one is removed.
     Replace(Vec<(String, String)>),
 }
 
-/// One topic of an AlterConfigs / IncrementalAlterConfigs request.
+impl ConfigChanges {
+    /// The keys named, in request order.
+    pub fn names(&self) -> Vec<&str> {
+        match self {
+            ConfigChanges::Incremental(ops) => ops.iter().map(|(name, _)| name.as_str()).collect(),
+            ConfigChanges::Replace(configs) => {
+                configs.iter().map(|(name, _)| name.as_str()).collect()
+            }
+        }
+    }
+}
+
+/// One resource of an AlterConfigs / IncrementalAlterConfigs request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AlterTopicConfigs {
-    pub topic: String,
+pub struct AlterConfigsResource {
+    pub resource: ConfigResource,
     pub changes: ConfigChanges,
 }
 
-/// Plans each topic's changes; with `validate_only`, the outcomes alone.
-pub fn alter_topic_configs(
+/// Plans each resource's changes; with `validate_only`, the outcomes alone.
+pub fn alter_configs(
     image: &MetadataImage,
-    topics: &[AlterTopicConfigs],
+    resources: &[AlterConfigsResource],
     validate_only: bool,
 ) -> Planned<Vec<Result<(), TopicError>>> {
     let mut records = Vec::new();
-    let mut reply = Vec::with_capacity(topics.len());
-    for request in topics {
-        match plan_topic(image, request) {
+    let mut reply = Vec::with_capacity(resources.len());
+    for request in resources {
+        match plan_resource(image, request) {
             Ok(changes) => {
                 if !validate_only {
                     records.extend(changes);
@@ -75,39 +93,89 @@ pub fn alter_topic_configs(
     Planned { records, reply }
 }
 
-fn plan_topic(
+/// How one kind of resource names, checks and refuses its configs.
+struct Schema {
+    def: fn(&str) -> Option<&'static TopicConfigDef>,
+    /// Kafka refuses a bad topic config with INVALID_CONFIG and a bad broker config with
+    /// INVALID_REQUEST (a broker config that fails validation surfaces as InvalidRequestException,
+    /// KAFKA-13609).
+    refusal: fn(String) -> TopicError,
+    topic: bool,
+}
+
+const TOPIC_SCHEMA: Schema = Schema {
+    def: topic_config_def,
+    refusal: TopicError::InvalidConfig,
+    topic: true,
+};
+
+const BROKER_SCHEMA: Schema = Schema {
+    def: dynamic_broker_config_def,
+    refusal: TopicError::InvalidRequest,
+    topic: false,
+};
+
+fn plan_resource(
     image: &MetadataImage,
-    request: &AlterTopicConfigs,
+    request: &AlterConfigsResource,
 ) -> Result<Vec<MetadataRecord>, TopicError> {
-    let topic = image
-        .topic(&request.topic)
-        .ok_or(TopicError::UnknownTopicOrPartition)?;
+    let empty = BTreeMap::new();
+    let (current, schema) = match &request.resource {
+        ConfigResource::Topic(name) => (
+            &image
+                .topic(name)
+                .ok_or(TopicError::UnknownTopicOrPartition)?
+                .configs,
+            &TOPIC_SCHEMA,
+        ),
+        ConfigResource::Broker(broker_id) => (
+            image.broker_configs.get(broker_id).unwrap_or(&empty),
+            &BROKER_SCHEMA,
+        ),
+        ConfigResource::BrokerDefault => (&image.broker_default_configs, &BROKER_SCHEMA),
+    };
+    if !schema.topic {
+        // Kafka's DynamicBrokerConfig names every config that cannot change at once.
+        let static_names: Vec<&str> = request
+            .changes
+            .names()
+            .into_iter()
+            .filter(|name| (schema.def)(name).is_none() && !current.contains_key(*name))
+            .collect();
+        if !static_names.is_empty() {
+            return Err(TopicError::InvalidRequest(format!(
+                "Cannot update these configs dynamically: Set({})",
+                static_names.join(", ")
+            )));
+        }
+    }
+    let unknown = |name: &str| {
+        if schema.topic {
+            TopicError::InvalidConfig(format!("Unknown topic config name: {name}"))
+        } else {
+            TopicError::InvalidRequest(format!(
+                "Cannot update these configs dynamically: Set({name})"
+            ))
+        }
+    };
     // (name, new value or None for back to the default)
     let mut changes: Vec<(String, Option<String>)> = Vec::new();
     match &request.changes {
         ConfigChanges::Incremental(ops) => {
             for (name, op) in ops {
-                let current = || {
-                    topic
-                        .configs
-                        .get(name)
-                        .cloned()
-                        .or_else(|| topic_config_def(name).map(|def| def.default.to_string()))
-                };
                 let value = match op {
                     ConfigOp::Set(value) => Some(value.clone()),
                     ConfigOp::Delete => None,
                     ConfigOp::Append(items) | ConfigOp::Subtract(items) => {
-                        let def = topic_config_def(name).ok_or_else(|| {
-                            TopicError::InvalidConfig(format!("Unknown topic config name: {name}"))
-                        })?;
+                        let def = (schema.def)(name).ok_or_else(|| unknown(name))?;
                         if !matches!(def.config_type, ConfigType::List(_)) {
                             return Err(TopicError::InvalidConfig(format!(
                                 "Can't {} to key {name} because its type is not LIST.",
                                 op.kafka_name()
                             )));
                         }
-                        let mut list = split_list(&current().unwrap_or_default());
+                        let current_value = current.get(name).map_or(def.default, String::as_str);
+                        let mut list = split_list(current_value);
                         let items = split_list(items);
                         if matches!(op, ConfigOp::Append(_)) {
                             for item in items {
@@ -131,8 +199,7 @@ fn plan_topic(
                     .map(|(name, value)| (name.clone(), Some(value.clone()))),
             );
             changes.extend(
-                topic
-                    .configs
+                current
                     .keys()
                     .filter(|name| !configs.iter().any(|(given, _)| given == *name))
                     .map(|name| (name.clone(), None)),
@@ -140,23 +207,24 @@ fn plan_topic(
         }
     }
     for (name, value) in &changes {
-        match value {
-            Some(value) => validate_topic_config(name, value).map_err(TopicError::InvalidConfig)?,
-            // Removing an override no topic has is a no-op, as in Kafka; removing an unknown
+        match (value, (schema.def)(name)) {
+            (Some(value), Some(def)) => validate_value(def, value).map_err(|reason| {
+                (schema.refusal)(format!(
+                    "Invalid value {value} for configuration {name}: {reason}"
+                ))
+            })?,
+            (Some(_), None) => return Err(unknown(name)),
+            // Removing a config that is not set is a no-op, as in Kafka; removing an unknown
             // name is refused like setting one.
-            None if topic_config_def(name).is_none() && !topic.configs.contains_key(name) => {
-                return Err(TopicError::InvalidConfig(format!(
-                    "Unknown topic config name: {name}"
-                )))
-            }
-            None => {}
+            (None, None) if !current.contains_key(name) => return Err(unknown(name)),
+            (None, _) => {}
         }
     }
     Ok(changes
         .into_iter()
-        .filter(|(name, value)| topic.configs.get(name) != value.as_ref())
+        .filter(|(name, value)| current.get(name) != value.as_ref())
         .map(|(name, value)| MetadataRecord::Config {
-            resource: ConfigResource::Topic(topic.name.clone()),
+            resource: request.resource.clone(),
             name,
             value,
         })
@@ -194,9 +262,9 @@ mod tests {
         image
     }
 
-    fn incremental(ops: &[(&str, ConfigOp)]) -> AlterTopicConfigs {
-        AlterTopicConfigs {
-            topic: "orders".into(),
+    fn incremental(ops: &[(&str, ConfigOp)]) -> AlterConfigsResource {
+        AlterConfigsResource {
+            resource: ConfigResource::Topic("orders".into()),
             changes: ConfigChanges::Incremental(
                 ops.iter()
                     .map(|(name, op)| ((*name).to_string(), op.clone()))
@@ -216,7 +284,7 @@ mod tests {
     #[test]
     fn set_delete_append_and_subtract_plan_config_records() {
         let image = image_with_topic(&[("retention.ms", "1000"), ("segment.bytes", "1048576")]);
-        let planned = alter_topic_configs(
+        let planned = alter_configs(
             &image,
             &[incremental(&[
                 ("retention.ms", ConfigOp::Set("2000".into())),
@@ -239,7 +307,7 @@ mod tests {
         );
         let mut image = image;
         image.replay_batch(&planned.records);
-        let planned = alter_topic_configs(
+        let planned = alter_configs(
             &image,
             &[incremental(&[(
                 "cleanup.policy",
@@ -257,7 +325,7 @@ mod tests {
     fn refusals_carry_kafkas_errors_and_change_nothing() {
         let image = image_with_topic(&[]);
         let refused = |ops: &[(&str, ConfigOp)]| {
-            let planned = alter_topic_configs(&image, &[incremental(ops)], false);
+            let planned = alter_configs(&image, &[incremental(ops)], false);
             assert!(planned.records.is_empty());
             planned.reply.into_iter().next().unwrap().unwrap_err()
         };
@@ -288,12 +356,12 @@ mod tests {
                     .into()
             )
         );
-        let unknown = AlterTopicConfigs {
-            topic: "missing".into(),
+        let unknown = AlterConfigsResource {
+            resource: ConfigResource::Topic("missing".into()),
             changes: ConfigChanges::Incremental(vec![]),
         };
         assert_eq!(
-            alter_topic_configs(&image, &[unknown], false).reply,
+            alter_configs(&image, &[unknown], false).reply,
             vec![Err(TopicError::UnknownTopicOrPartition)]
         );
     }
@@ -301,14 +369,14 @@ mod tests {
     #[test]
     fn replace_removes_every_override_not_given_and_validate_only_plans_nothing() {
         let image = image_with_topic(&[("retention.ms", "1000"), ("segment.bytes", "1048576")]);
-        let replace = AlterTopicConfigs {
-            topic: "orders".into(),
+        let replace = AlterConfigsResource {
+            resource: ConfigResource::Topic("orders".into()),
             changes: ConfigChanges::Replace(vec![
                 ("segment.bytes".into(), "1048576".into()),
                 ("max.message.bytes".into(), "2048".into()),
             ]),
         };
-        let planned = alter_topic_configs(&image, std::slice::from_ref(&replace), false);
+        let planned = alter_configs(&image, std::slice::from_ref(&replace), false);
         assert_eq!(planned.reply, vec![Ok(())]);
         assert_eq!(
             planned.records,
@@ -317,8 +385,86 @@ mod tests {
                 config("retention.ms", None),
             ]
         );
-        let planned = alter_topic_configs(&image, &[replace], true);
+        let planned = alter_configs(&image, &[replace], true);
         assert_eq!(planned.reply, vec![Ok(())]);
         assert!(planned.records.is_empty());
+    }
+
+    #[test]
+    fn dynamic_broker_configs_per_broker_and_cluster_wide() {
+        let image = image_with_topic(&[]);
+        let broker = |resource: ConfigResource, ops: &[(&str, ConfigOp)]| {
+            alter_configs(
+                &image,
+                &[AlterConfigsResource {
+                    resource,
+                    changes: ConfigChanges::Incremental(
+                        ops.iter()
+                            .map(|(name, op)| ((*name).to_string(), op.clone()))
+                            .collect(),
+                    ),
+                }],
+                false,
+            )
+        };
+        let planned = broker(
+            ConfigResource::BrokerDefault,
+            &[
+                ("log.retention.ms", ConfigOp::Set("1000".into())),
+                ("log.cleanup.policy", ConfigOp::Append("compact".into())),
+            ],
+        );
+        assert_eq!(planned.reply, vec![Ok(())]);
+        let default = |name: &str, value: &str| MetadataRecord::Config {
+            resource: ConfigResource::BrokerDefault,
+            name: name.into(),
+            value: Some(value.into()),
+        };
+        assert_eq!(
+            planned.records,
+            vec![
+                default("log.retention.ms", "1000"),
+                default("log.cleanup.policy", "delete,compact"),
+            ]
+        );
+        let mut image = image.clone();
+        image.replay_batch(&planned.records);
+        image.replay(&MetadataRecord::Config {
+            resource: ConfigResource::Broker(2),
+            name: "message.max.bytes".into(),
+            value: Some("2048".into()),
+        });
+        assert_eq!(image.broker_default_configs.len(), 2);
+        // A snapshot carries both kinds.
+        let mut restored = MetadataImage::default();
+        restored.replay_batch(&image.to_records());
+        assert_eq!(restored, image);
+
+        // Static configs and bad values: INVALID_REQUEST, as Kafka's broker-side validation.
+        assert_eq!(
+            broker(
+                ConfigResource::Broker(2),
+                &[
+                    ("log.dirs", ConfigOp::Set("/tmp".into())),
+                    ("log.retention.ms", ConfigOp::Set("1".into())),
+                    ("broker.id", ConfigOp::Delete),
+                ]
+            )
+            .reply,
+            vec![Err(TopicError::InvalidRequest(
+                "Cannot update these configs dynamically: Set(log.dirs, broker.id)".into()
+            ))]
+        );
+        assert_eq!(
+            broker(
+                ConfigResource::Broker(2),
+                &[("log.retention.ms", ConfigOp::Set("soon".into()))]
+            )
+            .reply,
+            vec![Err(TopicError::InvalidRequest(
+                "Invalid value soon for configuration log.retention.ms: Not a number of type LONG"
+                    .into()
+            ))]
+        );
     }
 }

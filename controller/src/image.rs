@@ -71,7 +71,10 @@ pub struct MetadataImage {
     pub brokers: BTreeMap<i32, BrokerImage>,
     pub topics: BTreeMap<String, TopicImage>,
     pub topic_names_by_id: HashMap<TopicId, String>,
+    /// Each broker's dynamic configs (Kafka's DYNAMIC_BROKER_CONFIG).
     pub broker_configs: BTreeMap<i32, BTreeMap<String, String>>,
+    /// The cluster-wide dynamic broker configs (Kafka's DYNAMIC_DEFAULT_BROKER_CONFIG).
+    pub broker_default_configs: BTreeMap<String, String>,
     /// The first producer id no block holds yet (ids below it are handed out for good).
     pub next_producer_id: i64,
     /// Each broker's latest block of producer ids, with the request that asked for it.
@@ -213,6 +216,7 @@ impl MetadataImage {
                     ConfigResource::Broker(broker_id) => {
                         self.broker_configs.entry(*broker_id).or_default()
                     }
+                    ConfigResource::BrokerDefault => &mut self.broker_default_configs,
                 };
                 match value {
                     Some(value) => configs.insert(name.clone(), value.clone()),
@@ -306,6 +310,13 @@ impl MetadataImage {
                 value: Some(value.clone()),
             }));
         }
+        records.extend(self.broker_default_configs.iter().map(|(name, value)| {
+            MetadataRecord::Config {
+                resource: ConfigResource::BrokerDefault,
+                name: name.clone(),
+                value: Some(value.clone()),
+            }
+        }));
         for topic in self.topics.values() {
             records.push(MetadataRecord::Topic {
                 name: topic.name.clone(),

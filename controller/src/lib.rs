@@ -11,7 +11,8 @@
 //!   image and plan the records that carry it out plus the reply to send once they commit.
 //! - [`ops`]: [`ControllerOp`], the operations brokers send the active controller, and their
 //!   replies; producer id blocks (AllocateProducerIds) are planned there.
-//! - [`alter_configs`]: config changes to existing topics (IncrementalAlterConfigs, AlterConfigs).
+//! - [`alter_configs`]: config changes to topics and dynamic broker configs (IncrementalAlterConfigs,
+//!   AlterConfigs).
 //! - [`alter_partition`]: AlterPartition, a partition leader's ISR change, with Kafka's checks.
 //! - [`election`]: unclean and preferred leader elections (periodic and on request, ElectLeaders),
 //!   and their settings.
@@ -54,7 +55,7 @@ pub mod record;
 mod sim;
 pub mod topic_config;
 
-pub use alter_configs::{AlterTopicConfigs, ConfigChanges, ConfigOp};
+pub use alter_configs::{AlterConfigsResource, ConfigChanges, ConfigOp};
 pub use alter_partition::{
     AlterPartitionError, AlterPartitionReply, AlterPartitionRequest, IsrChange, IsrMember,
     PartitionOutcome, PartitionState, StaleBrokerEpoch,

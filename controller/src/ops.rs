@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::alter_configs::{alter_topic_configs, AlterTopicConfigs};
+use crate::alter_configs::{alter_configs, AlterConfigsResource};
 use crate::controller::{
     Controller, CreatePartitionsSpec, CreateTopicSpec, CreatedTopic, Planned, TopicRef,
 };
@@ -32,9 +32,10 @@ pub enum ControllerOp {
         election_type: ElectionType,
         partitions: Option<Vec<(String, i32)>>,
     },
-    /// IncrementalAlterConfigs / AlterConfigs for topics, each topic on its own.
+    /// IncrementalAlterConfigs / AlterConfigs for topics and dynamic broker configs, each
+    /// resource on its own.
     AlterConfigs {
-        topics: Vec<AlterTopicConfigs>,
+        resources: Vec<AlterConfigsResource>,
         validate_only: bool,
     },
     /// A broker's request for a block of producer ids (Kafka's AllocateProducerIds); once it
@@ -82,7 +83,7 @@ impl ControllerOp {
                 partitions.as_ref().map_or(0, Vec::len)
             }
             ControllerOp::AllocateProducerIds { .. } => 1,
-            ControllerOp::AlterConfigs { topics, .. } => topics.len(),
+            ControllerOp::AlterConfigs { resources, .. } => resources.len(),
         }
     }
 }
@@ -131,10 +132,10 @@ impl Controller {
                 request_id,
             } => allocate_producer_ids(image, *broker_id, *broker_epoch, *request_id),
             ControllerOp::AlterConfigs {
-                topics,
+                resources,
                 validate_only,
             } => map(
-                alter_topic_configs(image, topics, *validate_only),
+                alter_configs(image, resources, *validate_only),
                 ControllerReply::AlterConfigs,
             ),
         }

@@ -45,7 +45,11 @@ pub struct Endpoint {
 #[serde(tag = "kind", content = "name")]
 pub enum ConfigResource {
     Topic(String),
+    /// One broker's dynamic configs (Kafka's BROKER resource named by the broker's id).
     Broker(i32),
+    /// The cluster-wide default of every broker's dynamic configs (Kafka's BROKER resource with
+    /// an empty name); a broker's own value wins over it.
+    BrokerDefault,
 }
 
 /// One change to the cluster metadata.
@@ -173,6 +177,21 @@ mod tests {
         assert_eq!(
             serde_json::from_str::<VersionedRecord>(&json).unwrap(),
             config
+        );
+
+        let default = VersionedRecord::from(MetadataRecord::Config {
+            resource: ConfigResource::BrokerDefault,
+            name: "log.retention.ms".into(),
+            value: None,
+        });
+        let json = serde_json::to_string(&default).unwrap();
+        assert_eq!(
+            json,
+            r#"{"version":1,"type":"Config","resource":{"kind":"BrokerDefault"},"name":"log.retention.ms","value":null}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<VersionedRecord>(&json).unwrap(),
+            default
         );
     }
 }

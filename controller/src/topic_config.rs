@@ -166,6 +166,37 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
     ),
 ];
 
+/// The broker properties that may change while brokers run, per broker or cluster-wide (Kafka's
+/// dynamic log configs, less those Skald does not act on): each supplies a topic config's default,
+/// so a change reaches every partition whose topic does not override it. Not among them:
+/// `unclean.leader.election.enable` (the controller's elections read its static value),
+/// `compression.type` and `log.segment.delete.delay.ms` (no effect yet).
+pub const DYNAMIC_BROKER_CONFIGS: &[&str] = &[
+    "log.cleaner.delete.retention.ms",
+    "log.cleaner.min.cleanable.ratio",
+    "log.cleaner.min.compaction.lag.ms",
+    "log.cleanup.policy",
+    "log.flush.interval.messages",
+    "log.flush.interval.ms",
+    "log.index.interval.bytes",
+    "log.index.size.max.bytes",
+    "log.message.timestamp.type",
+    "log.retention.bytes",
+    "log.retention.ms",
+    "log.roll.ms",
+    "log.segment.bytes",
+    "message.max.bytes",
+    "min.insync.replicas",
+];
+
+/// The topic config whose default a dynamic broker config supplies, if `name` is one.
+pub fn dynamic_broker_config_def(name: &str) -> Option<&'static TopicConfigDef> {
+    if !DYNAMIC_BROKER_CONFIGS.contains(&name) {
+        return None;
+    }
+    TOPIC_CONFIGS.iter().find(|def| def.broker_property == name)
+}
+
 /// The definition of a topic config, if Skald knows it.
 pub fn topic_config_def(name: &str) -> Option<&'static TopicConfigDef> {
     TOPIC_CONFIGS.iter().find(|def| def.name == name)
@@ -287,6 +318,25 @@ mod tests {
             validate_topic_config("segment.bytes", "2147483648"),
             Err("Invalid value 2147483648 for configuration segment.bytes: Not a number of type INT".into())
         );
+    }
+
+    #[test]
+    fn every_dynamic_broker_config_supplies_a_topic_default() {
+        for pair in DYNAMIC_BROKER_CONFIGS.windows(2) {
+            assert!(pair[0] < pair[1]);
+        }
+        for name in DYNAMIC_BROKER_CONFIGS {
+            assert!(dynamic_broker_config_def(name).is_some(), "{name}");
+        }
+        assert_eq!(
+            dynamic_broker_config_def("log.retention.ms").map(|def| def.name),
+            Some("retention.ms")
+        );
+        assert_eq!(
+            dynamic_broker_config_def("unclean.leader.election.enable"),
+            None
+        );
+        assert_eq!(dynamic_broker_config_def("log.dirs"), None);
     }
 
     #[test]

@@ -41,8 +41,8 @@
 //! (KIP-966) is Metadata's paged form for admin clients. Metadata v13 only adds a top-level error
 //! code (KIP-1102's REBOOTSTRAP_REQUIRED), which Skald never sends.
 //! AlterConfigs and IncrementalAlterConfigs are served at every version kafka-protocol 0.18
-//! decodes; the active controller validates and commits topic configs, and no broker config is
-//! dynamic yet (a BROKER resource naming one is refused, as Kafka refuses a static one).
+//! decodes; the active controller validates and commits topic configs and the dynamic broker
+//! configs that supply topic defaults (per broker and cluster-wide).
 //! ElectLeaders is served at every version kafka-protocol 0.18 knows; the active controller
 //! decides the elections, and the request's `timeout_ms` is the broker's own controller deadline.
 

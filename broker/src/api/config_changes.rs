@@ -1,17 +1,16 @@
 //! What AlterConfigs and IncrementalAlterConfigs share (Kafka's `ConfigAdminManager`): the checks a
 //! broker makes before forwarding (each resource once, each key once, no null values, a known
-//! resource type), then one controller operation for every topic resource.
-//!
-//! No broker config can change while Skald runs yet, so a BROKER resource that names any config is
-//! refused with Kafka's "Cannot update these configs dynamically" (INVALID_REQUEST, as Kafka maps
-//! a broker config it cannot apply): accepting one would store a value that takes no effect.
+//! resource type, a BROKER resource naming this broker or none), then one controller operation for
+//! every resource left. The controller validates the configs themselves.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::protocol::StrBytes;
-use skald_controller::{AlterTopicConfigs, ConfigChanges, ControllerOp, ControllerReply};
+use skald_controller::{
+    AlterConfigsResource, ConfigChanges, ConfigResource, ControllerOp, ControllerReply,
+};
 
 use super::{topic_operation, ErrorAnswer};
 use crate::broker::Broker;
@@ -43,39 +42,38 @@ pub async fn alter(
             .or_default() += 1;
     }
     let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(resources.len());
-    let mut topics = Vec::new();
-    let mut topic_slots = Vec::new();
+    let mut forwarded = Vec::new();
+    let mut slots = Vec::new();
     for resource in &resources {
         let key = (resource.resource_type, resource.resource_name.as_str());
-        let outcome = if seen[&key] > 1 {
-            Some(invalid_request("Each resource must appear at most once."))
+        let target = if seen[&key] > 1 {
+            Err("Each resource must appear at most once.".to_string())
         } else {
-            match (&resource.changes, resource.resource_type) {
-                (Err(reason), _) => Some(invalid_request(reason)),
-                (Ok(_), RESOURCE_TOPIC) if resource.resource_name.is_empty() => {
-                    Some(invalid_request("Default topic resources are not allowed."))
-                }
-                (Ok(changes), RESOURCE_TOPIC) => {
-                    topic_slots.push(outcomes.len());
-                    topics.push(AlterTopicConfigs {
-                        topic: resource.resource_name.to_string(),
-                        changes: changes.clone(),
-                    });
-                    None
-                }
-                (Ok(changes), RESOURCE_BROKER) => Some(broker_changes(
-                    broker.config.node_id,
-                    resource.resource_name.as_str(),
-                    changes,
-                )),
-                (Ok(_), other) => Some(invalid_request(&format!("Unknown resource type {other}"))),
-            }
+            resource.changes.clone().and_then(|changes| {
+                let name = resource.resource_name.as_str();
+                let resource = match resource.resource_type {
+                    RESOURCE_TOPIC if name.is_empty() => {
+                        return Err("Default topic resources are not allowed.".to_string())
+                    }
+                    RESOURCE_TOPIC => ConfigResource::Topic(name.to_string()),
+                    RESOURCE_BROKER => broker_resource(broker.config.node_id, name)?,
+                    other => return Err(format!("Unknown resource type {other}")),
+                };
+                Ok(AlterConfigsResource { resource, changes })
+            })
         };
-        outcomes.push(outcome);
+        match target {
+            Ok(target) => {
+                slots.push(outcomes.len());
+                forwarded.push(target);
+                outcomes.push(None);
+            }
+            Err(reason) => outcomes.push(Some(invalid_request(&reason))),
+        }
     }
-    if !topics.is_empty() {
+    if !forwarded.is_empty() {
         let op = ControllerOp::AlterConfigs {
-            topics,
+            resources: forwarded,
             validate_only,
         };
         let results = topic_operation(broker, op, |reply| match reply {
@@ -83,7 +81,7 @@ pub async fn alter(
             _ => None,
         })
         .await;
-        for (slot, result) in topic_slots.into_iter().zip(results) {
+        for (slot, result) in slots.into_iter().zip(results) {
             outcomes[slot] = Some(result);
         }
     }
@@ -93,31 +91,21 @@ pub async fn alter(
         .collect()
 }
 
-/// A BROKER resource: this broker's id or empty (cluster-wide), as Kafka checks; then every
-/// named config is refused, since none can change without a restart.
-fn broker_changes(node_id: i32, name: &str, changes: &ConfigChanges) -> Outcome {
-    if !name.is_empty() {
-        let Ok(id) = name.parse::<i32>() else {
-            return invalid_request(&format!("Node id must be an integer, but it is: {name}"));
-        };
-        if id != node_id {
-            return invalid_request(&format!(
-                "Unexpected broker id, expected {node_id}, but received {name}"
-            ));
-        }
+/// A BROKER resource names this broker (its own dynamic configs) or none (the cluster-wide
+/// default), as Kafka checks: a broker validates only changes it can apply itself.
+fn broker_resource(node_id: i32, name: &str) -> Result<ConfigResource, String> {
+    if name.is_empty() {
+        return Ok(ConfigResource::BrokerDefault);
     }
-    let names: BTreeSet<&str> = match changes {
-        ConfigChanges::Incremental(ops) => ops.iter().map(|(name, _)| name.as_str()).collect(),
-        ConfigChanges::Replace(configs) => configs.iter().map(|(name, _)| name.as_str()).collect(),
-    };
-    if names.is_empty() {
-        return Ok(());
+    let id = name
+        .parse::<i32>()
+        .map_err(|_| format!("Node id must be an integer, but it is: {name}"))?;
+    if id != node_id {
+        return Err(format!(
+            "Unexpected broker id, expected {node_id}, but received {name}"
+        ));
     }
-    let names: Vec<&str> = names.into_iter().collect();
-    invalid_request(&format!(
-        "Cannot update these configs dynamically: Set({})",
-        names.join(", ")
-    ))
+    Ok(ConfigResource::Broker(id))
 }
 
 /// Whether a name appears twice (Kafka refuses the resource with [`DUPLICATE_KEYS`]).
@@ -147,35 +135,19 @@ fn unknown_server_error() -> ErrorAnswer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use skald_controller::ConfigOp;
 
     #[test]
-    fn broker_resources_are_checked_like_kafka_and_refused_while_none_is_dynamic() {
-        let set = ConfigChanges::Incremental(vec![
-            ("log.retention.ms".into(), ConfigOp::Set("1".into())),
-            ("log.dirs".into(), ConfigOp::Delete),
-        ]);
-        let message = |outcome: Outcome| {
-            let (code, message) = outcome.unwrap_err();
-            assert_eq!(code, ResponseError::InvalidRequest.code());
-            message.unwrap().to_string()
-        };
+    fn broker_resources_name_this_broker_or_none() {
         assert_eq!(
-            message(broker_changes(1, "2", &set)),
-            "Unexpected broker id, expected 1, but received 2"
+            broker_resource(1, "2"),
+            Err("Unexpected broker id, expected 1, but received 2".into())
         );
         assert_eq!(
-            message(broker_changes(1, "one", &set)),
-            "Node id must be an integer, but it is: one"
+            broker_resource(1, "one"),
+            Err("Node id must be an integer, but it is: one".into())
         );
-        assert_eq!(
-            message(broker_changes(1, "", &set)),
-            "Cannot update these configs dynamically: Set(log.dirs, log.retention.ms)"
-        );
-        assert_eq!(
-            broker_changes(1, "1", &ConfigChanges::Replace(Vec::new())),
-            Ok(())
-        );
+        assert_eq!(broker_resource(1, ""), Ok(ConfigResource::BrokerDefault));
+        assert_eq!(broker_resource(1, "1"), Ok(ConfigResource::Broker(1)));
         assert!(has_duplicates(["a", "b", "a"]));
         assert!(!has_duplicates(["a", "b"]));
     }

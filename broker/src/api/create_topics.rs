@@ -12,6 +12,7 @@ use skald_controller::{ControllerOp, ControllerReply, CreateTopicSpec};
 use super::describe_configs::effective_topic_configs;
 use super::{topic_operation, uuid};
 use crate::broker::Broker;
+use crate::dynamic_config::BrokerDefaults;
 
 pub async fn handle(
     broker: &Arc<Broker>,
@@ -76,7 +77,9 @@ pub async fn handle(
                     result = result.with_topic_id(uuid(created.topic_id));
                 }
                 if version >= 5 {
-                    let configs = effective_topic_configs(&created.configs, &broker.config)
+                    let image = broker.image();
+                    let defaults = BrokerDefaults::new(&broker.config, &image);
+                    let configs = effective_topic_configs(&created.configs, &defaults)
                         .into_iter()
                         .map(|config| {
                             CreatableTopicConfigs::default()

@@ -1,4 +1,5 @@
-//! DescribeConfigs for topics (overrides over broker defaults) and for this broker.
+//! DescribeConfigs for topics (overrides over broker defaults), for this broker and for the
+//! cluster-wide dynamic broker configs, with Kafka's sources and synonyms.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -12,16 +13,12 @@ use kafka_protocol::protocol::StrBytes;
 use skald_controller::topic_config::{ConfigType, TOPIC_CONFIGS};
 
 use crate::broker::Broker;
-use crate::config::ServerConfig;
 
-/// Kafka's ConfigResource types.
-const RESOURCE_TOPIC: i8 = 2;
-const RESOURCE_BROKER: i8 = 4;
-
-/// Kafka's ConfigSource values.
-pub const SOURCE_DYNAMIC_TOPIC_CONFIG: i8 = 1;
-pub const SOURCE_STATIC_BROKER_CONFIG: i8 = 4;
-pub const SOURCE_DEFAULT_CONFIG: i8 = 5;
+use super::config_changes::{RESOURCE_BROKER, RESOURCE_TOPIC};
+use crate::dynamic_config::{
+    BrokerDefaults, SOURCE_DEFAULT_CONFIG, SOURCE_DYNAMIC_DEFAULT_BROKER_CONFIG,
+    SOURCE_DYNAMIC_TOPIC_CONFIG, SOURCE_STATIC_BROKER_CONFIG,
+};
 
 /// One config's effective value and where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,10 +31,29 @@ pub struct ConfigValue {
     pub synonyms: Vec<(&'static str, String, i8)>,
 }
 
-/// Every topic config with its effective value: the topic's override, else the broker's setting.
+impl ConfigValue {
+    /// The value in force is the first synonym's.
+    fn from_synonyms(
+        name: &'static str,
+        config_type: Option<ConfigType>,
+        synonyms: Vec<(&'static str, String, i8)>,
+    ) -> ConfigValue {
+        let (_, value, source) = synonyms[0].clone();
+        ConfigValue {
+            name,
+            value,
+            source,
+            config_type,
+            synonyms,
+        }
+    }
+}
+
+/// Every topic config with its effective value: the topic's override, else the broker's setting
+/// (dynamic for this broker, dynamic cluster-wide, static, Kafka's default).
 pub fn effective_topic_configs(
     overrides: &BTreeMap<String, String>,
-    config: &ServerConfig,
+    defaults: &BrokerDefaults<'_>,
 ) -> Vec<ConfigValue> {
     TOPIC_CONFIGS
         .iter()
@@ -46,54 +62,52 @@ pub fn effective_topic_configs(
             if let Some(value) = overrides.get(def.name) {
                 synonyms.push((def.name, value.clone(), SOURCE_DYNAMIC_TOPIC_CONFIG));
             }
-            // `log.retention.ms` may also be derived from an explicit `.minutes` or `.hours`.
-            if config.is_explicit(def.broker_property)
-                || config.get(def.broker_property) != def.default
-            {
-                synonyms.push((
-                    def.broker_property,
-                    config.get(def.broker_property),
-                    SOURCE_STATIC_BROKER_CONFIG,
-                ));
-            }
-            synonyms.push((
-                def.broker_property,
-                def.default.to_string(),
-                SOURCE_DEFAULT_CONFIG,
-            ));
-            let (_, value, source) = synonyms[0].clone();
-            ConfigValue {
-                name: def.name,
-                value,
-                source,
-                config_type: Some(def.config_type),
-                synonyms,
-            }
+            synonyms.extend(defaults.sources(def.broker_property, def.default));
+            ConfigValue::from_synonyms(def.name, Some(def.config_type), synonyms)
         })
         .collect()
 }
 
-fn broker_configs(config: &ServerConfig) -> Vec<ConfigValue> {
-    config
+/// Every broker property, as this broker runs with it.
+fn broker_configs(defaults: &BrokerDefaults<'_>) -> Vec<ConfigValue> {
+    defaults
+        .config
         .known_properties()
         .into_iter()
-        .map(|(name, value)| {
-            let source = if config.is_explicit(name) {
-                SOURCE_STATIC_BROKER_CONFIG
-            } else {
-                SOURCE_DEFAULT_CONFIG
+        .map(|(name, static_value)| {
+            let topic_def = TOPIC_CONFIGS.iter().find(|def| def.broker_property == name);
+            let synonyms = match topic_def {
+                Some(def) => defaults.sources(name, def.default),
+                None => {
+                    let source = if defaults.config.is_explicit(name) {
+                        SOURCE_STATIC_BROKER_CONFIG
+                    } else {
+                        SOURCE_DEFAULT_CONFIG
+                    };
+                    vec![(name, static_value, source)]
+                }
             };
-            let config_type = TOPIC_CONFIGS
-                .iter()
-                .find(|def| def.broker_property == name)
-                .map(|def| def.config_type);
-            ConfigValue {
-                name,
-                value: value.clone(),
-                source,
-                config_type,
-                synonyms: vec![(name, value, source)],
-            }
+            ConfigValue::from_synonyms(name, topic_def.map(|def| def.config_type), synonyms)
+        })
+        .collect()
+}
+
+/// The cluster-wide dynamic broker configs (Kafka's BROKER resource with an empty name).
+fn broker_default_configs(defaults: &BrokerDefaults<'_>) -> Vec<ConfigValue> {
+    TOPIC_CONFIGS
+        .iter()
+        .filter_map(|def| {
+            let value = defaults.cluster.get(def.broker_property)?;
+            let synonym = (
+                def.broker_property,
+                value.clone(),
+                SOURCE_DYNAMIC_DEFAULT_BROKER_CONFIG,
+            );
+            Some(ConfigValue::from_synonyms(
+                def.broker_property,
+                Some(def.config_type),
+                vec![synonym],
+            ))
         })
         .collect()
 }
@@ -104,6 +118,7 @@ pub fn handle(
     version: i16,
 ) -> DescribeConfigsResponse {
     let image = broker.image();
+    let defaults = BrokerDefaults::new(&broker.config, &image);
     let results = request
         .resources
         .into_iter()
@@ -113,7 +128,7 @@ pub fn handle(
                 .with_resource_name(resource.resource_name.clone());
             let configs = match resource.resource_type {
                 RESOURCE_TOPIC => match image.topic(resource.resource_name.as_str()) {
-                    Some(topic) => effective_topic_configs(&topic.configs, &broker.config),
+                    Some(topic) => effective_topic_configs(&topic.configs, &defaults),
                     None => {
                         return result
                             .with_error_code(ResponseError::UnknownTopicOrPartition.code())
@@ -123,11 +138,13 @@ pub fn handle(
                             ))))
                     }
                 },
-                RESOURCE_BROKER if resource.resource_name.is_empty() => Vec::new(),
+                RESOURCE_BROKER if resource.resource_name.is_empty() => {
+                    broker_default_configs(&defaults)
+                }
                 RESOURCE_BROKER
                     if resource.resource_name.as_str() == broker.config.node_id.to_string() =>
                 {
-                    broker_configs(&broker.config)
+                    broker_configs(&defaults)
                 }
                 RESOURCE_BROKER => {
                     return result

@@ -79,8 +79,7 @@ impl Collector for ClusterCollector {
         let image = broker.image();
         let (mut partitions, mut leaderless, mut under_min_isr) = (0, 0, 0);
         for topic in image.topics.values() {
-            let min_isr: usize = broker
-                .config
+            let min_isr: usize = crate::dynamic_config::BrokerDefaults::new(&broker.config, &image)
                 .topic_config(&topic.configs, "min.insync.replicas")
                 .and_then(|value| value.trim().parse().ok())
                 .unwrap_or(1);
