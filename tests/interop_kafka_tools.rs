@@ -4,7 +4,8 @@
 //! is compared exactly (as whitespace-separated cells where the tool pads columns).
 //!
 //! kafka-topics (create with a topic config, create again, alter partitions, list, describe),
-//! kafka-configs (describe; alter with --add-config and --delete-config, a refused value),
+//! kafka-configs (describe; alter with --add-config and --delete-config for a topic, a broker and
+//! the cluster-wide broker default; a refused value and a refused static broker config),
 //! kafka-console-producer (keys and headers, once per compression codec),
 //! kafka-console-consumer (in a group, twice: the second resumes at offsets reset by
 //! kafka-consumer-groups), kafka-consumer-groups (list, describe, reset-offsets, delete),
@@ -360,7 +361,7 @@ fn kafka_tools_topics_console_groups_offsets_quorum() {
 }
 
 #[test]
-fn kafka_configs_alters_and_deletes_topic_configs_online() {
+fn kafka_configs_alters_topic_and_broker_configs_online() {
     const TOPIC: &str = "tools-configs";
     let server = TestServer::start();
     assert_eq!(
@@ -429,4 +430,54 @@ fn kafka_configs_alters_and_deletes_topic_configs_online() {
         "stdout:\n{stdout}\nstderr:\n{stderr}"
     );
     assert_eq!(describe(), only_cleanup_policy);
+
+    // Broker configs: the cluster-wide default, then this broker's own.
+    let brokers = |args: &str| {
+        ok(
+            &server,
+            "ConfigCommand",
+            &format!("--entity-type brokers {args}"),
+            "",
+        )
+    };
+    assert_eq!(
+        brokers("--alter --entity-default --add-config log.retention.ms=3600000"),
+        "Completed updating default config for brokers in the cluster.\n"
+    );
+    assert_eq!(
+        brokers("--describe --entity-default"),
+        "Default configs for brokers in the cluster are:\n  log.retention.ms=3600000 \
+         sensitive=false synonyms={DYNAMIC_DEFAULT_BROKER_CONFIG:log.retention.ms=3600000}\n"
+    );
+    assert_eq!(
+        brokers("--alter --entity-name 1 --add-config message.max.bytes=2048"),
+        "Completed updating config for broker 1.\n"
+    );
+    assert_eq!(
+        brokers("--describe --entity-name 1"),
+        "Dynamic configs for broker 1 are:\n  message.max.bytes=2048 sensitive=false \
+         synonyms={DYNAMIC_BROKER_CONFIG:message.max.bytes=2048, \
+         DEFAULT_CONFIG:message.max.bytes=1048588}\n"
+    );
+    // A static broker config is refused with Kafka's message.
+    let (success, stdout, stderr) = tool(
+        &server,
+        "ConfigCommand",
+        "--entity-type brokers --alter --entity-default --add-config log.dirs=/tmp",
+        "",
+    );
+    assert!(!success, "a static broker config was accepted: {stdout}");
+    let refusal = "InvalidRequestException: Cannot update these configs dynamically: Set(log.dirs)";
+    assert!(
+        stdout.contains(refusal) || stderr.contains(refusal),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert_eq!(
+        brokers("--alter --entity-default --delete-config log.retention.ms"),
+        "Completed updating default config for brokers in the cluster.\n"
+    );
+    assert_eq!(
+        brokers("--describe --entity-default"),
+        "Default configs for brokers in the cluster are:\n"
+    );
 }
