@@ -136,7 +136,7 @@ impl Partition {
                 "changed topic configs cannot be applied to the log: {err}"
             );
         }
-        tracing::info!(
+        tracing::debug!(
             topic = self.topic,
             partition = self.partition,
             "topic configs applied"
@@ -457,6 +457,13 @@ impl ReplicaManager {
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             let now = (defaults.own.clone(), defaults.cluster.clone());
             let changed = *applied != now;
+            if changed {
+                tracing::info!(
+                    own = ?now.0,
+                    cluster = ?now.1,
+                    "dynamic broker configs changed; applying them to every hosted partition"
+                );
+            }
             *applied = now;
             changed
         };
