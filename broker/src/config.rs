@@ -659,16 +659,6 @@ impl ServerConfig {
         self.explicit.contains_key(key)
     }
 
-    /// A topic config's effective value: the topic's override, else the broker property that
-    /// supplies its default (which falls back to Kafka's default). `None` for an unknown config.
-    pub fn topic_config(&self, overrides: &BTreeMap<String, String>, name: &str) -> Option<String> {
-        let def = skald_controller::topic_config::topic_config_def(name)?;
-        overrides
-            .get(name)
-            .cloned()
-            .or_else(|| Some(self.get(def.broker_property)))
-    }
-
     /// Every property Skald knows (server and topic defaults) with its effective value.
     pub fn known_properties(&self) -> Vec<(&'static str, String)> {
         known_keys()
@@ -766,6 +756,16 @@ fn parse_listeners(spec: &str) -> Result<Vec<Listener>, String> {
 mod tests {
     use super::*;
 
+    /// A topic config's value with no dynamic broker configs: the static properties alone.
+    fn static_topic_config(
+        config: &ServerConfig,
+        overrides: &BTreeMap<String, String>,
+        name: &str,
+    ) -> Option<String> {
+        let image = skald_controller::MetadataImage::default();
+        crate::dynamic_config::BrokerDefaults::new(config, &image).topic_config(overrides, name)
+    }
+
     #[test]
     fn embedded_defaults() {
         let config = ServerConfig::load(None, &[]).unwrap();
@@ -790,7 +790,7 @@ mod tests {
         assert_eq!(config.log_flush_scheduler_interval_ms, i64::MAX as u64);
         assert_eq!(config.log_flush_offset_checkpoint_interval_ms, 60_000);
         assert_eq!(
-            config.topic_config(&BTreeMap::new(), "flush.messages"),
+            static_topic_config(&config, &BTreeMap::new(), "flush.messages"),
             Some(i64::MAX.to_string())
         );
         assert!(
@@ -805,9 +805,7 @@ mod tests {
             ServerConfig::load(None, &overrides).unwrap()
         };
         let retention = |config: &ServerConfig| {
-            config
-                .topic_config(&BTreeMap::new(), "retention.ms")
-                .unwrap()
+            static_topic_config(config, &BTreeMap::new(), "retention.ms").unwrap()
         };
         assert_eq!(retention(&load(&["log.retention.hours=2"])), "7200000");
         assert_eq!(
@@ -825,7 +823,7 @@ mod tests {
         assert_eq!(retention(&load(&["log.retention.hours=-1"])), "-1");
         let topic = BTreeMap::from([("retention.ms".to_string(), "42".to_string())]);
         assert_eq!(
-            load(&["log.retention.minutes=3"]).topic_config(&topic, "retention.ms"),
+            static_topic_config(&load(&["log.retention.minutes=3"]), &topic, "retention.ms"),
             Some("42".to_string())
         );
         assert!(ServerConfig::load(None, &["log.retention.hours=ever".to_string()]).is_err());
