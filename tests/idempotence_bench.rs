@@ -45,9 +45,17 @@ fn scale() -> f64 {
 /// Sends `records` 1 KiB records to partition 0 of `topic` and waits for every delivery report;
 /// records per second.
 fn produce(bootstrap: &str, topic: &str, records: usize, idempotent: bool) -> f64 {
+    // `SKALD_BENCH_PLAIN_IN_FLIGHT=5` gives the plain producer the idempotent one's cap on
+    // requests in flight (librdkafka's limit with idempotence), to tell the client's pipelining
+    // from the broker's per-batch work.
+    let in_flight = std::env::var("SKALD_BENCH_PLAIN_IN_FLIGHT")
+        .ok()
+        .filter(|_| !idempotent)
+        .unwrap_or_else(|| if idempotent { "5" } else { "1000000" }.to_string());
     let producer = rdk::producer_with(
         bootstrap,
         &[
+            ("max.in.flight.requests.per.connection", in_flight.as_str()),
             (
                 "enable.idempotence",
                 if idempotent { "true" } else { "false" },
