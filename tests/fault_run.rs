@@ -181,15 +181,17 @@ fn active_controller(cluster: &TestCluster) -> Option<i32> {
 type Outcomes = Vec<(u64, Result<(i64, f64), String>)>;
 
 fn produce(bootstrap: String, stop: Arc<AtomicBool>, outcomes: Arc<Mutex<Outcomes>>) {
-    let producer = rdk::producer_with(
-        &bootstrap,
-        &[
-            ("enable.idempotence", "true"),
-            ("linger.ms", "1"),
-            ("message.timeout.ms", "300000"),
-            ("request.timeout.ms", "10000"),
-        ],
-    );
+    // `SKALD_FAULT_CLIENT_OVERRIDES=key=value,...` adds producer settings (e.g.
+    // `socket.timeout.ms`, how long librdkafka waits on a silent broker).
+    let extra = std::env::var("SKALD_FAULT_CLIENT_OVERRIDES").unwrap_or_default();
+    let mut settings: Vec<(&str, &str)> = vec![
+        ("enable.idempotence", "true"),
+        ("linger.ms", "1"),
+        ("message.timeout.ms", "300000"),
+        ("request.timeout.ms", "10000"),
+    ];
+    settings.extend(extra.split(',').filter_map(|kv| kv.split_once('=')));
+    let producer = rdk::producer_with(&bootstrap, &settings);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
