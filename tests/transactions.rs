@@ -395,56 +395,15 @@ fn the_coordinator_protocol_with_kafkas_codes() {
 #[test]
 fn a_transactions_first_batch_in_a_partition_is_verified_with_the_coordinator() {
     use common::wire::{self, RawConn};
-    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-    use kafka_protocol::messages::{
-        AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, EndTxnRequest, EndTxnResponse,
-        FindCoordinatorRequest, FindCoordinatorResponse, InitProducerIdRequest,
-        InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId, TransactionalId,
-    };
-    use kafka_protocol::protocol::StrBytes;
+    use kafka_protocol::messages::{EndTxnRequest, EndTxnResponse, ProducerId};
+    use txn_wire::id;
 
     let server = TestServer::start();
     let mut conn = RawConn::connect(server.kafka_addr());
     wire::create_topics(&mut conn, &[("verified", 1)]);
-    let id = |name: &'static str| TransactionalId(StrBytes::from_static_str(name));
-    // FindCoordinator creates `__transaction_state`; InitProducerId is answered once it loads.
-    let found: FindCoordinatorResponse = conn.request(
-        &FindCoordinatorRequest::default()
-            .with_key_type(1)
-            .with_key(StrBytes::from_static_str("verify-txn")),
-        2,
-    );
-    assert_eq!(found.error_code, 0);
-    let init: InitProducerIdResponse =
-        common::poll_until("an initialised producer", TIMEOUT, || {
-            let init: InitProducerIdResponse = conn.request(
-                &InitProducerIdRequest::default()
-                    .with_transactional_id(Some(id("verify-txn")))
-                    .with_transaction_timeout_ms(60_000)
-                    .with_producer_id(ProducerId(-1))
-                    .with_producer_epoch(-1),
-                4,
-            );
-            (init.error_code != 16).then_some(init)
-        });
-    assert_eq!(init.error_code, 0);
-    let (pid, epoch) = (init.producer_id.0, init.producer_epoch);
-    let produce = |conn: &mut RawConn, txn: &'static str, pid: i64, seq: i32| -> (i16, i64) {
-        let batch = wire::producer_batch(pid, epoch, seq, &["v"], true, 1_000);
-        let response: ProduceResponse = conn.request(
-            &ProduceRequest::default()
-                .with_transactional_id(Some(id(txn)))
-                .with_acks(-1)
-                .with_timeout_ms(10_000)
-                .with_topic_data(vec![TopicProduceData::default()
-                    .with_name(wire::topic_name("verified"))
-                    .with_partition_data(vec![PartitionProduceData::default()
-                        .with_index(0)
-                        .with_records(Some(batch))])]),
-            9,
-        );
-        let p = &response.responses[0].partition_responses[0];
-        (p.error_code, p.base_offset)
+    let (pid, epoch) = txn_wire::init(&mut conn, "verify-txn", 60_000);
+    let produce = |conn: &mut RawConn, txn: &str, pid: i64, seq: i32| -> (i16, i64) {
+        txn_wire::produce(conn, txn, (pid, epoch), seq, ("verified", &["v"]), 9)
     };
     let log_end = |conn: &mut RawConn| conn.fetch_raw("verified", 0, 0).1;
 
@@ -469,20 +428,8 @@ fn a_transactions_first_batch_in_a_partition_is_verified_with_the_coordinator() 
         (49, -1),
         "INVALID_PRODUCER_ID_MAPPING"
     );
-    let added: AddPartitionsToTxnResponse = conn.request(
-        &AddPartitionsToTxnRequest::default()
-            .with_v3_and_below_transactional_id(id("verify-txn"))
-            .with_v3_and_below_producer_id(ProducerId(pid))
-            .with_v3_and_below_producer_epoch(epoch)
-            .with_v3_and_below_topics(vec![
-                kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
-                    .with_name(wire::topic_name("verified"))
-                    .with_partitions(vec![0]),
-            ]),
-        3,
-    );
     assert_eq!(
-        added.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code,
+        txn_wire::add_partition(&mut conn, "verify-txn", (pid, epoch), "verified"),
         0
     );
     assert_eq!(produce(&mut conn, "verify-txn", pid, 0), (0, 0));
@@ -517,14 +464,8 @@ fn a_transactions_first_batch_in_a_partition_is_verified_with_the_coordinator() 
 #[test]
 fn idle_transactional_ids_expire() {
     use common::wire::{self, RawConn};
-    use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
-    use kafka_protocol::messages::{
-        AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, DescribeTransactionsRequest,
-        DescribeTransactionsResponse, FindCoordinatorRequest, FindCoordinatorResponse,
-        InitProducerIdRequest, InitProducerIdResponse, ListTransactionsRequest,
-        ListTransactionsResponse, ProducerId, TransactionalId,
-    };
-    use kafka_protocol::protocol::StrBytes;
+    use kafka_protocol::messages::{DescribeTransactionsRequest, DescribeTransactionsResponse};
+    use txn_wire::{id, listed};
 
     let mut server = TestServer::start_with(&[
         ("transactional.id.expiration.ms", "1000"),
@@ -535,63 +476,13 @@ fn idle_transactional_ids_expire() {
     ]);
     let mut conn = RawConn::connect(server.kafka_addr());
     wire::create_topics(&mut conn, &[("expiry", 1)]);
-    let id = |name: &'static str| TransactionalId(StrBytes::from_static_str(name));
-    let found: FindCoordinatorResponse = conn.request(
-        &FindCoordinatorRequest::default()
-            .with_key_type(1)
-            .with_key(StrBytes::from_static_str("idle")),
-        2,
-    );
-    assert_eq!(found.error_code, 0);
-    let init = |conn: &mut RawConn, name: &'static str| -> (i64, i16) {
-        common::poll_until("an initialised producer", TIMEOUT, || {
-            let init: InitProducerIdResponse = conn.request(
-                &InitProducerIdRequest::default()
-                    .with_transactional_id(Some(id(name)))
-                    .with_transaction_timeout_ms(600_000)
-                    .with_producer_id(ProducerId(-1))
-                    .with_producer_epoch(-1),
-                4,
-            );
-            match init.error_code {
-                16 => None, // NOT_COORDINATOR while __transaction_state loads
-                0 => Some((init.producer_id.0, init.producer_epoch)),
-                code => panic!("InitProducerId: error {code}"),
-            }
-        })
-    };
+    let init = |conn: &mut RawConn, name: &str| txn_wire::init(conn, name, 600_000);
     let (idle_pid, _) = init(&mut conn, "idle");
-    let (busy_pid, busy_epoch) = init(&mut conn, "busy");
-    let added: AddPartitionsToTxnResponse = conn.request(
-        &AddPartitionsToTxnRequest::default()
-            .with_v3_and_below_transactional_id(id("busy"))
-            .with_v3_and_below_producer_id(ProducerId(busy_pid))
-            .with_v3_and_below_producer_epoch(busy_epoch)
-            .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
-                .with_name(wire::topic_name("expiry"))
-                .with_partitions(vec![0])]),
-        3,
-    );
+    let busy = init(&mut conn, "busy");
     assert_eq!(
-        added.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code,
+        txn_wire::add_partition(&mut conn, "busy", busy, "expiry"),
         0
     );
-    let listed = |conn: &mut RawConn| -> Vec<(String, String)> {
-        let response: ListTransactionsResponse =
-            conn.request(&ListTransactionsRequest::default(), 0);
-        let mut listed: Vec<(String, String)> = response
-            .transaction_states
-            .iter()
-            .map(|t| {
-                (
-                    t.transactional_id.to_string(),
-                    t.transaction_state.to_string(),
-                )
-            })
-            .collect();
-        listed.sort();
-        listed
-    };
     let only_busy = vec![("busy".to_string(), "Ongoing".to_string())];
     common::poll_until("the idle id expired", TIMEOUT, || {
         (listed(&mut conn) == only_busy).then_some(())
@@ -628,15 +519,8 @@ fn idle_transactional_ids_expire() {
 #[test]
 fn transactions_open_past_their_timeout_are_aborted_and_their_producers_fenced() {
     use common::wire::{self, RawConn};
-    use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
-    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-    use kafka_protocol::messages::{
-        AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, EndTxnRequest, EndTxnResponse,
-        FindCoordinatorRequest, FindCoordinatorResponse, InitProducerIdRequest,
-        InitProducerIdResponse, ListTransactionsRequest, ListTransactionsResponse, ProduceRequest,
-        ProduceResponse, ProducerId, TransactionalId,
-    };
-    use kafka_protocol::protocol::StrBytes;
+    use kafka_protocol::messages::{EndTxnRequest, EndTxnResponse, ProducerId};
+    use txn_wire::id;
 
     let server = TestServer::start_with(&[(
         "transaction.abort.timed.out.transaction.cleanup.interval.ms",
@@ -644,88 +528,19 @@ fn transactions_open_past_their_timeout_are_aborted_and_their_producers_fenced()
     )]);
     let mut conn = RawConn::connect(server.kafka_addr());
     wire::create_topics(&mut conn, &[("timeouts", 1)]);
-    let found: FindCoordinatorResponse = conn.request(
-        &FindCoordinatorRequest::default()
-            .with_key_type(1)
-            .with_key(StrBytes::from_static_str("slow-0")),
-        2,
-    );
-    assert_eq!(found.error_code, 0);
-    let id = |name: &str| TransactionalId(StrBytes::from_string(name.to_owned()));
     // Opens a transaction of `name` with `timeout_ms` holding one record; (pid, epoch).
     let open = |conn: &mut RawConn, name: &str, timeout_ms: i32| -> (i64, i16) {
-        let (pid, epoch) = common::poll_until("an initialised producer", TIMEOUT, || {
-            let init: InitProducerIdResponse = conn.request(
-                &InitProducerIdRequest::default()
-                    .with_transactional_id(Some(id(name)))
-                    .with_transaction_timeout_ms(timeout_ms)
-                    .with_producer_id(ProducerId(-1))
-                    .with_producer_epoch(-1),
-                4,
-            );
-            match init.error_code {
-                16 => None,
-                0 => Some((init.producer_id.0, init.producer_epoch)),
-                code => panic!("InitProducerId: error {code}"),
-            }
-        });
-        let added: AddPartitionsToTxnResponse = conn.request(
-            &AddPartitionsToTxnRequest::default()
-                .with_v3_and_below_transactional_id(id(name))
-                .with_v3_and_below_producer_id(ProducerId(pid))
-                .with_v3_and_below_producer_epoch(epoch)
-                .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
-                    .with_name(wire::topic_name("timeouts"))
-                    .with_partitions(vec![0])]),
-            3,
-        );
-        assert_eq!(
-            added.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code,
-            0
-        );
-        let produced: ProduceResponse = conn.request(
-            &ProduceRequest::default()
-                .with_transactional_id(Some(id(name)))
-                .with_acks(-1)
-                .with_timeout_ms(10_000)
-                .with_topic_data(vec![TopicProduceData::default()
-                    .with_name(wire::topic_name("timeouts"))
-                    .with_partition_data(vec![PartitionProduceData::default()
-                        .with_index(0)
-                        .with_records(Some(wire::producer_batch(
-                            pid,
-                            epoch,
-                            0,
-                            &[name],
-                            true,
-                            1_000,
-                        )))])]),
-            9,
-        );
-        assert_eq!(produced.responses[0].partition_responses[0].error_code, 0);
-        (pid, epoch)
+        let producer = txn_wire::init(conn, name, timeout_ms);
+        assert_eq!(txn_wire::add_partition(conn, name, producer, "timeouts"), 0);
+        let produced = txn_wire::produce(conn, name, producer, 0, ("timeouts", &[name]), 9);
+        assert_eq!(produced.0, 0);
+        producer
     };
     let slow: Vec<(i64, i16)> = (0..3)
         .map(|i| open(&mut conn, &format!("slow-{i}"), 1_000))
         .collect();
     // Opened last, at offset 3: the last stable offset stops there once the others abort.
     open(&mut conn, "patient", 600_000);
-    let states = |conn: &mut RawConn| -> Vec<(String, String)> {
-        let response: ListTransactionsResponse =
-            conn.request(&ListTransactionsRequest::default(), 0);
-        let mut listed: Vec<(String, String)> = response
-            .transaction_states
-            .iter()
-            .map(|t| {
-                (
-                    t.transactional_id.to_string(),
-                    t.transaction_state.to_string(),
-                )
-            })
-            .collect();
-        listed.sort();
-        listed
-    };
     let expected: Vec<(String, String)> = [
         ("patient", "Ongoing"),
         ("slow-0", "CompleteAbort"),
@@ -736,7 +551,7 @@ fn transactions_open_past_their_timeout_are_aborted_and_their_producers_fenced()
     .map(|(id, state)| (id.to_string(), state.to_string()))
     .collect();
     common::poll_until("the timed-out transactions aborted", TIMEOUT, || {
-        (states(&mut conn) == expected).then_some(())
+        (txn_wire::listed(&mut conn) == expected).then_some(())
     });
     for (i, (pid, epoch)) in slow.iter().enumerate() {
         let end: EndTxnResponse = conn.request(
@@ -787,61 +602,16 @@ fn read_committed_offsets(conn: &mut common::wire::RawConn, topic: &str) -> (i64
 #[test]
 fn transactions_version_2_bumps_the_epoch_at_every_end() {
     use common::wire::{self, RawConn};
-    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-    use kafka_protocol::messages::{
-        EndTxnRequest, EndTxnResponse, FindCoordinatorRequest, FindCoordinatorResponse,
-        InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId,
-        TransactionalId,
-    };
-    use kafka_protocol::protocol::StrBytes;
+    use kafka_protocol::messages::{EndTxnRequest, EndTxnResponse, ProducerId};
 
     let server = TestServer::start();
     let mut conn = RawConn::connect(server.kafka_addr());
     wire::create_topics(&mut conn, &[("tv2", 1)]);
-    let id = || TransactionalId(StrBytes::from_static_str("tv2-txn"));
-    let found: FindCoordinatorResponse = conn.request(
-        &FindCoordinatorRequest::default()
-            .with_key_type(1)
-            .with_key(StrBytes::from_static_str("tv2-txn")),
-        2,
-    );
-    assert_eq!(found.error_code, 0);
-    let pid = common::poll_until("an initialised producer", TIMEOUT, || {
-        let init: InitProducerIdResponse = conn.request(
-            &InitProducerIdRequest::default()
-                .with_transactional_id(Some(id()))
-                .with_transaction_timeout_ms(60_000)
-                .with_producer_id(ProducerId(-1))
-                .with_producer_epoch(-1),
-            4,
-        );
-        (init.error_code != 16).then(|| {
-            assert_eq!((init.error_code, init.producer_epoch), (0, 0));
-            init.producer_id.0
-        })
-    });
+    let id = || txn_wire::id("tv2-txn");
+    let (pid, first_epoch) = txn_wire::init(&mut conn, "tv2-txn", 60_000);
+    assert_eq!(first_epoch, 0);
     let produce = |conn: &mut RawConn, epoch: i16, seq: i32| -> (i16, i64) {
-        let response: ProduceResponse = conn.request(
-            &ProduceRequest::default()
-                .with_transactional_id(Some(id()))
-                .with_acks(-1)
-                .with_timeout_ms(10_000)
-                .with_topic_data(vec![TopicProduceData::default()
-                    .with_name(wire::topic_name("tv2"))
-                    .with_partition_data(vec![PartitionProduceData::default()
-                        .with_index(0)
-                        .with_records(Some(wire::producer_batch(
-                            pid,
-                            epoch,
-                            seq,
-                            &["v"],
-                            true,
-                            1_000,
-                        )))])]),
-            12,
-        );
-        let p = &response.responses[0].partition_responses[0];
-        (p.error_code, p.base_offset)
+        txn_wire::produce(conn, "tv2-txn", (pid, epoch), seq, ("tv2", &["v"]), 12)
     };
     let end = |conn: &mut RawConn, epoch: i16, commit: bool| -> (i16, i64, i16) {
         let response: EndTxnResponse = conn.request(
@@ -887,34 +657,13 @@ fn transactions_version_2_bumps_the_epoch_at_every_end() {
 #[test]
 fn list_transactions_v2_filters_by_a_whole_id_pattern() {
     use common::wire::RawConn;
-    use kafka_protocol::messages::{
-        FindCoordinatorRequest, FindCoordinatorResponse, InitProducerIdRequest,
-        InitProducerIdResponse, ListTransactionsRequest, ListTransactionsResponse, ProducerId,
-        TransactionalId,
-    };
+    use kafka_protocol::messages::{ListTransactionsRequest, ListTransactionsResponse};
     use kafka_protocol::protocol::StrBytes;
 
     let server = TestServer::start();
     let mut conn = RawConn::connect(server.kafka_addr());
-    let found: FindCoordinatorResponse = conn.request(
-        &FindCoordinatorRequest::default()
-            .with_key_type(1)
-            .with_key(StrBytes::from_static_str("etl-1")),
-        2,
-    );
-    assert_eq!(found.error_code, 0);
     for name in ["etl-1", "etl-2", "other-etl"] {
-        common::poll_until("an initialised producer", TIMEOUT, || {
-            let init: InitProducerIdResponse = conn.request(
-                &InitProducerIdRequest::default()
-                    .with_transactional_id(Some(TransactionalId(StrBytes::from_static_str(name))))
-                    .with_transaction_timeout_ms(60_000)
-                    .with_producer_id(ProducerId(-1))
-                    .with_producer_epoch(-1),
-                4,
-            );
-            (init.error_code != 16).then(|| assert_eq!(init.error_code, 0))
-        });
+        txn_wire::init(&mut conn, name, 60_000);
     }
     let list = |conn: &mut RawConn, pattern: Option<&'static str>| -> (i16, Vec<String>) {
         let response: ListTransactionsResponse = conn.request(
@@ -953,4 +702,116 @@ fn list_transactions_v2_filters_by_a_whole_id_pattern() {
         128,
         "INVALID_REGULAR_EXPRESSION"
     );
+}
+
+/// Raw-wire steps of a transactional producer, shared by the protocol tests above.
+mod txn_wire {
+    use super::TIMEOUT;
+    use crate::common::{self, wire, wire::RawConn};
+    use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{
+        AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, FindCoordinatorRequest,
+        FindCoordinatorResponse, InitProducerIdRequest, InitProducerIdResponse,
+        ListTransactionsRequest, ListTransactionsResponse, ProduceRequest, ProduceResponse,
+        ProducerId, TransactionalId,
+    };
+    use kafka_protocol::protocol::StrBytes;
+
+    pub fn id(name: &str) -> TransactionalId {
+        TransactionalId(StrBytes::from_string(name.to_owned()))
+    }
+
+    /// FindCoordinator for `name` (which creates `__transaction_state`), then InitProducerId
+    /// with `timeout_ms` once the coordinator has loaded; the producer id and epoch.
+    pub fn init(conn: &mut RawConn, name: &str, timeout_ms: i32) -> (i64, i16) {
+        let found: FindCoordinatorResponse = conn.request(
+            &FindCoordinatorRequest::default()
+                .with_key_type(1)
+                .with_key(StrBytes::from_string(name.to_owned())),
+            2,
+        );
+        assert_eq!(found.error_code, 0);
+        common::poll_until("an initialised producer", TIMEOUT, || {
+            let init: InitProducerIdResponse = conn.request(
+                &InitProducerIdRequest::default()
+                    .with_transactional_id(Some(id(name)))
+                    .with_transaction_timeout_ms(timeout_ms)
+                    .with_producer_id(ProducerId(-1))
+                    .with_producer_epoch(-1),
+                4,
+            );
+            match init.error_code {
+                16 => None, // NOT_COORDINATOR while __transaction_state loads
+                0 => Some((init.producer_id.0, init.producer_epoch)),
+                code => panic!("InitProducerId: error {code}"),
+            }
+        })
+    }
+
+    /// AddPartitionsToTxn (v3) of `topic`-0; its error code.
+    pub fn add_partition(
+        conn: &mut RawConn,
+        name: &str,
+        (pid, epoch): (i64, i16),
+        topic: &str,
+    ) -> i16 {
+        let added: AddPartitionsToTxnResponse = conn.request(
+            &AddPartitionsToTxnRequest::default()
+                .with_v3_and_below_transactional_id(id(name))
+                .with_v3_and_below_producer_id(ProducerId(pid))
+                .with_v3_and_below_producer_epoch(epoch)
+                .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
+                    .with_name(wire::topic_name(topic))
+                    .with_partitions(vec![0])]),
+            3,
+        );
+        added.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code
+    }
+
+    /// A Produce (at `version`, naming transactional id `name`) of one transactional batch of
+    /// `values` from `pid`/`epoch` at sequence `seq` to `topic`-0; (error code, base offset).
+    pub fn produce(
+        conn: &mut RawConn,
+        name: &str,
+        (pid, epoch): (i64, i16),
+        seq: i32,
+        (topic, values): (&str, &[&str]),
+        version: i16,
+    ) -> (i16, i64) {
+        let response: ProduceResponse = conn.request(
+            &ProduceRequest::default()
+                .with_transactional_id(Some(id(name)))
+                .with_acks(-1)
+                .with_timeout_ms(10_000)
+                .with_topic_data(vec![TopicProduceData::default()
+                    .with_name(wire::topic_name(topic))
+                    .with_partition_data(vec![PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(wire::producer_batch(
+                            pid, epoch, seq, values, true, 1_000,
+                        )))])]),
+            version,
+        );
+        let p = &response.responses[0].partition_responses[0];
+        (p.error_code, p.base_offset)
+    }
+
+    /// ListTransactions (v0): every (transactional id, state), sorted.
+    pub fn listed(conn: &mut RawConn) -> Vec<(String, String)> {
+        let response: ListTransactionsResponse =
+            conn.request(&ListTransactionsRequest::default(), 0);
+        let mut listed: Vec<(String, String)> = response
+            .transaction_states
+            .iter()
+            .map(|t| {
+                (
+                    t.transactional_id.to_string(),
+                    t.transaction_state.to_string(),
+                )
+            })
+            .collect();
+        listed.sort();
+        listed
+    }
 }

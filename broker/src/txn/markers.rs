@@ -150,23 +150,17 @@ async fn write_remote(
         .await
         .map_err(|_| "WriteTxnMarkers timed out".to_string())?
         .map_err(|err| err.to_string())?;
-    let mut errors: BTreeMap<(String, i32), i16> = BTreeMap::new();
-    for result in response.markers.iter().flat_map(|m| &m.topics) {
-        for partition in &result.partitions {
-            errors.insert(
-                (result.name.to_string(), partition.partition_index),
-                partition.error_code,
-            );
-        }
-    }
-    Ok(partitions
+    let answered = response
+        .markers
         .iter()
-        .map(|key| match errors.get(key) {
-            Some(0) => None,
-            Some(&code) => Some(
-                ResponseError::try_from_code(code).unwrap_or(ResponseError::UnknownServerError),
-            ),
-            None => Some(ResponseError::UnknownServerError),
-        })
-        .collect())
+        .flat_map(|m| &m.topics)
+        .flat_map(|topic| {
+            topic.partitions.iter().map(move |partition| {
+                (
+                    (topic.name.to_string(), partition.partition_index),
+                    partition.error_code,
+                )
+            })
+        });
+    Ok(super::partition_errors(partitions, answered))
 }

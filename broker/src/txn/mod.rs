@@ -933,6 +933,26 @@ impl TransactionCoordinator {
     }
 }
 
+/// Each of `partitions`' error in an answer that lists `(topic, partition) → error code` (a
+/// WriteTxnMarkers or AddPartitionsToTxn response): `None` for 0, UNKNOWN_SERVER_ERROR for a
+/// partition the answer left out or a code this client does not know.
+pub(crate) fn partition_errors(
+    partitions: &[(String, i32)],
+    answered: impl IntoIterator<Item = ((String, i32), i16)>,
+) -> Vec<Option<ResponseError>> {
+    let answered: HashMap<(String, i32), i16> = answered.into_iter().collect();
+    partitions
+        .iter()
+        .map(|key| match answered.get(key) {
+            Some(0) => None,
+            Some(&code) => Some(
+                ResponseError::try_from_code(code).unwrap_or(ResponseError::UnknownServerError),
+            ),
+            None => Some(ResponseError::UnknownServerError),
+        })
+        .collect()
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -198,31 +198,20 @@ impl TxnVerifier {
             return Err(ResponseError::try_from_code(response.error_code)
                 .unwrap_or(ResponseError::UnknownServerError));
         }
-        let mut errors: HashMap<(String, i32), i16> = HashMap::new();
-        for result in response
+        let answered = response
             .results_by_transaction
             .iter()
             .filter(|t| t.transactional_id.as_str() == transactional_id)
-        {
-            for topic in &result.topic_results {
-                for partition in &topic.results_by_partition {
-                    errors.insert(
+            .flat_map(|result| &result.topic_results)
+            .flat_map(|topic| {
+                topic.results_by_partition.iter().map(move |partition| {
+                    (
                         (topic.name.to_string(), partition.partition_index),
                         partition.partition_error_code,
-                    );
-                }
-            }
-        }
-        Ok(partitions
-            .iter()
-            .map(|key| match errors.get(key) {
-                Some(0) => None,
-                Some(&code) => Some(
-                    ResponseError::try_from_code(code).unwrap_or(ResponseError::UnknownServerError),
-                ),
-                None => Some(ResponseError::UnknownServerError),
-            })
-            .collect())
+                    )
+                })
+            });
+        Ok(super::partition_errors(partitions, answered))
     }
 }
 
