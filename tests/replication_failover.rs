@@ -663,7 +663,7 @@ fn produce(
             .blocking_send((number, report))
             .expect("the report collector is gone");
         number += 1;
-        if number % RECORDS_PER_MS == 0 {
+        if number.is_multiple_of(RECORDS_PER_MS) {
             // Pacing only: a steady stream, rather than as fast as the window allows.
             std::thread::sleep(Duration::from_millis(1));
         }

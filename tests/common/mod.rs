@@ -47,10 +47,61 @@ pub fn poll_until<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> O
     }
 }
 
-/// A port that was free a moment ago: bind port 0, read the port back, release it.
+/// The lowest port [`free_port`] hands out.
+const TEST_PORTS_LOW: u16 = 10_000;
+
+/// A loopback port for a test server, free now and reserved for the rest of this test process.
+///
+/// Ports come from below the kernel's ephemeral range (`ip_local_port_range`, 32768–60999 by
+/// default), so no client's outgoing connection can take one in the time between choosing it
+/// and the server binding it: a cluster test starts its last node many seconds after choosing
+/// its ports, and the whole suite opens thousands of connections meanwhile. A lock file per
+/// port, held until this process exits, keeps concurrently running tests (and restarts within
+/// one test) from being handed the same port. If the ephemeral range leaves too little room
+/// below it, this falls back to a port the kernel picks.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local_addr").port()
+    static HELD: std::sync::Mutex<Vec<File>> = std::sync::Mutex::new(Vec::new());
+    let high = ephemeral_low().saturating_sub(1);
+    if high < TEST_PORTS_LOW + 1_000 {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        return listener.local_addr().expect("local_addr").port();
+    }
+    let locks = std::env::temp_dir().join("skald-test-ports");
+    std::fs::create_dir_all(&locks).expect("create the port lock directory");
+    let span = u32::from(high - TEST_PORTS_LOW) + 1;
+    // Start somewhere different in each process so concurrent tests rarely probe the same ports.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let start = (std::process::id().wrapping_mul(7_919) ^ nanos) % span;
+    for step in 0..span {
+        let port = TEST_PORTS_LOW + ((start + step) % span) as u16;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(locks.join(port.to_string()))
+            .expect("open a port lock file");
+        if lock.try_lock().is_err() {
+            continue;
+        }
+        // Held by something outside the tests (or a server of this test still running)?
+        if TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue;
+        }
+        HELD.lock().expect("port locks").push(lock);
+        return port;
+    }
+    panic!("no free port in {TEST_PORTS_LOW}..={high}");
+}
+
+/// The first port of the kernel's ephemeral range (32768 when it cannot be read).
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 /// Path of the `skald` binary Cargo built for these tests.
@@ -78,6 +129,8 @@ impl TestServer {
     pub fn start_with(overrides: &[(&str, &str)]) -> TestServer {
         let dir = tempfile::Builder::new()
             .prefix("skald-test-")
+            // SKALD_TEST_KEEP=1 keeps the data and stderr for a post-mortem.
+            .disable_cleanup(std::env::var_os("SKALD_TEST_KEEP").is_some())
             .tempdir()
             .expect("create temp dir");
         let mut server = TestServer {

@@ -3,7 +3,7 @@ use super::*;
 /// A run of random proposals and faults (drops, delays, cuts, isolation, crashes losing unsynced
 /// writes, failing disks, leadership transfers), then healing and settling.
 fn mixed_faults(seed: u64) {
-    let voters = if seed % 2 == 0 { 3 } else { 5 };
+    let voters = if seed.is_multiple_of(2) { 3 } else { 5 };
     let snapshot_after_entries = 5 + seed % 20;
     let mut sim = Sim::new(seed, voters, |config| {
         config.snapshot_after_entries = snapshot_after_entries;

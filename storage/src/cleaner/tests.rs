@@ -279,7 +279,7 @@ fn crash_test_log(dir: &Path) -> Log {
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             let key = (state >> 33) as u8 % 9;
-            let value = ((state >> 20) % 5 != 0).then_some((state >> 40) as u8);
+            let value = (!(state >> 20).is_multiple_of(5)).then_some((state >> 40) as u8);
             (Some(key), value, 20 * i)
         })
         .collect();
