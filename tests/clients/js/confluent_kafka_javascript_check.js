@@ -81,7 +81,20 @@ async function describeGroup(admin) {
 
 async function groupOffsets(admin) {
   const [fetched] = await admin.fetchOffsets({ groupId: group, topics: [topic] });
+  if (fetched === undefined) return [];
   return fetched.partitions.sort((a, b) => a.partition - b.partition).map((p) => Number(p.offset));
+}
+
+/** The group's offsets once they are `expected`, or what they are at the deadline. This
+ * client's `commitOffsets` resolves when librdkafka has queued the commit (`commitAsync`), not
+ * when the broker has acknowledged it, so the commit may not have reached the broker yet. */
+async function groupOffsetsOnce(admin, expected) {
+  const deadline = Date.now() + DEADLINE_MS;
+  for (;;) {
+    const offsets = await groupOffsets(admin);
+    if (JSON.stringify(offsets) === JSON.stringify(expected) || Date.now() > deadline) return offsets;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
 }
 
 async function first(admin) {
@@ -109,7 +122,7 @@ async function first(admin) {
   await a.waitFor(RECORDS);
   summary.consumed_a = a.records.slice().sort(byPartitionAndOffset);
   await a.consumer.commitOffsets(Object.entries(COMMIT).map(([p, o]) => ({ topic, partition: Number(p), offset: String(o) })));
-  summary.committed_a = await groupOffsets(admin);
+  summary.committed_a = await groupOffsetsOnce(admin, [COMMIT[0], COMMIT[1]]);
   summary.group_with_a = await describeGroup(admin);
   await a.consumer.disconnect();
 }
@@ -126,7 +139,7 @@ async function second(admin) {
   summary.after_seek = b.records.slice(remaining).sort(byPartitionAndOffset);
   await b.consumer.commitOffsets([0, 1].map((partition) => ({ topic, partition, offset: String(RECORDS / PARTITIONS) })));
   await b.consumer.disconnect();
-  summary.group_offsets = await groupOffsets(admin);
+  summary.group_offsets = await groupOffsetsOnce(admin, [RECORDS / PARTITIONS, RECORDS / PARTITIONS]);
   summary.group_after_b = await describeGroup(admin);
   summary.groups = (await admin.listGroups()).groups.map((g) => [g.groupId, g.protocolType, stateName(g.state)]).sort();
 
