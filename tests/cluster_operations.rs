@@ -193,3 +193,53 @@ fn with_defaults_every_group_keeps_a_coordinator_when_any_one_of_three_nodes_die
         cluster.restart(victim);
     }
 }
+
+/// `max.connections` bounds the client listeners; the controller listener keeps a budget of its
+/// own. With every client slot of the only controller held by idle clients, a broker that
+/// restarts still registers through the controller listener and serves again.
+#[test]
+fn clients_holding_every_connection_slot_do_not_lock_brokers_out_of_their_controller() {
+    use common::wire::RawConn;
+    use kafka_protocol::messages::ApiVersionsRequest;
+
+    // Enough for one broker's connections to its controller (heartbeats, metadata, operations).
+    const SLOTS: usize = 4;
+    let slots = SLOTS.to_string();
+    let mut cluster = TestCluster::start_roles(
+        &[Role::Combined, Role::Broker],
+        &[("max.connections", slots.as_str())],
+    );
+    cluster.stop(2);
+
+    // Fill node 1's client slots: a connection holds one once it is served. Connections past
+    // the limit wait in the listen backlog, unanswered.
+    let client_listener = cluster.node(1).kafka_addr();
+    let answered = |conn: &mut RawConn| {
+        conn.try_request(&ApiVersionsRequest::default(), 0, Duration::from_secs(2))
+            .is_some_and(|response| response.error_code == 0)
+    };
+    let mut held = Vec::new();
+    while held.len() < SLOTS {
+        let mut conn = RawConn::connect(client_listener);
+        // A slot may still be held by a connection that is closing (the harness's readiness
+        // probes): poll until this one is served.
+        poll_until(
+            "a client connection served",
+            Duration::from_secs(30),
+            || answered(&mut conn).then_some(()),
+        );
+        held.push(conn);
+    }
+    let mut waiting = RawConn::connect(client_listener);
+    assert!(
+        !answered(&mut waiting),
+        "a client connection past max.connections={SLOTS} was served"
+    );
+
+    cluster.restart(2);
+    let metrics = cluster.node(2).metrics_addr();
+    poll_until("node 2 ready again", Duration::from_secs(60), || {
+        (http_get(metrics, "/ready").ok()? == (200, "ready\n".to_string())).then_some(())
+    });
+    drop(held);
+}

@@ -192,7 +192,11 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
     };
 
     let (shutdown_tx, _) = broadcast::channel::<()>(1);
+    // `max.connections` bounds the client listeners together; the controller listener has a
+    // budget of its own, as a KRaft controller's socket server has its own connection quota, so
+    // a flood of client connections can never keep brokers and voters from their controller.
     let connection_slots = Arc::new(Semaphore::new(config.max_connections));
+    let controller_slots = Arc::new(Semaphore::new(config.max_connections));
     let mut acceptors = JoinSet::new();
 
     let driver = match quorum {
@@ -243,7 +247,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
                     socket,
                     listener.name.clone(),
                     Arc::clone(&broker),
-                    Arc::clone(&connection_slots),
+                    Arc::clone(&controller_slots),
                     shutdown_tx.clone(),
                     shutdown_tx.subscribe(),
                     move |stream, peer, stop| {
