@@ -1,5 +1,6 @@
 //! `skald cluster info` against a real cluster of 3 controllers (ids 1–3) and 3 brokers (4–6):
-//! the quorum, the brokers and the partition spread, then a broker killed and fenced.
+//! the quorum, the brokers and the partition spread, then a broker killed and fenced; and
+//! `skald cluster rebalance --dry-run` planning the moves onto a broker that joined.
 
 mod common;
 
@@ -137,4 +138,60 @@ fn cluster_info_shows_the_quorum_the_brokers_and_the_partition_spread() {
     assert_eq!(info.controllers, controllers);
     assert_eq!(info.brokers, fenced);
     assert_eq!(info.partitions, offline);
+}
+
+/// A controller and brokers 2 and 3 hold a 4-partition topic, two partitions each; broker 4
+/// joins. The plan moves exactly one replica onto it (4 replicas over 3 brokers), from the
+/// most loaded broker with the lowest id, and nothing else.
+#[test]
+fn rebalance_dry_run_plans_the_moves_onto_a_new_broker() {
+    use common::wire::{topic_name, RawConn};
+    use kafka_protocol::messages::create_topics_request::{
+        CreatableReplicaAssignment, CreatableTopic,
+    };
+    use kafka_protocol::messages::{BrokerId, CreateTopicsRequest};
+
+    let mut cluster = TestCluster::start(1, 2, &[]);
+    let mut conn = RawConn::connect(cluster.node(2).kafka_addr());
+    let assignment = |partition: i32, broker: i32| {
+        CreatableReplicaAssignment::default()
+            .with_partition_index(partition)
+            .with_broker_ids(vec![BrokerId(broker)])
+    };
+    let request = CreateTopicsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(topic_name("spread"))
+            .with_num_partitions(-1)
+            .with_replication_factor(-1)
+            .with_assignments(vec![
+                assignment(0, 2),
+                assignment(1, 2),
+                assignment(2, 3),
+                assignment(3, 3),
+            ])]);
+    assert_eq!(conn.request(&request, 7).topics[0].error_code, 0);
+    assert_eq!(cluster.add_broker(), 4);
+
+    let expected = "1 partitions to change: 1 replicas to add (0 bytes), 0 only reordered\n\
+                    \n\
+                    TOPIC   PARTITION  REPLICAS  TARGET  BYTES\n\
+                    spread  0          2         4       0\n\
+                    \n\
+                    BROKER  REPLICAS  LEADERS  BYTES\n\
+                    2       2 -> 1    2 -> 1   0 -> 0\n\
+                    3       2 -> 2    2 -> 2   0 -> 0\n\
+                    4       0 -> 1    0 -> 1   0 -> 0\n";
+    let bootstrap = cluster.node(2).bootstrap();
+    // Until the broker answering knows broker 4 and every partition, the plan differs: poll,
+    // and on the deadline show the last plan.
+    let deadline = std::time::Instant::now() + SETTLE_TIMEOUT;
+    let plan = loop {
+        let plan = skald(&bootstrap, &["cluster", "rebalance", "--dry-run"]);
+        if plan == expected || std::time::Instant::now() > deadline {
+            break plan;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(plan, expected);
 }

@@ -1,9 +1,12 @@
 //! The cluster itself: the controller quorum (DescribeQuorum) and the registered brokers
 //! (DescribeCluster), as any broker answers them.
 
+use std::collections::BTreeMap;
+
 use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
 use kafka_protocol::messages::{
-    DescribeClusterRequest, DescribeQuorumRequest, DescribeQuorumResponse, TopicName,
+    DescribeClusterRequest, DescribeLogDirsRequest, DescribeQuorumRequest, DescribeQuorumResponse,
+    TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -103,6 +106,40 @@ impl Client {
             topics.push(self.topic(name).await?.clone());
         }
         Ok(topics)
+    }
+
+    /// The size on disk of every partition replica `broker` holds, over its log dirs
+    /// (DescribeLogDirs for all topics): (topic, partition) → bytes.
+    pub async fn replica_sizes(&mut self, broker: i32) -> Result<BTreeMap<(String, i32), u64>> {
+        let connection = self.broker_connection(broker).await?;
+        let response = connection
+            .send(DescribeLogDirsRequest::default().with_topics(None))
+            .await?;
+        check(
+            response.error_code,
+            || format!("describe log dirs of broker {broker}"),
+            None,
+        )?;
+        let mut sizes = BTreeMap::new();
+        for dir in &response.results {
+            check(
+                dir.error_code,
+                || format!("log dir {} of broker {broker}", dir.log_dir.as_str()),
+                None,
+            )?;
+            for topic in &dir.topics {
+                for partition in &topic.partitions {
+                    // A future replica (a move between dirs) is a copy: count the current one.
+                    if partition.is_future_key {
+                        continue;
+                    }
+                    *sizes
+                        .entry((topic.name.to_string(), partition.partition_index))
+                        .or_default() += partition.partition_size.max(0) as u64;
+                }
+            }
+        }
+        Ok(sizes)
     }
 
     /// The registered brokers; fenced ones too when `include_fenced` and the broker can say so

@@ -1,4 +1,5 @@
 //! `skald cluster info`: the controller quorum, the brokers and how partitions spread over them.
+//! `skald cluster rebalance --dry-run`: the moves that would even them out (skald-balancer).
 
 use std::collections::BTreeMap;
 
@@ -25,12 +26,28 @@ pub enum ClusterCommand {
     /// Brokers: fenced or not, endpoint, rack. Partitions: per broker, how many partition
     /// replicas it hosts and how many partitions it leads.
     Info,
+    /// Plan the replica moves that even out replicas, preferred leaders and bytes across the
+    /// unfenced brokers, keeping each partition's racks spread and leaving under-replicated
+    /// partitions alone.
+    ///
+    /// Prints each partition's replicas and target replicas (the first is the preferred
+    /// leader), the bytes new replicas would copy, and every broker's load before and after.
+    Rebalance {
+        /// Only print the plan. (Carrying it out arrives with partition reassignment.)
+        #[arg(long, required = true)]
+        dry_run: bool,
+    },
 }
 
 pub async fn run(args: ClusterArgs) -> Result<()> {
     let mut client = args.brokers.connect().await?;
     match args.command {
         ClusterCommand::Info => info(&mut client).await,
+        ClusterCommand::Rebalance { dry_run: _ } => {
+            let plan = rebalance_plan(&mut client).await?;
+            out_raw!("{}", plan_text(&plan));
+            Ok(())
+        }
     }
 }
 
@@ -109,6 +126,106 @@ fn partitions_table(cluster: &ClusterDescription, topics: &[TopicMetadata]) -> S
         ]);
     }
     table(&rows)
+}
+
+/// Plans a rebalance of the cluster as it is now: unfenced brokers, every topic's partitions,
+/// sizes from each broker's log dirs.
+async fn rebalance_plan(client: &mut Client) -> Result<skald_balancer::Plan> {
+    let cluster = client.describe_cluster(false).await?;
+    let topics = client.list_topic_metadata().await?;
+    let mut sizes: BTreeMap<(String, i32), u64> = BTreeMap::new();
+    for broker in cluster.brokers.iter().filter(|b| !b.fenced) {
+        for (partition, size) in client.replica_sizes(broker.broker_id).await? {
+            let largest = sizes.entry(partition).or_default();
+            *largest = (*largest).max(size);
+        }
+    }
+    let brokers: Vec<skald_balancer::Broker> = cluster
+        .brokers
+        .iter()
+        .filter(|b| !b.fenced)
+        .map(|b| skald_balancer::Broker {
+            id: b.broker_id,
+            rack: b.rack.clone(),
+        })
+        .collect();
+    let partitions: Vec<skald_balancer::Partition> = topics
+        .iter()
+        .flat_map(|topic| {
+            let sizes = &sizes;
+            topic
+                .partitions
+                .iter()
+                .map(move |p| skald_balancer::Partition {
+                    topic: topic.name.clone(),
+                    partition: p.partition,
+                    replicas: p.replicas.clone(),
+                    isr: p.isr.clone(),
+                    size_bytes: sizes
+                        .get(&(topic.name.clone(), p.partition))
+                        .copied()
+                        .unwrap_or(0),
+                })
+        })
+        .collect();
+    Ok(skald_balancer::plan(
+        &brokers,
+        &partitions,
+        &skald_balancer::Options::default(),
+    ))
+}
+
+/// A plan as text: a summary line, the moves, then every broker's load before → after.
+fn plan_text(plan: &skald_balancer::Plan) -> String {
+    let joined = |ids: &[i32]| ids.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
+    let mut text = format!(
+        "{} partitions to change: {} replicas to add ({} bytes), {} only reordered\n",
+        plan.moves.len(),
+        plan.replicas_added(),
+        plan.bytes(),
+        plan.moves.len() - plan.moves.iter().filter(|m| adds_replicas(m)).count(),
+    );
+    if !plan.moves.is_empty() {
+        let mut rows = vec![["TOPIC", "PARTITION", "REPLICAS", "TARGET", "BYTES"]
+            .map(str::to_owned)
+            .to_vec()];
+        for m in &plan.moves {
+            rows.push(vec![
+                m.topic.clone(),
+                m.partition.to_string(),
+                joined(&m.replicas),
+                joined(&m.target),
+                m.bytes.to_string(),
+            ]);
+        }
+        text.push('\n');
+        text.push_str(&table(&rows));
+    }
+    let mut rows = vec![["BROKER", "REPLICAS", "LEADERS", "BYTES"]
+        .map(str::to_owned)
+        .to_vec()];
+    for (broker, after) in &plan.after {
+        let before = plan.before.get(broker).copied().unwrap_or_default();
+        rows.push(vec![
+            broker.to_string(),
+            format!("{} -> {}", before.replicas, after.replicas),
+            format!("{} -> {}", before.leaders, after.leaders),
+            format!("{} -> {}", before.bytes, after.bytes),
+        ]);
+    }
+    text.push('\n');
+    text.push_str(&table(&rows));
+    for (topic, partition) in &plan.under_replicated {
+        text.push_str(&format!(
+            "left alone (under-replicated): {topic}-{partition}\n"
+        ));
+    }
+    text
+}
+
+/// Whether a move puts a replica on a broker that has none of the partition yet.
+fn adds_replicas(m: &skald_balancer::Move) -> bool {
+    m.target.iter().any(|b| !m.replicas.contains(b))
 }
 
 fn number_or_dash(value: Option<i64>) -> String {
@@ -191,6 +308,43 @@ mod tests {
              4       2         2\n\
              5       2         0\n\
              7       1         0\n"
+        );
+    }
+
+    #[test]
+    fn a_plan_as_text() {
+        let partition = |index: i32, replicas: &[i32], size_bytes: u64| skald_balancer::Partition {
+            topic: "t".to_owned(),
+            partition: index,
+            replicas: replicas.to_vec(),
+            isr: replicas.to_vec(),
+            size_bytes,
+        };
+        let brokers: Vec<skald_balancer::Broker> = [1, 2, 3]
+            .map(|id| skald_balancer::Broker { id, rack: None })
+            .to_vec();
+        // Broker 3 is new; partition 2 has a replica out of sync, so it stays (and keeps its
+        // preferred leader 1, which the leader count includes). Followers move first.
+        let mut partitions = vec![
+            partition(0, &[1, 2], 100),
+            partition(1, &[2, 1], 300),
+            partition(2, &[1, 2], 50),
+        ];
+        partitions[2].isr = vec![1];
+        let plan = skald_balancer::plan(&brokers, &partitions, &Default::default());
+        assert_eq!(
+            plan_text(&plan),
+            "2 partitions to change: 2 replicas to add (400 bytes), 0 only reordered\n\
+             \n\
+             TOPIC  PARTITION  REPLICAS  TARGET  BYTES\n\
+             t      0          1,2       3,1     100\n\
+             t      1          2,1       2,3     300\n\
+             \n\
+             BROKER  REPLICAS  LEADERS  BYTES\n\
+             1       3 -> 2    2 -> 1   450 -> 150\n\
+             2       3 -> 2    1 -> 1   450 -> 350\n\
+             3       0 -> 2    0 -> 1   0 -> 400\n\
+             left alone (under-replicated): t-2\n"
         );
     }
 }
