@@ -392,3 +392,81 @@ fn a_controller_that_missed_compacted_entries_catches_up_by_snapshot() {
     assert_eq!(topics.keys().filter(|t| t.starts_with("snap-")).count(), 60);
     assert!(topics.contains_key("after-snapshot"));
 }
+
+/// Registered brokers as DescribeCluster v2 lists them with fenced ones: (id, fenced).
+fn registered(conn: &mut RawConn) -> Vec<(i32, bool)> {
+    use kafka_protocol::messages::DescribeClusterRequest;
+    let request = DescribeClusterRequest::default().with_include_fenced_brokers(true);
+    let response = conn.request(&request, 2);
+    assert_eq!(response.error_code, 0);
+    let mut brokers: Vec<(i32, bool)> = response
+        .brokers
+        .iter()
+        .map(|b| (b.broker_id.0, b.is_fenced))
+        .collect();
+    brokers.sort_unstable();
+    brokers
+}
+
+/// UnregisterBroker, as Kafka: an unknown id gets BROKER_ID_NOT_REGISTERED; a stopped broker is
+/// removed from the registered brokers (and again is not registered); started again, it
+/// registers anew; a running broker unregistered registers again with its next heartbeat.
+#[test]
+fn unregister_broker_removes_a_stopped_broker_and_a_running_one_comes_back() {
+    use kafka_protocol::messages::{BrokerId, UnregisterBrokerRequest};
+    const BROKER_ID_NOT_REGISTERED: i16 = 102;
+    // A short heartbeat so the running broker notices promptly.
+    let mut cluster = TestCluster::start(1, 3, &[("broker.heartbeat.interval.ms", "500")]);
+    let mut conn = RawConn::connect(cluster.node(2).kafka_addr());
+    let unregister = |conn: &mut RawConn, id: i32| {
+        let request = UnregisterBrokerRequest::default().with_broker_id(BrokerId(id));
+        conn.request(&request, 0).error_code
+    };
+    let settled = |conn: &mut RawConn, expected: &[(i32, bool)], what: &str| {
+        poll_until(what, METADATA_TIMEOUT, || {
+            (registered(conn) == expected).then_some(())
+        })
+    };
+    settled(
+        &mut conn,
+        &[(2, false), (3, false), (4, false)],
+        "three brokers",
+    );
+    assert_eq!(unregister(&mut conn, 9), BROKER_ID_NOT_REGISTERED);
+
+    cluster.stop(4);
+    settled(
+        &mut conn,
+        &[(2, false), (3, false), (4, true)],
+        "broker 4 fenced",
+    );
+    assert_eq!(unregister(&mut conn, 4), 0);
+    settled(&mut conn, &[(2, false), (3, false)], "broker 4 gone");
+    assert_eq!(unregister(&mut conn, 4), BROKER_ID_NOT_REGISTERED);
+
+    cluster.restart(4);
+    settled(
+        &mut conn,
+        &[(2, false), (3, false), (4, false)],
+        "broker 4 back",
+    );
+
+    // A running broker: its next heartbeat is refused as stale and it registers again (its
+    // log shows a second registration) and serves.
+    let registrations = |cluster: &TestCluster| {
+        std::fs::read_to_string(cluster.node(3).stderr_path())
+            .expect("read node 3's stderr")
+            .matches("registered with the controller")
+            .count()
+    };
+    assert_eq!(registrations(&cluster), 1);
+    assert_eq!(unregister(&mut conn, 3), 0);
+    poll_until("broker 3 registered again", METADATA_TIMEOUT, || {
+        (registrations(&cluster) == 2).then_some(())
+    });
+    settled(
+        &mut conn,
+        &[(2, false), (3, false), (4, false)],
+        "broker 3 back",
+    );
+}

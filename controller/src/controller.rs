@@ -253,6 +253,31 @@ impl Controller {
         Planned::new(records, ())
     }
 
+    /// Unregisters a broker (Kafka's UnregisterBroker, for a broker that left for good): fenced
+    /// first if it is not, as [`Controller::fence_broker`] does (it leaves every ISR and its
+    /// leaderships move), then its registration is removed. Replica lists that name it keep it,
+    /// as with Kafka, until the partitions are reassigned. A broker still running registers
+    /// again with its next heartbeat.
+    pub fn unregister_broker(
+        &self,
+        image: &MetadataImage,
+        broker_id: i32,
+    ) -> Planned<Result<(), crate::ops::UnregisterBrokerError>> {
+        let Some(broker) = image.brokers.get(&broker_id) else {
+            return Planned::new(
+                Vec::new(),
+                Err(crate::ops::UnregisterBrokerError::NotRegistered(broker_id)),
+            );
+        };
+        let broker_epoch = broker.broker_epoch;
+        let mut records = self.fence_broker(image, broker_id, broker_epoch).records;
+        records.push(MetadataRecord::UnregisterBroker {
+            broker_id,
+            broker_epoch,
+        });
+        Planned::new(records, Ok(()))
+    }
+
     /// Unfences a broker that has caught up with the metadata: offline partitions whose ISR holds
     /// it get it back as leader; offline partitions that merely list it as a replica elect it with
     /// an ISR of just itself when their topic allows unclean elections. Nothing happens for a
@@ -1334,5 +1359,49 @@ mod tests {
         assert_eq!(leaders(h.image(), "orders"), vec![(NO_LEADER, vec![1], 1)]);
         h.run(|c, i| c.unfence_broker(i, 1, new_epoch));
         assert_eq!(leaders(h.image(), "orders"), vec![(1, vec![1], 2)]);
+    }
+
+    #[test]
+    fn unregistering_fences_first_then_removes_the_registration() {
+        let mut h = Harness::new();
+        h.register(2);
+        h.register(3);
+        let manual = CreateTopicSpec {
+            name: "replicated".into(),
+            num_partitions: -1,
+            replication_factor: -1,
+            assignments: vec![(0, vec![2, 1, 3]), (1, vec![1, 2, 3])],
+            configs: Vec::new(),
+        };
+        h.run(|c, i| c.create_topics(i, &[manual], false));
+
+        assert_eq!(h.run(|c, i| c.unregister_broker(i, 2)), Ok(()));
+        assert!(!h.image().brokers.contains_key(&2));
+        // It left every ISR and its leadership moved, as a fencing does; replica lists keep it.
+        assert_eq!(
+            leaders(h.image(), "replicated"),
+            vec![(1, vec![1, 3], 1), (1, vec![1, 3], 0)]
+        );
+        assert!(h
+            .image()
+            .topic("replicated")
+            .unwrap()
+            .partitions
+            .values()
+            .all(|p| p.replicas.contains(&2)));
+
+        // Unknown, or already gone: BROKER_ID_NOT_REGISTERED, and nothing is written.
+        for broker in [2, 9] {
+            let planned = h.controller.unregister_broker(&h.image, broker);
+            assert!(planned.records.is_empty());
+            assert_eq!(
+                planned.reply,
+                Err(crate::ops::UnregisterBrokerError::NotRegistered(broker))
+            );
+        }
+        // A snapshot's records replay into the same image.
+        let mut restored = MetadataImage::default();
+        restored.replay_batch(&h.image().to_records());
+        assert_eq!(restored, *h.image());
     }
 }

@@ -73,7 +73,7 @@ pub use image::{
     BrokerImage, MetadataImage, PartitionImage, ProducerIdBlock, TopicImage, PRODUCER_ID_BLOCK_SIZE,
 };
 pub use log::MetadataLog;
-pub use ops::{ControllerOp, ControllerReply, ProducerIdsError};
+pub use ops::{ControllerOp, ControllerReply, ProducerIdsError, UnregisterBrokerError};
 pub use quorum::{ProposalError, ProposeError, Quorum, QuorumConfig, QuorumStatus, VoterStatus};
 pub use raft_disk::{DiskState, FileDisk, MemDisk, RaftDisk};
 pub use record::{ConfigResource, Endpoint, MetadataRecord, TopicId};

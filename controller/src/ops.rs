@@ -45,6 +45,10 @@ pub enum ControllerOp {
         broker_epoch: i64,
         request_id: u64,
     },
+    /// Kafka's UnregisterBroker: a broker that left for good stops being registered.
+    UnregisterBroker {
+        broker_id: i32,
+    },
 }
 
 /// Each operation's per-topic outcomes, in request order.
@@ -58,6 +62,15 @@ pub enum ControllerReply {
     ElectLeaders(Vec<ElectionResult>),
     AllocateProducerIds(Result<(), ProducerIdsError>),
     AlterConfigs(Vec<Result<(), TopicError>>),
+    UnregisterBroker(Result<(), UnregisterBrokerError>),
+}
+
+/// Why a broker could not be unregistered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum UnregisterBrokerError {
+    /// Kafka's BROKER_ID_NOT_REGISTERED.
+    #[error("broker {0} is not registered")]
+    NotRegistered(i32),
 }
 
 /// Why a block of producer ids was refused.
@@ -83,6 +96,7 @@ impl ControllerOp {
                 partitions.as_ref().map_or(0, Vec::len)
             }
             ControllerOp::AllocateProducerIds { .. } => 1,
+            ControllerOp::UnregisterBroker { .. } => 1,
             ControllerOp::AlterConfigs { resources, .. } => resources.len(),
         }
     }
@@ -137,6 +151,10 @@ impl Controller {
             } => map(
                 alter_configs(image, resources, *validate_only),
                 ControllerReply::AlterConfigs,
+            ),
+            ControllerOp::UnregisterBroker { broker_id } => map(
+                self.unregister_broker(image, *broker_id),
+                ControllerReply::UnregisterBroker,
             ),
         }
     }

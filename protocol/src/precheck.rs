@@ -336,6 +336,7 @@ pub const REQUESTS: &[RequestLayout] = &[
     layouts::DESCRIBE_QUORUM,
     layouts::DESCRIBE_CLUSTER,
     layouts::DESCRIBE_PRODUCERS,
+    layouts::UNREGISTER_BROKER,
     layouts::DESCRIBE_TRANSACTIONS,
     layouts::LIST_TRANSACTIONS,
     layouts::ALTER_PARTITION,
@@ -1014,6 +1015,16 @@ mod layouts {
         field("name", String),
         field("partition_indexes", Array(&Int32)),
     ]);
+
+    pub(super) const UNREGISTER_BROKER: RequestLayout = RequestLayout {
+        api_key: ApiKey::UnregisterBroker,
+        min_version: 0,
+        max_version: 0,
+        flexible_since: 0,
+        body: &UNREGISTER_BROKER_REQUEST,
+    };
+    // No arrays: only the tagged fields carry a length.
+    const UNREGISTER_BROKER_REQUEST: Layout = fields(&[field("broker_id", Int32)]);
 
     pub(super) const DESCRIBE_TRANSACTIONS: RequestLayout = RequestLayout {
         api_key: ApiKey::DescribeTransactions,

@@ -57,6 +57,7 @@ pub fn for_each(response: &ResponseKind, mut count: impl FnMut(i16)) {
             r.responses.iter().for_each(|t| count(t.error_code))
         }
         ResponseKind::DescribeCluster(r) => count(r.error_code),
+        ResponseKind::UnregisterBroker(r) => count(r.error_code),
         ResponseKind::DescribeQuorum(r) => {
             count(r.error_code);
             r.topics

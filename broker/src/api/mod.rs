@@ -57,6 +57,7 @@ pub mod produce;
 pub mod push_telemetry;
 pub mod sync_group;
 pub mod txn_offset_commit;
+pub mod unregister_broker;
 pub mod write_txn_markers;
 
 /// Who sent a request: group members are described by client id and host.
@@ -207,6 +208,9 @@ pub async fn handle_from(
         }
         RequestKind::DescribeCluster(body) => {
             ResponseKind::DescribeCluster(describe_cluster::handle(broker, body, version))
+        }
+        RequestKind::UnregisterBroker(body) => {
+            ResponseKind::UnregisterBroker(unregister_broker::handle(broker, body).await)
         }
         RequestKind::InitProducerId(body) => {
             ResponseKind::InitProducerId(init_producer_id::handle(broker, body).await)

@@ -64,7 +64,7 @@ use kafka_protocol::messages::{
     BrokerId, BrokerRegistrationRequest, CreatePartitionsRequest, CreateTopicsRequest,
     DeleteRecordsRequest, DeleteTopicsRequest, DescribeConfigsRequest, FetchRequest,
     IncrementalAlterConfigsRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest,
-    RequestHeader, RequestKind, TopicName, TransactionalId,
+    RequestHeader, RequestKind, TopicName, TransactionalId, UnregisterBrokerRequest,
 };
 use kafka_protocol::messages::{
     DeleteGroupsRequest, DescribeClusterRequest, DescribeGroupsRequest, DescribeQuorumRequest,
@@ -911,6 +911,11 @@ fn sample_body(api_key: ApiKey, v: i16, nulls: bool) -> RequestKind {
                         .with_producer_id(ProducerId(7))
                         .with_topics(Vec::new()),
                 ])
+                .with_unknown_tagged_fields(tags),
+        ),
+        ApiKey::UnregisterBroker => RequestKind::UnregisterBroker(
+            UnregisterBrokerRequest::default()
+                .with_broker_id(BrokerId(4))
                 .with_unknown_tagged_fields(tags),
         ),
         ApiKey::DescribeTransactions => RequestKind::DescribeTransactions(
