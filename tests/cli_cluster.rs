@@ -195,3 +195,38 @@ fn rebalance_dry_run_plans_the_moves_onto_a_new_broker() {
     };
     assert_eq!(plan, expected);
 }
+
+/// `skald cluster unregister BROKER`: a stopped broker is unregistered (gone from `cluster
+/// info`'s brokers); a second time the controller's BROKER_ID_NOT_REGISTERED fails the command.
+#[test]
+fn unregister_forgets_a_stopped_broker() {
+    let mut cluster = TestCluster::start(1, 2, &[]);
+    let bootstrap = cluster.node(2).bootstrap();
+    cluster.stop(3);
+    assert_eq!(
+        skald(&bootstrap, &["cluster", "unregister", "3"]),
+        "unregistered broker 3\n"
+    );
+    let brokers = poll_until("broker 3 gone from cluster info", SETTLE_TIMEOUT, || {
+        let brokers = cluster_info(&bootstrap).brokers;
+        (brokers.len() == 2).then_some(brokers)
+    });
+    assert_eq!(brokers[1][0], "2");
+
+    let mut command = Command::new(skald_bin());
+    command
+        .args(["cluster", "unregister", "3", "--brokers", &bootstrap])
+        .env_remove("SKALD_BROKERS")
+        .env("RUST_LOG", "warn");
+    let (status, stdout, stderr) = run_with_timeout(command, b"", CLI_TIMEOUT);
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert_eq!(stdout, "");
+    assert_eq!(
+        stderr,
+        "skald: unregister broker 3: BROKER_ID_NOT_REGISTERED (broker 3 is not registered)\n"
+    );
+}

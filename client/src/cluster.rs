@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
 use kafka_protocol::messages::{
-    DescribeClusterRequest, DescribeLogDirsRequest, DescribeQuorumRequest, DescribeQuorumResponse,
-    TopicName,
+    BrokerId, DescribeClusterRequest, DescribeLogDirsRequest, DescribeQuorumRequest,
+    DescribeQuorumResponse, TopicName, UnregisterBrokerRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -106,6 +106,18 @@ impl Client {
             topics.push(self.topic(name).await?.clone());
         }
         Ok(topics)
+    }
+
+    /// Unregisters a broker that left the cluster for good (UnregisterBroker, decided by the
+    /// active controller). BROKER_ID_NOT_REGISTERED when it is not registered.
+    pub async fn unregister_broker(&mut self, broker: i32) -> Result<()> {
+        let request = UnregisterBrokerRequest::default().with_broker_id(BrokerId(broker));
+        let response = self.send_controller(request).await?;
+        check(
+            response.error_code,
+            || format!("unregister broker {broker}"),
+            response.error_message.as_deref(),
+        )
     }
 
     /// The size on disk of every partition replica `broker` holds, over its log dirs

@@ -1,5 +1,6 @@
 //! `skald cluster info`: the controller quorum, the brokers and how partitions spread over them.
 //! `skald cluster rebalance --dry-run`: the moves that would even them out (skald-balancer).
+//! `skald cluster unregister BROKER`: forget a broker that left for good.
 
 use std::collections::BTreeMap;
 
@@ -37,12 +38,23 @@ pub enum ClusterCommand {
         #[arg(long, required = true)]
         dry_run: bool,
     },
+    /// Unregister a broker that left the cluster for good (stop it first: a running broker
+    /// registers again). Its replicas stay listed until the partitions are reassigned.
+    Unregister {
+        /// The broker's id.
+        broker: i32,
+    },
 }
 
 pub async fn run(args: ClusterArgs) -> Result<()> {
     let mut client = args.brokers.connect().await?;
     match args.command {
         ClusterCommand::Info => info(&mut client).await,
+        ClusterCommand::Unregister { broker } => {
+            client.unregister_broker(broker).await?;
+            out!("unregistered broker {broker}");
+            Ok(())
+        }
         ClusterCommand::Rebalance { dry_run: _ } => {
             let plan = rebalance_plan(&mut client).await?;
             out_raw!("{}", plan_text(&plan));
