@@ -28,6 +28,7 @@ pub mod connection;
 pub mod controller_plane;
 pub mod dynamic_config;
 pub mod error;
+pub mod fetch_waiters;
 pub mod group;
 pub mod metadata;
 pub mod metrics;

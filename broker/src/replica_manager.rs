@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 
 use crate::config::ServerConfig;
 use crate::dynamic_config::BrokerDefaults;
+use crate::fetch_waiters::FetchWaiters;
 use crate::metrics::Metrics;
 use crate::replication::fetcher::FetchAssignments;
 use crate::replication::state::{ReplicaState, Role, Transition};
@@ -64,9 +65,9 @@ pub struct Partition {
     pub(crate) log_end_offset: AtomicI64,
     /// Woken when the high watermark moves or the role changes (acks=all produces wait on it).
     pub(crate) replica_changed: Notify,
-    /// The manager's wake-up for waiting fetches, shared: a moved high watermark is new data
-    /// for consumers.
-    pub(crate) readable: Arc<Notify>,
+    /// Fetches parked on this partition: woken by an append and by a moved high watermark (new
+    /// data for consumers).
+    pub(crate) fetch_waiters: FetchWaiters,
 }
 
 impl Partition {
@@ -167,8 +168,9 @@ pub struct ReplicaManager {
     /// This broker's and the cluster-wide dynamic broker configs the partitions' settings were
     /// last derived from.
     applied_broker_configs: Mutex<(BTreeMap<String, String>, BTreeMap<String, String>)>,
-    /// Woken after every append and high watermark move, so fetches waiting for data re-check.
-    appended: Arc<Notify>,
+    /// Woken when a metadata image changed the hosted partitions or their roles, so every parked
+    /// fetch re-checks (appends and high watermarks wake only their partition's fetches).
+    placement_changed: Notify,
     /// Which partitions this broker follows, by leader: what the replica fetchers fetch.
     pub fetch_assignments: FetchAssignments,
     /// The `replication-offset-checkpoint` of each log dir as read at start-up (high watermarks).
@@ -234,7 +236,7 @@ impl ReplicaManager {
             partitions: RwLock::new(HashMap::new()),
             unclaimed_dirs: Mutex::new(unclaimed),
             applied_broker_configs: Mutex::default(),
-            appended: Arc::new(Notify::new()),
+            placement_changed: Notify::new(),
             fetch_assignments: FetchAssignments::default(),
             startup_high_watermarks: Mutex::new(startup_high_watermarks),
             metrics,
@@ -315,8 +317,9 @@ impl ReplicaManager {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub fn appended(&self) -> &Notify {
-        &self.appended
+    /// Woken when a metadata image changed what this broker hosts or leads.
+    pub fn placement_changed(&self) -> &Notify {
+        &self.placement_changed
     }
 
     /// Called by the produce path under the partition's log lock after an append: updates the
@@ -329,7 +332,7 @@ impl ReplicaManager {
             log.size_bytes(),
         );
         partition.leader_appended(self.node_id, log.log_end_offset());
-        self.appended.notify_waiters();
+        partition.fetch_waiters.wake();
     }
 
     /// Kafka's `appendRecordsToLeader`: runs `append` (given the log and the leader epoch) under
@@ -571,7 +574,7 @@ impl ReplicaManager {
         }
         self.fetch_assignments.set(follows);
         // Waiting fetches re-check: a leader's high watermark may have moved (ISR shrink).
-        self.appended.notify_waiters();
+        self.placement_changed.notify_waiters();
         changes
     }
 
@@ -654,7 +657,7 @@ impl ReplicaManager {
             high_watermark: AtomicI64::new(high_watermark),
             log_end_offset: AtomicI64::new(log_end_offset),
             replica_changed: Notify::new(),
-            readable: Arc::clone(&self.appended),
+            fetch_waiters: FetchWaiters::default(),
         })
     }
 

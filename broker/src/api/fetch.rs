@@ -108,13 +108,19 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
         Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0)).min(MAX_WAIT_CAP);
     let deadline = Instant::now() + max_wait;
     let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
+    // Woken by an append to, or a high watermark move of, a partition this fetch reads; it is
+    // registered with them by the first read, before the read, so nothing between the read and
+    // the wait is missed.
+    let waiter = Arc::new(tokio::sync::Notify::new());
+    let mut first_read = true;
     loop {
-        // Register for the wake-up before reading, so an append between the read and the wait is seen.
-        let appended = broker.replicas.appended().notified();
-        tokio::pin!(appended);
-        appended.as_mut().enable();
+        // Metadata changes (a partition hosted or led here now, an ISR shrink) wake every fetch.
+        let placement_changed = broker.replicas.placement_changed().notified();
+        tokio::pin!(placement_changed);
+        placement_changed.as_mut().enable();
 
-        let (responses, bytes, any_error) = read_partitions(broker, &request, version);
+        let watch = std::mem::take(&mut first_read).then_some(&waiter);
+        let (responses, bytes, any_error) = read_partitions(broker, &request, version, watch);
         if bytes >= min_bytes.max(1) || any_error || Instant::now() >= deadline {
             for topic in &responses {
                 let fetched: usize = topic
@@ -138,18 +144,21 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
             return response;
         }
         tokio::select! {
-            () = &mut appended => {}
+            () = waiter.notified() => {}
+            () = &mut placement_changed => {}
             () = tokio::time::sleep_until(deadline) => {}
         }
     }
 }
 
 /// Reads every requested partition once; returns the responses, the record bytes and whether any
-/// partition failed (Kafka answers at once when one does).
+/// partition failed (Kafka answers at once when one does). With `watch`, registers that wake-up
+/// with every partition served here (before reading it).
 fn read_partitions(
     broker: &Arc<Broker>,
     request: &FetchRequest,
     version: i16,
+    watch: Option<&Arc<tokio::sync::Notify>>,
 ) -> (Vec<FetchableTopicResponse>, usize, bool) {
     let image = broker.image();
     let replica_id = replica_id(request, version);
@@ -182,10 +191,16 @@ fn read_partitions(
                         replica_id,
                         request.isolation_level == READ_COMMITTED,
                         name.and_then(|name| {
-                            broker
-                                .replicas
-                                .serving(&image, name, fetch.partition, fetch.current_leader_epoch)
-                                .map(|(partition, _)| partition)
+                            let (partition, _) = broker.replicas.serving(
+                                &image,
+                                name,
+                                fetch.partition,
+                                fetch.current_leader_epoch,
+                            )?;
+                            if let Some(waiter) = watch {
+                                partition.fetch_waiters.watch(waiter);
+                            }
+                            Ok(partition)
                         }),
                         remaining,
                         total == 0,

@@ -67,7 +67,7 @@ impl Partition {
         if after != before {
             self.high_watermark.store(after.0, Ordering::Release);
             self.replica_changed.notify_waiters();
-            self.readable.notify_waiters();
+            self.fetch_waiters.wake();
         }
         result
     }
