@@ -301,3 +301,49 @@ async fn time_retention_deletes_expired_segments_in_the_background() {
         data.display()
     );
 }
+
+/// Sealed segments a consumer read give their maps back once idle for
+/// `log.segment.unload.idle.ms`: right after reading every segment each `.log` is mapped; then
+/// only the active segment's stays mapped.
+#[test]
+fn idle_sealed_segments_are_unmapped() {
+    const RECORDS: i64 = 40;
+    let server = TestServer::start_with(&[
+        ("log.segment.bytes", "1024"),
+        ("log.segment.unload.idle.ms", "3000"),
+    ]);
+    let mut conn = RawConn::connect(server.kafka_addr());
+    wire::ensure_topic(server.kafka_addr(), "cold");
+    let value = "v".repeat(100);
+    for i in 0..RECORDS {
+        let batch = wire::batch_v2(&[("k", value.as_str(), now_ms())]);
+        assert_eq!(conn.produce_raw("cold", 0, batch), (0, i));
+    }
+    let partition_dir = server.data_dir().join("cold-0");
+    let segments = std::fs::read_dir(&partition_dir)
+        .expect("list the partition's dir")
+        .filter(|entry| {
+            entry
+                .as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "log"))
+        })
+        .count();
+    assert!(segments >= 5, "{segments} segments: too few to tell");
+    let mapped_logs = || {
+        std::fs::read_to_string(format!("/proc/{}/maps", server.pid()))
+            .expect("read the server's maps")
+            .lines()
+            .filter(|line| line.contains("/cold-0/") && line.ends_with(".log"))
+            .count()
+    };
+    // Reading every record loads every segment.
+    for offset in 0..RECORDS {
+        let (error, high_watermark, records) = conn.fetch_raw("cold", 0, offset);
+        assert_eq!((error, high_watermark), (0, RECORDS));
+        assert!(!records.is_empty(), "no records at offset {offset}");
+    }
+    assert_eq!(mapped_logs(), segments);
+    poll_until("idle segments unmapped", Duration::from_secs(30), || {
+        (mapped_logs() == 1).then_some(())
+    });
+}

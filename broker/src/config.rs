@@ -57,6 +57,9 @@ const SERVER_PROPERTIES: &[(&str, &str)] = &[
     ("fetch.max.bytes", "57671680"),
     ("broker.rack", ""),
     ("log.retention.check.interval.ms", "300000"),
+    // Skald's: sealed segments nothing read for this long give their maps back (checked every
+    // tenth of it, at least every second and at most every minute). 0 = never.
+    ("log.segment.unload.idle.ms", "300000"),
     // `log.retention.ms` (topic table) wins over `.minutes`, which wins over `.hours` (Kafka's rule);
     // see `ServerConfig::get`.
     ("log.retention.minutes", ""),
@@ -251,6 +254,8 @@ pub struct ServerConfig {
     pub rack: Option<String>,
     /// `log.retention.check.interval.ms`: how often retention runs over every partition.
     pub log_retention_check_interval_ms: u64,
+    /// `log.segment.unload.idle.ms` (Skald's): 0 = never unload idle sealed segments.
+    pub log_segment_unload_idle_ms: u64,
     /// `log.cleaner.enable`: whether compacted topics are cleaned.
     pub log_cleaner_enable: bool,
     /// `log.cleaner.backoff.ms`: the pause between cleaner passes.
@@ -374,6 +379,7 @@ impl ServerConfig {
             fetch_max_bytes: 0,
             rack: None,
             log_retention_check_interval_ms: 0,
+            log_segment_unload_idle_ms: 0,
             log_cleaner_enable: true,
             log_cleaner_backoff_ms: 0,
             log_flush_scheduler_interval_ms: 0,
@@ -481,6 +487,7 @@ impl ServerConfig {
             ));
         }
         config.log_retention_check_interval_ms = config.parse("log.retention.check.interval.ms")?;
+        config.log_segment_unload_idle_ms = config.parse("log.segment.unload.idle.ms")?;
         config.producer_id_expiration_ms = config.parse("producer.id.expiration.ms")?;
         config.producer_id_expiration_check_interval_ms =
             config.parse("producer.id.expiration.check.interval.ms")?;

@@ -866,6 +866,22 @@ impl ReplicaManager {
         }
     }
 
+    /// Unmaps the sealed segments nothing has read for `idle` (`log.segment.unload.idle.ms`), so
+    /// maps of old data a consumer read once do not pile up to `vm.max_map_count` and fail
+    /// later maps (which would take a log dir offline). Blocking. Returns how many.
+    pub fn unload_idle_segments(&self, idle: std::time::Duration) -> usize {
+        let unloaded = self
+            .all()
+            .iter()
+            .filter(|partition| !self.is_offline(partition))
+            .filter_map(|partition| partition.with_log(|log| log.unload_idle_segments(idle)))
+            .sum();
+        if unloaded > 0 {
+            tracing::debug!(unloaded, "unloaded idle sealed segments");
+        }
+        unloaded
+    }
+
     /// Kafka's `checkpointLogRecoveryOffsets`: writes each log dir's
     /// `recovery-point-offset-checkpoint` with the recovery point of every log in it. Blocking.
     pub fn checkpoint_recovery_points(&self) {

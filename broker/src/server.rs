@@ -385,6 +385,19 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
         shutdown_tx.subscribe(),
     ));
 
+    let idle = Duration::from_millis(config.log_segment_unload_idle_ms);
+    let unloader = tokio::spawn(periodic_log_task(
+        Arc::clone(&broker),
+        if idle.is_zero() {
+            u64::MAX
+        } else {
+            (config.log_segment_unload_idle_ms / 10).clamp(1_000, 60_000)
+        },
+        move |replicas| {
+            replicas.unload_idle_segments(idle);
+        },
+        shutdown_tx.subscribe(),
+    ));
     let flusher = tokio::spawn(periodic_log_task(
         Arc::clone(&broker),
         config.log_flush_scheduler_interval_ms,
@@ -456,6 +469,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
     // fetch or an AlterPartition still waiting for a silent peer is abandoned at the deadline.
     for task in [
         flusher,
+        unloader,
         producer_expiration,
         checkpointer,
         high_watermarks,

@@ -526,6 +526,18 @@ impl Log {
             .count()
     }
 
+    /// Unmaps the sealed segments nothing has read for `idle` (see
+    /// [`Log::unload_sealed_segments`]): old data a consumer read once stops holding maps.
+    /// Returns how many were unloaded.
+    pub fn unload_idle_segments(&mut self, idle: std::time::Duration) -> usize {
+        let sealed = self.segments.len().saturating_sub(1);
+        self.segments
+            .values_mut()
+            .take(sealed)
+            .filter_map(|segment| segment.unload_if_idle(idle).then_some(()))
+            .count()
+    }
+
     /// How many segments have their files open (mapped); the active one always does.
     pub fn loaded_segment_count(&self) -> usize {
         self.segments.values().filter(|s| s.is_loaded()).count()

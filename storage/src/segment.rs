@@ -2,8 +2,9 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use bytes::Bytes;
 use skald_protocol::batch::{self, BatchError, RecordBatchHeader, RecordBatches, NO_TIMESTAMP};
@@ -603,6 +604,15 @@ pub(crate) struct Segment {
     size_on_open: u64,
     loaded: OnceLock<Loaded>,
     loading: Mutex<()>,
+    /// When the segment was last read ([`monotonic_ms`]), so idle sealed segments can give
+    /// their maps back ([`Segment::unload_if_idle`]).
+    last_read_ms: AtomicU64,
+}
+
+/// Milliseconds since this process first asked: a monotonic clock for idleness.
+fn monotonic_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    u64::try_from(START.get_or_init(Instant::now).elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Segment {
@@ -615,6 +625,7 @@ impl Segment {
             size_on_open: loaded.size(),
             loaded: OnceLock::from(loaded),
             loading: Mutex::new(()),
+            last_read_ms: AtomicU64::new(monotonic_ms()),
         }
     }
 
@@ -702,11 +713,13 @@ impl Segment {
             size_on_open,
             loaded: OnceLock::new(),
             loading: Mutex::new(()),
+            last_read_ms: AtomicU64::new(monotonic_ms()),
         })
     }
 
     /// The segment's files, opened and mapped on first use (see [`Loaded::open_sealed`]).
     fn loaded(&self) -> Result<&Loaded> {
+        self.last_read_ms.store(monotonic_ms(), Ordering::Relaxed);
         if let Some(loaded) = self.loaded.get() {
             return Ok(loaded);
         }
@@ -750,6 +763,14 @@ impl Segment {
         let unloaded = self.loaded.take().is_some();
         self.size_on_open = size;
         unloaded
+    }
+
+    /// Unloads the segment (see [`Segment::unload`]) if nothing has read it for `idle`.
+    /// Returns whether it was loaded and now is not.
+    pub(crate) fn unload_if_idle(&mut self, idle: Duration) -> bool {
+        let last_read = self.last_read_ms.load(Ordering::Relaxed);
+        let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
+        monotonic_ms().saturating_sub(last_read) >= idle_ms && self.unload()
     }
 
     /// Whether the `.log` holds a descriptor (tests count them).

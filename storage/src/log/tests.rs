@@ -1294,6 +1294,17 @@ fn sealed_segments_are_loaded_when_read_and_hold_no_descriptors() {
     assert_eq!(fetched, written[2].bytes);
     assert_eq!(read_all(&log), concat(&written));
     assert_eq!(log.loaded_segment_count(), 5);
+    // Idle unloading: segments read within the idle time stay loaded; with none, every sealed
+    // one is unloaded, and a read loads just the one it needs.
+    assert_eq!(
+        log.unload_idle_segments(std::time::Duration::from_secs(3600)),
+        0
+    );
+    assert_eq!(log.loaded_segment_count(), 5);
+    assert_eq!(log.unload_idle_segments(std::time::Duration::ZERO), 4);
+    assert_eq!(log.loaded_segment_count(), 1);
+    assert_eq!(log.read(2, 1).unwrap().records, written[2].bytes);
+    assert_eq!(log.loaded_segment_count(), 2);
 
     // A roll seals the active segment and closes its descriptor; appends go on.
     let more = append(&mut log, simple_batch(0, 1, 20_000, 50));
