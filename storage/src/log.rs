@@ -538,6 +538,15 @@ impl Log {
             .count()
     }
 
+    /// Whether reading at `offset` would first open and map a sealed segment (and check, maybe
+    /// rebuild, its indexes): slow enough that an async caller should move off its worker.
+    pub fn reads_cold_segment(&self, offset: i64) -> bool {
+        self.segments
+            .range(..=offset)
+            .next_back()
+            .is_some_and(|(_, segment)| !segment.is_loaded())
+    }
+
     /// How many segments have their files open (mapped); the active one always does.
     pub fn loaded_segment_count(&self) -> usize {
         self.segments.values().filter(|s| s.is_loaded()).count()

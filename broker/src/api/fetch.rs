@@ -151,6 +151,20 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
     }
 }
 
+/// Runs `read` where blocking is allowed when it must open and map a cold segment (files
+/// opened, indexes checked and maybe rebuilt): on the multi-threaded runtime the worker first
+/// hands its other tasks to another thread (`block_in_place`), so the connections sharing it
+/// are not held up. Reads of loaded segments, nearly all of them, run as they are.
+fn reading<T>(cold: bool, read: impl FnOnce() -> T) -> T {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if cold && multi_thread {
+        tokio::task::block_in_place(read)
+    } else {
+        read()
+    }
+}
+
 /// Reads every requested partition once; returns the responses, the record bytes and whether any
 /// partition failed (Kafka answers at once when one does). With `watch`, registers that wake-up
 /// with every partition served here (before reading it).
@@ -263,7 +277,10 @@ fn read_partition(
             } else {
                 high_watermark
             };
-            let read = log.read_up_to(fetch.fetch_offset, limit.max(1), max_offset)?;
+            let cold = log.reads_cold_segment(fetch.fetch_offset);
+            let read = reading(cold, || {
+                log.read_up_to(fetch.fetch_offset, limit.max(1), max_offset)
+            })?;
             let aborted = read_committed.then(|| {
                 log.collect_aborted_txns(fetch.fetch_offset, read.next_offset)
                     .iter()
@@ -288,7 +305,8 @@ fn read_partition(
         if let Some(diverging) = replication::diverging_epoch(log, fetch) {
             return Ok(Read::Diverging(diverging));
         }
-        let read = log.read(fetch.fetch_offset, limit.max(1))?;
+        let cold = log.reads_cold_segment(fetch.fetch_offset);
+        let read = reading(cold, || log.read(fetch.fetch_offset, limit.max(1)))?;
         replication::record_follower_fetch(broker, &partition, follower, fetch.fetch_offset);
         Ok(Read::Records(read, None))
     });

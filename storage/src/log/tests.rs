@@ -1303,7 +1303,10 @@ fn sealed_segments_are_loaded_when_read_and_hold_no_descriptors() {
     assert_eq!(log.loaded_segment_count(), 5);
     assert_eq!(log.unload_idle_segments(std::time::Duration::ZERO), 4);
     assert_eq!(log.loaded_segment_count(), 1);
+    assert!(log.reads_cold_segment(3));
+    assert!(!log.reads_cold_segment(8));
     assert_eq!(log.read(2, 1).unwrap().records, written[2].bytes);
+    assert!(!log.reads_cold_segment(3));
     assert_eq!(log.loaded_segment_count(), 2);
 
     // A roll seals the active segment and closes its descriptor; appends go on.
