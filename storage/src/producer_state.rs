@@ -408,6 +408,24 @@ impl ProducerStateManager {
         Some(guard)
     }
 
+    /// Whether a batch a coordinator appends for its producer (TxnOffsetCommit's offsets) may be
+    /// written under KIP-890: one that would begin the producer's transaction here needs the
+    /// producer's current guard, as a client's batch does.
+    pub fn admits_coordinator_batch(
+        &self,
+        header: &RecordBatchHeader,
+        verification: TxnVerification,
+    ) -> bool {
+        let open = self
+            .producers
+            .get(&header.producer_id)
+            .is_some_and(|entry| {
+                entry.current_txn_first_offset.is_some()
+                    && entry.producer_epoch == header.producer_epoch
+            });
+        !header.is_transactional() || open || self.verified(header.producer_id, verification)
+    }
+
     /// Whether a batch of `producer_id` at `epoch` that would begin its transaction here may
     /// (KIP-890): only with the producer's current guard.
     fn verified(&self, producer_id: i64, verification: TxnVerification) -> bool {

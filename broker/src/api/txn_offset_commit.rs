@@ -17,6 +17,7 @@ use skald_controller::names::CONSUMER_OFFSETS_TOPIC;
 
 use crate::broker::Broker;
 use crate::group::CommittedOffset;
+use skald_storage::TxnVerification;
 
 /// First version of transactions version 2 (KIP-890).
 const TRANSACTIONS_V2_SINCE: i16 = 5;
@@ -121,7 +122,19 @@ async fn commit(
     // KIP-890: the group's offsets partition must be in the transaction — added here for a v5+
     // commit (transactions version 2: the producer sends no AddOffsetsToTxn), verified before.
     let add = version >= TRANSACTIONS_V2_SINCE && broker.txns.config.transaction_version >= 2;
+    let mut verification = TxnVerification::Off;
     if add || broker.txns.config.partition_verification {
+        // The guard comes before the question, so a marker that ends the transaction between
+        // the coordinator's answer and the append voids it and the append is refused.
+        let guard = tokio::task::block_in_place(|| {
+            broker.groups.start_offsets_verification(
+                &broker.replicas,
+                group_id,
+                body.producer_id.0,
+                body.producer_epoch,
+            )
+        });
+        verification = TxnVerification::Guard(guard);
         let offsets_partition = (
             CONSUMER_OFFSETS_TOPIC.to_owned(),
             broker.groups.partition_for(group_id),
@@ -152,6 +165,7 @@ async fn commit(
             body.producer_id.0,
             body.producer_epoch,
             &offsets,
+            verification,
         )
     })?;
     let timeout = Duration::from_millis(broker.groups.config.offsets_commit_timeout_ms);

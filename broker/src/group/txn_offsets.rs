@@ -39,6 +39,7 @@ impl GroupCoordinator {
         producer_id: i64,
         producer_epoch: i16,
         offsets: &[(String, i32, CommittedOffset)],
+        verification: skald_storage::TxnVerification,
     ) -> Result<ReplicationWait, ResponseError> {
         let records: Vec<(Bytes, Option<Bytes>)> = offsets
             .iter()
@@ -66,7 +67,7 @@ impl GroupCoordinator {
         // (see `decide_txn`): a marker appended after them decides them, never one before.
         let appended = replicas
             .append_to_leader(&partition, Some(min_isr), |log, leader_epoch| {
-                let appended = log.append_for_producer(&mut batch, leader_epoch);
+                let appended = log.append_for_producer(&mut batch, leader_epoch, verification);
                 if appended.is_ok() {
                     self.add_pending_txn_offsets(group_id, producer_id, offsets.to_vec());
                 }
@@ -80,6 +81,13 @@ impl GroupCoordinator {
                 required_offset: info.last_offset + 1,
                 min_insync_replicas: min_isr,
             }),
+            Err(skald_storage::Error::Producer(
+                refused @ skald_storage::ProducerError::UnverifiedTxn { .. },
+            )) => {
+                // Verified for a transaction a marker has ended since (KIP-890).
+                tracing::info!(group = group_id, "transactional offsets refused: {refused}");
+                Err(ResponseError::InvalidTxnState)
+            }
             Err(skald_storage::Error::Producer(refused)) => {
                 tracing::info!(group = group_id, "transactional offsets refused: {refused}");
                 Err(ResponseError::ProducerFenced)
@@ -92,6 +100,22 @@ impl GroupCoordinator {
                 Err(ResponseError::NotCoordinator)
             }
         }
+    }
+
+    /// Starts KIP-890's verification of `producer_id`'s transaction in the group's offsets
+    /// partition: the guard its offsets' append must carry (`None` when the transaction is
+    /// already open there, or the partition is not led here, which the append then answers).
+    pub fn start_offsets_verification(
+        &self,
+        replicas: &ReplicaManager,
+        group_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+    ) -> Option<u64> {
+        replicas
+            .get(CONSUMER_OFFSETS_TOPIC, self.partition_for(group_id))?
+            .with_log(|log| log.start_txn_verification(producer_id, producer_epoch))
+            .flatten()
     }
 
     /// Holds offsets a transaction committed until its marker (called under the partition's

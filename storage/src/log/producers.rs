@@ -6,7 +6,7 @@ use skald_protocol::batch::{self, RecordBatchHeader, RecordBatches};
 
 use super::{AppendInfo, Log, LEADER_EPOCH_REBUILD_BYTES_MAX};
 use crate::error::Result;
-use crate::producer_state::{self, ProducerStateManager};
+use crate::producer_state::{self, ProducerStateManager, TxnVerification};
 use crate::txn_index::AbortedTxn;
 
 impl Log {
@@ -142,14 +142,27 @@ impl Log {
 
     /// An append a coordinator makes on a producer's behalf (TxnOffsetCommit's offsets: Kafka's
     /// `AppendOrigin.COORDINATOR`): the producer's epoch is checked, its sequence is not (such
-    /// batches carry none).
+    /// batches carry none). A batch that would begin the producer's transaction here needs a
+    /// current verification guard when `verification` asks for one (KIP-890), so offsets
+    /// verified for a transaction that a marker has since ended are refused, not written into
+    /// the next one.
     pub fn append_for_producer(
         &mut self,
         batches: &mut [u8],
         leader_epoch: i32,
+        verification: TxnVerification,
     ) -> Result<AppendInfo> {
         let headers = self.validate_append(batches)?;
         for (_, header) in &headers {
+            if !self
+                .producer_state
+                .admits_coordinator_batch(header, verification)
+            {
+                return Err(producer_state::ProducerError::UnverifiedTxn {
+                    producer_id: header.producer_id,
+                }
+                .into());
+            }
             let Some(entry) = self.producer_state.entry(header.producer_id) else {
                 continue;
             };

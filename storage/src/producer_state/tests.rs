@@ -440,3 +440,33 @@ fn a_transaction_begins_here_only_with_a_current_verification_guard() {
     assert_ne!(old, new);
     assert_eq!(state.start_verification(1, 0, 0), Some(new));
 }
+
+/// KIP-890 for a coordinator's append on a producer's behalf (TxnOffsetCommit's offsets): the
+/// same guard rule as a client's batch, without sequence checks.
+#[test]
+fn coordinator_batches_begin_a_transaction_only_with_a_current_guard() {
+    let mut state = ProducerStateManager::default();
+    // Coordinator batches carry no sequence.
+    let offsets = header_with(1, 0, -1, 1, 10, TRANSACTIONAL_FLAG_MASK);
+    assert!(state.admits_coordinator_batch(&offsets, TxnVerification::Off));
+    assert!(!state.admits_coordinator_batch(&offsets, TxnVerification::Guard(None)));
+    let guard = state.start_verification(1, 0, 0).unwrap();
+    assert!(!state.admits_coordinator_batch(&offsets, TxnVerification::Guard(Some(guard + 1))));
+    assert!(state.admits_coordinator_batch(&offsets, TxnVerification::Guard(Some(guard))));
+    state.update(&offsets, None);
+    // Open at this epoch: more offsets need no guard.
+    let more = header_with(1, 0, -1, 1, 11, TRANSACTIONAL_FLAG_MASK);
+    assert!(state.admits_coordinator_batch(&more, TxnVerification::Guard(None)));
+    // Verified, then a marker ended the transaction before the append: refused.
+    let late_guard = state.start_verification(1, 0, 0);
+    assert_eq!(
+        late_guard, None,
+        "the transaction is open: nothing to verify"
+    );
+    state.update(&header_with(1, 0, -1, 1, 12, MARKER), Some(abort(0)));
+    let late = header_with(1, 0, -1, 1, 13, TRANSACTIONAL_FLAG_MASK);
+    assert!(!state.admits_coordinator_batch(&late, TxnVerification::Guard(late_guard)));
+    // A plain (non-transactional) batch is never asked.
+    let plain = header_with(2, 0, -1, 1, 14, 0);
+    assert!(state.admits_coordinator_batch(&plain, TxnVerification::Guard(None)));
+}
