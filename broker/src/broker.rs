@@ -44,6 +44,8 @@ pub struct Broker {
     pub txns: Arc<TransactionCoordinator>,
     /// Asks coordinators whether a transaction's first batch here belongs to it (KIP-890).
     pub txn_verifier: crate::txn::verifier::TxnVerifier,
+    /// Connections to other brokers for the requests brokers send each other.
+    pub peers: crate::peers::PeerConnections,
     /// This broker's registration: its epoch (-1 before the first) and whether it is fenced.
     pub broker_epoch: AtomicI64,
     pub fenced: AtomicBool,
@@ -88,6 +90,7 @@ impl Broker {
             producer_ids: ProducerIdManager::new(),
             txns: Arc::new(txns),
             txn_verifier: Default::default(),
+            peers: Default::default(),
             broker_epoch: AtomicI64::new(-1),
             fenced: AtomicBool::new(true),
             shutting_down: AtomicBool::new(false),

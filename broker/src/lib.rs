@@ -32,6 +32,7 @@ pub mod fetch_waiters;
 pub mod group;
 pub mod metadata;
 pub mod metrics;
+pub mod peers;
 pub mod producer_ids;
 pub mod replica_manager;
 pub mod replication;

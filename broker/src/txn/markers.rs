@@ -1,6 +1,7 @@
 //! Writing a transaction's markers to its partitions' leaders (Kafka's
 //! `TransactionMarkerChannelManager`): in-process for the partitions this broker leads, with a
-//! WriteTxnMarkers request to every other leader, retried through leader changes until every
+//! WriteTxnMarkers request to every other leader (over the broker's kept connection to it,
+//! [`crate::peers`]), retried through leader changes until every
 //! partition has its marker or the deadline passes (the coordinator's tick tries again later).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -12,7 +13,6 @@ use kafka_protocol::messages::write_txn_markers_request::{
 };
 use kafka_protocol::messages::{ProducerId, TopicName, WriteTxnMarkersRequest};
 use kafka_protocol::protocol::StrBytes;
-use skald_client::connection::Connection;
 use tokio::time::Instant;
 
 use super::state::TxnMetadata;
@@ -22,6 +22,8 @@ use crate::broker::Broker;
 /// How long one attempt to end a transaction keeps trying its markers.
 const MARKERS_DEADLINE: Duration = Duration::from_secs(60);
 const RETRY_BACKOFF: Duration = Duration::from_millis(100);
+/// How long connecting to a partition leader may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Writes the COMMIT or ABORT marker of `txn` to every partition it touched. A partition whose
 /// topic is gone needs none; a coordinator-fenced answer means another coordinator took over
@@ -143,13 +145,12 @@ async fn write_remote(
                     })
                     .collect(),
             )]);
-    let mut connection = Connection::connect(&address)
-        .await
-        .map_err(|err| err.to_string())?;
+    let mut connection = broker.peers.take(leader, &address, CONNECT_TIMEOUT).await?;
     let response = tokio::time::timeout(MARKERS_DEADLINE, connection.send(request))
         .await
         .map_err(|_| "WriteTxnMarkers timed out".to_string())?
         .map_err(|err| err.to_string())?;
+    broker.peers.give_back(leader, connection).await;
     let answered = response
         .markers
         .iter()

@@ -5,10 +5,10 @@
 //! its transaction ended, then gets an error instead of opening a transaction nobody will ever
 //! end (one that would hold every partition's last stable offset back for good).
 //!
-//! The coordinator is asked in process when this broker is it; otherwise over one connection per
-//! coordinator broker, kept between requests and replaced when it breaks.
+//! The coordinator is asked in process when this broker is it; otherwise over the broker's kept
+//! connection to the coordinator's broker ([`crate::peers`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +18,6 @@ use kafka_protocol::messages::add_partitions_to_txn_request::{
 };
 use kafka_protocol::messages::{AddPartitionsToTxnRequest, ProducerId, TopicName, TransactionalId};
 use kafka_protocol::protocol::StrBytes;
-use skald_client::connection::Connection;
 use skald_controller::names::TRANSACTION_STATE_TOPIC;
 
 use crate::broker::Broker;
@@ -27,17 +26,9 @@ use crate::broker::Broker;
 /// retriable error.
 const VERIFY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Connections to the coordinators this broker asks, by broker id.
-#[derive(Default)]
-pub struct TxnVerifier {
-    connections: tokio::sync::Mutex<HashMap<i32, Connection>>,
-}
-
-impl std::fmt::Debug for TxnVerifier {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TxnVerifier").finish_non_exhaustive()
-    }
-}
+/// Asks transactions' coordinators (over the broker's peer connections, [`crate::peers`]).
+#[derive(Debug, Default)]
+pub struct TxnVerifier;
 
 impl TxnVerifier {
     /// Whether each of `partitions` is in `transactional_id`'s open transaction of this producer
@@ -140,27 +131,17 @@ impl TxnVerifier {
                         .collect(),
                 ),
         ]);
-        // A kept connection is lent out for one request; verifications running at once open
-        // their own, and one of them is kept after.
-        let reused = self
-            .connections
-            .lock()
+        let mut connection = broker
+            .peers
+            .take(coordinator, &address, VERIFY_TIMEOUT)
             .await
-            .remove(&coordinator)
-            .filter(|c| c.addr() == address && !c.is_broken());
-        let mut connection = match reused {
-            Some(connection) => connection,
-            None => tokio::time::timeout(VERIFY_TIMEOUT, Connection::connect(&address))
-                .await
-                .map_err(|_| ResponseError::NetworkException)?
-                .map_err(|err| {
-                    tracing::debug!(
-                        coordinator,
-                        "cannot reach the transaction coordinator: {err}"
-                    );
-                    ResponseError::NetworkException
-                })?,
-        };
+            .map_err(|err| {
+                tracing::debug!(
+                    coordinator,
+                    "cannot reach the transaction coordinator: {err}"
+                );
+                ResponseError::NetworkException
+            })?;
         // The batched form (v4+) is the only one with `verify_only`. A coordinator without it
         // (an older broker mid-upgrade) cannot verify — skipped, as Kafka does — nor add for
         // transactions version 2, which must then wait for it (a partition never added would
@@ -169,10 +150,7 @@ impl TxnVerifier {
             .version_for::<AddPartitionsToTxnRequest>()
             .is_ok_and(|version| version < 4)
         {
-            self.connections
-                .lock()
-                .await
-                .insert(coordinator, connection);
+            broker.peers.give_back(coordinator, connection).await;
             if add {
                 return Err(ResponseError::CoordinatorNotAvailable);
             }
@@ -190,10 +168,7 @@ impl TxnVerifier {
             }
             Err(_) => return Err(ResponseError::NetworkException),
         };
-        self.connections
-            .lock()
-            .await
-            .insert(coordinator, connection);
+        broker.peers.give_back(coordinator, connection).await;
         if response.error_code != 0 {
             return Err(ResponseError::try_from_code(response.error_code)
                 .unwrap_or(ResponseError::UnknownServerError));
