@@ -427,7 +427,9 @@ impl ReplicaManager {
 
     /// Makes the hosted partitions match the image: opens or creates the logs of partitions placed on
     /// this broker and removes those that no longer exist (or belong to an older topic of the same
-    /// name). Run after every metadata change (serialised by the controller lock) and at start-up.
+    /// name) or no longer list this broker as a replica (a completed or cancelled reassignment
+    /// moved it away: Kafka's StopReplica with delete). Run after every metadata change
+    /// (serialised by the controller lock) and at start-up.
     ///
     /// Logs are opened and removed outside the map's lock, so requests to other partitions carry on.
     /// A partition whose log cannot be opened is logged and left offline (requests for it get
@@ -439,7 +441,10 @@ impl ReplicaManager {
                 .iter()
                 .filter(|((topic, index), partition)| {
                     !image.topic(topic).is_some_and(|t| {
-                        t.topic_id == partition.topic_id && t.partitions.contains_key(index)
+                        t.topic_id == partition.topic_id
+                            && t.partitions
+                                .get(index)
+                                .is_some_and(|p| p.replicas.contains(&self.node_id))
                     })
                 })
                 .map(|(key, _)| key.clone())

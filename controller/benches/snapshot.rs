@@ -65,6 +65,8 @@ fn cluster_records() -> Vec<MetadataRecord> {
                 replicas,
                 leader_epoch: 0,
                 partition_epoch: 0,
+                removing_replicas: Vec::new(),
+                adding_replicas: Vec::new(),
             });
         }
     }

@@ -16,7 +16,8 @@ use std::collections::HashMap;
 use crate::controller::{Controller, Planned};
 use crate::election::is_live;
 use crate::image::{MetadataImage, PartitionImage};
-use crate::record::{MetadataRecord, TopicId};
+use crate::reassignment::{change_record, complete_if_ready};
+use crate::record::TopicId;
 
 /// An ISR member's broker epoch when the request does not say (AlterPartition v2): not checked.
 pub const UNKNOWN_BROKER_EPOCH: i64 = -1;
@@ -163,22 +164,26 @@ impl Controller {
                 results.push(Ok(PartitionState::from(current)));
                 continue;
             }
-            let mut next = current.clone();
-            next.apply_change(None, Some(&new_isr), None);
+            // The expansion that brings the last target replica into the ISR also completes
+            // a reassignment in progress (Kafka's PartitionChangeBuilder does both at once).
+            let mut planned = current.clone();
+            planned.isr = new_isr.clone();
+            complete_if_ready(image, &mut planned);
             tracing::debug!(
                 broker_id = request.broker_id,
                 topic = topic.name,
                 partition = change.partition,
-                "ISR {:?} -> {new_isr:?}",
-                current.isr
+                "ISR {:?} -> {:?}",
+                current.isr,
+                planned.isr
             );
-            records.push(MetadataRecord::PartitionChange {
-                topic_id: change.topic_id,
-                partition: change.partition,
-                leader: None,
-                isr: Some(new_isr),
-                replicas: None,
-            });
+            let mut next = current.clone();
+            if let Some(record) =
+                change_record(change.topic_id, change.partition, current, &planned)
+            {
+                next.apply_record(&record);
+                records.push(record);
+            }
             results.push(Ok(PartitionState::from(&next)));
             changed.insert(key, next);
         }
@@ -311,6 +316,7 @@ mod tests {
     use super::*;
     use crate::controller::testing::{manual, Harness};
     use crate::controller::NO_LEADER;
+    use crate::record::MetadataRecord;
 
     /// Brokers 1-3 live; "orders" partition 0 on [1, 2, 3] led by 1, partition 1 on [2, 3, 1]
     /// led by 2; then partition 0's ISR shrunk to [1, 2] (leader epoch 0, partition epoch 1).
@@ -393,6 +399,8 @@ mod tests {
                 leader: None,
                 isr: Some(vec![1, 2, 3]),
                 replicas: None,
+                removing_replicas: None,
+                adding_replicas: None,
             }]
         );
         assert_eq!(planned.reply, Ok(vec![Ok(state(1, 0, vec![1, 2, 3], 2))]));

@@ -247,6 +247,8 @@ impl Controller {
                     leader: (leader != state.leader).then_some(leader),
                     isr: (isr != state.isr).then_some(isr),
                     replicas: None,
+                    removing_replicas: None,
+                    adding_replicas: None,
                 });
             }
         }
@@ -322,6 +324,8 @@ impl Controller {
                     leader: Some(broker_id),
                     isr,
                     replicas: None,
+                    removing_replicas: None,
+                    adding_replicas: None,
                 });
             }
         }
@@ -609,7 +613,7 @@ impl Controller {
             .partitions
             .values()
             .next()
-            .map_or(1, |p| p.replicas.len() as i16);
+            .map_or(1, |p| p.target_replicas().len() as i16);
         let assignments = match &spec.assignments {
             Some(assignments) => {
                 if assignments.len() != added as usize {
@@ -717,6 +721,8 @@ fn partition_records<'a>(
             isr,
             leader_epoch: 0,
             partition_epoch: 0,
+            removing_replicas: Vec::new(),
+            adding_replicas: Vec::new(),
         }
     })
 }
@@ -819,6 +825,8 @@ pub(crate) mod testing {
                 leader,
                 isr,
                 replicas: None,
+                removing_replicas: None,
+                adding_replicas: None,
             }]);
         }
 

@@ -110,6 +110,8 @@ pub fn elect(
         leader: Some(leader),
         isr,
         replicas: None,
+        removing_replicas: None,
+        adding_replicas: None,
     };
     match election_type {
         ElectionType::Preferred => {
@@ -390,6 +392,8 @@ mod tests {
                     leader: Some(1),
                     isr: None,
                     replicas: None,
+                    removing_replicas: None,
+                    adding_replicas: None,
                 },
                 MetadataRecord::PartitionChange {
                     topic_id: orders,
@@ -397,6 +401,8 @@ mod tests {
                     leader: Some(3),
                     isr: None,
                     replicas: None,
+                    removing_replicas: None,
+                    adding_replicas: None,
                 },
             ]
         );
@@ -435,6 +441,8 @@ mod tests {
                 leader: None,
                 isr: Some(vec![2, 1]),
                 replicas: None,
+                removing_replicas: None,
+                adding_replicas: None,
             })
             .collect();
         h.replay(&rejoin);

@@ -63,4 +63,6 @@ pub enum TopicError {
     UnknownTopicId,
     #[error("{0}")]
     InvalidRequest(String),
+    #[error("No partition reassignment is in progress.")]
+    NoReassignmentInProgress,
 }

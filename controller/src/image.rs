@@ -17,13 +17,19 @@ pub struct BrokerImage {
 }
 
 /// One partition's replicas, ISR and leadership.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PartitionImage {
+    /// During a reassignment, the target replicas followed by those being removed (Kafka's
+    /// `PartitionReassignmentReplicas`): every broker that must hold the partition meanwhile.
     pub replicas: Vec<i32>,
     pub isr: Vec<i32>,
     pub leader: i32,
     pub leader_epoch: i32,
     pub partition_epoch: i32,
+    /// Replicas a reassignment in progress removes once every target replica is in the ISR.
+    pub removing_replicas: Vec<i32>,
+    /// Replicas a reassignment in progress adds; they catch up as followers meanwhile.
+    pub adding_replicas: Vec<i32>,
 }
 
 impl PartitionImage {
@@ -49,6 +55,53 @@ impl PartitionImage {
             self.replicas = replicas.to_vec();
         }
         self.partition_epoch += 1;
+    }
+
+    /// Applies a `PartitionChange` record's fields (any other record changes nothing): the
+    /// reassignment fields, then [`Self::apply_change`], which bumps the partition epoch once
+    /// for the whole record.
+    pub fn apply_record(&mut self, record: &MetadataRecord) {
+        let MetadataRecord::PartitionChange {
+            leader,
+            isr,
+            replicas,
+            removing_replicas,
+            adding_replicas,
+            ..
+        } = record
+        else {
+            return;
+        };
+        if let Some(removing) = removing_replicas {
+            self.removing_replicas = removing.clone();
+        }
+        if let Some(adding) = adding_replicas {
+            self.adding_replicas = adding.clone();
+        }
+        self.apply_change(*leader, isr.as_deref(), replicas.as_deref());
+    }
+
+    /// Whether a reassignment is in progress (Kafka's `isReassignmentInProgress`).
+    pub fn is_reassigning(&self) -> bool {
+        !self.removing_replicas.is_empty() || !self.adding_replicas.is_empty()
+    }
+
+    /// The replicas before the reassignment in progress began (Kafka's `originalReplicas`).
+    pub fn original_replicas(&self) -> Vec<i32> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|id| !self.adding_replicas.contains(id))
+            .collect()
+    }
+
+    /// The replicas the reassignment in progress moves to (all replicas when none is).
+    pub fn target_replicas(&self) -> Vec<i32> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|id| !self.removing_replicas.contains(id))
+            .collect()
     }
 }
 
@@ -168,6 +221,8 @@ impl MetadataImage {
                 leader,
                 leader_epoch,
                 partition_epoch,
+                removing_replicas,
+                adding_replicas,
             } => match self.topic_by_id_mut(*topic_id) {
                 Some(topic) => {
                     topic.partitions.insert(
@@ -178,6 +233,8 @@ impl MetadataImage {
                             leader: *leader,
                             leader_epoch: *leader_epoch,
                             partition_epoch: *partition_epoch,
+                            removing_replicas: removing_replicas.clone(),
+                            adding_replicas: adding_replicas.clone(),
                         },
                     );
                 }
@@ -188,14 +245,12 @@ impl MetadataImage {
             MetadataRecord::PartitionChange {
                 topic_id,
                 partition,
-                leader,
-                isr,
-                replicas,
+                ..
             } => match self
                 .topic_by_id_mut(*topic_id)
                 .and_then(|topic| topic.partitions.get_mut(partition))
             {
-                Some(state) => state.apply_change(*leader, isr.as_deref(), replicas.as_deref()),
+                Some(state) => state.apply_record(record),
                 None => {
                     tracing::warn!(%topic_id, partition, "partition change for an unknown partition")
                 }
@@ -331,6 +386,8 @@ impl MetadataImage {
                     leader: state.leader,
                     leader_epoch: state.leader_epoch,
                     partition_epoch: state.partition_epoch,
+                    removing_replicas: state.removing_replicas.clone(),
+                    adding_replicas: state.adding_replicas.clone(),
                 }
             }));
             records.extend(
@@ -384,6 +441,8 @@ mod tests {
             leader: 1,
             leader_epoch: 0,
             partition_epoch: 0,
+            removing_replicas: Vec::new(),
+            adding_replicas: Vec::new(),
         }
     }
 
@@ -447,6 +506,8 @@ mod tests {
                 leader: 1,
                 leader_epoch: 4,
                 partition_epoch: 9,
+                removing_replicas: Vec::new(),
+                adding_replicas: Vec::new(),
             },
         ]);
         let change = |leader: Option<i32>, isr: Option<Vec<i32>>| MetadataRecord::PartitionChange {
@@ -455,6 +516,8 @@ mod tests {
             leader,
             isr,
             replicas: None,
+            removing_replicas: None,
+            adding_replicas: None,
         };
         let state = |image: &MetadataImage| {
             let p = &image.topic("orders").unwrap().partitions[&0];
@@ -474,6 +537,8 @@ mod tests {
             leader: Some(3),
             isr: None,
             replicas: None,
+            removing_replicas: None,
+            adding_replicas: None,
         });
         assert_eq!(image.topic("orders").unwrap().partitions.len(), 1);
     }

@@ -14,6 +14,8 @@
 //! - [`alter_configs`]: config changes to topics and dynamic broker configs (IncrementalAlterConfigs,
 //!   AlterConfigs).
 //! - [`alter_partition`]: AlterPartition, a partition leader's ISR change, with Kafka's checks.
+//! - [`reassignment`]: partition reassignments (AlterPartitionReassignments,
+//!   ListPartitionReassignments) and their completion once the target replicas are in sync.
 //! - [`election`]: unclean and preferred leader elections (periodic and on request, ElectLeaders),
 //!   and their settings.
 //! - [`placement`]: where new partitions' replicas go (striped over unfenced brokers, rack-aware).
@@ -50,6 +52,7 @@ pub mod raft_disk;
 pub mod raft_log_bridge;
 pub mod raft_store;
 pub mod raft_wire;
+pub mod reassignment;
 pub mod record;
 #[cfg(test)]
 mod sim;
@@ -76,4 +79,5 @@ pub use log::MetadataLog;
 pub use ops::{ControllerOp, ControllerReply, ProducerIdsError, UnregisterBrokerError};
 pub use quorum::{ProposalError, ProposeError, Quorum, QuorumConfig, QuorumStatus, VoterStatus};
 pub use raft_disk::{DiskState, FileDisk, MemDisk, RaftDisk};
+pub use reassignment::{OngoingReassignment, ReassignmentSpec};
 pub use record::{ConfigResource, Endpoint, MetadataRecord, TopicId};

@@ -10,6 +10,7 @@ use crate::controller::{
 use crate::election::{elect_leaders, ElectionResult, ElectionType};
 use crate::error::TopicError;
 use crate::image::{MetadataImage, PRODUCER_ID_BLOCK_SIZE};
+use crate::reassignment::{OngoingReassignment, ReassignmentSpec};
 use crate::record::{MetadataRecord, TopicId};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +39,16 @@ pub enum ControllerOp {
         resources: Vec<AlterConfigsResource>,
         validate_only: bool,
     },
+    /// AlterPartitionReassignments: each partition's target replicas, or `None` to cancel.
+    AlterPartitionReassignments {
+        partitions: Vec<ReassignmentSpec>,
+        allow_replication_factor_change: bool,
+    },
+    /// ListPartitionReassignments: the named (topic, partitions), or `None` for every topic.
+    /// Answered from the active controller's committed image; it plans no records.
+    ListPartitionReassignments {
+        topics: Option<Vec<(String, Vec<i32>)>>,
+    },
     /// A broker's request for a block of producer ids (Kafka's AllocateProducerIds); once it
     /// commits, the block is in the image under the broker's id and `request_id`.
     AllocateProducerIds {
@@ -63,6 +74,9 @@ pub enum ControllerReply {
     AllocateProducerIds(Result<(), ProducerIdsError>),
     AlterConfigs(Vec<Result<(), TopicError>>),
     UnregisterBroker(Result<(), UnregisterBrokerError>),
+    /// Per partition, in request order.
+    AlterPartitionReassignments(Vec<Result<(), TopicError>>),
+    ListPartitionReassignments(Vec<OngoingReassignment>),
 }
 
 /// Why a broker could not be unregistered.
@@ -98,6 +112,10 @@ impl ControllerOp {
             ControllerOp::AllocateProducerIds { .. } => 1,
             ControllerOp::UnregisterBroker { .. } => 1,
             ControllerOp::AlterConfigs { resources, .. } => resources.len(),
+            ControllerOp::AlterPartitionReassignments { partitions, .. } => partitions.len(),
+            ControllerOp::ListPartitionReassignments { topics } => {
+                topics.as_ref().map_or(0, Vec::len)
+            }
         }
     }
 }
@@ -156,6 +174,23 @@ impl Controller {
                 self.unregister_broker(image, *broker_id),
                 ControllerReply::UnregisterBroker,
             ),
+            ControllerOp::AlterPartitionReassignments {
+                partitions,
+                allow_replication_factor_change,
+            } => map(
+                self.alter_partition_reassignments(
+                    image,
+                    partitions,
+                    *allow_replication_factor_change,
+                ),
+                ControllerReply::AlterPartitionReassignments,
+            ),
+            ControllerOp::ListPartitionReassignments { topics } => Planned {
+                records: Vec::new(),
+                reply: ControllerReply::ListPartitionReassignments(
+                    Controller::list_partition_reassignments(image, topics.as_deref()),
+                ),
+            },
         }
     }
 }

@@ -86,6 +86,13 @@ pub enum MetadataRecord {
         leader: i32,
         leader_epoch: i32,
         partition_epoch: i32,
+        /// A reassignment in progress (Kafka's PartitionRecord `removingReplicas`): replicas
+        /// that leave once it completes. Absent in records written before reassignments.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        removing_replicas: Vec<i32>,
+        /// Replicas a reassignment in progress adds (Kafka's `addingReplicas`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        adding_replicas: Vec<i32>,
     },
     /// Some of a partition's state changed (leader election, ISR change, reassignment): only the
     /// fields that are `Some` change. A new leader bumps the leader epoch; every change bumps the
@@ -99,6 +106,12 @@ pub enum MetadataRecord {
         isr: Option<Vec<i32>>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         replicas: Option<Vec<i32>>,
+        /// A reassignment starts (non-empty), ends or is cancelled (empty) — Kafka's
+        /// PartitionChangeRecord `removingReplicas` / `addingReplicas`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        removing_replicas: Option<Vec<i32>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        adding_replicas: Option<Vec<i32>>,
     },
     /// A config was set (`value: Some`) or removed back to its default (`value: None`).
     Config {

@@ -45,6 +45,9 @@
 //! configs that supply topic defaults (per broker and cluster-wide).
 //! ElectLeaders is served at every version kafka-protocol 0.18 knows; the active controller
 //! decides the elections, and the request's `timeout_ms` is the broker's own controller deadline.
+//! AlterPartitionReassignments (0–1; v1's `allow_replication_factor_change`, KIP-860, is
+//! honoured) and ListPartitionReassignments (0) are KIP-455's, decided and answered by the
+//! active controller.
 
 use kafka_protocol::messages::ApiKey;
 
@@ -97,6 +100,8 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::DeleteGroups, 0, 2),
     api(ApiKey::ElectLeaders, 0, 2),
     api(ApiKey::IncrementalAlterConfigs, 0, 1),
+    api(ApiKey::AlterPartitionReassignments, 0, 1),
+    api(ApiKey::ListPartitionReassignments, 0, 0),
     api(ApiKey::OffsetDelete, 0, 0),
     api(ApiKey::DescribeQuorum, 0, 2),
     api(ApiKey::DescribeCluster, 0, 2),

@@ -315,6 +315,8 @@ pub const REQUESTS: &[RequestLayout] = &[
     layouts::ALTER_CONFIGS,
     layouts::DESCRIBE_LOG_DIRS,
     layouts::INCREMENTAL_ALTER_CONFIGS,
+    layouts::ALTER_PARTITION_REASSIGNMENTS,
+    layouts::LIST_PARTITION_REASSIGNMENTS,
     layouts::CREATE_PARTITIONS,
     layouts::OFFSET_COMMIT,
     layouts::OFFSET_FETCH,
@@ -626,6 +628,46 @@ mod layouts {
         field("name", String),
         field("config_operation", Int8),
         field("value", String),
+    ]);
+
+    pub(super) const ALTER_PARTITION_REASSIGNMENTS: RequestLayout = RequestLayout {
+        api_key: ApiKey::AlterPartitionReassignments,
+        min_version: 0,
+        max_version: 1,
+        flexible_since: 0,
+        body: &ALTER_PARTITION_REASSIGNMENTS_REQUEST,
+    };
+    const ALTER_PARTITION_REASSIGNMENTS_REQUEST: Layout = fields(&[
+        field("timeout_ms", Int32),
+        field("allow_replication_factor_change", Bool).since(1),
+        field("topics", Array(&Struct(&REASSIGNABLE_TOPIC))),
+    ]);
+    const REASSIGNABLE_TOPIC: Layout = fields(&[
+        field("name", String),
+        field("partitions", Array(&Struct(&REASSIGNABLE_PARTITION))),
+    ]);
+    const REASSIGNABLE_PARTITION: Layout = fields(&[
+        field("partition_index", Int32),
+        field("replicas", Array(&Int32)),
+    ]);
+
+    pub(super) const LIST_PARTITION_REASSIGNMENTS: RequestLayout = RequestLayout {
+        api_key: ApiKey::ListPartitionReassignments,
+        min_version: 0,
+        max_version: 0,
+        flexible_since: 0,
+        body: &LIST_PARTITION_REASSIGNMENTS_REQUEST,
+    };
+    const LIST_PARTITION_REASSIGNMENTS_REQUEST: Layout = fields(&[
+        field("timeout_ms", Int32),
+        field(
+            "topics",
+            Array(&Struct(&LIST_PARTITION_REASSIGNMENTS_TOPICS)),
+        ),
+    ]);
+    const LIST_PARTITION_REASSIGNMENTS_TOPICS: Layout = fields(&[
+        field("name", String),
+        field("partition_indexes", Array(&Int32)),
     ]);
 
     pub(super) const CREATE_PARTITIONS: RequestLayout = RequestLayout {

@@ -65,6 +65,14 @@ pub fn for_each(response: &ResponseKind, mut count: impl FnMut(i16)) {
                 .flat_map(|t| &t.partitions)
                 .for_each(|p| count(p.error_code));
         }
+        ResponseKind::AlterPartitionReassignments(r) => {
+            count(r.error_code);
+            r.responses
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .for_each(|p| count(p.error_code));
+        }
+        ResponseKind::ListPartitionReassignments(r) => count(r.error_code),
         ResponseKind::ElectLeaders(r) => {
             count(r.error_code);
             r.replica_election_results

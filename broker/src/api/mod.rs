@@ -18,6 +18,7 @@ use crate::broker::Broker;
 pub mod add_offsets_to_txn;
 pub mod add_partitions_to_txn;
 pub mod alter_configs;
+pub mod alter_partition_reassignments;
 pub mod api_versions;
 pub mod config_changes;
 pub mod create_partitions;
@@ -46,6 +47,7 @@ pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
+pub mod list_partition_reassignments;
 pub mod list_transactions;
 pub mod metadata;
 pub mod new_leaders;
@@ -206,6 +208,14 @@ pub async fn handle_from(
         RequestKind::ElectLeaders(body) => {
             ResponseKind::ElectLeaders(elect_leaders::handle(broker, body, version).await)
         }
+        RequestKind::AlterPartitionReassignments(body) => {
+            ResponseKind::AlterPartitionReassignments(
+                alter_partition_reassignments::handle(broker, body, version).await,
+            )
+        }
+        RequestKind::ListPartitionReassignments(body) => ResponseKind::ListPartitionReassignments(
+            list_partition_reassignments::handle(broker, body).await,
+        ),
         RequestKind::DescribeCluster(body) => {
             ResponseKind::DescribeCluster(describe_cluster::handle(broker, body, version))
         }
@@ -272,6 +282,7 @@ pub fn topic_error(error: &TopicError) -> (i16, Option<StrBytes>) {
         TopicError::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
         TopicError::UnknownTopicId => ResponseError::UnknownTopicId,
         TopicError::InvalidRequest(_) => ResponseError::InvalidRequest,
+        TopicError::NoReassignmentInProgress => ResponseError::NoReassignmentInProgress,
     };
     (code.code(), Some(StrBytes::from_string(error.to_string())))
 }

@@ -6,6 +6,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::add_partitions_to_txn_request::{
     AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction,
 };
+use kafka_protocol::messages::alter_partition_reassignments_request::{
+    ReassignablePartition, ReassignableTopic,
+};
 use kafka_protocol::messages::alter_partition_request::{
     BrokerState, PartitionData as AlterPartitionData, TopicData as AlterPartitionTopic,
 };
@@ -29,6 +32,7 @@ use kafka_protocol::messages::fetch_request::{
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::list_partition_reassignments_request::ListPartitionReassignmentsTopics;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
@@ -65,6 +69,9 @@ use kafka_protocol::messages::{
     DeleteRecordsRequest, DeleteTopicsRequest, DescribeConfigsRequest, FetchRequest,
     IncrementalAlterConfigsRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest,
     RequestHeader, RequestKind, TopicName, TransactionalId, UnregisterBrokerRequest,
+};
+use kafka_protocol::messages::{
+    AlterPartitionReassignmentsRequest, ListPartitionReassignmentsRequest,
 };
 use kafka_protocol::messages::{
     DeleteGroupsRequest, DescribeClusterRequest, DescribeGroupsRequest, DescribeQuorumRequest,
@@ -762,6 +769,45 @@ fn sample_body(api_key: ApiKey, v: i16, nulls: bool) -> RequestKind {
                     ]
                 }))
                 .with_timeout_ms(30_000)
+                .with_unknown_tagged_fields(tags),
+        ),
+        ApiKey::AlterPartitionReassignments => RequestKind::AlterPartitionReassignments(
+            AlterPartitionReassignmentsRequest::default()
+                .with_timeout_ms(60_000)
+                // v0 has no flag: it decodes as true.
+                .with_allow_replication_factor_change(v == 0 || nulls)
+                .with_topics(vec![
+                    ReassignableTopic::default()
+                        .with_name(topic("orders"))
+                        .with_partitions(vec![
+                            ReassignablePartition::default()
+                                .with_partition_index(0)
+                                .with_replicas(Some(vec![BrokerId(2), BrokerId(3), BrokerId(4)]))
+                                .with_unknown_tagged_fields(tags.clone()),
+                            // A null replica list cancels.
+                            ReassignablePartition::default().with_partition_index(1),
+                        ])
+                        .with_unknown_tagged_fields(tags.clone()),
+                    ReassignableTopic::default()
+                        .with_name(topic("payments"))
+                        .with_partitions(Vec::new()),
+                ])
+                .with_unknown_tagged_fields(tags),
+        ),
+        ApiKey::ListPartitionReassignments => RequestKind::ListPartitionReassignments(
+            ListPartitionReassignmentsRequest::default()
+                .with_timeout_ms(60_000)
+                .with_topics((!nulls).then(|| {
+                    vec![
+                        ListPartitionReassignmentsTopics::default()
+                            .with_name(topic("orders"))
+                            .with_partition_indexes(vec![0, 1, 2])
+                            .with_unknown_tagged_fields(tags.clone()),
+                        ListPartitionReassignmentsTopics::default()
+                            .with_name(topic("payments"))
+                            .with_partition_indexes(Vec::new()),
+                    ]
+                }))
                 .with_unknown_tagged_fields(tags),
         ),
         ApiKey::OffsetDelete => RequestKind::OffsetDelete(

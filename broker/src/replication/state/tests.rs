@@ -16,6 +16,7 @@ fn placement(leader: i32, leader_epoch: i32, isr: &[i32]) -> PartitionImage {
         leader,
         leader_epoch,
         partition_epoch: leader_epoch,
+        ..PartitionImage::default()
     }
 }
 

@@ -1,0 +1,484 @@
+//! Partition reassignment (KIP-455) on a cluster of real processes: AlterPartitionReassignments
+//! and ListPartitionReassignments over the wire, a move onto a broker added to the running
+//! cluster under a steady acks=all producer, a cancel, Kafka's error codes for bad input, and a
+//! reassignment that completes after the active controller was killed mid-way.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::cluster::{Role, TestCluster};
+use common::replica::{log_end_offset, view_on, PartitionView, REPLICATION_TIMEOUT};
+use common::wire::{topic_name, RawConn};
+use common::{http_get, poll_until, rdk};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::alter_partition_reassignments_request::{
+    ReassignablePartition, ReassignableTopic,
+};
+use kafka_protocol::messages::{
+    AlterPartitionReassignmentsRequest, BrokerId, ListPartitionReassignmentsRequest,
+};
+use kafka_protocol::records::RecordBatchDecoder;
+use rdkafka::producer::{DeliveryFuture, FutureRecord, Producer as _};
+
+const TOPIC: &str = "moving";
+/// Acknowledgements that show the producer gets through.
+const PROGRESS: usize = 200;
+/// Records sent but not yet reported on, at most.
+const WINDOW: usize = 256;
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Broker settings for every test: partitions of three replicas, and leadership that moves only
+/// because a reassignment moves it.
+const SETTINGS: &[(&str, &str)] = &[
+    ("default.replication.factor", "3"),
+    ("min.insync.replicas", "2"),
+    ("auto.leader.rebalance.enable", "false"),
+];
+
+#[test]
+fn a_partition_moves_onto_a_new_broker_under_an_acks_all_producer() {
+    let mut cluster = TestCluster::start(1, 3, SETTINGS);
+    let mut conn = RawConn::connect(cluster.node(2).kafka_addr());
+    common::wire::create_topics(&mut conn, &[(TOPIC, 1)]);
+    let before = wait_for(&cluster, 2, "a leader and a full ISR", |v| v.isr.len() == 3);
+    let added = cluster.add_broker();
+
+    let producer = Producer::start(cluster.bootstrap());
+    producer.wait_for_progress("acknowledgements before the move");
+    // The leader's place goes to the new broker: the leader itself is removed.
+    let target: Vec<i32> = before
+        .replicas
+        .iter()
+        .map(|&id| if id == before.leader { added } else { id })
+        .collect();
+    assert_eq!(
+        reassign(&mut conn, Some(target.clone())),
+        0,
+        "reassigning to {target:?}"
+    );
+    let mut sorted_target = target.clone();
+    sorted_target.sort_unstable();
+    let after = wait_for(&cluster, 2, "the move completed", |v| {
+        v.replicas == target && v.isr == sorted_target
+    });
+    assert_eq!(
+        after.leader, target[0],
+        "the first target replica leads once the old leader is removed"
+    );
+    assert!(after.leader_epoch > before.leader_epoch);
+    assert!(list(&mut conn).is_empty(), "no reassignment left");
+    producer.wait_for_progress("acknowledgements after the move");
+    let deliveries = producer.finish();
+
+    // The removed replica's copy is gone.
+    let removed_dir = cluster
+        .node(before.leader)
+        .data_dir()
+        .join(format!("{TOPIC}-0"));
+    poll_until("the removed replica's directory deleted", TIMEOUT, || {
+        (!removed_dir.exists()).then_some(())
+    });
+
+    // Every final replica holds the same log; every acknowledged record is at its offset.
+    let mut leader = RawConn::connect(cluster.node(after.leader).kafka_addr());
+    let high_watermark = poll_until("every replica caught up", TIMEOUT, || {
+        let ends: Vec<Option<i64>> = target
+            .iter()
+            .map(|&id| log_end_offset(&cluster, id, TOPIC))
+            .collect();
+        let first = ends[0]?;
+        ends.iter().all(|end| *end == Some(first)).then_some(first)
+    });
+    let log = read_log(&mut leader, high_watermark);
+    let mut acknowledged = 0;
+    for (number, outcome) in &deliveries {
+        let offset = outcome
+            .as_ref()
+            .unwrap_or_else(|e| panic!("record {number} was not acknowledged: {e}"));
+        assert_eq!(
+            log.get(offset).map(Vec::as_slice),
+            Some(payload(*number).as_bytes()),
+            "record {number} at its acknowledged offset {offset}"
+        );
+        acknowledged += 1;
+    }
+    assert_eq!(log.len() as i64, high_watermark, "one record per offset");
+    for &id in &target {
+        let dir = cluster.node(id).data_dir().join(format!("{TOPIC}-0"));
+        assert_eq!(
+            stored_records(&dir),
+            log,
+            "broker {id}'s copy equals the leader's log"
+        );
+    }
+    eprintln!(
+        "{acknowledged} records acknowledged, {} in the log, moved {:?} -> {target:?}",
+        log.len(),
+        before.replicas
+    );
+}
+
+#[test]
+fn a_reassignment_is_cancelled_and_bad_input_changes_nothing() {
+    let mut cluster = TestCluster::start(1, 3, SETTINGS);
+    let mut conn = RawConn::connect(cluster.node(2).kafka_addr());
+    common::wire::create_topics(&mut conn, &[(TOPIC, 1)]);
+    let before = wait_for(&cluster, 2, "a leader and a full ISR", |v| v.isr.len() == 3);
+    // A registered broker that is down: a replica placed there never catches up, so the
+    // reassignment stays in progress until it is cancelled.
+    let added = cluster.add_broker();
+    cluster.stop(added);
+
+    // Bad input: Kafka's error codes, nothing changed.
+    let unknown = [before.replicas[0], before.replicas[1], 42];
+    let duplicate = [before.replicas[0], before.replicas[0], before.replicas[1]];
+    assert_eq!(
+        reassign(&mut conn, Some(unknown.to_vec())),
+        ResponseError::InvalidReplicaAssignment.code()
+    );
+    assert_eq!(
+        reassign(&mut conn, Some(duplicate.to_vec())),
+        ResponseError::InvalidReplicaAssignment.code()
+    );
+    assert_eq!(
+        reassign_topic(&mut conn, "absent", Some(vec![2, 3, 4])),
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+    assert_eq!(
+        reassign(&mut conn, None),
+        ResponseError::NoReassignmentInProgress.code()
+    );
+    assert_eq!(view_on(&cluster, 2, TOPIC).as_ref(), Some(&before));
+    assert!(list(&mut conn).is_empty());
+
+    let target = vec![added, before.replicas[1], before.replicas[2]];
+    assert_eq!(reassign(&mut conn, Some(target.clone())), 0);
+    let union: Vec<i32> = target
+        .iter()
+        .copied()
+        .chain(std::iter::once(before.replicas[0]))
+        .collect();
+    assert_eq!(
+        list(&mut conn),
+        vec![(0, union.clone(), vec![added], vec![before.replicas[0]])]
+    );
+    // Metadata lists every replica the partition has during the move, as Kafka does.
+    let during = wait_for(&cluster, 3, "the union of replicas listed", |v| {
+        v.replicas == union
+    });
+    assert_eq!(during.isr, before.isr);
+
+    assert_eq!(reassign(&mut conn, None), 0);
+    let reverted: Vec<i32> = union.iter().copied().filter(|id| *id != added).collect();
+    wait_for(&cluster, 2, "the original replicas back", |v| {
+        v.replicas == reverted && v.isr == before.isr
+    });
+    assert!(list(&mut conn).is_empty());
+    assert_eq!(
+        reassign(&mut conn, None),
+        ResponseError::NoReassignmentInProgress.code()
+    );
+    // The broker that was never caught up holds nothing once back.
+    cluster.restart(added);
+    let dir = cluster.node(added).data_dir().join(format!("{TOPIC}-0"));
+    assert!(!dir.exists(), "{} exists", dir.display());
+}
+
+#[test]
+fn a_reassignment_completes_after_the_active_controller_is_killed_mid_way() {
+    let roles = [
+        Role::Controller,
+        Role::Controller,
+        Role::Controller,
+        Role::Broker,
+        Role::Broker,
+        Role::Broker,
+    ];
+    let mut cluster = TestCluster::start_roles(&roles, SETTINGS);
+    let mut conn = RawConn::connect(cluster.node(4).kafka_addr());
+    common::wire::create_topics(&mut conn, &[(TOPIC, 1)]);
+    let before = wait_for(&cluster, 4, "a leader and a full ISR", |v| v.isr.len() == 3);
+    let added = cluster.add_broker();
+    // The new broker is down while the reassignment starts, so it is still in progress when the
+    // active controller dies.
+    cluster.stop(added);
+    let target: Vec<i32> = before
+        .replicas
+        .iter()
+        .map(|&id| if id == before.leader { added } else { id })
+        .collect();
+    assert_eq!(reassign(&mut conn, Some(target.clone())), 0);
+    assert_eq!(list(&mut conn).len(), 1);
+
+    let active = active_controller(&cluster);
+    cluster.kill9(active);
+    let successor = poll_until("a new active controller", TIMEOUT, || {
+        let next = active_controller_among(&cluster, |id| id != active)?;
+        Some(next)
+    });
+    assert_ne!(successor, active);
+    // The successor knows the reassignment from the replicated metadata alone.
+    poll_until(
+        "the reassignment listed by the new controller",
+        TIMEOUT,
+        || {
+            let mut conn = RawConn::try_connect(cluster.node(4).kafka_addr())?;
+            (list(&mut conn).len() == 1).then_some(())
+        },
+    );
+
+    cluster.restart(added);
+    let mut sorted_target = target.clone();
+    sorted_target.sort_unstable();
+    let after = wait_for(&cluster, 4, "the move completed", |v| {
+        v.replicas == target && v.isr == sorted_target
+    });
+    assert_eq!(after.leader, added);
+    let mut conn = RawConn::connect(cluster.node(4).kafka_addr());
+    assert!(list(&mut conn).is_empty());
+    let removed_dir = cluster
+        .node(before.leader)
+        .data_dir()
+        .join(format!("{TOPIC}-0"));
+    poll_until("the removed replica's directory deleted", TIMEOUT, || {
+        (!removed_dir.exists()).then_some(())
+    });
+}
+
+/// Sends AlterPartitionReassignments (v1, replication factor changes allowed) for partition 0
+/// of [`TOPIC`]; its error code.
+fn reassign(conn: &mut RawConn, target: Option<Vec<i32>>) -> i16 {
+    reassign_topic(conn, TOPIC, target)
+}
+
+fn reassign_topic(conn: &mut RawConn, topic: &str, target: Option<Vec<i32>>) -> i16 {
+    let request = AlterPartitionReassignmentsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_allow_replication_factor_change(true)
+        .with_topics(vec![ReassignableTopic::default()
+            .with_name(topic_name(topic))
+            .with_partitions(vec![ReassignablePartition::default()
+                .with_partition_index(0)
+                .with_replicas(
+                    target.map(|ids| ids.into_iter().map(BrokerId).collect()),
+                )])]);
+    let response = conn.request(&request, 1);
+    assert_eq!(response.error_code, 0);
+    assert!(response.allow_replication_factor_change);
+    let [topic_response] = response.responses.as_slice() else {
+        panic!("one topic answered: {response:?}");
+    };
+    assert_eq!(topic_response.name.0.as_str(), topic);
+    topic_response.partitions[0].error_code
+}
+
+/// ListPartitionReassignments for every topic: (partition, replicas, adding, removing) of
+/// [`TOPIC`]'s reassignments.
+fn list(conn: &mut RawConn) -> Vec<(i32, Vec<i32>, Vec<i32>, Vec<i32>)> {
+    let response = conn.request(
+        &ListPartitionReassignmentsRequest::default().with_timeout_ms(30_000),
+        0,
+    );
+    assert_eq!(response.error_code, 0, "{response:?}");
+    let ids = |ids: &[BrokerId]| ids.iter().map(|id| id.0).collect::<Vec<_>>();
+    response
+        .topics
+        .iter()
+        .inspect(|t| assert_eq!(t.name.0.as_str(), TOPIC))
+        .flat_map(|t| &t.partitions)
+        .map(|p| {
+            (
+                p.partition_index,
+                ids(&p.replicas),
+                ids(&p.adding_replicas),
+                ids(&p.removing_replicas),
+            )
+        })
+        .collect()
+}
+
+fn wait_for(
+    cluster: &TestCluster,
+    via: i32,
+    what: &str,
+    accept: impl Fn(&PartitionView) -> bool,
+) -> PartitionView {
+    poll_until(what, REPLICATION_TIMEOUT.max(TIMEOUT), || {
+        view_on(cluster, via, TOPIC).filter(|v| v.leader >= 0 && accept(v))
+    })
+}
+
+/// The controller that says it is active (`skald_controller_active 1`).
+fn active_controller(cluster: &TestCluster) -> i32 {
+    poll_until("an active controller", TIMEOUT, || {
+        active_controller_among(cluster, |_| true)
+    })
+}
+
+fn active_controller_among(cluster: &TestCluster, consider: impl Fn(i32) -> bool) -> Option<i32> {
+    cluster
+        .controllers()
+        .filter(|node| consider(node.node_id))
+        .find(|node| {
+            http_get(node.metrics_addr(), "/metrics").is_ok_and(|(_, body)| {
+                body.lines()
+                    .any(|line| line.trim() == "skald_controller_active 1")
+            })
+        })
+        .map(|node| node.node_id)
+}
+
+fn payload(number: u64) -> String {
+    format!("moving-{number}")
+}
+
+/// Each record's delivery report, by record number: the acknowledged offset, or the error.
+type Deliveries = BTreeMap<u64, Result<i64, String>>;
+
+/// A librdkafka producer with its default settings (acks=all) on a thread of its own, sending
+/// numbered records to partition 0 until stopped, at most [`WINDOW`] unreported.
+struct Producer {
+    stop: Arc<AtomicBool>,
+    acked: Arc<AtomicUsize>,
+    thread: JoinHandle<Deliveries>,
+}
+
+impl Producer {
+    fn start(bootstrap: String) -> Producer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(AtomicUsize::new(0));
+        let thread = std::thread::spawn({
+            let (stop, acked) = (Arc::clone(&stop), Arc::clone(&acked));
+            move || produce(&bootstrap, &stop, &acked)
+        });
+        Producer {
+            stop,
+            acked,
+            thread,
+        }
+    }
+
+    fn wait_for_progress(&self, what: &str) {
+        let target = self.acked.load(Ordering::Acquire) + PROGRESS;
+        poll_until(what, TIMEOUT, || {
+            assert!(
+                !self.thread.is_finished(),
+                "the producer thread ended early"
+            );
+            (self.acked.load(Ordering::Acquire) >= target).then_some(())
+        });
+    }
+
+    fn finish(self) -> Deliveries {
+        self.stop.store(true, Ordering::Release);
+        self.thread.join().expect("producer thread")
+    }
+}
+
+fn produce(bootstrap: &str, stop: &AtomicBool, acked: &AtomicUsize) -> Deliveries {
+    let producer = rdk::producer(bootstrap);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("build a runtime");
+    let mut deliveries = Deliveries::new();
+    let mut pending: std::collections::VecDeque<(u64, DeliveryFuture)> = Default::default();
+    let settle = |deliveries: &mut Deliveries, (number, report): (u64, DeliveryFuture)| {
+        let outcome = match runtime.block_on(report) {
+            Ok(Ok(delivery)) => {
+                acked.fetch_add(1, Ordering::AcqRel);
+                Ok(delivery.offset)
+            }
+            Ok(Err((error, _))) => Err(error.to_string()),
+            Err(_) => Err("the delivery report was dropped".into()),
+        };
+        deliveries.insert(number, outcome);
+    };
+    let mut number = 0u64;
+    while !stop.load(Ordering::Acquire) {
+        let value = payload(number);
+        let report = producer
+            .send_result(
+                FutureRecord::<(), str>::to(TOPIC)
+                    .partition(0)
+                    .payload(&value),
+            )
+            .unwrap_or_else(|(error, _)| panic!("enqueue record {number}: {error}"));
+        pending.push_back((number, report));
+        number += 1;
+        if pending.len() >= WINDOW {
+            let oldest = pending.pop_front().expect("a pending report");
+            settle(&mut deliveries, oldest);
+        }
+    }
+    producer
+        .flush(Duration::from_secs(90))
+        .expect("every record reported on");
+    for report in pending {
+        settle(&mut deliveries, report);
+    }
+    deliveries
+}
+
+/// Partition 0 read through its leader from offset 0 up to `high_watermark`: offset → value.
+fn read_log(leader: &mut RawConn, high_watermark: i64) -> BTreeMap<i64, Vec<u8>> {
+    let mut log = BTreeMap::new();
+    let mut offset = 0;
+    while offset < high_watermark {
+        let (error, _, bytes) = leader.fetch_raw(TOPIC, 0, offset);
+        assert_eq!(error, 0, "fetch at offset {offset}");
+        let records = decode(bytes);
+        assert!(!records.is_empty(), "nothing at offset {offset}");
+        for (record_offset, value) in records {
+            if record_offset < high_watermark {
+                log.insert(record_offset, value);
+            }
+            offset = record_offset + 1;
+        }
+    }
+    log
+}
+
+/// The records in a partition directory's segment files: offset → value.
+fn stored_records(dir: &std::path::Path) -> BTreeMap<i64, Vec<u8>> {
+    let mut segments: Vec<_> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .map(|entry| entry.expect("directory entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
+        .collect();
+    segments.sort();
+    segments
+        .iter()
+        .flat_map(|segment| {
+            decode(Bytes::from(
+                std::fs::read(segment)
+                    .unwrap_or_else(|e| panic!("read {}: {e}", segment.display())),
+            ))
+        })
+        .collect()
+}
+
+/// Every whole record batch's records (a fetch may end in a partial batch).
+fn decode(mut bytes: Bytes) -> Vec<(i64, Vec<u8>)> {
+    let mut records = Vec::new();
+    while bytes.len() >= 12 {
+        let length = i32::from_be_bytes(bytes[8..12].try_into().expect("4 bytes")) as usize + 12;
+        if bytes.len() < length {
+            break;
+        }
+        let mut batch = bytes.split_to(length);
+        let decoded = RecordBatchDecoder::decode(&mut batch).expect("decode a record batch");
+        records.extend(decoded.records.into_iter().map(|record| {
+            (
+                record.offset,
+                record.value.map_or(Vec::new(), |value| value.to_vec()),
+            )
+        }));
+    }
+    records
+}
