@@ -278,9 +278,11 @@ fn reassign_topic(conn: &mut RawConn, topic: &str, target: Option<Vec<i32>>) -> 
     topic_response.partitions[0].error_code
 }
 
-/// ListPartitionReassignments for every topic: (partition, replicas, adding, removing) of
-/// [`TOPIC`]'s reassignments.
-fn list(conn: &mut RawConn) -> Vec<(i32, Vec<i32>, Vec<i32>, Vec<i32>)> {
+/// One reassignment in progress: (partition, replicas, adding, removing).
+type Ongoing = (i32, Vec<i32>, Vec<i32>, Vec<i32>);
+
+/// ListPartitionReassignments for every topic: [`TOPIC`]'s reassignments.
+fn list(conn: &mut RawConn) -> Vec<Ongoing> {
     let response = conn.request(
         &ListPartitionReassignmentsRequest::default().with_timeout_ms(30_000),
         0,

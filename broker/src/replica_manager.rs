@@ -947,7 +947,7 @@ impl ReplicaManager {
                 continue;
             };
             led += 1;
-            if leader.isr.len() < leader.replicas.len() {
+            if leader.isr.len() < leader.replication_factor {
                 under_replicated += 1;
             }
             if leader.isr.len() < partition.settings().min_insync_replicas {

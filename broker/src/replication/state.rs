@@ -37,6 +37,9 @@ pub struct LeaderState {
     pub leader_epoch: i32,
     pub partition_epoch: i32,
     pub replicas: Vec<i32>,
+    /// The replicas less those a reassignment in progress adds (Kafka's `replicationFactor`
+    /// of an ongoing reassignment): the partition is under-replicated when its ISR is smaller.
+    pub replication_factor: usize,
     /// The ISR as committed in the metadata.
     pub isr: Vec<i32>,
     /// An AlterPartition in flight: the ISR it asks for, sent at the partition epoch given.
@@ -171,6 +174,7 @@ impl ReplicaState {
                 leader_epoch: placement.leader_epoch,
                 partition_epoch: placement.partition_epoch,
                 replicas: placement.replicas.clone(),
+                replication_factor: replication_factor(placement),
                 isr: placement.isr.clone(),
                 pending: None,
                 epoch_start_offset: log_end_offset,
@@ -426,7 +430,16 @@ impl LeaderState {
             }
         }
         self.replicas = placement.replicas.clone();
+        self.replication_factor = replication_factor(placement);
     }
+}
+
+fn replication_factor(placement: &PartitionImage) -> usize {
+    placement.replicas.len()
+        - placement
+            .adding_replicas
+            .len()
+            .min(placement.replicas.len())
 }
 
 #[cfg(test)]

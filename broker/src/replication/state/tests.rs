@@ -219,3 +219,46 @@ fn only_the_settled_request_clears_the_pending_isr() {
     assert!(!state.is_pending(5, 5, &[1, 2]));
     assert!(state.leader().unwrap().pending.is_none());
 }
+
+#[test]
+fn a_reassignment_adds_followers_that_count_for_neither_the_hw_nor_the_replication_factor() {
+    let mut state = leader_of_three(10);
+    // Replica 4 is being added, replica 3 removed: the union is replicated meanwhile.
+    let moving = PartitionImage {
+        replicas: vec![1, 2, 4, 3],
+        partition_epoch: 6,
+        removing_replicas: vec![3],
+        adding_replicas: vec![4],
+        ..placement(ME, 5, &[1, 2, 3])
+    };
+    assert_eq!(state.apply(ME, &moving, 10, 2_000), Transition::Unchanged);
+    let leader = state.leader().unwrap();
+    assert_eq!(leader.replication_factor, 3);
+    assert_eq!(
+        leader.followers.keys().copied().collect::<Vec<_>>(),
+        vec![2, 3, 4]
+    );
+    // The new follower is outside the ISR: its fetches do not hold the HW back.
+    state.record_follower_fetch(ME, 2, 10, 10, 2_100);
+    state.record_follower_fetch(ME, 3, 10, 10, 2_100);
+    assert_eq!(state.high_watermark, 10);
+    // Once it reaches the HW, the leader asks for it in the ISR.
+    state.record_follower_fetch(ME, 4, 10, 10, 2_200);
+    assert_eq!(
+        state.wanted_isr(ME, 10, 2_200, &RULES, |_| true),
+        Some(vec![1, 2, 3, 4])
+    );
+    // The completed move: replica 3 is gone from the followers.
+    let moved = PartitionImage {
+        replicas: vec![1, 2, 4],
+        partition_epoch: 8,
+        ..placement(ME, 5, &[1, 2, 4])
+    };
+    assert_eq!(state.apply(ME, &moved, 10, 2_300), Transition::Unchanged);
+    let leader = state.leader().unwrap();
+    assert_eq!(leader.replication_factor, 3);
+    assert_eq!(
+        leader.followers.keys().copied().collect::<Vec<_>>(),
+        vec![2, 4]
+    );
+}
