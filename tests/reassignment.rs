@@ -1,12 +1,13 @@
 //! Partition reassignment (KIP-455) on a cluster of real processes: AlterPartitionReassignments
-//! and ListPartitionReassignments over the wire, a move onto a broker added to the running
-//! cluster under a steady acks=all producer, a cancel, Kafka's error codes for bad input, and a
-//! reassignment that completes after the active controller was killed mid-way.
+//! and ListPartitionReassignments over the wire, three partitions moved at once onto a broker
+//! added to the running cluster under a steady acks=all producer, a cancel, Kafka's error codes
+//! for bad input, and a reassignment that completes after the active controller was killed
+//! mid-way.
 //!
-//! The move is checked exactly: every acknowledged record is at its acknowledged offset in the
-//! leader's log, which has one record per offset up to the high watermark and only records the
-//! producer sent, and every final replica's segment files hold that same log; no reassignment is
-//! left, and the removed replica's directory is gone.
+//! The move is checked exactly, per partition: every acknowledged record is at its acknowledged
+//! offset in the leader's log, which has one record per offset up to the high watermark and only
+//! records the producer sent there, and every final replica's segment files hold that same log;
+//! no reassignment is left, and the removed replica's directory is gone.
 
 mod common;
 
@@ -18,7 +19,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::cluster::{Role, TestCluster};
-use common::replica::{log_end_offset, view_on, PartitionView, REPLICATION_TIMEOUT};
+use common::replica::{partition_view, view_on, PartitionView, REPLICATION_TIMEOUT};
 use common::wire::{topic_name, RawConn};
 use common::{http_get, poll_until, rdk};
 use kafka_protocol::error::ResponseError;
@@ -32,6 +33,8 @@ use kafka_protocol::records::RecordBatchDecoder;
 use rdkafka::producer::{DeliveryFuture, FutureRecord, Producer as _};
 
 const TOPIC: &str = "moving";
+/// Partitions the test under load moves, all at once.
+const MOVED_PARTITIONS: i32 = 3;
 /// Acknowledgements that show the producer gets through.
 const PROGRESS: usize = 200;
 /// Records sent but not yet reported on, at most.
@@ -47,98 +50,124 @@ const SETTINGS: &[(&str, &str)] = &[
 ];
 
 #[test]
-fn a_partition_moves_onto_a_new_broker_under_an_acks_all_producer() {
-    let (mut cluster, mut conn, before) = three_brokers_and_a_topic();
+fn partitions_move_onto_a_new_broker_under_an_acks_all_producer() {
+    let mut cluster = TestCluster::start(1, 3, SETTINGS);
+    let mut conn = RawConn::connect(cluster.node(2).kafka_addr());
+    common::wire::create_topics(&mut conn, &[(TOPIC, MOVED_PARTITIONS)]);
+    let before: Vec<PartitionView> = (0..MOVED_PARTITIONS)
+        .map(|partition| {
+            poll_until("a leader and a full ISR", TIMEOUT, || {
+                view(&cluster, 2, partition).filter(|v| v.leader >= 0 && v.isr.len() == 3)
+            })
+        })
+        .collect();
     let added = cluster.add_broker();
 
     let producer = Producer::start(cluster.bootstrap());
     producer.wait_for_progress("acknowledgements before the move");
-    // The leader's place goes to the new broker: the leader itself is removed.
-    let target = leader_replaced(&before, added);
+    // Each leader's place goes to the new broker, in one request: every leader is removed, and
+    // the new broker ends up leading every partition.
+    let targets: Vec<Vec<i32>> = before.iter().map(|v| leader_replaced(v, added)).collect();
+    let moves: Vec<(i32, Option<Vec<i32>>)> = (0..MOVED_PARTITIONS)
+        .zip(targets.iter().cloned().map(Some))
+        .collect();
     assert_eq!(
-        reassign(&mut conn, Some(target.clone())),
-        0,
-        "reassigning to {target:?}"
+        reassign_partitions(&mut conn, TOPIC, &moves),
+        vec![0; MOVED_PARTITIONS as usize],
+        "reassigning to {targets:?}"
     );
-    let mut sorted_target = target.clone();
-    sorted_target.sort_unstable();
-    let after = wait_for(&cluster, 2, "the move completed", |v| {
-        v.replicas == target && v.isr == sorted_target
-    });
-    assert_eq!(
-        after.leader, target[0],
-        "the first target replica leads once the old leader is removed"
-    );
-    assert!(after.leader_epoch > before.leader_epoch);
+    for (partition, target) in (0..MOVED_PARTITIONS).zip(&targets) {
+        let mut sorted = target.clone();
+        sorted.sort_unstable();
+        let after = poll_until("the move completed", TIMEOUT, || {
+            view(&cluster, 2, partition).filter(|v| v.replicas == *target && v.isr == sorted)
+        });
+        assert_eq!(
+            after.leader, added,
+            "partition {partition}: the first target replica leads once the old leader is removed"
+        );
+        assert!(after.leader_epoch > before[partition as usize].leader_epoch);
+    }
     assert!(list(&mut conn).is_empty(), "no reassignment left");
     producer.wait_for_progress("acknowledgements after the move");
     let deliveries = producer.finish();
 
-    // The removed replica's copy is gone.
-    let removed_dir = cluster
-        .node(before.leader)
-        .data_dir()
-        .join(format!("{TOPIC}-0"));
-    poll_until("the removed replica's directory deleted", TIMEOUT, || {
-        (!removed_dir.exists()).then_some(())
-    });
-
-    // Every final replica holds the same log; every acknowledged record is at its offset.
-    let mut leader = RawConn::connect(cluster.node(after.leader).kafka_addr());
-    let high_watermark = poll_until("every replica caught up", TIMEOUT, || {
-        let ends: Vec<Option<i64>> = target
-            .iter()
-            .map(|&id| log_end_offset(&cluster, id, TOPIC))
-            .collect();
-        let first = ends[0]?;
-        ends.iter().all(|end| *end == Some(first)).then_some(first)
-    });
-    let log = read_log(&mut leader, high_watermark);
-    let mut acknowledged = 0;
-    for (number, outcome) in &deliveries {
-        let offset = outcome
-            .as_ref()
-            .unwrap_or_else(|e| panic!("record {number} was not acknowledged: {e}"));
-        assert_eq!(
-            log.get(offset).map(Vec::as_slice),
-            Some(payload(*number).as_bytes()),
-            "record {number} at its acknowledged offset {offset}"
-        );
-        acknowledged += 1;
-    }
-    assert_eq!(log.len() as i64, high_watermark, "one record per offset");
-    // Nothing invented. Without idempotence (librdkafka's default) a send the old leader
-    // appended but could not acknowledge before it was removed is retried, and Kafka allows
-    // that retry to leave a second copy: counted, not refused.
+    let mut leader = RawConn::connect(cluster.node(added).kafka_addr());
     let sent = deliveries.len() as u64;
-    let mut copies: BTreeMap<&[u8], usize> = BTreeMap::new();
-    for value in log.values() {
-        let number = std::str::from_utf8(value)
-            .ok()
-            .and_then(|text| text.strip_prefix("moving-"))
-            .and_then(|number| number.parse::<u64>().ok());
-        assert!(
-            number.is_some_and(|n| n < sent),
-            "a record the producer never sent: {:?}",
-            String::from_utf8_lossy(value)
-        );
-        *copies.entry(value).or_default() += 1;
+    let mut summary = Vec::new();
+    for (partition, target) in (0..MOVED_PARTITIONS).zip(&targets) {
+        let moved_from = &before[partition as usize];
+        // The removed replica's copy is gone.
+        let removed_dir = cluster
+            .node(moved_from.leader)
+            .data_dir()
+            .join(format!("{TOPIC}-{partition}"));
+        poll_until("the removed replica's directory deleted", TIMEOUT, || {
+            (!removed_dir.exists()).then_some(())
+        });
+        // Every final replica holds the leader's log; every acknowledged record of the
+        // partition is at its offset in it.
+        let high_watermark = poll_until("every replica caught up", TIMEOUT, || {
+            let ends: Vec<Option<i64>> = target
+                .iter()
+                .map(|&id| log_end_offset_of(&cluster, id, partition))
+                .collect();
+            let first = ends[0]?;
+            ends.iter().all(|end| *end == Some(first)).then_some(first)
+        });
+        let log = read_log(&mut leader, partition, high_watermark);
+        assert_eq!(log.len() as i64, high_watermark, "one record per offset");
+        let mut acknowledged = 0;
+        for (number, outcome) in &deliveries {
+            let (record_partition, offset) = outcome
+                .as_ref()
+                .unwrap_or_else(|e| panic!("record {number} was not acknowledged: {e}"));
+            if *record_partition != partition {
+                continue;
+            }
+            assert_eq!(
+                log.get(offset).map(Vec::as_slice),
+                Some(payload(*number).as_bytes()),
+                "record {number} at its acknowledged offset {partition}/{offset}"
+            );
+            acknowledged += 1;
+        }
+        // Nothing invented. Without idempotence (librdkafka's default) a send the old leader
+        // appended but could not acknowledge before it was removed is retried, and Kafka
+        // allows that retry to leave a second copy: counted, not refused.
+        let mut copies: BTreeMap<&[u8], usize> = BTreeMap::new();
+        for value in log.values() {
+            let number = std::str::from_utf8(value)
+                .ok()
+                .and_then(|text| text.strip_prefix("moving-"))
+                .and_then(|number| number.parse::<u64>().ok());
+            assert!(
+                number.is_some_and(|n| n < sent && partition_of(n) == partition),
+                "a record the producer never sent to partition {partition}: {:?}",
+                String::from_utf8_lossy(value)
+            );
+            *copies.entry(value).or_default() += 1;
+        }
+        let retried = copies.values().filter(|count| **count > 1).count();
+        for &id in target {
+            let dir = cluster
+                .node(id)
+                .data_dir()
+                .join(format!("{TOPIC}-{partition}"));
+            assert_eq!(
+                stored_records(&dir),
+                log,
+                "broker {id}'s copy of partition {partition} equals the leader's log"
+            );
+        }
+        summary.push(format!(
+            "partition {partition}: {:?} -> {target:?}, {acknowledged} acknowledged, {} in the \
+             log ({retried} written twice by retries)",
+            moved_from.replicas,
+            log.len()
+        ));
     }
-    let retried = copies.values().filter(|count| **count > 1).count();
-    for &id in &target {
-        let dir = cluster.node(id).data_dir().join(format!("{TOPIC}-0"));
-        assert_eq!(
-            stored_records(&dir),
-            log,
-            "broker {id}'s copy equals the leader's log"
-        );
-    }
-    eprintln!(
-        "{acknowledged} records acknowledged, {} in the log ({retried} written twice by \
-         retries), moved {:?} -> {target:?}",
-        log.len(),
-        before.replicas
-    );
+    eprintln!("{}", summary.join("\n"));
 }
 
 #[test]
@@ -287,16 +316,34 @@ fn reassign(conn: &mut RawConn, target: Option<Vec<i32>>) -> i16 {
 }
 
 fn reassign_topic(conn: &mut RawConn, topic: &str, target: Option<Vec<i32>>) -> i16 {
+    reassign_partitions(conn, topic, &[(0, target)])[0]
+}
+
+/// AlterPartitionReassignments for partitions of one topic: each partition's error code, in
+/// request order.
+fn reassign_partitions(
+    conn: &mut RawConn,
+    topic: &str,
+    moves: &[(i32, Option<Vec<i32>>)],
+) -> Vec<i16> {
+    let partitions = moves
+        .iter()
+        .map(|(partition, target)| {
+            ReassignablePartition::default()
+                .with_partition_index(*partition)
+                .with_replicas(
+                    target
+                        .as_ref()
+                        .map(|ids| ids.iter().copied().map(BrokerId).collect()),
+                )
+        })
+        .collect();
     let request = AlterPartitionReassignmentsRequest::default()
         .with_timeout_ms(30_000)
         .with_allow_replication_factor_change(true)
         .with_topics(vec![ReassignableTopic::default()
             .with_name(topic_name(topic))
-            .with_partitions(vec![ReassignablePartition::default()
-                .with_partition_index(0)
-                .with_replicas(
-                    target.map(|ids| ids.into_iter().map(BrokerId).collect()),
-                )])]);
+            .with_partitions(partitions)]);
     let response = conn.request(&request, 1);
     assert_eq!(response.error_code, 0);
     assert!(response.allow_replication_factor_change);
@@ -304,7 +351,22 @@ fn reassign_topic(conn: &mut RawConn, topic: &str, target: Option<Vec<i32>>) -> 
         panic!("one topic answered: {response:?}");
     };
     assert_eq!(topic_response.name.0.as_str(), topic);
-    topic_response.partitions[0].error_code
+    assert_eq!(
+        topic_response
+            .partitions
+            .iter()
+            .map(|p| p.partition_index)
+            .collect::<Vec<_>>(),
+        moves
+            .iter()
+            .map(|(partition, _)| *partition)
+            .collect::<Vec<_>>()
+    );
+    topic_response
+        .partitions
+        .iter()
+        .map(|p| p.error_code)
+        .collect()
 }
 
 /// One reassignment in progress: (partition, replicas, adding, removing).
@@ -332,6 +394,21 @@ fn list(conn: &mut RawConn) -> Vec<Ongoing> {
             )
         })
         .collect()
+}
+
+/// One partition of [`TOPIC`] as broker `via` sees it now, if it answers.
+fn view(cluster: &TestCluster, via: i32, partition: i32) -> Option<PartitionView> {
+    let mut conn = RawConn::try_connect(cluster.node(via).kafka_addr())?;
+    partition_view(&conn.metadata(Some(&[TOPIC]), false), TOPIC, partition)
+}
+
+/// `skald_log_end_offset` of one partition of [`TOPIC`] on one node.
+fn log_end_offset_of(cluster: &TestCluster, node: i32, partition: i32) -> Option<i64> {
+    let (_, body) = http_get(cluster.node(node).metrics_addr(), "/metrics").ok()?;
+    let prefix = format!(r#"skald_log_end_offset{{partition="{partition}",topic="{TOPIC}"}} "#);
+    body.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .and_then(|value| value.trim().parse().ok())
 }
 
 fn wait_for(
@@ -369,11 +446,17 @@ fn payload(number: u64) -> String {
     format!("moving-{number}")
 }
 
-/// Each record's delivery report, by record number: the acknowledged offset, or the error.
-type Deliveries = BTreeMap<u64, Result<i64, String>>;
+/// The producer sends record `number` to this partition.
+fn partition_of(number: u64) -> i32 {
+    (number % MOVED_PARTITIONS as u64) as i32
+}
+
+/// Each record's delivery report, by record number: the acknowledged (partition, offset), or
+/// the error.
+type Deliveries = BTreeMap<u64, Result<(i32, i64), String>>;
 
 /// A librdkafka producer with its default settings (acks=all) on a thread of its own, sending
-/// numbered records to partition 0 until stopped, at most [`WINDOW`] unreported.
+/// numbered records round-robin to the partitions until stopped, at most [`WINDOW`] unreported.
 struct Producer {
     stop: Arc<AtomicBool>,
     acked: Arc<AtomicUsize>,
@@ -423,7 +506,7 @@ fn produce(bootstrap: &str, stop: &AtomicBool, acked: &AtomicUsize) -> Deliverie
         let outcome = match runtime.block_on(report) {
             Ok(Ok(delivery)) => {
                 acked.fetch_add(1, Ordering::AcqRel);
-                Ok(delivery.offset)
+                Ok((delivery.partition, delivery.offset))
             }
             Ok(Err((error, _))) => Err(error.to_string()),
             Err(_) => Err("the delivery report was dropped".into()),
@@ -436,7 +519,7 @@ fn produce(bootstrap: &str, stop: &AtomicBool, acked: &AtomicUsize) -> Deliverie
         let report = producer
             .send_result(
                 FutureRecord::<(), str>::to(TOPIC)
-                    .partition(0)
+                    .partition(partition_of(number))
                     .payload(&value),
             )
             .unwrap_or_else(|(error, _)| panic!("enqueue record {number}: {error}"));
@@ -456,12 +539,12 @@ fn produce(bootstrap: &str, stop: &AtomicBool, acked: &AtomicUsize) -> Deliverie
     deliveries
 }
 
-/// Partition 0 read through its leader from offset 0 up to `high_watermark`: offset → value.
-fn read_log(leader: &mut RawConn, high_watermark: i64) -> BTreeMap<i64, Vec<u8>> {
+/// A partition read through its leader from offset 0 up to `high_watermark`: offset → value.
+fn read_log(leader: &mut RawConn, partition: i32, high_watermark: i64) -> BTreeMap<i64, Vec<u8>> {
     let mut log = BTreeMap::new();
     let mut offset = 0;
     while offset < high_watermark {
-        let (error, _, bytes) = leader.fetch_raw(TOPIC, 0, offset);
+        let (error, _, bytes) = leader.fetch_raw(TOPIC, partition, offset);
         assert_eq!(error, 0, "fetch at offset {offset}");
         let records = decode(bytes);
         assert!(!records.is_empty(), "nothing at offset {offset}");
