@@ -1,6 +1,6 @@
 //! `skald cluster info` against a real cluster of 3 controllers (ids 1–3) and 3 brokers (4–6):
 //! the quorum, the brokers and the partition spread, then a broker killed and fenced; and
-//! `skald cluster rebalance --dry-run` planning the moves onto a broker that joined.
+//! `skald cluster rebalance` planning and carrying out the moves onto a broker that joined.
 
 mod common;
 
@@ -140,12 +140,14 @@ fn cluster_info_shows_the_quorum_the_brokers_and_the_partition_spread() {
     assert_eq!(info.partitions, offline);
 }
 
-/// A controller and brokers 2 and 3 hold a 4-partition topic, two partitions each; broker 4
-/// joins. The plan moves exactly one replica onto it (4 replicas over 3 brokers), from the
-/// most loaded broker with the lowest id, and nothing else.
+/// A controller and brokers 2 and 3 hold a 4-partition topic, two partitions each, three
+/// records in partition 0; broker 4 joins. The plan moves exactly one replica onto it (4
+/// replicas over 3 brokers), from the most loaded broker with the lowest id: partition 0 with
+/// its records. `--dry-run` only prints it; `--wait` carries it out, waits, and leaves the
+/// partition led by broker 4 with its records; after that nothing is left to move.
 #[test]
-fn rebalance_dry_run_plans_the_moves_onto_a_new_broker() {
-    use common::wire::{topic_name, RawConn};
+fn rebalance_moves_a_replica_onto_a_new_broker() {
+    use common::wire::{batch_v2, topic_name, RawConn};
     use kafka_protocol::messages::create_topics_request::{
         CreatableReplicaAssignment, CreatableTopic,
     };
@@ -171,29 +173,73 @@ fn rebalance_dry_run_plans_the_moves_onto_a_new_broker() {
                 assignment(3, 3),
             ])]);
     assert_eq!(conn.request(&request, 7).topics[0].error_code, 0);
+    common::wire::ensure_topic(cluster.node(2).kafka_addr(), "spread");
+    let mut bytes = 0;
+    for (i, value) in ["a", "b", "c"].into_iter().enumerate() {
+        let batch = batch_v2(&[("k", value, 1_700_000_000_000 + i as i64)]);
+        bytes += batch.len();
+        assert_eq!(conn.produce_raw("spread", 0, batch), (0, i as i64));
+    }
     assert_eq!(cluster.add_broker(), 4);
 
-    let expected = "1 partitions to change: 1 replicas to add (0 bytes), 0 only reordered\n\
-                    \n\
-                    TOPIC   PARTITION  REPLICAS  TARGET  BYTES\n\
-                    spread  0          2         4       0\n\
-                    \n\
-                    BROKER  REPLICAS  LEADERS  BYTES\n\
-                    2       2 -> 1    2 -> 1   0 -> 0\n\
-                    3       2 -> 2    2 -> 2   0 -> 0\n\
-                    4       0 -> 1    0 -> 1   0 -> 0\n";
+    let plan = format!(
+        "1 partitions to change: 1 replicas to add ({bytes} bytes), 0 only reordered\n\
+         \n\
+         TOPIC   PARTITION  REPLICAS  TARGET  BYTES\n\
+         spread  0          2         4       {bytes}\n\
+         \n\
+         BROKER  REPLICAS  LEADERS  BYTES\n\
+         2       2 -> 1    2 -> 1   {bytes} -> 0\n\
+         3       2 -> 2    2 -> 2   0 -> 0\n\
+         4       0 -> 1    0 -> 1   0 -> {bytes}\n"
+    );
     let bootstrap = cluster.node(2).bootstrap();
     // Until the broker answering knows broker 4 and every partition, the plan differs: poll,
     // and on the deadline show the last plan.
     let deadline = std::time::Instant::now() + SETTLE_TIMEOUT;
-    let plan = loop {
-        let plan = skald(&bootstrap, &["cluster", "rebalance", "--dry-run"]);
-        if plan == expected || std::time::Instant::now() > deadline {
-            break plan;
+    let planned = loop {
+        let planned = skald(&bootstrap, &["cluster", "rebalance", "--dry-run"]);
+        if planned == plan || std::time::Instant::now() > deadline {
+            break planned;
         }
         std::thread::sleep(Duration::from_millis(200));
     };
-    assert_eq!(plan, expected);
+    assert_eq!(planned, plan);
+    assert_eq!(
+        skald(&bootstrap, &["cluster", "rebalance", "--status"]),
+        "no reassignments in progress\n"
+    );
+
+    assert_eq!(
+        skald(&bootstrap, &["cluster", "rebalance", "--wait"]),
+        format!(
+            "{plan}started 1 reassignments\n\
+             done: 1 partitions moved, each led by its preferred replica\n"
+        )
+    );
+    // Broker 4 leads partition 0 and serves its records.
+    let mut on_4 = RawConn::connect(cluster.node(4).kafka_addr());
+    let (error, high_watermark, _) =
+        poll_until("broker 4 serving spread-0", SETTLE_TIMEOUT, || {
+            let fetched = on_4.fetch_raw("spread", 0, 0);
+            (fetched.0 == 0 && fetched.1 == 3).then_some(fetched)
+        });
+    assert_eq!((error, high_watermark), (0, 3));
+    let balanced = poll_until("nothing left to move", SETTLE_TIMEOUT, || {
+        let planned = skald(&bootstrap, &["cluster", "rebalance", "--dry-run"]);
+        planned.starts_with("0 partitions").then_some(planned)
+    });
+    assert_eq!(
+        balanced,
+        format!(
+            "0 partitions to change: 0 replicas to add (0 bytes), 0 only reordered\n\
+             \n\
+             BROKER  REPLICAS  LEADERS  BYTES\n\
+             2       1 -> 1    1 -> 1   0 -> 0\n\
+             3       2 -> 2    2 -> 2   0 -> 0\n\
+             4       1 -> 1    1 -> 1   {bytes} -> {bytes}\n"
+        )
+    );
 }
 
 /// `skald cluster unregister BROKER`: a stopped broker is unregistered (gone from `cluster

@@ -38,6 +38,7 @@ pub mod groups;
 pub mod partitioner;
 pub mod producer;
 pub mod producers;
+pub mod reassignments;
 pub mod records;
 pub mod transactions;
 

@@ -1,12 +1,13 @@
 //! `skald cluster info`: the controller quorum, the brokers and how partitions spread over them.
-//! `skald cluster rebalance --dry-run`: the moves that would even them out (skald-balancer).
+//! `skald cluster rebalance`: the moves that even them out (skald-balancer), started as partition
+//! reassignments; `--dry-run` only prints them, `--status` shows those in progress.
 //! `skald cluster unregister BROKER`: forget a broker that left for good.
 
 use std::collections::BTreeMap;
 
 use crate::client::{Client, TopicMetadata};
 use crate::cluster::{ClusterDescription, QuorumDescription};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 use super::{table, BrokerArgs};
 
@@ -27,16 +28,23 @@ pub enum ClusterCommand {
     /// Brokers: fenced or not, endpoint, rack. Partitions: per broker, how many partition
     /// replicas it hosts and how many partitions it leads.
     Info,
-    /// Plan the replica moves that even out replicas, preferred leaders and bytes across the
-    /// unfenced brokers, keeping each partition's racks spread and leaving under-replicated
-    /// partitions alone.
+    /// Even out replicas, preferred leaders and bytes across the unfenced brokers: plan the
+    /// replica moves (keeping each partition's racks spread, leaving under-replicated
+    /// partitions alone) and start them as partition reassignments.
     ///
     /// Prints each partition's replicas and target replicas (the first is the preferred
     /// leader), the bytes new replicas would copy, and every broker's load before and after.
     Rebalance {
-        /// Only print the plan. (Carrying it out arrives with partition reassignment.)
-        #[arg(long, required = true)]
+        /// Only print the plan.
+        #[arg(long, conflicts_with = "status")]
         dry_run: bool,
+        /// Show the reassignments in progress instead of planning.
+        #[arg(long)]
+        status: bool,
+        /// Wait until the moves are done, then move leadership to each moved partition's
+        /// preferred replica.
+        #[arg(long, conflicts_with_all = ["dry_run", "status"])]
+        wait: bool,
     },
     /// Unregister a broker that left the cluster for good (stop it first: a running broker
     /// registers again). Its replicas stay listed until the partitions are reassigned.
@@ -55,11 +63,11 @@ pub async fn run(args: ClusterArgs) -> Result<()> {
             out!("unregistered broker {broker}");
             Ok(())
         }
-        ClusterCommand::Rebalance { dry_run: _ } => {
-            let plan = rebalance_plan(&mut client).await?;
-            out_raw!("{}", plan_text(&plan));
-            Ok(())
-        }
+        ClusterCommand::Rebalance {
+            dry_run,
+            status,
+            wait,
+        } => rebalance(&mut client, dry_run, status, wait).await,
     }
 }
 
@@ -140,6 +148,89 @@ fn partitions_table(cluster: &ClusterDescription, topics: &[TopicMetadata]) -> S
     table(&rows)
 }
 
+/// How often `rebalance --wait` asks whether the moves are done.
+const REASSIGNMENT_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+async fn rebalance(client: &mut Client, dry_run: bool, status: bool, wait: bool) -> Result<()> {
+    if status {
+        out_raw!(
+            "{}",
+            ongoing_text(&client.list_partition_reassignments().await?)
+        );
+        return Ok(());
+    }
+    if !dry_run && !client.list_partition_reassignments().await?.is_empty() {
+        return Err(Error::InvalidArgument(
+            "reassignments are in progress: see `skald cluster rebalance --status`".into(),
+        ));
+    }
+    let plan = rebalance_plan(client).await?;
+    out_raw!("{}", plan_text(&plan));
+    if dry_run || plan.moves.is_empty() {
+        return Ok(());
+    }
+    let moves: Vec<(String, i32, Option<Vec<i32>>)> = plan
+        .moves
+        .iter()
+        .map(|m| (m.topic.clone(), m.partition, Some(m.target.clone())))
+        .collect();
+    let mut started = Vec::new();
+    for (topic, partition, outcome) in client.alter_partition_reassignments(&moves).await? {
+        match outcome {
+            Ok(()) => started.push((topic, partition)),
+            Err(err) => out!("not started: {err}"),
+        }
+    }
+    out!("started {} reassignments", started.len());
+    if !wait || started.is_empty() {
+        return Ok(());
+    }
+    loop {
+        let ongoing = client.list_partition_reassignments().await?;
+        if !ongoing
+            .iter()
+            .any(|o| started.contains(&(o.topic.clone(), o.partition)))
+        {
+            break;
+        }
+        tokio::time::sleep(REASSIGNMENT_POLL).await;
+    }
+    client.elect_preferred_leaders(&started).await?;
+    out!(
+        "done: {} partitions moved, each led by its preferred replica",
+        started.len()
+    );
+    Ok(())
+}
+
+/// The reassignments in progress as a table (or a line saying there are none).
+fn ongoing_text(ongoing: &[crate::reassignments::OngoingReassignment]) -> String {
+    if ongoing.is_empty() {
+        return "no reassignments in progress\n".to_owned();
+    }
+    let mut rows = vec![["TOPIC", "PARTITION", "REPLICAS", "ADDING", "REMOVING"]
+        .map(str::to_owned)
+        .to_vec()];
+    for o in ongoing {
+        rows.push(vec![
+            o.topic.clone(),
+            o.partition.to_string(),
+            joined(&o.replicas),
+            joined(&o.adding),
+            joined(&o.removing),
+        ]);
+    }
+    table(&rows)
+}
+
+/// Broker ids as `1,2,3` (`-` for none).
+fn joined(ids: &[i32]) -> String {
+    if ids.is_empty() {
+        return "-".to_owned();
+    }
+    ids.iter().map(i32::to_string).collect::<Vec<_>>().join(",")
+}
+
 /// Plans a rebalance of the cluster as it is now: unfenced brokers, every topic's partitions,
 /// sizes from each broker's log dirs.
 async fn rebalance_plan(client: &mut Client) -> Result<skald_balancer::Plan> {
@@ -189,7 +280,6 @@ async fn rebalance_plan(client: &mut Client) -> Result<skald_balancer::Plan> {
 
 /// A plan as text: a summary line, the moves, then every broker's load before → after.
 fn plan_text(plan: &skald_balancer::Plan) -> String {
-    let joined = |ids: &[i32]| ids.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
     let mut text = format!(
         "{} partitions to change: {} replicas to add ({} bytes), {} only reordered\n",
         plan.moves.len(),
