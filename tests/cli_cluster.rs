@@ -276,3 +276,110 @@ fn unregister_forgets_a_stopped_broker() {
         "skald: unregister broker 3: BROKER_ID_NOT_REGISTERED (broker 3 is not registered)\n"
     );
 }
+
+/// `skald cluster decommission BROKER` moves every replica off broker 2 (to the broker each
+/// partition lacks), waits, and says so; stopped and unregistered, broker 2 is gone, and every
+/// partition is fully in sync on the two others. With only two brokers left, a second
+/// decommission is refused: no partition of two replicas could keep both.
+#[test]
+fn decommission_moves_every_replica_off_a_broker() {
+    use common::wire::{topic_name, RawConn};
+    use kafka_protocol::messages::create_topics_request::{
+        CreatableReplicaAssignment, CreatableTopic,
+    };
+    use kafka_protocol::messages::{BrokerId, CreateTopicsRequest};
+
+    let mut cluster = TestCluster::start(1, 3, &[]);
+    let mut conn = RawConn::connect(cluster.node(3).kafka_addr());
+    let assignment = |partition: i32, brokers: [i32; 2]| {
+        CreatableReplicaAssignment::default()
+            .with_partition_index(partition)
+            .with_broker_ids(brokers.map(BrokerId).to_vec())
+    };
+    let request = CreateTopicsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(topic_name("leaving"))
+            .with_num_partitions(-1)
+            .with_replication_factor(-1)
+            .with_assignments(vec![
+                assignment(0, [2, 3]),
+                assignment(1, [3, 4]),
+                assignment(2, [4, 2]),
+            ])]);
+    assert_eq!(conn.request(&request, 7).topics[0].error_code, 0);
+    common::wire::ensure_topic(cluster.node(3).kafka_addr(), "leaving");
+    let bootstrap = cluster.node(3).bootstrap();
+
+    assert_eq!(
+        skald(&bootstrap, &["cluster", "decommission", "2"]),
+        "2 partitions to change: 2 replicas to add (0 bytes), 0 only reordered\n\
+         \n\
+         TOPIC    PARTITION  REPLICAS  TARGET  BYTES\n\
+         leaving  0          2,3       4,3     0\n\
+         leaving  2          4,2       4,3     0\n\
+         \n\
+         BROKER  REPLICAS  LEADERS  BYTES\n\
+         2       2 -> 0    1 -> 0   0 -> 0\n\
+         3       2 -> 3    1 -> 1   0 -> 0\n\
+         4       2 -> 3    1 -> 2   0 -> 0\n\
+         started 2 reassignments\n\
+         done: 2 partitions moved, each led by its preferred replica\n\
+         broker 2 holds no replicas: stop it, then run `skald cluster unregister 2`\n"
+    );
+    cluster.stop(2);
+    assert_eq!(
+        skald(&bootstrap, &["cluster", "unregister", "2"]),
+        "unregistered broker 2\n"
+    );
+    // (leader, replicas, isr) per partition, on broker 3.
+    let expected = vec![
+        (4, vec![4, 3], vec![3, 4]),
+        (3, vec![3, 4], vec![3, 4]),
+        (4, vec![4, 3], vec![3, 4]),
+    ];
+    let placement = poll_until("every partition in sync on 3 and 4", SETTLE_TIMEOUT, || {
+        let metadata = conn.metadata(Some(&["leaving"]), false);
+        let brokers: Vec<i32> = metadata.brokers.iter().map(|b| b.node_id.0).collect();
+        let mut placement: Vec<(i32, i32, Vec<i32>, Vec<i32>)> = metadata.topics[0]
+            .partitions
+            .iter()
+            .map(|p| {
+                let mut isr: Vec<i32> = p.isr_nodes.iter().map(|b| b.0).collect();
+                isr.sort_unstable();
+                (
+                    p.partition_index,
+                    p.leader_id.0,
+                    p.replica_nodes.iter().map(|b| b.0).collect(),
+                    isr,
+                )
+            })
+            .collect();
+        placement.sort();
+        let placement: Vec<(i32, Vec<i32>, Vec<i32>)> = placement
+            .into_iter()
+            .map(|(_, l, r, i)| (l, r, i))
+            .collect();
+        let mut sorted_brokers = brokers.clone();
+        sorted_brokers.sort_unstable();
+        (placement == expected && sorted_brokers == [3, 4]).then_some(placement)
+    });
+    assert_eq!(placement, expected);
+
+    let mut command = Command::new(skald_bin());
+    command
+        .args(["cluster", "decommission", "3", "--brokers", &bootstrap])
+        .env_remove("SKALD_BROKERS")
+        .env("RUST_LOG", "warn");
+    let (status, stdout, stderr) = run_with_timeout(command, b"", CLI_TIMEOUT);
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert_eq!(
+        stderr,
+        "skald: cannot move every replica off broker 3 (too few other brokers, or not all in \
+         sync): leaving-0, leaving-1, leaving-2\n"
+    );
+}

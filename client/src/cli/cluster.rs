@@ -1,6 +1,7 @@
 //! `skald cluster info`: the controller quorum, the brokers and how partitions spread over them.
 //! `skald cluster rebalance`: the moves that even them out (skald-balancer), started as partition
 //! reassignments; `--dry-run` only prints them, `--status` shows those in progress.
+//! `skald cluster decommission BROKER`: every replica moved off a broker before it goes.
 //! `skald cluster unregister BROKER`: forget a broker that left for good.
 
 use std::collections::BTreeMap;
@@ -46,6 +47,12 @@ pub enum ClusterCommand {
         #[arg(long, conflicts_with_all = ["dry_run", "status"])]
         wait: bool,
     },
+    /// Move every replica off a broker (partition reassignments, waited for; leaderships go to
+    /// each moved partition's preferred replica), so it can be stopped and unregistered.
+    Decommission {
+        /// The broker's id.
+        broker: i32,
+    },
     /// Unregister a broker that left the cluster for good (stop it first: a running broker
     /// registers again). Its replicas stay listed until the partitions are reassigned.
     Unregister {
@@ -68,6 +75,7 @@ pub async fn run(args: ClusterArgs) -> Result<()> {
             status,
             wait,
         } => rebalance(&mut client, dry_run, status, wait).await,
+        ClusterCommand::Decommission { broker } => decommission(&mut client, broker).await,
     }
 }
 
@@ -159,31 +167,77 @@ async fn rebalance(client: &mut Client, dry_run: bool, status: bool, wait: bool)
         );
         return Ok(());
     }
-    if !dry_run && !client.list_partition_reassignments().await?.is_empty() {
-        return Err(Error::InvalidArgument(
-            "reassignments are in progress: see `skald cluster rebalance --status`".into(),
-        ));
+    if !dry_run {
+        refuse_while_moving(client).await?;
     }
-    let plan = rebalance_plan(client).await?;
+    let plan = rebalance_plan(client, &skald_balancer::Options::default()).await?;
     out_raw!("{}", plan_text(&plan));
     if dry_run || plan.moves.is_empty() {
         return Ok(());
     }
+    carry_out(client, &plan, wait).await?;
+    Ok(())
+}
+
+/// `skald cluster decommission BROKER`: a plan that drains the broker, carried out and waited
+/// for. Refused when some replica cannot leave (fewer other brokers than replicas, or an
+/// under-replicated partition).
+async fn decommission(client: &mut Client, broker: i32) -> Result<()> {
+    refuse_while_moving(client).await?;
+    let options = skald_balancer::Options {
+        drain: [broker].into(),
+    };
+    let plan = rebalance_plan(client, &options).await?;
+    if !plan.before.contains_key(&broker) {
+        return Err(Error::InvalidArgument(format!(
+            "broker {broker} is not an unfenced broker of this cluster"
+        )));
+    }
+    if !plan.stuck.is_empty() {
+        let stuck: Vec<String> = plan
+            .stuck
+            .iter()
+            .map(|(topic, partition, _)| format!("{topic}-{partition}"))
+            .collect();
+        return Err(Error::InvalidArgument(format!(
+            "cannot move every replica off broker {broker} (too few other brokers, or not all \
+             in sync): {}",
+            stuck.join(", ")
+        )));
+    }
+    out_raw!("{}", plan_text(&plan));
+    if !plan.moves.is_empty() && carry_out(client, &plan, true).await? > 0 {
+        return Err(Error::InvalidArgument(format!(
+            "some replicas could not leave broker {broker}: see above"
+        )));
+    }
+    out!(
+        "broker {broker} holds no replicas: stop it, then run `skald cluster unregister {broker}`"
+    );
+    Ok(())
+}
+
+/// Starts a plan's moves; with `wait`, waits for them and elects each moved partition's
+/// preferred leader. Returns how many moves the controller refused (each printed).
+async fn carry_out(client: &mut Client, plan: &skald_balancer::Plan, wait: bool) -> Result<usize> {
     let moves: Vec<(String, i32, Option<Vec<i32>>)> = plan
         .moves
         .iter()
         .map(|m| (m.topic.clone(), m.partition, Some(m.target.clone())))
         .collect();
-    let mut started = Vec::new();
+    let (mut started, mut refused) = (Vec::new(), 0);
     for (topic, partition, outcome) in client.alter_partition_reassignments(&moves).await? {
         match outcome {
             Ok(()) => started.push((topic, partition)),
-            Err(err) => out!("not started: {err}"),
+            Err(err) => {
+                out!("not started: {err}");
+                refused += 1;
+            }
         }
     }
     out!("started {} reassignments", started.len());
     if !wait || started.is_empty() {
-        return Ok(());
+        return Ok(refused);
     }
     loop {
         let ongoing = client.list_partition_reassignments().await?;
@@ -200,7 +254,17 @@ async fn rebalance(client: &mut Client, dry_run: bool, status: bool, wait: bool)
         "done: {} partitions moved, each led by its preferred replica",
         started.len()
     );
-    Ok(())
+    Ok(refused)
+}
+
+/// Errs while any reassignment is in progress: a plan must start from settled replicas.
+async fn refuse_while_moving(client: &mut Client) -> Result<()> {
+    if client.list_partition_reassignments().await?.is_empty() {
+        return Ok(());
+    }
+    Err(Error::InvalidArgument(
+        "reassignments are in progress: see `skald cluster rebalance --status`".into(),
+    ))
 }
 
 /// The reassignments in progress as a table (or a line saying there are none).
@@ -233,7 +297,10 @@ fn joined(ids: &[i32]) -> String {
 
 /// Plans a rebalance of the cluster as it is now: unfenced brokers, every topic's partitions,
 /// sizes from each broker's log dirs.
-async fn rebalance_plan(client: &mut Client) -> Result<skald_balancer::Plan> {
+async fn rebalance_plan(
+    client: &mut Client,
+    options: &skald_balancer::Options,
+) -> Result<skald_balancer::Plan> {
     let cluster = client.describe_cluster(false).await?;
     let topics = client.list_topic_metadata().await?;
     let mut sizes: BTreeMap<(String, i32), u64> = BTreeMap::new();
@@ -271,11 +338,7 @@ async fn rebalance_plan(client: &mut Client) -> Result<skald_balancer::Plan> {
                 })
         })
         .collect();
-    Ok(skald_balancer::plan(
-        &brokers,
-        &partitions,
-        &skald_balancer::Options::default(),
-    ))
+    Ok(skald_balancer::plan(&brokers, &partitions, options))
 }
 
 /// A plan as text: a summary line, the moves, then every broker's load before → after.
