@@ -12,16 +12,14 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bytes::Bytes;
 use common::cluster::{Role, TestCluster};
+use common::load::{self, SteadyProducer};
 use common::replica::{partition_view, view_on, PartitionView, REPLICATION_TIMEOUT};
 use common::wire::{topic_name, RawConn};
-use common::{http_get, poll_until, rdk};
+use common::{http_get, poll_until};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::alter_partition_reassignments_request::{
     ReassignablePartition, ReassignableTopic,
@@ -30,15 +28,10 @@ use kafka_protocol::messages::{
     AlterPartitionReassignmentsRequest, BrokerId, ListPartitionReassignmentsRequest,
 };
 use kafka_protocol::records::RecordBatchDecoder;
-use rdkafka::producer::{DeliveryFuture, FutureRecord, Producer as _};
 
 const TOPIC: &str = "moving";
 /// Partitions the test under load moves, all at once.
 const MOVED_PARTITIONS: i32 = 3;
-/// Acknowledgements that show the producer gets through.
-const PROGRESS: usize = 200;
-/// Records sent but not yet reported on, at most.
-const WINDOW: usize = 256;
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Broker settings for every test: partitions of three replicas, and leadership that moves only
@@ -63,8 +56,8 @@ fn partitions_move_onto_a_new_broker_under_an_acks_all_producer() {
         .collect();
     let added = cluster.add_broker();
 
-    let producer = Producer::start(cluster.bootstrap());
-    producer.wait_for_progress("acknowledgements before the move");
+    let producer = SteadyProducer::start(cluster.bootstrap(), TOPIC, MOVED_PARTITIONS);
+    producer.wait_for_progress("acknowledgements before the move", TIMEOUT);
     // Each leader's place goes to the new broker, in one request: every leader is removed, and
     // the new broker ends up leading every partition.
     let targets: Vec<Vec<i32>> = before.iter().map(|v| leader_replaced(v, added)).collect();
@@ -89,7 +82,7 @@ fn partitions_move_onto_a_new_broker_under_an_acks_all_producer() {
         assert!(after.leader_epoch > before[partition as usize].leader_epoch);
     }
     assert!(list(&mut conn).is_empty(), "no reassignment left");
-    producer.wait_for_progress("acknowledgements after the move");
+    producer.wait_for_progress("acknowledgements after the move", TIMEOUT);
     let deliveries = producer.finish();
 
     let mut leader = RawConn::connect(cluster.node(added).kafka_addr());
@@ -443,100 +436,12 @@ fn active_controller_among(cluster: &TestCluster, consider: impl Fn(i32) -> bool
 }
 
 fn payload(number: u64) -> String {
-    format!("moving-{number}")
+    load::payload(TOPIC, number)
 }
 
 /// The producer sends record `number` to this partition.
 fn partition_of(number: u64) -> i32 {
-    (number % MOVED_PARTITIONS as u64) as i32
-}
-
-/// Each record's delivery report, by record number: the acknowledged (partition, offset), or
-/// the error.
-type Deliveries = BTreeMap<u64, Result<(i32, i64), String>>;
-
-/// A librdkafka producer with its default settings (acks=all) on a thread of its own, sending
-/// numbered records round-robin to the partitions until stopped, at most [`WINDOW`] unreported.
-struct Producer {
-    stop: Arc<AtomicBool>,
-    acked: Arc<AtomicUsize>,
-    thread: JoinHandle<Deliveries>,
-}
-
-impl Producer {
-    fn start(bootstrap: String) -> Producer {
-        let stop = Arc::new(AtomicBool::new(false));
-        let acked = Arc::new(AtomicUsize::new(0));
-        let thread = std::thread::spawn({
-            let (stop, acked) = (Arc::clone(&stop), Arc::clone(&acked));
-            move || produce(&bootstrap, &stop, &acked)
-        });
-        Producer {
-            stop,
-            acked,
-            thread,
-        }
-    }
-
-    fn wait_for_progress(&self, what: &str) {
-        let target = self.acked.load(Ordering::Acquire) + PROGRESS;
-        poll_until(what, TIMEOUT, || {
-            assert!(
-                !self.thread.is_finished(),
-                "the producer thread ended early"
-            );
-            (self.acked.load(Ordering::Acquire) >= target).then_some(())
-        });
-    }
-
-    fn finish(self) -> Deliveries {
-        self.stop.store(true, Ordering::Release);
-        self.thread.join().expect("producer thread")
-    }
-}
-
-fn produce(bootstrap: &str, stop: &AtomicBool, acked: &AtomicUsize) -> Deliveries {
-    let producer = rdk::producer(bootstrap);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("build a runtime");
-    let mut deliveries = Deliveries::new();
-    let mut pending: std::collections::VecDeque<(u64, DeliveryFuture)> = Default::default();
-    let settle = |deliveries: &mut Deliveries, (number, report): (u64, DeliveryFuture)| {
-        let outcome = match runtime.block_on(report) {
-            Ok(Ok(delivery)) => {
-                acked.fetch_add(1, Ordering::AcqRel);
-                Ok((delivery.partition, delivery.offset))
-            }
-            Ok(Err((error, _))) => Err(error.to_string()),
-            Err(_) => Err("the delivery report was dropped".into()),
-        };
-        deliveries.insert(number, outcome);
-    };
-    let mut number = 0u64;
-    while !stop.load(Ordering::Acquire) {
-        let value = payload(number);
-        let report = producer
-            .send_result(
-                FutureRecord::<(), str>::to(TOPIC)
-                    .partition(partition_of(number))
-                    .payload(&value),
-            )
-            .unwrap_or_else(|(error, _)| panic!("enqueue record {number}: {error}"));
-        pending.push_back((number, report));
-        number += 1;
-        if pending.len() >= WINDOW {
-            let oldest = pending.pop_front().expect("a pending report");
-            settle(&mut deliveries, oldest);
-        }
-    }
-    producer
-        .flush(Duration::from_secs(90))
-        .expect("every record reported on");
-    for report in pending {
-        settle(&mut deliveries, report);
-    }
-    deliveries
+    load::partition_of(number, MOVED_PARTITIONS)
 }
 
 /// A partition read through its leader from offset 0 up to `high_watermark`: offset → value.

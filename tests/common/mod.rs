@@ -9,6 +9,7 @@
 
 pub mod clients;
 pub mod cluster;
+pub mod load;
 pub mod netsplit;
 pub mod rdk;
 pub mod replica;
