@@ -249,3 +249,62 @@ fn a_broker_joins_and_gets_its_share_then_another_leaves_under_load() {
         );
     }
 }
+
+/// `auto.partition.rebalance.enable`: with no operator, the active controller gives a broker
+/// that joins its share. Brokers 2 and 3 hold two partitions each (partition 0 with records);
+/// broker 4 joins; the controller moves partition 0 onto it (4 replicas over 3 brokers, from
+/// the most loaded broker with the lowest id), and broker 4 serves its records.
+#[test]
+fn with_automatic_balancing_a_joining_broker_gets_its_share() {
+    use common::wire::{batch_v2, topic_name};
+    use kafka_protocol::messages::create_topics_request::{
+        CreatableReplicaAssignment, CreatableTopic,
+    };
+    use kafka_protocol::messages::{BrokerId, CreateTopicsRequest};
+
+    let mut cluster = TestCluster::start(1, 2, &[("auto.partition.rebalance.enable", "true")]);
+    let mut conn = RawConn::connect(cluster.node(2).kafka_addr());
+    let assignment = |partition: i32, broker: i32| {
+        CreatableReplicaAssignment::default()
+            .with_partition_index(partition)
+            .with_broker_ids(vec![BrokerId(broker)])
+    };
+    let request = CreateTopicsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(topic_name("spread"))
+            .with_num_partitions(-1)
+            .with_replication_factor(-1)
+            .with_assignments(vec![
+                assignment(0, 2),
+                assignment(1, 2),
+                assignment(2, 3),
+                assignment(3, 3),
+            ])]);
+    assert_eq!(conn.request(&request, 7).topics[0].error_code, 0);
+    common::wire::ensure_topic(cluster.node(2).kafka_addr(), "spread");
+    for i in 0..3 {
+        let batch = batch_v2(&[("k", "v", 1_700_000_000_000 + i)]);
+        assert_eq!(conn.produce_raw("spread", 0, batch), (0, i));
+    }
+    assert_eq!(cluster.add_broker(), 4);
+
+    let expected: Vec<(i32, Vec<i32>)> =
+        vec![(4, vec![4]), (2, vec![2]), (3, vec![3]), (3, vec![3])];
+    let moved = poll_until("partition 0 moved onto broker 4", TIMEOUT, || {
+        let placement = placement(&mut conn);
+        let spread: Vec<(i32, Vec<i32>)> = placement
+            .iter()
+            .filter(|((topic, _), _)| topic == "spread")
+            .map(|(_, (leader, replicas, _))| (*leader, replicas.clone()))
+            .collect();
+        (spread == expected).then_some(spread)
+    });
+    assert_eq!(moved, expected);
+    let mut on_4 = RawConn::connect(cluster.node(4).kafka_addr());
+    let served = poll_until("broker 4 serving partition 0", TIMEOUT, || {
+        let (error, high_watermark, _) = on_4.fetch_raw("spread", 0, 0);
+        (error == 0 && high_watermark == 3).then_some((error, high_watermark))
+    });
+    assert_eq!(served, (0, 3));
+}

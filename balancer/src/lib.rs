@@ -15,7 +15,8 @@
 //! the controller plan alike and tests check plans exactly. A plan is carried out as partition
 //! reassignments (KIP-455): new replicas join as followers and catch up before old ones leave,
 //! so a partition never has fewer in-sync replicas than it had. Partitions with a replica out
-//! of sync are left where they are.
+//! of sync are left where they are, unless that replica is on a broker being drained or gone
+//! (it is the one that moves; the new replica catches up from the in-sync ones).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -75,7 +76,8 @@ pub struct Plan {
     pub moves: Vec<Move>,
     pub before: BTreeMap<i32, Load>,
     pub after: BTreeMap<i32, Load>,
-    /// Partitions left alone because a replica is out of sync: (topic, partition).
+    /// Partitions left alone because a replica on a broker they keep is out of sync:
+    /// (topic, partition).
     pub under_replicated: Vec<(String, i32)>,
     /// Replicas that cannot leave a drained broker: no other broker lacks the partition
     /// (fewer brokers than replicas), or the partition is under-replicated. (topic, partition,
@@ -145,7 +147,7 @@ struct State<'a> {
     eligible: Vec<i32>,
     drain: &'a BTreeSet<i32>,
     assignment: Vec<Vec<i32>>,
-    /// Every replica in sync: the partition may move.
+    /// In sync wherever it stays: the partition may move.
     movable: Vec<bool>,
     /// Every broker's load under `assignment`, kept up to date by each change.
     load: BTreeMap<i32, Load>,
@@ -157,7 +159,8 @@ struct State<'a> {
 
 impl<'a> State<'a> {
     fn new(brokers: &'a [Broker], partitions: &'a [Partition], options: &'a Options) -> Self {
-        let racks = brokers.iter().map(|b| (b.id, b.rack.as_deref())).collect();
+        let racks: BTreeMap<i32, Option<&str>> =
+            brokers.iter().map(|b| (b.id, b.rack.as_deref())).collect();
         let mut eligible: Vec<i32> = brokers
             .iter()
             .map(|b| b.id)
@@ -167,13 +170,26 @@ impl<'a> State<'a> {
         eligible.dedup();
         let mut state = State {
             partitions,
-            racks,
-            eligible,
+            racks: racks.clone(),
+            eligible: eligible.clone(),
             drain: &options.drain,
             assignment: partitions.iter().map(|p| p.replicas.clone()).collect(),
+            // In sync on every broker it stays on (a replica on a broker being drained or gone
+            // may be out of sync: it is the one that moves), and in sync on some broker still
+            // here, for new replicas to copy from.
             movable: partitions
                 .iter()
-                .map(|p| p.replicas.iter().all(|r| p.isr.contains(r)))
+                .map(|p| {
+                    let in_sync = |r: &&i32| p.isr.contains(r);
+                    p.replicas
+                        .iter()
+                        .filter(|r| eligible.contains(r))
+                        .all(|r| in_sync(&r))
+                        && p.replicas
+                            .iter()
+                            .filter(|r| racks.contains_key(r))
+                            .any(|r| in_sync(&r))
+                })
                 .collect(),
             load: BTreeMap::new(),
             hosted: BTreeMap::new(),

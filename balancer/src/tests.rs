@@ -222,3 +222,25 @@ proptest! {
         prop_assert_eq!(replicas.iter().sum::<usize>(), count as usize * rf);
     }
 }
+
+#[test]
+fn replicas_on_a_gone_broker_move_when_an_in_sync_copy_is_left() {
+    // Broker 4 is gone (not among the brokers): its replica of partition 0 is out of sync and
+    // moves (the new one copies from broker 1); partition 1 had its only replica there, so
+    // nothing is left to copy from and it stays.
+    let mut partitions = vec![partition(0, &[1, 4], 10), partition(1, &[4], 10)];
+    partitions[0].isr = vec![1];
+    let plan = plan(&brokers(&[1, 2, 3]), &partitions, &Options::default());
+    assert_eq!(plan.under_replicated, vec![("t".to_string(), 1)]);
+    assert_eq!(
+        plan.moves,
+        vec![Move {
+            topic: "t".into(),
+            partition: 0,
+            replicas: vec![1, 4],
+            target: vec![1, 2],
+            bytes: 10,
+        }]
+    );
+    assert_eq!(plan.stuck, vec![("t".to_string(), 1, 4)]);
+}

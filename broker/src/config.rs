@@ -39,6 +39,9 @@ const SERVER_PROPERTIES: &[(&str, &str)] = &[
     // default, is in the topic config table). `leader.imbalance.check.interval.ms` is Skald's:
     // when set it wins over the seconds, so tests can run passes often.
     ("auto.leader.rebalance.enable", "true"),
+    // Skald's: the active controller moves replicas when brokers join or leave (registered or
+    // unregistered), as `skald cluster rebalance` would, once every broker is unfenced.
+    ("auto.partition.rebalance.enable", "false"),
     ("leader.imbalance.check.interval.seconds", "300"),
     ("leader.imbalance.check.interval.ms", ""),
     ("listeners", "PLAINTEXT://127.0.0.1:9092"),
@@ -256,6 +259,8 @@ pub struct ServerConfig {
     pub log_retention_check_interval_ms: u64,
     /// `log.segment.unload.idle.ms` (Skald's): 0 = never unload idle sealed segments.
     pub log_segment_unload_idle_ms: u64,
+    /// `auto.partition.rebalance.enable` (Skald's).
+    pub auto_partition_rebalance_enable: bool,
     /// `log.cleaner.enable`: whether compacted topics are cleaned.
     pub log_cleaner_enable: bool,
     /// `log.cleaner.backoff.ms`: the pause between cleaner passes.
@@ -380,6 +385,7 @@ impl ServerConfig {
             rack: None,
             log_retention_check_interval_ms: 0,
             log_segment_unload_idle_ms: 0,
+            auto_partition_rebalance_enable: false,
             log_cleaner_enable: true,
             log_cleaner_backoff_ms: 0,
             log_flush_scheduler_interval_ms: 0,
@@ -488,6 +494,7 @@ impl ServerConfig {
         }
         config.log_retention_check_interval_ms = config.parse("log.retention.check.interval.ms")?;
         config.log_segment_unload_idle_ms = config.parse("log.segment.unload.idle.ms")?;
+        config.auto_partition_rebalance_enable = config.parse("auto.partition.rebalance.enable")?;
         config.producer_id_expiration_ms = config.parse("producer.id.expiration.ms")?;
         config.producer_id_expiration_check_interval_ms =
             config.parse("producer.id.expiration.check.interval.ms")?;

@@ -220,6 +220,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
                     probe_silence_ms: 2 * config.broker_heartbeat_interval_ms,
                     silent_brokers: Some(silent_brokers),
                     request_timeout,
+                    auto_balance: config.auto_partition_rebalance_enable,
                 },
                 quorum,
                 controller,

@@ -37,6 +37,7 @@
 
 pub mod alter_configs;
 pub mod alter_partition;
+pub mod auto_balance;
 pub mod controller;
 pub mod election;
 pub mod error;

@@ -85,6 +85,7 @@ impl Node {
                 probe_silence_ms: 60_000,
                 silent_brokers: None,
                 request_timeout: TIMEOUT,
+                auto_balance: false,
             },
             quorum,
             controller,

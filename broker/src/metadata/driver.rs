@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use raft::eraftpb::Message;
+use skald_controller::auto_balance::{self, Balance};
 use skald_controller::election::PREFERRED_ELECTIONS_PER_PASS_MAX;
 use skald_controller::follower::MetadataUpdate;
 use skald_controller::liveness::{BrokerLiveness, Expired};
@@ -263,6 +264,9 @@ pub struct DriverConfig {
     pub probe_silence_ms: u64,
     pub silent_brokers: Option<tokio::sync::mpsc::Sender<SilentBroker>>,
     pub request_timeout: Duration,
+    /// `auto.partition.rebalance.enable` (Skald's): balance replicas when brokers join or leave
+    /// ([`skald_controller::auto_balance`]).
+    pub auto_balance: bool,
 }
 
 /// What is waiting for an operation's records to commit.
@@ -297,6 +301,8 @@ enum Queued {
     Fence(i32, i64),
     Unfence(i32, i64),
     PreferredElections,
+    /// Balancing after the registered brokers changed.
+    AutoBalance,
 }
 
 impl Queued {
@@ -307,7 +313,10 @@ impl Queued {
             Queued::Operation(_, reply) => drop(reply.send(Err(error))),
             Queued::Register(_, reply) => drop(reply.send(Err(error))),
             Queued::AlterPartition(_, reply) => drop(reply.send(Err(error))),
-            Queued::Fence(..) | Queued::Unfence(..) | Queued::PreferredElections => {}
+            Queued::Fence(..)
+            | Queued::Unfence(..)
+            | Queued::PreferredElections
+            | Queued::AutoBalance => {}
         }
     }
 }
@@ -349,6 +358,7 @@ pub fn start(
         stop_now: false,
         parked: Vec::new(),
         probed_at: HashMap::new(),
+        balanced_members: None,
     };
     std::thread::Builder::new()
         .name("skald-quorum".into())
@@ -379,6 +389,9 @@ struct Driver {
     parked: Vec<ParkedFetch>,
     /// When each silent broker's listener was last probed (at most once per silence bound).
     probed_at: HashMap<i32, Instant>,
+    /// The registered brokers automatic balancing last balanced (or found balanced); `None`
+    /// until this node first leads with it on.
+    balanced_members: Option<std::collections::BTreeSet<i32>>,
 }
 
 /// A broker's first advertised listener, as `host:port`: where clients and replicas reach it.
@@ -710,6 +723,12 @@ impl Driver {
             self.next_preferred_elections = self.preferred_elections_interval().map(|i| now + i);
         }
         let image = self.quorum.image();
+        if self.config.auto_balance
+            && self.balanced_members.as_ref() != Some(&auto_balance::members(&image))
+            && !self.queue.iter().any(|q| matches!(q, Queued::AutoBalance))
+        {
+            self.enqueue(Queued::AutoBalance);
+        }
         let (term, now_ms) = (self.quorum.term(), self.now_ms());
         let expired = match self.liveness.expired(&image, term, now_ms) {
             Expired::Brokers(expired) => expired,
@@ -788,6 +807,24 @@ impl Driver {
                         }
                     }
                 }
+                Queued::AutoBalance => match auto_balance::plan(&image) {
+                    // Asked again at the next tick (cheap: the first fenced broker or moving
+                    // partition ends the check).
+                    Balance::NotSettled => continue,
+                    Balance::Balanced => {
+                        self.balanced_members = Some(auto_balance::members(&image));
+                        continue;
+                    }
+                    Balance::Moves(op) => {
+                        self.balanced_members = Some(auto_balance::members(&image));
+                        let planned = self.controller.plan(&image, &op);
+                        tracing::info!(
+                            partitions = op.topic_count(),
+                            "balancing replicas after brokers joined or left"
+                        );
+                        (planned.records, Waiter::Internal)
+                    }
+                },
                 Queued::PreferredElections => {
                     let records = preferred_leader_elections(&image);
                     if records.len() >= PREFERRED_ELECTIONS_PER_PASS_MAX {
