@@ -7,7 +7,7 @@ use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use skald_controller::topic_config::TOPIC_CONFIGS;
+use skald_controller::topic_config::{broker_property_def, broker_property_defs};
 use skald_controller::ElectionConfig;
 
 /// Server properties Skald reads, with their defaults. Topic-default properties (`log.retention.ms`,
@@ -98,6 +98,10 @@ const SERVER_PROPERTIES: &[(&str, &str)] = &[
     ("replica.fetch.backoff.ms", "200"),
     ("replica.socket.timeout.ms", "30000"),
     ("replica.high.watermark.checkpoint.interval.ms", "5000"),
+    // The replication throttles' rate measurement (Kafka's names and defaults): 11 samples of
+    // 1 s, the rate being their total over the time they span.
+    ("replication.quota.window.num", "11"),
+    ("replication.quota.window.size.seconds", "1"),
     // Idempotent producers (Kafka's names and defaults): a producer silent this long is
     // forgotten by every partition, checked this often.
     ("producer.id.expiration.ms", "86400000"),
@@ -301,6 +305,10 @@ pub struct ReplicationConfig {
     pub socket_timeout_ms: u64,
     /// `replica.high.watermark.checkpoint.interval.ms`.
     pub high_watermark_checkpoint_interval_ms: u64,
+    /// `replication.quota.window.num`: samples the throttles' rate is measured over.
+    pub quota_window_num: usize,
+    /// `replication.quota.window.size.seconds`: the time each sample spans.
+    pub quota_window_size_seconds: u64,
 }
 
 impl ServerConfig {
@@ -343,14 +351,10 @@ impl ServerConfig {
                 tracing::warn!("The configuration '{key}' was supplied but isn't a known config.");
             }
         }
-        for def in TOPIC_CONFIGS {
-            if let Some(value) = explicit.get(def.broker_property) {
-                skald_controller::topic_config::validate_value(def, value).map_err(|reason| {
-                    format!(
-                        "invalid value {value} for {}: {reason}",
-                        def.broker_property
-                    )
-                })?;
+        for (property, def) in broker_property_defs() {
+            if let Some(value) = explicit.get(property) {
+                skald_controller::topic_config::validate_value(def, value)
+                    .map_err(|reason| format!("invalid value {value} for {property}: {reason}"))?;
             }
         }
         let mut config = ServerConfig {
@@ -400,6 +404,8 @@ impl ServerConfig {
                 fetch_backoff_ms: 0,
                 socket_timeout_ms: 0,
                 high_watermark_checkpoint_interval_ms: 0,
+                quota_window_num: 0,
+                quota_window_size_seconds: 0,
             },
             producer_id_expiration_ms: 0,
             producer_id_expiration_check_interval_ms: 0,
@@ -545,6 +551,13 @@ impl ServerConfig {
             high_watermark_checkpoint_interval_ms: config
                 .parse::<u64>("replica.high.watermark.checkpoint.interval.ms")?
                 .max(1),
+            // Kafka's lower bounds; the upper ones only keep the sample list small.
+            quota_window_num: config
+                .parse::<usize>("replication.quota.window.num")?
+                .clamp(1, 1_000),
+            quota_window_size_seconds: config
+                .parse::<u64>("replication.quota.window.size.seconds")?
+                .clamp(1, 3_600),
         };
         Ok(config)
     }
@@ -695,12 +708,7 @@ fn default_of(key: &str) -> Option<&'static str> {
         .iter()
         .find(|(name, _)| *name == key)
         .map(|(_, default)| *default)
-        .or_else(|| {
-            TOPIC_CONFIGS
-                .iter()
-                .find(|def| def.broker_property == key)
-                .map(|def| def.default)
-        })
+        .or_else(|| broker_property_def(key).map(|def| def.default))
 }
 
 fn is_known(key: &str) -> bool {
@@ -710,7 +718,7 @@ fn is_known(key: &str) -> bool {
 /// Every property Skald knows, server and topic defaults, sorted and without repeats.
 fn known_keys() -> Vec<&'static str> {
     let server = SERVER_PROPERTIES.iter().map(|(key, _)| *key);
-    let topic_defaults = TOPIC_CONFIGS.iter().map(|def| def.broker_property);
+    let topic_defaults = broker_property_defs().map(|(property, _)| property);
     let mut keys: Vec<&'static str> = server.chain(topic_defaults).collect();
     keys.sort_unstable();
     keys.dedup();

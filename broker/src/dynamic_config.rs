@@ -61,10 +61,12 @@ impl<'a> BrokerDefaults<'a> {
     /// supplies its default. `None` for an unknown config.
     pub fn topic_config(&self, overrides: &BTreeMap<String, String>, name: &str) -> Option<String> {
         let def = topic_config_def(name)?;
-        overrides
-            .get(name)
-            .cloned()
-            .or_else(|| Some(self.get(def.broker_property)))
+        overrides.get(name).cloned().or_else(|| {
+            Some(match def.broker_property {
+                Some(property) => self.get(property),
+                None => def.default.to_string(),
+            })
+        })
     }
 
     /// Where a broker property's value comes from, most specific first, each with its source:

@@ -3,10 +3,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicI64;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use kafka_protocol::ResponseError;
+use skald_controller::topic_config::ThrottledReplicas;
 use skald_controller::{MetadataImage, PartitionImage, TopicId, TopicImage};
 use skald_storage::{Clock, CompactionOptions, Log, LogConfig, SystemClock};
 use tokio::sync::Notify;
@@ -16,6 +17,9 @@ use crate::dynamic_config::BrokerDefaults;
 use crate::fetch_waiters::FetchWaiters;
 use crate::metrics::Metrics;
 use crate::replication::fetcher::FetchAssignments;
+use crate::replication::quota::{
+    ReplicationQuotas, FOLLOWER_REPLICAS_CONFIG, LEADER_REPLICAS_CONFIG,
+};
 use crate::replication::state::{ReplicaState, Role, Transition};
 
 /// Kafka's file in each partition directory naming the topic id the data belongs to.
@@ -55,6 +59,11 @@ pub struct Partition {
     /// The topic's config overrides these settings were derived from: a metadata change that
     /// leaves them alone costs one comparison.
     applied_configs: Mutex<BTreeMap<String, String>>,
+    /// Whether this broker's replica is throttled, as the leader's answers to followers
+    /// (`leader.replication.throttled.replicas`) and as a follower's fetches
+    /// (`follower.replication.throttled.replicas`); see `replication::quota`.
+    leader_throttled: AtomicBool,
+    follower_throttled: AtomicBool,
     /// `None` once the partition has been removed; holders of an old `Arc` then see it as gone.
     log: Mutex<Option<Log>>,
     /// Leader or follower, the high watermark, the followers' progress (see `replication`).
@@ -93,6 +102,30 @@ impl Partition {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Whether the leader's answers to followers outside the ISR are throttled for this partition.
+    pub fn leader_throttled(&self) -> bool {
+        self.leader_throttled.load(Ordering::Relaxed)
+    }
+
+    /// Whether this follower's catch-up fetches of the partition are throttled.
+    pub fn follower_throttled(&self) -> bool {
+        self.follower_throttled.load(Ordering::Relaxed)
+    }
+
+    /// Takes the topic's throttled replica lists (Kafka's `parseThrottledPartitions`: the
+    /// partitions listed with this broker, or all for `*`).
+    fn apply_throttled_replicas(&self, topic: &TopicImage, node_id: i32) {
+        let throttled = |config: &str| {
+            topic.configs.get(config).is_some_and(|value| {
+                ThrottledReplicas::parse(value, node_id).contains(self.partition)
+            })
+        };
+        self.leader_throttled
+            .store(throttled(LEADER_REPLICAS_CONFIG), Ordering::Relaxed);
+        self.follower_throttled
+            .store(throttled(FOLLOWER_REPLICAS_CONFIG), Ordering::Relaxed);
+    }
+
     /// The cleaner's settings, when `cleanup.policy` includes `compact`.
     pub fn compaction(&self) -> Option<CompactionOptions> {
         self.compaction
@@ -121,6 +154,7 @@ impl Partition {
             return;
         }
         *applied = topic.configs.clone();
+        self.apply_throttled_replicas(topic, defaults.config.node_id);
         *self
             .settings
             .write()
@@ -173,6 +207,8 @@ pub struct ReplicaManager {
     placement_changed: Notify,
     /// Which partitions this broker follows, by leader: what the replica fetchers fetch.
     pub fetch_assignments: FetchAssignments,
+    /// The replication throttles' rates, taken from the dynamic broker configs of each image.
+    pub quotas: Arc<ReplicationQuotas>,
     /// The `replication-offset-checkpoint` of each log dir as read at start-up (high watermarks).
     startup_high_watermarks: Mutex<BTreeMap<PathBuf, skald_storage::OffsetCheckpoint>>,
     metrics: Metrics,
@@ -238,6 +274,7 @@ impl ReplicaManager {
             applied_broker_configs: Mutex::default(),
             placement_changed: Notify::new(),
             fetch_assignments: FetchAssignments::default(),
+            quotas: Arc::new(ReplicationQuotas::new(&config.replication)),
             startup_high_watermarks: Mutex::new(startup_high_watermarks),
             metrics,
             startup_recovery: Mutex::new(Some(startup_recovery)),
@@ -475,6 +512,9 @@ impl ReplicaManager {
             *applied = now;
             changed
         };
+        // Every time, not only when the dynamic maps changed: the first image brings the static
+        // values too. Two lookups; a change is logged.
+        self.quotas.apply(&defaults);
         let mut dir_counts = self.partitions_per_dir();
         let mut unclaimed = self
             .unclaimed_dirs
@@ -649,7 +689,7 @@ impl ReplicaManager {
             .unwrap_or(0)
             .clamp(log.log_start_offset(), log_end_offset);
         tracing::debug!(topic = topic.name, partition = index, path = %dir.display(), "partition log opened");
-        Ok(Partition {
+        let partition = Partition {
             topic: topic.name.clone(),
             partition: index,
             topic_id: topic.topic_id,
@@ -657,13 +697,17 @@ impl ReplicaManager {
             settings: RwLock::new(produce_settings(topic, defaults)),
             compaction: Mutex::new(compaction_options(topic, defaults)),
             applied_configs: Mutex::new(topic.configs.clone()),
+            leader_throttled: AtomicBool::new(false),
+            follower_throttled: AtomicBool::new(false),
             log: Mutex::new(Some(log)),
             replica: Mutex::new(ReplicaState::new(high_watermark)),
             high_watermark: AtomicI64::new(high_watermark),
             log_end_offset: AtomicI64::new(log_end_offset),
             replica_changed: Notify::new(),
             fetch_waiters: FetchWaiters::default(),
-        })
+        };
+        partition.apply_throttled_replicas(topic, self.node_id);
+        Ok(partition)
     }
 
     fn remove_partition(&self, partition: &Partition) {

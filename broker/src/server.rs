@@ -37,6 +37,7 @@ use crate::metrics::{
 };
 use crate::replica_manager::ReplicaManager;
 use crate::replication;
+use crate::replication::quota::QuotaCollector;
 
 /// How long a node may take from SIGTERM until only the final flush of its logs is left,
 /// whatever its peers are doing (down, paused, partitioned): the controlled shutdown, the end of
@@ -291,6 +292,11 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
     broker
         .metrics
         .register(Box::new(LogDirCollector::new(config.log_dirs.clone())?))?;
+    broker
+        .metrics
+        .register(Box::new(QuotaCollector::new(Arc::clone(
+            &broker.replicas.quotas,
+        ))?))?;
     // Group timers and offset expiry run from start-up, not only once a member joins.
     crate::group::GroupCoordinator::ensure_ticker(&broker);
 

@@ -17,7 +17,7 @@ use crate::error::TopicError;
 use crate::image::MetadataImage;
 use crate::record::{ConfigResource, MetadataRecord};
 use crate::topic_config::{
-    dynamic_broker_config_def, topic_config_def, validate_value, ConfigType, TopicConfigDef,
+    dynamic_broker_config_def, topic_config_def, validate_value, TopicConfigDef,
 };
 
 /// One key's change in an IncrementalAlterConfigs request (Kafka's `AlterConfigOp.OpType`).
@@ -168,7 +168,7 @@ fn plan_resource(
                     ConfigOp::Delete => None,
                     ConfigOp::Append(items) | ConfigOp::Subtract(items) => {
                         let def = (schema.def)(name).ok_or_else(|| unknown(name))?;
-                        if !matches!(def.config_type, ConfigType::List(_)) {
+                        if !def.config_type.is_list() {
                             return Err(TopicError::InvalidConfig(format!(
                                 "Can't {} to key {name} because its type is not LIST.",
                                 op.kafka_name()
@@ -463,6 +463,85 @@ mod tests {
             .reply,
             vec![Err(TopicError::InvalidRequest(
                 "Invalid value soon for configuration log.retention.ms: Not a number of type LONG"
+                    .into()
+            ))]
+        );
+    }
+
+    /// What `kafka-reassign-partitions --throttle` sets: the brokers' rates and the topic's
+    /// throttled replica lists, which APPEND and SUBTRACT edit like any LIST config.
+    #[test]
+    fn replication_throttles_are_set_per_broker_and_per_topic() {
+        let image = image_with_topic(&[]);
+        let planned = alter_configs(
+            &image,
+            &[AlterConfigsResource {
+                resource: ConfigResource::Broker(2),
+                changes: ConfigChanges::Incremental(vec![
+                    (
+                        "leader.replication.throttled.rate".into(),
+                        ConfigOp::Set("1048576".into()),
+                    ),
+                    (
+                        "follower.replication.throttled.rate".into(),
+                        ConfigOp::Set("2097152".into()),
+                    ),
+                ]),
+            }],
+            false,
+        );
+        assert_eq!(planned.reply, vec![Ok(())]);
+        assert_eq!(planned.records.len(), 2);
+        let planned = alter_configs(
+            &image,
+            &[incremental(&[
+                (
+                    "leader.replication.throttled.replicas",
+                    ConfigOp::Append("0:1,1:2".into()),
+                ),
+                (
+                    "follower.replication.throttled.replicas",
+                    ConfigOp::Set("*".into()),
+                ),
+            ])],
+            false,
+        );
+        assert_eq!(
+            planned.records,
+            vec![
+                config("leader.replication.throttled.replicas", Some("0:1,1:2")),
+                config("follower.replication.throttled.replicas", Some("*")),
+            ]
+        );
+        let refused = alter_configs(
+            &image,
+            &[incremental(&[(
+                "leader.replication.throttled.replicas",
+                ConfigOp::Set("0-1".into()),
+            )])],
+            false,
+        );
+        assert!(refused.records.is_empty());
+        assert!(matches!(
+            &refused.reply[..],
+            [Err(TopicError::InvalidConfig(message))] if message.contains("must be the literal '*'")
+        ));
+        let refused = alter_configs(
+            &image,
+            &[AlterConfigsResource {
+                resource: ConfigResource::BrokerDefault,
+                changes: ConfigChanges::Incremental(vec![(
+                    "leader.replication.throttled.rate".into(),
+                    ConfigOp::Set("-5".into()),
+                )]),
+            }],
+            false,
+        );
+        assert_eq!(
+            refused.reply,
+            vec![Err(TopicError::InvalidRequest(
+                "Invalid value -5 for configuration leader.replication.throttled.rate: \
+                 Value must be at least 0"
                     .into()
             ))]
         );

@@ -12,14 +12,23 @@ pub enum ConfigType {
     Enum(&'static [&'static str]),
     /// A comma-separated list, each item one of the listed values.
     List(&'static [&'static str]),
+    /// Kafka's throttled replica list (a LIST config): `*`, or `partition:broker` items.
+    ReplicaList,
+}
+
+impl ConfigType {
+    /// Kafka's LIST type, on which IncrementalAlterConfigs' APPEND and SUBTRACT work.
+    pub fn is_list(self) -> bool {
+        matches!(self, List(_) | ReplicaList)
+    }
 }
 
 /// One known topic config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TopicConfigDef {
     pub name: &'static str,
-    /// The broker property whose value is this config's default.
-    pub broker_property: &'static str,
+    /// The broker property whose value is this config's default (Kafka's synonym), if any.
+    pub broker_property: Option<&'static str>,
     pub default: &'static str,
     pub config_type: ConfigType,
     /// Lower bound for numeric types.
@@ -35,10 +44,25 @@ const fn def(
 ) -> TopicConfigDef {
     TopicConfigDef {
         name,
-        broker_property,
+        broker_property: Some(broker_property),
         default,
         config_type,
         min,
+    }
+}
+
+/// A topic config no broker property supplies a default for.
+const fn no_broker_default(
+    name: &'static str,
+    default: &'static str,
+    config_type: ConfigType,
+) -> TopicConfigDef {
+    TopicConfigDef {
+        name,
+        broker_property: None,
+        default,
+        config_type,
+        min: None,
     }
 }
 
@@ -88,6 +112,9 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         Long,
         Some(0),
     ),
+    // Kafka's replication throttles (KIP-73): which replicas of the topic the brokers' throttled
+    // rates apply to, as `partition:broker` items or `*`. No broker property supplies a default.
+    no_broker_default("follower.replication.throttled.replicas", "", ReplicaList),
     def(
         "index.interval.bytes",
         "log.index.interval.bytes",
@@ -95,6 +122,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         Int,
         Some(0),
     ),
+    no_broker_default("leader.replication.throttled.replicas", "", ReplicaList),
     def(
         "max.message.bytes",
         "message.max.bytes",
@@ -189,12 +217,116 @@ pub const DYNAMIC_BROKER_CONFIGS: &[&str] = &[
     "min.insync.replicas",
 ];
 
-/// The topic config whose default a dynamic broker config supplies, if `name` is one.
+/// Kafka's "no throttle" rate (`QuotaConfig.QUOTA_BYTES_PER_SECOND_DEFAULT`, Long.MAX_VALUE).
+pub const REPLICATION_THROTTLED_RATE_UNLIMITED: i64 = i64::MAX;
+
+/// Dynamic broker configs that are no topic config's default (Kafka's `DynamicConfig.Broker`
+/// quota configs): the replication throttles' rates in bytes per second, for the leader's
+/// answers and the follower's fetches of throttled replicas. `name` and `broker_property` are
+/// both the broker property.
+pub const REPLICATION_QUOTA_CONFIGS: &[TopicConfigDef] = &[
+    TopicConfigDef {
+        name: "follower.replication.throttled.rate",
+        broker_property: Some("follower.replication.throttled.rate"),
+        default: "9223372036854775807",
+        config_type: Long,
+        min: Some(0),
+    },
+    TopicConfigDef {
+        name: "leader.replication.throttled.rate",
+        broker_property: Some("leader.replication.throttled.rate"),
+        default: "9223372036854775807",
+        config_type: Long,
+        min: Some(0),
+    },
+];
+
+/// The definition behind a dynamic broker config, if `name` is one: a topic config whose default
+/// it supplies, or one of [`REPLICATION_QUOTA_CONFIGS`].
 pub fn dynamic_broker_config_def(name: &str) -> Option<&'static TopicConfigDef> {
     if !DYNAMIC_BROKER_CONFIGS.contains(&name) {
-        return None;
+        return REPLICATION_QUOTA_CONFIGS
+            .iter()
+            .find(|def| def.broker_property == Some(name));
     }
-    TOPIC_CONFIGS.iter().find(|def| def.broker_property == name)
+    broker_property_def(name)
+}
+
+/// The definition that names `property` as its broker property: a topic config's (whose default
+/// it is) or a replication quota config's.
+pub fn broker_property_def(property: &str) -> Option<&'static TopicConfigDef> {
+    TOPIC_CONFIGS
+        .iter()
+        .chain(REPLICATION_QUOTA_CONFIGS)
+        .find(|def| def.broker_property == Some(property))
+}
+
+/// Every broker property a definition names, topic defaults and replication quotas.
+pub fn broker_property_defs() -> impl Iterator<Item = (&'static str, &'static TopicConfigDef)> {
+    TOPIC_CONFIGS
+        .iter()
+        .chain(REPLICATION_QUOTA_CONFIGS)
+        .filter_map(|def| def.broker_property.map(|property| (property, def)))
+}
+
+/// A throttled replica list's meaning for one broker (Kafka's `parseThrottledPartitions`): every
+/// partition (`*`), or the partitions listed with this broker's id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ThrottledReplicas {
+    All,
+    Partitions(Vec<i32>),
+}
+
+impl ThrottledReplicas {
+    /// Parses a (validated) list for `broker_id`; items that do not parse are ignored.
+    pub fn parse(value: &str, broker_id: i32) -> ThrottledReplicas {
+        let value = value.trim();
+        if value == "*" {
+            return ThrottledReplicas::All;
+        }
+        let partitions = value
+            .split(',')
+            .filter_map(|item| {
+                let (partition, broker) = item.trim().split_once(':')?;
+                (broker.trim().parse::<i32>().ok()? == broker_id)
+                    .then(|| partition.trim().parse::<i32>().ok())
+                    .flatten()
+            })
+            .collect();
+        ThrottledReplicas::Partitions(partitions)
+    }
+
+    pub fn contains(&self, partition: i32) -> bool {
+        match self {
+            ThrottledReplicas::All => true,
+            ThrottledReplicas::Partitions(partitions) => partitions.contains(&partition),
+        }
+    }
+}
+
+/// Kafka's `ThrottledReplicaListValidator`: the literal `*`, or `partition:broker` items (each
+/// an int), where empty items may only trail.
+fn valid_replica_list(value: &str) -> bool {
+    let items: Vec<&str> = value.split(',').map(str::trim).collect();
+    if items == ["*"] {
+        return true;
+    }
+    let mut found_empty = false;
+    items.iter().all(|item| {
+        if item.is_empty() {
+            found_empty = true;
+            return true;
+        }
+        let Some((partition, broker)) = item.split_once(':') else {
+            return false;
+        };
+        let number = |text: &str| {
+            !text.is_empty()
+                && text.bytes().all(|byte| byte.is_ascii_digit())
+                && text.parse::<i32>().is_ok()
+        };
+        !found_empty && number(partition) && number(broker)
+    })
 }
 
 /// The definition of a topic config, if Skald knows it.
@@ -239,6 +371,17 @@ pub fn validate_value(def: &TopicConfigDef, value: &str) -> Result<(), String> {
             } else {
                 Err(format!("String must be one of: {}", allowed.join(", ")))
             }
+        }
+        ReplicaList => {
+            return if valid_replica_list(value) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} must be the literal '*' or a list of replicas in the following format: \
+                     [partitionId]:[brokerId],[partitionId]:[brokerId],...",
+                    def.name
+                ))
+            };
         }
         List(allowed) => {
             return if value
@@ -340,12 +483,84 @@ mod tests {
     }
 
     #[test]
+    fn throttled_replica_lists_validate_as_kafkas() {
+        let name = "leader.replication.throttled.replicas";
+        for value in ["", "*", " * ", "0:1", "0:1, 1:2 ,2:3", "0:1,", "0:1,,"] {
+            assert_eq!(validate_topic_config(name, value), Ok(()), "{value:?}");
+        }
+        for value in [
+            "*,0:1",
+            "0",
+            "0:",
+            ":1",
+            "a:1",
+            "0:1,,1:2",
+            "-1:1",
+            "0:99999999999",
+        ] {
+            assert_eq!(
+                validate_topic_config(name, value),
+                Err(format!(
+                    "Invalid value {} for configuration {name}: {name} must be the literal '*' \
+                     or a list of replicas in the following format: \
+                     [partitionId]:[brokerId],[partitionId]:[brokerId],...",
+                    value.trim()
+                )),
+                "{value:?}"
+            );
+        }
+        assert_eq!(
+            topic_config_def("follower.replication.throttled.replicas")
+                .map(|def| (def.broker_property, def.config_type.is_list())),
+            Some((None, true))
+        );
+    }
+
+    #[test]
+    fn throttled_replicas_name_this_brokers_partitions() {
+        assert_eq!(ThrottledReplicas::parse("*", 3), ThrottledReplicas::All);
+        let listed = ThrottledReplicas::parse("0:1, 1:2,2:1", 1);
+        assert_eq!(listed, ThrottledReplicas::Partitions(vec![0, 2]));
+        assert!(listed.contains(2));
+        assert!(!listed.contains(1));
+        assert_eq!(
+            ThrottledReplicas::parse("", 1),
+            ThrottledReplicas::Partitions(vec![])
+        );
+    }
+
+    #[test]
+    fn replication_rates_are_dynamic_broker_configs_of_their_own() {
+        for name in [
+            "leader.replication.throttled.rate",
+            "follower.replication.throttled.rate",
+        ] {
+            let def = dynamic_broker_config_def(name).expect(name);
+            assert_eq!((def.name, def.default), (name, "9223372036854775807"));
+            assert_eq!(validate_value(def, "0"), Ok(()));
+            assert_eq!(
+                validate_value(def, "-1"),
+                Err("Value must be at least 0".into())
+            );
+            assert_eq!(broker_property_def(name), Some(def));
+            assert_eq!(topic_config_def(name), None);
+        }
+        assert_eq!(
+            broker_property_def("log.retention.ms").map(|def| def.name),
+            Some("retention.ms")
+        );
+    }
+
+    #[test]
     fn table_is_sorted_and_defaults_are_valid() {
         for pair in TOPIC_CONFIGS.windows(2) {
             assert!(pair[0].name < pair[1].name);
         }
-        for def in TOPIC_CONFIGS {
+        for def in TOPIC_CONFIGS.iter().chain(REPLICATION_QUOTA_CONFIGS) {
             assert_eq!(validate_value(def, def.default), Ok(()), "{}", def.name);
+        }
+        for pair in REPLICATION_QUOTA_CONFIGS.windows(2) {
+            assert!(pair[0].name < pair[1].name);
         }
     }
 }

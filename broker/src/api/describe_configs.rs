@@ -10,7 +10,9 @@ use kafka_protocol::messages::describe_configs_response::{
 };
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
-use skald_controller::topic_config::{ConfigType, TOPIC_CONFIGS};
+use skald_controller::topic_config::{
+    broker_property_def, broker_property_defs, ConfigType, TOPIC_CONFIGS,
+};
 
 use crate::broker::Broker;
 
@@ -62,7 +64,11 @@ pub fn effective_topic_configs(
             if let Some(value) = overrides.get(def.name) {
                 synonyms.push((def.name, value.clone(), SOURCE_DYNAMIC_TOPIC_CONFIG));
             }
-            synonyms.extend(defaults.sources(def.broker_property, def.default));
+            match def.broker_property {
+                Some(property) => synonyms.extend(defaults.sources(property, def.default)),
+                // Kafka's throttled replica lists have no broker synonym: the default is theirs.
+                None => synonyms.push((def.name, def.default.to_string(), SOURCE_DEFAULT_CONFIG)),
+            }
             ConfigValue::from_synonyms(def.name, Some(def.config_type), synonyms)
         })
         .collect()
@@ -75,8 +81,8 @@ fn broker_configs(defaults: &BrokerDefaults<'_>) -> Vec<ConfigValue> {
         .known_properties()
         .into_iter()
         .map(|(name, static_value)| {
-            let topic_def = TOPIC_CONFIGS.iter().find(|def| def.broker_property == name);
-            let synonyms = match topic_def {
+            let def = broker_property_def(name);
+            let synonyms = match def {
                 Some(def) => defaults.sources(name, def.default),
                 None => {
                     let source = if defaults.config.is_explicit(name) {
@@ -87,24 +93,23 @@ fn broker_configs(defaults: &BrokerDefaults<'_>) -> Vec<ConfigValue> {
                     vec![(name, static_value, source)]
                 }
             };
-            ConfigValue::from_synonyms(name, topic_def.map(|def| def.config_type), synonyms)
+            ConfigValue::from_synonyms(name, def.map(|def| def.config_type), synonyms)
         })
         .collect()
 }
 
 /// The cluster-wide dynamic broker configs (Kafka's BROKER resource with an empty name).
 fn broker_default_configs(defaults: &BrokerDefaults<'_>) -> Vec<ConfigValue> {
-    TOPIC_CONFIGS
-        .iter()
-        .filter_map(|def| {
-            let value = defaults.cluster.get(def.broker_property)?;
+    broker_property_defs()
+        .filter_map(|(property, def)| {
+            let value = defaults.cluster.get(property)?;
             let synonym = (
-                def.broker_property,
+                property,
                 value.clone(),
                 SOURCE_DYNAMIC_DEFAULT_BROKER_CONFIG,
             );
             Some(ConfigValue::from_synonyms(
-                def.broker_property,
+                property,
                 Some(def.config_type),
                 vec![synonym],
             ))
@@ -220,6 +225,6 @@ fn kafka_config_type(config_type: Option<ConfigType>) -> i8 {
         Some(ConfigType::Int) => 3,
         Some(ConfigType::Long) => 5,
         Some(ConfigType::Double) => 6,
-        Some(ConfigType::List(_)) => 7,
+        Some(ConfigType::List(_) | ConfigType::ReplicaList) => 7,
     }
 }

@@ -120,8 +120,16 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
         placement_changed.as_mut().enable();
 
         let watch = std::mem::take(&mut first_read).then_some(&waiter);
-        let (responses, bytes, any_error) = read_partitions(broker, &request, version, watch);
+        let (responses, bytes, any_error, throttled_bytes) =
+            read_partitions(broker, &request, version, watch);
         if bytes >= min_bytes.max(1) || any_error || Instant::now() >= deadline {
+            // Kafka's `sizeOfThrottledPartitions`: what throttled partitions send a follower
+            // counts against the leader's quota, in sync or not.
+            broker
+                .replicas
+                .quotas
+                .leader
+                .record(throttled_bytes as u64, replication::now_ms());
             for topic in &responses {
                 let fetched: usize = topic
                     .partitions
@@ -165,15 +173,16 @@ fn reading<T>(cold: bool, read: impl FnOnce() -> T) -> T {
     }
 }
 
-/// Reads every requested partition once; returns the responses, the record bytes and whether any
-/// partition failed (Kafka answers at once when one does). With `watch`, registers that wake-up
+/// Reads every requested partition once; returns the responses, the record bytes, whether any
+/// partition failed (Kafka answers at once when one does) and, for a follower, the record bytes
+/// of the partitions whose leader replica is throttled. With `watch`, registers that wake-up
 /// with every partition served here (before reading it).
 fn read_partitions(
     broker: &Arc<Broker>,
     request: &FetchRequest,
     version: i16,
     watch: Option<&Arc<tokio::sync::Notify>>,
-) -> (Vec<FetchableTopicResponse>, usize, bool) {
+) -> (Vec<FetchableTopicResponse>, usize, bool, usize) {
     let image = broker.image();
     let replica_id = replica_id(request, version);
     // Kafka caps what a response carries at fetch.max.bytes, whatever the request asks.
@@ -182,6 +191,7 @@ fn read_partitions(
         .min(broker.config.fetch_max_bytes);
     let mut total = 0usize;
     let mut any_error = false;
+    let mut throttled_bytes = 0usize;
     let responses = request
         .topics
         .iter()
@@ -198,24 +208,29 @@ fn read_partitions(
                 .partitions
                 .iter()
                 .map(|fetch| {
+                    let serving = name.and_then(|name| {
+                        let (partition, _) = broker.replicas.serving(
+                            &image,
+                            name,
+                            fetch.partition,
+                            fetch.current_leader_epoch,
+                        )?;
+                        if let Some(waiter) = watch {
+                            partition.fetch_waiters.watch(waiter);
+                        }
+                        Ok(partition)
+                    });
+                    let throttled = replica_id >= 0
+                        && serving
+                            .as_ref()
+                            .is_ok_and(|partition| partition.leader_throttled());
                     let data = read_partition(
                         broker,
                         name.unwrap_or_default(),
                         fetch,
                         replica_id,
                         request.isolation_level == READ_COMMITTED,
-                        name.and_then(|name| {
-                            let (partition, _) = broker.replicas.serving(
-                                &image,
-                                name,
-                                fetch.partition,
-                                fetch.current_leader_epoch,
-                            )?;
-                            if let Some(waiter) = watch {
-                                partition.fetch_waiters.watch(waiter);
-                            }
-                            Ok(partition)
-                        }),
+                        serving,
                         remaining,
                         total == 0,
                     );
@@ -223,6 +238,9 @@ fn read_partitions(
                     any_error |= data.error_code != 0 || data.diverging_epoch.epoch >= 0;
                     let bytes = data.records.as_ref().map_or(0, |records| records.len());
                     total += bytes;
+                    if throttled {
+                        throttled_bytes += bytes;
+                    }
                     remaining = remaining.saturating_sub(bytes);
                     data
                 })
@@ -235,7 +253,7 @@ fn read_partitions(
                 .with_partitions(partitions)
         })
         .collect();
-    (responses, total, any_error)
+    (responses, total, any_error, throttled_bytes)
 }
 
 /// Reads one partition. `min_one_batch`: until some data is in the response, a batch larger than
@@ -295,18 +313,44 @@ fn read_partition(
         };
         // Kafka's `followerReplicaOrThrow`: only an assigned replica reads past the high
         // watermark (a fetcher left over from a reassignment is told to refresh its metadata).
-        let is_replica = partition
-            .replica_state()
-            .leader()
-            .is_some_and(|leader| leader.followers.contains_key(&follower));
+        let (is_replica, in_sync) =
+            partition
+                .replica_state()
+                .leader()
+                .map_or((false, false), |leader| {
+                    (
+                        leader.followers.contains_key(&follower),
+                        leader.isr.contains(&follower),
+                    )
+                });
         if !is_replica {
             return Ok(Read::Refused(ResponseError::NotLeaderOrFollower));
         }
         if let Some(diverging) = replication::diverging_epoch(log, fetch) {
             return Ok(Read::Diverging(diverging));
         }
-        let cold = log.reads_cold_segment(fetch.fetch_offset);
-        let read = reading(cold, || log.read(fetch.fetch_offset, limit.max(1)))?;
+        // Kafka's `shouldLeaderThrottle`: a follower catching up on a throttled partition gets
+        // no records while the leader's quota is exceeded (its fetch offset still counts); one
+        // in the ISR is never held back.
+        let read = if !in_sync
+            && partition.leader_throttled()
+            && broker
+                .replicas
+                .quotas
+                .leader
+                .is_exceeded(replication::now_ms())
+        {
+            skald_storage::ReadResult {
+                records: Default::default(),
+                first_batch_offset: None,
+                next_offset: fetch.fetch_offset,
+                log_start_offset: log.log_start_offset(),
+                log_end_offset: log.log_end_offset(),
+            }
+        } else {
+            let cold = log.reads_cold_segment(fetch.fetch_offset);
+            reading(cold, || log.read(fetch.fetch_offset, limit.max(1)))?
+        };
         replication::record_follower_fetch(broker, &partition, follower, fetch.fetch_offset);
         Ok(Read::Records(read, None))
     });

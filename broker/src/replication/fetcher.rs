@@ -123,6 +123,9 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32) {
     // Partitions backed off after an error, until their leader epoch changes or the time passes.
     let mut backoff: HashMap<(String, i32), (i32, Instant)> = HashMap::new();
     let mut stalls = Stalls::default();
+    // Whether each partition's last answer left it caught up with the leader's high watermark
+    // (Kafka's `PartitionFetchState.isReplicaInSync`): a throttle never holds back one that is.
+    let mut in_sync: HashMap<(String, i32), bool> = HashMap::new();
     let config = broker.config.replication.clone();
     let backoff_for = Duration::from_millis(config.fetch_backoff_ms);
     let (first_byte_timeout, round_trip_timeout) = response_timeouts(&config);
@@ -132,6 +135,12 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32) {
             return;
         }
         let now = Instant::now();
+        let now_ms = super::now_ms();
+        in_sync.retain(|(topic, index), _| {
+            partitions
+                .iter()
+                .any(|p| p.partition == *index && p.topic == *topic)
+        });
         let mut asked = Vec::new();
         for partition in partitions {
             let Role::Follower {
@@ -150,6 +159,14 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32) {
                     continue;
                 }
                 backoff.remove(&key);
+            }
+            // Kafka's `shouldFollowerThrottle`: a throttled partition still catching up is left
+            // out of the fetch while the follower's quota is exceeded.
+            if partition.follower_throttled()
+                && !in_sync.get(&key).copied().unwrap_or(false)
+                && broker.replicas.quotas.follower.is_exceeded(now_ms)
+            {
+                continue;
             }
             let Some(fetch_offset) = partition.with_log(|log| log.log_end_offset()) else {
                 continue;
@@ -188,8 +205,9 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32) {
                 continue;
             }
         };
-        let failed =
-            tokio::task::block_in_place(|| apply_response(&broker, &asked, response, &mut stalls));
+        let failed = tokio::task::block_in_place(|| {
+            apply_response(&broker, &asked, response, &mut stalls, &mut in_sync)
+        });
         let until = Instant::now() + backoff_for;
         for (topic, partition, leader_epoch) in failed {
             backoff.insert((topic, partition), (leader_epoch, until));
@@ -371,12 +389,16 @@ fn leader_address(broker: &Broker, leader: i32) -> Option<String> {
 }
 
 /// Applies a fetch response; returns the partitions to back off `(topic, partition, epoch)`.
+/// Notes which partitions the answer left caught up with the leader's high watermark, and counts
+/// the throttled partitions' bytes against the follower quota.
 fn apply_response(
     broker: &Broker,
     asked: &[Asked],
     response: FetchResponse,
     stalls: &mut Stalls,
+    in_sync: &mut HashMap<(String, i32), bool>,
 ) -> Vec<(String, i32, i32)> {
+    let now_ms = super::now_ms();
     let mut failed = Vec::new();
     let mut truncated = false;
     for topic in response.responses {
@@ -387,7 +409,21 @@ fn apply_response(
             }) else {
                 continue;
             };
-            match apply_partition(broker, one, data, stalls) {
+            let answered = data.error_code == 0;
+            let leader_high_watermark = data.high_watermark;
+            let bytes = data.records.as_ref().map_or(0, |records| records.len());
+            if answered && one.partition.follower_throttled() {
+                // Kafka records a throttled partition's bytes whether or not it is in sync.
+                broker.replicas.quotas.follower.record(bytes as u64, now_ms);
+            }
+            let applied = apply_partition(broker, one, data, stalls);
+            if answered {
+                in_sync.insert(
+                    (one.partition.topic.clone(), one.partition.partition),
+                    one.partition.log_end_offset() >= leader_high_watermark,
+                );
+            }
+            match applied {
                 Applied::Done => {}
                 Applied::Truncated => truncated = true,
                 Applied::BackOff => failed.push((
@@ -803,6 +839,8 @@ mod tests {
             fetch_backoff_ms: 200,
             socket_timeout_ms: 30_000,
             high_watermark_checkpoint_interval_ms: 5_000,
+            quota_window_num: 11,
+            quota_window_size_seconds: 1,
         };
         assert_eq!(
             response_timeouts(&config),

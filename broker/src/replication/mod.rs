@@ -23,6 +23,7 @@ use state::{ReplicaState, Role, Transition};
 
 pub mod fetcher;
 pub mod isr;
+pub mod quota;
 pub mod state;
 
 /// Wall-clock milliseconds, for follower catch-up times.
