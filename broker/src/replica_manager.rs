@@ -50,8 +50,11 @@ pub struct Partition {
     pub topic: String,
     pub partition: i32,
     pub topic_id: TopicId,
-    /// The partition's directory, fixed for its lifetime.
-    pub dir: PathBuf,
+    /// The partition's directory; it changes only when AlterReplicaLogDirs moves the replica
+    /// to another log dir (see `replication::alter_log_dirs`), under the log's lock.
+    dir: RwLock<PathBuf>,
+    /// The copy of the log being made in another log dir, while a move is under way.
+    pub(crate) future: Mutex<Option<crate::replication::alter_log_dirs::FutureReplica>>,
     /// Read through [`Partition::settings`]; replaced when the topic's configs change.
     settings: RwLock<ProduceSettings>,
     /// The cleaner's settings when `cleanup.policy` includes `compact`.
@@ -87,7 +90,22 @@ impl Partition {
         log.as_mut().map(f)
     }
 
-    fn lock(&self) -> MutexGuard<'_, Option<Log>> {
+    /// The partition's directory now.
+    pub fn dir(&self) -> PathBuf {
+        self.dir
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_dir(&self, dir: PathBuf) {
+        *self
+            .dir
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = dir;
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Option<Log>> {
         self.log
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -238,7 +256,7 @@ impl ReplicaManager {
         config: &ServerConfig,
         metrics: Metrics,
     ) -> Result<ReplicaManager, skald_storage::Error> {
-        let mut unclaimed = HashMap::new();
+        let mut unclaimed: HashMap<PartitionKey, PathBuf> = HashMap::new();
         let mut startup_recovery = BTreeMap::new();
         let mut startup_high_watermarks = BTreeMap::new();
         for dir in &config.log_dirs {
@@ -254,6 +272,19 @@ impl ReplicaManager {
                     .file_name()
                     .is_some_and(|name| name == skald_controller::log::METADATA_DIR_NAME)
                 {
+                    continue;
+                }
+                // Two log dirs holding the same partition: a crash between the two renames
+                // of a replica move (the copy renamed into place, the original not yet renamed
+                // away). Both held the same records then; the first found is kept, the other
+                // set aside, never deleted.
+                if let Some(kept) = unclaimed.get(&(topic.clone(), partition)) {
+                    tracing::error!(
+                        kept = %kept.display(),
+                        set_aside = %path.display(),
+                        "a partition is in two log dirs; keeping the first"
+                    );
+                    set_aside_as_stray(&path);
                     continue;
                 }
                 unclaimed.insert((topic, partition), path);
@@ -418,7 +449,7 @@ impl ReplicaManager {
         let offline = self.offline();
         !offline.is_empty()
             && self
-                .log_dir_of(&partition.dir)
+                .log_dir_of(&partition.dir())
                 .is_some_and(|dir| offline.contains(&dir))
     }
 
@@ -435,7 +466,7 @@ impl ReplicaManager {
         if !err.is_disk_failure() {
             return;
         }
-        let Some(log_dir) = self.log_dir_of(&partition.dir) else {
+        let Some(log_dir) = self.log_dir_of(&partition.dir()) else {
             return;
         };
         if !self.offline().insert(log_dir.clone()) {
@@ -635,7 +666,7 @@ impl ReplicaManager {
         for partition in self.read().values() {
             if let Some(count) = counts
                 .iter_mut()
-                .find(|(dir, _)| partition.dir.starts_with(dir))
+                .find(|(dir, _)| partition.dir().starts_with(dir))
                 .map(|(_, c)| c)
             {
                 *count += 1;
@@ -693,7 +724,8 @@ impl ReplicaManager {
             topic: topic.name.clone(),
             partition: index,
             topic_id: topic.topic_id,
-            dir,
+            dir: RwLock::new(dir),
+            future: Mutex::new(None),
             settings: RwLock::new(produce_settings(topic, defaults)),
             compaction: Mutex::new(compaction_options(topic, defaults)),
             applied_configs: Mutex::new(topic.configs.clone()),
@@ -714,11 +746,20 @@ impl ReplicaManager {
         let Some(log) = partition.lock().take() else {
             return;
         };
+        // A move to another log dir under way goes with it (its copier finds no log and stops).
+        let future = partition
+            .future
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(future) = future {
+            future.discard();
+        }
         partition.go_offline();
         self.metrics
             .remove_partition(&partition.topic, partition.partition);
         if let Err(err) = log.delete() {
-            tracing::error!(path = %partition.dir.display(), "cannot delete partition log: {err}");
+            tracing::error!(path = %partition.dir().display(), "cannot delete partition log: {err}");
         } else {
             tracing::info!(
                 topic = partition.topic,
@@ -851,7 +892,7 @@ impl ReplicaManager {
             failed_dirs.extend(self.log_dirs.iter().cloned());
         }
         for (partition, log_end_offset, recovery_point, closed) in closed_logs {
-            let log_dir = self.log_dir_of(&partition.dir);
+            let log_dir = self.log_dir_of(&partition.dir());
             if let Err(err) = &closed {
                 tracing::error!(
                     topic = partition.topic,
@@ -959,7 +1000,7 @@ impl ReplicaManager {
                 continue;
             };
             if let Some(entries) = self
-                .log_dir_of(&partition.dir)
+                .log_dir_of(&partition.dir())
                 .and_then(|dir| checkpoints.get_mut(&dir))
             {
                 entries.insert((partition.topic.clone(), partition.partition), offset);
@@ -1294,7 +1335,7 @@ fn read_topic_id(dir: &Path) -> Option<TopicId> {
 
 /// Writes `partition.metadata` atomically (temp file, fsync, rename, fsync the directory) so a
 /// crash never leaves a torn file behind.
-fn write_topic_id(dir: &Path, topic_id: TopicId) -> Result<(), skald_storage::Error> {
+pub(crate) fn write_topic_id(dir: &Path, topic_id: TopicId) -> Result<(), skald_storage::Error> {
     if read_topic_id(dir) == Some(topic_id) {
         return Ok(());
     }

@@ -223,7 +223,7 @@ pub const REPLICATION_THROTTLED_RATE_UNLIMITED: i64 = i64::MAX;
 /// Dynamic broker configs that are no topic config's default (Kafka's `DynamicConfig.Broker`
 /// quota configs): the replication throttles' rates in bytes per second, for the leader's
 /// answers and the follower's fetches of throttled replicas. `name` and `broker_property` are
-/// both the broker property.
+/// both the broker property. Also the bound on copying replicas between log dirs.
 pub const REPLICATION_QUOTA_CONFIGS: &[TopicConfigDef] = &[
     TopicConfigDef {
         name: "follower.replication.throttled.rate",
@@ -235,6 +235,14 @@ pub const REPLICATION_QUOTA_CONFIGS: &[TopicConfigDef] = &[
     TopicConfigDef {
         name: "leader.replication.throttled.rate",
         broker_property: Some("leader.replication.throttled.rate"),
+        default: "9223372036854775807",
+        config_type: Long,
+        min: Some(0),
+    },
+    // The copy of replicas moving between this broker's log dirs (AlterReplicaLogDirs).
+    TopicConfigDef {
+        name: "replica.alter.log.dirs.io.max.bytes.per.second",
+        broker_property: Some("replica.alter.log.dirs.io.max.bytes.per.second"),
         default: "9223372036854775807",
         config_type: Long,
         min: Some(0),

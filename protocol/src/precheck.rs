@@ -313,6 +313,7 @@ pub const REQUESTS: &[RequestLayout] = &[
     layouts::WRITE_TXN_MARKERS,
     layouts::DESCRIBE_CONFIGS,
     layouts::ALTER_CONFIGS,
+    layouts::ALTER_REPLICA_LOG_DIRS,
     layouts::DESCRIBE_LOG_DIRS,
     layouts::INCREMENTAL_ALTER_CONFIGS,
     layouts::ALTER_PARTITION_REASSIGNMENTS,
@@ -1105,6 +1106,22 @@ mod layouts {
         field("endpoint_type", Int8).since(1),
         field("include_fenced_brokers", Bool).since(2),
     ]);
+
+    pub(super) const ALTER_REPLICA_LOG_DIRS: RequestLayout = RequestLayout {
+        api_key: ApiKey::AlterReplicaLogDirs,
+        min_version: 1,
+        max_version: 2,
+        flexible_since: 2,
+        body: &ALTER_REPLICA_LOG_DIRS_REQUEST,
+    };
+    const ALTER_REPLICA_LOG_DIRS_REQUEST: Layout =
+        fields(&[field("dirs", Array(&Struct(&ALTER_REPLICA_LOG_DIR)))]);
+    const ALTER_REPLICA_LOG_DIR: Layout = fields(&[
+        field("path", String),
+        field("topics", Array(&Struct(&ALTER_REPLICA_LOG_DIR_TOPIC))),
+    ]);
+    const ALTER_REPLICA_LOG_DIR_TOPIC: Layout =
+        fields(&[field("name", String), field("partitions", Array(&Int32))]);
 
     pub(super) const DESCRIBE_LOG_DIRS: RequestLayout = RequestLayout {
         api_key: ApiKey::DescribeLogDirs,

@@ -7,6 +7,9 @@ use crate::error::{IoContext, Result};
 
 /// Suffix of a partition directory being deleted (see [`crate::Log::delete`]).
 pub const DELETE_DIR_SUFFIX: &str = "-delete";
+/// Suffix of a replica's copy being made in another log dir (Kafka's future log, made by
+/// AlterReplicaLogDirs): `<topic>-<partition>.<unique>-future`.
+pub const FUTURE_DIR_SUFFIX: &str = "-future";
 
 /// `orders-3` for topic `orders`, partition 3.
 pub fn partition_dir_name(topic: &str, partition: i32) -> String {
@@ -25,7 +28,9 @@ pub fn parse_partition_dir_name(name: &str) -> Option<(String, i32)> {
 }
 
 /// Lists the partition directories under `path` as `(topic, partition, dir)`, sorted, creating
-/// `path` if missing. Directories left by an interrupted delete (`…-delete`) are removed.
+/// `path` if missing. Directories left by an interrupted delete (`…-delete`) are removed, and so
+/// are copies a replica move left unfinished (`…-future`): the move is abandoned, the replica
+/// stays where it was.
 pub fn scan_log_dir(path: &Path) -> Result<Vec<(String, i32, PathBuf)>> {
     fs::create_dir_all(path).at(path)?;
     let mut partitions = Vec::new();
@@ -40,6 +45,11 @@ pub fn scan_log_dir(path: &Path) -> Result<Vec<(String, i32, PathBuf)>> {
         };
         if name.ends_with(DELETE_DIR_SUFFIX) {
             tracing::info!(dir = %dir.display(), "finishing the delete of a partition directory");
+            fs::remove_dir_all(&dir).at(&dir)?;
+            continue;
+        }
+        if name.ends_with(FUTURE_DIR_SUFFIX) {
+            tracing::info!(dir = %dir.display(), "removing the copy of an unfinished replica move");
             fs::remove_dir_all(&dir).at(&dir)?;
             continue;
         }

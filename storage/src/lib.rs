@@ -71,7 +71,10 @@ pub use checkpoint::{
 pub use cleaner::{CompactionOptions, CompactionStats, CLEANER_OFFSET_FILE};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::LogConfig;
-pub use dir::{parse_partition_dir_name, partition_dir_name, scan_log_dir};
+pub use dir::{
+    parse_partition_dir_name, partition_dir_name, scan_log_dir, DELETE_DIR_SUFFIX,
+    FUTURE_DIR_SUFFIX,
+};
 pub use error::{Error, Result};
 pub use fault::DiskFaults;
 pub use leader_epoch::{EpochEntry, LEADER_EPOCH_CHECKPOINT_FILE};

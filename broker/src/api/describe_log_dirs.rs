@@ -2,7 +2,8 @@
 //! disk and offset lag (Kafka's: how far the log end is behind the high watermark, 0 for a
 //! leader) — and (v4) the file system's total and usable bytes. An offline dir answers
 //! KAFKA_STORAGE_ERROR; `topics: null` asks for every partition. What `kafka-log-dirs.sh
-//! --describe` and Admin `describeLogDirs` read.
+//! --describe` and Admin `describeLogDirs` read. A replica being moved by AlterReplicaLogDirs
+//! also shows in its destination, as a future replica.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -32,13 +33,35 @@ pub fn handle(broker: &Arc<Broker>, body: DescribeLogDirsRequest) -> DescribeLog
         if !wanted(&partition.topic, partition.partition) {
             continue;
         }
-        let Some(dir) = broker.replicas.log_dir_of(&partition.dir) else {
+        let Some(dir) = broker.replicas.log_dir_of(&partition.dir()) else {
             continue;
         };
         let Some(size) = partition.with_log(|log| log.size_bytes()) else {
             continue;
         };
         let lag = (partition.high_watermark() - partition.log_end_offset()).max(0);
+        // A copy being made by AlterReplicaLogDirs shows in its destination as Kafka's future
+        // replica, lagging the current log by what it has yet to copy.
+        let future = partition
+            .future
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .as_ref()
+            .and_then(|future| Some((future.log_dir.clone(), future.progress()?)));
+        if let Some((future_dir, (future_end, future_size))) = future {
+            by_dir
+                .entry(future_dir)
+                .or_default()
+                .entry(partition.topic.clone())
+                .or_default()
+                .push(
+                    DescribeLogDirsPartition::default()
+                        .with_partition_index(partition.partition)
+                        .with_partition_size(i64::try_from(future_size).unwrap_or(i64::MAX))
+                        .with_offset_lag((partition.log_end_offset() - future_end).max(0))
+                        .with_is_future_key(true),
+                );
+        }
         by_dir
             .entry(dir)
             .or_default()
@@ -67,7 +90,7 @@ pub fn handle(broker: &Arc<Broker>, body: DescribeLogDirsRequest) -> DescribeLog
                 .unwrap_or_default()
                 .into_iter()
                 .map(|(topic, mut partitions)| {
-                    partitions.sort_by_key(|p| p.partition_index);
+                    partitions.sort_by_key(|p| (p.partition_index, p.is_future_key));
                     DescribeLogDirsTopic::default()
                         .with_name(TopicName(StrBytes::from_string(topic)))
                         .with_partitions(partitions)

@@ -49,6 +49,11 @@ pub fn for_each(response: &ResponseKind, mut count: impl FnMut(i16)) {
         ResponseKind::CreatePartitions(r) => r.results.iter().for_each(|t| count(t.error_code)),
         ResponseKind::DescribeConfigs(r) => r.results.iter().for_each(|t| count(t.error_code)),
         ResponseKind::AlterConfigs(r) => r.responses.iter().for_each(|t| count(t.error_code)),
+        ResponseKind::AlterReplicaLogDirs(r) => r
+            .results
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .for_each(|p| count(p.error_code)),
         ResponseKind::DescribeLogDirs(r) => {
             count(r.error_code);
             r.results.iter().for_each(|d| count(d.error_code));

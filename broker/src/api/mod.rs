@@ -19,6 +19,7 @@ pub mod add_offsets_to_txn;
 pub mod add_partitions_to_txn;
 pub mod alter_configs;
 pub mod alter_partition_reassignments;
+pub mod alter_replica_log_dirs;
 pub mod api_versions;
 pub mod config_changes;
 pub mod create_partitions;
@@ -120,6 +121,9 @@ pub async fn handle_from(
         }
         RequestKind::DeleteTopics(body) => {
             ResponseKind::DeleteTopics(delete_topics::handle(broker, body, version).await)
+        }
+        RequestKind::AlterReplicaLogDirs(body) => {
+            ResponseKind::AlterReplicaLogDirs(alter_replica_log_dirs::handle(broker, body))
         }
         RequestKind::DescribeLogDirs(body) => {
             ResponseKind::DescribeLogDirs(describe_log_dirs::handle(broker, body))

@@ -21,6 +21,7 @@ use crate::broker::Broker;
 use crate::replica_manager::Partition;
 use state::{ReplicaState, Role, Transition};
 
+pub mod alter_log_dirs;
 pub mod fetcher;
 pub mod isr;
 pub mod quota;

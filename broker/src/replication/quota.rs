@@ -30,6 +30,7 @@ pub const LEADER_RATE_CONFIG: &str = "leader.replication.throttled.rate";
 pub const FOLLOWER_RATE_CONFIG: &str = "follower.replication.throttled.rate";
 pub const LEADER_REPLICAS_CONFIG: &str = "leader.replication.throttled.replicas";
 pub const FOLLOWER_REPLICAS_CONFIG: &str = "follower.replication.throttled.replicas";
+pub const ALTER_LOG_DIRS_RATE_CONFIG: &str = "replica.alter.log.dirs.io.max.bytes.per.second";
 
 /// One sample of a [`SampledRate`]: the bytes recorded from `start_ms` on.
 #[derive(Debug, Clone, Copy)]
@@ -169,11 +170,13 @@ impl ReplicationQuota {
     }
 }
 
-/// The leader's and the follower's quotas (Kafka's `ReplicationQuotaManager` pair).
+/// The leader's and the follower's quotas (Kafka's `ReplicationQuotaManager` pair), and the one
+/// on copying replicas between this broker's log dirs (Kafka's `alterLogDirs` quota).
 #[derive(Debug)]
 pub struct ReplicationQuotas {
     pub leader: ReplicationQuota,
     pub follower: ReplicationQuota,
+    pub alter_log_dirs: ReplicationQuota,
 }
 
 impl ReplicationQuotas {
@@ -183,6 +186,7 @@ impl ReplicationQuotas {
         ReplicationQuotas {
             leader: ReplicationQuota::new(config.quota_window_num, window_ms),
             follower: ReplicationQuota::new(config.quota_window_num, window_ms),
+            alter_log_dirs: ReplicationQuota::new(config.quota_window_num, window_ms),
         }
     }
 
@@ -200,6 +204,7 @@ impl ReplicationQuotas {
         for (quota, property) in [
             (&self.leader, LEADER_RATE_CONFIG),
             (&self.follower, FOLLOWER_RATE_CONFIG),
+            (&self.alter_log_dirs, ALTER_LOG_DIRS_RATE_CONFIG),
         ] {
             let bound = rate(property);
             if quota.set_bound(bound) {

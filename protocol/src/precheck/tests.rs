@@ -55,8 +55,9 @@ use kafka_protocol::messages::write_txn_markers_request::{
     WritableTxnMarker, WritableTxnMarkerTopic,
 };
 use kafka_protocol::messages::{
-    describe_log_dirs_request, describe_topic_partitions_request, DescribeLogDirsRequest,
-    DescribeTopicPartitionsRequest, GetTelemetrySubscriptionsRequest, PushTelemetryRequest,
+    alter_replica_log_dirs_request, describe_log_dirs_request, describe_topic_partitions_request,
+    AlterReplicaLogDirsRequest, DescribeLogDirsRequest, DescribeTopicPartitionsRequest,
+    GetTelemetrySubscriptionsRequest, PushTelemetryRequest,
 };
 use kafka_protocol::messages::{
     AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, DescribeProducersRequest,
@@ -990,6 +991,21 @@ fn sample_body(api_key: ApiKey, v: i16, nulls: bool) -> RequestKind {
                     kafka_protocol::messages::describe_producers_request::TopicRequest::default()
                         .with_name(topic("payments"))
                         .with_partition_indexes(Vec::new()),
+                ])
+                .with_unknown_tagged_fields(tags),
+        ),
+        ApiKey::AlterReplicaLogDirs => RequestKind::AlterReplicaLogDirs(
+            AlterReplicaLogDirsRequest::default()
+                .with_dirs(vec![
+                    alter_replica_log_dirs_request::AlterReplicaLogDir::default()
+                        .with_path(StrBytes::from_static_str("/var/lib/skald/b"))
+                        .with_topics(vec![
+                            alter_replica_log_dirs_request::AlterReplicaLogDirTopic::default()
+                                .with_name(topic("orders"))
+                                .with_partitions(vec![0, 2])
+                                .with_unknown_tagged_fields(tags.clone()),
+                        ])
+                        .with_unknown_tagged_fields(tags.clone()),
                 ])
                 .with_unknown_tagged_fields(tags),
         ),
