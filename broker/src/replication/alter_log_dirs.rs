@@ -233,6 +233,23 @@ fn step(partition: &Partition, current: &mut Log, id: u128) -> Result<Step, skal
     let Some(copy) = future.log.as_mut() else {
         return Ok(Step::Gone);
     };
+    if let Some(step) = follow(current, copy)? {
+        return Ok(step);
+    }
+    // The copy has everything: it takes the current log's place.
+    let Some(mut future) = slot.take() else {
+        return Ok(Step::Gone);
+    };
+    drop(slot);
+    swap(partition, current, &mut future).inspect_err(|_| {
+        // Nothing changed: the copy is abandoned (the caller finds no future and stops).
+        future.discard();
+    })
+}
+
+/// What the copy needs next to follow the current log: batches to append, a restart, or nothing
+/// (`None`: it has the current log's end and may take its place).
+fn follow(current: &Log, copy: &mut Log) -> Result<Option<Step>, skald_storage::Error> {
     let position = FetchPosition::of(copy);
     // Kafka's truncation check, against the current log as a follower's against its leader.
     let diverged = position.log_end_offset > current.log_end_offset()
@@ -245,24 +262,16 @@ fn step(partition: &Partition, current: &mut Log, id: u128) -> Result<Step, skal
         .is_some();
     if diverged || position.log_end_offset < current.log_start_offset() {
         copy.truncate_fully_and_start_at(current.log_start_offset())?;
-        return Ok(Step::Restarted);
+        return Ok(Some(Step::Restarted));
     }
     if current.log_start_offset() > copy.log_start_offset() {
         copy.delete_records_before(current.log_start_offset())?;
     }
     if position.log_end_offset < current.log_end_offset() {
         let read = current.read(position.log_end_offset, COPY_BYTES_MAX)?;
-        return Ok(Step::Copy(read.records));
+        return Ok(Some(Step::Copy(read.records)));
     }
-    // The copy has everything: it takes the current log's place.
-    let Some(mut future) = slot.take() else {
-        return Ok(Step::Gone);
-    };
-    drop(slot);
-    swap(partition, current, &mut future).inspect_err(|_| {
-        // Nothing changed: the copy is abandoned (the caller finds no future and stops).
-        future.discard();
-    })
+    Ok(None)
 }
 
 /// Renames the copy into place and the current directory to `…-delete`, opens the copy there and
@@ -325,4 +334,71 @@ fn swap(
     let old = std::mem::replace(current, log);
     partition.set_dir(new_dir);
     Ok(Step::Swapped(Box::new(old), doomed))
+}
+
+#[cfg(test)]
+mod tests {
+    use skald_protocol::batch::testing::simple_batch;
+    use skald_storage::LogConfig;
+
+    use super::*;
+
+    /// Copies `current` into `copy` with [`follow`] until it asks for nothing more; the steps.
+    fn copy_all(current: &Log, copy: &mut Log) -> Vec<&'static str> {
+        let mut steps = Vec::new();
+        while let Some(step) = follow(current, copy).unwrap() {
+            match step {
+                Step::Copy(records) => {
+                    copy.append_as_follower(&records).unwrap();
+                    steps.push("copy");
+                }
+                Step::Restarted => steps.push("restart"),
+                _ => unreachable!("follow only copies or restarts"),
+            }
+            assert!(steps.len() < 100, "{steps:?}");
+        }
+        steps
+    }
+
+    fn batches(log: &Log) -> bytes::Bytes {
+        log.read(log.log_start_offset(), usize::MAX >> 1)
+            .unwrap()
+            .records
+    }
+
+    #[test]
+    fn the_copy_follows_appends_truncations_and_the_log_start() {
+        let dirs = tempfile::tempdir().unwrap();
+        let mut current = Log::open(&dirs.path().join("current"), LogConfig::default()).unwrap();
+        let mut copy = Log::open(&dirs.path().join("copy"), LogConfig::default()).unwrap();
+        for i in 0..3 {
+            current
+                .append(&mut simple_batch(0, 2, i, 10), None, 1)
+                .unwrap();
+        }
+        assert_eq!(copy_all(&current, &mut copy), vec!["copy"]);
+        assert_eq!(batches(&copy), batches(&current));
+
+        // Appends in a new epoch are copied on.
+        current.assign_leader_epoch(2, 6).unwrap();
+        current
+            .append(&mut simple_batch(0, 2, 3, 10), None, 2)
+            .unwrap();
+        assert_eq!(copy_all(&current, &mut copy), vec!["copy"]);
+        assert_eq!(copy.log_end_offset(), 8);
+
+        // The current log is cut back and takes another path: the copy starts over.
+        current.truncate_to(4).unwrap();
+        current.assign_leader_epoch(3, 4).unwrap();
+        current
+            .append(&mut simple_batch(0, 2, 4, 10), None, 3)
+            .unwrap();
+        assert_eq!(copy_all(&current, &mut copy), vec!["restart", "copy"]);
+        assert_eq!(batches(&copy), batches(&current));
+
+        // A moved log start reaches the copy.
+        current.delete_records_before(2).unwrap();
+        assert_eq!(copy_all(&current, &mut copy), Vec::<&str>::new());
+        assert_eq!(copy.log_start_offset(), 2);
+    }
 }
