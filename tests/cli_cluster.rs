@@ -312,7 +312,10 @@ fn decommission_moves_every_replica_off_a_broker() {
     let bootstrap = cluster.node(3).bootstrap();
 
     assert_eq!(
-        skald(&bootstrap, &["cluster", "decommission", "2"]),
+        skald(
+            &bootstrap,
+            &["cluster", "decommission", "2", "--throttle", "10000000"]
+        ),
         "2 partitions to change: 2 replicas to add (0 bytes), 0 only reordered\n\
          \n\
          TOPIC    PARTITION  REPLICAS  TARGET  BYTES\n\
@@ -323,9 +326,33 @@ fn decommission_moves_every_replica_off_a_broker() {
          2       2 -> 0    1 -> 0   0 -> 0\n\
          3       2 -> 3    1 -> 1   0 -> 0\n\
          4       2 -> 3    1 -> 2   0 -> 0\n\
+         throttled at 10000000 bytes/s\n\
          started 2 reassignments\n\
+         throttles removed\n\
          done: 2 partitions moved, each led by its preferred replica\n\
          broker 2 holds no replicas: stop it, then run `skald cluster unregister 2`\n"
+    );
+    // The throttles are gone again: the topic's lists and broker 3's rates are at their
+    // defaults (empty; unlimited: Kafka's Long.MAX_VALUE).
+    let unlimited = Some(i64::MAX.to_string());
+    let configs = throttle_configs(&mut conn);
+    assert_eq!(
+        configs,
+        vec![
+            (
+                "follower.replication.throttled.rate".to_string(),
+                unlimited.clone()
+            ),
+            (
+                "follower.replication.throttled.replicas".to_string(),
+                Some(String::new())
+            ),
+            ("leader.replication.throttled.rate".to_string(), unlimited),
+            (
+                "leader.replication.throttled.replicas".to_string(),
+                Some(String::new())
+            ),
+        ]
     );
     cluster.stop(2);
     assert_eq!(
@@ -382,4 +409,54 @@ fn decommission_moves_every_replica_off_a_broker() {
         "skald: cannot move every replica off broker 3 (too few other brokers, or not all in \
          sync): leaving-0, leaving-1, leaving-2\n"
     );
+}
+
+/// The replication throttle configs of topic `leaving` and broker 3 as DescribeConfigs answers
+/// them: (name, value), sorted.
+fn throttle_configs(conn: &mut common::wire::RawConn) -> Vec<(String, Option<String>)> {
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    use kafka_protocol::messages::DescribeConfigsRequest;
+    use kafka_protocol::protocol::StrBytes;
+    let resource = |kind: i8, name: &str, keys: &[&str]| {
+        DescribeConfigsResource::default()
+            .with_resource_type(kind)
+            .with_resource_name(StrBytes::from_string(name.to_owned()))
+            .with_configuration_keys(Some(
+                keys.iter()
+                    .map(|k| StrBytes::from_string((*k).to_owned()))
+                    .collect(),
+            ))
+    };
+    let request = DescribeConfigsRequest::default().with_resources(vec![
+        resource(
+            2,
+            "leaving",
+            &[
+                "leader.replication.throttled.replicas",
+                "follower.replication.throttled.replicas",
+            ],
+        ),
+        resource(
+            4,
+            "3",
+            &[
+                "leader.replication.throttled.rate",
+                "follower.replication.throttled.rate",
+            ],
+        ),
+    ]);
+    let response = conn.request(&request, 4);
+    let mut configs: Vec<(String, Option<String>)> = response
+        .results
+        .iter()
+        .flat_map(|result| {
+            assert_eq!(result.error_code, 0, "{result:?}");
+            result
+                .configs
+                .iter()
+                .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string())))
+        })
+        .collect();
+    configs.sort();
+    configs
 }

@@ -175,3 +175,157 @@ impl Client {
         Ok(())
     }
 }
+
+/// Kafka's config resource types.
+const TOPIC_RESOURCE: i8 = 2;
+const BROKER_RESOURCE: i8 = 4;
+
+/// Which of a move's (current, target) replicas a throttle list names.
+type Pick = fn(&[i32], &[i32]) -> Vec<i32>;
+
+/// The replication throttles of a set of moves, as Kafka's `kafka-reassign-partitions
+/// --throttle` sets them: on every broker a move involves, the leader and follower rates; on
+/// every moved topic, the replicas being copied from (`leader.replication.throttled.replicas`,
+/// the current ones) and to (`follower.replication.throttled.replicas`, the new ones), as
+/// `partition:broker` lists. Only catch-up traffic is throttled: in-sync replication never is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MoveThrottles {
+    pub brokers: Vec<i32>,
+    /// topic → (leader list, follower list).
+    pub topics: Vec<(String, String, String)>,
+}
+
+impl MoveThrottles {
+    /// The throttles of `moves`: (topic, partition, current replicas, target replicas).
+    pub fn of(moves: &[(String, i32, Vec<i32>, Vec<i32>)]) -> MoveThrottles {
+        let mut brokers: Vec<i32> = moves
+            .iter()
+            .flat_map(|(_, _, current, target)| current.iter().chain(target))
+            .copied()
+            .collect();
+        brokers.sort_unstable();
+        brokers.dedup();
+        let topics = by_topic(
+            moves
+                .iter()
+                .map(|(t, p, current, target)| (t.clone(), *p, (current, target))),
+        )
+        .into_iter()
+        .map(|(topic, partitions)| {
+            let list = |pick: Pick| {
+                partitions
+                    .iter()
+                    .flat_map(|(p, (current, target))| {
+                        pick(current, target)
+                            .into_iter()
+                            .map(move |b| format!("{p}:{b}"))
+                    })
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            let leaders = list(|current, _| current.to_vec());
+            let followers = list(|current, target| {
+                target
+                    .iter()
+                    .filter(|b| !current.contains(b))
+                    .copied()
+                    .collect()
+            });
+            (topic, leaders, followers)
+        })
+        .collect();
+        MoveThrottles { brokers, topics }
+    }
+}
+
+impl Client {
+    /// Sets (`Some(bytes per second)`) or removes (`None`) the throttles of a set of moves
+    /// (IncrementalAlterConfigs).
+    pub async fn set_move_throttles(
+        &mut self,
+        throttles: &MoveThrottles,
+        rate: Option<u64>,
+    ) -> Result<()> {
+        use kafka_protocol::messages::incremental_alter_configs_request::{
+            AlterConfigsResource, AlterableConfig,
+        };
+        use kafka_protocol::messages::IncrementalAlterConfigsRequest;
+        const SET: i8 = 0;
+        const DELETE: i8 = 1;
+        let config = |name: &str, value: Option<String>| {
+            AlterableConfig::default()
+                .with_name(StrBytes::from_string(name.to_owned()))
+                .with_config_operation(if value.is_some() { SET } else { DELETE })
+                .with_value(value.map(StrBytes::from_string))
+        };
+        let rate = rate.map(|r| r.to_string());
+        let check_all = |response: kafka_protocol::messages::IncrementalAlterConfigsResponse| {
+            response.responses.iter().try_for_each(|resource| {
+                check(
+                    resource.error_code,
+                    || format!("throttle {}", resource.resource_name.as_str()),
+                    resource.error_message.as_deref(),
+                )
+            })
+        };
+        // A broker's own configs go to that broker (as Kafka's admin client sends them).
+        for broker in &throttles.brokers {
+            let resource = AlterConfigsResource::default()
+                .with_resource_type(BROKER_RESOURCE)
+                .with_resource_name(StrBytes::from_string(broker.to_string()))
+                .with_configs(vec![
+                    config("leader.replication.throttled.rate", rate.clone()),
+                    config("follower.replication.throttled.rate", rate.clone()),
+                ]);
+            let request = IncrementalAlterConfigsRequest::default().with_resources(vec![resource]);
+            check_all(self.broker_connection(*broker).await?.send(request).await?)?;
+        }
+        let mut resources = Vec::new();
+        for (topic, leaders, followers) in &throttles.topics {
+            // Set what the moves name; remove both (an empty list was never set).
+            let configs = [
+                ("leader.replication.throttled.replicas", leaders),
+                ("follower.replication.throttled.replicas", followers),
+            ]
+            .into_iter()
+            .filter(|(_, list)| rate.is_none() || !list.is_empty())
+            .map(|(name, list)| config(name, rate.as_ref().map(|_| list.clone())))
+            .collect();
+            resources.push(
+                AlterConfigsResource::default()
+                    .with_resource_type(TOPIC_RESOURCE)
+                    .with_resource_name(StrBytes::from_string(topic.clone()))
+                    .with_configs(configs),
+            );
+        }
+        if !resources.is_empty() {
+            let request = IncrementalAlterConfigsRequest::default().with_resources(resources);
+            check_all(self.send_controller(request).await?)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttles_name_the_sources_and_the_new_replicas() {
+        let moves = vec![
+            ("a".to_string(), 0, vec![1, 2], vec![3, 2]),
+            ("a".to_string(), 1, vec![2, 1], vec![2, 1]),
+            ("b".to_string(), 4, vec![1], vec![4]),
+        ];
+        assert_eq!(
+            MoveThrottles::of(&moves),
+            MoveThrottles {
+                brokers: vec![1, 2, 3, 4],
+                topics: vec![
+                    ("a".into(), "0:1,0:2,1:2,1:1".into(), "0:3".into()),
+                    ("b".into(), "4:1".into(), "4:4".into()),
+                ],
+            }
+        );
+    }
+}

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use crate::client::{Client, TopicMetadata};
 use crate::cluster::{ClusterDescription, QuorumDescription};
 use crate::error::{Error, Result};
+use crate::reassignments::MoveThrottles;
 
 use super::{table, BrokerArgs};
 
@@ -46,12 +47,20 @@ pub enum ClusterCommand {
         /// preferred replica.
         #[arg(long, conflicts_with_all = ["dry_run", "status"])]
         wait: bool,
+        /// Throttle the copying to this many bytes per second per broker (Kafka's replication
+        /// throttles, removed once the moves are done; needs --wait).
+        #[arg(long, value_name = "BYTES_PER_SEC", requires = "wait")]
+        throttle: Option<u64>,
     },
     /// Move every replica off a broker (partition reassignments, waited for; leaderships go to
     /// each moved partition's preferred replica), so it can be stopped and unregistered.
     Decommission {
         /// The broker's id.
         broker: i32,
+        /// Throttle the copying to this many bytes per second per broker (Kafka's replication
+        /// throttles, removed once the moves are done).
+        #[arg(long, value_name = "BYTES_PER_SEC")]
+        throttle: Option<u64>,
     },
     /// Unregister a broker that left the cluster for good (stop it first: a running broker
     /// registers again). Its replicas stay listed until the partitions are reassigned.
@@ -74,8 +83,11 @@ pub async fn run(args: ClusterArgs) -> Result<()> {
             dry_run,
             status,
             wait,
-        } => rebalance(&mut client, dry_run, status, wait).await,
-        ClusterCommand::Decommission { broker } => decommission(&mut client, broker).await,
+            throttle,
+        } => rebalance(&mut client, dry_run, status, wait.then_some(throttle)).await,
+        ClusterCommand::Decommission { broker, throttle } => {
+            decommission(&mut client, broker, throttle).await
+        }
     }
 }
 
@@ -159,7 +171,13 @@ fn partitions_table(cluster: &ClusterDescription, topics: &[TopicMetadata]) -> S
 /// How often `rebalance --wait` asks whether the moves are done.
 const REASSIGNMENT_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
-async fn rebalance(client: &mut Client, dry_run: bool, status: bool, wait: bool) -> Result<()> {
+/// `wait`: `Some(throttle)` to wait for the moves (throttled or not), `None` not to.
+async fn rebalance(
+    client: &mut Client,
+    dry_run: bool,
+    status: bool,
+    wait: Option<Option<u64>>,
+) -> Result<()> {
     if status {
         out_raw!(
             "{}",
@@ -182,7 +200,7 @@ async fn rebalance(client: &mut Client, dry_run: bool, status: bool, wait: bool)
 /// `skald cluster decommission BROKER`: a plan that drains the broker, carried out and waited
 /// for. Refused when some replica cannot leave (fewer other brokers than replicas, or an
 /// under-replicated partition).
-async fn decommission(client: &mut Client, broker: i32) -> Result<()> {
+async fn decommission(client: &mut Client, broker: i32, throttle: Option<u64>) -> Result<()> {
     refuse_while_moving(client).await?;
     let options = skald_balancer::Options {
         drain: [broker].into(),
@@ -206,7 +224,7 @@ async fn decommission(client: &mut Client, broker: i32) -> Result<()> {
         )));
     }
     out_raw!("{}", plan_text(&plan));
-    if !plan.moves.is_empty() && carry_out(client, &plan, true).await? > 0 {
+    if !plan.moves.is_empty() && carry_out(client, &plan, Some(throttle)).await? > 0 {
         return Err(Error::InvalidArgument(format!(
             "some replicas could not leave broker {broker}: see above"
         )));
@@ -217,14 +235,38 @@ async fn decommission(client: &mut Client, broker: i32) -> Result<()> {
     Ok(())
 }
 
-/// Starts a plan's moves; with `wait`, waits for them and elects each moved partition's
-/// preferred leader. Returns how many moves the controller refused (each printed).
-async fn carry_out(client: &mut Client, plan: &skald_balancer::Plan, wait: bool) -> Result<usize> {
+/// Starts a plan's moves; with `wait`, waits for them (throttled at the rate it names, the
+/// throttles removed after) and elects each moved partition's preferred leader. Returns how
+/// many moves the controller refused (each printed).
+async fn carry_out(
+    client: &mut Client,
+    plan: &skald_balancer::Plan,
+    wait: Option<Option<u64>>,
+) -> Result<usize> {
     let moves: Vec<(String, i32, Option<Vec<i32>>)> = plan
         .moves
         .iter()
         .map(|m| (m.topic.clone(), m.partition, Some(m.target.clone())))
         .collect();
+    let throttles = MoveThrottles::of(
+        &plan
+            .moves
+            .iter()
+            .map(|m| {
+                (
+                    m.topic.clone(),
+                    m.partition,
+                    m.replicas.clone(),
+                    m.target.clone(),
+                )
+            })
+            .collect::<Vec<_>>(),
+    );
+    let throttle = wait.flatten();
+    if let Some(rate) = throttle {
+        client.set_move_throttles(&throttles, Some(rate)).await?;
+        out!("throttled at {rate} bytes/s");
+    }
     let (mut started, mut refused) = (Vec::new(), 0);
     for (topic, partition, outcome) in client.alter_partition_reassignments(&moves).await? {
         match outcome {
@@ -236,7 +278,7 @@ async fn carry_out(client: &mut Client, plan: &skald_balancer::Plan, wait: bool)
         }
     }
     out!("started {} reassignments", started.len());
-    if !wait || started.is_empty() {
+    if wait.is_none() {
         return Ok(refused);
     }
     loop {
@@ -248,6 +290,13 @@ async fn carry_out(client: &mut Client, plan: &skald_balancer::Plan, wait: bool)
             break;
         }
         tokio::time::sleep(REASSIGNMENT_POLL).await;
+    }
+    if throttle.is_some() {
+        client.set_move_throttles(&throttles, None).await?;
+        out!("throttles removed");
+    }
+    if started.is_empty() {
+        return Ok(refused);
     }
     client.elect_preferred_leaders(&started).await?;
     out!(
