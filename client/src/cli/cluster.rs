@@ -179,10 +179,7 @@ async fn rebalance(
     wait: Option<Option<u64>>,
 ) -> Result<()> {
     if status {
-        out_raw!(
-            "{}",
-            ongoing_text(&client.list_partition_reassignments().await?)
-        );
+        out_raw!("{}", reassignment_status(client).await?);
         return Ok(());
     }
     if !dry_run {
@@ -316,24 +313,113 @@ async fn refuse_while_moving(client: &mut Client) -> Result<()> {
     ))
 }
 
-/// The reassignments in progress as a table (or a line saying there are none).
-fn ongoing_text(ongoing: &[crate::reassignments::OngoingReassignment]) -> String {
+/// How long `rebalance --status` watches the copying to tell its rate.
+const RATE_SAMPLE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `rebalance --status`: the reassignments in progress, with the bytes their new replicas have
+/// copied (sampled twice, [`RATE_SAMPLE`] apart, for the rate and the time left).
+async fn reassignment_status(client: &mut Client) -> Result<String> {
+    let ongoing = client.list_partition_reassignments().await?;
+    if ongoing.is_empty() {
+        return Ok(ongoing_text(&ongoing, &[], None));
+    }
+    let first = copy_progress(client, &ongoing).await?;
+    let started = std::time::Instant::now();
+    tokio::time::sleep(RATE_SAMPLE).await;
+    let second = copy_progress(client, &ongoing).await?;
+    let copied = |progress: &[(u64, u64)]| progress.iter().map(|(c, _)| c).sum::<u64>();
+    let rate =
+        copied(&second).saturating_sub(copied(&first)) as f64 / started.elapsed().as_secs_f64();
+    Ok(ongoing_text(&ongoing, &second, Some(rate)))
+}
+
+/// Per reassignment: (bytes copied, bytes to copy) — what its adding replicas hold of the
+/// largest copy among the others, once per adding replica (DescribeLogDirs of each broker).
+async fn copy_progress(
+    client: &mut Client,
+    ongoing: &[crate::reassignments::OngoingReassignment],
+) -> Result<Vec<(u64, u64)>> {
+    let mut sizes: BTreeMap<i32, BTreeMap<(String, i32), u64>> = BTreeMap::new();
+    for broker in ongoing.iter().flat_map(|o| &o.replicas) {
+        if !sizes.contains_key(broker) {
+            let on_broker = client.replica_sizes(*broker).await.unwrap_or_default();
+            sizes.insert(*broker, on_broker);
+        }
+    }
+    Ok(ongoing
+        .iter()
+        .map(|o| {
+            let key = (o.topic.clone(), o.partition);
+            let size = |broker: &i32| sizes.get(broker).and_then(|s| s.get(&key)).copied();
+            let source = o
+                .replicas
+                .iter()
+                .filter(|b| !o.adding.contains(b))
+                .filter_map(size)
+                .max()
+                .unwrap_or(0);
+            let copied = o
+                .adding
+                .iter()
+                .map(|b| size(b).unwrap_or(0).min(source))
+                .sum();
+            (copied, source * o.adding.len() as u64)
+        })
+        .collect())
+}
+
+/// The reassignments in progress as a table with each one's copying (or a line saying there
+/// are none), then the totals, the rate and the time left when a `rate` was measured.
+fn ongoing_text(
+    ongoing: &[crate::reassignments::OngoingReassignment],
+    progress: &[(u64, u64)],
+    rate: Option<f64>,
+) -> String {
     if ongoing.is_empty() {
         return "no reassignments in progress\n".to_owned();
     }
-    let mut rows = vec![["TOPIC", "PARTITION", "REPLICAS", "ADDING", "REMOVING"]
-        .map(str::to_owned)
-        .to_vec()];
-    for o in ongoing {
+    let mut rows = vec![[
+        "TOPIC",
+        "PARTITION",
+        "REPLICAS",
+        "ADDING",
+        "REMOVING",
+        "COPIED",
+    ]
+    .map(str::to_owned)
+    .to_vec()];
+    for (index, o) in ongoing.iter().enumerate() {
+        let copied = progress
+            .get(index)
+            .map_or_else(|| "-".to_owned(), |(c, t)| format!("{c}/{t}"));
         rows.push(vec![
             o.topic.clone(),
             o.partition.to_string(),
             joined(&o.replicas),
             joined(&o.adding),
             joined(&o.removing),
+            copied,
         ]);
     }
-    table(&rows)
+    let mut text = table(&rows);
+    let (copied, total) = progress
+        .iter()
+        .fold((0u64, 0u64), |(c, t), (pc, pt)| (c + pc, t + pt));
+    if let Some(rate) = rate {
+        let left = total.saturating_sub(copied);
+        let eta = if left == 0 {
+            "none left".to_owned()
+        } else if rate >= 1.0 {
+            format!("about {:.0} s left", left as f64 / rate)
+        } else {
+            "no progress in the last second".to_owned()
+        };
+        text.push_str(&format!(
+            "{} reassignments; copied {copied} of {total} bytes at {rate:.0} bytes/s; {eta}\n",
+            ongoing.len()
+        ));
+    }
+    text
 }
 
 /// Broker ids as `1,2,3` (`-` for none).
@@ -560,5 +646,39 @@ mod tests {
              3       0 -> 2    0 -> 1   0 -> 400\n\
              left alone (under-replicated): t-2\n"
         );
+    }
+
+    #[test]
+    fn reassignments_in_progress_with_their_copying() {
+        use crate::reassignments::OngoingReassignment;
+        assert_eq!(
+            ongoing_text(&[], &[], None),
+            "no reassignments in progress\n"
+        );
+        let ongoing = vec![
+            OngoingReassignment {
+                topic: "t".into(),
+                partition: 0,
+                replicas: vec![4, 2, 1],
+                adding: vec![4],
+                removing: vec![1],
+            },
+            OngoingReassignment {
+                topic: "t".into(),
+                partition: 3,
+                replicas: vec![3, 4],
+                adding: vec![3, 4],
+                removing: vec![],
+            },
+        ];
+        assert_eq!(
+            ongoing_text(&ongoing, &[(100, 400), (0, 0)], Some(50.0)),
+            "TOPIC  PARTITION  REPLICAS  ADDING  REMOVING  COPIED\n\
+             t      0          4,2,1     4       1         100/400\n\
+             t      3          3,4       3,4     -         0/0\n\
+             2 reassignments; copied 100 of 400 bytes at 50 bytes/s; about 6 s left\n"
+        );
+        assert!(ongoing_text(&ongoing, &[(100, 400), (0, 0)], Some(0.0))
+            .ends_with("at 0 bytes/s; no progress in the last second\n"));
     }
 }
