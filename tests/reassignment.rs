@@ -204,6 +204,10 @@ fn a_reassignment_is_cancelled_and_bad_input_changes_nothing() {
         list(&mut conn),
         vec![(0, union.clone(), vec![added], vec![before.replicas[0]])]
     );
+    // The active controller (node 1) counts it.
+    poll_until("one partition counted as reassigning", TIMEOUT, || {
+        (reassigning_partitions(&cluster) == Some(1)).then_some(())
+    });
     // Metadata lists every replica the partition has during the move, as Kafka does.
     let during = wait_for(&cluster, 3, "the union of replicas listed", |v| {
         v.replicas == union
@@ -216,6 +220,9 @@ fn a_reassignment_is_cancelled_and_bad_input_changes_nothing() {
         v.replicas == reverted && v.isr == before.isr
     });
     assert!(list(&mut conn).is_empty());
+    poll_until("no partition counted as reassigning", TIMEOUT, || {
+        (reassigning_partitions(&cluster) == Some(0)).then_some(())
+    });
     assert_eq!(
         reassign(&mut conn, None),
         ResponseError::NoReassignmentInProgress.code()
@@ -387,6 +394,15 @@ fn list(conn: &mut RawConn) -> Vec<Ongoing> {
             )
         })
         .collect()
+}
+
+/// `skald_cluster_reassigning_partitions` as the active controller (node 1) exports it.
+fn reassigning_partitions(cluster: &TestCluster) -> Option<i64> {
+    let (status, body) = http_get(cluster.node(1).metrics_addr(), "/metrics").ok()?;
+    (status == 200).then_some(())?;
+    body.lines()
+        .find_map(|line| line.strip_prefix("skald_cluster_reassigning_partitions "))
+        .and_then(|value| value.trim().parse().ok())
 }
 
 /// One partition of [`TOPIC`] as broker `via` sees it now, if it answers.

@@ -1,6 +1,6 @@
 //! The cluster as the metadata says, exported by the active controller alone (Kafka's controller
 //! metrics: `OfflinePartitionsCount`, `GlobalTopicCount`, `GlobalPartitionCount`,
-//! `FencedBrokerCount` / `ActiveBrokerCount`). Every node serves the same metadata, so if each
+//! `FencedBrokerCount` / `ActiveBrokerCount`, and the partitions being reassigned). Every node serves the same metadata, so if each
 //! exported these a sum over the cluster would count every partition once per node; only the
 //! node that is the active controller at scrape time reports them, and the others report no
 //! sample at all, so `sum()` over the cluster is the cluster's figure.
@@ -18,6 +18,7 @@ pub struct ClusterCollector {
     under_min_isr: IntGauge,
     topics: IntGauge,
     partitions: IntGauge,
+    reassigning: IntGauge,
     brokers: IntGaugeVec,
 }
 
@@ -42,6 +43,10 @@ impl ClusterCollector {
                 "skald_cluster_partitions",
                 "Partitions in the cluster (active controller only)",
             )?,
+            reassigning: IntGauge::new(
+                "skald_cluster_reassigning_partitions",
+                "Partitions with a reassignment in progress (active controller only)",
+            )?,
             brokers: IntGaugeVec::new(
                 Opts::new(
                     "skald_brokers",
@@ -64,6 +69,7 @@ impl Collector for ClusterCollector {
             self.under_min_isr.desc(),
             self.topics.desc(),
             self.partitions.desc(),
+            self.reassigning.desc(),
             self.brokers.desc(),
         ]
         .concat()
@@ -77,7 +83,7 @@ impl Collector for ClusterCollector {
             return Vec::new();
         }
         let image = broker.image();
-        let (mut partitions, mut leaderless, mut under_min_isr) = (0, 0, 0);
+        let (mut partitions, mut leaderless, mut under_min_isr, mut reassigning) = (0, 0, 0, 0);
         for topic in image.topics.values() {
             let min_isr: usize = crate::dynamic_config::BrokerDefaults::new(&broker.config, &image)
                 .topic_config(&topic.configs, "min.insync.replicas")
@@ -91,12 +97,17 @@ impl Collector for ClusterCollector {
                 if partition.isr.len() < min_isr {
                     under_min_isr += 1;
                 }
+                if !partition.adding_replicas.is_empty() || !partition.removing_replicas.is_empty()
+                {
+                    reassigning += 1;
+                }
             }
         }
         self.leaderless.set(leaderless);
         self.under_min_isr.set(under_min_isr);
         self.topics.set(count(image.topics.len()));
         self.partitions.set(partitions);
+        self.reassigning.set(reassigning);
         let fenced = image.brokers.values().filter(|b| b.fenced).count();
         self.brokers
             .with_label_values(&["fenced"])
@@ -109,6 +120,7 @@ impl Collector for ClusterCollector {
             self.under_min_isr.collect(),
             self.topics.collect(),
             self.partitions.collect(),
+            self.reassigning.collect(),
             self.brokers.collect(),
         ]
         .concat()
