@@ -17,6 +17,8 @@
 //! - [`replication`]: followers fetching from leaders, the high watermark, ISR changes through
 //!   the controller, leader-epoch truncation.
 //! - [`metrics`]: Prometheus metrics and the `/metrics` endpoint.
+//! - `fuzzing`: what the `group_records` fuzz target in `fuzz/` runs, also run by the stable
+//!   tests over the committed seed corpus. Not part of the supported API.
 //!
 //! Bad input from a client gets a Kafka error code or a closed connection and a log line; it must
 //! never panic the process or reach the logs unvalidated.
@@ -29,6 +31,8 @@ pub mod controller_plane;
 pub mod dynamic_config;
 pub mod error;
 pub mod fetch_waiters;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod group;
 pub mod metadata;
 pub mod metrics;

@@ -29,6 +29,8 @@
 //! - [`raft_log_bridge`]: raft-rs's slog records forwarded to tracing.
 //! - [`follower`]: [`MetadataFollower`], how brokers that are not controllers follow the
 //!   committed metadata, and the [`MetadataUpdate`]s they fetch.
+//! - `fuzzing`: what the fuzz targets in `fuzz/` run (metadata records and updates, raft
+//!   messages), also run by the stable tests over the committed seed corpus. Not supported API.
 //! - `sim` (tests only): a seeded in-process cluster with a faulty network and crashing disks.
 //! - [`topic_config`]: the topic-level configs Skald knows, with their types and broker defaults.
 //! - [`names`]: topic name rules.
@@ -42,6 +44,8 @@ pub mod controller;
 pub mod election;
 pub mod error;
 pub mod follower;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod image;
 pub mod liveness;
 pub mod log;

@@ -14,6 +14,8 @@
 //! - [`legacy`]: request versions Kafka 3.9 served that kafka-protocol no longer decodes (OffsetCommit
 //!   v1), rewritten into one it does.
 //! - [`batch`]: a zero-copy view over RecordBatch v2 headers, CRC32C checks and in-place patching.
+//! - `fuzzing`: what the fuzz targets in `fuzz/` run (request decoding, batch walks), also run by
+//!   the stable tests over the committed seed corpus. Not part of the supported API.
 //!
 //! This crate never does I/O and never decodes records on the produce or fetch path.
 
@@ -21,6 +23,8 @@ pub mod api_versions;
 pub mod batch;
 pub mod codec;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod legacy;
 pub mod pieces;
 pub mod precheck;

@@ -42,6 +42,9 @@
 //! - [`config`]: [`LogConfig`], Kafka's property names and defaults.
 //! - [`error`]: [`Error`] and [`Result`].
 //! - [`fault`]: [`DiskFaults`], write faults (ENOSPC after k bytes) injected by tests.
+//! - `fuzzing`: what the fuzz targets in `fuzz/` run (a client's batch down the produce path,
+//!   crash recovery of a damaged partition directory), also run by the stable tests over the
+//!   committed seed corpus. Not part of the supported API.
 //!
 //! This crate never touches the network, never decodes or re-encodes records outside the cleaner
 //! (appends and reads see batch headers through `skald_protocol::batch` and nothing more), and
@@ -55,6 +58,8 @@ pub mod config;
 pub mod dir;
 pub mod error;
 pub mod fault;
+#[doc(hidden)]
+pub mod fuzzing;
 mod index;
 pub mod leader_epoch;
 pub mod log;

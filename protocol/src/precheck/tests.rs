@@ -2141,3 +2141,50 @@ proptest! {
         }
     }
 }
+
+/// The `request` fuzz target's seeds: every API on each listener at the lowest and the highest
+/// version it serves (the fuzzer reaches the versions between by changing two header bytes).
+fn request_seeds() -> Vec<(String, Vec<u8>)> {
+    let mut seeds = Vec::new();
+    for (listener, _, apis) in LISTENERS {
+        for api in apis {
+            for (version, nulls) in [(api.min_version, true), (api.max_version, false)] {
+                let sample = SAMPLES
+                    .iter()
+                    .filter(|s| s.api_key == api.api_key && s.version == version)
+                    .nth(usize::from(nulls))
+                    .expect("a sample for every advertised version");
+                let nulls_suffix = if nulls { "-nulls" } else { "" };
+                let name = format!("{listener}-{:?}-v{version}{nulls_suffix}", api.api_key);
+                if !seeds.iter().any(|(_, frame)| frame == &sample.frame[..]) {
+                    seeds.push((name, sample.frame.to_vec()));
+                }
+            }
+        }
+    }
+    seeds.sort();
+    seeds
+}
+
+/// `SKALD_FUZZ_WRITE_CORPUS=1` writes the seeds; otherwise the committed corpus must hold them.
+/// Then the fuzz target's function runs over the whole corpus.
+#[test]
+fn the_request_fuzz_corpus_holds_every_api_at_its_lowest_and_highest_version_and_runs_clean() {
+    let seeds = request_seeds();
+    if let Some(dir) = crate::fuzzing::corpus_to_write("request") {
+        for (name, frame) in &seeds {
+            std::fs::write(dir.join(name), frame).expect("seed written");
+        }
+    }
+    let committed = crate::fuzzing::seed_corpus("request");
+    for seed in &seeds {
+        assert!(committed.contains(seed), "{} is not in the corpus", seed.0);
+    }
+    for (name, frame) in committed {
+        assert!(
+            decode_where_served(Bytes::from(frame.clone())).is_ok(),
+            "{name} does not decode"
+        );
+        crate::fuzzing::request(&frame);
+    }
+}
