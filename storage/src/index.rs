@@ -193,12 +193,14 @@ impl OffsetIndex {
         self.entries += 1;
     }
 
-    /// Position to start scanning from for `offset`: the batch of the last entry at or below it,
-    /// or the start of the segment.
-    pub(crate) fn lookup(&self, offset: i64) -> u64 {
+    /// `(absolute offset, position)` of the last entry at or below `offset`: the batch at that
+    /// position ends at that offset. `None` when no entry is (scan from the segment's start).
+    pub(crate) fn lookup(&self, offset: i64) -> Option<(i64, u64)> {
         let target = offset.saturating_sub(self.base_offset);
-        floor_slot(self.entries, target, |i| i64::from(self.entry(i).0))
-            .map_or(0, |i| u64::from(self.entry(i).1))
+        floor_slot(self.entries, target, |i| i64::from(self.entry(i).0)).map(|i| {
+            let (relative, position) = self.entry(i);
+            (self.base_offset + i64::from(relative), u64::from(position))
+        })
     }
 
     /// `(absolute last offset, position)` of the last entry.

@@ -498,12 +498,39 @@ impl Loaded {
 
     /// Position and header of the first batch whose last offset is `>= offset`.
     pub(crate) fn find_batch(&self, offset: i64) -> Option<(u64, RecordBatchHeader)> {
-        let start = self.offset_index.lookup(offset).min(self.log.size());
+        let start = self.scan_start(offset);
         let tail = self.log.slice(start, self.log.size() - start)?;
         RecordBatches::headers_only(tail)
             .map_while(Result::ok)
             .find(|(_, header)| header.last_offset() >= offset)
             .map(|(position, header)| (start + position as u64, header))
+    }
+
+    /// Where to start walking batch headers to find `offset`: the offset index's entry at or
+    /// below it, if the batch at its position does end at its offset; else the segment's start.
+    /// The index carries no checksum (Kafka's format) and a sealed segment's is trusted when
+    /// its sanity checks pass, so an entry that damage left plausible must cost a longer walk,
+    /// never a read of the wrong batch (or of bytes that are not a batch's start).
+    fn scan_start(&self, offset: i64) -> u64 {
+        let Some((entry_offset, position)) = self.offset_index.lookup(offset) else {
+            return 0;
+        };
+        let holds = self
+            .log
+            .slice(position, self.log.size().saturating_sub(position))
+            .and_then(|tail| RecordBatchHeader::parse(tail).ok())
+            .is_some_and(|header| header.last_offset() == entry_offset);
+        if holds {
+            position
+        } else {
+            tracing::warn!(
+                segment = self.base_offset,
+                entry_offset,
+                position,
+                "offset index entry does not match the log; walking the segment from its start"
+            );
+            0
+        }
     }
 
     /// Whole batches from `position` (where `first` starts): as many as fit in `max_bytes`, but at
@@ -547,7 +574,7 @@ impl Loaded {
             .lookup(timestamp)
             .unwrap_or(self.base_offset)
             .max(starting_offset);
-        let start = self.offset_index.lookup(start_offset).min(self.log.size());
+        let start = self.scan_start(start_offset);
         let Some(tail) = self.log.slice(start, self.log.size() - start) else {
             return Ok(None);
         };
