@@ -34,8 +34,16 @@ pub fn group_records(data: &[u8]) {
         }
     }
     let _ = txn_records::parse_key(key);
-    if let Ok(meta) = txn_records::parse_value(value) {
+    if let Ok(mut meta) = txn_records::parse_value(value) {
         if let Ok(written) = txn_records::value(&meta) {
+            // Below transactions version 2 the value is written as v0, as Kafka writes it,
+            // which has no client version and no previous or next producer id (v1's tagged
+            // fields, which only transactions version 2 uses): those read back as 0 and -1.
+            if meta.client_version < 2 {
+                meta.client_version = 0;
+                meta.previous_producer_id = -1;
+                meta.next_producer_id = -1;
+            }
             assert_eq!(txn_records::parse_value(&written), Ok(meta));
         }
     }
@@ -134,6 +142,20 @@ pub fn group_record_seeds() -> Vec<(String, Vec<u8>)> {
 mod tests {
     use super::*;
     use skald_protocol::fuzzing::{corpus_to_write, seed_corpus};
+
+    /// A transaction value v1 whose tagged fields say previous producer id 2199023255551 under
+    /// a client below transactions version 2: written back as v0 it loses them, as in Kafka,
+    /// which the round trip allows (the fuzzer's input, kept).
+    #[test]
+    fn a_v1_transaction_value_below_version_2_writes_back_as_v0() {
+        group_records(&[
+            0x05, 0x00, 0x00, 0x00, 0xff, 0x92, 0x00, 0x01, 0x03, 0x00, 0xff, 0xff, 0xff, 0xff,
+            0xff, 0xff, 0x3f, 0xff, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x07, 0xe8, 0x00, 0xff,
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x60, 0x72, 0x64, 0x65, 0x73, 0x03, 0x00,
+            0x09, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x8e, 0x00, 0xfe, 0x00, 0x08, 0x00, 0x00,
+            0x01, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x05, 0x00,
+        ]);
+    }
 
     #[test]
     fn every_group_records_seed_runs_clean() {

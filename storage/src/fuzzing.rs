@@ -396,17 +396,42 @@ pub fn log_recovery(data: &[u8]) {
         "recovery kept {} batches, but the first {first_damaged} were intact",
         served.len()
     );
-    for (i, (served, stored)) in served.iter().zip(&fixture.batches).enumerate() {
+    // A sealed segment cut exactly between two batches (to nothing, say) looks whole: recovery
+    // cuts nothing, so it keeps the segments after it, and the log has a gap there. Kafka's
+    // recovery is the same (it deletes later segments only when it truncated bytes), and a
+    // compacted segment may end early for real; nothing on disk tells the two apart.
+    let cut_between_batches = fixture.batches.get(first_damaged).is_some_and(|stored| {
+        let name = crate::segment_file_name(stored.segment_base, "log");
+        let original = &fixture
+            .files
+            .iter()
+            .find(|(file, _)| *file == name)
+            .expect("a segment")
+            .1;
+        let damaged = files
+            .iter()
+            .find(|(file, _)| *file == name)
+            .and_then(|f| f.1.as_deref());
+        damaged == Some(&original[..stored.position])
+    });
+    let mut originals = fixture.batches.iter().enumerate();
+    for (i, served) in served.iter().enumerate() {
         if i < first_damaged {
+            let (_, stored) = originals.next().expect("as many written");
             assert_eq!(served, &stored.bytes, "batch {i} changed");
-        } else {
-            // Past the damage only fields outside the CRC may differ; the read checked the CRC.
-            assert_eq!(
-                served[UNCHECKED_HEADER_BYTES..],
-                stored.bytes[UNCHECKED_HEADER_BYTES..],
-                "batch {i} served corrupt"
-            );
+            continue;
         }
+        // Past the damage only fields outside the CRC may differ; the read checked the CRC.
+        // After a cut between batches, later batches may follow a gap.
+        let same = |stored: &StoredBatch| {
+            served[UNCHECKED_HEADER_BYTES..] == stored.bytes[UNCHECKED_HEADER_BYTES..]
+        };
+        let found = if cut_between_batches {
+            originals.find(|(_, stored)| same(stored))
+        } else {
+            originals.next().filter(|(_, stored)| same(stored))
+        };
+        assert!(found.is_some(), "batch {i} served corrupt or invented");
     }
     // Every offset a kept batch holds is found in it.
     for stored in &fixture.batches[..first_damaged] {
@@ -574,6 +599,10 @@ mod tests {
         // batch and served 23..=25 from the next segment. Fixed: `Loaded::scan_start` checks
         // the entry against the batch at its position.
         log_recovery(&[3, 0, 0x15, 0, 0x16, 0]);
+        // The fourth segment's `.log` cut to nothing: recovery keeps the later segments (as
+        // Kafka's does: it cut no bytes), so offsets 69..=89 are missing in the middle. Not
+        // fixed (see `cut_between_batches`); the target allows the gap but nothing invented.
+        log_recovery(&[0, 12, 0, 0, 0, 6]);
     }
 
     #[test]
