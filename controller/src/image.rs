@@ -202,6 +202,20 @@ impl MetadataImage {
                 ),
             },
             MetadataRecord::Topic { name, topic_id } => {
+                // A controller never writes a Topic record for a name or an id in use. Should one
+                // come, it replaces whatever held either, so that the two maps stay each other's
+                // inverse (a stale id would route the old topic's records to the new one).
+                let by_name = self.topics.remove(name).map(|old| old.topic_id);
+                let by_id = self.topic_names_by_id.remove(topic_id);
+                if by_name.is_some() || by_id.is_some() {
+                    tracing::warn!(topic = name, %topic_id, "topic record replaces a topic in use");
+                }
+                if let Some(old_id) = by_name {
+                    self.topic_names_by_id.remove(&old_id);
+                }
+                if let Some(old_name) = by_id {
+                    self.topics.remove(&old_name);
+                }
                 self.topic_names_by_id.insert(*topic_id, name.clone());
                 self.topics.insert(
                     name.clone(),
@@ -455,6 +469,27 @@ mod tests {
             removing_replicas: Vec::new(),
             adding_replicas: Vec::new(),
         }
+    }
+
+    /// Found by the `metadata_records` fuzz target: a second Topic record for a name in use left
+    /// the old id mapped to the name, so the old topic's records would reach the new topic.
+    #[test]
+    fn a_topic_record_for_a_name_or_an_id_in_use_replaces_that_topic() {
+        let data = br#"[{"version":1,"type":"Topic","name":"orders","topic_id":"0000000000000000000000005ca1ab1e"},{"version":1,"type":"Topic","name":"orders","topic_id":"0000000000000000010000005ca1ab1e"},{"version":1,"type":"Topic","name":"payments","topic_id":"0000000000000000010000005ca1ab1e"}]"#;
+        let records = crate::raft_store::decode_records(data).unwrap();
+        let mut image = MetadataImage::default();
+        image.replay_batch(&records[..2]);
+        assert!(image.topic_by_id(TopicId(0x5ca1_ab1e)).is_none());
+        assert_eq!(
+            image.topic("orders").unwrap().topic_id,
+            TopicId(0x1_0000_005c_a1ab1e)
+        );
+        image.replay_batch(&records[2..]);
+        assert!(image.topic("orders").is_none());
+        assert_eq!(image.topic_names_by_id.len(), 1);
+        let mut restored = MetadataImage::default();
+        restored.replay_batch(&image.to_records());
+        assert_eq!(restored, image);
     }
 
     /// Found by the `metadata_records` fuzz target (its seed `record-06`): removing a broker's
