@@ -603,6 +603,11 @@ mod tests {
         // Kafka's does: it cut no bytes), so offsets 69..=89 are missing in the middle. Not
         // fixed (see `cut_between_batches`); the target allows the gap but nothing invented.
         log_recovery(&[0, 12, 0, 0, 0, 6]);
+        // One bit of the third segment's last batch's base offset (outside the CRC) flipped
+        // upwards: the batch still followed its predecessor, so recovery kept it, and the next
+        // segment's offsets went back below it. Fixed: a sealed segment's batches must end
+        // below the next segment's base offset (`Loaded::recover`).
+        log_recovery(&[0, 8, 1, 0xd3, 0x71, 3]);
     }
 
     #[test]

@@ -316,7 +316,8 @@ impl Log {
                 segments.insert(base_offset, segment);
                 continue;
             }
-            let (segment, truncated) = Segment::recover_sealed(dir, base_offset, &config, now_ms)?;
+            let (segment, truncated) =
+                Segment::recover_sealed(dir, base_offset, next_base, &config, now_ms)?;
             recovered_segments += 1;
             if truncated == 0 {
                 segments.insert(base_offset, segment);

@@ -174,7 +174,7 @@ impl Loaded {
     ) -> Result<(Self, u64)> {
         let mut segment =
             Self::open_files(dir, base_offset, Some(config.segment_bytes), config, now_ms)?;
-        let truncated = segment.recover(config)?;
+        let truncated = segment.recover(config, None)?;
         Ok((segment, truncated))
     }
 
@@ -192,7 +192,7 @@ impl Loaded {
             return Ok((segment, None));
         }
         tracing::warn!(segment = %segment.log.path().display(), "rebuilding indexes of a sealed segment");
-        let truncated = segment.recover(config)?;
+        let truncated = segment.recover(config, None)?;
         segment.seal()?;
         Ok((segment, Some(truncated)))
     }
@@ -203,11 +203,12 @@ impl Loaded {
     pub(crate) fn recover_sealed(
         dir: &Path,
         base_offset: i64,
+        next_base: i64,
         config: &LogConfig,
         now_ms: i64,
     ) -> Result<(Self, u64)> {
         let mut segment = Self::open_files(dir, base_offset, None, config, now_ms)?;
-        let truncated = segment.recover(config)?;
+        let truncated = segment.recover(config, Some(next_base))?;
         segment.seal()?;
         Ok((segment, truncated))
     }
@@ -237,7 +238,7 @@ impl Loaded {
                 .at(segment.time_index.path())?;
             return Ok((segment, None));
         }
-        let truncated = segment.recover(config)?;
+        let truncated = segment.recover(config, None)?;
         Ok((segment, Some(truncated)))
     }
 
@@ -320,8 +321,11 @@ impl Loaded {
         })
     }
 
-    /// Rebuilds the indexes from a CRC-checked scan and truncates any invalid tail.
-    fn recover(&mut self, config: &LogConfig) -> Result<u64> {
+    /// Rebuilds the indexes from a CRC-checked scan and truncates any invalid tail. A sealed
+    /// segment's batches must also end below `next_base`, the next segment's base offset: a
+    /// base offset lies outside the CRC, and one damaged upwards would otherwise overlap the
+    /// next segment (offsets going back where they are read).
+    fn recover(&mut self, config: &LogConfig, next_base: Option<i64>) -> Result<u64> {
         self.reset_indexes(config)?;
         self.next_offset = self.base_offset;
         self.max_timestamp = NO_TIMESTAMP;
@@ -337,7 +341,8 @@ impl Loaded {
                 match item {
                     Ok((position, header)) => {
                         let in_order = header.base_offset >= self.next_offset
-                            && relative_offset(self.base_offset, header.last_offset()).is_some();
+                            && relative_offset(self.base_offset, header.last_offset()).is_some()
+                            && next_base.is_none_or(|next| header.last_offset() < next);
                         if !in_order {
                             break;
                         }
@@ -714,10 +719,12 @@ impl Segment {
     pub(crate) fn recover_sealed(
         dir: &Path,
         base_offset: i64,
+        next_base: i64,
         config: &LogConfig,
         now_ms: i64,
     ) -> Result<(Self, u64)> {
-        let (loaded, truncated) = Loaded::recover_sealed(dir, base_offset, config, now_ms)?;
+        let (loaded, truncated) =
+            Loaded::recover_sealed(dir, base_offset, next_base, config, now_ms)?;
         Ok((Self::from_loaded(dir, loaded, config), truncated))
     }
 
