@@ -400,7 +400,7 @@ pub fn log_recovery(data: &[u8]) {
     // cuts nothing, so it keeps the segments after it, and the log has a gap there. Kafka's
     // recovery is the same (it deletes later segments only when it truncated bytes), and a
     // compacted segment may end early for real; nothing on disk tells the two apart.
-    let cut_between_batches = fixture.batches.get(first_damaged).is_some_and(|stored| {
+    let cut_between_batches = fixture.batches.iter().any(|stored| {
         let name = crate::segment_file_name(stored.segment_base, "log");
         let original = &fixture
             .files
@@ -608,6 +608,15 @@ mod tests {
         // segment's offsets went back below it. Fixed: a sealed segment's batches must end
         // below the next segment's base offset (`Loaded::recover`).
         log_recovery(&[0, 8, 1, 0xd3, 0x71, 3]);
+        // A flip in a leader epoch (outside the CRC), then a later segment cut to nothing: the
+        // gap of the second must be allowed though the first damage came earlier.
+        log_recovery(&hex(b"0032010e000008000000e9e00003"));
+    }
+
+    fn hex(text: &[u8]) -> Vec<u8> {
+        text.chunks(2)
+            .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap())
+            .collect()
     }
 
     #[test]
