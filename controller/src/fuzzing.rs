@@ -89,11 +89,13 @@ pub fn metadata_record_seeds() -> Vec<(String, Vec<u8>)> {
         MetadataRecord::Partition {
             topic_id,
             partition: 0,
-            replicas: vec![1, 2],
+            replicas: vec![1, 2, 3],
             isr: vec![1, 2],
             leader: 1,
             leader_epoch: 0,
             partition_epoch: 0,
+            removing_replicas: vec![2],
+            adding_replicas: vec![3],
         },
         MetadataRecord::PartitionChange {
             topic_id,
@@ -101,6 +103,8 @@ pub fn metadata_record_seeds() -> Vec<(String, Vec<u8>)> {
             leader: Some(2),
             isr: Some(vec![2]),
             replicas: None,
+            removing_replicas: Some(Vec::new()),
+            adding_replicas: Some(Vec::new()),
         },
         MetadataRecord::Config {
             resource: ConfigResource::Topic("orders".into()),

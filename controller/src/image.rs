@@ -482,7 +482,7 @@ mod tests {
         assert!(image.topic_by_id(TopicId(0x5ca1_ab1e)).is_none());
         assert_eq!(
             image.topic("orders").unwrap().topic_id,
-            TopicId(0x1_0000_005c_a1ab1e)
+            TopicId(0x0100_0000_5ca1_ab1e)
         );
         image.replay_batch(&records[2..]);
         assert!(image.topic("orders").is_none());
