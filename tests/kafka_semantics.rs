@@ -100,7 +100,7 @@ fn describe_configs_with_no_keys_lists_every_topic_config_and_keys_filter() {
                 .collect()
         };
     let all = describe(&mut conn, None);
-    assert_eq!(all.len(), 18, "{all:?}");
+    assert_eq!(all.len(), 20, "{all:?}");
     assert_eq!(
         describe(&mut conn, Some(vec![])),
         all,
