@@ -4,31 +4,23 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::cluster::TestCluster;
-use common::{cells, poll_until, row, run_with_timeout, skald_bin};
+use common::{cells, poll_until, row};
 
 const CLI_TIMEOUT: Duration = Duration::from_secs(60);
 /// Long enough for an election, registrations and a fencing (session timeout 1.5 s here).
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Runs `skald ARGS --brokers BOOTSTRAP`: its exit status, stdout and stderr.
+fn run_skald(bootstrap: &str, args: &[&str]) -> (std::process::ExitStatus, String, String) {
+    common::run_skald(bootstrap, args, CLI_TIMEOUT)
+}
+
 /// Runs `skald ARGS --brokers BOOTSTRAP`, which must succeed; returns stdout.
 fn skald(bootstrap: &str, args: &[&str]) -> String {
-    let mut command = Command::new(skald_bin());
-    command
-        .args(args)
-        .arg("--brokers")
-        .arg(bootstrap)
-        .env_remove("SKALD_BROKERS")
-        .env("RUST_LOG", "warn");
-    let (status, stdout, stderr) = run_with_timeout(command, b"", CLI_TIMEOUT);
-    assert!(
-        status.success(),
-        "skald {args:?} failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    stdout
+    common::skald_ok(bootstrap, args, CLI_TIMEOUT)
 }
 
 /// The three tables of `skald cluster info`, as rows of cells.
@@ -147,32 +139,11 @@ fn cluster_info_shows_the_quorum_the_brokers_and_the_partition_spread() {
 /// partition led by broker 4 with its records; after that nothing is left to move.
 #[test]
 fn rebalance_moves_a_replica_onto_a_new_broker() {
-    use common::wire::{batch_v2, topic_name, RawConn};
-    use kafka_protocol::messages::create_topics_request::{
-        CreatableReplicaAssignment, CreatableTopic,
-    };
-    use kafka_protocol::messages::{BrokerId, CreateTopicsRequest};
+    use common::wire::{batch_v2, create_assigned_topic, RawConn};
 
     let mut cluster = TestCluster::start(1, 2, &[]);
     let mut conn = RawConn::connect(cluster.node(2).kafka_addr());
-    let assignment = |partition: i32, broker: i32| {
-        CreatableReplicaAssignment::default()
-            .with_partition_index(partition)
-            .with_broker_ids(vec![BrokerId(broker)])
-    };
-    let request = CreateTopicsRequest::default()
-        .with_timeout_ms(30_000)
-        .with_topics(vec![CreatableTopic::default()
-            .with_name(topic_name("spread"))
-            .with_num_partitions(-1)
-            .with_replication_factor(-1)
-            .with_assignments(vec![
-                assignment(0, 2),
-                assignment(1, 2),
-                assignment(2, 3),
-                assignment(3, 3),
-            ])]);
-    assert_eq!(conn.request(&request, 7).topics[0].error_code, 0);
+    create_assigned_topic(&mut conn, "spread", &[&[2], &[2], &[3], &[3]]);
     common::wire::ensure_topic(cluster.node(2).kafka_addr(), "spread");
     let mut bytes = 0;
     for (i, value) in ["a", "b", "c"].into_iter().enumerate() {
@@ -259,12 +230,7 @@ fn unregister_forgets_a_stopped_broker() {
     });
     assert_eq!(brokers[1][0], "2");
 
-    let mut command = Command::new(skald_bin());
-    command
-        .args(["cluster", "unregister", "3", "--brokers", &bootstrap])
-        .env_remove("SKALD_BROKERS")
-        .env("RUST_LOG", "warn");
-    let (status, stdout, stderr) = run_with_timeout(command, b"", CLI_TIMEOUT);
+    let (status, stdout, stderr) = run_skald(&bootstrap, &["cluster", "unregister", "3"]);
     assert_eq!(
         status.code(),
         Some(1),
@@ -283,31 +249,11 @@ fn unregister_forgets_a_stopped_broker() {
 /// decommission is refused: no partition of two replicas could keep both.
 #[test]
 fn decommission_moves_every_replica_off_a_broker() {
-    use common::wire::{topic_name, RawConn};
-    use kafka_protocol::messages::create_topics_request::{
-        CreatableReplicaAssignment, CreatableTopic,
-    };
-    use kafka_protocol::messages::{BrokerId, CreateTopicsRequest};
+    use common::wire::{create_assigned_topic, RawConn};
 
     let mut cluster = TestCluster::start(1, 3, &[]);
     let mut conn = RawConn::connect(cluster.node(3).kafka_addr());
-    let assignment = |partition: i32, brokers: [i32; 2]| {
-        CreatableReplicaAssignment::default()
-            .with_partition_index(partition)
-            .with_broker_ids(brokers.map(BrokerId).to_vec())
-    };
-    let request = CreateTopicsRequest::default()
-        .with_timeout_ms(30_000)
-        .with_topics(vec![CreatableTopic::default()
-            .with_name(topic_name("leaving"))
-            .with_num_partitions(-1)
-            .with_replication_factor(-1)
-            .with_assignments(vec![
-                assignment(0, [2, 3]),
-                assignment(1, [3, 4]),
-                assignment(2, [4, 2]),
-            ])]);
-    assert_eq!(conn.request(&request, 7).topics[0].error_code, 0);
+    create_assigned_topic(&mut conn, "leaving", &[&[2, 3], &[3, 4], &[4, 2]]);
     common::wire::ensure_topic(cluster.node(3).kafka_addr(), "leaving");
     let bootstrap = cluster.node(3).bootstrap();
 
@@ -393,12 +339,7 @@ fn decommission_moves_every_replica_off_a_broker() {
     });
     assert_eq!(placement, expected);
 
-    let mut command = Command::new(skald_bin());
-    command
-        .args(["cluster", "decommission", "3", "--brokers", &bootstrap])
-        .env_remove("SKALD_BROKERS")
-        .env("RUST_LOG", "warn");
-    let (status, stdout, stderr) = run_with_timeout(command, b"", CLI_TIMEOUT);
+    let (status, stdout, stderr) = run_skald(&bootstrap, &["cluster", "decommission", "3"]);
     assert_eq!(
         status.code(),
         Some(1),

@@ -9,7 +9,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,7 +16,7 @@ use std::time::Duration;
 use common::cluster::TestCluster;
 use common::load::{self, SteadyProducer};
 use common::wire::RawConn;
-use common::{poll_until, rdk, run_with_timeout, skald_bin};
+use common::{poll_until, rdk};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::Message;
 
@@ -31,18 +30,7 @@ const SETTINGS: &[(&str, &str)] = &[
 ];
 
 fn skald(bootstrap: &str, args: &[&str]) -> String {
-    let mut command = Command::new(skald_bin());
-    command
-        .args(args)
-        .args(["--brokers", bootstrap])
-        .env_remove("SKALD_BROKERS")
-        .env("RUST_LOG", "warn");
-    let (status, stdout, stderr) = run_with_timeout(command, b"", TIMEOUT);
-    assert!(
-        status.success(),
-        "skald {args:?} failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    stdout
+    common::skald_ok(bootstrap, args, TIMEOUT)
 }
 
 /// Every partition of every topic as a broker lists it: (topic, partition) → (leader, replicas,
@@ -256,32 +244,11 @@ fn a_broker_joins_and_gets_its_share_then_another_leaves_under_load() {
 /// the most loaded broker with the lowest id), and broker 4 serves its records.
 #[test]
 fn with_automatic_balancing_a_joining_broker_gets_its_share() {
-    use common::wire::{batch_v2, topic_name};
-    use kafka_protocol::messages::create_topics_request::{
-        CreatableReplicaAssignment, CreatableTopic,
-    };
-    use kafka_protocol::messages::{BrokerId, CreateTopicsRequest};
+    use common::wire::{batch_v2, create_assigned_topic};
 
     let mut cluster = TestCluster::start(1, 2, &[("auto.partition.rebalance.enable", "true")]);
     let mut conn = RawConn::connect(cluster.node(2).kafka_addr());
-    let assignment = |partition: i32, broker: i32| {
-        CreatableReplicaAssignment::default()
-            .with_partition_index(partition)
-            .with_broker_ids(vec![BrokerId(broker)])
-    };
-    let request = CreateTopicsRequest::default()
-        .with_timeout_ms(30_000)
-        .with_topics(vec![CreatableTopic::default()
-            .with_name(topic_name("spread"))
-            .with_num_partitions(-1)
-            .with_replication_factor(-1)
-            .with_assignments(vec![
-                assignment(0, 2),
-                assignment(1, 2),
-                assignment(2, 3),
-                assignment(3, 3),
-            ])]);
-    assert_eq!(conn.request(&request, 7).topics[0].error_code, 0);
+    create_assigned_topic(&mut conn, "spread", &[&[2], &[2], &[3], &[3]]);
     common::wire::ensure_topic(cluster.node(2).kafka_addr(), "spread");
     for i in 0..3 {
         let batch = batch_v2(&[("k", "v", 1_700_000_000_000 + i)]);

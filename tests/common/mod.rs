@@ -105,6 +105,32 @@ fn ephemeral_low() -> u16 {
         .unwrap_or(32_768)
 }
 
+/// Runs the tool, `skald ARGS --brokers BOOTSTRAP`: its exit status, stdout and stderr.
+pub fn run_skald(
+    bootstrap: &str,
+    args: &[&str],
+    timeout: Duration,
+) -> (ExitStatus, String, String) {
+    let mut command = Command::new(skald_bin());
+    command
+        .args(args)
+        .arg("--brokers")
+        .arg(bootstrap)
+        .env_remove("SKALD_BROKERS")
+        .env("RUST_LOG", "warn");
+    run_with_timeout(command, b"", timeout)
+}
+
+/// [`run_skald`], which must succeed; its stdout.
+pub fn skald_ok(bootstrap: &str, args: &[&str], timeout: Duration) -> String {
+    let (status, stdout, stderr) = run_skald(bootstrap, args, timeout);
+    assert!(
+        status.success(),
+        "skald {args:?} failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    stdout
+}
+
 /// Path of the `skald` binary Cargo built for these tests.
 pub fn skald_bin() -> &'static str {
     env!("CARGO_BIN_EXE_skald")

@@ -506,6 +506,36 @@ pub fn create_topics_codes(conn: &mut RawConn, topics: &[(&str, i32)]) -> Vec<(S
 }
 
 /// CreateTopics that must succeed for every topic.
+/// Creates `topic` with a manual assignment, partition `i` on `replicas[i]` (leader first),
+/// asserting success.
+pub fn create_assigned_topic(conn: &mut RawConn, topic: &str, replicas: &[&[i32]]) {
+    use kafka_protocol::messages::create_topics_request::{
+        CreatableReplicaAssignment, CreatableTopic,
+    };
+    use kafka_protocol::messages::{BrokerId, CreateTopicsRequest};
+    let assignments = replicas
+        .iter()
+        .enumerate()
+        .map(|(partition, brokers)| {
+            CreatableReplicaAssignment::default()
+                .with_partition_index(partition as i32)
+                .with_broker_ids(brokers.iter().copied().map(BrokerId).collect())
+        })
+        .collect();
+    let request = CreateTopicsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(topic_name(topic))
+            .with_num_partitions(-1)
+            .with_replication_factor(-1)
+            .with_assignments(assignments)]);
+    assert_eq!(
+        conn.request(&request, 7).topics[0].error_code,
+        0,
+        "create {topic}"
+    );
+}
+
 pub fn create_topics(conn: &mut RawConn, topics: &[(&str, i32)]) {
     let codes = create_topics_codes(conn, topics);
     let expected: Vec<(String, i16)> = topics.iter().map(|(n, _)| (n.to_string(), 0)).collect();
