@@ -108,20 +108,20 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
         Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0)).min(MAX_WAIT_CAP);
     let deadline = Instant::now() + max_wait;
     let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
-    // Woken by an append to, or a high watermark move of, a partition this fetch reads; it is
-    // registered with them by the first read, before the read, so nothing between the read and
-    // the wait is missed.
+    // Woken by an append to, or a high watermark move of, a partition this fetch reads. A fetch
+    // answered at once (the busy case) registers nothing; one that must wait registers with its
+    // partitions during a second read, each before it is read, so nothing appended between that
+    // read and the wait is missed.
     let waiter = Arc::new(tokio::sync::Notify::new());
-    let mut first_read = true;
+    let (mut watch, mut watching) = (None, false);
     loop {
         // Metadata changes (a partition hosted or led here now, an ISR shrink) wake every fetch.
         let placement_changed = broker.replicas.placement_changed().notified();
         tokio::pin!(placement_changed);
         placement_changed.as_mut().enable();
 
-        let watch = std::mem::take(&mut first_read).then_some(&waiter);
         let (responses, bytes, any_error, throttled_bytes) =
-            read_partitions(broker, &request, version, watch);
+            read_partitions(broker, &request, version, watch.take());
         if bytes >= min_bytes.max(1) || any_error || Instant::now() >= deadline {
             // Kafka's `sizeOfThrottledPartitions`: what throttled partitions send a follower
             // counts against the leader's quota, in sync or not.
@@ -150,6 +150,10 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
                 name_new_leaders(&broker.image(), &mut response);
             }
             return response;
+        }
+        if !watching {
+            (watch, watching) = (Some(&waiter), true);
+            continue;
         }
         tokio::select! {
             () = waiter.notified() => {}
