@@ -244,8 +244,9 @@ fn unregister_forgets_a_stopped_broker() {
 }
 
 /// `skald cluster decommission BROKER` moves every replica off broker 2 (to the broker each
-/// partition lacks), waits, and says so; stopped and unregistered, broker 2 is gone, and every
-/// partition is fully in sync on the two others. With only two brokers left, a second
+/// partition lacks), waits, tells broker 2 to shut down, and unregisters it once its process
+/// has exited (cleanly, by itself): broker 2 is gone, and every partition is fully in sync on
+/// the two others. With only two brokers left, a second
 /// decommission is refused: no partition of two replicas could keep both.
 #[test]
 fn decommission_moves_every_replica_off_a_broker() {
@@ -276,8 +277,12 @@ fn decommission_moves_every_replica_off_a_broker() {
          started 2 reassignments\n\
          throttles removed\n\
          done: 2 partitions moved, each led by its preferred replica\n\
-         broker 2 holds no replicas: stop it, then run `skald cluster unregister 2`\n"
+         broker 2 holds no replicas\n\
+         broker 2 shut down\n\
+         unregistered broker 2\n"
     );
+    let exit = cluster.wait_for_exit(2);
+    assert!(exit.success(), "broker 2 exited with {exit}");
     // The throttles are gone again: the topic's lists and broker 3's rates are at their
     // defaults (empty; unlimited: Kafka's Long.MAX_VALUE).
     let unlimited = Some(i64::MAX.to_string());
@@ -299,11 +304,6 @@ fn decommission_moves_every_replica_off_a_broker() {
                 Some(String::new())
             ),
         ]
-    );
-    cluster.stop(2);
-    assert_eq!(
-        skald(&bootstrap, &["cluster", "unregister", "2"]),
-        "unregistered broker 2\n"
     );
     // (leader, replicas, isr) per partition, on broker 3.
     let expected = vec![
@@ -349,6 +349,53 @@ fn decommission_moves_every_replica_off_a_broker() {
         stderr,
         "skald: cannot move every replica off broker 3 (too few other brokers, or not all in \
          sync): leaving-0, leaving-1, leaving-2\n"
+    );
+    // Told directly (as kafka-configs would), a broker that hosts replicas is not
+    // decommissioned: INVALID_REQUEST, and it keeps serving.
+    {
+        use kafka_protocol::messages::incremental_alter_configs_request::{
+            AlterConfigsResource, AlterableConfig,
+        };
+        use kafka_protocol::messages::IncrementalAlterConfigsRequest;
+        use kafka_protocol::protocol::StrBytes;
+        let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
+            AlterConfigsResource::default()
+                .with_resource_type(4)
+                .with_resource_name(StrBytes::from_static_str("3"))
+                .with_configs(vec![AlterableConfig::default()
+                    .with_name(StrBytes::from_static_str("broker.decommissioned"))
+                    .with_config_operation(0)
+                    .with_value(Some(StrBytes::from_static_str("true")))]),
+        ]);
+        let response = conn.request(&request, 1);
+        let refused = &response.responses[0];
+        assert_eq!(
+            (refused.error_code, refused.error_message.as_deref()),
+            (
+                42,
+                Some(
+                    "broker 3 still hosts 3 partition replicas: move them off first (skald \
+                     cluster decommission 3)"
+                )
+            )
+        );
+    }
+    // A controller voter's process is the quorum's too: refused before anything moves.
+    let (status, stdout, stderr) = run_skald(&bootstrap, &["cluster", "decommission", "1"]);
+    assert_eq!(
+        (status.code(), stdout.as_str()),
+        (Some(1), ""),
+        "stderr:\n{stderr}"
+    );
+    assert_eq!(
+        stderr,
+        "skald: node 1 is a controller voter: decommission takes out broker-only nodes (a \
+         voter's process is also the quorum's)\n"
+    );
+    assert_eq!(
+        conn.metadata(Some(&["leaving"]), false).brokers.len(),
+        2,
+        "brokers 3 and 4 still serve"
     );
 }
 

@@ -453,7 +453,12 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
         shutdown_tx.subscribe(),
     ));
 
-    shutdown.await;
+    tokio::select! {
+        () = &mut shutdown => {}
+        () = decommissioned(&broker) => tracing::warn!(
+            "this broker is decommissioned (broker.decommissioned=true): shutting down for good"
+        ),
+    }
     readiness.stopping();
     let signalled = Instant::now();
     let deadline = signalled + SHUTDOWN_MAX;
@@ -501,6 +506,19 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
         "shut down cleanly"
     );
     Ok(())
+}
+
+/// Resolves once this broker's dynamic configs say it is decommissioned (`skald cluster
+/// decommission`): it then stops as on a signal, and the process exits.
+async fn decommissioned(broker: &Broker) {
+    let me = broker.config.node_id;
+    while !broker
+        .wait_for_image(
+            |image| skald_controller::topic_config::is_decommissioned(image, me),
+            Duration::from_secs(3600),
+        )
+        .await
+    {}
 }
 
 /// What is left of the shutdown budget.

@@ -120,6 +120,34 @@ impl Client {
         )
     }
 
+    /// Tells `broker` to shut down for good (the dynamic config `broker.decommissioned=true`,
+    /// sent to that broker as Kafka's admin client sends a broker's own configs). The controller
+    /// refuses it while the broker hosts any replica.
+    pub async fn decommission_broker(&mut self, broker: i32) -> Result<()> {
+        use kafka_protocol::messages::incremental_alter_configs_request::{
+            AlterConfigsResource, AlterableConfig,
+        };
+        use kafka_protocol::messages::IncrementalAlterConfigsRequest;
+        const BROKER_RESOURCE: i8 = 4;
+        const SET: i8 = 0;
+        let resource = AlterConfigsResource::default()
+            .with_resource_type(BROKER_RESOURCE)
+            .with_resource_name(StrBytes::from_string(broker.to_string()))
+            .with_configs(vec![AlterableConfig::default()
+                .with_name(StrBytes::from_static_str("broker.decommissioned"))
+                .with_config_operation(SET)
+                .with_value(Some(StrBytes::from_static_str("true")))]);
+        let request = IncrementalAlterConfigsRequest::default().with_resources(vec![resource]);
+        let response = self.broker_connection(broker).await?.send(request).await?;
+        response.responses.iter().try_for_each(|resource| {
+            check(
+                resource.error_code,
+                || format!("decommission broker {broker}"),
+                resource.error_message.as_deref(),
+            )
+        })
+    }
+
     /// The size on disk of every partition replica `broker` holds, over its log dirs
     /// (DescribeLogDirs for all topics): (topic, partition) → bytes.
     pub async fn replica_sizes(&mut self, broker: i32) -> Result<BTreeMap<(String, i32), u64>> {

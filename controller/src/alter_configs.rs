@@ -18,6 +18,7 @@ use crate::image::MetadataImage;
 use crate::record::{ConfigResource, MetadataRecord};
 use crate::topic_config::{
     dynamic_broker_config_def, topic_config_def, validate_value, TopicConfigDef,
+    BROKER_DECOMMISSIONED,
 };
 
 /// One key's change in an IncrementalAlterConfigs request (Kafka's `AlterConfigOp.OpType`).
@@ -220,6 +221,7 @@ fn plan_resource(
             (None, _) => {}
         }
     }
+    refuse_early_decommission(image, &request.resource, &changes)?;
     Ok(changes
         .into_iter()
         .filter(|(name, value)| current.get(name) != value.as_ref())
@@ -229,6 +231,49 @@ fn plan_resource(
             value,
         })
         .collect())
+}
+
+/// `broker.decommissioned` shuts a broker down for good: it is set per broker only, and only
+/// once the broker hosts no replica (not even one a reassignment is adding), so no partition
+/// loses a replica to it.
+fn refuse_early_decommission(
+    image: &MetadataImage,
+    resource: &ConfigResource,
+    changes: &[(String, Option<String>)],
+) -> Result<(), TopicError> {
+    let Some((_, value)) = changes
+        .iter()
+        .find(|(name, _)| name == BROKER_DECOMMISSIONED)
+    else {
+        return Ok(());
+    };
+    let broker_id = match resource {
+        ConfigResource::Broker(broker_id) => *broker_id,
+        _ => {
+            return Err(TopicError::InvalidRequest(format!(
+                "{BROKER_DECOMMISSIONED} is set for one broker, never cluster-wide"
+            )))
+        }
+    };
+    if !value
+        .as_deref()
+        .is_some_and(|value| value.trim().eq_ignore_ascii_case("true"))
+    {
+        return Ok(());
+    }
+    let hosted = image
+        .topics
+        .values()
+        .flat_map(|topic| topic.partitions.values())
+        .filter(|partition| partition.replicas.contains(&broker_id))
+        .count();
+    if hosted > 0 {
+        return Err(TopicError::InvalidRequest(format!(
+            "broker {broker_id} still hosts {hosted} partition replicas: move them off first \
+             (skald cluster decommission {broker_id})"
+        )));
+    }
+    Ok(())
 }
 
 /// A list config's items, as Kafka splits them (commas, surrounding spaces dropped, no empties).
@@ -364,6 +409,70 @@ mod tests {
             alter_configs(&image, &[unknown], false).reply,
             vec![Err(TopicError::UnknownTopicOrPartition)]
         );
+    }
+
+    #[test]
+    fn a_broker_is_decommissioned_only_alone_and_once_it_hosts_nothing() {
+        let mut image = image_with_topic(&[]);
+        image.replay(&MetadataRecord::Partition {
+            topic_id: TopicId(7),
+            partition: 0,
+            replicas: vec![1, 2],
+            isr: vec![1, 2],
+            leader: 1,
+            leader_epoch: 0,
+            partition_epoch: 0,
+            removing_replicas: vec![],
+            adding_replicas: vec![2],
+        });
+        let decommission = |resource: ConfigResource, value: &str| AlterConfigsResource {
+            resource,
+            changes: ConfigChanges::Incremental(vec![(
+                BROKER_DECOMMISSIONED.into(),
+                ConfigOp::Set(value.into()),
+            )]),
+        };
+        let planned = alter_configs(
+            &image,
+            &[
+                // A replica being added counts.
+                decommission(ConfigResource::Broker(2), "true"),
+                decommission(ConfigResource::BrokerDefault, "true"),
+                decommission(ConfigResource::Broker(3), "maybe"),
+                decommission(ConfigResource::Broker(2), "false"),
+                decommission(ConfigResource::Broker(3), "TRUE"),
+            ],
+            false,
+        );
+        assert_eq!(
+            planned.reply,
+            vec![
+                Err(TopicError::InvalidRequest(
+                    "broker 2 still hosts 1 partition replicas: move them off first \
+                     (skald cluster decommission 2)"
+                        .into()
+                )),
+                Err(TopicError::InvalidRequest(
+                    "broker.decommissioned is set for one broker, never cluster-wide".into()
+                )),
+                Err(TopicError::InvalidRequest(
+                    "Invalid value maybe for configuration broker.decommissioned: Expected \
+                     value to be either true or false"
+                        .into()
+                )),
+                Ok(()),
+                Ok(()),
+            ]
+        );
+        let broker = |id, value: &str| MetadataRecord::Config {
+            resource: ConfigResource::Broker(id),
+            name: BROKER_DECOMMISSIONED.into(),
+            value: Some(value.into()),
+        };
+        assert_eq!(planned.records, vec![broker(2, "false"), broker(3, "TRUE")]);
+        image.replay_batch(&planned.records);
+        assert!(!crate::topic_config::is_decommissioned(&image, 2));
+        assert!(crate::topic_config::is_decommissioned(&image, 3));
     }
 
     #[test]

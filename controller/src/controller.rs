@@ -277,6 +277,14 @@ impl Controller {
             broker_id,
             broker_epoch,
         });
+        // A decommissioned broker has left for good: a new broker under its id starts afresh.
+        if crate::topic_config::is_decommissioned(image, broker_id) {
+            records.push(MetadataRecord::Config {
+                resource: crate::record::ConfigResource::Broker(broker_id),
+                name: crate::topic_config::BROKER_DECOMMISSIONED.into(),
+                value: None,
+            });
+        }
         Planned::new(records, Ok(()))
     }
 
@@ -1411,5 +1419,18 @@ mod tests {
         let mut restored = MetadataImage::default();
         restored.replay_batch(&h.image().to_records());
         assert_eq!(restored, *h.image());
+
+        // A decommissioned broker's flag goes with its registration.
+        let decommissioned = MetadataRecord::Config {
+            resource: crate::record::ConfigResource::Broker(3),
+            name: crate::topic_config::BROKER_DECOMMISSIONED.into(),
+            value: Some("true".into()),
+        };
+        h.image.replay(&decommissioned);
+        assert!(crate::topic_config::is_decommissioned(&h.image, 3));
+        assert_eq!(h.run(|c, i| c.unregister_broker(i, 3)), Ok(()));
+        assert!(!h.image().brokers.contains_key(&3));
+        assert!(!crate::topic_config::is_decommissioned(h.image(), 3));
+        assert!(!h.image().broker_configs.contains_key(&3));
     }
 }

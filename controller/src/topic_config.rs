@@ -249,9 +249,35 @@ pub const REPLICATION_QUOTA_CONFIGS: &[TopicConfigDef] = &[
     },
 ];
 
+/// Skald's own per-broker dynamic config: `true` tells the broker to shut down for good (a
+/// controlled shutdown, then the process exits). `skald cluster decommission` sets it once the
+/// broker holds no replica, and removes it once the broker is unregistered; the controller
+/// refuses it cluster-wide and for a broker that still hosts replicas.
+pub const BROKER_DECOMMISSIONED: &str = "broker.decommissioned";
+
+const BROKER_DECOMMISSIONED_DEF: TopicConfigDef = TopicConfigDef {
+    name: BROKER_DECOMMISSIONED,
+    broker_property: Some(BROKER_DECOMMISSIONED),
+    default: "false",
+    config_type: ConfigType::Boolean,
+    min: None,
+};
+
+/// Whether `broker_id`'s dynamic configs in `image` tell it to shut down for good.
+pub fn is_decommissioned(image: &crate::MetadataImage, broker_id: i32) -> bool {
+    image
+        .broker_configs
+        .get(&broker_id)
+        .and_then(|configs| configs.get(BROKER_DECOMMISSIONED))
+        .is_some_and(|value| value.trim().eq_ignore_ascii_case("true"))
+}
+
 /// The definition behind a dynamic broker config, if `name` is one: a topic config whose default
-/// it supplies, or one of [`REPLICATION_QUOTA_CONFIGS`].
+/// it supplies, one of [`REPLICATION_QUOTA_CONFIGS`], or [`BROKER_DECOMMISSIONED`].
 pub fn dynamic_broker_config_def(name: &str) -> Option<&'static TopicConfigDef> {
+    if name == BROKER_DECOMMISSIONED {
+        return Some(&BROKER_DECOMMISSIONED_DEF);
+    }
     if !DYNAMIC_BROKER_CONFIGS.contains(&name) {
         return REPLICATION_QUOTA_CONFIGS
             .iter()

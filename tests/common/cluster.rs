@@ -642,6 +642,17 @@ impl TestCluster {
         took
     }
 
+    /// Waits for one node to exit by itself (a decommissioned broker does) and returns how it
+    /// exited.
+    pub fn wait_for_exit(&mut self, node_id: i32) -> std::process::ExitStatus {
+        let index = self.index_of(node_id);
+        let node = &mut self.nodes[index];
+        let mut child = node.child.take().expect("node is not running");
+        poll_until("the node's own exit", STOP_TIMEOUT, || {
+            child.try_wait().expect("try_wait")
+        })
+    }
+
     /// Starts a stopped node again (same ports and data) without waiting for it.
     pub fn start_node(&mut self, node_id: i32) {
         let index = self.index_of(node_id);

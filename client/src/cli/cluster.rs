@@ -52,8 +52,12 @@ pub enum ClusterCommand {
         #[arg(long, value_name = "BYTES_PER_SEC", requires = "wait")]
         throttle: Option<u64>,
     },
-    /// Move every replica off a broker (partition reassignments, waited for; leaderships go to
-    /// each moved partition's preferred replica), so it can be stopped and unregistered.
+    /// Take a broker out of the cluster: move every replica off it (partition reassignments,
+    /// waited for; leaderships go to each moved partition's preferred replica), then tell it to
+    /// shut down (`broker.decommissioned=true`: a controlled shutdown, then its process exits),
+    /// wait until it has stopped, and unregister it.
+    ///
+    /// A controller voter's broker is refused: its process is also the quorum's.
     Decommission {
         /// The broker's id.
         broker: i32,
@@ -199,6 +203,18 @@ async fn rebalance(
 /// under-replicated partition).
 async fn decommission(client: &mut Client, broker: i32, throttle: Option<u64>) -> Result<()> {
     refuse_while_moving(client).await?;
+    if client
+        .describe_quorum()
+        .await?
+        .voters
+        .iter()
+        .any(|voter| voter.replica_id == broker)
+    {
+        return Err(Error::InvalidArgument(format!(
+            "node {broker} is a controller voter: decommission takes out broker-only nodes \
+             (a voter's process is also the quorum's)"
+        )));
+    }
     let options = skald_balancer::Options {
         drain: [broker].into(),
     };
@@ -226,9 +242,56 @@ async fn decommission(client: &mut Client, broker: i32, throttle: Option<u64>) -
             "some replicas could not leave broker {broker}: see above"
         )));
     }
-    out!(
-        "broker {broker} holds no replicas: stop it, then run `skald cluster unregister {broker}`"
-    );
+    out!("broker {broker} holds no replicas");
+    let address = client
+        .describe_cluster(true)
+        .await?
+        .brokers
+        .into_iter()
+        .find(|b| b.broker_id == broker)
+        .map(|b| format!("{}:{}", b.host, b.port));
+    client.decommission_broker(broker).await?;
+    // Its controlled shutdown fences it first; then its process exits and its listener closes.
+    let deadline = tokio::time::Instant::now() + DECOMMISSION_WAIT;
+    loop {
+        let cluster = client.describe_cluster(true).await?;
+        if cluster
+            .brokers
+            .iter()
+            .all(|b| b.broker_id != broker || b.fenced)
+        {
+            break;
+        }
+        wait_until(deadline, || format!("broker {broker} to be fenced")).await?;
+    }
+    if let Some(address) = address {
+        while tokio::net::TcpStream::connect(&address).await.is_ok() {
+            wait_until(deadline, || {
+                format!("broker {broker}'s listener {address} to close")
+            })
+            .await?;
+        }
+    }
+    out!("broker {broker} shut down");
+    client.unregister_broker(broker).await?;
+    out!("unregistered broker {broker}");
+    Ok(())
+}
+
+/// How long `decommission` waits for the broker to shut down once told to (its controlled
+/// shutdown takes a few seconds at most).
+const DECOMMISSION_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Waits a poll interval before the next look, or errs (naming `what` was waited for) once
+/// `deadline` has passed.
+async fn wait_until(deadline: tokio::time::Instant, what: impl FnOnce() -> String) -> Result<()> {
+    if tokio::time::Instant::now() >= deadline {
+        return Err(Error::InvalidArgument(format!(
+            "waited {DECOMMISSION_WAIT:?} for {}",
+            what()
+        )));
+    }
+    tokio::time::sleep(REASSIGNMENT_POLL).await;
     Ok(())
 }
 
