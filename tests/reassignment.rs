@@ -163,6 +163,70 @@ fn partitions_move_onto_a_new_broker_under_an_acks_all_producer() {
     eprintln!("{}", summary.join("\n"));
 }
 
+/// Reassignment traffic is counted where it flows (Kafka's `ReassignmentBytesIn/OutPerSec`):
+/// the broker a move adds counts every byte it copies as `skald_reassignment_bytes_in_total`,
+/// the leader the same bytes as `skald_reassignment_bytes_out_total` — exactly the partition's
+/// log — and the replicas that stay count nothing.
+#[test]
+fn reassignment_bytes_are_counted_by_the_new_replica_and_its_leader() {
+    let (mut cluster, mut conn, before) = three_brokers_and_a_topic();
+    let mut leader = RawConn::connect(cluster.node(before.leader).kafka_addr());
+    for batch in 0..20 {
+        let value = format!("{batch:0>100}");
+        let records = common::wire::batch_v2(&[("k", &value, 0), ("k", &value, 1)]);
+        let (error, _) = leader.produce_raw(TOPIC, 0, records);
+        assert_eq!(error, 0, "batch {batch}");
+    }
+    let added = cluster.add_broker();
+    // The leader stays (it is the preferred, first replica), the last follower is replaced.
+    assert_eq!(before.leader, before.replicas[0]);
+    let target = vec![before.replicas[0], before.replicas[1], added];
+    assert_eq!(reassign(&mut conn, Some(target.clone())), 0);
+    let mut sorted = target.clone();
+    sorted.sort_unstable();
+    wait_for(&cluster, 2, "the move completed", |v| {
+        v.replicas == target && v.isr == sorted
+    });
+    let log_size = metric(
+        &cluster,
+        before.leader,
+        &format!(r#"skald_log_size_bytes{{partition="0",topic="{TOPIC}"}}"#),
+    );
+    assert!(log_size > 0);
+    assert_eq!(
+        metric(&cluster, added, "skald_reassignment_bytes_in_total"),
+        log_size,
+        "the new replica copied the whole log"
+    );
+    assert_eq!(
+        metric(
+            &cluster,
+            before.leader,
+            "skald_reassignment_bytes_out_total"
+        ),
+        log_size,
+        "the leader sent it"
+    );
+    for id in [before.leader, before.replicas[1]] {
+        assert_eq!(metric(&cluster, id, "skald_reassignment_bytes_in_total"), 0);
+    }
+    assert_eq!(
+        metric(&cluster, added, "skald_reassignment_bytes_out_total"),
+        0
+    );
+}
+
+/// One unlabelled (or fully labelled) sample of a node's metrics.
+fn metric(cluster: &TestCluster, node: i32, name: &str) -> i64 {
+    let (status, body) =
+        http_get(cluster.node(node).metrics_addr(), "/metrics").expect("scrape the metrics");
+    assert_eq!(status, 200);
+    body.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("node {node} exports no {name}"))
+}
+
 #[test]
 fn a_reassignment_is_cancelled_and_bad_input_changes_nothing() {
     let (mut cluster, mut conn, before) = three_brokers_and_a_topic();

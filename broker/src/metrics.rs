@@ -33,6 +33,10 @@ pub struct Metrics {
     pub request_processing_time_seconds: HistogramVec,
     pub bytes_in_total: IntCounterVec,
     pub bytes_out_total: IntCounterVec,
+    /// Record bytes copied for replicas a reassignment is adding: fetched as their follower,
+    /// sent as their leader (Kafka's `ReassignmentBytesInPerSec` / `ReassignmentBytesOutPerSec`).
+    pub reassignment_bytes_in_total: IntCounter,
+    pub reassignment_bytes_out_total: IntCounter,
     pub records_in_total: IntCounterVec,
     pub log_end_offset: IntGaugeVec,
     pub log_size_bytes: IntGaugeVec,
@@ -120,6 +124,14 @@ impl Metrics {
             ),
             &["topic"],
         )?;
+        let reassignment_bytes_in_total = IntCounter::with_opts(Opts::new(
+            "skald_reassignment_bytes_in_total",
+            "Record bytes fetched into replicas a partition reassignment is adding to this broker",
+        ))?;
+        let reassignment_bytes_out_total = IntCounter::with_opts(Opts::new(
+            "skald_reassignment_bytes_out_total",
+            "Record bytes this broker sent, as leader, to replicas a partition reassignment is adding",
+        ))?;
         let records_in_total = IntCounterVec::new(
             Opts::new("skald_records_in_total", "Records appended, by topic"),
             &["topic"],
@@ -236,6 +248,8 @@ impl Metrics {
         ))?;
         registry.register(Box::new(bytes_in_total.clone()))?;
         registry.register(Box::new(bytes_out_total.clone()))?;
+        registry.register(Box::new(reassignment_bytes_in_total.clone()))?;
+        registry.register(Box::new(reassignment_bytes_out_total.clone()))?;
         registry.register(Box::new(records_in_total.clone()))?;
         registry.register(Box::new(log_end_offset.clone()))?;
         registry.register(Box::new(log_size_bytes.clone()))?;
@@ -249,6 +263,8 @@ impl Metrics {
             request_processing_time_seconds,
             bytes_in_total,
             bytes_out_total,
+            reassignment_bytes_in_total,
+            reassignment_bytes_out_total,
             records_in_total,
             log_end_offset,
             log_size_bytes,

@@ -67,6 +67,9 @@ pub struct Partition {
     /// (`follower.replication.throttled.replicas`); see `replication::quota`.
     leader_throttled: AtomicBool,
     follower_throttled: AtomicBool,
+    /// The replicas a reassignment in progress is adding (empty otherwise): what they copy is
+    /// reassignment traffic (`skald_reassignment_bytes_*_total`).
+    adding_replicas: RwLock<Vec<i32>>,
     /// `None` once the partition has been removed; holders of an old `Arc` then see it as gone.
     log: Mutex<Option<Log>>,
     /// Leader or follower, the high watermark, the followers' progress (see `replication`).
@@ -128,6 +131,29 @@ impl Partition {
     /// Whether this follower's catch-up fetches of the partition are throttled.
     pub fn follower_throttled(&self) -> bool {
         self.follower_throttled.load(Ordering::Relaxed)
+    }
+
+    /// Whether a reassignment in progress is adding `replica_id` to this partition.
+    pub fn is_adding_replica(&self, replica_id: i32) -> bool {
+        self.adding_replicas
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .contains(&replica_id)
+    }
+
+    fn set_adding_replicas(&self, adding: &[i32]) {
+        if self
+            .adding_replicas
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .as_slice()
+            != adding
+        {
+            *self
+                .adding_replicas
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = adding.to_vec();
+        }
     }
 
     /// Takes the topic's throttled replica lists (Kafka's `parseThrottledPartitions`: the
@@ -613,6 +639,7 @@ impl ReplicaManager {
             else {
                 continue;
             };
+            partition.set_adding_replicas(&placement.adding_replicas);
             let transition = partition.with_log(|log| {
                 let transition = partition.apply_placement(self.node_id, placement, log, now_ms);
                 if let Transition::BecameLeader { leader_epoch } = transition {
@@ -731,6 +758,7 @@ impl ReplicaManager {
             applied_configs: Mutex::new(topic.configs.clone()),
             leader_throttled: AtomicBool::new(false),
             follower_throttled: AtomicBool::new(false),
+            adding_replicas: RwLock::new(Vec::new()),
             log: Mutex::new(Some(log)),
             replica: Mutex::new(ReplicaState::new(high_watermark)),
             high_watermark: AtomicI64::new(high_watermark),

@@ -120,16 +120,21 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
         tokio::pin!(placement_changed);
         placement_changed.as_mut().enable();
 
-        let (responses, bytes, any_error, throttled_bytes) =
-            read_partitions(broker, &request, version, watch.take());
-        if bytes >= min_bytes.max(1) || any_error || Instant::now() >= deadline {
+        let (responses, read) = read_partitions(broker, &request, version, watch.take());
+        if read.bytes >= min_bytes.max(1) || read.any_error || Instant::now() >= deadline {
             // Kafka's `sizeOfThrottledPartitions`: what throttled partitions send a follower
             // counts against the leader's quota, in sync or not.
             broker
                 .replicas
                 .quotas
                 .leader
-                .record(throttled_bytes as u64, replication::now_ms());
+                .record(read.throttled_bytes as u64, replication::now_ms());
+            if read.reassignment_bytes > 0 {
+                broker
+                    .metrics
+                    .reassignment_bytes_out_total
+                    .inc_by(read.reassignment_bytes as u64);
+            }
             for topic in &responses {
                 let fetched: usize = topic
                     .partitions
@@ -177,25 +182,35 @@ fn reading<T>(cold: bool, read: impl FnOnce() -> T) -> T {
     }
 }
 
-/// Reads every requested partition once; returns the responses, the record bytes, whether any
-/// partition failed (Kafka answers at once when one does) and, for a follower, the record bytes
-/// of the partitions whose leader replica is throttled. With `watch`, registers that wake-up
-/// with every partition served here (before reading it).
+/// What one pass over a fetch's partitions read.
+#[derive(Debug, Default)]
+struct ReadTotals {
+    /// Record bytes in the responses.
+    bytes: usize,
+    /// Whether any partition failed (Kafka answers at once when one does).
+    any_error: bool,
+    /// For a follower: the record bytes of partitions whose leader replica is throttled.
+    throttled_bytes: usize,
+    /// For a follower a reassignment is adding: the record bytes it copies (Kafka's
+    /// `ReassignmentBytesOutPerSec`).
+    reassignment_bytes: usize,
+}
+
+/// Reads every requested partition once; returns the responses and what they hold. With
+/// `watch`, registers that wake-up with every partition served here (before reading it).
 fn read_partitions(
     broker: &Arc<Broker>,
     request: &FetchRequest,
     version: i16,
     watch: Option<&Arc<tokio::sync::Notify>>,
-) -> (Vec<FetchableTopicResponse>, usize, bool, usize) {
+) -> (Vec<FetchableTopicResponse>, ReadTotals) {
     let image = broker.image();
     let replica_id = replica_id(request, version);
     // Kafka caps what a response carries at fetch.max.bytes, whatever the request asks.
     let mut remaining = usize::try_from(request.max_bytes)
         .unwrap_or(0)
         .min(broker.config.fetch_max_bytes);
-    let mut total = 0usize;
-    let mut any_error = false;
-    let mut throttled_bytes = 0usize;
+    let mut totals = ReadTotals::default();
     let responses = request
         .topics
         .iter()
@@ -228,6 +243,10 @@ fn read_partitions(
                         && serving
                             .as_ref()
                             .is_ok_and(|partition| partition.leader_throttled());
+                    let reassigning = replica_id >= 0
+                        && serving
+                            .as_ref()
+                            .is_ok_and(|partition| partition.is_adding_replica(replica_id));
                     let data = read_partition(
                         broker,
                         name.unwrap_or_default(),
@@ -236,14 +255,17 @@ fn read_partitions(
                         request.isolation_level == READ_COMMITTED,
                         serving,
                         remaining,
-                        total == 0,
+                        totals.bytes == 0,
                     );
                     // An error or a diverging epoch is answered at once, as Kafka does.
-                    any_error |= data.error_code != 0 || data.diverging_epoch.epoch >= 0;
+                    totals.any_error |= data.error_code != 0 || data.diverging_epoch.epoch >= 0;
                     let bytes = data.records.as_ref().map_or(0, |records| records.len());
-                    total += bytes;
+                    totals.bytes += bytes;
                     if throttled {
-                        throttled_bytes += bytes;
+                        totals.throttled_bytes += bytes;
+                    }
+                    if reassigning {
+                        totals.reassignment_bytes += bytes;
                     }
                     remaining = remaining.saturating_sub(bytes);
                     data
@@ -257,7 +279,7 @@ fn read_partitions(
                 .with_partitions(partitions)
         })
         .collect();
-    (responses, total, any_error, throttled_bytes)
+    (responses, totals)
 }
 
 /// Reads one partition. `min_one_batch`: until some data is in the response, a batch larger than

@@ -416,6 +416,12 @@ fn apply_response(
                 // Kafka records a throttled partition's bytes whether or not it is in sync.
                 broker.replicas.quotas.follower.record(bytes as u64, now_ms);
             }
+            if answered && bytes > 0 && one.partition.is_adding_replica(broker.config.node_id) {
+                broker
+                    .metrics
+                    .reassignment_bytes_in_total
+                    .inc_by(bytes as u64);
+            }
             let applied = apply_partition(broker, one, data, stalls);
             if answered {
                 in_sync.insert(
