@@ -18,15 +18,10 @@ use bytes::Bytes;
 use common::cluster::{Role, TestCluster};
 use common::load::{self, SteadyProducer};
 use common::replica::{partition_view, view_on, PartitionView, REPLICATION_TIMEOUT};
-use common::wire::{topic_name, RawConn};
+use common::wire::RawConn;
 use common::{http_get, poll_until};
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::alter_partition_reassignments_request::{
-    ReassignablePartition, ReassignableTopic,
-};
-use kafka_protocol::messages::{
-    AlterPartitionReassignmentsRequest, BrokerId, ListPartitionReassignmentsRequest,
-};
+use kafka_protocol::messages::{BrokerId, ListPartitionReassignmentsRequest};
 use kafka_protocol::records::RecordBatchDecoder;
 
 const TOPIC: &str = "moving";
@@ -65,7 +60,7 @@ fn partitions_move_onto_a_new_broker_under_an_acks_all_producer() {
         .zip(targets.iter().cloned().map(Some))
         .collect();
     assert_eq!(
-        reassign_partitions(&mut conn, TOPIC, &moves),
+        common::wire::alter_partition_reassignments(&mut conn, TOPIC, &moves),
         vec![0; MOVED_PARTITIONS as usize],
         "reassigning to {targets:?}"
     );
@@ -380,57 +375,7 @@ fn reassign(conn: &mut RawConn, target: Option<Vec<i32>>) -> i16 {
 }
 
 fn reassign_topic(conn: &mut RawConn, topic: &str, target: Option<Vec<i32>>) -> i16 {
-    reassign_partitions(conn, topic, &[(0, target)])[0]
-}
-
-/// AlterPartitionReassignments for partitions of one topic: each partition's error code, in
-/// request order.
-fn reassign_partitions(
-    conn: &mut RawConn,
-    topic: &str,
-    moves: &[(i32, Option<Vec<i32>>)],
-) -> Vec<i16> {
-    let partitions = moves
-        .iter()
-        .map(|(partition, target)| {
-            ReassignablePartition::default()
-                .with_partition_index(*partition)
-                .with_replicas(
-                    target
-                        .as_ref()
-                        .map(|ids| ids.iter().copied().map(BrokerId).collect()),
-                )
-        })
-        .collect();
-    let request = AlterPartitionReassignmentsRequest::default()
-        .with_timeout_ms(30_000)
-        .with_allow_replication_factor_change(true)
-        .with_topics(vec![ReassignableTopic::default()
-            .with_name(topic_name(topic))
-            .with_partitions(partitions)]);
-    let response = conn.request(&request, 1);
-    assert_eq!(response.error_code, 0);
-    assert!(response.allow_replication_factor_change);
-    let [topic_response] = response.responses.as_slice() else {
-        panic!("one topic answered: {response:?}");
-    };
-    assert_eq!(topic_response.name.0.as_str(), topic);
-    assert_eq!(
-        topic_response
-            .partitions
-            .iter()
-            .map(|p| p.partition_index)
-            .collect::<Vec<_>>(),
-        moves
-            .iter()
-            .map(|(partition, _)| *partition)
-            .collect::<Vec<_>>()
-    );
-    topic_response
-        .partitions
-        .iter()
-        .map(|p| p.error_code)
-        .collect()
+    common::wire::alter_partition_reassignments(conn, topic, &[(0, target)])[0]
 }
 
 /// One reassignment in progress: (partition, replicas, adding, removing).

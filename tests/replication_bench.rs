@@ -768,6 +768,213 @@ fn bench_replicated_produce_latency() {
     println!("target: RF 3 acks=all at 10,000 records/s, p99 < 10 ms");
 }
 
+// ---------------------------------------------------------------------------------------------
+// Reassignment (issue 15): moving a large partition, and produce latency while one moves.
+
+/// The partition the reassignment benchmarks move: one replica, filled with 1 KiB records to
+/// [`MOVED_BYTES`] at scale 1 (issue 15 asks for a 5 GiB partition).
+const MOVED_TOPIC: &str = "moved";
+const MOVED_BYTES: f64 = 5.0 * (1u64 << 30) as f64;
+/// The throttled moves' rate, leader and follower side, bytes per second.
+const MOVE_THROTTLE: u64 = 100 << 20;
+/// Bound on one move (a throttled one at scale 1 takes under a minute).
+const MOVE_TIMEOUT: Duration = Duration::from_secs(1800);
+
+/// Creates [`MOVED_TOPIC`] with its one replica on `broker` and fills it with `skald bench
+/// produce` (acks=1); returns its size on disk.
+fn fill_moved_partition(cluster: &TestCluster, broker: i32, scale: f64) -> u64 {
+    let mut conn = RawConn::connect(cluster.node(broker).kafka_addr());
+    common::wire::create_assigned_topic(&mut conn, MOVED_TOPIC, &[&[broker]]);
+    common::wire::ensure_topic(cluster.node(broker).kafka_addr(), MOVED_TOPIC);
+    let records = (MOVED_BYTES * scale / RECORD_BYTES as f64) as u64;
+    bench_produce(MOVED_TOPIC, &cluster.node(broker).bootstrap(), records, "1");
+    moved_log_bytes(cluster, broker)
+}
+
+/// The bytes of [`MOVED_TOPIC`]'s segment files on `broker`.
+fn moved_log_bytes(cluster: &TestCluster, broker: i32) -> u64 {
+    let dir = cluster
+        .node(broker)
+        .data_dir()
+        .join(format!("{MOVED_TOPIC}-0"));
+    std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .map(|entry| entry.expect("dir entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
+        .map(|path| std::fs::metadata(path).expect("segment metadata").len())
+        .sum()
+}
+
+/// Sets (`Some`) or removes Kafka's replication throttles for [`MOVED_TOPIC`], as
+/// `kafka-reassign-partitions --throttle` would: the rates cluster-wide, every replica listed.
+fn set_move_throttle(conn: &mut RawConn, rate: Option<u64>) {
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    use kafka_protocol::messages::IncrementalAlterConfigsRequest;
+    use kafka_protocol::protocol::StrBytes;
+    let configs = |names: &[&'static str], value: Option<String>| {
+        names
+            .iter()
+            .map(|name| {
+                AlterableConfig::default()
+                    .with_name(StrBytes::from_static_str(name))
+                    // SET, or DELETE back to the default.
+                    .with_config_operation(if value.is_some() { 0 } else { 1 })
+                    .with_value(value.clone().map(StrBytes::from_string))
+            })
+            .collect::<Vec<_>>()
+    };
+    let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        AlterConfigsResource::default()
+            .with_resource_type(4)
+            .with_resource_name(StrBytes::from_static_str(""))
+            .with_configs(configs(
+                &[
+                    "leader.replication.throttled.rate",
+                    "follower.replication.throttled.rate",
+                ],
+                rate.map(|rate| rate.to_string()),
+            )),
+        AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str(MOVED_TOPIC))
+            .with_configs(configs(
+                &[
+                    "leader.replication.throttled.replicas",
+                    "follower.replication.throttled.replicas",
+                ],
+                rate.map(|_| "*".to_string()),
+            )),
+    ]);
+    let response = conn.request(&request, 1);
+    for resource in &response.responses {
+        assert_eq!(resource.error_code, 0, "{response:?}");
+    }
+}
+
+/// Whether any reassignment is in progress.
+fn reassigning(conn: &mut RawConn) -> bool {
+    use kafka_protocol::messages::ListPartitionReassignmentsRequest;
+    let response = conn.request(
+        &ListPartitionReassignmentsRequest::default().with_timeout_ms(30_000),
+        0,
+    );
+    assert_eq!(response.error_code, 0, "{response:?}");
+    !response.topics.is_empty()
+}
+
+/// Starts moving [`MOVED_TOPIC`]'s replica to `target`.
+fn start_move(conn: &mut RawConn, target: i32) {
+    assert_eq!(
+        common::wire::alter_partition_reassignments(conn, MOVED_TOPIC, &[(0, Some(vec![target]))]),
+        vec![0]
+    );
+}
+
+fn wait_for_move(conn: &mut RawConn) {
+    poll_until("the move done", MOVE_TIMEOUT, || {
+        (!reassigning(conn)).then_some(())
+    });
+}
+
+/// Moves a one-replica partition of [`MOVED_BYTES`] from broker 2 to broker 3 by partition
+/// reassignment, unthrottled and then throttled at [`MOVE_THROTTLE`], each on a fresh cluster
+/// (1 controller + 2 brokers): the time from the request to the reassignment's end (the new
+/// replica caught up and in the ISR, the old one removed), and the rate.
+#[test]
+#[ignore = "benchmark: cargo test --release --test replication_bench -- --ignored --nocapture --test-threads=1"]
+fn bench_partition_move_with_and_without_a_throttle() {
+    let scale = scale();
+    print_setup(scale);
+    let mut rows = Vec::new();
+    for throttle in [None, Some(MOVE_THROTTLE)] {
+        let cluster = TestCluster::start(1, 2, &[]);
+        let bytes = fill_moved_partition(&cluster, 2, scale);
+        sync();
+        let mut conn = RawConn::connect(cluster.node(3).kafka_addr());
+        set_move_throttle(&mut conn, throttle);
+        let started = Instant::now();
+        start_move(&mut conn, 3);
+        wait_for_move(&mut conn);
+        let took = started.elapsed();
+        assert_eq!(
+            moved_log_bytes(&cluster, 3),
+            bytes,
+            "the new replica holds the whole log"
+        );
+        let rate = bytes as f64 / (1u64 << 20) as f64 / took.as_secs_f64();
+        let label = throttle.map_or("none".to_string(), |rate| format!("{} MiB/s", rate >> 20));
+        println!(
+            "move, throttle {label}: {bytes} bytes in {:.2} s = {rate:.1} MiB/s",
+            took.as_secs_f64()
+        );
+        rows.push(format!(
+            "| {label} | {bytes} | {:.2} s | {rate:.1} MiB/s |",
+            took.as_secs_f64()
+        ));
+    }
+    println!("| throttle | bytes | move | rate |\n|---|---|---|---|");
+    println!("{}", rows.join("\n"));
+}
+
+/// librdkafka producing 1 KiB records at 10,000 records/s (acks=all, linger.ms 0) into the RF 3
+/// topic of 1 controller + 3 brokers: at rest, then while a one-replica partition of
+/// [`MOVED_BYTES`] moves from broker 2 to broker 3 unthrottled, then back throttled at
+/// [`MOVE_THROTTLE`]; each run says whether the move outlasted it.
+#[test]
+#[ignore = "benchmark: cargo test --release --test replication_bench -- --ignored --nocapture --test-threads=1"]
+fn bench_produce_latency_during_a_partition_move() {
+    let scale = scale();
+    print_setup(scale);
+    let cluster = start_cluster();
+    let rf3 = create_topic(&cluster, RF3_TOPIC, 3, &["min.insync.replicas=2"]);
+    let bytes = fill_moved_partition(&cluster, 2, scale);
+    println!("{RF3_TOPIC}: {rf3:?}; {MOVED_TOPIC}: {bytes} bytes on broker 2");
+    sync();
+    let bootstrap = cluster.node(rf3.leader).bootstrap();
+    let run = LatencyRun {
+        label: "RF 3, acks=all",
+        topic: RF3_TOPIC,
+        bootstrap: &bootstrap,
+        acks: "all",
+        linger_ms: 0,
+        rate: COMPARISON_RATE,
+        completion: Completion::Callback,
+    };
+    let mut conn = RawConn::connect(cluster.node(4).kafka_addr());
+    let mut rows = Vec::new();
+    for (label, moving) in [
+        ("at rest", None),
+        ("moving 2 → 3, unthrottled", Some((3, None))),
+        ("moving 3 → 2, throttled", Some((2, Some(MOVE_THROTTLE)))),
+    ] {
+        if let Some((target, throttle)) = moving {
+            set_move_throttle(&mut conn, throttle);
+            start_move(&mut conn, target);
+        }
+        let report = run_latency(&run, scale);
+        let outlasted = moving.is_some() && reassigning(&mut conn);
+        let summary = latency_summary(&report);
+        println!("{label}: {summary}; the move outlasted the run: {outlasted}");
+        rows.push(format!(
+            "| {label} | {:.0} | {summary} | {} |",
+            report.achieved_rate,
+            if moving.is_none() {
+                "-"
+            } else if outlasted {
+                "yes"
+            } else {
+                "no"
+            }
+        ));
+        wait_for_move(&mut conn);
+    }
+    set_move_throttle(&mut conn, None);
+    println!("| run | records/s | latency | move outlasted the run |\n|---|---|---|---|");
+    println!("{}", rows.join("\n"));
+}
+
 /// The parser reads what the CLI's own report prints (not ignored: it runs with the suite).
 #[test]
 fn the_bench_produce_line_parses() {

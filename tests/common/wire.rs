@@ -536,6 +536,56 @@ pub fn create_assigned_topic(conn: &mut RawConn, topic: &str, replicas: &[&[i32]
     );
 }
 
+/// AlterPartitionReassignments (v1, replication factor changes allowed) for partitions of one
+/// topic (`None`: cancel): each partition's error code, in request order.
+pub fn alter_partition_reassignments(
+    conn: &mut RawConn,
+    topic: &str,
+    moves: &[(i32, Option<Vec<i32>>)],
+) -> Vec<i16> {
+    let partitions = moves
+        .iter()
+        .map(|(partition, target)| {
+            kafka_protocol::messages::alter_partition_reassignments_request::ReassignablePartition::default()
+                .with_partition_index(*partition)
+                .with_replicas(
+                    target
+                        .as_ref()
+                        .map(|ids| ids.iter().copied().map(kafka_protocol::messages::BrokerId).collect()),
+                )
+        })
+        .collect();
+    let request = kafka_protocol::messages::AlterPartitionReassignmentsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_allow_replication_factor_change(true)
+        .with_topics(vec![kafka_protocol::messages::alter_partition_reassignments_request::ReassignableTopic::default()
+            .with_name(topic_name(topic))
+            .with_partitions(partitions)]);
+    let response = conn.request(&request, 1);
+    assert_eq!(response.error_code, 0);
+    assert!(response.allow_replication_factor_change);
+    let [topic_response] = response.responses.as_slice() else {
+        panic!("one topic answered: {response:?}");
+    };
+    assert_eq!(topic_response.name.0.as_str(), topic);
+    assert_eq!(
+        topic_response
+            .partitions
+            .iter()
+            .map(|p| p.partition_index)
+            .collect::<Vec<_>>(),
+        moves
+            .iter()
+            .map(|(partition, _)| *partition)
+            .collect::<Vec<_>>()
+    );
+    topic_response
+        .partitions
+        .iter()
+        .map(|p| p.error_code)
+        .collect()
+}
+
 pub fn create_topics(conn: &mut RawConn, topics: &[(&str, i32)]) {
     let codes = create_topics_codes(conn, topics);
     let expected: Vec<(String, i16)> = topics.iter().map(|(n, _)| (n.to_string(), 0)).collect();
