@@ -230,3 +230,52 @@ fn produce_to_unknown_partition_is_an_error_code() {
     );
     assert_serves(server.kafka_addr());
 }
+
+/// A raft peer's frame that would overflow rust-protobuf 2's stack (RUSTSEC-2024-0437: an
+/// unknown group field nested 100,000 deep, with a valid length and checksum) is refused before
+/// it is parsed: the controller closes that connection, logs why, and its broker goes on
+/// creating topics.
+#[test]
+fn a_raft_frame_of_deeply_nested_groups_is_refused_and_the_controller_goes_on() {
+    use std::io::{Read, Write};
+    let cluster = common::cluster::TestCluster::start(1, 1, &[]);
+    let depth = 100_000;
+    // Field 20, wire type 3 (start group), as a two-byte tag, nested `depth` deep.
+    let payload: Vec<u8> = [0xa3u8, 0x01]
+        .iter()
+        .copied()
+        .cycle()
+        .take(2 * depth)
+        .collect();
+    let mut frame = Vec::new();
+    frame.extend_from_slice(b"SKRF");
+    frame.extend_from_slice(&2i32.to_be_bytes());
+    frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&crc32c::crc32c(&payload).to_be_bytes());
+    frame.extend_from_slice(&payload);
+    let mut stream =
+        std::net::TcpStream::connect(cluster.node(1).controller_addr()).expect("connect");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    stream.write_all(&frame).expect("send the frame");
+    let mut byte = [0u8; 1];
+    assert_eq!(
+        stream.read(&mut byte).expect("a close, not a timeout"),
+        0,
+        "the controller closes the connection"
+    );
+    common::poll_until("the refusal in the log", common::STOP_TIMEOUT, || {
+        std::fs::read_to_string(cluster.node(1).stderr_path())
+            .ok()?
+            .contains(
+                "closing raft connection: invalid raft message frame: cannot decode raft message: \
+                 a group (field 20) in a \
+                 Message: raft's messages have none",
+            )
+            .then_some(())
+    });
+    let mut conn = RawConn::connect(cluster.node(2).kafka_addr());
+    wire::create_topics(&mut conn, &[("after", 1)]);
+    wire::ensure_topic(cluster.node(2).kafka_addr(), "after");
+}

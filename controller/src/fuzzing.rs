@@ -56,9 +56,10 @@ pub fn raft_message(data: &[u8]) {
             .expect("whole");
         assert_eq!(format!("{decoded:?}"), format!("{message:?}"));
     }
-    let _ = Entry::parse_from_bytes(data);
-    let _ = HardState::parse_from_bytes(data);
-    let _ = Snapshot::parse_from_bytes(data);
+    use crate::protobuf_guard::{parse, Schema};
+    let _ = parse::<Entry>(data, Schema::Entry);
+    let _ = parse::<HardState>(data, Schema::HardState);
+    let _ = parse::<Snapshot>(data, Schema::Snapshot);
 }
 
 /// The metadata seeds: entry data holding every record type, one record a seed, and the

@@ -52,6 +52,7 @@ pub mod log;
 pub mod names;
 pub mod ops;
 pub mod placement;
+pub mod protobuf_guard;
 pub mod quorum;
 pub mod raft_disk;
 pub mod raft_log_bridge;

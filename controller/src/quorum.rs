@@ -20,7 +20,6 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use protobuf::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, Message, Snapshot};
 use raft::{Config, RawNode, SnapshotStatus, StateRole};
 
@@ -28,6 +27,7 @@ use crate::error::{Error, Result};
 use crate::follower::MetadataUpdate;
 use crate::image::MetadataImage;
 use crate::log::BATCH_BYTES_MAX;
+use crate::protobuf_guard::{self, Schema};
 use crate::raft_disk::RaftDisk;
 use crate::raft_log_bridge::raft_logger;
 use crate::raft_store::{decode_records, encode_records, image_from_snapshot, RaftStore};
@@ -476,17 +476,15 @@ impl<D: RaftDisk> Quorum<D> {
                 }
                 EntryType::EntryConfChange => {
                     let mut change = ConfChange::default();
-                    change
-                        .merge_from_bytes(&entry.data)
-                        .map_err(|err| unreadable(err.to_string()))?;
+                    protobuf_guard::merge(&mut change, &entry.data, Schema::ConfChange)
+                        .map_err(unreadable)?;
                     let conf_state = self.node.apply_conf_change(&change)?;
                     self.node.mut_store().set_conf_state(conf_state);
                 }
                 EntryType::EntryConfChangeV2 => {
                     let mut change = ConfChangeV2::default();
-                    change
-                        .merge_from_bytes(&entry.data)
-                        .map_err(|err| unreadable(err.to_string()))?;
+                    protobuf_guard::merge(&mut change, &entry.data, Schema::ConfChangeV2)
+                        .map_err(unreadable)?;
                     let conf_state = self.node.apply_conf_change(&change)?;
                     self.node.mut_store().set_conf_state(conf_state);
                 }

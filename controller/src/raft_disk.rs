@@ -30,6 +30,7 @@ use raft::eraftpb::{Entry, HardState, Snapshot};
 
 use crate::error::{Error, Result};
 use crate::log::METADATA_DIR_NAME;
+use crate::protobuf_guard::{self, Schema};
 use crate::raft_wire::{frame, unframe, Unframed, FRAME_HEADER_BYTES};
 
 /// Everything a disk holds, as loaded at startup.
@@ -183,13 +184,12 @@ impl RaftDisk for FileDisk {
     fn load(&mut self) -> Result<DiskState> {
         let mut state = DiskState::default();
         if let Some(payload) = self.read_file(HARD_STATE_FILE_NAME)? {
-            state.hard_state = HardState::parse_from_bytes(&payload).map_err(|err| {
-                corrupt(&self.dir.join(HARD_STATE_FILE_NAME), 0, &err.to_string())
-            })?;
+            state.hard_state = protobuf_guard::parse::<HardState>(&payload, Schema::HardState)
+                .map_err(|err| corrupt(&self.dir.join(HARD_STATE_FILE_NAME), 0, &err))?;
         }
         if let Some(payload) = self.read_file(SNAPSHOT_FILE_NAME)? {
-            state.snapshot = Snapshot::parse_from_bytes(&payload)
-                .map_err(|err| corrupt(&self.dir.join(SNAPSHOT_FILE_NAME), 0, &err.to_string()))?;
+            state.snapshot = protobuf_guard::parse::<Snapshot>(&payload, Schema::Snapshot)
+                .map_err(|err| corrupt(&self.dir.join(SNAPSHOT_FILE_NAME), 0, &err))?;
         }
 
         let path = self.log_path();
@@ -219,7 +219,7 @@ impl RaftDisk for FileDisk {
                     ))
                 }
             };
-            let entry = Entry::parse_from_bytes(payload).map_err(|err| {
+            let entry: Entry = protobuf_guard::parse(payload, Schema::Entry).map_err(|err| {
                 corrupt(&path, position as u64, &format!("unreadable entry: {err}"))
             })?;
             if let Some(last) = state.entries.last() {

@@ -3,14 +3,15 @@
 //!
 //! The length is checked against a cap before anything is allocated and the checksum before the
 //! protobuf is parsed, so a peer (or a disk) sending garbage costs an error, never a panic or an
-//! unbounded allocation. rust-protobuf 2.x can overflow its stack on crafted unknown fields
-//! (RUSTSEC-2024-0437), so frames must only be accepted from controller-listener peers.
+//! unbounded allocation; [`crate::protobuf_guard`] refuses what could overflow rust-protobuf 2's
+//! stack (RUSTSEC-2024-0437) before it parses a message.
 
 use protobuf::Message as _;
 use raft::eraftpb::Message;
 
 use crate::error::{Error, Result};
 use crate::log::BATCH_BYTES_MAX;
+use crate::protobuf_guard::{self, Schema};
 
 /// Bytes of a frame's header: the payload length, then its CRC32C.
 pub const FRAME_HEADER_BYTES: usize = 8;
@@ -80,7 +81,7 @@ pub fn decode_message(buf: &[u8]) -> Result<Option<(Message, usize)>> {
         Unframed::Incomplete => Ok(None),
         Unframed::Invalid(reason) => Err(Error::Frame(reason)),
         Unframed::Frame(payload, used) => {
-            let message = Message::parse_from_bytes(payload)
+            let message: Message = protobuf_guard::parse(payload, Schema::Message)
                 .map_err(|err| Error::Frame(format!("cannot decode raft message: {err}")))?;
             Ok(Some((message, used)))
         }
