@@ -14,7 +14,7 @@
 //! (`FETCH_RESPONSE_GRACE`) means a dead connection (a paused process, a lossy path): it is
 //! dropped and dialled again, rather than waited on for `replica.socket.timeout.ms`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -136,11 +136,12 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32) {
         }
         let now = Instant::now();
         let now_ms = super::now_ms();
-        in_sync.retain(|(topic, index), _| {
-            partitions
-                .iter()
-                .any(|p| p.partition == *index && p.topic == *topic)
-        });
+        let followed: HashSet<(&str, i32)> = partitions
+            .iter()
+            .map(|p| (p.topic.as_str(), p.partition))
+            .collect();
+        in_sync.retain(|(topic, index), _| followed.contains(&(topic.as_str(), *index)));
+        drop(followed);
         let mut asked = Vec::new();
         for partition in partitions {
             let Role::Follower {
@@ -401,12 +402,14 @@ fn apply_response(
     let now_ms = super::now_ms();
     let mut failed = Vec::new();
     let mut truncated = false;
+    // By (topic, partition): linear in the partitions asked for, however many are answered.
+    let asked: HashMap<(&str, i32), &Asked> = asked
+        .iter()
+        .map(|one| ((one.partition.topic.as_str(), one.partition.partition), one))
+        .collect();
     for topic in response.responses {
         for data in topic.partitions {
-            let Some(one) = asked.iter().find(|one| {
-                one.partition.topic == topic.topic.as_str()
-                    && one.partition.partition == data.partition_index
-            }) else {
+            let Some(&one) = asked.get(&(topic.topic.as_str(), data.partition_index)) else {
                 continue;
             };
             let answered = data.error_code == 0;
