@@ -669,6 +669,12 @@ impl TestCluster {
         self.start_node(node_id);
         self.wait_node_ready(node_id);
     }
+
+    /// The process id of a running node.
+    pub fn pid(&self, node_id: i32) -> u32 {
+        let node = &self.nodes[self.index_of(node_id)];
+        node.child.as_ref().expect("node is not running").id()
+    }
 }
 
 /// Sends `signal` (`-TERM`, `-STOP`, ...) to a node's process.
