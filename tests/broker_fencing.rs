@@ -10,10 +10,14 @@
 //! - a broker killed (kill -9) is fenced at once, without waiting out its session (its process
 //!   is evidently gone), and so is a killed active controller's broker by the next controller; a
 //!   paused one is not, but the partitions it follows stop waiting for it after
-//!   `replica.unresponsive.time.max.ms`.
+//!   `replica.unresponsive.time.max.ms`;
+//! - a paused partition leader, silent and not answering ApiVersions, is fenced as unresponsive
+//!   long before its session, and rejoins every ISR when it resumes; a live broker whose
+//!   heartbeats are lost answers the probe and is not fenced.
 //!
 //! Whether a broker was fenced for a missed session is read from every node's
-//! `skald_controller_timed_out_broker_heartbeats_total`, counted by whichever node was the active
+//! `skald_controller_timed_out_broker_heartbeats_total`, and before its session from
+//! `skald_controller_early_fenced_brokers_total`, counted by whichever node was the active
 //! controller when it decided.
 
 mod common;
@@ -120,6 +124,16 @@ fn partitions(addrs: &Addrs, via: i32) -> Option<BTreeMap<i32, (i32, Vec<i32>)>>
 /// One acks=all produce of one record to `partition` at `leader`: its error code, or `None` if
 /// the leader did not answer in time.
 fn produce_acks_all(addrs: &Addrs, leader: i32, partition: i32, value: &str) -> Option<i16> {
+    produce_acks_all_at(addrs, leader, partition, value).map(|(code, _)| code)
+}
+
+/// [`produce_acks_all`], with the base offset the leader gave the record.
+fn produce_acks_all_at(
+    addrs: &Addrs,
+    leader: i32,
+    partition: i32,
+    value: &str,
+) -> Option<(i16, i64)> {
     let mut conn = RawConn::try_connect(addrs[&leader])?;
     let request = ProduceRequest::default()
         .with_acks(-1)
@@ -130,7 +144,8 @@ fn produce_acks_all(addrs: &Addrs, leader: i32, partition: i32, value: &str) -> 
                 .with_index(partition)
                 .with_records(Some(batch_v2(&[("k", value, 1_700_000_000_000)])))])]);
     let response = conn.try_request(&request, PRODUCE_VERSION, PROBE_TIMEOUT)?;
-    Some(response.responses[0].partition_responses[0].error_code)
+    let answer = &response.responses[0].partition_responses[0];
+    Some((answer.error_code, answer.base_offset))
 }
 
 /// Produces acks=all to every partition's leader, round after round, until stopped; counts the
@@ -194,9 +209,14 @@ impl Load {
     }
 }
 
-/// Session fencings per broker, summed over every controller's metrics (`skip` is not asked:
-/// a paused node would not answer).
-fn session_fencings(cluster: &TestCluster, skip: Option<i32>) -> BTreeMap<i32, u64> {
+/// Counter `name` per broker, summed over every controller's metrics (`skip` is not asked: a
+/// paused node would not answer), counting only samples labelled `label="value"` when given.
+fn per_broker(
+    cluster: &TestCluster,
+    skip: Option<i32>,
+    name: &str,
+    label: Option<(&str, &str)>,
+) -> BTreeMap<i32, u64> {
     let mut total = BTreeMap::new();
     let controllers = cluster.controllers().map(|node| node.node_id);
     for node in controllers.filter(|id| Some(*id) != skip) {
@@ -204,15 +224,56 @@ fn session_fencings(cluster: &TestCluster, skip: Option<i32>) -> BTreeMap<i32, u
             .unwrap_or_else(|e| panic!("metrics of node {node}: {e}"));
         for line in body.lines() {
             let Some(rest) = line
-                .strip_prefix("skald_controller_timed_out_broker_heartbeats_total{broker_id=\"")
+                .strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix('{'))
             else {
                 continue;
             };
-            let (broker, value) = rest.split_once("\"} ").expect("a labelled sample");
-            let broker: i32 = broker.parse().expect("a broker id");
+            let (labels, value) = rest.split_once("} ").expect("a labelled sample");
+            let labels: BTreeMap<&str, &str> = labels
+                .split(',')
+                .map(|pair| {
+                    let (key, value) = pair.split_once('=').expect("label=\"value\"");
+                    (key, value.trim_matches('"'))
+                })
+                .collect();
+            if label.is_some_and(|(key, wanted)| labels.get(key) != Some(&wanted)) {
+                continue;
+            }
+            let broker: i32 = labels["broker_id"].parse().expect("a broker id");
             let value: f64 = value.trim().parse().expect("a sample value");
             *total.entry(broker).or_insert(0) += value as u64;
         }
+    }
+    total
+}
+
+/// Session fencings per broker.
+fn session_fencings(cluster: &TestCluster, skip: Option<i32>) -> BTreeMap<i32, u64> {
+    per_broker(
+        cluster,
+        skip,
+        "skald_controller_timed_out_broker_heartbeats_total",
+        None,
+    )
+}
+
+/// Fencings of unresponsive brokers (silent, no answer to ApiVersions) per broker.
+fn unresponsive_fencings(cluster: &TestCluster, skip: Option<i32>) -> BTreeMap<i32, u64> {
+    per_broker(
+        cluster,
+        skip,
+        "skald_controller_early_fenced_brokers_total",
+        Some(("reason", "unresponsive")),
+    )
+}
+
+/// Fencings for silence, per broker: a missed session, or silent and unresponsive. What can
+/// hit a live broker if liveness is judged wrong (evident death needs a refused listener).
+fn silence_fencings(cluster: &TestCluster, skip: Option<i32>) -> BTreeMap<i32, u64> {
+    let mut total = session_fencings(cluster, skip);
+    for (broker, count) in unresponsive_fencings(cluster, skip) {
+        *total.entry(broker).or_insert(0) += count;
     }
     total
 }
@@ -275,12 +336,12 @@ fn wait_until_every_partition_takes_acks_all(
     });
 }
 
-/// Keeps checking, for `window`, that no broker but those in `allowed` was fenced for a missed
-/// session (holding a fault, or watching the cluster settle after one).
+/// Keeps checking, for `window`, that no broker but those in `allowed` was fenced for silence
+/// (holding a fault, or watching the cluster settle after one).
 fn watch_fencings(cluster: &TestCluster, skip: Option<i32>, allowed: &[i32], window: Duration) {
     let until = Instant::now() + window;
     while Instant::now() < until {
-        let fenced = session_fencings(cluster, skip);
+        let fenced = silence_fencings(cluster, skip);
         assert!(
             fenced.keys().all(|broker| allowed.contains(broker)),
             "healthy brokers fenced: {fenced:?} (only {allowed:?} may be)"
@@ -313,16 +374,17 @@ fn pausing_the_active_controller_fences_the_paused_broker_only() {
     poll_until("the load to be acknowledged", SETTLE_TIMEOUT, || {
         (load.acknowledged() >= 50).then_some(())
     });
-    assert_eq!(session_fencings(&cluster, None), BTreeMap::new());
+    assert_eq!(silence_fencings(&cluster, None), BTreeMap::new());
 
     cluster.pause(paused);
     let paused_at = Instant::now();
     wait_until_every_partition_takes_acks_all(&addrs, healthy, Some(paused), SETTLE_TIMEOUT);
     let writable_after = paused_at.elapsed();
     eprintln!("measured: every partition took acks=all writes {writable_after:?} after the pause");
-    // Every partition it led or followed had to get past it, which only its fencing does. (A
-    // second election while it is paused fences it again: every new controller does, once.)
-    let fenced = session_fencings(&cluster, Some(paused));
+    // Every partition it led or followed had to get past it, which only its fencing does: for
+    // its session or, since it answers nothing, as unresponsive, whichever came first. (A second
+    // election while it is paused fences it again: every new controller does, once.)
+    let fenced = silence_fencings(&cluster, Some(paused));
     assert_eq!(
         fenced.keys().copied().collect::<Vec<_>>(),
         vec![paused],
@@ -350,7 +412,7 @@ fn pausing_the_active_controller_fences_the_paused_broker_only() {
         &[paused],
         Duration::from_millis(2 * SESSION_TIMEOUT_MS),
     );
-    let fenced = session_fencings(&cluster, None);
+    let fenced = silence_fencings(&cluster, None);
     assert_eq!(
         fenced.keys().copied().collect::<Vec<_>>(),
         vec![paused],
@@ -416,7 +478,7 @@ fn controller_outage_fences_no_broker(outage: Outage) {
         &[],
         Duration::from_millis(2 * SESSION_TIMEOUT_MS),
     );
-    assert_eq!(session_fencings(&cluster, None), BTreeMap::new());
+    assert_eq!(silence_fencings(&cluster, None), BTreeMap::new());
     wait_for_full_isrs(&addrs, via);
     load.stop();
 }
@@ -454,7 +516,7 @@ fn restarting_a_node_fences_no_other_broker() {
         wait_for_full_isrs(&addrs, healthy);
         // The tracker's runs saw a healthy broker fenced within 30 s of a restart.
         watch_fencings(&cluster, None, &[], Duration::from_secs(10));
-        assert_eq!(session_fencings(&cluster, None), BTreeMap::new());
+        assert_eq!(silence_fencings(&cluster, None), BTreeMap::new());
         wait_until_every_partition_takes_acks_all(&addrs, healthy, None, SETTLE_TIMEOUT);
     }
     load.stop();
@@ -560,7 +622,7 @@ fn a_node_with_880_partitions_rejoining_fences_no_other_broker() {
         &[],
         Duration::from_millis(2 * SESSION_TIMEOUT_MS),
     );
-    assert_eq!(session_fencings(&cluster, None), BTreeMap::new());
+    assert_eq!(silence_fencings(&cluster, None), BTreeMap::new());
 }
 
 /// A session far longer than any poll here: what these tests see within a poll cannot come
@@ -607,9 +669,11 @@ fn long_session_settings() -> Vec<(&'static str, &'static str)> {
 }
 
 /// One controller and three brokers with [`TOPIC`] in sync, under a [`LONG_SESSION_MS`] session
-/// and `replica.lag.time.max.ms`.
-fn start_brokers_with_a_long_session() -> (TestCluster, Arc<Addrs>) {
-    let cluster = TestCluster::start(1, 3, &long_session_settings());
+/// and `replica.lag.time.max.ms`, and `extra` settings.
+fn start_brokers_with_a_long_session(extra: &[(&str, &str)]) -> (TestCluster, Arc<Addrs>) {
+    let mut settings = long_session_settings();
+    settings.extend_from_slice(extra);
+    let cluster = TestCluster::start(1, 3, &settings);
     create_topic(&cluster);
     let addrs = addrs(&cluster);
     (cluster, addrs)
@@ -620,7 +684,7 @@ fn start_brokers_with_a_long_session() -> (TestCluster, Arc<Addrs>) {
 /// leaderships move and it leaves every ISR.
 #[test]
 fn a_killed_leader_is_fenced_and_replaced_without_waiting_out_its_session() {
-    let (mut cluster, addrs) = start_brokers_with_a_long_session();
+    let (mut cluster, addrs) = start_brokers_with_a_long_session(&[]);
     let first = broker_ids(&addrs)[0];
     let leaders = partitions(&addrs, first).expect("metadata");
     let killed = leaders[&0].0;
@@ -662,12 +726,14 @@ fn a_killed_active_controller_is_fenced_by_its_successor_without_waiting_out_its
     wait_for_full_isrs(&addrs, healthy);
 }
 
-/// A paused broker keeps its sockets open: no evidence of death, so it is not fenced before its
-/// session; but the partitions it follows stop waiting for it once it has been silent for
-/// `replica.unresponsive.time.max.ms`, well before `replica.lag.time.max.ms`.
+/// A paused broker keeps its sockets open: no evidence of death, so with unresponsive fencing off
+/// it is not fenced before its session; but the partitions it follows stop waiting for it once
+/// it has been silent for `replica.unresponsive.time.max.ms`, well before
+/// `replica.lag.time.max.ms`.
 #[test]
 fn a_paused_follower_leaves_the_isr_early_and_is_not_fenced() {
-    let (cluster, addrs) = start_brokers_with_a_long_session();
+    let (cluster, addrs) =
+        start_brokers_with_a_long_session(&[("broker.unresponsive.fencing.enable", "false")]);
     let brokers = broker_ids(&addrs);
     let paused = brokers[2];
     let healthy = brokers[0];
@@ -712,4 +778,145 @@ fn a_paused_follower_leaves_the_isr_early_and_is_not_fenced() {
 
     cluster.resume(paused);
     wait_for_full_isrs(&addrs, healthy);
+}
+
+/// Error codes with which a leader refuses a produce before appending anything: retrying one
+/// cannot write a record twice.
+fn refused_before_append(code: i16) -> bool {
+    // UNKNOWN_TOPIC_OR_PARTITION (a new topic's leader has not opened its log yet: Metadata
+    // shows a new partition's ISR in full from its creation), LEADER_NOT_AVAILABLE,
+    // NOT_LEADER_OR_FOLLOWER, NOT_ENOUGH_REPLICAS.
+    matches!(code, 3 | 5 | 6 | 19)
+}
+
+/// Writes `value` acks=all to every partition at its leader as `via` sees it (polling while a
+/// leader refuses before appending) and asserts each lands at `offset`.
+fn write_everywhere_at(addrs: &Addrs, via: i32, value: &str, offset: i64) {
+    let mut written = BTreeMap::new();
+    poll_until(
+        &format!("{value:?} written to every partition"),
+        SETTLE_TIMEOUT,
+        || {
+            for (partition, (leader, _)) in partitions(addrs, via)? {
+                if written.contains_key(&partition) || leader <= 0 {
+                    continue;
+                }
+                match produce_acks_all_at(addrs, leader, partition, value) {
+                    Some((0, base_offset)) => {
+                        written.insert(partition, base_offset);
+                    }
+                    Some((code, _)) if refused_before_append(code) => {}
+                    other => panic!(
+                        "partition {partition}: {other:?} from leader {leader}; a retry could \
+                         write {value:?} twice"
+                    ),
+                }
+            }
+            (written.len() == PARTITIONS as usize).then_some(())
+        },
+    );
+    let expected: BTreeMap<i32, i64> = (0..PARTITIONS).map(|p| (p, offset)).collect();
+    assert_eq!(written, expected, "{value:?}: offsets by partition");
+}
+
+/// A paused partition leader keeps its sockets open and its listener accepting, but answers
+/// nothing: once it has been silent for two heartbeat intervals, the controller's probe sends
+/// ApiVersions, gets no answer within `broker.unresponsive.probe.timeout.ms`, and fences it as
+/// unresponsive — long before its [`LONG_SESSION_MS`] session. Its leaderships move to the
+/// brokers that are live (and never fenced), which take acks=all writes; resumed, it rejoins
+/// every ISR.
+#[test]
+fn a_paused_leader_is_fenced_as_unresponsive_and_replaced_without_waiting_out_its_session() {
+    let (cluster, addrs) = start_brokers_with_a_long_session(&[]);
+    let brokers = broker_ids(&addrs);
+    let paused = partitions(&addrs, brokers[0]).expect("metadata")[&0].0;
+    let live: Vec<i32> = brokers.iter().copied().filter(|id| *id != paused).collect();
+    let via = live[0];
+    write_everywhere_at(&addrs, via, "before", 0);
+
+    cluster.pause(paused);
+    wait_until_fenced_and_replaced(&addrs, via, paused);
+    assert_eq!(
+        unresponsive_fencings(&cluster, None),
+        BTreeMap::from([(paused, 1)]),
+        "the paused broker, and only it, fenced as unresponsive"
+    );
+    assert_eq!(session_fencings(&cluster, None), BTreeMap::new());
+    write_everywhere_at(&addrs, via, "while paused", 1);
+    let views = partitions(&addrs, via).expect("metadata");
+    for (partition, (leader, isr)) in &views {
+        assert!(
+            live.contains(leader),
+            "partition {partition} led by {leader}"
+        );
+        assert_eq!(isr, &live, "partition {partition}'s ISR");
+    }
+    // The live brokers were never fenced for anything.
+    assert_eq!(listed_brokers(&addrs, via), Some(live.clone()));
+    assert_eq!(
+        per_broker(
+            &cluster,
+            None,
+            "skald_controller_early_fenced_brokers_total",
+            None
+        ),
+        BTreeMap::from([(paused, 1)])
+    );
+
+    cluster.resume(paused);
+    wait_for_full_isrs(&addrs, via);
+    assert_eq!(listed_brokers(&addrs, via), Some(brokers.clone()));
+    write_everywhere_at(&addrs, via, "after", 2);
+    assert_eq!(
+        silence_fencings(&cluster, None),
+        BTreeMap::from([(paused, 1)])
+    );
+}
+
+/// A live broker whose heartbeats are lost on their way (its link to the controller drops every
+/// byte) is silent to the controller, but answers the probe's ApiVersions on its listener: it is
+/// left alone, probe after probe, and keeps its leaderships and ISR places.
+#[test]
+fn a_live_broker_whose_heartbeats_are_lost_answers_the_probe_and_is_not_fenced() {
+    let cluster = TestCluster::start_with_links(1, 3, &long_session_settings());
+    create_topic(&cluster);
+    let addrs = addrs(&cluster);
+    let brokers = broker_ids(&addrs);
+    let (silent, via) = (brokers[1], brokers[0]);
+    let controller = cluster.controllers().next().expect("a controller").node_id;
+    let before = partitions(&addrs, via).expect("metadata");
+
+    cluster.links(silent).controllers[&controller].black_hole();
+    let answered = |cluster: &TestCluster| {
+        per_broker(
+            cluster,
+            None,
+            "skald_controller_silent_broker_probes_total",
+            Some(("outcome", "answered")),
+        )
+    };
+    poll_until(
+        "the silent broker to answer two probes",
+        SETTLE_TIMEOUT,
+        || (answered(&cluster).get(&silent).copied().unwrap_or(0) >= 2).then_some(()),
+    );
+    for outcome in ["unanswered", "gone", "no_evidence", "prober_late"] {
+        assert_eq!(
+            per_broker(
+                &cluster,
+                None,
+                "skald_controller_silent_broker_probes_total",
+                Some(("outcome", outcome)),
+            ),
+            BTreeMap::new(),
+            "{outcome} probes"
+        );
+    }
+    assert_eq!(listed_brokers(&addrs, via), Some(brokers.clone()));
+    assert_eq!(silence_fencings(&cluster, None), BTreeMap::new());
+    assert_eq!(partitions(&addrs, via), Some(before));
+
+    cluster.links(silent).controllers[&controller].heal();
+    wait_for_full_isrs(&addrs, via);
+    assert_eq!(silence_fencings(&cluster, None), BTreeMap::new());
 }

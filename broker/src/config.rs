@@ -30,6 +30,11 @@ const SERVER_PROPERTIES: &[(&str, &str)] = &[
     // when the broker's process is evidently gone (its heartbeat connection closed and its
     // listener refuses connections); see broker/src/controller_plane/departure.rs.
     ("broker.fast.fencing.enable", "true"),
+    // Skald's: the probe of a broker silent for two heartbeat intervals also sends ApiVersions,
+    // and a broker that does not answer within the timeout is fenced as unresponsive (unless the
+    // controller itself stalled); see broker/src/controller_plane/unresponsive.rs.
+    ("broker.unresponsive.fencing.enable", "true"),
+    ("broker.unresponsive.probe.timeout.ms", "2000"),
     // Skald's entry-count analogue of Kafka's metadata.log.max.record.bytes.between.snapshots:
     // the quorum snapshots its image and drops the log before it every this many entries.
     ("metadata.log.max.entries.between.snapshots", "10000"),
@@ -240,6 +245,10 @@ pub struct ServerConfig {
     /// `broker.fast.fencing.enable` (Skald's): fence a broker whose process is evidently gone
     /// without waiting out its session.
     pub broker_fast_fencing_enable: bool,
+    /// `broker.unresponsive.fencing.enable` (Skald's): fence a broker silent for two heartbeat
+    /// intervals that does not answer ApiVersions within `broker.unresponsive.probe.timeout.ms`.
+    pub broker_unresponsive_fencing_enable: bool,
+    pub broker_unresponsive_probe_timeout_ms: u64,
     pub controller_request_timeout_ms: u64,
     /// `metadata.log.max.entries.between.snapshots`.
     pub snapshot_interval_entries: u64,
@@ -370,6 +379,8 @@ impl ServerConfig {
             broker_heartbeat_interval_ms: 0,
             broker_session_timeout_ms: 0,
             broker_fast_fencing_enable: true,
+            broker_unresponsive_fencing_enable: true,
+            broker_unresponsive_probe_timeout_ms: 0,
             controller_request_timeout_ms: 0,
             snapshot_interval_entries: 0,
             elections: ElectionConfig::default(),
@@ -449,6 +460,12 @@ impl ServerConfig {
         config.broker_session_timeout_ms =
             config.parse::<u64>("broker.session.timeout.ms")?.max(100);
         config.broker_fast_fencing_enable = config.parse("broker.fast.fencing.enable")?;
+        config.broker_unresponsive_fencing_enable =
+            config.parse("broker.unresponsive.fencing.enable")?;
+        // Under 100 ms an answer delayed by an ordinary scheduling hiccup would count as none.
+        config.broker_unresponsive_probe_timeout_ms = config
+            .parse::<u64>("broker.unresponsive.probe.timeout.ms")?
+            .max(100);
         config.snapshot_interval_entries = config
             .parse::<u64>("metadata.log.max.entries.between.snapshots")?
             .max(1);

@@ -54,6 +54,12 @@ pub struct Metrics {
     /// Brokers this node, as the active controller, fenced because their session expired, by
     /// broker (Kafka's `TimedOutBrokerHeartbeatCount`, per broker).
     pub timed_out_broker_heartbeats_total: IntCounterVec,
+    /// Brokers this node, as the active controller, fenced before their session ended, by broker
+    /// and `reason`: `process_gone` (evident death) or `unresponsive` (silent and no answer).
+    pub early_fenced_brokers_total: IntCounterVec,
+    /// Probes of silent brokers' listeners this node made as the active controller, by broker and
+    /// `outcome` (`controller_plane::unresponsive::Probe`).
+    pub silent_broker_probes_total: IntCounterVec,
     /// Led partitions whose ISR is smaller than their replica set (Kafka's
     /// `UnderReplicatedPartitions`), and smaller than `min.insync.replicas` (`UnderMinIsrPartitionCount`).
     pub under_replicated_partitions: IntGauge,
@@ -187,6 +193,20 @@ impl Metrics {
             ),
             &["broker_id"],
         )?;
+        let early_fenced_brokers_total = IntCounterVec::new(
+            Opts::new(
+                "skald_controller_early_fenced_brokers_total",
+                "Brokers fenced by this node as the active controller before their session ended, by broker and reason (process_gone, unresponsive)",
+            ),
+            &["broker_id", "reason"],
+        )?;
+        let silent_broker_probes_total = IntCounterVec::new(
+            Opts::new(
+                "skald_controller_silent_broker_probes_total",
+                "Probes of silent brokers' listeners by this node as the active controller, by broker and outcome",
+            ),
+            &["broker_id", "outcome"],
+        )?;
         let under_replicated_partitions = IntGauge::new(
             "skald_under_replicated_partitions",
             "Partitions led here whose ISR is smaller than their replica set",
@@ -233,6 +253,8 @@ impl Metrics {
             registry.register(Box::new(metric.clone()))?;
         }
         registry.register(Box::new(timed_out_broker_heartbeats_total.clone()))?;
+        registry.register(Box::new(early_fenced_brokers_total.clone()))?;
+        registry.register(Box::new(silent_broker_probes_total.clone()))?;
         registry.register(Box::new(log_dir_offline.clone()))?;
         registry.register(Box::new(offline_partitions.clone()))?;
         registry.register(Box::new(requests_total.clone()))?;
@@ -276,6 +298,8 @@ impl Metrics {
             raft_leader_id,
             metadata_applied_index,
             timed_out_broker_heartbeats_total,
+            early_fenced_brokers_total,
+            silent_broker_probes_total,
             under_replicated_partitions,
             under_min_isr_partitions,
             partitions,

@@ -218,6 +218,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
                     tick: Duration::from_millis((config.election_timeout_ms / 10).max(5)),
                     session_timeout_ms: config.broker_session_timeout_ms,
                     fast_fencing: config.broker_fast_fencing_enable,
+                    unresponsive_fencing: config.broker_unresponsive_fencing_enable,
                     probe_silence_ms: 2 * config.broker_heartbeat_interval_ms,
                     silent_brokers: Some(silent_brokers),
                     request_timeout,
@@ -233,8 +234,13 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
                 source,
             })?;
             let _ = cell.set(driver.clone());
-            tokio::spawn(controller_plane::departure::serve_probes(
+            let answer_timeout = config
+                .broker_unresponsive_fencing_enable
+                .then(|| Duration::from_millis(config.broker_unresponsive_probe_timeout_ms));
+            tokio::spawn(controller_plane::unresponsive::serve_probes(
                 driver.clone(),
+                broker.metrics.clone(),
+                answer_timeout,
                 silent,
             ));
             if let Some(listener) = config.controller_listener() {

@@ -11,6 +11,10 @@
 //!   not even know yet that it was deposed. Fencing on what it saw before would fence healthy
 //!   brokers, so it starts every session again instead.
 //!
+//! Acting on less than a session's silence (the driver's probe of an unresponsive broker) needs a
+//! tighter guarantee: that this controller ran, without a gap of even a second, from the moment
+//! a broker's silence began to the moment it acts ([`BrokerLiveness::ran_throughout`]).
+//!
 //! Time comes in as `now_ms` (any monotonic millisecond clock), so tests drive it.
 
 use std::collections::HashMap;
@@ -26,6 +30,11 @@ pub struct BrokerLiveness {
     term: Option<u64>,
     /// When [`BrokerLiveness::expired`] last ran.
     last_check_ms: Option<u64>,
+    /// When this node started leading in `term`.
+    term_start_ms: u64,
+    /// When, in this term, a check last came more than [`BrokerLiveness::late_check_ms`] after
+    /// the one before it.
+    late_check_at_ms: Option<u64>,
     last_contact_ms: HashMap<i32, u64>,
 }
 
@@ -37,8 +46,37 @@ impl BrokerLiveness {
             check_interval_ms,
             term: None,
             last_check_ms: None,
+            term_start_ms: 0,
+            late_check_at_ms: None,
             last_contact_ms: HashMap::new(),
         }
+    }
+
+    /// The longest gap between checks that still counts as running throughout, for
+    /// [`BrokerLiveness::ran_throughout`]: three check intervals, never under a second. Far
+    /// tighter than the stall threshold, since what relies on it acts long before a session.
+    pub fn late_check_ms(&self) -> u64 {
+        self.check_interval_ms.saturating_mul(3).max(1_000)
+    }
+
+    /// Whether this node led, in one term, and kept checking with no gap longer than
+    /// [`BrokerLiveness::late_check_ms`] from `since_ms` up to `now_ms` (the gap since the last
+    /// check included: a controller just waking up has not checked yet). Only then is silence it
+    /// saw over that span the broker's, not its own.
+    pub fn ran_throughout(&self, since_ms: u64, now_ms: u64) -> bool {
+        let late_ms = self.late_check_ms();
+        self.term.is_some()
+            && self.term_start_ms <= since_ms
+            && self
+                .last_check_ms
+                .is_some_and(|last| now_ms.saturating_sub(last) <= late_ms)
+            && self.late_check_at_ms.is_none_or(|at| at < since_ms)
+    }
+
+    /// When this controller last heard from `broker_id` in its term (a session restart counts).
+    pub fn last_contact_ms(&self, broker_id: i32) -> Option<u64> {
+        self.term?;
+        self.last_contact_ms.get(&broker_id).copied()
     }
 
     /// How long the checks may pause before the controller counts itself as having stalled. A
@@ -57,6 +95,8 @@ impl BrokerLiveness {
         if self.term != Some(term) {
             self.term = Some(term);
             self.last_check_ms = Some(now_ms);
+            self.term_start_ms = now_ms;
+            self.late_check_at_ms = None;
             self.restart_sessions(now_ms);
         }
     }
@@ -124,6 +164,9 @@ impl BrokerLiveness {
         self.lead(term, now_ms);
         let last_check_ms = self.last_check_ms.replace(now_ms).unwrap_or(now_ms);
         let stalled_ms = now_ms.saturating_sub(last_check_ms);
+        if stalled_ms > self.late_check_ms() {
+            self.late_check_at_ms = Some(now_ms);
+        }
         if stalled_ms > self.stall_threshold_ms() {
             self.restart_sessions(now_ms);
             return Expired::Stalled { stalled_ms };
@@ -342,5 +385,36 @@ mod tests {
             liveness.expired(&image, 2, 8_500),
             Expired::Brokers(vec![(1, 10), (2, 20)])
         );
+    }
+
+    #[test]
+    fn running_throughout_needs_one_term_and_no_late_check_since() {
+        let image = image(&[(1, false)]);
+        let mut liveness = BrokerLiveness::new(120_000, 50);
+        assert_eq!(liveness.late_check_ms(), 1_000);
+        assert!(!liveness.ran_throughout(0, 0), "not leading");
+        liveness.touch(1, 3, 1_000);
+        assert_eq!(liveness.last_contact_ms(1), Some(1_000));
+        for now in (1_000..=5_000).step_by(50) {
+            liveness.expired(&image, 3, now);
+        }
+        assert!(liveness.ran_throughout(1_000, 5_000));
+        // Not since before the term began.
+        assert!(!liveness.ran_throughout(999, 5_000));
+        // Checks late right now (a controller just resumed, not yet checking): not throughout.
+        assert!(liveness.ran_throughout(1_000, 6_000));
+        assert!(!liveness.ran_throughout(1_000, 6_001));
+        // A gap of 1.5 s (far below a quarter of the session, so no stall) spoils every span
+        // it falls in, and none after it.
+        liveness.expired(&image, 3, 6_500);
+        assert!(!liveness.ran_throughout(1_000, 6_500));
+        assert!(!liveness.ran_throughout(6_500, 6_500));
+        assert!(liveness.ran_throughout(6_501, 6_600));
+        // A new term starts clean, but only from its start.
+        liveness.resign();
+        assert_eq!(liveness.last_contact_ms(1), None);
+        liveness.lead(4, 10_000);
+        assert!(liveness.ran_throughout(10_000, 10_500));
+        assert!(!liveness.ran_throughout(9_000, 10_500));
     }
 }

@@ -11,11 +11,12 @@
 //! A broker's heartbeats may also stop without any connection to this controller closing (its
 //! connection went to a controller that has since lost leadership, or the node that died was
 //! the previous controller itself): the driver asks for the same probe of any broker it has not
-//! heard from for two heartbeat intervals ([`serve_probes`]).
+//! heard from for two heartbeat intervals ([`super::unresponsive::serve_probes`]).
 //!
 //! This stays conservative where silence is all there is: a paused process keeps its sockets
 //! open and its listener accepting (the kernel completes the handshake), and a host behind a
-//! silent partition lets the probe time out, so both still get their full session. A broker
+//! silent partition lets the probe time out, so neither is evidently dead (a paused one that
+//! does not answer a request is the business of [`super::unresponsive`]). A broker
 //! that closed its heartbeat connection itself (a timed-out heartbeat moves to another voter)
 //! is alive, and its listener accepts and stays open: it is left alone. Fencing is always safe
 //! for acknowledged data (it only takes the broker out of the ISRs and leaderships); wrongly
@@ -26,9 +27,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-use tokio::sync::mpsc;
-
-use crate::metadata::driver::{DriverHandle, Event, SilentBroker};
+use crate::metadata::driver::{DriverHandle, Event};
 
 /// How long the probe waits to connect to the broker's listener.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -61,20 +60,21 @@ pub async fn check(driver: DriverHandle, broker_id: i32, broker_epoch: i64, clos
     }
 }
 
-/// Probes the listeners of the brokers the driver found silent (see
-/// [`SilentBroker`]), each on a task of its own, until the driver goes away.
-pub async fn serve_probes(driver: DriverHandle, mut silent: mpsc::Receiver<SilentBroker>) {
-    while let Some(broker) = silent.recv().await {
-        let driver = driver.clone();
-        tokio::spawn(async move {
-            if listener_gone(&broker.address).await {
-                driver.send(Event::Departed {
-                    broker_id: broker.broker_id,
-                    broker_epoch: broker.broker_epoch,
-                    closed_at: broker.since,
-                });
-            }
-        });
+/// What connecting to a broker's listener found.
+pub enum Connected {
+    Stream(TcpStream),
+    /// Nothing listens there: the process is gone.
+    Refused,
+    /// A timeout, an unreachable host, a name that does not resolve: silence, no evidence.
+    NoEvidence,
+}
+
+/// Connects to the listener at `address` within [`CONNECT_TIMEOUT`].
+pub async fn connect(address: &str) -> Connected {
+    match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address)).await {
+        Ok(Ok(stream)) => Connected::Stream(stream),
+        Ok(Err(err)) if err.kind() == std::io::ErrorKind::ConnectionRefused => Connected::Refused,
+        Ok(Err(_)) | Err(_) => Connected::NoEvidence,
     }
 }
 
@@ -82,12 +82,11 @@ pub async fn serve_probes(driver: DriverHandle, mut silent: mpsc::Receiver<Silen
 /// accepted and closed (or reset) before it sends anything. A timeout, an unreachable host or
 /// a name that does not resolve are no evidence: silence is what the session is for.
 pub async fn listener_gone(address: &str) -> bool {
-    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(err)) => return err.kind() == std::io::ErrorKind::ConnectionRefused,
-        Err(_) => return false,
+    let mut stream = match connect(address).await {
+        Connected::Stream(stream) => stream,
+        Connected::Refused => return true,
+        Connected::NoEvidence => return false,
     };
-    let mut stream = stream;
     let mut byte = [0u8; 1];
     match tokio::time::timeout(CLOSE_WATCH, stream.read(&mut byte)).await {
         Ok(Ok(0)) => true,

@@ -11,6 +11,9 @@
 //! - [`alter_partition`]: AlterPartition's wire form to and from the controller's types.
 //! - [`departure`]: evident death — a broker whose heartbeat connection closed and whose
 //!   listener refuses connections is fenced without waiting out its session.
+//! - [`unresponsive`]: the probe of a silent broker's listener, which with
+//!   `broker.unresponsive.fencing.enable` also asks it for ApiVersions: a silent broker that
+//!   does not answer either is fenced too, unless the controller itself was the one stalled.
 
 pub mod alter_partition;
 pub mod client;
@@ -18,6 +21,7 @@ pub mod departure;
 pub mod rpc;
 pub mod server;
 pub mod transport;
+pub mod unresponsive;
 
 /// The first bytes of a raft peer stream. As a Kafka frame size it would be over 1.3 GB, which
 /// no listener accepts, so the two kinds of connection cannot be confused.

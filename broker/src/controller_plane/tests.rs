@@ -82,6 +82,7 @@ impl Node {
                 tick: Duration::from_millis(5),
                 session_timeout_ms: 60_000,
                 fast_fencing: true,
+                unresponsive_fencing: true,
                 probe_silence_ms: 60_000,
                 silent_brokers: None,
                 request_timeout: TIMEOUT,

@@ -96,6 +96,14 @@ pub enum Event {
         broker_epoch: i64,
         closed_at: Instant,
     },
+    /// The probe of a broker silent since `since` found its listener accepting but no answer to
+    /// ApiVersions (`controller_plane::unresponsive`). Fenced at once if the rules of
+    /// `Driver::unresponsive_verdict` hold.
+    Unresponsive {
+        broker_id: i32,
+        broker_epoch: i64,
+        since: Instant,
+    },
     /// Hand leadership to another voter (graceful shutdown), then stop.
     Shutdown(oneshot::Sender<()>),
 }
@@ -258,7 +266,10 @@ pub struct DriverConfig {
     pub session_timeout_ms: u64,
     /// `broker.fast.fencing.enable`: fence brokers whose process is evidently gone at once.
     pub fast_fencing: bool,
-    /// With fast fencing, a broker silent this long (two `broker.heartbeat.interval.ms`) has its
+    /// `broker.unresponsive.fencing.enable`: fence a silent broker that does not answer the
+    /// probe's ApiVersions either (`controller_plane::unresponsive`).
+    pub unresponsive_fencing: bool,
+    /// With either, a broker silent this long (two `broker.heartbeat.interval.ms`) has its
     /// listener probed through `silent_brokers`: a broker whose heartbeat connection went to a
     /// controller that has since lost leadership leaves no closed connection here.
     pub probe_silence_ms: u64,
@@ -292,6 +303,8 @@ struct InFlight {
     token: u64,
     waiter: Waiter,
     deadline: Instant,
+    /// The broker this operation fences, if it is a fencing: not to be fenced (or counted) twice.
+    fencing: Option<i32>,
 }
 
 enum Queued {
@@ -519,9 +532,28 @@ impl Driver {
                          connections: its process is gone; fencing it without waiting out its \
                          session"
                     );
-                    self.fence_once(broker_id, broker_epoch);
+                    self.fence_early(broker_id, broker_epoch, "process_gone");
                 }
             }
+            Event::Unresponsive {
+                broker_id,
+                broker_epoch,
+                since,
+            } => match self.unresponsive_verdict(broker_id, broker_epoch, since) {
+                Ok(silent_ms) => {
+                    tracing::warn!(
+                        broker_id,
+                        silent_ms,
+                        "broker is silent and does not answer ApiVersions on its listener: \
+                         fencing it as unresponsive without waiting out its session"
+                    );
+                    self.fence_early(broker_id, broker_epoch, "unresponsive");
+                }
+                Err(why) => tracing::info!(
+                    broker_id,
+                    "a silent broker did not answer ApiVersions, but is not fenced: {why}"
+                ),
+            },
             Event::Shutdown(reply) => {
                 if self.quorum.is_leader() {
                     // The most caught-up live voter takes over; with none alive there is no one
@@ -584,13 +616,79 @@ impl Driver {
             .brokers
             .get(&broker_id)
             .filter(|b| b.broker_epoch == broker_epoch && !b.fenced)?;
-        let closed_ms = closed_at
-            .saturating_duration_since(self.started)
-            .as_millis() as u64;
-        if !self.liveness.silent_since(broker_id, closed_ms) {
+        if !self
+            .liveness
+            .silent_since(broker_id, self.ms_since_start(closed_at))
+        {
             return None;
         }
         listener_address(&image, broker_id)
+    }
+
+    /// Whether a broker whose probe went unanswered is fenced: `Ok` with how long it has been
+    /// silent, or why not. This node must lead with unresponsive fencing on, the broker must be
+    /// unfenced at `broker_epoch` and unheard of since `since` (when the probe was asked for,
+    /// two heartbeat intervals into its silence), this node must have run throughout its
+    /// silence (a controller that stalled could not hear it), and it must be the odd one out:
+    /// another unfenced broker to take over, none of them silent too.
+    fn unresponsive_verdict(
+        &self,
+        broker_id: i32,
+        broker_epoch: i64,
+        since: Instant,
+    ) -> Result<u64, &'static str> {
+        if !self.config.unresponsive_fencing || !self.quorum.is_leader() {
+            return Err("this node does not fence unresponsive brokers (now)");
+        }
+        let image = self.quorum.image();
+        image
+            .brokers
+            .get(&broker_id)
+            .filter(|b| b.broker_epoch == broker_epoch && !b.fenced)
+            .ok_or("fenced or registered again already")?;
+        let since_ms = self.ms_since_start(since);
+        if !self.liveness.silent_since(broker_id, since_ms) {
+            return Err("heard from since the probe was asked for");
+        }
+        let now_ms = self.now_ms();
+        let last_ms = self
+            .liveness
+            .last_contact_ms(broker_id)
+            .ok_or("never heard from in this term")?;
+        if !self.liveness.ran_throughout(last_ms, now_ms) {
+            return Err("this controller stalled during the broker's silence");
+        }
+        let others = image
+            .brokers
+            .values()
+            .filter(|b| b.broker_id != broker_id && !b.fenced)
+            .count();
+        if others == 0 {
+            return Err("no other unfenced broker to take over");
+        }
+        let silent = self
+            .liveness
+            .silent_longer_than(&image, now_ms, self.config.probe_silence_ms);
+        if silent.iter().any(|(id, _)| *id != broker_id) {
+            return Err("other brokers are silent too");
+        }
+        Ok(now_ms.saturating_sub(last_ms))
+    }
+
+    /// Queues the fencing of `broker_id` before its session ended, counted by `reason`.
+    fn fence_early(&mut self, broker_id: i32, broker_epoch: i64, reason: &str) {
+        if self.fence_once(broker_id, broker_epoch) {
+            self.config
+                .metrics
+                .early_fenced_brokers_total
+                .with_label_values(&[&broker_id.to_string(), reason])
+                .inc();
+        }
+    }
+
+    /// `at` in this driver's milliseconds (those of [`Driver::now_ms`]).
+    fn ms_since_start(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.started).as_millis() as u64
     }
 
     /// Asks for a probe of every broker silent for `probe_silence_ms` (once per that long each).
@@ -599,7 +697,7 @@ impl Driver {
             .config
             .silent_brokers
             .as_ref()
-            .filter(|_| self.config.fast_fencing)
+            .filter(|_| self.config.fast_fencing || self.config.unresponsive_fencing)
         else {
             return;
         };
@@ -627,15 +725,25 @@ impl Driver {
         }
     }
 
-    /// Queues the fencing of `broker_id` unless it is queued already.
-    fn fence_once(&mut self, broker_id: i32, broker_epoch: i64) {
-        let already = self
-            .queue
-            .iter()
-            .any(|q| matches!(q, Queued::Fence(id, _) if *id == broker_id));
+    /// Whether the fencing of `broker_id` is queued or in flight.
+    fn fencing(&self, broker_id: i32) -> bool {
+        self.in_flight
+            .as_ref()
+            .is_some_and(|f| f.fencing == Some(broker_id))
+            || self
+                .queue
+                .iter()
+                .any(|q| matches!(q, Queued::Fence(id, _) if *id == broker_id))
+    }
+
+    /// Queues the fencing of `broker_id` unless it is queued or in flight already; whether it
+    /// queued it.
+    fn fence_once(&mut self, broker_id: i32, broker_epoch: i64) -> bool {
+        let already = self.fencing(broker_id);
         if !already {
             self.enqueue(Queued::Fence(broker_id, broker_epoch));
         }
+        !already
     }
 
     fn heartbeat(&mut self, heartbeat: Heartbeat) -> Result<HeartbeatReply, ControlError> {
@@ -742,18 +850,14 @@ impl Driver {
             }
         };
         for (broker_id, epoch) in expired {
-            let already = self
-                .queue
-                .iter()
-                .any(|q| matches!(q, Queued::Fence(id, _) if *id == broker_id));
-            if !already {
+            if !self.fencing(broker_id) {
                 tracing::warn!(broker_id, "broker session expired; fencing it");
                 self.config
                     .metrics
                     .timed_out_broker_heartbeats_total
                     .with_label_values(&[&broker_id.to_string()])
                     .inc();
-                self.fence_once(broker_id, epoch);
+                let _ = self.fence_once(broker_id, epoch);
             }
         }
         self.probe_silent_brokers(&image, now_ms);
@@ -774,6 +878,10 @@ impl Driver {
                 return;
             };
             let image = self.quorum.image();
+            let fencing = match &queued {
+                Queued::Fence(id, _) => Some(*id),
+                _ => None,
+            };
             let (records, waiter): (Vec<MetadataRecord>, Waiter) = match queued {
                 Queued::Operation(op, reply) => {
                     let planned = self.controller.plan(&image, &op);
@@ -852,6 +960,7 @@ impl Driver {
                         token,
                         waiter,
                         deadline: Instant::now() + self.config.request_timeout,
+                        fencing,
                     })
                 }
                 Err(ProposeError::NotLeader { leader }) => {
