@@ -88,6 +88,11 @@ def report(results):
                f"{about.get('kafka', '?')}, librdkafka {about.get('librdkafka', '?')}, "
                f"{about.get('machine', '?')}; load average before {about.get('load before', '?')}, "
                f"after {about.get('load after', '?')}.")
+    loads = [float(v["load1"]) for by_broker in runs.values() for samples in by_broker.values()
+             for v in samples if "load1" in v]
+    if loads:
+        out.append(f"One-minute load average as the runs started: {min(loads):.1f}–{max(loads):.1f} "
+                   f"(median {statistics.median(loads):.1f}) on {about.get('machine', '?').split(',')[0]}.")
     out.append("")
     out.append("```sh")
     out.append(about.get("command", "scripts/bench-compare"))
