@@ -66,7 +66,8 @@ def spread(values, digits=0):
 def ratio(a, b):
     if a is None or b is None or b == 0:
         return "—"
-    return f"{a / b:.2f}"
+    r = a / b
+    return f"{r:.3f}" if r < 0.1 else f"{r:.2f}"
 
 
 def describe(kind, partitions, acks, size, phase):
