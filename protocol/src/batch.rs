@@ -364,6 +364,39 @@ pub fn set_log_append_time(buf: &mut [u8], timestamp_ms: i64) -> Result<(), Batc
     Ok(())
 }
 
+/// The header a leader stores for the valid batch at the front of `batch`, built beside it
+/// rather than in it: `base_offset` and `leader_epoch` set (both outside the CRC), and with
+/// `log_append_time_ms` the timestamp type and max timestamp set and the CRC32C recomputed over
+/// the new header fields and the untouched records. The log writes this header followed by
+/// `batch[RECORD_BATCH_HEADER_BYTES..]`, so a produce request's bytes reach the file without
+/// being copied or changed; the result equals what the `set_*` functions make of a copy.
+pub fn leader_header(
+    batch: &[u8],
+    base_offset: i64,
+    leader_epoch: i32,
+    log_append_time_ms: Option<i64>,
+) -> Result<[u8; RECORD_BATCH_HEADER_BYTES], BatchError> {
+    let parsed = check_extent(batch, usize::MAX)?;
+    let mut header = [0u8; RECORD_BATCH_HEADER_BYTES];
+    header.copy_from_slice(&batch[..RECORD_BATCH_HEADER_BYTES]);
+    header[BASE_OFFSET_POS..BASE_OFFSET_POS + 8].copy_from_slice(&base_offset.to_be_bytes());
+    header[PARTITION_LEADER_EPOCH_POS..PARTITION_LEADER_EPOCH_POS + 4]
+        .copy_from_slice(&leader_epoch.to_be_bytes());
+    if let Some(timestamp_ms) = log_append_time_ms {
+        let attributes = parsed.attributes | TIMESTAMP_TYPE_MASK;
+        header[ATTRIBUTES_POS..ATTRIBUTES_POS + 2].copy_from_slice(&attributes.to_be_bytes());
+        header[MAX_TIMESTAMP_POS..MAX_TIMESTAMP_POS + 8]
+            .copy_from_slice(&timestamp_ms.to_be_bytes());
+        // The CRC covers attributes to the batch's end: the new header fields, then the records.
+        let crc = crc32c::crc32c_append(
+            crc32c::crc32c(&header[ATTRIBUTES_POS..]),
+            &batch[RECORD_BATCH_HEADER_BYTES..parsed.total_size()],
+        );
+        header[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
+    }
+    Ok(header)
+}
+
 /// Sets a batch's max timestamp (e.g. on a batch emptied of its records, which keeps the time
 /// its producer last wrote) and rewrites its CRC.
 pub fn set_max_timestamp(buf: &mut [u8], timestamp_ms: i64) -> Result<(), BatchError> {
@@ -1138,6 +1171,58 @@ mod tests {
             first_offset_with_timestamp_at_least(&batch, 5_000_001).unwrap(),
             None
         );
+    }
+
+    #[test]
+    fn a_leader_header_is_the_in_place_patch_of_the_header() {
+        let batch = build_batch(0, &three_records());
+        let header = leader_header(&batch, 1_000, 12, None).unwrap();
+        // Base offset and leader epoch lie outside the CRC: only those 12 bytes change.
+        let mut expected = batch[..RECORD_BATCH_HEADER_BYTES].to_vec();
+        expected[..8].copy_from_slice(&[0, 0, 0, 0, 0, 0, 0x03, 0xe8]);
+        expected[12..16].copy_from_slice(&[0, 0, 0, 12]);
+        assert_eq!(header.to_vec(), expected);
+        let mut in_place = batch.clone();
+        set_base_offset(&mut in_place, 1_000).unwrap();
+        set_partition_leader_epoch(&mut in_place, 12).unwrap();
+        assert_eq!(header[..], in_place[..RECORD_BATCH_HEADER_BYTES]);
+        assert_eq!(
+            in_place[RECORD_BATCH_HEADER_BYTES..],
+            batch[RECORD_BATCH_HEADER_BYTES..]
+        );
+
+        // LogAppendTime: the timestamp type bit, the max timestamp and the CRC change too.
+        let stamped = leader_header(&batch, 1_000, 12, Some(5_000_000)).unwrap();
+        set_log_append_time(&mut in_place, 5_000_000).unwrap();
+        assert_eq!(stamped[..], in_place[..RECORD_BATCH_HEADER_BYTES]);
+        assert_eq!(stamped[21..23], [0, 0x08]);
+        assert_eq!(stamped[35..43], 5_000_000i64.to_be_bytes());
+        let crc = crc32c::crc32c(&in_place[21..]);
+        assert_eq!(stamped[17..21], crc.to_be_bytes());
+        let mut stored = stamped.to_vec();
+        stored.extend_from_slice(&batch[RECORD_BATCH_HEADER_BYTES..]);
+        let header = validate_batch(&stored).unwrap();
+        assert_eq!(
+            (
+                header.base_offset,
+                header.partition_leader_epoch,
+                header.max_timestamp
+            ),
+            (1_000, 12, 5_000_000)
+        );
+        assert!(header.timestamp_type_is_log_append_time());
+        // The batch it was built from is untouched.
+        assert_eq!(validate_batch(&batch).unwrap().base_offset, 0);
+    }
+
+    #[test]
+    fn a_leader_header_needs_the_whole_batch() {
+        let batch = build_batch(0, &three_records());
+        assert!(matches!(
+            leader_header(&batch[..batch.len() - 1], 1, 1, None),
+            Err(BatchError::Truncated { .. })
+        ));
+        assert!(leader_header(&batch[..20], 1, 1, Some(1)).is_err());
     }
 
     #[test]

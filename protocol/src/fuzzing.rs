@@ -119,6 +119,13 @@ fn whole_batch(one: &[u8], header: batch::RecordBatchHeader) {
     batch::set_partition_leader_epoch(&mut patched, 7).expect("and a leader epoch");
     batch::set_log_append_time(&mut patched, 1_700_000_000_000).expect("and a LogAppendTime");
     let patched_header = batch::validate_batch(&patched).expect("patching keeps the CRC right");
+    // The log's way: the same header built beside the batch, the records written from `one`.
+    let leader_header = batch::leader_header(one, 1 << 40, 7, Some(1_700_000_000_000))
+        .expect("a valid batch takes a leader header");
+    assert_eq!(
+        leader_header[..],
+        patched[..batch::RECORD_BATCH_HEADER_BYTES]
+    );
     assert_eq!(patched_header.base_offset, 1 << 40);
     assert_eq!(patched_header.records_count, header.records_count);
 

@@ -612,7 +612,7 @@ fn clean_group(
             Ok(())
         })?;
         if !out.is_empty() {
-            cleaned.append(&out, &headers, None)?;
+            cleaned.append(&[&out], &headers, None)?;
         }
         stats.segments_read += 1;
     }

@@ -69,6 +69,24 @@ pub struct AppendInfo {
     pub duplicate: bool,
 }
 
+/// A leader's append and the headers it stored, each with its batch's position in the bytes
+/// appended (none for a duplicate, which writes nothing).
+pub(crate) struct LeaderAppended {
+    pub(crate) info: AppendInfo,
+    stored_headers: Vec<(usize, [u8; batch::RECORD_BATCH_HEADER_BYTES])>,
+}
+
+impl LeaderAppended {
+    /// Patches `batches` (the bytes appended) into what was stored: for the callers that keep
+    /// them. Only the headers differ.
+    pub(crate) fn patch(self, batches: &mut [u8]) -> AppendInfo {
+        for (position, header) in &self.stored_headers {
+            batches[*position..*position + header.len()].copy_from_slice(header);
+        }
+        self.info
+    }
+}
+
 /// What a read found: whole batches, zero-copy from the segment's map.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadResult {
@@ -558,9 +576,11 @@ impl Log {
         self.segments.keys().copied().collect()
     }
 
-    /// Appends whole v2 batches, assigning offsets from the log end offset by patching each batch's
-    /// base offset and partition leader epoch in place (plus LogAppendTime and the CRC when
-    /// `log_append_time_ms` is given). Records are never decoded or re-encoded.
+    /// Appends whole v2 batches, assigning offsets from the log end offset: each batch is stored
+    /// with its base offset and partition leader epoch set (plus LogAppendTime and the CRC when
+    /// `log_append_time_ms` is given), and `batches` is patched the same way, so the caller holds
+    /// the bytes as stored. Records are never decoded or re-encoded. (The produce path uses
+    /// [`Log::append_client`], which leaves the request's bytes untouched.)
     ///
     /// The batches are re-validated (lengths, magic, CRC32C) first: nothing is written unless all
     /// of them are valid. All batches of one call go to the same segment; the log rolls first if
@@ -572,63 +592,101 @@ impl Log {
         log_append_time_ms: Option<i64>,
         leader_epoch: i32,
     ) -> Result<AppendInfo> {
-        self.append_client(
+        let appended = self.append_checked(
             batches,
             log_append_time_ms,
             leader_epoch,
             TxnVerification::Off,
-        )
+        )?;
+        Ok(appended.patch(batches))
     }
 
     /// [`Log::append`] of a producer's batches with KIP-890's check: a transactional batch
     /// that would begin its producer's transaction here needs the guard of a verification
     /// ([`Log::start_txn_verification`]) the coordinator confirmed, still current.
+    ///
+    /// `batches` are not changed: each stored header is built beside its batch and written
+    /// ahead of the records in one vectored write, so a produce request's bytes go from the
+    /// buffer they were received in to the file, uncopied.
     pub fn append_client(
         &mut self,
-        batches: &mut [u8],
+        batches: &[u8],
         log_append_time_ms: Option<i64>,
         leader_epoch: i32,
         verification: TxnVerification,
     ) -> Result<AppendInfo> {
+        let appended =
+            self.append_checked(batches, log_append_time_ms, leader_epoch, verification)?;
+        Ok(appended.info)
+    }
+
+    /// The producer state's checks, then the leader's append; a duplicate is answered with
+    /// the original's offsets and writes nothing.
+    fn append_checked(
+        &mut self,
+        batches: &[u8],
+        log_append_time_ms: Option<i64>,
+        leader_epoch: i32,
+        verification: TxnVerification,
+    ) -> Result<LeaderAppended> {
         let headers = self.validate_append(batches)?;
         if let ProducerCheck::Duplicate(original) = self
             .producer_state
             .check_client_batches(headers.iter().map(|(_, header)| header), verification)?
         {
-            return Ok(AppendInfo {
-                first_offset: original.first_offset(),
-                last_offset: original.last_offset,
-                max_timestamp: original.timestamp,
-                log_append_time_ms: -1,
-                bytes: 0,
-                records_count: 0,
-                duplicate: true,
+            return Ok(LeaderAppended {
+                info: AppendInfo {
+                    first_offset: original.first_offset(),
+                    last_offset: original.last_offset,
+                    max_timestamp: original.timestamp,
+                    log_append_time_ms: -1,
+                    bytes: 0,
+                    records_count: 0,
+                    duplicate: true,
+                },
+                stored_headers: Vec::new(),
             });
         }
         self.append_as_leader(batches, headers, log_append_time_ms, leader_epoch)
     }
 
     /// The leader's append once the batches are accepted: assigns offsets from the log end,
-    /// stamps the leader epoch (and LogAppendTime), writes.
+    /// stamps the leader epoch (and LogAppendTime), writes. Each batch's stored header is built
+    /// beside it ([`batch::leader_header`]) and written ahead of its records, which go to the
+    /// file straight from `batches`.
     pub(crate) fn append_as_leader(
         &mut self,
-        batches: &mut [u8],
+        batches: &[u8],
         mut headers: Vec<(usize, RecordBatchHeader)>,
         log_append_time_ms: Option<i64>,
         leader_epoch: i32,
-    ) -> Result<AppendInfo> {
+    ) -> Result<LeaderAppended> {
         let mut next_offset = self.log_end_offset();
+        let mut stored_headers = Vec::with_capacity(headers.len());
         for (position, header) in &mut headers {
-            let one = &mut batches[*position..*position + header.total_size()];
-            batch::set_base_offset(one, next_offset)?;
-            batch::set_partition_leader_epoch(one, leader_epoch)?;
-            if let Some(timestamp) = log_append_time_ms {
-                batch::set_log_append_time(one, timestamp)?;
-            }
-            *header = RecordBatchHeader::parse(one)?;
+            let one = &batches[*position..*position + header.total_size()];
+            let stored = batch::leader_header(one, next_offset, leader_epoch, log_append_time_ms)?;
+            *header = RecordBatchHeader::parse(&stored)?;
             next_offset = header.next_offset();
+            stored_headers.push((*position, stored));
         }
-        self.append_batches(batches, &headers, log_append_time_ms.unwrap_or(-1))
+        let pieces: Vec<&[u8]> = headers
+            .iter()
+            .zip(&stored_headers)
+            .flat_map(|((position, header), (_, stored))| {
+                let records = position + batch::RECORD_BATCH_HEADER_BYTES;
+                [
+                    &stored[..],
+                    &batches[records..position + header.total_size()],
+                ]
+            })
+            .collect();
+        let info =
+            self.append_batches(batches, &pieces, &headers, log_append_time_ms.unwrap_or(-1))?;
+        Ok(LeaderAppended {
+            info,
+            stored_headers,
+        })
     }
 
     /// A follower's append (Kafka's `appendAsFollower`): stores batches exactly as the leader
@@ -653,7 +711,7 @@ impl Log {
             }
             expected_at_least = header.next_offset();
         }
-        self.append_batches(batches, &headers, -1)
+        self.append_batches(batches, &[batches], &headers, -1)
     }
 
     /// The checks every append starts with: the log is not failed, and `batches` is a non-empty
@@ -674,12 +732,14 @@ impl Log {
             .collect()
     }
 
-    /// The tail shared by [`Log::append`] and [`Log::append_as_follower`]: `batches` are valid and
-    /// carry their final offsets (`headers` are their `(position, header)`, in offset order).
-    /// Rolls if needed, records new leader epochs, writes, and applies `flush.messages`.
+    /// The tail shared by [`Log::append`] and [`Log::append_as_follower`]: `batches` are valid,
+    /// and `pieces` are the bytes to store, the same length with each batch carrying its final
+    /// offsets (`headers` are their `(position, header)` as stored, in offset order). Rolls if
+    /// needed, records new leader epochs, writes, and applies `flush.messages`.
     fn append_batches(
         &mut self,
         batches: &[u8],
+        pieces: &[&[u8]],
         headers: &[(usize, RecordBatchHeader)],
         log_append_time_ms: i64,
     ) -> Result<AppendInfo> {
@@ -721,7 +781,7 @@ impl Log {
             .values_mut()
             .next_back()
             .unwrap_or_else(|| unreachable!("a log always has a segment"));
-        if let Err(err) = active.append(batches, headers, self.faults.as_deref()) {
+        if let Err(err) = active.append(pieces, headers, self.faults.as_deref()) {
             if matches!(err, Error::TornAppend { .. }) {
                 self.failed = true;
                 tracing::error!(dir = %self.dir.display(), "log failed: {err}");

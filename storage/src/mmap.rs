@@ -162,16 +162,19 @@ impl LogFile {
         self.map.as_ref().map_or(0, |m| m.raw.len() as u64)
     }
 
-    /// Appends `data` at the end of the file, all of it or nothing: a failed write may have
-    /// written a prefix (ENOSPC midway, an I/O error), so the file is cut back to `size` before
-    /// the error is returned; otherwise a restart's recovery could find whole batches in that
-    /// prefix that were never acknowledged. `size` only moves once the whole write succeeded.
+    /// Appends the concatenation of `pieces` at the end of the file (one vectored write: a
+    /// leader's batch goes out as its patched header and the received records, neither copied),
+    /// all of it or nothing: a failed write may have written a prefix (ENOSPC midway, an I/O
+    /// error), so the file is cut back to `size` before the error is returned; otherwise a
+    /// restart's recovery could find whole batches in that prefix that were never acknowledged.
+    /// `size` only moves once the whole write succeeded.
     pub(crate) fn append(
         &mut self,
-        data: &[u8],
+        pieces: &[&[u8]],
         faults: Option<&DiskFaults>,
     ) -> Result<(), AppendError> {
-        let end = self.size + data.len() as u64;
+        let len: usize = pieces.iter().map(|piece| piece.len()).sum();
+        let end = self.size + len as u64;
         if end > self.mapped_len() {
             // Only a batch larger than the reservation gets here; double to amortise.
             self.remap(end.saturating_mul(2))
@@ -180,10 +183,9 @@ impl LogFile {
         let size = self.size;
         let file = self.writable().map_err(AppendError::Clean)?;
         let written = match faults.and_then(DiskFaults::before_write) {
-            Some(prefix) => file
-                .write_all_at(&data[..prefix.min(data.len())], size)
+            Some(prefix) => write_pieces_at(file, &first_bytes(pieces, prefix), size)
                 .and_then(|()| Err(crate::fault::no_space())),
-            None => file.write_all_at(data, size),
+            None => write_pieces_at(file, pieces, size),
         };
         if let Err(write) = written {
             // The bytes past `size` are in no slice (slices stay below `size`), so cutting them
@@ -277,6 +279,47 @@ impl LogFile {
             None => Ok(()),
         }
     }
+}
+
+/// Linux's `IOV_MAX`: the most slices one `pwritev` takes.
+const IOV_MAX: usize = 1024;
+
+/// Writes the concatenation of `pieces` at `offset` with as few `pwritev` calls as it takes
+/// (a short write continues where it stopped, as `write_all_at` does).
+fn write_pieces_at(file: &File, pieces: &[&[u8]], mut offset: u64) -> io::Result<()> {
+    let mut slices: Vec<io::IoSlice<'_>> = pieces
+        .iter()
+        .filter(|piece| !piece.is_empty())
+        .map(|piece| io::IoSlice::new(piece))
+        .collect();
+    let mut left = &mut slices[..];
+    while !left.is_empty() {
+        let batch = &left[..left.len().min(IOV_MAX)];
+        match rustix::io::pwritev(file, batch, offset) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(written) => {
+                offset += written as u64;
+                io::IoSlice::advance_slices(&mut left, written);
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            Err(errno) => return Err(errno.into()),
+        }
+    }
+    Ok(())
+}
+
+/// The first `len` bytes of the concatenation of `pieces` (a fault test's partial write).
+fn first_bytes<'a>(pieces: &[&'a [u8]], mut len: usize) -> Vec<&'a [u8]> {
+    let mut first = Vec::new();
+    for piece in pieces {
+        if len == 0 {
+            break;
+        }
+        let take = len.min(piece.len());
+        first.push(&piece[..take]);
+        len -= take;
+    }
+    first
 }
 
 fn open_read_write(path: &Path, create: bool) -> io::Result<File> {

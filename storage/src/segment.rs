@@ -475,16 +475,17 @@ impl Loaded {
             || relative_offset(self.base_offset, last_offset).is_none()
     }
 
-    /// Appends already offset-assigned batches; `headers` are their `(position in data, header)`.
+    /// Appends already offset-assigned batches, the concatenation of `pieces`; `headers` are
+    /// their `(position in that concatenation, header)`.
     pub(crate) fn append(
         &mut self,
-        data: &[u8],
+        pieces: &[&[u8]],
         headers: &[(usize, RecordBatchHeader)],
         faults: Option<&DiskFaults>,
     ) -> Result<()> {
         let start = self.log.size();
         // On error neither the size nor the indexes move: the batches were never written.
-        self.log.append(data, faults).map_err(|err| match err {
+        self.log.append(pieces, faults).map_err(|err| match err {
             AppendError::Clean(source) => Error::Io {
                 path: self.log.path().to_path_buf(),
                 source,
@@ -877,14 +878,15 @@ impl Segment {
             .should_roll(bytes, last_offset, max_timestamp_in_batches, now_ms, config))
     }
 
-    /// Appends already offset-assigned batches; `headers` are their `(position in data, header)`.
+    /// Appends already offset-assigned batches, the concatenation of `pieces`; `headers` are
+    /// their `(position in that concatenation, header)`.
     pub(crate) fn append(
         &mut self,
-        data: &[u8],
+        pieces: &[&[u8]],
         headers: &[(usize, RecordBatchHeader)],
         faults: Option<&DiskFaults>,
     ) -> Result<()> {
-        self.loaded_mut()?.append(data, headers, faults)
+        self.loaded_mut()?.append(pieces, headers, faults)
     }
 
     /// Position and header of the first batch whose last offset is `>= offset`.

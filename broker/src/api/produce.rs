@@ -536,13 +536,11 @@ fn append(
     };
     let log_append_time = partition.settings().log_append_time.then(now_ms);
     let min_insync_replicas = partition.settings().min_insync_replicas;
-    // The request buffer is shared by every partition of the request, so patching needs a copy.
-    let mut batch = records.to_vec();
     let min_isr = (acks == -1).then_some(min_insync_replicas);
     let appended = broker
         .replicas
         .append_to_leader(&partition, min_isr, |log, leader_epoch| {
-            log.append_client(&mut batch, log_append_time, leader_epoch, verification)
+            log.append_client(&records, log_append_time, leader_epoch, verification)
         });
     let LeaderAppend {
         appended,

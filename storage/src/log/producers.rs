@@ -175,7 +175,9 @@ impl Log {
                 .into());
             }
         }
-        self.append_as_leader(batches, headers, None, leader_epoch)
+        Ok(self
+            .append_as_leader(batches, headers, None, leader_epoch)?
+            .patch(batches))
     }
 
     /// Writes a transaction marker as the partition leader (Kafka's WriteTxnMarkers append):
@@ -191,7 +193,7 @@ impl Log {
     ) -> Result<AppendInfo> {
         self.producer_state
             .check_marker(producer_id, producer_epoch, coordinator_epoch)?;
-        let mut marker = batch::end_txn_marker_batch(
+        let marker = batch::end_txn_marker_batch(
             producer_id,
             producer_epoch,
             commit,
@@ -199,7 +201,9 @@ impl Log {
             self.clock.now_ms(),
         );
         let headers = self.validate_append(&marker)?;
-        self.append_as_leader(&mut marker, headers, None, leader_epoch)
+        Ok(self
+            .append_as_leader(&marker, headers, None, leader_epoch)?
+            .info)
     }
 
     /// Where a rebuild without a snapshot starts: the base of the oldest of the newest segments

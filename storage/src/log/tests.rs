@@ -121,6 +121,57 @@ fn append_assigns_offsets_and_patches_the_header() {
 }
 
 #[test]
+fn a_client_append_stores_the_patched_batch_and_leaves_the_request_bytes_alone() {
+    let dir = TempDir::new().unwrap();
+    let mut log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    log.append(&mut simple_batch(0, 2, 1_000, 10), None, 3)
+        .unwrap();
+    // Two batches in one call, as received: neither is changed by the append.
+    let received = [simple_batch(42, 2, 10, 10), simple_batch(42, 1, 20, 10)].concat();
+    let sent = received.clone();
+    let info = log
+        .append_client(&received, None, 4, TxnVerification::Off)
+        .unwrap();
+    assert_eq!(received, sent);
+    assert_eq!((info.first_offset, info.last_offset), (2, 4));
+    // What the log holds is the old in-place patch of a copy, byte for byte.
+    let mut expected = sent.clone();
+    let second = RecordBatchHeader::parse(&sent).unwrap().total_size();
+    for (position, base_offset) in [(0, 2), (second, 4)] {
+        batch::set_base_offset(&mut expected[position..], base_offset).unwrap();
+        batch::set_partition_leader_epoch(&mut expected[position..], 4).unwrap();
+    }
+    let read = log.read(2, usize::MAX).unwrap();
+    assert_eq!(&read.records[..], &expected[..]);
+
+    // LogAppendTime changes the CRC-covered fields: the stored CRC is right, the request's
+    // bytes still as sent.
+    let info = log
+        .append_client(&received, Some(99_000), 5, TxnVerification::Off)
+        .unwrap();
+    assert_eq!(received, sent);
+    assert_eq!(info.log_append_time_ms, 99_000);
+    let mut expected = sent.clone();
+    for (position, base_offset) in [(0, 5), (second, 7)] {
+        batch::set_base_offset(&mut expected[position..], base_offset).unwrap();
+        batch::set_partition_leader_epoch(&mut expected[position..], 5).unwrap();
+        batch::set_log_append_time(&mut expected[position..], 99_000).unwrap();
+    }
+    let read = log.read(5, usize::MAX).unwrap();
+    assert_eq!(&read.records[..], &expected[..]);
+    assert!(headers(&read.records)
+        .iter()
+        .all(|h| h.timestamp_type_is_log_append_time() && h.max_timestamp == 99_000));
+
+    // And it all reads back the same after a reopen (recovery checks every CRC).
+    let end = log.log_end_offset();
+    drop(log);
+    let log = Log::open_with_recovery_point(dir.path(), LogConfig::default(), 0).unwrap();
+    assert_eq!(log.log_end_offset(), end);
+    assert_eq!(&log.read(5, usize::MAX).unwrap().records[..], &expected[..]);
+}
+
+#[test]
 fn invalid_appends_write_nothing() {
     let dir = TempDir::new().unwrap();
     let mut log = Log::open(dir.path(), LogConfig::default()).unwrap();

@@ -221,13 +221,13 @@ impl Log {
                 let end = position + header.total_size();
                 headers.push((position - chunk_start, header));
                 if end - chunk_start >= COPY_CHUNK_BYTES {
-                    replacement.append(&kept[chunk_start..end], &headers, None)?;
+                    replacement.append(&[&kept[chunk_start..end]], &headers, None)?;
                     headers.clear();
                     chunk_start = end;
                 }
             }
             if !headers.is_empty() {
-                replacement.append(&kept[chunk_start..], &headers, None)?;
+                replacement.append(&[&kept[chunk_start..]], &headers, None)?;
             }
         }
         replacement.seal()
