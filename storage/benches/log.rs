@@ -4,7 +4,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use skald_protocol::batch::testing::simple_batch;
-use skald_storage::{Log, LogConfig};
+use skald_storage::{Log, LogConfig, TxnVerification};
 use tempfile::TempDir;
 
 const RECORD_BYTES: usize = 1024;
@@ -15,18 +15,23 @@ fn batch() -> Vec<u8> {
     simple_batch(0, RECORDS_PER_BATCH, 1_700_000_000_000, RECORD_BYTES)
 }
 
+/// A log with 64 MiB segments, so appending benchmarks also pay for rolls (and do not fill the
+/// disk).
+fn log_with_small_segments(dir: &TempDir) -> Log {
+    let config = LogConfig {
+        segment_bytes: 64 * 1024 * 1024,
+        ..LogConfig::default()
+    };
+    Log::open(dir.path(), config).unwrap()
+}
+
 fn append(c: &mut Criterion) {
     let one = batch();
     let many: Vec<u8> = one.repeat(BATCHES_PER_APPEND);
     let mut group = c.benchmark_group("append");
     for (name, template) in [("16KiB batch", &one), ("4x16KiB batches", &many)] {
         let dir = TempDir::new().unwrap();
-        // Small segments so the benchmark also pays for rolls (and does not fill the disk).
-        let config = LogConfig {
-            segment_bytes: 64 * 1024 * 1024,
-            ..LogConfig::default()
-        };
-        let mut log = Log::open(dir.path(), config).unwrap();
+        let mut log = log_with_small_segments(&dir);
         group.throughput(Throughput::Bytes(template.len() as u64));
         group.bench_function(name, |b| {
             b.iter_batched_ref(
@@ -41,6 +46,26 @@ fn append(c: &mut Criterion) {
                 |buf| log.append(buf, Some(1_700_000_000_000), 1).unwrap(),
                 BatchSize::SmallInput,
             )
+        });
+    }
+    group.finish();
+}
+
+/// The produce path: `Log::append_client` writes the request's bytes as they are (the stored
+/// header is built beside them), so nothing is cloned per iteration; librdkafka's common batch
+/// sizes.
+fn append_client(c: &mut Criterion) {
+    let mut group = c.benchmark_group("append_client");
+    for (name, records) in [("16KiB", 16), ("256KiB", 256), ("1MiB", 1024)] {
+        let template = simple_batch(0, records, 1_700_000_000_000, RECORD_BYTES);
+        let dir = TempDir::new().unwrap();
+        let mut log = log_with_small_segments(&dir);
+        group.throughput(Throughput::Bytes(template.len() as u64));
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                log.append_client(black_box(&template), None, 1, TxnVerification::Off)
+                    .unwrap()
+            })
         });
     }
     group.finish();
@@ -83,5 +108,5 @@ fn read(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, append, read);
+criterion_group!(benches, append, append_client, read);
 criterion_main!(benches);
