@@ -19,7 +19,7 @@ use common::cluster::{Role, TestCluster};
 use common::load::{self, SteadyProducer};
 use common::replica::{partition_view, view_on, PartitionView, REPLICATION_TIMEOUT};
 use common::wire::RawConn;
-use common::{http_get, poll_until};
+use common::{http_get, metric_sample, poll_until};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{BrokerId, ListPartitionReassignmentsRequest};
 use kafka_protocol::records::RecordBatchDecoder;
@@ -213,13 +213,8 @@ fn reassignment_bytes_are_counted_by_the_new_replica_and_its_leader() {
 
 /// One unlabelled (or fully labelled) sample of a node's metrics.
 fn metric(cluster: &TestCluster, node: i32, name: &str) -> i64 {
-    let (status, body) =
-        http_get(cluster.node(node).metrics_addr(), "/metrics").expect("scrape the metrics");
-    assert_eq!(status, 200);
-    body.lines()
-        .find_map(|line| line.strip_prefix(&format!("{name} ")))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or_else(|| panic!("node {node} exports no {name}"))
+    metric_sample(cluster.node(node).metrics_addr(), name)
+        .unwrap_or_else(|| panic!("node {node} exports no {name}")) as i64
 }
 
 #[test]
@@ -407,11 +402,11 @@ fn list(conn: &mut RawConn) -> Vec<Ongoing> {
 
 /// `skald_cluster_reassigning_partitions` as the active controller (node 1) exports it.
 fn reassigning_partitions(cluster: &TestCluster) -> Option<i64> {
-    let (status, body) = http_get(cluster.node(1).metrics_addr(), "/metrics").ok()?;
-    (status == 200).then_some(())?;
-    body.lines()
-        .find_map(|line| line.strip_prefix("skald_cluster_reassigning_partitions "))
-        .and_then(|value| value.trim().parse().ok())
+    metric_sample(
+        cluster.node(1).metrics_addr(),
+        "skald_cluster_reassigning_partitions",
+    )
+    .map(|value| value as i64)
 }
 
 /// One partition of [`TOPIC`] as broker `via` sees it now, if it answers.
@@ -422,11 +417,8 @@ fn view(cluster: &TestCluster, via: i32, partition: i32) -> Option<PartitionView
 
 /// `skald_log_end_offset` of one partition of [`TOPIC`] on one node.
 fn log_end_offset_of(cluster: &TestCluster, node: i32, partition: i32) -> Option<i64> {
-    let (_, body) = http_get(cluster.node(node).metrics_addr(), "/metrics").ok()?;
-    let prefix = format!(r#"skald_log_end_offset{{partition="{partition}",topic="{TOPIC}"}} "#);
-    body.lines()
-        .find_map(|line| line.strip_prefix(&prefix))
-        .and_then(|value| value.trim().parse().ok())
+    let series = format!(r#"skald_log_end_offset{{partition="{partition}",topic="{TOPIC}"}}"#);
+    metric_sample(cluster.node(node).metrics_addr(), &series).map(|value| value as i64)
 }
 
 fn wait_for(
@@ -490,13 +482,7 @@ fn read_log(leader: &mut RawConn, partition: i32, high_watermark: i64) -> BTreeM
 
 /// The records in a partition directory's segment files: offset → value.
 fn stored_records(dir: &std::path::Path) -> BTreeMap<i64, Vec<u8>> {
-    let mut segments: Vec<_> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
-        .map(|entry| entry.expect("directory entry").path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
-        .collect();
-    segments.sort();
-    segments
+    common::segment_files(dir)
         .iter()
         .flat_map(|segment| {
             decode(Bytes::from(

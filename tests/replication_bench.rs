@@ -797,10 +797,8 @@ fn moved_log_bytes(cluster: &TestCluster, broker: i32) -> u64 {
         .node(broker)
         .data_dir()
         .join(format!("{MOVED_TOPIC}-0"));
-    std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
-        .map(|entry| entry.expect("dir entry").path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
+    common::segment_files(&dir)
+        .iter()
         .map(|path| std::fs::metadata(path).expect("segment metadata").len())
         .sum()
 }

@@ -841,14 +841,8 @@ fn read_log(leader: &mut RawConn, high_watermark: i64) -> Vec<Batch> {
 
 /// The batches in a partition directory's segment files, in offset order.
 fn stored_batches(dir: &Path) -> Vec<BatchHeader> {
-    let mut segments: Vec<_> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
-        .map(|entry| entry.expect("directory entry").path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
-        .collect();
-    segments.sort();
     let mut batches = Vec::new();
-    for segment in segments {
+    for segment in common::segment_files(dir) {
         let bytes =
             std::fs::read(&segment).unwrap_or_else(|e| panic!("read {}: {e}", segment.display()));
         let headers = batch_headers(&bytes);

@@ -112,11 +112,7 @@ fn segment(cluster: &TestCluster, node: i32) -> PathBuf {
 
 /// One sample of a metric without labels on a node.
 fn metric(cluster: &TestCluster, node: i32, name: &str) -> f64 {
-    let (_, body) =
-        common::http_get(cluster.node(node).metrics_addr(), "/metrics").expect("scrape metrics");
-    body.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|value| value.trim().parse().ok())
+    common::metric_sample(cluster.node(node).metrics_addr(), name)
         .unwrap_or_else(|| panic!("{name} missing on node {node}"))
 }
 

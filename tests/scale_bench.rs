@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::cluster::TestCluster;
 use common::wire::RawConn;
-use common::{http_get, poll_until, skald_ok};
+use common::{poll_until, skald_ok};
 
 const TOPIC: &str = "wide";
 const PARTITIONS: f64 = 10_000.0;
@@ -35,10 +35,7 @@ fn scale() -> f64 {
 
 /// An unlabelled sample of a node's metrics.
 fn sample(cluster: &TestCluster, node: i32, name: &str) -> f64 {
-    let (_, body) = http_get(cluster.node(node).metrics_addr(), "/metrics").expect("scrape");
-    body.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|value| value.trim().parse().ok())
+    common::metric_sample(cluster.node(node).metrics_addr(), name)
         .unwrap_or_else(|| panic!("node {node} exports no {name}"))
 }
 

@@ -399,6 +399,28 @@ fn read_tail(path: &Path, bytes: u64) -> String {
 }
 
 /// `GET path` over HTTP/1.0 with a deadline; returns (status code, body).
+/// The value of one series (its name and labels exactly as the exposition writes them, e.g.
+/// `skald_log_end_offset{partition="0",topic="t"}`) on the metrics endpoint at `addr`; `None`
+/// if it does not answer 200 or exports no such series.
+pub fn metric_sample(addr: SocketAddr, series: &str) -> Option<f64> {
+    let (status, body) = http_get(addr, "/metrics").ok()?;
+    (status == 200).then_some(())?;
+    body.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+/// The segment files (`*.log`) of a partition directory, in offset order.
+pub fn segment_files(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .map(|entry| entry.expect("directory entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
+        .collect();
+    segments.sort();
+    segments
+}
+
 pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     let timeout = Duration::from_secs(10);
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;

@@ -119,11 +119,8 @@ pub fn produce_once_served(
 
 /// `skald_log_end_offset` of partition 0 of `topic` on one node.
 pub fn log_end_offset(cluster: &TestCluster, node: i32, topic: &str) -> Option<i64> {
-    let (_, body) = super::http_get(cluster.node(node).metrics_addr(), "/metrics").ok()?;
-    let prefix = format!(r#"skald_log_end_offset{{partition="0",topic="{topic}"}} "#);
-    body.lines()
-        .find_map(|line| line.strip_prefix(&prefix))
-        .and_then(|value| value.trim().parse().ok())
+    let series = format!(r#"skald_log_end_offset{{partition="0",topic="{topic}"}}"#);
+    super::metric_sample(cluster.node(node).metrics_addr(), &series).map(|value| value as i64)
 }
 
 /// One record as a log holds it.
