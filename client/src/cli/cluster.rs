@@ -249,7 +249,13 @@ async fn decommission(client: &mut Client, broker: i32, throttle: Option<u64>) -
         .brokers
         .into_iter()
         .find(|b| b.broker_id == broker)
-        .map(|b| format!("{}:{}", b.host, b.port));
+        .map(|b| {
+            if b.host.contains(':') {
+                format!("[{}]:{}", b.host, b.port)
+            } else {
+                format!("{}:{}", b.host, b.port)
+            }
+        });
     client.decommission_broker(broker).await?;
     // Its controlled shutdown fences it first; then its process exits and its listener closes.
     let deadline = tokio::time::Instant::now() + DECOMMISSION_WAIT;
