@@ -13,14 +13,16 @@
 //! the part that must agree with the record format and with the coordinator's
 //! `group::persistence`, while this file is the membership protocol itself.
 
+mod members;
 mod persistence;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use tokio::sync::oneshot;
 
+use members::Members;
 pub use persistence::GroupStore;
 use persistence::StorePurpose;
 
@@ -220,7 +222,7 @@ pub struct Group {
     protocol_type: Option<String>,
     protocol_name: Option<String>,
     leader_id: Option<String>,
-    members: BTreeMap<String, Member>,
+    members: Members,
     /// KIP-394: member ids handed out with MEMBER_ID_REQUIRED, not yet joined, and their deadline.
     pending_members: HashMap<String, i64>,
     /// group.instance.id → member id.
@@ -255,7 +257,7 @@ impl Group {
             protocol_type: None,
             protocol_name: None,
             leader_id: None,
-            members: BTreeMap::new(),
+            members: Members::default(),
             pending_members: HashMap::new(),
             static_members: HashMap::new(),
             rebalance_deadline_ms: 0,
@@ -471,13 +473,21 @@ impl Group {
         now_ms: i64,
     ) -> Reply<JoinResult> {
         let (sender, receiver) = oneshot::channel();
-        let Some(member) = self.members.get_mut(&request.member_id) else {
-            return Reply::Now(JoinResult::error(
+        let unknown = || {
+            Reply::Now(JoinResult::error(
                 ResponseError::UnknownMemberId,
                 &request.member_id,
-            ));
+            ))
         };
-        member.protocols = request.protocols;
+        if !self
+            .members
+            .set_protocols(&request.member_id, request.protocols)
+        {
+            return unknown();
+        }
+        let Some(member) = self.members.get_mut(&request.member_id) else {
+            return unknown();
+        };
         member.protocol_type = request.protocol_type;
         member.session_timeout_ms = request.session_timeout_ms;
         member.rebalance_timeout_ms = request.rebalance_timeout_ms;
@@ -612,25 +622,10 @@ impl Group {
         if self.protocol_type.as_deref() != Some(protocol_type) {
             return false;
         }
-        let shared = self.protocol_support();
         let everyone = self.members.len();
         protocols
             .iter()
-            .any(|(name, _)| shared.get(name.as_str()) == Some(&everyone))
-    }
-
-    /// How many members name each protocol (each member counted once per name).
-    fn protocol_support(&self) -> HashMap<&str, usize> {
-        let mut support: HashMap<&str, usize> = HashMap::new();
-        for member in self.members.values() {
-            let mut named = HashSet::new();
-            for (name, _) in &member.protocols {
-                if named.insert(name.as_str()) {
-                    *support.entry(name.as_str()).or_default() += 1;
-                }
-            }
-        }
-        support
+            .any(|(name, _)| self.members.support(name) == everyone)
     }
 
     /// Kafka's `selectProtocol`: among the protocols every member supports, each member votes for
@@ -640,12 +635,10 @@ impl Group {
         let mut members: Vec<&Member> = self.members.values().collect();
         members.sort_by_key(|member| member.joined_seq);
         let first = members.first()?;
-        let support = self.protocol_support();
         let mut candidates: Vec<&str> = Vec::new();
         let mut position: HashMap<&str, usize> = HashMap::new();
         for (name, _) in &first.protocols {
-            if support.get(name.as_str()) == Some(&members.len())
-                && !position.contains_key(name.as_str())
+            if self.members.support(name) == members.len() && !position.contains_key(name.as_str())
             {
                 position.insert(name.as_str(), candidates.len());
                 candidates.push(name.as_str());

@@ -185,6 +185,27 @@ fn protocol_selection_scales_with_many_protocols_and_is_bounded() {
     drop(rx.pop());
 }
 
+/// The group's count of who names which protocol follows members changing theirs: once both
+/// members of a Stable pair rejoin naming only roundrobin, a newcomer naming only range is
+/// refused (nobody names range any more), and one naming roundrobin is taken.
+#[test]
+fn protocol_support_follows_members_that_change_their_protocols() {
+    let mut group = stable_pair();
+    let mut a = later(group.join(join_request("a", "unused", &["roundrobin"]), 300));
+    let mut b = later(group.join(join_request("b", "unused", &["roundrobin"]), 310));
+    let (a, b) = (a.try_recv().unwrap(), b.try_recv().unwrap());
+    assert_eq!((a.error, b.error), (None, None));
+    assert_eq!(a.generation_id, 2);
+    assert_eq!(a.protocol_name.as_deref(), Some("roundrobin"));
+    let refused = now(group.join(join_request("", "c", &["range"]), 320));
+    assert_eq!(
+        refused.error,
+        Some(ResponseError::InconsistentGroupProtocol)
+    );
+    let taken = now(group.join(join_request("", "d", &["roundrobin"]), 330));
+    assert_eq!(taken.error, Some(ResponseError::MemberIdRequired));
+}
+
 #[test]
 fn heartbeat_errors_and_rebalance_in_progress() {
     let mut group = stable_pair();

@@ -1,0 +1,99 @@
+//! A group's members, keyed by member id, with a running count of how many members name each
+//! protocol. JoinGroup checks a joining member's protocols against every member's (Kafka's
+//! `supportsProtocols`); with the count kept here as members come, go and change protocols, that
+//! check costs O(the member's protocols) rather than O(members), so a rebalance of N members
+//! costs O(N) under the group's lock rather than O(N²).
+//!
+//! Reads go through `Deref` to the map. Writes go through the methods below; a member's
+//! `protocols` change only through [`Members::set_protocols`], which keeps the count true.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Deref;
+
+use bytes::Bytes;
+
+use super::Member;
+
+#[derive(Debug, Default)]
+pub(super) struct Members {
+    by_id: BTreeMap<String, Member>,
+    /// Protocol name → how many members name it (each member once per name).
+    support: HashMap<String, usize>,
+}
+
+impl Deref for Members {
+    type Target = BTreeMap<String, Member>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.by_id
+    }
+}
+
+impl Members {
+    /// How many members name `protocol`.
+    pub(super) fn support(&self, protocol: &str) -> usize {
+        self.support.get(protocol).copied().unwrap_or(0)
+    }
+
+    pub(super) fn insert(&mut self, id: String, member: Member) -> Option<Member> {
+        self.count(&member.protocols, true);
+        let old = self.by_id.insert(id, member);
+        if let Some(old) = &old {
+            self.count(&old.protocols, false);
+        }
+        old
+    }
+
+    pub(super) fn remove(&mut self, id: &str) -> Option<Member> {
+        let member = self.by_id.remove(id)?;
+        self.count(&member.protocols, false);
+        Some(member)
+    }
+
+    /// A member to change in place; its `protocols` must not be changed through it (see
+    /// [`Members::set_protocols`]).
+    pub(super) fn get_mut(&mut self, id: &str) -> Option<&mut Member> {
+        self.by_id.get_mut(id)
+    }
+
+    /// Every member, to change in place (not their `protocols`).
+    pub(super) fn values_mut(&mut self) -> impl Iterator<Item = &mut Member> {
+        self.by_id.values_mut()
+    }
+
+    /// Every member with its id, to change in place (not their `protocols`).
+    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = (&String, &mut Member)> {
+        self.by_id.iter_mut()
+    }
+
+    /// Replaces a member's protocols; false if there is no such member.
+    pub(super) fn set_protocols(&mut self, id: &str, protocols: Vec<(String, Bytes)>) -> bool {
+        let Some(member) = self.by_id.get_mut(id) else {
+            return false;
+        };
+        let old = std::mem::take(&mut member.protocols);
+        self.count(&old, false);
+        self.count(&protocols, true);
+        if let Some(member) = self.by_id.get_mut(id) {
+            member.protocols = protocols;
+        }
+        true
+    }
+
+    fn count(&mut self, protocols: &[(String, Bytes)], add: bool) {
+        let mut named = HashSet::new();
+        for (name, _) in protocols {
+            if !named.insert(name.as_str()) {
+                continue;
+            }
+            if add {
+                *self.support.entry(name.clone()).or_default() += 1;
+            } else if let Some(count) = self.support.get_mut(name.as_str()) {
+                *count -= 1;
+                if *count == 0 {
+                    self.support.remove(name.as_str());
+                }
+            }
+        }
+    }
+}
