@@ -136,10 +136,23 @@ impl RawConn {
 
     /// Sends `request` at `version` and decodes the response, checking the correlation id.
     pub fn request<R: Request>(&mut self, request: &R, version: i16) -> R::Response {
+        let correlation_id = self.send(request, version);
+        self.receive::<R>(version, correlation_id)
+    }
+
+    /// Sends `request` at `version` without waiting for the answer (for requests the broker
+    /// parks, such as a JoinGroup); returns the correlation id for [`RawConn::receive`].
+    pub fn send<R: Request>(&mut self, request: &R, version: i16) -> i32 {
         let correlation_id = self.next_correlation_id();
         let payload = Self::encode_request(request, version, correlation_id);
         self.write_frame(&payload)
             .unwrap_or_else(|e| panic!("sending api key {} v{version}: {e}", R::KEY));
+        correlation_id
+    }
+
+    /// Reads and decodes the answer to a request [`RawConn::send`] sent, checking the
+    /// correlation id and that nothing trails the body.
+    pub fn receive<R: Request>(&mut self, version: i16, correlation_id: i32) -> R::Response {
         let response = self.read_frame();
         let mut buf = Bytes::from(response);
         let header = ResponseHeader::decode(&mut buf, R::Response::header_version(version))
