@@ -173,4 +173,14 @@ mod tests {
             group_records(&data);
         }
     }
+
+    #[test]
+    fn group_records_mutations_run_clean() {
+        skald_protocol::fuzzing::run_mutations(
+            "group_records",
+            &seed_corpus("group_records"),
+            skald_protocol::fuzzing::MUTATIONS_DEFAULT,
+            group_records,
+        );
+    }
 }

@@ -219,3 +219,173 @@ fn corpus_dir(target: &str) -> std::path::PathBuf {
         .join("../fuzz/corpus")
         .join(target)
 }
+
+/// How many mutated inputs [`run_mutations`] tries per target unless `SKALD_FUZZ_MUTATIONS` says
+/// otherwise (CI's brief run; libFuzzer, through `scripts/fuzz`, runs for real).
+pub const MUTATIONS_DEFAULT: usize = 2_000;
+
+/// A brief mutation run on stable, without libFuzzer: `count` inputs (`SKALD_FUZZ_MUTATIONS`
+/// when set, else `default_count`) made from the seed corpus by a seeded mutator (bit flips,
+/// bytes set to boundary values, cuts, inserted and repeated runs, splices of two seeds), each
+/// handed to `target`. The same `SKALD_FUZZ_SEED` (default 1) makes the same inputs; an input
+/// that panics is printed in hex with a line that replays the run.
+pub fn run_mutations(
+    target_name: &str,
+    seeds: &[(String, Vec<u8>)],
+    default_count: usize,
+    target: impl Fn(&[u8]),
+) {
+    assert!(!seeds.is_empty(), "{target_name}: no seeds");
+    let count = std::env::var("SKALD_FUZZ_MUTATIONS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default_count);
+    let run_seed = std::env::var("SKALD_FUZZ_SEED")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(1u64);
+    let mut mutator = Mutator::new(run_seed ^ fnv1a(target_name.as_bytes()));
+    for run in 0..count {
+        let first = &seeds[mutator.below(seeds.len())].1;
+        let second = &seeds[mutator.below(seeds.len())].1;
+        let input = mutator.mutate(first, second);
+        let _report = ReportOnPanic {
+            target_name,
+            run,
+            run_seed,
+            input: &input,
+        };
+        target(&input);
+    }
+}
+
+/// Prints the input a target panicked on, when dropped while panicking.
+struct ReportOnPanic<'a> {
+    target_name: &'a str,
+    run: usize,
+    run_seed: u64,
+    input: &'a [u8],
+}
+
+impl Drop for ReportOnPanic<'_> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let hex: String = self.input.iter().map(|b| format!("{b:02x}")).collect();
+        eprintln!(
+            "{} failed on mutation {} of seed {}: input {hex}\nreplay: SKALD_FUZZ_SEED={} SKALD_FUZZ_MUTATIONS={} cargo nextest run --workspace -E 'test(fuzz)'",
+            self.target_name,
+            self.run,
+            self.run_seed,
+            self.run_seed,
+            self.run + 1
+        );
+    }
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
+        (hash ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// Seeded structure-blind mutations, a few per input (libFuzzer's basic ones).
+struct Mutator(u64);
+
+impl Mutator {
+    const INPUT_MAX: usize = 1 << 20;
+
+    fn new(seed: u64) -> Mutator {
+        Mutator(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+
+    /// xorshift64*.
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number in `0..bound` (0 when `bound` is 0).
+    fn below(&mut self, bound: usize) -> usize {
+        if bound == 0 {
+            0
+        } else {
+            (self.next() % bound as u64) as usize
+        }
+    }
+
+    fn mutate(&mut self, input: &[u8], other: &[u8]) -> Vec<u8> {
+        let mut data = input.to_vec();
+        for _ in 0..=self.below(4) {
+            self.mutate_once(&mut data, other);
+        }
+        data.truncate(Self::INPUT_MAX);
+        data
+    }
+
+    fn mutate_once(&mut self, data: &mut Vec<u8>, other: &[u8]) {
+        const BOUNDARIES: [u8; 8] = [0x00, 0x01, 0x7f, 0x80, 0xfe, 0xff, 0x40, 0x10];
+        let at = self.below(data.len() + 1);
+        match self.below(7) {
+            0 if !data.is_empty() => {
+                let i = self.below(data.len());
+                data[i] ^= 1 << self.below(8);
+            }
+            1 if !data.is_empty() => {
+                let i = self.below(data.len());
+                data[i] = BOUNDARIES[self.below(BOUNDARIES.len())];
+            }
+            2 => data.truncate(at),
+            3 => {
+                let len = self.below(16) + 1;
+                let bytes: Vec<u8> = (0..len).map(|_| self.next() as u8).collect();
+                data.splice(at..at, bytes);
+            }
+            4 if at < data.len() => {
+                // A run of the input repeated where it starts: lengths and counts meet their
+                // own bytes again, as in a nested or repeated field.
+                let len = self.below((data.len() - at).min(64)) + 1;
+                let run = data[at..at + len].to_vec();
+                data.splice(at..at, run);
+            }
+            5 if !other.is_empty() => {
+                // A splice: this input up to `at`, the other from somewhere on.
+                let from = self.below(other.len());
+                data.truncate(at);
+                data.extend_from_slice(&other[from..]);
+            }
+            _ if data.len() >= 4 => {
+                // A four-byte big-endian length or count set to a boundary.
+                let i = self.below(data.len() - 3);
+                let value: i32 = [0, 1, -1, i32::MAX, i32::MIN, 0x7fff, 0x1_0000][self.below(7)];
+                data[i..i + 4].copy_from_slice(&value.to_be_bytes());
+            }
+            _ => data.push(self.next() as u8),
+        }
+    }
+}
+
+#[cfg(test)]
+mod mutator_tests {
+    use super::*;
+
+    #[test]
+    fn the_same_seed_makes_the_same_inputs_and_other_seeds_differ() {
+        let make = |seed| {
+            let mut mutator = Mutator::new(seed);
+            (0..50)
+                .map(|_| mutator.mutate(b"0123456789abcdef", b"zyxwvu"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(make(7), make(7));
+        assert_ne!(make(7), make(8));
+        let changed = make(7)
+            .iter()
+            .filter(|input| input.as_slice() != b"0123456789abcdef")
+            .count();
+        assert!(changed >= 45, "only {changed} of 50 inputs were mutated");
+    }
+}

@@ -571,7 +571,7 @@ impl Drop for Scratch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use skald_protocol::fuzzing::{corpus_to_write, seed_corpus};
+    use skald_protocol::fuzzing::{corpus_to_write, run_mutations, seed_corpus, MUTATIONS_DEFAULT};
 
     fn write_and_check(target: &str, seeds: &[(String, Vec<u8>)]) {
         if let Some(dir) = corpus_to_write(target) {
@@ -632,5 +632,26 @@ mod tests {
         for (_, data) in seed_corpus("log_recovery") {
             log_recovery(&data);
         }
+    }
+
+    #[test]
+    fn record_batch_mutations_run_clean() {
+        run_mutations(
+            "record_batch",
+            &seed_corpus("record_batch"),
+            MUTATIONS_DEFAULT,
+            record_batch,
+        );
+    }
+
+    /// Each input builds and recovers a partition directory on disk: fewer than the others.
+    #[test]
+    fn log_recovery_mutations_run_clean() {
+        run_mutations(
+            "log_recovery",
+            &seed_corpus("log_recovery"),
+            MUTATIONS_DEFAULT / 20,
+            log_recovery,
+        );
     }
 }

@@ -2188,3 +2188,15 @@ fn the_request_fuzz_corpus_holds_every_api_at_its_lowest_and_highest_version_and
         crate::fuzzing::request(&frame);
     }
 }
+
+/// A brief mutation run of the `request` target over its corpus (see
+/// [`crate::fuzzing::run_mutations`]).
+#[test]
+fn request_fuzz_mutations_run_clean() {
+    crate::fuzzing::run_mutations(
+        "request",
+        &crate::fuzzing::seed_corpus("request"),
+        crate::fuzzing::MUTATIONS_DEFAULT,
+        crate::fuzzing::request,
+    );
+}
