@@ -4,7 +4,9 @@
 //! replicas of an unregistered broker move to the others without an operator.
 //!
 //! It plans only on a settled cluster: every registered broker unfenced (a broker that is merely
-//! down for a restart must not have its replicas moved away) and no reassignment in progress.
+//! down for a restart must not have its replicas moved away) and no reassignment in progress. A
+//! decommissioned broker (`broker.decommissioned`, stopping for good) counts as gone: nothing
+//! moves onto it.
 //! The controller knows no partition sizes, so it evens out replica counts and preferred
 //! leaders; `skald cluster rebalance` weighs bytes too. Leadership follows the preferred
 //! replicas at the next preferred-election pass (`auto.leader.rebalance.enable`).
@@ -48,6 +50,7 @@ pub fn plan(image: &MetadataImage) -> Balance {
     let brokers: Vec<skald_balancer::Broker> = image
         .brokers
         .values()
+        .filter(|b| !crate::topic_config::is_decommissioned(image, b.broker_id))
         .map(|b| skald_balancer::Broker {
             id: b.broker_id,
             rack: b.rack.clone(),
@@ -164,5 +167,24 @@ mod tests {
             reply,
             ControllerReply::AlterPartitionReassignments(vec![Ok(()), Ok(())])
         );
+    }
+
+    #[test]
+    fn nothing_moves_onto_a_decommissioned_broker() {
+        let mut h = Harness::new();
+        h.register(2);
+        let topic = manual(
+            "t",
+            vec![(0, vec![1]), (1, vec![2]), (2, vec![1]), (3, vec![2])],
+        );
+        h.run(|c, i| c.create_topics(i, &[topic], false));
+        h.register(3);
+        h.image.replay(&crate::record::MetadataRecord::Config {
+            resource: crate::record::ConfigResource::Broker(3),
+            name: crate::topic_config::BROKER_DECOMMISSIONED.into(),
+            value: Some("true".into()),
+        });
+        // Broker 3 holds nothing and would take a share; decommissioned, it takes none.
+        assert_eq!(plan(h.image()), Balance::Balanced);
     }
 }

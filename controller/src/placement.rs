@@ -2,7 +2,9 @@
 //! each partition's replicas over as many racks as there are (Kafka's rack-aware assignment).
 //!
 //! Fenced brokers are left out, so a broker that has just joined (and been unfenced) takes new
-//! partitions at once, and a dead one takes none. The stripe starts at an offset the caller picks
+//! partitions at once, and a dead one takes none; so are decommissioned ones, which hold no
+//! replica and are stopping for good (between the flag and their fencing a new partition could
+//! otherwise land there and lose a replica at once). The stripe starts at an offset the caller picks
 //! (the topic id, which is random), so many one-partition topics do not all land on one broker.
 
 use std::collections::{BTreeMap, HashSet};
@@ -68,12 +70,16 @@ pub fn place_replicas(
         .collect())
 }
 
-/// The unfenced brokers, ordered so consecutive brokers sit on different racks where possible:
+/// The unfenced brokers not decommissioned, ordered so consecutive brokers sit on different
+/// racks where possible:
 /// racks `a: [1, 4]`, `b: [2]`, `c: [3, 5]` give `1, 2, 3, 4, 5`. Brokers without a rack form
 /// one rack of their own.
 fn rack_alternating_brokers(image: &MetadataImage) -> Vec<(i32, Option<String>)> {
     let mut by_rack: BTreeMap<Option<&str>, Vec<i32>> = BTreeMap::new();
-    for broker in image.brokers.values().filter(|broker| !broker.fenced) {
+    let placeable = |broker: &&crate::image::BrokerImage| {
+        !broker.fenced && !crate::topic_config::is_decommissioned(image, broker.broker_id)
+    };
+    for broker in image.brokers.values().filter(placeable) {
         by_rack
             .entry(broker.rack.as_deref())
             .or_default()
@@ -132,6 +138,22 @@ mod tests {
         assert_eq!(place_replicas(&image, 1, 0, 1, 1).unwrap(), vec![vec![3]]);
         assert!(matches!(
             place_replicas(&image, 0, 0, 1, 4),
+            Err(TopicError::InvalidReplicationFactor(_))
+        ));
+    }
+
+    #[test]
+    fn a_decommissioned_broker_gets_no_new_replica() {
+        let mut image = image(&[(1, None, false), (2, None, false), (3, None, false)]);
+        image.replay(&crate::record::MetadataRecord::Config {
+            resource: crate::record::ConfigResource::Broker(2),
+            name: crate::topic_config::BROKER_DECOMMISSIONED.into(),
+            value: Some("true".into()),
+        });
+        let placed = place_replicas(&image, 0, 0, 4, 2).unwrap();
+        assert_eq!(placed, vec![vec![1, 3], vec![3, 1], vec![1, 3], vec![3, 1]]);
+        assert!(matches!(
+            place_replicas(&image, 0, 0, 1, 3),
             Err(TopicError::InvalidReplicationFactor(_))
         ));
     }
