@@ -1,6 +1,15 @@
 //! The metadata image: the state that the ordered metadata records replay into.
+//!
+//! The maps that grow with the cluster (brokers, topics, each topic's partitions, the topic-id
+//! index) are persistent maps ([`imbl::OrdMap`]): a clone shares every node with the original and
+//! an update copies only the path to what it changes. So the quorum applies a commit to an image
+//! that the broker still serves in O(changed · log n), never copying the whole image, and two
+//! images one derived from the other are compared in time proportional to what differs
+//! ([`crate::delta::ImageDelta`]). The small per-topic and per-broker config maps stay `BTreeMap`s.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use imbl::OrdMap;
 
 use crate::record::{ConfigResource, Endpoint, MetadataRecord, TopicId};
 
@@ -110,7 +119,7 @@ impl PartitionImage {
 pub struct TopicImage {
     pub name: String,
     pub topic_id: TopicId,
-    pub partitions: BTreeMap<i32, PartitionImage>,
+    pub partitions: OrdMap<i32, PartitionImage>,
     pub configs: BTreeMap<String, String>,
 }
 
@@ -121,9 +130,9 @@ pub struct MetadataImage {
     /// only ever compared with the same broker's current one, so a snapshot that forgets an
     /// unregistered broker's epoch loses nothing.)
     pub last_broker_epoch: i64,
-    pub brokers: BTreeMap<i32, BrokerImage>,
-    pub topics: BTreeMap<String, TopicImage>,
-    pub topic_names_by_id: HashMap<TopicId, String>,
+    pub brokers: OrdMap<i32, BrokerImage>,
+    pub topics: OrdMap<String, TopicImage>,
+    pub topic_names_by_id: OrdMap<TopicId, String>,
     /// Each broker's dynamic configs (Kafka's DYNAMIC_BROKER_CONFIG).
     pub broker_configs: BTreeMap<i32, BTreeMap<String, String>>,
     /// The cluster-wide dynamic broker configs (Kafka's DYNAMIC_DEFAULT_BROKER_CONFIG).
@@ -222,7 +231,7 @@ impl MetadataImage {
                     TopicImage {
                         name: name.clone(),
                         topic_id: *topic_id,
-                        partitions: BTreeMap::new(),
+                        partitions: OrdMap::new(),
                         configs: BTreeMap::new(),
                     },
                 );
