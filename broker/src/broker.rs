@@ -6,7 +6,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
-use skald_controller::{AlterPartitionRequest, ControllerOp, ControllerReply, MetadataImage};
+use skald_controller::{
+    AlterPartitionRequest, ControllerOp, ControllerReply, ImageDelta, MetadataImage,
+};
 
 use crate::config::ServerConfig;
 use crate::error::{Error, Result};
@@ -74,7 +76,10 @@ impl Broker {
         let txns =
             TransactionCoordinator::new(TxnConfig::from_server(&config).map_err(Error::Config)?);
         // The offsets partitions led here from the start are loaded like any later leadership.
-        let changes = replicas.apply_metadata(&image, &config);
+        // Everything in the image is a change from the empty one this broker starts with.
+        let nothing = MetadataImage::default();
+        let delta = ImageDelta::between(&nothing, &image);
+        let changes = replicas.apply_metadata(&nothing, &image, &delta, &config);
         groups.on_role_changes(&replicas, &changes);
         txns.on_role_changes(&replicas, &changes);
         Ok(Broker {
@@ -127,12 +132,19 @@ impl Broker {
 
     /// Serves a newly committed image: logs first, then the image, so whoever sees the new
     /// metadata finds its partitions. Called only by the metadata publisher thread.
+    ///
+    /// The work is proportional to what changed since the served image ([`ImageDelta`]), not
+    /// to the cluster: the new image was replayed from the served one, so they share every
+    /// part that did not change.
     pub fn publish_image(&self, image: Arc<MetadataImage>, metadata_offset: u64) {
         let before = self.image();
         if !Arc::ptr_eq(&before, &image) {
+            let delta = ImageDelta::between(&before, &image);
             self.recently_deleted_topics
-                .note_deletions(&before, &image, std::time::Instant::now());
-            let changes = self.replicas.apply_metadata(&image, &self.config);
+                .note_deletions(&delta, std::time::Instant::now());
+            let changes = self
+                .replicas
+                .apply_metadata(&before, &image, &delta, &self.config);
             self.groups.on_role_changes(&self.replicas, &changes);
             self.txns.on_role_changes(&self.replicas, &changes);
             *self

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use kafka_protocol::ResponseError;
 use skald_controller::topic_config::ThrottledReplicas;
-use skald_controller::{MetadataImage, PartitionImage, TopicId, TopicImage};
+use skald_controller::{ImageDelta, MetadataImage, PartitionImage, TopicId, TopicImage};
 use skald_storage::{Clock, CompactionOptions, Log, LogConfig, SystemClock};
 use tokio::sync::Notify;
 
@@ -243,6 +243,8 @@ pub struct ReplicaManager {
     partitions: RwLock<HashMap<PartitionKey, Arc<Partition>>>,
     /// Partition directories found on disk at start-up and not yet claimed by the metadata image.
     unclaimed_dirs: Mutex<HashMap<PartitionKey, PathBuf>>,
+    /// Partitions placed here whose logs could not be opened: tried again with each image.
+    unopened: Mutex<BTreeSet<PartitionKey>>,
     /// This broker's and the cluster-wide dynamic broker configs the partitions' settings were
     /// last derived from.
     applied_broker_configs: Mutex<(BTreeMap<String, String>, BTreeMap<String, String>)>,
@@ -328,6 +330,7 @@ impl ReplicaManager {
             log_dirs: config.log_dirs.clone(),
             partitions: RwLock::new(HashMap::new()),
             unclaimed_dirs: Mutex::new(unclaimed),
+            unopened: Mutex::default(),
             applied_broker_configs: Mutex::default(),
             placement_changed: Notify::new(),
             fetch_assignments: FetchAssignments::default(),
@@ -523,30 +526,69 @@ impl ReplicaManager {
     /// this broker and removes those that no longer exist (or belong to an older topic of the same
     /// name) or no longer list this broker as a replica (a completed or cancelled reassignment
     /// moved it away: Kafka's StopReplica with delete). Run after every metadata change
-    /// (serialised by the controller lock) and at start-up.
+    /// (serialised by the metadata publisher) and at start-up.
+    ///
+    /// `before` is the image applied last (the empty image at start-up) and `delta` what changed
+    /// from it to `image`: only the partitions the delta names are looked at (plus any whose log
+    /// could not be opened yet), so a commit costs what it changed, not the cluster's size.
+    /// A change to the dynamic broker configs re-derives every hosted partition's settings.
     ///
     /// Logs are opened and removed outside the map's lock, so requests to other partitions carry on.
     /// A partition whose log cannot be opened is logged and left offline (requests for it get
-    /// UNKNOWN_TOPIC_OR_PARTITION); the metadata stays committed and the rest of the broker serves.
-    pub fn apply_metadata(&self, image: &MetadataImage, config: &ServerConfig) -> Vec<RoleChange> {
+    /// UNKNOWN_TOPIC_OR_PARTITION) and tried again with the next image; the metadata stays
+    /// committed and the rest of the broker serves.
+    pub fn apply_metadata(
+        &self,
+        before: &MetadataImage,
+        image: &MetadataImage,
+        delta: &ImageDelta,
+        config: &ServerConfig,
+    ) -> Vec<RoleChange> {
+        // Every partition the change touched: those of removed (or replaced) topics as they
+        // were, then the new and changed ones, then those whose logs could not be opened yet.
+        let mut touched: Vec<PartitionKey> = Vec::new();
+        for (name, _) in &delta.removed_topics {
+            if let Some(old) = before.topic(name) {
+                touched.extend(old.partitions.keys().map(|index| (name.clone(), *index)));
+            }
+        }
+        for topic in &delta.changed_topics {
+            touched.extend(
+                topic
+                    .removed_partitions
+                    .iter()
+                    .chain(&topic.partitions)
+                    .map(|index| (topic.name.clone(), *index)),
+            );
+        }
+        touched.extend(std::mem::take(&mut *self.unopened()));
+        touched.sort_unstable();
+        touched.dedup();
+
+        let placed_here = |key: &PartitionKey| {
+            image.topic(&key.0).and_then(|topic| {
+                topic
+                    .partitions
+                    .get(&key.1)
+                    .filter(|p| p.replicas.contains(&self.node_id))
+                    .map(|placement| (topic, placement))
+            })
+        };
         let stale: Vec<Arc<Partition>> = {
             let mut partitions = self.write();
-            let keys: Vec<PartitionKey> = partitions
+            let keys: Vec<&PartitionKey> = touched
                 .iter()
-                .filter(|((topic, index), partition)| {
-                    !image.topic(topic).is_some_and(|t| {
-                        t.topic_id == partition.topic_id
-                            && t.partitions
-                                .get(index)
-                                .is_some_and(|p| p.replicas.contains(&self.node_id))
+                .filter(|key| {
+                    partitions.get(*key).is_some_and(|partition| {
+                        placed_here(key).is_none_or(|(t, _)| t.topic_id != partition.topic_id)
                     })
                 })
-                .map(|(key, _)| key.clone())
                 .collect();
-            keys.iter()
+            keys.into_iter()
                 .filter_map(|key| partitions.remove(key))
                 .collect()
         };
+        let removed_any = !stale.is_empty();
         for partition in stale {
             self.remove_partition(&partition);
         }
@@ -572,42 +614,59 @@ impl ReplicaManager {
         // Every time, not only when the dynamic maps changed: the first image brings the static
         // values too. Two lookups; a change is logged.
         self.quotas.apply(&defaults);
+        if defaults_changed {
+            for partition in self.all() {
+                if let Some(topic) = image.topic(&partition.topic) {
+                    partition.apply_topic_configs(topic, &defaults, true);
+                }
+            }
+        }
+        for topic in delta.changed_topics.iter().filter(|t| t.configs_changed) {
+            let Some(topic) = image.topic(&topic.name) else {
+                continue;
+            };
+            for index in topic.partitions.keys() {
+                if let Some(partition) = self.get(&topic.name, *index) {
+                    partition.apply_topic_configs(topic, &defaults, defaults_changed);
+                }
+            }
+        }
+
         let mut dir_counts = self.partitions_per_dir();
         let mut unclaimed = self
             .unclaimed_dirs
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        for topic in image.topics.values() {
-            for (index, placement) in &topic.partitions {
-                if !placement.replicas.contains(&self.node_id) {
-                    continue;
-                }
-                let key = (topic.name.clone(), *index);
-                let open = self.read().get(&key).cloned();
-                if let Some(partition) = open {
-                    partition.apply_topic_configs(topic, &defaults, defaults_changed);
-                    continue;
-                }
-                let existing = unclaimed.remove(&key);
-                match self.open_partition(topic, *index, existing, &defaults, &mut dir_counts) {
-                    Ok(partition) => {
-                        partition.with_log(|log| {
-                            self.metrics.set_partition_log(
-                                &topic.name,
-                                *index,
-                                log.log_end_offset(),
-                                log.size_bytes(),
-                            )
-                        });
-                        self.write().insert(key, Arc::new(partition));
-                    }
-                    Err(err) => {
-                        tracing::error!(
-                            topic = topic.name,
-                            partition = index,
-                            "partition log cannot be opened; it stays offline: {err}"
+        let mut opened_any = false;
+        for key in &touched {
+            let Some((topic, _)) = placed_here(key) else {
+                continue;
+            };
+            if self.read().contains_key(key) {
+                continue;
+            }
+            let index = key.1;
+            let existing = unclaimed.remove(key);
+            match self.open_partition(topic, index, existing, &defaults, &mut dir_counts) {
+                Ok(partition) => {
+                    partition.with_log(|log| {
+                        self.metrics.set_partition_log(
+                            &topic.name,
+                            index,
+                            log.log_end_offset(),
+                            log.size_bytes(),
                         )
-                    }
+                    });
+                    self.write().insert(key.clone(), Arc::new(partition));
+                    opened_any = true;
+                }
+                Err(err) => {
+                    tracing::error!(
+                        topic = topic.name,
+                        partition = index,
+                        "partition log cannot be opened; it stays offline: {err}"
+                    );
+                    self.unopened().insert(key.clone());
                 }
             }
         }
@@ -619,20 +678,35 @@ impl ReplicaManager {
         }
         self.report_startup_recovery();
         drop(unclaimed);
-        let changes = self.apply_roles(image);
-        self.update_offline_partitions();
-        self.update_replication_gauges();
+        let hosted: Vec<Arc<Partition>> = {
+            let partitions = self.read();
+            touched
+                .iter()
+                .filter_map(|key| partitions.get(key).cloned())
+                .collect()
+        };
+        let changes = self.apply_roles(image, &hosted);
+        if removed_any || opened_any || !changes.is_empty() {
+            self.assign_fetches();
+        }
+        if !touched.is_empty() {
+            // Waiting fetches re-check: a leader's high watermark may have moved (ISR shrink).
+            self.placement_changed.notify_waiters();
+            self.update_replication_gauges();
+        }
+        if removed_any || opened_any {
+            self.update_offline_partitions();
+        }
         changes
     }
 
-    /// Brings every hosted partition's role (leader, follower, offline) in line with the image:
-    /// a new leader starts its epoch at its log end; followers are handed to the replica
-    /// fetchers of their leaders.
-    fn apply_roles(&self, image: &MetadataImage) -> Vec<RoleChange> {
+    /// Brings the role (leader, follower, offline) of each of `partitions` in line with the
+    /// image: a new leader starts its epoch at its log end; a follower is handed to the replica
+    /// fetcher of its leader by [`Self::assign_fetches`].
+    fn apply_roles(&self, image: &MetadataImage, partitions: &[Arc<Partition>]) -> Vec<RoleChange> {
         let now_ms = crate::replication::now_ms();
-        let mut follows: BTreeMap<i32, Vec<Arc<Partition>>> = BTreeMap::new();
         let mut changes = Vec::new();
-        for partition in self.all() {
+        for partition in partitions {
             let Some(placement) = image
                 .topic(&partition.topic)
                 .and_then(|t| t.partitions.get(&partition.partition))
@@ -671,14 +745,27 @@ impl ReplicaManager {
                     });
                 }
             }
+        }
+        changes
+    }
+
+    /// Hands every followed partition to the replica fetcher of its leader. Run when a commit
+    /// changed some partition's role or the hosted set, not on every commit.
+    fn assign_fetches(&self) {
+        let mut follows: BTreeMap<i32, Vec<Arc<Partition>>> = BTreeMap::new();
+        for partition in self.all() {
             if let Role::Follower { leader, .. } = partition.role() {
                 follows.entry(leader).or_default().push(partition);
             }
         }
         self.fetch_assignments.set(follows);
-        // Waiting fetches re-check: a leader's high watermark may have moved (ISR shrink).
-        self.placement_changed.notify_waiters();
-        changes
+    }
+
+    /// Partitions placed here whose logs could not be opened, tried again with the next image.
+    fn unopened(&self) -> MutexGuard<'_, BTreeSet<PartitionKey>> {
+        self.unopened
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn partitions_per_dir(&self) -> BTreeMap<PathBuf, usize> {

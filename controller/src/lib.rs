@@ -4,7 +4,10 @@
 //!
 //! # Layout
 //! - [`record`]: the metadata records and their versioned JSON envelope.
-//! - [`image`]: [`MetadataImage`] and `replay`, the only code that changes metadata state.
+//! - [`image`]: [`MetadataImage`] and `replay`, the only code that changes metadata state. Its
+//!   big maps are persistent, so a commit costs what it changes, never a copy of the image.
+//! - [`delta`]: [`ImageDelta`], what changed between two images, found in time proportional to
+//!   the change: how the broker's consumers of the image do O(changes) work per commit.
 //! - [`log`]: [`MetadataLog`], the legacy single-node log of record batches, read once to seed
 //!   the quorum's first snapshot.
 //! - [`controller`]: [`Controller`], whose operations validate a request against the committed
@@ -41,6 +44,7 @@ pub mod alter_configs;
 pub mod alter_partition;
 pub mod auto_balance;
 pub mod controller;
+pub mod delta;
 pub mod election;
 pub mod error;
 pub mod follower;
@@ -73,6 +77,7 @@ pub use controller::{
     BrokerRegistration, Controller, ControllerConfig, CreatePartitionsSpec, CreateTopicSpec,
     Planned, NO_LEADER,
 };
+pub use delta::{ImageDelta, TopicDelta};
 pub use election::{
     preferred_leader_elections, ElectionConfig, ElectionError, ElectionResult, ElectionType,
 };

@@ -21,8 +21,8 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 use kafka_protocol::protocol::StrBytes;
 use skald_controller::names::{is_internal, validate_topic_name};
 use skald_controller::{
-    ControllerOp, ControllerReply, CreateTopicSpec, MetadataImage, PartitionImage, TopicImage,
-    NO_LEADER,
+    ControllerOp, ControllerReply, CreateTopicSpec, ImageDelta, MetadataImage, PartitionImage,
+    TopicImage, NO_LEADER,
 };
 
 use super::{topic_id, topic_name, uuid};
@@ -45,19 +45,14 @@ pub struct RecentlyDeletedTopics {
 }
 
 impl RecentlyDeletedTopics {
-    /// Notes the topics of `before` that `after` no longer has (or has under a new id: deleted
-    /// and created again, by an explicit CreateTopics), at `now`.
-    pub fn note_deletions(&self, before: &MetadataImage, after: &MetadataImage, now: Instant) {
+    /// Notes the topics a metadata change removed (or gave a new id: deleted and created again,
+    /// by an explicit CreateTopics), at `now`.
+    pub fn note_deletions(&self, delta: &ImageDelta, now: Instant) {
         let mut deleted_at = self.lock();
         deleted_at
             .retain(|_, at| now.saturating_duration_since(*at) < DELETED_TOPIC_AUTO_CREATE_HOLD);
-        for (name, topic) in &before.topics {
-            if after
-                .topic(name)
-                .is_none_or(|t| t.topic_id != topic.topic_id)
-            {
-                deleted_at.insert(name.clone(), now);
-            }
+        for (name, _) in &delta.removed_topics {
+            deleted_at.insert(name.clone(), now);
         }
     }
 
@@ -302,7 +297,7 @@ mod tests {
         let t0 = Instant::now();
         let before = image_with(&[("kept", 1), ("gone", 2), ("renewed", 3)]);
         let after = image_with(&[("kept", 1), ("renewed", 4), ("new", 5)]);
-        deleted.note_deletions(&before, &after, t0);
+        deleted.note_deletions(&ImageDelta::between(&before, &after), t0);
         assert!(deleted.held("gone", t0));
         assert!(deleted.held("renewed", t0), "deleted, then created again");
         assert!(!deleted.held("kept", t0));
@@ -312,7 +307,10 @@ mod tests {
         assert!(!deleted.held("gone", t0 + DELETED_TOPIC_AUTO_CREATE_HOLD));
 
         // Entries past the hold are forgotten at the next change.
-        deleted.note_deletions(&after, &after, t0 + DELETED_TOPIC_AUTO_CREATE_HOLD);
+        deleted.note_deletions(
+            &ImageDelta::between(&after, &after),
+            t0 + DELETED_TOPIC_AUTO_CREATE_HOLD,
+        );
         assert!(deleted.lock().is_empty());
     }
 }
