@@ -632,7 +632,8 @@ impl ReplicaManager {
             }
         }
 
-        let mut dir_counts = self.partitions_per_dir();
+        // Counted over every hosted partition, so only when a partition is to be opened.
+        let mut dir_counts: Option<BTreeMap<PathBuf, usize>> = None;
         let mut unclaimed = self
             .unclaimed_dirs
             .lock()
@@ -647,7 +648,8 @@ impl ReplicaManager {
             }
             let index = key.1;
             let existing = unclaimed.remove(key);
-            match self.open_partition(topic, index, existing, &defaults, &mut dir_counts) {
+            let dir_counts = dir_counts.get_or_insert_with(|| self.partitions_per_dir());
+            match self.open_partition(topic, index, existing, &defaults, dir_counts) {
                 Ok(partition) => {
                     partition.with_log(|log| {
                         self.metrics.set_partition_log(
@@ -1539,3 +1541,6 @@ pub enum LeaderAppendRefused {
     /// The partition was removed meanwhile (UNKNOWN_TOPIC_OR_PARTITION).
     Deleted,
 }
+
+#[cfg(test)]
+mod tests;
