@@ -6,7 +6,8 @@
 //! image stays referenced meanwhile, as the metadata publisher holds the image it last served.
 //!
 //! Two series: `AlterPartition` (the partition's leader shrinks its ISR, then expands it back) and
-//! `CreateTopics` of a one-partition topic. Prints p50 / p99 / max per series, and the process's
+//! `CreateTopics` of a one-partition topic. Prints p50 / p99 / max per series (and of the
+//! [`ImageDelta`] a broker's publisher computes for each commit), and the process's
 //! resident memory before the image is built, with it, and at its peak (`VmHWM`). Run twice: on a
 //! [`FileDisk`] (what a controller does) and on a [`MemDisk`] (no fsync: the commit's own CPU
 //! work); the memory figures of the second run start from what the first left allocated.
@@ -25,8 +26,8 @@ use std::time::{Duration, Instant};
 
 use skald_controller::raft_disk::{FileDisk, MemDisk, RaftDisk};
 use skald_controller::{
-    AlterPartitionRequest, Controller, ControllerConfig, CreateTopicSpec, Endpoint, IsrChange,
-    IsrMember, MetadataImage, MetadataRecord, Quorum, QuorumConfig, TopicId,
+    AlterPartitionRequest, Controller, ControllerConfig, CreateTopicSpec, Endpoint, ImageDelta,
+    IsrChange, IsrMember, MetadataImage, MetadataRecord, Quorum, QuorumConfig, TopicId,
 };
 
 const TOPICS: usize = 1_000;
@@ -112,6 +113,9 @@ struct Bench<D: RaftDisk> {
     controller: Controller,
     published: Arc<MetadataImage>,
     token: u64,
+    /// How long `ImageDelta::between` the published image and each new one took: what every
+    /// broker's publisher computes per commit before touching the partitions it names.
+    deltas: Vec<Duration>,
 }
 
 impl<D: RaftDisk> Bench<D> {
@@ -125,6 +129,9 @@ impl<D: RaftDisk> Bench<D> {
             let out = self.quorum.handle_ready().expect("ready");
             if let Some(image) = out.image {
                 // The publisher takes the new image; the one it served goes.
+                let start = Instant::now();
+                std::hint::black_box(ImageDelta::between(&self.published, &image));
+                self.deltas.push(start.elapsed());
                 self.published = image;
             }
             if out
@@ -205,7 +212,7 @@ fn percentiles(name: &str, mut samples: Vec<Duration>) {
     let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
-        "  {name}: {} commits, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        "  {name}: {} samples, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         samples.len(),
         ms(at(0.50)),
         ms(at(0.99)),
@@ -248,6 +255,7 @@ fn run<D: RaftDisk>(disk: D, commits: usize) {
         }),
         published,
         token: 0,
+        deltas: Vec::new(),
     };
     let batches: Vec<Vec<MetadataRecord>> = batches.collect();
     for chunk in batches.chunks(TOPICS_PER_SETUP_BATCH) {
@@ -264,6 +272,7 @@ fn run<D: RaftDisk>(disk: D, commits: usize) {
         bench.published.partition_count(),
         started.elapsed().as_secs_f64()
     );
+    bench.deltas.clear();
     let mut samples = Vec::with_capacity(commits);
     for i in 0..commits {
         let start = Instant::now();
@@ -279,6 +288,10 @@ fn run<D: RaftDisk>(disk: D, commits: usize) {
         samples.push(start.elapsed());
     }
     percentiles("CreateTopics (one partition)", samples);
+    percentiles(
+        "ImageDelta::between the published and the new image (not in the commit times)",
+        std::mem::take(&mut bench.deltas),
+    );
 
     let (rss_end, hwm) = memory_mib();
     println!(
