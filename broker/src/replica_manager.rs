@@ -621,13 +621,17 @@ impl ReplicaManager {
                 }
             }
         }
-        for topic in delta.changed_topics.iter().filter(|t| t.configs_changed) {
+        let configs_changed = delta
+            .changed_topics
+            .iter()
+            .filter(|t| t.configs_changed && !defaults_changed);
+        for topic in configs_changed {
             let Some(topic) = image.topic(&topic.name) else {
                 continue;
             };
             for index in topic.partitions.keys() {
                 if let Some(partition) = self.get(&topic.name, *index) {
-                    partition.apply_topic_configs(topic, &defaults, defaults_changed);
+                    partition.apply_topic_configs(topic, &defaults, false);
                 }
             }
         }
@@ -691,7 +695,7 @@ impl ReplicaManager {
         if removed_any || opened_any || !changes.is_empty() {
             self.assign_fetches();
         }
-        if !touched.is_empty() {
+        if removed_any || !hosted.is_empty() {
             // Waiting fetches re-check: a leader's high watermark may have moved (ISR shrink).
             self.placement_changed.notify_waiters();
             self.update_replication_gauges();
