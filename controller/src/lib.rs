@@ -23,6 +23,9 @@
 //!   and their settings.
 //! - [`placement`]: where new partitions' replicas go (striped over unfenced brokers, rack-aware).
 //! - [`liveness`]: when each broker last heartbeated, as the active controller sees it.
+//! - [`policy`]: [`ControllerLoop`], the active controller's event-loop policy (operation queue,
+//!   proposal timeouts, fencing, probes of silent brokers, preferred elections), sans-io with an
+//!   injected clock: the broker's quorum driver does its I/O.
 //! - [`quorum`]: [`Quorum`], this controller's member of the raft quorum that orders committed
 //!   record batches; sans-io, driven by the broker's quorum driver.
 //! - [`raft_store`]: the raft log as raft-rs reads it, with snapshots built from the applied image.
@@ -56,6 +59,7 @@ pub mod log;
 pub mod names;
 pub mod ops;
 pub mod placement;
+pub mod policy;
 pub mod protobuf_guard;
 pub mod quorum;
 pub mod raft_disk;
@@ -88,6 +92,7 @@ pub use image::{
 };
 pub use log::MetadataLog;
 pub use ops::{ControllerOp, ControllerReply, ProducerIdsError, UnregisterBrokerError};
+pub use policy::ControllerLoop;
 pub use quorum::{ProposalError, ProposeError, Quorum, QuorumConfig, QuorumStatus, VoterStatus};
 pub use raft_disk::{DiskState, FileDisk, MemDisk, RaftDisk};
 pub use reassignment::{OngoingReassignment, ReassignmentSpec};
