@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use raft::eraftpb::{Message, MessageType};
 
+use crate::policy::{Action, ControllerLoop};
 use crate::quorum::{Applied, ProposeError, Quorum, QuorumConfig};
 use crate::raft_disk::MemDisk;
 use crate::record::{MetadataRecord, TopicId};
@@ -56,6 +57,11 @@ pub(crate) struct SimNode {
     /// The last index this incarnation applied (batches and snapshots): must only grow.
     last_applied: u64,
     pub(crate) snapshots_installed: u64,
+    /// The controller's event-loop policy over this quorum (`cluster` runs); soft state, lost
+    /// with the process.
+    pub(crate) policy: Option<ControllerLoop<cluster::SimTickets>>,
+    /// A paused process neither ticks nor handles messages; messages to it wait in the network.
+    pub(crate) paused: bool,
 }
 
 /// A proposal the simulation made, and what became of it.
@@ -83,7 +89,12 @@ pub(crate) struct Sim {
     /// By token.
     pub(crate) proposals: BTreeMap<u64, Proposal>,
     next_token: u64,
+    /// What the nodes' policies decided, with who decided it, for `cluster` to carry out.
+    pub(crate) policy_actions: Vec<(i32, Action<cluster::SimTickets>)>,
 }
+
+/// How much time one simulation tick stands for.
+pub(crate) const TICK_MS: u64 = 100;
 
 pub(crate) fn topic(name: &str) -> MetadataRecord {
     MetadataRecord::Topic {
@@ -116,6 +127,8 @@ impl Sim {
                     config,
                     last_applied: 0,
                     snapshots_installed: 0,
+                    policy: None,
+                    paused: false,
                 },
             );
         }
@@ -131,6 +144,7 @@ impl Sim {
             history: BTreeMap::new(),
             proposals: BTreeMap::new(),
             next_token: 1,
+            policy_actions: Vec::new(),
         };
         for id in ids {
             sim.restart(id);
@@ -175,7 +189,18 @@ impl Sim {
     pub(crate) fn crash(&mut self, id: i32) {
         let node = self.nodes.get_mut(&id).expect("known node");
         node.quorum = None;
+        node.policy = None;
+        node.paused = false;
         node.disk.crash();
+    }
+
+    /// The simulated clock, in milliseconds.
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.now * TICK_MS
+    }
+
+    fn paused(&self, id: i32) -> bool {
+        self.nodes.get(&id).is_some_and(|node| node.paused)
     }
 
     /// Starts a stopped node from its disk.
@@ -244,9 +269,17 @@ impl Sim {
     /// One tick: every live node ticks, then every message due is delivered.
     pub(crate) fn tick(&mut self) {
         self.now += 1;
+        let now_ms = self.now_ms();
         for id in self.live() {
-            if let Some(quorum) = self.nodes.get_mut(&id).and_then(|n| n.quorum.as_mut()) {
+            let node = self.nodes.get_mut(&id).expect("live node");
+            if node.paused {
+                continue;
+            }
+            if let Some(quorum) = node.quorum.as_mut() {
                 quorum.tick();
+                if let Some(policy) = node.policy.as_mut() {
+                    policy.tick(quorum, now_ms);
+                }
             }
             self.process(id);
         }
@@ -267,7 +300,7 @@ impl Sim {
                 .in_flight
                 .iter()
                 .enumerate()
-                .filter(|(_, m)| m.deliver_at <= self.now)
+                .filter(|(_, m)| m.deliver_at <= self.now && !self.paused(m.to))
                 .min_by_key(|(_, m)| (m.deliver_at, m.seq))
                 .map(|(i, _)| i)
             else {
@@ -295,11 +328,19 @@ impl Sim {
         panic!("messages kept arriving within one tick");
     }
 
-    /// Runs `handle_ready` on a node and routes what it produced.
-    fn process(&mut self, id: i32) {
-        let Some(quorum) = self.nodes.get_mut(&id).and_then(|n| n.quorum.as_mut()) else {
+    /// Runs `handle_ready` on a node (after its policy, if it runs one, started what it queued)
+    /// and routes what it produced.
+    pub(crate) fn process(&mut self, id: i32) {
+        let now_ms = self.now_ms();
+        let Some(node) = self.nodes.get_mut(&id).filter(|n| !n.paused) else {
             return;
         };
+        let Some(quorum) = node.quorum.as_mut() else {
+            return;
+        };
+        if let Some(policy) = node.policy.as_mut() {
+            policy.start_next(quorum, now_ms);
+        }
         let output = match quorum.handle_ready() {
             Ok(output) => output,
             Err(err) => {
@@ -311,7 +352,18 @@ impl Sim {
             }
         };
         self.check_trace(id);
-        for (token, result) in output.completed {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        let mut completed = output.completed;
+        if let (Some(policy), Some(quorum)) = (node.policy.as_mut(), node.quorum.as_ref()) {
+            // The policy's proposals are its own; the scenario's come from `propose_on`.
+            policy.observe_role(quorum, now_ms);
+            for (token, result) in std::mem::take(&mut completed) {
+                policy.completed(token, result, quorum.applied_index());
+            }
+            self.policy_actions
+                .extend(policy.take_actions().into_iter().map(|a| (id, a)));
+        }
+        for (token, result) in completed {
             self.seq += 1;
             let proposal = self.proposals.get_mut(&token).expect("known token");
             assert!(
@@ -470,5 +522,6 @@ impl Sim {
     }
 }
 
+pub(crate) mod cluster;
 #[cfg(test)]
 mod tests;
