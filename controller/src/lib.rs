@@ -37,7 +37,9 @@
 //!   committed metadata, and the [`MetadataUpdate`]s they fetch.
 //! - `fuzzing`: what the fuzz targets in `fuzz/` run (metadata records and updates, raft
 //!   messages), also run by the stable tests over the committed seed corpus. Not supported API.
-//! - `sim` (tests only): a seeded in-process cluster with a faulty network and crashing disks.
+//! - `sim` (tests only): a seeded in-process cluster with a faulty network and crashing disks;
+//!   `sim::cluster` runs the [`policy`] on every controller, with brokers, a client and paused
+//!   processes, and checks the controller's invariants on every tick.
 //! - [`topic_config`]: the topic-level configs Skald knows, with their types and broker defaults.
 //! - [`names`]: topic name rules.
 //!

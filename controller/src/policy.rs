@@ -114,7 +114,8 @@ pub enum FenceReason {
 }
 
 impl FenceReason {
-    /// The `reason` label of `skald_controller_early_fenced_brokers_total`.
+    /// The `reason` label of `skald_controller_early_fenced_brokers_total` (a session expiry is
+    /// counted by `skald_controller_timed_out_broker_heartbeats_total` instead).
     pub fn label(self) -> &'static str {
         match self {
             FenceReason::SessionExpired => "session_expired",
