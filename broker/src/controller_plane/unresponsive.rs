@@ -4,18 +4,19 @@
 //! Evident death ([`super::departure`]) covers a process that is gone. A paused process (SIGSTOP,
 //! a frozen VM, a process stuck in the kernel) leaves no such evidence: its sockets stay open and
 //! the kernel completes handshakes on its listener. What it cannot do is answer. So the probe the
-//! driver asks for when a broker has been silent for two `broker.heartbeat.interval.ms` goes one
-//! step further: on the connection its advertised listener accepted it sends an ApiVersions
+//! controller's policy (`skald_controller::policy::ControllerLoop`, through the driver) asks for
+//! when a broker has been silent for two `broker.heartbeat.interval.ms` goes one step further:
+//! on the connection its advertised listener accepted it sends an ApiVersions
 //! request (v0, which every Kafka broker answers, cheapest of all requests: no disk, no lock, no
 //! metadata) and waits `broker.unresponsive.probe.timeout.ms` for the first byte of an answer.
 //! Anything back means the process runs, and it is left alone whatever its heartbeats do. No
-//! answer in time makes it *unresponsive*, and the driver fences it only if, in addition:
+//! answer in time makes it *unresponsive*, and the policy fences it only if, in addition:
 //!
 //! - it is still unfenced at the epoch probed and has not heartbeated since the probe was asked
 //!   for (so it has been silent for at least two heartbeat intervals plus the probe timeout);
-//! - the controller itself ran throughout: its driver checked liveness with no gap over a second
+//! - the controller itself ran throughout: its policy checked liveness with no gap over a second
 //!   from the broker's last heartbeat until the verdict (`BrokerLiveness::ran_throughout`, the
-//!   driver's stall detection made tighter), and the probe's own waits on this node's runtime
+//!   policy's stall detection made tighter), and the probe's own waits on this node's runtime
 //!   each woke up within [`LATE_MAX`] of when they were due. A controller that was paused or
 //!   starved could neither receive heartbeats nor read answers, so its own stall never counts
 //!   against a broker: the probe is then inconclusive ([`Probe::ProberLate`]);
