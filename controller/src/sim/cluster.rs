@@ -3,8 +3,9 @@
 //! register and heartbeat, and a client creates topics, through the same faulty network. The
 //! network drops, delays and reorders; links between controllers and between a broker and a
 //! controller are cut and healed; controllers crash (losing unsynced writes) and restart with a
-//! fresh policy; controllers and brokers are paused (a paused process neither runs nor reads its
-//! messages, which wait for it) and resumed, the clock running on meanwhile.
+//! fresh policy; brokers restart as a new incarnation (registering afresh); controllers and
+//! brokers are paused (a paused process neither runs nor reads its messages, which wait for it)
+//! and resumed, the clock running on meanwhile.
 //!
 //! Checked continuously, failing the run on the spot:
 //! - **no healthy broker fenced**: when a leader decides to fence a broker for its session, the
@@ -125,6 +126,7 @@ pub(crate) struct Stats {
     pub(crate) creates_refused_as_existing: u64,
     pub(crate) controller_pauses: u64,
     pub(crate) broker_pauses: u64,
+    pub(crate) broker_restarts: u64,
     pub(crate) crashes: u64,
 }
 
@@ -720,6 +722,18 @@ impl Cluster {
         }
     }
 
+    /// A broker's process restarts: a new incarnation, registering afresh (which fences the old
+    /// one's epoch), its requests in flight forgotten.
+    fn restart_broker(&mut self, id: i32) {
+        self.resume(id);
+        let broker = self.brokers.get_mut(&id).expect("known broker");
+        broker.incarnation += 1;
+        broker.epoch = None;
+        broker.awaiting_since_ms = None;
+        broker.metadata_offset = 0;
+        self.stats.broker_restarts += 1;
+    }
+
     fn crash(&mut self, id: i32) {
         self.resume(id);
         self.sim.crash(id);
@@ -790,6 +804,7 @@ fn simulate(seed: u64) -> Cluster {
                 cluster.sim.heal();
                 cluster.broker_cuts.clear();
             }
+            112..=113 => cluster.restart_broker(broker),
             _ => {}
         }
     }
@@ -894,6 +909,7 @@ mod tests {
             total.controller_pauses += stats.controller_pauses;
             total.broker_pauses += stats.broker_pauses;
             total.crashes += stats.crashes;
+            total.broker_restarts += stats.broker_restarts;
         }
         eprintln!("{count} seeds: {total:?}");
     }
