@@ -7,6 +7,7 @@
 //! Each test crate uses only part of this module, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+pub mod checker;
 pub mod clients;
 pub mod cluster;
 pub mod load;
