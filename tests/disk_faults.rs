@@ -11,9 +11,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use bytes::Bytes;
+use common::tmpfs::Tmpfs;
 use common::wire::{self, topic_name, RawConn};
 use common::{http_get, TestServer};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
@@ -22,36 +22,27 @@ use kafka_protocol::messages::{ApiKey, BrokerId, ListOffsetsRequest, ListOffsets
 const KAFKA_STORAGE_ERROR: i16 = 56;
 const TOPIC: &str = "filling";
 
-/// A tmpfs mounted for the test's lifetime, lazily unmounted on drop.
-struct Tmpfs {
-    dir: tempfile::TempDir,
+/// A tmpfs on a fresh temporary directory for the test's lifetime: unmounted (lazily) before
+/// the directory goes.
+struct TempTmpfs {
+    mount: Tmpfs,
+    _dir: tempfile::TempDir,
 }
 
-impl Tmpfs {
-    fn mount(size: &str) -> Option<Tmpfs> {
+impl TempTmpfs {
+    fn mount(bytes: u64) -> Result<TempTmpfs, String> {
         let dir = tempfile::Builder::new()
             .prefix("skald-tmpfs-")
             .tempdir()
-            .ok()?;
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .ok()?;
-        status.success().then_some(Tmpfs { dir })
+            .map_err(|e| e.to_string())?;
+        Ok(TempTmpfs {
+            mount: Tmpfs::mount(dir.path(), bytes)?,
+            _dir: dir,
+        })
     }
 
     fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
+        self.mount.path()
     }
 }
 
@@ -113,8 +104,8 @@ fn assert_stored_as_sent(stored: &[u8], sent: &[Bytes]) {
 fn a_full_log_dir_goes_offline_and_the_other_keeps_serving() {
     // CI and the developers' machines run as root with mount allowed: a refusal is a failure, not
     // a reason to skip.
-    let tmpfs =
-        Tmpfs::mount("2m").expect("mount -t tmpfs (the disk-fault tests need root and mount)");
+    let tmpfs = TempTmpfs::mount(2 << 20)
+        .expect("mount -t tmpfs (the disk-fault tests need root and mount)");
     let roomy = tempfile::Builder::new()
         .prefix("skald-roomy-")
         .tempdir()
@@ -226,8 +217,8 @@ fn fill_up(dir: &Path) {
 fn an_index_page_on_a_full_disk_skips_the_entry_instead_of_killing_the_broker() {
     // CI and the developers' machines run as root with mount allowed: a refusal is a failure, not
     // a reason to skip.
-    let tmpfs =
-        Tmpfs::mount("1m").expect("mount -t tmpfs (the disk-fault tests need root and mount)");
+    let tmpfs = TempTmpfs::mount(1 << 20)
+        .expect("mount -t tmpfs (the disk-fault tests need root and mount)");
     let roomy = tempfile::Builder::new()
         .prefix("skald-roomy-")
         .tempdir()

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::cluster::TestCluster;
-use common::netsplit::Link;
+use common::netsplit::{Direction, Link};
 use common::poll_until;
 use common::replica::{
     log_end_offset, produce_once_served, produce_with_acks, produce_with_timeout, stored_records,
@@ -540,6 +540,34 @@ fn a_black_holed_link_keeps_connections_open_and_silent_for_good() {
     let mut after = connect(link.addr());
     echoes(&mut after);
     assert_eq!(link.refused(), 0);
+}
+
+#[test]
+fn a_stalled_direction_holds_its_bytes_until_healed_and_loses_none() {
+    for direction in [Direction::ToTarget, Direction::FromTarget] {
+        let link = Link::new(echo_server());
+        let mut stream = connect(link.addr());
+        echoes(&mut stream);
+        stream
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .expect("set_read_timeout");
+
+        link.stall(direction);
+        silent(
+            &mut stream,
+            &format!("a connection with {direction:?} stalled"),
+        );
+        link.heal();
+        // The held ping, echoed once the stall ends; then the connection carries on.
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("set_read_timeout");
+        let mut held = [0u8; 4];
+        stream.read_exact(&mut held).expect("the held bytes");
+        assert_eq!(&held, b"ping", "{direction:?}");
+        echoes(&mut stream);
+        assert_eq!(link.refused(), 0);
+    }
 }
 
 /// Sends `ping` and expects neither an answer nor the end of the connection before the read

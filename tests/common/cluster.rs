@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::netsplit::Link;
+use super::netsplit::{Direction, Link};
 use super::{
     free_port, poll_until, read_tail, skald_bin, wait_until_serving, PORT_ATTEMPTS, STOP_TIMEOUT,
 };
@@ -142,7 +142,7 @@ impl TestCluster {
     }
 
     pub fn start_roles(roles: &[Role], overrides: &[(&str, &str)]) -> TestCluster {
-        TestCluster::start_roles_linked(roles, overrides, false)
+        TestCluster::start_roles_linked(roles, overrides, false, &mut |_| {})
     }
 
     /// As [`TestCluster::start`], with every broker's traffic routed through [`Link`]s the test
@@ -162,11 +162,23 @@ impl TestCluster {
         brokers: usize,
         overrides: &[(&str, &str)],
     ) -> TestCluster {
+        TestCluster::start_with_links_prepared(controllers, brokers, overrides, &mut |_| {})
+    }
+
+    /// As [`TestCluster::start_with_links`], calling `prepare` for each node once its ports and
+    /// directory are chosen and before it starts (e.g. to mount a file system at its data dir);
+    /// again for every node if the cluster starts again on fresh ports.
+    pub fn start_with_links_prepared(
+        controllers: usize,
+        brokers: usize,
+        overrides: &[(&str, &str)],
+        prepare: &mut dyn FnMut(&ClusterNode),
+    ) -> TestCluster {
         let roles = (0..controllers)
             .map(|_| Role::Controller)
             .chain((0..brokers).map(|_| Role::Broker))
             .collect::<Vec<_>>();
-        TestCluster::start_roles_linked(&roles, overrides, true)
+        TestCluster::start_roles_linked(&roles, overrides, true, prepare)
     }
 
     /// A cluster of `roles` with its ports chosen and no node started: the test starts each with
@@ -178,13 +190,19 @@ impl TestCluster {
         cluster
     }
 
-    fn start_roles_linked(roles: &[Role], overrides: &[(&str, &str)], linked: bool) -> TestCluster {
+    fn start_roles_linked(
+        roles: &[Role],
+        overrides: &[(&str, &str)],
+        linked: bool,
+        prepare: &mut dyn FnMut(&ClusterNode),
+    ) -> TestCluster {
         let mut cluster = TestCluster::unstarted_linked(roles, overrides, linked);
         // A port found free can be taken by another test before a node binds it: then start the
         // whole cluster again on fresh ports (the voters list names the controllers' ports).
         for attempt in 1..=PORT_ATTEMPTS {
             cluster.assign_ports();
             for index in 0..cluster.nodes.len() {
+                prepare(&cluster.nodes[index]);
                 cluster.spawn(index);
             }
             let ready: Result<(), String> =
@@ -402,6 +420,74 @@ impl TestCluster {
             .flat_map(|links| links.values())
             .filter_map(|links| links.controllers.get(&node_id));
         raft.chain(brokers).collect()
+    }
+
+    /// A one-way partition of node `node_id` (a cluster with links only): with `outbound`, every
+    /// byte it sends is held (its requests to controllers and raft peers, its answers to whoever
+    /// asked it), otherwise every byte it would receive; the other direction flows. Undone by
+    /// [`TestCluster::heal_all`]. Not covered: a broker's own connections to other brokers'
+    /// listeners (replica fetching), which share those brokers' listener links with everyone.
+    pub fn stall_one_way(&self, node_id: i32, outbound: bool) {
+        let (sending, receiving) = if outbound {
+            (Direction::ToTarget, Direction::FromTarget)
+        } else {
+            (Direction::FromTarget, Direction::ToTarget)
+        };
+        if self.node(node_id).role.is_broker() {
+            let links = self.links(node_id);
+            for link in links.controllers.values() {
+                link.stall(sending);
+            }
+            links.listener.stall(receiving);
+        } else {
+            for ((from, to), link) in &self.raft_links {
+                if *from == node_id {
+                    link.stall(sending);
+                } else if *to == node_id {
+                    link.stall(receiving);
+                }
+            }
+            for links in self.links.iter().flat_map(|links| links.values()) {
+                if let Some(link) = links.controllers.get(&node_id) {
+                    link.stall(receiving);
+                }
+            }
+        }
+    }
+
+    /// Splits the cluster in two (a cluster with links only): `minority` on one side, every
+    /// other node and the test's clients on the other. Cut: raft between the sides, brokers'
+    /// links to controllers across, and the listener links of the minority's brokers (the
+    /// clients and the other brokers are on the majority side). Not covered: a minority
+    /// broker's own connections to majority brokers' listeners (see
+    /// [`TestCluster::stall_one_way`]). Undone by [`TestCluster::heal_all`].
+    pub fn split(&self, minority: &[i32]) {
+        let apart = |a: &i32, b: &i32| minority.contains(a) != minority.contains(b);
+        for ((from, to), link) in &self.raft_links {
+            if apart(from, to) {
+                link.cut();
+            }
+        }
+        for (broker, links) in self.links.iter().flat_map(|links| links.iter()) {
+            for (controller, link) in &links.controllers {
+                if apart(broker, controller) {
+                    link.cut();
+                }
+            }
+            if minority.contains(broker) {
+                links.listener.cut();
+            }
+        }
+    }
+
+    /// Heals every link of the cluster (cuts, black holes, stalls).
+    pub fn heal_all(&self) {
+        let brokers = self.links.iter().flat_map(|links| links.values());
+        let broker_links = brokers
+            .flat_map(|links| std::iter::once(&links.listener).chain(links.controllers.values()));
+        for link in broker_links.chain(self.raft_links.values()) {
+            link.heal();
+        }
     }
 
     /// Undoes [`TestCluster::isolate`]: new connections through the broker's links go through.

@@ -14,6 +14,7 @@ pub mod load;
 pub mod netsplit;
 pub mod rdk;
 pub mod replica;
+pub mod tmpfs;
 pub mod wire;
 
 use std::fs::{File, OpenOptions};

@@ -14,13 +14,18 @@
 //! every byte is dropped, as on a path that loses packets, so peers notice only by their own
 //! timeouts — the case a cut does not cover.
 //!
+//! A link can also [`stall`](Link::stall) one direction only: bytes that way are held (not lost)
+//! until the link heals, while the other direction flows — a one-way partition as TCP presents it
+//! to the processes (requests arrive and are acted on, their answers never come; after healing,
+//! retransmission delivers what was held). New connections are forwarded and stall the same way.
+//!
 //! Threads, blocking sockets: one accepting thread per link and two copying threads per forwarded
 //! connection. Nothing here sleeps to synchronise.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -38,6 +43,17 @@ pub struct Link {
 struct Shared {
     target: SocketAddr,
     state: Mutex<State>,
+    /// Signalled when a stall ends (heal, cut, close).
+    unstalled: Condvar,
+}
+
+/// One direction of a link's traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// From the connecting side to the target (requests).
+    ToTarget,
+    /// From the target back (responses).
+    FromTarget,
 }
 
 #[derive(Default)]
@@ -55,6 +71,8 @@ struct State {
     connections: HashMap<u64, [TcpStream; 2]>,
     /// Connections accepted and closed because the link was cut (for failure messages).
     refused: u64,
+    /// The direction held by [`Link::stall`], if any.
+    stalled: Option<Direction>,
 }
 
 impl Shared {
@@ -78,6 +96,7 @@ impl Link {
         let shared = Arc::new(Shared {
             target,
             state: Mutex::new(State::default()),
+            unstalled: Condvar::new(),
         });
         let acceptor = {
             let shared = Arc::clone(&shared);
@@ -107,6 +126,8 @@ impl Link {
     pub fn cut(&self) {
         let mut state = self.shared.lock();
         state.cut = true;
+        state.stalled = None;
+        self.shared.unstalled.notify_all();
         for (_, sockets) in state.connections.drain() {
             for socket in sockets {
                 let _ = socket.shutdown(Shutdown::Both);
@@ -126,11 +147,21 @@ impl Link {
         state.lost.extend(ids);
     }
 
-    /// Forwards new connections again (cut or black-holed ones stay as they are).
+    /// Holds every byte going `direction` from now on, on open and new connections alike,
+    /// until [`Link::heal`] (or a cut); the other direction keeps flowing. Nothing is lost:
+    /// held bytes are delivered after healing, as TCP retransmits across a one-way outage.
+    pub fn stall(&self, direction: Direction) {
+        self.shared.lock().stalled = Some(direction);
+    }
+
+    /// Forwards new connections again and releases a stall (cut or black-holed connections stay
+    /// as they are).
     pub fn heal(&self) {
         let mut state = self.shared.lock();
         state.cut = false;
         state.black_hole = false;
+        state.stalled = None;
+        self.shared.unstalled.notify_all();
     }
 
     pub fn is_cut(&self) -> bool {
@@ -148,6 +179,8 @@ impl Drop for Link {
         {
             let mut state = self.shared.lock();
             state.closing = true;
+            state.stalled = None;
+            self.shared.unstalled.notify_all();
             for (_, sockets) in state.connections.drain() {
                 for socket in sockets {
                     let _ = socket.shutdown(Shutdown::Both);
@@ -200,8 +233,8 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
             }
             id
         };
-        let spawned = spawn_copy(shared, id, &client, &upstream, "up")
-            .and_then(|()| spawn_copy(shared, id, &upstream, &client, "down"));
+        let spawned = spawn_copy(shared, id, &client, &upstream, Direction::ToTarget)
+            .and_then(|()| spawn_copy(shared, id, &upstream, &client, Direction::FromTarget));
         if spawned.is_err() {
             let _ = client.shutdown(Shutdown::Both);
             let _ = upstream.shutdown(Shutdown::Both);
@@ -224,27 +257,37 @@ fn spawn_copy(
     id: u64,
     from: &TcpStream,
     to: &TcpStream,
-    direction: &str,
+    direction: Direction,
 ) -> std::io::Result<()> {
     let (from, to) = (from.try_clone()?, to.try_clone()?);
     let shared = Arc::clone(shared);
     std::thread::Builder::new()
-        .name(format!("link-copy-{id}-{direction}"))
-        .spawn(move || copy(&shared, id, from, to))
+        .name(format!("link-copy-{id}-{direction:?}"))
+        .spawn(move || copy(&shared, id, from, to, direction))
         .map(drop)
 }
 
 /// Copies `from` to `to` until either side ends or fails; then the whole connection goes, both
 /// directions (Kafka's protocol never half-closes, and a broken path breaks both ways).
-fn copy(shared: &Shared, id: u64, mut from: TcpStream, mut to: TcpStream) {
+fn copy(shared: &Shared, id: u64, mut from: TcpStream, mut to: TcpStream, direction: Direction) {
     let mut buffer = vec![0u8; COPY_BUFFER_BYTES];
     loop {
         let n = match from.read(&mut buffer) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        if shared.lock().lost.contains(&id) {
-            continue;
+        {
+            // Held while this direction is stalled; a cut shuts the sockets, so the write fails.
+            let mut state = shared.lock();
+            while state.stalled == Some(direction) {
+                state = shared
+                    .unstalled
+                    .wait(state)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+            }
+            if state.lost.contains(&id) {
+                continue;
+            }
         }
         if to.write_all(&buffer[..n]).is_err() {
             break;
