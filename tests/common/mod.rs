@@ -16,6 +16,7 @@ pub mod rdk;
 pub mod replica;
 pub mod tmpfs;
 pub mod wire;
+pub mod workload;
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
