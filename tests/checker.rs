@@ -81,6 +81,7 @@ fn clean() -> History {
             (1, vec![(0, id(2, 1))]),
         ]
         .into(),
+        client_errors: Vec::new(),
         start: 8.5,
         end: 12.5,
     }

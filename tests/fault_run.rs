@@ -587,7 +587,8 @@ fn run(plan: &Plan) -> Vec<String> {
          transactions committed {}, aborted {}, unknown {}; records polled by the group {}, \
          offsets committed {}; final log {} records; seconds with acknowledged writes \
          {:.1}%, longest gap {:.1} s; fencings {} ({} of healthy brokers: {healthy_fenced:?}); \
-         faults without a full ISR within {RECOVERY_MAX:?}: {stuck:?}; anomalies: {}",
+         faults without a full ISR within {RECOVERY_MAX:?}: {stuck:?}; client instances ended \
+         by a fatal error {}; anomalies: {}",
         plan.seed,
         plan.faults,
         run_end - run_start,
@@ -602,8 +603,12 @@ fn run(plan: &Plan) -> Vec<String> {
         availability.longest_gap,
         all_fencings.len(),
         healthy_fenced.len(),
+        history.client_errors.len(),
         checked.summary(),
     ));
+    for error in &history.client_errors {
+        lines.push(format!("client error: {error}"));
+    }
     for line in &lines {
         println!("{line}");
     }

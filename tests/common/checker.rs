@@ -129,6 +129,8 @@ pub struct History {
     /// Every partition read from the beginning with `read_committed` at the end: (offset, id),
     /// in offset order.
     pub final_log: BTreeMap<i32, Vec<(i64, RecordId)>>,
+    /// Errors the clients reported that ended a client instance (not judged: reported).
+    pub client_errors: Vec<String>,
     /// The workload's span, for availability.
     pub start: Time,
     pub end: Time,

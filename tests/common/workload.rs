@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer, PurgeConfig};
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 
 use super::checker::{History, OffsetCommit, Read, RecordId, Txn, TxnOutcome, Write};
@@ -61,7 +61,7 @@ pub fn idempotent_producer(
         ("request.timeout.ms", "10000"),
     ];
     settings.extend_from_slice(extra);
-    let producer = rdk::producer_with(bootstrap, &settings);
+    let mut producer = rdk::producer_with(bootstrap, &settings);
     runtime().block_on(async {
         let mut pending = std::collections::VecDeque::new();
         let mut seq = 0u64;
@@ -70,33 +70,59 @@ pub fn idempotent_producer(
                 let id = RecordId::new(producer_id, seq);
                 let partition = (seq % partitions as u64) as i32;
                 let value = id.encode();
-                let report = producer
-                    .send_result(
-                        FutureRecord::<(), str>::to(topic)
-                            .partition(partition)
-                            .payload(&value),
-                    )
-                    .unwrap_or_else(|(e, _)| panic!("enqueue {id}: {e}"));
-                pending.push_back((id, partition, report));
                 seq += 1;
+                let sent = producer.send_result(
+                    FutureRecord::<(), str>::to(topic)
+                        .partition(partition)
+                        .payload(&value),
+                );
+                match sent {
+                    Ok(report) => pending.push_back((id, partition, Some(report))),
+                    Err((error, _)) => {
+                        // A fatal error (librdkafka's idempotence saw a sequence it cannot
+                        // explain): the instance is done. What it had in flight fails; a new
+                        // instance carries on with the same record ids.
+                        pending.push_back((id, partition, None));
+                        let fatal = producer.client().fatal_error();
+                        history
+                            .lock()
+                            .unwrap()
+                            .client_errors
+                            .push(format!("{id}: {error}; fatal: {fatal:?}"));
+                        // Failed at once (rather than at their message timeout).
+                        producer.purge(PurgeConfig::default().queue().inflight());
+                        while let Some((id, partition, report)) = pending.pop_front() {
+                            record(history, id, partition, report).await;
+                        }
+                        producer = rdk::producer_with(bootstrap, &settings);
+                    }
+                }
                 tokio::time::sleep(Duration::from_millis(2)).await;
                 continue;
             }
             let Some((id, partition, report)) = pending.pop_front() else {
                 break;
             };
-            let ack = match report.await {
-                Ok(Ok(delivery)) => Some((delivery.offset, now())),
-                _ => None,
-            };
-            history.lock().unwrap().writes.push(Write {
-                id,
-                partition,
-                txn: None,
-                ack,
-            });
+            record(history, id, partition, report).await;
         }
         let _ = producer.flush(Duration::from_secs(60));
+    });
+}
+
+/// Records a write outside a transaction with its delivery report's outcome.
+async fn record(history: &Recorder, id: RecordId, partition: i32, report: Option<DeliveryFuture>) {
+    let ack = match report {
+        Some(report) => match report.await {
+            Ok(Ok(delivery)) => Some((delivery.offset, now())),
+            _ => None,
+        },
+        None => None,
+    };
+    history.lock().unwrap().writes.push(Write {
+        id,
+        partition,
+        txn: None,
+        ack,
     });
 }
 
