@@ -401,6 +401,9 @@ fn run(plan: &Plan) -> Vec<String> {
             disks.insert(node.node_id, disk);
         }
     });
+    // Dropped before the cluster (declared after it): unmounted, lazily, before the cluster's
+    // directory goes — also when the run fails.
+    let disks = disks;
     let mut conn = RawConn::connect(cluster.node(4).kafka_addr());
     common::wire::create_topics(&mut conn, &[(TOPIC, PARTITIONS)]);
     poll_until("a full ISR", RECOVERY_MAX, || {
@@ -632,8 +635,6 @@ fn run(plan: &Plan) -> Vec<String> {
     if plan.assert_no_healthy_fencing {
         assert!(healthy_fenced.is_empty(), "healthy brokers fenced");
     }
-    // Unmount (lazily) before the cluster's directory goes.
-    drop(disks);
     lines
 }
 
