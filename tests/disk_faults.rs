@@ -2,7 +2,8 @@
 //!
 //! The producer gets KAFKA_STORAGE_ERROR (56), the segment holds exactly the acknowledged
 //! batches, the dir goes offline (log line, `skald_log_dir_offline`, `skald_offline_partitions`)
-//! while the other log dir keeps serving, and a restart serves every acknowledged record.
+//! while the other log dir keeps serving, and a restart serves every acknowledged record. A
+//! broker whose only log dir goes offline stops (exit code 1), as Kafka halts one.
 //!
 //! Needs `mount -t tmpfs` (root in a container or VM). Where mounting is refused the test says
 //! so and returns; the same outcomes are covered without a mount by the storage crate's
@@ -259,12 +260,30 @@ fn an_index_page_on_a_full_disk_skips_the_entry_instead_of_killing_the_broker() 
     assert!(server.is_running());
     assert!(server.stderr_tail().contains("offset index entry skipped"));
     // The `.log` eventually needs a block too: the ordinary storage error.
+    let mut next_offset = 517;
     let refused = (517..600)
-        .map(|_| {
-            conn.produce_raw(TOPIC, 0, wire::batch_v2(&[("k", &value, 1)]))
-                .0
+        .map(|_| conn.produce_raw(TOPIC, 0, wire::batch_v2(&[("k", &value, 1)])))
+        .find(|(error, offset)| {
+            if *error == 0 {
+                assert_eq!(*offset, next_offset);
+                next_offset += 1;
+            }
+            *error != 0
         })
-        .find(|error| *error != 0);
+        .map(|(error, _)| error);
     assert_eq!(refused, Some(KAFKA_STORAGE_ERROR));
-    assert!(server.is_running());
+    // Its only log dir offline, the broker stops (as Kafka halts it) rather than keep refusing
+    // every write; with the space back, a restart serves on after the acknowledged batches.
+    let status = server.wait_for_exit();
+    assert_eq!(status.code(), Some(1), "{}", server.stderr_tail());
+    assert!(server
+        .stderr_tail()
+        .contains("every log dir has failed: shutting down"));
+    std::fs::remove_file(full_dir.join("filler")).expect("remove filler");
+    server.restart();
+    let mut conn = RawConn::connect(server.kafka_addr());
+    assert_eq!(
+        conn.produce_raw(TOPIC, 0, wire::batch_v2(&[("k", &value, 1)])),
+        (0, next_offset)
+    );
 }

@@ -21,7 +21,8 @@
 //! everything it would receive; a majority/minority split (one controller and one broker apart
 //! from the rest and from the clients); a full disk (every broker's data dir is a tmpfs of its
 //! own, shrunk to leave 32 KiB while the workload writes, then given its room back; a broker
-//! that took the dir offline — Skald keeps it offline until restart, as Kafka does — or died is
+//! whose dir went offline stops by itself, as Kafka halts one whose every log dir failed (before
+//! that it kept its leaderships and refused writes until restarted); it, or one that died, is
 //! restarted).
 //!
 //! **Partitions through userspace links, not network namespaces.** The issue suggests nodes as
@@ -297,11 +298,19 @@ fn full_isr(cluster: &TestCluster) -> bool {
 
 /// Log lines saying a broker took a log dir offline.
 fn offline_dirs(cluster: &TestCluster, broker: i32) -> usize {
+    log_lines(cluster, broker, "log dir taken offline")
+}
+
+/// How many times a broker's log says `what`.
+fn log_lines(cluster: &TestCluster, broker: i32, what: &str) -> usize {
     std::fs::read_to_string(cluster.node(broker).stderr_path())
         .unwrap_or_default()
-        .matches("log dir taken offline")
+        .matches(what)
         .count()
 }
+
+/// The line a broker logs when it stops because every log dir failed.
+const EVERY_DIR_FAILED: &str = "every log dir has failed: shutting down";
 
 /// Holds `fault` on `target` for `hold`, then undoes it. Returns a note for the report.
 fn inflict(
@@ -349,6 +358,7 @@ fn inflict(
 /// as in Kafka) or died.
 fn fill_disk(cluster: &mut TestCluster, disk: &Tmpfs, target: i32, hold: Duration) -> String {
     let offline_before = offline_dirs(cluster, target);
+    let stops_before = log_lines(cluster, target, EVERY_DIR_FAILED);
     // Writes go on meanwhile: if the size is refused (below what is in use), measure again.
     let shrunk = (0..20).any(|_| disk.resize(disk.used() + FULL_DISK_ROOM).is_ok());
     assert!(shrunk, "could not shrink {}", disk.path().display());
@@ -359,6 +369,8 @@ fn fill_disk(cluster: &mut TestCluster, disk: &Tmpfs, target: i32, hold: Duratio
         .nodes
         .iter_mut()
         .any(|n| n.node_id == target && n.is_running());
+    // Its only log dir offline, a broker stops by itself (as Kafka halts one).
+    let stopped = !running && log_lines(cluster, target, EVERY_DIR_FAILED) > stops_before;
     if offline || !running {
         if running {
             cluster.kill9(target);
@@ -367,10 +379,11 @@ fn fill_disk(cluster: &mut TestCluster, disk: &Tmpfs, target: i32, hold: Duratio
     }
     format!(
         "log dir {}",
-        match (offline, running) {
-            (true, true) => "taken offline, broker restarted",
-            (_, false) => "full, broker DIED and was restarted",
-            (false, true) => "never filled",
+        match (offline, running, stopped) {
+            (true, true, _) => "taken offline, broker restarted",
+            (_, false, true) => "taken offline, broker stopped itself and was restarted",
+            (_, false, false) => "full, broker DIED and was restarted",
+            (false, true, _) => "never filled",
         }
     )
 }

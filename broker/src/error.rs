@@ -27,6 +27,8 @@ pub enum Error {
     Metadata(#[from] skald_controller::Error),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("every log dir has failed: {}", dirs.join(", "))]
+    EveryLogDirFailed { dirs: Vec<String> },
     #[error("{0}")]
     Internal(String),
 }

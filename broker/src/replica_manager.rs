@@ -265,6 +265,9 @@ pub struct ReplicaManager {
     /// offline until restart: its partitions answer KAFKA_STORAGE_ERROR and no new partition is
     /// placed in it, while the other dirs keep serving.
     offline_dirs: Mutex<BTreeSet<PathBuf>>,
+    /// Set once every configured log dir is offline: the broker then stops (Kafka halts it,
+    /// "all log dirs have failed"), so its leaderships move instead of refusing every write.
+    every_dir_failed: tokio::sync::watch::Sender<bool>,
 }
 
 /// What start-up found in one log dir, and what opening its partitions cost.
@@ -339,6 +342,7 @@ impl ReplicaManager {
             metrics,
             startup_recovery: Mutex::new(Some(startup_recovery)),
             offline_dirs: Mutex::new(BTreeSet::new()),
+            every_dir_failed: tokio::sync::watch::Sender::new(false),
         })
     }
 
@@ -513,6 +517,21 @@ impl ReplicaManager {
             .with_label_values(&[&log_dir.display().to_string()])
             .set(1);
         self.update_offline_partitions();
+        if self.offline().len() >= self.log_dirs.len() {
+            self.every_dir_failed.send_replace(true);
+        }
+    }
+
+    /// Resolves once every configured log dir is offline (see [`ReplicaManager::on_storage_error`]).
+    pub async fn every_log_dir_failed(&self) {
+        let mut failed = self.every_dir_failed.subscribe();
+        // The sender lives as long as `self`, so waiting ends only when it is set.
+        let _ = failed.wait_for(|failed| *failed).await;
+    }
+
+    /// The configured log dirs.
+    pub fn configured_log_dirs(&self) -> &[PathBuf] {
+        &self.log_dirs
     }
 
     fn update_offline_partitions(&self) {

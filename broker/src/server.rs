@@ -459,11 +459,27 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
         shutdown_tx.subscribe(),
     ));
 
+    let mut failure = None;
     tokio::select! {
         () = &mut shutdown => {}
         () = decommissioned(&broker) => tracing::warn!(
             "this broker is decommissioned (broker.decommissioned=true): shutting down for good"
         ),
+        () = broker.replicas.every_log_dir_failed() => {
+            // Kafka halts a broker whose every log dir failed; leaving it up would keep its
+            // leaderships refusing every write. A controlled shutdown moves them first.
+            let dirs: Vec<String> = broker
+                .replicas
+                .configured_log_dirs()
+                .iter()
+                .map(|dir| dir.display().to_string())
+                .collect();
+            tracing::error!(
+                log_dirs = dirs.join(", "),
+                "every log dir has failed: shutting down (restart once the disks are back)"
+            );
+            failure = Some(Error::EveryLogDirFailed { dirs });
+        }
     }
     readiness.stopping();
     let signalled = Instant::now();
@@ -507,6 +523,9 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
     let closing = Instant::now();
     blocking(move || flushing.replicas.close_all()).await?;
     tracing::debug!(took_ms = closing.elapsed().as_millis(), "logs closed");
+    if let Some(failure) = failure {
+        return Err(failure);
+    }
     tracing::info!(
         took_ms = signalled.elapsed().as_millis(),
         "shut down cleanly"

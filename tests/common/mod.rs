@@ -324,6 +324,14 @@ impl TestServer {
         );
     }
 
+    /// Waits for the server to exit by itself; returns the exit status.
+    pub fn wait_for_exit(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("server is not running");
+        poll_until("the server's own exit", STOP_TIMEOUT, || {
+            child.try_wait().expect("try_wait")
+        })
+    }
+
     /// SIGKILL: no chance to flush or clean up.
     pub fn kill9(&mut self) {
         let mut child = self.child.take().expect("server is not running");
