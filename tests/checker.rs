@@ -145,6 +145,26 @@ fn an_acknowledged_write_at_another_offset_is_lost_from_its_place() {
     }));
 }
 
+/// librdkafka acknowledges some writes without their offset (-1001): present anywhere in their
+/// partition is enough, missing is still lost.
+#[test]
+fn a_write_acknowledged_without_its_offset_must_be_in_its_partition() {
+    let mut history = clean();
+    history.writes[1].ack = Some((-1001, 9.2));
+    assert_eq!(check(&history).anomalies, vec![]);
+    history.final_log.get_mut(&0).unwrap().remove(1);
+    history.reads.remove(1);
+    assert_eq!(
+        check(&history).anomalies,
+        vec![Anomaly::Lost {
+            id: id(1, 1),
+            partition: 0,
+            acked_offset: Some(-1001),
+            found: None
+        }]
+    );
+}
+
 #[test]
 fn a_committed_transactions_record_missing_is_lost_and_partial() {
     let mut history = clean();

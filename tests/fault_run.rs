@@ -374,6 +374,11 @@ fn fill_disk(cluster: &mut TestCluster, disk: &Tmpfs, target: i32, hold: Duratio
     if offline || !running {
         if running {
             cluster.kill9(target);
+        } else {
+            let status = cluster.wait_for_exit(target);
+            if stopped {
+                assert_eq!(status.code(), Some(1), "broker {target} stopped itself");
+            }
         }
         cluster.restart(target);
     }

@@ -76,7 +76,10 @@ pub struct Write {
     /// The transaction it was sent in, if any.
     pub txn: Option<u64>,
     /// The delivery report's offset and when it came. For a record outside a transaction that
-    /// is the acks=all acknowledgement; inside one, the commit is what makes it count.
+    /// is the acks=all acknowledgement; inside one, the commit is what makes it count. A
+    /// negative offset is a success whose offset the client does not know (librdkafka reports
+    /// -1001 for a batch it learnt was written from a later one's answer): the record must be
+    /// in its partition, at any offset.
     pub ack: Option<(i64, Time)>,
 }
 
@@ -310,7 +313,8 @@ fn lost_writes(
         let places = located.get(&write.id).map(Vec::as_slice).unwrap_or(&[]);
         let acked_offset = write.ack.map(|(offset, _)| offset);
         let in_place = places.iter().any(|&(partition, offset)| {
-            partition == write.partition && acked_offset.is_none_or(|acked| acked == offset)
+            partition == write.partition
+                && acked_offset.is_none_or(|acked| acked < 0 || acked == offset)
         });
         if !in_place {
             anomalies.push(Anomaly::Lost {
