@@ -16,6 +16,7 @@ use common::TestServer;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::fetch_request::ForgottenTopic;
 use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::list_offsets_response::ListOffsetsPartitionResponse;
@@ -36,6 +37,8 @@ const MESSAGE_TOO_LARGE: i16 = 10;
 const INVALID_CONFIG: i16 = 40;
 const INVALID_REQUEST: i16 = 42;
 const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
+const INVALID_FETCH_SESSION_EPOCH: i16 = 71;
+const FETCH_SESSION_TOPIC_ID_ERROR: i16 = 106;
 
 /// Kafka's ConfigResource types.
 const TOPIC_RESOURCE: i8 = 2;
@@ -358,40 +361,133 @@ fn fetch_errors_offset_out_of_range_and_unknown_partition() {
     );
 }
 
+/// A fetch of `partitions` of topic "sessions" (partition, fetch offset) in session
+/// `(session_id, epoch)`, answered at once.
+fn session_fetch(session_id: i32, epoch: i32, partitions: &[(i32, i64)]) -> FetchRequest {
+    let mut request = wire::fetch_request("sessions", 0, 0)
+        .with_session_id(session_id)
+        .with_session_epoch(epoch);
+    let topic = &mut request.topics[0];
+    let template = topic.partitions[0].clone();
+    topic.partitions = partitions
+        .iter()
+        .map(|&(partition, offset)| {
+            template
+                .clone()
+                .with_partition(partition)
+                .with_fetch_offset(offset)
+        })
+        .collect();
+    if partitions.is_empty() {
+        request.topics.clear();
+    }
+    request
+}
+
+/// What a fetch answer holds: (partition, error, high watermark, record bytes) in order.
+fn answered(response: &FetchResponse) -> Vec<(i32, i16, i64, usize)> {
+    response
+        .responses
+        .iter()
+        .flat_map(|topic| &topic.partitions)
+        .map(|p| {
+            (
+                p.partition_index,
+                p.error_code,
+                p.high_watermark,
+                p.records.as_ref().map_or(0, |r| r.len()),
+            )
+        })
+        .collect()
+}
+
 #[test]
-fn fetch_sessions_are_refused_as_kafka_allows() {
+fn fetch_sessions_send_only_what_changed() {
     let server = TestServer::start();
-    create_topic_ok(server.kafka_addr(), "sessions", 1, &[]);
+    create_topic_ok(server.kafka_addr(), "sessions", 3, &[]);
     let mut conn = RawConn::connect(server.kafka_addr());
     let batch = wire::batch_v2(&[("k", "v", 1_000)]);
+    let size = batch.len();
     assert_eq!(conn.produce_raw("sessions", 0, batch.clone()), (NONE, 0));
-    let version = conn.negotiate(ApiKey::Fetch, wire::FETCH_VERSION_MAX);
-    assert!(
-        version >= 7,
-        "fetch sessions need Fetch v7+, negotiated {version}"
-    );
+    assert_eq!(conn.produce_raw("sessions", 1, batch.clone()), (NONE, 0));
+    let sessions = || common::metric_sample(server.metrics_addr(), "skald_fetch_sessions");
+    let cached = || common::metric_sample(server.metrics_addr(), "skald_fetch_session_partitions");
 
-    // Epoch 0 asks for a new session: a full answer, session id 0 (no session was created).
-    let request = wire::fetch_request("sessions", 0, 0)
-        .with_session_id(0)
-        .with_session_epoch(0);
-    let response: FetchResponse = conn.request(&request, version);
-    assert_eq!((response.error_code, response.session_id), (NONE, 0));
-    let partition = only_partition(&response);
-    assert_eq!((partition.error_code, partition.high_watermark), (NONE, 1));
-    let records = partition.records.unwrap_or_default();
-    assert_eq!(&records[CRC_AND_AFTER], &batch[CRC_AND_AFTER]);
-
-    // An incremental fetch in a session the broker never created.
-    let request = wire::fetch_request("sessions", 0, 0)
-        .with_session_id(123)
-        .with_session_epoch(5);
-    let response: FetchResponse = conn.request(&request, version);
+    // Epoch 0: a full answer of every partition, and a session.
+    let all = [(0, 0), (1, 0), (2, 0)];
+    let full: FetchResponse = conn.request(&session_fetch(0, 0, &all), 12);
+    assert_eq!(full.error_code, NONE);
+    assert_ne!(full.session_id, 0, "a session was created: {full:?}");
+    let id = full.session_id;
     assert_eq!(
-        response.error_code, FETCH_SESSION_ID_NOT_FOUND,
-        "{response:?}"
+        answered(&full),
+        vec![(0, NONE, 1, size), (1, NONE, 1, size), (2, NONE, 0, 0)]
     );
-    assert!(response.responses.is_empty(), "{response:?}");
+    assert_eq!((sessions(), cached()), (Some(1.0), Some(3.0)));
+
+    // Epoch 1 moves partitions 0 and 1 past their records: nothing new anywhere, nothing listed.
+    let moved: FetchResponse = conn.request(&session_fetch(id, 1, &[(0, 1), (1, 1)]), 12);
+    assert_eq!((moved.error_code, moved.session_id), (NONE, id));
+    assert_eq!(answered(&moved), vec![]);
+
+    // A record on partition 2 (still fetched from 0 in the session): only it is answered.
+    assert_eq!(conn.produce_raw("sessions", 2, batch.clone()), (NONE, 0));
+    let changed: FetchResponse = conn.request(&session_fetch(id, 2, &[]), 12);
+    assert_eq!((changed.error_code, changed.session_id), (NONE, id));
+    assert_eq!(answered(&changed), vec![(2, NONE, 1, size)]);
+
+    // Session errors, each answered with no partitions and session id 0; none moves the session.
+    for (request, version, error) in [
+        (session_fetch(id, 2, &[]), 12, INVALID_FETCH_SESSION_EPOCH),
+        (session_fetch(id, 7, &[]), 12, INVALID_FETCH_SESSION_EPOCH),
+        (
+            session_fetch(id.checked_add(1).unwrap_or(1), 3, &[]),
+            12,
+            FETCH_SESSION_ID_NOT_FOUND,
+        ),
+        // Begun with names (v12), it cannot go on with topic ids (v13).
+        (session_fetch(id, 3, &[]), 13, FETCH_SESSION_TOPIC_ID_ERROR),
+    ] {
+        let response: FetchResponse = conn.request(&request, version);
+        assert_eq!(
+            (
+                response.error_code,
+                response.session_id,
+                answered(&response)
+            ),
+            (error, 0, vec![]),
+            "{request:?} v{version}"
+        );
+    }
+
+    // Epoch 3 forgets partition 0 and moves partition 2 on: still nothing new.
+    let mut forget = session_fetch(id, 3, &[(2, 1)]);
+    forget.forgotten_topics_data = vec![ForgottenTopic::default()
+        .with_topic(topic_name("sessions"))
+        .with_partitions(vec![0])];
+    let response: FetchResponse = conn.request(&forget, 12);
+    assert_eq!(
+        (
+            response.error_code,
+            response.session_id,
+            answered(&response)
+        ),
+        (NONE, id, vec![])
+    );
+    assert_eq!(cached(), Some(2.0));
+
+    // Epoch -1 closes it: a sessionless full answer, and the session is gone.
+    let closed: FetchResponse = conn.request(&session_fetch(id, -1, &[(0, 1)]), 12);
+    assert_eq!(
+        (closed.error_code, closed.session_id, answered(&closed)),
+        (NONE, 0, vec![(0, NONE, 1, 0)])
+    );
+    assert_eq!((sessions(), cached()), (Some(0.0), Some(0.0)));
+    let gone: FetchResponse = conn.request(&session_fetch(id, 4, &[]), 12);
+    assert_eq!(
+        (gone.error_code, gone.session_id),
+        (FETCH_SESSION_ID_NOT_FOUND, 0)
+    );
 }
 
 #[test]

@@ -58,6 +58,8 @@ pub struct Broker {
     pub isr_changes: Arc<crate::replication::isr::IsrChangeQueue>,
     /// Topics deleted lately, which Metadata requests do not auto-create for a while.
     pub recently_deleted_topics: crate::api::metadata::RecentlyDeletedTopics,
+    /// Fetch sessions (KIP-227) of followers and consumers fetching from this broker.
+    pub fetch_sessions: crate::fetch_session::FetchSessionCache,
 }
 
 impl Broker {
@@ -82,6 +84,10 @@ impl Broker {
         let changes = replicas.apply_metadata(&nothing, &image, &delta, &config);
         groups.on_role_changes(&replicas, &changes);
         txns.on_role_changes(&replicas, &changes);
+        let fetch_sessions = crate::fetch_session::FetchSessionCache::new(
+            config.fetch_session_cache_slots,
+            metrics.fetch_sessions.clone(),
+        );
         Ok(Broker {
             config,
             cluster_id,
@@ -101,6 +107,7 @@ impl Broker {
             shutting_down: AtomicBool::new(false),
             isr_changes: Default::default(),
             recently_deleted_topics: Default::default(),
+            fetch_sessions,
         })
     }
 

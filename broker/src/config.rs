@@ -63,6 +63,7 @@ const SERVER_PROPERTIES: &[(&str, &str)] = &[
     ("log.cleaner.enable", "true"),
     ("log.cleaner.backoff.ms", "15000"),
     ("fetch.max.bytes", "57671680"),
+    ("max.incremental.fetch.session.cache.slots", "1000"),
     ("broker.rack", ""),
     ("log.retention.check.interval.ms", "300000"),
     // Skald's: sealed segments nothing read for this long give their maps back (checked every
@@ -267,6 +268,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// `fetch.max.bytes`: the most record bytes one Fetch response carries, whatever it asks.
     pub fetch_max_bytes: usize,
+    /// `max.incremental.fetch.session.cache.slots`: the most fetch sessions (KIP-227) cached.
+    pub fetch_session_cache_slots: usize,
     pub rack: Option<String>,
     /// `log.retention.check.interval.ms`: how often retention runs over every partition.
     pub log_retention_check_interval_ms: u64,
@@ -397,6 +400,7 @@ impl ServerConfig {
             socket_request_max_bytes: 0,
             max_connections: 0,
             fetch_max_bytes: 0,
+            fetch_session_cache_slots: 0,
             rack: None,
             log_retention_check_interval_ms: 0,
             log_segment_unload_idle_ms: 0,
@@ -505,6 +509,8 @@ impl ServerConfig {
         config.socket_request_max_bytes = config.parse("socket.request.max.bytes")?;
         config.max_connections = config.parse("max.connections")?;
         config.fetch_max_bytes = config.parse("fetch.max.bytes")?;
+        config.fetch_session_cache_slots =
+            config.parse("max.incremental.fetch.session.cache.slots")?;
         if let Some(wildcard) = config
             .advertised_listeners
             .iter()

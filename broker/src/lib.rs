@@ -14,6 +14,7 @@
 //!   broker's client for the active controller.
 //! - [`group`]: the group coordinator: consumer-group membership and committed offsets.
 //! - [`replica_manager`]: the hosted partitions and their logs, kept in line with the metadata.
+//! - [`fetch_session`]: fetch sessions (KIP-227): the bounded cache, incremental fetches.
 //! - [`replication`]: followers fetching from leaders, the high watermark, ISR changes through
 //!   the controller, leader-epoch truncation.
 //! - [`metrics`]: Prometheus metrics and the `/metrics` endpoint.
@@ -30,6 +31,7 @@ pub mod connection;
 pub mod controller_plane;
 pub mod dynamic_config;
 pub mod error;
+pub mod fetch_session;
 pub mod fetch_waiters;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -70,6 +70,10 @@ pub struct Metrics {
     /// ISR changes this broker's AlterPartitions made (Kafka's `IsrShrinksPerSec` / `IsrExpandsPerSec`).
     pub isr_shrinks_total: IntCounter,
     pub isr_expands_total: IntCounter,
+    /// Fetch sessions (KIP-227) cached here, their partitions, and sessions evicted to make room
+    /// (Kafka's `NumIncrementalFetchSessions`, `NumIncrementalFetchPartitionsCached`,
+    /// `IncrementalFetchSessionEvictionsPerSec`).
+    pub fetch_sessions: crate::fetch_session::SessionMetrics,
     /// On a leader: how many offsets each follower is behind its log end.
     pub replica_lag_offsets: IntGaugeVec,
 }
@@ -226,6 +230,17 @@ impl Metrics {
             "skald_isr_expands_total",
             "ISR expansions committed for partitions led here",
         )?;
+        let fetch_sessions = crate::fetch_session::SessionMetrics {
+            sessions: IntGauge::new("skald_fetch_sessions", "Fetch sessions (KIP-227) cached")?,
+            partitions: IntGauge::new(
+                "skald_fetch_session_partitions",
+                "Partitions cached across all fetch sessions",
+            )?,
+            evictions: IntCounter::new(
+                "skald_fetch_session_evictions_total",
+                "Fetch sessions evicted to make room for new ones",
+            )?,
+        };
         let replica_lag_offsets = IntGaugeVec::new(
             Opts::new(
                 "skald_replica_lag_offsets",
@@ -243,6 +258,9 @@ impl Metrics {
         }
         registry.register(Box::new(isr_shrinks_total.clone()))?;
         registry.register(Box::new(isr_expands_total.clone()))?;
+        registry.register(Box::new(fetch_sessions.sessions.clone()))?;
+        registry.register(Box::new(fetch_sessions.partitions.clone()))?;
+        registry.register(Box::new(fetch_sessions.evictions.clone()))?;
         registry.register(Box::new(replica_lag_offsets.clone()))?;
         for metric in [
             &controller_active,
@@ -306,6 +324,7 @@ impl Metrics {
             leader_partitions,
             isr_shrinks_total,
             isr_expands_total,
+            fetch_sessions,
             replica_lag_offsets,
         })
     }

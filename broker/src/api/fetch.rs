@@ -1,7 +1,8 @@
 //! Fetch: whole stored batches, zero-copy from the segment maps, with Kafka's long-poll
-//! (`max_wait_ms` / `min_bytes`) woken by appends. Fetch sessions are refused correctly: a client
-//! asking for one gets session id 0 (sessionless, full fetches), and an incremental fetch in a
-//! session we never created gets FETCH_SESSION_ID_NOT_FOUND.
+//! (`max_wait_ms` / `min_bytes`) woken by appends. Fetch sessions (KIP-227, `fetch_session`): a
+//! full fetch with epoch 0 gets a session when the cache has room; an incremental fetch reads its
+//! whole session (so a parked one wakes on any of its partitions) and answers only the partitions
+//! with something new; session errors are answered at once with no partitions.
 //!
 //! From v13 topics are named by id only (KIP-516): each id is resolved through the metadata image,
 //! and an id the image does not know answers UNKNOWN_TOPIC_ID for each of its partitions, as
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::fetch_request::FetchPartition;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::fetch_response::{
     AbortedTransaction, EpochEndOffset, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint,
     PartitionData,
@@ -27,6 +28,7 @@ use tokio::time::Instant;
 
 use super::new_leaders;
 use crate::broker::Broker;
+use crate::fetch_session::FetchContext;
 use crate::replica_manager::Partition;
 use crate::replication;
 
@@ -98,12 +100,23 @@ pub fn replica_id(request: &FetchRequest, version: i16) -> i32 {
     }
 }
 
+/// The clock fetch sessions age by.
+fn now_ms() -> u64 {
+    u64::try_from(replication::now_ms()).unwrap_or(0)
+}
+
 pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -> FetchResponse {
-    if request.session_epoch > 0 {
-        // An incremental fetch can only continue a session, and we never create any.
-        return FetchResponse::default()
-            .with_error_code(ResponseError::FetchSessionIdNotFound.code());
-    }
+    let follower = replica_id(&request, version) >= 0;
+    let context = broker
+        .fetch_sessions
+        .new_context(&request, version, follower, now_ms());
+    let topics = match &context {
+        FetchContext::Error(error) => {
+            return FetchResponse::default().with_error_code(error.code());
+        }
+        FetchContext::Incremental { topics, .. } => topics.as_slice(),
+        FetchContext::Sessionless | FetchContext::Full { .. } => request.topics.as_slice(),
+    };
     let max_wait =
         Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0)).min(MAX_WAIT_CAP);
     let deadline = Instant::now() + max_wait;
@@ -120,8 +133,35 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
         tokio::pin!(placement_changed);
         placement_changed.as_mut().enable();
 
-        let (responses, read) = read_partitions(broker, &request, version, watch.take());
+        let (mut responses, read) =
+            read_partitions(broker, &request, topics, version, watch.take());
         if read.bytes >= min_bytes.max(1) || read.any_error || Instant::now() >= deadline {
+            let session_id = match &context {
+                FetchContext::Full { privileged } => broker.fetch_sessions.create_session(
+                    *privileged,
+                    &request,
+                    version,
+                    &responses,
+                    now_ms(),
+                ),
+                FetchContext::Incremental {
+                    session_id, epoch, ..
+                } => {
+                    if let Err(error) = broker.fetch_sessions.filter_incremental(
+                        *session_id,
+                        *epoch,
+                        &mut responses,
+                    ) {
+                        // The session went (evicted) or moved on (a later fetch of it came
+                        // meanwhile): what was read is not sent; the fetcher starts over.
+                        return FetchResponse::default().with_error_code(error.code());
+                    }
+                    *session_id
+                }
+                FetchContext::Sessionless | FetchContext::Error(_) => {
+                    crate::fetch_session::INVALID_SESSION_ID
+                }
+            };
             // Kafka's `sizeOfThrottledPartitions`: what throttled partitions send a follower
             // counts against the leader's quota, in sync or not.
             broker
@@ -150,7 +190,9 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
                         .inc_by(fetched as u64);
                 }
             }
-            let mut response = FetchResponse::default().with_responses(responses);
+            let mut response = FetchResponse::default()
+                .with_session_id(session_id)
+                .with_responses(responses);
             if version >= NEW_LEADERS_SINCE {
                 name_new_leaders(&broker.image(), &mut response);
             }
@@ -196,11 +238,13 @@ struct ReadTotals {
     reassignment_bytes: usize,
 }
 
-/// Reads every requested partition once; returns the responses and what they hold. With
-/// `watch`, registers that wake-up with every partition served here (before reading it).
+/// Reads every partition of `topics` (the request's, or its session's) once; returns the
+/// responses and what they hold. With `watch`, registers that wake-up with every partition served
+/// here (before reading it).
 fn read_partitions(
     broker: &Arc<Broker>,
     request: &FetchRequest,
+    topics: &[FetchTopic],
     version: i16,
     watch: Option<&Arc<tokio::sync::Notify>>,
 ) -> (Vec<FetchableTopicResponse>, ReadTotals) {
@@ -211,8 +255,7 @@ fn read_partitions(
         .unwrap_or(0)
         .min(broker.config.fetch_max_bytes);
     let mut totals = ReadTotals::default();
-    let responses = request
-        .topics
+    let responses = topics
         .iter()
         .map(|topic| {
             let name = if version >= TOPIC_IDS_SINCE {
