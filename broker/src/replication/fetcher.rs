@@ -1,6 +1,8 @@
 //! Replica fetchers (Kafka's `ReplicaFetcherThread`): one task per leader broker, fetching every
 //! partition this broker follows there in one Fetch request (`replica_id` = this broker), so the
-//! connections and requests grow with brokers, not partitions.
+//! connections and requests grow with brokers, not partitions. Each keeps a fetch session with its
+//! leader (KIP-227, [`super::session_handler`]): after the first full fetch, a request lists only
+//! the partitions whose fetch position changed, and the answer only those with something new.
 //!
 //! Each response is applied partition by partition under the log's lock: records are appended
 //! exactly as the leader stored them, the follower's high watermark becomes the leader's (capped
@@ -19,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::fetch_request::FetchPartition;
 use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse};
 use kafka_protocol::ResponseError;
@@ -30,6 +32,7 @@ use tokio::sync::{broadcast, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::session_handler::{FetchSessionHandler, PartitionKey};
 use super::state::Role;
 use crate::broker::Broker;
 use crate::config::ReplicationConfig;
@@ -126,6 +129,7 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32) {
     // Whether each partition's last answer left it caught up with the leader's high watermark
     // (Kafka's `PartitionFetchState.isReplicaInSync`): a throttle never holds back one that is.
     let mut in_sync: HashMap<(String, i32), bool> = HashMap::new();
+    let mut session = FetchSessionHandler::default();
     let config = broker.config.replication.clone();
     let backoff_for = Duration::from_millis(config.fetch_backoff_ms);
     let (first_byte_timeout, round_trip_timeout) = response_timeouts(&config);
@@ -182,7 +186,7 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32) {
             tokio::time::sleep(backoff_for.max(Duration::from_millis(10))).await;
             continue;
         }
-        let request = fetch_request(&broker, &asked);
+        let request = fetch_request(&broker, &asked, &mut session);
         correlation_id = correlation_id.wrapping_add(1);
         let response = tokio::time::timeout(
             round_trip_timeout,
@@ -201,11 +205,37 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32) {
             Ok(response) => response,
             Err(err) => {
                 tracing::debug!(leader, "replica fetch failed: {err}");
+                session.handle_error();
                 connection = None;
                 tokio::time::sleep(backoff_for).await;
                 continue;
             }
         };
+        session.handle_response(&response);
+        if response.error_code != 0 {
+            let error = ResponseError::try_from_code(response.error_code);
+            if matches!(
+                error,
+                Some(
+                    ResponseError::FetchSessionIdNotFound
+                        | ResponseError::InvalidFetchSessionEpoch
+                        | ResponseError::FetchSessionTopicIdError
+                )
+            ) {
+                // The session is gone or out of step: the next fetch is full (Kafka's fetcher
+                // goes on at once, without backing off).
+                tracing::debug!(leader, "fetch session reset: {error:?}");
+            } else {
+                tracing::debug!(
+                    leader,
+                    "replica fetch refused with error code {}",
+                    response.error_code
+                );
+                connection = None;
+                tokio::time::sleep(backoff_for).await;
+            }
+            continue;
+        }
         let failed = tokio::task::block_in_place(|| {
             apply_response(&broker, &asked, response, &mut stalls, &mut in_sync)
         });
@@ -216,9 +246,15 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32) {
     }
 }
 
-fn fetch_request(broker: &Broker, asked: &[Asked]) -> FetchRequest {
+/// The next fetch: every partition of `asked` with its current position, as the session
+/// needs it (all of them in a full fetch, else only what changed and what left).
+fn fetch_request(
+    broker: &Broker,
+    asked: &[Asked],
+    session: &mut FetchSessionHandler,
+) -> FetchRequest {
     let config = &broker.config.replication;
-    let mut topics: BTreeMap<&str, Vec<FetchPartition>> = BTreeMap::new();
+    let mut wanted: BTreeMap<PartitionKey, FetchPartition> = BTreeMap::new();
     for one in asked {
         let (last_fetched_epoch, log_start_offset) = one
             .partition
@@ -227,36 +263,27 @@ fn fetch_request(broker: &Broker, asked: &[Asked]) -> FetchRequest {
                 (position.last_fetched_epoch, log.log_start_offset())
             })
             .unwrap_or((-1, -1));
-        topics
-            .entry(one.partition.topic.as_str())
-            .or_default()
-            .push(
-                FetchPartition::default()
-                    .with_partition(one.partition.partition)
-                    .with_current_leader_epoch(one.leader_epoch)
-                    .with_fetch_offset(one.fetch_offset)
-                    .with_last_fetched_epoch(last_fetched_epoch)
-                    .with_log_start_offset(log_start_offset)
-                    .with_partition_max_bytes(config.fetch_max_bytes),
-            );
+        wanted.insert(
+            (one.partition.topic.clone(), one.partition.partition),
+            FetchPartition::default()
+                .with_partition(one.partition.partition)
+                .with_current_leader_epoch(one.leader_epoch)
+                .with_fetch_offset(one.fetch_offset)
+                .with_last_fetched_epoch(last_fetched_epoch)
+                .with_log_start_offset(log_start_offset)
+                .with_partition_max_bytes(config.fetch_max_bytes),
+        );
     }
+    let fetch = session.build(wanted);
     FetchRequest::default()
         .with_replica_id(BrokerId(broker.config.node_id))
         .with_max_wait_ms(config.fetch_wait_max_ms)
         .with_min_bytes(config.fetch_min_bytes)
         .with_max_bytes(config.fetch_response_max_bytes)
-        .with_session_id(0)
-        .with_session_epoch(-1)
-        .with_topics(
-            topics
-                .into_iter()
-                .map(|(topic, partitions)| {
-                    FetchTopic::default()
-                        .with_topic(crate::api::topic_name(topic))
-                        .with_partitions(partitions)
-                })
-                .collect(),
-        )
+        .with_session_id(fetch.session_id)
+        .with_session_epoch(fetch.epoch)
+        .with_topics(fetch.topics)
+        .with_forgotten_topics_data(fetch.forgotten)
 }
 
 /// Sends one Fetch to `leader` (dialling it if needed) and reads its answer.
@@ -304,12 +331,6 @@ async fn round_trip(
             .map_err(|err| err.to_string())?;
     if correlation != correlation_id {
         return Err("fetch response correlation id mismatch".into());
-    }
-    if response.error_code != 0 {
-        return Err(format!(
-            "fetch refused with error code {}",
-            response.error_code
-        ));
     }
     Ok(response)
 }

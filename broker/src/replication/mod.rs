@@ -25,6 +25,7 @@ pub mod alter_log_dirs;
 pub mod fetcher;
 pub mod isr;
 pub mod quota;
+pub mod session_handler;
 pub mod state;
 
 /// Wall-clock milliseconds, for follower catch-up times.
