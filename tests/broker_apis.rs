@@ -476,6 +476,26 @@ fn fetch_sessions_send_only_what_changed() {
     );
     assert_eq!(cached(), Some(2.0));
 
+    // Epoch 4 lists nothing and waits for data: a record on partition 1, which only the session
+    // names, answers it. Whichever comes first, the answer is the same; a parked fetch that
+    // missed the append would sit out its 30 s wait, past the connection's 10 s read timeout.
+    let parked_fetch = session_fetch(id, 4, &[])
+        .with_max_wait_ms(30_000)
+        .with_min_bytes(1);
+    let parked = std::thread::scope(|scope| {
+        let fetching = scope.spawn(|| -> FetchResponse { conn.request(&parked_fetch, 12) });
+        let mut producer = RawConn::connect(server.kafka_addr());
+        assert_eq!(
+            producer.produce_raw("sessions", 1, batch.clone()),
+            (NONE, 1)
+        );
+        fetching.join().expect("the parked fetch")
+    });
+    assert_eq!(
+        (parked.error_code, parked.session_id, answered(&parked)),
+        (NONE, id, vec![(1, NONE, 2, size)])
+    );
+
     // Epoch -1 closes it: a sessionless full answer, and the session is gone.
     let closed: FetchResponse = conn.request(&session_fetch(id, -1, &[(0, 1)]), 12);
     assert_eq!(
@@ -483,7 +503,7 @@ fn fetch_sessions_send_only_what_changed() {
         (NONE, 0, vec![(0, NONE, 1, 0)])
     );
     assert_eq!((sessions(), cached()), (Some(0.0), Some(0.0)));
-    let gone: FetchResponse = conn.request(&session_fetch(id, 4, &[]), 12);
+    let gone: FetchResponse = conn.request(&session_fetch(id, 5, &[]), 12);
     assert_eq!(
         (gone.error_code, gone.session_id),
         (FETCH_SESSION_ID_NOT_FOUND, 0)

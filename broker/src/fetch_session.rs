@@ -35,8 +35,9 @@ pub const FINAL_EPOCH: i32 = -1;
 /// Kafka's `MIN_INCREMENTAL_FETCH_SESSION_EVICTION_MS`: a session unused this long may be evicted
 /// by anyone; a younger one only by a more valuable newcomer, and a young follower's not at all.
 pub const EVICTION_MS: u64 = 120_000;
-/// Skald's bound on the partitions cached across all sessions (about 100 bytes each). Kafka has
-/// none: there, a session grows with every partition an incremental fetch adds.
+/// Skald's bound on the partitions cached across all sessions (a few hundred bytes each, so a
+/// few hundred MB at worst). Kafka has none: there, a session grows with every partition an
+/// incremental fetch adds.
 pub const MAX_CACHED_PARTITIONS: usize = 1_000_000;
 /// First Fetch version that names topics by id (KIP-516): a session started with ids must go on
 /// with them, and one started with names with names.
