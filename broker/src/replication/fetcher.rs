@@ -32,7 +32,7 @@ use tokio::sync::{broadcast, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::session_handler::{FetchSessionHandler, PartitionKey};
+use super::session_handler::FetchSessionHandler;
 use super::state::Role;
 use crate::broker::Broker;
 use crate::config::ReplicationConfig;
@@ -60,26 +60,40 @@ const RECONCILE_EVERY: Duration = Duration::from_secs(1);
 /// Which partitions this broker follows, by leader broker id.
 #[derive(Debug, Default)]
 pub struct FetchAssignments {
-    by_leader: Mutex<BTreeMap<i32, Vec<Arc<Partition>>>>,
+    by_leader: Mutex<Assigned>,
     changed: Notify,
+}
+
+/// The partitions followed, by leader, and how many times they were replaced.
+#[derive(Debug, Default)]
+struct Assigned {
+    generation: u64,
+    by_leader: BTreeMap<i32, Vec<Arc<Partition>>>,
 }
 
 impl FetchAssignments {
     /// Replaces the assignment (after each metadata image).
     pub fn set(&self, by_leader: BTreeMap<i32, Vec<Arc<Partition>>>) {
-        *self.lock() = by_leader;
+        {
+            let mut assigned = self.lock();
+            assigned.generation += 1;
+            assigned.by_leader = by_leader;
+        }
         self.changed.notify_waiters();
     }
 
-    fn of(&self, leader: i32) -> Vec<Arc<Partition>> {
-        self.lock().get(&leader).cloned().unwrap_or_default()
+    /// The partitions followed at `leader`, and the assignment's generation.
+    fn of(&self, leader: i32) -> (u64, Vec<Arc<Partition>>) {
+        let assigned = self.lock();
+        let partitions = assigned.by_leader.get(&leader).cloned().unwrap_or_default();
+        (assigned.generation, partitions)
     }
 
     fn leaders(&self) -> Vec<i32> {
-        self.lock().keys().copied().collect()
+        self.lock().by_leader.keys().copied().collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<i32, Vec<Arc<Partition>>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Assigned> {
         self.by_leader
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -117,6 +131,8 @@ struct Asked {
     partition: Arc<Partition>,
     leader_epoch: i32,
     fetch_offset: i64,
+    last_fetched_epoch: i32,
+    log_start_offset: i64,
 }
 
 /// Fetches from `leader` until this broker follows nothing there any more.
@@ -130,22 +146,27 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32) {
     // (Kafka's `PartitionFetchState.isReplicaInSync`): a throttle never holds back one that is.
     let mut in_sync: HashMap<(String, i32), bool> = HashMap::new();
     let mut session = FetchSessionHandler::default();
+    let mut generation = None;
     let config = broker.config.replication.clone();
     let backoff_for = Duration::from_millis(config.fetch_backoff_ms);
     let (first_byte_timeout, round_trip_timeout) = response_timeouts(&config);
     loop {
-        let partitions = broker.replicas.fetch_assignments.of(leader);
+        let (assigned, partitions) = broker.replicas.fetch_assignments.of(leader);
         if partitions.is_empty() {
             return;
         }
         let now = Instant::now();
         let now_ms = super::now_ms();
-        let followed: HashSet<(&str, i32)> = partitions
-            .iter()
-            .map(|p| (p.topic.as_str(), p.partition))
-            .collect();
-        in_sync.retain(|(topic, index), _| followed.contains(&(topic.as_str(), *index)));
-        drop(followed);
+        if generation != Some(assigned) {
+            // Only when the assignment changed: at rest this loop must not cost a hash of every
+            // partition per fetch.
+            let followed: HashSet<(&str, i32)> = partitions
+                .iter()
+                .map(|p| (p.topic.as_str(), p.partition))
+                .collect();
+            in_sync.retain(|(topic, index), _| followed.contains(&(topic.as_str(), *index)));
+            generation = Some(assigned);
+        }
         let mut asked = Vec::new();
         for partition in partitions {
             let Role::Follower {
@@ -158,28 +179,36 @@ async fn fetch_from(broker: Arc<Broker>, leader: i32) {
             if followed != leader {
                 continue;
             }
-            let key = (partition.topic.clone(), partition.partition);
-            if let Some((epoch, until)) = backoff.get(&key) {
-                if *epoch == leader_epoch && *until > now {
-                    continue;
+            // Keys are built only when there is something to look up.
+            let key = || (partition.topic.clone(), partition.partition);
+            if !backoff.is_empty() {
+                let key = key();
+                if let Some((epoch, until)) = backoff.get(&key) {
+                    if *epoch == leader_epoch && *until > now {
+                        continue;
+                    }
+                    backoff.remove(&key);
                 }
-                backoff.remove(&key);
             }
             // Kafka's `shouldFollowerThrottle`: a throttled partition still catching up is left
             // out of the fetch while the follower's quota is exceeded.
             if partition.follower_throttled()
-                && !in_sync.get(&key).copied().unwrap_or(false)
+                && !in_sync.get(&key()).copied().unwrap_or(false)
                 && broker.replicas.quotas.follower.is_exceeded(now_ms)
             {
                 continue;
             }
-            let Some(fetch_offset) = partition.with_log(|log| log.log_end_offset()) else {
+            let Some((position, log_start_offset)) =
+                partition.with_log(|log| (FetchPosition::of(log), log.log_start_offset()))
+            else {
                 continue;
             };
             asked.push(Asked {
                 partition,
                 leader_epoch,
-                fetch_offset,
+                fetch_offset: position.log_end_offset,
+                last_fetched_epoch: position.last_fetched_epoch,
+                log_start_offset,
             });
         }
         if asked.is_empty() {
@@ -254,26 +283,21 @@ fn fetch_request(
     session: &mut FetchSessionHandler,
 ) -> FetchRequest {
     let config = &broker.config.replication;
-    let mut wanted: BTreeMap<PartitionKey, FetchPartition> = BTreeMap::new();
-    for one in asked {
-        let (last_fetched_epoch, log_start_offset) = one
-            .partition
-            .with_log(|log| {
-                let position = FetchPosition::of(log);
-                (position.last_fetched_epoch, log.log_start_offset())
-            })
-            .unwrap_or((-1, -1));
-        wanted.insert(
-            (one.partition.topic.clone(), one.partition.partition),
-            FetchPartition::default()
-                .with_partition(one.partition.partition)
-                .with_current_leader_epoch(one.leader_epoch)
-                .with_fetch_offset(one.fetch_offset)
-                .with_last_fetched_epoch(last_fetched_epoch)
-                .with_log_start_offset(log_start_offset)
-                .with_partition_max_bytes(config.fetch_max_bytes),
-        );
-    }
+    let wanted = asked
+        .iter()
+        .map(|one| {
+            (
+                one.partition.topic.as_str(),
+                FetchPartition::default()
+                    .with_partition(one.partition.partition)
+                    .with_current_leader_epoch(one.leader_epoch)
+                    .with_fetch_offset(one.fetch_offset)
+                    .with_last_fetched_epoch(one.last_fetched_epoch)
+                    .with_log_start_offset(one.log_start_offset)
+                    .with_partition_max_bytes(config.fetch_max_bytes),
+            )
+        })
+        .collect();
     let fetch = session.build(wanted);
     FetchRequest::default()
         .with_replica_id(BrokerId(broker.config.node_id))
@@ -423,6 +447,14 @@ fn apply_response(
     let now_ms = super::now_ms();
     let mut failed = Vec::new();
     let mut truncated = false;
+    if response
+        .responses
+        .iter()
+        .all(|topic| topic.partitions.is_empty())
+    {
+        // An incremental answer with nothing new (a follower at rest).
+        return failed;
+    }
     // By (topic, partition): linear in the partitions asked for, however many are answered.
     let asked: HashMap<(&str, i32), &Asked> = asked
         .iter()

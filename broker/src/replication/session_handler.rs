@@ -4,16 +4,13 @@
 //! those added or whose position changed, forgetting those that left. Any session error or lost
 //! answer starts over with a full fetch, as Kafka's client does.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
 use kafka_protocol::messages::FetchResponse;
 use kafka_protocol::ResponseError;
 
 use crate::fetch_session::{next_epoch, INITIAL_EPOCH, INVALID_SESSION_ID};
-
-/// A followed partition: topic name and index.
-pub type PartitionKey = (String, i32);
 
 /// What the next fetch sends about its session, and which partitions it lists.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,58 +26,90 @@ pub struct FetchSessionHandler {
     /// The session the leader holds (0: none), and the epoch the next fetch carries (0: full).
     session_id: i32,
     epoch: i32,
-    /// What the leader's session holds for each partition, as last sent.
-    session_partitions: HashMap<PartitionKey, FetchPartition>,
+    /// What the leader's session holds, by topic and partition, as last sent, with the round
+    /// that last wanted it. Looked up by `&str` (no key built per partition per fetch: a
+    /// follower at rest goes over thousands of partitions twice a second to find nothing).
+    session_partitions: HashMap<String, HashMap<i32, (FetchPartition, u64)>>,
+    round: u64,
 }
 
 impl FetchSessionHandler {
-    /// Kafka's `Builder.build`: the next fetch, given every partition wanted now.
-    pub fn build(&mut self, wanted: BTreeMap<PartitionKey, FetchPartition>) -> SessionFetch {
+    /// Kafka's `Builder.build`: the next fetch, given every partition wanted now (topic name and
+    /// fetch data; each partition once).
+    pub fn build(&mut self, wanted: Vec<(&str, FetchPartition)>) -> SessionFetch {
+        self.round += 1;
+        let round = self.round;
         if self.epoch == INITIAL_EPOCH {
-            let topics = by_topic(wanted.iter().map(|(key, data)| (key, data.clone())));
-            self.session_partitions = wanted.into_iter().collect();
+            self.session_partitions.clear();
+            for (topic, data) in &wanted {
+                self.remember(topic, data.clone(), round);
+            }
             return SessionFetch {
                 session_id: self.session_id,
                 epoch: self.epoch,
-                topics,
+                topics: by_topic(wanted),
                 forgotten: Vec::new(),
             };
         }
-        let mut forgotten: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
-        let mut gone = Vec::new();
-        for key in self.session_partitions.keys() {
-            if !wanted.contains_key(key) {
-                gone.push(key.clone());
-            }
-        }
-        for key in &gone {
-            self.session_partitions.remove(key);
-            forgotten.entry(key.0.as_str()).or_default().push(key.1);
-        }
-        let forgotten = forgotten
-            .into_iter()
-            .map(|(topic, partitions)| {
-                ForgottenTopic::default()
-                    .with_topic(crate::api::topic_name(topic))
-                    .with_partitions(partitions)
-            })
-            .collect();
         let mut changed = Vec::new();
-        for (key, data) in wanted {
-            match self.session_partitions.get(&key) {
-                Some(sent) if *sent == data => {}
-                _ => {
-                    self.session_partitions.insert(key.clone(), data.clone());
-                    changed.push((key, data));
+        for (topic, data) in wanted {
+            let sent = self
+                .session_partitions
+                .get_mut(topic)
+                .and_then(|partitions| partitions.get_mut(&data.partition));
+            match sent {
+                Some((sent, seen)) => {
+                    *seen = round;
+                    if *sent != data {
+                        *sent = data.clone();
+                        changed.push((topic, data));
+                    }
+                }
+                None => {
+                    self.remember(topic, data.clone(), round);
+                    changed.push((topic, data));
                 }
             }
         }
+        // Whatever this round did not want leaves the session.
+        let mut forgotten = Vec::new();
+        self.session_partitions.retain(|topic, partitions| {
+            let mut gone: Vec<i32> = Vec::new();
+            partitions.retain(|&partition, (_, seen)| {
+                let wanted = *seen == round;
+                if !wanted {
+                    gone.push(partition);
+                }
+                wanted
+            });
+            if !gone.is_empty() {
+                gone.sort_unstable();
+                forgotten.push(
+                    ForgottenTopic::default()
+                        .with_topic(crate::api::topic_name(topic))
+                        .with_partitions(gone),
+                );
+            }
+            !partitions.is_empty()
+        });
+        forgotten.sort_by(|a, b| a.topic.cmp(&b.topic));
         SessionFetch {
             session_id: self.session_id,
             epoch: self.epoch,
-            topics: by_topic(changed.iter().map(|(key, data)| (key, data.clone()))),
+            topics: by_topic(changed),
             forgotten,
         }
+    }
+
+    fn remember(&mut self, topic: &str, data: FetchPartition, round: u64) {
+        let partitions = match self.session_partitions.get_mut(topic) {
+            Some(partitions) => partitions,
+            None => self
+                .session_partitions
+                .entry(topic.to_string())
+                .or_default(),
+        };
+        partitions.insert(data.partition, (data, round));
     }
 
     /// Kafka's `handleResponse`: moves the session on after an answer, or starts over after a
@@ -111,12 +140,11 @@ impl FetchSessionHandler {
     }
 }
 
-/// Groups partitions by topic (keys come sorted, so each topic once).
-fn by_topic<'a>(
-    partitions: impl Iterator<Item = (&'a PartitionKey, FetchPartition)>,
-) -> Vec<FetchTopic> {
+/// Groups partitions by topic, in topic then partition order.
+fn by_topic(mut partitions: Vec<(&str, FetchPartition)>) -> Vec<FetchTopic> {
+    partitions.sort_by(|a, b| (a.0, a.1.partition).cmp(&(b.0, b.1.partition)));
     let mut topics: Vec<FetchTopic> = Vec::new();
-    for ((topic, _), data) in partitions {
+    for (topic, data) in partitions {
         if topics
             .last()
             .is_none_or(|last| last.topic.0.as_str() != topic)
@@ -134,12 +162,14 @@ fn by_topic<'a>(
 mod tests {
     use super::*;
 
-    fn wanted(partitions: &[(&str, i32, i64)]) -> BTreeMap<PartitionKey, FetchPartition> {
+    fn wanted<'a>(partitions: &[(&'a str, i32, i64)]) -> Vec<(&'a str, FetchPartition)> {
+        // Out of order on purpose: fetches list them sorted.
         partitions
             .iter()
+            .rev()
             .map(|&(topic, partition, offset)| {
                 (
-                    (topic.to_string(), partition),
+                    topic,
                     FetchPartition::default()
                         .with_partition(partition)
                         .with_fetch_offset(offset),
