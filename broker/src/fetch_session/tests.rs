@@ -153,89 +153,95 @@ fn a_full_fetch_creates_a_session_and_an_incremental_one_reads_all_of_it() {
     assert_eq!(cache.counts(), (1, 3));
 }
 
+/// One incremental fetch of session `id` at `epoch` that names nothing, answered with
+/// `responses`: what the answer keeps.
+fn answered_at(
+    cache: &FetchSessionCache,
+    id: i32,
+    epoch: i32,
+    mut responses: Vec<FetchableTopicResponse>,
+) -> Vec<(String, Vec<i32>)> {
+    let context = cache.new_context(&request(id, epoch, &[]), 12, false, epoch as u64);
+    assert!(
+        matches!(context, FetchContext::Incremental { .. }),
+        "{context:?}"
+    );
+    cache
+        .filter_incremental(id, next_epoch(epoch), &mut responses)
+        .unwrap();
+    listed(&responses)
+}
+
 #[test]
 fn an_incremental_answer_carries_only_what_changed() {
     let cache = FetchSessionCache::new(10, SessionMetrics::unregistered());
     let id = session(&cache, false, 0);
-    let context = cache.new_context(&request(id, 1, &[]), 12, false, 1);
-    assert!(matches!(
-        context,
-        FetchContext::Incremental { epoch: 2, .. }
-    ));
+    let a = |partitions| answer("a", partitions);
+    let b = |partitions| answer("b", partitions);
     // a-0 unchanged; a-1's high watermark moved; b-0 unchanged.
-    let mut responses = vec![
-        answer("a", vec![data(0, 5, 0), data(1, 8, 0)]),
-        answer("b", vec![data(0, 0, 0)]),
-    ];
-    cache.filter_incremental(id, 2, &mut responses).unwrap();
-    assert_eq!(listed(&responses), vec![("a".to_string(), vec![1])]);
-
-    // Next: records for b-0; an error on a-0; a-1 as last told.
-    cache.new_context(&request(id, 2, &[]), 12, false, 2);
-    let mut responses = vec![
-        answer(
-            "a",
-            vec![
-                data(0, -1, 0).with_error_code(ResponseError::NotLeaderOrFollower.code()),
-                data(1, 8, 0),
-            ],
-        ),
-        answer("b", vec![data(0, 0, 100)]),
-    ];
-    cache.filter_incremental(id, 3, &mut responses).unwrap();
     assert_eq!(
-        listed(&responses),
+        answered_at(
+            &cache,
+            id,
+            1,
+            vec![
+                a(vec![data(0, 5, 0), data(1, 8, 0)]),
+                b(vec![data(0, 0, 0)])
+            ]
+        ),
+        vec![("a".to_string(), vec![1])]
+    );
+    // Records for b-0; an error on a-0; a-1 as last told.
+    let error = data(0, -1, 0).with_error_code(ResponseError::NotLeaderOrFollower.code());
+    assert_eq!(
+        answered_at(
+            &cache,
+            id,
+            2,
+            vec![a(vec![error, data(1, 8, 0)]), b(vec![data(0, 0, 100)])]
+        ),
         vec![("a".to_string(), vec![0]), ("b".to_string(), vec![0])]
     );
-
     // The error cleared with a-0's old high watermark: sent again (the error reset what it was
     // last told). A moved log start offset, last stable offset and a diverging epoch each count.
-    cache.new_context(&request(id, 3, &[]), 12, false, 3);
-    let mut responses = vec![
-        answer(
-            "a",
-            vec![data(0, 5, 0), data(1, 8, 0).with_log_start_offset(2)],
-        ),
-        answer("b", vec![data(0, 0, 0)]),
-    ];
-    cache.filter_incremental(id, 4, &mut responses).unwrap();
-    assert_eq!(listed(&responses), vec![("a".to_string(), vec![0, 1])]);
-
-    cache.new_context(&request(id, 4, &[]), 12, false, 4);
-    let mut responses = vec![
-        answer(
-            "a",
-            vec![
-                data(0, 5, 0).with_last_stable_offset(4),
-                data(1, 8, 0).with_log_start_offset(2),
-            ],
-        ),
-        answer(
-            "b",
-            vec![data(0, 0, 0)
-                .with_diverging_epoch(EpochEndOffset::default().with_epoch(3).with_end_offset(0))],
-        ),
-    ];
-    cache.filter_incremental(id, 5, &mut responses).unwrap();
+    let moved_start = data(1, 8, 0).with_log_start_offset(2);
     assert_eq!(
-        listed(&responses),
+        answered_at(
+            &cache,
+            id,
+            3,
+            vec![
+                a(vec![data(0, 5, 0), moved_start.clone()]),
+                b(vec![data(0, 0, 0)])
+            ]
+        ),
+        vec![("a".to_string(), vec![0, 1])]
+    );
+    let moved_stable = data(0, 5, 0).with_last_stable_offset(4);
+    let diverging = data(0, 0, 0)
+        .with_diverging_epoch(EpochEndOffset::default().with_epoch(3).with_end_offset(0));
+    assert_eq!(
+        answered_at(
+            &cache,
+            id,
+            4,
+            vec![
+                a(vec![moved_stable.clone(), moved_start.clone()]),
+                b(vec![diverging])
+            ]
+        ),
         vec![("a".to_string(), vec![0]), ("b".to_string(), vec![0])]
     );
-
     // Nothing new at all: an empty answer.
-    cache.new_context(&request(id, 5, &[]), 12, false, 5);
-    let mut responses = vec![
-        answer(
-            "a",
-            vec![
-                data(0, 5, 0).with_last_stable_offset(4),
-                data(1, 8, 0).with_log_start_offset(2),
-            ],
+    assert_eq!(
+        answered_at(
+            &cache,
+            id,
+            5,
+            vec![a(vec![moved_stable, moved_start]), b(vec![data(0, 0, 0)])]
         ),
-        answer("b", vec![data(0, 0, 0)]),
-    ];
-    cache.filter_incremental(id, 6, &mut responses).unwrap();
-    assert_eq!(listed(&responses), vec![]);
+        vec![]
+    );
 }
 
 #[test]
