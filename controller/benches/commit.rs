@@ -21,72 +21,24 @@
 //! cargo bench -p skald-controller --bench commit
 //! ```
 
+mod cluster;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cluster::{cluster_batches, topic_id, REPLICATION_FACTOR};
 use skald_controller::raft_disk::{FileDisk, MemDisk, RaftDisk};
 use skald_controller::{
-    AlterPartitionRequest, Controller, ControllerConfig, CreateTopicSpec, Endpoint, ImageDelta,
-    IsrChange, IsrMember, MetadataImage, MetadataRecord, Quorum, QuorumConfig, TopicId,
+    AlterPartitionRequest, Controller, ControllerConfig, CreateTopicSpec, ImageDelta, IsrChange,
+    IsrMember, MetadataImage, MetadataRecord, Quorum, QuorumConfig,
 };
 
 const TOPICS: usize = 1_000;
 const PARTITIONS_PER_TOPIC: i32 = 1_000;
-const BROKERS: i32 = 6;
-const REPLICATION_FACTOR: i32 = 3;
 /// Topics per proposal while the cluster is built (about 9 MB of records each).
 const TOPICS_PER_SETUP_BATCH: usize = 50;
 /// Commits per series, unless `SKALD_BENCH_COMMITS` says otherwise.
 const COMMITS: usize = 1_000;
-
-fn topic_id(topic: usize) -> TopicId {
-    // Random-looking 128-bit ids, as `random_topic_id` makes (the hex form is fixed-width).
-    TopicId(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835u128.wrapping_mul(topic as u128 + 1))
-}
-
-/// The records a controller would have committed for the cluster, in batches of one topic.
-fn cluster_batches() -> Vec<Vec<MetadataRecord>> {
-    let mut batches = vec![(1..=BROKERS)
-        .map(|broker_id| MetadataRecord::RegisterBroker {
-            broker_id,
-            incarnation_id: 0x5eed_0000 + broker_id as u64,
-            broker_epoch: i64::from(broker_id),
-            endpoints: vec![Endpoint {
-                name: "PLAINTEXT".into(),
-                host: "127.0.0.1".into(),
-                port: 9092 + broker_id as u16,
-            }],
-            rack: None,
-            fenced: false,
-        })
-        .collect::<Vec<_>>()];
-    for topic in 0..TOPICS {
-        let topic_id = topic_id(topic);
-        let mut batch = vec![MetadataRecord::Topic {
-            name: format!("topic-{topic:05}"),
-            topic_id,
-        }];
-        for partition in 0..PARTITIONS_PER_TOPIC {
-            let first = (topic as i32 + partition) % BROKERS;
-            let replicas: Vec<i32> = (0..REPLICATION_FACTOR)
-                .map(|i| (first + i) % BROKERS + 1)
-                .collect();
-            batch.push(MetadataRecord::Partition {
-                topic_id,
-                partition,
-                leader: replicas[0],
-                isr: replicas.clone(),
-                replicas,
-                leader_epoch: 0,
-                partition_epoch: 0,
-                removing_replicas: Vec::new(),
-                adding_replicas: Vec::new(),
-            });
-        }
-        batches.push(batch);
-    }
-    batches
-}
 
 /// This process's `VmRSS` and `VmHWM` in MiB.
 fn memory_mib() -> (u64, u64) {
@@ -238,7 +190,7 @@ fn run<D: RaftDisk>(disk: D, commits: usize) {
     let started = Instant::now();
     // The brokers seed the quorum; the topics are committed as proposals, as CreateTopics would
     // (a snapshot of 1,000,000 partitions is more than one raft.log frame holds).
-    let mut batches = cluster_batches().into_iter();
+    let mut batches = cluster_batches(TOPICS, PARTITIONS_PER_TOPIC).into_iter();
     let quorum = Quorum::open(
         QuorumConfig::new(1, vec![1]),
         disk,

@@ -11,6 +11,8 @@
 //! cargo bench -p skald-controller --bench snapshot
 //! ```
 
+mod cluster;
+
 use std::hint::black_box;
 use std::path::Path;
 use std::time::Duration;
@@ -20,57 +22,14 @@ use skald_controller::follower::MetadataUpdate;
 use skald_controller::log::BATCH_BYTES_MAX;
 use skald_controller::raft_disk::FileDisk;
 use skald_controller::record::VersionedRecord;
-use skald_controller::{Endpoint, MetadataImage, MetadataRecord, Quorum, QuorumConfig, TopicId};
+use skald_controller::{MetadataImage, MetadataRecord, Quorum, QuorumConfig};
 
 const TOPICS: usize = 1_000;
 const PARTITIONS_PER_TOPIC: i32 = 100;
-const BROKERS: i32 = 6;
-const REPLICATION_FACTOR: i32 = 3;
 
 /// The records a controller would have committed for the cluster, in order.
 fn cluster_records() -> Vec<MetadataRecord> {
-    let mut records = Vec::new();
-    for broker_id in 1..=BROKERS {
-        records.push(MetadataRecord::RegisterBroker {
-            broker_id,
-            incarnation_id: 0x5eed_0000 + broker_id as u64,
-            broker_epoch: i64::from(broker_id),
-            endpoints: vec![Endpoint {
-                name: "PLAINTEXT".into(),
-                host: "127.0.0.1".into(),
-                port: 9092 + broker_id as u16,
-            }],
-            rack: None,
-            fenced: false,
-        });
-    }
-    for topic in 0..TOPICS {
-        // Random-looking 128-bit ids, as `random_topic_id` makes (the hex form is fixed-width).
-        let topic_id =
-            TopicId(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835u128.wrapping_mul(topic as u128 + 1));
-        records.push(MetadataRecord::Topic {
-            name: format!("topic-{topic:05}"),
-            topic_id,
-        });
-        for partition in 0..PARTITIONS_PER_TOPIC {
-            let first = (topic as i32 + partition) % BROKERS;
-            let replicas: Vec<i32> = (0..REPLICATION_FACTOR)
-                .map(|i| (first + i) % BROKERS + 1)
-                .collect();
-            records.push(MetadataRecord::Partition {
-                topic_id,
-                partition,
-                leader: replicas[0],
-                isr: replicas.clone(),
-                replicas,
-                leader_epoch: 0,
-                partition_epoch: 0,
-                removing_replicas: Vec::new(),
-                adding_replicas: Vec::new(),
-            });
-        }
-    }
-    records
+    cluster::cluster_batches(TOPICS, PARTITIONS_PER_TOPIC).concat()
 }
 
 /// `raft_store::encode_records`: the snapshot's (and every entry's) data.
