@@ -656,9 +656,9 @@ fn run(plan: &Plan) -> Vec<String> {
     lines
 }
 
-/// CI's fault run: at least 100 faults of every kind, held 0.3–3 s each, on the harness's fast
-/// heartbeat settings (200 ms, session 1.5 s), with the whole history checked. About 6 minutes
-/// in a debug build on 2 cores. A fresh seed every run (printed, with the command that replays
+/// CI's fault run: 100 faults drawn at random from every kind, held 0.3–3 s each, on the
+/// harness's fast heartbeat settings (200 ms, session 1.5 s), with the whole history checked.
+/// About 3.5 minutes in a debug build on 2 cores. A fresh seed every run (printed, with the command that replays
 /// it); `SKALD_FAULTS` and `SKALD_FAULT_SEED` set them.
 #[test]
 fn a_hundred_faults_leave_a_history_without_anomalies() {

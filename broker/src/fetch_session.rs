@@ -230,6 +230,7 @@ pub struct SessionMetrics {
 
 impl SessionMetrics {
     /// Metrics that are not exported (tests).
+    #[cfg(test)]
     pub fn unregistered() -> SessionMetrics {
         SessionMetrics {
             sessions: IntGauge::new("sessions", "-").expect("valid name"),
@@ -471,7 +472,8 @@ impl FetchSessionCache {
         Ok(())
     }
 
-    /// How many sessions and cached partitions there are (for tests and logs).
+    /// How many sessions and cached partitions there are (for tests).
+    #[cfg(test)]
     pub fn counts(&self) -> (usize, usize) {
         let sessions = self.lock();
         (sessions.sessions.len(), sessions.partitions)

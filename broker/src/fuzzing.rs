@@ -178,7 +178,6 @@ mod tests {
     fn group_records_mutations_run_clean() {
         skald_protocol::fuzzing::run_mutations(
             "group_records",
-            &seed_corpus("group_records"),
             skald_protocol::fuzzing::MUTATIONS_DEFAULT,
             group_records,
         );

@@ -584,13 +584,13 @@ impl ReplicaManager {
         touched.sort_unstable();
         touched.dedup();
 
+        // The topic of a partition the image places on this broker.
         let placed_here = |key: &PartitionKey| {
-            image.topic(&key.0).and_then(|topic| {
+            image.topic(&key.0).filter(|topic| {
                 topic
                     .partitions
                     .get(&key.1)
-                    .filter(|p| p.replicas.contains(&self.node_id))
-                    .map(|placement| (topic, placement))
+                    .is_some_and(|p| p.replicas.contains(&self.node_id))
             })
         };
         let stale: Vec<Arc<Partition>> = {
@@ -599,7 +599,7 @@ impl ReplicaManager {
                 .iter()
                 .filter(|key| {
                     partitions.get(*key).is_some_and(|partition| {
-                        placed_here(key).is_none_or(|(t, _)| t.topic_id != partition.topic_id)
+                        placed_here(key).is_none_or(|t| t.topic_id != partition.topic_id)
                     })
                 })
                 .collect();
@@ -663,7 +663,7 @@ impl ReplicaManager {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut opened_any = false;
         for key in &touched {
-            let Some((topic, _)) = placed_here(key) else {
+            let Some(topic) = placed_here(key) else {
                 continue;
             };
             if self.read().contains_key(key) {

@@ -266,10 +266,8 @@ mod tests {
 
     #[test]
     fn metadata_records_mutations_run_clean() {
-        let seeds = seed_corpus("metadata_records");
         skald_protocol::fuzzing::run_mutations(
             "metadata_records",
-            &seeds,
             skald_protocol::fuzzing::MUTATIONS_DEFAULT,
             metadata_records,
         );
@@ -277,10 +275,8 @@ mod tests {
 
     #[test]
     fn raft_message_mutations_run_clean() {
-        let seeds = seed_corpus("raft_message");
         skald_protocol::fuzzing::run_mutations(
             "raft_message",
-            &seeds,
             skald_protocol::fuzzing::MUTATIONS_DEFAULT,
             raft_message,
         );

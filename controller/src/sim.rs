@@ -199,7 +199,7 @@ impl Sim {
         self.now * TICK_MS
     }
 
-    fn paused(&self, id: i32) -> bool {
+    pub(crate) fn paused(&self, id: i32) -> bool {
         self.nodes.get(&id).is_some_and(|node| node.paused)
     }
 

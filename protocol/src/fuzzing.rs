@@ -225,16 +225,12 @@ fn corpus_dir(target: &str) -> std::path::PathBuf {
 pub const MUTATIONS_DEFAULT: usize = 2_000;
 
 /// A brief mutation run on stable, without libFuzzer: `count` inputs (`SKALD_FUZZ_MUTATIONS`
-/// when set, else `default_count`) made from the seed corpus by a seeded mutator (bit flips,
+/// when set, else `default_count`) made from the target's committed seed corpus by a seeded mutator (bit flips,
 /// bytes set to boundary values, cuts, inserted and repeated runs, splices of two seeds), each
 /// handed to `target`. The same `SKALD_FUZZ_SEED` (default 1) makes the same inputs; an input
 /// that panics is printed in hex with a line that replays the run.
-pub fn run_mutations(
-    target_name: &str,
-    seeds: &[(String, Vec<u8>)],
-    default_count: usize,
-    target: impl Fn(&[u8]),
-) {
+pub fn run_mutations(target_name: &str, default_count: usize, target: impl Fn(&[u8])) {
+    let seeds = seed_corpus(target_name);
     assert!(!seeds.is_empty(), "{target_name}: no seeds");
     let count = std::env::var("SKALD_FUZZ_MUTATIONS")
         .ok()

@@ -636,22 +636,12 @@ mod tests {
 
     #[test]
     fn record_batch_mutations_run_clean() {
-        run_mutations(
-            "record_batch",
-            &seed_corpus("record_batch"),
-            MUTATIONS_DEFAULT,
-            record_batch,
-        );
+        run_mutations("record_batch", MUTATIONS_DEFAULT, record_batch);
     }
 
     /// Each input builds and recovers a partition directory on disk: fewer than the others.
     #[test]
     fn log_recovery_mutations_run_clean() {
-        run_mutations(
-            "log_recovery",
-            &seed_corpus("log_recovery"),
-            MUTATIONS_DEFAULT / 20,
-            log_recovery,
-        );
+        run_mutations("log_recovery", MUTATIONS_DEFAULT / 20, log_recovery);
     }
 }

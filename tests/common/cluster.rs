@@ -758,8 +758,11 @@ impl TestCluster {
 
     /// The process id of a running node.
     pub fn pid(&self, node_id: i32) -> u32 {
-        let node = &self.nodes[self.index_of(node_id)];
-        node.child.as_ref().expect("node is not running").id()
+        self.node(node_id)
+            .child
+            .as_ref()
+            .expect("node is not running")
+            .id()
     }
 }
 

@@ -409,7 +409,6 @@ fn read_tail(path: &Path, bytes: u64) -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
-/// `GET path` over HTTP/1.0 with a deadline; returns (status code, body).
 /// The value of one series (its name and labels exactly as the exposition writes them, e.g.
 /// `skald_log_end_offset{partition="0",topic="t"}`) on the metrics endpoint at `addr`; `None`
 /// if it does not answer 200 or exports no such series.
@@ -432,6 +431,7 @@ pub fn segment_files(dir: &std::path::Path) -> Vec<PathBuf> {
     segments
 }
 
+/// `GET path` over HTTP/1.0 with a deadline; returns (status code, body).
 pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     let timeout = Duration::from_secs(10);
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;

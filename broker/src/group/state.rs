@@ -473,20 +473,14 @@ impl Group {
         now_ms: i64,
     ) -> Reply<JoinResult> {
         let (sender, receiver) = oneshot::channel();
-        let unknown = || {
-            Reply::Now(JoinResult::error(
-                ResponseError::UnknownMemberId,
-                &request.member_id,
-            ))
-        };
-        if !self
+        let Some(member) = self
             .members
             .set_protocols(&request.member_id, request.protocols)
-        {
-            return unknown();
-        }
-        let Some(member) = self.members.get_mut(&request.member_id) else {
-            return unknown();
+        else {
+            return Reply::Now(JoinResult::error(
+                ResponseError::UnknownMemberId,
+                &request.member_id,
+            ));
         };
         member.protocol_type = request.protocol_type;
         member.session_timeout_ms = request.session_timeout_ms;

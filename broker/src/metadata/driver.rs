@@ -522,7 +522,7 @@ impl Driver {
 
     /// The policy's clock: milliseconds since this driver started.
     fn now_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
+        self.ms_since_start(Instant::now())
     }
 
     /// `at` in this driver's milliseconds (those of [`Driver::now_ms`]).

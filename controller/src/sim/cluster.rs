@@ -269,7 +269,7 @@ impl Cluster {
     fn paused(&self, id: i32) -> bool {
         match self.brokers.get(&id) {
             Some(broker) => broker.paused,
-            None => self.sim.nodes.get(&id).is_some_and(|n| n.paused),
+            None => self.sim.paused(id),
         }
     }
 

@@ -2195,7 +2195,6 @@ fn the_request_fuzz_corpus_holds_every_api_at_its_lowest_and_highest_version_and
 fn request_fuzz_mutations_run_clean() {
     crate::fuzzing::run_mutations(
         "request",
-        &crate::fuzzing::seed_corpus("request"),
         crate::fuzzing::MUTATIONS_DEFAULT,
         crate::fuzzing::request,
     );

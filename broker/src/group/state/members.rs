@@ -36,17 +36,17 @@ impl Members {
     }
 
     pub(super) fn insert(&mut self, id: String, member: Member) -> Option<Member> {
-        self.count(&member.protocols, true);
+        count(&mut self.support, &member.protocols, true);
         let old = self.by_id.insert(id, member);
         if let Some(old) = &old {
-            self.count(&old.protocols, false);
+            count(&mut self.support, &old.protocols, false);
         }
         old
     }
 
     pub(super) fn remove(&mut self, id: &str) -> Option<Member> {
         let member = self.by_id.remove(id)?;
-        self.count(&member.protocols, false);
+        count(&mut self.support, &member.protocols, false);
         Some(member)
     }
 
@@ -66,33 +66,34 @@ impl Members {
         self.by_id.iter_mut()
     }
 
-    /// Replaces a member's protocols; false if there is no such member.
-    pub(super) fn set_protocols(&mut self, id: &str, protocols: Vec<(String, Bytes)>) -> bool {
-        let Some(member) = self.by_id.get_mut(id) else {
-            return false;
-        };
-        let old = std::mem::take(&mut member.protocols);
-        self.count(&old, false);
-        self.count(&protocols, true);
-        if let Some(member) = self.by_id.get_mut(id) {
-            member.protocols = protocols;
-        }
-        true
+    /// Replaces a member's protocols; the member, to change further in place, or `None` if
+    /// there is no such member.
+    pub(super) fn set_protocols(
+        &mut self,
+        id: &str,
+        protocols: Vec<(String, Bytes)>,
+    ) -> Option<&mut Member> {
+        let member = self.by_id.get_mut(id)?;
+        let old = std::mem::replace(&mut member.protocols, protocols);
+        count(&mut self.support, &old, false);
+        count(&mut self.support, &member.protocols, true);
+        Some(member)
     }
+}
 
-    fn count(&mut self, protocols: &[(String, Bytes)], add: bool) {
-        let mut named = HashSet::new();
-        for (name, _) in protocols {
-            if !named.insert(name.as_str()) {
-                continue;
-            }
-            if add {
-                *self.support.entry(name.clone()).or_default() += 1;
-            } else if let Some(count) = self.support.get_mut(name.as_str()) {
-                *count -= 1;
-                if *count == 0 {
-                    self.support.remove(name.as_str());
-                }
+/// Adds (or takes away) one member's protocols to (from) the count of who names each.
+fn count(support: &mut HashMap<String, usize>, protocols: &[(String, Bytes)], add: bool) {
+    let mut named = HashSet::new();
+    for (name, _) in protocols {
+        if !named.insert(name.as_str()) {
+            continue;
+        }
+        if add {
+            *support.entry(name.clone()).or_default() += 1;
+        } else if let Some(n) = support.get_mut(name.as_str()) {
+            *n -= 1;
+            if *n == 0 {
+                support.remove(name.as_str());
             }
         }
     }
