@@ -130,19 +130,30 @@ fn an_acknowledged_write_missing_from_the_log_is_lost() {
 #[test]
 fn an_acknowledged_write_at_another_offset_is_lost_from_its_place() {
     let mut history = clean();
-    // Offset 1 now holds p2-0 and p1-1 moved to 2: acknowledged at 1, not there.
+    // Offsets 1 and 2 swapped: p1-1 (acknowledged at 1) is at 2, p2-0 (acknowledged at 2) at
+    // 1; both are lost from their places.
     history
         .final_log
         .insert(0, vec![(0, id(1, 0)), (1, id(2, 0)), (2, id(1, 1))]);
     history.reads = vec![];
     history.commits = vec![];
-    let anomalies = check(&history).anomalies;
-    assert!(anomalies.contains(&Anomaly::Lost {
-        id: id(1, 1),
-        partition: 0,
-        acked_offset: Some(1),
-        found: Some((0, 2))
-    }));
+    assert_eq!(
+        check(&history).anomalies,
+        vec![
+            Anomaly::Lost {
+                id: id(1, 1),
+                partition: 0,
+                acked_offset: Some(1),
+                found: Some((0, 2))
+            },
+            Anomaly::Lost {
+                id: id(2, 0),
+                partition: 0,
+                acked_offset: Some(2),
+                found: Some((0, 1))
+            }
+        ]
+    );
 }
 
 /// librdkafka acknowledges some writes without their offset (-1001): present anywhere in their
