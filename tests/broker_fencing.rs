@@ -278,16 +278,6 @@ fn silence_fencings(cluster: &TestCluster, skip: Option<i32>) -> BTreeMap<i32, u
     total
 }
 
-/// The active controller, as the controllers' metrics say.
-fn active_controller(cluster: &TestCluster) -> i32 {
-    poll_until("an active controller", SETTLE_TIMEOUT, || {
-        cluster.controllers().map(|node| node.node_id).find(|node| {
-            common::http_get(cluster.node(*node).metrics_addr(), "/metrics")
-                .is_ok_and(|(_, body)| body.lines().any(|line| line == "skald_controller_active 1"))
-        })
-    })
-}
-
 /// A broker other than `faulty`.
 fn healthy_broker(addrs: &Addrs, faulty: i32) -> i32 {
     *addrs
@@ -368,7 +358,7 @@ fn wait_for_full_isrs(addrs: &Addrs, via: i32) {
 fn pausing_the_active_controller_fences_the_paused_broker_only() {
     let cluster = start_cluster();
     let addrs = addrs(&cluster);
-    let paused = active_controller(&cluster);
+    let paused = cluster.active_controller(SETTLE_TIMEOUT);
     let healthy = healthy_broker(&addrs, paused);
     let load = Load::start(&addrs);
     poll_until("the load to be acknowledged", SETTLE_TIMEOUT, || {
@@ -439,7 +429,7 @@ fn controller_outage_fences_no_broker(outage: Outage) {
     let cluster = TestCluster::start_with_links(3, 3, &overrides(&session));
     create_topic(&cluster);
     let addrs = addrs(&cluster);
-    let lost = active_controller(&cluster);
+    let lost = cluster.active_controller(SETTLE_TIMEOUT);
     let load = Load::start(&addrs);
     poll_until("the load to be acknowledged", SETTLE_TIMEOUT, || {
         (load.acknowledged() >= 50).then_some(())
@@ -502,7 +492,7 @@ fn restarting_a_node_fences_no_other_broker() {
         (load.acknowledged() >= 50).then_some(())
     });
     // The active controller first (its restart moves the controller too), then one that is not.
-    let active = active_controller(&cluster);
+    let active = cluster.active_controller(SETTLE_TIMEOUT);
     let follower = *addrs.keys().find(|id| **id != active).expect("a follower");
     for restarted in [active, follower] {
         let healthy = healthy_broker(&addrs, restarted);
@@ -603,7 +593,7 @@ fn a_node_with_880_partitions_rejoining_fences_no_other_broker() {
     create_many_partitions(&addrs, 1);
     wait_for_many_partitions(&addrs, 1, 3, Duration::from_secs(90));
     // A node that is not the controller: the leaders' ISR changes then cross the network.
-    let active = active_controller(&cluster);
+    let active = cluster.active_controller(SETTLE_TIMEOUT);
     let restarted = *addrs.keys().find(|id| **id != active).expect("a follower");
     let healthy = healthy_broker(&addrs, restarted);
 
@@ -714,7 +704,7 @@ fn a_killed_active_controller_is_fenced_by_its_successor_without_waiting_out_its
     let mut cluster = TestCluster::start_roles(&[Role::Combined; 3], &long_session_settings());
     create_topic(&cluster);
     let addrs = addrs(&cluster);
-    let killed = active_controller(&cluster);
+    let killed = cluster.active_controller(SETTLE_TIMEOUT);
     let healthy = healthy_broker(&addrs, killed);
 
     cluster.kill9(killed);

@@ -119,21 +119,6 @@ fn every_broker_serves_the_whole_cluster_and_topics_spread_over_all_brokers() {
     }
 }
 
-/// The node id of the active controller, from the controllers' `skald_controller_active` gauge.
-fn active_controller(cluster: &TestCluster) -> i32 {
-    poll_until("an active controller", METADATA_TIMEOUT, || {
-        let active: Vec<i32> = cluster
-            .controllers()
-            .filter(|node| {
-                common::http_get(node.metrics_addr(), "/metrics")
-                    .is_ok_and(|(_, body)| body.lines().any(|l| l == "skald_controller_active 1"))
-            })
-            .map(|node| node.node_id)
-            .collect();
-        (active.len() == 1).then(|| active[0])
-    })
-}
-
 /// Every topic with its partitions' replicas, as one broker serves them (ids and leaders aside).
 fn topics_on(addr: std::net::SocketAddr) -> BTreeMap<String, Vec<Vec<i32>>> {
     let metadata = RawConn::connect(addr).metadata(None, false);
@@ -158,7 +143,7 @@ fn topics_on(addr: std::net::SocketAddr) -> BTreeMap<String, Vec<Vec<i32>>> {
 #[test]
 fn killing_the_active_controller_loses_no_acknowledged_topic() {
     let mut cluster = TestCluster::start(3, 3, &[]);
-    let first_leader = active_controller(&cluster);
+    let first_leader = cluster.active_controller(METADATA_TIMEOUT);
     let broker = cluster.node(4).kafka_addr();
     let mut conn = RawConn::connect(broker);
     let mut acknowledged = Vec::new();
@@ -189,7 +174,7 @@ fn killing_the_active_controller_loses_no_acknowledged_topic() {
         "{refused} CreateTopics failed across one failover"
     );
     assert!(acknowledged.len() >= 57);
-    let second_leader = active_controller(&cluster);
+    let second_leader = cluster.active_controller(METADATA_TIMEOUT);
     assert_ne!(second_leader, first_leader);
     for node in cluster.brokers() {
         let topics = poll_until(
@@ -368,7 +353,7 @@ fn a_controller_that_missed_compacted_entries_catches_up_by_snapshot() {
         1,
         &[("metadata.log.max.entries.between.snapshots", "20")],
     );
-    let leader = active_controller(&cluster);
+    let leader = cluster.active_controller(METADATA_TIMEOUT);
     let lagging = (1..=3).find(|id| *id != leader).unwrap();
     cluster.stop(lagging);
     let mut conn = RawConn::connect(cluster.node(4).kafka_addr());
@@ -385,7 +370,7 @@ fn a_controller_that_missed_compacted_entries_catches_up_by_snapshot() {
     // It is a full member again: with the old leader gone, the two left elect a leader and the
     // metadata (all 60 topics) is intact.
     cluster.kill9(leader);
-    let new_leader = active_controller(&cluster);
+    let new_leader = cluster.active_controller(METADATA_TIMEOUT);
     assert_ne!(new_leader, leader);
     common::wire::create_topics(&mut conn, &[("after-snapshot", 1)]);
     let topics = topics_on(cluster.node(4).kafka_addr());

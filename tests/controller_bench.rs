@@ -75,18 +75,7 @@ fn create_topics(
 
 /// The value of an unlabelled metric on a node's /metrics, if it answers.
 fn metric(addr: SocketAddr, name: &str) -> Option<i64> {
-    let (status, body) = common::http_get(addr, "/metrics").ok()?;
-    if status != 200 {
-        return None;
-    }
-    body.lines().find_map(|line| {
-        line.strip_prefix(name)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .map(|value| value as i64)
-    })
+    common::metric_sample(addr, name).map(|value| value as i64)
 }
 
 fn ms(duration: Duration) -> f64 {
@@ -103,18 +92,6 @@ fn summary(mut samples: Vec<Duration>) -> String {
         ms(samples[samples.len() - 1]),
         samples.len()
     )
-}
-
-/// The one controller whose metrics say it is active.
-fn active_controller(cluster: &TestCluster) -> i32 {
-    poll_until("exactly one active controller", FAILOVER_TIMEOUT, || {
-        let active: Vec<i32> = cluster
-            .controllers()
-            .filter(|node| metric(node.metrics_addr(), "skald_controller_active") == Some(1))
-            .map(|node| node.node_id)
-            .collect();
-        (active.len() == 1).then(|| active[0])
-    })
 }
 
 /// Waits until every controller follows `leader` and has applied what the leader had.
@@ -173,7 +150,7 @@ fn failover_rounds(label: &str, overrides: &[(&str, &str)]) {
     let mut to_active = Vec::new();
     let mut to_write = Vec::new();
     for round in 0..FAILOVER_ROUNDS {
-        let leader = active_controller(&cluster);
+        let leader = cluster.active_controller(FAILOVER_TIMEOUT);
         wait_controllers_caught_up(&cluster, leader);
         let broker = brokers[round % brokers.len()];
         let mut conn = connect(broker);

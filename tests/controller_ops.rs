@@ -16,16 +16,6 @@ use common::wire::{self, RawConn};
 const SETTLE: Duration = Duration::from_secs(60);
 const BROKER: i32 = 4;
 
-/// The active controller, as the controllers' metrics say.
-fn active_controller(cluster: &TestCluster) -> i32 {
-    poll_until("an active controller", SETTLE, || {
-        cluster.controllers().map(|node| node.node_id).find(|node| {
-            common::http_get(cluster.node(*node).metrics_addr(), "/metrics")
-                .is_ok_and(|(_, body)| body.lines().any(|line| line == "skald_controller_active 1"))
-        })
-    })
-}
-
 #[test]
 fn an_operation_that_timed_out_is_planned_before_the_next() {
     let cluster = TestCluster::start(
@@ -37,7 +27,7 @@ fn an_operation_that_timed_out_is_planned_before_the_next() {
             ("controller.quorum.election.timeout.ms", "10000"),
         ],
     );
-    let active = active_controller(&cluster);
+    let active = cluster.active_controller(SETTLE);
     let mut conn = RawConn::connect(cluster.node(BROKER).kafka_addr());
     wire::create_topics(&mut conn, &[("before", 1)]);
     let followers: Vec<i32> = cluster

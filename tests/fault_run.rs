@@ -56,11 +56,11 @@ use std::time::{Duration, Instant};
 
 use common::checker::{self, TxnOutcome};
 use common::cluster::TestCluster;
+use common::poll_until;
 use common::replica::partition_view;
 use common::tmpfs::Tmpfs;
 use common::wire::RawConn;
 use common::workload::{self, now, Recorder};
-use common::{http_get, poll_until};
 
 const TOPIC: &str = "chaos";
 const PARTITIONS: i32 = 2;
@@ -234,13 +234,6 @@ fn fault_phases(
         ),
         None => "no acknowledgement around it".into(),
     }
-}
-
-fn active_controller(cluster: &TestCluster) -> Option<i32> {
-    CONTROLLERS.into_iter().find(|&node| {
-        http_get(cluster.node(node).metrics_addr(), "/metrics")
-            .is_ok_and(|(_, body)| body.lines().any(|l| l == "skald_controller_active 1"))
-    })
 }
 
 /// What one run does: how many faults, each held how long, on which settings.
@@ -431,14 +424,14 @@ fn run(plan: &Plan) -> Vec<String> {
     let history: Recorder = Arc::default();
     history.lock().unwrap().start = now();
     let stop = Arc::new(AtomicBool::new(false));
-    let client_extra = std::env::var("SKALD_FAULT_CLIENT_OVERRIDES").unwrap_or_default();
+    let client_extra = env_settings("SKALD_FAULT_CLIENT_OVERRIDES");
     let mut clients = Vec::new();
     {
         let (bootstrap, stop, history) = (cluster.bootstrap(), stop.clone(), history.clone());
         clients.push(std::thread::spawn(move || {
             let extra: Vec<(&str, &str)> = client_extra
-                .split(',')
-                .filter_map(|kv| kv.split_once('='))
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
                 .collect();
             workload::idempotent_producer(
                 &bootstrap, 1, TOPIC, PARTITIONS, &extra, &stop, &history,
@@ -483,7 +476,9 @@ fn run(plan: &Plan) -> Vec<String> {
         let broker = BROKERS[rng.below(3)];
         let random_controller = CONTROLLERS[rng.below(3)];
         let target = if fault.on_controller() {
-            active_controller(&cluster).unwrap_or(random_controller)
+            cluster
+                .active_controller_among(|_| true)
+                .unwrap_or(random_controller)
         } else {
             broker
         };
@@ -702,13 +697,7 @@ fn seeded_fault_run() {
         ),
         ("broker.session.timeout.ms".to_string(), "9000".to_string()),
     ];
-    let extra = std::env::var("SKALD_FAULT_OVERRIDES").unwrap_or_default();
-    overrides.extend(
-        extra
-            .split(',')
-            .filter_map(|pair| pair.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string())),
-    );
+    overrides.extend(env_settings("SKALD_FAULT_OVERRIDES"));
     run(&Plan {
         faults,
         seed,
@@ -722,6 +711,16 @@ fn seeded_fault_run() {
             hold_ms.0, hold_ms.1
         ),
     });
+}
+
+/// `key=value,key=value` settings from the environment variable `name` (none if unset).
+fn env_settings(name: &str) -> Vec<(String, String)> {
+    std::env::var(name)
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 #[test]

@@ -19,7 +19,7 @@ use common::cluster::{Role, TestCluster};
 use common::load::{self, SteadyProducer};
 use common::replica::{partition_view, view_on, PartitionView, REPLICATION_TIMEOUT};
 use common::wire::RawConn;
-use common::{http_get, metric_sample, poll_until};
+use common::{metric_sample, poll_until};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{BrokerId, ListPartitionReassignmentsRequest};
 use kafka_protocol::records::RecordBatchDecoder;
@@ -213,8 +213,7 @@ fn reassignment_bytes_are_counted_by_the_new_replica_and_its_leader() {
 
 /// One unlabelled (or fully labelled) sample of a node's metrics.
 fn metric(cluster: &TestCluster, node: i32, name: &str) -> i64 {
-    metric_sample(cluster.node(node).metrics_addr(), name)
-        .unwrap_or_else(|| panic!("node {node} exports no {name}")) as i64
+    cluster.metric(node, name) as i64
 }
 
 #[test]
@@ -309,10 +308,10 @@ fn a_reassignment_completes_after_the_active_controller_is_killed_mid_way() {
     assert_eq!(reassign(&mut conn, Some(target.clone())), 0);
     assert_eq!(list(&mut conn).len(), 1);
 
-    let active = active_controller(&cluster);
+    let active = cluster.active_controller(TIMEOUT);
     cluster.kill9(active);
     let successor = poll_until("a new active controller", TIMEOUT, || {
-        let next = active_controller_among(&cluster, |id| id != active)?;
+        let next = cluster.active_controller_among(|id| id != active)?;
         Some(next)
     });
     assert_ne!(successor, active);
@@ -430,26 +429,6 @@ fn wait_for(
     poll_until(what, REPLICATION_TIMEOUT.max(TIMEOUT), || {
         view_on(cluster, via, TOPIC).filter(|v| v.leader >= 0 && accept(v))
     })
-}
-
-/// The controller that says it is active (`skald_controller_active 1`).
-fn active_controller(cluster: &TestCluster) -> i32 {
-    poll_until("an active controller", TIMEOUT, || {
-        active_controller_among(cluster, |_| true)
-    })
-}
-
-fn active_controller_among(cluster: &TestCluster, consider: impl Fn(i32) -> bool) -> Option<i32> {
-    cluster
-        .controllers()
-        .filter(|node| consider(node.node_id))
-        .find(|node| {
-            http_get(node.metrics_addr(), "/metrics").is_ok_and(|(_, body)| {
-                body.lines()
-                    .any(|line| line.trim() == "skald_controller_active 1")
-            })
-        })
-        .map(|node| node.node_id)
 }
 
 fn payload(number: u64) -> String {

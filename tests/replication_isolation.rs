@@ -327,11 +327,7 @@ fn a_returning_leader_truncates_what_it_alone_accepted_and_the_new_leaders_log_w
 /// An echo server on a fresh loopback port, for the link's own test.
 /// A metric's value on one node (the first sample whose name and labels start with `series`).
 fn metric(cluster: &TestCluster, node: i32, series: &str) -> Option<i64> {
-    let (_, body) = common::http_get(cluster.node(node).metrics_addr(), "/metrics").ok()?;
-    body.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|value| value.trim().parse::<f64>().ok())
-        .map(|value| value as i64)
+    common::metric_sample(cluster.node(node).metrics_addr(), series).map(|value| value as i64)
 }
 
 /// The lag path of the ISR, with every broker still alive and registered: followers that cannot

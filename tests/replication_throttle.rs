@@ -110,12 +110,6 @@ fn segment(cluster: &TestCluster, node: i32) -> PathBuf {
         .join("00000000000000000000.log")
 }
 
-/// One sample of a metric without labels on a node.
-fn metric(cluster: &TestCluster, node: i32, name: &str) -> f64 {
-    common::metric_sample(cluster.node(node).metrics_addr(), name)
-        .unwrap_or_else(|| panic!("{name} missing on node {node}"))
-}
-
 /// The topic on three brokers with its full ISR; (leader, the follower that will be stopped,
 /// the follower that stays in sync).
 fn create_topic(cluster: &TestCluster) -> (i32, i32, i32) {
@@ -176,7 +170,7 @@ fn a_throttled_follower_catches_up_no_faster_than_the_rate_and_in_sync_replicati
     throttle(&cluster, RATE);
 
     fall_behind(&mut cluster, leader, behind, BEHIND);
-    let shrinks_before = metric(&cluster, leader, "skald_isr_shrinks_total");
+    let shrinks_before = cluster.metric(leader, "skald_isr_shrinks_total");
 
     let started = Instant::now();
     cluster.start_node(behind);
@@ -210,25 +204,18 @@ fn a_throttled_follower_catches_up_no_faster_than_the_rate_and_in_sync_replicati
          ({floor:?})"
     );
     assert_eq!(
-        metric(&cluster, leader, "skald_isr_shrinks_total"),
+        cluster.metric(leader, "skald_isr_shrinks_total"),
         shrinks_before,
         "the in-sync follower left the ISR during the catch-up"
     );
     // Every byte it fetched counted against its follower quota: the whole log.
     assert_eq!(
-        metric(
-            &cluster,
-            behind,
-            "skald_follower_replication_throttled_bytes_total"
-        ),
+        cluster.metric(behind, "skald_follower_replication_throttled_bytes_total"),
         bytes as f64
     );
     assert!(
-        metric(
-            &cluster,
-            leader,
-            "skald_leader_replication_throttled_bytes_total"
-        ) >= 2.0 * bytes as f64,
+        cluster.metric(leader, "skald_leader_replication_throttled_bytes_total")
+            >= 2.0 * bytes as f64,
         "the leader counts what both followers fetched of the throttled topic"
     );
     // The same log on all three, byte for byte.

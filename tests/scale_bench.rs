@@ -33,12 +33,6 @@ fn scale() -> f64 {
         .unwrap_or(1.0)
 }
 
-/// An unlabelled sample of a node's metrics.
-fn sample(cluster: &TestCluster, node: i32, name: &str) -> f64 {
-    common::metric_sample(cluster.node(node).metrics_addr(), name)
-        .unwrap_or_else(|| panic!("node {node} exports no {name}"))
-}
-
 /// How many of the topic's partitions have a leader and all three brokers in sync, as `via`
 /// says.
 fn in_sync(cluster: &TestCluster, via: i32) -> Option<usize> {
@@ -90,7 +84,7 @@ fn at_rest(cluster: &TestCluster, window: Duration) -> BTreeMap<i32, (f64, f64)>
         .zip(before)
         .map(|(&node, before)| {
             let share = (cpu(node) - before) / elapsed;
-            let rss = sample(cluster, node, "process_resident_memory_bytes") / (1 << 20) as f64;
+            let rss = cluster.metric(node, "process_resident_memory_bytes") / (1 << 20) as f64;
             (node, (share, rss))
         })
         .collect()

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use super::netsplit::{Direction, Link};
 use super::{
-    free_port, poll_until, read_tail, skald_bin, wait_until_serving, PORT_ATTEMPTS, STOP_TIMEOUT,
+    free_port, metric_sample, poll_until, read_tail, skald_bin, wait_until_serving, PORT_ATTEMPTS,
+    STOP_TIMEOUT,
 };
 
 const STDERR_TAIL_BYTES: u64 = 12 * 1024;
@@ -528,6 +529,36 @@ impl TestCluster {
 
     pub fn controllers(&self) -> impl Iterator<Item = &ClusterNode> {
         self.nodes.iter().filter(|node| node.role.is_controller())
+    }
+
+    /// The value of one metric series on `node` (see [`metric_sample`]); panics if it has none.
+    pub fn metric(&self, node: i32, series: &str) -> f64 {
+        metric_sample(self.node(node).metrics_addr(), series)
+            .unwrap_or_else(|| panic!("node {node} exports no {series}"))
+    }
+
+    /// The first controller `consider` accepts that reports itself the active one
+    /// (`skald_controller_active 1`), asking each once; a paused node costs the HTTP deadline.
+    pub fn active_controller_among(&self, consider: impl Fn(i32) -> bool) -> Option<i32> {
+        self.controllers()
+            .filter(|node| consider(node.node_id))
+            .find(|node| metric_sample(node.metrics_addr(), "skald_controller_active") == Some(1.0))
+            .map(|node| node.node_id)
+    }
+
+    /// Waits until exactly one controller reports itself active (a deposed leader may still
+    /// say so until it steps down) and returns it.
+    pub fn active_controller(&self, timeout: Duration) -> i32 {
+        poll_until("exactly one active controller", timeout, || {
+            let active: Vec<i32> = self
+                .controllers()
+                .filter(|node| {
+                    metric_sample(node.metrics_addr(), "skald_controller_active") == Some(1.0)
+                })
+                .map(|node| node.node_id)
+                .collect();
+            (active.len() == 1).then(|| active[0])
+        })
     }
 
     /// Every broker's bootstrap address, comma-separated.
