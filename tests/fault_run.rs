@@ -25,21 +25,19 @@
 //! that it kept its leaderships and refused writes until restarted); it, or one that died, is
 //! restarted).
 //!
-//! **Partitions through userspace links, not network namespaces.** The issue suggests nodes as
-//! hosts in `ip netns` with veth pairs and iptables. The links of tests/common/netsplit.rs were
-//! extended instead (a direction of a link can be stalled), for these reasons: every other
-//! partition test already runs on them, so the suite needs no root for its network faults, no
-//! `iproute2`/`iptables` on the machine, and leaves nothing behind in the host's network
-//! configuration when a test is killed half-way (a netns run killed by nextest's timeout leaks
-//! namespaces, veths and rules that break the next run); and what a process can observe of a
-//! one-way IP partition under TCP is exactly what a stalled direction gives it — the bytes one
-//! way arrive and are acted on, the other way's are held by retransmission and delivered if
-//! the path heals before the peers' timeouts end the connection. What the links cannot do, and
-//! netns could: partition per pair of brokers (a broker's replica fetchers reach other brokers
-//! through those brokers' listener links, which everybody shares, so a minority broker can
-//! still fetch from majority leaders and a one-way fault on a broker does not hold its own
-//! fetches), drop or delay packets (as opposed to whole directions), and cut the clients'
-//! bootstrap connections. Those are the gaps a netns harness would close.
+//! **The network: hosts in network namespaces** (tests/common/netns.rs, the default; needs root
+//! and iproute2 like the tmpfs disks). Each node runs in a namespace of its own with one address
+//! on a bridge in the test's namespace, where the clients run. A network fault loses every
+//! packet of one direction between two hosts (a permanent neighbour entry pointing nowhere:
+//! this kernel has neither netem nor iptables), silently, for every connection: controllers'
+//! raft, brokers' heartbeats and replica fetches from each other, and the clients'. So, beside
+//! the whole-node faults above, a fault can cut two brokers apart and nothing else (`CutPair`),
+//! a one-way fault on a broker holds its own fetches too, and a split cuts the minority's
+//! brokers from the clients. Not possible here: loss rates and delays (netem is not in this
+//! kernel). A run killed half-way leaves its namespaces and bridge behind; the next run removes
+//! every one whose process is gone. `SKALD_FAULT_NET=links` runs the same faults over the
+//! userspace links of tests/common/netsplit.rs instead (no root for the network; partitions only
+//! in front of listeners, so no per-pair cut and a broker's own fetches are never held).
 //!
 //! **Checked** (asserted): no anomaly in the history (lost, duplicated or reordered records,
 //! aborted or uncommitted reads, partial transactions, consumers going back or skipping, offsets
@@ -91,13 +89,29 @@ enum Fault {
     Split,
     /// A broker's data file system left with no room.
     FullDisk,
+    /// Two brokers cut apart, both ways, each still reaching everyone else (hosts in network
+    /// namespaces only).
+    CutPair {
+        peer: i32,
+    },
 }
 
 const FAULT_KINDS: usize = 10;
 
 impl Fault {
-    fn pick(rng: &mut Rng) -> Fault {
-        match rng.below(FAULT_KINDS) {
+    /// A fault drawn from every kind `net` can inflict.
+    fn pick(rng: &mut Rng, net: Net, broker: i32) -> Fault {
+        let kinds = match net {
+            Net::Links => FAULT_KINDS,
+            Net::Netns => FAULT_KINDS + 1,
+        };
+        match rng.below(kinds) {
+            10 => {
+                let others: Vec<i32> = BROKERS.into_iter().filter(|&b| b != broker).collect();
+                Fault::CutPair {
+                    peer: others[rng.below(others.len())],
+                }
+            }
             0 => Fault::KillBroker,
             1 => Fault::PauseBroker,
             2 => Fault::IsolateBroker,
@@ -236,8 +250,36 @@ fn fault_phases(
     }
 }
 
+/// How the run's network fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Net {
+    /// Userspace links in front of listeners (tests/common/netsplit.rs).
+    Links,
+    /// Every node a host in a network namespace of its own (tests/common/netns.rs).
+    Netns,
+}
+
+impl Net {
+    /// `SKALD_FAULT_NET=links` or `netns` (the default).
+    fn from_env() -> Net {
+        match std::env::var("SKALD_FAULT_NET").as_deref() {
+            Ok("links") => Net::Links,
+            Ok("netns") | Err(_) => Net::Netns,
+            Ok(other) => panic!("SKALD_FAULT_NET={other}: links or netns"),
+        }
+    }
+
+    fn env(self) -> &'static str {
+        match self {
+            Net::Links => "SKALD_FAULT_NET=links",
+            Net::Netns => "SKALD_FAULT_NET=netns",
+        }
+    }
+}
+
 /// What one run does: how many faults, each held how long, on which settings.
 struct Plan {
+    net: Net,
     faults: usize,
     seed: u64,
     /// Each fault is held for a time drawn from this range (milliseconds).
@@ -342,6 +384,12 @@ fn inflict(
             return format!("minority {minority:?}");
         }
         Fault::FullDisk => return fill_disk(cluster, &disks[&target], target, hold),
+        Fault::CutPair { peer } => {
+            cluster.cut_pair(target, peer);
+            std::thread::sleep(hold);
+            cluster.heal_all();
+            return format!("cut from broker {peer}");
+        }
     }
     String::new()
 }
@@ -392,8 +440,8 @@ fn fill_disk(cluster: &mut TestCluster, disk: &Tmpfs, target: i32, hold: Duratio
 fn run(plan: &Plan) -> Vec<String> {
     let _replay = ReplayOnFailure(plan);
     println!(
-        "fault run: {} faults, seed {}, holds {:?} ms\nreplay: {}",
-        plan.faults, plan.seed, plan.hold_ms, plan.replay
+        "fault run: {} faults, seed {}, holds {:?} ms, network {:?}\nreplay: {}",
+        plan.faults, plan.seed, plan.hold_ms, plan.net, plan.replay
     );
     let mut rng = Rng(plan.seed.max(1));
     let mut overrides: Vec<(&str, &str)> = vec![
@@ -405,13 +453,17 @@ fn run(plan: &Plan) -> Vec<String> {
     overrides.extend(plan.overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     println!("overrides: {overrides:?}");
     let mut disks = Disks::new();
-    let mut cluster = TestCluster::start_with_links_prepared(3, 3, &overrides, &mut |node| {
+    let mut prepare = |node: &common::cluster::ClusterNode| {
         if node.role.is_broker() && !disks.contains_key(&node.node_id) {
             let disk = Tmpfs::mount(&node.data_dir(), DISK_BYTES)
                 .unwrap_or_else(|e| panic!("the fault run needs root and mount: {e}"));
             disks.insert(node.node_id, disk);
         }
-    });
+    };
+    let mut cluster = match plan.net {
+        Net::Links => TestCluster::start_with_links_prepared(3, 3, &overrides, &mut prepare),
+        Net::Netns => TestCluster::start_in_netns_prepared(3, 3, &overrides, &mut prepare),
+    };
     // Dropped before the cluster (declared after it): unmounted, lazily, before the cluster's
     // directory goes — also when the run fails.
     let disks = disks;
@@ -470,10 +522,10 @@ fn run(plan: &Plan) -> Vec<String> {
     let mut report = Vec::new();
     let mut counts = std::collections::BTreeMap::<String, usize>::new();
     for index in 0..plan.faults {
-        let fault = Fault::pick(&mut rng);
         let (low, high) = plan.hold_ms;
         let hold = Duration::from_millis(low + rng.below((high - low + 1) as usize) as u64);
         let broker = BROKERS[rng.below(3)];
+        let fault = Fault::pick(&mut rng, plan.net, broker);
         let random_controller = CONTROLLERS[rng.below(3)];
         let target = if fault.on_controller() {
             cluster
@@ -659,7 +711,9 @@ fn run(plan: &Plan) -> Vec<String> {
 fn a_hundred_faults_leave_a_history_without_anomalies() {
     let faults = env_number("SKALD_FAULTS", 100) as usize;
     let seed = env_number("SKALD_FAULT_SEED", now() as u64).max(1);
+    let net = Net::from_env();
     run(&Plan {
+        net,
         faults,
         seed,
         hold_ms: (300, 3_000),
@@ -667,8 +721,9 @@ fn a_hundred_faults_leave_a_history_without_anomalies() {
         overrides: Vec::new(),
         assert_no_healthy_fencing: false,
         replay: format!(
-            "SKALD_FAULTS={faults} SKALD_FAULT_SEED={seed} cargo nextest run --test fault_run \
-             -E 'test(a_hundred_faults)' --no-capture"
+            "{} SKALD_FAULTS={faults} SKALD_FAULT_SEED={seed} cargo nextest run --test fault_run \
+             -E 'test(a_hundred_faults)' --no-capture",
+            net.env()
         ),
     });
 }
@@ -698,7 +753,9 @@ fn seeded_fault_run() {
         ("broker.session.timeout.ms".to_string(), "9000".to_string()),
     ];
     overrides.extend(env_settings("SKALD_FAULT_OVERRIDES"));
+    let net = Net::from_env();
     run(&Plan {
+        net,
         faults,
         seed,
         hold_ms,
@@ -706,9 +763,11 @@ fn seeded_fault_run() {
         overrides,
         assert_no_healthy_fencing: true,
         replay: format!(
-            "SKALD_FAULTS={faults} SKALD_FAULT_SEED={seed} SKALD_FAULT_HOLD_MS={}-{} \
+            "{} SKALD_FAULTS={faults} SKALD_FAULT_SEED={seed} SKALD_FAULT_HOLD_MS={}-{} \
              cargo nextest run --test fault_run --run-ignored ignored-only --no-capture",
-            hold_ms.0, hold_ms.1
+            net.env(),
+            hold_ms.0,
+            hold_ms.1
         ),
     });
 }

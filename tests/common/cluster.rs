@@ -10,11 +10,12 @@
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::netns::{Endpoint, Fabric};
 use super::netsplit::{Direction, Link};
 use super::{
     free_port, metric_sample, poll_until, read_tail, skald_bin, wait_until_serving, PORT_ATTEMPTS,
@@ -55,6 +56,9 @@ impl Role {
 pub struct ClusterNode {
     pub node_id: i32,
     pub role: Role,
+    /// The address the node listens on: loopback, or its host's in a cluster in network
+    /// namespaces.
+    pub host: Ipv4Addr,
     dir: PathBuf,
     pub kafka_port: u16,
     pub controller_port: u16,
@@ -64,19 +68,19 @@ pub struct ClusterNode {
 
 impl ClusterNode {
     pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.kafka_port)
+        format!("{}:{}", self.host, self.kafka_port)
     }
 
     pub fn kafka_addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.kafka_port))
+        SocketAddr::new(IpAddr::V4(self.host), self.kafka_port)
     }
 
     pub fn controller_addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.controller_port))
+        SocketAddr::new(IpAddr::V4(self.host), self.controller_port)
     }
 
     pub fn metrics_addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.metrics_port))
+        SocketAddr::new(IpAddr::V4(self.host), self.metrics_port)
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -129,6 +133,9 @@ pub struct TestCluster {
     /// In a cluster with links, controller `from`'s way to controller `to` (raft), by
     /// `(from, to)`: each controller's `controller.quorum.voters` names these for its peers.
     raft_links: BTreeMap<(i32, i32), Link>,
+    /// `Some` for a cluster started with [`TestCluster::start_in_netns_prepared`]: each node a
+    /// host of its own. Dropped after the nodes are killed (fields drop after `Drop::drop`).
+    fabric: Option<Fabric>,
 }
 
 impl TestCluster {
@@ -191,13 +198,48 @@ impl TestCluster {
         cluster
     }
 
+    /// As [`TestCluster::start_with_links_prepared`], but each node is a host of its own in a
+    /// network namespace ([`Fabric`], needs root and iproute2), on an address of its own: the
+    /// faults ([`TestCluster::isolate`], [`TestCluster::stall_one_way`],
+    /// [`TestCluster::split`], [`TestCluster::cut_pair`]) lose packets between hosts, per pair
+    /// and per direction, for every connection — brokers' fetches from each other and the
+    /// test's clients (which run outside every host) included.
+    pub fn start_in_netns_prepared(
+        controllers: usize,
+        brokers: usize,
+        overrides: &[(&str, &str)],
+        prepare: &mut dyn FnMut(&ClusterNode),
+    ) -> TestCluster {
+        let roles = (0..controllers)
+            .map(|_| Role::Controller)
+            .chain((0..brokers).map(|_| Role::Broker))
+            .collect::<Vec<_>>();
+        let mut cluster = TestCluster::unstarted_linked(&roles, overrides, false);
+        let hosts: Vec<i32> = cluster.nodes.iter().map(|node| node.node_id).collect();
+        let fabric = Fabric::new(&hosts)
+            .unwrap_or_else(|e| panic!("the netns harness needs root and iproute2: {e}"));
+        for node in &mut cluster.nodes {
+            node.host = fabric.ip(node.node_id);
+        }
+        cluster.fabric = Some(fabric);
+        TestCluster::start_unstarted(cluster, prepare)
+    }
+
     fn start_roles_linked(
         roles: &[Role],
         overrides: &[(&str, &str)],
         linked: bool,
         prepare: &mut dyn FnMut(&ClusterNode),
     ) -> TestCluster {
-        let mut cluster = TestCluster::unstarted_linked(roles, overrides, linked);
+        let cluster = TestCluster::unstarted_linked(roles, overrides, linked);
+        TestCluster::start_unstarted(cluster, prepare)
+    }
+
+    /// Starts every node of `cluster` and waits until each serves.
+    fn start_unstarted(
+        mut cluster: TestCluster,
+        prepare: &mut dyn FnMut(&ClusterNode),
+    ) -> TestCluster {
         // A port found free can be taken by another test before a node binds it: then start the
         // whole cluster again on fresh ports (the voters list names the controllers' ports).
         for attempt in 1..=PORT_ATTEMPTS {
@@ -245,6 +287,7 @@ impl TestCluster {
                 .map(|(index, role)| ClusterNode {
                     node_id: index as i32 + 1,
                     role: *role,
+                    host: Ipv4Addr::LOCALHOST,
                     dir: dir.path().join(format!("node-{}", index + 1)),
                     kafka_port: 0,
                     controller_port: 0,
@@ -260,6 +303,7 @@ impl TestCluster {
                 .collect(),
             links: linked.then(BTreeMap::new),
             raft_links: BTreeMap::new(),
+            fabric: None,
         }
     }
 
@@ -312,7 +356,7 @@ impl TestCluster {
             .nodes
             .iter()
             .filter(|node| node.role.is_controller())
-            .map(|node| format!("{}@127.0.0.1:{}", node.node_id, node.controller_port))
+            .map(|node| format!("{}@{}", node.node_id, node.controller_addr()))
             .collect::<Vec<_>>()
             .join(",");
         if self.links.is_some() {
@@ -370,7 +414,16 @@ impl TestCluster {
     /// own connections to other brokers (they go through *their* listener links, which stay up),
     /// the test's direct connections to its real listener ([`ClusterNode::kafka_addr`]), and its
     /// metrics endpoint.
+    ///
+    /// In a cluster in namespaces, every packet to and from its host is lost instead: its
+    /// fetches from other brokers, the test's connections and its metrics endpoint included.
     pub fn isolate(&self, node_id: i32) {
+        if let Some(fabric) = &self.fabric {
+            for other in fabric.others(node_id) {
+                fabric.cut(Endpoint::Host(node_id), other);
+            }
+            return;
+        }
         let links = self.links(node_id);
         for link in links.controllers.values() {
             link.cut();
@@ -428,7 +481,21 @@ impl TestCluster {
     /// asked it), otherwise every byte it would receive; the other direction flows. Undone by
     /// [`TestCluster::heal_all`]. Not covered: a broker's own connections to other brokers'
     /// listeners (replica fetching), which share those brokers' listener links with everyone.
+    ///
+    /// In a cluster in namespaces, the packets of that direction are lost between its host and
+    /// every other host and the outside, its own fetches from other brokers included.
     pub fn stall_one_way(&self, node_id: i32, outbound: bool) {
+        if let Some(fabric) = &self.fabric {
+            let host = Endpoint::Host(node_id);
+            for other in fabric.others(node_id) {
+                if outbound {
+                    fabric.drop_packets(host, other);
+                } else {
+                    fabric.drop_packets(other, host);
+                }
+            }
+            return;
+        }
         let (sending, receiving) = if outbound {
             (Direction::ToTarget, Direction::FromTarget)
         } else {
@@ -462,7 +529,20 @@ impl TestCluster {
     /// clients and the other brokers are on the majority side). Not covered: a minority
     /// broker's own connections to majority brokers' listeners (see
     /// [`TestCluster::stall_one_way`]). Undone by [`TestCluster::heal_all`].
+    ///
+    /// In a cluster in namespaces, every packet between the two sides is lost (the test's
+    /// clients are on the majority side), every connection included.
     pub fn split(&self, minority: &[i32]) {
+        if let Some(fabric) = &self.fabric {
+            for &member in minority {
+                for other in fabric.others(member) {
+                    if !matches!(other, Endpoint::Host(h) if minority.contains(&h)) {
+                        fabric.cut(Endpoint::Host(member), other);
+                    }
+                }
+            }
+            return;
+        }
         let apart = |a: &i32, b: &i32| minority.contains(a) != minority.contains(b);
         for ((from, to), link) in &self.raft_links {
             if apart(from, to) {
@@ -481,8 +561,29 @@ impl TestCluster {
         }
     }
 
-    /// Heals every link of the cluster (cuts, black holes, stalls).
+    /// Cuts hosts `a` and `b` apart, both ways, and nothing else (a cluster in namespaces only):
+    /// what links cannot do, since every broker reaches another through that broker's one
+    /// listener link. Undone by [`TestCluster::heal_all`].
+    pub fn cut_pair(&self, a: i32, b: i32) {
+        let fabric = self
+            .fabric
+            .as_ref()
+            .expect("a cluster in network namespaces");
+        fabric.cut(Endpoint::Host(a), Endpoint::Host(b));
+    }
+
+    /// Whether the cluster's nodes are hosts in network namespaces.
+    pub fn in_netns(&self) -> bool {
+        self.fabric.is_some()
+    }
+
+    /// Heals every link of the cluster (cuts, black holes, stalls), or every lost direction
+    /// between its hosts.
     pub fn heal_all(&self) {
+        if let Some(fabric) = &self.fabric {
+            fabric.heal_all();
+            return;
+        }
         let brokers = self.links.iter().flat_map(|links| links.values());
         let broker_links = brokers
             .flat_map(|links| std::iter::once(&links.listener).chain(links.controllers.values()));
@@ -493,6 +594,9 @@ impl TestCluster {
 
     /// Undoes [`TestCluster::isolate`]: new connections through the broker's links go through.
     pub fn heal(&self, node_id: i32) {
+        if self.fabric.is_some() {
+            return self.heal_all();
+        }
         let links = self.links(node_id);
         for link in links.controllers.values() {
             link.heal();
@@ -616,12 +720,15 @@ impl TestCluster {
         writeln!(stderr, "==== harness: starting node {} ====", node.node_id).expect("write");
         let mut listeners = Vec::new();
         if node.role.is_broker() {
-            listeners.push(format!("PLAINTEXT://127.0.0.1:{}", node.kafka_port));
+            listeners.push(format!("PLAINTEXT://{}", node.kafka_addr()));
         }
         if node.role.is_controller() {
-            listeners.push(format!("CONTROLLER://127.0.0.1:{}", node.controller_port));
+            listeners.push(format!("CONTROLLER://{}", node.controller_addr()));
         }
-        let mut command = Command::new(skald_bin());
+        let mut command = match &self.fabric {
+            Some(fabric) => fabric.command(node.node_id, skald_bin()),
+            None => Command::new(skald_bin()),
+        };
         command.arg("server");
         let mut set = |key: &str, value: String| {
             command.arg("--override").arg(format!("{key}={value}"));
@@ -637,10 +744,7 @@ impl TestCluster {
             set("advertised.listeners", format!("PLAINTEXT://{advertised}"));
         }
         set("log.dirs", node.data_dir().display().to_string());
-        set(
-            "metrics.listener",
-            format!("127.0.0.1:{}", node.metrics_port),
-        );
+        set("metrics.listener", node.metrics_addr().to_string());
         // Fast failure detection on loopback; tests override where they need to.
         set("broker.heartbeat.interval.ms", "200".into());
         set("broker.session.timeout.ms", "1500".into());
@@ -681,9 +785,14 @@ impl TestCluster {
     /// serves clients. Returns its node id.
     pub fn add_broker(&mut self) -> i32 {
         let node_id = self.nodes.len() as i32 + 1;
+        assert!(
+            self.fabric.is_none(),
+            "a cluster in namespaces has a fixed set of hosts"
+        );
         self.nodes.push(ClusterNode {
             node_id,
             role: Role::Broker,
+            host: Ipv4Addr::LOCALHOST,
             dir: self.dir.path().join(format!("node-{node_id}")),
             kafka_port: free_port(),
             controller_port: free_port(),

@@ -11,6 +11,7 @@ pub mod checker;
 pub mod clients;
 pub mod cluster;
 pub mod load;
+pub mod netns;
 pub mod netsplit;
 pub mod rdk;
 pub mod replica;
