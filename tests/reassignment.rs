@@ -350,6 +350,13 @@ fn three_brokers_and_a_topic() -> (TestCluster, RawConn, PartitionView) {
     let mut conn = RawConn::connect(cluster.node(2).kafka_addr());
     common::wire::create_topics(&mut conn, &[(TOPIC, 1)]);
     let before = wait_for(&cluster, 2, "a leader and a full ISR", |v| v.isr.len() == 3);
+    // Every broker serves the partition before the test writes to its leader directly: broker
+    // 2's metadata can be ahead of the leader's own (a produce would get UNKNOWN_TOPIC_OR_PARTITION).
+    for via in [3, 4] {
+        wait_for(&cluster, via, "a leader and a full ISR", |v| {
+            v.isr.len() == 3
+        });
+    }
     (cluster, conn, before)
 }
 
