@@ -3,38 +3,31 @@
 //! is described as Dead with no error — from v6 (KIP-1043) with GROUP_ID_NOT_FOUND and Kafka's
 //! message.
 
-use std::sync::Arc;
-
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use crate::broker::Broker;
-use crate::group::{lock, GroupState};
+use crate::group::{lock, GroupState, GroupsHandle};
 
 /// First version that answers an unknown group GROUP_ID_NOT_FOUND (KIP-1043).
 const GROUP_ID_NOT_FOUND_SINCE: i16 = 6;
 
 pub fn handle(
-    broker: &Arc<Broker>,
+    groups: GroupsHandle<'_>,
     body: DescribeGroupsRequest,
     version: i16,
 ) -> DescribeGroupsResponse {
-    let image = broker.image();
     let text = |value: &str| StrBytes::from_string(value.to_string());
     let groups = body
         .groups
         .into_iter()
         .map(|group_id| {
             let described = DescribedGroup::default().with_group_id(group_id.clone());
-            if let Err(error) = broker
-                .groups
-                .check_coordinator(&image, &broker.replicas, &group_id)
-            {
+            if let Err(error) = groups.check_coordinator(&group_id) {
                 return described.with_error_code(error.code());
             }
-            let Some(group) = broker.groups.group(&group_id) else {
+            let Some(group) = groups.coordinator.group(&group_id) else {
                 let dead = described.with_group_state(text(GroupState::Dead.name()));
                 if version < GROUP_ID_NOT_FOUND_SINCE {
                     return dead;

@@ -1,27 +1,21 @@
 //! Heartbeat: keeps a member's session alive; REBALANCE_IN_PROGRESS tells it to rejoin.
 
-use std::sync::Arc;
-
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 
-use crate::broker::Broker;
-use crate::group::lock;
+use crate::group::{lock, GroupsHandle};
 
-pub fn handle(broker: &Arc<Broker>, body: HeartbeatRequest) -> HeartbeatResponse {
+pub fn handle(groups: GroupsHandle<'_>, body: HeartbeatRequest) -> HeartbeatResponse {
     let group_id = body.group_id.0.to_string();
-    let error = match broker
-        .groups
-        .check_coordinator(&broker.image(), &broker.replicas, &group_id)
-    {
+    let error = match groups.check_coordinator(&group_id) {
         Err(error) => Some(error),
-        Ok(()) => match broker.groups.group(&group_id) {
+        Ok(()) => match groups.coordinator.group(&group_id) {
             None => Some(ResponseError::UnknownMemberId),
             Some(group) => lock(&group).heartbeat(
                 &body.member_id,
                 body.group_instance_id.as_deref(),
                 body.generation_id,
-                broker.groups.now_ms(),
+                groups.coordinator.now_ms(),
             ),
         },
     };

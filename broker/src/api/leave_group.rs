@@ -9,10 +9,13 @@ use kafka_protocol::messages::leave_group_request::MemberIdentity;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 
-use crate::broker::Broker;
-use crate::group::lock;
+use crate::group::{lock, GroupsHandle};
 
-pub fn handle(broker: &Arc<Broker>, body: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
+pub fn handle(
+    groups: GroupsHandle<'_>,
+    body: LeaveGroupRequest,
+    version: i16,
+) -> LeaveGroupResponse {
     let group_id = body.group_id.0.to_string();
     let members = if version >= 3 {
         body.members
@@ -20,15 +23,11 @@ pub fn handle(broker: &Arc<Broker>, body: LeaveGroupRequest, version: i16) -> Le
         vec![MemberIdentity::default().with_member_id(body.member_id)]
     };
     let code = |error: Option<ResponseError>| error.map_or(0, |error| error.code());
-    if let Err(error) =
-        broker
-            .groups
-            .check_coordinator(&broker.image(), &broker.replicas, &group_id)
-    {
+    if let Err(error) = groups.check_coordinator(&group_id) {
         return LeaveGroupResponse::default().with_error_code(error.code());
     }
-    let group = broker.groups.group(&group_id);
-    let now_ms = broker.groups.now_ms();
+    let group = groups.coordinator.group(&group_id);
+    let now_ms = groups.coordinator.now_ms();
     let results: Vec<MemberResponse> = members
         .into_iter()
         .map(|member| {
@@ -41,10 +40,11 @@ pub fn handle(broker: &Arc<Broker>, body: LeaveGroupRequest, version: i16) -> Le
                         member.group_instance_id.as_deref(),
                         now_ms,
                     );
-                    let waits = broker.groups.persist_due(&broker.replicas, &mut locked);
+                    let waits = groups.persist_due(&mut locked);
                     drop(locked);
                     if !waits.is_empty() {
-                        let (coordinator, group) = (Arc::clone(&broker.groups), Arc::clone(group));
+                        let coordinator = Arc::clone(groups.coordinator);
+                        let group = Arc::clone(group);
                         tokio::spawn(async move { coordinator.await_stores(&group, waits).await });
                     }
                     error

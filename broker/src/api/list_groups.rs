@@ -1,18 +1,15 @@
 //! ListGroups: every group this broker coordinates, optionally filtered by state (v4+, matched
 //! case-insensitively as Kafka does) and type (v5+; every group here is "classic").
 
-use std::sync::Arc;
-
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use crate::broker::Broker;
-use crate::group::{lock, GroupState};
+use crate::group::{lock, GroupState, GroupsHandle};
 
 const GROUP_TYPE: &str = "classic";
 
-pub fn handle(broker: &Arc<Broker>, body: ListGroupsRequest) -> ListGroupsResponse {
+pub fn handle(groups: GroupsHandle<'_>, body: ListGroupsRequest) -> ListGroupsResponse {
     let wanted_state = |state: GroupState| {
         body.states_filter.is_empty()
             || body
@@ -25,15 +22,15 @@ pub fn handle(broker: &Arc<Broker>, body: ListGroupsRequest) -> ListGroupsRespon
             .types_filter
             .iter()
             .any(|t| t.eq_ignore_ascii_case(GROUP_TYPE));
-    let mut groups: Vec<ListedGroup> = Vec::new();
+    let mut listed: Vec<ListedGroup> = Vec::new();
     if wanted_type {
-        for group in broker.groups.all_groups() {
+        for group in groups.coordinator.all_groups() {
             let group = lock(&group);
             let state = group.state();
             if state == GroupState::Dead || !wanted_state(state) {
                 continue;
             }
-            groups.push(
+            listed.push(
                 ListedGroup::default()
                     .with_group_id(GroupId(StrBytes::from_string(group.id.clone())))
                     .with_protocol_type(StrBytes::from_string(
@@ -44,6 +41,6 @@ pub fn handle(broker: &Arc<Broker>, body: ListGroupsRequest) -> ListGroupsRespon
             );
         }
     }
-    groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
-    ListGroupsResponse::default().with_groups(groups)
+    listed.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+    ListGroupsResponse::default().with_groups(listed)
 }

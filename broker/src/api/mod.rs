@@ -14,6 +14,7 @@ use crate::metadata::ControlError;
 use skald_protocol::codec::Request;
 
 use crate::broker::Broker;
+use crate::group::{GroupCoordinator, GroupsHandle};
 
 pub mod add_offsets_to_txn;
 pub mod add_partitions_to_txn;
@@ -41,6 +42,8 @@ pub mod error_codes;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod get_telemetry_subscriptions;
+#[cfg(test)]
+mod group_testing;
 pub mod heartbeat;
 pub mod incremental_alter_configs;
 pub mod init_producer_id;
@@ -176,32 +179,55 @@ pub async fn handle_from(
             ResponseKind::FindCoordinator(find_coordinator::handle(broker, body, version).await)
         }
         RequestKind::JoinGroup(body) => {
-            ResponseKind::JoinGroup(join_group::handle(broker, body, version, &client).await)
+            GroupCoordinator::ensure_ticker(broker);
+            let image = broker.image();
+            let groups = GroupsHandle::of(broker, &image);
+            ResponseKind::JoinGroup(join_group::handle(groups, body, version, &client).await)
         }
         RequestKind::SyncGroup(body) => {
-            ResponseKind::SyncGroup(sync_group::handle(broker, body).await)
+            let image = broker.image();
+            ResponseKind::SyncGroup(
+                sync_group::handle(GroupsHandle::of(broker, &image), body).await,
+            )
         }
-        RequestKind::Heartbeat(body) => ResponseKind::Heartbeat(heartbeat::handle(broker, body)),
+        RequestKind::Heartbeat(body) => {
+            let image = broker.image();
+            ResponseKind::Heartbeat(heartbeat::handle(GroupsHandle::of(broker, &image), body))
+        }
         RequestKind::LeaveGroup(body) => {
-            ResponseKind::LeaveGroup(leave_group::handle(broker, body, version))
+            let image = broker.image();
+            let groups = GroupsHandle::of(broker, &image);
+            ResponseKind::LeaveGroup(leave_group::handle(groups, body, version))
         }
         RequestKind::OffsetCommit(body) => {
-            ResponseKind::OffsetCommit(offset_commit::handle(broker, body).await)
+            let image = broker.image();
+            let groups = GroupsHandle::of(broker, &image);
+            ResponseKind::OffsetCommit(offset_commit::handle(groups, body).await)
         }
         RequestKind::OffsetFetch(body) => {
-            ResponseKind::OffsetFetch(offset_fetch::handle(broker, body, version))
+            let image = broker.image();
+            let groups = GroupsHandle::of(broker, &image);
+            ResponseKind::OffsetFetch(offset_fetch::handle(groups, body, version))
         }
         RequestKind::OffsetDelete(body) => {
-            ResponseKind::OffsetDelete(offset_delete::handle(broker, body))
+            let image = broker.image();
+            let groups = GroupsHandle::of(broker, &image);
+            ResponseKind::OffsetDelete(offset_delete::handle(groups, body))
         }
         RequestKind::DescribeGroups(body) => {
-            ResponseKind::DescribeGroups(describe_groups::handle(broker, body, version))
+            let image = broker.image();
+            let groups = GroupsHandle::of(broker, &image);
+            ResponseKind::DescribeGroups(describe_groups::handle(groups, body, version))
         }
         RequestKind::ListGroups(body) => {
-            ResponseKind::ListGroups(list_groups::handle(broker, body))
+            let image = broker.image();
+            let groups = GroupsHandle::of(broker, &image);
+            ResponseKind::ListGroups(list_groups::handle(groups, body))
         }
         RequestKind::DeleteGroups(body) => {
-            ResponseKind::DeleteGroups(delete_groups::handle(broker, body))
+            let image = broker.image();
+            let groups = GroupsHandle::of(broker, &image);
+            ResponseKind::DeleteGroups(delete_groups::handle(groups, body))
         }
         RequestKind::OffsetForLeaderEpoch(body) => {
             ResponseKind::OffsetForLeaderEpoch(offset_for_leader_epoch::handle(broker, body))

@@ -5,7 +5,6 @@
 //! Generation -1 with no member id is a "simple" commit (a consumer using assign()), accepted while
 //! the group has no members. Partitions of unknown topics get UNKNOWN_TOPIC_OR_PARTITION.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
@@ -16,12 +15,11 @@ use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 
 use tokio::time::Instant;
 
-use crate::broker::Broker;
-use crate::group::{lock, CommittedOffset, OFFSET_METADATA_MAX_BYTES};
+use crate::group::{lock, CommittedOffset, GroupsHandle, OFFSET_METADATA_MAX_BYTES};
 
-pub async fn handle(broker: &Arc<Broker>, body: OffsetCommitRequest) -> OffsetCommitResponse {
+pub async fn handle(groups: GroupsHandle<'_>, body: OffsetCommitRequest) -> OffsetCommitResponse {
     let group_id = body.group_id.0.to_string();
-    let image = broker.image();
+    let coordinator = groups.coordinator;
     // (topic index, partition index) → error, filled as decided.
     let mut errors: Vec<Vec<Option<ResponseError>>> = body
         .topics
@@ -31,16 +29,14 @@ pub async fn handle(broker: &Arc<Broker>, body: OffsetCommitRequest) -> OffsetCo
     let group_error = if group_id.is_empty() {
         Err(ResponseError::InvalidGroupId)
     } else {
-        broker
-            .groups
-            .check_coordinator(&image, &broker.replicas, &group_id)
+        groups.check_coordinator(&group_id)
     };
-    let now_ms = broker.groups.now_ms();
+    let now_ms = coordinator.now_ms();
     let outcome = group_error.and_then(|()| {
-        let group = match broker.groups.group(&group_id) {
+        let group = match coordinator.group(&group_id) {
             Some(group) => group,
             None if body.generation_id_or_member_epoch < 0 => {
-                broker.groups.group_or_create(&group_id)
+                coordinator.group_or_create(&group_id)
             }
             None => return Err(ResponseError::IllegalGeneration),
         };
@@ -56,15 +52,13 @@ pub async fn handle(broker: &Arc<Broker>, body: OffsetCommitRequest) -> OffsetCo
             )?;
             let mut changes = Vec::new();
             for (t, topic) in body.topics.iter().enumerate() {
-                let known = image.topic(&topic.name);
                 for (p, partition) in topic.partitions.iter().enumerate() {
                     let metadata = partition
                         .committed_metadata
                         .as_deref()
                         .unwrap_or_default()
                         .to_string();
-                    if !known.is_some_and(|t| t.partitions.contains_key(&partition.partition_index))
-                    {
+                    if !groups.partition_exists(&topic.name, partition.partition_index) {
                         errors[t][p] = Some(ResponseError::UnknownTopicOrPartition);
                     } else if metadata.len() > OFFSET_METADATA_MAX_BYTES {
                         errors[t][p] = Some(ResponseError::OffsetMetadataTooLarge);
@@ -82,16 +76,14 @@ pub async fn handle(broker: &Arc<Broker>, body: OffsetCommitRequest) -> OffsetCo
                     }
                 }
             }
-            let wait = broker
-                .groups
-                .append_offsets(&broker.replicas, &group_id, &changes)?;
+            let wait = groups.append_offsets(&group_id, &changes)?;
             Ok((changes, wait))
         })?;
         Ok((group, appended))
     });
     let outcome = match outcome {
         Ok((group, (changes, wait))) => {
-            let timeout = Duration::from_millis(broker.groups.config.offsets_commit_timeout_ms);
+            let timeout = Duration::from_millis(coordinator.config.offsets_commit_timeout_ms);
             let replicated = match wait {
                 Some(wait) => wait
                     .until_replicated(Instant::now() + timeout)

@@ -3,28 +3,21 @@
 //! subscribes to the topic; a non-empty group whose subscriptions cannot be read (not the consumer
 //! protocol) gets NON_EMPTY_GROUP, as in Kafka.
 
-use std::sync::Arc;
-
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::offset_delete_response::{
     OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
 };
 use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
 
-use crate::broker::Broker;
-use crate::group::{lock, GroupState};
+use crate::group::{lock, GroupState, GroupsHandle};
 
-pub fn handle(broker: &Arc<Broker>, body: OffsetDeleteRequest) -> OffsetDeleteResponse {
+pub fn handle(groups: GroupsHandle<'_>, body: OffsetDeleteRequest) -> OffsetDeleteResponse {
     let group_id = body.group_id.0.to_string();
-    let image = broker.image();
     let fail = |error: ResponseError| OffsetDeleteResponse::default().with_error_code(error.code());
-    if let Err(error) = broker
-        .groups
-        .check_coordinator(&image, &broker.replicas, &group_id)
-    {
+    if let Err(error) = groups.check_coordinator(&group_id) {
         return fail(error);
     }
-    let Some(group) = broker.groups.group(&group_id) else {
+    let Some(group) = groups.coordinator.group(&group_id) else {
         return fail(ResponseError::GroupIdNotFound);
     };
     let outcome = tokio::task::block_in_place(|| {
@@ -39,11 +32,10 @@ pub fn handle(broker: &Arc<Broker>, body: OffsetDeleteRequest) -> OffsetDeleteRe
         let mut errors = Vec::new();
         let mut tombstones = Vec::new();
         for topic in &body.topics {
-            let known = image.topic(&topic.name);
             let mut topic_errors = Vec::new();
             for partition in &topic.partitions {
                 let index = partition.partition_index;
-                let error = if !known.is_some_and(|t| t.partitions.contains_key(&index)) {
+                let error = if !groups.partition_exists(&topic.name, index) {
                     Some(ResponseError::UnknownTopicOrPartition)
                 } else if subscribed.iter().any(|s| s.as_str() == topic.name.as_str()) {
                     Some(ResponseError::GroupSubscribedToTopic)
@@ -57,9 +49,7 @@ pub fn handle(broker: &Arc<Broker>, body: OffsetDeleteRequest) -> OffsetDeleteRe
             }
             errors.push((topic.name.clone(), topic_errors));
         }
-        broker
-            .groups
-            .append_offsets(&broker.replicas, &group_id, &tombstones)?;
+        groups.append_offsets(&group_id, &tombstones)?;
         for (topic, index, _) in tombstones {
             group.offsets.remove(&(topic, index));
         }

@@ -4,8 +4,6 @@
 //! transaction has committed but not yet completed answers UNSTABLE_OFFSET_COMMIT (KIP-447), so
 //! the consumer retries rather than starting from the offset before it.
 
-use std::sync::Arc;
-
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
@@ -15,8 +13,7 @@ use kafka_protocol::messages::{GroupId, OffsetFetchRequest, OffsetFetchResponse}
 use kafka_protocol::protocol::StrBytes;
 
 use super::topic_name;
-use crate::broker::Broker;
-use crate::group::{lock, CommittedOffset};
+use crate::group::{lock, CommittedOffset, GroupsHandle};
 
 /// Kafka's UNSTABLE_OFFSET_COMMIT.
 const UNSTABLE: i16 = ResponseError::UnstableOffsetCommit.code();
@@ -26,12 +23,16 @@ type Answer = (String, i32, Option<CommittedOffset>);
 /// Answers of one topic: (topic, [(partition, committed offset or none)]).
 type TopicAnswers = (String, Vec<(i32, Option<CommittedOffset>)>);
 
-pub fn handle(broker: &Arc<Broker>, body: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
+pub fn handle(
+    groups: GroupsHandle<'_>,
+    body: OffsetFetchRequest,
+    version: i16,
+) -> OffsetFetchResponse {
     let require_stable = version >= 7 && body.require_stable;
     let unstable = |group: &str, topic: &str, partition: i32| {
         require_stable
-            && broker
-                .groups
+            && groups
+                .coordinator
                 .has_pending_txn_offset(group, topic, partition)
     };
     if version >= 8 {
@@ -46,7 +47,7 @@ pub fn handle(broker: &Arc<Broker>, body: OffsetFetchRequest, version: i16) -> O
                         .map(|t| (t.name.to_string(), t.partition_indexes))
                         .collect()
                 });
-                let (error, answers) = fetch(broker, &group.group_id, requested);
+                let (error, answers) = fetch(groups, &group.group_id, requested);
                 OffsetFetchResponseGroup::default()
                     .with_group_id(group.group_id)
                     .with_error_code(error.map_or(0, |e| e.code()))
@@ -90,7 +91,7 @@ pub fn handle(broker: &Arc<Broker>, body: OffsetFetchRequest, version: i16) -> O
             .map(|t| (t.name.to_string(), t.partition_indexes))
             .collect()
     });
-    let (error, answers) = fetch(broker, &body.group_id, requested);
+    let (error, answers) = fetch(groups, &body.group_id, requested);
     // v1 has no top-level error code: the error goes on every partition.
     let partition_error = if version < 2 { error } else { None };
     let topics = by_topic(answers)
@@ -143,7 +144,7 @@ fn values(offset: Option<CommittedOffset>) -> (i64, i32, StrBytes) {
 
 /// Looks up one group: the requested partitions (or all committed ones when `requested` is None).
 fn fetch(
-    broker: &Arc<Broker>,
+    groups: GroupsHandle<'_>,
     group_id: &GroupId,
     requested: Option<Vec<(String, Vec<i32>)>>,
 ) -> (Option<ResponseError>, Vec<Answer>) {
@@ -156,13 +157,10 @@ fn fetch(
             })
             .collect()
     };
-    if let Err(error) = broker
-        .groups
-        .check_coordinator(&broker.image(), &broker.replicas, group_id)
-    {
+    if let Err(error) = groups.check_coordinator(group_id) {
         return (Some(error), unanswered(&requested));
     }
-    let Some(group) = broker.groups.group(group_id) else {
+    let Some(group) = groups.coordinator.group(group_id) else {
         return (None, unanswered(&requested));
     };
     let group = lock(&group);

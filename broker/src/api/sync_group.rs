@@ -5,24 +5,19 @@
 //! `offsets.commit.timeout.ms`) and the group rebalances. In a Stable group the current assignment
 //! comes back at once.
 
-use std::sync::Arc;
-
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use crate::broker::Broker;
-use crate::group::lock;
 use crate::group::state::{Reply, SyncResult};
+use crate::group::{lock, GroupsHandle};
 
-pub async fn handle(broker: &Arc<Broker>, body: SyncGroupRequest) -> SyncGroupResponse {
+pub async fn handle(groups: GroupsHandle<'_>, body: SyncGroupRequest) -> SyncGroupResponse {
     let group_id = body.group_id.0.to_string();
-    let result = match broker
-        .groups
-        .check_coordinator(&broker.image(), &broker.replicas, &group_id)
-    {
+    let coordinator = groups.coordinator;
+    let result = match groups.check_coordinator(&group_id) {
         Err(error) => SyncResult::error(error),
-        Ok(()) => match broker.groups.group(&group_id) {
+        Ok(()) => match coordinator.group(&group_id) {
             None => SyncResult::error(ResponseError::UnknownMemberId),
             Some(group) => {
                 let assignments = body
@@ -39,14 +34,11 @@ pub async fn handle(broker: &Arc<Broker>, body: SyncGroupRequest) -> SyncGroupRe
                         body.protocol_type.as_deref(),
                         body.protocol_name.as_deref(),
                         assignments,
-                        broker.groups.now_ms(),
+                        coordinator.now_ms(),
                     );
-                    (
-                        reply,
-                        broker.groups.persist_due(&broker.replicas, &mut locked),
-                    )
+                    (reply, groups.persist_due(&mut locked))
                 };
-                broker.groups.await_stores(&group, waits).await;
+                coordinator.await_stores(&group, waits).await;
                 match reply {
                     Reply::Now(result) => result,
                     Reply::Later(receiver) => receiver

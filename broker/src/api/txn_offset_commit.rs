@@ -55,7 +55,7 @@ pub async fn handle(
             }
         }
     }
-    let outcome = commit(broker, &image, &group_id, &body, version, offsets).await;
+    let outcome = commit(broker, &group_id, &body, version, offsets).await;
     let topics = body
         .topics
         .iter()
@@ -85,7 +85,6 @@ pub async fn handle(
 
 async fn commit(
     broker: &Arc<Broker>,
-    image: &skald_controller::MetadataImage,
     group_id: &str,
     body: &TxnOffsetCommitRequest,
     version: i16,
@@ -94,9 +93,7 @@ async fn commit(
     if group_id.is_empty() {
         return Err(ResponseError::InvalidGroupId);
     }
-    broker
-        .groups
-        .check_coordinator(image, &broker.replicas, group_id)?;
+    broker.groups.check_coordinator(&**broker, group_id)?;
     // Kafka's `validateOffsetCommit` for transactional commits (KIP-447): a producer that names
     // its consumer's generation, member or instance (v3+) must be a current member — how a
     // zombie whose partitions moved on is fenced. Without them (v0–2, or a producer that only

@@ -22,9 +22,13 @@
 //! log before they leave memory, so they stay gone after a restart, and a group left Empty with
 //! no offsets is removed.
 
+pub mod handle;
+pub mod offsets_log;
 pub mod persistence;
 pub mod records;
 pub mod state;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod txn_offsets;
 
 use std::collections::HashMap;
@@ -32,13 +36,12 @@ use std::sync::{Arc, Mutex, MutexGuard, Once, Weak};
 use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
-use skald_controller::names::CONSUMER_OFFSETS_TOPIC;
-use skald_controller::MetadataImage;
 use skald_storage::clock::{Clock, SystemClock};
 
 use crate::broker::Broker;
 use crate::config::ServerConfig;
-use crate::replica_manager::ReplicaManager;
+pub use handle::GroupsHandle;
+pub use offsets_log::{AppendWait, OffsetsLog};
 pub use persistence::{store_error, StoreWait, Tombstones};
 pub use state::{CommittedOffset, Group, GroupConfig, GroupState, GroupStore};
 
@@ -205,21 +208,15 @@ impl GroupCoordinator {
     }
 
     /// Whether this broker coordinates `group_id`: its `__consumer_offsets` partition exists and is
-    /// led and hosted here. COORDINATOR_NOT_AVAILABLE before the topic exists (FindCoordinator
-    /// creates it), NOT_COORDINATOR if another broker leads the partition.
+    /// led and hosted here ([`OffsetsLog::check_leader`]). COORDINATOR_NOT_AVAILABLE before the
+    /// topic exists (FindCoordinator creates it), NOT_COORDINATOR if another broker leads the
+    /// partition.
     pub fn check_coordinator(
         &self,
-        image: &MetadataImage,
-        replicas: &ReplicaManager,
+        log: &dyn OffsetsLog,
         group_id: &str,
     ) -> Result<(), ResponseError> {
-        if image.topic(CONSUMER_OFFSETS_TOPIC).is_none() {
-            return Err(ResponseError::CoordinatorNotAvailable);
-        }
-        match replicas.led(image, CONSUMER_OFFSETS_TOPIC, self.partition_for(group_id)) {
-            Ok(_) => Ok(()),
-            Err(_) => Err(ResponseError::NotCoordinator),
-        }
+        log.check_leader(self.partition_for(group_id))
     }
 
     /// Starts the periodic tick of `broker`'s coordinator on the current runtime, once: group
@@ -236,13 +233,13 @@ impl GroupCoordinator {
                     let Some(strong) = broker.upgrade() else {
                         return;
                     };
-                    for (group, waits) in strong.groups.tick(&strong.replicas) {
+                    for (group, waits) in strong.groups.tick(&*strong) {
                         let coordinator = Arc::clone(&strong.groups);
                         tokio::spawn(async move { coordinator.await_stores(&group, waits).await });
                     }
                     if strong.groups.expiry_due() {
                         let pass = tokio::task::spawn_blocking(move || {
-                            strong.groups.expire_offsets(&strong.replicas)
+                            strong.groups.expire_offsets(&*strong)
                         });
                         match pass.await {
                             Ok(outcome) if outcome.expired.is_empty() => {}
@@ -328,13 +325,13 @@ impl GroupCoordinator {
     /// One pass of every group's timers; the records that makes due (groups that became Empty)
     /// are appended. Blocking when there are any (`block_in_place`). Returns the waits of awaited
     /// stores, which only a request's own call normally finds.
-    pub fn tick(&self, replicas: &ReplicaManager) -> Vec<(SharedGroup, Vec<StoreWait>)> {
+    pub fn tick(&self, log: &dyn OffsetsLog) -> Vec<(SharedGroup, Vec<StoreWait>)> {
         let now_ms = self.now_ms();
         let mut waiting = Vec::new();
         for group in self.all_groups() {
             let mut locked = lock(&group);
             locked.tick(now_ms);
-            let waits = self.persist_due(replicas, &mut locked);
+            let waits = self.persist_due(log, &mut locked);
             drop(locked);
             if !waits.is_empty() {
                 waiting.push((group, waits));

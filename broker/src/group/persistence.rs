@@ -31,10 +31,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use skald_controller::names::CONSUMER_OFFSETS_TOPIC;
 
+use super::offsets_log::{AppendWait, OffsetsLog, OffsetsRecord};
 use super::records::{self, Change};
 use super::{lock, CommittedOffset, ExpiryOutcome, Group, GroupCoordinator, SharedGroup};
 use crate::replica_manager::{LeaderAppend, ReplicaManager, RoleChange};
@@ -64,16 +64,16 @@ impl Tombstones {
 #[derive(Debug)]
 pub struct StoreWait {
     pub seq: u64,
-    pub wait: ReplicationWait,
+    pub wait: AppendWait,
 }
 
 impl GroupCoordinator {
-    /// Appends the group metadata records `group` has due (Kafka's `storeGroup`), in order. Call
-    /// it holding the group's lock, right after the operation that made them due; it blocks
-    /// (under `block_in_place`) only if there are any. A store that cannot be appended is
+    /// Appends the group metadata records `group` has due (Kafka's `storeGroup`), in order, to
+    /// `log`. Call it holding the group's lock, right after the operation that made them due; it
+    /// blocks (under `block_in_place`) only if there are any. A store that cannot be appended is
     /// completed with its error at once; the awaited ones appended are returned, to be passed to
     /// [`GroupCoordinator::await_stores`] after the lock is released.
-    pub fn persist_due(&self, replicas: &ReplicaManager, group: &mut Group) -> Vec<StoreWait> {
+    pub fn persist_due(&self, log: &dyn OffsetsLog, group: &mut Group) -> Vec<StoreWait> {
         if !group.has_due_stores() {
             return Vec::new();
         }
@@ -87,7 +87,7 @@ impl GroupCoordinator {
                         ResponseError::UnknownServerError
                     })
                     .and_then(|(key, value)| {
-                        self.append_records(replicas, &group.id, &[(key, Some(value))])
+                        self.append_records(log, &group.id, &[(key, Some(value))])
                     });
                 match appended {
                     Ok(Some(wait)) if store.awaited => waits.push(StoreWait {
@@ -131,11 +131,11 @@ impl GroupCoordinator {
     /// the in-memory offsets change in.
     pub fn append_offsets(
         &self,
-        replicas: &ReplicaManager,
+        log: &dyn OffsetsLog,
         group_id: &str,
         changes: &[(String, i32, Option<CommittedOffset>)],
-    ) -> Result<Option<ReplicationWait>, ResponseError> {
-        let records: Vec<(Bytes, Option<Bytes>)> = changes
+    ) -> Result<Option<AppendWait>, ResponseError> {
+        let records: Vec<OffsetsRecord> = changes
             .iter()
             .map(|(topic, index, offset)| {
                 (
@@ -144,18 +144,18 @@ impl GroupCoordinator {
                 )
             })
             .collect();
-        self.append_records(replicas, group_id, &records)
+        self.append_records(log, group_id, &records)
     }
 
     /// Appends the tombstones of a group's offsets and, if it is deleted and has had a
     /// generation, of its metadata, in one batch. Blocking, under the group's lock.
     pub fn append_tombstones(
         &self,
-        replicas: &ReplicaManager,
+        log: &dyn OffsetsLog,
         group_id: &str,
         tombstones: &Tombstones,
-    ) -> Result<Option<ReplicationWait>, ResponseError> {
-        let mut records: Vec<(Bytes, Option<Bytes>)> = tombstones
+    ) -> Result<Option<AppendWait>, ResponseError> {
+        let mut records: Vec<OffsetsRecord> = tombstones
             .offsets
             .iter()
             .map(|(topic, index)| (records::offset_key(group_id, topic, *index), None))
@@ -167,64 +167,33 @@ impl GroupCoordinator {
             })?;
             records.push((key, None));
         }
-        self.append_records(replicas, group_id, &records)
+        self.append_records(log, group_id, &records)
     }
 
-    /// One offset-expiry pass over `__consumer_offsets` in `replicas` (Kafka's
+    /// One offset-expiry pass over `__consumer_offsets` in `log` (Kafka's
     /// `cleanupGroupMetadata`): expired offsets are tombstoned, then forgotten. Blocking.
-    pub fn expire_offsets(&self, replicas: &ReplicaManager) -> ExpiryOutcome {
+    pub fn expire_offsets(&self, log: &dyn OffsetsLog) -> ExpiryOutcome {
         // Tombstones are not waited for: one lost in a failover only brings back an offset (or
         // an Empty group) the next pass expires again.
         self.expire_offsets_with(|group_id, tombstones| {
-            self.append_tombstones(replicas, group_id, tombstones)
+            self.append_tombstones(log, group_id, tombstones)
                 .map(|_| ())
         })
     }
 
-    /// Appends `records` for `group_id` to its partition as one batch stamped with the current
-    /// leader epoch. Blocking; call it holding the group's lock.
+    /// Appends `records` for `group_id` to its partition of `log` as one batch. Blocking; call
+    /// it holding the group's lock.
     fn append_records(
         &self,
-        replicas: &ReplicaManager,
+        log: &dyn OffsetsLog,
         group_id: &str,
-        records: &[(Bytes, Option<Bytes>)],
-    ) -> Result<Option<ReplicationWait>, ResponseError> {
+        records: &[OffsetsRecord],
+    ) -> Result<Option<AppendWait>, ResponseError> {
         if records.is_empty() {
             return Ok(None);
         }
-        let partition = replicas
-            .get(CONSUMER_OFFSETS_TOPIC, self.partition_for(group_id))
-            .ok_or(ResponseError::NotCoordinator)?;
-        let now_ms = self.now_ms();
-        let mut batch = records::build_batch(records, now_ms).map_err(|err| {
-            tracing::error!(group = group_id, "cannot encode group records: {err}");
-            ResponseError::UnknownServerError
-        })?;
-        // Leadership is checked under the log's lock (a broker that just became a follower must
-        // not append), and the batch stamped with that leadership's epoch, like a produced one,
-        // so a follower of the offsets partition can tell where its log diverged.
-        let Ok(LeaderAppend {
-            appended,
-            leader_epoch,
-            ..
-        }) = replicas.append_to_leader(&partition, None, |log, leader_epoch| {
-            log.append(&mut batch, None, leader_epoch)
-        })
-        else {
-            return Err(ResponseError::NotCoordinator);
-        };
-        match appended {
-            Ok(info) => Ok(Some(ReplicationWait {
-                min_insync_replicas: partition.settings().min_insync_replicas,
-                partition,
-                leader_epoch,
-                required_offset: info.last_offset + 1,
-            })),
-            Err(err) => {
-                tracing::error!(group = group_id, "cannot append group records: {err}");
-                Err(ResponseError::NotCoordinator)
-            }
-        }
+        log.append(self.partition_for(group_id), records, self.now_ms())
+            .map(Some)
     }
 
     /// Kafka's `onElection`: this broker now leads `__consumer_offsets-<partition>`, so it
@@ -386,6 +355,49 @@ impl GroupCoordinator {
                 }
                 Transition::Unchanged => {}
             }
+        }
+    }
+}
+
+/// Appends `records` to `__consumer_offsets-<index>` in `replicas` as one batch stamped with the
+/// current leader epoch: the broker's [`OffsetsLog::append`]. Blocking; callers hold the group's
+/// lock.
+pub(crate) fn append_to_partition(
+    replicas: &ReplicaManager,
+    index: i32,
+    records: &[OffsetsRecord],
+    now_ms: i64,
+) -> Result<ReplicationWait, ResponseError> {
+    let partition = replicas
+        .get(CONSUMER_OFFSETS_TOPIC, index)
+        .ok_or(ResponseError::NotCoordinator)?;
+    let mut batch = records::build_batch(records, now_ms).map_err(|err| {
+        tracing::error!(partition = index, "cannot encode group records: {err}");
+        ResponseError::UnknownServerError
+    })?;
+    // Leadership is checked under the log's lock (a broker that just became a follower must
+    // not append), and the batch stamped with that leadership's epoch, like a produced one,
+    // so a follower of the offsets partition can tell where its log diverged.
+    let Ok(LeaderAppend {
+        appended,
+        leader_epoch,
+        ..
+    }) = replicas.append_to_leader(&partition, None, |log, leader_epoch| {
+        log.append(&mut batch, None, leader_epoch)
+    })
+    else {
+        return Err(ResponseError::NotCoordinator);
+    };
+    match appended {
+        Ok(info) => Ok(ReplicationWait {
+            min_insync_replicas: partition.settings().min_insync_replicas,
+            partition,
+            leader_epoch,
+            required_offset: info.last_offset + 1,
+        }),
+        Err(err) => {
+            tracing::error!(partition = index, "cannot append group records: {err}");
+            Err(ResponseError::NotCoordinator)
         }
     }
 }

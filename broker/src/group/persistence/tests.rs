@@ -2,6 +2,7 @@ use super::*;
 use crate::group::state::{JoinRequest, Reply};
 use crate::group::tests::{committed, coordinator, pass, subscription, tombstones, Persisted};
 use crate::group::GroupState;
+use bytes::Bytes;
 use skald_storage::clock::ManualClock;
 
 fn member(id: &str, instance: Option<&str>, assignment: &'static [u8]) -> records::MemberMetadata {
