@@ -10,7 +10,8 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::{join_group, sync_group, ClientInfo};
-use crate::group::testing::Fixture;
+use crate::group::records::{Change, GroupMetadataValue, MemberMetadata};
+use crate::group::testing::{Fixture, START_MS};
 use crate::group::{lock, GroupState};
 
 pub const GROUP: &str = "payments";
@@ -108,4 +109,38 @@ pub async fn stable_member(fixture: &Fixture) -> String {
     assert_eq!(lock(&group).state(), GroupState::Stable);
     fixture.log.take_appended();
     member_id
+}
+
+/// The group metadata record of [`GROUP`] with `members`, as the log holds it.
+pub fn group_record(
+    generation: i32,
+    protocol: Option<&str>,
+    leader: Option<&str>,
+    members: Vec<MemberMetadata>,
+) -> Change {
+    Change::Group {
+        group: GROUP.into(),
+        value: Some(GroupMetadataValue {
+            protocol_type: "consumer".into(),
+            generation,
+            protocol: protocol.map(str::to_string),
+            leader: leader.map(str::to_string),
+            current_state_timestamp_ms: START_MS,
+            members,
+        }),
+    }
+}
+
+/// A member of [`join_request`]'s making, as a group record lists it.
+pub fn member_record(member_id: &str, assignment: &'static [u8]) -> MemberMetadata {
+    MemberMetadata {
+        member_id: member_id.into(),
+        group_instance_id: None,
+        client_id: client().client_id,
+        client_host: client().host,
+        rebalance_timeout_ms: 30_000,
+        session_timeout_ms: 10_000,
+        subscription: Bytes::from_static(SUBSCRIPTION),
+        assignment: Bytes::from_static(assignment),
+    }
 }
