@@ -12,7 +12,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::{join_group, sync_group, ClientInfo};
 use crate::group::records::{Change, GroupMetadataValue, MemberMetadata};
 use crate::group::testing::{Fixture, START_MS};
-use crate::group::{lock, GroupState};
+use crate::group::{lock, CommittedOffset, GroupState};
 
 pub const GROUP: &str = "payments";
 /// The subscription every test member sends (opaque to the coordinator but for OffsetDelete).
@@ -143,4 +143,39 @@ pub fn member_record(member_id: &str, assignment: &'static [u8]) -> MemberMetada
         subscription: Bytes::from_static(SUBSCRIPTION),
         assignment: Bytes::from_static(assignment),
     }
+}
+
+/// A committed offset as the coordinator stores it: no leader epoch, committed at `at_ms`.
+pub fn committed(offset: i64, metadata: &str, at_ms: i64) -> CommittedOffset {
+    CommittedOffset {
+        offset,
+        leader_epoch: -1,
+        metadata: metadata.into(),
+        commit_timestamp_ms: at_ms,
+    }
+}
+
+/// An offset record of [`GROUP`] for `orders-<partition>`.
+pub fn offset_record(partition: i32, value: Option<CommittedOffset>) -> Change {
+    Change::Offset {
+        group: GROUP.into(),
+        topic: "orders".into(),
+        partition,
+        value,
+    }
+}
+
+/// [`GROUP`]'s committed offsets: ((topic, partition), offset).
+pub fn offsets_held(fixture: &Fixture) -> Vec<((String, i32), i64)> {
+    fixture
+        .coordinator
+        .group(GROUP)
+        .map(|group| {
+            lock(&group)
+                .offsets
+                .iter()
+                .map(|(key, offset)| (key.clone(), offset.offset))
+                .collect()
+        })
+        .unwrap_or_default()
 }

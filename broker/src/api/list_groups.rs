@@ -44,3 +44,57 @@ pub fn handle(groups: GroupsHandle<'_>, body: ListGroupsRequest) -> ListGroupsRe
     listed.sort_by(|a, b| a.group_id.cmp(&b.group_id));
     ListGroupsResponse::default().with_groups(listed)
 }
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::list_groups_response::ListedGroup;
+    use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
+
+    use super::handle;
+    use crate::api::group_testing::{stable_member, text, GROUP};
+    use crate::group::testing::Fixture;
+    use crate::group::GroupState;
+
+    fn listed(id: &str, protocol_type: &str, state: &str) -> ListedGroup {
+        ListedGroup::default()
+            .with_group_id(GroupId(text(id)))
+            .with_protocol_type(text(protocol_type))
+            .with_group_state(text(state))
+            .with_group_type(text("classic"))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn every_live_group_in_id_order_filtered_by_state_and_type() {
+        let fixture = Fixture::new();
+        stable_member(&fixture).await;
+        fixture.coordinator.group_or_create("audit");
+        let dead = fixture.coordinator.group_or_create("deleted");
+        crate::group::lock(&dead).mark_dead();
+        assert_eq!(
+            crate::group::lock(&dead).state(),
+            GroupState::Dead,
+            "Dead groups are never listed"
+        );
+        let list = |states: &[&str], types: &[&str]| {
+            let request = ListGroupsRequest::default()
+                .with_states_filter(states.iter().map(|s| text(s)).collect())
+                .with_types_filter(types.iter().map(|s| text(s)).collect());
+            handle(fixture.handle(), request)
+        };
+        let audit = listed("audit", "", "Empty");
+        let payments = listed(GROUP, "consumer", "Stable");
+        assert_eq!(
+            list(&[], &[]),
+            ListGroupsResponse::default().with_groups(vec![audit.clone(), payments.clone()])
+        );
+        assert_eq!(
+            list(&["stable"], &[]),
+            ListGroupsResponse::default().with_groups(vec![payments.clone()])
+        );
+        assert_eq!(
+            list(&["Empty", "Dead"], &["CLASSIC"]),
+            ListGroupsResponse::default().with_groups(vec![audit])
+        );
+        assert_eq!(list(&[], &["consumer"]), ListGroupsResponse::default());
+    }
+}

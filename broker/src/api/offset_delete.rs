@@ -78,3 +78,114 @@ pub fn handle(groups: GroupsHandle<'_>, body: OffsetDeleteRequest) -> OffsetDele
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::error::ResponseError;
+    use kafka_protocol::messages::offset_delete_request::{
+        OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+    };
+    use kafka_protocol::messages::offset_delete_response::{
+        OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+    };
+    use kafka_protocol::messages::{GroupId, OffsetDeleteRequest, OffsetDeleteResponse};
+
+    use super::handle;
+    use crate::api::group_testing::{
+        committed, offset_record, offsets_held, stable_member, text, GROUP,
+    };
+    use crate::api::topic_name;
+    use crate::group::lock;
+    use crate::group::testing::Fixture;
+
+    fn deleting(partitions: Vec<i32>) -> OffsetDeleteRequest {
+        OffsetDeleteRequest::default()
+            .with_group_id(GroupId(text(GROUP)))
+            .with_topics(vec![OffsetDeleteRequestTopic::default()
+                .with_name(topic_name("orders"))
+                .with_partitions(
+                    partitions
+                        .into_iter()
+                        .map(|index| {
+                            OffsetDeleteRequestPartition::default().with_partition_index(index)
+                        })
+                        .collect(),
+                )])
+    }
+
+    fn answered(partitions: &[(i32, Option<ResponseError>)]) -> OffsetDeleteResponse {
+        OffsetDeleteResponse::default().with_topics(vec![OffsetDeleteResponseTopic::default()
+            .with_name(topic_name("orders"))
+            .with_partitions(
+                partitions
+                    .iter()
+                    .map(|&(index, error)| {
+                        OffsetDeleteResponsePartition::default()
+                            .with_partition_index(index)
+                            .with_error_code(error.map_or(0, |e| e.code()))
+                    })
+                    .collect(),
+            )])
+    }
+
+    fn commit(fixture: &Fixture, partition: i32, offset: i64) {
+        let group = fixture.coordinator.group_or_create(GROUP);
+        lock(&group)
+            .offsets
+            .insert(("orders".into(), partition), committed(offset, "", 5));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn an_empty_groups_offsets_are_tombstoned_and_forgotten() {
+        let fixture = Fixture::new();
+        commit(&fixture, 0, 42);
+        commit(&fixture, 1, 43);
+        assert_eq!(
+            handle(fixture.handle(), deleting(vec![0, 9])),
+            answered(&[(0, None), (9, Some(ResponseError::UnknownTopicOrPartition))])
+        );
+        assert_eq!(
+            fixture.log.take_appended(),
+            vec![(0, vec![offset_record(0, None)])]
+        );
+        assert_eq!(offsets_held(&fixture), vec![(("orders".into(), 1), 43)]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_subscribed_topic_is_refused_per_partition() {
+        let fixture = Fixture::new();
+        stable_member(&fixture).await;
+        commit(&fixture, 0, 42);
+        assert_eq!(
+            handle(fixture.handle(), deleting(vec![0])),
+            answered(&[(0, Some(ResponseError::GroupSubscribedToTopic))])
+        );
+        assert_eq!(fixture.log.take_appended(), Vec::new());
+        assert_eq!(offsets_held(&fixture), vec![(("orders".into(), 0), 42)]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn unknown_groups_failed_appends_and_other_coordinators_fail_the_request() {
+        let fixture = Fixture::new();
+        let failed =
+            |error: ResponseError| OffsetDeleteResponse::default().with_error_code(error.code());
+        assert_eq!(
+            handle(fixture.handle(), deleting(vec![0])),
+            failed(ResponseError::GroupIdNotFound)
+        );
+        commit(&fixture, 0, 42);
+        fixture.log.fail_appends(ResponseError::NotCoordinator);
+        assert_eq!(
+            handle(fixture.handle(), deleting(vec![0])),
+            failed(ResponseError::NotCoordinator)
+        );
+        assert_eq!(offsets_held(&fixture), vec![(("orders".into(), 0), 42)]);
+        fixture
+            .log
+            .set_leadership(Err(ResponseError::CoordinatorLoadInProgress));
+        assert_eq!(
+            handle(fixture.handle(), deleting(vec![0])),
+            failed(ResponseError::CoordinatorLoadInProgress)
+        );
+    }
+}

@@ -197,3 +197,190 @@ fn by_topic(answers: Vec<Answer>) -> Vec<TopicAnswers> {
     }
     topics
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use kafka_protocol::error::ResponseError;
+    use kafka_protocol::messages::offset_fetch_request::{
+        OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
+    };
+    use kafka_protocol::messages::offset_fetch_response::{
+        OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+        OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+    };
+    use kafka_protocol::messages::{GroupId, OffsetFetchRequest, OffsetFetchResponse};
+
+    use super::handle;
+    use crate::api::group_testing::{committed, offset_record, text, GROUP};
+    use crate::api::topic_name;
+    use crate::group::lock;
+    use crate::group::testing::Fixture;
+
+    /// A fixture whose [`GROUP`] has committed 42 ("first") for `orders-0`, nothing for
+    /// `orders-1`.
+    fn with_offsets() -> Fixture {
+        let fixture = Fixture::new();
+        let group = fixture.coordinator.group_or_create(GROUP);
+        lock(&group)
+            .offsets
+            .insert(("orders".into(), 0), committed(42, "first", 5));
+        fixture
+    }
+
+    fn asking(partitions: Vec<i32>) -> OffsetFetchRequest {
+        OffsetFetchRequest::default()
+            .with_group_id(GroupId(text(GROUP)))
+            .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                .with_name(topic_name("orders"))
+                .with_partition_indexes(partitions)]))
+    }
+
+    /// A v1–v7 partition answer: (offset, metadata) or nothing committed, and its error.
+    fn partition(
+        index: i32,
+        offset: Option<(i64, &str)>,
+        error: i16,
+    ) -> OffsetFetchResponsePartition {
+        let (offset, metadata) = offset.unwrap_or((-1, ""));
+        OffsetFetchResponsePartition::default()
+            .with_partition_index(index)
+            .with_committed_offset(offset)
+            .with_committed_leader_epoch(-1)
+            .with_metadata(Some(text(metadata)))
+            .with_error_code(error)
+    }
+
+    fn orders(partitions: Vec<OffsetFetchResponsePartition>) -> OffsetFetchResponseTopic {
+        OffsetFetchResponseTopic::default()
+            .with_name(topic_name("orders"))
+            .with_partitions(partitions)
+    }
+
+    #[test]
+    fn committed_offsets_and_minus_one_where_nothing_is() {
+        let fixture = with_offsets();
+        assert_eq!(
+            handle(fixture.handle(), asking(vec![0, 1]), 5),
+            OffsetFetchResponse::default().with_topics(vec![orders(vec![
+                partition(0, Some((42, "first")), 0),
+                partition(1, None, 0),
+            ])])
+        );
+        // Null topics (v2+): every partition committed for.
+        let all = OffsetFetchRequest::default()
+            .with_group_id(GroupId(text(GROUP)))
+            .with_topics(None);
+        assert_eq!(
+            handle(fixture.handle(), all, 2),
+            OffsetFetchResponse::default().with_topics(vec![orders(vec![partition(
+                0,
+                Some((42, "first")),
+                0
+            )])])
+        );
+        // An unknown group has nothing committed, without an error.
+        let unknown = asking(vec![0]).with_group_id(GroupId(text("other")));
+        assert_eq!(
+            handle(fixture.handle(), unknown, 5),
+            OffsetFetchResponse::default().with_topics(vec![orders(vec![partition(0, None, 0)])])
+        );
+    }
+
+    #[test]
+    fn another_coordinators_answer_is_per_partition_in_v1_and_top_level_after() {
+        let fixture = with_offsets();
+        let error = ResponseError::NotCoordinator.code();
+        fixture
+            .log
+            .set_leadership(Err(ResponseError::NotCoordinator));
+        assert_eq!(
+            handle(fixture.handle(), asking(vec![0, 1]), 1),
+            OffsetFetchResponse::default().with_topics(vec![orders(vec![
+                partition(0, None, error),
+                partition(1, None, error),
+            ])])
+        );
+        fixture
+            .log
+            .set_leadership(Err(ResponseError::CoordinatorLoadInProgress));
+        assert_eq!(
+            handle(fixture.handle(), asking(vec![0, 1]), 2),
+            OffsetFetchResponse::default()
+                .with_error_code(ResponseError::CoordinatorLoadInProgress.code())
+                .with_topics(vec![orders(vec![
+                    partition(0, None, 0),
+                    partition(1, None, 0),
+                ])])
+        );
+    }
+
+    #[test]
+    fn v8_answers_each_group_on_its_own() {
+        let fixture = with_offsets();
+        let group = |id: &str, partitions: Option<Vec<i32>>| {
+            OffsetFetchRequestGroup::default()
+                .with_group_id(GroupId(text(id)))
+                .with_topics(partitions.map(|partitions| {
+                    vec![OffsetFetchRequestTopics::default()
+                        .with_name(topic_name("orders"))
+                        .with_partition_indexes(partitions)]
+                }))
+        };
+        let request = OffsetFetchRequest::default()
+            .with_groups(vec![group(GROUP, Some(vec![0, 1])), group("other", None)]);
+        let answer = |index: i32, offset: i64, metadata: &str| {
+            OffsetFetchResponsePartitions::default()
+                .with_partition_index(index)
+                .with_committed_offset(offset)
+                .with_committed_leader_epoch(-1)
+                .with_metadata(Some(text(metadata)))
+        };
+        assert_eq!(
+            handle(fixture.handle(), request, 8),
+            OffsetFetchResponse::default().with_groups(vec![
+                OffsetFetchResponseGroup::default()
+                    .with_group_id(GroupId(text(GROUP)))
+                    .with_topics(vec![OffsetFetchResponseTopics::default()
+                        .with_name(topic_name("orders"))
+                        .with_partitions(vec![answer(0, 42, "first"), answer(1, -1, "")])]),
+                OffsetFetchResponseGroup::default().with_group_id(GroupId(text("other"))),
+            ])
+        );
+    }
+
+    #[test]
+    fn a_stable_read_of_an_offset_a_transaction_holds_is_answered_unstable() {
+        let fixture = with_offsets();
+        let pending = offset_record(1, Some(committed(50, "", 9)));
+        fixture
+            .coordinator
+            .set_pending_txn_offsets(0, HashMap::from([(77, vec![pending])]));
+        let unstable = OffsetFetchResponsePartition::default()
+            .with_partition_index(1)
+            .with_committed_offset(-1)
+            .with_committed_leader_epoch(-1)
+            .with_error_code(ResponseError::UnstableOffsetCommit.code());
+        assert_eq!(
+            handle(
+                fixture.handle(),
+                asking(vec![0, 1]).with_require_stable(true),
+                7
+            ),
+            OffsetFetchResponse::default().with_topics(vec![orders(vec![
+                partition(0, Some((42, "first")), 0),
+                unstable,
+            ])])
+        );
+        // Before v7 (or without require_stable) the last committed offset is answered.
+        assert_eq!(
+            handle(
+                fixture.handle(),
+                asking(vec![1]).with_require_stable(true),
+                6
+            ),
+            OffsetFetchResponse::default().with_topics(vec![orders(vec![partition(1, None, 0)])])
+        );
+    }
+}
