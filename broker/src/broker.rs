@@ -252,11 +252,16 @@ impl Broker {
         tokio::time::timeout(max, caught_up).await.is_ok()
     }
 
-    /// The node id clients should send controller requests to (Metadata's `controller_id`): with
-    /// forwarding any broker will do, so this broker itself when it serves clients (KRaft).
+    /// The node id clients should send controller requests to (Metadata's `controller_id`).
     pub fn controller_id_for_clients(&self) -> i32 {
-        self.config.node_id
+        controller_id_for_clients(&self.config)
     }
+}
+
+/// The node id clients should send controller requests to (Metadata's `controller_id`): with
+/// forwarding any broker will do, so this broker itself when it serves clients (KRaft).
+pub fn controller_id_for_clients(config: &ServerConfig) -> i32 {
+    config.node_id
 }
 
 /// Reads or writes `meta.properties` in every log dir; returns the cluster id. A log dir that belongs

@@ -2,7 +2,6 @@
 //! cluster-wide dynamic broker configs, with Kafka's sources and synonyms.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_configs_response::{
@@ -14,8 +13,7 @@ use skald_controller::topic_config::{
     broker_property_def, broker_property_defs, ConfigType, TOPIC_CONFIGS,
 };
 
-use crate::broker::Broker;
-
+use super::cluster_view::ClusterView;
 use super::config_changes::{RESOURCE_BROKER, RESOURCE_TOPIC};
 use crate::dynamic_config::{
     BrokerDefaults, SOURCE_DEFAULT_CONFIG, SOURCE_DYNAMIC_DEFAULT_BROKER_CONFIG,
@@ -118,12 +116,12 @@ fn broker_default_configs(defaults: &BrokerDefaults<'_>) -> Vec<ConfigValue> {
 }
 
 pub fn handle(
-    broker: &Arc<Broker>,
+    cluster: ClusterView<'_>,
     request: DescribeConfigsRequest,
     version: i16,
 ) -> DescribeConfigsResponse {
-    let image = broker.image();
-    let defaults = BrokerDefaults::new(&broker.config, &image);
+    let image = cluster.image;
+    let defaults = BrokerDefaults::new(cluster.config, image);
     let results = request
         .resources
         .into_iter()
@@ -147,7 +145,7 @@ pub fn handle(
                     broker_default_configs(&defaults)
                 }
                 RESOURCE_BROKER
-                    if resource.resource_name.as_str() == broker.config.node_id.to_string() =>
+                    if resource.resource_name.as_str() == cluster.config.node_id.to_string() =>
                 {
                     broker_configs(&defaults)
                 }
@@ -226,5 +224,203 @@ fn kafka_config_type(config_type: Option<ConfigType>) -> i8 {
         Some(ConfigType::Long) => 5,
         Some(ConfigType::Double) => 6,
         Some(ConfigType::List(_) | ConfigType::ReplicaList) => 7,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::error::ResponseError;
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    use kafka_protocol::messages::describe_configs_response::{
+        DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
+    };
+    use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
+    use kafka_protocol::protocol::StrBytes;
+    use skald_controller::{ConfigResource, MetadataImage, MetadataRecord, TopicId};
+
+    use super::handle;
+    use crate::api::cluster_view::ClusterView;
+    use crate::api::config_changes::{RESOURCE_BROKER, RESOURCE_TOPIC};
+    use crate::config::ServerConfig;
+
+    fn text(value: &str) -> StrBytes {
+        StrBytes::from_string(value.to_string())
+    }
+
+    /// Topic `orders` overriding `retention.ms`; `log.segment.bytes` set cluster-wide.
+    fn image() -> MetadataImage {
+        let mut image = MetadataImage::default();
+        image.replay_batch(&[
+            MetadataRecord::Topic {
+                name: "orders".into(),
+                topic_id: TopicId(7),
+            },
+            MetadataRecord::Config {
+                resource: ConfigResource::Topic("orders".into()),
+                name: "retention.ms".into(),
+                value: Some("1000".into()),
+            },
+            MetadataRecord::Config {
+                resource: ConfigResource::BrokerDefault,
+                name: "log.segment.bytes".into(),
+                value: Some("4096".into()),
+            },
+        ]);
+        image
+    }
+
+    fn describe(
+        resources: Vec<DescribeConfigsResource>,
+        synonyms: bool,
+        version: i16,
+    ) -> DescribeConfigsResponse {
+        let image = image();
+        let config = ServerConfig::from_properties(
+            [
+                ("node.id".to_string(), "1".to_string()),
+                ("message.max.bytes".to_string(), "2000000".to_string()),
+            ]
+            .into(),
+        )
+        .expect("valid config");
+        let cluster = ClusterView {
+            image: &image,
+            config: &config,
+            cluster_id: "cluster-x",
+        };
+        let request = DescribeConfigsRequest::default()
+            .with_resources(resources)
+            .with_include_synonyms(synonyms);
+        handle(cluster, request, version)
+    }
+
+    fn resource(resource_type: i8, name: &str, keys: &[&str]) -> DescribeConfigsResource {
+        DescribeConfigsResource::default()
+            .with_resource_type(resource_type)
+            .with_resource_name(text(name))
+            .with_configuration_keys(Some(keys.iter().map(|key| text(key)).collect()))
+    }
+
+    fn synonym(name: &str, value: &str, source: i8) -> DescribeConfigsSynonym {
+        DescribeConfigsSynonym::default()
+            .with_name(text(name))
+            .with_value(Some(text(value)))
+            .with_source(source)
+    }
+
+    fn config(name: &str, value: &str, source: i8) -> DescribeConfigsResourceResult {
+        DescribeConfigsResourceResult::default()
+            .with_name(text(name))
+            .with_value(Some(text(value)))
+            .with_config_source(source)
+    }
+
+    #[test]
+    fn a_topics_configs_with_their_sources_and_synonyms() {
+        let asked = resource(
+            RESOURCE_TOPIC,
+            "orders",
+            &["retention.ms", "segment.bytes", "max.message.bytes"],
+        );
+        assert_eq!(
+            describe(vec![asked.clone()], true, 3),
+            DescribeConfigsResponse::default().with_results(vec![DescribeConfigsResult::default()
+                .with_resource_type(RESOURCE_TOPIC)
+                .with_resource_name(text("orders"))
+                .with_configs(vec![
+                    config("max.message.bytes", "2000000", 4)
+                        .with_config_type(3)
+                        .with_synonyms(vec![
+                            synonym("message.max.bytes", "2000000", 4),
+                            synonym("message.max.bytes", "1048588", 5),
+                        ]),
+                    config("retention.ms", "1000", 1)
+                        .with_config_type(5)
+                        .with_synonyms(vec![
+                            synonym("retention.ms", "1000", 1),
+                            synonym("log.retention.ms", "604800000", 5),
+                        ]),
+                    config("segment.bytes", "4096", 3)
+                        .with_config_type(3)
+                        .with_synonyms(vec![
+                            synonym("log.segment.bytes", "4096", 3),
+                            synonym("log.segment.bytes", "1073741824", 5),
+                        ]),
+                ])])
+        );
+        // Before v3 no config type; without include_synonyms none.
+        let configs = &describe(vec![asked], false, 2).results[0].configs;
+        assert_eq!(configs[1], config("retention.ms", "1000", 1));
+    }
+
+    #[test]
+    fn unknown_topics_other_brokers_and_unknown_resource_types_are_refused_alone() {
+        let response = describe(
+            vec![
+                resource(RESOURCE_TOPIC, "missing", &[]),
+                resource(RESOURCE_BROKER, "2", &[]),
+                resource(9, "x", &[]),
+                resource(RESOURCE_BROKER, "", &[]),
+            ],
+            false,
+            4,
+        );
+        let refused = |resource_type: i8, name: &str, error: ResponseError, message: &str| {
+            DescribeConfigsResult::default()
+                .with_resource_type(resource_type)
+                .with_resource_name(text(name))
+                .with_error_code(error.code())
+                .with_error_message(Some(text(message)))
+        };
+        assert_eq!(
+            response,
+            DescribeConfigsResponse::default().with_results(vec![
+                refused(
+                    RESOURCE_TOPIC,
+                    "missing",
+                    ResponseError::UnknownTopicOrPartition,
+                    "Topic 'missing' does not exist."
+                ),
+                refused(
+                    RESOURCE_BROKER,
+                    "2",
+                    ResponseError::InvalidRequest,
+                    "Unexpected broker id 2"
+                ),
+                refused(
+                    9,
+                    "x",
+                    ResponseError::InvalidRequest,
+                    "Unsupported resource type 9"
+                ),
+                // The cluster-wide dynamic configs: only those set.
+                DescribeConfigsResult::default()
+                    .with_resource_type(RESOURCE_BROKER)
+                    .with_resource_name(text(""))
+                    .with_configs(vec![
+                        config("log.segment.bytes", "4096", 3).with_config_type(3)
+                    ]),
+            ])
+        );
+    }
+
+    #[test]
+    fn this_brokers_configs_say_which_were_set() {
+        let response = describe(
+            vec![resource(
+                RESOURCE_BROKER,
+                "1",
+                &["message.max.bytes", "log.segment.bytes"],
+            )],
+            false,
+            4,
+        );
+        assert_eq!(
+            response.results[0].configs,
+            vec![
+                config("log.segment.bytes", "4096", 3).with_config_type(3),
+                config("message.max.bytes", "2000000", 4).with_config_type(3),
+            ]
+        );
     }
 }

@@ -15,6 +15,7 @@ use skald_protocol::codec::Request;
 
 use crate::broker::Broker;
 use crate::group::{GroupCoordinator, GroupsHandle};
+use cluster_view::ClusterView;
 
 pub mod add_offsets_to_txn;
 pub mod add_partitions_to_txn;
@@ -22,6 +23,7 @@ pub mod alter_configs;
 pub mod alter_partition_reassignments;
 pub mod alter_replica_log_dirs;
 pub mod api_versions;
+pub mod cluster_view;
 pub mod config_changes;
 pub mod create_partitions;
 pub mod create_topics;
@@ -167,7 +169,9 @@ pub async fn handle_from(
             ResponseKind::ListOffsets(list_offsets::handle(broker, body, version))
         }
         RequestKind::DescribeConfigs(body) => {
-            ResponseKind::DescribeConfigs(describe_configs::handle(broker, body, version))
+            let image = broker.image();
+            let cluster = ClusterView::of(broker, &image);
+            ResponseKind::DescribeConfigs(describe_configs::handle(cluster, body, version))
         }
         RequestKind::AlterConfigs(body) => {
             ResponseKind::AlterConfigs(alter_configs::handle(broker, body).await)
@@ -247,7 +251,9 @@ pub async fn handle_from(
             list_partition_reassignments::handle(broker, body).await,
         ),
         RequestKind::DescribeCluster(body) => {
-            ResponseKind::DescribeCluster(describe_cluster::handle(broker, body, version))
+            let image = broker.image();
+            let cluster = ClusterView::of(broker, &image);
+            ResponseKind::DescribeCluster(describe_cluster::handle(cluster, body, version))
         }
         RequestKind::UnregisterBroker(body) => {
             ResponseKind::UnregisterBroker(unregister_broker::handle(broker, body).await)
@@ -270,11 +276,11 @@ pub async fn handle_from(
         RequestKind::WriteTxnMarkers(body) => {
             ResponseKind::WriteTxnMarkers(write_txn_markers::handle(broker, body).await)
         }
-        RequestKind::DescribeTransactions(body) => {
-            ResponseKind::DescribeTransactions(describe_transactions::handle(broker, body).await)
-        }
+        RequestKind::DescribeTransactions(body) => ResponseKind::DescribeTransactions(
+            describe_transactions::handle(&broker.txns, body).await,
+        ),
         RequestKind::ListTransactions(body) => {
-            ResponseKind::ListTransactions(list_transactions::handle(broker, body).await)
+            ResponseKind::ListTransactions(list_transactions::handle(&broker.txns, body).await)
         }
         RequestKind::DescribeProducers(body) => {
             ResponseKind::DescribeProducers(describe_producers::handle(broker, body))

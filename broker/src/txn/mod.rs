@@ -25,6 +25,8 @@
 pub mod markers;
 pub mod records;
 pub mod state;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod verifier;
 
 use std::collections::HashMap;
@@ -788,6 +790,18 @@ impl TransactionCoordinator {
                 }
             })
             .unwrap_or(Ok(()))?;
+        Ok(self.install_partition(index, leader_epoch, latest))
+    }
+
+    /// Starts coordinating `__transaction_state-<index>` under `leader_epoch` with the ids
+    /// replayed from it (`latest`: each id's last record, `None` for a tombstone). Returns how
+    /// many ids were loaded.
+    pub fn install_partition(
+        &self,
+        index: i32,
+        leader_epoch: i32,
+        latest: HashMap<String, Option<TxnMetadata>>,
+    ) -> usize {
         let mut txns = self.txn_map();
         let mut loaded = 0;
         let mut published = self.published_map();
@@ -801,7 +815,7 @@ impl TransactionCoordinator {
         drop(published);
         drop(txns);
         self.loaded().insert(index, leader_epoch);
-        Ok(loaded)
+        loaded
     }
 
     /// Forgets the transactional ids idle past `transactional.id.expiration.ms` with no
