@@ -7,11 +7,11 @@ use std::sync::Arc;
 use kafka_protocol::messages::{AddOffsetsToTxnRequest, AddOffsetsToTxnResponse};
 use skald_controller::names::CONSUMER_OFFSETS_TOPIC;
 
-use crate::api::find_coordinator::ensure_offsets_topic;
+use crate::api::find_coordinator::{ensure_offsets_topic, Coordinators};
 use crate::broker::Broker;
 
 pub async fn handle(broker: &Arc<Broker>, body: AddOffsetsToTxnRequest) -> AddOffsetsToTxnResponse {
-    let outcome = match ensure_offsets_topic(broker).await {
+    let outcome = match ensure_offsets_topic(Coordinators::of(broker)).await {
         Err(error) => Err(error),
         Ok(()) => {
             let partition = broker.groups.partition_for(&body.group_id);

@@ -11,8 +11,6 @@ use kafka_protocol::messages::ResponseKind;
 use kafka_protocol::protocol::StrBytes;
 use skald_protocol::api_versions::{SupportedApi, SUPPORTED_APIS};
 
-use crate::broker::Broker;
-
 /// Kafka's feature name for the transactions version.
 const TRANSACTION_VERSION: &str = "transaction.version";
 /// The highest transactions version this broker implements.
@@ -20,12 +18,13 @@ const TRANSACTION_VERSION_MAX: i16 = 2;
 /// First ApiVersions version with features (KIP-584).
 const FEATURES_SINCE: i16 = 3;
 
-pub fn handle(broker: &Broker, version: i16) -> ApiVersionsResponse {
+/// `transaction_version`: the broker's `transaction.version`, the only feature it finalizes.
+pub fn handle(transaction_version: i16, version: i16) -> ApiVersionsResponse {
     let response = ApiVersionsResponse::default().with_api_keys(listed(SUPPORTED_APIS));
     if version < FEATURES_SINCE {
         return response;
     }
-    let level = broker.txns.config.transaction_version;
+    let level = transaction_version;
     let name = || StrBytes::from_static_str(TRANSACTION_VERSION);
     // A feature finalized at level 0 is not listed, as in Kafka.
     let finalized = if level > 0 {
@@ -66,4 +65,49 @@ pub fn listed(table: &[SupportedApi]) -> Vec<ApiVersion> {
                 .with_max_version(api.max_version)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::api_versions_response::{
+        FinalizedFeatureKey, SupportedFeatureKey,
+    };
+    use kafka_protocol::messages::ApiVersionsResponse;
+    use kafka_protocol::protocol::StrBytes;
+    use skald_protocol::api_versions::SUPPORTED_APIS;
+
+    use super::{handle, listed};
+
+    fn feature() -> StrBytes {
+        StrBytes::from_static_str("transaction.version")
+    }
+
+    fn with_features(finalized: Vec<FinalizedFeatureKey>) -> ApiVersionsResponse {
+        ApiVersionsResponse::default()
+            .with_api_keys(listed(SUPPORTED_APIS))
+            .with_supported_features(vec![SupportedFeatureKey::default()
+                .with_name(feature())
+                .with_min_version(0)
+                .with_max_version(2)])
+            .with_finalized_features_epoch(0)
+            .with_finalized_features(finalized)
+    }
+
+    #[test]
+    fn the_table_and_from_v3_the_transactions_version() {
+        assert_eq!(
+            handle(2, 2),
+            ApiVersionsResponse::default().with_api_keys(listed(SUPPORTED_APIS))
+        );
+        assert_eq!(
+            handle(2, 3),
+            with_features(vec![FinalizedFeatureKey::default()
+                .with_name(feature())
+                .with_min_version_level(2)
+                .with_max_version_level(2)])
+        );
+        // Finalized at level 0: supported, not listed as finalized (as in Kafka).
+        assert_eq!(handle(0, 4), with_features(Vec::new()));
+        assert_eq!(handle(2, 3).api_keys.len(), SUPPORTED_APIS.len());
+    }
 }

@@ -38,3 +38,43 @@ pub fn subscription_id(client_instance_id: &uuid::Uuid) -> i32 {
     // Truncation is the point: 32 bits of the folded id.
     (bits ^ (bits >> 32) ^ (bits >> 64) ^ (bits >> 96)) as u32 as i32
 }
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::{
+        GetTelemetrySubscriptionsRequest, GetTelemetrySubscriptionsResponse,
+    };
+
+    use super::{handle, subscription_id, ACCEPTED_COMPRESSION_TYPES, PUSH_INTERVAL_MS};
+
+    fn answer(instance: uuid::Uuid) -> GetTelemetrySubscriptionsResponse {
+        GetTelemetrySubscriptionsResponse::default()
+            .with_client_instance_id(instance)
+            .with_subscription_id(subscription_id(&instance))
+            .with_accepted_compression_types(ACCEPTED_COMPRESSION_TYPES.to_vec())
+            .with_push_interval_ms(PUSH_INTERVAL_MS)
+            .with_telemetry_max_bytes(1024 * 1024)
+            .with_delta_temporality(true)
+            .with_requested_metrics(Vec::new())
+    }
+
+    #[test]
+    fn a_known_instance_keeps_its_id_and_a_new_one_is_given_one() {
+        let instance = uuid::Uuid::from_u128(0x0123_4567_89ab_cdef_0011_2233_4455_6677);
+        let request = GetTelemetrySubscriptionsRequest::default().with_client_instance_id(instance);
+        assert_eq!(handle(request), answer(instance));
+
+        let first = handle(GetTelemetrySubscriptionsRequest::default());
+        assert!(!first.client_instance_id.is_nil());
+        assert_eq!(first, answer(first.client_instance_id));
+    }
+
+    #[test]
+    fn the_subscription_id_folds_the_instance_id() {
+        assert_eq!(subscription_id(&uuid::Uuid::from_u128(0)), 0);
+        assert_eq!(
+            subscription_id(&uuid::Uuid::from_u128(1 | 2 << 32 | 4 << 64 | 8 << 96)),
+            15
+        );
+    }
+}

@@ -25,6 +25,7 @@ pub mod alter_replica_log_dirs;
 pub mod api_versions;
 pub mod cluster_view;
 pub mod config_changes;
+pub mod controller_handle;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
@@ -115,9 +116,10 @@ pub async fn handle_from(
         host: peer.map_or_else(String::new, |peer| format!("/{}", peer.ip())),
     };
     let response = match request.body {
-        RequestKind::ApiVersions(_) => {
-            ResponseKind::ApiVersions(api_versions::handle(broker, version))
-        }
+        RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::handle(
+            broker.txns.config.transaction_version,
+            version,
+        )),
         RequestKind::Metadata(body) => {
             ResponseKind::Metadata(metadata::handle(broker, body, version).await)
         }
@@ -179,9 +181,10 @@ pub async fn handle_from(
         RequestKind::IncrementalAlterConfigs(body) => ResponseKind::IncrementalAlterConfigs(
             incremental_alter_configs::handle(broker, body).await,
         ),
-        RequestKind::FindCoordinator(body) => {
-            ResponseKind::FindCoordinator(find_coordinator::handle(broker, body, version).await)
-        }
+        RequestKind::FindCoordinator(body) => ResponseKind::FindCoordinator(
+            find_coordinator::handle(find_coordinator::Coordinators::of(broker), body, version)
+                .await,
+        ),
         RequestKind::JoinGroup(body) => {
             GroupCoordinator::ensure_ticker(broker);
             let image = broker.image();

@@ -22,3 +22,47 @@ pub fn handle(request: PushTelemetryRequest) -> PushTelemetryResponse {
     };
     PushTelemetryResponse::default().with_error_code(error)
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use kafka_protocol::error::ResponseError;
+    use kafka_protocol::messages::{PushTelemetryRequest, PushTelemetryResponse};
+
+    use super::handle;
+    use crate::api::get_telemetry_subscriptions::{subscription_id, TELEMETRY_MAX_BYTES};
+
+    fn push(instance: u128, subscription: i32, metrics: usize) -> PushTelemetryResponse {
+        let instance = uuid::Uuid::from_u128(instance);
+        handle(
+            PushTelemetryRequest::default()
+                .with_client_instance_id(instance)
+                .with_subscription_id(subscription)
+                .with_metrics(Bytes::from(vec![0u8; metrics])),
+        )
+    }
+
+    fn answered(error: Option<ResponseError>) -> PushTelemetryResponse {
+        PushTelemetryResponse::default().with_error_code(error.map_or(0, |e| e.code()))
+    }
+
+    #[test]
+    fn a_push_for_the_instances_subscription_is_acknowledged_within_its_size() {
+        let instance = 0x00ab_cdef_u128 << 64 | 42;
+        let subscription = subscription_id(&uuid::Uuid::from_u128(instance));
+        let max = TELEMETRY_MAX_BYTES as usize;
+        assert_eq!(push(instance, subscription, max), answered(None));
+        assert_eq!(
+            push(instance, subscription, max + 1),
+            answered(Some(ResponseError::TelemetryTooLarge))
+        );
+        assert_eq!(
+            push(instance, subscription.wrapping_add(1), 10),
+            answered(Some(ResponseError::UnknownSubscriptionId))
+        );
+        assert_eq!(
+            push(0, subscription_id(&uuid::Uuid::nil()), 10),
+            answered(Some(ResponseError::InvalidRequest))
+        );
+    }
+}

@@ -6,6 +6,9 @@
 //! - [`persistence`]: the coordinator's side of `__consumer_offsets`: appending those records and
 //!   waiting for their replication, and loading or dropping a partition's groups as this broker
 //!   gains or loses its leadership.
+//! - [`offsets_log`]: [`OffsetsLog`], the coordinator's narrow handle on `__consumer_offsets`
+//!   (leadership check and append), which the broker implements and tests fake.
+//! - [`handle`]: [`GroupsHandle`], what the group API handlers take instead of the broker.
 //! - this module: [`GroupCoordinator`]'s settings, the registry of the groups this broker
 //!   coordinates, the clock, and the periodic tick that expires sessions, completes rebalances
 //!   and decides which committed offsets have expired.

@@ -2,6 +2,8 @@
 //! and append of the log the group coordinator makes. Kept apart from the registry, the tick and
 //! the expiry decisions (`group/mod.rs`, which only change memory) because this is the part that
 //! blocks, must run under the group's lock, and decides what a restarted or new coordinator sees.
+//! Appends go through an [`OffsetsLog`] — the broker's is [`append_to_partition`], over its
+//! replica manager — so the group handlers also run over an in-memory log in their tests.
 //!
 //! Two kinds of record go to a group's partition, in [`records`]' formats, appended under the
 //! group's lock (so the log holds a group's changes in the order they happened):
