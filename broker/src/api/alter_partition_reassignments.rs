@@ -26,7 +26,7 @@ pub async fn handle(
         partitions: specs.clone(),
         allow_replication_factor_change,
     };
-    let results = topic_operation(broker, op, |reply| match reply {
+    let results = topic_operation(&**broker, op, |reply| match reply {
         ControllerReply::AlterPartitionReassignments(results) => Some(results),
         _ => None,
     })

@@ -76,7 +76,7 @@ pub async fn alter(
             resources: forwarded,
             validate_only,
         };
-        let results = topic_operation(broker, op, |reply| match reply {
+        let results = topic_operation(&**broker, op, |reply| match reply {
             ControllerReply::AlterConfigs(results) => Some(results),
             _ => None,
         })

@@ -34,3 +34,46 @@ impl ControllerHandle for Broker {
         Box::pin(Broker::control(self, op))
     }
 }
+
+/// A controller for handler tests: the image a test sets, and one canned reply per operation,
+/// in order; every operation asked for is kept.
+#[cfg(test)]
+pub(crate) struct CannedController {
+    pub image: Arc<MetadataImage>,
+    pub replies:
+        std::sync::Mutex<std::collections::VecDeque<Result<ControllerReply, ControlError>>>,
+    pub ops: std::sync::Mutex<Vec<ControllerOp>>,
+}
+
+#[cfg(test)]
+impl CannedController {
+    pub fn new(replies: Vec<Result<ControllerReply, ControlError>>) -> CannedController {
+        CannedController {
+            image: Arc::default(),
+            replies: std::sync::Mutex::new(replies.into()),
+            ops: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn take_ops(&self) -> Vec<ControllerOp> {
+        std::mem::take(&mut *self.ops.lock().unwrap())
+    }
+}
+
+#[cfg(test)]
+impl ControllerHandle for CannedController {
+    fn image(&self) -> Arc<MetadataImage> {
+        Arc::clone(&self.image)
+    }
+
+    fn control(&self, op: ControllerOp) -> ControlFuture<'_> {
+        self.ops.lock().unwrap().push(op);
+        let reply = self
+            .replies
+            .lock()
+            .unwrap()
+            .pop_front()
+            .expect("a reply for every operation");
+        Box::pin(std::future::ready(reply))
+    }
+}

@@ -124,10 +124,13 @@ pub async fn handle_from(
             ResponseKind::Metadata(metadata::handle(broker, body, version).await)
         }
         RequestKind::CreateTopics(body) => {
-            ResponseKind::CreateTopics(create_topics::handle(broker, body, version).await)
+            let controller: &Broker = broker;
+            ResponseKind::CreateTopics(
+                create_topics::handle(controller, &broker.config, body, version).await,
+            )
         }
         RequestKind::DeleteTopics(body) => {
-            ResponseKind::DeleteTopics(delete_topics::handle(broker, body, version).await)
+            ResponseKind::DeleteTopics(delete_topics::handle(&**broker, body, version).await)
         }
         RequestKind::AlterReplicaLogDirs(body) => {
             ResponseKind::AlterReplicaLogDirs(alter_replica_log_dirs::handle(broker, body))
@@ -139,7 +142,7 @@ pub async fn handle_from(
             ResponseKind::DeleteRecords(delete_records::handle(broker, body))
         }
         RequestKind::CreatePartitions(body) => {
-            ResponseKind::CreatePartitions(create_partitions::handle(broker, body).await)
+            ResponseKind::CreatePartitions(create_partitions::handle(&**broker, body).await)
         }
         RequestKind::Produce(body) => {
             return match produce::handle(broker, body, version).await {
@@ -259,7 +262,7 @@ pub async fn handle_from(
             ResponseKind::DescribeCluster(describe_cluster::handle(cluster, body, version))
         }
         RequestKind::UnregisterBroker(body) => {
-            ResponseKind::UnregisterBroker(unregister_broker::handle(broker, body).await)
+            ResponseKind::UnregisterBroker(unregister_broker::handle(&**broker, body).await)
         }
         RequestKind::InitProducerId(body) => {
             ResponseKind::InitProducerId(init_producer_id::handle(broker, body).await)
@@ -336,12 +339,12 @@ pub type TopicResults<T> = Vec<Result<T, TopicError>>;
 /// Kafka error codes; when the controller cannot answer (NOT_CONTROLLER after every retry, a
 /// timeout, a failed quorum) every topic gets that failure.
 pub async fn topic_operation<T>(
-    broker: &Arc<Broker>,
+    controller: &dyn controller_handle::ControllerHandle,
     op: ControllerOp,
     results_of: fn(ControllerReply) -> Option<TopicResults<T>>,
 ) -> Vec<Result<T, ErrorAnswer>> {
     let count = op.topic_count();
-    let failure = match broker.control(op).await.map(results_of) {
+    let failure = match controller.control(op).await.map(results_of) {
         Ok(Some(results)) if results.len() == count => {
             return results
                 .into_iter()
