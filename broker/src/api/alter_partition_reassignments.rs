@@ -1,8 +1,6 @@
 //! AlterPartitionReassignments (KIP-455): start or cancel moves of partitions' replicas
 //! (`kafka-reassign-partitions.sh --execute` / `--cancel`), decided by the active controller.
 
-use std::sync::Arc;
-
 use kafka_protocol::messages::alter_partition_reassignments_response::{
     ReassignablePartitionResponse, ReassignableTopicResponse,
 };
@@ -11,11 +9,11 @@ use kafka_protocol::messages::{
 };
 use skald_controller::{ControllerOp, ControllerReply, ReassignmentSpec};
 
+use super::controller_handle::ControllerHandle;
 use super::{topic_name, topic_operation, ErrorAnswer};
-use crate::broker::Broker;
 
 pub async fn handle(
-    broker: &Arc<Broker>,
+    controller: &dyn ControllerHandle,
     request: AlterPartitionReassignmentsRequest,
     version: i16,
 ) -> AlterPartitionReassignmentsResponse {
@@ -26,7 +24,7 @@ pub async fn handle(
         partitions: specs.clone(),
         allow_replication_factor_change,
     };
-    let results = topic_operation(&**broker, op, |reply| match reply {
+    let results = topic_operation(controller, op, |reply| match reply {
         ControllerReply::AlterPartitionReassignments(results) => Some(results),
         _ => None,
     })

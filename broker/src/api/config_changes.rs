@@ -4,7 +4,6 @@
 //! every resource left. The controller validates the configs themselves.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::protocol::StrBytes;
@@ -12,8 +11,8 @@ use skald_controller::{
     AlterConfigsResource, ConfigChanges, ConfigResource, ControllerOp, ControllerReply,
 };
 
+use super::controller_handle::ControllerHandle;
 use super::{topic_operation, ErrorAnswer};
-use crate::broker::Broker;
 
 /// Kafka's ConfigResource types.
 pub const RESOURCE_TOPIC: i8 = 2;
@@ -30,8 +29,10 @@ pub struct ResourceChanges {
 pub type Outcome = Result<(), ErrorAnswer>;
 
 /// Applies (or with `validate_only` checks) every resource, answering each in request order.
+/// `node_id`: this broker's, the only one whose configs it takes changes to.
 pub async fn alter(
-    broker: &Arc<Broker>,
+    controller: &dyn ControllerHandle,
+    node_id: i32,
     resources: Vec<ResourceChanges>,
     validate_only: bool,
 ) -> Vec<Outcome> {
@@ -56,7 +57,7 @@ pub async fn alter(
                         return Err("Default topic resources are not allowed.".to_string())
                     }
                     RESOURCE_TOPIC => ConfigResource::Topic(name.to_string()),
-                    RESOURCE_BROKER => broker_resource(broker.config.node_id, name)?,
+                    RESOURCE_BROKER => broker_resource(node_id, name)?,
                     other => return Err(format!("Unknown resource type {other}")),
                 };
                 Ok(AlterConfigsResource { resource, changes })
@@ -76,7 +77,7 @@ pub async fn alter(
             resources: forwarded,
             validate_only,
         };
-        let results = topic_operation(&**broker, op, |reply| match reply {
+        let results = topic_operation(controller, op, |reply| match reply {
             ControllerReply::AlterConfigs(results) => Some(results),
             _ => None,
         })

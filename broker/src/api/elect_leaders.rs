@@ -1,8 +1,6 @@
 //! ElectLeaders: preferred or unclean leader elections on request (`kafka-leader-election.sh`),
 //! decided by the active controller.
 
-use std::sync::Arc;
-
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::elect_leaders_response::{PartitionResult, ReplicaElectionResult};
 use kafka_protocol::messages::{ElectLeadersRequest, ElectLeadersResponse};
@@ -11,12 +9,12 @@ use skald_controller::{
     ControllerOp, ControllerReply, ElectionError, ElectionResult, ElectionType,
 };
 
+use super::controller_handle::ControllerHandle;
 use super::{topic_name, ErrorAnswer};
-use crate::broker::Broker;
 use crate::metadata::ControlError;
 
 pub async fn handle(
-    broker: &Arc<Broker>,
+    controller: &dyn ControllerHandle,
     request: ElectLeadersRequest,
     version: i16,
 ) -> ElectLeadersResponse {
@@ -47,7 +45,7 @@ pub async fn handle(
         election_type,
         partitions: partitions.clone(),
     };
-    let failure = match broker.control(op).await {
+    let failure = match controller.control(op).await {
         Ok(ControllerReply::ElectLeaders(results)) => return answered(results),
         Ok(_) => ControlError::Unavailable("the controller answered another operation".into()),
         Err(err) => err,

@@ -2,8 +2,6 @@
 //! (`kafka-reassign-partitions.sh --verify`, `--list`), answered from the active controller's
 //! committed metadata.
 
-use std::sync::Arc;
-
 use kafka_protocol::messages::list_partition_reassignments_response::{
     OngoingPartitionReassignment, OngoingTopicReassignment,
 };
@@ -13,12 +11,12 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use skald_controller::{ControllerOp, ControllerReply, OngoingReassignment};
 
+use super::controller_handle::ControllerHandle;
 use super::topic_name;
-use crate::broker::Broker;
 use crate::metadata::ControlError;
 
 pub async fn handle(
-    broker: &Arc<Broker>,
+    controller: &dyn ControllerHandle,
     request: ListPartitionReassignmentsRequest,
 ) -> ListPartitionReassignmentsResponse {
     let topics = request.topics.map(|topics| {
@@ -27,7 +25,7 @@ pub async fn handle(
             .map(|topic| (topic.name.0.to_string(), topic.partition_indexes))
             .collect()
     });
-    let failure = match broker
+    let failure = match controller
         .control(ControllerOp::ListPartitionReassignments { topics })
         .await
     {

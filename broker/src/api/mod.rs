@@ -178,11 +178,11 @@ pub async fn handle_from(
             let cluster = ClusterView::of(broker, &image);
             ResponseKind::DescribeConfigs(describe_configs::handle(cluster, body, version))
         }
-        RequestKind::AlterConfigs(body) => {
-            ResponseKind::AlterConfigs(alter_configs::handle(broker, body).await)
-        }
+        RequestKind::AlterConfigs(body) => ResponseKind::AlterConfigs(
+            alter_configs::handle(&**broker, broker.config.node_id, body).await,
+        ),
         RequestKind::IncrementalAlterConfigs(body) => ResponseKind::IncrementalAlterConfigs(
-            incremental_alter_configs::handle(broker, body).await,
+            incremental_alter_configs::handle(&**broker, broker.config.node_id, body).await,
         ),
         RequestKind::FindCoordinator(body) => ResponseKind::FindCoordinator(
             find_coordinator::handle(find_coordinator::Coordinators::of(broker), body, version)
@@ -246,15 +246,15 @@ pub async fn handle_from(
             ResponseKind::DescribeQuorum(describe_quorum::handle(broker, body, version).await)
         }
         RequestKind::ElectLeaders(body) => {
-            ResponseKind::ElectLeaders(elect_leaders::handle(broker, body, version).await)
+            ResponseKind::ElectLeaders(elect_leaders::handle(&**broker, body, version).await)
         }
         RequestKind::AlterPartitionReassignments(body) => {
             ResponseKind::AlterPartitionReassignments(
-                alter_partition_reassignments::handle(broker, body, version).await,
+                alter_partition_reassignments::handle(&**broker, body, version).await,
             )
         }
         RequestKind::ListPartitionReassignments(body) => ResponseKind::ListPartitionReassignments(
-            list_partition_reassignments::handle(broker, body).await,
+            list_partition_reassignments::handle(&**broker, body).await,
         ),
         RequestKind::DescribeCluster(body) => {
             let image = broker.image();
