@@ -214,4 +214,72 @@ mod tests {
         assert_eq!(response.error_code, 0);
         assert_eq!(partitions(&response).len(), 2);
     }
+
+    fn request(election_type: i8) -> ElectLeadersRequest {
+        use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+        ElectLeadersRequest::default()
+            .with_election_type(election_type)
+            .with_topic_partitions(Some(vec![TopicPartitions::default()
+                .with_topic(topic_name("orders"))
+                .with_partitions(vec![0, 1])]))
+    }
+
+    fn partition(id: i32, error: Option<(ResponseError, &str)>) -> PartitionResult {
+        let result = PartitionResult::default().with_partition_id(id);
+        match error {
+            None => result.with_error_message(None),
+            Some((error, message)) => result
+                .with_error_code(error.code())
+                .with_error_message(Some(StrBytes::from_string(message.to_string()))),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_named_partitions_are_forwarded_and_answered_per_partition() {
+        use crate::api::controller_handle::CannedController;
+        let controller = CannedController::new(vec![Ok(ControllerReply::ElectLeaders(vec![
+            ("orders".into(), 0, Ok(())),
+            ("orders".into(), 1, Err(ElectionError::ElectionNotNeeded)),
+        ]))]);
+        assert_eq!(
+            handle(&controller, request(1), 2).await,
+            ElectLeadersResponse::default().with_replica_election_results(vec![
+                ReplicaElectionResult::default()
+                    .with_topic(topic_name("orders"))
+                    .with_partition_result(vec![
+                        partition(0, None),
+                        partition(
+                            1,
+                            Some((
+                                ResponseError::ElectionNotNeeded,
+                                &ElectionError::ElectionNotNeeded.to_string()
+                            ))
+                        ),
+                    ])
+            ])
+        );
+        assert_eq!(
+            controller.take_ops(),
+            vec![ControllerOp::ElectLeaders {
+                election_type: ElectionType::Unclean,
+                partitions: Some(vec![("orders".into(), 0), ("orders".into(), 1)]),
+            }]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_election_type_is_refused_without_asking_the_controller() {
+        use crate::api::controller_handle::CannedController;
+        let controller = CannedController::new(Vec::new());
+        let refused = Some((ResponseError::InvalidRequest, "Unknown election type 5"));
+        assert_eq!(
+            handle(&controller, request(5), 1).await,
+            ElectLeadersResponse::default()
+                .with_error_code(ResponseError::InvalidRequest.code())
+                .with_replica_election_results(vec![ReplicaElectionResult::default()
+                    .with_topic(topic_name("orders"))
+                    .with_partition_result(vec![partition(0, refused), partition(1, refused)])])
+        );
+        assert_eq!(controller.take_ops(), Vec::new());
+    }
 }

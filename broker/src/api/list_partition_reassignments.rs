@@ -102,4 +102,35 @@ mod tests {
             )
         );
     }
+
+    #[tokio::test]
+    async fn the_topics_asked_about_are_forwarded_and_a_failure_answered_at_the_top() {
+        use kafka_protocol::error::ResponseError;
+        use kafka_protocol::messages::list_partition_reassignments_request::ListPartitionReassignmentsTopics;
+        use kafka_protocol::protocol::StrBytes;
+
+        use crate::api::controller_handle::CannedController;
+        use crate::metadata::ControlError;
+
+        let controller = CannedController::new(vec![Err(ControlError::Timeout)]);
+        let request = ListPartitionReassignmentsRequest::default().with_topics(Some(vec![
+            ListPartitionReassignmentsTopics::default()
+                .with_name(topic_name("orders"))
+                .with_partition_indexes(vec![0, 2]),
+        ]));
+        assert_eq!(
+            handle(&controller, request).await,
+            ListPartitionReassignmentsResponse::default()
+                .with_error_code(ResponseError::RequestTimedOut.code())
+                .with_error_message(Some(StrBytes::from_static_str(
+                    "The controller did not commit the change in time."
+                )))
+        );
+        assert_eq!(
+            controller.take_ops(),
+            vec![ControllerOp::ListPartitionReassignments {
+                topics: Some(vec![("orders".into(), vec![0, 2])]),
+            }]
+        );
+    }
 }
