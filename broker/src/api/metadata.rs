@@ -10,7 +10,7 @@
 //! when auto-creation is off; CreateTopics is not affected.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use kafka_protocol::error::ResponseError;
@@ -25,8 +25,10 @@ use skald_controller::{
     TopicImage, NO_LEADER,
 };
 
+use super::controller_handle::ControllerHandle;
 use super::{topic_id, topic_name, uuid};
 use crate::broker::Broker;
+use crate::config::ServerConfig;
 
 /// With no authorizer every operation is allowed; these are the operations Kafka lists as
 /// applicable to a topic (READ..ALTER_CONFIGS) and to the cluster, as bit fields.
@@ -76,12 +78,34 @@ enum Wanted {
     Topics(Vec<Result<String, uuid::Uuid>>),
 }
 
+/// What a Metadata request reaches: the controller (the image, and auto-creating topics), the
+/// configuration (`auto.create.topics.enable`, the node id clients are given as controller),
+/// the cluster id, and the topics deleted lately.
+#[derive(Clone, Copy)]
+pub struct MetadataView<'a> {
+    pub controller: &'a dyn ControllerHandle,
+    pub config: &'a ServerConfig,
+    pub cluster_id: &'a str,
+    pub recently_deleted_topics: &'a RecentlyDeletedTopics,
+}
+
+impl<'a> MetadataView<'a> {
+    pub fn of(broker: &'a Broker) -> MetadataView<'a> {
+        MetadataView {
+            controller: broker,
+            config: &broker.config,
+            cluster_id: &broker.cluster_id,
+            recently_deleted_topics: &broker.recently_deleted_topics,
+        }
+    }
+}
+
 pub async fn handle(
-    broker: &Arc<Broker>,
+    view: MetadataView<'_>,
     request: MetadataRequest,
     version: i16,
 ) -> MetadataResponse {
-    let mut image = broker.image();
+    let mut image = view.controller.image();
     let wanted = match request.topics {
         None => Wanted::All,
         // v0 had no null array: an empty one meant every topic.
@@ -101,8 +125,8 @@ pub async fn handle(
     };
 
     // Before v4 every Metadata request could create topics; since then the client says whether it may.
-    let allow_auto_create = broker.config.auto_create_topics_enable
-        && (version < 4 || request.allow_auto_topic_creation);
+    let allow_auto_create =
+        view.config.auto_create_topics_enable && (version < 4 || request.allow_auto_topic_creation);
     if let (Wanted::Topics(topics), true) = (&wanted, allow_auto_create) {
         // A name asked for twice is created once.
         let now = Instant::now();
@@ -113,7 +137,7 @@ pub async fn handle(
                 image.topic(name).is_none()
                     && validate_topic_name(name).is_ok()
                     && !is_internal(name)
-                    && !broker.recently_deleted_topics.held(name, now)
+                    && !view.recently_deleted_topics.held(name, now)
             })
             .collect();
         let missing: Vec<CreateTopicSpec> = missing
@@ -131,7 +155,7 @@ pub async fn handle(
                 validate_only: false,
                 allow_internal: false,
             };
-            match broker.control(op).await {
+            match view.controller.control(op).await {
                 Ok(ControllerReply::CreateTopics(results)) => {
                     let refused: Vec<_> = results
                         .iter()
@@ -147,7 +171,7 @@ pub async fn handle(
                 Ok(other) => tracing::error!("topic auto-creation got {other:?}"),
                 Err(err) => tracing::error!("topic auto-creation failed: {err}"),
             }
-            image = broker.image();
+            image = view.controller.image();
         }
     }
 
@@ -192,8 +216,10 @@ pub async fn handle(
     }
     response
         .with_brokers(brokers(&image))
-        .with_cluster_id(Some(StrBytes::from_string(broker.cluster_id.clone())))
-        .with_controller_id(BrokerId(broker.controller_id_for_clients()))
+        .with_cluster_id(Some(StrBytes::from_string(view.cluster_id.to_string())))
+        .with_controller_id(BrokerId(crate::broker::controller_id_for_clients(
+            view.config,
+        )))
         .with_topics(topics)
 }
 
@@ -312,5 +338,225 @@ mod tests {
             t0 + DELETED_TOPIC_AUTO_CREATE_HOLD,
         );
         assert!(deleted.lock().is_empty());
+    }
+
+    mod handler {
+        use std::sync::Arc;
+
+        use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+        use skald_controller::{Endpoint, TopicError};
+
+        use super::*;
+        use crate::api::controller_handle::CannedController;
+
+        /// Broker 1 (`b1:9092`) and broker 2, fenced; topic `orders` (id 7): partition 0 led by
+        /// 1 on [1, 2], partition 1 on [2] without a leader.
+        fn cluster() -> MetadataImage {
+            let register = |broker_id: i32, fenced: bool| MetadataRecord::RegisterBroker {
+                broker_id,
+                incarnation_id: 1,
+                broker_epoch: 10,
+                endpoints: vec![Endpoint {
+                    name: "PLAINTEXT".into(),
+                    host: format!("b{broker_id}"),
+                    port: 9092,
+                }],
+                rack: None,
+                fenced,
+            };
+            let partition = |index: i32, replicas: Vec<i32>, isr: Vec<i32>, leader: i32| {
+                MetadataRecord::Partition {
+                    topic_id: TopicId(7),
+                    partition: index,
+                    replicas,
+                    isr,
+                    leader,
+                    leader_epoch: 3,
+                    partition_epoch: 0,
+                    removing_replicas: Vec::new(),
+                    adding_replicas: Vec::new(),
+                }
+            };
+            let mut image = MetadataImage::default();
+            image.replay_batch(&[
+                register(1, false),
+                register(2, true),
+                MetadataRecord::Topic {
+                    name: "orders".into(),
+                    topic_id: TopicId(7),
+                },
+                partition(0, vec![1, 2], vec![1], 1),
+                partition(1, vec![2], vec![], NO_LEADER),
+            ]);
+            image
+        }
+
+        fn config(auto_create: bool) -> ServerConfig {
+            ServerConfig::from_properties(
+                [
+                    ("node.id".to_string(), "1".to_string()),
+                    (
+                        "auto.create.topics.enable".to_string(),
+                        auto_create.to_string(),
+                    ),
+                ]
+                .into(),
+            )
+            .expect("valid config")
+        }
+
+        async fn metadata(
+            controller: &CannedController,
+            config: &ServerConfig,
+            request: MetadataRequest,
+            version: i16,
+        ) -> MetadataResponse {
+            let deleted = RecentlyDeletedTopics::default();
+            let view = MetadataView {
+                controller,
+                config,
+                cluster_id: "cluster-x",
+                recently_deleted_topics: &deleted,
+            };
+            handle(view, request, version).await
+        }
+
+        fn named(names: &[&str]) -> MetadataRequest {
+            MetadataRequest::default().with_topics(Some(
+                names
+                    .iter()
+                    .map(|name| MetadataRequestTopic::default().with_name(Some(topic_name(name))))
+                    .collect(),
+            ))
+        }
+
+        fn orders() -> MetadataResponseTopic {
+            let partition = |index: i32, leader: i32, replicas: &[i32], isr: &[i32]| {
+                MetadataResponsePartition::default()
+                    .with_partition_index(index)
+                    .with_leader_id(BrokerId(leader))
+                    .with_leader_epoch(3)
+                    .with_replica_nodes(replicas.iter().copied().map(BrokerId).collect())
+                    .with_isr_nodes(isr.iter().copied().map(BrokerId).collect())
+                    .with_offline_replicas(vec![BrokerId(2)])
+            };
+            MetadataResponseTopic::default()
+                .with_name(Some(topic_name("orders")))
+                .with_topic_id(uuid::Uuid::from_u128(7))
+                .with_partitions(vec![
+                    partition(0, 1, &[1, 2], &[1]),
+                    partition(1, NO_LEADER, &[2], &[])
+                        .with_error_code(ResponseError::LeaderNotAvailable.code()),
+                ])
+        }
+
+        fn answer(topics: Vec<MetadataResponseTopic>) -> MetadataResponse {
+            MetadataResponse::default()
+                .with_brokers(vec![MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(1))
+                    .with_host(StrBytes::from_static_str("b1"))
+                    .with_port(9092)
+                    .with_rack(None)])
+                .with_cluster_id(Some(StrBytes::from_static_str("cluster-x")))
+                .with_controller_id(BrokerId(1))
+                .with_topics(topics)
+        }
+
+        fn controller(
+            replies: Vec<Result<ControllerReply, crate::metadata::ControlError>>,
+        ) -> CannedController {
+            CannedController {
+                image: Arc::new(cluster()),
+                ..CannedController::new(replies)
+            }
+        }
+
+        #[tokio::test]
+        async fn every_topic_with_its_partitions_and_the_unfenced_brokers() {
+            let controller = controller(Vec::new());
+            let all = MetadataRequest::default().with_topics(None);
+            assert_eq!(
+                metadata(&controller, &config(true), all, 12).await,
+                answer(vec![orders()])
+            );
+            // v0: an empty list is every topic.
+            let v0 = MetadataRequest::default().with_topics(Some(Vec::new()));
+            assert_eq!(
+                metadata(&controller, &config(true), v0, 0).await,
+                answer(vec![orders()])
+            );
+            assert_eq!(controller.take_ops(), Vec::new());
+        }
+
+        #[tokio::test]
+        async fn missing_topics_a_client_may_create_are_created_once() {
+            let controller = controller(vec![Ok(ControllerReply::CreateTopics(vec![Err(
+                TopicError::InvalidReplicationFactor("no brokers".into()),
+            )]))]);
+            let request = named(&["orders", "new", "new", "bad name!", "__consumer_offsets"])
+                .with_allow_auto_topic_creation(true);
+            let unknown = |name: &str, error: ResponseError| {
+                MetadataResponseTopic::default()
+                    .with_error_code(error.code())
+                    .with_name(Some(topic_name(name)))
+            };
+            assert_eq!(
+                metadata(&controller, &config(true), request, 9).await,
+                answer(vec![
+                    orders(),
+                    unknown("new", ResponseError::UnknownTopicOrPartition),
+                    unknown("new", ResponseError::UnknownTopicOrPartition),
+                    unknown("bad name!", ResponseError::InvalidTopicException),
+                    unknown("__consumer_offsets", ResponseError::UnknownTopicOrPartition),
+                ])
+            );
+            assert_eq!(
+                controller.take_ops(),
+                vec![ControllerOp::CreateTopics {
+                    topics: vec![CreateTopicSpec {
+                        name: "new".into(),
+                        num_partitions: -1,
+                        replication_factor: -1,
+                        ..CreateTopicSpec::default()
+                    }],
+                    validate_only: false,
+                    allow_internal: false,
+                }]
+            );
+        }
+
+        #[tokio::test]
+        async fn nothing_is_created_unless_both_the_client_and_the_broker_allow_it() {
+            let controller = controller(Vec::new());
+            // v4+ without the client's consent.
+            let request = named(&["new"]).with_allow_auto_topic_creation(false);
+            metadata(&controller, &config(true), request, 4).await;
+            // auto.create.topics.enable=false, even before v4.
+            metadata(&controller, &config(false), named(&["new"]), 3).await;
+            assert_eq!(controller.take_ops(), Vec::new());
+        }
+
+        #[tokio::test]
+        async fn an_unknown_topic_id_is_answered_with_it() {
+            let controller = controller(Vec::new());
+            let id = uuid::Uuid::from_u128(99);
+            let request = MetadataRequest::default().with_topics(Some(vec![
+                MetadataRequestTopic::default()
+                    .with_name(None)
+                    .with_topic_id(id),
+                MetadataRequestTopic::default()
+                    .with_name(None)
+                    .with_topic_id(uuid::Uuid::from_u128(7)),
+            ]));
+            assert_eq!(
+                metadata(&controller, &config(true), request, 12).await,
+                answer(vec![
+                    MetadataResponseTopic::default()
+                        .with_error_code(ResponseError::UnknownTopicId.code())
+                        .with_topic_id(id),
+                    orders(),
+                ])
+            );
+        }
     }
 }

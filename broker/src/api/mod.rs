@@ -120,9 +120,9 @@ pub async fn handle_from(
             broker.txns.config.transaction_version,
             version,
         )),
-        RequestKind::Metadata(body) => {
-            ResponseKind::Metadata(metadata::handle(broker, body, version).await)
-        }
+        RequestKind::Metadata(body) => ResponseKind::Metadata(
+            metadata::handle(metadata::MetadataView::of(broker), body, version).await,
+        ),
         RequestKind::CreateTopics(body) => {
             let controller: &Broker = broker;
             ResponseKind::CreateTopics(
