@@ -168,4 +168,71 @@ mod tests {
         );
         assert_eq!(response.error_code, 0);
     }
+
+    #[tokio::test]
+    async fn the_moves_are_forwarded_and_each_partition_answered_with_the_flag_from_v1() {
+        use kafka_protocol::messages::alter_partition_reassignments_response::{
+            ReassignablePartitionResponse, ReassignableTopicResponse,
+        };
+        use skald_controller::TopicError;
+
+        use crate::api::controller_handle::CannedController;
+
+        let request = AlterPartitionReassignmentsRequest::default()
+            .with_allow_replication_factor_change(false)
+            .with_topics(vec![ReassignableTopic::default()
+                .with_name(topic_name("orders"))
+                .with_partitions(vec![
+                    ReassignablePartition::default()
+                        .with_partition_index(0)
+                        .with_replicas(Some(vec![BrokerId(2), BrokerId(3)])),
+                    ReassignablePartition::default()
+                        .with_partition_index(1)
+                        .with_replicas(None),
+                ])]);
+        let reply = || {
+            Ok(ControllerReply::AlterPartitionReassignments(vec![
+                Ok(()),
+                Err(TopicError::NoReassignmentInProgress),
+            ]))
+        };
+        let controller = CannedController::new(vec![reply(), reply()]);
+        let answer = AlterPartitionReassignmentsResponse::default()
+            .with_error_message(None)
+            .with_responses(vec![ReassignableTopicResponse::default()
+                .with_name(topic_name("orders"))
+                .with_partitions(vec![
+                    ReassignablePartitionResponse::default()
+                        .with_partition_index(0)
+                        .with_error_message(None),
+                    ReassignablePartitionResponse::default()
+                        .with_partition_index(1)
+                        .with_error_code(ResponseError::NoReassignmentInProgress.code())
+                        .with_error_message(Some(StrBytes::from_string(
+                            TopicError::NoReassignmentInProgress.to_string(),
+                        ))),
+                ])]);
+        assert_eq!(
+            handle(&controller, request.clone(), 1).await,
+            answer.clone().with_allow_replication_factor_change(false)
+        );
+        // v0 has no flag in its response: the default stays.
+        assert_eq!(handle(&controller, request, 0).await, answer);
+        let forwarded = ControllerOp::AlterPartitionReassignments {
+            partitions: vec![
+                ReassignmentSpec {
+                    topic: "orders".into(),
+                    partition: 0,
+                    target: Some(vec![2, 3]),
+                },
+                ReassignmentSpec {
+                    topic: "orders".into(),
+                    partition: 1,
+                    target: None,
+                },
+            ],
+            allow_replication_factor_change: false,
+        };
+        assert_eq!(controller.take_ops(), vec![forwarded.clone(), forwarded]);
+    }
 }
