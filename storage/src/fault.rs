@@ -1,13 +1,15 @@
 //! Disk faults injected into a log's segment writes, for tests (TigerBeetle's "inject the disk").
 //!
 //! A [`DiskFaults`] is handed to [`crate::Log`] through [`crate::LogOpenOptions::faults`]; the
-//! segment writer consults it before every `.log` write. Production code never creates one.
+//! segment writer consults it before every `.log` write, a background flush before its fsyncs. Production code never creates one.
 
 use std::io;
 use std::sync::Mutex;
 
 /// Linux's `ENOSPC`: what a full file system answers a write with.
 const ENOSPC: i32 = 28;
+/// Linux's `EIO`: what an fsync on a failing disk answers.
+const EIO: i32 = 5;
 
 /// Armed write faults, shared by every segment of the logs opened with it.
 #[derive(Debug, Default)]
@@ -23,6 +25,8 @@ struct FaultState {
     fail_write: Option<(u64, usize)>,
     /// Cutting a failed write back off fails too (the log is then left torn).
     fail_truncate: bool,
+    /// The next background flush's fsync fails (one-shot).
+    fail_sync: bool,
 }
 
 impl DiskFaults {
@@ -53,6 +57,17 @@ impl DiskFaults {
         }
         state.fail_write = None;
         Some(bytes_written)
+    }
+
+    /// The next [`crate::PendingFlush::sync`] fails with `EIO`, as an fsync on a failing disk
+    /// does. One-shot.
+    pub fn fail_sync(&self) {
+        self.lock().fail_sync = true;
+    }
+
+    /// Called before a background flush's fsyncs: the injected error, if they must fail.
+    pub(crate) fn before_sync(&self) -> Option<io::Error> {
+        std::mem::take(&mut self.lock().fail_sync).then(|| io::Error::from_raw_os_error(EIO))
     }
 
     /// Called before cutting a failed write off: the injected error, if the cut must fail.

@@ -84,8 +84,8 @@ pub use error::{Error, Result};
 pub use fault::DiskFaults;
 pub use leader_epoch::{EpochEntry, LEADER_EPOCH_CHECKPOINT_FILE};
 pub use log::{
-    AppendInfo, DeletedSegments, Log, LogOpenOptions, ReadResult, LEADER_EPOCH_REBUILD_BYTES_MAX,
-    LOG_START_OFFSET_FILE,
+    AppendInfo, DeletedSegments, Log, LogOpenOptions, PendingFlush, ReadResult,
+    LEADER_EPOCH_REBUILD_BYTES_MAX, LOG_START_OFFSET_FILE,
 };
 pub use producer_state::{
     BatchMetadata, CompletedTxn, ProducerCheck, ProducerError, ProducerStateEntry,

@@ -119,14 +119,24 @@ pub struct Log {
     /// What segment.ms and retention.ms are judged against.
     clock: Arc<dyn Clock>,
     /// Kafka's recovery point: every offset below it is known to be on disk (fsynced). Advanced by
-    /// every flush and by rolls; a restart after a crash validates only the segments holding
-    /// offsets at or past the value checkpointed in the log dir.
+    /// every flush, and after a roll by the completion of its flush ([`flush`]); a restart
+    /// after a crash validates only the segments holding offsets at or past the value
+    /// checkpointed in the log dir.
     recovery_point: i64,
     /// When the log was last flushed (or opened), for `flush.ms`.
     last_flush_ms: i64,
-    /// A segment file was created since the directory was last fsynced: the next flush syncs it,
-    /// so the new file's entry is as durable as its bytes.
-    dir_needs_sync: bool,
+    /// Segment files created, and how many of those the directory was fsynced after: while
+    /// behind, the next flush syncs the directory, so a new file's entry is as durable as its
+    /// bytes. Counts rather than a flag, so a background flush only vouches for the files
+    /// created before it was taken.
+    dir_changes: u64,
+    dir_synced: u64,
+    /// A roll sealed segments without fsyncing them: they are durable once a flush up to this
+    /// offset completes (see [`flush`]).
+    pending_flush_up_to: Option<i64>,
+    /// Changes whenever segments are replaced (truncation, the cleaner's swap), so a background
+    /// flush taken before does not move the recovery point over files it never synced.
+    generation: u64,
     /// How many segments `open` validated batch by batch (the cost of recovery).
     recovered_segments: usize,
     /// Write faults to inject (tests only).
@@ -154,7 +164,9 @@ pub struct LogOpenOptions {
     /// every segment holding offsets at or past it is validated batch by batch (Kafka's
     /// `recoverLog`), those wholly below it are trusted. `i64::MAX` trusts everything (a clean
     /// shutdown), 0 validates everything (no checkpoint). `None`: only the active segment is
-    /// validated (sealed segments were fsynced when they rolled).
+    /// validated, sealed segments are trusted: right after a clean close, or for a log never
+    /// written; after a crash the checkpointed recovery point must be given, since a roll's
+    /// sealed segment is fsynced in the background (see [`Log::take_pending_flush`]).
     pub recovery_point: Option<i64>,
     /// Write faults injected into the segments' `.log` writes (tests only; `None` in production).
     pub faults: Option<Arc<DiskFaults>>,
@@ -175,8 +187,8 @@ impl Log {
     ///
     /// Recovery: the last segment is validated batch by batch (length, magic, CRC32C, offsets
     /// increasing) and cut after the last valid batch; its indexes are rebuilt. Sealed segments are
-    /// trusted (they were made durable when rolled) unless their indexes fail the sanity checks,
-    /// in which case they are recovered the same way. An interrupted compaction is finished or
+    /// trusted (as after a clean close: see [`LogOpenOptions::recovery_point`] for a crash) unless
+    /// their indexes fail the sanity checks, in which case they are recovered the same way. An interrupted compaction is finished or
     /// rolled back first (see [`crate::cleaner`]); stray index files and Kafka's `.deleted`,
     /// `.cleaned` and `.swap` leftovers are removed.
     pub fn open(dir: &Path, config: LogConfig) -> Result<Log> {
@@ -289,7 +301,10 @@ impl Log {
                 clock,
                 recovery_point: base_offset,
                 last_flush_ms: now_ms,
-                dir_needs_sync: true,
+                dir_changes: 1,
+                dir_synced: 0,
+                pending_flush_up_to: None,
+                generation: flush::next_generation(),
                 recovered_segments: 0,
                 faults,
                 failed: false,
@@ -381,7 +396,10 @@ impl Log {
             clock,
             recovery_point: recovery_point_given.min(log_end_offset),
             last_flush_ms: now_ms,
-            dir_needs_sync: false,
+            dir_changes: 0,
+            dir_synced: 0,
+            pending_flush_up_to: None,
+            generation: flush::next_generation(),
             recovered_segments,
             faults,
             failed: false,
@@ -486,6 +504,7 @@ impl Log {
 
     /// The log cleaner swaps cleaned segments in; it never touches the active (last) one.
     pub(crate) fn segment_map_mut(&mut self) -> &mut BTreeMap<i64, Segment> {
+        self.generation = flush::next_generation();
         &mut self.segments
     }
 
@@ -902,20 +921,24 @@ impl Log {
     }
 
     /// Seals the active segment and starts a new one at `base_offset` (the log end offset). The
-    /// sealed segment is fsynced, so the recovery point moves up to the new segment (Kafka flushes
-    /// up to the new base offset on roll).
+    /// sealed segment is not fsynced here, under the lock and inside an append: as Kafka does, the
+    /// roll leaves a flush up to the new base offset pending, which the log's owner runs off the
+    /// lock ([`Log::take_pending_flush`]); the recovery point moves when it completes.
     fn roll(&mut self, base_offset: i64) -> Result<()> {
         if let Some(active) = self.segments.values_mut().next_back() {
-            active.seal()?;
+            active.seal_unsynced()?;
         }
         // Kafka snapshots producer state at every roll, so a restart replays at most the active
         // segment to rebuild it.
         self.snapshot_producer_state(base_offset)?;
-        self.flush_up_to(base_offset)?;
         let segment = Segment::create(&self.dir, base_offset, &self.config, self.clock.now_ms())?;
         tracing::debug!(dir = %self.dir.display(), base_offset, "rolled segment");
         self.segments.insert(base_offset, segment);
-        self.dir_needs_sync = true;
+        self.dir_changes += 1;
+        self.pending_flush_up_to = Some(
+            self.pending_flush_up_to
+                .map_or(base_offset, |pending| pending.max(base_offset)),
+        );
         Ok(())
     }
 
@@ -1188,7 +1211,7 @@ impl Log {
     /// Fsyncs the segments holding offsets in `[recovery point, offset)` (and the directory if a
     /// segment was created since it was last synced), then moves the recovery point to `offset`.
     fn flush_up_to(&mut self, offset: i64) -> Result<()> {
-        if offset <= self.recovery_point && !self.dir_needs_sync {
+        if offset <= self.recovery_point && !self.dir_needs_sync() {
             return Ok(());
         }
         let floor = self
@@ -1199,24 +1222,27 @@ impl Log {
         for (_, segment) in self.segments.range(floor..offset.max(floor)) {
             segment.flush()?;
         }
-        if self.dir_needs_sync {
+        if self.dir_needs_sync() {
             fs::File::open(&self.dir)
                 .and_then(|d| d.sync_all())
                 .at(&self.dir)?;
-            self.dir_needs_sync = false;
+            self.dir_synced = self.dir_changes;
         }
         self.recovery_point = self.recovery_point.max(offset);
         self.last_flush_ms = self.clock.now_ms();
         Ok(())
     }
 
-    /// Flushes and closes the log, trimming the active segment's indexes as Kafka does.
+    /// Flushes and closes the log, trimming the active segment's indexes as Kafka does. Sealed
+    /// segments whose roll's flush has not completed are fsynced here too: a closed log is
+    /// durable to its end.
     pub fn close(mut self) -> Result<()> {
         // A failed log's tail is left for the next open's recovery to validate, never sealed.
         self.check_not_failed()?;
         if let Some(active) = self.segments.values_mut().next_back() {
             active.seal()?;
         }
+        self.flush_up_to(self.log_end_offset())?;
         self.snapshot_producer_state(self.log_end_offset())
     }
 
@@ -1289,8 +1315,11 @@ fn write_log_start_offset(dir: &Path, offset: i64) -> Result<()> {
     )
 }
 
+mod flush;
 mod producers;
 mod truncate;
+
+pub use flush::PendingFlush;
 
 #[cfg(test)]
 mod tests;
@@ -1303,3 +1332,6 @@ mod producer_tests;
 
 #[cfg(test)]
 mod disk_fault_tests;
+
+#[cfg(test)]
+mod flush_tests;

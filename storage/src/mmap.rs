@@ -259,24 +259,28 @@ impl LogFile {
         self.remap(new_size)
     }
 
-    /// The segment will not grow again: make it durable, map exactly its size and close the
-    /// descriptor (reads need only the map).
-    pub(crate) fn seal(&mut self) -> io::Result<()> {
+    /// The segment will not grow again: map exactly its size and close the descriptor (reads
+    /// need only the map). Made durable first when `sync`; a roll leaves that to a background
+    /// flush ([`LogFile::sync`] then reopens the file by path).
+    pub(crate) fn seal(&mut self, sync: bool) -> io::Result<()> {
         let Some(file) = &self.file else {
             return Ok(());
         };
-        file.sync_data()?;
+        if sync {
+            file.sync_data()?;
+        }
         self.map = map_log(file, self.size, 0)?;
         self.reserve_bytes = 0;
         self.file = None;
         Ok(())
     }
 
-    /// Fsyncs the appended bytes. A sealed file was fsynced when it was sealed.
+    /// Fsyncs the appended bytes. A sealed file, whose descriptor is closed, is reopened by path
+    /// for it: a roll seals without fsyncing, so its bytes may not be on disk yet.
     pub(crate) fn sync(&self) -> io::Result<()> {
         match &self.file {
             Some(file) => file.sync_data(),
-            None => Ok(()),
+            None => File::open(&self.path)?.sync_data(),
         }
     }
 }

@@ -600,18 +600,32 @@ impl Loaded {
     }
 
     /// The segment will not be appended to again: final time index entry, trim the indexes, map
-    /// the log exactly, and make it all durable (so recovery only ever needs the last segment).
+    /// the log exactly, and make it all durable.
     pub(crate) fn seal(&mut self) -> Result<()> {
+        self.seal_files(true)?;
+        self.sync_indexes()
+    }
+
+    /// [`Loaded::seal`] without the fsyncs: a roll's, whose sealed segment is made durable by a
+    /// flush off the append path (see `Log::take_pending_flush`).
+    pub(crate) fn seal_unsynced(&mut self) -> Result<()> {
+        self.seal_files(false)
+    }
+
+    fn seal_files(&mut self, sync: bool) -> Result<()> {
         self.time_index
             .maybe_append(self.max_timestamp, self.offset_of_max_timestamp, true);
         self.offset_index.trim().at(self.offset_index.path())?;
         self.time_index.trim().at(self.time_index.path())?;
-        self.log.seal().at(self.log.path())?;
-        self.flush()
+        self.log.seal(sync).at(self.log.path())
     }
 
     pub(crate) fn flush(&self) -> Result<()> {
         self.log.sync().at(self.log.path())?;
+        self.sync_indexes()
+    }
+
+    fn sync_indexes(&self) -> Result<()> {
         self.offset_index.sync().at(self.offset_index.path())?;
         self.time_index.sync().at(self.time_index.path())
     }
@@ -922,13 +936,28 @@ impl Segment {
         self.loaded_mut()?.seal()
     }
 
-    /// Makes the segment durable. One not loaded was sealed (and fsynced) before this process
-    /// opened it, or since.
+    /// See [`Loaded::seal_unsynced`].
+    pub(crate) fn seal_unsynced(&mut self) -> Result<()> {
+        self.loaded_mut()?.seal_unsynced()
+    }
+
+    /// Makes the segment durable. One not loaded is fsynced through its paths: it may have been
+    /// unloaded after a roll sealed it and before the roll's flush ran.
     pub(crate) fn flush(&self) -> Result<()> {
         match self.loaded.get() {
             Some(loaded) => loaded.flush(),
-            None => Ok(()),
+            None => {
+                let [log, offset_index, time_index] = self.file_paths();
+                sync_file(&log, true)?;
+                sync_file(&offset_index, false)?;
+                sync_file(&time_index, false)
+            }
         }
+    }
+
+    /// The `.log`, `.index` and `.timeindex` paths, in that order.
+    pub(crate) fn file_paths(&self) -> [PathBuf; 3] {
+        Loaded::paths(&self.dir, self.base_offset)
     }
 
     /// First step of deleting the segment: renames its files to `<name>.<deleted>` (the `.log`
@@ -958,6 +987,18 @@ impl Segment {
             }
         }
         Ok(renamed.into_iter().map(|(_, doomed)| doomed).collect())
+    }
+}
+
+/// Fsyncs the file at `path` through a read-only descriptor opened for the moment (Linux writes
+/// back every dirty page of the file, those dirtied through a map included). A file that is not
+/// `required` (an index: derived data, rebuilt when missing) may be missing.
+pub(crate) fn sync_file(path: &Path, required: bool) -> Result<()> {
+    match fs::File::open(path) {
+        Ok(file) => file.sync_data().at(path),
+        // Indexes are derived data, rebuilt when missing; only the `.log` must be there.
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound && !required => Ok(()),
+        Err(err) => Err(err).at(path),
     }
 }
 

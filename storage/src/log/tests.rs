@@ -1136,12 +1136,14 @@ fn flush_ms_flushes_once_due_by_the_clock() {
 }
 
 #[test]
-fn rolls_move_the_recovery_point_to_the_new_segment() {
+fn a_completed_roll_flush_moves_the_recovery_point_to_the_new_segment() {
     let dir = TempDir::new().unwrap();
     let batch_bytes = simple_batch(0, 1, 0, 50).len() as u64;
     let mut log = Log::open(dir.path(), config(2 * batch_bytes, 4096)).unwrap();
     append_uniform(&mut log, 5, 1);
     assert_eq!(log.segment_base_offsets(), vec![0, 2, 4]);
+    assert_eq!(log.recovery_point(), 0);
+    log.flush_pending().unwrap();
     assert_eq!(log.recovery_point(), 4);
     assert_eq!(log.unflushed_messages(), 1);
 }

@@ -173,6 +173,9 @@ impl Log {
         kept_bytes: u64,
         crash: &mut CrashPoint,
     ) -> Result<()> {
+        // A background flush taken before this syncs files that are being replaced: it must not
+        // move the recovery point (which comes down to the cut) once it completes.
+        self.generation = super::flush::next_generation();
         let now_ms = self.clock.now_ms();
         // The cleaner checkpoint comes down to the new active segment's base before the commit:
         // a lower one is always safe (more is taken as dirty), so a crash may leave it early.
