@@ -60,6 +60,8 @@ pub struct Broker {
     pub recently_deleted_topics: crate::api::metadata::RecentlyDeletedTopics,
     /// Fetch sessions (KIP-227) of followers and consumers fetching from this broker.
     pub fetch_sessions: crate::fetch_session::FetchSessionCache,
+    /// Runs the fsyncs segment rolls leave pending, off the partitions' locks.
+    pub log_flusher: crate::log_flusher::LogFlusher,
 }
 
 impl Broker {
@@ -88,6 +90,7 @@ impl Broker {
             config.fetch_session_cache_slots,
             metrics.fetch_sessions.clone(),
         );
+        let log_flusher = crate::log_flusher::LogFlusher::new(config.log_dirs.len());
         Ok(Broker {
             config,
             cluster_id,
@@ -108,6 +111,7 @@ impl Broker {
             isr_changes: Default::default(),
             recently_deleted_topics: Default::default(),
             fetch_sessions,
+            log_flusher,
         })
     }
 

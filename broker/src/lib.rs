@@ -14,6 +14,7 @@
 //!   broker's client for the active controller.
 //! - [`group`]: the group coordinator: consumer-group membership and committed offsets.
 //! - [`replica_manager`]: the hosted partitions and their logs, kept in line with the metadata.
+//! - [`log_flusher`]: the fsyncs segment rolls leave pending, run off the partitions' locks.
 //! - [`fetch_session`]: fetch sessions (KIP-227): the bounded cache, incremental fetches.
 //! - [`replication`]: followers fetching from leaders, the high watermark, ISR changes through
 //!   the controller, leader-epoch truncation.
@@ -36,6 +37,7 @@ pub mod fetch_waiters;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod group;
+pub mod log_flusher;
 pub mod metadata;
 pub mod metrics;
 pub mod peers;

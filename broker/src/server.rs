@@ -436,7 +436,10 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Re
     let checkpointer = tokio::spawn(periodic_log_task(
         Arc::clone(&broker),
         config.log_flush_offset_checkpoint_interval_ms,
-        ReplicaManager::checkpoint_recovery_points,
+        |replicas| {
+            crate::log_flusher::flush_pending_rolls(replicas);
+            replicas.checkpoint_recovery_points();
+        },
         shutdown_tx.subscribe(),
     ));
     let high_watermarks = tokio::spawn(periodic_log_task(

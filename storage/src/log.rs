@@ -137,6 +137,8 @@ pub struct Log {
     /// Changes whenever segments are replaced (truncation, the cleaner's swap), so a background
     /// flush taken before does not move the recovery point over files it never synced.
     generation: u64,
+    /// Tells this `Log` from any other opened in the process (see [`PendingFlush`]).
+    instance: u64,
     /// How many segments `open` validated batch by batch (the cost of recovery).
     recovered_segments: usize,
     /// Write faults to inject (tests only).
@@ -305,6 +307,7 @@ impl Log {
                 dir_synced: 0,
                 pending_flush_up_to: None,
                 generation: flush::next_generation(),
+                instance: flush::next_generation(),
                 recovered_segments: 0,
                 faults,
                 failed: false,
@@ -400,6 +403,7 @@ impl Log {
             dir_synced: 0,
             pending_flush_up_to: None,
             generation: flush::next_generation(),
+            instance: flush::next_generation(),
             recovered_segments,
             faults,
             failed: false,

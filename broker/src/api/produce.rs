@@ -271,7 +271,7 @@ fn prepare_all(
 /// waits with each one's place in them.
 #[allow(clippy::type_complexity)]
 fn append_all(
-    broker: &Broker,
+    broker: &Arc<Broker>,
     topics: Vec<(TopicName, Vec<Slot>)>,
     topic_ids: &[uuid::Uuid],
     version: i16,
@@ -515,7 +515,7 @@ fn prepare(
 
 /// Appends a prepared batch as the leader; acks=all gets the wait for the ISR with it.
 fn append(
-    broker: &Broker,
+    broker: &Arc<Broker>,
     prepared: Prepared,
     version: i16,
     acks: i16,
@@ -537,11 +537,18 @@ fn append(
     let log_append_time = partition.settings().log_append_time.then(now_ms);
     let min_insync_replicas = partition.settings().min_insync_replicas;
     let min_isr = (acks == -1).then_some(min_insync_replicas);
+    // A roll's fsync is taken here, under the lock, and run after it (see `log_flusher`).
+    let mut rolled = None;
     let appended = broker
         .replicas
         .append_to_leader(&partition, min_isr, |log, leader_epoch| {
-            log.append_client(&records, log_append_time, leader_epoch, verification)
+            let appended = log.append_client(&records, log_append_time, leader_epoch, verification);
+            rolled = log.take_pending_flush();
+            appended
         });
+    if let Some(flush) = rolled {
+        broker.log_flusher.schedule(broker, &partition, flush);
+    }
     let LeaderAppend {
         appended,
         log_start_offset,

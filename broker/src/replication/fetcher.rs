@@ -438,7 +438,7 @@ fn leader_address(broker: &Broker, leader: i32) -> Option<String> {
 /// Notes which partitions the answer left caught up with the leader's high watermark, and counts
 /// the throttled partitions' bytes against the follower quota.
 fn apply_response(
-    broker: &Broker,
+    broker: &Arc<Broker>,
     asked: &[Asked],
     response: FetchResponse,
     stalls: &mut Stalls,
@@ -515,12 +515,13 @@ enum Applied {
 
 /// Applies one partition's answer (under its log's lock).
 fn apply_partition(
-    broker: &Broker,
+    broker: &Arc<Broker>,
     asked: &Asked,
     data: PartitionData,
     stalls: &mut Stalls,
 ) -> Applied {
     let partition = &asked.partition;
+    let mut rolled = None;
     let applied = partition.with_log(|log| {
         // The role may have changed while the fetch was out: then this answer is stale.
         let still_following = matches!(
@@ -622,6 +623,7 @@ fn apply_partition(
             }
             // Stored as the leader sent them: no copy, nothing patched.
             let appended = log.append_as_follower(&records)?;
+            rolled = log.take_pending_flush();
             broker.metrics.set_partition_log(
                 &partition.topic,
                 partition.partition,
@@ -645,6 +647,9 @@ fn apply_partition(
         partition.follower_log_changed(log.log_end_offset(), data.high_watermark);
         Ok::<Applied, skald_storage::Error>(Applied::Done)
     });
+    if let Some(flush) = rolled {
+        broker.log_flusher.schedule(broker, partition, flush);
+    }
     match applied {
         None => Applied::Done,
         Some(Ok(applied)) => applied,

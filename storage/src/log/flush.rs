@@ -54,6 +54,9 @@ pub struct PendingFlush {
     syncs_dir: bool,
     /// The log's generation when taken: a truncation or swap since voids the recovery point.
     generation: u64,
+    /// Which `Log` it was taken from: handed to another (the partition's log replaced, as a
+    /// replica moved between log dirs is), it changes nothing there.
+    log_instance: u64,
     /// The log's count of created segment files when taken, for the directory's sync.
     dir_changes: u64,
     faults: Option<Arc<DiskFaults>>,
@@ -126,6 +129,7 @@ impl Log {
             syncs_dir: dir.is_some(),
             dir,
             generation: self.generation,
+            log_instance: self.instance,
             dir_changes: self.dir_changes,
             faults: self.faults.clone(),
         })
@@ -138,6 +142,9 @@ impl Log {
     /// ([`Error::LogFailed`] from then on) and is returned, for the caller to take the log dir
     /// offline as any other disk failure.
     pub fn complete_flush(&mut self, flush: PendingFlush, synced: Result<()>) -> Result<()> {
+        if flush.log_instance != self.instance {
+            return Ok(());
+        }
         if let Err(err) = synced {
             self.failed = true;
             return Err(err);

@@ -258,3 +258,22 @@ fn flush_messages_counts_the_sealed_segments_until_their_flush() {
         "made moot by that flush"
     );
 }
+
+#[test]
+fn a_flush_handed_to_another_log_changes_nothing_there() {
+    let (one, other) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+    let mut log = open(one.path(), None);
+    append(&mut log, 5);
+    let flush = log.take_pending_flush().unwrap();
+    // The partition's log was replaced meanwhile (a replica moved to another log dir).
+    let mut replaced = open(other.path(), None);
+    append(&mut replaced, 5);
+    let failed = Err(Error::Io {
+        path: one.path().to_path_buf(),
+        source: std::io::Error::from_raw_os_error(EIO),
+    });
+    replaced.complete_flush(flush, failed).unwrap();
+    assert!(!replaced.is_failed());
+    assert_eq!(replaced.recovery_point(), 0);
+    assert!(!log.is_failed());
+}
