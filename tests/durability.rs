@@ -231,7 +231,8 @@ fn kill_9_recovers_from_the_recovery_points_and_cuts_a_torn_tail() {
     let mut server = start(&[("log.flush.offset.checkpoint.interval.ms", "100")]);
     let produced = produce(&server);
     let data_dir = server.data_dir();
-    // Rolls fsync the sealed segments, so each recovery point is its active segment's base offset.
+    // A roll's flush runs in the background (and before each checkpoint), so each recovery point
+    // becomes its active segment's base offset.
     let active_bases: BTreeMap<i32, i64> = (0..PARTITIONS)
         .map(|p| {
             (
