@@ -4,16 +4,18 @@
 //! - [`metadata_records`]: a raft entry's data (a JSON array of versioned metadata records) and a
 //!   controller's metadata update to a broker, decoded and replayed as the quorum and the brokers
 //!   do.
-//! - [`raft_message`]: a raft message frame as a peer controller sends it, and the same bytes as
-//!   the protobuf payload of a frame whose checksum holds.
+//! - [`raft_message`]: a raft message frame as a peer controller sends it (a stream of frames,
+//!   chunked snapshots reassembled), the same bytes as the protobuf payload of a frame whose
+//!   checksum holds, and as a `snapshot` file.
 
 use protobuf::Message as _;
 use raft::eraftpb::{Entry, HardState, Message, MessageType, Snapshot};
 
 use crate::image::MetadataImage;
 use crate::raft_store::{decode_records, encode_records};
-use crate::raft_wire::{decode_message, encode_message, frame};
+use crate::raft_wire::{decode_message, encode_message, frame, message_frames, MessageDecoder};
 use crate::record::{ConfigResource, Endpoint, MetadataRecord, TopicId};
+use crate::snapshot_chunks::{ChunkedFrames, SnapshotReader};
 use crate::{MetadataFollower, MetadataUpdate};
 
 /// Decodes `data` as entry data and as a metadata update; whatever decodes is replayed, and the
@@ -38,11 +40,47 @@ pub fn metadata_records(data: &[u8]) {
     }
 }
 
+/// Feeds `data` to a peer's stream decoder as it arrives; every message it completes encodes
+/// back to frames that decode to it again.
+fn raft_stream(data: &[u8]) {
+    let mut decoder = MessageDecoder::new();
+    let mut at = 0;
+    while let Ok(Some((message, used))) = decoder.decode(&data[at..]) {
+        assert!(used > 0 && at + used <= data.len());
+        at += used;
+        let Some(message) = message else {
+            continue;
+        };
+        let mut again = MessageDecoder::new();
+        let mut decoded = None;
+        for frame in message_frames(&message).expect("a decoded message encodes") {
+            let (complete, used) = again
+                .decode(&frame)
+                .expect("an encoded frame decodes")
+                .expect("whole");
+            assert_eq!(used, frame.len());
+            decoded = complete;
+        }
+        let decoded = decoded.expect("the last frame completes the message");
+        assert_eq!(format!("{decoded:?}"), format!("{message:?}"));
+    }
+}
+
 /// Decodes `data` as a frame off the wire, then as the payload of an intact frame; a message
 /// that decodes encodes back to a frame that decodes to it again. The same payload is read as
 /// the raft files' other contents: an entry, a hard state, a snapshot.
 pub fn raft_message(data: &[u8]) {
     let _ = decode_message(data);
+    raft_stream(data);
+    if let Ok(snapshot) = SnapshotReader::read_from(data) {
+        let again = ChunkedFrames::of_snapshot(&snapshot)
+            .expect("a snapshot read encodes")
+            .concat();
+        assert_eq!(
+            SnapshotReader::read_from(&again[..]).expect("an encoded snapshot reads"),
+            snapshot
+        );
+    }
     let Ok(framed) = frame(data) else {
         return;
     };
@@ -164,16 +202,39 @@ pub fn metadata_record_seeds() -> Vec<(String, Vec<u8>)> {
             },
         ),
         (
-            "update-snapshot",
-            MetadataUpdate::Snapshot {
+            "update-snapshot-chunk",
+            MetadataUpdate::SnapshotChunk {
                 index: 9,
-                records: records[..6].to_vec(),
+                position: 0,
+                total_bytes: 0,
+                bytes: Vec::new(),
             },
         ),
     ];
     for (name, update) in updates {
         seeds.push((name.to_string(), update.encode().expect("encodes")));
     }
+    // A whole snapshot in one chunk, as a broker fetches it.
+    let mut snapshot = Snapshot {
+        data: encode_records(&records[..6]).expect("encodes").into(),
+        ..Snapshot::default()
+    };
+    snapshot.mut_metadata().index = 9;
+    snapshot.mut_metadata().term = 2;
+    snapshot.mut_metadata().mut_conf_state().voters = vec![1];
+    let bytes = ChunkedFrames::of_snapshot(&snapshot)
+        .expect("frames")
+        .concat();
+    let update = MetadataUpdate::SnapshotChunk {
+        index: 9,
+        position: 0,
+        total_bytes: bytes.len() as u64,
+        bytes,
+    };
+    seeds.push((
+        "update-snapshot-whole".to_string(),
+        update.encode().expect("encodes"),
+    ));
     seeds
 }
 
@@ -211,7 +272,7 @@ pub fn raft_message_seeds() -> Vec<(String, Vec<u8>)> {
     contents.mut_metadata().index = 5;
     contents.mut_metadata().term = 2;
     contents.mut_metadata().mut_conf_state().voters = vec![1, 2, 3];
-    snapshot.set_snapshot(contents);
+    snapshot.set_snapshot(contents.clone());
     let messages = [
         ("vote", message(MessageType::MsgRequestVote)),
         (
@@ -228,7 +289,18 @@ pub fn raft_message_seeds() -> Vec<(String, Vec<u8>)> {
         let payload = message.write_to_bytes().expect("encodes");
         seeds.push((format!("{name}-framed"), frame(&payload).expect("frames")));
         seeds.push((name.to_string(), payload));
+        let stream: Vec<u8> = message_frames(&message)
+            .expect("frames")
+            .flatten()
+            .collect();
+        seeds.push((format!("{name}-stream"), stream));
     }
+    seeds.push((
+        "snapshot-file".to_string(),
+        ChunkedFrames::of_snapshot(&contents)
+            .expect("frames")
+            .concat(),
+    ));
     seeds
 }
 

@@ -72,6 +72,7 @@ pub mod reassignment;
 pub mod record;
 #[cfg(test)]
 mod sim;
+pub mod snapshot_chunks;
 pub mod topic_config;
 
 pub use alter_configs::{AlterConfigsResource, ConfigChanges, ConfigOp};

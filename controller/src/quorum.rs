@@ -24,7 +24,7 @@ use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, Message, Snapsho
 use raft::{Config, RawNode, SnapshotStatus, StateRole};
 
 use crate::error::{Error, Result};
-use crate::follower::MetadataUpdate;
+use crate::follower::{MetadataFetch, MetadataUpdate, SNAPSHOT_FETCH_BYTES_MAX};
 use crate::image::MetadataImage;
 use crate::log::BATCH_BYTES_MAX;
 use crate::protobuf_guard::{self, Schema};
@@ -642,18 +642,16 @@ impl<D: RaftDisk> Quorum<D> {
     }
 
     /// What a broker that has applied through `index` is missing: the applied batches after it
-    /// (at most about `max_bytes`, but at least one), or the whole image if they were compacted
-    /// away. Only applied, hence committed, batches are served.
+    /// (at most about `max_bytes`, but at least one), or the first chunk of the saved snapshot
+    /// if they were compacted away. Only applied, hence committed, batches are served.
     pub fn committed_since(&self, index: u64, max_bytes: usize) -> MetadataUpdate {
         let store = self.node.store();
         let applied = store.applied_index();
         if index >= applied {
             return MetadataUpdate::UpToDate;
         }
-        let snapshot = || MetadataUpdate::Snapshot {
-            index: applied,
-            records: store.image().to_records(),
-        };
+        // Compaction never passes the saved snapshot, so it is newer than `index`.
+        let snapshot = || self.snapshot_chunk(store.snapshot_index(), 0, max_bytes);
         if index + 1 < store.first_index() {
             return snapshot();
         }
@@ -663,8 +661,12 @@ impl<D: RaftDisk> Quorum<D> {
                 EntryType::EntryNormal if !entry.data.is_empty() => {
                     match decode_records(&entry.data) {
                         Ok(records) => records,
-                        // It decoded when it was applied; if it no longer does, send the image.
-                        Err(_) => return snapshot(),
+                        // It decoded when it was applied; if it no longer does, it cannot be
+                        // served: the follower asks again and meets the next snapshot.
+                        Err(reason) => {
+                            tracing::error!(index = entry.index, %reason, "an applied entry no longer decodes");
+                            break;
+                        }
                     }
                 }
                 _ => Vec::new(),
@@ -672,9 +674,42 @@ impl<D: RaftDisk> Quorum<D> {
             batches.push((entry.index, records));
         }
         if batches.is_empty() {
-            return snapshot();
+            return MetadataUpdate::UpToDate;
         }
         MetadataUpdate::Entries { batches }
+    }
+
+    /// Bytes of the saved snapshot from `position`, at most `max_bytes` (and at most
+    /// [`SNAPSHOT_FETCH_BYTES_MAX`]), if `index` is still the saved snapshot's; otherwise the
+    /// first bytes of the one saved now. A disk error answers `UpToDate` (the follower asks again).
+    pub fn snapshot_chunk(&self, index: u64, position: u64, max_bytes: usize) -> MetadataUpdate {
+        let store = self.node.store();
+        let saved = store.snapshot_index();
+        let position = if index == saved { position } else { 0 };
+        // Hex doubles the bytes on the wire.
+        let max_bytes = (max_bytes / 2).clamp(1, SNAPSHOT_FETCH_BYTES_MAX);
+        match store.read_snapshot(position, max_bytes) {
+            Ok((total_bytes, bytes)) => MetadataUpdate::SnapshotChunk {
+                index: saved,
+                position,
+                total_bytes,
+                bytes,
+            },
+            Err(err) => {
+                tracing::error!(%err, "cannot read the saved metadata snapshot for a broker");
+                MetadataUpdate::UpToDate
+            }
+        }
+    }
+
+    /// Answers a follower's [`MetadataFetch`].
+    pub fn serve_fetch(&self, fetch: MetadataFetch, max_bytes: usize) -> MetadataUpdate {
+        match fetch {
+            MetadataFetch::After(index) => self.committed_since(index, max_bytes),
+            MetadataFetch::Snapshot { index, position } => {
+                self.snapshot_chunk(index, position, max_bytes)
+            }
+        }
     }
 }
 

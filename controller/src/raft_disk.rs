@@ -13,8 +13,11 @@
 //!   [`crate::raft_wire`]). A torn or corrupt last frame (a crash mid-write) is cut off on load;
 //!   an invalid frame with valid data after it is corruption, and loading refuses rather than lose
 //!   committed entries.
-//! - `hardstate` and `snapshot`: one frame each, replaced atomically (tmp file, fsync, rename,
-//!   fsync of the directory), so they are either the old or the new version, never torn.
+//! - `hardstate`: one frame, and `snapshot`: a header frame and bounded chunk frames
+//!   ([`crate::snapshot_chunks`]), each replaced atomically (tmp file, fsync, rename, fsync of
+//!   the directory), so they are either the old or the new version, never torn. The snapshot is
+//!   read back a piece at a time, and served by position to brokers that fetch it
+//!   ([`RaftDisk::read_snapshot`]).
 //!
 //! [`MemDisk`] is the same contract in memory for the cluster simulation: unsynced writes vanish on
 //! [`MemDisk::crash`], and failures can be injected.
@@ -32,6 +35,7 @@ use crate::error::{Error, Result};
 use crate::log::METADATA_DIR_NAME;
 use crate::protobuf_guard::{self, Schema};
 use crate::raft_wire::{frame, unframe, Unframed, FRAME_HEADER_BYTES};
+use crate::snapshot_chunks::{ChunkedFrames, ReadError, SnapshotReader};
 
 /// Everything a disk holds, as loaded at startup.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -59,6 +63,9 @@ pub trait RaftDisk {
     fn compact_through(&mut self, index: u64) -> Result<()>;
     /// Makes every earlier write durable.
     fn sync(&mut self) -> Result<()>;
+    /// At most `max_bytes` of the durable snapshot in its file form, from `position`, and the
+    /// form's total length (what a broker fetches by position).
+    fn read_snapshot(&self, position: u64, max_bytes: usize) -> Result<(u64, Vec<u8>)>;
 }
 
 const LOG_FILE_NAME: &str = "raft.log";
@@ -79,6 +86,9 @@ pub struct FileDisk {
     log_dirty: bool,
     /// Why the disk stopped accepting writes, once it has.
     failed: Option<String>,
+    /// The `snapshot` file as last written or loaded, open to serve reads by position, and its
+    /// length.
+    snapshot_file: Option<(File, u64)>,
 }
 
 impl FileDisk {
@@ -103,6 +113,7 @@ impl FileDisk {
             hard_state: None,
             log_dirty: false,
             failed: None,
+            snapshot_file: None,
         })
     }
 
@@ -150,6 +161,45 @@ impl FileDisk {
         File::open(&self.dir)?.sync_all()
     }
 
+    /// Replaces the `snapshot` file atomically with `frames`, written one at a time.
+    fn replace_snapshot(&mut self, frames: ChunkedFrames) -> io::Result<()> {
+        let tmp = self.dir.join(format!("{SNAPSHOT_FILE_NAME}.tmp"));
+        let mut file = File::create(&tmp)?;
+        for frame in frames {
+            file.write_all(&frame)?;
+        }
+        file.sync_all()?;
+        drop(file);
+        let path = self.dir.join(SNAPSHOT_FILE_NAME);
+        fs::rename(&tmp, &path)?;
+        File::open(&self.dir)?.sync_all()?;
+        self.snapshot_file = None;
+        let file = File::open(&path)?;
+        let len = file.metadata()?.len();
+        self.snapshot_file = Some((file, len));
+        Ok(())
+    }
+
+    /// Reads the `snapshot` file a piece at a time; `None` if it does not exist.
+    fn read_snapshot_file(&mut self) -> Result<Option<Snapshot>> {
+        let path = self.dir.join(SNAPSHOT_FILE_NAME);
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(Error::Io { path, source }),
+        };
+        let snapshot = match SnapshotReader::read_from(&file) {
+            Ok(snapshot) => snapshot,
+            Err(ReadError::Io(source)) => return Err(Error::Io { path, source }),
+            Err(ReadError::Invalid(position, reason)) => {
+                return Err(corrupt(&path, position, &reason))
+            }
+        };
+        let len = file.metadata().map_err(io_error(&path))?.len();
+        self.snapshot_file = Some((file, len));
+        Ok(Some(snapshot))
+    }
+
     /// Reads a file written by `replace_file`; `None` if it does not exist.
     fn read_file(&self, name: &str) -> Result<Option<Vec<u8>>> {
         let path = self.dir.join(name);
@@ -187,9 +237,8 @@ impl RaftDisk for FileDisk {
             state.hard_state = protobuf_guard::parse::<HardState>(&payload, Schema::HardState)
                 .map_err(|err| corrupt(&self.dir.join(HARD_STATE_FILE_NAME), 0, &err))?;
         }
-        if let Some(payload) = self.read_file(SNAPSHOT_FILE_NAME)? {
-            state.snapshot = protobuf_guard::parse::<Snapshot>(&payload, Schema::Snapshot)
-                .map_err(|err| corrupt(&self.dir.join(SNAPSHOT_FILE_NAME), 0, &err))?;
+        if let Some(snapshot) = self.read_snapshot_file()? {
+            state.snapshot = snapshot;
         }
 
         let path = self.log_path();
@@ -291,14 +340,10 @@ impl RaftDisk for FileDisk {
     }
 
     fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<()> {
-        let payload = snapshot
-            .write_to_bytes()
-            .map_err(|err| Error::Frame(format!("cannot encode snapshot: {err}")))?;
+        let frames = ChunkedFrames::of_snapshot(snapshot)?;
         // Earlier writes first, so what is durable stays a prefix of what was written.
         self.sync()?;
-        self.write("writing the snapshot", |disk| {
-            disk.replace_file(SNAPSHOT_FILE_NAME, &payload)
-        })
+        self.write("writing the snapshot", |disk| disk.replace_snapshot(frames))
     }
 
     fn compact_through(&mut self, index: u64) -> Result<()> {
@@ -355,6 +400,18 @@ impl RaftDisk for FileDisk {
             })?;
         }
         self.check_usable()
+    }
+
+    fn read_snapshot(&self, position: u64, max_bytes: usize) -> Result<(u64, Vec<u8>)> {
+        let path = self.dir.join(SNAPSHOT_FILE_NAME);
+        let Some((file, len)) = &self.snapshot_file else {
+            return Ok((0, Vec::new()));
+        };
+        let end = position.saturating_add(max_bytes as u64).min(*len);
+        let mut bytes = vec![0u8; end.saturating_sub(position) as usize];
+        std::os::unix::fs::FileExt::read_exact_at(file, &mut bytes, position)
+            .map_err(io_error(&path))?;
+        Ok((*len, bytes))
     }
 }
 
@@ -493,6 +550,14 @@ impl RaftDisk for MemDisk {
         }
         state.syncs += 1;
         Ok(())
+    }
+
+    fn read_snapshot(&self, position: u64, max_bytes: usize) -> Result<(u64, Vec<u8>)> {
+        let snapshot = self.state().durable.snapshot.clone();
+        let bytes = ChunkedFrames::of_snapshot(&snapshot)?.concat();
+        let start = (position.min(bytes.len() as u64)) as usize;
+        let end = start.saturating_add(max_bytes).min(bytes.len());
+        Ok((bytes.len() as u64, bytes[start..end].to_vec()))
     }
 }
 

@@ -183,6 +183,11 @@ impl<D: RaftDisk> RaftStore<D> {
         self.applied.index
     }
 
+    /// At most `max_bytes` of the saved snapshot's file form from `position`, and its length.
+    pub(crate) fn read_snapshot(&self, position: u64, max_bytes: usize) -> Result<(u64, Vec<u8>)> {
+        self.disk.read_snapshot(position, max_bytes)
+    }
+
     pub fn image(&self) -> &Arc<MetadataImage> {
         &self.applied.image
     }

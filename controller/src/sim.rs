@@ -237,10 +237,21 @@ impl Sim {
     /// Proposes a CreateTopic-like batch with a unique name on `id`; returns its token if the
     /// node accepted it.
     pub(crate) fn propose_on(&mut self, id: i32) -> Option<u64> {
+        let name = format!("t{}", self.next_token);
+        self.propose_batch_on(id, name.clone(), vec![topic(&name)])
+    }
+
+    /// Proposes `records` on `id` as the batch that creates topic `name` (unique); returns its
+    /// token if the node accepted it.
+    pub(crate) fn propose_batch_on(
+        &mut self,
+        id: i32,
+        name: String,
+        records: Vec<MetadataRecord>,
+    ) -> Option<u64> {
         let token = self.next_token;
-        let name = format!("t{token}");
         let quorum = self.nodes.get_mut(&id)?.quorum.as_mut()?;
-        match quorum.propose(vec![topic(&name)], token) {
+        match quorum.propose(records, token) {
             Ok(()) => {}
             Err(ProposeError::NotLeader { .. } | ProposeError::Dropped) => return None,
             Err(err) => panic!("node {id}: unexpected propose error {err}"),
@@ -311,6 +322,12 @@ impl Sim {
             } = self.in_flight.swap_remove(next);
             let is_snapshot = message.get_msg_type() == MessageType::MsgSnapshot;
             let reachable = !self.is_cut(from, to) && self.quorum(to).is_some();
+            // A snapshot goes through the frames a real transport sends, chunks and all.
+            let message = if is_snapshot {
+                crate::raft_wire::through_frames(&message).expect("a snapshot survives its frames")
+            } else {
+                message
+            };
             if reachable {
                 if let Some(quorum) = self.nodes.get_mut(&to).and_then(|n| n.quorum.as_mut()) {
                     quorum.step(message);

@@ -22,7 +22,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
-use skald_controller::follower::MetadataUpdate;
+use skald_controller::follower::{MetadataFetch, MetadataUpdate};
 use skald_controller::{
     AlterPartitionRequest, BrokerRegistration, ControllerOp, ControllerReply, PartitionOutcome,
 };
@@ -210,16 +210,24 @@ impl RemoteControllers {
         }
     }
 
-    /// Committed metadata after `after_index`, from the leader or any voter (every voter serves
-    /// only committed entries).
+    /// Committed metadata after an index, or the next chunk of a snapshot, from the leader or
+    /// any voter (every voter serves only committed entries). A snapshot whose chunks come
+    /// from two voters is safe: each frame is checked, and a mismatch starts it over.
     pub async fn fetch_metadata(
         &self,
-        after_index: u64,
+        fetch: MetadataFetch,
         max_bytes: usize,
     ) -> Result<MetadataUpdate, ControlError> {
-        let request = ControlRequest::FetchMetadata {
-            after_index,
-            max_bytes,
+        let request = match fetch {
+            MetadataFetch::After(after_index) => ControlRequest::FetchMetadata {
+                after_index,
+                max_bytes,
+            },
+            MetadataFetch::Snapshot { index, position } => ControlRequest::FetchSnapshot {
+                index,
+                position,
+                max_bytes,
+            },
         };
         match self.control(self.target(), &request).await? {
             ControlResponse::FetchMetadata { update, leader } => {

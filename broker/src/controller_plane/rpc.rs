@@ -18,9 +18,17 @@ pub const CONTROL_API_KEY: i16 = 32_001;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ControlRequest {
     Operation(ControllerOp),
-    /// Committed metadata after `after_index` (a snapshot when that is no longer in the log).
+    /// Committed metadata after `after_index` (the first chunk of a snapshot when that is no
+    /// longer in the log).
     FetchMetadata {
         after_index: u64,
+        max_bytes: usize,
+    },
+    /// The rest of the snapshot at `index` from `position` (KIP-630's FetchSnapshot); the
+    /// answer is a `FetchMetadata` response.
+    FetchSnapshot {
+        index: u64,
+        position: u64,
         max_bytes: usize,
     },
     Status,

@@ -13,6 +13,7 @@ use kafka_protocol::messages::{
     ResponseKind,
 };
 use kafka_protocol::ResponseError;
+use skald_controller::follower::MetadataFetch;
 use skald_controller::raft_wire;
 use skald_controller::{BrokerRegistration, Endpoint};
 use skald_protocol::api_versions::CONTROLLER_APIS;
@@ -73,6 +74,7 @@ async fn raft_stream(
     mut shutdown: broadcast::Receiver<()>,
 ) {
     let mut from = None;
+    let mut decoder = raft_wire::MessageDecoder::new();
     loop {
         if from.is_none() && buffer.len() >= 4 {
             let id = buffer.get_i32();
@@ -80,10 +82,12 @@ async fn raft_stream(
             from = Some(id);
         }
         if from.is_some() {
-            match raft_wire::decode_message(&buffer) {
+            match decoder.decode(&buffer) {
                 Ok(Some((message, used))) => {
                     buffer.advance(used);
-                    context.driver.send(Event::Raft(Box::new(message)));
+                    if let Some(message) = message {
+                        context.driver.send(Event::Raft(Box::new(message)));
+                    }
                     continue;
                 }
                 Ok(None) => {}
@@ -199,26 +203,46 @@ async fn control(context: &ControllerListenerContext, request: ControlRequest) -
         ControlRequest::FetchMetadata {
             after_index,
             max_bytes,
+        } => fetch_metadata(context, MetadataFetch::After(after_index), max_bytes).await,
+        ControlRequest::FetchSnapshot {
+            index,
+            position,
+            max_bytes,
         } => {
-            let max_bytes = max_bytes.min(context.frame_bytes_max / 2);
-            match driver.fetch_metadata(after_index, max_bytes).await {
-                Some((update, leader)) => ControlResponse::FetchMetadata {
-                    update: update
-                        .encode()
-                        .ok()
-                        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-                        .unwrap_or_default(),
-                    leader,
-                },
-                None => ControlResponse::FetchMetadata {
-                    update: serde_json::Value::Null,
-                    leader: None,
-                },
-            }
+            fetch_metadata(
+                context,
+                MetadataFetch::Snapshot { index, position },
+                max_bytes,
+            )
+            .await
         }
         ControlRequest::Status => {
             ControlResponse::Status(driver.status().await.as_ref().map(StatusReply::from))
         }
+    }
+}
+
+/// Committed metadata for a broker-only node: batches, or a chunk of the saved snapshot.
+async fn fetch_metadata(
+    context: &ControllerListenerContext,
+    fetch: MetadataFetch,
+    max_bytes: usize,
+) -> ControlResponse {
+    let driver = &context.driver;
+    let max_bytes = max_bytes.min(context.frame_bytes_max / 2);
+    match driver.fetch_metadata(fetch, max_bytes).await {
+        Some((update, leader)) => ControlResponse::FetchMetadata {
+            update: update
+                .encode()
+                .ok()
+                .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+                .unwrap_or_default(),
+            leader,
+        },
+        None => ControlResponse::FetchMetadata {
+            update: serde_json::Value::Null,
+            leader: None,
+        },
     }
 }
 

@@ -1,6 +1,7 @@
 //! Raft messages to the other voters over TCP: one task per peer owns a connection to that peer's
 //! controller listener, opens it with [`RAFT_MAGIC`] and this node's id, and writes one frame per
-//! message. Sending never blocks the quorum driver: each peer has a bounded queue and a message
+//! message — a snapshot as a header frame and bounded chunks ([`raft_wire::message_frames`]),
+//! written one at a time so the sender holds one chunk's frame besides the snapshot. Sending never blocks the quorum driver: each peer has a bounded queue and a message
 //! that does not fit is dropped — raft resends what matters. A broken connection is re-dialled
 //! with backoff, and the driver is told the peer is unreachable so raft probes instead of
 //! streaming.
@@ -124,8 +125,8 @@ async fn peer_task(
                 }
             };
             let is_snapshot = message.get_msg_type() == MessageType::MsgSnapshot;
-            let frame = match raft_wire::encode_message(&message) {
-                Ok(frame) => frame,
+            let frames = match raft_wire::message_frames(&message) {
+                Ok(frames) => frames,
                 Err(err) => {
                     tracing::error!(peer = peer.node_id, "raft message not sent: {err}");
                     if is_snapshot {
@@ -136,7 +137,14 @@ async fn peer_task(
                     continue;
                 }
             };
-            if let Err(err) = stream.write_all(&frame).await {
+            let mut written = Ok(());
+            for frame in frames {
+                written = stream.write_all(&frame).await;
+                if written.is_err() {
+                    break;
+                }
+            }
+            if let Err(err) = written {
                 tracing::debug!(peer = peer.node_id, "raft connection lost: {err}");
                 if is_snapshot {
                     if let Some(driver) = driver.get() {

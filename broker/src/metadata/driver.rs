@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use raft::eraftpb::Message;
-use skald_controller::follower::MetadataUpdate;
+use skald_controller::follower::{MetadataFetch, MetadataUpdate};
 use skald_controller::policy::{
     Action, ControllerLoop, FenceReason, LoopConfig, LoopError, Request, Ticket, Tickets, Waiter,
 };
@@ -56,8 +56,9 @@ pub enum Event {
     Register(BrokerRegistration, Reply<i64>),
     Heartbeat(Heartbeat, Reply<HeartbeatReply>),
     AlterPartition(AlterPartitionRequest, Reply<Vec<PartitionOutcome>>),
+    /// Committed batches after an index, or a chunk of the saved snapshot.
     FetchMetadata {
-        after_index: u64,
+        fetch: MetadataFetch,
         max_bytes: usize,
         reply: FetchReply,
     },
@@ -178,12 +179,12 @@ impl DriverHandle {
 
     pub async fn fetch_metadata(
         &self,
-        after_index: u64,
+        fetch: MetadataFetch,
         max_bytes: usize,
     ) -> Option<(MetadataUpdate, Option<i32>)> {
         let (tx, rx) = oneshot::channel();
         if !self.send(Event::FetchMetadata {
-            after_index,
+            fetch,
             max_bytes,
             reply: tx,
         }) {
@@ -441,12 +442,18 @@ impl Driver {
                 now_ms,
             ),
             Event::FetchMetadata {
-                after_index,
+                fetch,
                 max_bytes,
                 reply,
             } => {
-                let update = self.quorum.committed_since(after_index, max_bytes);
-                if update == MetadataUpdate::UpToDate && self.parked.len() < PARKED_FETCHES_MAX {
+                let update = self.quorum.serve_fetch(fetch, max_bytes);
+                let parkable = match fetch {
+                    MetadataFetch::After(after_index) => Some(after_index),
+                    MetadataFetch::Snapshot { .. } => None,
+                };
+                if let (MetadataUpdate::UpToDate, Some(after_index), true) =
+                    (&update, parkable, self.parked.len() < PARKED_FETCHES_MAX)
+                {
                     self.parked.push(ParkedFetch {
                         after_index,
                         max_bytes,

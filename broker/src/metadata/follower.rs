@@ -1,7 +1,8 @@
 //! Broker-only nodes follow the metadata by fetching committed batches (or a snapshot, when they
 //! are too far behind) from the controllers, replaying them with the same `replay` into their own
 //! image, and handing each new image to the publisher. They never vote and keep no raft log: on
-//! restart they fetch again from the start, which a snapshot keeps cheap.
+//! restart they fetch again from the start, which a snapshot keeps cheap. A snapshot comes a
+//! bounded chunk per fetch, back to back, until it is whole.
 
 use std::time::Duration;
 
@@ -28,10 +29,17 @@ pub async fn catch_up(
     let deadline = Instant::now() + wait;
     loop {
         match remote
-            .fetch_metadata(follower.applied_index(), FETCH_BYTES_MAX)
+            .fetch_metadata(follower.next_fetch(), FETCH_BYTES_MAX)
             .await
         {
             Ok(MetadataUpdate::UpToDate) if remote.leader().is_some() => return Ok(()),
+            // The rest of a snapshot is asked for at once.
+            Ok(update @ MetadataUpdate::SnapshotChunk { .. }) => {
+                follower.apply(update);
+                if Instant::now() < deadline {
+                    continue;
+                }
+            }
             Ok(update) => {
                 follower.apply(update);
             }
@@ -54,7 +62,7 @@ pub async fn follow(
 ) {
     loop {
         match remote
-            .fetch_metadata(follower.applied_index(), FETCH_BYTES_MAX)
+            .fetch_metadata(follower.next_fetch(), FETCH_BYTES_MAX)
             .await
         {
             Ok(MetadataUpdate::UpToDate) => {}

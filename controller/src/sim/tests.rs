@@ -231,13 +231,97 @@ fn a_lagging_follower_catches_up_by_snapshot() {
     let quorum = sim.quorum(leader).expect("live");
     let mut broker = crate::follower::MetadataFollower::new();
     loop {
-        let update = quorum.committed_since(broker.applied_index(), 1024);
+        let update = quorum.serve_fetch(broker.next_fetch(), 1024);
         if update == crate::follower::MetadataUpdate::UpToDate {
             break;
         }
         let update = crate::follower::MetadataUpdate::decode(&update.encode().unwrap()).unwrap();
         broker.apply(update);
     }
+    assert_eq!(broker.applied_index(), quorum.applied_index());
+    assert_eq!(*broker.image(), *quorum.image());
+}
+
+/// A topic of `partitions` partitions (replicas striped over brokers 0..3), as one batch.
+fn big_topic(name: &str, id: u128, partitions: i32) -> Vec<MetadataRecord> {
+    let topic_id = crate::record::TopicId(id);
+    let mut batch = vec![MetadataRecord::Topic {
+        name: name.into(),
+        topic_id,
+    }];
+    batch.extend((0..partitions).map(|partition| {
+        let replicas: Vec<i32> = (0..3).map(|i| (partition + i) % 3).collect();
+        MetadataRecord::Partition {
+            topic_id,
+            partition,
+            leader: replicas[0],
+            isr: replicas.clone(),
+            replicas,
+            leader_epoch: 0,
+            partition_epoch: 0,
+            removing_replicas: Vec::new(),
+            adding_replicas: Vec::new(),
+        }
+    }));
+    batch
+}
+
+/// Issue 16: an image whose snapshot is over the 64 MiB a frame holds still reaches a lagging
+/// voter (through the chunked frames a real transport sends) and a broker that fetches it.
+#[test]
+fn a_lagging_voter_and_a_broker_catch_up_by_a_snapshot_larger_than_a_frame() {
+    let mut sim = Sim::new(11, 3, |config| config.snapshot_after_entries = 5);
+    assert!(sim.settle(200));
+    let leader = sim.leader().expect("leader");
+    let follower = (0..3).find(|id| *id != leader).expect("a follower");
+    sim.crash(follower);
+    for (i, name) in ["big-a", "big-b", "big-c"].into_iter().enumerate() {
+        let batch = big_topic(name, 0xb16 + i as u128, 150_000);
+        sim.propose_batch_on(leader, name.to_string(), batch)
+            .expect("accepted");
+        sim.ticks(2);
+    }
+    for _ in 0..8 {
+        sim.propose().expect("the majority still commits");
+        sim.ticks(2);
+    }
+    // Until the crashed follower stops counting as recently active, compaction waits for it.
+    sim.ticks(30);
+    sim.propose().expect("accepted");
+    assert!(sim.settle(50));
+    let status = sim.quorum(leader).expect("live").status();
+    let saved = sim.nodes[&leader].disk.durable().snapshot;
+    assert!(
+        saved.data.len() > crate::log::BATCH_BYTES_MAX,
+        "the snapshot ({} bytes) is larger than a frame",
+        saved.data.len()
+    );
+    assert!(status.first_index > 10, "compacted: {status:?}");
+    sim.restart(follower);
+    assert!(sim.settle(200));
+    assert_eq!(sim.nodes[&follower].snapshots_installed, 1);
+    sim.check_converged();
+    let image = sim.quorum(leader).expect("live").image();
+    assert_eq!(image.partition_count(), 450_000);
+    assert_eq!(*sim.quorum(follower).expect("live").image(), *image);
+
+    // A broker fetches the saved snapshot by position, a bounded chunk at a time.
+    let quorum = sim.quorum(leader).expect("live");
+    let mut broker = crate::follower::MetadataFollower::new();
+    let mut chunks = 0;
+    loop {
+        let update = quorum.serve_fetch(broker.next_fetch(), 16 * 1024 * 1024);
+        match &update {
+            crate::follower::MetadataUpdate::UpToDate => break,
+            crate::follower::MetadataUpdate::SnapshotChunk { bytes, .. } => {
+                assert!(bytes.len() <= crate::follower::SNAPSHOT_FETCH_BYTES_MAX);
+                chunks += 1;
+            }
+            crate::follower::MetadataUpdate::Entries { .. } => {}
+        }
+        broker.apply(update);
+    }
+    assert!(chunks > 16, "{chunks} chunks");
     assert_eq!(broker.applied_index(), quorum.applied_index());
     assert_eq!(*broker.image(), *quorum.image());
 }
