@@ -3,9 +3,10 @@
 //!
 //! Measures the pieces of the quorum's snapshot path (`raft_store::build_snapshot` and
 //! `image_from_snapshot`, whose encode/decode helpers are crate-private, so their few lines are
-//! repeated here exactly: `serde_json` of `Vec<VersionedRecord>`), the broker catch-up form
-//! ([`MetadataUpdate::Snapshot`]), and a controller's whole restart from disk
-//! ([`Quorum::open`] on a [`FileDisk`] whose snapshot holds the image). Prints the sizes once.
+//! repeated here exactly: `serde_json` of `Vec<VersionedRecord>`), and a controller's whole
+//! restart from disk ([`Quorum::open`] on a [`FileDisk`] whose snapshot holds the image). Prints
+//! the sizes once. The 1,000,000-partition snapshot, with a broker's fetch of it and its raft
+//! transfer in chunks, is `benches/snapshot_1m.rs`.
 //!
 //! ```text
 //! cargo bench -p skald-controller --bench snapshot
@@ -18,8 +19,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use skald_controller::follower::MetadataUpdate;
-use skald_controller::log::BATCH_BYTES_MAX;
 use skald_controller::raft_disk::FileDisk;
 use skald_controller::record::VersionedRecord;
 use skald_controller::{MetadataImage, MetadataRecord, Quorum, QuorumConfig};
@@ -70,12 +69,6 @@ fn snapshot(c: &mut Criterion) {
     );
     let records = image.to_records();
     let data = encode_records(&records);
-    let update = MetadataUpdate::Snapshot {
-        index: 1,
-        records: records.clone(),
-    }
-    .encode()
-    .expect("a broker's snapshot fits one update");
 
     // A single-voter controller bootstrapped from these records writes them as its snapshot
     // (`__cluster_metadata-0/snapshot`); reopening it is a controller restart.
@@ -97,15 +90,10 @@ fn snapshot(c: &mut Criterion) {
     let per_partition = data.len() as f64 / partitions as f64;
     println!(
         "snapshot of {partitions} partitions in {TOPICS} topics: {} records, data {} bytes \
-         ({per_partition:.1} bytes per partition); broker snapshot update {} bytes; \
-         __cluster_metadata-0 after bootstrap {} bytes; one frame holds at most {} bytes, \
-         about {:.0} partitions of this shape",
+         ({per_partition:.1} bytes per partition); __cluster_metadata-0 after bootstrap {} bytes",
         records.len(),
         data.len(),
-        update.len(),
         dir_bytes(&metadata_dir),
-        BATCH_BYTES_MAX,
-        BATCH_BYTES_MAX as f64 / per_partition,
     );
 
     let mut group = c.benchmark_group("snapshot_100k_partitions");
@@ -126,21 +114,6 @@ fn snapshot(c: &mut Criterion) {
     });
     group.bench_function("load: decode + replay", |b| {
         b.iter(|| black_box(image_from_data(&data)))
-    });
-    group.bench_function("broker update: encode", |b| {
-        b.iter(|| {
-            black_box(
-                MetadataUpdate::Snapshot {
-                    index: 1,
-                    records: image.to_records(),
-                }
-                .encode()
-                .expect("encode"),
-            )
-        })
-    });
-    group.bench_function("broker update: decode", |b| {
-        b.iter(|| black_box(MetadataUpdate::decode(&update).expect("decode")))
     });
     // What a controller's periodic snapshot costs its driver thread (`save_snapshot`: build,
     // write, fsync), plus the replay of the records into the image (the "load" case above less

@@ -89,7 +89,7 @@ fn from_hex(hex: &str) -> Result<Vec<u8>> {
         _ => Err(Error::Frame("invalid hex in a snapshot chunk".into())),
     };
     let hex = hex.as_bytes();
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return Err(Error::Frame("odd hex length in a snapshot chunk".into()));
     }
     hex.chunks_exact(2)

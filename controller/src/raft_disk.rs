@@ -760,4 +760,47 @@ mod tests {
         assert_eq!(indexes(&state), vec![(10, 3)]);
         assert_eq!(state.snapshot, snapshot(9, 3));
     }
+
+    #[test]
+    fn a_snapshot_larger_than_a_frame_is_saved_in_chunks_and_served_by_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut disk = FileDisk::open(dir.path()).unwrap();
+        disk.load().unwrap();
+        let mut big = snapshot(12, 4);
+        big.data = (0..crate::log::BATCH_BYTES_MAX + 3 * 1024 * 1024)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<u8>>()
+            .into();
+        disk.save_snapshot(&big).unwrap();
+        disk.sync().unwrap();
+        let path = dir.path().join(METADATA_DIR_NAME).join(SNAPSHOT_FILE_NAME);
+        let file = fs::read(&path).unwrap();
+        let (total, first) = disk.read_snapshot(0, 1000).unwrap();
+        assert_eq!((total, &first[..]), (file.len() as u64, &file[..1000]));
+        let (_, tail) = disk.read_snapshot(total - 10, 1000).unwrap();
+        assert_eq!(tail, &file[file.len() - 10..]);
+        drop(disk);
+        let mut reopened = FileDisk::open(dir.path()).unwrap();
+        assert_eq!(reopened.load().unwrap().snapshot, big);
+        assert_eq!(reopened.read_snapshot(0, usize::MAX).unwrap().1, file);
+
+        // A flipped byte inside a chunk, or a file cut at a frame boundary or inside a frame,
+        // refuses to load rather than start from a wrong image.
+        let mut flipped = file.clone();
+        flipped[file.len() / 2] ^= 0x40;
+        let chunk_frame = crate::snapshot_chunks::SNAPSHOT_CHUNK_BYTES_MAX + FRAME_HEADER_BYTES + 1;
+        let header_frame = file.len() - (big.data.len() + 17 * (FRAME_HEADER_BYTES + 1));
+        for (what, bytes) in [
+            ("flipped", flipped),
+            ("cut inside a frame", file[..file.len() - 1].to_vec()),
+            (
+                "cut at a frame boundary",
+                file[..header_frame + chunk_frame].to_vec(),
+            ),
+        ] {
+            fs::write(&path, &bytes).unwrap();
+            let err = FileDisk::open(dir.path()).unwrap().load().unwrap_err();
+            assert!(matches!(err, Error::Corrupt { .. }), "{what}: {err}");
+        }
+    }
 }

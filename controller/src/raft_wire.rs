@@ -171,7 +171,10 @@ impl MessageDecoder {
 /// Sends `message` through its frames and a fresh decoder, as a peer's stream carries it.
 #[cfg(test)]
 pub(crate) fn through_frames(message: &Message) -> Result<Message> {
-    let stream: Vec<u8> = message_frames(message)?.flatten().collect();
+    let mut stream = Vec::new();
+    for frame in message_frames(message)? {
+        stream.extend_from_slice(&frame);
+    }
     let mut decoder = MessageDecoder::new();
     let mut at = 0;
     while let Some((decoded, used)) = decoder.decode(&stream[at..])? {

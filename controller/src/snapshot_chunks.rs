@@ -96,7 +96,11 @@ impl ChunkedFrames {
 
     /// Every frame, concatenated (the file's bytes).
     pub fn concat(self) -> Vec<u8> {
-        self.flatten().collect()
+        let mut bytes = Vec::new();
+        for frame in self {
+            bytes.extend_from_slice(&frame);
+        }
+        bytes
     }
 }
 
