@@ -19,6 +19,9 @@
 //! - [`replication`]: followers fetching from leaders, the high watermark, ISR changes through
 //!   the controller, leader-epoch truncation.
 //! - [`metrics`]: Prometheus metrics and the `/metrics` endpoint.
+//! - `sim` (tests only): a seeded simulation of replication — three brokers' real logs and
+//!   replica states, the real controller's decisions, a faulty network, crashes and power-offs —
+//!   checking that no acknowledged record is lost and that replicas agree.
 //! - `fuzzing`: what the `group_records` fuzz target in `fuzz/` runs, also run by the stable
 //!   tests over the committed seed corpus. Not part of the supported API.
 //!
@@ -45,6 +48,8 @@ pub mod producer_ids;
 pub mod replica_manager;
 pub mod replication;
 pub mod server;
+#[cfg(test)]
+mod sim;
 pub mod txn;
 
 pub use broker::Broker;
