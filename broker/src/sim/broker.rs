@@ -18,6 +18,7 @@ use skald_storage::{Log, LogConfig};
 
 use super::cluster::Bugs;
 use super::net::{FetchAnswer, FetchAsk, Wire};
+use super::trace;
 use super::{
     ANSWER_WAIT_MS, CLIENT, CONTROLLER, FETCH_BACKOFF_MS, FETCH_MAX_BYTES, FLUSH_MS, HEARTBEAT_MS,
     MIN_INSYNC_REPLICAS, PARTITIONS, PRODUCE_TIMEOUT_MS, TOPIC,
@@ -171,6 +172,11 @@ impl SimBroker {
     /// A new incarnation: logs recovered, soft state fresh, registering again.
     pub(super) fn restart(&mut self) {
         self.incarnation += 1;
+        trace!(
+            "broker {} restarts as incarnation {}",
+            self.id,
+            self.incarnation
+        );
         self.broker_epoch = None;
         self.image = None;
         self.awaiting_since_ms = None;

@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use skald_protocol::batch::RecordBatches;
 
 use super::broker::SimBroker;
+use super::trace;
 
 /// A batch in the committed history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -202,6 +203,10 @@ impl Checker {
         }
         let from = committed.base_offset.min(batch.base_offset);
         if self.exposed(partition, from) {
+            trace!(
+                "exposure: broker {id} has batch {batch:?} of partition {partition} below its \
+                 high watermark where {committed:?} was committed"
+            );
             self.forget_from(partition, from);
             self.committed.insert((partition, batch.base_offset), batch);
             self.seen.committed_batches += 1;
@@ -287,8 +292,49 @@ impl Checker {
     }
 
     /// After healing, with every replica caught up: each acknowledged batch is below every
-    /// replica's high watermark, so `check` has compared it everywhere.
-    pub(super) fn all_acknowledged_kept(&self, brokers: &BTreeMap<i32, SimBroker>) {
+    /// replica's high watermark, so `check` has compared it everywhere — unless an exposure cut
+    /// it (then it is counted).
+    pub(super) fn all_acknowledged_kept(&mut self, brokers: &BTreeMap<i32, SimBroker>) {
+        let high_watermarks: BTreeMap<i32, i64> = (0..super::PARTITIONS)
+            .map(|partition| {
+                let lowest = brokers
+                    .values()
+                    .map(|b| b.replicas[&partition].state.high_watermark)
+                    .min()
+                    .unwrap_or(0);
+                (partition, lowest)
+            })
+            .collect();
+        for partition in 0..super::PARTITIONS {
+            let end = high_watermarks[&partition];
+            let lost_from = self
+                .committed
+                .range((partition, i64::MIN)..(partition + 1, i64::MIN))
+                .map(|(_, batch)| batch)
+                .find(|batch| batch.last_offset >= end)
+                .map(|batch| batch.base_offset);
+            let Some(from) = lost_from else {
+                continue;
+            };
+            let acknowledged = self
+                .acknowledged
+                .range((partition, from)..(partition + 1, i64::MIN))
+                .next()
+                .is_some();
+            assert!(
+                self.exposed(partition, from),
+                "seed {}: committed records were lost: partition {partition} ends at {end} \
+                 after healing, where committed batches reached past {from}{}",
+                self.seed,
+                if acknowledged {
+                    ", acknowledged ones too: an acknowledged acks=all record was lost"
+                } else {
+                    ""
+                }
+            );
+            trace!("exposure: partition {partition} ends at {end} after healing");
+            self.forget_from(partition, from);
+        }
         for ((partition, base_offset), batch_id) in &self.acknowledged {
             for broker in brokers.values() {
                 let high_watermark = broker.replicas[partition].state.high_watermark;

@@ -10,6 +10,7 @@ use skald_controller::{
 use super::broker::{Outbox, SimBroker};
 use super::check::{Checker, Seen};
 use super::net::{Network, Wire};
+use super::trace;
 use super::{
     Rng, ANSWER_WAIT_MS, BROKERS, CLIENT, CONTROLLER, LAG_TIME_MAX_MS, MIN_INSYNC_REPLICAS,
     PARTITIONS, PRODUCE_TIMEOUT_MS, SESSION_MS, TICK_MS, TOPIC,
@@ -55,6 +56,7 @@ struct SimController {
     /// The version holding each broker's current registration.
     registered_version: BTreeMap<i32, u64>,
     election_keeps_leader_epoch: bool,
+    now_ms: i64,
 }
 
 fn registration(broker_id: i32, incarnation_id: u64) -> BrokerRegistration {
@@ -91,6 +93,7 @@ impl SimController {
             contact_ms: BTreeMap::new(),
             registered_version: BTreeMap::new(),
             election_keeps_leader_epoch: false,
+            now_ms: 0,
         };
         for id in 1..=BROKERS {
             let planned = sim
@@ -129,6 +132,11 @@ impl SimController {
         let before = self.image.topic(TOPIC).map(|t| t.partitions.clone());
         self.image.replay_batch(&records);
         self.version += 1;
+        trace!(
+            "{} ms: metadata v{}: {records:?}",
+            self.now_ms,
+            self.version
+        );
         if let (true, Some(before)) = (self.election_keeps_leader_epoch, before) {
             // Injected: a new leader inherits its predecessor's leader epoch.
             let topic = self.image.topics.get_mut(TOPIC).expect("the topic exists");
@@ -151,6 +159,7 @@ impl SimController {
 
     /// Fences the brokers whose session expired.
     fn tick(&mut self, now_ms: i64) {
+        self.now_ms = now_ms;
         let expired: Vec<(i32, i64)> = self
             .image
             .brokers
@@ -460,6 +469,7 @@ impl Cluster {
     fn kill(&mut self, id: i32) {
         let broker = self.brokers.get_mut(&id).expect("known broker");
         if broker.up {
+            trace!("{} ms: broker {id} killed", self.tick as i64 * TICK_MS);
             broker.kill();
             self.stats.kills += 1;
         }
@@ -490,6 +500,12 @@ impl Cluster {
             .collect();
         let cut = self.brokers.get_mut(&id).expect("known broker").power_off();
         for (partition, before, after) in cut {
+            trace!(
+                "{} ms: broker {id} powered off: partition {partition} cut {before} -> {after}, \
+                 in the ISR: {}",
+                self.now_ms(),
+                in_isr[&partition]
+            );
             self.checker
                 .powered_off(partition, before, after, in_isr[&partition]);
         }
@@ -575,6 +591,10 @@ pub(crate) fn run(seed: u64, bugs: Bugs) -> Stats {
                 // leaderships move while it still runs.
                 if let Some(registered) = cluster.controller.image.brokers.get(&broker) {
                     let broker_epoch = registered.broker_epoch;
+                    trace!(
+                        "{} ms: the controller fences broker {broker}",
+                        cluster.now_ms()
+                    );
                     cluster.controller.fence(broker, broker_epoch);
                     cluster.stats.fencings += 1;
                 }

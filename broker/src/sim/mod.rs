@@ -68,6 +68,22 @@ const FLUSH_MS: i64 = 1_000;
 /// Bytes a replica fetch returns at most.
 const FETCH_MAX_BYTES: usize = 4_096;
 
+/// With `SIM_REPLICATION_TRACE` set, the run's events (commits, faults, exposures) go to
+/// stderr: enough to follow a failing seed's replay.
+fn tracing_on() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("SIM_REPLICATION_TRACE").is_some())
+}
+
+macro_rules! trace {
+    ($($arg:tt)*) => {
+        if $crate::sim::tracing_on() {
+            eprintln!($($arg)*);
+        }
+    };
+}
+pub(crate) use trace;
+
 /// xorshift64*: tiny, seedable, good enough to pick faults (as `skald_controller`'s simulation).
 #[derive(Debug, Clone)]
 struct Rng(u64);
