@@ -119,11 +119,19 @@ pub fn maybe_alter_isr(broker: &Arc<Broker>, partition: &Arc<Partition>) {
                         topic = partition.topic,
                         partition = partition.partition,
                         ?new_isr,
-                        "AlterPartition refused: {err}"
+                        "AlterPartition refused: {err:?}"
                     );
-                    partition.with_replica(|state| {
-                        state.clear_pending(leader_epoch, partition_epoch, &new_isr)
-                    });
+                    // Pending until the metadata settles it, unless it cannot have applied.
+                    if let Some(err) = err {
+                        partition.with_replica(|state| {
+                            state.alter_partition_refused(
+                                leader_epoch,
+                                partition_epoch,
+                                &new_isr,
+                                err,
+                            )
+                        });
+                    }
                     break;
                 }
                 Err(AlterFailure::Unanswered(err)) => {
@@ -154,8 +162,9 @@ const ALTER_RETRY_BACKOFF: Duration = Duration::from_millis(500);
 
 /// Why an AlterPartition did not change the ISR.
 enum AlterFailure {
-    /// The controller answered no (a stale epoch, an ineligible replica, ...).
-    Refused(String),
+    /// The controller answered no for this partition (`Some`), or for the whole request (a
+    /// stale broker epoch: `None`; the re-registration it calls for settles the ISR).
+    Refused(Option<AlterPartitionError>),
     /// No answer (no controller, a timeout, a lost connection): it may or may not have committed.
     Unanswered(String),
 }
@@ -195,7 +204,7 @@ async fn alter_partition(
         .submit(broker, change)
         .await
         .map_err(|err| match err {
-            ControlError::StaleBrokerEpoch => AlterFailure::Refused(err.to_string()),
+            ControlError::StaleBrokerEpoch => AlterFailure::Refused(None),
             other => AlterFailure::Unanswered(other.to_string()),
         })?;
     match outcome {
@@ -205,7 +214,7 @@ async fn alter_partition(
         Err(AlterPartitionError::NotController) => Err(AlterFailure::Unanswered(
             "the controller is behind this leader's epochs".into(),
         )),
-        Err(err) => Err(AlterFailure::Refused(format!("{err:?}"))),
+        Err(err) => Err(AlterFailure::Refused(Some(err))),
     }
 }
 

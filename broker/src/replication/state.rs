@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 
 use kafka_protocol::ResponseError;
-use skald_controller::PartitionImage;
+use skald_controller::{AlterPartitionError, PartitionImage};
 
 /// Kafka's "not known yet" for a follower's log end offset.
 pub const UNKNOWN_OFFSET: i64 = -1;
@@ -383,6 +383,28 @@ impl ReplicaState {
             if this_request {
                 leader.pending = None;
             }
+        }
+    }
+
+    /// The controller refused the AlterPartition for `isr` sent at (`leader_epoch`,
+    /// `partition_epoch`) with `error` (Kafka's `handleAlterPartitionError`). Only a refusal that
+    /// proves the request never applied (INELIGIBLE_REPLICA: checked after the epochs, so the
+    /// partition was still at the request's epoch) drops the pending ISR now. Any other may be
+    /// the answer to a copy sent again after an unanswered first one that did commit — a stale
+    /// partition epoch (INVALID_UPDATE_VERSION) is then the request's own doing — so the pending
+    /// ISR stays, and an expansion keeps counting for the high watermark, until this broker's
+    /// metadata shows a newer partition epoch or leadership. Dropping it at once let the leader
+    /// commit records without a member the controller had already added to the ISR, which the
+    /// controller could then elect (found by `sim`, seeds 1170 and 10121).
+    pub fn alter_partition_refused(
+        &mut self,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: &[i32],
+        error: AlterPartitionError,
+    ) {
+        if error == AlterPartitionError::IneligibleReplica {
+            self.clear_pending(leader_epoch, partition_epoch, isr);
         }
     }
 

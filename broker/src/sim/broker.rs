@@ -61,6 +61,7 @@ pub(super) struct Replica {
 impl Replica {
     /// Cuts the log back to `offset` (the real truncation).
     fn truncate_to(&mut self, offset: i64) {
+        trace!("  truncate {} -> {offset}", self.log.log_end_offset());
         self.log
             .truncate_to(offset)
             .expect("the simulation's disk never fails");
@@ -304,6 +305,12 @@ impl SimBroker {
         };
         let (leader_epoch, partition_epoch) = (leader.leader_epoch, leader.partition_epoch);
         let shrinks = leader.isr.iter().any(|id| !isr.contains(id));
+        trace!(
+            "{now_ms} ms: broker {me} partition {partition}: asks ISR {isr:?} at log end \
+             {leader_end_offset}, HW {}, followers {:?}",
+            replica.state.high_watermark,
+            replica.state.leader().map(|l| l.followers.clone())
+        );
         replica.state.set_pending(isr.clone());
         if bugs.shrink_before_commit && shrinks {
             // Injected: the leader acts on its shrink before the controller has committed it.
@@ -400,7 +407,7 @@ impl SimBroker {
                 self.image = None;
             }
             Wire::AlterPartitionAnswer { request, reply } => {
-                self.alter_answered(&request, reply.map_err(|_| ()));
+                self.alter_answered(&request, reply.ok());
             }
             Wire::Fetch(ask) => {
                 let answer = self.serve_fetch(from, ask, now_ms, rules, bugs, out);
@@ -448,6 +455,15 @@ impl SimBroker {
             let transition = replica
                 .state
                 .apply(self.id, placement, log_end_offset, now_ms);
+            if transition != Transition::Unchanged {
+                trace!(
+                    "{now_ms} ms: broker {} partition {partition}: {transition:?} at log end \
+                     {log_end_offset}, HW {}, epochs {:?}",
+                    self.id,
+                    replica.state.high_watermark,
+                    replica.log.leader_epoch_entries()
+                );
+            }
             if let Transition::BecameLeader { leader_epoch } = transition {
                 replica
                     .log
@@ -465,29 +481,30 @@ impl SimBroker {
         self.image = Some((version, image));
     }
 
-    /// `replication::isr`'s handling of the controller's answer.
+    /// `replication::isr`'s handling of the controller's answer: an accepted change is
+    /// settled once the metadata shows it; a refused one as `ReplicaState` rules; a refused
+    /// request (stale broker epoch) waits for the re-registration's metadata.
     fn alter_answered(
         &mut self,
         request: &AlterPartitionRequest,
-        reply: Result<Vec<skald_controller::PartitionOutcome>, ()>,
+        outcomes: Option<Vec<skald_controller::PartitionOutcome>>,
     ) {
         for (index, change) in request.partitions.iter().enumerate() {
             let Some(replica) = self.replicas.get_mut(&change.partition) else {
                 continue;
             };
             let isr: Vec<i32> = change.new_isr.iter().map(|m| m.broker_id).collect();
-            let accepted = reply
-                .as_ref()
-                .is_ok_and(|outcomes| outcomes.get(index).is_some_and(|o| o.is_ok()));
-            let settled = !accepted
-                || replica
-                    .state
-                    .leader()
-                    .is_some_and(|leader| leader.isr == isr);
-            if settled {
-                replica
-                    .state
-                    .clear_pending(change.leader_epoch, change.partition_epoch, &isr);
+            let (epoch, partition_epoch) = (change.leader_epoch, change.partition_epoch);
+            match outcomes.as_ref().and_then(|o| o.get(index)) {
+                Some(Ok(_)) if replica.state.leader().is_some_and(|l| l.isr == isr) => {
+                    replica.state.clear_pending(epoch, partition_epoch, &isr);
+                }
+                Some(Err(error)) => {
+                    replica
+                        .state
+                        .alter_partition_refused(epoch, partition_epoch, &isr, *error)
+                }
+                Some(Ok(_)) | None => {}
             }
             if replica
                 .alter
@@ -567,6 +584,14 @@ impl SimBroker {
             Err(err) => panic!("broker {me}: read failed: {err}"),
         };
         let leader_end_offset = log.log_end_offset();
+        trace!(
+            "{now_ms} ms: broker {me} partition {}: fetch from {follower} at {} (epoch {}), \
+             log end {leader_end_offset}, HW {}",
+            ask.partition,
+            ask.fetch_offset,
+            ask.last_fetched_epoch,
+            replica.state.high_watermark
+        );
         replica.state.record_follower_fetch(
             me,
             follower,
@@ -616,6 +641,13 @@ impl SimBroker {
         match answer.error {
             None => {}
             Some(ResponseError::OffsetOutOfRange) => {
+                trace!(
+                    "{now_ms} ms: broker {me} partition {}: out of range at {} from {leader} \
+                     (its HW {})",
+                    ask.partition,
+                    ask.fetch_offset,
+                    answer.high_watermark
+                );
                 if ask.fetch_offset < answer.log_start_offset {
                     replica
                         .log
@@ -641,6 +673,13 @@ impl SimBroker {
             }
         }
         if let Some(diverging) = answer.diverging {
+            trace!(
+                "{now_ms} ms: broker {me} partition {}: diverging {diverging:?} from {leader} at \
+                 log end {}, epochs {:?}",
+                ask.partition,
+                ask.fetch_offset,
+                replica.log.leader_epoch_entries()
+            );
             let truncated =
                 truncate_diverged(&mut replica.log, diverging, replica.state.high_watermark)
                     .expect("the simulation's disk never fails");

@@ -221,6 +221,27 @@ fn only_the_settled_request_clears_the_pending_isr() {
 }
 
 #[test]
+fn a_refused_expansion_keeps_counting_unless_it_cannot_have_applied() {
+    let mut state = ReplicaState::new(0);
+    state.apply(ME, &placement(ME, 5, &[1, 2]), 10, 1_000);
+    state.record_follower_fetch(ME, 2, 10, 10, 1_100);
+    state.record_follower_fetch(ME, 3, 10, 10, 1_100);
+    state.set_pending(vec![1, 2, 3]);
+    // A resent expansion whose first copy committed comes back with a stale partition epoch:
+    // broker 3 may be in the ISR now, so it keeps holding back the high watermark.
+    state.alter_partition_refused(5, 5, &[1, 2, 3], AlterPartitionError::InvalidUpdateVersion);
+    assert!(state.is_pending(5, 5, &[1, 2, 3]));
+    state.record_follower_fetch(ME, 2, 12, 12, 1_200);
+    assert!(!state.maybe_advance_high_watermark(ME, 12));
+    assert_eq!(state.high_watermark, 10);
+    // Ineligible: checked at the request's own partition epoch, so nothing was applied.
+    state.alter_partition_refused(5, 5, &[1, 2, 3], AlterPartitionError::IneligibleReplica);
+    assert!(state.leader().unwrap().pending.is_none());
+    assert!(state.maybe_advance_high_watermark(ME, 12));
+    assert_eq!(state.high_watermark, 12);
+}
+
+#[test]
 fn a_reassignment_adds_followers_that_count_for_neither_the_hw_nor_the_replication_factor() {
     let mut state = leader_of_three(10);
     // Replica 4 is being added, replica 3 removed: the union is replicated meanwhile.
