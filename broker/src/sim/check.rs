@@ -6,8 +6,9 @@
 //! are known by their first timestamp, unique per produce). Each log is read only above what was
 //! compared already, from wherever it was last cut.
 //!
-//! Exposures: a power-off that cuts committed offsets from a replica in the (maximal) ISR leaves
-//! an ISR member without records below the high watermark, which Kafka's replication takes for
+//! Exposures: a power-off that cuts records from a replica in the (maximal) ISR leaves an ISR
+//! member without records it has reported having (the leader counts them for the high watermark,
+//! from fetches sent before, even after the power-off), which Kafka's replication takes for
 //! granted. A later disagreement at those offsets is such a loss coming to light: its committed
 //! batches are counted (acknowledged ones apart) and the history goes on from the new leader's.
 //! A disagreement anywhere else fails the run.
@@ -260,16 +261,12 @@ impl Checker {
     }
 
     /// A power-off cut `partition` on a broker from `before` to `after`; `in_isr` if it was in
-    /// the partition's ISR (committed, or counted by its leader).
+    /// the partition's ISR (committed, or counted by its leader). Every offset cut is exposed,
+    /// committed yet or not: the leader may still count fetches the broker sent before, from
+    /// the records it has just lost.
     pub(super) fn powered_off(&mut self, partition: i32, before: i64, after: i64, in_isr: bool) {
-        let committed_end = self
-            .committed
-            .range((partition, i64::MIN)..(partition + 1, i64::MIN))
-            .next_back()
-            .map_or(0, |(_, batch)| batch.last_offset + 1);
-        if in_isr && after < committed_end.min(before) {
-            self.exposures
-                .push((partition, after, committed_end.min(before)));
+        if in_isr && after < before {
+            self.exposures.push((partition, after, before));
             self.seen.exposures += 1;
         }
     }

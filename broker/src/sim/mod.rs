@@ -25,10 +25,10 @@
 //!   end;
 //! - **at most one leader per partition epoch**, across every broker's replica state.
 //!
-//! A replica that loses committed records at power-off while in the ISR breaks the premise of
-//! Kafka's replication (every ISR member has everything below the high watermark): what is lost
-//! through such an *exposure* is counted apart, not failed (see [`check`]). Seeds that sync
-//! every append never have one.
+//! A replica that loses records at power-off while in the ISR breaks the premise of Kafka's
+//! replication (every ISR member has what it reported having, so everything below the high
+//! watermark): what is lost through such an *exposure* is counted apart, not failed (see
+//! [`check`]). Seeds that sync every append never have one.
 //!
 //! The controller is one process that never fails: the controller quorum's own faults are
 //! `skald_controller`'s simulation's business; here its decisions reach the brokers late, out of
