@@ -6,8 +6,8 @@
 //! are known by their first timestamp, unique per produce). Each log is read only above what was
 //! compared already, from wherever it was last cut.
 //!
-//! Exposures: a power-off that cuts records from a replica in the (maximal) ISR leaves an ISR
-//! member without records it has reported having (the leader counts them for the high watermark,
+//! Exposures: a power-off that cuts records from a replica leaves it without records it may
+//! have reported having (the leader counts them for the high watermark and for joining the ISR,
 //! from fetches sent before, even after the power-off), which Kafka's replication takes for
 //! granted. A later disagreement at those offsets is such a loss coming to light: its committed
 //! batches are counted (acknowledged ones apart) and the history goes on from the new leader's.
@@ -260,12 +260,12 @@ impl Checker {
         }
     }
 
-    /// A power-off cut `partition` on a broker from `before` to `after`; `in_isr` if it was in
-    /// the partition's ISR (committed, or counted by its leader). Every offset cut is exposed,
-    /// committed yet or not: the leader may still count fetches the broker sent before, from
-    /// the records it has just lost.
-    pub(super) fn powered_off(&mut self, partition: i32, before: i64, after: i64, in_isr: bool) {
-        if in_isr && after < before {
+    /// A power-off cut `partition` on a broker from `before` to `after`. Every offset cut is
+    /// exposed, whether the broker is in the ISR or not: fetches it sent before, from the
+    /// records it has just lost, may still reach its leader, which counts them for the high
+    /// watermark and may take it into the ISR on them.
+    pub(super) fn powered_off(&mut self, partition: i32, before: i64, after: i64) {
+        if after < before {
             self.exposures.push((partition, after, before));
             self.seen.exposures += 1;
         }

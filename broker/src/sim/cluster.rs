@@ -475,39 +475,19 @@ impl Cluster {
         }
     }
 
-    /// Power off: whatever each log lost is an exposure if the broker was in its ISR.
+    /// Power off: whatever each log lost is an exposure.
     fn power_off(&mut self, id: i32) {
         if !self.brokers[&id].up {
             return;
         }
         self.stats.power_offs += 1;
-        let in_isr: BTreeMap<i32, bool> = (0..PARTITIONS)
-            .map(|partition| {
-                let committed = self
-                    .controller
-                    .image
-                    .topic(TOPIC)
-                    .and_then(|t| t.partitions.get(&partition))
-                    .is_some_and(|p| p.isr.contains(&id));
-                let counted = self.brokers.values().filter(|b| b.up).any(|b| {
-                    b.replicas[&partition]
-                        .state
-                        .leader()
-                        .is_some_and(|leader| leader.maximal_isr().contains(&id))
-                });
-                (partition, committed || counted)
-            })
-            .collect();
         let cut = self.brokers.get_mut(&id).expect("known broker").power_off();
         for (partition, before, after) in cut {
             trace!(
-                "{} ms: broker {id} powered off: partition {partition} cut {before} -> {after}, \
-                 in the ISR: {}",
-                self.now_ms(),
-                in_isr[&partition]
+                "{} ms: broker {id} powered off: partition {partition} cut {before} -> {after}",
+                self.now_ms()
             );
-            self.checker
-                .powered_off(partition, before, after, in_isr[&partition]);
+            self.checker.powered_off(partition, before, after);
         }
     }
 

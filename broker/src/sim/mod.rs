@@ -25,8 +25,8 @@
 //!   end;
 //! - **at most one leader per partition epoch**, across every broker's replica state.
 //!
-//! A replica that loses records at power-off while in the ISR breaks the premise of Kafka's
-//! replication (every ISR member has what it reported having, so everything below the high
+//! A replica that loses records at power-off breaks the premise of Kafka's replication (a
+//! replica has what it reported having, so every ISR member has everything below the high
 //! watermark): what is lost through such an *exposure* is counted apart, not failed (see
 //! [`check`]). Seeds that sync every append never have one.
 //!
