@@ -142,10 +142,7 @@ impl TestCluster {
     /// `controllers` controller-only nodes (ids 1..) and `brokers` broker-only nodes (ids after
     /// them), all started; returns once every broker serves clients.
     pub fn start(controllers: usize, brokers: usize, overrides: &[(&str, &str)]) -> TestCluster {
-        let roles = (0..controllers)
-            .map(|_| Role::Controller)
-            .chain((0..brokers).map(|_| Role::Broker))
-            .collect::<Vec<_>>();
+        let roles = controllers_then_brokers(controllers, brokers);
         TestCluster::start_roles(&roles, overrides)
     }
 
@@ -182,10 +179,7 @@ impl TestCluster {
         overrides: &[(&str, &str)],
         prepare: &mut dyn FnMut(&ClusterNode),
     ) -> TestCluster {
-        let roles = (0..controllers)
-            .map(|_| Role::Controller)
-            .chain((0..brokers).map(|_| Role::Broker))
-            .collect::<Vec<_>>();
+        let roles = controllers_then_brokers(controllers, brokers);
         TestCluster::start_roles_linked(&roles, overrides, true, prepare)
     }
 
@@ -210,10 +204,7 @@ impl TestCluster {
         overrides: &[(&str, &str)],
         prepare: &mut dyn FnMut(&ClusterNode),
     ) -> TestCluster {
-        let roles = (0..controllers)
-            .map(|_| Role::Controller)
-            .chain((0..brokers).map(|_| Role::Broker))
-            .collect::<Vec<_>>();
+        let roles = controllers_then_brokers(controllers, brokers);
         let mut cluster = TestCluster::unstarted_linked(&roles, overrides, false);
         let hosts: Vec<i32> = cluster.nodes.iter().map(|node| node.node_id).collect();
         let fabric = Fabric::new(&hosts)
@@ -904,6 +895,14 @@ impl TestCluster {
             .expect("node is not running")
             .id()
     }
+}
+
+/// `controllers` controller-only nodes (ids 1..) then `brokers` broker-only ones.
+fn controllers_then_brokers(controllers: usize, brokers: usize) -> Vec<Role> {
+    (0..controllers)
+        .map(|_| Role::Controller)
+        .chain((0..brokers).map(|_| Role::Broker))
+        .collect()
 }
 
 /// Sends `signal` (`-TERM`, `-STOP`, ...) to a node's process.
