@@ -75,8 +75,19 @@ pub fn flush_pending_rolls(replicas: &ReplicaManager) {
 /// closed by a shutdown, which flushes everything itself) meanwhile needs nothing more.
 fn complete(replicas: &ReplicaManager, partition: &Partition, mut flush: PendingFlush) {
     let synced = flush.sync();
-    if let Some(Err(err)) = partition.with_log(|log| log.complete_flush(flush, synced)) {
-        replicas.on_storage_error(partition, &err);
+    let failure = synced.as_ref().err().map(ToString::to_string);
+    match partition.with_log(|log| log.complete_flush(flush, synced)) {
+        Some(Err(err)) => replicas.on_storage_error(partition, &err),
+        // The log was closed or removed meanwhile: a failed fsync must still take its dir
+        // offline (a later sync through another descriptor would not report it).
+        None if failure.is_some() => {
+            let err = skald_storage::Error::Io {
+                path: partition.dir(),
+                source: std::io::Error::other(failure.unwrap_or_default()),
+            };
+            replicas.on_storage_error(partition, &err);
+        }
+        _ => {}
     }
 }
 

@@ -576,8 +576,12 @@ impl<T: Tickets> ControllerLoop<T> {
     }
 
     /// Plans and proposes queued operations until one is in flight (or the queue is empty).
+    /// A new leader plans nothing until it has applied what earlier leaders committed: an
+    /// answer planned from an older image (an AlterPartition refused as INELIGIBLE_REPLICA
+    /// when a lost-answer expansion had committed) would tell a broker something false. The
+    /// queue waits meanwhile (it is bounded, and failed if leadership is lost).
     pub fn start_next<D: RaftDisk>(&mut self, quorum: &mut Quorum<D>, now_ms: u64) {
-        while self.in_flight.is_none() && quorum.is_leader() {
+        while self.in_flight.is_none() && quorum.is_leader() && quorum.applied_to_current_term() {
             let Some(queued) = self.queue.pop_front() else {
                 return;
             };

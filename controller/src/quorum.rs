@@ -573,6 +573,13 @@ impl<D: RaftDisk> Quorum<D> {
         self.node.raft.state == StateRole::Leader
     }
 
+    /// Whether this leader has applied every entry up to the start of its own term: before
+    /// that, its image may lack what an earlier leader committed, so nothing may be decided
+    /// from it (a refusal included), only proposed ([`Quorum::propose`] refuses until then).
+    pub fn applied_to_current_term(&self) -> bool {
+        self.node.raft.apply_to_current_term()
+    }
+
     pub fn term(&self) -> u64 {
         self.node.raft.term
     }

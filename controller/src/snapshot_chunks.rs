@@ -179,13 +179,14 @@ pub(crate) struct ChunkAssembler {
 
 impl ChunkAssembler {
     pub(crate) fn new(data_bytes: u64, protobuf: &[u8]) -> ChunkAssembler {
-        // `classify` bounded the length; the whole of it is needed, so reserve it at once
-        // rather than grow (and copy) by doubling.
+        // `classify` bounded the length (4 GiB), but the header is the sender's word: reserve
+        // a few chunks' worth up front and grow as chunks arrive, so a header alone costs
+        // little memory.
         let data_bytes = data_bytes as usize;
         ChunkAssembler {
             protobuf: protobuf.to_vec(),
             data_bytes,
-            data: Vec::with_capacity(data_bytes),
+            data: Vec::with_capacity(data_bytes.min(16 * SNAPSHOT_CHUNK_BYTES_MAX)),
         }
     }
 
