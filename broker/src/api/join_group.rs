@@ -137,20 +137,22 @@ mod tests {
         );
 
         let joined = join(&fixture, join_request(&member_id), 5, 1).await;
-        assert_eq!(
-            joined,
-            JoinGroupResponse::default()
-                .with_generation_id(1)
-                .with_protocol_type(Some(text("consumer")))
-                .with_protocol_name(Some(text("range")))
-                .with_leader(text(&member_id))
-                .with_member_id(text(&member_id))
-                .with_members(vec![JoinGroupResponseMember::default()
-                    .with_member_id(text(&member_id))
-                    .with_metadata(Bytes::from_static(SUBSCRIPTION))])
-        );
+        assert_eq!(joined, sole_member_elected(&member_id));
         // Nothing is written before the leader's SyncGroup.
         assert_eq!(fixture.log.take_appended(), Vec::new());
+    }
+
+    /// Generation 1 of a group whose one member, `member_id`, leads it with the range protocol.
+    fn sole_member_elected(member_id: &str) -> JoinGroupResponse {
+        JoinGroupResponse::default()
+            .with_generation_id(1)
+            .with_protocol_type(Some(text("consumer")))
+            .with_protocol_name(Some(text("range")))
+            .with_leader(text(member_id))
+            .with_member_id(text(member_id))
+            .with_members(vec![JoinGroupResponseMember::default()
+                .with_member_id(text(member_id))
+                .with_metadata(Bytes::from_static(SUBSCRIPTION))])
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
@@ -159,18 +161,7 @@ mod tests {
         let joined = join(&fixture, join_request(""), 3, 1).await;
         let member_id = joined.member_id.to_string();
         assert!(member_id.starts_with("consumer-1-"), "{member_id}");
-        assert_eq!(
-            joined,
-            JoinGroupResponse::default()
-                .with_generation_id(1)
-                .with_protocol_type(Some(text("consumer")))
-                .with_protocol_name(Some(text("range")))
-                .with_leader(text(&member_id))
-                .with_member_id(text(&member_id))
-                .with_members(vec![JoinGroupResponseMember::default()
-                    .with_member_id(text(&member_id))
-                    .with_metadata(Bytes::from_static(SUBSCRIPTION))])
-        );
+        assert_eq!(joined, sole_member_elected(&member_id));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
